@@ -1,0 +1,112 @@
+"""Typed, frozen configuration: defaults < stephctl.yaml < CLI flags.
+
+One dataclass per stage (``extract``, ``model``/``train``, ``merge``, ``evaluate``, ``slurm``)
+under one :class:`ProjectConfig`. Unknown keys are errors with a did-you-mean; every stage saves
+the resolved config next to its outputs (:func:`dump_yaml`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, MissingArtifactError
+from ..layout import CONFIG_FILE, PathTemplates, ProjectLayout, check_safe_id, normalize_cancer
+from ._loader import build, set_dotted, to_plain
+from .evaluate import EvaluateConfig
+from .extract import ExtractConfig, TissueConfig
+from .merge import MergeConfig
+from .slurm import SlurmConfig
+from .train import ModelConfig, TrainConfig
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "EvaluateConfig",
+    "ExtractConfig",
+    "MergeConfig",
+    "ModelConfig",
+    "ProjectConfig",
+    "SlurmConfig",
+    "TissueConfig",
+    "TrainConfig",
+    "dump_yaml",
+    "load_config",
+    "load_project",
+    "replace",
+    "to_plain",
+]
+
+DEFAULT_ENCODER = "tiny-cnn"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectConfig:
+    """The whole of ``stephctl.yaml``."""
+
+    cancers: list[str] = field(default_factory=list)
+    """Cancers of the project (empty = every labels/<CANCER>.csv found)."""
+    encoder: str = DEFAULT_ENCODER
+    """Feature encoder; features live under features/<encoder>/."""
+    seed: int = 42
+    paths: PathTemplates = field(default_factory=PathTemplates)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cancers", [normalize_cancer(c) for c in self.cancers])
+        if len(set(self.cancers)) != len(self.cancers):
+            raise ConfigError(f"cancers: duplicate entries in {self.cancers}")
+        check_safe_id(self.encoder, "encoder name")
+
+
+def load_config(root: Path | str, overrides: Mapping[str, Any] | None = None, *, require: bool = True) -> ProjectConfig:
+    """Load ``<root>/stephctl.yaml`` and apply ``overrides`` (dotted keys; ``None`` values are
+    ignored, so unset CLI flags do not override the file).
+
+    Raises:
+        MissingArtifactError: no stephctl.yaml and ``require`` is true.
+        ConfigError: unknown key, bad type or out-of-range value.
+    """
+    path = Path(root) / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded or {}
+    elif require:
+        raise MissingArtifactError(
+            f"not a stephctl project: {path} does not exist",
+            hint=f"run `stephctl init {Path(root)}` or pass -p/--project DIR",
+        )
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(data, key, value)
+    try:
+        return build(ProjectConfig, data)
+    except ConfigError as exc:
+        if path.is_file() and str(path) not in exc.message:
+            exc.message = f"{path}: {exc.message}"
+        raise
+
+
+def load_project(root: Path | str, overrides: Mapping[str, Any] | None = None) -> tuple[ProjectLayout, ProjectConfig]:
+    """Config and layout of the project at ``root`` (templates from ``paths:`` applied)."""
+    config = load_config(root, overrides)
+    return ProjectLayout(Path(root), config.paths), config
+
+
+def dump_yaml(obj: Any) -> str:
+    """A config (or any dataclass tree) as YAML, for saving next to outputs."""
+    return yaml.safe_dump(to_plain(obj), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,117 @@
+"""The commented stephctl.yaml that ``stephctl init`` writes (it loads to the defaults)."""
+
+from __future__ import annotations
+
+TEMPLATE = """\
+# stephctl project configuration. Every key is optional; the values shown are the defaults.
+# CLI flags override this file; each stage saves the resolved config next to its outputs.
+# Reference: docs/configuration.md
+
+# Cancers of the project (upper-case TCGA abbreviations; tcga_brca / brca are accepted).
+# Empty = every labels/<CANCER>.csv found.
+cancers: {cancers}
+
+# Patch encoder; features are stored under features/<encoder>/.
+# tiny-cnn is a small built-in CPU encoder with deterministic random weights: it makes a new
+# project extract out of the box, but it is NOT a pathology foundation model.
+# To use UNI2-h (what the STEPH paper used), request access at https://huggingface.co/MahmoodLab/UNI2-h,
+# download pytorch_model.bin and set:
+#   encoder: uni2-h
+#   extract:
+#     weights:
+#       uni2-h: /path/to/UNI2-h/pytorch_model.bin
+# `stephctl extract --list-encoders` lists every encoder.
+encoder: {encoder}
+
+seed: 42
+
+# Point labels, splits and features at an existing download instead of copying it, e.g. UNI2-h-DSS:
+#   paths:
+#     labels: /data/UNI2-h-DSS/data_split/stratified-5foldcv/{{dataset}}/{{dataset}}_survival.csv
+#     splits: /data/UNI2-h-DSS/data_split/stratified-5foldcv/{{dataset}}/splits_{{fold}}.csv
+#     features: /data/UNI2-h-features/TCGA/{{slide_id}}.h5
+# Fields: {{cancer}} BRCA, {{cancer_lower}} brca, {{dataset}} tcga_brca, {{fold}}, {{slide_id}}, {{encoder}}.
+paths:
+  labels: null
+  splits: null
+  features: null
+
+extract:
+  patch_size: 256            # pixels at target_mpp
+  target_mpp: 0.5            # microns per pixel (0.5 = 20x)
+  min_tissue_fraction: 0.25  # keep a patch when at least this fraction is tissue
+  mpp: null                  # fallback slide MPP when neither the slide nor the manifest has one
+  mpp_range: [0.05, 16.0]    # plausible slide MPP; outside it a slide is refused
+  weights: {{}}                # local weight files per encoder name
+  batch_size: 64
+  workers: 2                 # slide-reading threads ahead of the encoder
+  device: auto               # auto | cpu | cuda | cuda:N
+  precision: auto            # auto | fp32 | fp16 | bf16
+  tissue:
+    thumbnail_mpp: 8.0
+    saturation_threshold: null   # null = Otsu on HSV saturation
+    min_saturation: 0.05
+    max_brightness: 0.92
+    min_object_um2: 20000.0
+    max_hole_um2: 20000.0
+
+model:                       # ABMIL with gated attention (input dim follows the features)
+  dim_emb: 512
+  dim_attn: 384
+  dropout: 0.25
+  time_bins: 32              # yearly bins: cut points 0, 365, ..., 11680 days, last bin open-ended
+  bin_width_days: 365.0
+
+train:                       # reference protocol of the cancer-specific models
+  epochs: 20
+  batch_size: 16             # bags per optimiser step, one loss over the batch
+  lr: 1.0e-4
+  weight_decay: 1.0e-5       # AdamW, >= 2-d weights only
+  warmup_epochs: 1.0         # cosine schedule with linear warm-up
+  alpha: 0.5                 # SurvMLE: loss = U + (1 - alpha) C
+  eps: 1.0e-7
+  seed: 42
+  folds: null                # null = every splits_<k>.csv
+  device: auto
+  cache_gb: 4.0              # features cached in memory up to this size, streamed beyond
+  max_bag_batch_patches: 0   # > 0 caps batch x longest bag per forward pass
+
+merge:
+  method: steph              # `stephctl merge --list-methods`
+  sources: null              # null = every other cancer
+  source_fold: 0             # the reference uses fold-0 source models for every target fold
+  folds: null
+  top_k: 5
+  gamma: 0.005               # aggregation loss weight (the authors also used 0.05)
+  beta: 0.05                 # mixing loss weight
+  epochs: null               # null = train.epochs
+  mix: hypernet              # hypernet | fixed | global   (ablations)
+  fixed_lambda: 1.0          # with mix: fixed (0 = sources only, 1 = target only)
+  weights: hypernet          # hypernet | global           (ablation)
+  sparse: true               # false = aggregate all sources (ablation)
+  options: {{}}                # method-specific options
+
+evaluate:
+  bootstrap: 1000            # resamples for 95% intervals
+  seed: 42
+  confidence: 0.95
+  auc_years: [1.0, 3.0, 5.0]
+  reference_method: cancer-specific
+  report: true
+
+slurm:                       # used by `stephctl slurm`
+  partition: null
+  account: null
+  time: "04:00:00"
+  mem: 32G
+  cpus: 8
+  gpus: 1
+  max_parallel: null
+  activate: ""               # e.g. "source /path/to/stephctl/.venv/bin/activate"
+  extra: []
+"""
+
+
+def render(*, encoder: str, cancers: list[str]) -> str:
+    cancer_text = "[" + ", ".join(cancers) + "]"
+    return TEMPLATE.format(encoder=encoder, cancers=cancer_text)

@@ -1,0 +1,67 @@
+"""Configuration of ``stephctl train-source`` (sections ``model:`` and ``train:``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """ABMIL with gated attention (STEPH_SPEC section 2). The input dim follows the features."""
+
+    dim_emb: int = 512
+    """Width of the instance projection feat_proj (D -> dim_emb)."""
+    dim_attn: int = 384
+    """Hidden width of the gated attention branches."""
+    dropout: float = 0.25
+    """Dropout inside the attention branches."""
+    time_bins: int = 32
+    """Number of discrete time bins = outputs of the prediction head."""
+    bin_width_days: float = 365.0
+    """Width of each bin in days; the last bin is open-ended (defaults: cut points 0..11680)."""
+
+    def __post_init__(self) -> None:
+        if self.dim_emb < 1 or self.dim_attn < 1 or self.time_bins < 2:
+            raise ConfigError("model.dim_emb, model.dim_attn must be >= 1 and model.time_bins >= 2")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.bin_width_days <= 0:
+            raise ConfigError(f"model.bin_width_days must be > 0, got {self.bin_width_days}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Training protocol of the cancer-specific models (STEPH_SPEC section 3.1)."""
+
+    epochs: int = 20
+    batch_size: int = 16
+    """Bags per optimiser step; one loss over the batch; leftover bags of an epoch are dropped."""
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    """AdamW weight decay, applied to >= 2-d weights only."""
+    warmup_epochs: float = 1.0
+    """Linear warm-up length of the cosine schedule, in epochs."""
+    alpha: float = 0.5
+    """SurvMLE weight of the uncensored term (loss = U + (1 - alpha) C)."""
+    eps: float = 1e-7
+    """Clamp of probabilities inside the log of SurvMLE."""
+    seed: int = 42
+    folds: list[int] | None = None
+    """Folds to train (None = every split file found)."""
+    device: str = "auto"
+    cache_gb: float = 4.0
+    """Feature cache size; a cohort larger than this is streamed from HDF5 each epoch."""
+    max_bag_batch_patches: int = 0
+    """If > 0, cap on (batch x longest bag) per forward pass; batches above are split into chunks."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ConfigError("train.epochs must be >= 0 and train.batch_size >= 1")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError("train.lr must be > 0 and train.weight_decay >= 0")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"train.alpha must be in [0, 1], got {self.alpha}")
+        if self.cache_gb < 0:
+            raise ConfigError("train.cache_gb must be >= 0")

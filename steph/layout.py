@@ -1,0 +1,344 @@
+"""The standard project directory layout: the ONLY module that knows directory and file names.
+
+Every other module asks a :class:`ProjectLayout` for a path; nothing else joins these names.
+Paths are computed, never created here. ``describe()`` returns the tree documented in
+``docs/layout.md`` (a test keeps the two equal).
+
+Path templates (``paths:`` in ``stephctl.yaml``) may point labels, splits and features at an
+existing UNI2-h-DSS or TRIDENT download; they are Python format strings over ``{cancer}``
+(``BRCA``), ``{cancer_lower}`` (``brca``), ``{dataset}`` (``tcga_brca``), ``{fold}``,
+``{slide_id}`` and ``{encoder}``; a relative result is taken relative to the project root.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError, LayoutError
+
+CONFIG_FILE = "stephctl.yaml"
+NULL_MODEL = "null.safetensors"
+CANCER_SPECIFIC = "cancer-specific"
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CANCER = re.compile(r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*$")
+_TEMPLATE_FIELDS = ("cancer", "cancer_lower", "dataset", "fold", "slide_id", "encoder")
+
+LAYOUT_TREE = """\
+DIR/stephctl.yaml                       project config: cancers, encoder, model and training settings, path templates
+DIR/slides/manifest.csv                 slide_id,patient_id,cancer,path[,mpp]   (path relative to DIR or absolute)
+DIR/labels/<CANCER>.csv                 patient_id,slide_id,t,e   (t in days, e 1 = event; `pathology_id` accepted for slide_id; one row per slide)
+DIR/splits/<CANCER>/splits_<k>.csv      UNI2-h-DSS format: columns train,test[,val], one patient_id per cell
+DIR/features/<encoder>/<slide_id>.h5    dataset `features` [N,D] float32, `coords` [N,2] int64 level-0 x,y; provenance attrs
+DIR/features/<encoder>/thumbnails/      <slide_id>.png: thumbnail with the kept patch grid drawn on it
+DIR/features/<encoder>/failures.csv     slides that failed in the last extract run, with the reason
+DIR/models/null.safetensors (+ .json)   the shared random initialisation theta0 and its sha256
+DIR/models/<CANCER>/fold_<k>/           model.safetensors, meta.json (config, theta0 sha256, seed, versions), metrics.json, train.log
+DIR/task_vectors/<CANCER>/fold_<k>.safetensors   tau = theta - theta0 (+ .json metadata)
+DIR/merged/<TARGET>/<method>/fold_<k>/  what merge learned (weights, meta.json, coefficients.csv), merge.log
+DIR/results/<TARGET>/<method>/fold_<k>/ predictions.csv, metrics.json
+DIR/results/summary.csv, DIR/reports/   cross-fold tables and plots; reports/<TARGET>/report.html
+DIR/predictions/<name>/                 `stephctl evaluate --predict` output for unlabeled patients
+DIR/logs/                               per-run logs of every stage, Slurm job logs
+"""
+
+
+def normalize_cancer(name: str) -> str:
+    """``tcga_brca``, ``brca``, ``TCGA-BRCA`` and ``BRCA`` all become ``BRCA``.
+
+    >>> normalize_cancer("tcga_coadread"), normalize_cancer(" brca ")
+    ('COADREAD', 'BRCA')
+    """
+    raw = name.strip()
+    upper = raw.upper().replace("_", "-")
+    if upper.startswith("TCGA-"):
+        upper = upper[len("TCGA-") :]
+    if not _CANCER.match(upper):
+        raise LayoutError(
+            f"invalid cancer name {name!r}",
+            hint="use an upper-case TCGA abbreviation such as BRCA or BLCA (tcga_brca and brca are accepted)",
+        )
+    return upper
+
+
+def check_safe_id(value: str, what: str = "slide_id") -> str:
+    """Refuse identifiers that are not safe file names (``/``, ``..``, leading dots, spaces)."""
+    if not isinstance(value, str) or not _SAFE_ID.match(value) or ".." in value:
+        raise LayoutError(
+            f"{what} {value!r} is not a safe file name",
+            hint="use letters, digits, '.', '_' and '-' only, not starting with '.' and without '..' or '/'",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class PathTemplates:
+    """Optional templates that redirect inputs to an existing download (see module docstring)."""
+
+    labels: str | None = None
+    splits: str | None = None
+    features: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("labels", "splits", "features"):
+            template = getattr(self, name)
+            if template is None:
+                continue
+            for found in re.findall(r"{([^}]*)}", template):
+                if found not in _TEMPLATE_FIELDS:
+                    raise ConfigError(
+                        f"paths.{name}: unknown template field {{{found}}} in {template!r}",
+                        hint="available fields: " + ", ".join("{" + f + "}" for f in _TEMPLATE_FIELDS),
+                    )
+
+
+@dataclass(frozen=True)
+class ProjectLayout:
+    """Locations of every artifact of a project rooted at ``root``."""
+
+    root: Path
+    templates: PathTemplates = field(default_factory=PathTemplates)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().absolute())
+
+    # -- templates ----------------------------------------------------------------------------
+    def _fill(self, template: str, **values: object) -> Path:
+        cancer = values.get("cancer")
+        fields: dict[str, object] = dict.fromkeys(_TEMPLATE_FIELDS, "")
+        if isinstance(cancer, str):
+            fields.update(cancer_lower=cancer.lower(), dataset=f"tcga_{cancer.lower()}")
+        fields.update({k: v for k, v in values.items() if v is not None})
+        path = Path(template.format_map(fields)).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    # -- project ------------------------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def slides_dir(self) -> Path:
+        return self.root / "slides"
+
+    @property
+    def manifest(self) -> Path:
+        return self.slides_dir / "manifest.csv"
+
+    def slide_path(self, path_in_manifest: str) -> Path:
+        """Resolve a manifest ``path`` cell (relative to the project root, or absolute)."""
+        path = Path(path_in_manifest).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    # -- labels and splits --------------------------------------------------------------------
+    @property
+    def labels_dir(self) -> Path:
+        return self.root / "labels"
+
+    def labels(self, cancer: str) -> Path:
+        if self.templates.labels:
+            return self._fill(self.templates.labels, cancer=cancer)
+        return self.labels_dir / f"{cancer}.csv"
+
+    @property
+    def splits_root(self) -> Path:
+        return self.root / "splits"
+
+    def splits_dir(self, cancer: str) -> Path:
+        if self.templates.splits:
+            return self._fill(self.templates.splits, cancer=cancer, fold=0).parent
+        return self.splits_root / cancer
+
+    def split(self, cancer: str, fold: int) -> Path:
+        if self.templates.splits:
+            return self._fill(self.templates.splits, cancer=cancer, fold=fold)
+        return self.splits_dir(cancer) / f"splits_{fold}.csv"
+
+    def split_folds(self, cancer: str) -> list[int]:
+        """Fold numbers for which a split file exists (sorted)."""
+        folds: list[int] = []
+        for k in range(100):
+            if self.split(cancer, k).is_file():
+                folds.append(k)
+            elif folds:
+                break
+        return folds
+
+    # -- features -----------------------------------------------------------------------------
+    @property
+    def features_root(self) -> Path:
+        return self.root / "features"
+
+    def features_dir(self, encoder: str) -> Path:
+        return self.features_root / check_safe_id(encoder, "encoder name")
+
+    def features(self, encoder: str, slide_id: str, *, cancer: str | None = None) -> Path:
+        """Feature file of a slide: our layout, or the ``paths.features`` template when set."""
+        check_safe_id(slide_id)
+        if self.templates.features:
+            return self._fill(self.templates.features, encoder=encoder, slide_id=slide_id, cancer=cancer)
+        return self.features_dir(encoder) / f"{slide_id}.h5"
+
+    def own_features(self, encoder: str, slide_id: str) -> Path:
+        """Where ``extract`` writes a slide's features (never redirected by templates)."""
+        return self.features_dir(encoder) / f"{check_safe_id(slide_id)}.h5"
+
+    def thumbnail(self, encoder: str, slide_id: str) -> Path:
+        return self.features_dir(encoder) / "thumbnails" / f"{check_safe_id(slide_id)}.png"
+
+    def extract_failures(self, encoder: str) -> Path:
+        return self.features_dir(encoder) / "failures.csv"
+
+    def extract_config(self, encoder: str) -> Path:
+        return self.features_dir(encoder) / "extract_config.yaml"
+
+    # -- models -------------------------------------------------------------------------------
+    @property
+    def models_root(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def theta0(self) -> Path:
+        return self.models_root / NULL_MODEL
+
+    @property
+    def theta0_meta(self) -> Path:
+        return self.theta0.with_suffix(".json")
+
+    def model_dir(self, cancer: str, fold: int) -> Path:
+        return self.models_root / cancer / f"fold_{int(fold)}"
+
+    def model_weights(self, cancer: str, fold: int) -> Path:
+        return self.model_dir(cancer, fold) / "model.safetensors"
+
+    def model_meta(self, cancer: str, fold: int) -> Path:
+        return self.model_dir(cancer, fold) / "meta.json"
+
+    def model_metrics(self, cancer: str, fold: int) -> Path:
+        return self.model_dir(cancer, fold) / "metrics.json"
+
+    def model_log(self, cancer: str, fold: int) -> Path:
+        return self.model_dir(cancer, fold) / "train.log"
+
+    def model_config(self, cancer: str, fold: int) -> Path:
+        return self.model_dir(cancer, fold) / "config.yaml"
+
+    # -- task vectors -------------------------------------------------------------------------
+    @property
+    def task_vectors_root(self) -> Path:
+        return self.root / "task_vectors"
+
+    def task_vector(self, cancer: str, fold: int) -> Path:
+        return self.task_vectors_root / cancer / f"fold_{int(fold)}.safetensors"
+
+    def task_vector_meta(self, cancer: str, fold: int) -> Path:
+        return self.task_vector(cancer, fold).with_suffix(".json")
+
+    # -- merged models ------------------------------------------------------------------------
+    @property
+    def merged_root(self) -> Path:
+        return self.root / "merged"
+
+    def merged_dir(self, target: str, method: str, fold: int) -> Path:
+        return self.merged_root / target / check_safe_id(method, "method name") / f"fold_{int(fold)}"
+
+    def merged_file(self, target: str, method: str, fold: int, name: str) -> Path:
+        """A file inside a merge output folder (``hypernet.safetensors``, ``meta.json`` ...)."""
+        return self.merged_dir(target, method, fold) / check_safe_id(name, "file name")
+
+    # -- results and reports ------------------------------------------------------------------
+    @property
+    def results_root(self) -> Path:
+        return self.root / "results"
+
+    def results_dir(self, target: str, method: str, fold: int) -> Path:
+        return self.results_root / target / check_safe_id(method, "method name") / f"fold_{int(fold)}"
+
+    def predictions(self, target: str, method: str, fold: int) -> Path:
+        return self.results_dir(target, method, fold) / "predictions.csv"
+
+    def result_metrics(self, target: str, method: str, fold: int) -> Path:
+        return self.results_dir(target, method, fold) / "metrics.json"
+
+    def result_methods(self, target: str) -> list[str]:
+        base = self.results_root / target
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def result_folds(self, target: str, method: str) -> list[int]:
+        base = self.results_root / target / method
+        if not base.is_dir():
+            return []
+        return sorted(int(p.name[5:]) for p in base.glob("fold_*") if p.name[5:].isdigit())
+
+    def result_targets(self) -> list[str]:
+        base = self.results_root
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    @property
+    def summary(self) -> Path:
+        return self.results_root / "summary.csv"
+
+    @property
+    def reports_root(self) -> Path:
+        return self.root / "reports"
+
+    def report_dir(self, target: str) -> Path:
+        return self.reports_root / target
+
+    def report_file(self, target: str, name: str) -> Path:
+        return self.report_dir(target) / check_safe_id(name, "file name")
+
+    @property
+    def predict_root(self) -> Path:
+        return self.root / "predictions"
+
+    def predict_dir(self, name: str) -> Path:
+        return self.predict_root / check_safe_id(name, "prediction run name")
+
+    # -- logs ---------------------------------------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def stage_log(self, stage: str, stamp: str) -> Path:
+        return self.logs_dir / f"{check_safe_id(stage, 'stage')}-{stamp}.log"
+
+    # -- discovery ----------------------------------------------------------------------------
+    def label_cancers(self) -> list[str]:
+        """Cancers that have a labels file in ``labels/`` (our layout only)."""
+        if not self.labels_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.labels_dir.glob("*.csv") if _CANCER.match(p.stem))
+
+    def model_folds(self, cancer: str) -> list[int]:
+        base = self.models_root / cancer
+        if not base.is_dir():
+            return []
+        return sorted(int(p.name[5:]) for p in base.glob("fold_*") if p.name[5:].isdigit())
+
+    def describe(self) -> str:
+        """The layout as the text tree of docs/layout.md."""
+        return LAYOUT_TREE
+
+    def directories(self) -> list[Path]:
+        """Top-level folders ``stephctl init`` creates."""
+        return [
+            self.slides_dir,
+            self.labels_dir,
+            self.splits_root,
+            self.features_root,
+            self.models_root,
+            self.task_vectors_root,
+            self.merged_root,
+            self.results_root,
+            self.reports_root,
+            self.logs_dir,
+        ]
+
+
+def layout_from(root: Path | str, paths: Mapping[str, str | None] | PathTemplates | None = None) -> ProjectLayout:
+    templates = paths if isinstance(paths, PathTemplates) else PathTemplates(**dict(paths or {}))
+    return ProjectLayout(Path(root), templates)

@@ -1,0 +1,1 @@
+"""Neural networks: ABMIL (the backbone every cancer model shares)."""

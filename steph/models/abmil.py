@@ -1,0 +1,137 @@
+"""Attention-MIL (ABMIL) with gated attention, exactly as the STEPH reference (STEPH_SPEC section 2).
+
+For a bag X in R^{K x D} (K patches):
+
+    H = ReLU(X W1^T + b1)                            feat_proj.0          D -> 512
+    a = Dropout(tanh(H Wa^T + ba))                   attention_net.attention_a.0
+    g = Dropout(sigmoid(H Wb^T + bb))                attention_net.attention_b.0
+    s = (a * g) Wc^T + bc                            attention_net.attention_c   -> one score per patch
+    alpha = softmax_K(s);  z = sum_k alpha_k H_k     attention pooling over the projected features
+    logits = z Wp^T + bp                             pred_head            512 -> 32
+    hazards = sigmoid(logits)
+
+Parameter names match the authors' checkpoints so their ``.pth`` files load. Bags are batched
+as padded tensors ``x [B, K, D]`` with a boolean ``mask [B, K]`` (True = real patch); padded
+positions get zero attention, so a batch gives exactly the per-bag results.
+
+:func:`encode` is the same network as a pure function of its parameters, and every parameter
+may carry a leading batch dimension (``[B, out, in]``): STEPH merges a different encoder per bag
+and runs the whole batch with batched matmuls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ENCODER_KEYS: tuple[str, ...] = (
+    "feat_proj.0.weight",
+    "feat_proj.0.bias",
+    "attention_net.attention_a.0.weight",
+    "attention_net.attention_a.0.bias",
+    "attention_net.attention_b.0.weight",
+    "attention_net.attention_b.0.bias",
+    "attention_net.attention_c.weight",
+    "attention_net.attention_c.bias",
+)
+"""The 8 ``mil_encoder`` tensors that task vectors merge (STEPH_SPEC section 2)."""
+
+HEAD_KEYS: tuple[str, ...] = ("pred_head.weight", "pred_head.bias")
+
+
+class GatedAttention(nn.Module):
+    def __init__(self, dim_emb: int, dim_attn: int, dropout: float) -> None:
+        super().__init__()
+        self.attention_a = nn.Sequential(nn.Linear(dim_emb, dim_attn), nn.Tanh(), nn.Dropout(dropout))
+        self.attention_b = nn.Sequential(nn.Linear(dim_emb, dim_attn), nn.Sigmoid(), nn.Dropout(dropout))
+        self.attention_c = nn.Linear(dim_attn, 1)
+
+
+class ABMIL(nn.Module):
+    """Gated-attention MIL survival network; ``forward`` returns logits ``[B, time_bins]``."""
+
+    def __init__(
+        self, dim_in: int, *, dim_emb: int = 512, dim_attn: int = 384, dropout: float = 0.25, time_bins: int = 32
+    ) -> None:
+        super().__init__()
+        self.dim_in, self.dim_emb, self.dim_attn, self.time_bins = dim_in, dim_emb, dim_attn, time_bins
+        self.dropout = dropout
+        self.feat_proj = nn.Sequential(nn.Linear(dim_in, dim_emb), nn.ReLU())
+        self.attention_net = GatedAttention(dim_emb, dim_attn, dropout)
+        self.pred_head = nn.Linear(dim_emb, time_bins)
+
+    def encoder_params(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.named_parameters() if k in ENCODER_KEYS}
+
+    def embed(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Attention-pooled bag embedding ``z`` of shape ``[B, dim_emb]``."""
+        return encode(self.encoder_params(), x, mask, dropout=self.dropout, training=self.training)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.pred_head(self.embed(x, mask))
+
+    def architecture(self) -> dict[str, int | float]:
+        return {
+            "dim_in": self.dim_in,
+            "dim_emb": self.dim_emb,
+            "dim_attn": self.dim_attn,
+            "time_bins": self.time_bins,
+            "dropout": self.dropout,
+        }
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``x [B, K, in]`` times a shared ``[out, in]`` or per-bag ``[B, out, in]`` weight."""
+    if weight.dim() == 2:
+        return F.linear(x, weight, bias)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def encode(
+    params: Mapping[str, Tensor], x: Tensor, mask: Tensor | None = None, *, dropout: float = 0.0, training: bool = False
+) -> Tensor:
+    """ABMIL encoder as a function of ``params`` (the 8 :data:`ENCODER_KEYS`), returning ``z [B, E]``.
+
+    Args:
+        params: encoder tensors, each either shared (``[out, in]``/``[out]``) or per bag
+            (``[B, out, in]``/``[B, out]``).
+        x: padded bags ``[B, K, D]``.
+        mask: ``[B, K]`` booleans, True for real patches (None = all real).
+    """
+    h = torch.relu(_linear(x, params["feat_proj.0.weight"], params["feat_proj.0.bias"]))
+    a = torch.tanh(_linear(h, params["attention_net.attention_a.0.weight"], params["attention_net.attention_a.0.bias"]))
+    g = torch.sigmoid(
+        _linear(h, params["attention_net.attention_b.0.weight"], params["attention_net.attention_b.0.bias"])
+    )
+    if dropout > 0 and training:
+        a = F.dropout(a, dropout, True)
+        g = F.dropout(g, dropout, True)
+    s = _linear(a * g, params["attention_net.attention_c.weight"], params["attention_net.attention_c.bias"]).squeeze(-1)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    alpha = torch.softmax(s, dim=1)
+    return torch.bmm(alpha.unsqueeze(1), h).squeeze(1)
+
+
+def create_abmil(dim_in: int, model_config: object | None = None) -> ABMIL:
+    """Build an ABMIL from a :class:`steph.config.ModelConfig` (or defaults)."""
+    if model_config is None:
+        return ABMIL(dim_in)
+    return ABMIL(
+        dim_in,
+        dim_emb=model_config.dim_emb,  # type: ignore[attr-defined]
+        dim_attn=model_config.dim_attn,  # type: ignore[attr-defined]
+        dropout=model_config.dropout,  # type: ignore[attr-defined]
+        time_bins=model_config.time_bins,  # type: ignore[attr-defined]
+    )
+
+
+def architecture_of(state: Mapping[str, Tensor]) -> dict[str, int]:
+    """Architecture read off a state dict (shapes of the ABMIL tensors)."""
+    w1 = state["feat_proj.0.weight"]
+    wa = state["attention_net.attention_a.0.weight"]
+    wp = state["pred_head.weight"]
+    return {"dim_in": int(w1.shape[1]), "dim_emb": int(w1.shape[0]), "dim_attn": int(wa.shape[0]), "time_bins": int(wp.shape[0])}

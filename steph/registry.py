@@ -1,0 +1,188 @@
+"""Name -> object registries, filled by decorators and by entry-point plugins.
+
+One generic :class:`Registry` serves feature encoders and merge methods. Built-ins and
+third-party packages register the same way: an entry point in the registry's group names a
+callable that is called with the registry (or an object with a ``register(registry)`` method).
+Entry points are loaded lazily, the first time a registry is asked for names or an item; a
+plugin that fails to load is recorded as broken (with the reason) and does not break the rest.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Generic, TypeVar
+
+from .errors import PluginError, UnknownNameError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a registered name comes from."""
+
+    package: str
+    version: str
+    entry_point: str = ""
+
+    def describe(self) -> str:
+        return f"{self.package} {self.version}".strip()
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A plugin entry point that failed to load."""
+
+    name: str
+    origin: Origin
+    reason: str
+
+
+BUILTIN = Origin("stephctl", "", "")
+
+
+def _dist_of(ep: metadata.EntryPoint) -> Origin:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return Origin("?", "", ep.value)
+    return Origin(dist.metadata["Name"] or "?", dist.version or "", ep.value)
+
+
+class Registry(Generic[T]):
+    """A named collection of ``T`` with decorator registration and entry-point discovery."""
+
+    def __init__(self, kind: str, group: str | None = None, *, builtin: str | None = None, list_hint: str = "") -> None:
+        self.kind = kind
+        self.group = group
+        self.builtin = builtin
+        self.list_hint = list_hint
+        self._items: dict[str, T] = {}
+        self._origins: dict[str, Origin] = {}
+        self._broken: list[Broken] = []
+        self._loaded = group is None
+        self._loading = False
+        self._lock = threading.RLock()
+        self._current_origin: Origin | None = None
+
+    # -- registration -------------------------------------------------------------------------
+    def add(self, name: str, item: T, *, origin: Origin | None = None) -> T:
+        """Register ``item`` under ``name``; two different owners of one name is an error."""
+        origin = origin or self._current_origin or BUILTIN
+        with self._lock:
+            if name in self._items and self._items[name] is not item:
+                first = self._origins[name]
+                raise PluginError(
+                    f"two plugins register the {self.kind} {name!r}: {first.describe() or first.package}"
+                    f" ({first.entry_point or 'built-in'}) and {origin.describe() or origin.package}"
+                    f" ({origin.entry_point or 'built-in'})",
+                    hint="uninstall one of the two packages or ask its authors to rename theirs",
+                )
+            self._items[name] = item
+            self._origins[name] = origin
+        return item
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: ``@ENCODERS.register("uni2-h")``."""
+
+        def decorator(item: T) -> T:
+            return self.add(name, item)
+
+        return decorator
+
+    # -- discovery ----------------------------------------------------------------------------
+    def load_plugins(self) -> None:
+        """Load every entry point of the group once (idempotent, thread-safe)."""
+        with self._lock:
+            if self._loaded or self._loading:
+                return
+            self._loading = True
+            try:
+                eps = sorted(metadata.entry_points(group=self.group or ""), key=_builtin_first)
+                if self.builtin and not any(ep.value == self.builtin for ep in eps):
+                    # Running from a source tree without installed metadata: load the built-ins anyway.
+                    eps.insert(0, metadata.EntryPoint("builtin", self.builtin, self.group or ""))
+                for ep in eps:
+                    self._load_entry_point(ep)
+            finally:
+                self._loading = False
+                self._loaded = True
+
+    def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
+        origin = _dist_of(ep)
+        self._current_origin = origin
+        try:
+            target = ep.load()
+            hook = getattr(target, "register", None) if not callable(target) else target
+            if hook is None:
+                raise TypeError(f"entry point {ep.value} is neither callable nor has register()")
+            hook(self)
+        except PluginError:
+            raise
+        except Exception as exc:  # a broken plugin must not break the CLI
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("%s plugin %r from %s failed to load: %s", self.kind, ep.name, origin.package, reason)
+            self._broken.append(Broken(ep.name, origin, reason))
+        finally:
+            self._current_origin = None
+
+    # -- queries ------------------------------------------------------------------------------
+    def names(self, pattern: str = "*") -> list[str]:
+        self.load_plugins()
+        return sorted(name for name in self._items if fnmatch.fnmatch(name, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        self.load_plugins()
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def get(self, name: str) -> T:
+        """The item registered as ``name``; unknown names list the valid ones."""
+        self.load_plugins()
+        try:
+            return self._items[name]
+        except KeyError:
+            pass
+        names = sorted(self._items)
+        close = difflib.get_close_matches(name, names, n=1)
+        message = f"unknown {self.kind} {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+        broken = [b for b in self._broken if b.name == name]
+        if broken:
+            message = f"{self.kind} plugin {name!r} from {broken[0].origin.package} is broken: {broken[0].reason}"
+        raise UnknownNameError(message, hint=f"known {self.kind}s: {', '.join(names) or '(none)'}{self.list_hint}")
+
+    def origin(self, name: str) -> Origin:
+        self.load_plugins()
+        return self._origins[name]
+
+    @property
+    def broken(self) -> list[Broken]:
+        self.load_plugins()
+        return list(self._broken)
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self._items[name]) for name in self.names()]
+
+
+def _builtin_first(ep: metadata.EntryPoint) -> tuple[int, str]:
+    dist = getattr(ep, "dist", None)
+    name = dist.metadata["Name"] if dist is not None else ""
+    return (0 if name == "stephctl" else 1, ep.name)
+
+
+def entry_point_origin(ep: metadata.EntryPoint) -> Origin:
+    """Public helper for the CLI's command plugins."""
+    return _dist_of(ep)
+
+
+def describe_item(item: Any) -> str:
+    doc = (getattr(item, "description", None) or getattr(item, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""

@@ -1,0 +1,1 @@
+"""Shared training machinery: batching of padded bags, optimiser, schedule and the fit loop."""

@@ -1,0 +1,221 @@
+"""What every command shares: global state, error handling, progress rendering, output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from steph.config import ProjectConfig
+    from steph.layout import ProjectLayout
+    from steph.report import StageReport
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_ITEMS_FAILED = 2
+
+
+@dataclass
+class AppState:
+    """Global options, set by the root callback and read by every command."""
+
+    project: Path
+    verbosity: int = 0  # -1 quiet, 0 normal, >= 1 verbose
+
+
+def app_state(ctx: typer.Context) -> AppState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState(project=Path("."))
+    return root.obj
+
+
+def get_project(ctx: typer.Context, overrides: dict[str, Any] | None = None) -> tuple[ProjectLayout, ProjectConfig]:
+    """Layout and config of the project given by -p/--project (flags in ``overrides`` win).
+
+    This is the contract every command (built-in or plugin) uses to reach the project.
+    """
+    from steph.config import load_project
+
+    return load_project(app_state(ctx).project, overrides)
+
+
+def fail(message: str, hint: str | None = None, code: int = EXIT_USER_ERROR) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    if hint:
+        err_console.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn library errors into one red line + hint and exit code 1."""
+    from steph.errors import StephError
+
+    try:
+        yield
+    except StephError as exc:
+        logging.getLogger("stephctl").debug("error", exc_info=True)
+        fail(exc.message, exc.hint)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    for name in ("steph", "stephctl"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if getattr(handler, "_stephctl", False):
+                logger.removeHandler(handler)
+        handler: logging.Handler
+        if err_console.is_terminal:
+            from rich.logging import RichHandler
+
+            handler = RichHandler(console=err_console, show_path=False, markup=False, rich_tracebacks=False)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+        else:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        handler.setLevel(level)
+        handler._stephctl = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(min(level, logger.level or logging.DEBUG) if logger.level else level)
+        logger.propagate = False
+
+
+class CliProgress:
+    """Renders steph progress events: rich bars on a terminal, periodic log lines otherwise."""
+
+    def __init__(self, enabled: bool = True, interval_s: float = 30.0) -> None:
+        self.enabled = enabled
+        self.tty = err_console.is_terminal
+        self.interval_s = interval_s
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._state: dict[str, list[float]] = {}  # task -> [done, total, start, last_log]
+        self._log = logging.getLogger("stephctl.progress")
+
+    def __enter__(self) -> CliProgress:
+        if self.enabled and self.tty:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=False,
+            )
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+            self._bar = None
+
+    def start(self, task: str, total: int | None = None, *, unit: str = "items") -> None:
+        now = time.monotonic()
+        self._state[task] = [0.0, float(total) if total is not None else -1.0, now, now]
+        self._units = getattr(self, "_units", {})
+        self._units[task] = unit
+        if self._bar is not None:
+            if task in self._tasks:
+                self._bar.reset(self._tasks[task], total=total)
+            else:
+                self._tasks[task] = self._bar.add_task(task, total=total, rate="")
+        elif self.enabled:
+            self._log.info("%s: starting (%s %s)", task, "?" if total is None else total, unit)
+
+    def advance(self, task: str, n: int = 1, **info: Any) -> None:
+        state = self._state.get(task)
+        if state is None:
+            self.start(task)
+            state = self._state[task]
+        state[0] += n
+        now = time.monotonic()
+        rate = state[0] / max(now - state[2], 1e-9)
+        unit = self._units.get(task, "items")
+        if self._bar is not None:
+            self._bar.update(self._tasks[task], advance=n, rate=f"{rate:.1f} {unit}/s")
+        elif self.enabled and now - state[3] >= self.interval_s:
+            state[3] = now
+            total = "?" if state[1] < 0 else int(state[1])
+            extra = " ".join(f"{k}={v}" for k, v in info.items())
+            self._log.info("%s: %d/%s %s (%.1f %s/s) %s", task, int(state[0]), total, unit, rate, unit, extra)
+
+    def finish(self, task: str) -> None:
+        state = self._state.get(task)
+        if state is None:
+            return
+        if self._bar is None and self.enabled:
+            elapsed = time.monotonic() - state[2]
+            self._log.info("%s: finished %d %s in %.1f s", task, int(state[0]), self._units.get(task, "items"), elapsed)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def render_report(report: StageReport, *, as_json: bool, show_all: bool = False) -> None:
+    """Print a stage report (table on stderr-friendly stdout, or JSON) and exit 2 if items failed."""
+    from steph.report import Status
+
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        counts = ", ".join(f"{report.count(s)} {s.value}" for s in Status if report.count(s))
+        out_console.print(f"[bold]{report.stage}[/]: {counts or 'nothing to do'}")
+        rows = report.items if show_all or len(report.items) <= 40 else report.failed
+        if rows:
+            table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+            table.add_column("item")
+            table.add_column("status")
+            table.add_column("detail", overflow="fold")
+            colour = {"done": "green", "skipped": "dim", "failed": "red", "locked": "yellow"}
+            for item in rows:
+                table.add_row(item.key, f"[{colour[item.status.value]}]{item.status.value}[/]", item.message)
+            out_console.print(table)
+    if not report.ok:
+        raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def run_stage(
+    ctx: typer.Context, fn: Callable[..., StageReport], *args: Any, as_json: bool, **kwargs: Any
+) -> StageReport:
+    """Call a library stage with a progress renderer, then print its report (exit 2 on failures)."""
+    quiet = app_state(ctx).verbosity < 0
+    with handle_errors(), CliProgress(enabled=not quiet) as progress:
+        report = fn(*args, progress=progress, **kwargs)
+    render_report(report, as_json=as_json)
+    return report

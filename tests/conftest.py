@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests make all their data themselves (tiny slides, random models, synthetic cohorts)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("STEPHCTL_NO_HUB", "1")
+
+
+@pytest.fixture
+def empty_project(tmp_path: Path) -> Path:
+    """A freshly initialised project directory (``stephctl init``)."""
+    from steph.project import init_project
+
+    return init_project(tmp_path / "project").root
+
+
+@pytest.fixture
+def cli():
+    """Invoke the stephctl CLI in-process: ``cli("-p", dir, "merge", "--target", "BRCA")``."""
+    from typer.testing import CliRunner
+
+    from stephctl.main import app
+
+    runner = CliRunner()
+
+    def invoke(*args: object, env: dict[str, str] | None = None):
+        return runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+
+    return invoke
