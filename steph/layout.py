@@ -79,10 +79,15 @@ class PathTemplates:
     """Optional templates that redirect inputs to an existing download (see module docstring)."""
 
     labels: str | None = None
+    """Template of a cancer's labels CSV (None = labels/<CANCER>.csv)."""
     splits: str | None = None
+    """Template of a split file; must contain {fold} (None = splits/<CANCER>/splits_<k>.csv)."""
     features: str | None = None
+    """Template of a slide's feature file (.h5 or .pt; None = features/<encoder>/<slide_id>.h5)."""
 
     def __post_init__(self) -> None:
+        if self.splits is not None and "{fold}" not in self.splits:
+            raise ConfigError(f"paths.splits must contain {{fold}}: {self.splits!r}")
         for name in ("labels", "splits", "features"):
             template = getattr(self, name)
             if template is None:

@@ -36,9 +36,14 @@ def write_predictions(
     times: Sequence[float] | Tensor,
     events: Sequence[int] | Tensor,
     hazards: Tensor,
+    train_hazards: Tensor | None = None,
     extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write predictions.csv and metrics.json (atomically); returns the metrics."""
+    """Write predictions.csv and metrics.json (atomically); returns the metrics.
+
+    ``train_hazards`` (the same model on its training patients) gives ``train_median_risk``,
+    the cut-off evaluate uses to split test patients into low- and high-risk groups.
+    """
     hazards = hazards.detach().double().cpu()
     risk = risk_score(hazards).numpy()
     t = np.asarray(torch.as_tensor(times).cpu(), dtype=np.float64)
@@ -55,6 +60,8 @@ def write_predictions(
     }
     if not conc.defined:
         metrics["c_index_undefined_reason"] = conc.reason
+    if train_hazards is not None and len(train_hazards):
+        metrics["train_median_risk"] = float(risk_score(train_hazards.detach().double().cpu()).median())
     metrics.update(extra_metrics or {})
     write_json(metrics_json, metrics)
     return metrics

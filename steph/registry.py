@@ -4,7 +4,9 @@ One generic :class:`Registry` serves feature encoders and merge methods. Built-i
 third-party packages register the same way: an entry point in the registry's group names a
 callable that is called with the registry (or an object with a ``register(registry)`` method).
 Entry points are loaded lazily, the first time a registry is asked for names or an item; a
-plugin that fails to load is recorded as broken (with the reason) and does not break the rest.
+plugin that fails to load is recorded as broken (with the reason) and does not break the rest;
+a name claimed by two packages is recorded as a conflict, and asking for it raises a
+:class:`~steph.errors.PluginError` naming both.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._origins: dict[str, Origin] = {}
         self._broken: list[Broken] = []
+        self._conflicts: dict[str, PluginError] = {}
         self._loaded = group is None
         self._loading = False
         self._lock = threading.RLock()
@@ -78,12 +81,18 @@ class Registry(Generic[T]):
         with self._lock:
             if name in self._items and self._items[name] is not item:
                 first = self._origins[name]
-                raise PluginError(
+                error = PluginError(
                     f"two plugins register the {self.kind} {name!r}: {first.describe() or first.package}"
                     f" ({first.entry_point or 'built-in'}) and {origin.describe() or origin.package}"
                     f" ({origin.entry_point or 'built-in'})",
                     hint="uninstall one of the two packages or ask its authors to rename theirs",
                 )
+                if not self._loading:
+                    raise error
+                # Discovery goes on (one clash must not hide every other plugin); using the name fails.
+                log.warning("%s", error.message)
+                self._conflicts.setdefault(name, error)
+                return item
             self._items[name] = item
             self._origins[name] = origin
         return item
@@ -123,8 +132,6 @@ class Registry(Generic[T]):
             if hook is None:
                 raise TypeError(f"entry point {ep.value} is neither callable nor has register()")
             hook(self)
-        except PluginError:
-            raise
         except Exception as exc:  # a broken plugin must not break the CLI
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("%s plugin %r from %s failed to load: %s", self.kind, ep.name, origin.package, reason)
@@ -147,6 +154,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The item registered as ``name``; unknown names list the valid ones."""
         self.load_plugins()
+        if name in self._conflicts:
+            raise self._conflicts[name]
         try:
             return self._items[name]
         except KeyError:
@@ -167,6 +176,12 @@ class Registry(Generic[T]):
     def broken(self) -> list[Broken]:
         self.load_plugins()
         return list(self._broken)
+
+    @property
+    def conflicts(self) -> dict[str, str]:
+        """Names claimed by two packages -> the message naming both (``get`` raises it)."""
+        self.load_plugins()
+        return {name: error.message for name, error in self._conflicts.items()}
 
     def items(self) -> list[tuple[str, T]]:
         return [(name, self._items[name]) for name in self.names()]

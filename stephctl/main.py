@@ -13,9 +13,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
+
+try:  # typer >= 0.20 vendors click as typer._click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from . import _common
 from ._common import EXIT_USER_ERROR, AppState, err_console, setup_logging
@@ -27,20 +31,20 @@ _ORDER = ["init", "extract", "train-source", "task-vector", "merge", "evaluate",
 class StephGroup(TyperGroup):
     """Root group: built-in commands in pipeline order; usage errors exit 1 (a user error)."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         names = list(self.commands)
         return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
-        except click.UsageError as exc:
+        except click_exceptions.UsageError as exc:
             exc.show(file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
-        except click.ClickException as exc:
+        except click_exceptions.ClickException as exc:
             exc.show(file=sys.stderr)
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except (click_exceptions.Abort, typer.Abort):
             err_console.print("[red]aborted[/]")
             sys.exit(130)
         if not standalone_mode:

@@ -52,6 +52,7 @@ class ProjectConfig:
     encoder: str = DEFAULT_ENCODER
     """Feature encoder; features live under features/<encoder>/."""
     seed: int = 42
+    """Project seed (theta0 initialisation, synthetic data)."""
     paths: PathTemplates = field(default_factory=PathTemplates)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

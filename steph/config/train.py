@@ -36,9 +36,11 @@ class TrainConfig:
     """Training protocol of the cancer-specific models (STEPH_SPEC section 3.1)."""
 
     epochs: int = 20
+    """Training epochs; the last checkpoint is kept (no early stopping)."""
     batch_size: int = 16
     """Bags per optimiser step; one loss over the batch; leftover bags of an epoch are dropped."""
     lr: float = 1e-4
+    """AdamW learning rate (peak of the cosine schedule)."""
     weight_decay: float = 1e-5
     """AdamW weight decay, applied to >= 2-d weights only."""
     warmup_epochs: float = 1.0
@@ -48,9 +50,11 @@ class TrainConfig:
     eps: float = 1e-7
     """Clamp of probabilities inside the log of SurvMLE."""
     seed: int = 42
+    """Seed of the batch order and dropout (theta0 uses the project seed)."""
     folds: list[int] | None = None
     """Folds to train (None = every split file found)."""
     device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
     cache_gb: float = 4.0
     """Feature cache size; a cohort larger than this is streamed from HDF5 each epoch."""
     max_bag_batch_patches: int = 0

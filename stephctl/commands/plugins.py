@@ -1,0 +1,93 @@
+"""`stephctl plugins`: every command, encoder and merge method, where it comes from, and what is broken."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .._common import out_console, print_json
+
+if TYPE_CHECKING:
+    from steph.registry import Registry
+
+KINDS = ("commands", "encoders", "merge_methods")
+_COLOUR = {"ok": "green", "broken": "red", "conflict": "red"}
+
+
+def plugins(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")] = False,
+) -> None:
+    """List commands, encoders and merge methods with the package (and version) each comes from.
+
+    Broken plugins (an import error, two packages claiming one name) are listed with the
+    reason; only using them fails. Exit code 0 even when some are broken.
+    """
+    from steph.extractors import ENCODERS
+    from steph.merging import MERGE_METHODS
+
+    from ..main import LOADED_COMMANDS
+
+    listing: dict[str, list[dict[str, str]]] = {
+        "commands": sorted((p.to_dict() for p in LOADED_COMMANDS), key=lambda row: row["name"]),
+        "encoders": registry_rows(ENCODERS, "encoder"),
+        "merge_methods": registry_rows(MERGE_METHODS, "merge method"),
+    }
+    if json_out:
+        print_json(listing)
+        return
+    for kind in KINDS:
+        _print_table(kind.replace("_", " "), listing[kind])
+
+
+def registry_rows(registry: Registry[Any], kind: str) -> list[dict[str, str]]:
+    """One row per registered name, conflict and broken entry point of ``registry``."""
+    from steph import __version__
+    from steph.registry import describe_item
+
+    conflicts = registry.conflicts
+    rows: list[dict[str, str]] = []
+    for name, item in registry.items():
+        origin = registry.origin(name)
+        # Built-ins registered by import (not through the entry point) carry no version: it is ours.
+        version = origin.version or (__version__ if origin.package == "stephctl" else "")
+        status = "conflict" if name in conflicts else "ok"
+        rows.append(
+            {
+                "kind": kind,
+                "name": name,
+                "package": origin.package,
+                "version": version,
+                "entry_point": origin.entry_point,
+                "status": status,
+                "reason": conflicts.get(name, ""),
+                "description": describe_item(item),
+            }
+        )
+    for broken in registry.broken:
+        rows.append(
+            {
+                "kind": kind,
+                "name": broken.name,
+                "package": broken.origin.package,
+                "version": broken.origin.version,
+                "entry_point": broken.origin.entry_point,
+                "status": "broken",
+                "reason": broken.reason,
+                "description": "",
+            }
+        )
+    return rows
+
+
+def _print_table(title: str, rows: list[dict[str, str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"[bold]{title}[/]", title_justify="left", box=None, pad_edge=False, header_style="bold")
+    for column in ("name", "package", "version", "status", "detail"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        colour = _COLOUR.get(row["status"], "white")
+        detail = row["reason"] or row.get("description", "")
+        table.add_row(row["name"], row["package"], row["version"], f"[{colour}]{row['status']}[/]", detail)
+    out_console.print(table)

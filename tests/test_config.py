@@ -1,0 +1,87 @@
+"""Config loading: defaults, the init template, unknown keys, bad types, flag precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steph.config import ProjectConfig, dump_yaml, load_config, to_plain
+from steph.errors import ConfigError, MissingArtifactError
+
+
+def write(project: Path, text: str) -> None:
+    (project / "stephctl.yaml").write_text(text)
+
+
+def test_init_template_loads_to_defaults(empty_project: Path) -> None:
+    assert to_plain(load_config(empty_project)) == to_plain(ProjectConfig())
+
+
+def test_missing_config_names_init(tmp_path: Path) -> None:
+    with pytest.raises(MissingArtifactError, match="not a stephctl project") as info:
+        load_config(tmp_path)
+    assert "stephctl init" in (info.value.hint or "")
+
+
+def test_unknown_key_did_you_mean(tmp_path: Path) -> None:
+    write(tmp_path, "train:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'; did you mean 'epochs'"):
+        load_config(tmp_path)
+
+
+def test_unknown_top_level_section(tmp_path: Path) -> None:
+    write(tmp_path, "merg:\n  top_k: 3\n")
+    with pytest.raises(ConfigError, match="did you mean 'merge'"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("train:\n  epochs: many\n", "train.epochs: expected an integer"),
+        ("train:\n  lr: [1]\n", "train.lr: expected a number"),
+        ("merge:\n  sparse: maybe\n", "merge.sparse: expected true or false"),
+        ("merge:\n  mix: sometimes\n", "merge.mix: 'sometimes' is not one of"),
+        ("merge:\n  top_k: 0\n", "merge.top_k must be >= 1"),
+        ("extract:\n  mpp_range: [2, 1]\n", "mpp_range"),
+        ("cancers: [brca, BRCA]\n", "duplicate"),
+        ("- a list\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_values(tmp_path: Path, text: str, match: str) -> None:
+    write(tmp_path, text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(tmp_path)
+
+
+def test_flags_win_over_file_and_unset_flags_do_not(tmp_path: Path) -> None:
+    write(tmp_path, "train:\n  epochs: 7\n  lr: 0.001\nmerge:\n  top_k: 3\n")
+    cfg = load_config(tmp_path, {"train.epochs": 2, "train.lr": None, "merge.gamma": 0.05})
+    assert cfg.train.epochs == 2  # flag wins
+    assert cfg.train.lr == 0.001  # flag not given: file value
+    assert cfg.merge.top_k == 3
+    assert cfg.merge.gamma == 0.05
+    assert cfg.train.batch_size == 16  # default
+
+
+def test_cancers_are_normalised(tmp_path: Path) -> None:
+    write(tmp_path, "cancers: [tcga_brca, blca]\n")
+    assert load_config(tmp_path).cancers == ["BRCA", "BLCA"]
+
+
+def test_dump_roundtrip(tmp_path: Path) -> None:
+    write(tmp_path, "encoder: uni2-h\nmerge:\n  options: {scale: 0.4}\n")
+    cfg = load_config(tmp_path)
+    write(tmp_path, dump_yaml(cfg))
+    assert load_config(tmp_path) == cfg
+    assert yaml.safe_load(dump_yaml(cfg))["merge"]["options"] == {"scale": 0.4}
+
+
+def test_configuration_docs_are_current() -> None:
+    from steph.config.reference import update_markdown
+
+    docs = Path(__file__).parent.parent / "docs" / "configuration.md"
+    text = docs.read_text()
+    assert update_markdown(text) == text, "run: python -m steph.config.reference docs/configuration.md"
