@@ -30,6 +30,7 @@ _TEMPLATE_FIELDS = ("cancer", "cancer_lower", "dataset", "fold", "slide_id", "en
 LAYOUT_TREE = """\
 DIR/stephctl.yaml                       project config: cancers, encoder, model and training settings, path templates
 DIR/slides/manifest.csv                 slide_id,patient_id,cancer,path[,mpp]   (path relative to DIR or absolute)
+DIR/synthetic/                          cohort.json (spec, oracle C-index), truth.csv (true risk): generated cohorts only
 DIR/labels/<CANCER>.csv                 patient_id,slide_id,t,e   (t in days, e 1 = event; `pathology_id` accepted for slide_id; one row per slide)
 DIR/splits/<CANCER>/splits_<k>.csv      UNI2-h-DSS format: columns train,test[,val], one patient_id per cell
 DIR/features/<encoder>/<slide_id>.h5    dataset `features` [N,D] float32, `coords` [N,2] int64 level-0 x,y; provenance attrs
@@ -132,6 +133,23 @@ class ProjectLayout:
     @property
     def manifest(self) -> Path:
         return self.slides_dir / "manifest.csv"
+
+    def synthetic_slide(self, cancer: str, slide_id: str) -> Path:
+        """Where the cohort generator writes a synthetic slide (``slides/<CANCER>/<slide_id>.svs``)."""
+        return self.slides_dir / cancer / f"{check_safe_id(slide_id)}.svs"
+
+    @property
+    def synthetic_dir(self) -> Path:
+        """Ground truth of a generated cohort (``stephctl demo``, benchmarks/transfer.py)."""
+        return self.root / "synthetic"
+
+    @property
+    def synthetic_spec(self) -> Path:
+        return self.synthetic_dir / "cohort.json"
+
+    @property
+    def synthetic_truth(self) -> Path:
+        return self.synthetic_dir / "truth.csv"
 
     def slide_path(self, path_in_manifest: str) -> Path:
         """Resolve a manifest ``path`` cell (relative to the project root, or absolute)."""

@@ -91,3 +91,11 @@ def test_not_a_project(cli, tmp_path: Path) -> None:
     result = cli("-p", tmp_path, "merge", "--target", "BRCA")
     assert result.exit_code == 1
     assert "stephctl init" in result.output
+
+
+def test_cli_docs_are_current() -> None:
+    from stephctl._docs import update_markdown
+
+    docs = Path(__file__).parent.parent / "docs" / "cli.md"
+    text = docs.read_text()
+    assert update_markdown(text) == text, "run: python -m stephctl._docs docs/cli.md"
