@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from .errors import DataError, MissingArtifactError
@@ -21,14 +21,32 @@ from .fileio import atomic_path, sha256_file
 StateDict = dict[str, Tensor]
 
 
-def save_state_dict(path: Path | str, state: Mapping[str, Tensor], metadata: Mapping[str, object] | None = None) -> str:
+def save_state_dict(
+    path: Path | str, state: Mapping[str, Tensor], metadata: Mapping[str, object] | None = None
+) -> str:
     """Write ``state`` as safetensors (contiguous CPU copies) and return the file's sha256."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        tmp.write_bytes(_canonical_header(save(tensors, metadata=meta)))
     return sha256_file(path)
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """The same safetensors file with its ``__metadata__`` keys sorted.
+
+    safetensors keeps metadata in a hash map whose iteration order changes from process to
+    process, so without this the same tensors and metadata give different bytes (and sha256).
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    if len(header.get("__metadata__") or {}) < 2:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def load_state_dict(path: Path | str, *, what: str = "weights", hint: str | None = None) -> StateDict:
@@ -38,7 +56,10 @@ def load_state_dict(path: Path | str, *, what: str = "weights", hint: str | None
     try:
         return dict(load_file(str(path)))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{what} at {path} cannot be read: {exc}", hint=hint or "delete the file and rerun the stage that writes it") from exc
+        raise DataError(
+            f"{what} at {path} cannot be read: {exc}",
+            hint=hint or "delete the file and rerun the stage that writes it",
+        ) from exc
 
 
 def read_metadata(path: Path | str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from .errors import ConfigError, LayoutError
 CONFIG_FILE = "stephctl.yaml"
 NULL_MODEL = "null.safetensors"
 CANCER_SPECIFIC = "cancer-specific"
+TIMM_PREFIX = "timm:"
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CANCER = re.compile(r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*$")
@@ -36,6 +37,7 @@ DIR/splits/<CANCER>/splits_<k>.csv      UNI2-h-DSS format: columns train,test[,v
 DIR/features/<encoder>/<slide_id>.h5    dataset `features` [N,D] float32, `coords` [N,2] int64 level-0 x,y; provenance attrs
 DIR/features/<encoder>/thumbnails/      <slide_id>.png: thumbnail with the kept patch grid drawn on it
 DIR/features/<encoder>/failures.csv     slides that failed in the last extract run, with the reason
+DIR/features/<encoder>/extract_config.yaml, logs/   resolved config and per-run logs of extract (timm:<m> -> timm-<m>)
 DIR/models/null.safetensors (+ .json)   the shared random initialisation theta0 and its sha256
 DIR/models/<CANCER>/fold_<k>/           model.safetensors, meta.json (config, theta0 sha256, seed, versions), metrics.json, train.log
 DIR/task_vectors/<CANCER>/fold_<k>.safetensors   tau = theta - theta0 (+ .json metadata)
@@ -63,6 +65,20 @@ def normalize_cancer(name: str) -> str:
             hint="use an upper-case TCGA abbreviation such as BRCA or BLCA (tcga_brca and brca are accepted)",
         )
     return upper
+
+
+def check_encoder_name(name: str) -> str:
+    """Encoder names are safe identifiers, or ``timm:<model>`` with a safe model name."""
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        check_safe_id(name[len(TIMM_PREFIX) :], "timm model name")
+        return name
+    return check_safe_id(name, "encoder name")
+
+
+def encoder_dir_name(name: str) -> str:
+    """Folder of an encoder under ``features/``: its name, with ``timm:<model>`` as ``timm-<model>``."""
+    check_encoder_name(name)
+    return "timm-" + name[len(TIMM_PREFIX) :] if name.startswith(TIMM_PREFIX) else name
 
 
 def check_safe_id(value: str, what: str = "slide_id") -> str:
@@ -196,7 +212,7 @@ class ProjectLayout:
         return self.root / "features"
 
     def features_dir(self, encoder: str) -> Path:
-        return self.features_root / check_safe_id(encoder, "encoder name")
+        return self.features_root / encoder_dir_name(encoder)
 
     def features(self, encoder: str, slide_id: str, *, cancer: str | None = None) -> Path:
         """Feature file of a slide: our layout, or the ``paths.features`` template when set."""
@@ -217,6 +233,10 @@ class ProjectLayout:
 
     def extract_config(self, encoder: str) -> Path:
         return self.features_dir(encoder) / "extract_config.yaml"
+
+    def extract_log(self, encoder: str, stamp: str) -> Path:
+        """Per-run log of ``stephctl extract`` (``stamp`` = time and shard of the run)."""
+        return self.features_dir(encoder) / "logs" / f"extract-{check_safe_id(stamp, 'log stamp')}.log"
 
     # -- models -------------------------------------------------------------------------------
     @property
@@ -328,6 +348,14 @@ class ProjectLayout:
 
     def stage_log(self, stage: str, stamp: str) -> Path:
         return self.logs_dir / f"{check_safe_id(stage, 'stage')}-{stamp}.log"
+
+    def slurm_log(self, stage: str) -> Path:
+        """Log of one Slurm array task (``%A`` = array job id, ``%a`` = task index, filled by Slurm)."""
+        return self.logs_dir / "slurm" / f"{check_safe_id(stage, 'stage')}-%A_%a.log"
+
+    def slurm_script(self, stage: str, stamp: str) -> Path:
+        """Copy of a job script submitted by ``stephctl slurm --submit``."""
+        return self.logs_dir / "slurm" / f"{check_safe_id(stage, 'stage')}-{stamp}.sbatch"
 
     # -- discovery ----------------------------------------------------------------------------
     def label_cancers(self) -> list[str]:

@@ -96,7 +96,9 @@ def write_cohort(
         test = groups[k]
         train = [pid for pid in ids if pid not in set(test)]
         n_rows = max(len(train), len(test))
-        cells = [[train[r] if r < len(train) else "", test[r] if r < len(test) else ""] for r in range(n_rows)]
+        cells = [
+            [train[r] if r < len(train) else "", test[r] if r < len(test) else ""] for r in range(n_rows)
+        ]
         write_csv(layout.split(cancer, k), ["train", "test"], cells)
 
 

@@ -48,7 +48,17 @@ def test_init_creates_layout(cli, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["project"] == str(target.absolute())
-    for name in ("slides", "labels", "splits", "features", "models", "task_vectors", "merged", "results", "reports"):
+    for name in (
+        "slides",
+        "labels",
+        "splits",
+        "features",
+        "models",
+        "task_vectors",
+        "merged",
+        "results",
+        "reports",
+    ):
         assert (target / name).is_dir()
     assert (target / "slides" / "manifest.csv").read_text().startswith("slide_id,patient_id,cancer,path,mpp")
     assert "cancers: [BRCA]" in (target / "stephctl.yaml").read_text()
@@ -79,7 +89,9 @@ def test_project_from_environment(cli, tmp_path: Path) -> None:
     assert "did you mean 'epochs'" in result.output
 
 
-@pytest.mark.parametrize("command", [["merge", "--target", "BRCA"], ["train-source"], ["task-vector"], ["evaluate"]])
+@pytest.mark.parametrize(
+    "command", [["merge", "--target", "BRCA"], ["train-source"], ["task-vector"], ["evaluate"]]
+)
 def test_stage_in_empty_project_is_a_user_error(cli, empty_project: Path, command: list[str]) -> None:
     result = cli("-p", empty_project, *command)
     assert result.exit_code == 1, result.output

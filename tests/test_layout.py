@@ -37,9 +37,13 @@ def test_every_documented_path(layout: ProjectLayout) -> None:
         layout.task_vector("BLCA", 4): "task_vectors/BLCA/fold_4.safetensors",
         layout.task_vector_meta("BLCA", 4): "task_vectors/BLCA/fold_4.json",
         layout.merged_dir("BRCA", "steph", 1): "merged/BRCA/steph/fold_1",
-        layout.merged_file("BRCA", "steph", 1, "coefficients.csv"): "merged/BRCA/steph/fold_1/coefficients.csv",
+        layout.merged_file(
+            "BRCA", "steph", 1, "coefficients.csv"
+        ): "merged/BRCA/steph/fold_1/coefficients.csv",
         layout.predictions("BRCA", "steph", 2): "results/BRCA/steph/fold_2/predictions.csv",
-        layout.result_metrics("BRCA", "cancer-specific", 2): "results/BRCA/cancer-specific/fold_2/metrics.json",
+        layout.result_metrics(
+            "BRCA", "cancer-specific", 2
+        ): "results/BRCA/cancer-specific/fold_2/metrics.json",
         layout.summary: "results/summary.csv",
         layout.report_dir("BRCA"): "reports/BRCA",
         layout.logs_dir: "logs",
@@ -55,7 +59,8 @@ def test_layout_tree_matches_docs() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "norm"), [("BRCA", "BRCA"), ("brca", "BRCA"), ("tcga_brca", "BRCA"), ("TCGA-COADREAD", "COADREAD")]
+    ("raw", "norm"),
+    [("BRCA", "BRCA"), ("brca", "BRCA"), ("tcga_brca", "BRCA"), ("TCGA-COADREAD", "COADREAD")],
 )
 def test_normalize_cancer(raw: str, norm: str) -> None:
     assert normalize_cancer(raw) == norm

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, MissingArtifactError
-from ..layout import CONFIG_FILE, PathTemplates, ProjectLayout, check_safe_id, normalize_cancer
+from ..layout import CONFIG_FILE, PathTemplates, ProjectLayout, check_encoder_name, normalize_cancer
 from ._loader import build, set_dotted, to_plain
 from .evaluate import EvaluateConfig
 from .extract import ExtractConfig, TissueConfig
@@ -65,7 +65,7 @@ class ProjectConfig:
         object.__setattr__(self, "cancers", [normalize_cancer(c) for c in self.cancers])
         if len(set(self.cancers)) != len(self.cancers):
             raise ConfigError(f"cancers: duplicate entries in {self.cancers}")
-        check_safe_id(self.encoder, "encoder name")
+        check_encoder_name(self.encoder)
 
 
 def load_config(root: Path | str, overrides: Mapping[str, Any] | None = None, *, require: bool = True) -> ProjectConfig:

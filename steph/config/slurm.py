@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True, kw_only=True)
 class SlurmConfig:
@@ -21,3 +23,13 @@ class SlurmConfig:
     """Shell line run before stephctl, e.g. 'source .venv/bin/activate' or 'conda activate steph'."""
     extra: list[str] = field(default_factory=list)
     """Further #SBATCH options, e.g. ['--qos=normal']."""
+    slides_per_task: int = 100
+    """Slides per extract array task (shard) when --num-shards is not given."""
+
+    def __post_init__(self) -> None:
+        if self.cpus < 1 or self.gpus < 0:
+            raise ConfigError(f"slurm.cpus must be >= 1 and slurm.gpus >= 0, got {self.cpus} and {self.gpus}")
+        if self.max_parallel is not None and self.max_parallel < 1:
+            raise ConfigError(f"slurm.max_parallel must be >= 1 or null, got {self.max_parallel}")
+        if self.slides_per_task < 1:
+            raise ConfigError(f"slurm.slides_per_task must be >= 1, got {self.slides_per_task}")

@@ -109,6 +109,7 @@ slurm:                       # used by `stephctl slurm`
   max_parallel: null
   activate: ""               # e.g. "source /path/to/stephctl/.venv/bin/activate"
   extra: []
+  slides_per_task: 100       # extract array: slides per task when --num-shards is not given
 """
 
 

@@ -41,7 +41,11 @@ class BagStore:
     """
 
     def __init__(
-        self, paths: Mapping[str, Sequence[Path]], dim: int, cached: Mapping[str, Tensor], sizes: Mapping[str, int]
+        self,
+        paths: Mapping[str, Sequence[Path]],
+        dim: int,
+        cached: Mapping[str, Tensor],
+        sizes: Mapping[str, int],
     ) -> None:
         self.dim = dim
         self._paths = {pid: tuple(p) for pid, p in paths.items()}
@@ -57,7 +61,9 @@ class BagStore:
         if len(dims) != 1:
             raise DataError(f"bags have different feature dimensions: {sorted(dims)}")
         cached = {pid: b.to(torch.float32).contiguous() for pid, b in bags.items()}
-        return cls({pid: () for pid in bags}, dims.pop(), cached, {pid: int(b.shape[0]) for pid, b in bags.items()})
+        return cls(
+            {pid: () for pid in bags}, dims.pop(), cached, {pid: int(b.shape[0]) for pid, b in bags.items()}
+        )
 
     def get(self, patient_id: str) -> Tensor:
         """The bag ``[K, D]`` (float32, CPU) of ``patient_id``."""
@@ -99,12 +105,17 @@ def slide_paths(
 ) -> dict[str, tuple[Path, ...]]:
     """Feature file of every slide of ``patient_ids`` (``paths.features`` templates applied)."""
     return {
-        pid: tuple(layout.features(config.encoder, sid, cancer=cohort.cancer) for sid in cohort.patients[pid].slide_ids)
+        pid: tuple(
+            layout.features(config.encoder, sid, cancer=cohort.cancer)
+            for sid in cohort.patients[pid].slide_ids
+        )
         for pid in patient_ids
     }
 
 
-def check_features(layout: ProjectLayout, config: ProjectConfig, cohort: Cohort, patient_ids: Sequence[str]) -> int:
+def check_features(
+    layout: ProjectLayout, config: ProjectConfig, cohort: Cohort, patient_ids: Sequence[str]
+) -> int:
     """Check that the feature files of ``patient_ids`` exist, are readable and agree on ``D``.
 
     Only file headers are read (all of a ``.pt`` file, which has none).
@@ -120,9 +131,13 @@ def check_features(layout: ProjectLayout, config: ProjectConfig, cohort: Cohort,
     paths = slide_paths(layout, config, cohort, patient_ids)
     missing = [(pid, path) for pid, files in paths.items() for path in files if not path.is_file()]
     if missing:
-        listing = ", ".join(path.stem if path.parent == missing[0][1].parent else str(path) for _, path in missing)
+        listing = ", ".join(
+            path.stem if path.parent == missing[0][1].parent else str(path) for _, path in missing
+        )
         if layout.templates.features:
-            hint = f"paths.features = {layout.templates.features!r} in {layout.config_file}: check the template"
+            hint = (
+                f"paths.features = {layout.templates.features!r} in {layout.config_file}: check the template"
+            )
         else:
             hint = (
                 f"run `stephctl -p {layout.root} extract` (the slides must be in {layout.manifest}); "
@@ -180,7 +195,7 @@ def open_bags(
     try:
         for pid, files in paths.items():
             parts = []
-            for sid, path in zip(cohort.patients[pid].slide_ids, files):
+            for sid, path in zip(cohort.patients[pid].slide_ids, files, strict=True):
                 part = read_features(path)
                 if not bool(torch.isfinite(part).all()):
                     raise DataError(

@@ -113,9 +113,13 @@ def _parse_time(cell: str, where: str) -> float:
     try:
         value = float(cell)
     except ValueError:
-        raise DataError(f"{where}: t = {cell!r} is not a number", hint="t is the follow-up time in days") from None
+        raise DataError(
+            f"{where}: t = {cell!r} is not a number", hint="t is the follow-up time in days"
+        ) from None
     if not math.isfinite(value) or value < 0:
-        raise DataError(f"{where}: t = {cell!r} must be a finite number >= 0", hint="t is the follow-up time in days")
+        raise DataError(
+            f"{where}: t = {cell!r} must be a finite number >= 0", hint="t is the follow-up time in days"
+        )
     return value
 
 
@@ -125,7 +129,9 @@ def _parse_event(cell: str, where: str) -> int:
     except ValueError:
         value = float("nan")
     if value not in (0.0, 1.0):
-        raise DataError(f"{where}: e = {cell!r} must be 0 or 1", hint="e is 1 when the event was observed, 0 if censored")
+        raise DataError(
+            f"{where}: e = {cell!r} must be 0 or 1", hint="e is 1 when the event was observed, 0 if censored"
+        )
     return int(value)
 
 
@@ -140,7 +146,9 @@ def load_cohort(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> Co
     """
     del config  # the label format does not depend on settings; kept for a uniform signature
     path = layout.labels(cancer)
-    header, rows = _read_rows(path, f"{cancer} labels", hint=f"write {path} with columns patient_id,slide_id,t,e")
+    header, rows = _read_rows(
+        path, f"{cancer} labels", hint=f"write {path} with columns patient_id,slide_id,t,e"
+    )
     names = [h.strip() for h in header]
     slide_col = next((c for c in SLIDE_COLUMNS if c in names), None)
     missing = [c for c in ("patient_id", "t", "e") if c not in names] + ([] if slide_col else ["slide_id"])
@@ -215,7 +223,9 @@ def load_split(layout: ProjectLayout, cohort: Cohort, fold: int) -> Split:
         if role is None:
             continue
         if role in roles:
-            raise DataError(f"{path}: columns {header[roles[role]]!r} and {name!r} both look like the {role} set")
+            raise DataError(
+                f"{path}: columns {header[roles[role]]!r} and {name!r} both look like the {role} set"
+            )
         roles[role] = index
     if "test" not in roles and "val" in roles:
         roles["test"] = roles.pop("val")
@@ -249,7 +259,9 @@ def load_split(layout: ProjectLayout, cohort: Cohort, fold: int) -> Split:
     for role in ("train", "test"):
         if not sets[role]:
             raise DataError(f"{path}: the {role} set is empty")
-    split = Split(fold=fold, train=tuple(sets["train"]), test=tuple(sets["test"]), val=tuple(sets.get("val", ())))
+    split = Split(
+        fold=fold, train=tuple(sets["train"]), test=tuple(sets["test"]), val=tuple(sets.get("val", ()))
+    )
     if not any(cohort.patients[pid].e for pid in split.test):
         log.warning("%s fold %d: no events in the test set; its C-index is undefined", cohort.cancer, fold)
     return split

@@ -87,7 +87,9 @@ def feature_shape(path: Path) -> tuple[int, int]:
     except DataError:
         raise
     except Exception as exc:  # h5py, numpy and torch raise many types for corrupt files
-        raise DataError(f"{path}: cannot read features: {exc}", hint="re-extract or re-download this slide") from exc
+        raise DataError(
+            f"{path}: cannot read features: {exc}", hint="re-extract or re-download this slide"
+        ) from exc
     return _squeeze_shape(shape, path)
 
 
@@ -109,6 +111,8 @@ def read_features(path: Path) -> Tensor:
     except DataError:
         raise
     except Exception as exc:  # h5py, numpy and torch raise many types for corrupt files
-        raise DataError(f"{path}: cannot read features: {exc}", hint="re-extract or re-download this slide") from exc
+        raise DataError(
+            f"{path}: cannot read features: {exc}", hint="re-extract or re-download this slide"
+        ) from exc
     k, d = _squeeze_shape(tuple(data.shape), path)
     return data.reshape(k, d).to(torch.float32).contiguous()

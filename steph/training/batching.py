@@ -25,7 +25,9 @@ def pad_bags(bags: Sequence[Tensor], *, device: torch.device | str | None = None
     return x, mask
 
 
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool = True) -> list[list[int]]:
+def epoch_batches(
+    n: int, batch_size: int, generator: torch.Generator, *, drop_last: bool = True
+) -> list[list[int]]:
     """A seeded shuffle of ``range(n)`` cut into batches (the reference drops the leftover)."""
     order = torch.randperm(n, generator=generator).tolist()
     stop = (n // batch_size) * batch_size if drop_last else n
@@ -36,3 +38,28 @@ def chunks(indices: Sequence[int], size: int) -> Iterator[list[int]]:
     """Consecutive chunks (evaluation batches, no shuffling, nothing dropped)."""
     for start in range(0, len(indices), size):
         yield list(indices[start : start + size])
+
+
+def size_chunks(lengths: Sequence[int], max_patches: int) -> list[list[int]]:
+    """Positions of a batch grouped so that each padded chunk holds at most ``max_patches``.
+
+    ``max_patches <= 0`` keeps the batch whole (``[[0, 1, ..., B - 1]]``). Otherwise bags are
+    sorted by length and cut greedily: a chunk grows while ``len(chunk) * longest <= max_patches``;
+    a single bag longer than the cap is a chunk of its own.
+
+    >>> size_chunks([5, 1, 3, 2], 6)
+    [[1, 3], [2], [0]]
+    """
+    if max_patches <= 0:
+        return [list(range(len(lengths)))]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    result: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1) * lengths[i] > max_patches:
+            result.append(current)
+            current = []
+        current.append(i)
+    if current:
+        result.append(current)
+    return result

@@ -26,18 +26,37 @@ def plugins(
     from steph.extractors import ENCODERS
     from steph.merging import MERGE_METHODS
 
-    from ..main import LOADED_COMMANDS
+    from ..main import LOADED_COMMANDS, app
 
+    helps = _command_helps(app)
+    commands = [
+        {**p.to_dict(), "description": helps.get(p.name, "") if p.status == "ok" else ""}
+        for p in LOADED_COMMANDS
+    ]
     listing: dict[str, list[dict[str, str]]] = {
-        "commands": sorted((p.to_dict() for p in LOADED_COMMANDS), key=lambda row: row["name"]),
+        "commands": sorted(commands, key=lambda row: row["name"]),
         "encoders": registry_rows(ENCODERS, "encoder"),
         "merge_methods": registry_rows(MERGE_METHODS, "merge method"),
     }
     if json_out:
         print_json(listing)
         return
-    for kind in KINDS:
+    for i, kind in enumerate(KINDS):
+        if i:
+            out_console.print()
         _print_table(kind.replace("_", " "), listing[kind])
+
+
+def _command_helps(app: typer.Typer) -> dict[str, str]:
+    """First line of each mounted command's (or command group's) help."""
+    helps: dict[str, str] = {}
+    for info in app.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None) or ""
+        helps[info.name or ""] = text.strip().split("\n")[0]
+    for group in app.registered_groups:
+        text = group.help or group.typer_instance.info.help or ""
+        helps[group.name or ""] = text.strip().split("\n")[0] if isinstance(text, str) else ""
+    return helps
 
 
 def registry_rows(registry: Registry[Any], kind: str) -> list[dict[str, str]]:
@@ -83,9 +102,12 @@ def registry_rows(registry: Registry[Any], kind: str) -> list[dict[str, str]]:
 def _print_table(title: str, rows: list[dict[str, str]]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"[bold]{title}[/]", title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for column in ("name", "package", "version", "status", "detail"):
-        table.add_column(column, overflow="fold")
+    table = Table(
+        title=f"[bold]{title}[/]", title_justify="left", box=None, pad_edge=False, header_style="bold"
+    )
+    for column in ("name", "package", "version", "status"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", overflow="fold")
     for row in rows:
         colour = _COLOUR.get(row["status"], "white")
         detail = row["reason"] or row.get("description", "")

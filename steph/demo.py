@@ -1,0 +1,280 @@
+"""``stephctl demo``: the whole method on a synthetic slide-level cohort, on a laptop CPU.
+
+:func:`run_demo` creates a project (``stephctl init`` plus the demo's settings, marked
+``# demo`` in its stephctl.yaml), generates pyramidal TIFF slides of four cancers whose tissue
+phenotypes drive survival, then runs every stage: extract (tiny-cnn), train-source,
+task-vector, merge for the target BRCA (STEPH, task arithmetic, ROUPKT; the cancer-specific
+baseline comes from train-source) and evaluate. Every stage skips what exists, so a second run
+reuses everything. The summary compares the methods' mean test C-index over the folds with
+the oracle (the true risk of the generator).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import DEFAULT_ENCODER, load_project
+from .errors import DataError
+from .fileio import read_csv, read_json
+from .layout import ProjectLayout
+from .logs import run_log
+from .metrics.harrell import harrell_c
+from .progress import NULL_PROGRESS, Progress
+from .report import StageReport
+from .synthetic import CancerSpec, CohortSpec, SlideSpec, generate_cohort
+from .synthetic.project import init_configured_project
+
+log = logging.getLogger(__name__)
+
+TARGET = "BRCA"
+SOURCES = ("BLCA", "COADREAD", "KIPAN")
+"""The paper's most useful sources for BRCA (STEPH_SPEC section 8: lambda < 0.3, large w)."""
+METHODS = ("steph", "task-arithmetic", "roupkt")
+STAGES = ("generate", "extract", "train-source", "task-vector", "merge", "evaluate")
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo is: the cohort and the settings written into stephctl.yaml."""
+
+    target_patients: int
+    source_patients: int
+    slide_um: float
+    overrides: dict[str, Any]
+
+
+FULL = DemoSize(
+    target_patients=100,
+    source_patients=120,
+    slide_um=1024.0,
+    overrides={
+        "model.dim_emb": 64,
+        "model.dim_attn": 32,
+        "train.epochs": 20,
+        "train.batch_size": 8,
+        "train.lr": 5e-4,
+        "merge.top_k": 2,
+        "evaluate.bootstrap": 200,
+    },
+)
+QUICK = DemoSize(
+    target_patients=40,
+    source_patients=40,
+    slide_um=768.0,
+    overrides={
+        "model.dim_emb": 32,
+        "model.dim_attn": 16,
+        "train.epochs": 4,
+        "train.batch_size": 8,
+        "train.lr": 5e-4,
+        "merge.top_k": 2,
+        "evaluate.bootstrap": 50,
+    },
+)
+
+
+def demo_spec(size: DemoSize) -> CohortSpec:
+    """The demo cohort: a smaller target, three sources sharing most of the prognostic rule."""
+    cancers = [CancerSpec(name=TARGET, n_patients=size.target_patients, censoring=0.6, median_days=4 * 365.0)]
+    for i, name in enumerate(SOURCES):
+        cancers.append(
+            CancerSpec(
+                name=name,
+                n_patients=size.source_patients,
+                censoring=0.55 + 0.05 * i,
+                median_days=(3 + i) * 365.0,
+            )
+        )
+    return CohortSpec(
+        cancers=tuple(cancers),
+        sharing=0.8,
+        effect_sd=1.2,
+        second_slide_rate=0.1,
+        seed=7,
+        slides=SlideSpec(size_um=size.slide_um),
+    )
+
+
+@dataclass(frozen=True)
+class MethodScore:
+    """Mean and standard deviation (over folds) of one method's test C-index."""
+
+    method: str
+    mean: float
+    sd: float
+    folds: int
+
+
+@dataclass
+class DemoReport:
+    """What :func:`run_demo` did and the comparison it ends with."""
+
+    root: Path
+    target: str
+    stages: list[StageReport] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    scores: list[MethodScore] = field(default_factory=list)
+    oracle: float | None = None
+    report_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(stage.ok for stage in self.stages)
+
+    @property
+    def failed_stage(self) -> str | None:
+        return next((stage.stage for stage in self.stages if not stage.ok), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "project": str(self.root),
+            "target": self.target,
+            "ok": self.ok,
+            "failed_stage": self.failed_stage,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "stages": [stage.to_dict() for stage in self.stages],
+            "c_index": [score.__dict__ for score in self.scores],
+            "oracle_c_index": self.oracle,
+            "report": str(self.report_path) if self.report_path else None,
+        }
+
+
+def run_demo(
+    root: Path | str, *, quick: bool = False, only_generate: bool = False, progress: Progress = NULL_PROGRESS
+) -> DemoReport:
+    """Generate the demo cohort into ``root`` and run the pipeline on it (see the module docstring).
+
+    Stops after the first stage with failed items (``DemoReport.failed_stage``).
+
+    Raises:
+        ConfigError: ``root`` holds a different cohort (e.g. a full demo rerun with ``quick``).
+    """
+    size = QUICK if quick else FULL
+    layout = init_configured_project(
+        root,
+        cancers=[TARGET, *SOURCES],
+        encoder=DEFAULT_ENCODER,
+        overrides=size.overrides,
+        note="demo --quick" if quick else "demo",
+    )
+    demo = DemoReport(layout.root, TARGET)
+    stages = STAGES[:1] if only_generate else STAGES
+    progress.start("demo", len(stages), unit="stages")
+    with run_log(layout.stage_log("demo", time.strftime("%Y%m%d-%H%M%S"))):
+        for name in stages:
+            started = time.perf_counter()
+            report = _stage(name, layout, size, progress)
+            demo.seconds[name] = time.perf_counter() - started
+            demo.stages.append(report)
+            progress.advance("demo", 1, item=name)
+            log.info("demo: %s finished in %.1f s", name, demo.seconds[name])
+            if not report.ok:
+                log.error("demo: %s failed; stopping (see the stage table)", name)
+                break
+    progress.finish("demo")
+    if demo.ok and not only_generate:
+        demo.scores = method_scores(layout, TARGET)
+        demo.oracle = oracle_c_index(layout, TARGET)
+        report_file = layout.report_file(TARGET, "report.html")
+        demo.report_path = report_file if report_file.is_file() else None
+    return demo
+
+
+def _stage(name: str, layout: ProjectLayout, size: DemoSize, progress: Progress) -> StageReport:
+    """Run one stage of the demo (stage modules are imported only when needed)."""
+    _, config = load_project(layout.root)
+    runners: dict[str, Callable[[], StageReport]] = {
+        "generate": lambda: generate_cohort(layout.root, demo_spec(size), level="slides", progress=progress),
+        "extract": lambda: _extract(layout, config, progress),
+        "train-source": lambda: _train(layout, config, progress),
+        "task-vector": lambda: _task_vectors(layout, config, progress),
+        "merge": lambda: _merge(layout, config, progress),
+        "evaluate": lambda: _evaluate(layout, config, progress),
+    }
+    return runners[name]()
+
+
+def _extract(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
+    from .pipeline.extract import extract_features
+
+    return extract_features(layout, config, progress=progress)
+
+
+def _train(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
+    """The target on every fold; sources only on the fold merge takes them from."""
+    from .pipeline.train_source import train_source_models
+
+    report = train_source_models(layout, config, cancers=[TARGET], progress=progress)
+    sources = train_source_models(
+        layout, config, cancers=list(SOURCES), folds=[config.merge.source_fold], progress=progress
+    )
+    report.items.extend(sources.items)
+    report.outputs.update(sources.outputs)
+    return report
+
+
+def _task_vectors(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
+    from .pipeline.task_vector import compute_task_vectors
+
+    report = compute_task_vectors(layout, config, cancers=[TARGET], progress=progress)
+    sources = compute_task_vectors(
+        layout, config, cancers=list(SOURCES), folds=[config.merge.source_fold], progress=progress
+    )
+    report.items.extend(sources.items)
+    return report
+
+
+def _merge(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
+    from .pipeline.merge import merge_models
+
+    return merge_models(layout, config, target=TARGET, methods=list(METHODS), progress=progress)
+
+
+def _evaluate(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
+    from .pipeline.evaluate import evaluate_models
+
+    return evaluate_models(layout, config, targets=[TARGET], progress=progress)
+
+
+def method_scores(layout: ProjectLayout, target: str) -> list[MethodScore]:
+    """Mean (sd over folds) test C-index of every method with results for ``target``, best first."""
+    scores = []
+    for method in layout.result_methods(target):
+        values = []
+        for fold in layout.result_folds(target, method):
+            path = layout.result_metrics(target, method, fold)
+            value = read_json(path).get("c_index") if path.is_file() else None
+            if value is not None:
+                values.append(float(value))
+        if values:
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            scores.append(MethodScore(method, statistics.fmean(values), sd, len(values)))
+    return sorted(scores, key=lambda s: -s.mean)
+
+
+def oracle_c_index(layout: ProjectLayout, target: str) -> float | None:
+    """Mean over the target's test folds of Harrell's C of the generator's true risk."""
+    if not layout.synthetic_truth.is_file():
+        return None
+    truth = {r["patient_id"]: r for r in read_csv(layout.synthetic_truth) if r["cancer"] == target}
+    values = []
+    for fold in layout.split_folds(target):
+        test = [r["test"] for r in read_csv(layout.split(target, fold)) if r.get("test")]
+        missing = [p for p in test if p not in truth]
+        if missing:
+            raise DataError(
+                f"{layout.synthetic_truth}: no true risk for {missing[0]} (test set of fold {fold})"
+            )
+        rows = [truth[p] for p in test]
+        conc = harrell_c(
+            [float(r["t"]) for r in rows], [int(r["e"]) for r in rows], [float(r["risk"]) for r in rows]
+        )
+        if conc.defined:
+            values.append(conc.value)
+    return statistics.fmean(values) if values else None

@@ -1,0 +1,117 @@
+"""``reports/<TARGET>/report.html``: the comparison table, the plots next to it, per-fold details."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..fileio import write_text
+from ..layout import ProjectLayout
+from .coefficients import source_coefficients
+from .fold import FoldResult
+from .groups import RiskGroups, risk_groups
+from .plots import format_p, plot_cindex, plot_coefficients, plot_km
+from .summary import Summary
+from .tables import Table, metric_label
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.7em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; }
+.note { color: #555; font-size: 0.85em; }
+.warn { color: #a15c00; }
+"""
+
+
+@dataclass
+class TargetReport:
+    """Files written for one target."""
+
+    html: Path
+    figures: list[Path] = field(default_factory=list)
+
+
+def _table_html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+    notes = f'<p class="note">{html.escape("; ".join(table.notes))}.</p>' if table.notes else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+
+
+def _cell(value: float, low: float, high: float) -> str:
+    if math.isnan(value):
+        return "undefined"
+    return f"{value:.4f}" + ("" if math.isnan(low) else f" [{low:.3f}, {high:.3f}]")
+
+
+def _fold_table(results: list[FoldResult], metrics: list[str]) -> Table:
+    rows = []
+    for r in sorted(results, key=lambda r: (r.predictions.method, r.predictions.fold)):
+        cells = [_cell(r.metrics[m].value, r.metrics[m].ci_low, r.metrics[m].ci_high) for m in metrics]
+        rows.append([r.predictions.method, str(r.predictions.fold), str(r.n), str(r.events), *cells, r.censoring_source])
+    columns = ["method", "fold", "n", "events", *(metric_label(m) for m in metrics), "censoring from"]
+    reasons = sorted({f"{metric_label(m)}: {r.metrics[m].reason}" for r in results for m in metrics if r.metrics[m].reason})
+    return Table("per fold", columns, rows, ["undefined = " + "; ".join(reasons)] if reasons else [])
+
+
+def write_target_report(
+    layout: ProjectLayout,
+    target: str,
+    summary: Summary,
+    table: Table,
+    *,
+    versions: str,
+) -> TargetReport:
+    """Draw the figures of ``target`` and write its report.html next to them."""
+    methods = summary.per_target[target]
+    results = [r for r in summary.folds if r.predictions.target == target]
+    by_method = {m: [r for r in results if r.predictions.method == m] for m in methods}
+    fold_values = {m: [r.metrics["c_index"].value for r in rs if r.metrics["c_index"].defined] for m, rs in by_method.items()}
+    report = TargetReport(layout.report_file(target, "report.html"))
+    sections = [f"<h2>Comparison</h2>{_table_html(table)}"]
+
+    bars = plot_cindex(layout.report_file(target, "cindex.png"), target, methods, fold_values,
+                       reference=summary.reference, confidence=summary.confidence)
+    report.figures.append(bars)
+    sections.append(f'<h2>C-index per method</h2><img src="{bars.name}" alt="C-index per method">')
+
+    groups: list[RiskGroups] = [risk_groups(m, rs) for m, rs in by_method.items()]
+    km = plot_km(layout.report_file(target, "km.png"), target, groups)
+    report.figures.append(km)
+    logrank = Table(
+        "log-rank",
+        ["method", "low risk (n / events)", "high risk (n / events)", "chi²", "p"],
+        [
+            [g.method, f"{int((~g.high).sum())} / {g.logrank.observed[0]}", f"{int(g.high.sum())} / {g.logrank.observed[1]}",
+             "n/a" if math.isnan(g.logrank.statistic) else f"{g.logrank.statistic:.2f}", format_p(g.logrank.p_value, label=False)]
+            for g in groups
+        ],
+        ["groups split at each fold's training median risk and pooled over folds"],
+    )
+    sections.append(f'<h2>Risk groups</h2><img src="{km.name}" alt="Kaplan-Meier curves">{_table_html(logrank)}')
+
+    for method, rs in by_method.items():
+        coef = source_coefficients(layout, target, method, [r.predictions.fold for r in rs])
+        if coef is None:
+            continue
+        png = plot_coefficients(layout.report_file(target, f"coefficients-{method}.png"), target, coef)
+        report.figures.append(png)
+        sections.append(f"<h2>{html.escape(method)}: merge coefficients</h2>"
+                        f'<img src="{png.name}" alt="{html.escape(method)} coefficients">')
+
+    sections.append(f"<h2>Per fold</h2>{_table_html(_fold_table(results, summary.metrics))}")
+    mine = [w for w in summary.warnings if w.startswith(f"{target}/") or w.startswith(f"{target}:")]
+    if mine:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in mine)
+        sections.append(f'<h2>Warnings</h2><ul class="warn">{items}</ul>')
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(target)}: stephctl evaluate</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(target)}: survival evaluation</h1>"
+        f'<p class="note">{html.escape(versions)}</p>' + "".join(sections) + "</body></html>\n"
+    )
+    write_text(report.html, page)
+    return report

@@ -1,0 +1,139 @@
+"""The report's figures, drawn with matplotlib's object API (no pyplot state, Agg canvas).
+
+Each function writes one PNG atomically and returns its path.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..fileio import atomic_path
+from .coefficients import SourceCoefficients
+from .fold import DAYS_PER_YEAR
+from .groups import RiskGroups
+from .summary import MethodSummary
+
+DPI = 110
+REFERENCE_COLOUR = "#7f7f7f"
+METHOD_COLOUR = "#1f77b4"
+LOW_COLOUR, HIGH_COLOUR = "#2c7fb8", "#d95f0e"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return path
+
+
+def format_p(p: float, *, label: bool = True) -> str:
+    """``p = 0.031``, ``p < 0.001`` or ``p = n/a`` (without the ``p`` when ``label`` is false)."""
+    text = "= n/a" if math.isnan(p) else "< 0.001" if p < 0.001 else f"= {p:.3f}"
+    return f"p {text}" if label else text.removeprefix("= ")
+
+
+def plot_cindex(path: Path, target: str, methods: dict[str, MethodSummary], fold_values: dict[str, list[float]], *,
+                reference: str, confidence: float) -> Path:
+    """Bar chart: mean C-index per method with its bootstrap interval (or ± sd), fold values as dots."""
+    names = list(methods)
+    means = np.array([methods[m].mean["c_index"] for m in names])
+    low = np.array([methods[m].ci["c_index"][0] for m in names])
+    high = np.array([methods[m].ci["c_index"][1] for m in names])
+    use_ci = not np.isnan(low).all()
+    if use_ci:
+        err = np.vstack([np.nan_to_num(means - low), np.nan_to_num(high - means)])
+    else:
+        err = np.vstack([np.nan_to_num(np.array([methods[m].std["c_index"] for m in names]))] * 2)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(names) + 2.0), 4.2), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    colours = [REFERENCE_COLOUR if m == reference else METHOD_COLOUR for m in names]
+    ax.bar(x, np.nan_to_num(means), color=colours, alpha=0.85, width=0.6, zorder=2)
+    ax.errorbar(x, np.nan_to_num(means), yerr=err, fmt="none", ecolor="black", capsize=4, lw=1.2, zorder=3)
+    everything = np.concatenate([means, low, high, *(np.asarray(v, float) for v in fold_values.values())])
+    finite = everything[np.isfinite(everything)]
+    bottom = min(0.45, float(finite.min()) - 0.03) if finite.size else 0.45
+    top = min(1.02, max(0.8, float(finite.max()) + 0.07)) if finite.size else 1.0
+    for i, m in enumerate(names):
+        vals = np.asarray(fold_values.get(m, []), dtype=float)
+        jitter = np.linspace(-0.03, 0.03, vals.size) if vals.size > 1 else np.zeros(vals.size)
+        ax.scatter(i + 0.19 + jitter, vals, s=16, facecolor="white", edgecolor="black", lw=0.9, zorder=4,
+                   label="fold values" if i == 0 else None)
+        label = "undefined" if math.isnan(means[i]) else f"{means[i]:.3f}"
+        colour = "black" if math.isnan(means[i]) else "white"
+        ax.text(i, bottom + 0.01, label, ha="center", va="bottom", fontsize=8, color=colour, weight="bold", zorder=5)
+    ax.set_ylim(bottom, top)
+    ax.axhline(0.5, color="grey", ls="--", lw=0.8, zorder=1)
+    ax.set_xticks(x, names, rotation=20 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
+    ax.set_ylabel("Harrell's C-index")
+    bars = f"error bars: {confidence:.0%} bootstrap CI of the mean" if use_ci else "error bars: ± sample sd over folds"
+    ax.set_title(f"{target}: C-index per method (mean over folds)\n{bars}", fontsize=9)
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    handles, _ = ax.get_legend_handles_labels()
+    if reference in names:
+        handles.append(Patch(color=REFERENCE_COLOUR, alpha=0.85, label=f"reference ({reference})"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def plot_km(path: Path, target: str, groups: list[RiskGroups]) -> Path:
+    """Kaplan-Meier curves of the low/high-risk groups of each method, with the log-rank p-value."""
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
+    horizon = max(float(g.time.max()) for g in groups) / DAYS_PER_YEAR
+    for ax, group in zip(axes, groups, strict=False):
+        for high, colour, name in ((False, LOW_COLOUR, "low risk"), (True, HIGH_COLOUR, "high risk")):
+            mask = group.high == high
+            if not mask.any():
+                continue
+            curve = group.curve(high)
+            xs = np.r_[0.0, curve.times] / DAYS_PER_YEAR
+            ys = np.r_[1.0, curve.values]
+            ax.step(xs, ys, where="post", color=colour, lw=1.6, label=f"{name} (n={int(mask.sum())})")
+            censored = mask & ~group.event
+            ax.plot(group.time[censored] / DAYS_PER_YEAR, curve(group.time[censored]), "|", color=colour, ms=6, mew=1)
+        note = format_p(group.logrank.p_value)
+        if group.test_median_folds:
+            note += f"\ncut-off: test median (fold {', '.join(map(str, group.test_median_folds))})"
+        ax.text(0.97, 0.97, f"log-rank {note}", transform=ax.transAxes, ha="right", va="top", fontsize=8)
+        ax.set_title(group.method, fontsize=10)
+        ax.set_xlim(0, horizon * 1.02)
+        ax.set_ylim(0, 1.04)
+        ax.set_xlabel("years")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=8, frameon=False)
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("survival probability")
+    fig.suptitle(f"{target}: Kaplan-Meier by predicted risk (split at the training median, pooled over folds)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def plot_coefficients(path: Path, target: str, coef: SourceCoefficients) -> Path:
+    """Heatmap of mean w, mean lambda and selection frequency per source cancer."""
+    data = np.array([coef.mean_w, coef.mean_lambda, coef.selected])
+    labels = ["mean w", "mean λ", "selected"]
+    fig = Figure(figsize=(max(4.5, 0.75 * len(coef.sources) + 2.2), 2.9), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(data, cmap="viridis", aspect="auto", vmin=0.0, vmax=max(1.0, float(np.nanmax(data))))
+    for (i, j), value in np.ndenumerate(data):
+        colour = "white" if value < 0.6 * image.norm.vmax else "black"
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(len(coef.sources)), coef.sources, rotation=45 if len(coef.sources) > 6 else 0)
+    ax.set_yticks(range(3), labels)
+    ax.set_xlabel("source cancer")
+    fig.colorbar(image, ax=ax, shrink=0.9)
+    ax.set_title(
+        f"{target} / {coef.method}: merge coefficients per source "
+        f"({coef.patients} test patients, {len(coef.folds)} fold{'s' if len(coef.folds) != 1 else ''})",
+        fontsize=10,
+    )
+    return _save(fig, path)

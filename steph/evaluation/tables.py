@@ -1,0 +1,118 @@
+"""Comparison tables as plain data, and their Markdown / CSV text (the CLI renders them with rich)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .summary import Summary, format_change, summary_rows, SUMMARY_COLUMNS
+
+LABELS = {"c_index": "C-index", "c_index_uno": "Uno C", "ibs": "IBS"}
+
+
+def metric_label(name: str) -> str:
+    """``auc_3y`` -> ``AUC 3y``; ``c_index`` -> ``C-index``."""
+    return LABELS.get(name) or (f"AUC {name[4:]}" if name.startswith("auc_") else name)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled grid of strings with footnotes."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "columns": self.columns, "rows": self.rows, "notes": self.notes}
+
+
+def _pm(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "undefined"
+    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def _interval(ci: tuple[float, float]) -> str:
+    return "" if math.isnan(ci[0]) else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def comparison_tables(summary: Summary, *, resamples: int) -> list[Table]:
+    """One table per target (methods x metrics) and, with several targets, one over targets."""
+    ref = summary.reference
+    level = f"{summary.confidence:.0%}"
+    notes = [
+        "mean ± sample standard deviation over folds (ddof=1)",
+        f"{level} CI: percentile bootstrap of the cross-fold mean C-index ({resamples} paired resamples per fold)"
+        if resamples
+        else "no bootstrap intervals (--bootstrap 0)",
+        f"vs {ref}: 100 (C / C_{ref} - 1) on the folds both methods have",
+        "IBS: integrated Brier score, lower is better",
+    ]
+    others = [m for m in summary.metrics if m != "c_index"]
+    tables: list[Table] = []
+    for target, methods in summary.per_target.items():
+        columns = ["method", "folds", "C-index", f"{level} CI", f"vs {ref}", *(metric_label(m) for m in others)]
+        rows = []
+        for method, ms in methods.items():
+            folds = str(len(ms.folds)) if not ms.partial else f"{len(ms.folds)}/{len(ms.folds) + len(ms.missing_folds)} partial"
+            rows.append(
+                [
+                    method,
+                    folds,
+                    _pm(ms.mean["c_index"], ms.std["c_index"]),
+                    _interval(ms.ci["c_index"]),
+                    format_change(ms.rel_change.get("c_index", math.nan)),
+                    *(_pm(ms.mean[m], ms.std[m]) for m in others),
+                ]
+            )
+        tables.append(Table(target, columns, rows, notes))
+    if summary.over_targets:
+        n = len(summary.per_target)
+        columns = ["method", "targets", "C-index", f"vs {ref}", *(metric_label(m) for m in others)]
+        rows = [
+            [
+                method,
+                f"{len(entry['targets'])}/{n}",
+                _pm(entry["mean"]["c_index"], math.nan),
+                format_change(entry["rel_change"]["c_index"]),
+                *(_pm(entry["mean"][m], math.nan) for m in others),
+            ]
+            for method, entry in summary.over_targets.items()
+        ]
+        tables.append(
+            Table(
+                f"mean over {n} targets",
+                columns,
+                rows,
+                ["mean of the per-target means", f"vs {ref}: relative change of the mean over the targets both methods have"],
+            )
+        )
+    return tables
+
+
+def to_markdown(tables: list[Table]) -> str:
+    """GitHub-flavoured Markdown, one section per table with its notes as a footnote line."""
+    out: list[str] = []
+    for table in tables:
+        out.append(f"### {table.title}\n")
+        out.append("| " + " | ".join(table.columns) + " |")
+        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|")
+        out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
+        if table.notes:
+            out.append("\n" + "; ".join(table.notes) + ".")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_csv(summary: Summary) -> str:
+    """The summary.csv rows as CSV text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    writer.writerows([*row[:4], repr(row[4])] for row in summary_rows(summary))
+    return buffer.getvalue()

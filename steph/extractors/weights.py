@@ -1,0 +1,135 @@
+"""Getting encoder weights: strict loading of local files, and the hub only when reachable.
+
+Resolution order for an encoder ``name``: ``--weights FILE`` / ``extract.weights.<name>`` in
+stephctl.yaml (a local file, loaded strictly), else the hub id the encoder declares, tried only
+when the hub is reachable (``HF_HUB_OFFLINE``/``STEPHCTL_NO_HUB`` unset and huggingface.co
+answering within a few seconds). When neither works the error names the file to provide.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import EncoderUnavailableError
+from ..fileio import sha256_file
+
+log = logging.getLogger(__name__)
+
+HUB_HOST = "huggingface.co"
+HUB_TIMEOUT_S = 3.0
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def hub_disabled_reason() -> str | None:
+    """Why the hub must not be contacted (offline env variables), or None."""
+    for var in ("HF_HUB_OFFLINE", "STEPHCTL_NO_HUB"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return f"{var} is set"
+    return None
+
+
+def hub_reachable(timeout_s: float = HUB_TIMEOUT_S) -> tuple[bool, str]:
+    """Whether huggingface.co can be reached quickly; never hangs longer than ``timeout_s``."""
+    reason = hub_disabled_reason()
+    if reason:
+        return False, reason
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout_s):
+            return True, ""
+    except OSError as exc:
+        return False, f"{HUB_HOST} unreachable ({exc})"
+
+
+def missing_weights_error(name: str, *, why: str, hint: str) -> EncoderUnavailableError:
+    return EncoderUnavailableError(
+        f"encoder {name!r} has no weights: {why}",
+        hint=f"{hint}; then set `extract: weights: {{{name}: /path/to/file}}` in stephctl.yaml "
+        f"or pass `stephctl extract --encoder {name} --weights FILE`",
+    )
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors``, ``.bin``/``.pt``/``.pth`` file (``state_dict``/``model`` keys unwrapped)."""
+    if not path.is_file():
+        raise EncoderUnavailableError(
+            f"weights file not found: {path}", hint="check extract.weights / --weights"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path)))
+        obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch/safetensors raise many types on malformed files
+        raise EncoderUnavailableError(
+            f"weights file {path} cannot be read: {type(exc).__name__}: {exc}",
+            hint="re-download it; it must be a PyTorch state dict (.bin/.pt/.pth) or .safetensors",
+        ) from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise EncoderUnavailableError(f"weights file {path} does not hold a state dict of tensors")
+    return dict(obj)
+
+
+def load_strict(model: nn.Module, path: Path, *, name: str) -> nn.Module:
+    """Load ``path`` into ``model`` with ``strict=True``; a mismatch names the keys."""
+    state = read_state_dict(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[:4]
+        raise EncoderUnavailableError(
+            f"weights file {path} does not fit the {name!r} architecture: {' '.join(first)}",
+            hint=f"give the original weights file of {name} (not a fine-tuned or converted copy)",
+        ) from exc
+    return model
+
+
+def build_from_file_or_hub(
+    name: str,
+    weights: Path | None,
+    *,
+    architecture: Callable[[], nn.Module],
+    hub_id: str,
+    hub_kwargs: Mapping[str, Any],
+    hint: str,
+) -> nn.Module:
+    """The usual foundation-model factory: strict local load, else timm ``hf-hub:`` download."""
+    if weights is not None:
+        return load_strict(architecture(), Path(weights), name=name)
+    ok, why = hub_reachable()
+    if not ok:
+        raise missing_weights_error(
+            name, why=f"no local weights file and the hub cannot be used ({why})", hint=hint
+        )
+    import timm
+
+    log.info("downloading %s from %s", name, hub_id)
+    try:
+        return timm.create_model(hub_id, pretrained=True, **dict(hub_kwargs))
+    except Exception as exc:  # huggingface_hub raises HTTP, gated-repo and OS errors
+        raise missing_weights_error(
+            name, why=f"download of {hub_id} failed: {type(exc).__name__}: {exc}", hint=hint
+        ) from exc
+
+
+def weights_identity(weights: Path | None, default: str) -> str:
+    """``sha256:<hex> (<file name>)`` for a local file, else the encoder's default identity."""
+    if weights is None:
+        return default
+    path = Path(weights)
+    if not path.is_file():
+        raise EncoderUnavailableError(
+            f"weights file not found: {path}", hint="check extract.weights / --weights"
+        )
+    return f"sha256:{sha256_file(path)} ({path.name})"

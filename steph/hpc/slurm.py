@@ -1,0 +1,309 @@
+"""Slurm job-array scripts for the stages, and their submission chained by dependencies.
+
+One stage becomes one job array: task ``I`` of the array runs ``stephctl ... STAGE --task-index
+$SLURM_ARRAY_TASK_ID``, so the array size is the length of the stage's task list
+(:mod:`steph.hpc.tasks`). Resources come from ``slurm:`` in stephctl.yaml
+(:class:`~steph.config.SlurmConfig`); logs go to ``logs/slurm/<stage>-%A_%a.log``.
+
+Several stages are emitted as one bash *submit script*: each stage's job script is passed to
+``sbatch`` on stdin (a quoted here-document, so nothing in it is expanded at submit time) and every
+job after the first waits for the previous one with ``--dependency=afterok:<job id>``.
+
+Every path and value written into a script goes through :func:`shlex.quote`; ``#SBATCH`` lines
+use the same quoting, which sbatch's directive parser understands (it groups on ``'`` and ``"``).
+The one deliberate exception is ``slurm.activate``: it is a shell line (``source .venv/bin/activate``,
+``conda activate steph``) and is written as given.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..config import SlurmConfig
+from ..errors import ConfigError, StephError
+from ..fileio import write_text
+from ..layout import ProjectLayout
+from ..units import WorkUnit
+
+TASK_ID = '"$SLURM_ARRAY_TASK_ID"'
+_JOB_ID = re.compile(r"(\d+)")
+
+
+class SubmitError(StephError):
+    """``sbatch`` is missing, refused a job, or printed no job id."""
+
+
+@dataclass(frozen=True)
+class ArrayJob:
+    """One stage as a Slurm job array.
+
+    Attributes:
+        stage: Stage name (``extract``, ``train-source`` ...).
+        indices: Task indices to run (all of the task list, or only the pending ones).
+        args: Stage options of every task, e.g. ``("--target", "BRCA")``; ``--task-index`` is added.
+        gpus: GPUs per task (0 for CPU-only stages).
+        n_tasks: Length of the whole task list (for the script's comment).
+    """
+
+    stage: str
+    indices: tuple[int, ...]
+    args: tuple[str, ...] = ()
+    gpus: int = 0
+    n_tasks: int = 0
+    keys: tuple[str, ...] = field(default=(), compare=False)
+
+
+def array_spec(indices: Sequence[int], max_parallel: int | None = None) -> str:
+    """The value of ``--array``: sorted indices compressed into ranges, with ``%K`` when capped.
+
+    >>> array_spec([0, 1, 2, 3], 2), array_spec([1, 3, 4, 5, 9])
+    ('0-3%2', '1,3-5,9')
+    """
+    if not indices:
+        raise ConfigError(
+            "an array job needs at least one task", hint="nothing to submit: check --list-tasks"
+        )
+    values = sorted(set(int(i) for i in indices))
+    if values[0] < 0:
+        raise ConfigError(f"task indices must be >= 0, got {values[0]}")
+    parts: list[str] = []
+    start = prev = values[0]
+    for value in [*values[1:], None]:
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if value is not None:
+            start = prev = value
+    spec = ",".join(parts)
+    return f"{spec}%{max_parallel}" if max_parallel else spec
+
+
+def _directive(option: str, value: object) -> str:
+    text = str(value)
+    if "\n" in text or "\\" in text:
+        raise ConfigError(
+            f"slurm: value {text!r} of {option} contains a newline or backslash",
+            hint="sbatch cannot read such values in #SBATCH lines; fix the slurm section of stephctl.yaml",
+        )
+    return f"#SBATCH {option}={shlex.quote(text)}"
+
+
+def launcher(config: SlurmConfig) -> list[str]:
+    """How a job calls stephctl: ``stephctl`` after an activation line, else this interpreter."""
+    return ["stephctl"] if config.activate.strip() else [sys.executable, "-m", "stephctl"]
+
+
+def render_job_script(job: ArrayJob, layout: ProjectLayout, config: SlurmConfig) -> str:
+    """The sbatch script of one stage's job array.
+
+    Args:
+        job: The stage, its task indices and options.
+        layout: The project (its root goes into ``-p`` and its logs folder into ``--output``).
+        config: Resources (``slurm:`` section).
+
+    Returns:
+        A complete bash script with ``#SBATCH`` directives.
+    """
+    log = layout.slurm_log(job.stage)
+    lines = [
+        "#!/bin/bash",
+        f"# stephctl {__version__}: {job.stage}, {len(job.indices)} of {job.n_tasks or len(job.indices)} tasks.",
+        "# Task I runs unit I of: "
+        + " ".join(
+            shlex.quote(a) for a in ["stephctl", "-p", str(layout.root), job.stage, *job.args, "--list-tasks"]
+        ),
+        _directive("--job-name", f"stephctl-{job.stage}"),
+        _directive("--array", array_spec(job.indices, config.max_parallel)),
+        _directive("--output", log),
+        _directive("--time", config.time),
+        _directive("--mem", config.mem),
+        _directive("--cpus-per-task", config.cpus),
+    ]
+    if config.partition:
+        lines.append(_directive("--partition", config.partition))
+    if config.account:
+        lines.append(_directive("--account", config.account))
+    if job.gpus > 0:
+        lines.append(_directive("--gres", f"gpu:{job.gpus}"))
+    for extra in config.extra:
+        option, sep, value = str(extra).partition("=")
+        lines.append(_directive(option, value) if sep else f"#SBATCH {shlex.quote(option)}")
+    lines += ["", "set -eo pipefail"]
+    if config.activate.strip():
+        if "\n" in config.activate.strip():
+            raise ConfigError(
+                "slurm.activate must be a single shell line", hint="put several commands on one line with &&"
+            )
+        lines.append(config.activate.strip())
+    command = [*launcher(config), "-p", str(layout.root), job.stage, *job.args, "--task-index"]
+    lines += [" ".join(shlex.quote(part) for part in command) + " " + TASK_ID, ""]
+    return "\n".join(lines)
+
+
+def render_submit_script(
+    jobs: Sequence[ArrayJob], layout: ProjectLayout, config: SlurmConfig, *, after: str | None = None
+) -> str:
+    """A bash script submitting ``jobs`` in order, each after the previous one succeeded.
+
+    Args:
+        jobs: Stages in run order.
+        layout: The project.
+        config: Resources.
+        after: Job id the first job waits for (``--dependency=afterok:<after>``).
+    """
+    chain = " -> ".join(f"{job.stage} ({len(job.indices)} tasks)" for job in jobs)
+    lines = [
+        "#!/bin/bash",
+        f"# stephctl {__version__}: submits {chain};",
+        "# each job array starts only when the previous one finished without a failed task (afterok).",
+        "set -euo pipefail",
+        "",
+        "submit() {  # sbatch prints 'Submitted batch job <id>'; echo the id",
+        "    local out",
+        '    out=$(sbatch "$@")',
+        "    out=${out%%;*}",
+        '    echo "${out##* }"',
+        "}",
+        "",
+    ]
+    previous = f"{shlex.quote(after)}" if after else None
+    if after is not None and not _JOB_ID.fullmatch(after):
+        raise ConfigError(f"--after expects a Slurm job id, got {after!r}")
+    for n, job in enumerate(jobs, start=1):
+        marker = f"STEPHCTL_JOB_{n}"
+        dependency = f' --dependency="afterok:{previous}"' if previous else ""
+        lines.append(f"JOB_{n}=$(submit{dependency} <<'{marker}'")
+        lines.append(render_job_script(job, layout, config).rstrip("\n"))
+        lines.append(marker)
+        lines.append(")")
+        lines.append(f'echo "{job.stage}: job $JOB_{n}"')
+        lines.append("")
+        previous = f"$JOB_{n}"
+    return "\n".join(lines)
+
+
+def submit_jobs(
+    jobs: Sequence[ArrayJob],
+    layout: ProjectLayout,
+    config: SlurmConfig,
+    *,
+    after: str | None = None,
+    sbatch: str = "sbatch",
+) -> list[str]:
+    """Submit ``jobs`` with ``sbatch`` in order, chained with ``--dependency=afterok``.
+
+    Each submitted script is also saved as ``logs/slurm/<stage>-<time>.sbatch``.
+
+    Returns:
+        The job ids, one per job.
+
+    Raises:
+        SubmitError: sbatch is not on PATH, exits non-zero or prints no job id.
+    """
+    ids: list[str] = []
+    previous = after
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for job in jobs:
+        script = render_job_script(job, layout, config)
+        write_text(layout.slurm_script(job.stage, stamp), script)
+        command = [sbatch, *([f"--dependency=afterok:{previous}"] if previous else [])]
+        try:
+            done = subprocess.run(command, input=script, text=True, capture_output=True, check=False)
+        except FileNotFoundError as exc:
+            raise SubmitError(
+                f"{sbatch!r} not found: this machine cannot submit Slurm jobs",
+                hint="run on a Slurm login node, or write the script with -o FILE and submit it there",
+            ) from exc
+        match = _JOB_ID.search(done.stdout.split(";")[0]) if done.returncode == 0 else None
+        if match is None:
+            raise SubmitError(
+                f"sbatch refused the {job.stage} job (exit {done.returncode}): {(done.stderr or done.stdout).strip()}",
+                hint="check the slurm section of stephctl.yaml (partition, account, time, mem)",
+            )
+        previous = match.group(1)
+        ids.append(previous)
+    return ids
+
+
+def make_jobs(
+    layout: ProjectLayout,
+    config: SlurmConfig,
+    stages: Sequence[tuple[str, Sequence[WorkUnit], Sequence[str]]],
+    *,
+    pending_only: bool = False,
+) -> list[ArrayJob]:
+    """One :class:`ArrayJob` per stage from its task list.
+
+    Args:
+        layout: The project.
+        config: Resources; ``gpus`` applies to stages that use a GPU (a ``--devices`` option among
+            the stage options asks for one GPU per listed GPU device instead).
+        stages: ``(stage, units, options)`` in run order; ``options`` are the stage options of
+            every task (the pass-through options plus the task list's pins).
+        pending_only: Only the units not done yet (their indices in the full list are kept).
+
+    Creates ``logs/slurm/`` (Slurm does not create the folder of ``--output``).
+
+    Raises:
+        ConfigError: a stage has no tasks, or nothing at all is pending.
+    """
+    from .tasks import stage_tasks
+
+    jobs = []
+    for stage, units, options in stages:
+        if any("\n" in option or "\r" in option for option in options):
+            raise ConfigError(f"{stage}: a stage option contains a line break", hint="pass each option on one line")
+        indices = [i for i, unit in enumerate(units) if not (pending_only and unit.done)]
+        if not units:
+            raise ConfigError(
+                f"{stage}: the task list is empty", hint=f"check `stephctl {stage} --list-tasks`"
+            )
+        if not indices:
+            continue
+        gpus = _devices_gpus(options) if "--devices" in " ".join(options) else config.gpus
+        jobs.append(
+            ArrayJob(
+                stage=stage,
+                indices=tuple(indices),
+                args=tuple(options),
+                gpus=gpus if stage_tasks(stage).gpus else 0,
+                n_tasks=len(units),
+                keys=tuple(units[i].key for i in indices),
+            )
+        )
+    if not jobs:
+        raise ConfigError(
+            "nothing to submit: every task is done", hint="drop --pending to resubmit everything"
+        )
+    return jobs
+
+
+def _devices_gpus(options: Sequence[str]) -> int:
+    """GPUs named by a ``--devices`` option (``cpu`` entries do not count)."""
+    from .multi_device import parse_devices
+
+    for n, option in enumerate(options):
+        if option == "--devices" and n + 1 < len(options):
+            value = options[n + 1]
+        elif option.startswith("--devices="):
+            value = option.split("=", 1)[1]
+        else:
+            continue
+        return sum(1 for device in parse_devices(value) if device != "cpu")
+    return 0
+
+
+def write_script(path: Path, text: str) -> Path:
+    """Write a generated script atomically and make it executable."""
+    write_text(path, text)
+    path.chmod(path.stat().st_mode | 0o111)
+    return path

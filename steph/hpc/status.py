@@ -1,0 +1,228 @@
+"""``stephctl status``: what exists and what is missing, stage by stage.
+
+The expected units come from the same task lists the stages and Slurm arrays use
+(:mod:`steph.hpc.tasks`), so "done" here means exactly what a rerun would skip:
+
+- **features** per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
+  ``paths.features`` when set, so an external download counts);
+- **train-source** and **task-vector** per cancer x fold of the split files;
+- **merge** per target x fold for ``merge.method``, plus every other run found under ``results/``;
+- **results**: the test C-index of every (target, method) with metrics files, and whether
+  ``results/summary.csv`` exists.
+
+It also lists failures recorded by earlier runs (extract's ``failures.csv``), lock files (held
+by a live process, or *stale*: dead pid on this host or older than the age limit) and leftover
+temporary files of killed writers. A stage that cannot be planned (no labels, no splits, a merge
+setting that cannot work) is reported with the reason instead of counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StephError
+from ..fileio import TMP_PREFIX, read_csv
+from ..locks import LOCK_SUFFIX, read_lock
+from .tasks import list_tasks
+
+if TYPE_CHECKING:
+    from ..config import ProjectConfig
+    from ..layout import ProjectLayout
+    from ..units import WorkUnit
+
+MAX_LISTED = 20
+"""Missing keys listed per stage (the counts are always complete)."""
+
+
+@dataclass
+class StageStatus:
+    """Done and missing units of one stage, overall and per group (cancer or target)."""
+
+    stage: str
+    total: int = 0
+    done: int = 0
+    groups: dict[str, list[int]] = field(default_factory=dict)
+    """Group -> [done, total]."""
+    missing: list[str] = field(default_factory=list)
+    """Keys of units not done (at most :data:`MAX_LISTED`)."""
+    errors: list[str] = field(default_factory=list)
+    """Why (part of) the stage could not be planned."""
+
+    def add(self, units: list[WorkUnit], group_of: Any) -> None:
+        for unit in units:
+            group = self.groups.setdefault(str(group_of(unit)), [0, 0])
+            group[1] += 1
+            self.total += 1
+            if unit.done:
+                group[0] += 1
+                self.done += 1
+            elif len(self.missing) < MAX_LISTED:
+                self.missing.append(unit.key)
+
+    @property
+    def complete(self) -> bool:
+        return self.total > 0 and self.done == self.total and not self.errors
+
+
+@dataclass
+class LockState:
+    path: str
+    host: str
+    pid: int
+    age_hours: float
+    stale: bool
+
+
+@dataclass
+class ProjectStatus:
+    """Everything ``stephctl status`` reports."""
+
+    root: str
+    encoder: str
+    stages: list[StageStatus]
+    results: list[dict[str, Any]]
+    summary_csv: str | None
+    failures: list[dict[str, str]]
+    locks: list[LockState]
+    temp_files: list[str]
+
+    def stage(self, name: str) -> StageStatus:
+        return next(s for s in self.stages if s.stage == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for entry in out["stages"]:
+            entry["complete"] = self.stage(entry["stage"]).complete
+        return out
+
+
+def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatus:
+    """Survey the project at ``layout`` (reads only; never writes or removes anything)."""
+    cancers = list(config.cancers) or layout.label_cancers()
+    stages = [
+        _features(layout, config, cancers),
+        _planned("train-source", layout, config, {"cancers": cancers} if cancers else {}),
+        _planned("task-vector", layout, config, {"cancers": cancers} if cancers else {}),
+        _merges(layout, config, cancers),
+    ]
+    locks, temps = _scan(layout.root)
+    return ProjectStatus(
+        root=str(layout.root),
+        encoder=config.encoder,
+        stages=stages,
+        results=_results(layout),
+        summary_csv=str(layout.summary) if layout.summary.is_file() else None,
+        failures=_failures(layout, config),
+        locks=locks,
+        temp_files=temps,
+    )
+
+
+def _group(unit: WorkUnit) -> str:
+    return unit.key.split("/", 1)[0]
+
+
+def _planned(
+    stage: str, layout: ProjectLayout, config: ProjectConfig, selection: dict[str, Any]
+) -> StageStatus:
+    status = StageStatus(stage)
+    try:
+        status.add(list_tasks(stage, layout, config, selection), _group)
+    except StephError as exc:
+        status.errors.append(exc.message)
+    return status
+
+
+def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) -> StageStatus:
+    """Slides named in each cancer's labels that have a feature file."""
+    from ..data.cohort import load_cohort
+    from ..units import WorkUnit
+
+    status = StageStatus("features")
+    if not cancers:
+        status.errors.append(f"no cancers: set cancers: in {layout.config_file} or add labels/<CANCER>.csv")
+    for cancer in cancers:
+        try:
+            cohort = load_cohort(layout, config, cancer)
+        except StephError as exc:
+            status.errors.append(f"{cancer}: {exc.message}")
+            continue
+        units = [
+            WorkUnit(
+                "features", sid, (layout.features(config.encoder, sid, cancer=cancer),), {"cancer": cancer}
+            )
+            for patient in cohort.patients.values()
+            for sid in patient.slide_ids
+        ]
+        status.add(units, lambda unit: unit.params["cancer"])
+    return status
+
+
+def _merges(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) -> StageStatus:
+    status = StageStatus("merge")
+    for target in cancers:
+        try:
+            status.add(list_tasks("merge", layout, config, {"target": target}), _group)
+        except StephError as exc:
+            status.errors.append(f"{target}: {exc.message}")
+    return status
+
+
+def _results(layout: ProjectLayout) -> list[dict[str, Any]]:
+    """Per (target, method): folds with metrics.json and their mean test C-index."""
+    rows = []
+    for target in layout.result_targets():
+        for method in layout.result_methods(target):
+            folds, values = [], []
+            for fold in layout.result_folds(target, method):
+                path = layout.result_metrics(target, method, fold)
+                if not path.is_file():
+                    continue
+                folds.append(fold)
+                try:
+                    value = json.loads(path.read_text(encoding="utf-8")).get("c_index")
+                except (OSError, ValueError, AttributeError):
+                    value = None
+                if isinstance(value, (int, float)):
+                    values.append(float(value))
+            if folds:
+                mean = round(sum(values) / len(values), 4) if values else None
+                rows.append({"target": target, "method": method, "folds": folds, "c_index_mean": mean})
+    return rows
+
+
+def _failures(layout: ProjectLayout, config: ProjectConfig) -> list[dict[str, str]]:
+    path = layout.extract_failures(config.encoder)
+    if not path.is_file():
+        return []
+    try:
+        rows = read_csv(path)
+    except (OSError, ValueError) as exc:
+        return [{"stage": "extract", "key": "", "error": f"{path} unreadable: {exc}", "file": str(path)}]
+    return [
+        {"stage": "extract", "key": r.get("slide_id", ""), "error": r.get("error", ""), "file": str(path)}
+        for r in rows
+    ]
+
+
+def _scan(root: Path) -> tuple[list[LockState], list[str]]:
+    """Lock files and leftover temporary files anywhere under the project (one walk)."""
+    locks: list[LockState] = []
+    temps: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        temps.extend(str(Path(folder) / d) for d in dirs if d.startswith(TMP_PREFIX))
+        dirs[:] = [d for d in dirs if not d.startswith(TMP_PREFIX)]
+        for name in files:
+            path = Path(folder) / name
+            if name.endswith(LOCK_SUFFIX):
+                info = read_lock(path)
+                if info is not None:
+                    stale = info.is_stale()
+                    locks.append(LockState(str(path), info.host, info.pid, round(info.age_hours, 3), stale))
+            elif name.startswith(TMP_PREFIX):
+                temps.append(str(path))
+    return sorted(locks, key=lambda lock: lock.path), sorted(temps)

@@ -1,0 +1,76 @@
+"""Merge methods: STEPH and the baselines, behind one small contract that plugins implement too.
+
+The contract
+------------
+A merge method is an instance of a :class:`MergeMethod` subclass registered in
+:data:`MERGE_METHODS` under its ``name``. For each target fold ``stephctl merge`` builds a
+:class:`MergeContext` (theta0, the target's task vector, the ordered source names and task
+vectors, the target's training split and its bags, the resolved ``merge:`` config with
+``options``, the model config, the device and the seed), seeds every RNG, and calls:
+
+1. ``check(config, n_sources)`` before any work: raise :class:`~steph.errors.ConfigError` for
+   settings the method cannot run with (the base class validates ``options`` against
+   ``option_defaults``).
+2. ``build(ctx) -> nn.Module``: the untrained model. ``forward(x [B, K, D], mask [B, K])`` returns
+   logits ``[B, T]`` or a :class:`~steph.training.loop.ModelOutput` (logits, ``aux_loss`` added
+   to SurvMLE, ``extras`` collected at prediction time). Frozen inputs go in non-persistent
+   buffers, so ``state_dict()`` is exactly what is learned. ``build`` must not need the
+   training data: :func:`load_merged_model` calls it to rebuild a trained model.
+3. ``train(model, ctx)``: by default the shared training loop over the parameters that
+   require grad (the train-source protocol).
+4. ``state_files(model)``: the state dict split into the safetensors files named in ``files``;
+   ``tables(model, test_ids, extras, ctx)``: extra CSVs (STEPH's ``coefficients.csv``).
+
+``run_name(config)`` names the output folder (the method name plus a suffix per non-default
+setting) so that variants sit side by side. A plugin package registers its methods through
+the ``stephctl.merge_methods`` entry-point group with a ``register(registry)`` function.
+
+Data-free baselines still retrain a new prediction head on the target's training split: the
+reference replaces ``pred_head`` in every merged model (``task_ari_module_to_retrain``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..registry import Registry, describe_item
+from .base import MergeContext, MergeMethod, StateDict, Table, method_fields
+from .loading import MergedPredictor, load_merged_model
+
+MERGE_METHODS: Registry[MergeMethod] = Registry(
+    "merge method",
+    "stephctl.merge_methods",
+    builtin="steph.merging.builtin:register",
+    list_hint=" (`stephctl merge --list-methods`)",
+)
+"""Every merge method, built-in and from plugins, by name."""
+
+
+def list_methods() -> list[dict[str, Any]]:
+    """Name, one-line description, reference, options and origin of every registered method."""
+    rows = []
+    for name, method in MERGE_METHODS.items():
+        rows.append(
+            {
+                "name": name,
+                "description": describe_item(method),
+                "reference": method.reference,
+                "settings": list(method.config_fields),
+                "options": dict(method.option_defaults),
+                "package": MERGE_METHODS.origin(name).describe() or "stephctl",
+            }
+        )
+    return rows
+
+
+__all__ = [
+    "MERGE_METHODS",
+    "MergeContext",
+    "MergeMethod",
+    "MergedPredictor",
+    "StateDict",
+    "Table",
+    "list_methods",
+    "load_merged_model",
+    "method_fields",
+]

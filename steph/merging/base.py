@@ -1,0 +1,202 @@
+"""The merge-method contract: :class:`MergeContext` in, a trained ``nn.Module`` out.
+
+See the package docstring (:mod:`steph.merging`) for how a plugin implements a method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..config.merge import MergeConfig
+from ..errors import ConfigError
+from ..progress import NULL_PROGRESS, Progress
+from ..training.loop import FitSettings, fit
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+    from ..data import Cohort
+    from ..training.loop import BagSource, SurvivalTargets
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, Tensor]
+Table = tuple[list[str], list[list[Any]]]
+"""A CSV to write: header and rows."""
+
+_DEFAULTS = MergeConfig()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeContext:
+    """Everything a merge method may use for one target fold.
+
+    ``train``, ``bags`` and ``cohort`` are None when a trained model is only rebuilt for
+    inference (:func:`steph.merging.load_merged_model`): ``build`` must not need them.
+    """
+
+    target: str
+    fold: int
+    theta0: StateDict
+    """Every tensor of the shared initialisation (ABMIL parameter names)."""
+    target_vector: StateDict
+    """tau_t = theta_t - theta0 of the target's model of this fold."""
+    source_names: tuple[str, ...]
+    source_vectors: tuple[StateDict, ...]
+    """tau_s of each source (``merge.source_fold``), in ``source_names`` order."""
+    config: MergeConfig
+    model_config: ModelConfig
+    dim_in: int
+    device: torch.device
+    seed: int
+    fit_settings: FitSettings
+    train: SurvivalTargets | None = None
+    """The target's training split of this fold (ids, times, events, bins)."""
+    bags: BagSource | None = None
+    cohort: Cohort | None = None
+    progress: Progress = NULL_PROGRESS
+
+    @property
+    def n_sources(self) -> int:
+        return len(self.source_names)
+
+
+class MergeMethod:
+    """Base class of merge methods; subclasses set the class attributes and :meth:`build`.
+
+    Class attributes:
+        name: registry name (``stephctl merge --method NAME``).
+        description: one line for ``--list-methods``.
+        reference: paper or URL the method reproduces.
+        config_fields: ``merge:`` fields the method reads besides sources/source_fold/epochs
+            (``top_k``, ``gamma`` ...); setting one that no requested method reads is an error.
+        option_defaults: accepted keys of ``merge.options`` with their defaults.
+        files: safetensors file name -> state-dict key prefixes it holds; together they must
+            cover the model's whole ``state_dict()`` (frozen inputs are non-persistent buffers).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    config_fields: ClassVar[tuple[str, ...]] = ()
+    option_defaults: ClassVar[Mapping[str, Any]] = {}
+    files: ClassVar[Mapping[str, tuple[str, ...]]] = {"head.safetensors": ("pred_head",)}
+
+    # -- options ------------------------------------------------------------------------------
+    def options(self, config: MergeConfig) -> dict[str, Any]:
+        """The resolved settings this method uses: its ``config_fields`` and ``merge.options``.
+
+        Raises:
+            ConfigError: an unknown option key or a value of the wrong type (lists valid keys).
+        """
+        unknown = sorted(set(config.options) - set(self.option_defaults))
+        if unknown:
+            valid = ", ".join(f"{k} (default {v!r})" for k, v in self.option_defaults.items()) or "none"
+            raise ConfigError(
+                f"merge.options: unknown option(s) {', '.join(map(repr, unknown))} for method {self.name!r}",
+                hint=f"options of {self.name}: {valid}",
+            )
+        resolved: dict[str, Any] = {field: getattr(config, field) for field in self.config_fields}
+        for key, default in self.option_defaults.items():
+            resolved[key] = _coerce_option(key, config.options.get(key, default), default, self.name)
+        return resolved
+
+    def check(self, config: MergeConfig, n_sources: int) -> None:
+        """Refuse settings this method cannot run with, before any training (override to extend)."""
+        self.options(config)
+        if n_sources < 1:
+            raise ConfigError(f"{self.name} needs at least one source cancer", hint="pass --sources C ...")
+
+    def run_name(self, config: MergeConfig) -> str:
+        """Folder name of a run (``merged/<T>/<run_name>``): the method name plus one suffix per
+        setting that differs from its default, so variants sit side by side in the results."""
+        parts = [self.name]
+        for key, value in self.options(config).items():
+            default = getattr(_DEFAULTS, key) if key in self.config_fields else self.option_defaults[key]
+            if value != default:
+                parts.append(_suffix(key, value))
+        return "-".join(parts)
+
+    # -- the work -----------------------------------------------------------------------------
+    def build(self, ctx: MergeContext) -> nn.Module:
+        """The untrained model; ``forward(x, mask)`` returns logits or a ``ModelOutput``."""
+        raise NotImplementedError
+
+    def train(self, model: nn.Module, ctx: MergeContext) -> list[float]:
+        """Train ``model`` on the target's training split; returns the loss of each epoch.
+
+        The default runs the shared training loop over the parameters that require grad.
+        """
+        if ctx.train is None or ctx.bags is None:
+            raise ValueError("train() needs the target's training data in the context")
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        task = f"merge {ctx.target} {self.name} fold {ctx.fold}"
+        return fit(
+            model,
+            ctx.train,
+            ctx.bags,
+            ctx.fit_settings,
+            device=ctx.device,
+            named_params=params,
+            progress=ctx.progress,
+            task=task,
+        )
+
+    def state_files(self, model: nn.Module) -> dict[str, StateDict]:
+        """Split ``model.state_dict()`` into the files of :attr:`files`."""
+        state = model.state_dict()
+        out: dict[str, StateDict] = {}
+        for file_name, prefixes in self.files.items():
+            out[file_name] = {k: v for k, v in state.items() if _under(k, prefixes)}
+        left = sorted(set(state) - {k for part in out.values() for k in part})
+        if left:
+            raise TypeError(f"merge method {self.name!r}: state {left[:5]} is in none of its files {list(self.files)}")
+        return {name: part for name, part in out.items() if part}
+
+    def tables(self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext) -> dict[str, Table]:
+        """Extra CSVs written next to the weights, from the test-set ``extras`` (default none)."""
+        return {}
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _coerce_option(key: str, value: Any, default: Any, method: str) -> Any:
+    kind = type(default)
+    try:
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind in (int, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return kind(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"merge.options.{key} = {value!r} for method {method!r}: expected {kind.__name__}",
+            hint=f"e.g. --option {key}={default!r}",
+        ) from None
+
+
+def _suffix(key: str, value: Any) -> str:
+    label = "top" if key == "top_k" else key.replace("_", "-")
+    if isinstance(value, bool):
+        return label if value else f"no-{label}"
+    if isinstance(value, float):
+        return f"{label}{value:g}"
+    return f"{label}{value}"
+
+
+def method_fields() -> tuple[str, ...]:
+    """``merge:`` fields that belong to particular methods (checked against the requested ones)."""
+    general = {"method", "sources", "source_fold", "folds", "epochs", "options"}
+    return tuple(f.name for f in dataclasses.fields(MergeConfig) if f.name not in general)

@@ -1,0 +1,65 @@
+"""STEPH's hypernetwork: one shared mean-pooled instance embedding and two small heads.
+
+For a bag X = {x_1..x_K} (STEPH_SPEC section 6.3):
+
+    h      = (1/K) sum_k ReLU(W_e x_k + b_e)                     shared embedding, D -> 512 (dim_emb)
+    w(X)   = ReLU(H_agg(h)),  H_agg = Linear(512, 512) - ReLU - Dropout(0.25) - Linear(512, m)
+    r(X)   = ReLU(H_mix(h)),  H_mix: same shape, separate weights
+    lambda = 1 / (1 + r)      in (0, 1]: the coefficient of the target task vector
+
+w are the (unnormalised, >= 0) aggregation weights of the m sources; lambda_i mixes the target's
+task vector with source i's. Every layer has PyTorch's default initialisation.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def _head(hidden: int, n_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+
+class Hypernetwork(nn.Module):
+    """Per-bag aggregation weights ``w [B, m]`` and mixup ratios ``r [B, m]`` (both >= 0).
+
+    Args:
+        dim_in: feature dimension D of the patches.
+        n_sources: m, the number of source task vectors.
+        hidden: embedding width; STEPH uses ``model.dim_emb`` (512, hard-coded in the reference).
+        dropout: dropout inside each head (0.25 in the reference).
+        agg_head: build H_agg (False when w is a global parameter, an ablation).
+        mix_head: build H_mix (False when lambda is fixed or global, an ablation).
+    """
+
+    def __init__(
+        self,
+        dim_in: int,
+        n_sources: int,
+        *,
+        hidden: int = 512,
+        dropout: float = 0.25,
+        agg_head: bool = True,
+        mix_head: bool = True,
+    ) -> None:
+        super().__init__()
+        if not (agg_head or mix_head):
+            raise ValueError("a hypernetwork needs at least one head")
+        self.embed = nn.Linear(dim_in, hidden)
+        self.agg = _head(hidden, n_sources, dropout) if agg_head else None
+        self.mix = _head(hidden, n_sources, dropout) if mix_head else None
+
+    def embed_bags(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``h [B, hidden]``: the masked mean over patches of ReLU(W_e x + b_e)."""
+        e = self.embed(x).relu()
+        if mask is None:
+            return e.mean(dim=1)
+        m = mask.unsqueeze(-1).to(e.dtype)
+        return (e * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """``(w, r)`` for padded bags ``x [B, K, D]``; a head that was not built gives None."""
+        h = self.embed_bags(x, mask)
+        w = self.agg(h).relu() if self.agg is not None else None
+        r = self.mix(h).relu() if self.mix is not None else None
+        return w, r

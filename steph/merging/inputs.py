@@ -1,0 +1,165 @@
+"""What a merge starts from: the target, its sources, theta0 and their task vectors, all checked.
+
+Every check here runs before any training, so a bad invocation fails in a second with a message
+that names what is missing or inconsistent and the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError, ConsistencyError, MissingArtifactError
+from ..fileio import read_json
+from ..layout import normalize_cancer
+from ..pipeline.task_vector import load_task_vector
+from ..task_vectors import StateDict
+from ..theta0 import Theta0
+
+if TYPE_CHECKING:
+    from ..config import ProjectConfig
+    from ..layout import ProjectLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MergeInputs:
+    """theta0 and the task vectors of one target fold (sources in ``source_names`` order)."""
+
+    theta0: Theta0
+    target_vector: StateDict
+    source_names: tuple[str, ...]
+    source_vectors: tuple[StateDict, ...]
+    vector_hashes: dict[str, str]
+    """``"<CANCER>/fold_<k>"`` -> sha256 of each task-vector file used."""
+
+
+def vector_key(cancer: str, fold: int) -> str:
+    return f"{cancer}/fold_{fold}"
+
+
+def project_cancers(layout: ProjectLayout, config: ProjectConfig) -> list[str]:
+    """``cancers:`` of stephctl.yaml, or every cancer with a labels file."""
+    return list(config.cancers) or layout.label_cancers()
+
+
+def resolve_target(layout: ProjectLayout, config: ProjectConfig, target: str) -> str:
+    """The normalised target name.
+
+    Raises:
+        ConfigError: the target is not a cancer of the project.
+    """
+    name = normalize_cancer(target)
+    known = project_cancers(layout, config)
+    if name not in known:
+        raise ConfigError(
+            f"target {name} is not a cancer of the project at {layout.root}",
+            hint=f"cancers of the project: {', '.join(known) or '(none)'}; add it to `cancers:` in stephctl.yaml",
+        )
+    return name
+
+
+def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -> list[str]:
+    """``merge.sources`` (default: every other cancer of the project), without the target.
+
+    The reference removes the target from its source list (``task_ari_src_exlude_target``); a
+    target named in ``--sources`` is dropped with a warning.
+
+    Raises:
+        ConfigError: a source is not a cancer of the project, or no source is left.
+    """
+    known = project_cancers(layout, config)
+    requested = [normalize_cancer(s) for s in config.merge.sources] if config.merge.sources else known
+    unknown = [s for s in requested if s not in known]
+    if unknown:
+        raise ConfigError(
+            f"source(s) {', '.join(unknown)} are not cancers of the project",
+            hint=f"cancers of the project: {', '.join(known)}",
+        )
+    if config.merge.sources and target in requested:
+        log.warning("%s is the target: it is not used as a source (its same-fold task vector is the target's)", target)
+    sources = list(dict.fromkeys(s for s in requested if s != target))
+    if not sources:
+        raise ConfigError(f"no source cancers for target {target}", hint="list at least one other cancer with --sources")
+    return sources
+
+
+def target_folds(layout: ProjectLayout, target: str, folds: Sequence[int] | None) -> list[int]:
+    """``folds``, or every fold of the target with a task vector.
+
+    Raises:
+        MissingArtifactError: no folds given and the target has no task vector at all.
+    """
+    if folds:
+        return sorted({int(k) for k in folds})
+    found = [k for k in layout.split_folds(target) if layout.task_vector_meta(target, k).is_file()]
+    if not found:
+        raise MissingArtifactError(
+            f"target {target} has no task vectors under {layout.task_vectors_root / target}",
+            hint=f"run `stephctl -p {layout.root} task-vector --cancer {target}`",
+        )
+    return found
+
+
+def require_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]]) -> None:
+    """Refuse if any needed task vector is missing, listing every one and the commands.
+
+    Raises:
+        MissingArtifactError: with one ``stephctl task-vector`` command per missing fold.
+    """
+    missing = [(c, k) for c, k in dict.fromkeys(needed) if not layout.task_vector_meta(c, k).is_file()]
+    if not missing:
+        return
+    by_fold: dict[int, list[str]] = {}
+    for cancer, fold in missing:
+        by_fold.setdefault(fold, []).append(cancer)
+    commands = [
+        f"`stephctl -p {layout.root} task-vector " + " ".join(f"--cancer {c}" for c in cancers) + f" --fold {fold}`"
+        for fold, cancers in sorted(by_fold.items())
+    ]
+    raise MissingArtifactError(
+        f"{len(missing)} task vector(s) missing: " + ", ".join(f"{c} fold {k}" for c, k in missing),
+        hint="run " + " and ".join(commands) + " (after `stephctl train-source` for models not trained yet)",
+    )
+
+
+def check_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]], theta0: Theta0) -> None:
+    """Refuse task vectors made from another theta0 or another architecture (lists all).
+
+    Raises:
+        ConsistencyError: naming every offending vector and why merging needs a shared start.
+    """
+    problems: list[str] = []
+    for cancer, fold in dict.fromkeys(needed):
+        record = read_json(layout.task_vector_meta(cancer, fold))
+        if record.get("theta0_sha256") != theta0.sha256:
+            problems.append(
+                f"{cancer} fold {fold} was made from theta0 {str(record.get('theta0_sha256'))[:12]}..."
+                f" (project theta0 {theta0.sha256[:12]}...)"
+            )
+        elif record.get("architecture") != theta0.architecture:
+            problems.append(f"{cancer} fold {fold} has architecture {record.get('architecture')} (theta0 {theta0.architecture})")
+    if problems:
+        raise ConsistencyError(
+            "task vectors can only be merged when every model started from the same theta0 with the same "
+            "architecture: " + "; ".join(problems),
+            hint="retrain those models from the project's theta0 (`stephctl train-source --overwrite`), then "
+            "`stephctl task-vector --overwrite`",
+        )
+
+
+def load_inputs(
+    layout: ProjectLayout, target: str, fold: int, sources: Sequence[str], source_fold: int, theta0: Theta0
+) -> MergeInputs:
+    """Load (and hash-check) the target's fold-``fold`` vector and each source's ``source_fold`` one."""
+    target_vector, target_record = load_task_vector(layout, target, fold)
+    hashes = {vector_key(target, fold): str(target_record["sha256"])}
+    vectors: list[StateDict] = []
+    for source in sources:
+        vector, record = load_task_vector(layout, source, source_fold)
+        hashes[vector_key(source, source_fold)] = str(record["sha256"])
+        vectors.append(vector)
+    return MergeInputs(theta0, target_vector, tuple(sources), tuple(vectors), hashes)

@@ -1,0 +1,71 @@
+"""Building blocks shared by the merge methods: frozen task vectors and merged-encoder models.
+
+Frozen inputs (theta0, task vectors, frozen expert encoders) are registered as *non-persistent*
+buffers: they move with ``model.to(device)`` but stay out of ``state_dict()``, so what a method
+saves is exactly what it learned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..models.abmil import ENCODER_KEYS, encode
+from ..task_vectors import FlatSpec, flat_spec, flatten, select, unflatten
+
+
+class FrozenState(nn.Module):
+    """A fixed state dict (e.g. merged encoder tensors) held as non-persistent buffers."""
+
+    def __init__(self, state: Mapping[str, Tensor]) -> None:
+        super().__init__()
+        self.names = tuple(state)
+        for i, key in enumerate(self.names):
+            self.register_buffer(f"t{i}", state[key].detach().clone().float(), persistent=False)
+
+    def as_dict(self) -> dict[str, Tensor]:
+        return {key: getattr(self, f"t{i}") for i, key in enumerate(self.names)}
+
+
+class VectorStack(nn.Module):
+    """theta0 and N task vectors over ``keys``, flattened: ``base [P]`` and ``vectors [N, P]``.
+
+    :meth:`merge` turns coefficients into parameters, ``theta(c) = theta0 + c @ vectors``:
+    ``c [N]`` gives one parameter set, ``c [B, N]`` one per bag (``[B, *shape]`` tensors), both
+    with one matrix product.
+    """
+
+    def __init__(
+        self, theta0: Mapping[str, Tensor], vectors: Sequence[Mapping[str, Tensor]], keys: Sequence[str] = ENCODER_KEYS
+    ) -> None:
+        super().__init__()
+        self.spec: FlatSpec = flat_spec(theta0, keys)
+        self.register_buffer("base", flatten(select(theta0, keys), keys).detach().float().clone(), persistent=False)
+        stacked = torch.stack([flatten(select(v, keys), keys) for v in vectors]).detach().float()
+        self.register_buffer("vectors", stacked, persistent=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def merge(self, coefficients: Tensor) -> dict[str, Tensor]:
+        """``theta0 + coefficients @ vectors`` split back into named tensors."""
+        flat = torch.addmm(self.base.unsqueeze(0), coefficients.reshape(-1, self.n), self.vectors)
+        flat = flat.reshape(*coefficients.shape[:-1], -1)
+        return unflatten(flat, self.spec)
+
+
+class FrozenEncoderHead(nn.Module):
+    """A fixed (merged) ABMIL encoder and a new trainable ``pred_head`` Linear(E, T)."""
+
+    def __init__(self, encoder: Mapping[str, Tensor], *, dim_emb: int, time_bins: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder = FrozenState(select(encoder, ENCODER_KEYS))
+        self.dropout = dropout
+        self.pred_head = nn.Linear(dim_emb, time_bins)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        z = encode(self.encoder.as_dict(), x, mask, dropout=self.dropout, training=self.training)
+        return self.pred_head(z)

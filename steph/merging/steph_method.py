@@ -1,0 +1,221 @@
+"""STEPH: sparse task-vector mixup with hypernetworks (STEPH_SPEC sections 5.2 and 6).
+
+For a bag X, the hypernetwork (:mod:`steph.merging.hypernet`) gives aggregation weights
+``w(X) in R^m_{>=0}`` and mixup coefficients ``lambda(X) in (0, 1]^m``; ``S(X)`` is the set of the
+``top_k`` largest w. The bag's encoder is merged from theta0, the target's task vector tau_t and
+the m source task vectors tau_s:
+
+    theta_enc(X) = theta0 + sum_{i in S(X)} w_i (lambda_i tau_t + (1 - lambda_i) tau_{s_i})
+                 = theta0 + a(X) tau_t + sum_i c_i(X) tau_{s_i},
+    a = sum_{i in S} w_i lambda_i,   c_i = [i in S] w_i (1 - lambda_i)
+
+for the 8 ABMIL encoder tensors only. The second form is what runs: the coefficients ``[B, 1+m]``
+of a whole batch times the stacked vectors ``[1+m, P]`` in one matrix product, then the ABMIL
+encoder with per-bag weights (batched matmuls) and a new trainable ``pred_head``. theta0 and
+every tau are frozen. The training objective adds, per batch of B bags (n_b = |S_b|),
+
+    gamma * mean_b [ (log sum_{i=1}^m exp w_bi)^2 + (1/n_b) sum_{i in S_b} w_bi ]
+    + beta * mean_b [ (1/n_b) sum_{i in S_b} lambda_bi^2 ]
+
+Ablations (the paper's ablation table): ``mix`` = ``fixed`` (lambda = ``fixed_lambda`` for every
+source; 0 is exactly 0 here, the reference clamps it to 1e-9, an invisible difference in float32)
+or ``global`` (one trainable vector r, initialised 0, lambda = 1/(1 + max(r, 0))); ``weights`` =
+``global`` (one trainable vector, initialised 1/m, w = max(., 0)); ``sparse`` = False (all m
+sources, n_b = m). With a fixed lambda the beta term is a constant and is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config.merge import MergeConfig
+from ..errors import ConfigError
+from ..models.abmil import encode
+from ..training.loop import ModelOutput
+from .base import MergeContext, MergeMethod, Table
+from .hypernet import Hypernetwork
+from .modules import VectorStack
+
+_DEFAULTS = MergeConfig()
+
+
+@dataclass(frozen=True, kw_only=True)
+class StephSettings:
+    """The STEPH fields of ``merge:`` (see :class:`steph.config.MergeConfig`)."""
+
+    top_k: int = 5
+    sparse: bool = True
+    mix: str = "hypernet"
+    fixed_lambda: float = 1.0
+    weights: str = "hypernet"
+    gamma: float = 0.005
+    beta: float = 0.05
+
+    @classmethod
+    def from_config(cls, config: MergeConfig) -> StephSettings:
+        return cls(
+            top_k=config.top_k,
+            sparse=config.sparse,
+            mix=config.mix,
+            fixed_lambda=config.fixed_lambda,
+            weights=config.weights,
+            gamma=config.gamma,
+            beta=config.beta,
+        )
+
+    @property
+    def learns_lambda(self) -> bool:
+        return self.mix != "fixed"
+
+
+class StephModel(nn.Module):
+    """theta0 + per-bag sparse mixture of task vectors, a hypernetwork and a new head.
+
+    ``forward(x [B, K, D], mask [B, K])`` returns a :class:`ModelOutput` with the logits
+    ``[B, T]``, the regulariser as ``aux_loss`` and extras ``w``, ``lambda`` and ``selected``
+    (each ``[B, m]``).
+    """
+
+    def __init__(
+        self,
+        theta0: Mapping[str, Tensor],
+        target_vector: Mapping[str, Tensor],
+        source_vectors: Sequence[Mapping[str, Tensor]],
+        *,
+        dim_in: int,
+        dim_emb: int,
+        time_bins: int,
+        dropout: float,
+        settings: StephSettings,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.n_sources = len(source_vectors)
+        self.dropout = dropout
+        self.stack = VectorStack(theta0, [target_vector, *source_vectors])
+        agg, mix = settings.weights == "hypernet", settings.mix == "hypernet"
+        self.hypernet = (
+            Hypernetwork(dim_in, self.n_sources, hidden=dim_emb, agg_head=agg, mix_head=mix) if agg or mix else None
+        )
+        m = self.n_sources
+        self.global_w = nn.Parameter(torch.full((m,), 1.0 / m)) if settings.weights == "global" else None
+        self.global_r = nn.Parameter(torch.zeros(m)) if settings.mix == "global" else None
+        self.pred_head = nn.Linear(dim_emb, time_bins)
+
+    def mixing(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Aggregation weights ``w`` and target coefficients ``lambda``, both ``[B, m]``."""
+        batch, m = x.shape[0], self.n_sources
+        w_net, r_net = self.hypernet(x, mask) if self.hypernet is not None else (None, None)
+        if self.global_w is not None:
+            w = self.global_w.clamp(min=0.0).expand(batch, m)
+        else:
+            assert w_net is not None
+            w = w_net
+        if self.global_r is not None:
+            lam = (1.0 / (1.0 + self.global_r.clamp(min=0.0))).expand(batch, m)
+        elif r_net is not None:
+            lam = 1.0 / (1.0 + r_net)
+        else:
+            lam = torch.full((batch, m), self.settings.fixed_lambda, dtype=x.dtype, device=x.device)
+        return w, lam
+
+    def select(self, w: Tensor) -> Tensor:
+        """Boolean ``[B, m]``: the top-k weights of each bag (every source when not sparse)."""
+        if not self.settings.sparse:
+            return torch.ones_like(w, dtype=torch.bool)
+        index = w.topk(self.settings.top_k, dim=1).indices
+        return torch.zeros_like(w, dtype=torch.bool).scatter_(1, index, True)
+
+    @staticmethod
+    def coefficients(w: Tensor, lam: Tensor, selected: Tensor) -> Tensor:
+        """``[B, 1+m]``: ``a = sum_{i in S} w_i lambda_i`` for tau_t, then ``[i in S] w_i (1 - lambda_i)``."""
+        ws = w * selected.to(w.dtype)
+        return torch.cat([(ws * lam).sum(dim=1, keepdim=True), ws * (1.0 - lam)], dim=1)
+
+    def regulariser(self, w: Tensor, lam: Tensor, selected: Tensor) -> Tensor:
+        """gamma * (z-loss + mean selected w) + beta * mean selected lambda^2, averaged over bags."""
+        sel = selected.to(w.dtype)
+        n_sel = sel.sum(dim=1)
+        aggregation = torch.logsumexp(w, dim=1).square() + (w * sel).sum(dim=1) / n_sel
+        loss = self.settings.gamma * aggregation.mean()
+        if self.settings.learns_lambda:
+            loss = loss + self.settings.beta * ((lam.square() * sel).sum(dim=1) / n_sel).mean()
+        return loss
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
+        w, lam = self.mixing(x, mask)
+        selected = self.select(w.detach())
+        params = self.stack.merge(self.coefficients(w, lam, selected))
+        z = encode(params, x, mask, dropout=self.dropout, training=self.training)
+        extras = {"w": w.detach(), "lambda": lam.detach(), "selected": selected}
+        return ModelOutput(self.pred_head(z), self.regulariser(w, lam, selected), extras)
+
+
+class Steph(MergeMethod):
+    """STEPH, with the paper's ablations as options."""
+
+    name = "steph"
+    description = "Sparse task-vector mixup with hypernetworks: per-WSI top-k mixture of target/source task vectors"
+    reference = "Liu et al., STEPH, CVPR 2026 (arXiv 2603.10526); github.com/liupei101/STEPH"
+    config_fields = ("top_k", "sparse", "mix", "fixed_lambda", "weights", "gamma", "beta")
+    files = {"hypernet.safetensors": ("hypernet", "global_w", "global_r"), "head.safetensors": ("pred_head",)}
+
+    def check(self, config: MergeConfig, n_sources: int) -> None:
+        super().check(config, n_sources)
+        if config.sparse and config.top_k > n_sources:
+            raise ConfigError(
+                f"top-k is {config.top_k} but only {n_sources} source cancer(s) are available",
+                hint=f"lower it with --top-k {n_sources} (or add sources, or use --no-sparse)",
+            )
+        if config.mix != "fixed" and config.fixed_lambda != _DEFAULTS.fixed_lambda:
+            raise ConfigError("merge.fixed_lambda is only used with mix: fixed", hint="add --mix fixed")
+        if config.mix == "fixed" and config.beta != _DEFAULTS.beta:
+            raise ConfigError("merge.beta has no effect when lambda is fixed (mix: fixed)", hint="drop --beta")
+        if not config.sparse and config.top_k != _DEFAULTS.top_k:
+            raise ConfigError("merge.top_k has no effect with sparse: false", hint="drop --top-k or --no-sparse")
+
+    def run_name(self, config: MergeConfig) -> str:
+        """``steph`` plus ``-fixed-lambda<v>`` / ``-global-lambda``, ``-global-w``, ``-dense``,
+        ``-top<k>``, ``-gamma<g>``, ``-beta<b>`` for every setting away from the paper's defaults."""
+        parts = [self.name]
+        if config.mix == "fixed":
+            parts.append(f"fixed-lambda{config.fixed_lambda:g}")
+        elif config.mix == "global":
+            parts.append("global-lambda")
+        if config.weights == "global":
+            parts.append("global-w")
+        if not config.sparse:
+            parts.append("dense")
+        elif config.top_k != _DEFAULTS.top_k:
+            parts.append(f"top{config.top_k}")
+        if config.gamma != _DEFAULTS.gamma:
+            parts.append(f"gamma{config.gamma:g}")
+        if config.beta != _DEFAULTS.beta:
+            parts.append(f"beta{config.beta:g}")
+        return "-".join(parts)
+
+    def build(self, ctx: MergeContext) -> StephModel:
+        return StephModel(
+            ctx.theta0,
+            ctx.target_vector,
+            ctx.source_vectors,
+            dim_in=ctx.dim_in,
+            dim_emb=ctx.model_config.dim_emb,
+            time_bins=ctx.model_config.time_bins,
+            dropout=ctx.model_config.dropout,
+            settings=StephSettings.from_config(ctx.config),
+        )
+
+    def tables(self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext) -> dict[str, Table]:
+        """``coefficients.csv``: one row per test patient and source (w, lambda, selected 0/1)."""
+        rows: list[list[Any]] = []
+        w, lam, sel = extras["w"], extras["lambda"], extras["selected"]
+        for b, pid in enumerate(ids):
+            for i, source in enumerate(ctx.source_names):
+                rows.append([pid, source, float(w[b, i]), float(lam[b, i]), int(sel[b, i] > 0)])
+        return {"coefficients.csv": (["patient_id", "source", "w", "lambda", "selected"], rows)}

@@ -1,0 +1,232 @@
+"""``stephctl evaluate``: survival metrics per fold, cross-fold comparison, summary.csv and reports.
+
+Inputs are ``results/<TARGET>/<method>/fold_<k>/predictions.csv`` (+ metrics.json) written by
+train-source (method ``cancer-specific``) and merge. Evaluation is cheap, seeded and always
+recomputed: every run rewrites ``results/summary.csv`` with what it evaluated and, unless
+``evaluate.report`` is false, ``reports/<TARGET>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__
+from ..config import ProjectConfig
+from ..errors import MissingArtifactError, StephError, UnknownNameError
+from ..evaluation.fold import FoldResult, evaluate_fold, metric_names
+from ..evaluation.inputs import cohort_labels, read_predictions, target_cohort, training_survival
+from ..evaluation.summary import Summary, summarize, write_summary
+from ..evaluation.tables import Table, comparison_tables
+from ..layout import ProjectLayout, normalize_cancer
+from ..logs import run_log
+from ..progress import NULL_PROGRESS, Progress
+from ..report import StageReport, Status
+from ..units import WorkUnit
+
+log = logging.getLogger(__name__)
+
+STAGE = "evaluate"
+
+
+@dataclass
+class EvaluationReport(StageReport):
+    """A :class:`StageReport` (one item per target/method/fold) plus the comparison itself."""
+
+    summary: Summary | None = None
+    tables: list[Table] = field(default_factory=list)
+    reports: dict[str, str] = field(default_factory=dict)
+    """Target -> report.html path."""
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.summary.warnings if self.summary else []
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["tables"] = [t.to_dict() for t in self.tables]
+        out["summary"] = self.summary.to_dict() if self.summary else None
+        out["reports"] = self.reports
+        return out
+
+
+def _targets(layout: ProjectLayout, targets: list[str] | None) -> list[str]:
+    available = layout.result_targets()
+    if not available:
+        raise MissingArtifactError(
+            f"no results under {layout.results_root}",
+            hint="run `stephctl train-source` (cancer-specific models) and/or `stephctl merge` first",
+        )
+    if not targets:
+        return available
+    chosen = [normalize_cancer(t) for t in targets]
+    unknown = [t for t in chosen if t not in available]
+    if unknown:
+        raise UnknownNameError(
+            f"no results for target(s) {', '.join(unknown)} under {layout.results_root}",
+            hint=f"targets with results: {', '.join(available)}",
+        )
+    return chosen
+
+
+def plan_evaluate(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    *,
+    targets: list[str] | None = None,
+    methods: list[str] | None = None,
+) -> list[WorkUnit]:
+    """One unit per (target, method, fold) with a predictions.csv.
+
+    Units have no outputs of their own (the summary and reports depend on every unit), so they
+    are never "done": evaluation always recomputes.
+
+    Raises:
+        MissingArtifactError: there are no results at all.
+        UnknownNameError: a requested target, or a requested method, has no results.
+    """
+    del config  # the plan depends on the files present only; kept for the uniform signature
+    units: list[WorkUnit] = []
+    found_methods: set[str] = set()
+    for target in _targets(layout, targets):
+        present = layout.result_methods(target)
+        found_methods.update(present)
+        for method in [m for m in present if not methods or m in methods]:
+            for fold in layout.result_folds(target, method):
+                path = layout.predictions(target, method, fold)
+                if path.is_file():
+                    params = {"target": target, "method": method, "fold": fold, "predictions": str(path)}
+                    units.append(WorkUnit(STAGE, f"{target}/{method}/fold_{fold}", (), params))
+    missing = sorted(set(methods or []) - found_methods)
+    if missing:
+        raise UnknownNameError(
+            f"no results for method(s) {', '.join(missing)}",
+            hint=f"methods with results: {', '.join(sorted(found_methods)) or 'none'}",
+        )
+    return units
+
+
+def evaluate_models(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    *,
+    targets: list[str] | None = None,
+    methods: list[str] | None = None,
+    bootstrap: int | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> EvaluationReport:
+    """Evaluate every planned fold, write results/summary.csv and (unless disabled) the reports.
+
+    Args:
+        layout: the project.
+        config: its configuration (``evaluate`` section: resamples, seed, confidence, AUC
+            horizons, reference method, report switch; ``model.time_bins``/``bin_width_days``).
+        targets: restrict to these targets (default: every target with results).
+        methods: restrict to these methods (default: every method folder).
+        bootstrap: resamples per fold, overriding ``evaluate.bootstrap`` (0 = no intervals).
+        progress: receives one step per evaluated fold.
+
+    Returns:
+        The report: an item per fold (failed items name the bad file), the summary, the
+        comparison tables and the report paths.
+    """
+    settings = config.evaluate
+    resamples = settings.bootstrap if bootstrap is None else int(bootstrap)
+    units = plan_evaluate(layout, config, targets=targets, methods=methods)
+    report = EvaluationReport(STAGE)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with run_log(layout.stage_log(STAGE, stamp)):
+        results = _evaluate_units(layout, config, units, resamples, report, progress)
+        if not results:
+            return report
+        expected = {t: layout.split_folds(t) for t in {u.params["target"] for u in units}}
+        summary = summarize(
+            results,
+            metrics=metric_names(settings.auc_years),
+            reference=settings.reference_method,
+            confidence=settings.confidence,
+            expected_folds=expected,
+        )
+        for warning in summary.warnings:
+            log.info("note: %s", warning)
+        report.summary = summary
+        report.tables = comparison_tables(summary, resamples=resamples)
+        report.outputs["summary_csv"] = str(write_summary(layout.summary, summary))
+        if settings.report:
+            _write_reports(layout, summary, report, resamples)
+    return report
+
+
+def _evaluate_units(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    units: list[WorkUnit],
+    resamples: int,
+    report: EvaluationReport,
+    progress: Progress,
+) -> list[FoldResult]:
+    settings = config.evaluate
+    cohorts: dict[str, Any] = {}
+    results: list[FoldResult] = []
+    progress.start(STAGE, len(units), unit="folds")
+    try:
+        for unit in units:
+            target, method, fold = unit.params["target"], unit.params["method"], unit.params["fold"]
+            try:
+                if target not in cohorts:
+                    cohorts[target] = target_cohort(layout, config, target)
+                cohort = cohorts[target]
+                preds = read_predictions(
+                    layout.predictions(target, method, fold),
+                    target=target,
+                    method=method,
+                    fold=fold,
+                    time_bins=config.model.time_bins,
+                    labels=cohort_labels(cohort),
+                )
+                result = evaluate_fold(
+                    preds,
+                    training_survival(layout, cohort, fold, preds),
+                    auc_years=settings.auc_years,
+                    bin_width=config.model.bin_width_days,
+                    resamples=resamples,
+                    confidence=settings.confidence,
+                    seed=settings.seed,
+                )
+            except StephError as exc:
+                log.error("%s: %s", unit.key, exc)
+                report.add(unit.key, Status.FAILED, str(exc))
+            else:
+                results.append(result)
+                report.add(unit.key, Status.DONE, _headline(result), **result.to_dict())
+            progress.advance(STAGE, 1, item=unit.key)
+    finally:
+        progress.finish(STAGE)
+    return results
+
+
+def _headline(result: FoldResult) -> str:
+    c = result.metrics["c_index"]
+    if not c.defined:
+        return f"n={result.n}, C-index undefined: {c.reason}"
+    interval = "" if c.replicates.size == 0 else f" [{c.ci_low:.3f}, {c.ci_high:.3f}]"
+    return f"n={result.n}, events={result.events}, C-index {c.value:.4f}{interval}"
+
+
+def _write_reports(layout: ProjectLayout, summary: Summary, report: EvaluationReport, resamples: int) -> None:
+    from ..evaluation.html_report import write_target_report
+
+    versions = f"stephctl {__version__}; bootstrap {resamples} resamples"
+    for table in report.tables:
+        target = table.title
+        if target not in summary.per_target:
+            continue
+        try:
+            written = write_target_report(layout, target, summary, table, versions=versions)
+        except StephError as exc:
+            log.error("report %s: %s", target, exc)
+            report.add(f"{target}/report", Status.FAILED, str(exc))
+            continue
+        report.reports[target] = str(written.html)

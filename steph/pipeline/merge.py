@@ -1,0 +1,358 @@
+"""``stephctl merge``: STEPH and the baselines for one target cancer, fold by fold.
+
+A unit is (method variant, target fold). Its outputs are the method's weights (safetensors),
+its tables (``coefficients.csv`` for STEPH), the resolved ``config.yaml``, ``merge.log`` and,
+written last, ``meta.json`` under ``layout.merged_dir(target, run, fold)``, plus the test-set
+``predictions.csv`` / ``metrics.json`` under ``layout.results_dir(target, run, fold)``. ``run``
+is the method's folder name (``steph``, ``steph-dense``, ``ties`` ...; see
+:meth:`steph.merging.MergeMethod.run_name`). Everything that can be checked is checked before the
+first unit trains: target, sources, methods and their options, task vectors, theta0, features.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoints import save_state_dict
+from ..config import dump_yaml, to_plain
+from ..config.merge import MergeConfig
+from ..data import BagStore, Cohort, load_cohort, load_split, open_bags
+from ..errors import ConfigError, LockedError, StephError
+from ..fileio import read_json, write_csv, write_json, write_text
+from ..locks import hold
+from ..logs import run_log
+from ..merging import MERGE_METHODS, MergeContext, MergeMethod, method_fields
+from ..merging.inputs import (
+    check_task_vectors,
+    load_inputs,
+    require_task_vectors,
+    resolve_sources,
+    resolve_target,
+    target_folds,
+)
+from ..predictions import write_predictions
+from ..progress import NULL_PROGRESS, Progress
+from ..report import StageReport, Status
+from ..runtime import resolve_device, seed_everything, set_deterministic
+from ..theta0 import Theta0, check_architecture, load_theta0, versions
+from ..training.loop import predict
+from ..units import WorkUnit
+from ._source_model import fit_settings
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import ProjectConfig
+    from ..layout import ProjectLayout
+
+log = logging.getLogger(__name__)
+
+STAGE = "merge"
+META = "meta.json"
+CONFIG = "config.yaml"
+LOG = "merge.log"
+SIGNATURE_KEYS = ("method", "options", "sources", "source_fold", "epochs", "seed", "theta0_sha256")
+"""Settings that must match for an existing run to count as done."""
+
+
+def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> list[MergeMethod]:
+    """The methods to run (``merge.method`` when none given), validated against the registry and
+    against the ``merge:`` fields that are set.
+
+    Raises:
+        UnknownNameError: an unknown method (lists the registered ones).
+        ConfigError: a method-specific field (``--mix``, ``--gamma`` ...) differs from its default
+            but none of the requested methods reads it.
+    """
+    names = list(dict.fromkeys(methods or [config.merge.method]))
+    chosen = [MERGE_METHODS.get(name) for name in names]
+    defaults = MergeConfig()
+    for field in method_fields():
+        if getattr(config.merge, field) == getattr(defaults, field):
+            continue
+        if not any(field in m.config_fields for m in chosen):
+            users = [n for n, m in MERGE_METHODS.items() if field in m.config_fields]
+            raise ConfigError(
+                f"merge.{field} is set to {getattr(config.merge, field)!r} but no requested method uses it "
+                f"(methods: {', '.join(names)})",
+                hint=f"it applies to: {', '.join(users)}; drop the flag or request one of those with --method",
+            )
+    accepted = {key for m in chosen for key in m.option_defaults}
+    unknown = sorted(set(config.merge.options) - accepted)
+    if unknown:
+        valid = "; ".join(f"{m.name}: {', '.join(m.option_defaults) or 'none'}" for m in chosen)
+        raise ConfigError(
+            f"unknown merge option(s) {', '.join(map(repr, unknown))} for {', '.join(names)}",
+            hint=f"options of the requested methods: {valid} (`stephctl merge --list-methods`)",
+        )
+    return chosen
+
+
+def plan_merge(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    *,
+    target: str,
+    methods: Sequence[str] | None = None,
+    folds: Sequence[int] | None = None,
+) -> list[WorkUnit]:
+    """One unit per (target fold, method), fold-major.
+
+    Raises:
+        ConfigError, UnknownNameError, MissingArtifactError: as :func:`merge_models`'s checks.
+    """
+    name = resolve_target(layout, config, target)
+    sources = resolve_sources(layout, config, name)
+    chosen = requested_methods(config, methods)
+    for method in chosen:
+        method.check(_single(config.merge, method), len(sources))
+    units = []
+    for fold in target_folds(layout, name, folds or config.merge.folds):
+        for method in chosen:
+            run = method.run_name(_single(config.merge, method))
+            params = {
+                "target": name,
+                "method": method.name,
+                "run": run,
+                "fold": fold,
+                "sources": sources,
+                "source_fold": config.merge.source_fold,
+            }
+            outputs = (layout.merged_file(name, run, fold, META),)
+            units.append(WorkUnit(STAGE, f"{name}/{run}/fold_{fold}", outputs, params))
+    return units
+
+
+def _single(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
+    """``merge`` as seen by one method: options it does not declare are dropped (several
+    methods in one command share ``merge.options``)."""
+    if not merge.options:
+        return merge
+    return replace(merge, options={k: v for k, v in merge.options.items() if k in method.option_defaults})
+
+
+def merge_models(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    *,
+    target: str,
+    methods: Sequence[str] | None = None,
+    folds: Sequence[int] | None = None,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> StageReport:
+    """Train and evaluate every planned (method, fold) of ``target``; skip finished ones.
+
+    Raises (before any training):
+        ConfigError: unknown target or source, bad option, fewer sources than top-k.
+        UnknownNameError: unknown method.
+        MissingArtifactError: task vectors, theta0, labels, splits or features missing.
+        ConsistencyError: task vectors from another theta0 or architecture; features whose
+            dimension differs from theta0's.
+    """
+    units = plan_merge(layout, config, target=target, methods=methods, folds=folds)
+    name, sources, source_fold = (
+        units[0].params["target"],
+        units[0].params["sources"],
+        config.merge.source_fold,
+    )
+    needed = [(name, u.params["fold"]) for u in units] + [(s, source_fold) for s in sources]
+    require_task_vectors(layout, needed)
+    theta0 = load_theta0(layout, model=config.model)
+    check_task_vectors(layout, needed, theta0)
+    todo = [u for u in units if overwrite or not u.done]
+    set_deterministic(True)
+    report = StageReport(STAGE)
+    runner = _Runner(layout, config, theta0, progress) if todo else None
+    progress.start("merge", len(units), unit="runs")
+    try:
+        for unit in units:
+            if unit in todo and runner is not None:
+                runner.run(unit, report)
+            else:
+                _skip(layout, config, unit, theta0, report)
+            progress.advance("merge", 1, item=unit.key)
+    finally:
+        progress.finish("merge")
+    report.outputs["merged"] = str(layout.merged_root / name)
+    report.outputs["results"] = str(layout.results_root / name)
+    return report
+
+
+def _signature(config: ProjectConfig, unit: WorkUnit, theta0: Theta0) -> dict[str, Any]:
+    method = MERGE_METHODS.get(unit.params["method"])
+    return {
+        "method": method.name,
+        "options": method.options(_single(config.merge, method)),
+        "sources": list(unit.params["sources"]),
+        "source_fold": unit.params["source_fold"],
+        "epochs": config.merge.epochs if config.merge.epochs is not None else config.train.epochs,
+        "seed": config.train.seed,
+        "theta0_sha256": theta0.sha256,
+    }
+
+
+def _skip(
+    layout: ProjectLayout, config: ProjectConfig, unit: WorkUnit, theta0: Theta0, report: StageReport
+) -> None:
+    meta = read_json(unit.outputs[0])
+    wanted = _signature(config, unit, theta0)
+    differs = [k for k in SIGNATURE_KEYS if meta.get(k) != wanted[k]]
+    if differs:
+        detail = "; ".join(f"{k}: {meta.get(k)!r} there, {wanted[k]!r} now" for k in differs)
+        report.add(
+            unit.key,
+            Status.FAILED,
+            f"exists with other settings ({detail}); rerun with --overwrite to replace it",
+        )
+        return
+    report.add(unit.key, Status.SKIPPED, f"exists (C-index {meta.get('c_index')}); --overwrite to redo")
+
+
+class _Runner:
+    """Runs units of one target, sharing the cohort and its bags across units."""
+
+    def __init__(
+        self, layout: ProjectLayout, config: ProjectConfig, theta0: Theta0, progress: Progress
+    ) -> None:
+        self.layout, self.config, self.theta0, self.progress = layout, config, theta0, progress
+        self.device: torch.device = resolve_device(config.train.device)
+        self._cohort: Cohort | None = None
+        self._bags: BagStore | None = None
+
+    def data(self, target: str) -> tuple[Cohort, BagStore]:
+        """The target's cohort and the bags of every patient in its splits (read once)."""
+        if self._cohort is None or self._bags is None:
+            cohort = load_cohort(self.layout, self.config, target)
+            ids: dict[str, None] = {}
+            for fold in self.layout.split_folds(target):
+                split = load_split(self.layout, cohort, fold)
+                ids.update(dict.fromkeys((*split.train, *split.test)))
+            bags = open_bags(self.layout, self.config, cohort, list(ids), progress=self.progress)
+            check_architecture(
+                self.theta0.architecture, self.config.model, bags.dim, f"theta0 {self.layout.theta0}"
+            )
+            self._cohort, self._bags = cohort, bags
+        return self._cohort, self._bags
+
+    def run(self, unit: WorkUnit, report: StageReport) -> None:
+        p = unit.params
+        meta_path = unit.outputs[0]
+        try:
+            cohort, bags = self.data(p["target"])
+            with hold(meta_path, what=f"merge {unit.key}"):
+                meta_path.unlink(missing_ok=True)
+                with run_log(self.layout.merged_file(p["target"], p["run"], p["fold"], LOG)):
+                    meta = self._train(unit, cohort, bags)
+        except LockedError as exc:
+            report.add(unit.key, Status.LOCKED, exc.message)
+            return
+        except StephError as exc:
+            log.error("merge %s failed: %s", unit.key, exc)
+            report.add(unit.key, Status.FAILED, str(exc))
+            return
+        report.add(unit.key, Status.DONE, f"C-index {_fmt(meta['c_index'])}", c_index=meta["c_index"])
+
+    def _train(self, unit: WorkUnit, cohort: Cohort, bags: BagStore) -> dict[str, Any]:
+        p, config, layout = unit.params, self.config, self.layout
+        target, run, fold = p["target"], p["run"], p["fold"]
+        method = MERGE_METHODS.get(p["method"])
+        merge_config = replace(
+            _single(config.merge, method), method=method.name, sources=list(p["sources"]), folds=[fold]
+        )
+        split = load_split(layout, cohort, fold)
+        inputs = load_inputs(layout, target, fold, p["sources"], p["source_fold"], self.theta0)
+        signature = _signature(config, unit, self.theta0)
+        settings = replace(fit_settings(config), epochs=signature["epochs"])
+        ctx = MergeContext(
+            target=target,
+            fold=fold,
+            theta0=inputs.theta0.state,
+            target_vector=inputs.target_vector,
+            source_names=inputs.source_names,
+            source_vectors=inputs.source_vectors,
+            config=merge_config,
+            model_config=config.model,
+            dim_in=bags.dim,
+            device=self.device,
+            seed=config.train.seed,
+            fit_settings=settings,
+            train=cohort.targets(split.train, config.model),
+            bags=bags,
+            cohort=cohort,
+            progress=self.progress,
+        )
+        log.info(
+            "merge %s: %d sources (%s), %d train / %d test patients, %d epochs on %s",
+            unit.key,
+            len(p["sources"]),
+            ", ".join(p["sources"]),
+            len(split.train),
+            len(split.test),
+            settings.epochs,
+            self.device,
+        )
+        seed_everything(config.train.seed)
+        model = method.build(ctx)
+        started = time.perf_counter()
+        losses = method.train(model, ctx)
+        seconds = time.perf_counter() - started
+        cap = config.train.max_bag_batch_patches
+        test_hazards, extras = predict(model, split.test, bags, device=self.device, max_batch_patches=cap)
+        train_hazards, _ = predict(model, split.train, bags, device=self.device, max_batch_patches=cap)
+        files = {
+            file: save_state_dict(
+                layout.merged_file(target, run, fold, file), state, {"method": method.name, "run": run}
+            )
+            for file, state in method.state_files(model).items()
+        }
+        tables = method.tables(model, split.test, extras, ctx)
+        for file, (header, rows) in tables.items():
+            write_csv(layout.merged_file(target, run, fold, file), header, rows)
+        write_text(
+            layout.merged_file(target, run, fold, CONFIG), dump_yaml(replace(config, merge=merge_config))
+        )
+        test = cohort.targets(split.test, config.model)
+        metrics = write_predictions(
+            layout.predictions(target, run, fold),
+            layout.result_metrics(target, run, fold),
+            ids=split.test,
+            times=test.times,
+            events=test.events,
+            hazards=test_hazards,
+            train_hazards=train_hazards,
+            extra_metrics={"method": method.name, "run": run, "fold": fold},
+        )
+        meta = {
+            **signature,
+            "run": run,
+            "target": target,
+            "fold": fold,
+            "top_k": merge_config.top_k,
+            "task_vectors": inputs.vector_hashes,
+            "dim_in": bags.dim,
+            "model_config": to_plain(config.model),
+            "merge_config": to_plain(merge_config),
+            "files": files,
+            "tables": sorted(tables),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "train_losses": losses,
+            "train_seconds": round(seconds, 3),
+            "device": str(self.device),
+            "n_train": len(split.train),
+            "n_test": len(split.test),
+            "c_index": metrics["c_index"],
+            "versions": versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_json(layout.merged_file(target, run, fold, META), meta)
+        log.info("merge %s done: C-index %s in %.1f s", unit.key, _fmt(metrics["c_index"]), seconds)
+        return meta
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"

@@ -1,0 +1,254 @@
+"""Stage ``train-source``: one cancer-specific ABMIL per (cancer, fold), all from theta0.
+
+Every input is validated before the first model trains: labels, the split of every requested
+fold, and the existence, readability and dimension of every feature file (STEPH_SPEC sections
+1-5; see docs/train-source.md). Then theta0 is loaded (or created once), each cancer's bags are
+read once for all its folds, and each (cancer, fold) trains under a lock on its weights file.
+A unit is done when ``model.safetensors``, ``metrics.json`` and ``meta.json`` exist (meta.json is
+written last); done units are skipped unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..checkpoints import load_reference_checkpoint
+from ..data import Cohort, Split, check_features, load_cohort, load_split, open_bags
+from ..errors import ConfigError, ConsistencyError, LockedError, MissingArtifactError, StephError
+from ..fileio import sha256_file
+from ..layout import normalize_cancer
+from ..locks import hold
+from ..logs import run_log
+from ..models.abmil import create_abmil
+from ..predictions import format_c
+from ..progress import NULL_PROGRESS, Progress
+from ..report import StageReport, Status
+from ..runtime import resolve_device, set_deterministic
+from ..theta0 import check_abmil_state, ensure_theta0, load_theta0
+from ..units import WorkUnit
+from ._source_model import UnitContext, prepare_outputs, train_unit, write_meta, write_outputs
+
+if TYPE_CHECKING:
+    from ..config import ProjectConfig
+    from ..layout import ProjectLayout
+
+log = logging.getLogger(__name__)
+
+STAGE = "train-source"
+
+
+def resolve_cancers(layout: ProjectLayout, config: ProjectConfig, cancers: Sequence[str] | None) -> list[str]:
+    """``cancers`` if given, else ``cancers:`` of stephctl.yaml, else every labels/<CANCER>.csv."""
+    names = (
+        [normalize_cancer(c) for c in cancers] if cancers else list(config.cancers or layout.label_cancers())
+    )
+    if not names:
+        raise ConfigError(
+            "no cancers to train",
+            hint=f"list them under cancers: in {layout.config_file}, pass --cancer, or add labels/<CANCER>.csv",
+        )
+    return names
+
+
+def resolve_folds(
+    layout: ProjectLayout, config: ProjectConfig, cancer: str, folds: Sequence[int] | None
+) -> list[int]:
+    """``folds`` if given, else ``train.folds``, else every split file found for ``cancer``."""
+    chosen = list(folds) if folds else list(config.train.folds or layout.split_folds(cancer))
+    if not chosen:
+        raise MissingArtifactError(
+            f"{cancer}: no split files found ({layout.split(cancer, 0)})",
+            hint="write splits_<k>.csv files with train and test columns, or set paths.splits",
+        )
+    return chosen
+
+
+def plan_train_source(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    *,
+    cancers: Sequence[str] | None = None,
+    folds: Sequence[int] | None = None,
+) -> list[WorkUnit]:
+    """The (cancer, fold) units of the stage, done or not."""
+    units = []
+    for cancer in resolve_cancers(layout, config, cancers):
+        for fold in resolve_folds(layout, config, cancer, folds):
+            outputs = (
+                layout.model_weights(cancer, fold),
+                layout.model_metrics(cancer, fold),
+                layout.model_meta(cancer, fold),
+            )
+            units.append(WorkUnit(STAGE, f"{cancer}/fold_{fold}", outputs, {"cancer": cancer, "fold": fold}))
+    return units
+
+
+def _validate(
+    layout: ProjectLayout, config: ProjectConfig, units: Sequence[WorkUnit]
+) -> tuple[dict[str, tuple[Cohort, dict[int, Split]]], int]:
+    """Load and check every cohort, split and feature file of ``units``; returns them and ``D``."""
+    prepared: dict[str, tuple[Cohort, dict[int, Split]]] = {}
+    for unit in units:
+        cancer, fold = unit.params["cancer"], unit.params["fold"]
+        if cancer not in prepared:
+            prepared[cancer] = (load_cohort(layout, config, cancer), {})
+        cohort, splits = prepared[cancer]
+        splits[fold] = load_split(layout, cohort, fold)
+    dims: dict[int, str] = {}
+    for cancer, (cohort, splits) in prepared.items():
+        dims.setdefault(check_features(layout, config, cohort, _patients(splits.values())), cancer)
+    if len(dims) > 1:
+        listing = ", ".join(f"{c} D={d}" for d, c in dims.items())
+        raise ConsistencyError(
+            f"feature dimensions differ between cancers ({listing}); all models share one theta0",
+            hint=f"extract every cancer with the same encoder (encoder: {config.encoder})",
+        )
+    return prepared, next(iter(dims))
+
+
+def _patients(splits: Iterable[Split]) -> list[str]:
+    """Every patient of ``splits`` (train then test, first occurrence order)."""
+    ids: dict[str, None] = {}
+    for split in splits:
+        ids.update(dict.fromkeys(split.train))
+        ids.update(dict.fromkeys(split.test))
+    return list(ids)
+
+
+def train_source_models(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    *,
+    cancers: Sequence[str] | None = None,
+    folds: Sequence[int] | None = None,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> StageReport:
+    """Train the cancer-specific models of ``cancers`` x ``folds`` (default: all).
+
+    Raises:
+        MissingArtifactError, DataError, ConsistencyError, ConfigError: bad or missing inputs,
+            found before any training.
+    """
+    report = StageReport(STAGE)
+    todo = []
+    for unit in plan_train_source(layout, config, cancers=cancers, folds=folds):
+        if unit.done and not overwrite:
+            report.add(unit.key, Status.SKIPPED, "already trained (--overwrite to retrain)")
+        else:
+            todo.append(unit)
+    if not todo:
+        return report
+    prepared, dim = _validate(layout, config, todo)
+    device = resolve_device(config.train.device)
+    set_deterministic(True)
+    with run_log(layout.stage_log(STAGE, time.strftime("%Y%m%d-%H%M%S"))):
+        theta0 = ensure_theta0(layout, config, dim)
+        report.outputs["theta0_sha256"] = theta0.sha256
+        progress.start(STAGE, len(todo), unit="models")
+        for cancer, (cohort, splits) in prepared.items():
+            units = [u for u in todo if u.params["cancer"] == cancer]
+            try:  # reads every value: NaN/inf surface here, before this cancer trains
+                bags = open_bags(layout, config, cohort, _patients(splits.values()), progress=progress)
+            except StephError as exc:
+                log.error("%s: %s", cancer, exc)
+                for unit in units:
+                    report.add(unit.key, Status.FAILED, exc.message)
+                progress.advance(STAGE, len(units))
+                continue
+            for unit in units:
+                ctx = UnitContext(layout, config, cohort, splits[unit.params["fold"]], bags, theta0, device)
+                _run_unit(ctx, unit, overwrite, report, progress)
+                progress.advance(STAGE, 1, item=unit.key)
+        progress.finish(STAGE)
+    return report
+
+
+def _run_unit(
+    ctx: UnitContext, unit: WorkUnit, overwrite: bool, report: StageReport, progress: Progress
+) -> None:
+    try:
+        with hold(ctx.layout.model_weights(ctx.cancer, ctx.fold), what=f"{unit.key} model"):
+            if unit.done and not overwrite:  # another process finished it meanwhile
+                report.add(unit.key, Status.SKIPPED, "trained by another process")
+                return
+            metrics = train_unit(ctx, progress=progress)
+    except LockedError as exc:
+        report.add(unit.key, Status.LOCKED, exc.message)
+        return
+    except StephError as exc:
+        log.error("%s failed: %s", unit.key, exc)
+        report.add(unit.key, Status.FAILED, exc.message)
+        return
+    report.add(
+        unit.key,
+        Status.DONE,
+        f"test C-index {format_c(metrics['c_index'])} (n={metrics['n']}, events={metrics['events']})",
+        c_index=metrics["c_index"],
+        n=metrics["n"],
+        events=metrics["events"],
+    )
+
+
+def import_checkpoint(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    *,
+    cancer: str,
+    fold: int,
+    path: Path,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> StageReport:
+    """Bring a reference ``.pth`` checkpoint (key ``model``) into the layout as (cancer, fold).
+
+    The model is evaluated on the fold's test split, so the unit gets the same files as a
+    trained one. theta0 must exist first (usually the authors' null model, imported with
+    :func:`steph.theta0.import_theta0`): a task vector is only meaningful against the
+    initialisation the model was trained from, which a checkpoint does not record.
+
+    Raises:
+        MissingArtifactError: no theta0, or missing labels, split or features.
+        ConsistencyError: the checkpoint's architecture differs from theta0's or the features'.
+        DataError: the file is not an ABMIL checkpoint.
+    """
+    cancer = normalize_cancer(cancer)
+    report = StageReport(STAGE)
+    key = f"{cancer}/fold_{fold}"
+    unit = plan_train_source(layout, config, cancers=[cancer], folds=[fold])[0]
+    if unit.done and not overwrite:
+        report.add(key, Status.SKIPPED, "a model already exists (--overwrite to replace it)")
+        return report
+    theta0 = load_theta0(layout, model=config.model)
+    state = load_reference_checkpoint(path)
+    arch = check_abmil_state(state, str(path))
+    if arch != theta0.architecture:
+        raise ConsistencyError(
+            f"{path}: architecture {arch} differs from theta0's {theta0.architecture}",
+            hint="import the null model of the same release with --import-theta0 first",
+        )
+    prepared, dim = _validate(layout, config, [unit])
+    cohort, splits = prepared[cancer]
+    if dim != arch["dim_in"]:
+        raise ConsistencyError(f"{path}: dim_in {arch['dim_in']} but the {cancer} features have D={dim}")
+    bags = open_bags(layout, config, cohort, _patients(splits.values()), progress=progress)
+    ctx = UnitContext(layout, config, cohort, splits[fold], bags, theta0, resolve_device(config.train.device))
+    model = create_abmil(dim, config.model)
+    model.load_state_dict(state)
+    with hold(layout.model_weights(cancer, fold), what=f"{key} model"):
+        prepare_outputs(layout, cancer, fold)
+        train = cohort.targets(ctx.split.train, config.model)
+        test = cohort.targets(ctx.split.test, config.model)
+        written = write_outputs(ctx, model, train, test, {"history": [], "imported": True})
+        write_meta(
+            ctx,
+            written,
+            {"epochs": None, "imported_from": str(Path(path).resolve()), "source_sha256": sha256_file(path)},
+        )
+    c_index = written.metrics["c_index"]
+    report.add(key, Status.DONE, f"imported; test C-index {format_c(c_index)}", c_index=c_index)
+    return report

@@ -1,0 +1,135 @@
+"""Opening whole-slide images with OpenSlide and reading RGB regions from pyramid levels.
+
+Any format OpenSlide reads (.svs, .tif/.tiff, .ndpi, .mrxs, .scn, .vms, DICOM, ...) works;
+plain images (PNG, JPEG) open through OpenSlide's ``ImageSlide`` fallback, with one level and
+no MPP. Every OpenSlide or image-decoding failure becomes a :class:`SlideError` naming the
+slide and, for reads, the region. OpenSlide handles are thread-safe, so reader threads share
+one :class:`Slide`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import SlideError
+
+log = logging.getLogger(__name__)
+
+_LEVEL_TOLERANCE = 1e-3
+
+
+class Slide:
+    """A whole-slide image: level geometry, properties, and RGB reads (white where no data)."""
+
+    def __init__(self, path: Path | str, *, slide_id: str) -> None:
+        import openslide
+
+        self.path = Path(path)
+        self.slide_id = slide_id
+        if not self.path.is_file():
+            raise SlideError(
+                f"slide {slide_id}: file not found: {self.path}",
+                hint="fix the `path` column of slides/manifest.csv (relative paths are relative to the project)",
+            )
+        try:
+            self._osr = openslide.open_slide(str(self.path))
+        except (openslide.OpenSlideError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise SlideError(
+                f"slide {slide_id}: OpenSlide cannot open {self.path}: {type(exc).__name__}: {exc}",
+                hint="check that the file is a complete whole-slide image in a format OpenSlide reads",
+            ) from exc
+        self._error_type: tuple[type[BaseException], ...] = (openslide.OpenSlideError, OSError, ValueError)
+
+    # -- geometry -----------------------------------------------------------------------------
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 ``(width, height)`` in pixels."""
+        return self._osr.dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self._osr.level_downsamples)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self._osr.level_dimensions
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return self._osr.properties
+
+    def best_level(self, downsample: float) -> int:
+        """The level with the largest downsample that is still ``<= downsample`` (level 0 if none)."""
+        best = 0
+        for level, factor in enumerate(self.level_downsamples):
+            if factor <= downsample * (1 + _LEVEL_TOLERANCE) and factor >= self.level_downsamples[best]:
+                best = level
+        return best
+
+    # -- reading ------------------------------------------------------------------------------
+    def read_rgb(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB ``[h, w, 3]`` uint8 of the region at level-0 ``(x, y)`` with ``size = (w, h)`` level pixels.
+
+        Transparent pixels (outside the scanned area) are composited onto white.
+
+        Raises:
+            SlideError: the region's tiles cannot be decoded.
+        """
+        try:
+            region = self._osr.read_region((int(x), int(y)), int(level), (int(size[0]), int(size[1])))
+        except self._error_type as exc:
+            raise SlideError(
+                f"slide {self.slide_id}: cannot decode the region at level-0 ({x}, {y}), level {level}, "
+                f"size {size[0]}x{size[1]}: {type(exc).__name__}: {exc}",
+                hint="the file is damaged (truncated copy or corrupt tiles); re-copy or re-scan it",
+            ) from exc
+        return rgba_to_rgb(np.asarray(region))
+
+    def close(self) -> None:
+        self._osr.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
+    """Composite non-premultiplied RGBA ``[h, w, 4]`` onto white: ``rgb * a + 255 * (1 - a)``."""
+    alpha = rgba[..., 3]
+    if alpha.min(initial=255) == 255:
+        return np.ascontiguousarray(rgba[..., :3])
+    a = alpha[..., None].astype(np.float32) / 255.0
+    out = rgba[..., :3].astype(np.float32) * a + 255.0 * (1.0 - a)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def read_thumbnail(slide: Slide, downsample: float, *, strip_rows: int = 1024) -> np.ndarray:
+    """RGB thumbnail of the whole slide at ``downsample`` (level-0 pixels per thumbnail pixel).
+
+    Reads the best level in horizontal strips, each resized on its own, so memory stays
+    bounded by one strip (``level width x strip_rows``) whatever the slide size.
+    """
+    width, height = slide.dimensions
+    out_w, out_h = max(1, round(width / downsample)), max(1, round(height / downsample))
+    level = slide.best_level(downsample)
+    factor = slide.level_downsamples[level]
+    level_w, level_h = slide.level_dimensions[level]
+    rows: list[np.ndarray] = []
+    done_out = 0
+    for top in range(0, level_h, strip_rows):
+        bottom = min(level_h, top + strip_rows)
+        out_bottom = out_h if bottom == level_h else round(bottom * out_h / level_h)
+        if out_bottom <= done_out:
+            continue
+        strip = slide.read_rgb(0, round(top * factor), level, (level_w, bottom - top))
+        resized = Image.fromarray(strip).resize((out_w, out_bottom - done_out), Image.Resampling.BOX)
+        rows.append(np.asarray(resized))
+        done_out = out_bottom
+    return np.concatenate(rows, axis=0)

@@ -1,0 +1,103 @@
+"""`stephctl evaluate`: did transfer help, by how much, and can I trust it?"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .._common import (
+    EXIT_ITEMS_FAILED,
+    CliProgress,
+    app_state,
+    err_console,
+    get_project,
+    handle_errors,
+    out_console,
+    print_json,
+)
+
+if TYPE_CHECKING:
+    from steph.pipeline.evaluate import EvaluationReport
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+def evaluate(
+    ctx: typer.Context,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", "-t", help="Target cancer to evaluate (repeatable; default: all).")
+    ] = None,
+    method: Annotated[
+        list[str] | None, typer.Option("--method", "-m", help="Method folder to include (repeatable; default: all).")
+    ] = None,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option("--format", "-f", help="stdout: rich table, or csv (summary rows) / json / markdown for scripts and papers."),
+    ] = OutputFormat.table,
+    bootstrap: Annotated[
+        int | None, typer.Option("--bootstrap", min=0, help="Bootstrap resamples per fold (overrides evaluate.bootstrap; 0 = none).")
+    ] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write reports/<TARGET>/ (HTML + PNG).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+) -> None:
+    """Survival metrics per fold, cross-fold comparison, results/summary.csv and reports/<TARGET>/."""
+    overrides = {"evaluate.bootstrap": bootstrap, "evaluate.report": False if no_report else None}
+    with handle_errors():
+        layout, config = get_project(ctx, overrides)
+    from steph.evaluation.tables import to_csv, to_markdown
+    from steph.pipeline.evaluate import evaluate_models
+
+    with handle_errors(), CliProgress(enabled=app_state(ctx).verbosity >= 0 and fmt is OutputFormat.table) as progress:
+        report = evaluate_models(layout, config, targets=target, methods=method, progress=progress)
+    chosen = OutputFormat.json if json_out else fmt
+    if chosen is OutputFormat.json:
+        print_json(report.to_dict())
+    elif report.summary is not None and chosen is OutputFormat.csv:
+        sys.stdout.write(to_csv(report.summary))
+    elif chosen is OutputFormat.markdown:
+        sys.stdout.write(to_markdown(report.tables))
+    elif chosen is OutputFormat.table:
+        _print_tables(report)
+    if chosen is not OutputFormat.json:
+        _print_problems(report)
+    if not report.ok:
+        raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _print_tables(report: EvaluationReport) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    for data in report.tables:
+        table = Table(title=data.title, box=box.SIMPLE_HEAD, header_style="bold", title_style="bold")
+        for i, column in enumerate(data.columns):
+            table.add_column(column, justify="left" if i == 0 else "right", no_wrap=True)
+        for row in data.rows:
+            table.add_row(*row)
+        console = out_console
+        if not console.is_terminal:  # pipes and files get the table's natural width, not 80 columns
+            natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+            console = Console(highlight=False, width=max(natural, console.width))
+        console.print(table)
+        console.print("; ".join(data.notes), style="dim", soft_wrap=True)
+    if "summary_csv" in report.outputs:
+        out_console.print(f"summary: {report.outputs['summary_csv']}")
+    for target, path in report.reports.items():
+        out_console.print(f"report {target}: {path}")
+
+
+def _print_problems(report: EvaluationReport) -> None:
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    for item in report.failed:
+        err_console.print(f"[bold red]failed:[/] {item.key}: {item.message}", soft_wrap=True)

@@ -1,0 +1,152 @@
+"""`stephctl extract`: whole-slide images to patch-feature HDF5 files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .._common import get_project, handle_errors, out_console, print_json, run_stage
+
+_SCALE = "Scale and encoder"
+_SELECT = "Which slides"
+_RUN = "Runtime"
+
+
+def extract(
+    ctx: typer.Context,
+    encoder: Annotated[
+        str | None,
+        typer.Option("--encoder", "-e", help="Encoder name (see --list-encoders).", rich_help_panel=_SCALE),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            help="Local weights file of the encoder (else extract.weights.<name>).",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
+    mpp: Annotated[
+        float | None,
+        typer.Option(
+            "--mpp",
+            help="Microns per pixel for slides whose file and manifest give none.",
+            rich_help_panel=_SCALE,
+        ),
+    ] = None,
+    cancer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cancer", "-c", help="Only slides of this cancer (repeatable).", rich_help_panel=_SELECT
+        ),
+    ] = None,
+    slides: Annotated[
+        Path | None,
+        typer.Option(
+            "--slides",
+            help="A manifest-format CSV to use instead of slides/manifest.csv, or a list of slide ids to process.",
+            rich_help_panel=_SELECT,
+        ),
+    ] = None,
+    num_shards: Annotated[
+        int | None,
+        typer.Option(
+            "--num-shards",
+            help="Split the slides into N shards (default: SLURM_ARRAY_TASK_COUNT).",
+            rich_help_panel=_SELECT,
+        ),
+    ] = None,
+    shard_index: Annotated[
+        int | None,
+        typer.Option(
+            "--shard-index",
+            help="Process shard I, 0-based (default: from SLURM_ARRAY_TASK_ID).",
+            rich_help_panel=_SELECT,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo slides whose features exist.", rich_help_panel=_RUN)
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=_RUN)
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Patches per forward pass.", rich_help_panel=_RUN)
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Slide-reading threads.", rich_help_panel=_RUN)
+    ] = None,
+    clear_stale_locks: Annotated[
+        bool,
+        typer.Option("--clear-stale-locks", help="Remove locks of dead tasks first.", rich_help_panel=_RUN),
+    ] = False,
+    list_encoders: Annotated[
+        bool, typer.Option("--list-encoders", help="List the encoders and exit.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Cut tissue patches at a fixed physical scale and encode them into features/<encoder>/<slide_id>.h5.
+
+    Resumable (complete slides are skipped), shardable (Slurm arrays), atomic (a temporary file is renamed when complete).
+
+    Exit code 2 when some slide failed; the reasons are also in features/<encoder>/failures.csv.
+    """
+    if list_encoders:
+        _print_encoders(json_out)
+        return
+    from steph.pipeline.extract import extract_features
+
+    overrides: dict[str, Any] = {
+        "encoder": encoder,
+        "extract.mpp": mpp,
+        "extract.device": device,
+        "extract.batch_size": batch_size,
+        "extract.workers": workers,
+    }
+    with handle_errors():
+        layout, config = get_project(ctx, overrides)
+        if weights is not None:
+            table = {**config.extract.weights, config.encoder: str(weights.expanduser().resolve())}
+            layout, config = get_project(ctx, {**overrides, "extract.weights": table})
+    run_stage(
+        ctx,
+        extract_features,
+        layout,
+        config,
+        as_json=json_out,
+        cancers=cancer or None,
+        slides_file=slides,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        overwrite=overwrite,
+        clear_stale_locks=clear_stale_locks,
+    )
+
+
+def _print_encoders(json_out: bool) -> None:
+    from rich.table import Table
+
+    from steph.extractors import list_encoders as rows_of_encoders
+
+    with handle_errors():
+        rows = rows_of_encoders()
+    if json_out:
+        print_json(rows)
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("name", no_wrap=True)
+    for column in ("dim", "precision", "default weights", "license", "from"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            str(row["name"]),
+            str(row["embed_dim"]),
+            str(row["precision"]),
+            str(row["weights"]),
+            str(row["license"]),
+            str(row["origin"]),
+        )
+    out_console.print(table)
+    out_console.print("[dim]--json adds input size, gating and a description per encoder[/]")

@@ -1,0 +1,115 @@
+"""`stephctl merge`: STEPH (default) and the baselines for one target cancer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
+
+
+def merge(
+    ctx: typer.Context,
+    target: Annotated[str | None, typer.Option("--target", "-t", help="Target cancer, e.g. BRCA.")] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option("--method", "-m", help="Merge method (repeatable; default merge.method = steph)."),
+    ] = None,
+    fold: Annotated[
+        list[int] | None, typer.Option("--fold", "-k", help="Target fold (repeatable; default: every fold).")
+    ] = None,
+    sources: Annotated[
+        list[str] | None,
+        typer.Option("--sources", "-s", help="Source cancers (repeatable or comma-separated; default: all others)."),
+    ] = None,
+    source_fold: Annotated[int | None, typer.Option("--source-fold", help="Fold of the source task vectors.")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Mixed task vectors kept per bag (steph, roupkt).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs (default train.epochs).")] = None,
+    gamma: Annotated[float | None, typer.Option("--gamma", help="Aggregation loss weight (0.005; also 0.05).")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="Mixing loss weight (0.05).")] = None,
+    mix: Annotated[str | None, typer.Option("--mix", help="lambda from: hypernet, fixed or global (ablation).")] = None,
+    fixed_lambda: Annotated[
+        float | None, typer.Option("--fixed-lambda", help="lambda with --mix fixed: 0 = sources only, 1 = target only.")
+    ] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="w from: hypernet or global (ablation).")] = None,
+    sparse: Annotated[
+        bool | None, typer.Option("--sparse/--no-sparse", help="Keep the top-k mixtures (--no-sparse: all sources).")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable), e.g. scale=0.5 for task-arithmetic."),
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo runs that are already done.")] = False,
+    list_methods: Annotated[
+        bool, typer.Option("--list-methods", help="List the merge methods with a reference each, and exit.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report (or the method list) as JSON.")] = False,
+) -> None:
+    """Merge task vectors into a model for the target, fold by fold, and evaluate it on the test split.
+
+    Writes merged/<TARGET>/<run>/fold_<k>/ (weights, meta.json, STEPH's coefficients.csv) and
+    results/<TARGET>/<run>/fold_<k>/ (predictions.csv, metrics.json). <run> is the method name
+    plus a suffix per non-default setting (steph-dense, steph-fixed-lambda0, ...).
+    """
+    if list_methods:
+        _print_methods(json_out)
+        return
+    if not target:
+        fail("--target is required", hint="e.g. `stephctl merge --target BRCA`; `--list-methods` lists the methods")
+    overrides: dict[str, Any] = {
+        "merge.sources": [s.strip() for item in sources for s in item.split(",") if s.strip()] if sources else None,
+        "merge.source_fold": source_fold,
+        "merge.top_k": top_k,
+        "merge.epochs": epochs,
+        "merge.gamma": gamma,
+        "merge.beta": beta,
+        "merge.mix": mix,
+        "merge.fixed_lambda": fixed_lambda,
+        "merge.weights": weights,
+        "merge.sparse": sparse,
+        "train.device": device,
+    }
+    overrides.update(_parse_options(option or []))
+    with handle_errors():
+        layout, config = get_project(ctx, overrides)
+    from steph.pipeline.merge import merge_models
+
+    run_stage(
+        ctx, merge_models, layout, config, target=target, methods=method, folds=fold, overwrite=overwrite, as_json=json_out
+    )
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--option {item!r} is not KEY=VALUE", hint="e.g. --option scale=0.5")
+        try:
+            parsed[f"merge.options.{key.strip()}"] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed[f"merge.options.{key.strip()}"] = value
+    return parsed
+
+
+def _print_methods(json_out: bool) -> None:
+    from rich.table import Table
+
+    from steph.merging import list_methods
+
+    with handle_errors():
+        rows = list_methods()
+    if json_out:
+        print_json(rows)
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("method", "description", "reference", "settings / options"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        opts = [*row["settings"], *(f"{k}={v}" for k, v in row["options"].items())]
+        table.add_row(row["name"], row["description"], row["reference"], ", ".join(opts) or "-")
+    out_console.print(table)

@@ -1,0 +1,129 @@
+"""`stephctl slurm`: sbatch job-array scripts for stages, chained by dependencies."""
+
+from __future__ import annotations
+
+from itertools import takewhile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .._common import fail, get_project, handle_errors, out_console, print_json
+from .._tasks import collect_tasks
+
+STAGES = ("extract", "train-source", "task-vector", "merge", "evaluate")
+
+
+def slurm(
+    ctx: typer.Context,
+    words: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="STAGE... [-- STAGE OPTIONS]",
+            help=f"Stages in run order ({', '.join(STAGES)}); after `--`, options given to every stage's "
+            "command (e.g. -- --target BRCA).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the script to FILE (executable) instead of stdout."),
+    ] = None,
+    submit: Annotated[
+        bool,
+        typer.Option("--submit", help="Submit with sbatch now (chained with afterok) and print the job ids."),
+    ] = False,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Job id the first job waits for (--dependency=afterok:ID).")
+    ] = None,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Only tasks not done yet (e.g. to resubmit what failed).")
+    ] = False,
+    partition: Annotated[str | None, typer.Option("--partition", help="Override slurm.partition.")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Override slurm.account.")] = None,
+    time: Annotated[str | None, typer.Option("--time", help="Override slurm.time (e.g. 12:00:00).")] = None,
+    mem: Annotated[str | None, typer.Option("--mem", help="Override slurm.mem (e.g. 64G).")] = None,
+    cpus: Annotated[int | None, typer.Option("--cpus", help="Override slurm.cpus (per task).")] = None,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", help="Override slurm.gpus (per task of GPU stages).")
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", help="Override slurm.max_parallel (the %K of --array).")
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the jobs (and ids with --submit) as JSON.")
+    ] = False,
+) -> None:
+    """Write a ready sbatch array script for one stage, or a submit script chaining several.
+
+    Task I of a stage's array runs unit I of `stephctl STAGE ... --list-tasks`. Resources come from
+    the slurm: section of stephctl.yaml; logs go to logs/slurm/<stage>-<job>_<task>.log.
+    """
+    stages = list(takewhile(lambda word: word in STAGES, words))
+    options = list(words[len(stages) :])
+    if not stages:
+        fail(
+            f"no stage given (got {words[0]!r})" if words else "no stage given",
+            hint=f"stages: {', '.join(STAGES)}",
+        )
+    if options and not options[0].startswith("-"):
+        fail(f"{options[0]!r} is not a stage", hint=f"stages: {', '.join(STAGES)}; stage options go after --")
+    if len(set(stages)) != len(stages):
+        fail("a stage is listed twice", hint="each stage runs once per script")
+    overrides: dict[str, Any] = {
+        "slurm.partition": partition,
+        "slurm.account": account,
+        "slurm.time": time,
+        "slurm.mem": mem,
+        "slurm.cpus": cpus,
+        "slurm.gpus": gpus,
+        "slurm.max_parallel": max_parallel,
+    }
+    listed = []
+    for stage in stages:
+        units, pins = collect_tasks(ctx, stage, options)
+        listed.append((stage, units, [*options, *pins]))
+    from steph.hpc import slurm as scripts
+
+    with handle_errors():
+        layout, config = get_project(ctx, overrides)
+        jobs = scripts.make_jobs(layout, config.slurm, listed, pending_only=pending)
+        if submit:
+            ids = scripts.submit_jobs(jobs, layout, config.slurm, after=after)
+        elif len(jobs) == 1 and after is None:
+            text = scripts.render_job_script(jobs[0], layout, config.slurm)
+        else:
+            text = scripts.render_submit_script(jobs, layout, config.slurm, after=after)
+    rows = [
+        {
+            "stage": job.stage,
+            "tasks": len(job.indices),
+            "array": scripts.array_spec(job.indices, config.slurm.max_parallel),
+        }
+        for job in jobs
+    ]
+    if submit:
+        for row, job_id in zip(rows, ids, strict=True):
+            row["job_id"] = job_id
+        if json_out:
+            print_json({"jobs": rows})
+        else:
+            for row in rows:
+                out_console.print(
+                    f"{row['stage']}: job {row['job_id']} ({row['tasks']} tasks, --array={row['array']})"
+                )
+        return
+    if output is not None:
+        with handle_errors():
+            scripts.write_script(output, text)
+        how = f"sbatch {output}" if len(jobs) == 1 and after is None else f"bash {output}"
+        if json_out:
+            print_json({"script": str(output), "submit": how, "jobs": rows})
+        else:
+            summary = ", ".join(f"{r['stage']} {r['tasks']} tasks" for r in rows)
+            out_console.print(f"wrote {output} ({summary}); submit with: {how}")
+        return
+    if json_out:
+        print_json({"script": text, "jobs": rows})
+    else:
+        typer.echo(text, nl=False)

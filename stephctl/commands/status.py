@@ -1,0 +1,77 @@
+"""`stephctl status`: what exists and what is missing, failures and locks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .._common import get_project, handle_errors, out_console, print_json
+
+if TYPE_CHECKING:
+    from steph.hpc.status import ProjectStatus
+
+_SHOWN = 5
+
+
+def status(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Per stage: units done and missing (features per cancer, models and task vectors per cancer
+    and fold, merges per target), results, failures recorded by earlier runs, running and stale
+    locks. Reads only; exit code 0."""
+    from steph.hpc.status import project_status
+
+    with handle_errors():
+        layout, config = get_project(ctx)
+        report = project_status(layout, config)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        _render(report)
+
+
+def _render(report: ProjectStatus) -> None:
+    from rich.table import Table
+
+    out_console.print(f"[bold]{report.root}[/] (encoder {report.encoder})")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("stage", "done", "per cancer / target", "missing"):
+        table.add_column(column, overflow="fold")
+    for stage in report.stages:
+        colour = "green" if stage.complete else "yellow" if stage.done else "red"
+        groups = ", ".join(f"{g} {d}/{t}" for g, (d, t) in stage.groups.items())
+        missing = ", ".join(stage.missing[:_SHOWN]) + (" ..." if stage.total - stage.done > _SHOWN else "")
+        if stage.errors:
+            missing = "; ".join([missing, *stage.errors]) if missing else "; ".join(stage.errors)
+        table.add_row(stage.stage, f"[{colour}]{stage.done}/{stage.total}[/]", groups, missing)
+    out_console.print(table)
+    if report.results:
+        results = Table(show_header=True, header_style="bold", box=None, pad_edge=False, title_justify="left")
+        for column in ("target", "method", "folds", "mean test C-index"):
+            results.add_column(column)
+        for row in report.results:
+            mean = "-" if row["c_index_mean"] is None else f"{row['c_index_mean']:.4f}"
+            results.add_row(row["target"], row["method"], ",".join(map(str, row["folds"])), mean)
+        out_console.print(results)
+    out_console.print(f"summary.csv: {report.summary_csv or 'not written yet (stephctl evaluate)'}")
+    if report.failures:
+        out_console.print(
+            f"[red]{len(report.failures)} recorded failure(s)[/] ({report.failures[0]['file']}):"
+        )
+        for row in report.failures[:_SHOWN]:
+            out_console.print(f"  {row['key']}: {row['error']}")
+    stale = [lock for lock in report.locks if lock.stale]
+    for lock in report.locks:
+        state = "[red]stale[/]" if lock.stale else "[yellow]running[/]"
+        out_console.print(f"lock {state} {lock.path} (pid {lock.pid} on {lock.host}, {lock.age_hours:.2f} h)")
+    if stale:
+        out_console.print(
+            "remove stale locks with the stage's --clear-stale-locks (e.g. stephctl train-source --clear-stale-locks)"
+        )
+    if report.temp_files:
+        out_console.print(
+            f"{len(report.temp_files)} temporary file(s) left by interrupted writers (never counted as done), "
+            f"e.g. {report.temp_files[0]}"
+        )

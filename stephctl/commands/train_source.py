@@ -1,0 +1,84 @@
+"""`stephctl train-source`: cancer-specific ABMIL models from a shared theta0, k-fold CV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
+
+
+def train_source(
+    ctx: typer.Context,
+    cancer: Annotated[
+        list[str] | None, typer.Option("--cancer", "-c", help="Cancer to train (repeatable; default: all).")
+    ] = None,
+    fold: Annotated[
+        list[int] | None, typer.Option("--fold", "-k", help="Fold (repeatable; default: all).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Override train.epochs.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Retrain models that are already done.")
+    ] = False,
+    import_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--import-checkpoint",
+            help="Bring a reference .pth (key 'model') in as the model of --cancer C --fold K, "
+            "evaluated on that fold's test split.",
+        ),
+    ] = None,
+    import_theta0: Annotated[
+        Path | None,
+        typer.Option("--import-theta0", help="Use a reference null-model .pth as the project's theta0."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Train one ABMIL survival model per cancer and fold, every one starting from theta0."""
+    overrides = {"train.epochs": epochs, "train.device": device}
+    with handle_errors():
+        layout, config = get_project(ctx, overrides)
+    if import_theta0 is not None:
+        if import_checkpoint is not None:
+            fail("--import-theta0 and --import-checkpoint are separate steps", hint="import theta0 first")
+        from steph.theta0 import import_theta0 as import_null
+
+        with handle_errors():
+            theta0 = import_null(layout, config, import_theta0, overwrite=overwrite)
+        if json_out:
+            print_json({"theta0": str(layout.theta0), **theta0.meta})
+        else:
+            out_console.print(f"theta0 imported to {layout.theta0} (sha256 {theta0.sha256[:12]})")
+        return
+    if import_checkpoint is not None:
+        if len(cancer or []) != 1 or len(fold or []) != 1:
+            fail("--import-checkpoint needs exactly one --cancer and one --fold")
+        from steph.pipeline.train_source import import_checkpoint as import_model
+
+        run_stage(
+            ctx,
+            import_model,
+            layout,
+            config,
+            cancer=cancer[0],  # type: ignore[index]
+            fold=fold[0],  # type: ignore[index]
+            path=import_checkpoint,
+            overwrite=overwrite,
+            as_json=json_out,
+        )
+        return
+    from steph.pipeline.train_source import train_source_models
+
+    run_stage(
+        ctx,
+        train_source_models,
+        layout,
+        config,
+        cancers=cancer,
+        folds=fold,
+        overwrite=overwrite,
+        as_json=json_out,
+    )

@@ -1,0 +1,82 @@
+"""Helpers of the cluster-scale tests: a fake ``sbatch``, stephctl subprocesses, config edits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+FAKE_SBATCH = """#!/bin/bash
+# Records its arguments and the script it reads from stdin (or the file it is given), then
+# answers like sbatch. Job ids count up from 123.
+log="$FAKE_SBATCH_LOG"
+n=$(ls "$log" 2>/dev/null | wc -l)
+id=$((123 + n))
+mkdir -p "$log/$n"
+if [ $# -gt 0 ]; then printf '%s\\n' "$@"; fi > "$log/$n/args"
+if [ $# -gt 0 ] && [ -f "${@: -1}" ]; then cp "${@: -1}" "$log/$n/script"; else cat > "$log/$n/script"; fi
+echo "Submitted batch job $id"
+"""
+
+
+def install_fake_sbatch(tmp: Path) -> tuple[dict[str, str], Path]:
+    """A ``bin/sbatch`` that records each call under ``calls/<n>/{args,script}``; returns (env, calls)."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(FAKE_SBATCH)
+    sbatch.chmod(0o755)
+    calls = tmp / "calls"
+    calls.mkdir(exist_ok=True)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "FAKE_SBATCH_LOG": str(calls)}
+    return env, calls
+
+
+def recorded(calls: Path) -> list[tuple[list[str], str]]:
+    """``(args, script)`` of every fake sbatch call, in order."""
+    out = []
+    for n in range(len(list(calls.iterdir()))):
+        args = (calls / str(n) / "args").read_text().splitlines()
+        out.append((args, (calls / str(n) / "script").read_text()))
+    return out
+
+
+def stephctl(root: Path, *args: object, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``stephctl -p root ARGS`` as a separate process (stdout and stderr piped)."""
+    environment = {**(env or os.environ), "PYTHONPATH": str(REPO)}
+    environment.pop("SLURM_ARRAY_TASK_ID", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stephctl", "-p", str(root), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        cwd=REPO,
+    )
+
+
+def finish(processes: Sequence[subprocess.Popen[str]], timeout: float = 120) -> list[tuple[int, str, str]]:
+    """Wait for every process; ``(returncode, stdout, stderr)`` each."""
+    return [(p.returncode, *p.communicate(timeout=timeout)) for p in processes]
+
+
+def set_config(root: Path, values: dict[str, Any]) -> None:
+    """Write dotted ``values`` into ``root/stephctl.yaml``."""
+    path = root / "stephctl.yaml"
+    data = yaml.safe_load(path.read_text()) or {}
+    for dotted, value in values.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,225 @@
+"""Cohort loading: labels, splits, feature readers and the bag store, with every bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from _cohorts import make_feature_project, write_features_h5
+
+from steph.config import load_project
+from steph.data import BagStore, check_features, load_cohort, load_split, open_bags, read_features
+from steph.errors import DataError, MissingArtifactError
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_feature_project(tmp_path / "p", cancers=("BRCA",), n_patients=12, dim=8)
+
+
+def _layout(root: Path, overrides: dict | None = None):
+    return load_project(root, overrides)
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def test_cohort_groups_slides_by_patient(project: Path) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    assert len(cohort.patients) == 12
+    assert next(iter(cohort.patients)) == "BRCA-P000"  # file order
+    multi = [p for p in cohort.patients.values() if len(p.slide_ids) == 2]
+    assert multi, "the synthetic cohort has patients with two slides"
+    targets = cohort.targets(["BRCA-P001", "BRCA-P000"], config.model)
+    assert targets.ids == ["BRCA-P001", "BRCA-P000"]
+    assert targets.times.tolist() == [cohort.patients["BRCA-P001"].t, cohort.patients["BRCA-P000"].t]
+    assert targets.bins.tolist() == [int(t // 365) for t in targets.times.tolist()]
+
+
+def test_pathology_id_column_and_extra_columns(project: Path) -> None:
+    layout, config = _layout(project)
+    _write(
+        layout.labels("BRCA"),
+        "project,patient_id,pathology_id,t,e\nX,A,A-1,10,1\nX,A,A-2,10,1\nX,B,B-1,400.5,0\n",
+    )
+    cohort = load_cohort(layout, config, "BRCA")
+    assert cohort.patients["A"].slide_ids == ("A-1", "A-2")
+    assert cohort.patients["B"].t == 400.5 and cohort.patients["B"].e == 0
+
+
+@pytest.mark.parametrize(
+    ("row", "fragment"),
+    [
+        ("B,B-1,,1", "t is missing"),
+        ("B,B-1,-3,1", "t = '-3' must be a finite number >= 0"),
+        ("B,B-1,abc,1", "t = 'abc' is not a number"),
+        ("B,B-1,nan,1", "must be a finite number"),
+        ("B,B-1,10,2", "e = '2' must be 0 or 1"),
+        ("B,B-1,10,yes", "e = 'yes' must be 0 or 1"),
+        ("A,B-1,11,1", "disagree with t=10, e=1 in row 2"),
+        ("B,A-1,10,1", "slide A-1 is already listed in row 2"),
+        ("B,../x,10,1", "not a safe file name"),
+    ],
+)
+def test_bad_labels_name_file_and_row(project: Path, row: str, fragment: str) -> None:
+    layout, config = _layout(project)
+    _write(layout.labels("BRCA"), f"patient_id,slide_id,t,e\nA,A-1,10,1\n{row}\n")
+    with pytest.raises(DataError) as info:
+        load_cohort(layout, config, "BRCA")
+    assert fragment in info.value.message
+    assert f"{layout.labels('BRCA')}, row 3" in info.value.message
+
+
+def test_labels_missing_columns_and_file(project: Path) -> None:
+    layout, config = _layout(project)
+    _write(layout.labels("BRCA"), "patient_id,time,e\nA,1,1\n")
+    with pytest.raises(DataError, match=r"missing column\(s\) t, slide_id"):
+        load_cohort(layout, config, "BRCA")
+    with pytest.raises(MissingArtifactError, match="BLCA labels not found"):
+        load_cohort(layout, config, "BLCA")
+
+
+def test_split_reads_reference_format(project: Path) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    ids = list(cohort.patients)
+    # pandas-style index column, val column used as the test set, empty padding cells.
+    rows = [",train,val"] + [f"{i},{ids[i]},{ids[8 + i] if i < 4 else ''}" for i in range(8)]
+    _write(layout.split("BRCA", 0), "\n".join(rows) + "\n")
+    split = load_split(layout, cohort, 0)
+    assert split.train == tuple(ids[:8]) and split.test == tuple(ids[8:]) and split.val == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "fragment"),
+    [
+        (
+            "train,test\nBRCA-P000,NOPE\n",
+            DataError,
+            "row 2, column 'test': patient NOPE is not in the labels",
+        ),
+        (
+            "train,test\nBRCA-P000,BRCA-P001\nBRCA-P001,\n",
+            DataError,
+            "BRCA-P001 is also in the test set (row 2)",
+        ),
+        (
+            "train,test\nBRCA-P000,BRCA-P001\nBRCA-P000,\n",
+            DataError,
+            "BRCA-P000 is also in the train set (row 2)",
+        ),
+        (
+            "patients,other\nBRCA-P000,BRCA-P001\n",
+            DataError,
+            "need a train column and a test (or val) column",
+        ),
+        ("train,test\nBRCA-P000,\n", DataError, "the test set is empty"),
+    ],
+)
+def test_bad_splits(project: Path, text: str, error: type, fragment: str) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    _write(layout.split("BRCA", 0), text)
+    with pytest.raises(error) as info:
+        load_split(layout, cohort, 0)
+    assert fragment in info.value.message
+    with pytest.raises(MissingArtifactError, match="split not found"):
+        load_split(layout, cohort, 7)
+
+
+def test_missing_features_listed_with_extract_command(project: Path) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    victims = [cohort.patients["BRCA-P002"].slide_ids[0], cohort.patients["BRCA-P005"].slide_ids[0]]
+    for sid in victims:
+        layout.own_features(config.encoder, sid).unlink()
+    with pytest.raises(MissingArtifactError) as info:
+        check_features(layout, config, cohort, list(cohort.patients))
+    assert "2 slide feature file(s) missing" in info.value.message
+    assert all(sid in info.value.message for sid in victims)
+    assert "stephctl" in (info.value.hint or "") and "extract" in (info.value.hint or "")
+
+
+def test_nan_features_name_the_slide(project: Path) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    sid = cohort.patients["BRCA-P003"].slide_ids[0]
+    bad = np.ones((5, 8), dtype=np.float32)
+    bad[2, 3] = np.inf
+    write_features_h5(layout.own_features(config.encoder, sid), bad)
+    with pytest.raises(DataError, match=f"slide {sid} .*NaN or inf"):
+        open_bags(layout, config, cohort, list(cohort.patients))
+
+
+def test_dimension_mismatch_between_slides(project: Path) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    sid = cohort.patients["BRCA-P004"].slide_ids[0]
+    write_features_h5(layout.own_features(config.encoder, sid), np.zeros((4, 9), dtype=np.float32))
+    with pytest.raises(DataError, match=rf"most files have D=8, but .*{sid}.h5 \(D=9\)"):
+        check_features(layout, config, cohort, list(cohort.patients))
+
+
+def test_readers_accept_trident_and_pt_layouts(tmp_path: Path) -> None:
+    data = torch.randn(6, 4)
+    with h5py.File(tmp_path / "trident.h5", "w") as fh:
+        fh.create_dataset("features", data=data.numpy()[None])
+    torch.save(data[None], tmp_path / "batched.pt")
+    torch.save(data, tmp_path / "plain.pt")
+    torch.save({"features": data, "coords": torch.zeros(6, 2)}, tmp_path / "dict.pt")
+    np.save(tmp_path / "array.npy", data.numpy())
+    for name in ("trident.h5", "batched.pt", "plain.pt", "dict.pt", "array.npy"):
+        assert torch.equal(read_features(tmp_path / name), data), name
+    torch.save({"coords": torch.zeros(2)}, tmp_path / "nofeat.pt")
+    with pytest.raises(DataError, match="dict with key 'features'"):
+        read_features(tmp_path / "nofeat.pt")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DataError, match="cannot read features"):
+        read_features(tmp_path / "junk.h5")
+
+
+def test_feature_path_template_points_at_pt_download(project: Path, tmp_path: Path) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    download = tmp_path / "download" / "tcga_brca"
+    download.mkdir(parents=True)
+    for patient in cohort.patients.values():
+        for sid in patient.slide_ids:
+            torch.save(read_features(layout.own_features(config.encoder, sid))[None], download / f"{sid}.pt")
+    tlayout, tconfig = _layout(
+        project, {"paths.features": str(tmp_path / "download" / "{dataset}" / "{slide_id}.pt")}
+    )
+    bags = open_bags(tlayout, tconfig, cohort, list(cohort.patients))
+    reference = open_bags(layout, config, cohort, list(cohort.patients))
+    assert all(torch.equal(bags.get(pid), reference.get(pid)) for pid in cohort.patients)
+
+
+def test_bag_store_streams_beyond_the_cache(project: Path) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    ids = list(cohort.patients)
+    full = open_bags(layout, config, cohort, ids)
+    assert full.n_cached == len(ids) and full.n_streamed == 0
+    first = full.get(ids[0]).numel() * 4
+    _, small = _layout(project, {"train.cache_gb": (first + 1) / 2**30})
+    bounded = open_bags(layout, small, cohort, ids)
+    assert bounded.n_cached == 1 and bounded.n_streamed == len(ids) - 1
+    assert bounded.cached_bytes <= first + 1
+    for pid in ids:
+        assert torch.equal(bounded.get(pid), full.get(pid))
+        assert bounded.n_patches(pid) == full.get(pid).shape[0]
+    multi = next(p for p in cohort.patients.values() if len(p.slide_ids) == 2)
+    parts = [read_features(layout.features(config.encoder, s)) for s in multi.slide_ids]
+    assert torch.equal(bounded.get(multi.patient_id), torch.cat(parts))
+
+
+def test_in_memory_store() -> None:
+    store = BagStore.in_memory({"a": torch.ones(3, 2), "b": torch.zeros(1, 2)})
+    assert store.dim == 2 and len(store) == 2 and "a" in store and store.get("b").shape == (1, 2)
+    with pytest.raises(DataError, match="different feature dimensions"):
+        BagStore.in_memory({"a": torch.ones(3, 2), "b": torch.zeros(1, 3)})

@@ -1,0 +1,301 @@
+"""Slides: MPP resolution, tissue detection, patch grids, thumbnails, manifests and shards."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _slides import BLOCKS_UM, expected_coords, render, row, write_manifest, write_slide
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import steph.slides.grid
+import steph.slides.mpp
+import steph.slides.tissue
+from steph.config import TissueConfig
+from steph.errors import ConfigError, DataError, SlideError
+from steph.layout import ProjectLayout
+from steph.slides import (
+    Slide,
+    make_grid,
+    read_manifest,
+    read_selection,
+    read_thumbnail,
+    resolve_mpp,
+    resolve_shard,
+    select,
+    shard,
+    tissue_mask,
+)
+from steph.slides.grid import box_fractions, level0_patch_size
+from steph.slides.tissue import fill_small_holes, otsu_threshold, remove_small_objects, saturation
+
+RANGE = (0.05, 16.0)
+
+
+@pytest.mark.parametrize("module", [steph.slides.grid, steph.slides.mpp, steph.slides.tissue])
+def test_doctests(module: object) -> None:
+    result = doctest.testmod(module)  # type: ignore[arg-type]
+    assert result.attempted > 0 and result.failed == 0
+
+
+# -- MPP -------------------------------------------------------------------------------------------
+def test_mpp_from_openslide_property() -> None:
+    got = resolve_mpp(
+        {"openslide.mpp-x": "0.2527"}, slide_id="s", manifest_mpp=0.5, fallback_mpp=1.0, mpp_range=RANGE
+    )
+    assert (got.mpp, got.source) == (0.2527, "slide:openslide.mpp-x")
+
+
+@pytest.mark.parametrize(
+    ("unit", "resolution", "mpp"), [("centimeter", "40000", 0.25), ("inch", "50800", 0.5)]
+)
+def test_mpp_from_tiff_resolution(unit: str, resolution: str, mpp: float) -> None:
+    props = {"tiff.ResolutionUnit": unit, "tiff.XResolution": resolution}
+    got = resolve_mpp(props, slide_id="s", manifest_mpp=None, fallback_mpp=None, mpp_range=RANGE)
+    assert got.mpp == pytest.approx(mpp) and got.source == "slide:tiff-resolution"
+
+
+def test_72_dpi_tiff_is_refused_not_tiled() -> None:
+    props = {"tiff.ResolutionUnit": "inch", "tiff.XResolution": "72"}
+    with pytest.raises(SlideError, match=r"352\.8 um/px, outside the plausible range") as info:
+        resolve_mpp(props, slide_id="s", manifest_mpp=None, fallback_mpp=None, mpp_range=RANGE)
+    assert "mpp" in (info.value.hint or "")
+
+
+def test_implausible_slide_value_falls_through_to_manifest_then_config() -> None:
+    props = {"tiff.ResolutionUnit": "inch", "tiff.XResolution": "72"}
+    got = resolve_mpp(props, slide_id="s", manifest_mpp=0.25, fallback_mpp=0.5, mpp_range=RANGE)
+    assert (got.mpp, got.source) == (0.25, "manifest")
+    got = resolve_mpp({}, slide_id="s", manifest_mpp=None, fallback_mpp=0.5, mpp_range=RANGE)
+    assert (got.mpp, got.source) == (0.5, "config")
+
+
+def test_no_mpp_anywhere_is_a_slide_error() -> None:
+    expected = "the slide declares no MPP; the manifest has no mpp for it; no --mpp / extract.mpp fallback"
+    with pytest.raises(SlideError, match=expected):
+        resolve_mpp(
+            {"tiff.ResolutionUnit": "none", "tiff.XResolution": "1"},
+            slide_id="s",
+            manifest_mpp=None,
+            fallback_mpp=None,
+            mpp_range=RANGE,
+        )
+
+
+# -- tissue ----------------------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0, 1, allow_nan=False), min_size=2, max_size=200), st.integers(8, 64))
+def test_otsu_maximises_between_class_variance(values: list[float], bins: int) -> None:
+    """Against a brute-force search over every bin edge, on the binned values."""
+    data = np.array(values)
+    if np.ptp(data) == 0:
+        assert otsu_threshold(data, bins) == data[0]
+        return
+    edges = np.linspace(0, 1, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    binned = centres[np.clip(np.digitize(data, edges[1:-1]), 0, bins - 1)]
+
+    def between(cut: float) -> float:
+        low, high = binned[binned < cut], binned[binned >= cut]
+        if len(low) == 0 or len(high) == 0:
+            return -1.0
+        w0, w1 = len(low) / len(binned), len(high) / len(binned)
+        return w0 * w1 * (low.mean() - high.mean()) ** 2
+
+    best = max(between(e) for e in edges[1:-1])
+    assert between(otsu_threshold(data, bins)) == pytest.approx(best, rel=1e-9, abs=1e-12)
+
+
+def test_saturation_matches_hsv_definition() -> None:
+    import colorsys
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    expected = np.array([[colorsys.rgb_to_hsv(*(p / 255.0))[1] for p in r] for r in rgb])
+    assert np.allclose(saturation(rgb), expected, atol=1e-6)
+
+
+def test_tissue_mask_finds_blocks_and_ignores_white() -> None:
+    image = render(2.0)  # 2 um/px thumbnail-like image of the standard layout
+    mask = tissue_mask(image, 2.0, TissueConfig(min_object_um2=500, max_hole_um2=500))
+    truth = np.zeros(mask.shape, bool)
+    for x0, y0, x1, y1 in BLOCKS_UM:
+        truth[round(y0 / 2) : round(y1 / 2), round(x0 / 2) : round(x1 / 2)] = True
+    assert (mask == truth).mean() > 0.99
+    blank = np.full((64, 64, 3), 243, np.uint8)
+    assert not tissue_mask(blank, 2.0, TissueConfig()).any()
+
+
+def test_small_objects_removed_and_small_holes_filled() -> None:
+    mask = np.zeros((40, 40), bool)
+    mask[5:25, 5:25] = True
+    mask[10:12, 10:12] = False  # 4-px hole
+    mask[30, 30] = True  # 1-px speck
+    cleaned = fill_small_holes(remove_small_objects(mask, 5), 10)
+    assert not cleaned[30, 30] and cleaned[10:12, 10:12].all()
+    assert not fill_small_holes(mask, 3)[10:12, 10:12].any()  # hole of 4 px is not < 3
+
+
+# -- grid ------------------------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0, 6), st.floats(0, 6), st.floats(0.5, 4), st.floats(0.5, 4))
+def test_box_fractions_exact_against_supersampling(
+    seed: int, x0: float, y0: float, w: float, h: float
+) -> None:
+    mask = np.random.default_rng(seed).random((10, 10)) > 0.5
+    k = 64  # supersampling factor; boxes are rounded to 1/64 px so the reference is exact
+    x0, y0, w, h = (round(v * k) / k for v in (x0, y0, w, h))
+    big = np.repeat(np.repeat(mask, k, axis=0), k, axis=1)
+    ref = big[round(y0 * k) : round((y0 + h) * k), round(x0 * k) : round((x0 + w) * k)].mean()
+    got = box_fractions(mask, np.array([x0]), np.array([y0]), np.array([x0 + w]), np.array([y0 + h]))[0]
+    assert got == pytest.approx(ref, abs=1e-9)
+
+
+def test_grid_geometry_and_best_level() -> None:
+    tissue = np.ones((10, 10), bool)
+    grid = make_grid(
+        slide_id="s",
+        dimensions=(4000, 3000),
+        level_downsamples=(1.0, 4.0, 16.0),
+        slide_mpp=0.25,
+        target_mpp=1.0,
+        patch_size=256,
+        tissue=tissue,
+        min_tissue_fraction=0.5,
+    )
+    assert grid.patch_size_level0 == 1024 and (grid.columns, grid.rows) == (3, 2)
+    assert grid.level == 1 and grid.read_size == 256  # downsample 4 is the largest <= 1024/256
+    assert grid.coords.tolist() == [[0, 0], [1024, 0], [2048, 0], [0, 1024], [1024, 1024], [2048, 1024]]
+    assert level0_patch_size(256, 0.5, 0.2527) == 507
+
+
+def test_grid_keeps_patches_by_tissue_fraction() -> None:
+    tissue = np.zeros((4, 4), bool)
+    tissue[0, 0] = True  # exactly the first patch (each mask pixel = one 100-px patch)
+    tissue[1, 1] = True
+    tissue[2, 2:4] = True
+    tissue[3, 0] = True
+    kw = dict(
+        slide_id="s",
+        dimensions=(400, 400),
+        level_downsamples=(1.0,),
+        slide_mpp=0.5,
+        target_mpp=0.5,
+        patch_size=100,
+    )
+    assert len(make_grid(**kw, tissue=tissue, min_tissue_fraction=1.0).coords) == 5
+    with pytest.raises(SlideError, match="no tissue"):
+        make_grid(**kw, tissue=np.zeros((4, 4), bool), min_tissue_fraction=0.0)
+
+
+def test_slide_smaller_than_one_patch() -> None:
+    with pytest.raises(SlideError, match="smaller than one patch"):
+        make_grid(
+            slide_id="s",
+            dimensions=(200, 900),
+            level_downsamples=(1.0,),
+            slide_mpp=0.25,
+            target_mpp=0.5,
+            patch_size=256,
+            tissue=np.ones((3, 3), bool),
+            min_tissue_fraction=0.0,
+        )
+
+
+def test_40x_and_20x_scans_give_the_same_physical_grid(tmp_path: Path) -> None:
+    grids = {}
+    for mpp in (0.25, 0.5):
+        path = write_slide(tmp_path / f"s{mpp}.tif", mpp)
+        with Slide(path, slide_id="s") as slide:
+            thumb = read_thumbnail(slide, 2.0 / mpp)
+            mask = tissue_mask(thumb, 2.0, TissueConfig(min_object_um2=500, max_hole_um2=500))
+            grid = make_grid(
+                slide_id="s",
+                dimensions=slide.dimensions,
+                level_downsamples=slide.level_downsamples,
+                slide_mpp=mpp,
+                target_mpp=0.5,
+                patch_size=64,
+                tissue=mask,
+                min_tissue_fraction=0.5,
+            )
+        assert {tuple(c) for c in grid.coords.tolist()} == expected_coords(BLOCKS_UM, mpp)
+        grids[mpp] = grid
+    assert grids[0.25].patch_size_level0 * 0.25 == grids[0.5].patch_size_level0 * 0.5 == 32.0
+    assert np.array_equal(grids[0.25].coords * 0.25, grids[0.5].coords * 0.5)
+    assert grids[0.25].level == 1 and grids[0.5].level == 0  # 40x read from its 2x-downsampled level
+
+
+def test_strip_thumbnail_equals_whole_level_resize(tmp_path: Path) -> None:
+    path = write_slide(tmp_path / "s.tif", 0.25)
+    with Slide(path, slide_id="s") as slide:
+        strips = read_thumbnail(slide, 8.0, strip_rows=100)
+        whole = read_thumbnail(slide, 8.0, strip_rows=10**6)
+    assert strips.shape == whole.shape == (1536 // 8, 2048 // 8, 3)
+    assert np.abs(strips.astype(int) - whole.astype(int)).mean() < 2.0
+
+
+# -- manifests and shards --------------------------------------------------------------------------
+def test_manifest_duplicates_are_an_error_before_any_work(tmp_path: Path) -> None:
+    write_manifest(tmp_path, [row("a", "x.tif"), row("b", "y.tif"), row("a", "z.tif")])
+    with pytest.raises(DataError, match=r"duplicate slide_id: a \(rows 2, 4\)"):
+        read_manifest(ProjectLayout(tmp_path))
+
+
+def test_manifest_row_problems_are_per_slide(tmp_path: Path) -> None:
+    write_manifest(
+        tmp_path, [row("../evil", "x.tif"), row("ok", "y.tif", mpp="abc"), row("fine", "z.tif", mpp=0.5)]
+    )
+    entries = {e.row: e for e in read_manifest(ProjectLayout(tmp_path))}
+    assert "not a safe file name" in entries[2].problem.message
+    assert "row 3: mpp 'abc' is not a number" in entries[3].problem.message
+    assert entries[4].problem is None and entries[4].mpp == 0.5 and entries[4].path == tmp_path / "z.tif"
+
+
+def test_selection_files(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("b\n# comment\na\n")
+    assert read_selection(ids) == ["b", "a"]
+    csv = tmp_path / "ids.csv"
+    csv.write_text("slide_id,note\nc,x\n")
+    assert read_selection(csv) == ["c"]
+    manifest = write_manifest(tmp_path, [row("a", "x.tif")])
+    assert read_selection(manifest) is None
+    entries = read_manifest(ProjectLayout(tmp_path))
+    with pytest.raises(DataError, match="not in the manifest: zz"):
+        select(entries, slide_ids=["zz"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text("abcdef0123", min_size=1, max_size=6), unique=True, max_size=40), st.integers(1, 9))
+def test_shards_cover_every_slide_exactly_once(ids: list[str], n: int) -> None:
+    from steph.slides.manifest import SlideEntry
+
+    entries = [SlideEntry(s, "p", "BRCA", Path(s), None, i) for i, s in enumerate(ids)]
+    parts = [shard(entries, n, i) for i in range(n)]
+    seen = [e.slide_id for part in parts for e in part]
+    assert sorted(seen) == sorted(ids)
+    assert max(map(len, parts), default=0) - min(map(len, parts), default=0) <= 1
+    reversed_parts = [shard(list(reversed(entries)), n, i) for i in range(n)]  # row order does not matter
+    assert parts == reversed_parts
+
+
+def test_shard_defaults_from_slurm_array() -> None:
+    env = {"SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5"}
+    assert resolve_shard(None, None, env) == (4, 2)
+    env = {
+        "SLURM_ARRAY_TASK_COUNT": "3",
+        "SLURM_ARRAY_TASK_ID": "4",
+        "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_STEP": "2",
+    }
+    assert resolve_shard(None, None, env) == (3, 2)
+    assert resolve_shard(5, 1, env) == (5, 1)  # flags win
+    assert resolve_shard(None, None, {}) == (1, 0)
+    with pytest.raises(ConfigError, match="outside"):
+        resolve_shard(2, 2, {})
+    with pytest.raises(ConfigError, match="go together"):
+        resolve_shard(2, None, {})

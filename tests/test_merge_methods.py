@@ -1,0 +1,158 @@
+"""The baselines' math, and the method contract over every registered method."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _merge_helpers import bags, context
+
+from steph.config import MergeConfig
+from steph.errors import ConfigError, UnknownNameError
+from steph.merging import MERGE_METHODS, list_methods
+from steph.merging.adamerging import AdaMergingModel
+from steph.merging.modules import FrozenEncoderHead
+from steph.merging.roupkt import RouPKTModel
+from steph.models.abmil import ENCODER_KEYS, encode
+from steph.task_vectors import ties_merge
+from steph.training.batching import pad_bags
+from steph.training.loop import ModelOutput, fit
+
+KEY = "attention_net.attention_a.0.weight"
+
+
+def vectors(ctx) -> list[dict[str, torch.Tensor]]:
+    return [ctx.target_vector, *ctx.source_vectors]
+
+
+def encoder_of(model: FrozenEncoderHead) -> dict[str, torch.Tensor]:
+    return model.encoder.as_dict()
+
+
+def test_model_avg_is_theta0_plus_mean_task_vector() -> None:
+    ctx = context(3)
+    model = MERGE_METHODS.get("model-avg").build(ctx)
+    expected = ctx.theta0[KEY] + sum(v[KEY] for v in vectors(ctx)) / 4
+    assert torch.allclose(encoder_of(model)[KEY], expected, atol=1e-6)
+
+
+def test_task_arithmetic_scales_the_sum() -> None:
+    ctx = context(3, options={"scale": 0.5})
+    model = MERGE_METHODS.get("task-arithmetic").build(ctx)
+    expected = ctx.theta0[KEY] + 0.5 * sum(v[KEY] for v in vectors(ctx))
+    assert torch.allclose(encoder_of(model)[KEY], expected, atol=1e-6)
+    assert MERGE_METHODS.get("task-arithmetic").run_name(ctx.config) == "task-arithmetic-scale0.5"
+
+
+def test_ties_merges_all_vectors_jointly_with_disjoint_mean() -> None:
+    ctx = context(3, options={"density": 0.3})
+    model = MERGE_METHODS.get("ties").build(ctx)
+    merged = ties_merge([{k: v[k] for k in ENCODER_KEYS} for v in vectors(ctx)], density=0.3, reduce="mean")
+    assert torch.allclose(encoder_of(model)[KEY], ctx.theta0[KEY] + merged[KEY])
+    with pytest.raises(ConfigError, match="density"):
+        MERGE_METHODS.get("ties").check(MergeConfig(options={"density": 1.5}), 3)
+
+
+def test_data_free_methods_train_only_a_new_head() -> None:
+    model = MERGE_METHODS.get("model-avg").build(context(2))
+    assert {n for n, _ in model.named_parameters()} == {"pred_head.weight", "pred_head.bias"}
+
+
+def test_adamerging_starts_at_model_average_and_learns_coefficients() -> None:
+    ctx = context(3, gamma=0.1)
+    model = MERGE_METHODS.get("adamerging").build(ctx)
+    assert isinstance(model, AdaMergingModel)
+    assert torch.allclose(model.coefficients, torch.full((4,), 0.25))
+    merged = model.stack.merge(model.coefficients)
+    avg = encoder_of(MERGE_METHODS.get("model-avg").build(ctx))
+    assert all(torch.allclose(merged[k], avg[k], atol=1e-6) for k in ENCODER_KEYS)
+    x, mask = pad_bags(list(bags(2).values()))
+    out = model(x, mask)
+    assert torch.allclose(out.aux_loss, 0.1 * torch.logsumexp(model.coefficients, 0) ** 2)
+    out.logits.sum().backward()
+    assert model.coefficients.grad.abs().sum() > 0
+
+
+def test_ties_adamerging_uses_pairwise_ties_with_the_target() -> None:
+    ctx = context(2, options={"density": 0.5})
+    method = MERGE_METHODS.get("ties-adamerging")
+    pair = ties_merge(
+        [ctx.target_vector, ctx.source_vectors[1]], density=0.5, reduce="sum", keys=ENCODER_KEYS
+    )
+    stacked = method.vectors(ctx)
+    assert len(stacked) == 3 and torch.equal(stacked[0][KEY], ctx.target_vector[KEY])
+    assert torch.equal(stacked[2][KEY], pair[KEY])
+
+
+def test_roupkt_mixes_the_top_k_experts_by_router_probability() -> None:
+    ctx = context(3, top_k=2, options={"balance_weight": 0.5, "z_weight": 0.25})
+    model = MERGE_METHODS.get("roupkt").build(ctx).eval()
+    assert isinstance(model, RouPKTModel)
+    x, mask = pad_bags(list(bags(3).values()))
+    with torch.no_grad():
+        out = model(x, mask)
+        emb = model.embeddings(x, mask)
+        target_encoder = {k: ctx.theta0[k] + ctx.target_vector[k] for k in ENCODER_KEYS}
+        assert torch.allclose(emb[:, 0], encode(target_encoder, x, mask), atol=1e-6)
+        g = model.gate(model.router(x, mask))
+        p = torch.softmax(g, dim=1)
+        for b in range(3):
+            top = p[b].topk(2)
+            mixed = sum(
+                top.values[j] * model.experts[int(top.indices[j])](emb[b, int(top.indices[j])])
+                for j in range(2)
+            )
+            assert torch.allclose(out.logits[b], model.pred_head(mixed), atol=1e-5)
+        expected_aux = 0.5 * p.max(dim=1).values.mean() + 0.25 * (torch.logsumexp(g, 1) ** 2).mean()
+        assert torch.allclose(out.aux_loss, expected_aux, atol=1e-6)
+    with pytest.raises(ConfigError, match="only 4 experts"):
+        MERGE_METHODS.get("roupkt").check(MergeConfig(top_k=5), 3)
+
+
+def test_frozen_experts_get_no_gradient() -> None:
+    model = MERGE_METHODS.get("roupkt").build(context(3, top_k=2)).train()
+    x, mask = pad_bags(list(bags(2).values()))
+    out = model(x, mask)
+    (out.logits.sum() + out.aux_loss).backward()
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    assert names == {"router", "gate", "experts", "pred_head"}
+    assert all(not b.requires_grad for b in model.buffers())
+
+
+@pytest.mark.parametrize("name", MERGE_METHODS.names())
+def test_every_method_fulfils_the_contract(name: str) -> None:
+    method = MERGE_METHODS.get(name)
+    assert method.name == name and method.description and method.reference
+    ctx = context(3, with_data=True, top_k=2 if "top_k" in method.config_fields else 5)
+    torch.manual_seed(0)
+    model = method.build(ctx)
+    losses = fit(model, ctx.train, ctx.bags, ctx.fit_settings, device=ctx.device)
+    assert len(losses) == 1 and torch.isfinite(torch.tensor(losses)).all()
+    files = method.state_files(model)
+    assert set(files) <= set(method.files) and "head.safetensors" in files
+    assert set(files["head.safetensors"]) == {"pred_head.weight", "pred_head.bias"}
+    saved = {k: v for part in files.values() for k, v in part.items()}
+    assert set(saved) == set(model.state_dict())
+    torch.manual_seed(1)
+    rebuilt = method.build(ctx)
+    rebuilt.load_state_dict(saved)
+    x, mask = pad_bags(list(bags(2).values()))
+    model.eval(), rebuilt.eval()
+    with torch.no_grad():
+        a, b = model(x, mask), rebuilt(x, mask)
+    logits = (a.logits, b.logits) if isinstance(a, ModelOutput) else (a, b)
+    assert torch.equal(*logits)
+
+
+def test_list_methods_and_unknown_names() -> None:
+    names = [row["name"] for row in list_methods()]
+    assert {
+        "steph",
+        "model-avg",
+        "task-arithmetic",
+        "ties",
+        "adamerging",
+        "ties-adamerging",
+        "roupkt",
+    } <= set(names)
+    with pytest.raises(UnknownNameError, match="known merge methods: .*steph"):
+        MERGE_METHODS.get("stehp")
