@@ -2,7 +2,8 @@
 
 Commands are mounted from entry points and import nothing heavy, so ``--help`` should cost
 little more than starting Python and importing typer/rich. Measured side by side in one run
-(medians of ``repeats`` fresh processes):
+(medians of ``repeats`` fresh processes, wall-clock and CPU time; CPU time is the robust
+figure on shared cores):
 
 - ``python -c pass`` (interpreter start-up, the floor),
 - ``python -m stephctl --help`` (built-in commands only),
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,14 +35,21 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "stephctl-plugin-example"
 
 
-def _median_seconds(cmd: list[str], repeats: int, env: dict[str, str]) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _median_seconds(cmd: list[str], repeats: int, env: dict[str, str]) -> tuple[float, float]:
+    """Median wall-clock and median CPU (user + system) seconds of ``cmd`` in fresh processes."""
     subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=REPO)  # warm the bytecode cache
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        cpu_start, start = _children_cpu(), time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=REPO)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(_children_cpu() - cpu_start)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def _install_example(target: Path) -> bool:
@@ -53,32 +62,35 @@ def _install_example(target: Path) -> bool:
 
 
 def run(quick: bool = False) -> dict[str, object]:
-    """Median wall-clock seconds of each start-up and the ratios between them."""
+    """Median wall-clock and CPU seconds of each start-up, and the ratios between them."""
     repeats = 3 if quick else 10
     python = sys.executable
     help_cmd = [python, "-m", "stephctl", "--help"]
-    figures: dict[str, object] = {"repeats": repeats}
+    measured: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env = {**base, "COLUMNS": "120", "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pycache")}
-        figures["python_s"] = _median_seconds([python, "-c", "pass"], repeats, env)
-        figures["help_s"] = _median_seconds(help_cmd, repeats, env)
+        measured["python"] = _median_seconds([python, "-c", "pass"], repeats, env)
+        measured["help"] = _median_seconds(help_cmd, repeats, env)
         no_cache = {**base, "COLUMNS": "120", "PYTHONDONTWRITEBYTECODE": "1"}
-        figures["help_no_bytecode_cache_s"] = _median_seconds(help_cmd, repeats, no_cache)
+        measured["help_no_bytecode_cache"] = _median_seconds(help_cmd, repeats, no_cache)
         site = Path(tmp) / "site"
         if _install_example(site):
             plugin_env = {
                 **env,
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")])),
             }
-            figures["help_with_plugin_s"] = _median_seconds(help_cmd, repeats, plugin_env)
-        figures["import_torch_s"] = _median_seconds([python, "-c", "import torch"], repeats, env)
-    help_s = float(figures["help_s"])  # type: ignore[arg-type]
-    figures["help_over_python"] = help_s / float(figures["python_s"])  # type: ignore[arg-type]
-    figures["import_torch_over_help"] = float(figures["import_torch_s"]) / help_s  # type: ignore[arg-type]
-    if "help_with_plugin_s" in figures:
-        figures["plugin_over_help"] = float(figures["help_with_plugin_s"]) / help_s  # type: ignore[arg-type]
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+            measured["help_with_plugin"] = _median_seconds(help_cmd, repeats, plugin_env)
+        measured["import_torch"] = _median_seconds([python, "-c", "import torch"], repeats, env)
+    figures: dict[str, object] = {"repeats": repeats}
+    for name, (wall, cpu) in measured.items():
+        figures[f"{name}_s"] = round(wall, 3)
+        figures[f"{name}_cpu_s"] = round(cpu, 3)
+    help_cpu = measured["help"][1]
+    figures["import_torch_over_help_cpu"] = round(measured["import_torch"][1] / help_cpu, 2)
+    if "help_with_plugin" in measured:
+        figures["plugin_over_help_cpu"] = round(measured["help_with_plugin"][1] / help_cpu, 2)
+    return figures
 
 
 if __name__ == "__main__":

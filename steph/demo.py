@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_ENCODER, load_project
-from .errors import DataError
-from .fileio import read_csv, read_json
+from .fileio import read_json
 from .layout import ProjectLayout
 from .logs import run_log
-from .metrics.harrell import harrell_c
 from .progress import NULL_PROGRESS, Progress
 from .report import StageReport
 from .synthetic import CancerSpec, CohortSpec, SlideSpec, generate_cohort
 from .synthetic.project import init_configured_project
+from .synthetic.tables import oracle_fold_c_index
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,8 @@ class DemoSize:
 
 
 FULL = DemoSize(
-    target_patients=100,
-    source_patients=120,
+    target_patients=90,
+    source_patients=100,
     slide_um=1024.0,
     overrides={
         "model.dim_emb": 64,
@@ -64,9 +63,9 @@ FULL = DemoSize(
     },
 )
 QUICK = DemoSize(
-    target_patients=40,
-    source_patients=40,
-    slide_um=768.0,
+    target_patients=30,
+    source_patients=20,
+    slide_um=640.0,
     overrides={
         "model.dim_emb": 32,
         "model.dim_attn": 16,
@@ -260,21 +259,5 @@ def method_scores(layout: ProjectLayout, target: str) -> list[MethodScore]:
 
 def oracle_c_index(layout: ProjectLayout, target: str) -> float | None:
     """Mean over the target's test folds of Harrell's C of the generator's true risk."""
-    if not layout.synthetic_truth.is_file():
-        return None
-    truth = {r["patient_id"]: r for r in read_csv(layout.synthetic_truth) if r["cancer"] == target}
-    values = []
-    for fold in layout.split_folds(target):
-        test = [r["test"] for r in read_csv(layout.split(target, fold)) if r.get("test")]
-        missing = [p for p in test if p not in truth]
-        if missing:
-            raise DataError(
-                f"{layout.synthetic_truth}: no true risk for {missing[0]} (test set of fold {fold})"
-            )
-        rows = [truth[p] for p in test]
-        conc = harrell_c(
-            [float(r["t"]) for r in rows], [int(r["e"]) for r in rows], [float(r["risk"]) for r in rows]
-        )
-        if conc.defined:
-            values.append(conc.value)
+    values = oracle_fold_c_index(layout, target)
     return statistics.fmean(values) if values else None

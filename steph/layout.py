@@ -341,6 +341,10 @@ class ProjectLayout:
     def predict_dir(self, name: str) -> Path:
         return self.predict_root / check_safe_id(name, "prediction run name")
 
+    def predict_file(self, name: str, file: str) -> Path:
+        """A file of a ``stephctl evaluate --predict`` run (``predictions.csv``, ``survival.csv`` ...)."""
+        return self.predict_dir(name) / check_safe_id(file, "file name")
+
     # -- logs ---------------------------------------------------------------------------------
     @property
     def logs_dir(self) -> Path:

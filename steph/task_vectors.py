@@ -83,7 +83,7 @@ def weighted_sum(vectors: Sequence[Mapping[str, Tensor]], weights: Sequence[floa
     out: StateDict = {}
     for key in vectors[0]:
         total = vectors[0][key] * weights[0]
-        for vec, weight in zip(vectors[1:], weights[1:]):
+        for vec, weight in zip(vectors[1:], weights[1:], strict=True):
             total = total + vec[key] * weight
         out[key] = total
     return out
@@ -103,7 +103,9 @@ def select(state: Mapping[str, Tensor], keys: Sequence[str]) -> StateDict:
     """
     missing = [k for k in keys if k not in state]
     if missing:
-        raise ConsistencyError(f"state dict lacks parameters {missing}", hint="is this an ABMIL model of stephctl?")
+        raise ConsistencyError(
+            f"state dict lacks parameters {missing}", hint="is this an ABMIL model of stephctl?"
+        )
     return {k: state[k] for k in keys}
 
 

@@ -25,6 +25,8 @@ from . import _common
 from ._common import EXIT_USER_ERROR, AppState, err_console, setup_logging
 
 COMMAND_GROUP = "stephctl.commands"
+# typer's vendored click (typer >= 0.20) has no exceptions.Abort; older typer re-exports click's.
+_ABORTS = (typer.Abort, *([click_exceptions.Abort] if hasattr(click_exceptions, "Abort") else []))
 _ORDER = ["init", "extract", "train-source", "task-vector", "merge", "evaluate", "demo"]
 
 
@@ -44,7 +46,7 @@ class StephGroup(TyperGroup):
         except click_exceptions.ClickException as exc:
             exc.show(file=sys.stderr)
             sys.exit(exc.exit_code)
-        except (click_exceptions.Abort, typer.Abort):
+        except _ABORTS:
             err_console.print("[red]aborted[/]")
             sys.exit(130)
         if not standalone_mode:

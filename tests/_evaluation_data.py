@@ -48,8 +48,11 @@ def write_results(
         censor_time = np.ceil(rng.uniform(100.0, 4000.0, patients))
         t = np.minimum(event_time, censor_time)
         e = (event_time <= censor_time).astype(int)
-        write_csv(layout.labels(target), ["patient_id", "slide_id", "t", "e"],
-                  [[pid, f"{pid}-S1", int(t[i]), int(e[i])] for i, pid in enumerate(ids)])
+        write_csv(
+            layout.labels(target),
+            ["patient_id", "slide_id", "t", "e"],
+            [[pid, f"{pid}-S1", int(t[i]), int(e[i])] for i, pid in enumerate(ids)],
+        )
         order = rng.permutation(patients)
         groups = np.array_split(order, folds)
         noise = {m: rng.normal(size=patients) for m in methods}
@@ -57,7 +60,10 @@ def write_results(
             test = groups[k]
             train = np.concatenate([g for j, g in enumerate(groups) if j != k])
             width = max(len(train), len(test))
-            rows = [[ids[train[i]] if i < len(train) else "", ids[test[i]] if i < len(test) else ""] for i in range(width)]
+            rows = [
+                [ids[train[i]] if i < len(train) else "", ids[test[i]] if i < len(test) else ""]
+                for i in range(width)
+            ]
             write_csv(layout.split(target, k), ["train", "test"], rows)
             for method, quality in methods.items():
                 score = quality * risk + (1.0 - quality) * noise[method]
@@ -75,7 +81,9 @@ def write_results(
     return layout
 
 
-def _write_coefficients(layout: ProjectLayout, target: str, method: str, fold: int, ids: list[str], rng) -> None:
+def _write_coefficients(
+    layout: ProjectLayout, target: str, method: str, fold: int, ids: list[str], rng
+) -> None:
     """Top-3 of 5 sources per patient, w on the selected ones (summing to 1), lambda in (0, 1]."""
     affinity = np.array([2.0, 0.5, 1.0, 0.2, 1.5])
     rows = []
@@ -87,4 +95,8 @@ def _write_coefficients(layout: ProjectLayout, target: str, method: str, fold: i
         lam = 1.0 / (1.0 + np.exp(-(logits - 1.0)))
         for j, source in enumerate(SOURCES):
             rows.append([pid, source, float(w[j]), float(lam[j]), int(j in chosen)])
-    write_csv(layout.merged_file(target, method, fold, "coefficients.csv"), ["patient_id", "source", "w", "lambda", "selected"], rows)
+    write_csv(
+        layout.merged_file(target, method, fold, "coefficients.csv"),
+        ["patient_id", "source", "w", "lambda", "selected"],
+        rows,
+    )

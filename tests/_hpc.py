@@ -35,7 +35,11 @@ def install_fake_sbatch(tmp: Path) -> tuple[dict[str, str], Path]:
     sbatch.chmod(0o755)
     calls = tmp / "calls"
     calls.mkdir(exist_ok=True)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "FAKE_SBATCH_LOG": str(calls)}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FAKE_SBATCH_LOG": str(calls),
+    }
     return env, calls
 
 
@@ -64,7 +68,11 @@ def stephctl(root: Path, *args: object, env: dict[str, str] | None = None) -> su
 
 def finish(processes: Sequence[subprocess.Popen[str]], timeout: float = 120) -> list[tuple[int, str, str]]:
     """Wait for every process; ``(returncode, stdout, stderr)`` each."""
-    return [(p.returncode, *p.communicate(timeout=timeout)) for p in processes]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=timeout)
+        results.append((process.returncode, stdout, stderr))
+    return results
 
 
 def set_config(root: Path, values: dict[str, Any]) -> None:

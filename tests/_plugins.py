@@ -74,21 +74,25 @@ def write_package(
     return package_dir
 
 
-def install(package_dir: Path, target: Path) -> None:
-    """Install ``package_dir`` into the folder ``target`` (without dependencies)."""
+def install(packages: Sequence[Path], target: Path) -> None:
+    """Install the package folders ``packages`` into the folder ``target`` (without dependencies)."""
     target.mkdir(parents=True, exist_ok=True)
     uv = shutil.which("uv")
     if uv is not None:
-        cmd = [uv, "pip", "install", "--quiet", "--python", sys.executable, "--target", str(target)]
-        subprocess.run([*cmd, "--no-deps", str(package_dir)], check=True, capture_output=True, timeout=300)
+        pip = [uv, "pip", "install", "--quiet", "--no-deps", "--python", sys.executable]
+        subprocess.run(
+            [*pip, "--target", str(target), *map(str, packages)], check=True, capture_output=True, timeout=300
+        )
         return
-    _install_by_hand(package_dir, target)
+    for package in packages:
+        install_by_hand(package, target)
 
 
-def _install_by_hand(package_dir: Path, target: Path) -> None:
+def install_by_hand(package_dir: Path, target: Path) -> None:
     """What installing the pure-Python wheel of ``package_dir`` writes into ``target``."""
     import tomllib
 
+    target.mkdir(parents=True, exist_ok=True)
     project = tomllib.loads((package_dir / "pyproject.toml").read_text(encoding="utf-8"))
     meta = project["project"]
     for package in project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]:
@@ -155,7 +159,7 @@ def package_from_docs(root: Path) -> Path:
     return package_dir
 
 
-# -- throwaway packages: a broken plugin of each kind, and a rival claiming the example's names ----
+# -- throwaway packages: a broken plugin of each kind, and a rival claiming built-in names -------
 LAB = {
     "dist": "lab-plugin",
     "version": "1.2.3",
@@ -196,33 +200,28 @@ RIVAL = {
     "module": "rival_plugin",
     "sources": {
         "clash.py": """
-            from steph.extractors import EncoderSpec
-            from steph.merging.baselines import ModelAverage
+            from dataclasses import replace
+
+            from steph.extractors.tiny_cnn import SPEC
+            from steph.merging.baselines import Ties
 
 
-            def count_patches() -> None:
+            def init() -> None:
                 '''Never mounted: the name is taken.'''
 
 
             def register_encoder(registry) -> None:
-                def build(weights, device):
-                    raise RuntimeError("never built")
-
-                registry.add("color-histogram", EncoderSpec(name="color-histogram", embed_dim=3, build=build))
-
-
-            class Rival(ModelAverage):
-                name = "cosine-topk"
+                registry.add("tiny-cnn", replace(SPEC, description="a rival tiny-cnn"))
 
 
             def register_method(registry) -> None:
-                registry.add(Rival.name, Rival())
+                registry.add("ties", Ties())
         """,
     },
     "entry_points": {
-        "stephctl.commands": {"count-patches": "rival_plugin.clash:count_patches"},
+        "stephctl.commands": {"init": "rival_plugin.clash:init"},
         "stephctl.encoders": {"rival": "rival_plugin.clash:register_encoder"},
         "stephctl.merge_methods": {"rival": "rival_plugin.clash:register_method"},
     },
 }
-"""Claims the example's command, encoder and merge-method names."""
+"""Claims names that stephctl itself provides: the command ``init``, encoder ``tiny-cnn``, method ``ties``."""

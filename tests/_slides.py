@@ -79,10 +79,22 @@ def render(
     return image
 
 
-def write_slide(path: Path, mpp: float | None, *, render_mpp: float | None = None, **kwargs: object) -> Path:
-    """Render the standard layout at ``render_mpp`` (default ``mpp``) and write it as a pyramidal TIFF."""
+def write_slide(
+    path: Path,
+    mpp: float | None,
+    *,
+    render_mpp: float | None = None,
+    resolution_dpi: float | None = None,
+    **kwargs: object,
+) -> Path:
+    """Render the standard layout at ``render_mpp`` (default ``mpp``) and write it as a pyramidal TIFF.
+
+    ``mpp`` None writes no MPP (with ``resolution_dpi``: generic TIFF resolution tags only).
+    """
     image = render(render_mpp or mpp or 0.5, **kwargs)  # type: ignore[arg-type]
-    return write_pyramidal_tiff(path, image, mpp=mpp, tile=128, min_level_size=128)
+    return write_pyramidal_tiff(
+        path, image, mpp=mpp, tile=128, min_level_size=128, resolution_dpi=resolution_dpi
+    )
 
 
 def write_blank_slide(path: Path, mpp: float = 0.5) -> Path:

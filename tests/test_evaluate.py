@@ -72,41 +72,65 @@ def test_summary_rows_match_an_independent_recomputation(project: Path) -> None:
     assert report.ok and report.count(Status.DONE) == 18
     rows = _summary(layout.summary)
     assert list(rows[0]) == ["target", "method", "fold", "metric", "value"]
-    assert {r["metric"] for r in rows} >= {*METRICS, "c_index_ci_low", "c_index_ci_high", "c_index_rel_change_pct"}
+    assert {r["metric"] for r in rows} >= {
+        *METRICS,
+        "c_index_ci_low",
+        "c_index_ci_high",
+        "c_index_rel_change_pct",
+    }
     assert {r["fold"] for r in rows} == {"0", "1", "2", "mean", "std"}
 
     per_fold = {}
     for method in ("cancer-specific", "steph"):
         values, unos = [], []
         for k in range(3):
-            preds = read_predictions(layout.predictions("BRCA", method, k), target="BRCA", method=method, fold=k, time_bins=32)
+            preds = read_predictions(
+                layout.predictions("BRCA", method, k), target="BRCA", method=method, fold=k, time_bins=32
+            )
             c = concordance_index_censored(preds.event, preds.time, preds.risk)[0]
             split = list(csv.DictReader(layout.split("BRCA", k).open()))
             labels = {r["patient_id"]: r for r in csv.DictReader(layout.labels("BRCA").open())}
             train = [labels[r["train"]] for r in split if r["train"]]
             y_train = Surv.from_arrays([r["e"] == "1" for r in train], [float(r["t"]) for r in train])
             uno = concordance_index_ipcw(y_train, Surv.from_arrays(preds.event, preds.time), preds.risk)[0]
-            assert _value(rows, target="BRCA", method=method, fold=str(k), metric="c_index") == pytest.approx(c, abs=1e-12)
-            assert _value(rows, target="BRCA", method=method, fold=str(k), metric="c_index_uno") == pytest.approx(uno, abs=1e-12)
+            assert _value(rows, target="BRCA", method=method, fold=str(k), metric="c_index") == pytest.approx(
+                c, abs=1e-12
+            )
+            assert _value(
+                rows, target="BRCA", method=method, fold=str(k), metric="c_index_uno"
+            ) == pytest.approx(uno, abs=1e-12)
             low = _value(rows, target="BRCA", method=method, fold=str(k), metric="c_index_ci_low")
             high = _value(rows, target="BRCA", method=method, fold=str(k), metric="c_index_ci_high")
             assert low <= c <= high
             values.append(c)
             unos.append(uno)
         per_fold[method] = values
-        assert _value(rows, target="BRCA", method=method, fold="mean", metric="c_index") == pytest.approx(np.mean(values))
-        assert _value(rows, target="BRCA", method=method, fold="std", metric="c_index") == pytest.approx(np.std(values, ddof=1))
+        assert _value(rows, target="BRCA", method=method, fold="mean", metric="c_index") == pytest.approx(
+            np.mean(values)
+        )
+        assert _value(rows, target="BRCA", method=method, fold="std", metric="c_index") == pytest.approx(
+            np.std(values, ddof=1)
+        )
     change = 100 * (np.mean(per_fold["steph"]) / np.mean(per_fold["cancer-specific"]) - 1)
-    assert _value(rows, target="BRCA", method="steph", fold="mean", metric="c_index_rel_change_pct") == pytest.approx(change)
-    assert _value(rows, target="BRCA", method="cancer-specific", fold="mean", metric="c_index_rel_change_pct") == 0.0
+    assert _value(
+        rows, target="BRCA", method="steph", fold="mean", metric="c_index_rel_change_pct"
+    ) == pytest.approx(change)
+    assert (
+        _value(rows, target="BRCA", method="cancer-specific", fold="mean", metric="c_index_rel_change_pct")
+        == 0.0
+    )
 
     means = {
         m: [_value(rows, target=t, method=m, fold="mean", metric="c_index") for t in ("BLCA", "BRCA")]
         for m in ("cancer-specific", "steph")
     }
-    assert _value(rows, target="mean", method="steph", fold="mean", metric="c_index") == pytest.approx(np.mean(means["steph"]))
+    assert _value(rows, target="mean", method="steph", fold="mean", metric="c_index") == pytest.approx(
+        np.mean(means["steph"])
+    )
     over = 100 * (np.mean(means["steph"]) / np.mean(means["cancer-specific"]) - 1)
-    assert _value(rows, target="mean", method="steph", fold="mean", metric="c_index_rel_change_pct") == pytest.approx(over)
+    assert _value(
+        rows, target="mean", method="steph", fold="mean", metric="c_index_rel_change_pct"
+    ) == pytest.approx(over)
 
 
 def test_bootstrap_is_seeded_and_paired(project: Path) -> None:
@@ -115,7 +139,7 @@ def test_bootstrap_is_seeded_and_paired(project: Path) -> None:
     b = evaluate_models(layout, config, targets=["BRCA"], bootstrap=30)
     assert a.to_dict()["summary"] == b.to_dict()["summary"]
     assert a.summary is not None
-    steph = [r for r in a.summary.folds if r.predictions.method == "steph"][0]
+    steph = next(r for r in a.summary.folds if r.predictions.method == "steph")
     assert steph.metrics["c_index"].replicates.shape == (30,)
     no_ci = evaluate_models(layout, config, targets=["BRCA"], bootstrap=0)
     assert no_ci.summary is not None
@@ -132,16 +156,26 @@ def test_partial_methods_are_reported_and_still_summarised(project: Path) -> Non
     assert any("BRCA/steph: partial, fold(s) 2 missing" in w for w in report.warnings)
     row = next(r for r in report.tables[0].rows if r[0] == "steph")
     assert row[1] == "2/3 partial"
-    folds = {r.predictions.fold: r.metrics["c_index"].value for r in report.summary.folds if r.predictions.method != "task-arithmetic"}
+    folds = {
+        r.predictions.fold: r.metrics["c_index"].value
+        for r in report.summary.folds
+        if r.predictions.method != "task-arithmetic"
+    }
     del folds  # paired: the relative change uses folds 0 and 1 of both methods
-    ref = [r.metrics["c_index"].value for r in report.summary.folds if r.predictions.method == "cancer-specific" and r.predictions.fold < 2]
+    ref = [
+        r.metrics["c_index"].value
+        for r in report.summary.folds
+        if r.predictions.method == "cancer-specific" and r.predictions.fold < 2
+    ]
     mine = [r.metrics["c_index"].value for r in report.summary.folds if r.predictions.method == "steph"]
     assert steph.rel_change["c_index"] == pytest.approx(relative_change(np.mean(mine), np.mean(ref)))
 
 
 def test_missing_reference_method_gives_no_relative_change(project: Path) -> None:
     layout, config = load_project(project, NO_REPORT)
-    report = evaluate_models(layout, config, bootstrap=0, methods=["steph", "task-arithmetic"], targets=["BRCA"])
+    report = evaluate_models(
+        layout, config, bootstrap=0, methods=["steph", "task-arithmetic"], targets=["BRCA"]
+    )
     assert any("no results for the reference method 'cancer-specific'" in w for w in report.warnings)
     assert report.tables[0].rows[0][4] == "n/a"
 
@@ -160,17 +194,26 @@ def test_all_censored_fold_is_undefined_not_a_crash(project: Path) -> None:
         path.write_text("\n".join([text[0], *(",".join(r) for r in rows)]) + "\n")
     _rewrite(
         layout.labels("BRCA"),
-        lambda ls: [ls[0], *(ln if ln.split(",")[0] not in ids else ",".join([*ln.split(",")[:3], "0"]) for ln in ls[1:])],
+        lambda ls: [
+            ls[0],
+            *(ln if ln.split(",")[0] not in ids else ",".join([*ln.split(",")[:3], "0"]) for ln in ls[1:]),
+        ],
     )
     report = evaluate_models(layout, config, bootstrap=20, targets=["BRCA"])
     assert report.ok and report.summary is not None
-    fold = next(r for r in report.summary.folds if r.predictions.method == "steph" and r.predictions.fold == 1)
+    fold = next(
+        r for r in report.summary.folds if r.predictions.method == "steph" and r.predictions.fold == 1
+    )
     assert math.isnan(fold.metrics["c_index"].value)
     assert "censored" in fold.metrics["c_index"].reason
     assert not math.isnan(fold.metrics["ibs"].value)  # the Brier score is still defined
     assert report.summary.per_target["BRCA"]["steph"].defined_folds["c_index"] == 2
     assert any("c_index undefined on fold(s) 1" in w for w in report.warnings)
-    row = next(r for r in _summary(layout.summary) if r["method"] == "steph" and r["fold"] == "1" and r["metric"] == "c_index")
+    row = next(
+        r
+        for r in _summary(layout.summary)
+        if r["method"] == "steph" and r["fold"] == "1" and r["metric"] == "c_index"
+    )
     assert row["value"] == "nan"
 
 
@@ -184,7 +227,10 @@ def _rewrite(path: Path, edit) -> None:
     [
         (lambda ls: [ls[0].replace("risk,", "score,"), *ls[1:]], r"missing column\(s\) risk"),
         (lambda ls: [ls[0], ls[1].replace(ls[1].split(",")[3], "nan", 1), *ls[2:]], "risk is NaN"),
-        (lambda ls: [ls[0], "NOBODY-001" + ls[1][ls[1].index(","):], *ls[2:]], "not in the labels: NOBODY-001"),
+        (
+            lambda ls: [ls[0], "NOBODY-001" + ls[1][ls[1].index(",") :], *ls[2:]],
+            "not in the labels: NOBODY-001",
+        ),
         (lambda ls: [ls[0], ls[1], ls[1], *ls[2:]], "listed twice"),
     ],
 )
@@ -193,7 +239,10 @@ def test_bad_predictions_fail_the_fold_with_the_file_named(project: Path, edit, 
     path = layout.predictions("BRCA", "steph", 0)
     _rewrite(path, edit)
     with pytest.raises(DataError, match=message) as info:
-        labels = {r["patient_id"]: (float(r["t"]), int(r["e"])) for r in csv.DictReader(layout.labels("BRCA").open())}
+        labels = {
+            r["patient_id"]: (float(r["t"]), int(r["e"]))
+            for r in csv.DictReader(layout.labels("BRCA").open())
+        }
         read_predictions(path, target="BRCA", method="steph", fold=0, time_bins=32, labels=labels)
     assert str(path) in info.value.message
     report = evaluate_models(layout, config, bootstrap=0, targets=["BRCA"])

@@ -129,6 +129,12 @@ def test_tissue_mask_finds_blocks_and_ignores_white() -> None:
     assert not tissue_mask(blank, 2.0, TissueConfig()).any()
 
 
+def test_slide_covered_by_tissue_is_all_tissue() -> None:
+    """No background mode for Otsu to find: the threshold ceiling keeps the tissue whole."""
+    image = render(2.0, blocks_um=((0, 0, 512, 384),))
+    assert tissue_mask(image, 2.0, TissueConfig(min_object_um2=500, max_hole_um2=500)).mean() > 0.99
+
+
 def test_small_objects_removed_and_small_holes_filled() -> None:
     mask = np.zeros((40, 40), bool)
     mask[5:25, 5:25] = True

@@ -9,15 +9,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from _hpc import install_fake_sbatch, recorded
 from hypothesis import given
 from hypothesis import strategies as st
 
 from steph.config import SlurmConfig
 from steph.errors import ConfigError
-from steph.hpc.slurm import ArrayJob, SubmitError, array_spec, render_job_script, render_submit_script, submit_jobs
+from steph.hpc.slurm import (
+    ArrayJob,
+    SubmitError,
+    array_spec,
+    render_job_script,
+    render_submit_script,
+    submit_jobs,
+)
 from steph.layout import ProjectLayout
-
-from _hpc import install_fake_sbatch, recorded
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="needs bash")
@@ -54,7 +60,9 @@ def _bash_n(text: str, tmp_path: Path) -> None:
 
 def test_job_script_has_resources_and_passes_bash_n(tmp_path: Path) -> None:
     layout = ProjectLayout(tmp_path / "proj")
-    config = SlurmConfig(partition="gpu", account="lab", time="12:00:00", mem="64G", cpus=4, gpus=2, max_parallel=3)
+    config = SlurmConfig(
+        partition="gpu", account="lab", time="12:00:00", mem="64G", cpus=4, gpus=2, max_parallel=3
+    )
     job = ArrayJob("train-source", tuple(range(65)), ("--cancer", "BRCA"), gpus=2, n_tasks=65)
     text = render_job_script(job, layout, config)
     _bash_n(text, tmp_path)
@@ -91,7 +99,9 @@ def test_paths_and_values_are_quoted(tmp_path: Path) -> None:
     assert shlex.split(output.split("=", 1)[1]) == [str(layout.slurm_log("merge"))]
     script = tmp_path / "job.sh"
     script.write_text(text)
-    done = subprocess.run([BASH, str(script)], capture_output=True, text=True, env={"SLURM_ARRAY_TASK_ID": "1"})
+    done = subprocess.run(
+        [BASH, str(script)], capture_output=True, text=True, env={"SLURM_ARRAY_TASK_ID": "1"}
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "-p",
@@ -106,7 +116,9 @@ def test_paths_and_values_are_quoted(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("bad", [SlurmConfig(time="1:00\\n"), SlurmConfig(partition="a\nb"), SlurmConfig(activate="a\nb")])
+@pytest.mark.parametrize(
+    "bad", [SlurmConfig(time="1:00\\n"), SlurmConfig(partition="a\nb"), SlurmConfig(activate="a\nb")]
+)
 def test_unwritable_values_are_refused(tmp_path: Path, bad: SlurmConfig) -> None:
     with pytest.raises(ConfigError):
         render_job_script(ArrayJob("evaluate", (0,)), ProjectLayout(tmp_path), bad)

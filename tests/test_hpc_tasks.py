@@ -18,7 +18,9 @@ CANCERS = ("BRCA", "BLCA", "LUNG")
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_feature_project(tmp_path_factory.mktemp("tasks") / "p", cancers=CANCERS, n_patients=12, folds=3)
+    return make_feature_project(
+        tmp_path_factory.mktemp("tasks") / "p", cancers=CANCERS, n_patients=12, folds=3
+    )
 
 
 def test_builtin_stages() -> None:
@@ -41,11 +43,15 @@ def test_counts_match_layout(project: Path) -> None:
     assert [u.key for u in list_tasks("train-source", layout, config)] == expected
     # task vectors are listed before any model exists: arrays can be generated up front
     assert [u.key for u in list_tasks("task-vector", layout, config)] == expected
-    assert [u.key for u in list_tasks("train-source", layout, config, {"cancers": ["blca"], "folds": [2]})] == [
-        "BLCA/fold_2"
+    assert [
+        u.key for u in list_tasks("train-source", layout, config, {"cancers": ["blca"], "folds": [2]})
+    ] == ["BLCA/fold_2"]
+    merges = list_tasks(
+        "merge", layout, config, {"target": "BRCA", "methods": ["model-avg", "task-arithmetic"]}
+    )
+    assert [u.key for u in merges] == [
+        f"BRCA/{m}/fold_{k}" for k in folds["BRCA"] for m in ("model-avg", "task-arithmetic")
     ]
-    merges = list_tasks("merge", layout, config, {"target": "BRCA", "methods": ["model-avg", "task-arithmetic"]})
-    assert [u.key for u in merges] == [f"BRCA/{m}/fold_{k}" for k in folds["BRCA"] for m in ("model-avg", "task-arithmetic")]
     assert [u.key for u in list_tasks("evaluate", layout, config)] == list(CANCERS)
     with pytest.raises(ConfigError, match="target"):
         list_tasks("merge", layout, config, {})
@@ -76,7 +82,10 @@ def test_task_index_from_env() -> None:
 
 def test_extract_shards_cover_every_slide_once(empty_project: Path) -> None:
     ids = [f"S{i:02d}" for i in range(23)]
-    write_manifest(empty_project, [row(sid, f"slides/{sid}.tif", cancer="BLCA" if i % 3 else "BRCA") for i, sid in enumerate(ids)])
+    write_manifest(
+        empty_project,
+        [row(sid, f"slides/{sid}.tif", cancer="BLCA" if i % 3 else "BRCA") for i, sid in enumerate(ids)],
+    )
     layout, config = load_project(empty_project, {"slurm.slides_per_task": 5})
     units = list_tasks("extract", layout, config)
     assert [u.key for u in units] == [f"shard_{i}_of_5" for i in range(5)]

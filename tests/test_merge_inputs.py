@@ -34,16 +34,26 @@ def test_task_vector_is_model_minus_theta0_with_provenance(tmp_path_factory: pyt
     assert record["theta0_sha256"] == sha256_file(layout.theta0)
     assert record["source_model"] == "models/LUNG/fold_1/model.safetensors"
     assert record["source_model_sha256"] == sha256_file(layout.model_weights("LUNG", 1))
-    assert record["sha256"] == sha256_file(layout.task_vector("LUNG", 1)) and sorted(record["parameter_names"]) == sorted(tau)
+    assert record["sha256"] == sha256_file(layout.task_vector("LUNG", 1)) and sorted(
+        record["parameter_names"]
+    ) == sorted(tau)
     assert record["architecture"] == {"dim_in": 16, "dim_emb": 32, "dim_attn": 16, "time_bins": 32}
     assert read_metadata(layout.task_vector("LUNG", 1))["theta0_sha256"] == record["theta0_sha256"]
 
 
 def test_task_vector_cli_skips_then_overwrites(project: Path, cli) -> None:
-    vector, record = project / "task_vectors/BRCA/fold_0.safetensors", project / "task_vectors/BRCA/fold_0.json"
+    vector, record = (
+        project / "task_vectors/BRCA/fold_0.safetensors",
+        project / "task_vectors/BRCA/fold_0.json",
+    )
     before, created = sha256_file(vector), read_json(record)["created"]
     skipped = cli("-p", project, "task-vector", "--cancer", "brca", "--json")
-    assert skipped.exit_code == 0 and json.loads(skipped.stdout)["counts"] == {"done": 0, "skipped": 2, "failed": 0, "locked": 0}
+    assert skipped.exit_code == 0 and json.loads(skipped.stdout)["counts"] == {
+        "done": 0,
+        "skipped": 2,
+        "failed": 0,
+        "locked": 0,
+    }
     redone = cli("-p", project, "task-vector", "-c", "BRCA", "-k", "0", "--overwrite", "--json")
     assert redone.exit_code == 0 and json.loads(redone.stdout)["counts"]["done"] == 1
     assert sha256_file(vector) == before == read_json(record)["sha256"]  # same bits again
@@ -55,18 +65,23 @@ def test_task_vector_refuses_a_model_from_another_theta0(project: Path) -> None:
     layout, config = load_project(project)
     meta = read_json(layout.model_meta("BLCA", 1))
     write_json(layout.model_meta("BLCA", 1), {**meta, "theta0_sha256": "0" * 64})
-    with pytest.raises(ConsistencyError, match=r"shared coordinate system; refused: BLCA fold 1: theta0 sha256 000000000000"):
+    with pytest.raises(
+        ConsistencyError, match=r"shared coordinate system; refused: BLCA fold 1: theta0 sha256 000000000000"
+    ):
         compute_task_vectors(layout, config, overwrite=True)
     meta["architecture"] = {**meta["architecture"], "dim_attn": 8}
     write_json(layout.model_meta("BLCA", 1), meta)
-    with pytest.raises(ConsistencyError, match="BLCA fold 1: architecture differs .*dim_attn 8 vs 16"):
+    with pytest.raises(ConsistencyError, match=r"BLCA fold 1: architecture differs .*dim_attn 8 vs 16"):
         compute_task_vectors(layout, config, cancers=["BLCA"], overwrite=True)
 
 
 def test_task_vector_refuses_untrained_models(project: Path, cli) -> None:
     result = cli("-p", project, "task-vector", "--cancer", "BRCA", "--fold", "3")
     assert result.exit_code == 1
-    assert "no trained model for BRCA fold 3" in result.output and "train-source --cancer BRCA --fold 3" in result.output
+    assert (
+        "no trained model for BRCA fold 3" in result.output
+        and "train-source --cancer BRCA --fold 3" in result.output
+    )
 
 
 def _no_training_happened(root: Path) -> bool:
@@ -80,7 +95,10 @@ def test_missing_task_vectors_are_all_listed_with_the_commands(project: Path, cl
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "3 task vector(s) missing: BRCA fold 1, LUNG fold 0, SKCM fold 0" in text
-    assert "task-vector --cancer LUNG --cancer SKCM --fold 0" in text and "task-vector --cancer BRCA --fold 1" in text
+    assert (
+        "task-vector --cancer LUNG --cancer SKCM --fold 0" in text
+        and "task-vector --cancer BRCA --fold 1" in text
+    )
     assert _no_training_happened(project)
 
 
@@ -92,7 +110,10 @@ def test_missing_task_vectors_are_all_listed_with_the_commands(project: Path, cl
         (["--target", "BRCA", "--sources", "BLCA", "--sources", "XYZ"], "XYZ are not cancers of the project"),
         (["--target", "BRCA", "--method", "stehp"], "unknown merge method 'stehp'; did you mean 'steph'?"),
         (["--target", "BRCA", "--method", "ties", "--option", "dens=0.3"], "unknown merge option(s) 'dens'"),
-        (["--target", "BRCA", "--method", "ties", "--mix", "fixed"], "merge.mix is set to 'fixed' but no requested method"),
+        (
+            ["--target", "BRCA", "--method", "ties", "--mix", "fixed"],
+            "merge.mix is set to 'fixed' but no requested method",
+        ),
         (["--target", "BRCA", "--mix", "blend"], "'blend' is not one of"),
         (["--target", "BRCA", "--method", "task-arithmetic", "--option", "scale=big"], "expected float"),
         (["--method", "steph"], "--target is required"),
@@ -116,9 +137,14 @@ def test_task_vectors_of_another_theta0_or_architecture_are_refused(project: Pat
     layout, config = load_project(project)
     record = read_json(layout.task_vector_meta("KIPAN", 0))
     write_json(layout.task_vector_meta("KIPAN", 0), {**record, "theta0_sha256": "f" * 64})
-    with pytest.raises(ConsistencyError, match=r"same theta0.*KIPAN fold 0 was made from theta0 ffffffffffff"):
+    with pytest.raises(
+        ConsistencyError, match=r"same theta0.*KIPAN fold 0 was made from theta0 ffffffffffff"
+    ):
         merge_models(layout, config, target="BRCA")
-    write_json(layout.task_vector_meta("KIPAN", 0), {**record, "architecture": {**record["architecture"], "dim_emb": 64}})
+    write_json(
+        layout.task_vector_meta("KIPAN", 0),
+        {**record, "architecture": {**record["architecture"], "dim_emb": 64}},
+    )
     with pytest.raises(ConsistencyError, match="KIPAN fold 0 has architecture"):
         merge_models(layout, config, target="BRCA")
     assert _no_training_happened(project)
@@ -142,3 +168,12 @@ def test_unknown_target_folds_and_missing_theta0(project: Path) -> None:
         merge_models(layout, config, target="BRCA")
     with pytest.raises(UnknownNameError):
         merge_models(layout, config, target="BRCA", methods=["nope"])
+
+
+def test_missing_features_fail_before_training(project: Path) -> None:
+    layout, config = load_project(project)
+    slide = next(iter(sorted((project / "features").rglob("BRCA-P003-S0.h5"))))
+    slide.unlink()
+    with pytest.raises(MissingArtifactError, match="BRCA-P003-S0"):
+        merge_models(layout, config, target="BRCA")
+    assert _no_training_happened(project)

@@ -154,5 +154,5 @@ def test_list_methods_and_unknown_names() -> None:
         "ties-adamerging",
         "roupkt",
     } <= set(names)
-    with pytest.raises(UnknownNameError, match="known merge methods: .*steph"):
+    with pytest.raises(UnknownNameError, match=r"known merge methods: .*steph"):
         MERGE_METHODS.get("stehp")

@@ -70,7 +70,7 @@ def test_meta_and_tables(merged: Path) -> None:
     assert meta["method"] == "steph" and meta["sources"] == SOURCES and meta["source_fold"] == 0
     assert meta["top_k"] == 5 and meta["options"]["gamma"] == 0.005 and meta["options"]["beta"] == 0.05
     assert meta["theta0_sha256"] == read_json(layout.theta0_meta)["sha256"]
-    assert set(meta["task_vectors"]) == {"BRCA/fold_1", *(f"{s}/fold_0" for s in SOURCES)}
+    assert set(meta["vector_sha256"]) == {"BRCA/fold_1", *(f"{s}/fold_0" for s in SOURCES)}
     assert meta["seed"] == 42 and set(meta["versions"]) == {"stephctl", "torch", "python"}
     head = load_state_dict(layout.merged_file("BRCA", "steph", 1, "head.safetensors"))
     assert set(head) == {"pred_head.weight", "pred_head.bias"} and head["pred_head.weight"].shape == (32, 32)

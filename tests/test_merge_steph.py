@@ -135,7 +135,7 @@ def test_global_lambda_starts_at_one_and_learns() -> None:
     model = build(mix="global")
     assert model.global_r is not None and torch.equal(model.global_r, torch.zeros(4))
     x, mask = pad_bags(list(bags(2).values()))
-    w, lam = model.mixing(x, mask)
+    _, lam = model.mixing(x, mask)
     assert torch.equal(lam, torch.ones(2, 4))
     model(x, mask).aux_loss.backward()
     assert model.global_r.grad.abs().sum() > 0  # clamp (not relu) passes the gradient at r = 0

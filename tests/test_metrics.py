@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _survival_data import train_test
 from sksurv.metrics import (
     brier_score,
     concordance_index_censored,
@@ -32,23 +33,6 @@ from steph.metrics import cumulative_dynamic_auc as our_auc
 from steph.metrics import integrated_brier_score as our_ibs
 
 SEEDS = [0, 1, 2, 3, 4]
-
-
-def survival_data(rng: np.random.Generator, n: int, *, event_rate: float = 0.45, grid: int = 40):
-    """Times on a coarse grid (many ties), censoring, risks rounded to one decimal (tied risks)."""
-    time = rng.integers(1, grid, n).astype(np.float64) * 60.0
-    event = rng.random(n) < event_rate
-    risk = np.round(rng.normal(size=n) - time / 2000.0, 1)
-    return time, event, risk
-
-
-def train_test(seed: int, n_train: int = 150, n_test: int = 60):
-    rng = np.random.default_rng(seed)
-    train_t, train_e, _ = survival_data(rng, n_train)
-    # the training set's last time must be an event or beyond the test times for sksurv to be defined
-    train_t[0], train_e[0] = 100 * 60.0, True
-    test_t, test_e, risk = survival_data(rng, n_test)
-    return (train_t, train_e), (test_t, test_e, risk)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -104,7 +88,7 @@ def test_uno_scores_events_beyond_training_follow_up() -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("horizon", [365.0, 1095.0, 1826.25])
 def test_auc_matches_sksurv(seed: int, horizon: float) -> None:
-    (tr_t, tr_e), (t, e, risk) = train_test(seed)
+    (tr_t, tr_e), (t, e, _risk) = train_test(seed)
     rng = np.random.default_rng(seed + 100)
     risk_at = np.round(rng.random(t.size), 2)  # a time-specific risk with ties
     expected = cumulative_dynamic_auc(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _survival_data import train_test
 from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test as lifelines_logrank
 from sksurv.metrics import (
@@ -16,10 +17,8 @@ from sksurv.util import Surv
 
 from steph.metrics import (
     censoring_survival,
-    cumulative_dynamic_auc as our_auc,
     harrell_statistic,
     ibs_times,
-    integrated_brier_score as our_ibs,
     kaplan_meier,
     logrank_test,
     percentile_interval,
@@ -27,7 +26,12 @@ from steph.metrics import (
     stable_seed,
     uno_statistic,
 )
-from test_metrics import train_test
+from steph.metrics import (
+    cumulative_dynamic_auc as our_auc,
+)
+from steph.metrics import (
+    integrated_brier_score as our_ibs,
+)
 
 
 def _expand(counts: np.ndarray) -> np.ndarray:

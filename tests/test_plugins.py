@@ -17,26 +17,31 @@ import pytest
 import torch
 import yaml
 from _cohorts import make_feature_project
-from _merge_project import CANCERS, project_copy
 from _plugins import (
     EXAMPLE_PACKAGE,
     LAB,
     RIVAL,
     doc_files,
     install,
+    install_by_hand,
     package_from_docs,
     python,
     stephctl,
     write_package,
 )
 from _slides import TEST_EXTRACT_CONFIG, expected_coords, row, write_manifest, write_slide
+from safetensors.torch import load_file
 
-from steph.config import MergeConfig, ModelConfig
+from steph.config import MergeConfig, ModelConfig, load_project
 from steph.errors import ConfigError, EncoderUnavailableError, PluginError, UnknownNameError
+from steph.models.abmil import ENCODER_KEYS
+from steph.pipeline.task_vector import compute_task_vectors
+from steph.pipeline.train_source import train_source_models
 from steph.registry import Origin, Registry
 from steph.training.loop import FitSettings
 
 EXAMPLE = ("stephctl-plugin-example", "0.1.0")
+CANCERS = ("BRCA", "BLCA", "LUNG")
 
 
 def _rows(listing: dict[str, list[dict[str, str]]], kind: str) -> dict[str, dict[str, str]]:
@@ -45,16 +50,13 @@ def _rows(listing: dict[str, list[dict[str, str]]], kind: str) -> dict[str, dict
 
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Install folders: the example package as built from docs/extending.md, LAB and RIVAL."""
+    """Install folders: ``example`` (the package as docs/extending.md shows it), ``others`` (LAB, RIVAL)."""
     root = tmp_path_factory.mktemp("plugins")
-    packages = {
-        "example": package_from_docs(root / "src"),
-        "lab": write_package(root / "src", **LAB),  # type: ignore[arg-type]
-        "rival": write_package(root / "src", **RIVAL),  # type: ignore[arg-type]
-    }
-    for name, package in packages.items():
-        install(package, root / name)
-    return {name: root / name for name in packages}
+    install([package_from_docs(root / "src")], root / "example")
+    lab = write_package(root / "src", **LAB)  # type: ignore[arg-type]
+    rival = write_package(root / "src", **RIVAL)  # type: ignore[arg-type]
+    install([lab, rival], root / "others")
+    return {"example": root / "example", "others": root / "others"}
 
 
 # -- the registry mechanism, in process ------------------------------------------------------------
@@ -90,8 +92,8 @@ def test_registry_keeps_going_past_broken_and_conflicting_plugins(
         sources={"things.py": second},
         entry_points=entries_b,
     )
-    install(pkg_a, tmp_path / "site")
-    install(pkg_b, tmp_path / "site")
+    for package in (pkg_a, pkg_b):  # the no-uv path of install(): the wheel's files written directly
+        install_by_hand(package, tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
 
     registry: Registry[str] = Registry("thing", group)
@@ -156,7 +158,7 @@ def test_example_merge_method_averages_the_most_similar_sources(example_module) 
     from stephctl_plugin_example.merging import CosineTopK
 
     from steph.merging import MergeContext
-    from steph.models.abmil import ENCODER_KEYS, create_abmil
+    from steph.models.abmil import create_abmil
 
     model_config = ModelConfig(dim_emb=8, dim_attn=4, time_bins=4)
     theta0 = create_abmil(6, model_config).state_dict()
@@ -208,36 +210,41 @@ def test_help_lists_plugin_commands_without_importing_torch(sites: dict[str, Pat
         "print(result.output)\n"
         "print('HEAVY:', [m for m in ('torch', 'timm', 'h5py', 'openslide') if m in sys.modules])\n"
     )
-    proc = python("-c", code, path=[sites["example"], sites["lab"]])
+    proc = python("-c", code, path=list(sites.values()))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("0\n")
     assert proc.stdout.rstrip().endswith("HEAVY: []")
-    lines = proc.stdout.splitlines()
-    help_of = {line.split()[1]: line for line in lines if line.startswith("│ ") and len(line.split()) > 2}
+    rows = [line.split(maxsplit=2) for line in proc.stdout.splitlines() if line.startswith("│ ")]
+    help_of = {row[1]: row[2] for row in rows if len(row) == 3}
     assert "Report the patch count" in help_of["count-patches"]
     assert "Lab tools" in help_of["lab-tools"]
     assert "BROKEN" in help_of["lab-broken"]
+    assert "BROKEN: the command name 'init' is claimed by several packages" in help_of["init"]
     assert "BROKEN" not in help_of["extract"]
 
 
-def test_plugin_command_group_runs_and_broken_command_fails_with_reason(sites: dict[str, Path]) -> None:
-    ok = stephctl("lab-tools", "whoami", path=[sites["lab"]])
-    assert (ok.returncode, ok.stdout.strip()) == (0, "lab-plugin here")
-    broken = stephctl("lab-broken", path=[sites["lab"]])
+def test_plugin_commands_run_and_broken_ones_fail_with_the_reason(sites: dict[str, Path]) -> None:
+    path = list(sites.values())
+    group = stephctl("lab-tools", "whoami", path=path)
+    assert (group.returncode, group.stdout.strip()) == (0, "lab-plugin here")
+    broken = stephctl("lab-broken", path=path)
     assert broken.returncode == 1
     assert "ModuleNotFoundError" in broken.stderr and "lab_plugin_missing_dependency" in broken.stderr
+    clash = stephctl("init", "elsewhere", path=path)
+    assert clash.returncode == 1
+    assert "claimed by several packages: rival-plugin, stephctl" in clash.stderr
 
 
-def test_plugins_lists_every_item_with_its_package(sites: dict[str, Path]) -> None:
-    proc = stephctl("plugins", "--json", path=[sites["example"], sites["lab"]])
+def test_plugins_lists_every_item_with_its_origin(sites: dict[str, Path]) -> None:
+    proc = stephctl("plugins", "--json", path=list(sites.values()))
     assert proc.returncode == 0, proc.stderr
     listing = json.loads(proc.stdout)
     expected = {
-        "commands": ("count-patches", "stephctl_plugin_example.commands:count_patches", "extract"),
-        "encoders": ("color-histogram", "stephctl_plugin_example.encoders:register", "tiny-cnn"),
-        "merge_methods": ("cosine-topk", "stephctl_plugin_example.merging:register", "steph"),
+        "commands": ("count-patches", "stephctl_plugin_example.commands:count_patches", "extract", "init"),
+        "encoders": ("color-histogram", "stephctl_plugin_example.encoders:register", "uni2-h", "tiny-cnn"),
+        "merge_methods": ("cosine-topk", "stephctl_plugin_example.merging:register", "steph", "ties"),
     }
-    for kind, (name, entry_point, builtin) in expected.items():
+    for kind, (name, entry_point, builtin, claimed) in expected.items():
         rows = _rows(listing, kind)
         assert (rows[name]["package"], rows[name]["version"]) == EXAMPLE
         assert (rows[name]["entry_point"], rows[name]["status"]) == (entry_point, "ok")
@@ -247,40 +254,15 @@ def test_plugins_lists_every_item_with_its_package(sites: dict[str, Path]) -> No
         broken = rows["lab-broken"]
         assert (broken["package"], broken["version"], broken["status"]) == ("lab-plugin", "1.2.3", "broken")
         assert "No module named 'lab_plugin_missing_dependency'" in broken["reason"]
+        conflict = rows[claimed]
+        assert conflict["status"] == "conflict"
+        assert "stephctl" in conflict["package"]
+        assert "rival-plugin" in conflict["reason"] or "rival-plugin" in conflict["package"]
+    assert _rows(listing, "commands")["init"]["package"] == "rival-plugin + stephctl"
+    assert "rival-plugin 9.9.9" in _rows(listing, "encoders")["tiny-cnn"]["reason"]
     assert _rows(listing, "commands")["lab-tools"]["status"] == "ok"
 
 
-def test_plugins_table_without_plugins(cli) -> None:
-    result = cli("plugins")
-    assert result.exit_code == 0, result.output
-    for word in ("commands", "encoders", "merge methods", "tiny-cnn", "steph", "train-source"):
-        assert word in result.output
-
-
-def test_name_conflicts_name_both_packages(sites: dict[str, Path], empty_project: Path) -> None:
-    path = [sites["example"], sites["rival"]]
-    proc = stephctl("plugins", "--json", path=path)
-    assert proc.returncode == 0, proc.stderr
-    listing = json.loads(proc.stdout)
-    command = _rows(listing, "commands")["count-patches"]
-    assert command["status"] == "conflict"
-    assert command["package"] == "rival-plugin + stephctl-plugin-example"
-    for kind, name in (("encoders", "color-histogram"), ("merge_methods", "cosine-topk")):
-        row = _rows(listing, kind)[name]
-        assert row["status"] == "conflict"
-        assert "stephctl-plugin-example 0.1.0" in row["reason"] and "rival-plugin 9.9.9" in row["reason"]
-    assert _rows(listing, "encoders")["tiny-cnn"]["status"] == "ok"
-
-    invoked = stephctl("count-patches", path=path)
-    assert invoked.returncode == 1
-    assert "rival-plugin" in invoked.stderr and "stephctl-plugin-example" in invoked.stderr
-    used = stephctl("-p", empty_project, "extract", "--encoder", "color-histogram", path=path)
-    assert used.returncode == 1
-    assert "two plugins register the encoder 'color-histogram'" in used.stderr
-    assert "rival-plugin 9.9.9" in used.stderr and "stephctl-plugin-example 0.1.0" in used.stderr
-
-
-# -- the example plugins doing real work ---------------------------------------------------------
 def test_count_patches_reports_every_slide(sites: dict[str, Path], tmp_path: Path) -> None:
     root = make_feature_project(tmp_path / "project", cancers=("BRCA",), n_patients=6, dim=4, folds=2)
     features = sorted((root / "features" / "tiny-cnn").glob("*.h5"))
@@ -336,29 +318,56 @@ def test_extract_with_the_plugin_encoder(sites: dict[str, Path], empty_project: 
     assert int(attrs["embed_dim"]) == 24
 
 
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three cancers with fold-0 models and task vectors (one epoch each)."""
+    root = make_feature_project(
+        tmp_path_factory.mktemp("merge") / "project", cancers=CANCERS, n_patients=12, dim=8, folds=2
+    )
+    config_file = root / "stephctl.yaml"
+    data = yaml.safe_load(config_file.read_text())
+    data["train"].update({"epochs": 1, "warmup_epochs": 0, "folds": [0], "device": "cpu"})
+    config_file.write_text(yaml.safe_dump(data))
+    layout, config = load_project(root)
+    assert train_source_models(layout, config).ok
+    assert compute_task_vectors(layout, config).ok
+    return root
+
+
 @pytest.mark.slow
-def test_merge_with_the_plugin_method(
-    sites: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
-) -> None:
-    root = project_copy(tmp_path_factory, tmp_path / "project")
-    args = ("-q", "-p", root, "merge", "--target", "BRCA", "--method", "cosine-topk", "--option", "k=2")
+def test_merge_with_the_plugin_method(sites: dict[str, Path], trained_project: Path) -> None:
+    root = trained_project
+    args = ("-q", "-p", root, "merge", "--target", "BRCA", "--method", "cosine-topk", "--option", "k=1")
     proc = stephctl(*args, "--fold", "0", "--json", path=[sites["example"]])
     assert proc.returncode == 0, proc.stderr + proc.stdout
     (item,) = json.loads(proc.stdout)["items"]
-    assert (item["key"], item["status"]) == ("BRCA/cosine-topk-k2/fold_0", "done")
-    run = root / "merged" / "BRCA" / "cosine-topk-k2" / "fold_0"
+    assert (item["key"], item["status"]) == ("BRCA/cosine-topk-k1/fold_0", "done")
+    run = root / "merged" / "BRCA" / "cosine-topk-k1" / "fold_0"
     assert {p.name for p in run.iterdir()} >= {
         "head.safetensors",
         "similarity.csv",
         "meta.json",
         "config.yaml",
     }
-    lines = (run / "similarity.csv").read_text().splitlines()
-    assert lines[0] == "source,cosine,selected"
-    assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(set(CANCERS) - {"BRCA"})
-    assert sum(int(line.split(",")[2]) for line in lines[1:]) == 2
+    header, *rows = [line.split(",") for line in (run / "similarity.csv").read_text().splitlines()]
+    assert header == ["source", "cosine", "selected"]
+    tau = {c: load_file(str(root / "task_vectors" / c / "fold_0.safetensors")) for c in CANCERS}
+    flat = {c: torch.cat([tau[c][k].flatten() for k in ENCODER_KEYS]) for c in CANCERS}
+    for source, cosine, _ in rows:
+        expected = torch.nn.functional.cosine_similarity(flat[source], flat["BRCA"], dim=0)
+        assert float(cosine) == pytest.approx(float(expected), abs=1e-5)
+    best = max(rows, key=lambda r: float(r[1]))[0]
+    assert {r[0]: r[2] for r in rows} == {c: str(int(c == best)) for c in CANCERS[1:]}
     assert json.loads((run / "meta.json").read_text())["method"] == "cosine-topk"
     metrics = json.loads(
-        (root / "results" / "BRCA" / "cosine-topk-k2" / "fold_0" / "metrics.json").read_text()
+        (root / "results" / "BRCA" / "cosine-topk-k1" / "fold_0" / "metrics.json").read_text()
     )
     assert metrics["n"] > 0
+
+
+def test_plugins_table_without_plugins(cli) -> None:
+    # Last in the module: the in-process CLI leaves a log handler on its (closed) captured stderr.
+    result = cli("plugins")
+    assert result.exit_code == 0, result.output
+    for word in ("commands", "encoders", "merge methods", "tiny-cnn", "steph", "train-source"):
+        assert word in result.output

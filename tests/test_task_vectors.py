@@ -52,7 +52,7 @@ def test_weighted_sum_matches_elementwise_loop(state_seeds: list[int], weights: 
     out = weighted_sum(states, w)
     for key, shape in SHAPES.items():
         expected = np.zeros(shape)
-        for state, wj in zip(states, w):
+        for state, wj in zip(states, w, strict=True):
             expected += wj * state[key].numpy()
         np.testing.assert_allclose(out[key].numpy(), expected, atol=1e-12)
 
@@ -95,7 +95,7 @@ def test_mismatched_state_dicts_are_refused() -> None:
         subtract(a, b)
     c = random_state(3)
     c["a.bias"] = torch.zeros(4)
-    with pytest.raises(ConsistencyError, match="a.bias"):
+    with pytest.raises(ConsistencyError, match=r"a\.bias"):
         add(a, c)
     with pytest.raises(ConsistencyError, match="lacks"):
         select(a, ["nope"])
@@ -107,7 +107,7 @@ def test_trim_keeps_exactly_the_largest_magnitudes(n: int, p: int, density: floa
     m = torch.randn(n, p, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     out = trim(m, density)
     keep = max(1, int(p * density))
-    for row, trimmed in zip(m, out):
+    for row, trimmed in zip(m, out, strict=True):
         kept = trimmed != 0
         assert int(kept.sum()) == keep
         assert torch.equal(trimmed[kept], row[kept])

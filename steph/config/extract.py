@@ -18,12 +18,21 @@ class TissueConfig:
     """HSV saturation (0-1) above which a pixel is tissue; None = Otsu on the saturation channel."""
     min_saturation: float = 0.05
     """Floor for the Otsu threshold, so an all-white slide yields no tissue."""
+    max_saturation: float = 0.15
+    """Ceiling for the Otsu threshold, so a slide covered by tissue is not split inside the tissue."""
     max_brightness: float = 0.92
     """Pixels brighter than this (0-1 grey value) are background whatever their saturation."""
     min_object_um2: float = 20000.0
     """Tissue components smaller than this area (square microns) are dropped as debris."""
     max_hole_um2: float = 20000.0
     """Holes inside tissue smaller than this area (square microns) are filled."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_saturation <= self.max_saturation <= 1.0:
+            raise ConfigError(
+                "extract.tissue: need 0 <= min_saturation <= max_saturation <= 1, "
+                f"got {self.min_saturation} and {self.max_saturation}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

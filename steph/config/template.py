@@ -51,6 +51,7 @@ extract:
     thumbnail_mpp: 8.0
     saturation_threshold: null   # null = Otsu on HSV saturation
     min_saturation: 0.05
+    max_saturation: 0.15         # Otsu threshold is clipped to [min_saturation, max_saturation]
     max_brightness: 0.92
     min_object_um2: 20000.0
     max_hole_um2: 20000.0

@@ -31,7 +31,9 @@ def coefficient_folds(layout: ProjectLayout, target: str, method: str, folds: li
     return [k for k in folds if layout.merged_file(target, method, k, COEFFICIENTS_FILE).is_file()]
 
 
-def source_coefficients(layout: ProjectLayout, target: str, method: str, folds: list[int]) -> SourceCoefficients | None:
+def source_coefficients(
+    layout: ProjectLayout, target: str, method: str, folds: list[int]
+) -> SourceCoefficients | None:
     """Average the coefficients.csv of ``folds``; None when no fold has one (not a STEPH method).
 
     Raises:
@@ -46,7 +48,9 @@ def source_coefficients(layout: ProjectLayout, target: str, method: str, folds: 
         rows = read_coefficients(layout.merged_file(target, method, fold, COEFFICIENTS_FILE))
         patients += len({row["patient_id"] for row in rows})
         for row in rows:
-            values.setdefault(row["source"], []).append((float(row["w"]), float(row["lambda"]), float(row["selected"])))
+            values.setdefault(row["source"], []).append(
+                (float(row["w"]), float(row["lambda"]), float(row["selected"]))
+            )
     sources = sorted(values)
     means = [np.mean(np.array(values[s]), axis=0) for s in sources]
     return SourceCoefficients(

@@ -41,7 +41,9 @@ def metric_names(auc_years: list[float]) -> list[str]:
     return ["c_index", "c_index_uno", *(auc_name(y) for y in auc_years), "ibs"]
 
 
-def survival_at(hazards: NDArray[np.float64], times: NDArray[np.float64], bin_width: float) -> NDArray[np.float64]:
+def survival_at(
+    hazards: NDArray[np.float64], times: NDArray[np.float64], bin_width: float
+) -> NDArray[np.float64]:
     """S_i(t) from per-bin hazards as a step function that drops at the end of each bin.
 
     Bin j covers [j w, (j + 1) w); S_j = prod_{k <= j} (1 - h_k) is the probability of
@@ -76,7 +78,11 @@ class MetricResult:
         return not math.isnan(self.value)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"value": _num(self.value), "ci_low": _num(self.ci_low), "ci_high": _num(self.ci_high)}
+        out: dict[str, Any] = {
+            "value": _num(self.value),
+            "ci_low": _num(self.ci_low),
+            "ci_high": _num(self.ci_high),
+        }
         if self.reason:
             out["undefined"] = self.reason
         return out

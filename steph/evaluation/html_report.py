@@ -37,7 +37,9 @@ class TargetReport:
 
 def _table_html(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table.rows
+    )
     notes = f'<p class="note">{html.escape("; ".join(table.notes))}.</p>' if table.notes else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
 
@@ -52,9 +54,20 @@ def _fold_table(results: list[FoldResult], metrics: list[str]) -> Table:
     rows = []
     for r in sorted(results, key=lambda r: (r.predictions.method, r.predictions.fold)):
         cells = [_cell(r.metrics[m].value, r.metrics[m].ci_low, r.metrics[m].ci_high) for m in metrics]
-        rows.append([r.predictions.method, str(r.predictions.fold), str(r.n), str(r.events), *cells, r.censoring_source])
+        rows.append(
+            [
+                r.predictions.method,
+                str(r.predictions.fold),
+                str(r.n),
+                str(r.events),
+                *cells,
+                r.censoring_source,
+            ]
+        )
     columns = ["method", "fold", "n", "events", *(metric_label(m) for m in metrics), "censoring from"]
-    reasons = sorted({f"{metric_label(m)}: {r.metrics[m].reason}" for r in results for m in metrics if r.metrics[m].reason})
+    reasons = sorted(
+        {f"{metric_label(m)}: {r.metrics[m].reason}" for r in results for m in metrics if r.metrics[m].reason}
+    )
     return Table("per fold", columns, rows, ["undefined = " + "; ".join(reasons)] if reasons else [])
 
 
@@ -70,12 +83,21 @@ def write_target_report(
     methods = summary.per_target[target]
     results = [r for r in summary.folds if r.predictions.target == target]
     by_method = {m: [r for r in results if r.predictions.method == m] for m in methods}
-    fold_values = {m: [r.metrics["c_index"].value for r in rs if r.metrics["c_index"].defined] for m, rs in by_method.items()}
+    fold_values = {
+        m: [r.metrics["c_index"].value for r in rs if r.metrics["c_index"].defined]
+        for m, rs in by_method.items()
+    }
     report = TargetReport(layout.report_file(target, "report.html"))
     sections = [f"<h2>Comparison</h2>{_table_html(table)}"]
 
-    bars = plot_cindex(layout.report_file(target, "cindex.png"), target, methods, fold_values,
-                       reference=summary.reference, confidence=summary.confidence)
+    bars = plot_cindex(
+        layout.report_file(target, "cindex.png"),
+        target,
+        methods,
+        fold_values,
+        reference=summary.reference,
+        confidence=summary.confidence,
+    )
     report.figures.append(bars)
     sections.append(f'<h2>C-index per method</h2><img src="{bars.name}" alt="C-index per method">')
 
@@ -86,13 +108,21 @@ def write_target_report(
         "log-rank",
         ["method", "low risk (n / events)", "high risk (n / events)", "chi²", "p"],
         [
-            [g.method, f"{int((~g.high).sum())} / {g.logrank.observed[0]}", f"{int(g.high.sum())} / {g.logrank.observed[1]}",
-             "n/a" if math.isnan(g.logrank.statistic) else f"{g.logrank.statistic:.2f}", format_p(g.logrank.p_value, label=False)]
+            [
+                g.method,
+                f"{int((~g.high).sum())} / {g.logrank.observed[0]}",
+                f"{int(g.high.sum())} / {g.logrank.observed[1]}",
+                "n/a" if math.isnan(g.logrank.statistic) else f"{g.logrank.statistic:.2f}",
+                format_p(g.logrank.p_value, label=False),
+            ]
             for g in groups
         ],
         ["groups split at each fold's training median risk and pooled over folds"],
     )
-    sections.append(f'<h2>Risk groups</h2><img src="{km.name}" alt="Kaplan-Meier curves">{_table_html(logrank)}')
+    sections.append(
+        f"<h2>Risk groups: Kaplan-Meier curves and log-rank test</h2>"
+        f'<img src="{km.name}" alt="Kaplan-Meier curves">{_table_html(logrank)}'
+    )
 
     for method, rs in by_method.items():
         coef = source_coefficients(layout, target, method, [r.predictions.fold for r in rs])
@@ -100,8 +130,10 @@ def write_target_report(
             continue
         png = plot_coefficients(layout.report_file(target, f"coefficients-{method}.png"), target, coef)
         report.figures.append(png)
-        sections.append(f"<h2>{html.escape(method)}: merge coefficients</h2>"
-                        f'<img src="{png.name}" alt="{html.escape(method)} coefficients">')
+        sections.append(
+            f"<h2>{html.escape(method)}: merge coefficients</h2>"
+            f'<img src="{png.name}" alt="{html.escape(method)} coefficients">'
+        )
 
     sections.append(f"<h2>Per fold</h2>{_table_html(_fold_table(results, summary.metrics))}")
     mine = [w for w in summary.warnings if w.startswith(f"{target}/") or w.startswith(f"{target}:")]

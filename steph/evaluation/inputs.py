@@ -77,9 +77,10 @@ def _hazard_columns(header: list[str], path: Path, time_bins: int) -> list[int]:
     found = [name for name in header if name.startswith("hazard_")]
     expected = [f"hazard_{j + 1}" for j in range(time_bins)]
     if found != expected:
+        shown = f"{found[0]}..{found[-1]}" if found else "none"
         raise ConsistencyError(
-            f"{path}: hazard columns {found[:1] + ['...'] + found[-1:] if len(found) > 2 else found} do not match "
-            f"model.time_bins = {time_bins} (expected hazard_1..hazard_{time_bins})",
+            f"{path}: {len(found)} hazard columns ({shown}), but model.time_bins = {time_bins} "
+            f"(expected hazard_1..hazard_{time_bins})",
             hint="evaluate with the stephctl.yaml the predictions were made with",
         )
     return [header.index(name) for name in expected]
@@ -110,7 +111,9 @@ def read_predictions(
         ConsistencyError: the hazard columns do not match ``time_bins``.
     """
     if not path.is_file():
-        raise MissingArtifactError(f"predictions not found: {path}", hint="run `stephctl train-source` or `stephctl merge`")
+        raise MissingArtifactError(
+            f"predictions not found: {path}", hint="run `stephctl train-source` or `stephctl merge`"
+        )
     with path.open(newline="", encoding="utf-8-sig") as fh:
         rows = [[cell.strip() for cell in row] for row in csv.reader(fh)]
     header = rows[0] if rows else []
@@ -158,12 +161,14 @@ def read_predictions(
         event=np.array([records[p][1] for p in ids], dtype=bool),
         risk=np.array([records[p][2] for p in ids], dtype=np.float64),
         hazards=np.array([records[p][3] for p in ids], dtype=np.float64).reshape(len(ids), time_bins),
-        train_median_risk=_train_median_risk(path.with_name("metrics.json")),
+        train_median_risk=train_median_risk(path.with_name("metrics.json")),
     )
 
 
 def _check_against_labels(
-    path: Path, records: dict[str, tuple[float, int, float, list[float]]], labels: dict[str, tuple[float, int]]
+    path: Path,
+    records: dict[str, tuple[float, int, float, list[float]]],
+    labels: dict[str, tuple[float, int]],
 ) -> None:
     unknown = [pid for pid in records if pid not in labels]
     if unknown:
@@ -179,7 +184,8 @@ def _check_against_labels(
             )
 
 
-def _train_median_risk(metrics_json: Path) -> float | None:
+def train_median_risk(metrics_json: Path) -> float | None:
+    """``train_median_risk`` of a results metrics.json, or None when absent or not finite."""
     if not metrics_json.is_file():
         return None
     try:
@@ -196,7 +202,9 @@ def target_cohort(layout: ProjectLayout, config: ProjectConfig, target: str) -> 
     try:
         return load_cohort(layout, config, target)
     except MissingArtifactError:
-        log.warning("%s: no labels at %s; patients are not checked against them", target, layout.labels(target))
+        log.warning(
+            "%s: no labels at %s; patients are not checked against them", target, layout.labels(target)
+        )
         return None
 
 
@@ -205,7 +213,9 @@ def cohort_labels(cohort: Cohort | None) -> dict[str, tuple[float, int]] | None:
     return None if cohort is None else {pid: (p.t, p.e) for pid, p in cohort.patients.items()}
 
 
-def training_survival(layout: ProjectLayout, cohort: Cohort | None, fold: int, test: FoldPredictions) -> TrainingSurvival:
+def training_survival(
+    layout: ProjectLayout, cohort: Cohort | None, fold: int, test: FoldPredictions
+) -> TrainingSurvival:
     """The fold's training patients (labels + split), or the test set itself when unavailable.
 
     The censoring distribution of the IPCW metrics should come from the training set; without
@@ -237,7 +247,10 @@ def read_coefficients(path: Path) -> list[dict[str, str]]:
         header = [h.strip() for h in reader.fieldnames or []]
         missing = [c for c in COEFFICIENT_COLUMNS if c not in header]
         if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}", hint="expected " + ",".join(COEFFICIENT_COLUMNS))
+            raise DataError(
+                f"{path}: missing column(s) {', '.join(missing)}",
+                hint="expected " + ",".join(COEFFICIENT_COLUMNS),
+            )
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     for i, row in enumerate(rows):
         for column in ("w", "lambda", "selected"):

@@ -36,8 +36,15 @@ def format_p(p: float, *, label: bool = True) -> str:
     return f"p {text}" if label else text.removeprefix("= ")
 
 
-def plot_cindex(path: Path, target: str, methods: dict[str, MethodSummary], fold_values: dict[str, list[float]], *,
-                reference: str, confidence: float) -> Path:
+def plot_cindex(
+    path: Path,
+    target: str,
+    methods: dict[str, MethodSummary],
+    fold_values: dict[str, list[float]],
+    *,
+    reference: str,
+    confidence: float,
+) -> Path:
     """Bar chart: mean C-index per method with its bootstrap interval (or ± sd), fold values as dots."""
     names = list(methods)
     means = np.array([methods[m].mean["c_index"] for m in names])
@@ -61,16 +68,39 @@ def plot_cindex(path: Path, target: str, methods: dict[str, MethodSummary], fold
     for i, m in enumerate(names):
         vals = np.asarray(fold_values.get(m, []), dtype=float)
         jitter = np.linspace(-0.03, 0.03, vals.size) if vals.size > 1 else np.zeros(vals.size)
-        ax.scatter(i + 0.19 + jitter, vals, s=16, facecolor="white", edgecolor="black", lw=0.9, zorder=4,
-                   label="fold values" if i == 0 else None)
+        ax.scatter(
+            i + 0.19 + jitter,
+            vals,
+            s=16,
+            facecolor="white",
+            edgecolor="black",
+            lw=0.9,
+            zorder=4,
+            label="fold values" if i == 0 else None,
+        )
         label = "undefined" if math.isnan(means[i]) else f"{means[i]:.3f}"
         colour = "black" if math.isnan(means[i]) else "white"
-        ax.text(i, bottom + 0.01, label, ha="center", va="bottom", fontsize=8, color=colour, weight="bold", zorder=5)
+        ax.text(
+            i,
+            bottom + 0.01,
+            label,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color=colour,
+            weight="bold",
+            zorder=5,
+        )
     ax.set_ylim(bottom, top)
+    ax.set_xlim(-0.6, len(names) - 0.4)
     ax.axhline(0.5, color="grey", ls="--", lw=0.8, zorder=1)
     ax.set_xticks(x, names, rotation=20 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     ax.set_ylabel("Harrell's C-index")
-    bars = f"error bars: {confidence:.0%} bootstrap CI of the mean" if use_ci else "error bars: ± sample sd over folds"
+    bars = (
+        f"error bars: {confidence:.0%} bootstrap CI of the mean"
+        if use_ci
+        else "error bars: ± sample sd over folds"
+    )
     ax.set_title(f"{target}: C-index per method (mean over folds)\n{bars}", fontsize=9)
     ax.grid(axis="y", alpha=0.3, zorder=0)
     handles, _ = ax.get_legend_handles_labels()
@@ -85,7 +115,7 @@ def plot_km(path: Path, target: str, groups: list[RiskGroups]) -> Path:
     """Kaplan-Meier curves of the low/high-risk groups of each method, with the log-rank p-value."""
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.4 * rows + 0.5), layout="constrained")
+    fig = Figure(figsize=(max(5.0, 4.2 * cols), 3.4 * rows + 0.7), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
     horizon = max(float(g.time.max()) for g in groups) / DAYS_PER_YEAR
     for ax, group in zip(axes, groups, strict=False):
@@ -98,7 +128,14 @@ def plot_km(path: Path, target: str, groups: list[RiskGroups]) -> Path:
             ys = np.r_[1.0, curve.values]
             ax.step(xs, ys, where="post", color=colour, lw=1.6, label=f"{name} (n={int(mask.sum())})")
             censored = mask & ~group.event
-            ax.plot(group.time[censored] / DAYS_PER_YEAR, curve(group.time[censored]), "|", color=colour, ms=6, mew=1)
+            ax.plot(
+                group.time[censored] / DAYS_PER_YEAR,
+                curve(group.time[censored]),
+                "|",
+                color=colour,
+                ms=6,
+                mew=1,
+            )
         note = format_p(group.logrank.p_value)
         if group.test_median_folds:
             note += f"\ncut-off: test median (fold {', '.join(map(str, group.test_median_folds))})"
@@ -109,11 +146,13 @@ def plot_km(path: Path, target: str, groups: list[RiskGroups]) -> Path:
         ax.set_xlabel("years")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8, frameon=False)
-    for ax in axes[len(groups):]:
+    for ax in axes[len(groups) :]:
         ax.set_visible(False)
     axes[0].set_ylabel("survival probability")
-    fig.suptitle(f"{target}: Kaplan-Meier by predicted risk (split at the training median, pooled over folds)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{target}: Kaplan-Meier by predicted risk\n(split at each fold's training median risk, pooled over folds)",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 

@@ -105,7 +105,11 @@ class Summary:
             "interval": f"{self.confidence:.0%} percentile bootstrap",
             "targets": {t: [m.to_dict() for m in methods.values()] for t, methods in self.per_target.items()},
             "over_targets": {
-                m: {"targets": v["targets"], "mean": _nums(v["mean"]), "rel_change_pct": _nums(v["rel_change"])}
+                m: {
+                    "targets": v["targets"],
+                    "mean": _nums(v["mean"]),
+                    "rel_change_pct": _nums(v["rel_change"]),
+                }
                 for m, v in self.over_targets.items()
             },
             "folds": [f.to_dict() for f in self.folds],
@@ -130,7 +134,12 @@ def _mean_interval(results: list[FoldResult], metric: str, confidence: float) ->
 
 
 def _summarize_method(
-    target: str, method: str, results: list[FoldResult], expected: list[int], metrics: list[str], confidence: float
+    target: str,
+    method: str,
+    results: list[FoldResult],
+    expected: list[int],
+    metrics: list[str],
+    confidence: float,
 ) -> MethodSummary:
     folds = sorted(r.predictions.fold for r in results)
     summary = MethodSummary(target, method, folds, sorted(set(expected) - set(folds)))
@@ -178,13 +187,19 @@ def summarize(
     per_target: dict[str, dict[str, MethodSummary]] = {}
     for target in sorted(grouped):
         methods = grouped[target]
-        expected = expected_folds.get(target) or sorted({r.predictions.fold for rs in methods.values() for r in rs})
+        expected = expected_folds.get(target) or sorted(
+            {r.predictions.fold for rs in methods.values() for r in rs}
+        )
         per_target[target] = {}
         for method in sorted(methods):
             ms = _summarize_method(target, method, methods[method], expected, metrics, confidence)
             per_target[target][method] = ms
             if ms.partial:
-                paired = "" if method == reference else f" and its relative change uses the folds shared with {reference}"
+                paired = (
+                    ""
+                    if method == reference
+                    else f" and its relative change uses the folds shared with {reference}"
+                )
                 warnings.append(
                     f"{target}/{method}: partial, fold(s) {_join(ms.missing_folds)} missing (has {_join(ms.folds)}); "
                     f"its mean is over the folds it has{paired}"
@@ -194,14 +209,18 @@ def summarize(
                 if undefined:
                     reasons = sorted({r.metrics[name].reason for r in undefined})
                     folds = _join(sorted(r.predictions.fold for r in undefined))
-                    warnings.append(f"{target}/{method}: {name} undefined on fold(s) {folds}: {'; '.join(reasons)}")
+                    warnings.append(
+                        f"{target}/{method}: {name} undefined on fold(s) {folds}: {'; '.join(reasons)}"
+                    )
         if reference in methods:
             for method, ms in per_target[target].items():
                 for name in metrics:
                     m, ref = _paired_means(methods[method], methods[reference], name)
                     ms.rel_change[name] = relative_change(m, ref)
         else:
-            warnings.append(f"{target}: no results for the reference method {reference!r}; no relative change")
+            warnings.append(
+                f"{target}: no results for the reference method {reference!r}; no relative change"
+            )
     over = _over_targets(grouped, per_target, metrics, reference) if len(per_target) > 1 else {}
     return Summary(metrics, reference, confidence, per_target, over, list(results), warnings)
 
@@ -249,7 +268,9 @@ def summary_rows(summary: Summary) -> list[tuple[str, str, str, str, float]]:
     Undefined values are ``nan``.
     """
     rows: list[tuple[str, str, str, str, float]] = []
-    for result in sorted(summary.folds, key=lambda r: (r.predictions.target, r.predictions.method, r.predictions.fold)):
+    for result in sorted(
+        summary.folds, key=lambda r: (r.predictions.target, r.predictions.method, r.predictions.fold)
+    ):
         p = result.predictions
         for name in summary.metrics:
             m = result.metrics[name]

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .summary import Summary, format_change, summary_rows, SUMMARY_COLUMNS
+from .summary import SUMMARY_COLUMNS, Summary, format_change, summary_rows
 
 LABELS = {"c_index": "C-index", "c_index_uno": "Uno C", "ibs": "IBS"}
 
@@ -56,10 +56,21 @@ def comparison_tables(summary: Summary, *, resamples: int) -> list[Table]:
     others = [m for m in summary.metrics if m != "c_index"]
     tables: list[Table] = []
     for target, methods in summary.per_target.items():
-        columns = ["method", "folds", "C-index", f"{level} CI", f"vs {ref}", *(metric_label(m) for m in others)]
+        columns = [
+            "method",
+            "folds",
+            "C-index",
+            f"{level} CI",
+            f"vs {ref}",
+            *(metric_label(m) for m in others),
+        ]
         rows = []
         for method, ms in methods.items():
-            folds = str(len(ms.folds)) if not ms.partial else f"{len(ms.folds)}/{len(ms.folds) + len(ms.missing_folds)} partial"
+            folds = (
+                str(len(ms.folds))
+                if not ms.partial
+                else f"{len(ms.folds)}/{len(ms.folds) + len(ms.missing_folds)} partial"
+            )
             rows.append(
                 [
                     method,
@@ -89,7 +100,10 @@ def comparison_tables(summary: Summary, *, resamples: int) -> list[Table]:
                 f"mean over {n} targets",
                 columns,
                 rows,
-                ["mean of the per-target means", f"vs {ref}: relative change of the mean over the targets both methods have"],
+                [
+                    "mean of the per-target means",
+                    f"vs {ref}: relative change of the mean over the targets both methods have",
+                ],
             )
         )
     return tables

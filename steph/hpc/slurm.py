@@ -251,6 +251,9 @@ def make_jobs(
             every task (the pass-through options plus the task list's pins).
         pending_only: Only the units not done yet (their indices in the full list are kept).
 
+    Creates ``logs/slurm/``: Slurm does not create the folder of ``--output`` and a job whose log
+    cannot be opened fails without a trace.
+
     Creates ``logs/slurm/`` (Slurm does not create the folder of ``--output``).
 
     Raises:
@@ -261,7 +264,9 @@ def make_jobs(
     jobs = []
     for stage, units, options in stages:
         if any("\n" in option or "\r" in option for option in options):
-            raise ConfigError(f"{stage}: a stage option contains a line break", hint="pass each option on one line")
+            raise ConfigError(
+                f"{stage}: a stage option contains a line break", hint="pass each option on one line"
+            )
         indices = [i for i, unit in enumerate(units) if not (pending_only and unit.done)]
         if not units:
             raise ConfigError(
@@ -284,6 +289,7 @@ def make_jobs(
         raise ConfigError(
             "nothing to submit: every task is done", hint="drop --pending to resubmit everything"
         )
+    layout.slurm_log(jobs[0].stage).parent.mkdir(parents=True, exist_ok=True)  # sbatch does not create it
     return jobs
 
 

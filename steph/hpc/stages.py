@@ -8,6 +8,8 @@ others (extract's encoders, merge's registry).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..progress import NULL_PROGRESS, Progress
@@ -34,20 +36,25 @@ def _run_extract(
     *,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
+    devices: Sequence[str] | None = None,
 ) -> StageReport:
+    """Extract one shard; with ``devices``, split it over one worker process per device."""
+    p = unit.params
+    selection = {
+        "cancers": p.get("cancers"),
+        "slides_file": Path(p["slides_file"]) if p.get("slides_file") else None,
+        "num_shards": p["num_shards"],
+        "shard_index": p["shard_index"],
+    }
+    if devices:
+        from .multi_device import extract_on_devices
+
+        return extract_on_devices(
+            layout, config, devices, overwrite=overwrite, progress=progress, **selection
+        )
     from ..pipeline.extract import extract_features
 
-    p = unit.params
-    return extract_features(
-        layout,
-        config,
-        cancers=p.get("cancers"),
-        slides_file=p.get("slides_file"),
-        num_shards=p["num_shards"],
-        shard_index=p["shard_index"],
-        overwrite=overwrite,
-        progress=progress,
-    )
+    return extract_features(layout, config, overwrite=overwrite, progress=progress, **selection)
 
 
 register_stage(
@@ -198,9 +205,7 @@ def _plan_evaluate(layout: ProjectLayout, config: ProjectConfig, selection: Sele
     targets = selection.get("targets") or list(config.cancers) or layout.label_cancers()
     methods = list(selection["methods"]) if selection.get("methods") else None
     return [
-        WorkUnit(
-            STAGE, name, (), {"target": name, "methods": methods, "bootstrap": selection.get("bootstrap")}
-        )
+        WorkUnit(STAGE, name, (), {"target": name, "methods": methods})
         for name in dict.fromkeys(normalize_cancer(t) for t in targets)
     ]
 
@@ -217,14 +222,7 @@ def _run_evaluate(
 
     del overwrite  # evaluation always recomputes
     p = unit.params
-    return evaluate_models(
-        layout,
-        config,
-        targets=[p["target"]],
-        methods=p["methods"],
-        bootstrap=p["bootstrap"],
-        progress=progress,
-    )
+    return evaluate_models(layout, config, targets=[p["target"]], methods=p["methods"], progress=progress)
 
 
 register_stage(

@@ -118,8 +118,11 @@ def run_task(
     *,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
+    **options: Any,
 ) -> StageReport:
     """Run unit ``index`` of the task list of ``stage``.
+
+    ``options`` go to the stage's unit runner (extract takes ``devices``).
 
     Returns:
         The stage's report for that unit; a unit already done (and not ``overwrite``) is
@@ -141,7 +144,7 @@ def run_task(
         report = StageReport(stage)
         report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)", task_index=index)
         return report
-    report = tasks.run(layout, config, unit, overwrite=overwrite, progress=progress)
+    report = tasks.run(layout, config, unit, overwrite=overwrite, progress=progress, **options)
     report.outputs["task"] = {"index": index, "key": unit.key, "of": len(units)}
     return report
 

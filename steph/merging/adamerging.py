@@ -18,7 +18,7 @@ over ``[tau_t, TIES(tau_t, tau_s1), ..., TIES(tau_t, tau_sm)]``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -64,13 +64,19 @@ class AdaMerging(MergeMethod):
     description = "one trainable coefficient per task vector (init 1/N) + new head, SurvMLE + z-loss"
     reference = "Yang et al., AdaMerging, ICLR 2024; STEPH paper baseline 'AdaMerging'"
     config_fields = ("gamma",)
-    files = {"coefficients.safetensors": ("coefficients",), "head.safetensors": ("pred_head",)}
+    files: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "coefficients.safetensors": ("coefficients",),
+        "head.safetensors": ("pred_head",),
+    }
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         return all_vectors(ctx)
 
     def vector_names(self, ctx: MergeContext) -> list[str]:
-        return [f"{ctx.target}/fold_{ctx.fold}", *(f"{s}/fold_{ctx.config.source_fold}" for s in ctx.source_names)]
+        return [
+            f"{ctx.target}/fold_{ctx.fold}",
+            *(f"{s}/fold_{ctx.config.source_fold}" for s in ctx.source_names),
+        ]
 
     def build(self, ctx: MergeContext) -> AdaMergingModel:
         return AdaMergingModel(
@@ -82,11 +88,14 @@ class AdaMerging(MergeMethod):
             gamma=ctx.config.gamma,
         )
 
-    def tables(self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext) -> dict[str, Table]:
+    def tables(
+        self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext
+    ) -> dict[str, Table]:
         """``task_weights.csv``: the learned coefficient of each task vector."""
         assert isinstance(model, AdaMergingModel)
         rows: list[list[Any]] = [
-            [name, float(c)] for name, c in zip(self.vector_names(ctx), model.coefficients.detach().cpu())
+            [name, float(c)]
+            for name, c in zip(self.vector_names(ctx), model.coefficients.detach().cpu(), strict=True)
         ]
         return {"task_weights.csv": (["task_vector", "weight"], rows)}
 
@@ -95,7 +104,7 @@ class TiesAdaMerging(AdaMerging):
     name = "ties-adamerging"
     description = "AdaMerging over pairwise TIES(target, source) vectors (top density, sum of agreeing)"
     reference = "STEPH paper baseline 'TIES AM'; Yadav et al., NeurIPS 2023 + Yang et al., ICLR 2024"
-    option_defaults = {"density": 0.2}
+    option_defaults: ClassVar[Mapping[str, Any]] = {"density": 0.2}
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)

@@ -5,8 +5,8 @@ See the package docstring (:mod:`steph.merging`) for how a plugin implements a m
 
 from __future__ import annotations
 
+import abc
 import dataclasses
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from ..config import ModelConfig
     from ..data import Cohort
     from ..training.loop import BagSource, SurvivalTargets
-
-log = logging.getLogger(__name__)
 
 StateDict = dict[str, Tensor]
 Table = tuple[list[str], list[list[Any]]]
@@ -67,7 +65,7 @@ class MergeContext:
         return len(self.source_names)
 
 
-class MergeMethod:
+class MergeMethod(abc.ABC):
     """Base class of merge methods; subclasses set the class attributes and :meth:`build`.
 
     Class attributes:
@@ -124,9 +122,9 @@ class MergeMethod:
         return "-".join(parts)
 
     # -- the work -----------------------------------------------------------------------------
+    @abc.abstractmethod
     def build(self, ctx: MergeContext) -> nn.Module:
         """The untrained model; ``forward(x, mask)`` returns logits or a ``ModelOutput``."""
-        raise NotImplementedError
 
     def train(self, model: nn.Module, ctx: MergeContext) -> list[float]:
         """Train ``model`` on the target's training split; returns the loss of each epoch.
@@ -156,10 +154,14 @@ class MergeMethod:
             out[file_name] = {k: v for k, v in state.items() if _under(k, prefixes)}
         left = sorted(set(state) - {k for part in out.values() for k in part})
         if left:
-            raise TypeError(f"merge method {self.name!r}: state {left[:5]} is in none of its files {list(self.files)}")
+            raise TypeError(
+                f"merge method {self.name!r}: state {left[:5]} is in none of its files {list(self.files)}"
+            )
         return {name: part for name, part in out.items() if part}
 
-    def tables(self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext) -> dict[str, Table]:
+    def tables(
+        self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext
+    ) -> dict[str, Table]:
         """Extra CSVs written next to the weights, from the test-set ``extras`` (default none)."""
         return {}
 

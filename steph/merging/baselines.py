@@ -16,6 +16,10 @@ the usual protocol, since a survival head cannot be merged across cohorts meanin
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
 from ..models.abmil import ENCODER_KEYS
@@ -41,10 +45,11 @@ def all_vectors(ctx: MergeContext) -> list[StateDict]:
 class _DataFree(MergeMethod):
     """A fixed merged encoder (``theta0 + merged_vector``) and a new trained head."""
 
-    files = {"head.safetensors": ("pred_head",)}
+    files: ClassVar[Mapping[str, tuple[str, ...]]] = {"head.safetensors": ("pred_head",)}
 
+    @abc.abstractmethod
     def merged_vector(self, ctx: MergeContext) -> StateDict:
-        raise NotImplementedError
+        """The task vector added to theta0 (encoder tensors only)."""
 
     def build(self, ctx: MergeContext) -> FrozenEncoderHead:
         encoder = add(select(ctx.theta0, ENCODER_KEYS), self.merged_vector(ctx))
@@ -69,7 +74,7 @@ class TaskArithmetic(_DataFree):
     name = "task-arithmetic"
     description = "theta0 + scale * sum of the task vectors (options.scale, default 0.3); new head"
     reference = "Ilharco et al., Editing models with task arithmetic, ICLR 2023"
-    option_defaults = {"scale": 0.3}
+    option_defaults: ClassVar[Mapping[str, Any]] = {"scale": 0.3}
 
     def merged_vector(self, ctx: MergeContext) -> StateDict:
         vectors = all_vectors(ctx)
@@ -80,7 +85,7 @@ class Ties(_DataFree):
     name = "ties"
     description = "TIES-merging: trim to top density, elect sign, disjoint mean, times scale; new head"
     reference = "Yadav et al., TIES-Merging, NeurIPS 2023"
-    option_defaults = {"density": 0.2, "scale": 1.0}
+    option_defaults: ClassVar[Mapping[str, Any]] = {"density": 0.2, "scale": 1.0}
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from ..config.merge import MergeConfig
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
 from ..fileio import read_json
 from ..layout import normalize_cancer
 from ..pipeline.task_vector import load_task_vector
 from ..task_vectors import StateDict
 from ..theta0 import Theta0
+from .base import MergeMethod, method_fields
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -80,10 +82,14 @@ def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -
             hint=f"cancers of the project: {', '.join(known)}",
         )
     if config.merge.sources and target in requested:
-        log.warning("%s is the target: it is not used as a source (its same-fold task vector is the target's)", target)
+        log.warning(
+            "%s is the target: it is not used as a source (its same-fold task vector is the target's)", target
+        )
     sources = list(dict.fromkeys(s for s in requested if s != target))
     if not sources:
-        raise ConfigError(f"no source cancers for target {target}", hint="list at least one other cancer with --sources")
+        raise ConfigError(
+            f"no source cancers for target {target}", hint="list at least one other cancer with --sources"
+        )
     return sources
 
 
@@ -98,7 +104,7 @@ def target_folds(layout: ProjectLayout, target: str, folds: Sequence[int] | None
     found = [k for k in layout.split_folds(target) if layout.task_vector_meta(target, k).is_file()]
     if not found:
         raise MissingArtifactError(
-            f"target {target} has no task vectors under {layout.task_vectors_root / target}",
+            f"target {target} has no task vectors (looked for {layout.task_vector_meta(target, 0).name} and the other folds under {layout.task_vector(target, 0).parent})",
             hint=f"run `stephctl -p {layout.root} task-vector --cancer {target}`",
         )
     return found
@@ -117,7 +123,9 @@ def require_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]
     for cancer, fold in missing:
         by_fold.setdefault(fold, []).append(cancer)
     commands = [
-        f"`stephctl -p {layout.root} task-vector " + " ".join(f"--cancer {c}" for c in cancers) + f" --fold {fold}`"
+        f"`stephctl -p {layout.root} task-vector "
+        + " ".join(f"--cancer {c}" for c in cancers)
+        + f" --fold {fold}`"
         for fold, cancers in sorted(by_fold.items())
     ]
     raise MissingArtifactError(
@@ -141,7 +149,9 @@ def check_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]],
                 f" (project theta0 {theta0.sha256[:12]}...)"
             )
         elif record.get("architecture") != theta0.architecture:
-            problems.append(f"{cancer} fold {fold} has architecture {record.get('architecture')} (theta0 {theta0.architecture})")
+            problems.append(
+                f"{cancer} fold {fold} has architecture {record.get('architecture')} (theta0 {theta0.architecture})"
+            )
     if problems:
         raise ConsistencyError(
             "task vectors can only be merged when every model started from the same theta0 with the same "
@@ -149,6 +159,49 @@ def check_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]],
             hint="retrain those models from the project's theta0 (`stephctl train-source --overwrite`), then "
             "`stephctl task-vector --overwrite`",
         )
+
+
+def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> list[MergeMethod]:
+    """The methods to run (``merge.method`` when none given), validated against the registry and
+    against the ``merge:`` fields that are set.
+
+    Raises:
+        UnknownNameError: an unknown method (lists the registered ones).
+        ConfigError: a method-specific field (``--mix``, ``--gamma`` ...) differs from its default
+            but none of the requested methods reads it.
+    """
+    from . import MERGE_METHODS  # the package imports this module while it initialises
+
+    names = list(dict.fromkeys(methods or [config.merge.method]))
+    chosen = [MERGE_METHODS.get(name) for name in names]
+    defaults = MergeConfig()
+    for field in method_fields():
+        if getattr(config.merge, field) == getattr(defaults, field):
+            continue
+        if not any(field in m.config_fields for m in chosen):
+            users = [n for n, m in MERGE_METHODS.items() if field in m.config_fields]
+            raise ConfigError(
+                f"merge.{field} is set to {getattr(config.merge, field)!r} but no requested method uses it "
+                f"(methods: {', '.join(names)})",
+                hint=f"it applies to: {', '.join(users)}; drop the flag or request one of those with --method",
+            )
+    accepted = {key for m in chosen for key in m.option_defaults}
+    unknown = sorted(set(config.merge.options) - accepted)
+    if unknown:
+        valid = "; ".join(f"{m.name}: {', '.join(m.option_defaults) or 'none'}" for m in chosen)
+        raise ConfigError(
+            f"unknown merge option(s) {', '.join(map(repr, unknown))} for {', '.join(names)}",
+            hint=f"options of the requested methods: {valid} (`stephctl merge --list-methods`)",
+        )
+    return chosen
+
+
+def for_method(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
+    """``merge`` as seen by one method: options it does not declare are dropped (several
+    methods in one command share ``merge.options``)."""
+    if not merge.options:
+        return merge
+    return replace(merge, options={k: v for k, v in merge.options.items() if k in method.option_defaults})
 
 
 def load_inputs(

@@ -81,7 +81,9 @@ def load_merged_model(
         model_config = ModelConfig(**meta["model_config"])
         sources, source_fold, dim_in = list(meta["sources"]), int(meta["source_fold"]), int(meta["dim_in"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{meta_path} is not a valid merge record: {exc}", hint="rerun the merge with --overwrite") from exc
+        raise DataError(
+            f"{meta_path} is not a valid merge record: {exc}", hint="rerun the merge with --overwrite"
+        ) from exc
     theta0 = load_theta0(layout, model=model_config, dim_in=dim_in)
     if theta0.sha256 != meta["theta0_sha256"]:
         raise ConsistencyError(
@@ -89,8 +91,8 @@ def load_merged_model(
             hint="rerun the merge with --overwrite",
         )
     inputs = load_inputs(layout, target, fold, sources, source_fold, theta0)
-    if inputs.vector_hashes != meta["task_vectors"]:
-        changed = sorted(k for k, v in inputs.vector_hashes.items() if meta["task_vectors"].get(k) != v)
+    if inputs.vector_hashes != meta["vector_sha256"]:
+        changed = sorted(k for k, v in inputs.vector_hashes.items() if meta["vector_sha256"].get(k) != v)
         raise ConsistencyError(
             f"task vectors changed since {run} fold {fold} was trained: {', '.join(changed)}",
             hint="rerun the merge with --overwrite",
@@ -116,7 +118,9 @@ def load_merged_model(
     for file, sha in meta["files"].items():
         path = layout.merged_file(target, run, fold, file)
         if path.is_file() and sha256_file(path) != sha:
-            raise ConsistencyError(f"{path} changed after training (sha256 mismatch)", hint="rerun the merge with --overwrite")
+            raise ConsistencyError(
+                f"{path} changed after training (sha256 mismatch)", hint="rerun the merge with --overwrite"
+            )
         state.update(load_state_dict(path, what=f"{run} weights", hint="rerun the merge with --overwrite"))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -38,11 +38,16 @@ class VectorStack(nn.Module):
     """
 
     def __init__(
-        self, theta0: Mapping[str, Tensor], vectors: Sequence[Mapping[str, Tensor]], keys: Sequence[str] = ENCODER_KEYS
+        self,
+        theta0: Mapping[str, Tensor],
+        vectors: Sequence[Mapping[str, Tensor]],
+        keys: Sequence[str] = ENCODER_KEYS,
     ) -> None:
         super().__init__()
         self.spec: FlatSpec = flat_spec(theta0, keys)
-        self.register_buffer("base", flatten(select(theta0, keys), keys).detach().float().clone(), persistent=False)
+        self.register_buffer(
+            "base", flatten(select(theta0, keys), keys).detach().float().clone(), persistent=False
+        )
         stacked = torch.stack([flatten(select(v, keys), keys) for v in vectors]).detach().float()
         self.register_buffer("vectors", stacked, persistent=False)
 
@@ -60,7 +65,9 @@ class VectorStack(nn.Module):
 class FrozenEncoderHead(nn.Module):
     """A fixed (merged) ABMIL encoder and a new trainable ``pred_head`` Linear(E, T)."""
 
-    def __init__(self, encoder: Mapping[str, Tensor], *, dim_emb: int, time_bins: int, dropout: float) -> None:
+    def __init__(
+        self, encoder: Mapping[str, Tensor], *, dim_emb: int, time_bins: int, dropout: float
+    ) -> None:
         super().__init__()
         self.encoder = FrozenState(select(encoder, ENCODER_KEYS))
         self.dropout = dropout

@@ -18,7 +18,7 @@ per bag). Inference runs all E encoders plus the router, which is why it costs a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -95,8 +95,8 @@ class RouPKT(MergeMethod):
     description = "representation transfer: router picks top-k of the frozen target + source ABMIL embeddings"
     reference = "Liu et al., CROPKT (ROUPKT baseline); github.com/liupei101/CROPKT"
     config_fields = ("top_k",)
-    option_defaults = {"balance_weight": 0.01, "z_weight": 0.01}
-    files = {
+    option_defaults: ClassVar[Mapping[str, Any]] = {"balance_weight": 0.01, "z_weight": 0.01}
+    files: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "router.safetensors": ("router", "gate"),
         "experts.safetensors": ("experts",),
         "head.safetensors": ("pred_head",),
@@ -130,10 +130,14 @@ class RouPKT(MergeMethod):
             z_weight=opts["z_weight"],
         )
 
-    def tables(self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext) -> dict[str, Table]:
+    def tables(
+        self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext
+    ) -> dict[str, Table]:
         """``routing.csv``: router probability of each expert per test patient, and the top-k."""
         probs = extras["p"]
-        chosen = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, probs.topk(ctx.config.top_k, dim=1).indices, True)
+        chosen = torch.zeros_like(probs, dtype=torch.bool).scatter_(
+            1, probs.topk(ctx.config.top_k, dim=1).indices, True
+        )
         rows: list[list[Any]] = []
         for b, pid in enumerate(ids):
             for i, expert in enumerate(self.expert_names(ctx)):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -100,7 +100,9 @@ class StephModel(nn.Module):
         self.stack = VectorStack(theta0, [target_vector, *source_vectors])
         agg, mix = settings.weights == "hypernet", settings.mix == "hypernet"
         self.hypernet = (
-            Hypernetwork(dim_in, self.n_sources, hidden=dim_emb, agg_head=agg, mix_head=mix) if agg or mix else None
+            Hypernetwork(dim_in, self.n_sources, hidden=dim_emb, agg_head=agg, mix_head=mix)
+            if agg or mix
+            else None
         )
         m = self.n_sources
         self.global_w = nn.Parameter(torch.full((m,), 1.0 / m)) if settings.weights == "global" else None
@@ -160,10 +162,15 @@ class Steph(MergeMethod):
     """STEPH, with the paper's ablations as options."""
 
     name = "steph"
-    description = "Sparse task-vector mixup with hypernetworks: per-WSI top-k mixture of target/source task vectors"
+    description = (
+        "Sparse task-vector mixup with hypernetworks: per-WSI top-k mixture of target/source task vectors"
+    )
     reference = "Liu et al., STEPH, CVPR 2026 (arXiv 2603.10526); github.com/liupei101/STEPH"
     config_fields = ("top_k", "sparse", "mix", "fixed_lambda", "weights", "gamma", "beta")
-    files = {"hypernet.safetensors": ("hypernet", "global_w", "global_r"), "head.safetensors": ("pred_head",)}
+    files: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "hypernet.safetensors": ("hypernet", "global_w", "global_r"),
+        "head.safetensors": ("pred_head",),
+    }
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)
@@ -175,9 +182,13 @@ class Steph(MergeMethod):
         if config.mix != "fixed" and config.fixed_lambda != _DEFAULTS.fixed_lambda:
             raise ConfigError("merge.fixed_lambda is only used with mix: fixed", hint="add --mix fixed")
         if config.mix == "fixed" and config.beta != _DEFAULTS.beta:
-            raise ConfigError("merge.beta has no effect when lambda is fixed (mix: fixed)", hint="drop --beta")
+            raise ConfigError(
+                "merge.beta has no effect when lambda is fixed (mix: fixed)", hint="drop --beta"
+            )
         if not config.sparse and config.top_k != _DEFAULTS.top_k:
-            raise ConfigError("merge.top_k has no effect with sparse: false", hint="drop --top-k or --no-sparse")
+            raise ConfigError(
+                "merge.top_k has no effect with sparse: false", hint="drop --top-k or --no-sparse"
+            )
 
     def run_name(self, config: MergeConfig) -> str:
         """``steph`` plus ``-fixed-lambda<v>`` / ``-global-lambda``, ``-global-w``, ``-dense``,
@@ -211,7 +222,9 @@ class Steph(MergeMethod):
             settings=StephSettings.from_config(ctx.config),
         )
 
-    def tables(self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext) -> dict[str, Table]:
+    def tables(
+        self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext
+    ) -> dict[str, Table]:
         """``coefficients.csv``: one row per test patient and source (w, lambda, selected 0/1)."""
         rows: list[list[Any]] = []
         w, lam, sel = extras["w"], extras["lambda"], extras["selected"]

@@ -14,7 +14,9 @@ IBS_POINTS = 100
 """Number of equally spaced grid times of the IBS."""
 
 
-def ibs_times(time: ArrayLike, *, quantiles: tuple[float, float] = IBS_QUANTILES, points: int = IBS_POINTS) -> NDArray:
+def ibs_times(
+    time: ArrayLike, *, quantiles: tuple[float, float] = IBS_QUANTILES, points: int = IBS_POINTS
+) -> NDArray:
     """The integration grid: ``points`` equally spaced times between two quantiles of ``time``.
 
     The default 10th-90th percentile range avoids the first days, where nobody has had an event
@@ -27,7 +29,11 @@ def ibs_times(time: ArrayLike, *, quantiles: tuple[float, float] = IBS_QUANTILES
 
 
 def brier_contributions(
-    time: ArrayLike, event: ArrayLike, survival: NDArray[np.float64], times: NDArray[np.float64], censoring: StepFunction
+    time: ArrayLike,
+    event: ArrayLike,
+    survival: NDArray[np.float64],
+    times: NDArray[np.float64],
+    censoring: StepFunction,
 ) -> NDArray[np.float64]:
     """Per-patient terms of the Brier score, shape ``[n, K]`` (Graf et al., Stat. Med. 1999).
 
@@ -51,7 +57,8 @@ def brier_contributions(
     case = e[:, None] & (t[:, None] <= times[None, :])
     control = t[:, None] > times[None, :]
     return (
-        np.square(survival) * case * inv_g_own[:, None] + np.square(1.0 - survival) * control * inv_g_grid[None, :]
+        np.square(survival) * case * inv_g_own[:, None]
+        + np.square(1.0 - survival) * control * inv_g_grid[None, :]
     )
 
 
@@ -60,7 +67,11 @@ def _inverse(g: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def integrated_brier_score(
-    time: ArrayLike, event: ArrayLike, survival: NDArray[np.float64], times: NDArray[np.float64], censoring: StepFunction
+    time: ArrayLike,
+    event: ArrayLike,
+    survival: NDArray[np.float64],
+    times: NDArray[np.float64],
+    censoring: StepFunction,
 ) -> WeightedMean:
     """IBS = integral of BS(t) over [t_1, t_K] / (t_K - t_1), trapezoidal rule (lower is better).
 
@@ -73,6 +84,8 @@ def integrated_brier_score(
     times = np.asarray(times, dtype=np.float64)
     n = np.asarray(time).size
     if times.size < 2 or times[-1] <= times[0]:
-        return WeightedMean(np.zeros(n), reason="fewer than two distinct evaluation times (follow-up too short)")
+        return WeightedMean(
+            np.zeros(n), reason="fewer than two distinct evaluation times (follow-up too short)"
+        )
     terms = brier_contributions(time, event, survival, times, censoring)
     return WeightedMean(np.trapezoid(terms, times, axis=1) / (times[-1] - times[0]))

@@ -21,7 +21,9 @@ def _no_pairs_reason(event: np.ndarray) -> str:
     return "no comparable pairs (no event happens before another patient's follow-up ends)"
 
 
-def harrell_statistic(time: ArrayLike, event: ArrayLike, risk: ArrayLike, *, tied_tol: float = 1e-8) -> PairRatio:
+def harrell_statistic(
+    time: ArrayLike, event: ArrayLike, risk: ArrayLike, *, tied_tol: float = 1e-8
+) -> PairRatio:
     """Harrell's C as a :class:`PairRatio` (same value as :func:`~steph.metrics.harrell.harrell_c`).
 
         C = sum_ij comp_ij s_ij / sum_ij comp_ij

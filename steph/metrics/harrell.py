@@ -42,7 +42,9 @@ def harrell_c(time: ArrayLike, event: ArrayLike, risk: ArrayLike, *, tied_tol: f
     e = np.asarray(event).astype(bool).ravel()
     r = np.asarray(risk, dtype=np.float64).ravel()
     if not (t.shape == e.shape == r.shape):
-        raise ValueError(f"time, event and risk must have the same length, got {t.shape}, {e.shape}, {r.shape}")
+        raise ValueError(
+            f"time, event and risk must have the same length, got {t.shape}, {e.shape}, {r.shape}"
+        )
     concordant = discordant = tied = comparable = 0
     for i in np.flatnonzero(e):
         later = (t > t[i]) | ((t == t[i]) & ~e)

@@ -41,7 +41,9 @@ def logrank_test(time: ArrayLike, event: ArrayLike, group: ArrayLike) -> LogRank
     g = np.asarray(group).astype(bool).ravel()
     observed = (int((e & ~g).sum()), int((e & g).sum()))
     if not g.any() or g.all():
-        return LogRank(float("nan"), float("nan"), observed, (float("nan"),) * 2, "one of the groups is empty")
+        return LogRank(
+            float("nan"), float("nan"), observed, (float("nan"),) * 2, "one of the groups is empty"
+        )
     if not e.any():
         return LogRank(float("nan"), float("nan"), observed, (0.0, 0.0), "no events")
     event_times = np.unique(t[e])
@@ -56,6 +58,8 @@ def logrank_test(time: ArrayLike, event: ArrayLike, group: ArrayLike) -> LogRank
     variance = float((d * share * (1.0 - share) * factor).sum())
     expected = (float(d.sum()) - expected1, expected1)
     if variance <= 0:
-        return LogRank(float("nan"), float("nan"), observed, expected, "zero variance (no informative event times)")
+        return LogRank(
+            float("nan"), float("nan"), observed, expected, "zero variance (no informative event times)"
+        )
     stat = (observed[1] - expected1) ** 2 / variance
     return LogRank(float(stat), float(chi2.sf(stat, df=1)), observed, expected)

@@ -55,8 +55,10 @@ class PairRatio:
         return float(self.numerator.sum()) / den if den > 0 else float("nan")
 
     def resample(self, counts: NDArray[np.float64]) -> NDArray[np.float64]:
-        num = ((counts @ self.numerator) * counts).sum(axis=1)
-        den = ((counts @ self.denominator) * counts).sum(axis=1)
+        n = counts.shape[1]
+        both = counts @ np.concatenate([self.numerator, self.denominator], axis=1)  # one [R, n] @ [n, 2n]
+        num = (both[:, :n] * counts).sum(axis=1)
+        den = (both[:, n:] * counts).sum(axis=1)
         return _ratio(num, den)
 
 

@@ -19,16 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
-from ..config.merge import MergeConfig
-from ..data import BagStore, Cohort, load_cohort, load_split, open_bags
-from ..errors import ConfigError, LockedError, StephError
+from ..data import load_cohort, load_split, open_bags
+from ..errors import LockedError, StephError
 from ..fileio import read_json, write_csv, write_json, write_text
 from ..locks import hold
 from ..logs import run_log
-from ..merging import MERGE_METHODS, MergeContext, MergeMethod, method_fields
+from ..merging import MERGE_METHODS, MergeContext
 from ..merging.inputs import (
     check_task_vectors,
+    for_method,
     load_inputs,
+    requested_methods,
     require_task_vectors,
     resolve_sources,
     resolve_target,
@@ -59,39 +60,6 @@ SIGNATURE_KEYS = ("method", "options", "sources", "source_fold", "epochs", "seed
 """Settings that must match for an existing run to count as done."""
 
 
-def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> list[MergeMethod]:
-    """The methods to run (``merge.method`` when none given), validated against the registry and
-    against the ``merge:`` fields that are set.
-
-    Raises:
-        UnknownNameError: an unknown method (lists the registered ones).
-        ConfigError: a method-specific field (``--mix``, ``--gamma`` ...) differs from its default
-            but none of the requested methods reads it.
-    """
-    names = list(dict.fromkeys(methods or [config.merge.method]))
-    chosen = [MERGE_METHODS.get(name) for name in names]
-    defaults = MergeConfig()
-    for field in method_fields():
-        if getattr(config.merge, field) == getattr(defaults, field):
-            continue
-        if not any(field in m.config_fields for m in chosen):
-            users = [n for n, m in MERGE_METHODS.items() if field in m.config_fields]
-            raise ConfigError(
-                f"merge.{field} is set to {getattr(config.merge, field)!r} but no requested method uses it "
-                f"(methods: {', '.join(names)})",
-                hint=f"it applies to: {', '.join(users)}; drop the flag or request one of those with --method",
-            )
-    accepted = {key for m in chosen for key in m.option_defaults}
-    unknown = sorted(set(config.merge.options) - accepted)
-    if unknown:
-        valid = "; ".join(f"{m.name}: {', '.join(m.option_defaults) or 'none'}" for m in chosen)
-        raise ConfigError(
-            f"unknown merge option(s) {', '.join(map(repr, unknown))} for {', '.join(names)}",
-            hint=f"options of the requested methods: {valid} (`stephctl merge --list-methods`)",
-        )
-    return chosen
-
-
 def plan_merge(
     layout: ProjectLayout,
     config: ProjectConfig,
@@ -109,11 +77,11 @@ def plan_merge(
     sources = resolve_sources(layout, config, name)
     chosen = requested_methods(config, methods)
     for method in chosen:
-        method.check(_single(config.merge, method), len(sources))
+        method.check(for_method(config.merge, method), len(sources))
     units = []
     for fold in target_folds(layout, name, folds or config.merge.folds):
         for method in chosen:
-            run = method.run_name(_single(config.merge, method))
+            run = method.run_name(for_method(config.merge, method))
             params = {
                 "target": name,
                 "method": method.name,
@@ -125,14 +93,6 @@ def plan_merge(
             outputs = (layout.merged_file(name, run, fold, META),)
             units.append(WorkUnit(STAGE, f"{name}/{run}/fold_{fold}", outputs, params))
     return units
-
-
-def _single(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
-    """``merge`` as seen by one method: options it does not declare are dropped (several
-    methods in one command share ``merge.options``)."""
-    if not merge.options:
-        return merge
-    return replace(merge, options={k: v for k, v in merge.options.items() if k in method.option_defaults})
 
 
 def merge_models(
@@ -167,7 +127,7 @@ def merge_models(
     todo = [u for u in units if overwrite or not u.done]
     set_deterministic(True)
     report = StageReport(STAGE)
-    runner = _Runner(layout, config, theta0, progress) if todo else None
+    runner = _Runner(layout, config, theta0, name, progress) if todo else None
     progress.start("merge", len(units), unit="runs")
     try:
         for unit in units:
@@ -178,8 +138,12 @@ def merge_models(
             progress.advance("merge", 1, item=unit.key)
     finally:
         progress.finish("merge")
-    report.outputs["merged"] = str(layout.merged_root / name)
-    report.outputs["results"] = str(layout.results_root / name)
+    report.outputs["merged"] = [
+        str(layout.merged_dir(name, u.params["run"], u.params["fold"])) for u in units
+    ]
+    report.outputs["results"] = [
+        str(layout.results_dir(name, u.params["run"], u.params["fold"])) for u in units
+    ]
     return report
 
 
@@ -187,7 +151,7 @@ def _signature(config: ProjectConfig, unit: WorkUnit, theta0: Theta0) -> dict[st
     method = MERGE_METHODS.get(unit.params["method"])
     return {
         "method": method.name,
-        "options": method.options(_single(config.merge, method)),
+        "options": method.options(for_method(config.merge, method)),
         "sources": list(unit.params["sources"]),
         "source_fold": unit.params["source_fold"],
         "epochs": config.merge.epochs if config.merge.epochs is not None else config.train.epochs,
@@ -214,40 +178,30 @@ def _skip(
 
 
 class _Runner:
-    """Runs units of one target, sharing the cohort and its bags across units."""
+    """Runs the units of one target; the cohort and the bags of every patient in its splits are
+    read (and checked against theta0) once, on construction, so bad inputs fail before training."""
 
     def __init__(
-        self, layout: ProjectLayout, config: ProjectConfig, theta0: Theta0, progress: Progress
+        self, layout: ProjectLayout, config: ProjectConfig, theta0: Theta0, target: str, progress: Progress
     ) -> None:
         self.layout, self.config, self.theta0, self.progress = layout, config, theta0, progress
         self.device: torch.device = resolve_device(config.train.device)
-        self._cohort: Cohort | None = None
-        self._bags: BagStore | None = None
-
-    def data(self, target: str) -> tuple[Cohort, BagStore]:
-        """The target's cohort and the bags of every patient in its splits (read once)."""
-        if self._cohort is None or self._bags is None:
-            cohort = load_cohort(self.layout, self.config, target)
-            ids: dict[str, None] = {}
-            for fold in self.layout.split_folds(target):
-                split = load_split(self.layout, cohort, fold)
-                ids.update(dict.fromkeys((*split.train, *split.test)))
-            bags = open_bags(self.layout, self.config, cohort, list(ids), progress=self.progress)
-            check_architecture(
-                self.theta0.architecture, self.config.model, bags.dim, f"theta0 {self.layout.theta0}"
-            )
-            self._cohort, self._bags = cohort, bags
-        return self._cohort, self._bags
+        self.cohort = load_cohort(layout, config, target)
+        ids: dict[str, None] = {}
+        for fold in layout.split_folds(target):
+            split = load_split(layout, self.cohort, fold)
+            ids.update(dict.fromkeys((*split.train, *split.test)))
+        self.bags = open_bags(layout, config, self.cohort, list(ids), progress=progress)
+        check_architecture(theta0.architecture, config.model, self.bags.dim, f"theta0 {layout.theta0}")
 
     def run(self, unit: WorkUnit, report: StageReport) -> None:
         p = unit.params
         meta_path = unit.outputs[0]
         try:
-            cohort, bags = self.data(p["target"])
             with hold(meta_path, what=f"merge {unit.key}"):
                 meta_path.unlink(missing_ok=True)
                 with run_log(self.layout.merged_file(p["target"], p["run"], p["fold"], LOG)):
-                    meta = self._train(unit, cohort, bags)
+                    meta = self._train(unit)
         except LockedError as exc:
             report.add(unit.key, Status.LOCKED, exc.message)
             return
@@ -257,12 +211,12 @@ class _Runner:
             return
         report.add(unit.key, Status.DONE, f"C-index {_fmt(meta['c_index'])}", c_index=meta["c_index"])
 
-    def _train(self, unit: WorkUnit, cohort: Cohort, bags: BagStore) -> dict[str, Any]:
-        p, config, layout = unit.params, self.config, self.layout
+    def _train(self, unit: WorkUnit) -> dict[str, Any]:
+        p, config, layout, cohort, bags = unit.params, self.config, self.layout, self.cohort, self.bags
         target, run, fold = p["target"], p["run"], p["fold"]
         method = MERGE_METHODS.get(p["method"])
         merge_config = replace(
-            _single(config.merge, method), method=method.name, sources=list(p["sources"]), folds=[fold]
+            for_method(config.merge, method), method=method.name, sources=list(p["sources"]), folds=[fold]
         )
         split = load_split(layout, cohort, fold)
         inputs = load_inputs(layout, target, fold, p["sources"], p["source_fold"], self.theta0)
@@ -333,13 +287,13 @@ class _Runner:
             "target": target,
             "fold": fold,
             "top_k": merge_config.top_k,
-            "task_vectors": inputs.vector_hashes,
+            "vector_sha256": inputs.vector_hashes,
             "dim_in": bags.dim,
             "model_config": to_plain(config.model),
             "merge_config": to_plain(merge_config),
             "files": files,
             "tables": sorted(tables),
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "trainable_parameters": sum(t.numel() for t in model.parameters() if t.requires_grad),
             "train_losses": losses,
             "train_seconds": round(seconds, 3),
             "device": str(self.device),

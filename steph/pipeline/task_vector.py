@@ -203,7 +203,7 @@ def compute_task_vectors(
             progress.advance("task vectors", 1, item=unit.key)
     finally:
         progress.finish("task vectors")
-    report.outputs["task_vectors"] = str(layout.task_vectors_root)
+    report.outputs["directory"] = str(layout.task_vectors_root)
     return report
 
 

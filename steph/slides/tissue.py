@@ -3,8 +3,10 @@
 A pixel is tissue when its HSV saturation ``S = (max - min) / max`` (of R, G, B) exceeds a
 threshold ``tau`` and its grey value ``(0.299 R + 0.587 G + 0.114 B) / 255`` is at most
 ``max_brightness``. ``tau`` is ``saturation_threshold`` when configured, otherwise Otsu's
-threshold on the (3x3 median-filtered) saturation image, floored at ``min_saturation`` so a
-blank white slide has no tissue. Connected tissue components smaller than ``min_object_um2``
+threshold on the (3x3 median-filtered) saturation image clipped to
+``[min_saturation, max_saturation]``: the floor keeps a blank white slide free of tissue, the
+ceiling keeps a slide that is all tissue (no background mode for Otsu to find) from being cut
+in two inside the tissue. Connected tissue components smaller than ``min_object_um2``
 are dropped as debris, and holes (background components not touching the border) smaller than
 ``max_hole_um2`` are filled.
 """
@@ -68,7 +70,7 @@ def tissue_mask(rgb: np.ndarray, mpp: float, config: TissueConfig) -> np.ndarray
     if config.saturation_threshold is not None:
         tau = config.saturation_threshold
     else:
-        tau = max(otsu_threshold(sat), config.min_saturation)
+        tau = min(max(otsu_threshold(sat), config.min_saturation), config.max_saturation)
     mask = (sat > tau) & (grey(rgb) <= config.max_brightness)
     pixel_area = mpp * mpp
     mask = remove_small_objects(mask, config.min_object_um2 / pixel_area)

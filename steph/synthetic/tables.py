@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 
 from ..config import to_plain
-from ..fileio import write_csv, write_json
+from ..errors import DataError, MissingArtifactError
+from ..fileio import read_csv, write_csv, write_json
 from ..layout import ProjectLayout
+from ..metrics.harrell import harrell_c
 from .cohort import PHENOTYPES, CancerCohort, CohortSpec, cancer_rng
 
 LABEL_COLUMNS = ("patient_id", "slide_id", "t", "e")
@@ -109,3 +111,32 @@ def describe(
         },
         **extra,
     }
+
+
+def oracle_fold_c_index(layout: ProjectLayout, cancer: str) -> list[float]:
+    """Harrell's C of the generator's true risk on the test set of each fold of ``cancer``.
+
+    The ceiling a model of this cohort can reach on the same test patients (folds whose test set
+    has no comparable pair are left out).
+
+    Raises:
+        MissingArtifactError: the project holds no generated cohort.
+        DataError: a test patient has no true risk (the splits are not the generator's).
+    """
+    if not layout.synthetic_truth.is_file():
+        raise MissingArtifactError(
+            f"{layout.synthetic_truth} does not exist: {layout.root} holds no generated cohort",
+            hint="the oracle C-index exists only for cohorts written by steph.synthetic.generate_cohort",
+        )
+    truth = {r["patient_id"]: r for r in read_csv(layout.synthetic_truth) if r["cancer"] == cancer}
+    values = []
+    for fold in layout.split_folds(cancer):
+        test = [r["test"] for r in read_csv(layout.split(cancer, fold)) if r.get("test")]
+        missing = [p for p in test if p not in truth]
+        if missing:
+            raise DataError(f"{layout.synthetic_truth}: no true risk for {missing[0]} (test set of {cancer} fold {fold})")
+        rows = [truth[p] for p in test]
+        conc = harrell_c([float(r["t"]) for r in rows], [int(r["e"]) for r in rows], [float(r["risk"]) for r in rows])
+        if conc.defined:
+            values.append(conc.value)
+    return values

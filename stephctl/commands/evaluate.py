@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,11 +14,14 @@ from .._common import (
     CliProgress,
     app_state,
     err_console,
+    fail,
     get_project,
     handle_errors,
     out_console,
     print_json,
+    run_stage,
 )
+from .._tasks import ClearStaleLocksOption, ListTasksOption, TaskIndexOption, dispatch_tasks
 
 if TYPE_CHECKING:
     from steph.pipeline.evaluate import EvaluationReport
@@ -33,29 +37,95 @@ class OutputFormat(str, Enum):
 def evaluate(
     ctx: typer.Context,
     target: Annotated[
-        list[str] | None, typer.Option("--target", "-t", help="Target cancer to evaluate (repeatable; default: all).")
+        list[str] | None,
+        typer.Option("--target", "-t", help="Target cancer to evaluate (repeatable; default: all)."),
     ] = None,
     method: Annotated[
-        list[str] | None, typer.Option("--method", "-m", help="Method folder to include (repeatable; default: all).")
+        list[str] | None,
+        typer.Option("--method", "-m", help="Method folder to include (repeatable; default: all)."),
     ] = None,
     fmt: Annotated[
         OutputFormat,
-        typer.Option("--format", "-f", help="stdout: rich table, or csv (summary rows) / json / markdown for scripts and papers."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="stdout: rich table, or csv (summary rows) / json / markdown for scripts and papers.",
+        ),
     ] = OutputFormat.table,
     bootstrap: Annotated[
-        int | None, typer.Option("--bootstrap", min=0, help="Bootstrap resamples per fold (overrides evaluate.bootstrap; 0 = none).")
+        int | None,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Bootstrap resamples per fold (overrides evaluate.bootstrap; 0 = none).",
+        ),
     ] = None,
-    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write reports/<TARGET>/ (HTML + PNG).")] = False,
+    no_report: Annotated[
+        bool, typer.Option("--no-report", help="Do not write reports/<TARGET>/ (HTML + PNG).")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    predict: Annotated[
+        Path | None,
+        typer.Option(
+            "--predict",
+            help="Instead of evaluating: run the model of one --target/--method/--fold on the unlabelled "
+            "patients of this CSV (patient_id,slide_id; features extracted) and write predictions/<name>/.",
+            rich_help_panel="Prediction on new patients",
+        ),
+    ] = None,
+    fold: Annotated[
+        int | None,
+        typer.Option(
+            "--fold",
+            "-k",
+            help="Fold of the model (with --predict).",
+            rich_help_panel="Prediction on new patients",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Output folder under predictions/ (with --predict).",
+            rich_help_panel="Prediction on new patients",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Redo an existing prediction (with --predict).",
+            rich_help_panel="Prediction on new patients",
+        ),
+    ] = False,
 ) -> None:
     """Survival metrics per fold, cross-fold comparison, results/summary.csv and reports/<TARGET>/."""
+    if predict is not None:
+        if bootstrap is not None or no_report or fmt in (OutputFormat.csv, OutputFormat.markdown):
+            fail("--bootstrap, --no-report and --format csv/markdown apply to evaluation, not to --predict")
+        if len(target or []) != 1 or len(method or []) != 1 or fold is None:
+            fail(
+                "--predict needs exactly one --target, one --method and --fold",
+                hint="e.g. -t BRCA -m steph -k 0",
+            )
+        _predict(
+            ctx, predict, target[0], method[0], fold, name, overwrite, json_out or fmt is OutputFormat.json
+        )  # type: ignore[index]
+        return
+    if fold is not None or name is not None or overwrite:
+        fail(
+            "--fold, --name and --overwrite apply to --predict only", hint="evaluation always uses every fold"
+        )
     overrides = {"evaluate.bootstrap": bootstrap, "evaluate.report": False if no_report else None}
     with handle_errors():
         layout, config = get_project(ctx, overrides)
     from steph.evaluation.tables import to_csv, to_markdown
     from steph.pipeline.evaluate import evaluate_models
 
-    with handle_errors(), CliProgress(enabled=app_state(ctx).verbosity >= 0 and fmt is OutputFormat.table) as progress:
+    with (
+        handle_errors(),
+        CliProgress(enabled=app_state(ctx).verbosity >= 0 and fmt is OutputFormat.table) as progress,
+    ):
         report = evaluate_models(layout, config, targets=target, methods=method, progress=progress)
     chosen = OutputFormat.json if json_out else fmt
     if chosen is OutputFormat.json:
@@ -70,6 +140,35 @@ def evaluate(
         _print_problems(report)
     if not report.ok:
         raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _predict(
+    ctx: typer.Context,
+    manifest: Path,
+    target: str,
+    method: str,
+    fold: int,
+    name: str | None,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    with handle_errors():
+        layout, config = get_project(ctx)
+    from steph.evaluation.predict import predict_patients
+
+    run_stage(
+        ctx,
+        predict_patients,
+        layout,
+        config,
+        manifest,
+        target=target,
+        method=method,
+        fold=fold,
+        name=name,
+        overwrite=overwrite,
+        as_json=as_json,
+    )
 
 
 def _print_tables(report: EvaluationReport) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .._common import get_project, handle_errors, out_console, print_json, run_stage
+from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
+from .._tasks import ListTasksOption, TaskIndexOption, dispatch_tasks
 
 _SCALE = "Scale and encoder"
 _SELECT = "Which slides"
@@ -82,6 +83,16 @@ def extract(
         bool,
         typer.Option("--clear-stale-locks", help="Remove locks of dead tasks first.", rich_help_panel=_RUN),
     ] = False,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            help="One worker process per device over disjoint slides, e.g. 0,1,2,3 (GPUs) or cpu,cpu.",
+            rich_help_panel=_RUN,
+        ),
+    ] = None,
+    list_tasks: ListTasksOption = False,
+    task_index: TaskIndexOption = None,
     list_encoders: Annotated[
         bool, typer.Option("--list-encoders", help="List the encoders and exit.")
     ] = False,
@@ -96,6 +107,7 @@ def extract(
     if list_encoders:
         _print_encoders(json_out)
         return
+    from steph.hpc.multi_device import parse_devices
     from steph.pipeline.extract import extract_features
 
     overrides: dict[str, Any] = {
@@ -109,7 +121,44 @@ def extract(
         layout, config = get_project(ctx, overrides)
         if weights is not None:
             table = {**config.extract.weights, config.encoder: str(weights.expanduser().resolve())}
-            layout, config = get_project(ctx, {**overrides, "extract.weights": table})
+            overrides["extract.weights"] = table
+            layout, config = get_project(ctx, overrides)
+        device_list = parse_devices(devices) if devices else None
+    if task_index is not None and shard_index is not None:
+        fail(
+            "--task-index chooses the shard itself",
+            hint="drop --shard-index (keep --num-shards N, or let it default)",
+        )
+    if dispatch_tasks(
+        ctx,
+        "extract",
+        list_tasks=list_tasks,
+        task_index=task_index,
+        as_json=json_out,
+        overrides=overrides,
+        selection={"cancers": cancer or None, "slides_file": slides, "num_shards": num_shards},
+        options={"overwrite": overwrite, "devices": device_list},
+        from_env=False,
+        clear_stale_locks=clear_stale_locks,
+    ):
+        return
+    if device_list:
+        from steph.hpc.multi_device import extract_on_devices
+
+        run_stage(
+            ctx,
+            extract_on_devices,
+            layout,
+            config,
+            device_list,
+            as_json=json_out,
+            cancers=cancer or None,
+            slides_file=slides,
+            num_shards=num_shards,
+            shard_index=shard_index,
+            overwrite=overwrite,
+        )
+        return
     run_stage(
         ctx,
         extract_features,

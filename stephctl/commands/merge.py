@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
+from .._tasks import ClearStaleLocksOption, ListTasksOption, TaskIndexOption, dispatch_tasks
 
 
 def merge(
@@ -21,31 +22,54 @@ def merge(
     ] = None,
     sources: Annotated[
         list[str] | None,
-        typer.Option("--sources", "-s", help="Source cancers (repeatable or comma-separated; default: all others)."),
+        typer.Option(
+            "--sources", "-s", help="Source cancers (repeatable or comma-separated; default: all others)."
+        ),
     ] = None,
-    source_fold: Annotated[int | None, typer.Option("--source-fold", help="Fold of the source task vectors.")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Mixed task vectors kept per bag (steph, roupkt).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs (default train.epochs).")] = None,
-    gamma: Annotated[float | None, typer.Option("--gamma", help="Aggregation loss weight (0.005; also 0.05).")] = None,
+    source_fold: Annotated[
+        int | None, typer.Option("--source-fold", help="Fold of the source task vectors.")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", help="Mixed task vectors kept per bag (steph, roupkt).")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Training epochs (default train.epochs).")
+    ] = None,
+    gamma: Annotated[
+        float | None, typer.Option("--gamma", help="Aggregation loss weight (0.005; also 0.05).")
+    ] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="Mixing loss weight (0.05).")] = None,
-    mix: Annotated[str | None, typer.Option("--mix", help="lambda from: hypernet, fixed or global (ablation).")] = None,
-    fixed_lambda: Annotated[
-        float | None, typer.Option("--fixed-lambda", help="lambda with --mix fixed: 0 = sources only, 1 = target only.")
+    mix: Annotated[
+        str | None, typer.Option("--mix", help="lambda from: hypernet, fixed or global (ablation).")
     ] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="w from: hypernet or global (ablation).")] = None,
+    fixed_lambda: Annotated[
+        float | None,
+        typer.Option("--fixed-lambda", help="lambda with --mix fixed: 0 = sources only, 1 = target only."),
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="w from: hypernet or global (ablation).")
+    ] = None,
     sparse: Annotated[
-        bool | None, typer.Option("--sparse/--no-sparse", help="Keep the top-k mixtures (--no-sparse: all sources).")
+        bool | None,
+        typer.Option("--sparse/--no-sparse", help="Keep the top-k mixtures (--no-sparse: all sources)."),
     ] = None,
     option: Annotated[
         list[str] | None,
-        typer.Option("--option", "-o", help="Method option KEY=VALUE (repeatable), e.g. scale=0.5 for task-arithmetic."),
+        typer.Option(
+            "--option", "-o", help="Method option KEY=VALUE (repeatable), e.g. scale=0.5 for task-arithmetic."
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo runs that are already done.")] = False,
     list_methods: Annotated[
         bool, typer.Option("--list-methods", help="List the merge methods with a reference each, and exit.")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report (or the method list) as JSON.")] = False,
+    list_tasks: ListTasksOption = False,
+    task_index: TaskIndexOption = None,
+    clear_stale_locks: ClearStaleLocksOption = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the report (or the method list) as JSON.")
+    ] = False,
 ) -> None:
     """Merge task vectors into a model for the target, fold by fold, and evaluate it on the test split.
 
@@ -57,9 +81,14 @@ def merge(
         _print_methods(json_out)
         return
     if not target:
-        fail("--target is required", hint="e.g. `stephctl merge --target BRCA`; `--list-methods` lists the methods")
+        fail(
+            "--target is required",
+            hint="e.g. `stephctl merge --target BRCA`; `--list-methods` lists the methods",
+        )
     overrides: dict[str, Any] = {
-        "merge.sources": [s.strip() for item in sources for s in item.split(",") if s.strip()] if sources else None,
+        "merge.sources": [s.strip() for item in sources for s in item.split(",") if s.strip()]
+        if sources
+        else None,
         "merge.source_fold": source_fold,
         "merge.top_k": top_k,
         "merge.epochs": epochs,
@@ -72,12 +101,32 @@ def merge(
         "train.device": device,
     }
     overrides.update(_parse_options(option or []))
+    if dispatch_tasks(
+        ctx,
+        "merge",
+        list_tasks=list_tasks,
+        task_index=task_index,
+        as_json=json_out,
+        overrides=overrides,
+        selection={"target": target, "methods": method, "folds": fold},
+        options={"overwrite": overwrite},
+        clear_stale_locks=clear_stale_locks,
+    ):
+        return
     with handle_errors():
         layout, config = get_project(ctx, overrides)
     from steph.pipeline.merge import merge_models
 
     run_stage(
-        ctx, merge_models, layout, config, target=target, methods=method, folds=fold, overwrite=overwrite, as_json=json_out
+        ctx,
+        merge_models,
+        layout,
+        config,
+        target=target,
+        methods=method,
+        folds=fold,
+        overwrite=overwrite,
+        as_json=json_out,
     )
 
 

@@ -18,9 +18,11 @@ def status(
     ctx: typer.Context,
     json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
-    """Per stage: units done and missing (features per cancer, models and task vectors per cancer
-    and fold, merges per target), results, failures recorded by earlier runs, running and stale
-    locks. Reads only; exit code 0."""
+    """What exists and what is missing per stage, recorded failures, running and stale locks.
+
+    Features per cancer, models and task vectors per cancer and fold, merges per target, results
+    per target and method. Reads only; exit code 0.
+    """
     from steph.hpc.status import project_status
 
     with handle_errors():

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
+from .._tasks import ClearStaleLocksOption, ListTasksOption, TaskIndexOption, dispatch_tasks
 
 
 def train_source(
@@ -35,6 +36,9 @@ def train_source(
         Path | None,
         typer.Option("--import-theta0", help="Use a reference null-model .pth as the project's theta0."),
     ] = None,
+    list_tasks: ListTasksOption = False,
+    task_index: TaskIndexOption = None,
+    clear_stale_locks: ClearStaleLocksOption = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Train one ABMIL survival model per cancer and fold, every one starting from theta0."""
@@ -69,6 +73,18 @@ def train_source(
             overwrite=overwrite,
             as_json=json_out,
         )
+        return
+    if dispatch_tasks(
+        ctx,
+        "train-source",
+        list_tasks=list_tasks,
+        task_index=task_index,
+        as_json=json_out,
+        overrides=overrides,
+        selection={"cancers": cancer, "folds": fold},
+        options={"overwrite": overwrite},
+        clear_stale_locks=clear_stale_locks,
+    ):
         return
     from steph.pipeline.train_source import train_source_models
 

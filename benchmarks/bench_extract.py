@@ -1,0 +1,238 @@
+"""Benchmark of `stephctl extract`: throughput against the bare encoder, and peak memory.
+
+Figures (one run, side by side, on the same synthetic slide and the same patches):
+
+- ``extract_patches_per_s``: patches per second of a whole slide's extraction (open, tissue
+  mask, grid, reading, encoding, HDF5 writing), per encoder;
+- ``preloaded_patches_per_s``: the same encoder on the same patches already in memory;
+- ``ratio`` = extract / preloaded (1.0 = reading is completely hidden behind the encoder),
+  both the best of alternating rounds (``rounds`` lists every round);
+- ``read_only_patches_per_s``: the reader threads alone (no encoder);
+- ``memory``: peak resident memory of an extraction subprocess (tiny-cnn, batch 16) for two
+  slide sizes: growth over the process's footprint before the first slide. In-flight patch
+  batches are bounded by ``(2 x workers + 1) x batch``, so beyond a few hundred patches the
+  peak must stay flat as slides grow.
+
+Encoders: ``tiny-cnn`` (the built-in CPU encoder, much faster than slide decoding on CPU) and a
+randomly initialised ResNet-18 (``timm:resnet18``), a stand-in for an encoder that is the
+bottleneck, as a foundation model on a GPU is.
+
+Run: ``python benchmarks/bench_extract.py [--quick]`` (prints JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+WORKERS = 2
+BATCH = 64
+OVERRIDES = {"extract.workers": WORKERS, "extract.batch_size": BATCH, "extract.device": "cpu"}
+MEMORY_OVERRIDES = {**OVERRIDES, "extract.batch_size": 16}
+
+
+def make_slide(path: Path, side: int, *, seed: int = 0) -> Path:
+    """A square 0.5-um/px slide, ~70% tissue (a disc) with a nucleus-scale texture.
+
+    Rendered in strips of 512 rows, so an 8192-px slide needs ~200 MB, not gigabytes.
+    """
+    from steph.synthetic.tiff import write_pyramidal_tiff
+
+    rng = np.random.default_rng(seed)
+    low = rng.normal(0, 1, (side // 16, side // 16, 3)).astype(np.float32)
+    stain = np.array([200, 120, 170], np.float32)
+    image = np.empty((side, side, 3), np.uint8)
+    xx = np.arange(side, dtype=np.float32) / side - 0.5
+    for top in range(0, side, 512):
+        rows = slice(top, min(side, top + 512))
+        yy = np.arange(rows.start, rows.stop, dtype=np.float32)[:, None] / side - 0.5
+        inside = (xx[None, :] / 0.48) ** 2 + (yy / 0.48) ** 2 <= 1.0
+        field = np.repeat(np.repeat(low[rows.start // 16 : rows.stop // 16], 16, axis=0), 16, axis=1)
+        noise = rng.normal(0, 8, field.shape).astype(np.float32)
+        tissue = np.clip(stain + 25 * field + noise, 0, 255)
+        image[rows] = np.where(inside[..., None], tissue, 243).astype(np.uint8)
+    return write_pyramidal_tiff(path, image, mpp=0.5)
+
+
+def make_project(root: Path, slide: Path, slide_id: str = "bench") -> tuple[Any, Any]:
+    from steph.config import load_project
+    from steph.fileio import write_csv
+    from steph.project import init_project
+
+    init_project(root)
+    write_csv(
+        root / "slides" / "manifest.csv",
+        ("slide_id", "patient_id", "cancer", "path", "mpp"),
+        [(slide_id, "P", "BRCA", str(slide), "")],
+    )
+    return load_project(root, OVERRIDES)
+
+
+def _resnet18() -> Any:
+    import torch
+
+    from steph.extractors import get_encoder_spec
+    from steph.extractors.base import Encoder
+
+    spec = get_encoder_spec("timm:resnet18")
+    torch.manual_seed(0)
+    return Encoder(
+        spec, spec.architecture(), device=torch.device("cpu"), dtype=torch.float32, weights_identity="random"
+    )  # type: ignore[misc]
+
+
+def throughput(
+    encoder: Any, layout: Any, config: Any, *, repeats: int, slide_id: str = "bench"
+) -> dict[str, Any]:
+    """Extract one slide with ``encoder``, then time the same encoder on the same patches held in
+    memory; ``repeats`` alternating rounds, best round of each kept (other processes on a shared
+    machine only ever slow a round down)."""
+    from steph.extraction.overlap import iter_batches, patch_reader
+    from steph.extraction.slide_job import extract_slide
+    from steph.slides import Slide, make_grid, read_manifest
+
+    entry = read_manifest(layout)[0]
+    out = layout.own_features(encoder.spec.name, slide_id)
+    encoder.encode(np.zeros((2, 256, 256, 3), np.uint8))  # warm-up
+    extract_rates, preloaded_rates, read_rates = [], [], []
+    for _ in range(repeats):
+        outcome = extract_slide(
+            entry, encoder=encoder, config=config.extract, output=out, thumbnail=out.with_suffix(".png")
+        )
+        extract_rates.append(outcome.n_patches / outcome.seconds)
+        with h5py.File(out, "r") as handle:
+            coords = handle["coords"][:]
+        with Slide(entry.path, slide_id=slide_id) as slide:
+            grid = make_grid(  # the extraction's geometry (level 0, 256-px reads) over the whole slide
+                slide_id=slide_id,
+                dimensions=slide.dimensions,
+                level_downsamples=slide.level_downsamples,
+                slide_mpp=0.5,
+                target_mpp=0.5,
+                patch_size=256,
+                tissue=np.ones((8, 8), bool),
+                min_tissue_fraction=0.0,
+            )
+            start = time.perf_counter()
+            reader = patch_reader(slide, grid)
+            batches = [
+                patches for patches, _ in iter_batches(reader, coords, batch_size=BATCH, workers=WORKERS)
+            ]
+            read_rates.append(len(coords) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for patches in batches:
+            encoder.encode(patches)
+        preloaded_rates.append(len(coords) / (time.perf_counter() - start))
+        del batches
+    best_extract, best_preloaded = max(extract_rates), max(preloaded_rates)
+    return {
+        "patches": len(coords),
+        "extract_patches_per_s": round(best_extract, 1),
+        "preloaded_patches_per_s": round(best_preloaded, 1),
+        "read_only_patches_per_s": round(max(read_rates), 1),
+        "ratio": round(best_extract / best_preloaded, 3),
+        "rounds": [[round(e, 1), round(p, 1)] for e, p in zip(extract_rates, preloaded_rates, strict=True)],
+    }
+
+
+def memory_child(project: str) -> None:
+    """Run in a subprocess: extract the project's slides, print resident-memory figures as JSON."""
+    from steph.config import load_project
+    from steph.extractors import create_encoder
+    from steph.pipeline.extract import extract_features
+
+    layout, config = load_project(project, MEMORY_OVERRIDES)
+    create_encoder("tiny-cnn").encode(np.zeros((16, 256, 256, 3), np.uint8))  # imports and kernels warm
+    before = _status_mb("VmRSS")
+    report = extract_features(layout, config)
+    print(
+        json.dumps(
+            {
+                "rss_before_mb": before,
+                "peak_rss_mb": _status_mb("VmHWM"),
+                "patches": report.outputs["patches"],
+            }
+        )
+    )
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def memory(tmp: Path, sides: tuple[int, int]) -> list[dict[str, float]]:
+    rows = []
+    for side in sides:
+        root = tmp / f"mem{side}"
+        make_project(root, make_slide(tmp / f"mem{side}.tif", side, seed=side))
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(root)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+        figures = json.loads(out.strip().splitlines()[-1])
+        figures.update(side_px=side, slide_mb=round(side * side * 3 / 2**20, 1))
+        figures["growth_mb"] = round(figures["peak_rss_mb"] - figures["rss_before_mb"], 1)
+        rows.append(figures)
+    return rows
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """All figures of this benchmark (``quick``: smaller slides)."""
+    import torch
+
+    from steph.extractors import create_encoder
+
+    side = 2048 if quick else 4096
+    sides = (4096, 8192)
+    repeats = 2 if quick else 3
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        slide = make_slide(tmp / "slide.tif", side)
+        layout, config = make_project(tmp / "project", slide)
+        results: dict[str, Any] = {
+            "slide_px": side,
+            "workers": WORKERS,
+            "batch_size": BATCH,
+            "torch_threads": torch.get_num_threads(),
+        }
+        results["tiny-cnn"] = throughput(create_encoder("tiny-cnn"), layout, config, repeats=repeats)
+        small_layout, small_config = make_project(tmp / "small", make_slide(tmp / "small.tif", 1536, seed=1))
+        results["resnet18"] = throughput(_resnet18(), small_layout, small_config, repeats=repeats)
+        results["memory"] = memory(tmp, sides)
+    results["cpu_count"] = os.cpu_count()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller slides")
+    parser.add_argument("--memory-child", metavar="PROJECT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return
+    print(json.dumps(run(quick=args.quick), indent=2))
+
+
+if __name__ == "__main__":
+    main()

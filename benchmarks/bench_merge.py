@@ -1,0 +1,263 @@
+"""Speed of STEPH's merge: training overhead, batched vs per-bag merging, inference vs ROUPKT.
+
+Figures (each pair measured side by side in one process, best of ``repeats``):
+
+1. ``epoch``: one training epoch through :func:`steph.training.loop.fit` (bag store, padding,
+   background loading, loss, optimiser, schedule) against the bare forward + backward + step of
+   the same model on the same batches already padded in memory. Target ratio <= 1.3.
+2. ``per_bag``: the batched STEPH forward + backward (one ``[B, 1+m] @ [1+m, P]`` merge and
+   batched matmuls) against the reference's strategy, one bag at a time: merge
+   ``theta0 + sum_S w tau_s + sum_S w lambda (tau_t - tau_s)`` tensor by tensor and run the
+   ABMIL with ``torch.func.functional_call``. Same outputs (max abs difference reported),
+   speed-up at bag sizes 256, 2,000 and 10,000.
+3. ``merge_step``: the merge alone, masked-coefficient matmul over all m sources (what STEPH
+   uses) against gathering the k selected source vectors per bag (``[B, k, P]``) and a bmm.
+4. ``inference``: eval-mode prediction of one patient at a time, STEPH against ROUPKT with 12
+   sources (13 frozen ABMIL encoders + router). Target speed-up >= 5.
+
+Run ``python benchmarks/bench_merge.py [--quick] [--threads N]``; prints JSON. Full mode uses
+D = 1536 (UNI2-h). On a shared machine ``--threads 1`` gives much steadier numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+from steph.config import MergeConfig, ModelConfig
+from steph.data import BagStore
+from steph.merging.roupkt import RouPKTModel
+from steph.merging.steph_method import StephModel, StephSettings
+from steph.models.abmil import ENCODER_KEYS, create_abmil
+from steph.survival import surv_mle_loss
+from steph.task_vectors import unflatten
+from steph.training.batching import epoch_batches, pad_bags
+from steph.training.loop import FitSettings, ModelOutput, SurvivalTargets, fit
+from steph.training.optim import build_optimizer
+
+MODEL = ModelConfig()
+N_SOURCES = 12
+
+
+def _best(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up (allocator, lazy imports)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _inputs(dim: int, seed: int = 0) -> tuple[dict, dict, list[dict]]:
+    torch.manual_seed(seed)
+    theta0 = {k: v.detach().clone() for k, v in create_abmil(dim, MODEL).state_dict().items()}
+    tau = [{k: 0.01 * torch.randn_like(v) for k, v in theta0.items()} for _ in range(N_SOURCES + 1)]
+    return theta0, tau[0], tau[1:]
+
+
+def _steph(dim: int, top_k: int = 5) -> StephModel:
+    theta0, tau_t, tau_s = _inputs(dim)
+    settings = StephSettings.from_config(MergeConfig(top_k=top_k))
+    torch.manual_seed(1)
+    return StephModel(
+        theta0, tau_t, tau_s, dim_in=dim, dim_emb=512, time_bins=32, dropout=0.25, settings=settings
+    )
+
+
+def bench_epoch(dim: int, n_patients: int, k: int, repeats: int) -> dict[str, Any]:
+    """fit() epoch vs bare forward/backward/step on pre-padded in-memory batches."""
+    g = torch.Generator().manual_seed(0)
+    bags = {f"P{i}": torch.randn(k - (i % 4) * (k // 8), dim, generator=g) for i in range(n_patients)}
+    times = torch.linspace(100, 4000, n_patients, dtype=torch.float64)
+    data = SurvivalTargets(
+        list(bags), times, torch.tensor([i % 2 for i in range(n_patients)]), (times / 365).long()
+    )
+    store = BagStore.in_memory(bags)
+    settings = FitSettings(epochs=1, batch_size=16, seed=0)
+    model = _steph(dim)
+
+    def with_fit() -> None:
+        fit(model, data, store, settings, device=torch.device("cpu"))
+
+    batches = epoch_batches(n_patients, 16, torch.Generator().manual_seed(0))
+    padded = [(*pad_bags([bags[data.ids[i]] for i in b]), data.bins[b], data.events[b]) for b in batches]
+    optimizer = build_optimizer(list(model.named_parameters()), lr=1e-4, weight_decay=1e-5)
+
+    def bare() -> None:
+        model.train()
+        for x, mask, y, e in padded:
+            out = model(x, mask)
+            assert isinstance(out, ModelOutput)
+            loss = surv_mle_loss(torch.sigmoid(out.logits), y, e) + out.aux_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    t_fit, t_bare = _best(with_fit, repeats), _best(bare, repeats)
+    return {
+        "dim": dim,
+        "patients": n_patients,
+        "max_patches": k,
+        "fit_epoch_s": round(t_fit, 3),
+        "bare_epoch_s": round(t_bare, 3),
+        "ratio": round(t_fit / t_bare, 3),
+    }
+
+
+def _per_bag(model: StephModel, abmil: torch.nn.Module, bags: list[torch.Tensor]) -> torch.Tensor:
+    """The reference strategy: merge and run one bag at a time (functional_call)."""
+    theta0 = unflatten(model.stack.base, model.stack.spec)
+    tau_t, *tau_s = (unflatten(v, model.stack.spec) for v in model.stack.vectors)
+    head = {"pred_head.weight": model.pred_head.weight, "pred_head.bias": model.pred_head.bias}
+    outs = []
+    for bag in bags:
+        x = bag.unsqueeze(0)
+        w, lam = model.mixing(x, None)
+        chosen = w[0].detach().topk(model.settings.top_k).indices.tolist()
+        params = dict(head)
+        for key in ENCODER_KEYS:
+            theta = theta0[key]
+            for i in chosen:
+                theta = theta + w[0, i] * tau_s[i][key] + w[0, i] * lam[0, i] * (tau_t[key] - tau_s[i][key])
+            params[key] = theta
+        outs.append(functional_call(abmil, params, (x,)))
+    return torch.cat(outs)
+
+
+def bench_per_bag(dim: int, sizes: tuple[int, ...], batch: int, repeats: int) -> list[dict[str, Any]]:
+    """Batched STEPH vs one bag at a time, forward + backward, same parameters."""
+    model = _steph(dim).eval()  # no dropout: both paths must give the same numbers
+    abmil = create_abmil(dim, MODEL).eval()
+    rows = []
+    for k in sizes:
+        g = torch.Generator().manual_seed(k)
+        bags = [torch.randn(k, dim, generator=g) for _ in range(batch)]
+        x, mask = pad_bags(bags)
+        with torch.no_grad():
+            diff = float((model(x, mask).logits - _per_bag(model, abmil, bags)).abs().max())
+
+        def batched(x: torch.Tensor = x, mask: torch.Tensor = mask) -> None:
+            model.zero_grad(set_to_none=True)
+            model(x, mask).logits.sum().backward()
+
+        def one_by_one(bags: list[torch.Tensor] = bags) -> None:
+            model.zero_grad(set_to_none=True)
+            _per_bag(model, abmil, bags).sum().backward()
+
+        t_batched, t_loop = _best(batched, repeats), _best(one_by_one, repeats)
+        rows.append(
+            {
+                "bag_size": k,
+                "bags": batch,
+                "max_abs_diff": diff,
+                "batched_s": round(t_batched, 4),
+                "per_bag_s": round(t_loop, 4),
+                "speedup": round(t_loop / t_batched, 2),
+            }
+        )
+    return rows
+
+
+def bench_merge_step(dim: int, batch: int, repeats: int) -> dict[str, Any]:
+    """Merging only: masked coefficients over all m sources vs gathering the selected k."""
+    model = _steph(dim)
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(batch, N_SOURCES, generator=g).requires_grad_()
+    lam = torch.rand(batch, N_SOURCES, generator=g).requires_grad_()
+    base, vectors = model.stack.base, model.stack.vectors
+
+    def masked() -> None:
+        sel = model.select(w.detach())
+        flat = torch.addmm(base.unsqueeze(0), model.coefficients(w, lam, sel), vectors)
+        flat.sum().backward()
+
+    def gathered() -> None:
+        index = w.detach().topk(model.settings.top_k, dim=1).indices
+        wk, lk = w.gather(1, index), lam.gather(1, index)
+        coef = torch.cat([(wk * lk).sum(1, keepdim=True), wk * (1 - lk)], dim=1).unsqueeze(1)
+        chosen = torch.cat([vectors[:1].expand(batch, 1, -1), vectors[1:][index]], dim=1)
+        flat = base + torch.bmm(coef, chosen).squeeze(1)
+        flat.sum().backward()
+
+    t_masked, t_gather = _best(masked, repeats), _best(gathered, repeats)
+    return {
+        "bags": batch,
+        "masked_matmul_s": round(t_masked, 4),
+        "gather_s": round(t_gather, 4),
+        "gather_over_masked": round(t_gather / t_masked, 2),
+    }
+
+
+def bench_inference(dim: int, k: int, n_patients: int, repeats: int) -> dict[str, Any]:
+    """One patient per forward, eval mode: STEPH vs ROUPKT over 13 experts."""
+    steph = _steph(dim).eval()
+    theta0, tau_t, tau_s = _inputs(dim)
+    experts = [{key: theta0[key] + v[key] for key in ENCODER_KEYS} for v in (tau_t, *tau_s)]
+    roupkt = RouPKTModel(
+        experts,
+        dim_in=dim,
+        dim_emb=512,
+        dim_attn=384,
+        time_bins=32,
+        dropout=0.25,
+        top_k=5,
+        balance_weight=0.01,
+        z_weight=0.01,
+    ).eval()
+    g = torch.Generator().manual_seed(0)
+    bags = [torch.randn(1, k, dim, generator=g) for _ in range(n_patients)]
+
+    def run(model: torch.nn.Module) -> Callable[[], None]:
+        def go() -> None:
+            with torch.no_grad():
+                for bag in bags:
+                    model(bag)
+
+        return go
+
+    t_steph, t_roupkt = _best(run(steph), repeats), _best(run(roupkt), repeats)
+    return {
+        "bag_size": k,
+        "sources": N_SOURCES,
+        "steph_ms_per_patient": round(1000 * t_steph / n_patients, 2),
+        "roupkt_ms_per_patient": round(1000 * t_roupkt / n_patients, 2),
+        "speedup": round(t_roupkt / t_steph, 2),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Every figure; ``quick`` uses D = 256 and small bags (seconds instead of minutes)."""
+    dim = 256 if quick else 1536
+    sizes = (64, 256, 1024) if quick else (256, 2000, 10000)
+    repeats = 2
+    return {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "quick": quick,
+        "dim": dim,
+        "epoch": bench_epoch(dim, n_patients=32, k=256 if quick else 1000, repeats=repeats),
+        "per_bag": bench_per_bag(dim, sizes, batch=4, repeats=repeats),
+        "merge_step": bench_merge_step(dim, batch=16, repeats=repeats),
+        "inference": bench_inference(dim, k=512 if quick else 2000, n_patients=4, repeats=repeats),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (D = 256)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    print(json.dumps(run(quick=args.quick), indent=2))

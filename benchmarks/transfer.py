@@ -1,0 +1,239 @@
+"""Transfer benchmark: does knowledge from other cancers help a data-poor target?
+
+For each value of the sharing knob (the correlation of the prognostic coefficients between
+cancers, ``steph.synthetic.cohort``), a feature-level cohort of the 13 TCGA-named cancers is
+generated with a data-poor target (BRCA) and richer sources. The pipeline then runs on it
+exactly as a user would: train-source (target: every fold; sources: the fold merge takes them
+from), task-vector, and merge for the target with task arithmetic, TIES, ROUPKT, STEPH and the
+paper's STEPH ablations. The table reports the mean (sd) test C-index over the 5 target folds
+of every method, the cancer-specific baseline and the oracle (the true risk on the same test
+sets), plus the paired difference to cancer-specific.
+
+    python benchmarks/transfer.py                 # the documented run (docs/benchmarks.md)
+    python benchmarks/transfer.py --quick         # a tiny version (about a minute)
+    python benchmarks/transfer.py --sharing 0 1 --work /tmp/transfer --keep
+
+Writes ``transfer-<timestamp>.json`` and ``.md`` into ``--out-dir`` (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steph.config import load_project
+from steph.fileio import read_json
+from steph.pipeline.merge import merge_models, plan_merge
+from steph.pipeline.task_vector import compute_task_vectors
+from steph.pipeline.train_source import train_source_models
+from steph.synthetic import TCGA_CANCERS, FeatureSpec, generate_cohort, standard_spec
+from steph.synthetic.project import init_configured_project
+from steph.synthetic.tables import oracle_fold_c_index
+
+HERE = Path(__file__).resolve().parent
+TARGET = "BRCA"
+CANCER_SPECIFIC = "cancer-specific"
+
+
+@dataclass(frozen=True)
+class BenchSize:
+    """Cohort and protocol of one benchmark size."""
+
+    cancers: tuple[str, ...]
+    target_patients: int
+    source_patients: tuple[int, int]
+    dim: int
+    patches: tuple[int, int]
+    phenotypes: int
+    sharing: tuple[float, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+FULL = BenchSize(
+    cancers=TCGA_CANCERS,
+    target_patients=150,
+    source_patients=(300, 500),
+    dim=64,
+    patches=(32, 96),
+    phenotypes=8,
+    sharing=(0.0, 0.5, 1.0),
+    overrides={"model.dim_emb": 64, "model.dim_attn": 32, "train.epochs": 20, "train.lr": 5e-4},
+)
+QUICK = BenchSize(
+    cancers=("BLCA", "BRCA", "KIPAN", "LUNG"),
+    target_patients=40,
+    source_patients=(60, 80),
+    dim=16,
+    patches=(8, 24),
+    phenotypes=8,
+    sharing=(0.0, 1.0),
+    overrides={"model.dim_emb": 16, "model.dim_attn": 8, "train.epochs": 2, "train.lr": 5e-4, "merge.top_k": 2},
+)
+
+VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("task arithmetic", "task-arithmetic", {}),
+    ("TIES", "ties", {}),
+    ("ROUPKT", "roupkt", {}),
+    ("STEPH", "steph", {}),
+    ("STEPH, lambda = 0 (source vectors only)", "steph", {"merge.mix": "fixed", "merge.fixed_lambda": 0.0}),
+    ("STEPH, lambda = 1 (target vector only)", "steph", {"merge.mix": "fixed", "merge.fixed_lambda": 1.0}),
+    ("STEPH, lambda a global parameter", "steph", {"merge.mix": "global"}),
+    ("STEPH, no sparsity (all sources)", "steph", {"merge.sparse": False, "merge.top_k": 5}),
+    ("STEPH, w a global parameter", "steph", {"merge.weights": "global"}),
+)
+"""(label, merge method, config overrides) of every merged model; ablations as STEPH_SPEC section 8."""
+
+
+def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[str, Any]:
+    """Generate one cohort, run the pipeline, return per-fold C-indices of every method."""
+    spec = standard_spec(
+        cancers=size.cancers,
+        target=TARGET,
+        target_patients=size.target_patients,
+        source_patients=size.source_patients,
+        sharing=sharing,
+        seed=seed,
+        phenotypes=size.phenotypes,
+        features=FeatureSpec(dim=size.dim, patches=size.patches),
+    )
+    layout = init_configured_project(
+        root, cancers=spec.names, encoder="synthetic", overrides=size.overrides, note="transfer benchmark"
+    )
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    _require(generate_cohort(root, spec, level="features"))
+    seconds["generate"] = time.perf_counter() - clock
+    _, config = load_project(root)
+    sources = [c for c in spec.names if c != TARGET]
+    source_fold = [config.merge.source_fold]
+    clock = time.perf_counter()
+    _require(train_source_models(layout, config, cancers=[TARGET]))
+    _require(train_source_models(layout, config, cancers=sources, folds=source_fold))
+    _require(compute_task_vectors(layout, config, cancers=[TARGET]))
+    _require(compute_task_vectors(layout, config, cancers=sources, folds=source_fold))
+    seconds["train-source + task-vector"] = time.perf_counter() - clock
+    methods: dict[str, Any] = {CANCER_SPECIFIC: {"run": CANCER_SPECIFIC, "folds": _fold_values(layout, CANCER_SPECIFIC)}}
+    for label, method, overrides in VARIANTS:
+        _, variant = load_project(root, overrides)
+        run = plan_merge(layout, variant, target=TARGET, methods=[method])[0].params["run"]
+        clock = time.perf_counter()
+        _require(merge_models(layout, variant, target=TARGET, methods=[method]))
+        seconds[f"merge {run}"] = time.perf_counter() - clock
+        methods[label] = {"run": run, "folds": _fold_values(layout, run)}
+    oracle = oracle_fold_c_index(layout, TARGET)
+    cohort = read_json(layout.synthetic_spec)["cancers"]
+    return {
+        "sharing": sharing,
+        "oracle": _summary(oracle),
+        "methods": {label: {**entry, **_summary(entry["folds"])} for label, entry in methods.items()},
+        "target": cohort[TARGET],
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+
+
+def _require(report: Any) -> None:
+    if not report.ok:
+        failed = "; ".join(f"{item.key}: {item.message}" for item in report.failed[:3])
+        raise RuntimeError(f"{report.stage} failed: {failed}")
+
+
+def _fold_values(layout: Any, run: str) -> list[float]:
+    values = []
+    for fold in layout.result_folds(TARGET, run):
+        value = read_json(layout.result_metrics(TARGET, run, fold)).get("c_index")
+        values.append(float("nan") if value is None else float(value))
+    return values
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    clean = [v for v in values if v == v]
+    return {
+        "mean": statistics.fmean(clean) if clean else None,
+        "sd": statistics.stdev(clean) if len(clean) > 1 else None,
+        "values": values,
+    }
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """Two tables: mean (sd) C-index per method and sharing; paired gain over cancer-specific."""
+    header = "| method | " + " | ".join(f"sharing {r['sharing']:g}" for r in results) + " |"
+    rule = "|---|" + "---:|" * len(results)
+    labels = list(results[0]["methods"])
+    lines = ["Mean (sd) test C-index over the target's 5 folds.", "", header, rule]
+    for label in labels:
+        cells = [_cell(r["methods"][label]) for r in results]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| *oracle (true risk)* | " + " | ".join(_cell(r["oracle"]) for r in results) + " |")
+    lines += ["", "Paired difference to cancer-specific over the same folds: mean (folds won).", "", header, rule]
+    for label in labels[1:]:
+        cells = []
+        for r in results:
+            ours, base = r["methods"][label]["values"], r["methods"][CANCER_SPECIFIC]["values"]
+            diffs = [a - b for a, b in zip(ours, base, strict=True)]
+            wins = sum(d > 0 for d in diffs)
+            cells.append(f"{statistics.fmean(diffs):+.4f} ({wins}/{len(diffs)})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(summary: dict[str, Any]) -> str:
+    if summary["mean"] is None:
+        return "n/a"
+    sd = f" ({summary['sd']:.3f})" if summary["sd"] is not None else ""
+    return f"{summary['mean']:.4f}{sd}"
+
+
+def run(quick: bool = False, *, sharing: tuple[float, ...] | None = None, work: Path | None = None, seed: int = 0) -> dict[str, Any]:
+    """Run the benchmark; returns the JSON document (settings, per-setting results, markdown)."""
+    size = QUICK if quick else FULL
+    base = Path(tempfile.mkdtemp(prefix="stephctl-transfer-")) if work is None else work
+    started = time.perf_counter()
+    results = []
+    try:
+        for s in sharing or size.sharing:
+            print(f"[transfer] sharing {s:g} ...", file=sys.stderr, flush=True)
+            results.append(run_setting(base / f"sharing-{s:g}", size, s, seed))
+    finally:
+        if work is None:
+            shutil.rmtree(base, ignore_errors=True)
+    return {
+        "benchmark": "transfer",
+        "quick": quick,
+        "seed": seed,
+        "size": asdict(size),
+        "variants": [{"label": label, "method": m, "overrides": o} for label, m, o in VARIANTS],
+        "results": results,
+        "seconds": round(time.perf_counter() - started, 1),
+        "markdown": markdown(results),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny cohorts and 2 epochs (a smoke test, not a result)")
+    parser.add_argument("--sharing", type=float, nargs="+", help="sharing values to run (default: 0 0.5 1; quick: 0 1)")
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    parser.add_argument("--work", type=Path, help="keep the generated projects here (default: a temporary folder, deleted)")
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results", help="where the JSON and markdown go")
+    args = parser.parse_args(argv)
+    document = run(args.quick, sharing=tuple(args.sharing) if args.sharing else None, work=args.work, seed=args.seed)
+    document["command"] = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"transfer-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    stem.with_suffix(".md").write_text(document["markdown"], encoding="utf-8")
+    sys.stdout.write(document["markdown"])
+    print(f"[transfer] wrote {stem}.json and .md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
