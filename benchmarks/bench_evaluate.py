@@ -69,7 +69,9 @@ def _metric_bench(n: int, resamples: int) -> dict[str, float]:
     for row in subset:
         idx = np.repeat(np.arange(n), row.astype(int))
         ConcordanceIndex()(
-            torch.tensor(risk[idx], dtype=torch.float32), torch.tensor(e[idx]), torch.tensor(t[idx], dtype=torch.float32)
+            torch.tensor(risk[idx], dtype=torch.float32),
+            torch.tensor(e[idx]),
+            torch.tensor(t[idx], dtype=torch.float32),
         )
     torchsurv_s = (time.perf_counter() - start) * resamples / subset.shape[0]
 
@@ -95,11 +97,18 @@ def _stage_bench(targets: int, methods: int, folds: int, patients: int, resample
     from steph.project import init_project
 
     names = ["BRCA", "BLCA", "LUAD", "KIRC", "UCEC"][:targets]
-    quality = dict(list({"cancer-specific": 0.55, "task-arithmetic": 0.6, "steph": 0.75, "ties": 0.58}.items())[:methods])
+    quality = dict(
+        list({"cancer-specific": 0.55, "task-arithmetic": 0.6, "steph": 0.75, "ties": 0.58}.items())[:methods]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = init_project(Path(tmp) / "project").root
         write_results(root, targets=tuple(names), methods=quality, folds=folds, patients=patients)
-        out: dict[str, float] = {"targets": targets, "methods": methods, "folds": folds, "patients_per_target": patients}
+        out: dict[str, float] = {
+            "targets": targets,
+            "methods": methods,
+            "folds": folds,
+            "patients_per_target": patients,
+        }
         for report in (False, True):
             layout, config = load_project(root, {"evaluate.report": report})
             start = time.perf_counter()
@@ -114,7 +123,11 @@ def run(quick: bool = False) -> dict:
     """Figures of one run (seconds; ratios measured side by side)."""
     metric = _metric_bench(n=100 if quick else 200, resamples=100 if quick else 1000)
     stage = _stage_bench(
-        targets=2, methods=3, folds=3 if quick else 5, patients=120 if quick else 250, resamples=100 if quick else 1000
+        targets=2,
+        methods=3,
+        folds=3 if quick else 5,
+        patients=120 if quick else 250,
+        resamples=100 if quick else 1000,
     )
     return {"metric_bootstrap": metric, "stage": stage}
 

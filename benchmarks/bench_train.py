@@ -193,8 +193,14 @@ def run(
     epochs: int = 2,
     rounds: int = 2,
     device: str = "auto",
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Measure the loops on one synthetic cohort, alternating them for ``rounds``; returns the figures."""
+    """Measure the loops on one synthetic cohort, alternating them for ``rounds``; returns the figures.
+
+    ``threads`` sets torch's intra-op threads (None = torch's default).
+    """
+    if threads:
+        torch.set_num_threads(threads)
     patients = patients or (96 if quick else 256)
     patches = patches or (300 if quick else 2000)
     dim = dim or (384 if quick else 1536)
@@ -253,6 +259,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
     result = run(
         args.quick,
@@ -262,6 +269,7 @@ def main() -> None:
         epochs=args.epochs,
         rounds=args.rounds,
         device=args.device,
+        threads=args.threads,
     )
     print(json.dumps(result, indent=2))
 

@@ -166,7 +166,11 @@ class Registry(Generic[T]):
         broken = [b for b in self._broken if b.name == name]
         if broken:
             message = f"{self.kind} plugin {name!r} from {broken[0].origin.package} is broken: {broken[0].reason}"
-        raise UnknownNameError(message, hint=f"known {self.kind}s: {', '.join(names) or '(none)'}{self.list_hint}")
+        hint = f"known {self.kind}s: {', '.join(names) or '(none)'}{self.list_hint}"
+        if self._broken and not broken:
+            failed = ", ".join(f"{b.name} from {b.origin.package}" for b in self._broken)
+            hint += f"; plugins that failed to load: {failed} (`stephctl plugins` shows why)"
+        raise UnknownNameError(message, hint=hint)
 
     def origin(self, name: str) -> Origin:
         self.load_plugins()

@@ -85,15 +85,23 @@ def write_slide(
     *,
     render_mpp: float | None = None,
     resolution_dpi: float | None = None,
+    compression: str | None = None,
     **kwargs: object,
 ) -> Path:
     """Render the standard layout at ``render_mpp`` (default ``mpp``) and write it as a pyramidal TIFF.
 
     ``mpp`` None writes no MPP (with ``resolution_dpi``: generic TIFF resolution tags only).
+    Tiles are uncompressed unless ``compression`` is given (fast to write and read in tests).
     """
     image = render(render_mpp or mpp or 0.5, **kwargs)  # type: ignore[arg-type]
     return write_pyramidal_tiff(
-        path, image, mpp=mpp, tile=128, min_level_size=128, resolution_dpi=resolution_dpi
+        path,
+        image,
+        mpp=mpp,
+        tile=128,
+        min_level_size=128,
+        resolution_dpi=resolution_dpi,
+        compression=compression,
     )
 
 
@@ -120,7 +128,8 @@ def row(slide_id: str, path: str | Path, *, cancer: str = "BRCA", mpp: float | s
 
 
 def corrupt_level0_tiles(path: Path) -> Path:
-    """Overwrite the middle of every level-0 tile's compressed data, so the file opens but tiles do not decode."""
+    """Garble every level-0 tile's zlib stream (write the slide with ``compression="zlib"``),
+    so the file opens but its tiles cannot be decoded."""
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         spans = list(zip(page.dataoffsets, page.databytecounts, strict=True))

@@ -48,7 +48,9 @@ def test_prediction_reproduces_the_test_set_predictions(merged: Path, cli, metho
     layout, config = load_project(merged)
     test = list(load_split(layout, load_cohort(layout, config, "BRCA"), 0).test)
     manifest = _manifest(merged, test)
-    result = cli("-p", merged, "evaluate", "--predict", manifest, "-t", "BRCA", "-m", method, "-k", 0, "--json")
+    result = cli(
+        "-p", merged, "evaluate", "--predict", manifest, "-t", "BRCA", "-m", method, "-k", 0, "--json"
+    )
     assert result.exit_code == 0, result.output
     out = layout.predict_dir(f"BRCA_{method}_fold_0")
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "predictions.csv", "survival.csv"]
@@ -67,7 +69,9 @@ def test_prediction_reproduces_the_test_set_predictions(merged: Path, cli, metho
     assert np.all(np.diff(curve) <= 0) and 0 < curve[0] <= 1
     meta = json.loads((out / "meta.json").read_text())
     assert meta["method"] == method and meta["patients"] == len(test)
-    again = cli("-p", merged, "evaluate", "--predict", manifest, "-t", "BRCA", "-m", method, "-k", 0, "--json")
+    again = cli(
+        "-p", merged, "evaluate", "--predict", manifest, "-t", "BRCA", "-m", method, "-k", 0, "--json"
+    )
     assert json.loads(again.stdout)["items"][0]["status"] == "skipped"
 
 
@@ -101,7 +105,7 @@ def test_prediction_errors_name_what_is_missing(merged: Path, tmp_path: Path) ->
     with pytest.raises(MissingArtifactError, match="stephctl"):
         predict_patients(layout, config, missing, target="BRCA", method="cancer-specific", fold=0, name="new")
     other = load_project(merged, {"model.time_bins": 16})[1]
-    with pytest.raises(ConsistencyError, match="model.time_bins = 16 but the weights have 32"):
+    with pytest.raises(ConsistencyError, match=r"model\.time_bins = 16 but the weights have 32"):
         predict_patients(layout, other, manifest, target="BRCA", method="cancer-specific", fold=0, name="x")
 
 

@@ -49,7 +49,7 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "tiny": write_pyramidal_tiff(
             d / "tiny.tif", render(0.5, size_um=(20, 20), blocks_um=((0, 0, 20, 20),)), mpp=0.5, tile=128
         ),
-        "corrupt": corrupt_level0_tiles(write_slide(d / "corrupt.tif", 0.5)),
+        "corrupt": corrupt_level0_tiles(write_slide(d / "corrupt.tif", 0.5, compression="zlib")),
     }
     (d / "notaslide.svs").write_text("this is not an image\n")
     paths["notaslide"] = d / "notaslide.svs"
@@ -338,3 +338,24 @@ def test_selection_by_cancer_and_by_external_manifest(tmp_path: Path, slides: di
     report = extract_features(layout, config, slides_file=other)
     assert [(i.key, i.status) for i in report.items] == [("z", Status.DONE)]
     assert os.path.exists(layout.own_features("tiny-cnn", "z"))
+
+
+def test_any_timm_model_with_a_weights_file(tmp_path: Path, slides: dict[str, Path]) -> None:
+    import torch
+
+    from steph.extractors import get_encoder_spec
+
+    weights = tmp_path / "test_resnet.pth"
+    torch.save({"state_dict": get_encoder_spec("timm:test_resnet").architecture().state_dict()}, weights)  # type: ignore[misc]
+    layout, config = project(
+        tmp_path,
+        [row("a", slides["s20"])],
+        encoder="timm:test_resnet",
+        **{"extract.weights": {"timm:test_resnet": str(weights)}},
+    )
+    report = extract_features(layout, config)
+    assert report.items[0].status is Status.DONE
+    output = layout.features_root / "timm-test_resnet" / "a.h5"
+    assert output == layout.own_features("timm:test_resnet", "a")
+    attrs = read_attrs(output)
+    assert attrs["encoder"] == "timm:test_resnet" and attrs["embed_dim"] == 96 and attrs["n_patches"] == 40

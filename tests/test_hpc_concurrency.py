@@ -83,7 +83,7 @@ def test_concurrent_extracts_do_each_slide_once(slide_project: Path) -> None:
     assert leftovers(layout.features_dir(config.encoder)) == []
 
 
-def test_killed_task_is_detected_and_redone(tmp_path: Path) -> None:
+def test_killed_task_is_detected_and_redone(tmp_path: Path, cli) -> None:
     root = make_feature_project(tmp_path / "p", cancers=("BRCA",), n_patients=10, folds=2)
     layout, _ = load_project(root)
     lock = lock_path_for(layout.model_weights("BRCA", 0))
@@ -96,19 +96,19 @@ def test_killed_task_is_detected_and_redone(tmp_path: Path) -> None:
     task.wait()
     assert lock.exists() and not layout.model_meta("BRCA", 0).exists()
 
-    status = json.loads(finish([stephctl(root, "status", "--json")])[0][1])
+    status = json.loads(cli("-p", root, "status", "--json").stdout)
     assert [(Path(item["path"]), item["stale"]) for item in status["locks"]] == [(lock, True)]
     train = next(s for s in status["stages"] if s["stage"] == "train-source")
     assert (train["done"], train["missing"]) == (0, ["BRCA/fold_0", "BRCA/fold_1"])
 
-    ((code, out, err),) = finish([stephctl(root, "train-source", "--task-index", "0", "--json")])
-    assert code == 0, err
-    assert [i["status"] for i in json.loads(out)["items"]] == ["locked"]  # stale locks are kept unless asked
+    kept = cli("-p", root, "train-source", "--task-index", "0", "--json")
+    assert kept.exit_code == 0, kept.output
+    assert [i["status"] for i in json.loads(kept.stdout)["items"]] == [
+        "locked"
+    ]  # stale locks stay unless asked
 
-    ((code, out, err),) = finish(
-        [stephctl(root, "train-source", "--task-index", "0", "--clear-stale-locks", "--json")]
-    )
-    assert code == 0, err
-    assert "removed stale lock" in err
-    assert [i["status"] for i in json.loads(out)["items"]] == ["done"]
+    redone = cli("-p", root, "train-source", "--task-index", "0", "--clear-stale-locks", "--json")
+    assert redone.exit_code == 0, redone.output
+    assert "removed stale lock" in redone.stderr
+    assert [i["status"] for i in json.loads(redone.stdout)["items"]] == ["done"]
     assert layout.model_meta("BRCA", 0).is_file() and not lock.exists()

@@ -176,3 +176,12 @@ def test_submit_errors_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     failing.chmod(0o755)
     with pytest.raises(SubmitError, match="invalid partition"):
         submit_jobs(_jobs()[:1], layout, replace(SlurmConfig(), partition="nope"), sbatch=str(failing))
+
+
+@pytest.mark.parametrize("module", ["steph.hpc.slurm", "steph.hpc.shards", "steph.hpc.multi_device"])
+def test_doctests(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

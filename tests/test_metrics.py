@@ -41,6 +41,12 @@ def test_harrell_pair_form_matches_sksurv_and_loop(seed: int) -> None:
     expected = concordance_index_censored(e, t, risk)[0]
     assert harrell_statistic(t, e, risk).estimate() == pytest.approx(expected, abs=1e-12)
     assert harrell_c(t, e, risk).value == pytest.approx(expected, abs=1e-12)
+    from torchsurv.metrics.cindex import ConcordanceIndex
+
+    ts = ConcordanceIndex()(
+        torch.tensor(risk, dtype=torch.float32), torch.tensor(e), torch.tensor(t, dtype=torch.float32)
+    )
+    assert harrell_statistic(t, e, risk).estimate() == pytest.approx(float(ts), abs=1e-5)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

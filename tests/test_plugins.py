@@ -109,6 +109,9 @@ def test_registry_keeps_going_past_broken_and_conflicting_plugins(
     assert "ModuleNotFoundError" in broken.reason
     with pytest.raises(UnknownNameError, match="from thing-a is broken: ModuleNotFoundError"):
         registry.get("a-broken")
+    with pytest.raises(UnknownNameError, match="unknown thing 'only-c'") as unknown:
+        registry.get("only-c")
+    assert "failed to load: a-broken from thing-a" in str(unknown.value.hint)
 
 
 def test_registry_direct_registration_of_a_taken_name_raises() -> None:

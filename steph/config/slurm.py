@@ -12,11 +12,17 @@ class SlurmConfig:
     """Resources written into ``stephctl slurm`` job scripts."""
 
     partition: str | None = None
+    """#SBATCH --partition (None = the cluster's default)."""
     account: str | None = None
+    """#SBATCH --account (None = your default account)."""
     time: str = "04:00:00"
+    """Wall-clock limit per array task (#SBATCH --time)."""
     mem: str = "32G"
+    """Memory per array task (#SBATCH --mem)."""
     cpus: int = 8
+    """CPU cores per array task (#SBATCH --cpus-per-task)."""
     gpus: int = 1
+    """GPUs per task of the GPU stages (extract, train-source, merge) as --gres=gpu:N; 0 = CPU only."""
     max_parallel: int | None = None
     """Cap on concurrently running array tasks (the %K of --array)."""
     activate: str = ""

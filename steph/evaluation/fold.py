@@ -29,7 +29,6 @@ from ..metrics import (
 from .inputs import FoldPredictions, TrainingSurvival
 
 DAYS_PER_YEAR = 365.25
-LOWER_IS_BETTER = frozenset({"ibs"})
 
 
 def auc_name(years: float) -> str:

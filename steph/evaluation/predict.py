@@ -113,9 +113,13 @@ def load_predictor(
         arch = architecture_of(state)
         _check_dim(arch["dim_in"], dim_in, path)
         wanted = {k: getattr(config.model, k) for k in ("dim_emb", "dim_attn", "time_bins")}
-        differ = [f"model.{k} = {v} but the weights have {arch[k]}" for k, v in wanted.items() if arch[k] != v]
+        differ = [
+            f"model.{k} = {v} but the weights have {arch[k]}" for k, v in wanted.items() if arch[k] != v
+        ]
         if differ:
-            raise ConsistencyError(f"{path}: {'; '.join(differ)}", hint="use the stephctl.yaml the model was trained with")
+            raise ConsistencyError(
+                f"{path}: {'; '.join(differ)}", hint="use the stephctl.yaml the model was trained with"
+            )
         model = create_abmil(dim_in, config.model)
         model.load_state_dict(state)
         return model.to(device).eval(), [path]

@@ -10,6 +10,7 @@ inside it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,10 +82,6 @@ class EncoderSpec:
         if not 0.0 < self.crop_pct <= 1.0:
             raise ConfigError(f"encoder {self.name!r}: crop_pct must be in (0, 1], got {self.crop_pct}")
 
-    @property
-    def uses_hub(self) -> bool:
-        return self.default_weights.startswith("hf-hub:")
-
     def describe(self) -> dict[str, object]:
         """A JSON-able summary (the ``--list-encoders`` row)."""
         return {
@@ -112,9 +109,10 @@ class Encoder:
     """A built encoder on a device: ``encode(uint8 patches) -> float32 features``.
 
     Preprocessing (on the device): ``x = (resize(p) / 255 - mean) / std`` with ``p`` the uint8
-    RGB patch, resized to ``spec.input_size`` with antialiasing when needed. Resizing is a
-    convex combination of pixels, so it commutes with the per-channel affine normalisation;
-    normalising after the resize is the same result on fewer pixels. The forward pass runs
+    RGB patch, resized to ``spec.input_size`` with antialiasing when needed. A resize output
+    pixel is a weighted sum of input pixels with weights summing to one, so it commutes with the
+    per-channel affine normalisation: normalising after the resize gives the same result on
+    fewer pixels. The forward pass runs
     under autocast in ``dtype`` (fp32 unless the config or, on CUDA, the encoder asks).
     """
 
@@ -164,7 +162,7 @@ class Encoder:
         size = self.spec.input_size
         if size is None:
             return x
-        scaled = int(size / self.spec.crop_pct)
+        scaled = math.floor(size / self.spec.crop_pct + 1e-6)  # timm's convention
         if x.shape[-2] != scaled or x.shape[-1] != scaled:
             x = nn.functional.interpolate(
                 x, size=(scaled, scaled), mode=self.spec.interpolation, antialias=True, align_corners=False

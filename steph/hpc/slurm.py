@@ -293,6 +293,17 @@ def make_jobs(
     return jobs
 
 
+def with_pins(options: Sequence[str], pins: Sequence[str]) -> list[str]:
+    """``options`` plus the ``(--name, value)`` pairs of ``pins`` whose option is not given already.
+
+    >>> with_pins(["--num-shards", "4"], ["--num-shards", "7"]), with_pins(["--cancer", "BRCA"], ["--num-shards", "7"])
+    (['--num-shards', '4'], ['--cancer', 'BRCA', '--num-shards', '7'])
+    """
+    given = {option.split("=", 1)[0] for option in options}
+    pairs = zip(pins[::2], pins[1::2], strict=True)
+    return [*options, *(part for name, value in pairs if name not in given for part in (name, value))]
+
+
 def _devices_gpus(options: Sequence[str]) -> int:
     """GPUs named by a ``--devices`` option (``cpu`` entries do not count)."""
     from .multi_device import parse_devices

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from .auc import cumulative_dynamic_auc as cumulative_dynamic_auc
 from .bootstrap import Interval as Interval
-from .bootstrap import bootstrap as bootstrap
 from .bootstrap import percentile_interval as percentile_interval
 from .bootstrap import resample_counts as resample_counts
 from .bootstrap import stable_seed as stable_seed

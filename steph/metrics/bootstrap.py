@@ -8,8 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from .statistic import Statistic
-
 
 def resample_counts(n: int, resamples: int, seed: int | list[int]) -> NDArray[np.float64]:
     """Multiplicities of ``resamples`` bootstrap samples of ``n`` patients, shape ``[R, n]``.
@@ -48,10 +46,3 @@ def percentile_interval(replicates: NDArray[np.float64], confidence: float) -> I
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(ok, [alpha, 1.0 - alpha])
     return Interval(float(low), float(high), int(ok.size))
-
-
-def bootstrap(statistic: Statistic, counts: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Replicates of ``statistic`` for multiplicities ``counts`` ([R, n]); empty if R = 0."""
-    if counts.shape[0] == 0:
-        return np.empty(0)
-    return statistic.resample(counts)

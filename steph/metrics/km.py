@@ -38,10 +38,6 @@ class StepFunction:
         out[inside] = self.values[idx[inside]]
         return out
 
-    @property
-    def last_time(self) -> float:
-        return float(self.times[-1]) if self.times.size else float("-inf")
-
 
 def _counts(time: NDArray[np.float64], event: NDArray[np.bool_]) -> tuple[NDArray, NDArray, NDArray, NDArray]:
     """Unique times with the number of events, censorings and patients at risk at each."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config import ProjectConfig
@@ -25,6 +25,9 @@ from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..units import WorkUnit
+
+if TYPE_CHECKING:
+    from ..data.cohort import Cohort
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +171,7 @@ def _evaluate_units(
     progress: Progress,
 ) -> list[FoldResult]:
     settings = config.evaluate
-    cohorts: dict[str, Any] = {}
+    cohorts: dict[str, Cohort | None] = {}
     results: list[FoldResult] = []
     progress.start(STAGE, len(units), unit="folds")
     try:
@@ -200,7 +203,7 @@ def _evaluate_units(
                 report.add(unit.key, Status.FAILED, str(exc))
             else:
                 results.append(result)
-                report.add(unit.key, Status.DONE, _headline(result), **result.to_dict())
+                report.add(unit.key, Status.DONE, _headline(result), n=result.n, events=result.events)
             progress.advance(STAGE, 1, item=unit.key)
     finally:
         progress.finish(STAGE)

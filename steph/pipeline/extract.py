@@ -197,19 +197,18 @@ class _Runner:
 
     def _encoder(self) -> Encoder:
         if self.encoder is None:
-            device = self.device
-            weights = self.config.extract.weights.get(self.config.encoder)
-            path = None
-            if weights:
-                path = Path(weights).expanduser()
-                path = path if path.is_absolute() else self.layout.root / path
+            name = self.config.encoder
+            weights = self.config.extract.weights.get(name)
+            path = Path(weights).expanduser() if weights else None
+            if path is not None and not path.is_absolute():
+                path = self.layout.root / path  # relative to the project, like every stephctl.yaml path
             self.encoder = create_encoder(
-                self.config.encoder, weights=path, device=device, precision=self.config.extract.precision
+                name, weights=path, device=self.device, precision=self.config.extract.precision
             )
             log.info(
                 "encoder %s on %s (%s, weights %s)",
-                self.config.encoder,
-                device,
+                name,
+                self.device,
                 self.encoder.precision,
                 self.encoder.weights_identity,
             )

@@ -64,6 +64,9 @@ def evaluate(
         bool, typer.Option("--no-report", help="Do not write reports/<TARGET>/ (HTML + PNG).")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    list_tasks: ListTasksOption = False,
+    task_index: TaskIndexOption = None,
+    clear_stale_locks: ClearStaleLocksOption = False,
     predict: Annotated[
         Path | None,
         typer.Option(
@@ -117,6 +120,17 @@ def evaluate(
             "--fold, --name and --overwrite apply to --predict only", hint="evaluation always uses every fold"
         )
     overrides = {"evaluate.bootstrap": bootstrap, "evaluate.report": False if no_report else None}
+    if dispatch_tasks(
+        ctx,
+        "evaluate",
+        list_tasks=list_tasks,
+        task_index=task_index,
+        as_json=json_out or fmt is OutputFormat.json,
+        overrides=overrides,
+        selection={"targets": target, "methods": method},
+        clear_stale_locks=clear_stale_locks,
+    ):
+        return
     with handle_errors():
         layout, config = get_project(ctx, overrides)
     from steph.evaluation.tables import to_csv, to_markdown

@@ -79,11 +79,13 @@ def slurm(
         "slurm.gpus": gpus,
         "slurm.max_parallel": max_parallel,
     }
+    from steph.hpc import slurm as scripts
+    from steph.hpc.slurm import with_pins
+
     listed = []
     for stage in stages:
         units, pins = collect_tasks(ctx, stage, options)
-        listed.append((stage, units, [*options, *pins]))
-    from steph.hpc import slurm as scripts
+        listed.append((stage, units, with_pins(options, pins)))
 
     with handle_errors():
         layout, config = get_project(ctx, overrides)
