@@ -76,6 +76,21 @@ def handle_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it per invocation)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     for name in ("steph", "stephctl"):
@@ -90,7 +105,7 @@ def setup_logging(verbosity: int) -> None:
             handler = RichHandler(console=err_console, show_path=False, markup=False, rich_tracebacks=False)
             handler.setFormatter(logging.Formatter("%(message)s"))
         else:
-            handler = logging.StreamHandler(sys.stderr)
+            handler = _StderrHandler()
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S"))
         handler.setLevel(level)
         handler._stephctl = True  # type: ignore[attr-defined]
