@@ -31,6 +31,7 @@ from typing import Any
 
 from steph.config import load_project
 from steph.fileio import read_json
+from steph.merging import MERGE_METHODS
 from steph.pipeline.merge import merge_models, plan_merge
 from steph.pipeline.task_vector import compute_task_vectors
 from steph.pipeline.train_source import train_source_models
@@ -55,6 +56,8 @@ class BenchSize:
     phenotypes: int
     sharing: tuple[float, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
+    top_k: int | None = None
+    """merge.top_k of the methods that read it (None = the default 5)."""
 
 
 FULL = BenchSize(
@@ -75,7 +78,8 @@ QUICK = BenchSize(
     patches=(8, 24),
     phenotypes=8,
     sharing=(0.0, 1.0),
-    overrides={"model.dim_emb": 16, "model.dim_attn": 8, "train.epochs": 2, "train.lr": 5e-4, "merge.top_k": 2},
+    overrides={"model.dim_emb": 16, "model.dim_attn": 8, "train.epochs": 2, "train.lr": 5e-4},
+    top_k=2,
 )
 
 VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -122,7 +126,8 @@ def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[
     seconds["train-source + task-vector"] = time.perf_counter() - clock
     methods: dict[str, Any] = {CANCER_SPECIFIC: {"run": CANCER_SPECIFIC, "folds": _fold_values(layout, CANCER_SPECIFIC)}}
     for label, method, overrides in VARIANTS:
-        _, variant = load_project(root, overrides)
+        uses_top_k = size.top_k is not None and "top_k" in MERGE_METHODS.get(method).config_fields
+        _, variant = load_project(root, {**({"merge.top_k": size.top_k} if uses_top_k else {}), **overrides})
         run = plan_merge(layout, variant, target=TARGET, methods=[method])[0].params["run"]
         clock = time.perf_counter()
         _require(merge_models(layout, variant, target=TARGET, methods=[method]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,44 @@ def stephctl(root: Path, *args: object, env: dict[str, str] | None = None) -> su
         env=environment,
         cwd=REPO,
     )
+
+
+_TASK_LOOP = """
+import sys
+from stephctl.main import app
+root, stage, *indices = sys.argv[1:]
+for index in indices:
+    code = app(["-p", root, stage, "--task-index", index, "--json"], standalone_mode=False)
+    if code not in (0, None):
+        sys.exit(code)
+"""
+
+
+def task_loop(root: Path, stage: str, indices: Sequence[int]) -> subprocess.Popen[str]:
+    """One process running ``stephctl STAGE --task-index I --json`` for each ``I`` in turn (one
+    import of torch for all of them, as an array task running several units would)."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    environment.pop("SLURM_ARRAY_TASK_ID", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", _TASK_LOOP, str(root), stage, *map(str, indices)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        cwd=REPO,
+    )
+
+
+def json_documents(text: str) -> list[Any]:
+    """Every JSON document printed one after the other on ``text``."""
+    decoder = json.JSONDecoder()
+    documents, position = [], 0
+    while text[position:].strip():
+        while text[position].isspace():
+            position += 1
+        document, position = decoder.raw_decode(text, position)
+        documents.append(document)
+    return documents
 
 
 def finish(processes: Sequence[subprocess.Popen[str]], timeout: float = 120) -> list[tuple[int, str, str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from _cohorts import make_feature_project
-from _hpc import finish, set_config, stephctl
+from _hpc import finish, json_documents, set_config, stephctl, task_loop
 from _slides import TEST_EXTRACT_CONFIG, row, write_manifest, write_slide
 from safetensors.torch import load_file
 
@@ -32,26 +32,22 @@ def statuses(outputs: list[tuple[int, str, str]]) -> dict[str, list[str]]:
     seen: dict[str, list[str]] = {}
     for code, stdout, stderr in outputs:
         assert code == 0, stderr
-        for item in json.loads(stdout)["items"]:
-            seen.setdefault(item["key"], []).append(item["status"])
+        for report in json_documents(stdout):
+            for item in report["items"]:
+                seen.setdefault(item["key"], []).append(item["status"])
     return seen
 
 
 def test_concurrent_train_source_runs_do_each_unit_once(tmp_path: Path) -> None:
-    """Two whole-stage runs and two runs of task 0, all at once."""
+    """Two processes run every task of the list, in the same order, at the same time."""
     root = make_feature_project(tmp_path / "p", n_patients=10, folds=2)
     layout, _ = load_project(root)
-    runs = [
-        stephctl(root, "train-source", "--json"),
-        stephctl(root, "train-source", "--json"),
-        stephctl(root, "train-source", "--task-index", "0", "--json"),
-        stephctl(root, "train-source", "--task-index", "0", "--json"),
-    ]
+    runs = [task_loop(root, "train-source", range(4)) for _ in range(2)]
     seen = statuses(finish(runs, timeout=600))
     units = ["BRCA/fold_0", "BRCA/fold_1", "BLCA/fold_0", "BLCA/fold_1"]
     assert sorted(seen) == sorted(units)
     for key in units:
-        assert Counter(seen[key])["done"] == 1, (key, seen[key])
+        assert len(seen[key]) == 2 and Counter(seen[key])["done"] == 1, (key, seen[key])
         assert set(seen[key]) <= {"done", "skipped", "locked"}
     theta0 = read_json(layout.theta0_meta)["sha256"]
     for key in units:

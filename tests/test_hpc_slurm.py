@@ -185,3 +185,13 @@ def test_doctests(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_after_must_be_job_ids(tmp_path: Path) -> None:
+    layout = ProjectLayout(tmp_path / "proj")
+    assert "afterok:12:13" in render_submit_script(_jobs()[:1], layout, SlurmConfig(), after="12:13")
+    for bad in ("12; rm -rf ~", "abc", ""):
+        with pytest.raises(ConfigError, match="--after"):
+            render_submit_script(_jobs()[:1], layout, SlurmConfig(), after=bad)
+        with pytest.raises(ConfigError, match="--after"):
+            submit_jobs(_jobs()[:1], layout, SlurmConfig(), after=bad)

@@ -196,8 +196,10 @@ class _QueueLogHandler(logging.Handler):
         self.label, self.events = label, events
 
     def emit(self, record: logging.LogRecord) -> None:
-        record.msg = f"[{self.label}] {record.getMessage()}"
-        record.args, record.exc_info, record.exc_text = None, None, None
+        message = f"[{self.label}] {record.getMessage()}"
+        if record.exc_info:  # tracebacks do not pickle: send them as text
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args, record.exc_info, record.exc_text = message, None, None, None
         self.events.put((self.label, "log", record))
 
 

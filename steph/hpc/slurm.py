@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
@@ -34,7 +34,8 @@ from ..layout import ProjectLayout
 from ..units import WorkUnit
 
 TASK_ID = '"$SLURM_ARRAY_TASK_ID"'
-_JOB_ID = re.compile(r"(\d+)")
+_JOB_IDS = re.compile(r"\d+(?::\d+)*")
+_SUBMITTED = re.compile(r"(\d+)(?:;\S*)?$")
 
 
 class SubmitError(StephError):
@@ -58,7 +59,6 @@ class ArrayJob:
     args: tuple[str, ...] = ()
     gpus: int = 0
     n_tasks: int = 0
-    keys: tuple[str, ...] = field(default=(), compare=False)
 
 
 def array_spec(indices: Sequence[int], max_parallel: int | None = None) -> str:
@@ -175,9 +175,7 @@ def render_submit_script(
         "}",
         "",
     ]
-    previous = f"{shlex.quote(after)}" if after else None
-    if after is not None and not _JOB_ID.fullmatch(after):
-        raise ConfigError(f"--after expects a Slurm job id, got {after!r}")
+    previous = _check_after(after)
     for n, job in enumerate(jobs, start=1):
         marker = f"STEPHCTL_JOB_{n}"
         dependency = f' --dependency="afterok:{previous}"' if previous else ""
@@ -189,6 +187,13 @@ def render_submit_script(
         lines.append("")
         previous = f"$JOB_{n}"
     return "\n".join(lines)
+
+
+def _check_after(after: str | None) -> str | None:
+    """``--after``: a job id, or several joined by ``:`` (``afterok:1:2`` waits for both)."""
+    if after is not None and not _JOB_IDS.fullmatch(after):
+        raise ConfigError(f"--after expects a Slurm job id (or ids joined by ':'), got {after!r}")
+    return after
 
 
 def submit_jobs(
@@ -210,7 +215,7 @@ def submit_jobs(
         SubmitError: sbatch is not on PATH, exits non-zero or prints no job id.
     """
     ids: list[str] = []
-    previous = after
+    previous = _check_after(after)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for job in jobs:
         script = render_job_script(job, layout, config)
@@ -223,7 +228,8 @@ def submit_jobs(
                 f"{sbatch!r} not found: this machine cannot submit Slurm jobs",
                 hint="run on a Slurm login node, or write the script with -o FILE and submit it there",
             ) from exc
-        match = _JOB_ID.search(done.stdout.split(";")[0]) if done.returncode == 0 else None
+        lines = done.stdout.strip().splitlines()
+        match = _SUBMITTED.search(lines[-1].strip()) if done.returncode == 0 and lines else None
         if match is None:
             raise SubmitError(
                 f"sbatch refused the {job.stage} job (exit {done.returncode}): {(done.stderr or done.stdout).strip()}",
@@ -282,7 +288,6 @@ def make_jobs(
                 args=tuple(options),
                 gpus=gpus if stage_tasks(stage).gpus else 0,
                 n_tasks=len(units),
-                keys=tuple(units[i].key for i in indices),
             )
         )
     if not jobs:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from ..config import ProjectConfig
     from ..layout import ProjectLayout
+    from ..locks import LockInfo
 
 Selection = Mapping[str, Any]
 TASK_ID_ENV = "SLURM_ARRAY_TASK_ID"
@@ -168,11 +169,11 @@ def task_index_from_env(environ: Mapping[str, str] | None = None) -> int | None:
     return int(value)
 
 
-def clear_stage_locks(stage: str, layout: ProjectLayout, config: ProjectConfig) -> list[Any]:
+def clear_stage_locks(stage: str, layout: ProjectLayout, config: ProjectConfig) -> list[LockInfo]:
     """Remove the stale locks (dead pid on this host, or too old) under ``stage``'s output folders."""
     from ..locks import clear_stale_locks
 
-    removed: list[Any] = []
+    removed: list[LockInfo] = []
     for root in stage_tasks(stage).lock_roots(layout, config):
         removed.extend(clear_stale_locks(root))
     return removed

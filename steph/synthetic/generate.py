@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,7 @@ def generate_cohort(
     level: Level = "features",
     encoder: str | None = None,
     overwrite: bool = False,
+    workers: int | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Write the cohort ``spec`` into the project at ``root`` (initialised first if needed).
@@ -47,6 +49,8 @@ def generate_cohort(
             ``synthetic`` for a new project). Ignored by the slide level, whose features come
             from ``stephctl extract``.
         overwrite: rewrite every file, and replace a different cohort already in the project.
+        workers: threads that render and compress slides (default: the usable CPU cores, at
+            most 4); the files do not depend on it.
 
     Raises:
         ConfigError: the project already holds a different generated cohort and not ``overwrite``.
@@ -61,6 +65,11 @@ def generate_cohort(
     _check_previous(layout, spec, level, overwrite)
     cohorts = draw_cohort(spec)
     report = StageReport("generate")
+    threads = (
+        workers
+        if workers is not None
+        else min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    )
     total = sum(len(s) for c in cohorts.values() for s in c.slide_ids)
     progress.start("generate", total, unit="slides")
     manifest: list[dict[str, object]] = []
@@ -73,7 +82,7 @@ def generate_cohort(
                 written, reused = written + new, reused + (not new)
                 progress.advance("generate", 1, item=slide_id)
         else:
-            for row, new in slide_files(layout, spec, cohort, overwrite=overwrite):
+            for row, new in slide_files(layout, spec, cohort, overwrite=overwrite, workers=threads):
                 manifest.append(row)
                 written, reused = written + new, reused + (not new)
                 progress.advance("generate", 1, item=row["slide_id"])

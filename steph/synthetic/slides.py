@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -123,27 +125,42 @@ def render_slide(
 
 
 def slide_files(
-    layout: ProjectLayout, spec: CohortSpec, cohort: CancerCohort, *, overwrite: bool = False
+    layout: ProjectLayout,
+    spec: CohortSpec,
+    cohort: CancerCohort,
+    *,
+    overwrite: bool = False,
+    workers: int = 1,
 ) -> Iterator[tuple[dict[str, object], bool]]:
-    """Write every slide of ``cohort``; yields its manifest row and whether it was written now."""
-    cache: dict[float, np.ndarray] = {}
+    """Write every slide of ``cohort`` (``workers`` threads); yields its manifest row and whether
+    it was written now, in patient order."""
+    jobs = []
     for i, pid in enumerate(cohort.patient_ids):
         for j, slide_id in enumerate(cohort.slide_ids[i]):
             mpp = spec.slides.mpp[(i + j) % len(spec.slides.mpp)]
             path = layout.synthetic_slide(cohort.name, slide_id)
-            row: dict[str, object] = {
+            row = {
                 "slide_id": slide_id,
                 "patient_id": pid,
                 "cancer": cohort.name,
                 "path": path.relative_to(layout.root).as_posix(),
                 "mpp": mpp,
             }
-            if path.is_file() and not overwrite:
-                yield row, False
-                continue
-            if mpp not in cache:
-                cache[mpp] = textures(spec, mpp)
-            rng = cancer_rng(spec.seed, cohort.name, 6, i, j)
-            image, _ = render_slide(spec, cohort.proportions[i], mpp, cache[mpp], rng)
-            write_pyramidal_tiff(path, image, mpp=mpp)
-            yield row, True
+            jobs.append((i, j, mpp, path, row))
+    todo = [job for job in jobs if overwrite or not job[3].is_file()]
+    tiles = {mpp: textures(spec, mpp) for mpp in {job[2] for job in todo}}
+
+    def write(job: tuple[int, int, float, Path, dict[str, object]]) -> None:
+        i, j, mpp, path, _ = job
+        image, _ = render_slide(
+            spec, cohort.proportions[i], mpp, tiles[mpp], cancer_rng(spec.seed, cohort.name, 6, i, j)
+        )
+        write_pyramidal_tiff(path, image, mpp=mpp)
+
+    pending = {id(job) for job in todo}
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="steph-slides") as pool:
+        done = pool.map(write, todo)  # numpy and zlib release the GIL: threads overlap well
+        for job in jobs:
+            if id(job) in pending:
+                next(done)
+            yield job[4], id(job) in pending

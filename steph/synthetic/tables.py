@@ -134,9 +134,13 @@ def oracle_fold_c_index(layout: ProjectLayout, cancer: str) -> list[float]:
         test = [r["test"] for r in read_csv(layout.split(cancer, fold)) if r.get("test")]
         missing = [p for p in test if p not in truth]
         if missing:
-            raise DataError(f"{layout.synthetic_truth}: no true risk for {missing[0]} (test set of {cancer} fold {fold})")
+            raise DataError(
+                f"{layout.synthetic_truth}: no true risk for {missing[0]} (test set of {cancer} fold {fold})"
+            )
         rows = [truth[p] for p in test]
-        conc = harrell_c([float(r["t"]) for r in rows], [int(r["e"]) for r in rows], [float(r["risk"]) for r in rows])
+        conc = harrell_c(
+            [float(r["t"]) for r in rows], [int(r["e"]) for r in rows], [float(r["risk"]) for r in rows]
+        )
         if conc.defined:
             values.append(conc.value)
     return values

@@ -64,7 +64,9 @@ def write_pyramidal_tiff(
                 photometric="rgb",
                 tile=(tile, tile),
                 compression=compression,
-                description=aperio_description(w, h, mpp if i == 0 else None, tile) if i == 0 else f"Aperio level {i} -> {w}x{h}",
+                description=aperio_description(w, h, mpp if i == 0 else None, tile)
+                if i == 0
+                else f"Aperio level {i} -> {w}x{h}",
                 metadata=None,
                 **kwargs,
             )

@@ -103,13 +103,16 @@ def extract(
     Resumable (complete slides are skipped), shardable (Slurm arrays), atomic (a temporary file is renamed when complete).
 
     Exit code 2 when some slide failed; the reasons are also in features/<encoder>/failures.csv.
+
+    As a Slurm array: --list-tasks prints the shards, --task-index I runs shard I (see `stephctl slurm extract`).
     """
     if list_encoders:
         _print_encoders(json_out)
         return
-    from steph.hpc.multi_device import parse_devices
-    from steph.pipeline.extract import extract_features
-
+    if task_index is not None and shard_index is not None:
+        fail(
+            "--task-index and --shard-index both choose the shard", hint="use --num-shards N with one of them"
+        )
     overrides: dict[str, Any] = {
         "encoder": encoder,
         "extract.mpp": mpp,
@@ -118,17 +121,15 @@ def extract(
         "extract.workers": workers,
     }
     with handle_errors():
-        layout, config = get_project(ctx, overrides)
         if weights is not None:
+            _, config = get_project(ctx, overrides)
             table = {**config.extract.weights, config.encoder: str(weights.expanduser().resolve())}
             overrides["extract.weights"] = table
-            layout, config = get_project(ctx, overrides)
-        device_list = parse_devices(devices) if devices else None
-    if task_index is not None and shard_index is not None:
-        fail(
-            "--task-index chooses the shard itself",
-            hint="drop --shard-index (keep --num-shards N, or let it default)",
-        )
+        layout, config = get_project(ctx, overrides)
+        from steph.hpc.multi_device import parse_devices
+
+        device_list = parse_devices(devices) if devices is not None else None
+    selection = {"cancers": cancer or None, "slides_file": slides, "num_shards": num_shards}
     if dispatch_tasks(
         ctx,
         "extract",
@@ -136,13 +137,13 @@ def extract(
         task_index=task_index,
         as_json=json_out,
         overrides=overrides,
-        selection={"cancers": cancer or None, "slides_file": slides, "num_shards": num_shards},
+        selection=selection,
         options={"overwrite": overwrite, "devices": device_list},
-        from_env=False,
+        from_env=False,  # the Slurm array variables choose the shard (--num-shards/--shard-index)
         clear_stale_locks=clear_stale_locks,
     ):
         return
-    if device_list:
+    if device_list is not None:
         from steph.hpc.multi_device import extract_on_devices
 
         run_stage(
@@ -152,25 +153,22 @@ def extract(
             config,
             device_list,
             as_json=json_out,
-            cancers=cancer or None,
-            slides_file=slides,
-            num_shards=num_shards,
+            **selection,
             shard_index=shard_index,
             overwrite=overwrite,
         )
         return
+    from steph.pipeline.extract import extract_features
+
     run_stage(
         ctx,
         extract_features,
         layout,
         config,
         as_json=json_out,
-        cancers=cancer or None,
-        slides_file=slides,
-        num_shards=num_shards,
+        **selection,
         shard_index=shard_index,
         overwrite=overwrite,
-        clear_stale_locks=clear_stale_locks,
     )
 
 

@@ -57,7 +57,7 @@ def _render(report: ProjectStatus) -> None:
             mean = "-" if row["c_index_mean"] is None else f"{row['c_index_mean']:.4f}"
             results.add_row(row["target"], row["method"], ",".join(map(str, row["folds"])), mean)
         out_console.print(results)
-    out_console.print(f"summary.csv: {report.summary_csv or 'not written yet (stephctl evaluate)'}")
+    out_console.print(f"results summary: {report.summary_csv or 'not written yet (stephctl evaluate)'}")
     if report.failures:
         out_console.print(
             f"[red]{len(report.failures)} recorded failure(s)[/] ({report.failures[0]['file']}):"
