@@ -32,3 +32,10 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(autouse=True)
+def _no_slurm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run the same inside a Slurm array job: stages must not pick up its task id."""
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"):
+        monkeypatch.delenv(name, raising=False)
