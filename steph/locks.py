@@ -115,6 +115,32 @@ def hold(output: Path, *, what: str | None = None) -> Iterator[Path]:
         release(path)
 
 
+@contextlib.contextmanager
+def hold_waiting(output: Path, *, timeout_s: float = 120.0, poll_s: float = 0.05) -> Iterator[Path]:
+    """Like :func:`hold`, but wait (up to ``timeout_s``) for another holder to finish.
+
+    For short critical sections such as rewriting a shared summary file; a lock whose process
+    died on this host is broken at once.
+    """
+    path = lock_path_for(output)
+    deadline = time.monotonic() + timeout_s
+    while not try_acquire(path):
+        info = read_lock(path)
+        if info is not None and info.host == socket.gethostname() and info.pid and not _pid_alive(info.pid):
+            path.unlink(missing_ok=True)
+            continue
+        if time.monotonic() > deadline:
+            raise LockedError(
+                f"{output} stayed locked for {timeout_s:.0f} s ({info.describe() if info else 'held'}): {path}",
+                hint="another stephctl process is writing it; if none is running, run with --clear-stale-locks",
+            )
+        time.sleep(poll_s)
+    try:
+        yield path
+    finally:
+        release(path)
+
+
 def find_locks(root: Path) -> list[LockInfo]:
     infos = []
     for path in sorted(root.rglob(f"*{LOCK_SUFFIX}")) if root.is_dir() else []:

@@ -9,7 +9,7 @@ from .config import DEFAULT_ENCODER, load_config
 from .config.template import render
 from .errors import ConfigError
 from .fileio import write_csv, write_text
-from .layout import ProjectLayout, check_safe_id, normalize_cancer
+from .layout import ProjectLayout, check_encoder_name, normalize_cancer
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def init_project(
     layout = ProjectLayout(Path(root))
     if layout.root.exists() and not layout.root.is_dir():
         raise ConfigError(f"{layout.root} exists and is not a directory", hint="choose another DIR")
-    check_safe_id(encoder, "encoder name")
+    check_encoder_name(encoder)
     names = [normalize_cancer(c) for c in cancers or []]
     if layout.config_file.exists() and not force:
         raise ConfigError(

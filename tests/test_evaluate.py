@@ -259,3 +259,25 @@ def test_without_labels_the_test_set_gives_the_censoring_distribution(project: P
     assert report.ok and report.summary is not None
     assert {r.censoring_source for r in report.summary.folds} == {"test"}
     assert "estimated on the test set" in caplog.text
+
+
+def test_summary_keeps_other_targets_rows(tmp_path: Path) -> None:
+    """Per-target runs (Slurm tasks) add their rows to summary.csv instead of replacing the file."""
+    from steph.evaluation.summary import write_summary
+    from steph.fileio import read_csv, write_csv
+
+    path = tmp_path / "summary.csv"
+    write_csv(path, ["target", "method", "fold", "metric", "value"], [["BLCA", "steph", "0", "c_index", 0.61]])
+
+    class _Empty:
+        folds: list = []
+        per_target: dict = {}
+        over_targets: dict = {}
+        metrics: list = []
+
+    write_summary(path, _Empty())  # type: ignore[arg-type]
+    rows = read_csv(path)
+    assert [(r["target"], r["method"], r["fold"], r["metric"], float(r["value"])) for r in rows] == [
+        ("BLCA", "steph", "0", "c_index", 0.61)
+    ]
+    assert not (tmp_path / "summary.csv.lock").exists()

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import write_csv
+from ..fileio import read_csv, write_csv
+from ..locks import hold_waiting
 from ..metrics import percentile_interval
 from .fold import FoldResult
 
@@ -296,5 +297,22 @@ def summary_rows(summary: Summary) -> list[tuple[str, str, str, str, float]]:
 
 
 def write_summary(path: Path, summary: Summary) -> Path:
-    """Write summary.csv atomically (see :func:`summary_rows`)."""
-    return write_csv(path, SUMMARY_COLUMNS, summary_rows(summary))
+    """Write summary.csv atomically (see :func:`summary_rows`).
+
+    Rows of targets this run did not evaluate are kept (per-target Slurm tasks each add their
+    own target); the over-targets rows (target ``mean``) are recomputed only by a run that
+    evaluates two or more targets, otherwise kept as they were. The file is rewritten under a
+    lock so concurrent tasks do not lose each other's rows.
+    """
+    rows = summary_rows(summary)
+    evaluated = {row[0] for row in rows}
+    with hold_waiting(path):
+        kept = []
+        if path.is_file():
+            for old in read_csv(path):
+                target = old.get("target", "")
+                if target in evaluated or (target == ALL_TARGETS and summary.over_targets):
+                    continue
+                kept.append((target, old["method"], old["fold"], old["metric"], float(old["value"])))
+        merged = sorted(kept + rows, key=lambda r: (r[0] == ALL_TARGETS, r[0]))  # stable: keeps row order per target
+        return write_csv(path, SUMMARY_COLUMNS, merged)
