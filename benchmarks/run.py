@@ -36,7 +36,9 @@ def discover(only: list[str] | None = None) -> dict[str, Path]:
     if only:
         unknown = sorted(set(only) - set(found))
         if unknown:
-            raise SystemExit(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(found) or 'none'}")
+            raise SystemExit(
+                f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(found) or 'none'}"
+            )
         found = {name: path for name, path in found.items() if name in only}
     return found
 
@@ -46,6 +48,7 @@ def load(name: str, path: Path) -> ModuleType:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
     spec.loader.exec_module(module)
     if not callable(getattr(module, "run", None)):
         raise AttributeError(f"{path.name} has no run(quick: bool = False) function")
@@ -96,7 +99,9 @@ def _ram_gb() -> float | None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -118,17 +123,29 @@ def run_all(*, quick: bool, only: list[str] | None = None) -> dict[str, Any]:
             figures = load(name, path).run(quick=quick)
             entry = {"ok": True, "figures": figures}
         except Exception as exc:  # a broken benchmark must not hide the others' figures
-            entry = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            entry = {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
         entry["seconds"] = round(time.perf_counter() - started, 2)
         results["benchmarks"][name] = entry
-        print(f"[bench] {name}: {'ok' if entry['ok'] else 'FAILED'} in {entry['seconds']} s", file=sys.stderr, flush=True)
+        print(
+            f"[bench] {name}: {'ok' if entry['ok'] else 'FAILED'} in {entry['seconds']} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (seconds per benchmark), for CI and smoke tests")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (bench_<NAME>.py)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes (seconds per benchmark), for CI and smoke tests"
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these benchmarks (bench_<NAME>.py)"
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     results = run_all(quick=args.quick, only=args.only)

@@ -11,7 +11,7 @@ sets), plus the paired difference to cancer-specific.
 
     python benchmarks/transfer.py                 # the documented run (docs/benchmarks.md)
     python benchmarks/transfer.py --quick         # a tiny version (about a minute)
-    python benchmarks/transfer.py --sharing 0 1 --work /tmp/transfer --keep
+    python benchmarks/transfer.py --sharing 0 1 --seeds 0 1 2 --work /tmp/transfer
 
 Writes ``transfer-<timestamp>.json`` and ``.md`` into ``--out-dir`` (default benchmarks/results).
 """
@@ -124,7 +124,9 @@ def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[
     _require(compute_task_vectors(layout, config, cancers=[TARGET]))
     _require(compute_task_vectors(layout, config, cancers=sources, folds=source_fold))
     seconds["train-source + task-vector"] = time.perf_counter() - clock
-    methods: dict[str, Any] = {CANCER_SPECIFIC: {"run": CANCER_SPECIFIC, "folds": _fold_values(layout, CANCER_SPECIFIC)}}
+    methods: dict[str, Any] = {
+        CANCER_SPECIFIC: {"run": CANCER_SPECIFIC, "folds": _fold_values(layout, CANCER_SPECIFIC)}
+    }
     for label, method, overrides in VARIANTS:
         uses_top_k = size.top_k is not None and "top_k" in MERGE_METHODS.get(method).config_fields
         _, variant = load_project(root, {**({"merge.top_k": size.top_k} if uses_top_k else {}), **overrides})
@@ -172,12 +174,19 @@ def markdown(results: list[dict[str, Any]]) -> str:
     header = "| method | " + " | ".join(f"sharing {r['sharing']:g}" for r in results) + " |"
     rule = "|---|" + "---:|" * len(results)
     labels = list(results[0]["methods"])
-    lines = ["Mean (sd) test C-index over the target's 5 folds.", "", header, rule]
+    draws = len(results[0].get("seeds", [0]))
+    lines = [f"Mean (sd) test C-index over the target's folds x {draws} cohort draw(s).", "", header, rule]
     for label in labels:
         cells = [_cell(r["methods"][label]) for r in results]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| *oracle (true risk)* | " + " | ".join(_cell(r["oracle"]) for r in results) + " |")
-    lines += ["", "Paired difference to cancer-specific over the same folds: mean (folds won).", "", header, rule]
+    lines += [
+        "",
+        "Paired difference to cancer-specific over the same folds: mean (folds won).",
+        "",
+        header,
+        rule,
+    ]
     for label in labels[1:]:
         cells = []
         for r in results:
@@ -196,23 +205,40 @@ def _cell(summary: dict[str, Any]) -> str:
     return f"{summary['mean']:.4f}{sd}"
 
 
-def run(quick: bool = False, *, sharing: tuple[float, ...] | None = None, work: Path | None = None, seed: int = 0) -> dict[str, Any]:
+def run_sharing(base: Path, size: BenchSize, sharing: float, seeds: tuple[int, ...]) -> dict[str, Any]:
+    """One sharing value over several cohort draws; fold values are pooled seed by seed."""
+    runs = []
+    for seed in seeds:
+        print(f"[transfer] sharing {sharing:g}, seed {seed} ...", file=sys.stderr, flush=True)
+        runs.append(run_setting(base / f"sharing-{sharing:g}-seed-{seed}", size, sharing, seed))
+    pooled = {
+        label: {"run": entry["run"], **_summary([v for r in runs for v in r["methods"][label]["values"]])}
+        for label, entry in runs[0]["methods"].items()
+    }
+    oracle = _summary([v for r in runs for v in r["oracle"]["values"]])
+    return {"sharing": sharing, "seeds": list(seeds), "oracle": oracle, "methods": pooled, "runs": runs}
+
+
+def run(
+    quick: bool = False,
+    *,
+    sharing: tuple[float, ...] | None = None,
+    seeds: tuple[int, ...] = (0,),
+    work: Path | None = None,
+) -> dict[str, Any]:
     """Run the benchmark; returns the JSON document (settings, per-setting results, markdown)."""
     size = QUICK if quick else FULL
     base = Path(tempfile.mkdtemp(prefix="stephctl-transfer-")) if work is None else work
     started = time.perf_counter()
-    results = []
     try:
-        for s in sharing or size.sharing:
-            print(f"[transfer] sharing {s:g} ...", file=sys.stderr, flush=True)
-            results.append(run_setting(base / f"sharing-{s:g}", size, s, seed))
+        results = [run_sharing(base, size, s, seeds) for s in sharing or size.sharing]
     finally:
         if work is None:
             shutil.rmtree(base, ignore_errors=True)
     return {
         "benchmark": "transfer",
         "quick": quick,
-        "seed": seed,
+        "seeds": list(seeds),
         "size": asdict(size),
         "variants": [{"label": label, "method": m, "overrides": o} for label, m, o in VARIANTS],
         "results": results,
@@ -223,13 +249,24 @@ def run(quick: bool = False, *, sharing: tuple[float, ...] | None = None, work: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny cohorts and 2 epochs (a smoke test, not a result)")
-    parser.add_argument("--sharing", type=float, nargs="+", help="sharing values to run (default: 0 0.5 1; quick: 0 1)")
-    parser.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
-    parser.add_argument("--work", type=Path, help="keep the generated projects here (default: a temporary folder, deleted)")
-    parser.add_argument("--out-dir", type=Path, default=HERE / "results", help="where the JSON and markdown go")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny cohorts and 2 epochs (a smoke test, not a result)"
+    )
+    parser.add_argument(
+        "--sharing", type=float, nargs="+", help="sharing values to run (default: 0 0.5 1; quick: 0 1)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="cohort draws per sharing value (default: 0)"
+    )
+    parser.add_argument(
+        "--work", type=Path, help="keep the generated projects here (default: a temporary folder, deleted)"
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, default=HERE / "results", help="where the JSON and markdown go"
+    )
     args = parser.parse_args(argv)
-    document = run(args.quick, sharing=tuple(args.sharing) if args.sharing else None, work=args.work, seed=args.seed)
+    sharing = tuple(args.sharing) if args.sharing else None
+    document = run(args.quick, sharing=sharing, seeds=tuple(args.seeds), work=args.work)
     document["command"] = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / f"transfer-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}"

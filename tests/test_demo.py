@@ -17,14 +17,20 @@ from steph.synthetic.project import init_configured_project, set_yaml_value
 
 def test_configured_project_keeps_the_template_comments(tmp_path: Path) -> None:
     layout = init_configured_project(
-        tmp_path / "p", cancers=["BRCA", "BLCA"], encoder="tiny-cnn", overrides={"train.epochs": 3}, note="demo"
+        tmp_path / "p",
+        cancers=["BRCA", "BLCA"],
+        encoder="tiny-cnn",
+        overrides={"train.epochs": 3},
+        note="demo",
     )
     text = layout.config_file.read_text()
     assert "epochs: 3  # demo (default 20)" in text
     assert "# Patch encoder" in text  # the commented template of `stephctl init`
     config = load_config(layout.root)
     assert config.train.epochs == 3 and config.cancers == ["BRCA", "BLCA"]
-    again = init_configured_project(layout.root, cancers=["BRCA"], encoder="x", overrides={"train.epochs": 9}, note="n")
+    again = init_configured_project(
+        layout.root, cancers=["BRCA"], encoder="x", overrides={"train.epochs": 9}, note="n"
+    )
     assert load_config(again.root).train.epochs == 3  # an existing project is left as it is
 
 

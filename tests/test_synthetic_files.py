@@ -129,7 +129,7 @@ def slide_project(tmp_path_factory: pytest.TempPathFactory) -> ProjectLayout:
         cancers=(CancerSpec(name="BRCA", n_patients=10), CancerSpec(name="SKCM", n_patients=10)),
         folds=2,
         second_slide_rate=0.0,
-        slides=SlideSpec(size_um=640.0, mpp=(0.5, 0.25)),
+        slides=SlideSpec(size_um=512.0, mpp=(0.5, 0.25)),
     )
     generate_cohort(root, spec, level="slides")
     return ProjectLayout(root)
@@ -147,7 +147,7 @@ def test_slides_open_in_openslide_with_declared_mpp(slide_project: ProjectLayout
         with openslide.OpenSlide(str(path)) as slide:
             mpp = float(slide.properties[openslide.PROPERTY_NAME_MPP_X])
             assert mpp == pytest.approx(float(row["mpp"]))
-            assert slide.dimensions[0] == round(640.0 / mpp)  # the same physical size at 20x and 40x
+            assert slide.dimensions[0] == round(512.0 / mpp)  # the same physical size at 20x and 40x
             assert slide.level_count >= 2
             assert slide.level_downsamples[1] == pytest.approx(2.0)
         seen.add(mpp)
@@ -171,3 +171,12 @@ def test_phenotype_textures_are_distinguishable() -> None:
     means = tiles.reshape(len(tiles), -1, 3).mean(axis=1)
     distance = np.linalg.norm(means[:, None] - means[None], axis=-1)
     assert distance[~np.eye(len(tiles), dtype=bool)].min() > 8.0
+
+
+def test_slides_do_not_depend_on_the_number_of_threads(tmp_path: Path) -> None:
+    spec = CohortSpec(cancers=(CancerSpec(name="UCEC", n_patients=10),), folds=2, slides=SlideSpec(size_um=512.0))
+    generate_cohort(tmp_path / "one", spec, level="slides", workers=1)
+    generate_cohort(tmp_path / "two", spec, level="slides", workers=3)
+    one, two = ProjectLayout(tmp_path / "one"), ProjectLayout(tmp_path / "two")
+    for row in read_csv(one.manifest):
+        assert one.slide_path(row["path"]).read_bytes() == two.slide_path(row["path"]).read_bytes()

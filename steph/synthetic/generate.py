@@ -45,12 +45,12 @@ def generate_cohort(
     deterministic in ``spec``; a rerun reuses the slide files already written.
 
     Args:
-        encoder: features folder of a feature-level cohort (default: the project's encoder, or
-            ``synthetic`` for a new project). Ignored by the slide level, whose features come
-            from ``stephctl extract``.
+        encoder: the encoder of a new project (default ``synthetic`` for features, ``tiny-cnn``
+            for slides); feature-level files go to ``features/<encoder>/`` (default: the
+            project's encoder).
         overwrite: rewrite every file, and replace a different cohort already in the project.
-        workers: threads that render and compress slides (default: the usable CPU cores, at
-            most 4); the files do not depend on it.
+        workers: threads that render and compress slides at the slide level (default: the
+            usable CPU cores, at most 4); the files do not depend on it.
 
     Raises:
         ConfigError: the project already holds a different generated cohort and not ``overwrite``.
@@ -65,11 +65,7 @@ def generate_cohort(
     _check_previous(layout, spec, level, overwrite)
     cohorts = draw_cohort(spec)
     report = StageReport("generate")
-    threads = (
-        workers
-        if workers is not None
-        else min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    )
+    threads = workers if workers is not None else min(4, _usable_cores())
     total = sum(len(s) for c in cohorts.values() for s in c.slide_ids)
     progress.start("generate", total, unit="slides")
     manifest: list[dict[str, object]] = []
@@ -112,6 +108,12 @@ def generate_cohort(
     )
     log.info("generated a %s-level cohort of %d cancers in %s", level, len(cohorts), layout.root)
     return report
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _check_previous(layout: ProjectLayout, spec: CohortSpec, level: str, overwrite: bool) -> None:
