@@ -314,5 +314,5 @@ def write_summary(path: Path, summary: Summary) -> Path:
                 if target in evaluated or (target == ALL_TARGETS and summary.over_targets):
                     continue
                 kept.append((target, old["method"], old["fold"], old["metric"], float(old["value"])))
-        merged = sorted(kept + rows, key=lambda r: (r[0] == ALL_TARGETS, r[0]))  # stable: keeps row order per target
+        merged = sorted(kept + rows, key=lambda r: r[0] == ALL_TARGETS)  # stable: over-targets rows last
         return write_csv(path, SUMMARY_COLUMNS, merged)
