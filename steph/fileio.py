@@ -41,9 +41,8 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     tmp = temp_name(final)
     try:
         yield tmp
-        if tmp.is_dir():
-            if final.exists():
-                _rmtree(final)
+        if tmp.is_dir() and final.exists():
+            _rmtree(final)
         os.replace(tmp, final)
     except BaseException:
         if tmp.is_dir():
@@ -84,7 +83,9 @@ def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_csv(path: Path | str, header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> Path:
+def write_csv(
+    path: Path | str, header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]]
+) -> Path:
     """Write a CSV atomically; rows are sequences or mappings keyed by ``header``."""
     path = Path(path)
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -110,7 +111,10 @@ def read_csv(path: Path | str) -> list[dict[str, str]]:
         reader = csv.DictReader(fh)
         if reader.fieldnames is not None:
             reader.fieldnames = [name.strip() for name in reader.fieldnames]
-        return [{k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k is not None} for row in reader]
+        return [
+            {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k is not None}
+            for row in reader
+        ]
 
 
 def sha256_file(path: Path | str, *, chunk: int = 1 << 20) -> str:

@@ -394,6 +394,8 @@ class ProjectLayout:
         ]
 
 
-def layout_from(root: Path | str, paths: Mapping[str, str | None] | PathTemplates | None = None) -> ProjectLayout:
+def layout_from(
+    root: Path | str, paths: Mapping[str, str | None] | PathTemplates | None = None
+) -> ProjectLayout:
     templates = paths if isinstance(paths, PathTemplates) else PathTemplates(**dict(paths or {}))
     return ProjectLayout(Path(root), templates)

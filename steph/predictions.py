@@ -72,4 +72,6 @@ def _num(value: float) -> float | int:
 
 
 def format_c(value: float | None) -> str:
-    return "undefined" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    return (
+        "undefined" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    )

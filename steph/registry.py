@@ -60,7 +60,9 @@ def _dist_of(ep: metadata.EntryPoint) -> Origin:
 class Registry(Generic[T]):
     """A named collection of ``T`` with decorator registration and entry-point discovery."""
 
-    def __init__(self, kind: str, group: str | None = None, *, builtin: str | None = None, list_hint: str = "") -> None:
+    def __init__(
+        self, kind: str, group: str | None = None, *, builtin: str | None = None, list_hint: str = ""
+    ) -> None:
         self.kind = kind
         self.group = group
         self.builtin = builtin
@@ -165,7 +167,9 @@ class Registry(Generic[T]):
         message = f"unknown {self.kind} {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
         broken = [b for b in self._broken if b.name == name]
         if broken:
-            message = f"{self.kind} plugin {name!r} from {broken[0].origin.package} is broken: {broken[0].reason}"
+            message = (
+                f"{self.kind} plugin {name!r} from {broken[0].origin.package} is broken: {broken[0].reason}"
+            )
         hint = f"known {self.kind}s: {', '.join(names) or '(none)'}{self.list_hint}"
         if self._broken and not broken:
             failed = ", ".join(f"{b.name} from {b.origin.package}" for b in self._broken)

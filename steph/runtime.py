@@ -20,7 +20,9 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} requested but no CUDA GPU is available", hint="use --device cpu or auto")
+        raise ConfigError(
+            f"device {spec!r} requested but no CUDA GPU is available", hint="use --device cpu or auto"
+        )
     try:
         return torch.device(spec)
     except RuntimeError as exc:

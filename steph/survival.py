@@ -19,7 +19,9 @@ def time_to_bin(t_days: Tensor, *, bin_width: float = 365.0, num_bins: int = 32)
     return bins.clamp_(0, num_bins - 1)
 
 
-def surv_mle_loss(hazards: Tensor, bins: Tensor, events: Tensor, *, alpha: float = 0.5, eps: float = 1e-7) -> Tensor:
+def surv_mle_loss(
+    hazards: Tensor, bins: Tensor, events: Tensor, *, alpha: float = 0.5, eps: float = 1e-7
+) -> Tensor:
     """SurvMLE, the discrete-time negative log-likelihood of the reference (STEPH_SPEC section 5.1).
 
     With hazards h in (0, 1)^{B x T}, bin labels y, censoring c = 1 - e and the survival padded

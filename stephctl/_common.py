@@ -44,7 +44,9 @@ def app_state(ctx: typer.Context) -> AppState:
     return root.obj
 
 
-def get_project(ctx: typer.Context, overrides: dict[str, Any] | None = None) -> tuple[ProjectLayout, ProjectConfig]:
+def get_project(
+    ctx: typer.Context, overrides: dict[str, Any] | None = None
+) -> tuple[ProjectLayout, ProjectConfig]:
     """Layout and config of the project given by -p/--project (flags in ``overrides`` win).
 
     This is the contract every command (built-in or plugin) uses to reach the project.
@@ -106,7 +108,9 @@ def setup_logging(verbosity: int) -> None:
             handler.setFormatter(logging.Formatter("%(message)s"))
         else:
             handler = _StderrHandler()
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
+            )
         handler.setLevel(level)
         handler._stephctl = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
@@ -193,7 +197,9 @@ class CliProgress:
             return
         if self._bar is None and self.enabled:
             elapsed = time.monotonic() - state[2]
-            self._log.info("%s: finished %d %s in %.1f s", task, int(state[0]), self._units.get(task, "items"), elapsed)
+            self._log.info(
+                "%s: finished %d %s in %.1f s", task, int(state[0]), self._units.get(task, "items"), elapsed
+            )
 
 
 def print_json(data: Any) -> None:

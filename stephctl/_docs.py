@@ -21,7 +21,9 @@ def _param_row(param: Any) -> str | None:
         names = f"`{param.name.upper()}`"
     help_text = " ".join((getattr(param, "help", None) or "").split())
     default = getattr(param, "default", None)
-    show = default not in (None, False, (), []) and not callable(default) and param.param_type_name == "option"
+    show = (
+        default not in (None, False, (), []) and not callable(default) and param.param_type_name == "option"
+    )
     if show:
         help_text += f" (default: `{default}`)"
     envvar = getattr(param, "envvar", None)

@@ -80,10 +80,20 @@ def root(
     ctx: typer.Context,
     project: Annotated[
         Path,
-        typer.Option("-p", "--project", envvar="STEPHCTL_PROJECT", help="Project directory.", show_default="current folder"),
+        typer.Option(
+            "-p",
+            "--project",
+            envvar="STEPHCTL_PROJECT",
+            help="Project directory.",
+            show_default="current folder",
+        ),
     ] = Path("."),
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More log output (-vv for debug).")] = 0,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors; no progress bars.")] = False,
+    verbose: Annotated[
+        int, typer.Option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("-q", "--quiet", help="Only warnings and errors; no progress bars.")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -96,7 +106,9 @@ def root(
 class CommandPlugin:
     """One entry of the stephctl.commands group, loaded or broken."""
 
-    def __init__(self, name: str, package: str, version: str, value: str, status: str, reason: str = "") -> None:
+    def __init__(
+        self, name: str, package: str, version: str, value: str, status: str, reason: str = ""
+    ) -> None:
         self.name, self.package, self.version, self.value = name, package, version, value
         self.status, self.reason = status, reason
 

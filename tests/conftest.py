@@ -37,5 +37,10 @@ def cli():
 @pytest.fixture(autouse=True)
 def _no_slurm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests run the same inside a Slurm array job: stages must not pick up its task id."""
-    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"):
+    for name in (
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_COUNT",
+        "SLURM_ARRAY_TASK_MIN",
+        "SLURM_ARRAY_TASK_MAX",
+    ):
         monkeypatch.delenv(name, raising=False)

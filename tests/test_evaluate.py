@@ -6,6 +6,7 @@ import csv
 import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -267,15 +268,12 @@ def test_summary_keeps_other_targets_rows(tmp_path: Path) -> None:
     from steph.fileio import read_csv, write_csv
 
     path = tmp_path / "summary.csv"
-    write_csv(path, ["target", "method", "fold", "metric", "value"], [["BLCA", "steph", "0", "c_index", 0.61]])
+    write_csv(
+        path, ["target", "method", "fold", "metric", "value"], [["BLCA", "steph", "0", "c_index", 0.61]]
+    )
 
-    class _Empty:
-        folds: list = []
-        per_target: dict = {}
-        over_targets: dict = {}
-        metrics: list = []
-
-    write_summary(path, _Empty())  # type: ignore[arg-type]
+    nothing_new = SimpleNamespace(folds=[], per_target={}, over_targets={}, metrics=[])
+    write_summary(path, nothing_new)  # type: ignore[arg-type]
     rows = read_csv(path)
     assert [(r["target"], r["method"], r["fold"], r["metric"], float(r["value"])) for r in rows] == [
         ("BLCA", "steph", "0", "c_index", 0.61)

@@ -68,7 +68,9 @@ class ProjectConfig:
         check_encoder_name(self.encoder)
 
 
-def load_config(root: Path | str, overrides: Mapping[str, Any] | None = None, *, require: bool = True) -> ProjectConfig:
+def load_config(
+    root: Path | str, overrides: Mapping[str, Any] | None = None, *, require: bool = True
+) -> ProjectConfig:
     """Load ``<root>/stephctl.yaml`` and apply ``overrides`` (dotted keys; ``None`` values are
     ignored, so unset CLI flags do not override the file).
 
@@ -102,7 +104,9 @@ def load_config(root: Path | str, overrides: Mapping[str, Any] | None = None, *,
         raise
 
 
-def load_project(root: Path | str, overrides: Mapping[str, Any] | None = None) -> tuple[ProjectLayout, ProjectConfig]:
+def load_project(
+    root: Path | str, overrides: Mapping[str, Any] | None = None
+) -> tuple[ProjectLayout, ProjectConfig]:
     """Config and layout of the project at ``root`` (templates from ``paths:`` applied)."""
     config = load_config(root, overrides)
     return ProjectLayout(Path(root), config.paths), config

@@ -67,9 +67,13 @@ class ExtractConfig:
         if not 0 < self.target_mpp < 100:
             raise ConfigError(f"extract.target_mpp must be in (0, 100), got {self.target_mpp}")
         if not 0.0 <= self.min_tissue_fraction <= 1.0:
-            raise ConfigError(f"extract.min_tissue_fraction must be in [0, 1], got {self.min_tissue_fraction}")
+            raise ConfigError(
+                f"extract.min_tissue_fraction must be in [0, 1], got {self.min_tissue_fraction}"
+            )
         lo, hi = self.mpp_range
         if not 0 < lo < hi:
-            raise ConfigError(f"extract.mpp_range must be two increasing positive numbers, got {self.mpp_range}")
+            raise ConfigError(
+                f"extract.mpp_range must be two increasing positive numbers, got {self.mpp_range}"
+            )
         if self.batch_size < 1 or self.workers < 0:
             raise ConfigError("extract.batch_size must be >= 1 and extract.workers >= 0")

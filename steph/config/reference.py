@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import itertools
 import textwrap
 from typing import Any, get_type_hints
 
@@ -20,7 +21,7 @@ def attribute_docs(cls: type) -> dict[str, str]:
     source = textwrap.dedent(inspect.getsource(cls))
     body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for node, following in zip(body, body[1:], strict=False):
+    for node, following in itertools.pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)
@@ -65,7 +66,9 @@ def config_reference_markdown() -> str:
                 continue
             key = f"{prefix}.{f.name}" if prefix else f.name
             default = node[f.name]
-            lines.append(f"| `{key}` | {_type_name(hints[f.name])} | `{default!r}` | {docs.get(f.name, '')} |")
+            lines.append(
+                f"| `{key}` | {_type_name(hints[f.name])} | `{default!r}` | {docs.get(f.name, '')} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

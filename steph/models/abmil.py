@@ -54,7 +54,13 @@ class ABMIL(nn.Module):
     """Gated-attention MIL survival network; ``forward`` returns logits ``[B, time_bins]``."""
 
     def __init__(
-        self, dim_in: int, *, dim_emb: int = 512, dim_attn: int = 384, dropout: float = 0.25, time_bins: int = 32
+        self,
+        dim_in: int,
+        *,
+        dim_emb: int = 512,
+        dim_attn: int = 384,
+        dropout: float = 0.25,
+        time_bins: int = 32,
     ) -> None:
         super().__init__()
         self.dim_in, self.dim_emb, self.dim_attn, self.time_bins = dim_in, dim_emb, dim_attn, time_bins
@@ -91,7 +97,12 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 
 def encode(
-    params: Mapping[str, Tensor], x: Tensor, mask: Tensor | None = None, *, dropout: float = 0.0, training: bool = False
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    mask: Tensor | None = None,
+    *,
+    dropout: float = 0.0,
+    training: bool = False,
 ) -> Tensor:
     """ABMIL encoder as a function of ``params`` (the 8 :data:`ENCODER_KEYS`), returning ``z [B, E]``.
 
@@ -102,14 +113,18 @@ def encode(
         mask: ``[B, K]`` booleans, True for real patches (None = all real).
     """
     h = torch.relu(_linear(x, params["feat_proj.0.weight"], params["feat_proj.0.bias"]))
-    a = torch.tanh(_linear(h, params["attention_net.attention_a.0.weight"], params["attention_net.attention_a.0.bias"]))
+    a = torch.tanh(
+        _linear(h, params["attention_net.attention_a.0.weight"], params["attention_net.attention_a.0.bias"])
+    )
     g = torch.sigmoid(
         _linear(h, params["attention_net.attention_b.0.weight"], params["attention_net.attention_b.0.bias"])
     )
     if dropout > 0 and training:
         a = F.dropout(a, dropout, True)
         g = F.dropout(g, dropout, True)
-    s = _linear(a * g, params["attention_net.attention_c.weight"], params["attention_net.attention_c.bias"]).squeeze(-1)
+    s = _linear(
+        a * g, params["attention_net.attention_c.weight"], params["attention_net.attention_c.bias"]
+    ).squeeze(-1)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
     alpha = torch.softmax(s, dim=1)
@@ -134,4 +149,9 @@ def architecture_of(state: Mapping[str, Tensor]) -> dict[str, int]:
     w1 = state["feat_proj.0.weight"]
     wa = state["attention_net.attention_a.0.weight"]
     wp = state["pred_head.weight"]
-    return {"dim_in": int(w1.shape[1]), "dim_emb": int(w1.shape[0]), "dim_attn": int(wa.shape[0]), "time_bins": int(wp.shape[0])}
+    return {
+        "dim_in": int(w1.shape[1]),
+        "dim_emb": int(w1.shape[0]),
+        "dim_attn": int(wa.shape[0]),
+        "time_bins": int(wp.shape[0]),
+    }

@@ -11,7 +11,9 @@ from torch import nn
 _NO_DECAY_MARKERS = ("bn", "ln", "bias", "logit_scale")
 
 
-def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(
+    named_params: Iterable[tuple[str, nn.Parameter]], *, lr: float, weight_decay: float
+) -> torch.optim.AdamW:
     """AdamW with weight decay on >= 2-d parameters whose name has none of bn/ln/bias/logit_scale."""
     decay, no_decay = [], []
     for name, param in named_params:
@@ -25,7 +27,9 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], *, lr: flo
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def cosine_with_warmup(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the base LR, then a half cosine down to 0 at ``total_steps``.
 
     factor(s) = s / warmup                                 for s < warmup

@@ -12,7 +12,9 @@ from .._common import handle_errors, out_console, print_json
 
 def init(
     directory: Annotated[Path, typer.Argument(help="Project directory to create (may exist).")],
-    encoder: Annotated[str, typer.Option("--encoder", help="Default encoder written to stephctl.yaml.")] = "tiny-cnn",
+    encoder: Annotated[
+        str, typer.Option("--encoder", help="Default encoder written to stephctl.yaml.")
+    ] = "tiny-cnn",
     cancer: Annotated[
         list[str] | None, typer.Option("--cancer", "-c", help="Cancer of the project (repeatable).")
     ] = None,
@@ -28,4 +30,6 @@ def init(
         print_json({"project": str(layout.root), "config": str(layout.config_file)})
     else:
         out_console.print(f"initialised [bold]{layout.root}[/]")
-        out_console.print(f"edit {layout.config_file} and fill {layout.manifest}, then run `stephctl -p {directory} extract`")
+        out_console.print(
+            f"edit {layout.config_file} and fill {layout.manifest}, then run `stephctl -p {directory} extract`"
+        )
