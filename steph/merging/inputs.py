@@ -105,7 +105,8 @@ def target_folds(layout: ProjectLayout, target: str, folds: Sequence[int] | None
     if not found:
         raise MissingArtifactError(
             f"target {target} has no task vectors (looked for {layout.task_vector_meta(target, 0).name} and the other folds under {layout.task_vector(target, 0).parent})",
-            hint=f"run `stephctl -p {layout.root} task-vector --cancer {target}`",
+            hint=f"run `stephctl -p {layout.root} task-vector --cancer {target}`"
+            f" (after `stephctl -p {layout.root} train-source --cancer {target}` if it has no models yet)",
         )
     return found
 

@@ -76,10 +76,11 @@ def plan_merge(
     name = resolve_target(layout, config, target)
     sources = resolve_sources(layout, config, name)
     chosen = requested_methods(config, methods)
+    fold_list = target_folds(layout, name, folds or config.merge.folds)  # missing inputs first
     for method in chosen:
         method.check(for_method(config.merge, method), len(sources))
     units = []
-    for fold in target_folds(layout, name, folds or config.merge.folds):
+    for fold in fold_list:
         for method in chosen:
             run = method.run_name(for_method(config.merge, method))
             params = {
