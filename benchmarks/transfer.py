@@ -58,6 +58,9 @@ class BenchSize:
     overrides: dict[str, Any] = field(default_factory=dict)
     top_k: int | None = None
     """merge.top_k of the methods that read it (None = the default 5)."""
+    target_epochs: int | None = None
+    """Epochs of everything trained on the target (cancer-specific models and every merge);
+    None = train.epochs. Sources always train train.epochs."""
 
 
 FULL = BenchSize(
@@ -69,6 +72,7 @@ FULL = BenchSize(
     phenotypes=8,
     sharing=(0.0, 0.5, 1.0),
     overrides={"model.dim_emb": 64, "model.dim_attn": 32, "train.epochs": 20, "train.lr": 5e-4},
+    target_epochs=60,
 )
 QUICK = BenchSize(
     cancers=("BLCA", "BRCA", "KIPAN", "LUNG"),
@@ -116,10 +120,12 @@ def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[
     _require(generate_cohort(root, spec, level="features"))
     seconds["generate"] = time.perf_counter() - clock
     _, config = load_project(root)
+    on_target = {"train.epochs": size.target_epochs} if size.target_epochs else {}
+    _, target_config = load_project(root, on_target)
     sources = [c for c in spec.names if c != TARGET]
     source_fold = [config.merge.source_fold]
     clock = time.perf_counter()
-    _require(train_source_models(layout, config, cancers=[TARGET]))
+    _require(train_source_models(layout, target_config, cancers=[TARGET]))
     _require(train_source_models(layout, config, cancers=sources, folds=source_fold))
     _require(compute_task_vectors(layout, config, cancers=[TARGET]))
     _require(compute_task_vectors(layout, config, cancers=sources, folds=source_fold))
@@ -129,7 +135,8 @@ def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[
     }
     for label, method, overrides in VARIANTS:
         uses_top_k = size.top_k is not None and "top_k" in MERGE_METHODS.get(method).config_fields
-        _, variant = load_project(root, {**({"merge.top_k": size.top_k} if uses_top_k else {}), **overrides})
+        top_k = {"merge.top_k": size.top_k} if uses_top_k else {}
+        _, variant = load_project(root, {**on_target, **top_k, **overrides})
         run = plan_merge(layout, variant, target=TARGET, methods=[method])[0].params["run"]
         clock = time.perf_counter()
         _require(merge_models(layout, variant, target=TARGET, methods=[method]))
