@@ -84,7 +84,9 @@ def demo_spec(size: DemoSize) -> CohortSpec:
     The signal is stronger (sd of the log-hazard 2, about half the patients censored) than in the
     transfer benchmark, so that five small test folds still rank patients visibly better than chance.
     """
-    cancers = [CancerSpec(name=TARGET, n_patients=size.target_patients, censoring=0.45, median_days=4 * 365.0)]
+    cancers = [
+        CancerSpec(name=TARGET, n_patients=size.target_patients, censoring=0.45, median_days=4 * 365.0)
+    ]
     for i, name in enumerate(SOURCES):
         cancers.append(
             CancerSpec(

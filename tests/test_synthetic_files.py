@@ -174,9 +174,19 @@ def test_phenotype_textures_are_distinguishable() -> None:
 
 
 def test_slides_do_not_depend_on_the_number_of_threads(tmp_path: Path) -> None:
-    spec = CohortSpec(cancers=(CancerSpec(name="UCEC", n_patients=10),), folds=2, slides=SlideSpec(size_um=512.0))
+    spec = CohortSpec(
+        cancers=(CancerSpec(name="UCEC", n_patients=10),), folds=2, slides=SlideSpec(size_um=512.0)
+    )
     generate_cohort(tmp_path / "one", spec, level="slides", workers=1)
     generate_cohort(tmp_path / "two", spec, level="slides", workers=3)
     one, two = ProjectLayout(tmp_path / "one"), ProjectLayout(tmp_path / "two")
     for row in read_csv(one.manifest):
         assert one.slide_path(row["path"]).read_bytes() == two.slide_path(row["path"]).read_bytes()
+
+
+def test_real_labels_are_never_overwritten(empty_project: Path) -> None:
+    layout = ProjectLayout(empty_project)
+    layout.labels("BRCA").write_text("patient_id,slide_id,t,e\nP1,S1,100,1\n")
+    with pytest.raises(ConfigError, match="not written by the cohort generator"):
+        generate_cohort(empty_project, small_spec(), level="features")
+    assert layout.labels("BRCA").read_text().startswith("patient_id,slide_id,t,e\nP1,")

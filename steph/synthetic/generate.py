@@ -9,7 +9,7 @@ from typing import Literal
 
 from ..config import DEFAULT_ENCODER, load_config, to_plain
 from ..errors import ConfigError, DataError
-from ..fileio import read_csv, read_json, write_csv
+from ..fileio import read_csv, read_json, write_csv, write_json
 from ..layout import ProjectLayout
 from ..progress import NULL_PROGRESS, Progress
 from ..project import MANIFEST_COLUMNS, init_project
@@ -17,7 +17,7 @@ from ..report import StageReport, Status
 from .cohort import CohortSpec, draw_cohort
 from .features import feature_slides
 from .slides import slide_files
-from .tables import GENERATOR_VERSION, write_labels, write_splits, write_truth
+from .tables import GENERATOR_VERSION, describe, write_labels, write_splits, write_truth
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def generate_cohort(
             usable CPU cores, at most 4); the files do not depend on it.
 
     Raises:
-        ConfigError: the project already holds a different generated cohort and not ``overwrite``.
+        ConfigError: the project already holds a different generated cohort, or labels that the
+            generator did not write, and not ``overwrite``.
     """
     layout = ProjectLayout(Path(root))
     if level not in ("features", "slides"):
@@ -64,6 +65,12 @@ def generate_cohort(
     encoder = encoder or load_config(layout.root).encoder
     _check_previous(layout, spec, level, overwrite)
     cohorts = draw_cohort(spec)
+    extra = {"encoder": encoder if level == "features" else None}
+    # cohort.json first (marked incomplete): it identifies the folder as generated, so an
+    # interrupted run resumes instead of being taken for someone's real data
+    write_json(
+        layout.synthetic_spec, describe(spec, cohorts, level=level, extra={**extra, "complete": False})
+    )
     report = StageReport("generate")
     threads = workers if workers is not None else min(4, _usable_cores())
     total = sum(len(s) for c in cohorts.values() for s in c.slide_ids)
@@ -117,8 +124,16 @@ def _usable_cores() -> int:
 
 
 def _check_previous(layout: ProjectLayout, spec: CohortSpec, level: str, overwrite: bool) -> None:
-    """Refuse to mix two different cohorts in one project."""
-    if overwrite or not layout.synthetic_spec.is_file():
+    """Refuse to mix two different cohorts in one project, or to overwrite real labels."""
+    if overwrite:
+        return
+    if not layout.synthetic_spec.is_file():
+        existing = [layout.labels(name) for name in spec.names if layout.labels(name).is_file()]
+        if existing:
+            raise ConfigError(
+                f"{existing[0]} exists and was not written by the cohort generator",
+                hint="generate the synthetic cohort into a new directory (e.g. `stephctl demo NEW_DIR`)",
+            )
         return
     try:
         stored = read_json(layout.synthetic_spec)
