@@ -5,7 +5,9 @@ cancers, ``steph.synthetic.cohort``), a feature-level cohort of the 13 TCGA-name
 generated with a data-poor target (BRCA) and richer sources. The pipeline then runs on it
 exactly as a user would: train-source (target: every fold; sources: the fold merge takes them
 from), task-vector, and merge for the target with task arithmetic, TIES, ROUPKT, STEPH and the
-paper's STEPH ablations. The table reports the mean (sd) test C-index over the 5 target folds
+paper's STEPH ablations. Everything trained on the small target (its cancer-specific models and
+every merge) runs ``target_epochs`` (60) instead of ``train.epochs`` (20), so that it takes about
+as many optimiser steps as the source models do (docs/benchmarks.md explains why). The table reports the mean (sd) test C-index over the 5 target folds
 of every method, the cancer-specific baseline and the oracle (the true risk on the same test
 sets), plus the paired difference to cancer-specific.
 

@@ -171,7 +171,7 @@ def plot_coefficients(path: Path, target: str, coef: SourceCoefficients) -> Path
     ax.set_xlabel("source cancer")
     fig.colorbar(image, ax=ax, shrink=0.9)
     ax.set_title(
-        f"{target} / {coef.method}: merge coefficients per source "
+        f"{target} / {coef.method}: merge coefficients per source\n"
         f"({coef.patients} test patients, {len(coef.folds)} fold{'s' if len(coef.folds) != 1 else ''})",
         fontsize=10,
     )

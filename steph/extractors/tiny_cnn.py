@@ -13,6 +13,13 @@ Architecture (patches resized to 64x64 with an antialiased bilinear filter, then
 The mean pool carries colour and stain intensity; the standard-deviation pool carries texture
 (how unevenly random edge and blob detectors fire across the patch), which is what separates
 tissue phenotypes in the synthetic cohorts. About 3 M multiply-adds per patch.
+
+Raw random-conv features are badly conditioned (per-dimension means up to ~3 next to standard
+deviations of 1e-4), which an ABMIL's first projection cannot use. So the output is standardised
+per dimension, ``f = (g - m) / max(s, floor)``, with ``m`` and ``s`` the mean and standard
+deviation of ``g`` over a fixed, seeded calibration set of H&E-coloured random textures
+(computed once at construction, like the weights; ``floor`` = 5% of the median ``s``). Like the
+weights, the statistics are a deterministic function of ``SEED``.
 """
 
 from __future__ import annotations
@@ -46,18 +53,69 @@ class TinyCNN(nn.Module):
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
                 conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator) * 0.1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` normalised images -> ``[B, 128]``."""
+        self.register_buffer("feature_mean", torch.zeros(EMBED_DIM), persistent=False)
+        self.register_buffer("feature_scale", torch.ones(EMBED_DIM), persistent=False)
+        self.calibrate(calibration_images(seed=seed))
+
+    def raw_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Un-standardised ``[B, 128]`` (spatial mean and standard deviation of the last conv)."""
         x = torch.relu(self.conv1(x))
         x = torch.relu(self.conv2(x))
         x = torch.relu(self.conv3(x)).flatten(2)
         return torch.cat([x.mean(dim=2), x.std(dim=2, unbiased=False)], dim=1)
+
+    @torch.no_grad()
+    def calibrate(self, images: torch.Tensor) -> None:
+        """Set the per-dimension standardisation from ``images`` (normalised, ``[N, 3, H, W]``)."""
+        raw = self.raw_features(images)
+        std = raw.std(dim=0)
+        self.feature_mean.copy_(raw.mean(dim=0))
+        self.feature_scale.copy_(std.clamp(min=0.05 * float(std.median())))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` normalised images -> ``[B, 128]`` standardised features."""
+        return (self.raw_features(x) - self.feature_mean) / self.feature_scale
+
+
+_HE_PALETTE = (
+    (0.96, 0.95, 0.96),  # background / fat
+    (0.90, 0.62, 0.78),  # eosin-rich stroma
+    (0.78, 0.45, 0.66),  # dense eosin
+    (0.50, 0.30, 0.62),  # haematoxylin (nuclei)
+    (0.30, 0.16, 0.45),  # dark nuclei
+    (0.80, 0.30, 0.35),  # blood
+    (0.70, 0.72, 0.85),  # mucin
+)
+
+
+def calibration_images(n: int = 256, size: int = INPUT_SIZE, seed: int = SEED) -> torch.Tensor:
+    """``n`` seeded random textures in H&E colours, ImageNet-normalised ``[n, 3, size, size]``.
+
+    Each image mixes the palette colours with random low-frequency weights (a 4x4 to 16x16 grid
+    upsampled bilinearly) plus pixel noise: smooth regions, edges and blobs at several scales.
+    """
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    palette = torch.tensor(_HE_PALETTE)
+    images = []
+    for i in range(n):
+        cells = (4, 8, 16)[i % 3]
+        logits = torch.randn(1, len(_HE_PALETTE), cells, cells, generator=generator) * 3.0
+        weights = torch.nn.functional.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+        mix = torch.softmax(weights, dim=1)[0]  # [P, H, W]
+        rgb = torch.einsum("phw,pc->chw", mix, palette)
+        rgb = (rgb + 0.04 * torch.randn(rgb.shape, generator=generator)).clamp(0.0, 1.0)
+        images.append(rgb)
+    batch = torch.stack(images)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (batch - mean) / std
 
 
 def build(weights: Path | None, device: torch.device) -> nn.Module:
     model = TinyCNN()
     if weights is not None:
         load_strict(model, Path(weights), name=NAME)
+        model.calibrate(calibration_images())  # the standardisation belongs to these weights
     return model.to(device).eval()
 
 
