@@ -100,7 +100,9 @@ def calibration_images(n: int = 256, size: int = INPUT_SIZE, seed: int = SEED) -
     for i in range(n):
         cells = (4, 8, 16)[i % 3]
         logits = torch.randn(1, len(_HE_PALETTE), cells, cells, generator=generator) * 3.0
-        weights = torch.nn.functional.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+        weights = torch.nn.functional.interpolate(
+            logits, size=(size, size), mode="bilinear", align_corners=False
+        )
         mix = torch.softmax(weights, dim=1)[0]  # [P, H, W]
         rgb = torch.einsum("phw,pc->chw", mix, palette)
         rgb = (rgb + 0.04 * torch.randn(rgb.shape, generator=generator)).clamp(0.0, 1.0)
