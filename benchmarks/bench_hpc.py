@@ -37,22 +37,9 @@ from steph.hpc.status import project_status  # noqa: E402
 from steph.hpc.tasks import list_tasks, run_task  # noqa: E402
 from steph.pipeline.extract import select_slides  # noqa: E402
 from steph.project import init_project  # noqa: E402
+from steph.synthetic.cohort import TCGA_CANCERS  # noqa: E402
 
-CANCERS = [
-    "BLCA",
-    "BRCA",
-    "CESC",
-    "COADREAD",
-    "GBMLGG",
-    "HNSC",
-    "KIPAN",
-    "LIHC",
-    "LUNG",
-    "SARC",
-    "SKCM",
-    "STES",
-    "UCEC",
-]
+CANCERS = list(TCGA_CANCERS)
 FOLDS = 5
 
 
