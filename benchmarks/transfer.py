@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,9 +234,12 @@ def run(
     sharing: tuple[float, ...] | None = None,
     seeds: tuple[int, ...] = (0,),
     work: Path | None = None,
+    target_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the JSON document (settings, per-setting results, markdown)."""
     size = QUICK if quick else FULL
+    if target_epochs is not None:
+        size = replace(size, target_epochs=target_epochs)
     base = Path(tempfile.mkdtemp(prefix="stephctl-transfer-")) if work is None else work
     started = time.perf_counter()
     try:
@@ -268,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds", type=int, nargs="+", default=[0], help="cohort draws per sharing value (default: 0)"
     )
     parser.add_argument(
+        "--target-epochs",
+        type=int,
+        help="epochs of the target's models and merges (default 60; quick: train.epochs)",
+    )
+    parser.add_argument(
         "--work", type=Path, help="keep the generated projects here (default: a temporary folder, deleted)"
     )
     parser.add_argument(
@@ -275,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sharing = tuple(args.sharing) if args.sharing else None
-    document = run(args.quick, sharing=sharing, seeds=tuple(args.seeds), work=args.work)
+    document = run(
+        args.quick, sharing=sharing, seeds=tuple(args.seeds), work=args.work, target_epochs=args.target_epochs
+    )
     document["command"] = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / f"transfer-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}"
