@@ -1,7 +1,10 @@
 """Exclusive lock files for units of work on a shared file system.
 
-A lock is ``<output>.lock``, created with ``O_CREAT | O_EXCL`` (atomic on local file systems and
-on NFSv3+), holding JSON with host, pid and start time. A lock is *stale* when its process is
+A lock is ``<output>.lock`` holding JSON with host, pid and start time. It is written complete to
+a temporary file first and then hard-linked to its name, which fails when the name exists (atomic
+on local file systems and NFS), so a lock is never seen empty, even when its process is killed
+while taking it; on file systems without hard links it is created with ``O_CREAT | O_EXCL`` and
+then filled. A lock is *stale* when its process is
 dead on this host, or when it is older than ``max_age_hours`` (any host). Stale locks are only
 removed on request (``clear_stale_locks``) or when a caller explicitly opts in.
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LockedError
+from .fileio import temp_name
 
 LOCK_SUFFIX = ".lock"
 DEFAULT_MAX_AGE_HOURS = 48.0
@@ -74,15 +78,35 @@ def read_lock(path: Path) -> LockInfo | None:
 
 
 def try_acquire(path: Path) -> bool:
-    """Create the lock file exclusively; False if it already exists."""
+    """Take the lock at ``path``; False if it already exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
+    tmp = temp_name(path)
+    try:
+        tmp.write_text(payload)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            return _create_exclusive(path, payload)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
+
+
+def _create_exclusive(path: Path, payload: str) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
-    payload = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
     with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh)
+        fh.write(payload)
     return True
 
 

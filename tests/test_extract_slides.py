@@ -30,6 +30,7 @@ from steph.slides import (
     tissue_mask,
 )
 from steph.slides.grid import box_fractions, level0_patch_size
+from steph.slides.reader import premultiplied_argb_onto_white
 from steph.slides.tissue import fill_small_holes, otsu_threshold, remove_small_objects, saturation
 
 RANGE = (0.05, 16.0)
@@ -305,3 +306,61 @@ def test_shard_defaults_from_slurm_array() -> None:
         resolve_shard(2, 2, {})
     with pytest.raises(ConfigError, match="go together"):
         resolve_shard(2, None, {})
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def test_premultiplied_argb_over_white_against_unpremultiplied_compositing() -> None:
+    rng = np.random.default_rng(0)
+    alpha = rng.integers(0, 256, (64, 64)).astype(np.uint32)
+    alpha[:8] = 255  # opaque rows, as inside a scan
+    alpha[8:16] = 0  # transparent rows, as outside it
+    colour = rng.integers(0, 256, (64, 64, 3)).astype(np.float64)
+    premultiplied = np.floor(colour * alpha[..., None] / 255.0 + 0.5).astype(np.uint32)
+    argb = (
+        (alpha << 24) | (premultiplied[..., 0] << 16) | (premultiplied[..., 1] << 8) | premultiplied[..., 2]
+    )
+    out = np.zeros((64, 64, 3), np.uint8)
+    premultiplied_argb_onto_white(argb, out)
+    a = alpha[..., None] / 255.0
+    expected = colour * a + 255.0 * (1.0 - a)  # straight-alpha "over white", in floating point
+    assert np.abs(out - expected).max() <= 1.0  # only the 8-bit premultiplication's rounding
+    assert np.array_equal(out[:8], colour[:8].astype(np.uint8))
+    assert (out[8:16] == 255).all()
+    opaque = np.zeros((4, 4, 3), np.uint8)
+    premultiplied_argb_onto_white(argb[:4, :4], opaque)
+    assert np.array_equal(opaque, out[:4, :4])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "level", "size"),
+    [(0, 0, 0, (64, 64)), (2000, 1500, 0, (96, 64)), (-30, -17, 0, (80, 80)), (-3, 1533, 1, (50, 40))],
+)
+def test_direct_reads_equal_openslide_public_read_region(
+    tmp_path: Path, x: int, y: int, level: int, size: tuple[int, int]
+) -> None:
+    import openslide
+
+    from steph.slides.reader import rgba_to_rgb
+
+    path = write_slide(tmp_path / "s.tif", 0.25)
+    with Slide(path, slide_id="s") as slide, openslide.OpenSlide(str(path)) as public:
+        assert slide._raw_read is not None  # the direct path is the one under test
+        direct = slide.read_rgb(x, y, level, size)
+        batch = np.zeros((2, size[1], size[0], 3), np.uint8)
+        slide.read_rgb_into(batch[1], x, y, level)
+        reference = rgba_to_rgb(np.asarray(public.read_region((x, y), level, size)))
+    assert direct.shape == (size[1], size[0], 3)
+    assert np.abs(direct.astype(int) - reference).max() <= 1
+    assert np.array_equal(batch[1], direct) and not batch[0].any()
+
+
+def test_plain_images_read_through_the_public_path(tmp_path: Path) -> None:
+    from PIL import Image
+
+    image = np.full((300, 400, 3), 200, np.uint8)
+    image[100:200, 50:150] = (120, 40, 90)
+    Image.fromarray(image).save(tmp_path / "plain.png")
+    with Slide(tmp_path / "plain.png", slide_id="p") as slide:
+        assert slide._raw_read is None
+        assert np.array_equal(slide.read_rgb(0, 0, 0, (400, 300)), image)
+        assert (slide.read_rgb(390, 290, 0, (20, 20))[10:, 10:] == 255).all()  # beyond the image: white

@@ -37,10 +37,11 @@ def patch_reader(slide: Slide, grid: PatchGrid) -> ReadBatch:
     def read_batch(coords: np.ndarray) -> np.ndarray:
         out = np.empty((len(coords), size, size, 3), dtype=np.uint8)
         for i, (x, y) in enumerate(coords):
+            if read == size:
+                slide.read_rgb_into(out[i], int(x), int(y), grid.level)
+                continue
             region = slide.read_rgb(int(x), int(y), grid.level, (read, read))
-            if read != size:
-                region = np.asarray(Image.fromarray(region).resize((size, size), Image.Resampling.BILINEAR))
-            out[i] = region
+            out[i] = np.asarray(Image.fromarray(region).resize((size, size), Image.Resampling.BILINEAR))
         return out
 
     return read_batch

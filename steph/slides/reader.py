@@ -5,12 +5,22 @@ plain images (PNG, JPEG) open through OpenSlide's ``ImageSlide`` fallback, with 
 no MPP. Every OpenSlide or image-decoding failure becomes a :class:`SlideError` naming the
 slide and, for reads, the region. OpenSlide handles are thread-safe, so reader threads share
 one :class:`Slide`.
+
+Reads go straight from ``openslide_read_region`` into a NumPy buffer (the C call releases the
+GIL) and are composited onto white from OpenSlide's premultiplied ARGB in one pass, into the
+caller's batch array. The public ``OpenSlide.read_region`` adds an un-premultiply pass, a PIL
+image and two copies: about 0.2-0.4 ms of CPU per 256-px patch (5 % of a cold read, 17 % when
+the tiles are cached; OpenSlide's own decoding and painting are the rest). Slides opened through
+the ``ImageSlide`` fallback, and openslide-python versions without ``lowlevel._read_region``, use
+the public path; both paths are tested to agree.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +54,7 @@ class Slide:
                 hint="check that the file is a complete whole-slide image in a format OpenSlide reads",
             ) from exc
         self._error_type: tuple[type[BaseException], ...] = (openslide.OpenSlideError, OSError, ValueError)
+        self._raw_read = _raw_reader(self._osr)
 
     # -- geometry -----------------------------------------------------------------------------
     @property
@@ -80,15 +91,33 @@ class Slide:
         Raises:
             SlideError: the region's tiles cannot be decoded.
         """
+        out = np.empty((int(size[1]), int(size[0]), 3), dtype=np.uint8)
+        self.read_rgb_into(out, x, y, level)
+        return out
+
+    def read_rgb_into(self, out: np.ndarray, x: int, y: int, level: int) -> None:
+        """Fill ``out`` (``[h, w, 3]`` uint8, e.g. one patch of a batch) with the region at
+        level-0 ``(x, y)`` of ``level``, composited onto white; no intermediate RGB copy.
+
+        Raises:
+            SlideError: the region's tiles cannot be decoded.
+        """
+        h, w = int(out.shape[0]), int(out.shape[1])
         try:
-            region = self._osr.read_region((int(x), int(y)), int(level), (int(size[0]), int(size[1])))
+            if self._raw_read is not None:
+                argb = np.empty((h, w), dtype=np.uint32)
+                if h and w:
+                    self._raw_read(argb, int(x), int(y), int(level), w, h)
+                premultiplied_argb_onto_white(argb, out)
+            else:
+                region = self._osr.read_region((int(x), int(y)), int(level), (w, h))
+                out[...] = rgba_to_rgb(np.asarray(region))
         except self._error_type as exc:
             raise SlideError(
                 f"slide {self.slide_id}: cannot decode the region at level-0 ({x}, {y}), level {level}, "
-                f"size {size[0]}x{size[1]}: {type(exc).__name__}: {exc}",
+                f"size {w}x{h}: {type(exc).__name__}: {exc}",
                 hint="the file is damaged (truncated copy or corrupt tiles); re-copy or re-scan it",
             ) from exc
-        return rgba_to_rgb(np.asarray(region))
 
     def close(self) -> None:
         self._osr.close()
@@ -98,6 +127,46 @@ class Slide:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+RawRead = Callable[[np.ndarray, int, int, int, int, int], None]
+
+# A native-endian uint32 ARGB pixel is the bytes B, G, R, A in memory on little-endian machines
+# and A, R, G, B on big-endian ones.
+_RGB_BYTES = slice(2, None, -1) if sys.byteorder == "little" else slice(1, None)
+_ALPHA_BYTE = 3 if sys.byteorder == "little" else 0
+
+
+def _raw_reader(handle: object) -> RawRead | None:
+    """``read(argb, x, y, level, w, h)`` filling a C-contiguous ``[h, w]`` uint32 array through
+    ``openslide_read_region``, or None where only the public API is usable (ImageSlide, or an
+    openslide-python without ``lowlevel._read_region``)."""
+    from openslide import OpenSlide, lowlevel
+
+    c_read = getattr(lowlevel, "_read_region", None)
+    c_handle = getattr(handle, "_osr", None)
+    if not isinstance(handle, OpenSlide) or c_read is None or c_handle is None:
+        return None
+    pointer = ctypes.POINTER(ctypes.c_uint32)
+
+    def read(argb: np.ndarray, x: int, y: int, level: int, w: int, h: int) -> None:
+        c_read(c_handle, argb.ctypes.data_as(pointer), x, y, level, w, h)
+
+    return read
+
+
+def premultiplied_argb_onto_white(argb: np.ndarray, out: np.ndarray) -> None:
+    """Composite OpenSlide's premultiplied ARGB ``[h, w]`` uint32 onto white, into ``out`` ``[h, w, 3]``.
+
+    With premultiplied channels ``C' = C a / 255``, "over white" is
+    ``C a / 255 + 255 (1 - a / 255) = C' + (255 - a)``: exact in uint8, since ``C' <= a``.
+    """
+    pixels = argb.view(np.uint8).reshape(*argb.shape, 4)
+    rgb, alpha = pixels[..., _RGB_BYTES], pixels[..., _ALPHA_BYTE]
+    if alpha.min(initial=255) == 255:
+        out[...] = rgb
+    else:
+        np.add(rgb, (255 - alpha)[..., None], out=out)
 
 
 def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
