@@ -11,11 +11,28 @@ read from the level with the largest downsample ``d <= patch_size_level0 / patch
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import SlideError
+
+_LEVEL_TOLERANCE = 1e-3
+
+
+def best_level(level_downsamples: Sequence[float], downsample: float) -> int:
+    """The level with the largest downsample that is still ``<= downsample`` (within 0.1 %, as
+    scanners store e.g. 4.0003), level 0 if none.
+
+    >>> best_level((1.0, 4.0003, 16.0), 8.0), best_level((1.0, 4.0), 0.5)
+    (1, 0)
+    """
+    best = 0
+    for level, factor in enumerate(level_downsamples):
+        if factor <= downsample * (1 + _LEVEL_TOLERANCE) and factor >= level_downsamples[best]:
+            best = level
+    return best
 
 
 @dataclass(frozen=True)
@@ -120,11 +137,7 @@ def make_grid(
             f"slide {slide_id}: {found} ({columns * rows} grid positions checked)",
             hint="look at the thumbnail; adjust extract.tissue (thresholds) or extract.min_tissue_fraction if tissue was missed",
         )
-    downsample = ps0 / patch_size
-    level = 0
-    for index, factor in enumerate(level_downsamples):
-        if factor <= downsample * (1 + 1e-3) and factor >= level_downsamples[level]:
-            level = index
+    level = best_level(level_downsamples, ps0 / patch_size)
     factor = float(level_downsamples[level])
     return PatchGrid(
         patch_size=patch_size,

@@ -27,10 +27,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SlideError
+from .grid import best_level
 
 log = logging.getLogger(__name__)
-
-_LEVEL_TOLERANCE = 1e-3
 
 
 class Slide:
@@ -75,12 +74,8 @@ class Slide:
         return self._osr.properties
 
     def best_level(self, downsample: float) -> int:
-        """The level with the largest downsample that is still ``<= downsample`` (level 0 if none)."""
-        best = 0
-        for level, factor in enumerate(self.level_downsamples):
-            if factor <= downsample * (1 + _LEVEL_TOLERANCE) and factor >= self.level_downsamples[best]:
-                best = level
-        return best
+        """The level with the largest downsample that is still ``<= downsample`` (see :func:`best_level`)."""
+        return best_level(self.level_downsamples, downsample)
 
     # -- reading ------------------------------------------------------------------------------
     def read_rgb(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
