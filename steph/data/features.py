@@ -14,6 +14,8 @@ cheaply where the format allows it (HDF5 and NumPy headers).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -60,6 +62,20 @@ def _h5_dataset(fh: h5py.File, path: Path) -> h5py.Dataset:
     return dataset
 
 
+@contextlib.contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """Turn a reader's failure on ``path`` into a :class:`DataError` (h5py, numpy and torch raise
+    many types for corrupt files); a DataError raised inside passes through unchanged."""
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(
+            f"{path}: cannot read features: {exc}", hint="re-extract or re-download this slide"
+        ) from exc
+
+
 def _load_pt(path: Path) -> Tensor:
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(obj, dict):
@@ -76,7 +92,7 @@ def feature_shape(path: Path) -> tuple[int, int]:
         DataError: the file cannot be read, has no features or has the wrong rank.
     """
     suffix = _check_suffix(path)
-    try:
+    with _read_errors(path):
         if suffix in H5_SUFFIXES:
             with h5py.File(path, "r") as fh:
                 shape = tuple(_h5_dataset(fh, path).shape)
@@ -84,12 +100,6 @@ def feature_shape(path: Path) -> tuple[int, int]:
             shape = tuple(np.load(path, mmap_mode="r").shape)
         else:
             shape = tuple(_load_pt(path).shape)
-    except DataError:
-        raise
-    except Exception as exc:  # h5py, numpy and torch raise many types for corrupt files
-        raise DataError(
-            f"{path}: cannot read features: {exc}", hint="re-extract or re-download this slide"
-        ) from exc
     return _squeeze_shape(shape, path)
 
 
@@ -100,7 +110,7 @@ def read_features(path: Path) -> Tensor:
         DataError: the file cannot be read, has no features or has the wrong rank.
     """
     suffix = _check_suffix(path)
-    try:
+    with _read_errors(path):
         if suffix in H5_SUFFIXES:
             with h5py.File(path, "r") as fh:
                 data = torch.from_numpy(np.asarray(_h5_dataset(fh, path)[()]))
@@ -108,11 +118,5 @@ def read_features(path: Path) -> Tensor:
             data = torch.from_numpy(np.load(path))
         else:
             data = _load_pt(path)
-    except DataError:
-        raise
-    except Exception as exc:  # h5py, numpy and torch raise many types for corrupt files
-        raise DataError(
-            f"{path}: cannot read features: {exc}", hint="re-extract or re-download this slide"
-        ) from exc
     k, d = _squeeze_shape(tuple(data.shape), path)
     return data.reshape(k, d).to(torch.float32).contiguous()
