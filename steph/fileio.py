@@ -129,6 +129,18 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def splice_between(text: str, begin: str, end: str, body: str) -> str:
+    r"""``text`` with what lies between the marker lines ``begin`` and ``end`` replaced by ``body``
+    (for generated sections of hand-written docs).
+
+    >>> splice_between("a\n<!-- B -->\nold\n<!-- E -->\nz", "<!-- B -->", "<!-- E -->", "new")
+    'a\n<!-- B -->\n\nnew\n<!-- E -->\nz'
+    """
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    return f"{head}{begin}\n\n{body}\n{end}{tail}"
+
+
 def clean_temp_files(directory: Path) -> int:
     """Remove leftovers of killed writers (``.tmp-*``) in ``directory``; returns how many."""
     if not directory.is_dir():

@@ -64,9 +64,10 @@ def cli_reference_markdown() -> str:
 
 
 def update_markdown(text: str) -> str:
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n\n{cli_reference_markdown()}\n{END}{tail}"
+    """``text`` with the generated block between the markers replaced by the current reference."""
+    from steph.fileio import splice_between
+
+    return splice_between(text, BEGIN, END, cli_reference_markdown())
 
 
 if __name__ == "__main__":  # pragma: no cover - maintenance entry point

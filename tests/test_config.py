@@ -85,3 +85,17 @@ def test_configuration_docs_are_current() -> None:
     docs = Path(__file__).parent.parent / "docs" / "configuration.md"
     text = docs.read_text()
     assert update_markdown(text) == text, "run: python -m steph.config.reference docs/configuration.md"
+
+
+def test_generated_blocks_are_spliced_between_their_markers() -> None:
+    import doctest
+
+    import steph.fileio
+    from steph.fileio import splice_between
+
+    text = "intro\n<!-- B -->\nstale\n<!-- E -->\noutro\n"
+    once = splice_between(text, "<!-- B -->", "<!-- E -->", "fresh")
+    assert once == "intro\n<!-- B -->\n\nfresh\n<!-- E -->\noutro\n"
+    assert splice_between(once, "<!-- B -->", "<!-- E -->", "fresh") == once  # idempotent
+    result = doctest.testmod(steph.fileio)  # atomic_path's and splice_between's examples
+    assert result.attempted > 0 and result.failed == 0

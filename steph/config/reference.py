@@ -13,6 +13,7 @@ import itertools
 import textwrap
 from typing import Any, get_type_hints
 
+from ..fileio import splice_between
 from ._loader import to_plain
 
 
@@ -79,9 +80,7 @@ END = "<!-- END GENERATED -->"
 
 def update_markdown(text: str) -> str:
     """``text`` with the generated block between the markers replaced by the current reference."""
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n\n{config_reference_markdown()}\n{END}{tail}"
+    return splice_between(text, BEGIN, END, config_reference_markdown())
 
 
 if __name__ == "__main__":  # pragma: no cover - maintenance entry point
