@@ -77,6 +77,10 @@ def read_lock(path: Path) -> LockInfo | None:
         return LockInfo(path, "?", 0, started)
 
 
+# errno values of link() on file systems (or mounts) that do not support hard links
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
+
+
 def try_acquire(path: Path) -> bool:
     """Take the lock at ``path``; False if it already exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,9 +99,6 @@ def try_acquire(path: Path) -> bool:
         return True
     finally:
         tmp.unlink(missing_ok=True)
-
-
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
 
 
 def _create_exclusive(path: Path, payload: str) -> bool:
