@@ -21,7 +21,9 @@ and runs the whole batch with batched matmuls.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,8 @@ ENCODER_KEYS: tuple[str, ...] = (
     "attention_net.attention_c.bias",
 )
 """The 8 ``mil_encoder`` tensors that task vectors merge (STEPH_SPEC section 2)."""
+
+_ATTENTION_SINK: ContextVar[list[Tensor] | None] = ContextVar("abmil_attention_sink", default=None)
 
 HEAD_KEYS: tuple[str, ...] = ("pred_head.weight", "pred_head.bias")
 
@@ -128,7 +132,32 @@ def encode(
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
     alpha = torch.softmax(s, dim=1)
+    sink = _ATTENTION_SINK.get()
+    if sink is not None:
+        sink.append(alpha.detach())
     return torch.bmm(alpha.unsqueeze(1), h).squeeze(1)
+
+
+@contextlib.contextmanager
+def capture_attention() -> Iterator[list[Tensor]]:
+    """Collect the attention weights ``alpha [B, K]`` of every :func:`encode` call in the block.
+
+    Works for any model built on :func:`encode` (ABMIL, STEPH's per-bag merged encoder, the
+    baselines), without changing their ``forward``; one entry per call, in call order
+    (ROUPKT, for instance, encodes once per frozen expert and once with its own encoder).
+
+    >>> model = ABMIL(4, dim_emb=8, dim_attn=4).eval()
+    >>> with capture_attention() as maps:
+    ...     _ = model(torch.ones(1, 3, 4))
+    >>> [tuple(a.shape) for a in maps]
+    [(1, 3)]
+    """
+    sink: list[Tensor] = []
+    token = _ATTENTION_SINK.set(sink)
+    try:
+        yield sink
+    finally:
+        _ATTENTION_SINK.reset(token)
 
 
 def create_abmil(dim_in: int, model_config: object | None = None) -> ABMIL:
