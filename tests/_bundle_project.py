@@ -45,7 +45,12 @@ _BUILT: dict[str, Path] = {}
 def spec() -> CohortSpec:
     cancers = (CancerSpec(name=TARGET, n_patients=12), *(CancerSpec(name=s, n_patients=10) for s in SOURCES))
     return CohortSpec(
-        cancers=cancers, folds=2, effect_sd=2.0, seed=5, second_slide_rate=0.2, slides=SlideSpec(size_um=512.0)
+        cancers=cancers,
+        folds=2,
+        effect_sd=2.0,
+        seed=5,
+        second_slide_rate=0.2,
+        slides=SlideSpec(size_um=512.0),
     )
 
 
