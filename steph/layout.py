@@ -360,6 +360,23 @@ class ProjectLayout:
         """Default output of ``stephctl export`` / ``export-sources`` (``<name>.safetensors``)."""
         return self.exports_root / f"{check_safe_id(name, 'bundle name')}{BUNDLE_SUFFIX}"
 
+    def model_bundle(self, target: str, method: str, fold: int | None) -> Path:
+        """Default ``stephctl export`` file: ``<TARGET>-<method>-fold_<k>`` (``-all-folds`` for None)."""
+        return self.export_file(
+            f"{target}-{method}-" + ("all-folds" if fold is None else f"fold_{int(fold)}")
+        )
+
+    def sources_bundle(self, cancers: list[str]) -> Path:
+        """Default ``stephctl export-sources`` file: ``sources-<C1>-<C2>...``."""
+        return self.export_file("sources-" + "-".join(cancers))
+
+    def task_vector_folds(self, cancer: str) -> list[int]:
+        """Folds of ``cancer`` with a finished task vector (its record written)."""
+        base = self.task_vectors_root / cancer
+        if not base.is_dir():
+            return []
+        return sorted(int(p.stem[5:]) for p in base.glob("fold_*.json") if p.stem[5:].isdigit())
+
     def task_vector_cancers(self) -> list[str]:
         """Cancers with a folder under ``task_vectors/`` (local or imported)."""
         base = self.task_vectors_root

@@ -96,8 +96,9 @@ def export_model(
             f"no trained {method} model of {target} in {layout.root}",
             hint=f"run `stephctl merge --target {target}` (or train-source for cancer-specific) first",
         )
-    name = f"{target}-{method}-" + ("all-folds" if all_folds else f"fold_{folds[0]}")
-    path = Path(out) if out is not None else layout.export_file(name)
+    default = layout.model_bundle(target, method, None if all_folds else folds[0])
+    path = Path(out) if out is not None else default
+    name = default.stem
     report = StageReport(STAGE)
     if path.exists() and not overwrite:
         report.add(name, Status.SKIPPED, f"{path} exists (use --overwrite to replace it)")

@@ -57,8 +57,10 @@ def imported_cancers(layout: ProjectLayout) -> list[str]:
     """Cancers whose task vectors were brought in by ``import-sources``."""
     found = []
     for cancer in layout.task_vector_cancers():
-        folds = sorted(layout.task_vector_meta(cancer, 0).parent.glob("fold_*.json"))
-        if any(IMPORTED in read_json(p) for p in folds):
+        if any(
+            IMPORTED in read_json(layout.task_vector_meta(cancer, k))
+            for k in layout.task_vector_folds(cancer)
+        ):
             found.append(cancer)
     return found
 
@@ -84,7 +86,7 @@ def export_sources(
     names = [normalize_cancer(c) for c in cancers]
     theta0 = load_theta0(layout)
     report = StageReport("export-sources")
-    path = Path(out) if out is not None else layout.export_file("sources-" + "-".join(names))
+    path = Path(out) if out is not None else layout.sources_bundle(names)
     if path.exists() and not overwrite:
         report.add(path.name, Status.SKIPPED, f"{path} exists (use --overwrite to replace it)")
         report.outputs["bundle"] = str(path)
@@ -215,11 +217,11 @@ def import_sources(
     progress.start("import-sources", len(names), unit="task vectors")
     for part in names:
         _, cancer, fold_name = part.split("/")
-        fold = int(fold_name.removeprefix("fold_"))
+        fold = int(fold_name.rsplit("_", 1)[1])
         _import_vector(layout, bundle, part, cancer, fold, origin, overwrite, report)
         progress.advance("import-sources", 1, item=part)
     progress.finish("import-sources")
-    report.outputs["task_vectors"] = str(layout.task_vectors_root)
+    report.outputs["directory"] = str(layout.task_vectors_root)
     return report
 
 
