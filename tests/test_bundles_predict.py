@@ -18,7 +18,8 @@ from _bundle_project import TARGET, project_a
 
 from steph.bundles.container import read_bundle, write_bundle
 from steph.config import load_project
-from steph.data import load_cohort, load_split
+from steph.data import feature_shape, load_cohort, load_split
+from steph.evaluation.predict import PatientCase
 from steph.fileio import read_csv, write_csv
 from steph.synthetic.tiff import write_pyramidal_tiff
 
@@ -114,6 +115,21 @@ def test_in_project_a_the_features_are_reused(a: Path, tmp_path: Path, cli) -> N
     assert from_bundle.keys() == from_project.keys()
     for pid, value in from_bundle.items():
         np.testing.assert_allclose(value, from_project[pid], atol=1e-6)
+    # the old form still works, says it is deprecated and writes the same predictions
+    old = cli("-p", a, "evaluate", "--predict", manifest, "-t", TARGET, "-m", RUN, "-k", 0, "--name", "old")
+    assert old.exit_code == 0, old.output
+    assert "deprecated" in old.stderr and "stephctl predict --manifest" in old.stderr
+    assert read_csv(a / "predictions" / "old" / "predictions.csv") == read_csv(
+        tmp_path / "p" / "predictions.csv"
+    )
+    shutil.rmtree(a / "predictions")  # project A is shared: leave it as it was
+    # what `predict --explain` will get per patient: coordinates in bag order, one row per patch
+    meta = json.loads((out / "meta.json").read_text())
+    pid = rows[0]["patient_id"]
+    files = tuple(Path(f) for f in meta["slides"][pid].values())
+    case = PatientCase(pid, tuple(meta["slides"][pid]), files, (None,) * len(files))
+    coords = case.coords()
+    assert [c.shape for c in coords] == [(feature_shape(f)[0], 2) for f in files]
 
 
 def test_all_folds_bundle_is_the_mean_of_the_fold_models(a: Path, tmp_path: Path, cli) -> None:

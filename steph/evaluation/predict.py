@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,6 +58,12 @@ class PatientCase:
     """Per slide: HDF5 with ``features`` [N, D] and ``coords`` [N, 2] (level-0 x, y) when extracted."""
     slide_files: tuple[Path | None, ...]
     """Per slide: the slide file, or None when only features were given."""
+
+    def coords(self) -> list[np.ndarray | None]:
+        """Per slide: level-0 ``[N, 2]`` patch coordinates in bag order (None when the file has none)."""
+        from ..extraction.h5format import read_coords
+
+        return [read_coords(path) for path in self.feature_files]
 
 
 def read_manifest(path: Path, layout: ProjectLayout | None = None) -> PredictInputs:
@@ -149,7 +156,9 @@ def predict_patients(
                     device=device,
                     max_batch_patches=config.train.max_bag_batch_patches,
                 )
-        # --explain belongs here: per case, model.modules, the bags and the case's slide and feature files.
+        # `predict --explain` hooks in here: for each case in `cases`, `model.modules` (fold, module),
+        # `bags[case.patient_id]` (the slides' features concatenated in slide order), `case.coords()`
+        # and `case.slide_files`; run the module under steph.models.abmil.capture_attention().
         _write(run, model, ids, hazards, surv, failures)
         write_json(run.meta, _meta(model, signature, manifest, inputs, cases, failures))
     for case in cases:
