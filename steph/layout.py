@@ -234,6 +234,11 @@ class ProjectLayout:
     def thumbnail(self, encoder: str, slide_id: str) -> Path:
         return self.features_dir(encoder) / "thumbnails" / f"{check_safe_id(slide_id)}.png"
 
+    def own_feature_files(self, encoder: str) -> list[Path]:
+        """Feature files ``extract`` wrote for ``encoder`` (sorted; templates not followed)."""
+        base = self.features_dir(encoder)
+        return sorted(base.glob("*.h5")) if base.is_dir() else []
+
     def extract_failures(self, encoder: str) -> Path:
         return self.features_dir(encoder) / "failures.csv"
 

@@ -51,7 +51,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _lab_b(root: Path, **overrides: object) -> Path:
+def _lab_b(root: Path, dim: int = 128, **overrides: object) -> Path:
     init_configured_project(
         root, cancers=[OWN], encoder="tiny-cnn", overrides={**OVERRIDES, **overrides}, note="lab B"
     )
@@ -59,7 +59,7 @@ def _lab_b(root: Path, **overrides: object) -> Path:
         cancers=(CancerSpec(name=OWN, n_patients=10),),
         folds=2,
         seed=9,
-        features=FeatureSpec(dim=128, patches=(8, 16)),
+        features=FeatureSpec(dim=dim, patches=(8, 16)),
     )
     assert generate_cohort(root, spec, level="features", encoder="tiny-cnn").ok
     return root
@@ -121,6 +121,18 @@ def test_a_different_encoder_d_or_architecture_is_refused_with_the_reason(
     with pytest.raises(ConsistencyError, match=r"feature dimension D = 128 \(this project: 64\)"):
         import_sources(layout, config, sources)
     assert not any(layout.task_vectors_root.rglob("*.safetensors"))
+    layout, config = load_project(_lab_b(tmp_path / "features", dim=64))  # no theta0 yet: D of its features
+    with pytest.raises(ConsistencyError, match=r"feature dimension D = 128 \(this project: 64\)"):
+        import_sources(layout, config, sources)
+    assert not layout.theta0.exists()
+    (tmp_path / "w.bin").write_bytes(b"other weights")
+    layout, config = load_project(
+        _lab_b(tmp_path / "weights"), {"extract.weights": {"tiny-cnn": str(tmp_path / "w.bin")}}
+    )
+    with pytest.raises(
+        ConsistencyError, match=r"encoder weights random-init seed 0 \(this project: sha256:.* \(w\.bin\)\)"
+    ):
+        import_sources(layout, config, sources)
 
 
 def test_a_model_bundle_is_not_a_sources_bundle(

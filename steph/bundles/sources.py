@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import save_state_dict
+from ..data.features import feature_shape
 from ..errors import ConsistencyError, MissingArtifactError
+from ..extractors.weights import weights_identity
 from ..fileio import read_json, write_json
 from ..layout import normalize_cancer
 from ..locks import hold
@@ -143,32 +145,38 @@ def export_sources(
 def check_compatible(layout: ProjectLayout, config: ProjectConfig, bundle: Bundle) -> None:
     """Refuse a sources bundle this project cannot merge with, listing every reason.
 
+    The project's D is its theta0's ``dim_in``, else that of its extracted features; its encoder
+    weights are compared when ``extract.weights`` names a file for the encoder.
+
     Raises:
-        ConsistencyError: a different theta0 (sha256), encoder, feature dimension D or
-            architecture (dim_emb, dim_attn, time_bins) than the project's.
+        ConsistencyError: a different theta0 (sha256), encoder (name or weights), feature
+            dimension D or architecture (dim_emb, dim_attn, time_bins) than the project's.
     """
     card, reasons = bundle.card, []
-    encoder = card["encoder"]
+    encoder, arch = card["encoder"], dict(card["architecture"])
     if encoder["name"] != config.encoder:
         reasons.append(f"encoder {encoder['name']!r} (this project: {config.encoder!r})")
-    arch = dict(card["architecture"])
+    elif config.extract.weights.get(config.encoder):
+        mine = weights_identity(layout.slide_path(config.extract.weights[config.encoder]), "")
+        if mine != encoder["weights"]:
+            reasons.append(f"encoder weights {encoder['weights']} (this project: {mine})")
+    theta0 = load_theta0(layout) if layout.theta0_meta.is_file() else None
+    files = layout.own_feature_files(config.encoder)
+    dim = theta0.architecture["dim_in"] if theta0 else (feature_shape(files[0])[1] if files else None)
+    if dim is not None and dim != arch["dim_in"]:
+        reasons.append(f"feature dimension D = {arch['dim_in']} (this project: {dim})")
     wanted = {
         "dim_emb": config.model.dim_emb,
         "dim_attn": config.model.dim_attn,
         "time_bins": config.model.time_bins,
     }
-    if layout.theta0_meta.is_file():
-        mine = load_theta0(layout)
-        if mine.architecture["dim_in"] != arch["dim_in"]:
-            reasons.append(
-                f"feature dimension D = {arch['dim_in']} (this project: {mine.architecture['dim_in']})"
-            )
-        wanted = {k: mine.architecture[k] for k in wanted}
+    if theta0 is not None:
+        wanted = {k: theta0.architecture[k] for k in wanted}
     diff = [f"{k} {arch[k]} (this project: {v})" for k, v in wanted.items() if arch[k] != v]
     if diff:
         reasons.append("architecture " + ", ".join(diff))
-    if layout.theta0_meta.is_file() and mine.sha256 != card["theta0_sha256"]:
-        reasons.append(f"theta0 {card['theta0_sha256'][:12]}... (this project: {mine.sha256[:12]}...)")
+    if theta0 is not None and theta0.sha256 != card["theta0_sha256"]:
+        reasons.append(f"theta0 {card['theta0_sha256'][:12]}... (this project: {theta0.sha256[:12]}...)")
     if reasons:
         raise ConsistencyError(
             f"{bundle.path} cannot be merged in this project: different " + "; ".join(reasons),

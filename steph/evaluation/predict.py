@@ -122,7 +122,7 @@ def predict_patients(
     run = PredictionLayout(out if out is not None else layout.predict_dir(name or model.name))
     inputs = read_manifest(manifest, layout) if manifest is not None else slide_inputs(slides)
     signature = {
-        "model": {k: v for k, v in model.identity.items() if k != "card"},
+        "model": {k: v for k, v in model.identity.items() if k not in ("card", "bundle")},  # sha256, not path
         "inputs": _inputs_id(manifest, inputs),
     }
     report = StageReport(STAGE)
