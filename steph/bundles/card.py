@@ -47,16 +47,16 @@ EXTRACTION_KEYS = (
 def encoder_card(layout: ProjectLayout, config: ProjectConfig, target: str, dim: int) -> dict[str, Any]:
     """The encoder and extraction the target's features were made with.
 
-    ``patch_size``, ``target_mpp``, ``min_tissue_fraction`` and the weights identity come from
-    the attributes of one of the target's feature files when it has them (what extract really
-    did), else from stephctl.yaml.
+    ``patch_size``, ``target_mpp``, ``min_tissue_fraction``, the effective ``precision`` and the
+    weights identity come from the attributes of one of the target's feature files when it has
+    them (what extract really did), else from stephctl.yaml.
     """
     extraction = {k: v for k, v in to_plain(config.extract).items() if k in EXTRACTION_KEYS}
     weights = None
     attrs = _feature_attrs(layout, config, target)
-    for key in ("patch_size", "target_mpp", "min_tissue_fraction"):
+    for key in ("patch_size", "target_mpp", "min_tissue_fraction", "precision"):
         if key in attrs:
-            extraction[key] = attrs[key]
+            extraction[key] = attrs[key]  # what extract did (precision: the effective one, e.g. fp32)
     weights = attrs.get("encoder_weights")
     if weights is None:
         try:

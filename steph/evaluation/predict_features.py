@@ -97,6 +97,8 @@ class FeatureMaker:
         }
         if self.model.encoder_weights is not None:
             wanted["encoder_weights"] = self.model.encoder_weights
+        if spec.precision != "auto":
+            wanted["precision"] = spec.precision
         return all(attrs.get(k) == v for k, v in wanted.items())
 
     def _extract(self, slide: SlideInput, output: Path) -> Path:
