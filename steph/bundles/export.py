@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..checkpoints import load_state_dict
 from ..config import to_plain
-from ..errors import ConsistencyError, MissingArtifactError
+from ..errors import ConfigError, ConsistencyError, MissingArtifactError
 from ..evaluation.inputs import train_median_risk
 from ..fileio import read_json
 from ..layout import CANCER_SPECIFIC, normalize_cancer
@@ -85,8 +85,6 @@ def export_model(
         MissingArtifactError: the model (or theta0, a task vector) does not exist.
         ConsistencyError: a file changed since training (sha256), or models of another theta0.
     """
-    from ..errors import ConfigError
-
     target = normalize_cancer(target)
     if (fold is None) == (not all_folds):
         raise ConfigError("give exactly one of --fold K and --all-folds", hint="e.g. --fold 0")
