@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, StephError
+from ..errors import ConfigError, DataError, StephError
 from ..fileio import read_json, sha256_file, write_csv, write_json
 from ..layout import PredictionLayout, ProjectLayout, normalize_cancer
 from ..locks import hold
@@ -140,22 +140,20 @@ def predict_patients(
         run.meta.unlink(missing_ok=True)
         cases, bags, failures = _gather(layout, run, model, inputs, mpp, device, progress)
         if not cases:  # nothing to write: a user error (exit 1) with the first reason
-            first = next(iter(failures.values()))
+            first = next(iter(failures.values()), None) or DataError("no patients to predict")
             if len(failures) > 1:
                 first.message += f" (and {len(failures) - 1} other patient(s) could not be predicted either)"
             raise first
         ids = [c.patient_id for c in cases]
-        hazards = surv = torch.zeros(0, model.time_bins, dtype=torch.float64)
-        if ids:
-            from ..data import BagStore
+        from ..data import BagStore
 
-            with torch.inference_mode():
-                hazards, surv = model.predict(
-                    ids,
-                    BagStore.in_memory(bags),
-                    device=device,
-                    max_batch_patches=config.train.max_bag_batch_patches,
-                )
+        with torch.inference_mode():
+            hazards, surv = model.predict(
+                ids,
+                BagStore.in_memory(bags),
+                device=device,
+                max_batch_patches=config.train.max_bag_batch_patches,
+            )
         # `predict --explain` hooks in here: for each case in `cases`, `model.modules` (fold, module),
         # `bags[case.patient_id]` (the slides' features concatenated in slide order), `case.coords()`
         # and `case.slide_files`; run the module under steph.models.abmil.capture_attention().
@@ -164,7 +162,7 @@ def predict_patients(
     for case in cases:
         report.add(case.patient_id, Status.DONE, f"{len(case.slide_ids)} slide(s)")
     for pid, exc in failures.items():
-        report.add(pid, Status.FAILED, exc.message, hint=exc.hint)
+        report.add(pid, Status.FAILED, str(exc), hint=exc.hint)  # one line: what, where and the fix
     log.info("%s: %d patients predicted, %d failed", run.root, len(ids), len(failures))
     report.outputs.update(predictions=str(run.file("predictions.csv")), run=str(run.root))
     return report
