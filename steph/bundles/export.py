@@ -2,8 +2,9 @@
 
 Parts (see :mod:`steph.bundles.container`): ``theta0``; ``task_vector/<CANCER>/fold_<k>`` for
 the target's vector of every exported fold and each source vector the method uses; for a merge
-method ``weights/fold_<k>``, the trained hypernetwork/head/coefficients of that fold. A
-``cancer-specific`` model is ``theta0 + tau_target``. The card (:mod:`steph.bundles.card`)
+method ``weights/fold_<k>``, the trained hypernetwork/head/coefficients of that fold; for
+``cancer-specific`` ``weights/fold_<k>`` is the trained ABMIL itself (= theta0 + tau_target, kept
+as trained so predictions are bit-identical, not rounded through the sum). The card (:mod:`steph.bundles.card`)
 adds ``target``, ``method`` (name, run, settings, model config), ``architecture``,
 ``theta0_sha256``, ``folds`` and ``models`` (per fold: its parts, seed, ``dim_in``,
 ``train_median_risk``, ``n_train``), ``ensemble`` and ``train_median_risk`` (of the one fold, or
@@ -150,14 +151,19 @@ def _cancer_specific(
         "fold": fold,
         "target_vector": vector_part(target, fold),
         "source_vectors": {},
-        "weights": None,
+        "weights": weights_part(fold),
+        "method": CANCER_SPECIFIC,
         "seed": meta.get("seed"),
         "dim_in": theta0.architecture["dim_in"],
         "n_train": meta.get("n_train"),
         "settings": meta.get("config", {}).get("train"),
         "model_config": meta.get("config", {}).get("model", to_plain(config.model)),
     }
-    return theta0, {vector_part(target, fold): subtract(state, theta0.state)}, entry
+    return (
+        theta0,
+        {vector_part(target, fold): subtract(state, theta0.state), weights_part(fold): state},
+        entry,
+    )
 
 
 def _merged(

@@ -1,7 +1,7 @@
 """A model bundle back into a :class:`~steph.evaluation.predictors.LoadedModel`.
 
 The bundle is verified first (:func:`~steph.bundles.container.read_bundle`); a cancer-specific
-fold is the ABMIL with ``theta0 + tau``, a merged fold is rebuilt by its method from theta0,
+fold is its trained ABMIL (``theta0 + tau`` as trained), a merged fold is rebuilt by its method from theta0,
 the task vectors and the trained weights (:func:`steph.merging.loading.rebuild_merged_model`),
 exactly as in the exporting project.
 """
@@ -18,7 +18,7 @@ from ..config import ModelConfig
 from ..config.merge import MergeConfig
 from ..errors import DataError
 from ..evaluation.predictors import LoadedModel
-from ..task_vectors import add
+from ..layout import CANCER_SPECIFIC
 from .card import extract_config_of
 from .container import Bundle, read_bundle
 
@@ -64,14 +64,13 @@ def load_bundle_model(
 
 
 def _fold_module(bundle: Bundle, entry: dict[str, Any], device: torch.device) -> nn.Module:
-    theta0 = bundle.parts["theta0"]
-    target_vector = bundle.parts[entry["target_vector"]]
+    theta0, target_vector = bundle.parts["theta0"], bundle.parts[entry["target_vector"]]
     model_config = ModelConfig(**entry["model_config"])
-    if entry["weights"] is None:
+    if entry["method"] == CANCER_SPECIFIC:  # the trained ABMIL (= theta0 + tau, as trained)
         from ..models.abmil import create_abmil
 
         model = create_abmil(int(entry["dim_in"]), model_config)
-        model.load_state_dict(add(theta0, target_vector))
+        model.load_state_dict(bundle.parts[entry["weights"]])
         return model.to(device).eval()
     from ..merging.loading import MergedParts, rebuild_merged_model
 
