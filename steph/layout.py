@@ -23,6 +23,9 @@ CONFIG_FILE = "stephctl.yaml"
 NULL_MODEL = "null.safetensors"
 CANCER_SPECIFIC = "cancer-specific"
 TIMM_PREFIX = "timm:"
+BUNDLE_SUFFIX = ".safetensors"
+PREDICTION_FILES = ("predictions.csv", "survival.csv", "failures.csv", "meta.json")
+"""Files of a prediction run; ``meta.json`` (written last) marks it complete."""
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CANCER = re.compile(r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*$")
@@ -44,7 +47,10 @@ DIR/task_vectors/<CANCER>/fold_<k>.safetensors   tau = theta - theta0 (+ .json m
 DIR/merged/<TARGET>/<method>/fold_<k>/  what merge learned (weights, meta.json, coefficients.csv), merge.log
 DIR/results/<TARGET>/<method>/fold_<k>/ predictions.csv, metrics.json
 DIR/results/summary.csv, DIR/reports/   cross-fold tables and plots; reports/<TARGET>/report.html
-DIR/predictions/<name>/                 `stephctl evaluate --predict` output for unlabeled patients
+DIR/task_vectors/<CANCER>/fold_<k>.json  of an imported source: `imported_from` (bundle, lab's card); merge uses it like a local one
+DIR/exports/<name>.safetensors          `stephctl export` / `export-sources` bundles: tensors + JSON model card (docs/sharing.md)
+DIR/predictions/<name>/                 `stephctl predict` output: predictions.csv, survival.csv, failures.csv, meta.json
+DIR/predictions/<name>/features/<encoder>/   features of new slides extracted with the bundle's encoder, patch size and MPP
 DIR/logs/                               per-run logs of every stage, Slurm job logs
 """
 
@@ -228,6 +234,11 @@ class ProjectLayout:
     def thumbnail(self, encoder: str, slide_id: str) -> Path:
         return self.features_dir(encoder) / "thumbnails" / f"{check_safe_id(slide_id)}.png"
 
+    def own_feature_files(self, encoder: str) -> list[Path]:
+        """Feature files ``extract`` wrote for ``encoder`` (sorted; templates not followed)."""
+        base = self.features_dir(encoder)
+        return sorted(base.glob("*.h5")) if base.is_dir() else []
+
     def extract_failures(self, encoder: str) -> Path:
         return self.features_dir(encoder) / "failures.csv"
 
@@ -342,8 +353,43 @@ class ProjectLayout:
         return self.predict_root / check_safe_id(name, "prediction run name")
 
     def predict_file(self, name: str, file: str) -> Path:
-        """A file of a ``stephctl evaluate --predict`` run (``predictions.csv``, ``survival.csv`` ...)."""
+        """A file of a ``stephctl predict`` run (``predictions.csv``, ``survival.csv`` ...)."""
         return self.predict_dir(name) / check_safe_id(file, "file name")
+
+    # -- bundles ------------------------------------------------------------------------------
+    @property
+    def exports_root(self) -> Path:
+        return self.root / "exports"
+
+    def export_file(self, name: str) -> Path:
+        """Default output of ``stephctl export`` / ``export-sources`` (``<name>.safetensors``)."""
+        return self.exports_root / f"{check_safe_id(name, 'bundle name')}{BUNDLE_SUFFIX}"
+
+    def model_bundle(self, target: str, method: str, fold: int | None) -> Path:
+        """Default ``stephctl export`` file: ``<TARGET>-<method>-fold_<k>`` (``-all-folds`` for None)."""
+        return self.export_file(
+            f"{target}-{method}-" + ("all-folds" if fold is None else f"fold_{int(fold)}")
+        )
+
+    def sources_bundle(self, cancers: list[str]) -> Path:
+        """Default ``stephctl export-sources`` file: ``sources-<C1>-<C2>...``."""
+        return self.export_file("sources-" + "-".join(cancers))
+
+    def task_vector_folds(self, cancer: str) -> list[int]:
+        """Folds of ``cancer`` with a finished task vector (its record written)."""
+        base = self.task_vectors_root / cancer
+        if not base.is_dir():
+            return []
+        return sorted(int(p.stem[5:]) for p in base.glob("fold_*.json") if p.stem[5:].isdigit())
+
+    def task_vector_cancers(self) -> list[str]:
+        """Cancers with a folder under ``task_vectors/`` (local or imported)."""
+        base = self.task_vectors_root
+        return (
+            sorted(p.name for p in base.iterdir() if p.is_dir() and _CANCER.match(p.name))
+            if base.is_dir()
+            else []
+        )
 
     # -- logs ---------------------------------------------------------------------------------
     @property
@@ -392,6 +438,38 @@ class ProjectLayout:
             self.reports_root,
             self.logs_dir,
         ]
+
+
+@dataclass(frozen=True)
+class PredictionLayout:
+    """Files of one ``stephctl predict`` run at ``root`` (``predictions/<name>/`` or ``--out``)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().absolute())
+
+    def file(self, name: str) -> Path:
+        if name not in PREDICTION_FILES:
+            raise ValueError(f"not a prediction file: {name!r}")
+        return self.root / name
+
+    @property
+    def meta(self) -> Path:
+        return self.file("meta.json")
+
+    def features(self, encoder: str, slide_id: str) -> Path:
+        """Features of a new slide, extracted by predict with the model's encoder and settings."""
+        return self.root / "features" / encoder_dir_name(encoder) / f"{check_safe_id(slide_id)}.h5"
+
+    def thumbnail(self, encoder: str, slide_id: str) -> Path:
+        return (
+            self.root
+            / "features"
+            / encoder_dir_name(encoder)
+            / "thumbnails"
+            / f"{check_safe_id(slide_id)}.png"
+        )
 
 
 def layout_from(

@@ -120,6 +120,17 @@ def _write(layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str,
     return Theta0(dict(state), sha, meta)
 
 
+def save_theta0(layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str, Any]) -> Theta0:
+    """Write ``state`` as the project's theta0 with ``record`` (origin) under the theta0 lock.
+
+    Used to install a theta0 shipped in a sources bundle; the file's bytes, hence its sha256,
+    are those of the exporting project's theta0 when the tensors are.
+    """
+    check_abmil_state(state, "theta0")
+    with hold(layout.theta0, what="theta0"):
+        return _write(layout, state, record)
+
+
 def create_theta0(layout: ProjectLayout, config: ProjectConfig, dim_in: int) -> Theta0:
     """Draw a fresh theta0 for ``D = dim_in`` from ``config.seed`` and save it (overwrites)."""
     with torch.random.fork_rng(devices=[]):

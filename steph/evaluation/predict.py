@@ -1,38 +1,44 @@
-"""Prediction on new, unlabelled patients with a trained cancer-specific or merged model.
+"""``stephctl predict``: risk for new, unlabelled patients, from raw slides or from features.
 
-The manifest is a CSV with one row per slide and columns ``patient_id`` and ``slide_id`` (or
-``pathology_id``); other columns are ignored, so ``slides/manifest.csv`` works as is. The
-slides' features must already be extracted (``stephctl extract``) with the project's encoder.
-Each patient's slides form one bag and the model is run once per patient (STEPH merges its
-weights per patient inside that single forward pass).
+The model is a bundle (``stephctl export``; verified on load) or a trained model of the project
+(``--target/--method/--fold``). Inputs are a manifest or slide files
+(:mod:`~steph.evaluation.predict_inputs`); features are reused or extracted the model's way
+(:mod:`~steph.evaluation.predict_features`). Each patient's slides form one bag and the model
+runs once per patient (STEPH merges its weights per patient inside that forward pass).
 
-Outputs in ``predictions/<name>/``: ``predictions.csv`` (patient_id, risk, risk_group,
-hazard_1..hazard_T; risk = -sum_j S_j, higher = riskier; risk_group splits at the model's
-training median risk when its metrics.json records one), ``survival.csv`` (patient_id and
-S at the end of every bin, ``surv_<day>d``) and ``meta.json`` (model, manifest and versions).
+Outputs in the run folder (``predictions/<name>/`` or ``--out``): ``predictions.csv``
+(patient_id, risk, risk_group, hazard_1..hazard_T; risk = -sum_j S_j, higher = riskier;
+risk_group splits at the model's training median risk when it is known), ``survival.csv``
+(patient_id and S at the end of every yearly bin, ``surv_<day>d``), ``failures.csv`` (only when some
+patients could not be predicted: the reason and the fix) and ``meta.json`` (model identity, inputs, versions;
+written last). A patient that fails does not stop the others (exit 2); when
+none can be predicted, the first reason is raised (exit 1).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..errors import ConfigError, ConsistencyError, DataError, MissingArtifactError
+from ..errors import ConfigError, DataError, StephError
 from ..fileio import read_json, sha256_file, write_csv, write_json
-from ..layout import CANCER_SPECIFIC, ProjectLayout, check_safe_id, normalize_cancer
+from ..layout import PredictionLayout, ProjectLayout, normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..runtime import resolve_device
-from ..survival import risk_score, survival_curve
-from .inputs import train_median_risk
+from ..theta0 import versions
+from .predict_features import FeatureMaker, read_bag
+from .predict_inputs import PredictInputs, slide_inputs
+from .predict_inputs import read_manifest as read_predict_manifest
+from .predictors import LoadedModel, project_model
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -40,103 +46,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGE = "predict"
-SLIDE_COLUMNS = ("slide_id", "pathology_id")
-OUTPUTS = ("predictions.csv", "survival.csv", "meta.json")
 
 
-def read_manifest(path: Path) -> dict[str, tuple[str, ...]]:
-    """Patient id -> its slide ids (file order), from a manifest CSV.
+@dataclass(frozen=True)
+class PatientCase:
+    """One predicted patient: what a per-patient report (``--explain``) needs besides the model."""
 
-    Raises:
-        MissingArtifactError: the file does not exist.
-        DataError: a column is missing, a cell is empty, a slide id is unsafe or listed twice.
-    """
-    if not path.is_file():
-        raise MissingArtifactError(
-            f"manifest not found: {path}", hint="a CSV with columns patient_id,slide_id"
-        )
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        slide_col = next((c for c in SLIDE_COLUMNS if c in header), None)
-        if "patient_id" not in header or slide_col is None:
-            raise DataError(
-                f"{path}: needs columns patient_id and slide_id (found: {', '.join(header) or 'none'})",
-                hint="one row per slide; slides/manifest.csv has this format",
-            )
-        patients: dict[str, list[str]] = {}
-        seen: set[str] = set()
-        for row_no, row in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-            pid, sid = row["patient_id"], row[slide_col]
-            if not pid or not sid:
-                raise DataError(f"{path}, row {row_no}: patient_id and {slide_col} must not be empty")
-            check_safe_id(sid)
-            if sid in seen:
-                raise DataError(f"{path}, row {row_no}: slide {sid} is listed twice")
-            seen.add(sid)
-            patients.setdefault(pid, []).append(sid)
-    if not patients:
-        raise DataError(f"{path} has no data rows", hint="one row per slide: patient_id,slide_id")
-    return {pid: tuple(sids) for pid, sids in patients.items()}
+    patient_id: str
+    slide_ids: tuple[str, ...]
+    feature_files: tuple[Path, ...]
+    """Per slide: HDF5 with ``features`` [N, D] and ``coords`` [N, 2] (level-0 x, y) when extracted."""
+    slide_files: tuple[Path | None, ...]
+    """Per slide: the slide file, or None when only features were given."""
+
+    def coords(self) -> list[np.ndarray | None]:
+        """Per slide: level-0 ``[N, 2]`` patch coordinates in bag order (None when the file has none)."""
+        from ..extraction.h5format import read_coords
+
+        return [read_coords(path) for path in self.feature_files]
 
 
-def load_predictor(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    target: str,
-    method: str,
-    fold: int,
-    *,
-    dim_in: int,
-    device: torch.device,
-) -> tuple[nn.Module, list[Path]]:
-    """The trained model of (target, method, fold) in eval mode, and the files it came from.
-
-    ``cancer-specific`` is the ABMIL of ``models/<target>/fold_<k>/``; any other method is the
-    merged model of ``merged/<target>/<method>/fold_<k>/``.
-
-    Raises:
-        MissingArtifactError: the model has not been trained.
-        ConsistencyError: its input dimension differs from the features' ``dim_in``.
-    """
-    if method == CANCER_SPECIFIC:
-        from ..checkpoints import load_state_dict
-        from ..models.abmil import architecture_of, create_abmil
-
-        path = layout.model_weights(target, fold)
-        state = load_state_dict(
-            path,
-            what=f"{target} fold {fold} model",
-            hint=f"run `stephctl train-source -c {target} -k {fold}`",
-        )
-        arch = architecture_of(state)
-        _check_dim(arch["dim_in"], dim_in, path)
-        wanted = {k: getattr(config.model, k) for k in ("dim_emb", "dim_attn", "time_bins")}
-        differ = [
-            f"model.{k} = {v} but the weights have {arch[k]}" for k, v in wanted.items() if arch[k] != v
-        ]
-        if differ:
-            raise ConsistencyError(
-                f"{path}: {'; '.join(differ)}", hint="use the stephctl.yaml the model was trained with"
-            )
-        model = create_abmil(dim_in, config.model)
-        model.load_state_dict(state)
-        return model.to(device).eval(), [path]
-    from ..merging import load_merged_model
-
-    meta = layout.merged_file(target, method, fold, "meta.json")
-    predictor = load_merged_model(layout, config, target, method, fold, device=device)
-    _check_dim(int(read_json(meta)["dim_in"]), dim_in, meta)
-    return predictor, [meta]
-
-
-def _check_dim(expected: int, found: int, where: Path) -> None:
-    if expected != found:
-        raise ConsistencyError(
-            f"{where}: the model takes {expected}-dimensional features, the manifest's slides have {found}",
-            hint="extract the slides with the encoder the model was trained on",
-        )
+def read_manifest(path: Path, layout: ProjectLayout | None = None) -> PredictInputs:
+    """Patients of a prediction manifest (see :mod:`~steph.evaluation.predict_inputs`)."""
+    return read_predict_manifest(path, layout or ProjectLayout(path.parent))
 
 
 def default_run_name(target: str, method: str, fold: int) -> str:
@@ -146,101 +78,213 @@ def default_run_name(target: str, method: str, fold: int) -> str:
 def predict_patients(
     layout: ProjectLayout,
     config: ProjectConfig,
-    manifest: Path,
+    manifest: Path | None = None,
     *,
-    target: str,
-    method: str,
-    fold: int,
+    slides: Sequence[Path] = (),
+    bundle: Path | None = None,
+    target: str | None = None,
+    method: str | None = None,
+    fold: int | None = None,
+    encoder_weights: Path | None = None,
+    mpp: float | None = None,
     name: str | None = None,
+    out: Path | None = None,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
-    """Run a trained model on the patients of ``manifest``; write ``predictions/<name>/``.
+    """Predict the patients of ``manifest`` (or of ``slides``) with a bundle or a project model.
 
     Args:
-        manifest: CSV with patient_id and slide_id columns (see the module docstring).
-        target, method, fold: which trained model (``cancer-specific`` or a merge run folder).
-        name: output folder under ``predictions/`` (default ``<target>_<method>_fold_<k>``).
-        overwrite: redo a prediction whose outputs exist (otherwise it is skipped).
+        bundle: a model bundle; otherwise ``target``, ``method`` and ``fold`` name a project model.
+        encoder_weights: local file of the model's encoder weights (for slides to extract).
+        mpp: microns per pixel of slides that record none (as ``stephctl extract --mpp``).
+        name, out: the run folder is ``out``, else ``predictions/<name>/`` of the project (name
+            default: the bundle's file name, or ``<target>_<method>_fold_<k>``).
+        overwrite: redo a finished run (otherwise it is skipped).
 
     Raises:
-        MissingArtifactError: manifest, feature files or model missing (with the command that
-            makes them).
-        DataError, ConsistencyError: malformed manifest or features, or features of another
-            dimension than the model's.
-        LockedError: another process is writing the same output.
+        ConfigError: no or two models, no inputs, or a finished run of another model or inputs.
+        MissingArtifactError, DataError, ConsistencyError: the model cannot be loaded (missing,
+            tampered, newer format) or the manifest as a whole is unusable.
+        LockedError: another process writes the same run.
     """
-    from ..data import Cohort, Patient, open_bags
-    from ..training.loop import predict
-
-    target = normalize_cancer(target)
-    report = StageReport(STAGE)
-    name = name or default_run_name(target, method, fold)
-    outputs = [layout.predict_file(name, f) for f in OUTPUTS]
-    slides = read_manifest(manifest)
-    if all(p.is_file() for p in outputs) and not overwrite:
-        done = read_json(outputs[-1])
-        same = (done.get("target"), done.get("method"), done.get("fold"), done.get("manifest_sha256"))
-        if same != (target, method, fold, sha256_file(manifest)):
-            raise ConfigError(
-                f"{layout.predict_dir(name)} holds a prediction of another model or manifest",
-                hint="choose another --name, or --overwrite to replace it",
-            )
-        report.add(name, Status.SKIPPED, f"{layout.predict_dir(name)} exists (use --overwrite to redo)")
-        return report
-    # unlabelled patients: the cohort only carries the slides (t and e are unknown)
-    cohort = Cohort(target, {pid: Patient(pid, sids, math.nan, 0) for pid, sids in slides.items()}, None)
-    ids = list(slides)
-    bags = open_bags(layout, config, cohort, ids, progress=progress)
+    if (bundle is None) == (target is None or method is None or fold is None):
+        raise ConfigError(
+            "give either --model BUNDLE or --target, --method and --fold",
+            hint="e.g. --model BRCA.safetensors",
+        )
+    if (manifest is None) == (not slides):
+        raise ConfigError(
+            "give either slide files or --manifest CSV", hint="e.g. stephctl predict --manifest new.csv"
+        )
     device = resolve_device(config.train.device)
-    model, model_files = load_predictor(layout, config, target, method, fold, dim_in=bags.dim, device=device)
-    with hold(outputs[-1], what=f"prediction {name}"), torch.inference_mode():
-        hazards, _ = predict(
-            model, ids, bags, device=device, max_batch_patches=config.train.max_bag_batch_patches
-        )
-        cut = train_median_risk(layout.result_metrics(target, method, fold))
-        _write_outputs(layout, config, name, ids, hazards, cut)
-        write_json(
-            outputs[-1],
-            {
-                "target": target,
-                "method": method,
-                "fold": fold,
-                "model_files": {str(p): sha256_file(p) for p in model_files},
-                "manifest": str(manifest),
-                "manifest_sha256": sha256_file(manifest),
-                "patients": len(ids),
-                "train_median_risk": cut,
-                "encoder": config.encoder,
-            },
-        )
-    log.info("%s: %d patients predicted with %s/%s fold %d", name, len(ids), target, method, fold)
-    report.add(name, Status.DONE, f"{len(ids)} patients -> {layout.predict_dir(name)}", patients=len(ids))
-    report.outputs["predictions"] = str(outputs[0])
+    model = _load(layout, config, bundle, target, method, fold, encoder_weights, device)
+    run = PredictionLayout(out if out is not None else layout.predict_dir(name or model.name))
+    inputs = read_manifest(manifest, layout) if manifest is not None else slide_inputs(slides)
+    signature = {
+        "model": {k: v for k, v in model.identity.items() if k not in ("card", "bundle")},  # sha256, not path
+        "inputs": _inputs_id(manifest, inputs),
+    }
+    report = StageReport(STAGE)
+    if run.meta.is_file() and not overwrite:
+        done = read_json(run.meta)
+        if done.get("signature") != signature:
+            raise ConfigError(
+                f"{run.root} holds a prediction of another model or manifest",
+                hint="choose another --name/--out, or --overwrite to replace it",
+            )
+        report.add(run.root.name, Status.SKIPPED, f"{run.root} exists (use --overwrite to redo)")
+        report.outputs["predictions"] = str(run.file("predictions.csv"))
+        return report
+    with hold(run.meta, what=f"prediction {run.root.name}"):
+        run.meta.unlink(missing_ok=True)
+        cases, bags, failures = _gather(layout, run, model, inputs, mpp, device, progress)
+        if not cases:  # nothing to write: a user error (exit 1) with the first reason
+            first = next(iter(failures.values()), None) or DataError("no patients to predict")
+            if len(failures) > 1:
+                first.message += f" (and {len(failures) - 1} other patient(s) could not be predicted either)"
+            raise first
+        ids = [c.patient_id for c in cases]
+        from ..data import BagStore
+
+        with torch.inference_mode():
+            hazards, surv = model.predict(
+                ids,
+                BagStore.in_memory(bags),
+                device=device,
+                max_batch_patches=config.train.max_bag_batch_patches,
+            )
+        # `predict --explain` hooks in here: for each case in `cases`, `model.modules` (fold, module),
+        # `bags[case.patient_id]` (the slides' features concatenated in slide order), `case.coords()`
+        # and `case.slide_files`; run the module under steph.models.abmil.capture_attention().
+        _write(run, model, ids, hazards, surv, failures)
+        write_json(run.meta, _meta(model, signature, manifest, inputs, cases, failures))
+    for case in cases:
+        report.add(case.patient_id, Status.DONE, f"{len(case.slide_ids)} slide(s)")
+    for pid, exc in failures.items():
+        report.add(pid, Status.FAILED, str(exc), hint=exc.hint)  # one line: what, where and the fix
+    log.info("%s: %d patients predicted, %d failed", run.root, len(ids), len(failures))
+    report.outputs.update(predictions=str(run.file("predictions.csv")), run=str(run.root))
     return report
 
 
-def _write_outputs(
+def _load(
     layout: ProjectLayout,
     config: ProjectConfig,
-    name: str,
+    bundle: Path | None,
+    target: str | None,
+    method: str | None,
+    fold: int | None,
+    encoder_weights: Path | None,
+    device: torch.device,
+) -> LoadedModel:
+    if bundle is not None:
+        from ..bundles.model import load_bundle_model
+
+        return load_bundle_model(bundle, device=device, weights_file=encoder_weights)
+    assert target is not None and method is not None and fold is not None
+    model = project_model(layout, config, normalize_cancer(target), method, fold, device=device)
+    if encoder_weights is not None:
+        from dataclasses import replace
+
+        model = replace(model, encoder_weights_file=encoder_weights)
+    return model
+
+
+def _inputs_id(manifest: Path | None, inputs: PredictInputs) -> dict[str, object]:
+    if manifest is not None:
+        return {"manifest_sha256": sha256_file(manifest)}
+    return {"slides": sorted(str(s.path) for p in inputs.patients for s in p.slides)}
+
+
+def _gather(
+    layout: ProjectLayout,
+    run: PredictionLayout,
+    model: LoadedModel,
+    inputs: PredictInputs,
+    mpp: float | None,
+    device: torch.device,
+    progress: Progress,
+) -> tuple[list[PatientCase], dict[str, Tensor], dict[str, StephError]]:
+    """Features of every patient; a patient whose slide fails is set aside with its error."""
+    maker = FeatureMaker(layout, run, model, mpp=mpp, device=device, progress=progress)
+    failures: dict[str, StephError] = dict(inputs.problems)
+    cases: list[PatientCase] = []
+    bags: dict[str, Tensor] = {}
+    progress.start("patients", len(inputs.patients), unit="patients")
+    try:
+        for patient in inputs.patients:
+            try:
+                files = tuple(maker.features(slide) for slide in patient.slides)
+                bags[patient.patient_id] = read_bag(list(files), model.dim_in, patient.patient_id)
+            except StephError as exc:
+                log.warning("patient %s not predicted: %s", patient.patient_id, exc)
+                failures[patient.patient_id] = exc
+            else:
+                cases.append(
+                    PatientCase(
+                        patient.patient_id,
+                        tuple(s.slide_id for s in patient.slides),
+                        files,
+                        tuple(s.path for s in patient.slides),
+                    )
+                )
+            progress.advance("patients", 1, item=patient.patient_id)
+    finally:
+        progress.finish("patients")
+    return cases, bags, failures
+
+
+def _write(
+    run: PredictionLayout,
+    model: LoadedModel,
     ids: Sequence[str],
     hazards: Tensor,
-    cut: float | None,
+    surv: Tensor,
+    failures: dict[str, StephError],
 ) -> None:
-    hazards = hazards.double()
-    risk = risk_score(hazards).tolist()
-    surv = survival_curve(hazards).tolist()
-    bins = hazards.shape[1]
+    risk = (-surv.sum(dim=1)).tolist()
+    cut = model.train_median_risk
     groups = ["" if cut is None else ("high" if r > cut else "low") for r in risk]
+    bins = model.time_bins
     write_csv(
-        layout.predict_file(name, "predictions.csv"),
+        run.file("predictions.csv"),
         ["patient_id", "risk", "risk_group", *(f"hazard_{j + 1}" for j in range(bins))],
         [[pid, risk[i], groups[i], *hazards[i].tolist()] for i, pid in enumerate(ids)],
     )
-    width = config.model.bin_width_days
     write_csv(
-        layout.predict_file(name, "survival.csv"),
-        ["patient_id", *(f"surv_{(j + 1) * width:g}d" for j in range(bins))],
-        [[pid, *surv[i]] for i, pid in enumerate(ids)],
+        run.file("survival.csv"),
+        ["patient_id", *(f"surv_{(j + 1) * model.bin_width_days:g}d" for j in range(bins))],
+        [[pid, *surv[i].tolist()] for i, pid in enumerate(ids)],
     )
+    run.file("failures.csv").unlink(missing_ok=True)
+    if failures:
+        write_csv(
+            run.file("failures.csv"),
+            ["patient_id", "error", "hint"],
+            [[pid, exc.message, exc.hint or ""] for pid, exc in failures.items()],
+        )
+
+
+def _meta(
+    model: LoadedModel,
+    signature: dict[str, object],
+    manifest: Path | None,
+    inputs: PredictInputs,
+    cases: list[PatientCase],
+    failures: dict[str, StephError],
+) -> dict[str, object]:
+    return {
+        **{k: v for k, v in model.identity.items()},
+        "signature": signature,
+        "manifest": None if manifest is None else str(manifest),
+        "patients": len(cases),
+        "failed": sorted(failures),
+        "slides": {
+            c.patient_id: dict(zip(c.slide_ids, map(str, c.feature_files), strict=True)) for c in cases
+        },
+        "train_median_risk": model.train_median_risk,
+        "encoder": model.encoder,
+        "encoder_weights": model.encoder_weights,
+        "versions": versions(),
+    }

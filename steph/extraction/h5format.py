@@ -127,6 +127,15 @@ def read_attrs(path: Path) -> dict[str, Any]:
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in handle.attrs.items()}
 
 
+def read_coords(path: Path) -> np.ndarray | None:
+    """Level-0 ``[N, 2]`` patch coordinates of an HDF5 feature file (None: not HDF5 or no ``coords``)."""
+    if path.suffix not in (".h5", ".hdf5"):
+        return None
+    with h5py.File(path, "r") as handle:
+        coords = handle.get("coords")
+        return None if coords is None else np.asarray(coords[()]).reshape(-1, 2)
+
+
 def remove_stale_temps(final: Path) -> int:
     """Delete temporary files left for ``final`` by killed writers; call only while holding its lock."""
     pattern = re.compile(rf"^{re.escape(TMP_PREFIX)}\d+-[0-9a-f]{{8}}-{re.escape(final.name)}$")

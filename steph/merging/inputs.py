@@ -65,7 +65,8 @@ def resolve_target(layout: ProjectLayout, config: ProjectConfig, target: str) ->
 
 
 def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -> list[str]:
-    """``merge.sources`` (default: every other cancer of the project), without the target.
+    """``merge.sources`` (default: every other cancer of the project, imported sources
+    included), without the target.
 
     The reference removes the target from its source list (``task_ari_src_exlude_target``); a
     target named in ``--sources`` is dropped with a warning.
@@ -73,7 +74,10 @@ def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -
     Raises:
         ConfigError: a source is not a cancer of the project, or no source is left.
     """
+    from ..bundles.sources import imported_cancers  # sources brought in by `stephctl import-sources`
+
     known = project_cancers(layout, config)
+    known += [c for c in imported_cancers(layout) if c not in known]
     requested = [normalize_cancer(s) for s in config.merge.sources] if config.merge.sources else known
     unknown = [s for s in requested if s not in known]
     if unknown:

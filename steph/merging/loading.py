@@ -3,9 +3,14 @@
 :func:`load_merged_model` reads ``meta.json``, checks that theta0 and every task vector are
 still the files the model was trained on (sha256), rebuilds the model through its method's
 ``build`` and loads the saved weights. The result predicts a patient in one forward pass.
+Its two halves, :func:`read_merged_parts` and :func:`rebuild_merged_model`, are public:
+``stephctl export`` packs the parts into a bundle and ``stephctl predict`` rebuilds from them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,20 +51,35 @@ class MergedPredictor(nn.Module):
         return out
 
 
-def load_merged_model(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    target: str,
-    run: str,
-    fold: int,
-    *,
-    device: str | torch.device | None = None,
-) -> MergedPredictor:
-    """The trained model of ``merged/<target>/<run>/fold_<fold>/`` in eval mode.
+@dataclass(frozen=True, kw_only=True)
+class MergedParts:
+    """Everything a trained merged model is rebuilt from (a merge folder, or an exported bundle)."""
 
-    Args:
-        run: the run's folder name (``steph``, ``steph-dense``, ``ties`` ...).
-        device: where to put it (default ``train.device`` of ``config``).
+    method: str
+    run: str
+    target: str
+    fold: int
+    theta0: dict[str, Tensor]
+    theta0_sha256: str
+    target_vector: dict[str, Tensor]
+    source_names: tuple[str, ...]
+    source_vectors: tuple[dict[str, Tensor], ...]
+    vector_hashes: dict[str, str]
+    """``"<CANCER>/fold_<k>"`` -> sha256 of each task-vector file used."""
+    merge_config: MergeConfig
+    model_config: ModelConfig
+    dim_in: int
+    seed: int
+    state: dict[str, Tensor]
+    """The saved (trained) weights, every file of the method's ``files``."""
+    meta: dict[str, Any]
+    """The merge record (``meta.json``)."""
+
+
+def read_merged_parts(
+    layout: ProjectLayout, config: ProjectConfig, target: str, run: str, fold: int
+) -> MergedParts:
+    """The parts of ``merged/<target>/<run>/fold_<fold>/``, every file checked against its sha256.
 
     Raises:
         MissingArtifactError: the run is not finished (no meta.json) or a file is missing.
@@ -97,23 +117,6 @@ def load_merged_model(
             f"task vectors changed since {run} fold {fold} was trained: {', '.join(changed)}",
             hint="rerun the merge with --overwrite",
         )
-    ctx = MergeContext(
-        target=target,
-        fold=fold,
-        theta0=theta0.state,
-        target_vector=inputs.target_vector,
-        source_names=inputs.source_names,
-        source_vectors=inputs.source_vectors,
-        config=merge_config,
-        model_config=model_config,
-        dim_in=dim_in,
-        device=resolve_device(str(device) if device is not None else config.train.device),
-        seed=int(meta["seed"]),
-        fit_settings=FitSettings(epochs=0),
-        progress=NULL_PROGRESS,
-    )
-    seed_everything(ctx.seed)
-    model = method.build(ctx)
     state: dict[str, Tensor] = {}
     for file, sha in meta["files"].items():
         path = layout.merged_file(target, run, fold, file)
@@ -122,11 +125,84 @@ def load_merged_model(
                 f"{path} changed after training (sha256 mismatch)", hint="rerun the merge with --overwrite"
             )
         state.update(load_state_dict(path, what=f"{run} weights", hint="rerun the merge with --overwrite"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    return MergedParts(
+        method=method.name,
+        run=run,
+        target=target,
+        fold=fold,
+        theta0=theta0.state,
+        theta0_sha256=theta0.sha256,
+        target_vector=inputs.target_vector,
+        source_names=inputs.source_names,
+        source_vectors=inputs.source_vectors,
+        vector_hashes=inputs.vector_hashes,
+        merge_config=merge_config,
+        model_config=model_config,
+        dim_in=dim_in,
+        seed=int(meta["seed"]),
+        state=state,
+        meta=meta,
+    )
+
+
+def rebuild_merged_model(parts: MergedParts, device: torch.device, *, where: str) -> MergedPredictor:
+    """The trained model of ``parts`` in eval mode: the method's ``build`` on a context without
+    training data, then the saved weights (``where`` names their origin in errors).
+
+    Raises:
+        UnknownNameError: the method is not registered.
+        ConsistencyError: the saved weights do not fit the rebuilt model.
+    """
+    from . import MERGE_METHODS
+
+    method = MERGE_METHODS.get(parts.method)
+    ctx = MergeContext(
+        target=parts.target,
+        fold=parts.fold,
+        theta0=parts.theta0,
+        target_vector=parts.target_vector,
+        source_names=parts.source_names,
+        source_vectors=parts.source_vectors,
+        config=parts.merge_config,
+        model_config=parts.model_config,
+        dim_in=parts.dim_in,
+        device=device,
+        seed=parts.seed,
+        fit_settings=FitSettings(epochs=0),
+        progress=NULL_PROGRESS,
+    )
+    seed_everything(ctx.seed)
+    model = method.build(ctx)
+    missing, unexpected = model.load_state_dict(parts.state, strict=False)
     if missing or unexpected:
         raise ConsistencyError(
-            f"{meta_path.parent}: saved weights do not fit the rebuilt {method.name} model "
+            f"{where}: saved weights do not fit the rebuilt {method.name} model "
             f"(missing {missing[:5]}, unexpected {unexpected[:5]})",
             hint="rerun the merge with --overwrite",
         )
-    return MergedPredictor(model, method.name, run).to(ctx.device).eval()
+    return MergedPredictor(model, method.name, parts.run).to(ctx.device).eval()
+
+
+def load_merged_model(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    target: str,
+    run: str,
+    fold: int,
+    *,
+    device: str | torch.device | None = None,
+) -> MergedPredictor:
+    """The trained model of ``merged/<target>/<run>/fold_<fold>/`` in eval mode.
+
+    Args:
+        run: the run's folder name (``steph``, ``steph-dense``, ``ties`` ...).
+        device: where to put it (default ``train.device`` of ``config``).
+
+    Raises:
+        MissingArtifactError: the run is not finished (no meta.json) or a file is missing.
+        ConsistencyError: theta0, a task vector or a weights file changed since training.
+        UnknownNameError: the method is no longer registered (plugin uninstalled).
+    """
+    parts = read_merged_parts(layout, config, target, run, fold)
+    resolved = resolve_device(str(device) if device is not None else config.train.device)
+    return rebuild_merged_model(parts, resolved, where=str(layout.merged_dir(target, run, fold)))

@@ -71,8 +71,8 @@ def evaluate(
         Path | None,
         typer.Option(
             "--predict",
-            help="Instead of evaluating: run the model of one --target/--method/--fold on the unlabelled "
-            "patients of this CSV (patient_id,slide_id; features extracted) and write predictions/<name>/.",
+            help="Deprecated: use `stephctl predict --manifest CSV -t T -m M -k K` (same outputs); "
+            "runs that command and prints a warning.",
             rich_help_panel="Prediction on new patients",
         ),
     ] = None,
@@ -166,6 +166,11 @@ def _predict(
     overwrite: bool,
     as_json: bool,
 ) -> None:
+    err_console.print(
+        "[yellow]warning:[/] `stephctl evaluate --predict` is deprecated and will be removed; use "
+        f"`stephctl predict --manifest {manifest} -t {target} -m {method} -k {fold}`",
+        soft_wrap=True,
+    )
     with handle_errors():
         layout, config = get_project(ctx)
     from steph.evaluation.predict import predict_patients

@@ -1,0 +1,186 @@
+"""Features of new slides for a model: reused when made the model's way, else extracted the same way.
+
+A slide's features are taken, in order, from
+
+1. the project's feature file (``features/<encoder>/<slide_id>.h5`` or the ``paths.features``
+   template) when its attributes show the model's encoder, weights, patch size, MPP and tissue
+   fraction (any file when the row gives no slide path: then they are the user's features);
+2. the prediction run's own ``features/<encoder>/<slide_id>.h5`` from an earlier run;
+3. extraction from the slide file with the model's encoder and extraction settings
+   (:func:`steph.extraction.slide_job.extract_slide`, the code ``stephctl extract`` runs), into 2.
+
+The encoder is built once, on the first slide that needs it. When its weights are not available
+locally (or are not the file the model was trained with) every slide that needs extraction fails
+with an error naming the file to provide; slides with features are still predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import DataError, EncoderUnavailableError, MissingArtifactError
+from ..extraction.h5format import is_complete, read_attrs, remove_stale_temps
+from ..locks import hold
+from ..progress import NULL_PROGRESS, Progress
+from .predict_inputs import SlideInput
+
+if TYPE_CHECKING:
+    from ..extractors import Encoder
+    from ..layout import PredictionLayout, ProjectLayout
+    from .predictors import LoadedModel
+
+log = logging.getLogger(__name__)
+
+_SHA = re.compile(r"^sha256:([0-9a-f]{64}) \((.*)\)$")
+
+
+class FeatureMaker:
+    """Finds or makes the feature file of each slide for one model."""
+
+    def __init__(
+        self,
+        layout: ProjectLayout,
+        run: PredictionLayout,
+        model: LoadedModel,
+        *,
+        mpp: float | None = None,
+        device: torch.device,
+        progress: Progress = NULL_PROGRESS,
+    ) -> None:
+        self.layout, self.run, self.model = layout, run, model
+        self.mpp, self.device, self.progress = mpp, device, progress
+        self._encoder: Encoder | None = None
+        self._encoder_error: EncoderUnavailableError | None = None
+        self.extracted = 0
+
+    def features(self, slide: SlideInput) -> Path:
+        """The feature file of ``slide`` (see the module docstring).
+
+        Raises:
+            MissingArtifactError: no features and no slide file.
+            EncoderUnavailableError: extraction needed but the encoder weights are not available.
+            SlideError: the slide cannot be extracted (no MPP, no tissue, unreadable ...).
+        """
+        encoder = self.model.encoder
+        project = self.layout.features(encoder, slide.slide_id)
+        if project.is_file() and (slide.path is None or self._made_our_way(project)):
+            return project
+        if slide.path is None:
+            raise MissingArtifactError(
+                f"slide {slide.slide_id}: no features at {project} and no slide path",
+                hint="add a path column to the manifest (predict then extracts the slide), or run "
+                f"`stephctl -p {self.layout.root} extract` first",
+            )
+        own = self.run.features(encoder, slide.slide_id)
+        if is_complete(own) and self._made_our_way(own):
+            return own
+        return self._extract(slide, own)
+
+    def _made_our_way(self, path: Path) -> bool:
+        if path.suffix != ".h5":
+            return False
+        try:
+            attrs = read_attrs(path)
+        except OSError:
+            return False
+        spec = self.model.extraction
+        wanted = {
+            "encoder": self.model.encoder,
+            "patch_size": spec.patch_size,
+            "target_mpp": spec.target_mpp,
+            "min_tissue_fraction": spec.min_tissue_fraction,
+        }
+        if self.model.encoder_weights is not None:
+            wanted["encoder_weights"] = self.model.encoder_weights
+        if spec.precision != "auto":
+            wanted["precision"] = spec.precision
+        return all(attrs.get(k) == v for k, v in wanted.items())
+
+    def _extract(self, slide: SlideInput, output: Path) -> Path:
+        from ..extraction.slide_job import extract_slide
+        from ..slides.manifest import SlideEntry
+
+        encoder = self.encoder()
+        entry = SlideEntry(slide.slide_id, "", "", slide.path or Path(), slide.mpp, 0)
+        config = self.model.extraction
+        if self.mpp is not None:
+            from dataclasses import replace
+
+            config = replace(config, mpp=self.mpp)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with hold(output, what=f"slide {slide.slide_id}"):
+            remove_stale_temps(output)
+            outcome = extract_slide(
+                entry,
+                encoder=encoder,
+                config=config,
+                output=output,
+                thumbnail=self.run.thumbnail(self.model.encoder, slide.slide_id),
+                progress=self.progress,
+            )
+        self.extracted += 1
+        log.info("slide %s: %s", slide.slide_id, outcome.describe())
+        return output
+
+    def encoder(self) -> Encoder:
+        """The model's encoder with its weights, built once (a failure is remembered)."""
+        if self._encoder_error is not None:
+            raise self._encoder_error
+        if self._encoder is None:
+            try:
+                self._encoder = self._build()
+            except EncoderUnavailableError as exc:
+                self._encoder_error = exc
+                raise
+        return self._encoder
+
+    def _build(self) -> Encoder:
+        from ..extractors import create_encoder
+
+        name, wanted, file = self.model.encoder, self.model.encoder_weights, self.model.encoder_weights_file
+        match = _SHA.match(wanted or "")
+        if match and file is None:
+            raise EncoderUnavailableError(
+                f"encoder {name!r}: the model was trained with weights file {match.group(2)} "
+                f"(sha256 {match.group(1)[:12]}...), which is not available locally",
+                hint=f"provide that file: `stephctl predict --encoder-weights /path/to/{match.group(2)}`",
+            )
+        encoder = create_encoder(
+            name, weights=file, device=self.device, precision=self.model.extraction.precision
+        )
+        if wanted is not None and encoder.weights_identity != wanted:
+            shown = match.group(2) if match else wanted
+            raise EncoderUnavailableError(
+                f"encoder {name!r}: weights {encoder.weights_identity} are not the ones the model was trained "
+                f"with ({wanted})",
+                hint=f"provide the original file: `stephctl predict --encoder-weights /path/to/{shown}`",
+            )
+        return encoder
+
+
+def read_bag(paths: list[Path], dim: int, patient_id: str) -> torch.Tensor:
+    """The patient's bag ``[K, D]`` from its slides' feature files, checked against ``D``.
+
+    Raises:
+        DataError: another feature dimension, no patches, or NaN/inf values.
+    """
+    from ..data import read_features
+
+    parts = [read_features(p) for p in paths]
+    bag = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if bag.shape[1] != dim:
+        raise DataError(
+            f"patient {patient_id}: features have D={bag.shape[1]}, the model takes D={dim} ({paths[0]})",
+            hint="extract the slides with the model's encoder (give the slide path so predict does it)",
+        )
+    if bag.shape[0] == 0 or not bool(torch.isfinite(bag).all()):
+        raise DataError(
+            f"patient {patient_id}: no patches or non-finite features in {', '.join(map(str, paths))}",
+            hint="re-extract the slides (delete the feature files)",
+        )
+    return bag
