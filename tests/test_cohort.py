@@ -151,7 +151,7 @@ def test_nan_features_name_the_slide(project: Path) -> None:
     sid = cohort.patients["BRCA-P003"].slide_ids[0]
     bad = np.ones((5, 8), dtype=np.float32)
     bad[2, 3] = np.inf
-    write_features_h5(layout.own_features(config.encoder, sid), bad)
+    write_features_h5(layout.own_features(config.encoder, sid), bad, encoder=config.encoder)
     with pytest.raises(DataError, match=f"slide {sid} .*NaN or inf"):
         open_bags(layout, config, cohort, list(cohort.patients))
 
@@ -160,7 +160,9 @@ def test_dimension_mismatch_between_slides(project: Path) -> None:
     layout, config = _layout(project)
     cohort = load_cohort(layout, config, "BRCA")
     sid = cohort.patients["BRCA-P004"].slide_ids[0]
-    write_features_h5(layout.own_features(config.encoder, sid), np.zeros((4, 9), dtype=np.float32))
+    write_features_h5(
+        layout.own_features(config.encoder, sid), np.zeros((4, 9), dtype=np.float32), encoder=config.encoder
+    )
     with pytest.raises(DataError, match=rf"most files have D=8, but .*{sid}.h5 \(D=9\)"):
         check_features(layout, config, cohort, list(cohort.patients))
 
