@@ -237,17 +237,28 @@ def _split_role(column: str) -> str | None:
     return None
 
 
-def load_split(layout: ProjectLayout, cohort: Cohort, fold: int) -> Split:
-    """Read and validate fold ``fold`` of ``cohort``'s cancer.
+@dataclass(frozen=True)
+class SplitCell:
+    """One non-empty cell of a split file."""
+
+    patient_id: str
+    role: str
+    """train, test or val (a val column without a test column is the test set)."""
+    row: int
+    column: str
+
+
+def read_split_cells(layout: ProjectLayout, cancer: str, fold: int) -> tuple[Path, list[SplitCell]]:
+    """The non-empty cells of fold ``fold``'s split file, not yet checked against the labels
+    (``stephctl check`` reports every problem; :func:`load_split` stops at the first).
 
     Raises:
         MissingArtifactError: the split file does not exist.
-        DataError: no train or test/val column, an empty set, a patient that is not in the
-            labels, or a patient listed twice (within a set or in two sets); names file and row.
+        DataError: no train or test/val column, or two columns of one role.
     """
-    path = layout.split(cohort.cancer, fold)
+    path = layout.split(cancer, fold)
     header, rows = _read_rows(
-        path, f"{cohort.cancer} split", hint=f"write {path} with columns train,test (one patient_id per cell)"
+        path, f"{cancer} split", hint=f"write {path} with columns train,test (one patient_id per cell)"
     )
     roles: dict[str, int] = {}
     for index, name in enumerate(header):
@@ -266,28 +277,42 @@ def load_split(layout: ProjectLayout, cohort: Cohort, fold: int) -> Split:
             f"{path}: need a train column and a test (or val) column, found {', '.join(header) or 'none'}",
             hint="column names must contain 'train' and 'test' (or 'val')",
         )
-    sets: dict[str, list[str]] = {role: [] for role in roles}
-    seen: dict[str, tuple[str, int]] = {}
+    cells = []
     for offset, row in enumerate(rows):
-        row_no = offset + 2
         for role, index in roles.items():
             pid = row[index] if index < len(row) else ""
-            if is_empty_cell(pid):
-                continue
-            where = f"{path}, row {row_no}, column {header[index]!r}"
-            if pid not in cohort.patients:
-                raise DataError(
-                    f"{where}: patient {pid} is not in the labels {cohort.labels_path or ''}".rstrip(),
-                    hint="add the patient to the labels file or remove it from the split",
-                )
-            if pid in seen:
-                other_role, other_row = seen[pid]
-                raise DataError(
-                    f"{where}: patient {pid} is also in the {other_role} set (row {other_row})",
-                    hint="a patient may appear in one set of a fold only, once",
-                )
-            seen[pid] = (role, row_no)
-            sets[role].append(pid)
+            if not is_empty_cell(pid):
+                cells.append(SplitCell(pid, role, offset + 2, header[index]))
+    return path, cells
+
+
+def load_split(layout: ProjectLayout, cohort: Cohort, fold: int) -> Split:
+    """Read and validate fold ``fold`` of ``cohort``'s cancer.
+
+    Raises:
+        MissingArtifactError: the split file does not exist.
+        DataError: no train or test/val column, an empty set, a patient that is not in the
+            labels, or a patient listed twice (within a set or in two sets); names file and row.
+    """
+    path, cells = read_split_cells(layout, cohort.cancer, fold)
+    sets: dict[str, list[str]] = {"train": [], "test": []}
+    seen: dict[str, tuple[str, int]] = {}
+    for cell in cells:
+        pid = cell.patient_id
+        where = f"{path}, row {cell.row}, column {cell.column!r}"
+        if pid not in cohort.patients:
+            raise DataError(
+                f"{where}: patient {pid} is not in the labels {cohort.labels_path or ''}".rstrip(),
+                hint="add the patient to the labels file or remove it from the split",
+            )
+        if pid in seen:
+            other_role, other_row = seen[pid]
+            raise DataError(
+                f"{where}: patient {pid} is also in the {other_role} set (row {other_row})",
+                hint="a patient may appear in one set of a fold only, once",
+            )
+        seen[pid] = (cell.role, cell.row)
+        sets.setdefault(cell.role, []).append(pid)
     for role in ("train", "test"):
         if not sets[role]:
             raise DataError(f"{path}: the {role} set is empty")
