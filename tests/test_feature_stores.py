@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from _published import CANCER, DATASET, FORMATS, make_published_project, write_lmdb
+from _published import CANCER, DATASET, FORMATS, cohort, make_published_project, write_lmdb
 
 from steph.config import load_config, load_project
 from steph.data import load_cohort, load_split, open_bags, read_features
@@ -104,7 +104,7 @@ def test_label_mapping_errors(tmp_path: Path) -> None:
     assert f"{DATASET}_survival.csv" in info.value.message
     data["labels"] = {"time_unit": "weeks"}
     layout.config_file.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match="labels.time_unit: 'weeks'") as info:
+    with pytest.raises(ConfigError, match=r"labels\.time_unit: 'weeks'") as info:
         load_config(root)
     assert "days or months" in (info.value.hint or "")
 
@@ -145,13 +145,13 @@ def test_lmdb_without_keys_is_named(tmp_path: Path) -> None:
     assert "pickle.dumps" in (info.value.hint or "")
 
 
-def test_lmdb_bad_values_are_refused_and_named(cli, tmp_path: Path) -> None:
-    root, rows = make_published_project(tmp_path, "per-project-h5")
+def test_lmdb_bad_values_are_refused_and_named(tmp_path: Path) -> None:
+    rows = cohort()
     path = tmp_path / "bad.lmdb"
     evil, wrong = rows[0]["slide_id"], rows[1]["slide_id"]
     write_lmdb(path, rows, {evil: pickle.dumps(_Evil()), wrong: pickle.dumps({"a": 1})})
     store = LmdbStore()
-    with pytest.raises(DataError, match=rf"key {evil}\]: refused to unpickle: forbidden global posix.system"):
+    with pytest.raises(DataError, match=rf"key {evil}\]: refused to unpickle: forbidden global \w+\.system"):
         store.read(store.ref(path, evil))
     with pytest.raises(DataError, match=rf"key {wrong}\]: value is a dict, not a tensor"):
         store.read(store.ref(path, wrong))
@@ -192,7 +192,7 @@ def test_raw_pickles_allow_tensors_and_arrays_only() -> None:
     assert torch.equal(loads_safe(buffer.getvalue()), t)
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     assert np.array_equal(loads_safe(pickle.dumps(a)), a)
-    with pytest.raises(ForbiddenGlobalError, match="posix.system"):
+    with pytest.raises(ForbiddenGlobalError, match=r"forbidden global \w+\.system"):
         loads_safe(pickle.dumps(_Evil()))
     nested = pickle.dumps(_StorageBomb())  # storage bytes are loaded with weights_only too
     with pytest.raises(pickle.UnpicklingError):
@@ -213,10 +213,14 @@ def test_trident_numpy_pt_and_forbidden_pt(tmp_path: Path) -> None:
     torch.save({"features": a[None]}, tmp_path / "d.pt")
     assert torch.equal(read_features(tmp_path / "d.pt"), torch.from_numpy(a))
     torch.save(_Evil(), tmp_path / "evil.pt")
-    with pytest.raises(DataError, match="evil.pt: cannot read features"):
+    with pytest.raises(
+        DataError, match=r"evil\.pt: cannot read features: the safe loader refused \w+\.system"
+    ):
         read_features(tmp_path / "evil.pt")
     torch.save(np.array(["a", "b"], dtype=object), tmp_path / "obj.pt")
-    with pytest.raises(DataError, match="obj.pt"):
+    with pytest.raises(
+        DataError, match=r"obj\.pt: cannot read features: the safe loader refused numpy\.dtypes\.ObjectDType"
+    ):
         read_features(tmp_path / "obj.pt")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,15 @@ def _numpy_safe_globals() -> list[Any]:
 def torch_load_safe(source: Path | bytes) -> Any:
     """``torch.load(weights_only=True)`` that also accepts NumPy arrays (TRIDENT ``--saveas pt``)."""
     target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-    with torch.serialization.safe_globals(_numpy_safe_globals()):
-        return torch.load(target, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(target, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's message is a page long: keep what was refused
+        found = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(exc))
+        what = next((g for g in found.groups() if g), "") if found else ""
+        raise pickle.UnpicklingError(
+            f"the safe loader refused {what or 'this pickle'} (only tensors and numeric arrays are loaded)"
+        ) from None
 
 
 def loads_safe(data: bytes) -> Any:

@@ -108,7 +108,8 @@ def read_errors(ref: SlideRef | Path, hint: str = "re-extract or re-download thi
     except (DataError, MissingArtifactError):
         raise
     except Exception as exc:
-        raise DataError(f"{ref}: cannot read features: {exc}", hint=hint) from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{ref}: cannot read features: {first}", hint=hint) from exc
 
 
 def _attr_text(value: Any) -> str | None:
