@@ -4,6 +4,7 @@ NA-padded splits, the encoder identity check, and one-line errors for every bad 
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import shutil
@@ -280,3 +281,18 @@ def test_encoder_mismatch_refused_with_override(cli, tmp_path: Path) -> None:
     data["encoder_aliases"] = ["conch_v15"]
     layout.config_file.write_text(yaml.safe_dump(data))
     assert cli("-p", root, "train-source", "--device", "cpu").exit_code == 0
+
+
+@pytest.mark.parametrize("fmt", ["lmdb", "per-project-h5"])
+def test_status_counts_slides_in_stores_and_project_folders(cli, tmp_path: Path, fmt: str) -> None:
+    root, rows = make_published_project(tmp_path, fmt)
+    result = cli("-p", root, "status", "--json")
+    features = next(s for s in json.loads(result.stdout)["stages"] if s["stage"] == "features")
+    assert features["done"] == features["total"] == len(rows)
+
+
+def test_merge_on_a_project_without_cancers_names_the_stages(cli, empty_project: Path) -> None:
+    result = cli("-p", empty_project, "merge", "--target", "BRCA")
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "has no cancers yet" in text
+    assert "train-source" in text and "task-vector" in text and "stephctl check" in text
