@@ -195,9 +195,21 @@ def test_raw_pickles_allow_tensors_and_arrays_only() -> None:
     assert np.array_equal(loads_safe(pickle.dumps(a)), a)
     with pytest.raises(ForbiddenGlobalError, match=r"forbidden global \w+\.system"):
         loads_safe(pickle.dumps(_Evil()))
+    view = torch.randn(2, 5, 3)[:, 1:]  # offsets and strides survive
+    assert torch.equal(loads_safe(pickle.dumps(view)), view)
+    assert not loads_safe(pickle.dumps(torch.ones(2, requires_grad=True))).requires_grad
+    with pytest.raises(pickle.UnpicklingError, match="rebuilt from a storage"):
+        loads_safe(pickle.dumps(_FakeStorage()))
     nested = pickle.dumps(_StorageBomb())  # storage bytes are loaded with weights_only too
     with pytest.raises(pickle.UnpicklingError):
         loads_safe(nested)
+
+
+class _FakeStorage:
+    def __reduce__(self):
+        import collections
+
+        return (torch._utils._rebuild_tensor_v2, ("x", 0, (1,), (1,), False, collections.OrderedDict()))
 
 
 class _StorageBomb:

@@ -46,6 +46,14 @@ def _numpy_reconstruct() -> Callable[..., Any]:
     return core.multiarray._reconstruct  # type: ignore[no-any-return]
 
 
+def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, *_: Any) -> Tensor:
+    """``torch._utils._rebuild_tensor_v2`` for data: the storage must be a storage, and the
+    pickle's ``requires_grad``, backward hooks and metadata are dropped (hooks are callables)."""
+    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
+        raise pickle.UnpicklingError(f"a tensor must be rebuilt from a storage, got {type(storage).__name__}")
+    return torch._utils._rebuild_tensor(storage, int(offset), tuple(size), tuple(stride))
+
+
 def _storage_from_bytes(data: bytes) -> Any:
     """``torch.storage._load_from_bytes`` without its ``weights_only=False``."""
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -72,8 +80,8 @@ _DTYPE_CLASSES = [type(dtype) for dtype in _NUMERIC_DTYPES if type(dtype) is not
 
 
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
