@@ -156,6 +156,9 @@ def test_lmdb_bad_values_are_refused_and_named(tmp_path: Path) -> None:
         store.read(store.ref(path, evil))
     with pytest.raises(DataError, match=rf"key {wrong}\]: value is a dict, not a tensor"):
         store.read(store.ref(path, wrong))
+    with pytest.raises(DataError, match=rf"key {evil}\]: refused to unpickle"):
+        store.shape(store.ref(path, evil))  # the cheap shape path refuses it too
+    assert store.shape(store.ref(path, rows[2]["slide_id"])) == rows[2]["features"].shape
     good = store.read(store.ref(path, rows[2]["slide_id"]))  # other keys still read
     assert torch.equal(good, torch.from_numpy(rows[2]["features"]))
     store.close()

@@ -23,8 +23,8 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import DataError, MissingArtifactError
-from .safe_load import ForbiddenGlobalError, as_tensor, loads_safe
-from .stores import FeatureStore, SlideRef, read_errors, to_matrix
+from .safe_load import ForbiddenGlobalError, as_tensor, loads_safe, pickled_shape
+from .stores import FeatureStore, SlideRef, read_errors, squeeze_shape, to_matrix
 
 KEYS = b"__keys__"
 _REBUILD = "rebuild the store in the reference's layout (or re-copy it: a copy may be truncated)"
@@ -105,7 +105,7 @@ class LmdbStore(FeatureStore):
     def missing(self, refs: Sequence[SlideRef]) -> list[SlideRef]:
         return [ref for ref in refs if ref.key not in self._open(ref.path).slide_ids]
 
-    def read(self, ref: SlideRef) -> Tensor:
+    def _value(self, ref: SlideRef) -> bytes:
         opened = self._open(ref.path)
         key = ref.key or ref.slide_id
         with read_errors(ref, hint=_REBUILD), opened.env.begin(write=False) as txn:
@@ -116,6 +116,19 @@ class LmdbStore(FeatureStore):
                 f"{ref.path}: key {key!r} is listed in __keys__ but holds no value",
                 hint="add the slide's features to the store, or drop the slide from the labels",
             )
+        return data
+
+    def shape(self, ref: SlideRef) -> tuple[int, int]:
+        """From the pickle's size tuple, without rebuilding the tensor (falls back to a full read)."""
+        shape = pickled_shape(self._value(ref))
+        return (
+            squeeze_shape(shape, ref)
+            if shape is not None
+            else squeeze_shape(tuple(self.read(ref).shape), ref)
+        )
+
+    def read(self, ref: SlideRef) -> Tensor:
+        data = self._value(ref)
         try:
             obj = loads_safe(data)
         except ForbiddenGlobalError as exc:

@@ -22,6 +22,7 @@ import io
 import pickle
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,42 @@ class TensorUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("persistent ids are not allowed in a raw pickle")
+
+
+@dataclass(frozen=True)
+class _ShapeOnly:
+    shape: tuple[int, ...]
+
+
+class _ShapeUnpickler(TensorUnpickler):
+    """Reads only the shape of a pickled tensor: the storage bytes are skipped, not parsed."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _skip_storage
+        if (module, name) in (("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor")):
+            return _shape_only
+        return super().find_class(module, name)
+
+
+def _skip_storage(data: bytes) -> None:
+    return None
+
+
+def _shape_only(storage: Any, offset: int, size: Any, *_: Any) -> _ShapeOnly:
+    return _ShapeOnly(tuple(int(n) for n in size))
+
+
+def pickled_shape(data: bytes) -> tuple[int, ...] | None:
+    """The shape of a raw-pickled tensor without rebuilding it; None for anything else (arrays,
+    ``torch.save`` archives, dicts), which the caller then reads in full."""
+    if data[:4] == _ZIP_MAGIC:
+        return None
+    try:
+        obj = _ShapeUnpickler(io.BytesIO(data)).load()
+    except Exception:
+        return None
+    return obj.shape if isinstance(obj, _ShapeOnly) else None
 
 
 def _numpy_safe_globals() -> list[Any]:
