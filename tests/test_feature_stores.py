@@ -196,6 +196,9 @@ def test_raw_pickles_allow_tensors_and_arrays_only() -> None:
     assert torch.equal(loads_safe(buffer.getvalue()), t)
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     assert np.array_equal(loads_safe(pickle.dumps(a)), a)
+    assert np.array_equal(loads_safe(pickle.dumps(a, protocol=2)), a)  # bytes via _codecs.encode(latin1)
+    with pytest.raises(pickle.UnpicklingError, match="only latin1"):
+        loads_safe(pickle.dumps(_Rot13()))
     with pytest.raises(ForbiddenGlobalError, match=r"forbidden global \w+\.system"):
         loads_safe(pickle.dumps(_Evil()))
     view = torch.randn(2, 5, 3)[:, 1:]  # offsets and strides survive
@@ -206,6 +209,13 @@ def test_raw_pickles_allow_tensors_and_arrays_only() -> None:
     nested = pickle.dumps(_StorageBomb())  # storage bytes are loaded with weights_only too
     with pytest.raises(pickle.UnpicklingError):
         loads_safe(nested)
+
+
+class _Rot13:
+    def __reduce__(self):
+        import codecs
+
+        return (codecs.encode, ("abc", "rot13"))
 
 
 class _FakeStorage:

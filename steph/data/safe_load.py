@@ -55,6 +55,13 @@ def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, *_: Any) 
     return torch._utils._rebuild_tensor(storage, int(offset), tuple(size), tuple(stride))
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes (``latin1``); nothing else."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "") != "latin1":
+        raise pickle.UnpicklingError(f"only latin1 byte strings may be encoded, not {encoding!r}")
+    return text.encode("latin1")
+
+
 def _storage_from_bytes(data: bytes) -> Any:
     """``torch.storage._load_from_bytes`` without its ``weights_only=False``."""
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -85,6 +92,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("_codecs", "encode"): _latin1_encode,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
     ("numpy", "ndarray"): np.ndarray,
