@@ -7,7 +7,10 @@ Paths are computed, never created here. ``describe()`` returns the tree document
 Path templates (``paths:`` in ``stephctl.yaml``) may point labels, splits and features at an
 existing UNI2-h-DSS or TRIDENT download; they are Python format strings over ``{cancer}``
 (``BRCA``), ``{cancer_lower}`` (``brca``), ``{dataset}`` (``tcga_brca``), ``{fold}``,
-``{slide_id}`` and ``{encoder}``; a relative result is taken relative to the project root.
+``{slide_id}``, ``{encoder}``, and per slide ``{project}`` (the labels' ``project`` column, e.g.
+``TCGA-KIRC``, for cancers that span several TCGA projects) and ``{patient_id}``; a relative
+result is taken relative to the project root. A features template ending in ``.lmdb`` names one
+store per cancer (``{dataset}``), looked up by slide id.
 """
 
 from __future__ import annotations
@@ -29,7 +32,18 @@ PREDICTION_FILES = ("predictions.csv", "survival.csv", "failures.csv", "meta.jso
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CANCER = re.compile(r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*$")
-_TEMPLATE_FIELDS = ("cancer", "cancer_lower", "dataset", "fold", "slide_id", "encoder")
+_TEMPLATE_FIELDS = (
+    "cancer",
+    "cancer_lower",
+    "dataset",
+    "fold",
+    "slide_id",
+    "encoder",
+    "project",
+    "patient_id",
+)
+SLIDE_FIELDS = ("slide_id", "project", "patient_id")
+"""Template fields that vary per slide (only ``paths.features`` may use them)."""
 
 LAYOUT_TREE = """\
 DIR/stephctl.yaml                       project config: cancers, encoder, model and training settings, path templates
@@ -106,7 +120,9 @@ class PathTemplates:
     splits: str | None = None
     """Template of a split file; must contain {fold} (None = splits/<CANCER>/splits_<k>.csv)."""
     features: str | None = None
-    """Template of a slide's feature file (.h5 or .pt; None = features/<encoder>/<slide_id>.h5)."""
+    """Template of a slide's feature file, or of a cancer's store; the suffix picks the reader:
+    .h5/.hdf5, .pt/.pth, .npy, or .lmdb (one store per cancer, keyed by slide id; see
+    docs/reproduce.md). None = features/<encoder>/<slide_id>.h5."""
 
     def __post_init__(self) -> None:
         if self.splits is not None and "{fold}" not in self.splits:
@@ -116,6 +132,12 @@ class PathTemplates:
             if template is None:
                 continue
             for found in re.findall(r"{([^}]*)}", template):
+                if found in SLIDE_FIELDS and name != "features":
+                    raise ConfigError(
+                        f"paths.{name}: {{{found}}} varies per slide and is only known for paths.features",
+                        hint="labels and splits are per cancer: use {cancer}, {cancer_lower}, {dataset}"
+                        + (", {fold}" if name == "splits" else ""),
+                    )
                 if found not in _TEMPLATE_FIELDS:
                     raise ConfigError(
                         f"paths.{name}: unknown template field {{{found}}} in {template!r}",
@@ -220,12 +242,34 @@ class ProjectLayout:
     def features_dir(self, encoder: str) -> Path:
         return self.features_root / encoder_dir_name(encoder)
 
-    def features(self, encoder: str, slide_id: str, *, cancer: str | None = None) -> Path:
-        """Feature file of a slide: our layout, or the ``paths.features`` template when set."""
+    def features(
+        self,
+        encoder: str,
+        slide_id: str,
+        *,
+        cancer: str | None = None,
+        project: str | None = None,
+        patient_id: str | None = None,
+    ) -> Path:
+        """Feature file of a slide (or the store holding it): our layout, or the
+        ``paths.features`` template when set."""
         check_safe_id(slide_id)
+        if project is not None:
+            check_safe_id(project, "project")
         if self.templates.features:
-            return self._fill(self.templates.features, encoder=encoder, slide_id=slide_id, cancer=cancer)
+            return self._fill(
+                self.templates.features,
+                encoder=encoder,
+                slide_id=slide_id,
+                cancer=cancer,
+                project=project,
+                patient_id=patient_id,
+            )
         return self.features_dir(encoder) / f"{slide_id}.h5"
+
+    def features_fields(self) -> set[str]:
+        """Fields the ``paths.features`` template uses (empty for our own layout)."""
+        return set(re.findall(r"{([^}]*)}", self.templates.features or ""))
 
     def own_features(self, encoder: str, slide_id: str) -> Path:
         """Where ``extract`` writes a slide's features (never redirected by templates)."""

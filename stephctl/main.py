@@ -29,6 +29,7 @@ COMMAND_GROUP = "stephctl.commands"
 _ABORTS = (typer.Abort, *([click_exceptions.Abort] if hasattr(click_exceptions, "Abort") else []))
 _ORDER = [
     "init",
+    "check",
     "extract",
     "train-source",
     "task-vector",

@@ -151,7 +151,7 @@ def test_nan_features_name_the_slide(project: Path) -> None:
     sid = cohort.patients["BRCA-P003"].slide_ids[0]
     bad = np.ones((5, 8), dtype=np.float32)
     bad[2, 3] = np.inf
-    write_features_h5(layout.own_features(config.encoder, sid), bad)
+    write_features_h5(layout.own_features(config.encoder, sid), bad, encoder=config.encoder)
     with pytest.raises(DataError, match=f"slide {sid} .*NaN or inf"):
         open_bags(layout, config, cohort, list(cohort.patients))
 
@@ -160,7 +160,9 @@ def test_dimension_mismatch_between_slides(project: Path) -> None:
     layout, config = _layout(project)
     cohort = load_cohort(layout, config, "BRCA")
     sid = cohort.patients["BRCA-P004"].slide_ids[0]
-    write_features_h5(layout.own_features(config.encoder, sid), np.zeros((4, 9), dtype=np.float32))
+    write_features_h5(
+        layout.own_features(config.encoder, sid), np.zeros((4, 9), dtype=np.float32), encoder=config.encoder
+    )
     with pytest.raises(DataError, match=rf"most files have D=8, but .*{sid}.h5 \(D=9\)"):
         check_features(layout, config, cohort, list(cohort.patients))
 
@@ -223,3 +225,23 @@ def test_in_memory_store() -> None:
     assert store.dim == 2 and len(store) == 2 and "a" in store and store.get("b").shape == (1, 2)
     with pytest.raises(DataError, match="different feature dimensions"):
         BagStore.in_memory({"a": torch.ones(3, 2), "b": torch.zeros(1, 3)})
+
+
+def test_split_cells_na_and_index_column(project: Path) -> None:
+    layout, config = _layout(project)
+    _write(
+        layout.labels("BRCA"),
+        "patient_id,slide_id,project,t,e\nA,A1,TCGA-BRCA,10,1\nB,B1,TCGA-BRCA,20,0\nC,C1,TCGA-BRCA,5,1\n",
+    )
+    _write(layout.split("BRCA", 0), ",train,val\n0,A,C\n1,B,NA\n2,NaN,None\n3,,nan\n")
+    cohort = load_cohort(layout, config, "BRCA")
+    split = load_split(layout, cohort, 0)
+    assert (split.train, split.test) == (("A", "B"), ("C",))
+    assert cohort.has_project and cohort.patients["A"].projects == ("TCGA-BRCA",)
+
+
+def test_unsafe_project_value_is_refused(project: Path) -> None:
+    layout, config = _layout(project)
+    _write(layout.labels("BRCA"), "patient_id,slide_id,project,t,e\nA,A1,../etc,10,1\n")
+    with pytest.raises(DataError, match=r"row 2 \(patient A\): project '\.\./etc' is not a safe file name"):
+        load_cohort(layout, config, "BRCA")

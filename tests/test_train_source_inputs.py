@@ -62,7 +62,7 @@ def test_nan_features_fail_their_cancer_only(cli, project: Path) -> None:
     layout, config = load_project(project)
     bad = np.zeros((4, 16), dtype=np.float32)
     bad[1, 1] = np.nan
-    write_features_h5(layout.own_features(config.encoder, "BLCA-P007-S0"), bad)
+    write_features_h5(layout.own_features(config.encoder, "BLCA-P007-S0"), bad, encoder=config.encoder)
     result = cli("-p", project, "train-source", "--json", "--device", "cpu")
     assert result.exit_code == 2
     items = {item["key"]: item for item in json.loads(result.stdout)["items"]}

@@ -19,6 +19,7 @@ from ..layout import CONFIG_FILE, PathTemplates, ProjectLayout, check_encoder_na
 from ._loader import build, set_dotted, to_plain
 from .evaluate import EvaluateConfig
 from .extract import ExtractConfig, TissueConfig
+from .labels import LabelsConfig
 from .merge import MergeConfig
 from .slurm import SlurmConfig
 from .train import ModelConfig, TrainConfig
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_ENCODER",
     "EvaluateConfig",
     "ExtractConfig",
+    "LabelsConfig",
     "MergeConfig",
     "ModelConfig",
     "ProjectConfig",
@@ -53,7 +55,11 @@ class ProjectConfig:
     """Feature encoder; features live under features/<encoder>/."""
     seed: int = 42
     """Project seed (theta0 initialisation, synthetic data)."""
+    encoder_aliases: list[str] = field(default_factory=list)
+    """Other names feature files may record for `encoder` (accepted as the same encoder); files
+    naming any other encoder are refused. Spellings such as uni_v2 / uni2-h match without this."""
     paths: PathTemplates = field(default_factory=PathTemplates)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

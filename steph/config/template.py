@@ -25,16 +25,36 @@ encoder: {encoder}
 
 seed: 42
 
-# Point labels, splits and features at an existing download instead of copying it, e.g. UNI2-h-DSS:
+# Other names feature files may record for the encoder (files recording another encoder are
+# refused; uni_v2 / UNI2-h / uni2 already count as uni2-h).
+encoder_aliases: []
+
+# Point labels, splits and features at an existing download instead of copying it. UNI2-h-DSS
+# with the STEPH reference's feature store (one LMDB per cancer, `pip install 'stephctl[lmdb]'`):
 #   paths:
 #     labels: /data/UNI2-h-DSS/data_split/stratified-5foldcv/{{dataset}}/{{dataset}}_survival.csv
 #     splits: /data/UNI2-h-DSS/data_split/stratified-5foldcv/{{dataset}}/splits_{{fold}}.csv
-#     features: /data/UNI2-h-features/TCGA/{{slide_id}}.h5
-# Fields: {{cancer}} BRCA, {{cancer_lower}} brca, {{dataset}} tcga_brca, {{fold}}, {{slide_id}}, {{encoder}}.
+#     features: /data/UNI2-h-features/TCGA/{{dataset}}.lmdb
+# or MahmoodLab's UNI2-h h5 release, one folder per TCGA project (COADREAD, GBMLGG, KIPAN, LUNG
+# and STES span several; {{project}} comes from the labels' project column):
+#     features: /data/UNI2-h-features/TCGA/{{project}}/{{slide_id}}.h5
+# Stores by suffix: .h5/.hdf5 (features or STAMP feats), .pt/.pth, .npy, .lmdb. See docs/reproduce.md.
+# Fields: {{cancer}} BRCA, {{cancer_lower}} brca, {{dataset}} tcga_brca, {{fold}}, {{encoder}}, and in
+# paths.features also {{slide_id}}, {{project}} TCGA-BRCA, {{patient_id}}.
 paths:
   labels: null
   splits: null
   features: null
+
+# Columns of the labels CSV (one row per slide) and the unit of the times.
+# TCGA-CDR style: patient: bcr_patient_barcode, time: DSS.time, event: DSS.
+labels:
+  patient: patient_id
+  slide: null                # null = slide_id, else pathology_id
+  time: t
+  event: e
+  project: project           # the slide's TCGA project, for {{project}} in paths.features
+  time_unit: days            # days | months (months are converted to days, x 30.4375)
 
 extract:
   patch_size: 256            # pixels at target_mpp

@@ -20,7 +20,9 @@ from torch import Tensor
 
 from ..errors import DataError, MissingArtifactError
 from ..progress import NULL_PROGRESS, Progress
-from .features import feature_shape, read_features
+from .encoder_identity import same_encoder
+from .features import read_slide, slide_encoder, slide_shape
+from .stores import SlideRef, store_for
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -42,7 +44,7 @@ class BagStore:
 
     def __init__(
         self,
-        paths: Mapping[str, Sequence[Path]],
+        paths: Mapping[str, Sequence[SlideRef]],
         dim: int,
         cached: Mapping[str, Tensor],
         sizes: Mapping[str, int],
@@ -72,7 +74,7 @@ class BagStore:
             return bag
         if patient_id not in self._paths:
             raise KeyError(f"patient {patient_id!r} is not in this bag store")
-        return _concat([read_features(path) for path in self._paths[patient_id]])
+        return _concat([read_slide(ref) for ref in self._paths[patient_id]])
 
     def n_patches(self, patient_id: str) -> int:
         return self._sizes[patient_id]
@@ -100,63 +102,122 @@ def _concat(parts: list[Tensor]) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 
+def slide_refs(
+    layout: ProjectLayout, config: ProjectConfig, cohort: Cohort, patient_ids: Sequence[str]
+) -> dict[str, tuple[SlideRef, ...]]:
+    """Where every slide of ``patient_ids`` has its features (``paths.features`` templates applied).
+
+    Raises:
+        DataError: the template uses ``{project}`` but the labels have no project column, or
+            no feature store reads the template's suffix.
+    """
+    if "project" in layout.features_fields() and not cohort.has_project:
+        raise DataError(
+            f"paths.features uses {{project}} but the labels {cohort.labels_path} have no "
+            f"{config.labels.project!r} column",
+            hint="add the column (TCGA-KIRC ...) to the labels, or set labels.project to the column that holds it",
+        )
+    refs: dict[str, tuple[SlideRef, ...]] = {}
+    for pid in patient_ids:
+        patient = cohort.patients[pid]
+        projects = patient.projects or ("",) * len(patient.slide_ids)
+        slides = []
+        for sid, project in zip(patient.slide_ids, projects, strict=True):
+            path = layout.features(
+                config.encoder, sid, cancer=cohort.cancer, project=project or None, patient_id=pid
+            )
+            slides.append(store_for(path).ref(path, sid))
+        refs[pid] = tuple(slides)
+    return refs
+
+
 def slide_paths(
     layout: ProjectLayout, config: ProjectConfig, cohort: Cohort, patient_ids: Sequence[str]
 ) -> dict[str, tuple[Path, ...]]:
-    """Feature file of every slide of ``patient_ids`` (``paths.features`` templates applied)."""
+    """Feature file (or store) of every slide of ``patient_ids``."""
     return {
-        pid: tuple(
-            layout.features(config.encoder, sid, cancer=cohort.cancer)
-            for sid in cohort.patients[pid].slide_ids
-        )
-        for pid in patient_ids
+        pid: tuple(ref.path for ref in refs)
+        for pid, refs in slide_refs(layout, config, cohort, patient_ids).items()
     }
+
+
+def missing_slides(refs: Sequence[SlideRef]) -> list[SlideRef]:
+    """The refs whose features do not exist, store by store (raises on unreadable stores)."""
+    by_store: dict[str, list[SlideRef]] = {}
+    for ref in refs:
+        by_store.setdefault(store_for(ref.path).name, []).append(ref)
+    missing = []
+    for group in by_store.values():
+        missing.extend(store_for(group[0].path).missing(group))
+    return missing
+
+
+def _missing_error(
+    layout: ProjectLayout, config: ProjectConfig, cohort: Cohort, missing: list[SlideRef]
+) -> MissingArtifactError:
+    first = missing[0]
+    where = first.path if first.key is not None else first.path.parent
+    listing = ", ".join(
+        ref.slide_id if (ref.path if ref.key is not None else ref.path.parent) == where else str(ref)
+        for ref in missing[:50]
+    ) + (f" and {len(missing) - 50} more" if len(missing) > 50 else "")
+    if layout.templates.features:
+        hint = f"paths.features = {layout.templates.features!r} in {layout.config_file}: check the template"
+    else:
+        hint = (
+            f"run `stephctl -p {layout.root} extract` (the slides must be in {layout.manifest}); "
+            f"encoder {config.encoder!r}"
+        )
+    what = (
+        "slide(s) missing from the store" if first.key is not None else "slide feature file(s) missing under"
+    )
+    return MissingArtifactError(f"{cohort.cancer}: {len(missing)} {what} {where}: {listing}", hint=hint)
+
+
+def check_encoder(config: ProjectConfig, ref: SlideRef) -> None:
+    """Refuse features whose recorded encoder is not the project's (files recording none pass)."""
+    recorded = slide_encoder(ref)
+    if recorded is None or same_encoder(recorded, config.encoder, config.encoder_aliases):
+        return
+    raise DataError(
+        f"{ref}: features were made by encoder {recorded!r}, the project uses {config.encoder!r}",
+        hint=f"set encoder: to the features' encoder, point paths.features at {config.encoder} features, "
+        f"or, if {recorded!r} is {config.encoder} after all, add it to encoder_aliases: in stephctl.yaml",
+    )
 
 
 def check_features(
     layout: ProjectLayout, config: ProjectConfig, cohort: Cohort, patient_ids: Sequence[str]
 ) -> int:
-    """Check that the feature files of ``patient_ids`` exist, are readable and agree on ``D``.
+    """Check that the features of ``patient_ids`` exist, are readable, agree on ``D`` and come from
+    the project's encoder (where the files record one).
 
-    Only file headers are read (all of a ``.pt`` file, which has none).
+    Only file headers are read (all of a ``.pt`` file or an LMDB value, which have none).
 
     Returns:
         The feature dimension ``D``.
 
     Raises:
-        MissingArtifactError: feature files are missing (lists every one, and the command that
+        MissingArtifactError: features are missing (lists every one, and the command that
             makes them).
-        DataError: a file is unreadable, a patient has no patches, or dimensions differ.
+        DataError: a file is unreadable, a patient has no patches, dimensions differ or the
+            recorded encoder is another one.
     """
-    paths = slide_paths(layout, config, cohort, patient_ids)
-    missing = [(pid, path) for pid, files in paths.items() for path in files if not path.is_file()]
+    refs = slide_refs(layout, config, cohort, patient_ids)
+    missing = missing_slides([ref for slides in refs.values() for ref in slides])
     if missing:
-        listing = ", ".join(
-            path.stem if path.parent == missing[0][1].parent else str(path) for _, path in missing
-        )
-        if layout.templates.features:
-            hint = (
-                f"paths.features = {layout.templates.features!r} in {layout.config_file}: check the template"
-            )
-        else:
-            hint = (
-                f"run `stephctl -p {layout.root} extract` (the slides must be in {layout.manifest}); "
-                f"encoder {config.encoder!r}"
-            )
-        raise MissingArtifactError(
-            f"{cohort.cancer}: {len(missing)} slide feature file(s) missing under {missing[0][1].parent}: {listing}",
-            hint=hint,
-        )
+        raise _missing_error(layout, config, cohort, missing)
     dims: dict[int, list[str]] = {}
-    for pid, files in paths.items():
+    for pid, slides in refs.items():
         total = 0
-        for path in files:
-            k, d = feature_shape(path)
+        for ref in slides:
+            k, d = slide_shape(ref)
+            check_encoder(config, ref)
             total += k
-            dims.setdefault(d, []).append(str(path))
+            dims.setdefault(d, []).append(str(ref))
         if total == 0:
             raise DataError(
-                f"{cohort.cancer}: patient {pid} has no patches in {', '.join(map(str, files))}",
+                f"{cohort.cancer}: patient {pid} has no patches in {', '.join(map(str, slides))}",
                 hint="re-extract its slides (tissue detection found nothing?) or drop the patient from labels and splits",
             )
     if len(dims) > 1:
@@ -185,7 +246,7 @@ def open_bags(
             inf values (named).
     """
     dim = check_features(layout, config, cohort, patient_ids)
-    paths = slide_paths(layout, config, cohort, patient_ids)
+    paths = slide_refs(layout, config, cohort, patient_ids)
     budget = int(config.train.cache_gb * GIB)
     cached: dict[str, Tensor] = {}
     sizes: dict[str, int] = {}
@@ -195,11 +256,11 @@ def open_bags(
     try:
         for pid, files in paths.items():
             parts = []
-            for sid, path in zip(cohort.patients[pid].slide_ids, files, strict=True):
-                part = read_features(path)
+            for ref in files:
+                part = read_slide(ref)
                 if not bool(torch.isfinite(part).all()):
                     raise DataError(
-                        f"{cohort.cancer}: slide {sid} (patient {pid}) has NaN or inf features: {path}",
+                        f"{cohort.cancer}: slide {ref.slide_id} (patient {pid}) has NaN or inf features: {ref}",
                         hint="re-extract this slide with `stephctl extract --overwrite`",
                     )
                 parts.append(part)

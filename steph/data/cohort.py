@@ -1,14 +1,17 @@
 """A cancer cohort: survival labels per patient, cross-validation splits, and their validation.
 
 Labels (``layout.labels(cancer)``) have one row per slide with columns ``patient_id``,
-``slide_id`` (or ``pathology_id``, the reference's name), ``t`` (days) and ``e`` (1 = event);
-other columns are ignored. A patient's slides are concatenated into one bag; its ``t`` and ``e``
+``slide_id`` (or ``pathology_id``, the reference's name), ``t`` (days) and ``e`` (1 = event),
+and optionally ``project`` (the slide's TCGA project, for the ``{project}`` path field); other
+columns are ignored. The ``labels:`` block of stephctl.yaml renames these columns (TCGA-CDR's
+``DSS.time``/``DSS`` ...) and sets the time unit (months are converted to days). A patient's slides are concatenated into one bag; its ``t`` and ``e``
 come from its first row (as the reference) and every other row of that patient must repeat them
 exactly: a mismatch is a :class:`~steph.errors.DataError`, because the patient-level label would
 otherwise depend on row order.
 
 Splits (``layout.split(cancer, k)``) follow the UNI2-h-DSS format: one column per set, one
-patient id per cell, empty cells ignored. A column is a training column if its name contains
+patient id per cell; cells that are empty or ``NA``, ``NaN``, ``None`` (any case) are ignored, and
+so is a column without a name (pandas' index column). A column is a training column if its name contains
 ``train``, a test column if it contains ``test`` and a validation column if it contains ``val``
 (case-insensitive); without a test column the validation column is the test set (as the
 reference).
@@ -63,6 +66,8 @@ class Patient:
     """Observed time in days."""
     e: int
     """1 = event observed, 0 = censored."""
+    projects: tuple[str, ...] = ()
+    """TCGA project of each slide (same order as ``slide_ids``); empty without a project column."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class Cohort:
     cancer: str
     patients: dict[str, Patient]
     labels_path: Path | None = None
+    has_project: bool = False
+    """Whether the labels have a project column (needed by a ``{project}`` features template)."""
 
     def targets(self, ids: Sequence[str], model_config: ModelConfig) -> SurvivalTargets:
         """Times, events and time bins of ``ids`` (in that order) for training or evaluation."""
@@ -107,58 +114,78 @@ def _read_rows(path: Path, what: str, hint: str) -> tuple[list[str], list[list[s
     return rows[0], rows[1:]
 
 
-def _parse_time(cell: str, where: str) -> float:
+EMPTY_CELLS = frozenset({"", "na", "nan", "none"})
+"""Split cells read as empty (pandas writes NaN padding as an empty cell, R as NA)."""
+
+
+def is_empty_cell(cell: str) -> bool:
+    return cell.strip().lower() in EMPTY_CELLS
+
+
+def _parse_time(cell: str, where: str, name: str = "t", unit: str = "days") -> float:
+    hint = f"{name} is the follow-up time in {unit} (labels.time, labels.time_unit in stephctl.yaml)"
     if cell == "":
-        raise DataError(f"{where}: t is missing", hint="every row needs the follow-up time t in days")
+        raise DataError(f"{where}: {name} is missing", hint=hint)
     try:
         value = float(cell)
     except ValueError:
-        raise DataError(
-            f"{where}: t = {cell!r} is not a number", hint="t is the follow-up time in days"
-        ) from None
+        raise DataError(f"{where}: {name} = {cell!r} is not a number", hint=hint) from None
     if not math.isfinite(value) or value < 0:
-        raise DataError(
-            f"{where}: t = {cell!r} must be a finite number >= 0", hint="t is the follow-up time in days"
-        )
+        raise DataError(f"{where}: {name} = {cell!r} must be a finite number >= 0", hint=hint)
     return value
 
 
-def _parse_event(cell: str, where: str) -> int:
+def _parse_event(cell: str, where: str, name: str = "e") -> int:
     try:
         value = float(cell)
     except ValueError:
         value = float("nan")
     if value not in (0.0, 1.0):
         raise DataError(
-            f"{where}: e = {cell!r} must be 0 or 1", hint="e is 1 when the event was observed, 0 if censored"
+            f"{where}: {name} = {cell!r} must be 0 or 1",
+            hint=f"{name} is 1 when the event was observed, 0 if censored (labels.event in stephctl.yaml)",
         )
     return int(value)
 
 
+def _label_columns(path: Path, names: list[str], config: ProjectConfig) -> dict[str, int]:
+    """Column index of patient, slide, time, event (and project, when present)."""
+    mapping = config.labels
+    wanted = {"patient": mapping.patient, "time": mapping.time, "event": mapping.event}
+    slide_col = mapping.slide or next((c for c in SLIDE_COLUMNS if c in names), "slide_id")
+    wanted["slide"] = slide_col
+    missing = {key: col for key, col in wanted.items() if col not in names}
+    if missing:
+        keys = ", ".join(f"labels.{key}" for key in missing)
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing.values())} (named by {keys}; "
+            f"found: {', '.join(names) or 'none'})",
+            hint="map the columns in the labels: block of stephctl.yaml (patient, slide, time, event), "
+            "or write patient_id, slide_id (or pathology_id), t (days) and e (0/1), one row per slide",
+        )
+    columns = {key: names.index(col) for key, col in wanted.items()}
+    if mapping.project in names:
+        columns["project"] = names.index(mapping.project)
+    return columns
+
+
 def load_cohort(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> Cohort:
-    """Read and validate the labels of ``cancer``.
+    """Read and validate the labels of ``cancer`` (columns and time unit from ``config.labels``).
 
     Raises:
         MissingArtifactError: the labels file does not exist.
-        DataError: a required column is missing, or a row has a missing, negative or
-            non-numeric ``t``, an ``e`` outside {0, 1}, an unsafe or repeated slide id, or
+        DataError: a mapped column is missing, or a row has a missing, negative or
+            non-numeric time, an event outside {0, 1}, an unsafe or repeated slide id, or
             disagrees with the patient's first row (names the file and row).
     """
-    del config  # the label format does not depend on settings; kept for a uniform signature
+    mapping = config.labels
     path = layout.labels(cancer)
     header, rows = _read_rows(
         path, f"{cancer} labels", hint=f"write {path} with columns patient_id,slide_id,t,e"
     )
     names = [h.strip() for h in header]
-    slide_col = next((c for c in SLIDE_COLUMNS if c in names), None)
-    missing = [c for c in ("patient_id", "t", "e") if c not in names] + ([] if slide_col else ["slide_id"])
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(names) or 'none'})",
-            hint="labels need patient_id, slide_id (or pathology_id), t (days) and e (0/1), one row per slide",
-        )
-    col = {name: names.index(name) for name in ("patient_id", "t", "e")}
-    col["slide"] = names.index(slide_col or "slide_id")
+    col = _label_columns(path, names, config)
+    scale = mapping.days_per_unit
     patients: dict[str, Patient] = {}
     first_row: dict[str, int] = {}
     slide_rows: dict[str, int] = {}
@@ -167,34 +194,39 @@ def load_cohort(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> Co
             continue
         row_no = offset + 2
         cells = row + [""] * (len(names) - len(row))
-        pid = cells[col["patient_id"]]
+        pid = cells[col["patient"]]
         where = f"{path}, row {row_no}" + (f" (patient {pid})" if pid else "")
         if not pid:
-            raise DataError(f"{where}: patient_id is empty")
+            raise DataError(f"{where}: {mapping.patient} is empty")
         slide_id = cells[col["slide"]]
+        project = cells[col["project"]] if "project" in col else ""
         try:
             check_safe_id(slide_id)
+            if project:
+                check_safe_id(project, "project")
         except LayoutError as exc:
             raise DataError(f"{where}: {exc.message}", hint=exc.hint) from None
         if slide_id in slide_rows:
             raise DataError(f"{where}: slide {slide_id} is already listed in row {slide_rows[slide_id]}")
         slide_rows[slide_id] = row_no
-        t = _parse_time(cells[col["t"]], where)
-        e = _parse_event(cells[col["e"]], where)
+        t = _parse_time(cells[col["time"]], where, mapping.time, mapping.time_unit) * scale
+        e = _parse_event(cells[col["event"]], where, mapping.event)
         known = patients.get(pid)
         if known is None:
-            patients[pid] = Patient(pid, (slide_id,), t, e)
+            patients[pid] = Patient(pid, (slide_id,), t, e, (project,))
             first_row[pid] = row_no
             continue
         if (known.t, known.e) != (t, e):
             raise DataError(
                 f"{where}: t={t:g}, e={e} disagree with t={known.t:g}, e={known.e} in row {first_row[pid]}",
-                hint="all rows of a patient must carry the same patient-level t and e",
+                hint="all rows of a patient must carry the same patient-level time and event",
             )
-        patients[pid] = Patient(pid, (*known.slide_ids, slide_id), known.t, known.e)
+        patients[pid] = Patient(
+            pid, (*known.slide_ids, slide_id), known.t, known.e, (*known.projects, project)
+        )
     if not patients:
         raise DataError(f"{path} has no data rows", hint="add one row per slide: patient_id,slide_id,t,e")
-    return Cohort(cancer=cancer, patients=patients, labels_path=path)
+    return Cohort(cancer=cancer, patients=patients, labels_path=path, has_project="project" in col)
 
 
 def _split_role(column: str) -> str | None:
@@ -205,21 +237,32 @@ def _split_role(column: str) -> str | None:
     return None
 
 
-def load_split(layout: ProjectLayout, cohort: Cohort, fold: int) -> Split:
-    """Read and validate fold ``fold`` of ``cohort``'s cancer.
+@dataclass(frozen=True)
+class SplitCell:
+    """One non-empty cell of a split file."""
+
+    patient_id: str
+    role: str
+    """train, test or val (a val column without a test column is the test set)."""
+    row: int
+    column: str
+
+
+def read_split_cells(layout: ProjectLayout, cancer: str, fold: int) -> tuple[Path, list[SplitCell]]:
+    """The non-empty cells of fold ``fold``'s split file, not yet checked against the labels
+    (``stephctl check`` reports every problem; :func:`load_split` stops at the first).
 
     Raises:
         MissingArtifactError: the split file does not exist.
-        DataError: no train or test/val column, an empty set, a patient that is not in the
-            labels, or a patient listed twice (within a set or in two sets); names file and row.
+        DataError: no train or test/val column, or two columns of one role.
     """
-    path = layout.split(cohort.cancer, fold)
+    path = layout.split(cancer, fold)
     header, rows = _read_rows(
-        path, f"{cohort.cancer} split", hint=f"write {path} with columns train,test (one patient_id per cell)"
+        path, f"{cancer} split", hint=f"write {path} with columns train,test (one patient_id per cell)"
     )
     roles: dict[str, int] = {}
     for index, name in enumerate(header):
-        role = _split_role(name)
+        role = _split_role(name) if name.strip() else None
         if role is None:
             continue
         if role in roles:
@@ -234,28 +277,42 @@ def load_split(layout: ProjectLayout, cohort: Cohort, fold: int) -> Split:
             f"{path}: need a train column and a test (or val) column, found {', '.join(header) or 'none'}",
             hint="column names must contain 'train' and 'test' (or 'val')",
         )
-    sets: dict[str, list[str]] = {role: [] for role in roles}
-    seen: dict[str, tuple[str, int]] = {}
+    cells = []
     for offset, row in enumerate(rows):
-        row_no = offset + 2
         for role, index in roles.items():
             pid = row[index] if index < len(row) else ""
-            if not pid:
-                continue
-            where = f"{path}, row {row_no}, column {header[index]!r}"
-            if pid not in cohort.patients:
-                raise DataError(
-                    f"{where}: patient {pid} is not in the labels {cohort.labels_path or ''}".rstrip(),
-                    hint="add the patient to the labels file or remove it from the split",
-                )
-            if pid in seen:
-                other_role, other_row = seen[pid]
-                raise DataError(
-                    f"{where}: patient {pid} is also in the {other_role} set (row {other_row})",
-                    hint="a patient may appear in one set of a fold only, once",
-                )
-            seen[pid] = (role, row_no)
-            sets[role].append(pid)
+            if not is_empty_cell(pid):
+                cells.append(SplitCell(pid, role, offset + 2, header[index]))
+    return path, cells
+
+
+def load_split(layout: ProjectLayout, cohort: Cohort, fold: int) -> Split:
+    """Read and validate fold ``fold`` of ``cohort``'s cancer.
+
+    Raises:
+        MissingArtifactError: the split file does not exist.
+        DataError: no train or test/val column, an empty set, a patient that is not in the
+            labels, or a patient listed twice (within a set or in two sets); names file and row.
+    """
+    path, cells = read_split_cells(layout, cohort.cancer, fold)
+    sets: dict[str, list[str]] = {"train": [], "test": []}
+    seen: dict[str, tuple[str, int]] = {}
+    for cell in cells:
+        pid = cell.patient_id
+        where = f"{path}, row {cell.row}, column {cell.column!r}"
+        if pid not in cohort.patients:
+            raise DataError(
+                f"{where}: patient {pid} is not in the labels {cohort.labels_path or ''}".rstrip(),
+                hint="add the patient to the labels file or remove it from the split",
+            )
+        if pid in seen:
+            other_role, other_row = seen[pid]
+            raise DataError(
+                f"{where}: patient {pid} is also in the {other_role} set (row {other_row})",
+                hint="a patient may appear in one set of a fold only, once",
+            )
+        seen[pid] = (cell.role, cell.row)
+        sets.setdefault(cell.role, []).append(pid)
     for role in ("train", "test"):
         if not sets[role]:
             raise DataError(f"{path}: the {role} set is empty")

@@ -139,6 +139,7 @@ def _planned(
 
 def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) -> StageStatus:
     """Slides named in each cancer's labels that have a feature file."""
+    from ..data.bags import missing_slides, slide_refs
     from ..data.cohort import load_cohort
     from ..units import WorkUnit
 
@@ -146,17 +147,22 @@ def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) 
     if not cancers:
         status.errors.append(f"no cancers: set cancers: in {layout.config_file} or add labels/<CANCER>.csv")
     for cancer in cancers:
-        try:
+        try:  # feature stores: {project} templates, keys inside an LMDB (see steph.data.stores)
             cohort = load_cohort(layout, config, cancer)
+            slides = slide_refs(layout, config, cohort, list(cohort.patients))
+            refs = [ref for refs in slides.values() for ref in refs]
+            absent = {(ref.path, ref.key) for ref in missing_slides(refs)}
         except StephError as exc:
             status.errors.append(f"{cancer}: {exc.message}")
             continue
         units = [
             WorkUnit(
-                "features", sid, (layout.features(config.encoder, sid, cancer=cancer),), {"cancer": cancer}
+                "features",
+                ref.slide_id,
+                () if (ref.path, ref.key) in absent else (ref.path,),
+                {"cancer": cancer},
             )
-            for patient in cohort.patients.values()
-            for sid in patient.slide_ids
+            for ref in refs
         ]
         status.add(units, lambda unit: unit.params["cancer"])
     return status

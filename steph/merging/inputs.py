@@ -56,6 +56,14 @@ def resolve_target(layout: ProjectLayout, config: ProjectConfig, target: str) ->
     """
     name = normalize_cancer(target)
     known = project_cancers(layout, config)
+    if not known:
+        raise MissingArtifactError(
+            f"cannot merge into {name}: the project at {layout.root} has no cancers yet "
+            f"(no cancers: in stephctl.yaml, no labels like {layout.labels(name)})",
+            hint="add labels and splits (or set paths: and cancers: in stephctl.yaml), then run "
+            f"`stephctl -p {layout.root} train-source` and `stephctl -p {layout.root} task-vector` "
+            "before merge; `stephctl check` lists what is missing",
+        )
     if name not in known:
         raise ConfigError(
             f"target {name} is not a cancer of the project at {layout.root}",
