@@ -27,7 +27,7 @@ from ._common import EXIT_USER_ERROR, AppState, err_console, setup_logging
 COMMAND_GROUP = "stephctl.commands"
 # typer's vendored click (typer >= 0.20) has no exceptions.Abort; older typer re-exports click's.
 _ABORTS = (typer.Abort, *([click_exceptions.Abort] if hasattr(click_exceptions, "Abort") else []))
-_ORDER = ["init", "extract", "train-source", "task-vector", "merge", "evaluate", "demo"]
+_ORDER = ["init", "extract", "train-source", "task-vector", "merge", "evaluate", "explain", "demo"]
 
 
 class StephGroup(TyperGroup):
