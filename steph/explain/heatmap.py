@@ -1,10 +1,11 @@
 """Attention heatmaps on a slide thumbnail (or on the bare coordinate grid of a features-only slide).
 
 Every patch paints its own level-0 square, ``[x, x + s) x [y, y + s)`` with ``s`` the patch edge
-in level-0 pixels, scaled by the thumbnail's downsample ``d`` (level-0 pixels per thumbnail
-pixel) to the thumbnail cells ``[floor(x / d), ceil((x + s) / d))`` (the same for y). Cells
-outside every patch stay NaN (transparent). Overlapping patches: the later one wins, as in
-CLAM's non-overlapping default.
+in level-0 pixels: a thumbnail pixel ``(i, j)`` of downsample ``d`` (level-0 pixels per
+thumbnail pixel) takes the value of the patch that contains its centre ``((j + 1/2) d,
+(i + 1/2) d)``, that is the columns ``ceil(x / d - 1/2) <= j < ceil((x + s) / d - 1/2)`` (rows
+alike); a patch smaller than a pixel still paints the pixel under its corner. Pixels outside
+every patch stay NaN (transparent).
 
 The colour is the patch's attention *percentile within the patient*,
 
@@ -84,10 +85,20 @@ def attention_raster(
     out = np.full((h, w), np.nan, dtype=np.float64)
     side = float(patch_size_level0)
     for (x, y), value in zip(np.asarray(coords, dtype=np.float64), np.asarray(values), strict=True):
-        x0, y0 = math.floor(x / downsample), math.floor(y / downsample)
-        x1, y1 = math.ceil((x + side) / downsample), math.ceil((y + side) / downsample)
+        x0, x1 = _span(x, side, downsample)
+        y0, y1 = _span(y, side, downsample)
         out[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)] = value
     return out
+
+
+def _span(start: float, side: float, downsample: float) -> tuple[int, int]:
+    """Raster indices ``[a, b)`` whose pixel centres fall in ``[start, start + side)`` (at least one)."""
+    a = math.ceil(start / downsample - 0.5)
+    b = math.ceil((start + side) / downsample - 0.5)
+    if b <= a:
+        a = math.floor(start / downsample)
+        b = a + 1
+    return a, b
 
 
 def grid_extent(coords: np.ndarray, patch_size_level0: int) -> tuple[int, int]:

@@ -42,7 +42,8 @@ class Tile:
     """One montage tile: the patch pixels and its caption facts."""
 
     image: np.ndarray
-    slide_id: str
+    label: str
+    """Which slide (shown above the tile; empty for a patient with one slide)."""
     x: int
     y: int
     attention: float
@@ -75,7 +76,7 @@ def draw_montage(
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(2.5)
             ax.set_title(
-                f"{tile.slide_id[-12:]}\n({tile.x}, {tile.y})\n"
+                (f"{tile.label}\n" if tile.label else "") + f"({tile.x}, {tile.y})\n"
                 f"a={tile.attention:.3g} q={100 * tile.percentile:.0f}",
                 fontsize=6.5,
             )

@@ -22,7 +22,7 @@ from .geojson import write_geojson
 from .heatmap import Panel, draw_heatmap, grid_extent, percentile_rank, thumbnail_downsample
 from .page import PageContent, write_page
 from .patches import Tile, draw_montage, read_patch
-from .transfer import Transfer, draw_transfer
+from .transfer import Transfer, TransferFigure, draw_transfer
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class PatientPage:
     files: list[Path] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    transfer: TransferFigure | None = None
+    """The transfer chart and the bar lengths read back from it (None without ``transfer``)."""
 
 
 def file_stem(slide_id: str) -> str:
@@ -174,7 +176,8 @@ def render_patient(
         handle.close()
     transfer_png = None
     if transfer is not None:
-        transfer_png = draw_transfer(folder / TRANSFER, transfer, title=f"{patient_id}: {model}").path
+        page.transfer = draw_transfer(folder / TRANSFER, transfer, title=f"{patient_id}: {model}")
+        transfer_png = page.transfer.path
     page.files += (
         [p for _, p in heatmaps] + ([montage] if montage else []) + ([transfer_png] if transfer_png else [])
     )
@@ -197,6 +200,12 @@ def render_patient(
     write_page(page.html, content)
     page.files.append(page.html)
     return page
+
+
+def _short(slide_id: str, patient_id: str) -> str:
+    """``SYN-1-DX2`` of patient ``SYN-1`` -> ``DX2`` (slide ids usually start with the patient's)."""
+    rest = slide_id.removeprefix(patient_id).lstrip("-_.")
+    return rest or slide_id
 
 
 def _open(s: SlideInput, page: PatientPage):  # type: ignore[no-untyped-def]
@@ -243,7 +252,8 @@ def _montage(page, slides, candidates, attention, q, top_n, model):  # type: ign
             except SlideError as exc:
                 page.problems.append(f"{exc.message} (patch left out of the montage)")
                 continue
-            tiles.append(Tile(image, s.slide_id, x, y, float(attention[k]), float(q[k])))
+            label = _short(s.slide_id, page.patient_id) if len(slides) > 1 else ""
+            tiles.append(Tile(image, label, x, y, float(attention[k]), float(q[k])))
         rows.append(tiles)
     note = "" if len(candidates) == len(slides) else "patches of slides without an image are not shown"
     return draw_montage(

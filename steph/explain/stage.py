@@ -104,12 +104,16 @@ def explain_patients(
     risks = test_risks(layout, target, method, fold) if top is not None else {}
     chosen = extremes(risks, top) if top is not None else list(dict.fromkeys(patients or []))
     known = []
+
+    def key_of(pid: str) -> str:
+        return f"{target}/{method}/fold_{fold}/{pid}"
+
     for pid in chosen:
         if pid in cohort.patients:
             known.append(pid)
         else:
             report.add(
-                pid,
+                key_of(pid),
                 Status.FAILED,
                 f"patient {pid} is not in {cohort.labels_path}; check the id "
                 f"(e.g. {', '.join(list(cohort.patients)[:3])})",
@@ -126,7 +130,7 @@ def explain_patients(
         fold_risks = {}
     progress.start(STAGE, len(known), unit="patients")
     for pid in known:
-        key = f"{target}/{method}/fold {fold}/{pid}"
+        key = key_of(pid)
         try:
             slides = [
                 read_slide_patches(layout.features(config.encoder, sid, cancer=target), sid)
@@ -152,6 +156,11 @@ def explain_patients(
             inputs = _slide_inputs(slides, attention, other, images)
             role = "test" if pid in fold_risks else "training"
             facts = [("target / fold", f"{target} / fold {fold} ({role} patient)")]
+            if pid in fold_risks:
+                rank = 1 + sum(r > fold_risks[pid] for r in fold_risks.values())
+                facts.append(
+                    ("risk rank in the fold's test set", f"{rank} of {len(fold_risks)} (1 = highest)")
+                )
             facts.append(("slides", ", ".join(s.slide_id for s in slides)))
             if transfer is not None:
                 facts.append(("transfer coefficients", origin))
@@ -172,10 +181,19 @@ def explain_patients(
             record["files"] = [p.name for p in page.files]
             write_json(layout.patient_record(target, pid, method, fold), record)
             files = [str(p) for p in page.files]
+            details: dict[str, object] = {"files": files, "notices": page.notices, "risk": risk}
+            if page.transfer is not None:
+                bars = page.transfer
+                details["transfer"] = {
+                    "sources": list(transfer.sources) if transfer else [],
+                    "w": list(bars.w),
+                    "lambda": list(bars.lam),
+                    "selected": list(bars.selected),
+                }
             if page.problems:
-                report.add(key, Status.FAILED, "; ".join(page.problems), files=files, notices=page.notices)
+                report.add(key, Status.FAILED, "; ".join(page.problems), **details)
             else:
-                report.add(key, Status.DONE, f"{page.html}", files=files, notices=page.notices)
+                report.add(key, Status.DONE, f"{page.html}", **details)
         except StephError as exc:
             report.add(key, Status.FAILED, exc.message + (f"; fix: {exc.hint}" if exc.hint else ""))
         finally:
