@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -32,7 +33,7 @@ from ..fileio import atomic_path
 
 CMAP = "turbo"
 OVERLAY_ALPHA = 0.55
-MAX_THUMBNAIL_PX = 1024
+MAX_THUMBNAIL_PX = 640
 DPI = 110
 GRID_BACKGROUND = (236, 236, 236)
 
@@ -109,6 +110,15 @@ def grid_extent(coords: np.ndarray, patch_size_level0: int) -> tuple[int, int]:
     return int(far[0]), int(far[1])
 
 
+def blend(canvas: np.ndarray, raster: np.ndarray, alpha: float) -> np.ndarray:
+    """RGB uint8: ``(1 - alpha) canvas + alpha colour(raster)`` where a patch lies, the canvas elsewhere."""
+    colours = colormaps[CMAP](np.nan_to_num(raster))[..., :3] * 255.0
+    out = canvas.astype(np.float64)
+    painted = ~np.isnan(raster)
+    out[painted] = (1.0 - alpha) * out[painted] + alpha * colours[painted]
+    return out.round().astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Panel:
     """One map of a heatmap figure: a title and the per-patch percentiles and raw attention."""
@@ -149,9 +159,8 @@ def draw_heatmap(
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
         raster = attention_raster(coords, patch_size_level0, panel.percentile, size_level0, downsample)
-        ax.imshow(canvas, interpolation="nearest")
         alpha = OVERLAY_ALPHA if background is not None else 1.0
-        ax.imshow(raster, cmap=CMAP, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="nearest")
+        ax.imshow(blend(canvas, raster, alpha), interpolation="nearest")
         low, high = float(np.min(panel.attention)), float(np.max(panel.attention))
         ax.set_title(f"{panel.title}\nraw attention {low:.2g} to {high:.2g} (sum 1 per patient)", fontsize=9)
         ax.set_xticks([])

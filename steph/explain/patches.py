@@ -19,8 +19,10 @@ from ..fileio import atomic_path
 from ..slides.reader import Slide
 
 DPI = 110
-MAX_TILE_PX = 256
-"""Montage tiles larger than this (e.g. 512-px patches) are shown downscaled."""
+BORDER, GAP, CAPTION = 4, 6, 40
+ROW_COLOURS = ((178, 24, 43), (33, 102, 172))
+MAX_TILE_PX = 192
+"""Montage tiles larger than this are shown downscaled (about their size on the figure)."""
 
 
 def read_patch(slide: Slide, x: int, y: int, patch_size_level0: int, patch_size: int) -> np.ndarray:
@@ -50,38 +52,51 @@ class Tile:
     percentile: float
 
 
+def _sheet(rows: Sequence[Sequence[Tile]], tile: int, columns: int) -> np.ndarray:
+    """One RGB image: the tiles of each row side by side, framed in the row's colour."""
+    cell_w, cell_h = tile + 2 * (BORDER + GAP), tile + 2 * (BORDER + GAP) + CAPTION
+    sheet = np.full((cell_h * len(rows), cell_w * columns, 3), 255, dtype=np.uint8)
+    for r, tiles in enumerate(rows):
+        colour = np.array(ROW_COLOURS[r], dtype=np.uint8)
+        for c, t in enumerate(tiles):
+            image = t.image
+            if image.shape[0] != tile:
+                image = np.asarray(Image.fromarray(image).resize((tile, tile), Image.Resampling.BOX))
+            y, x = r * cell_h + CAPTION + GAP, c * cell_w + GAP
+            sheet[y : y + tile + 2 * BORDER, x : x + tile + 2 * BORDER] = colour
+            sheet[y + BORDER : y + BORDER + tile, x + BORDER : x + BORDER + tile] = image[..., :3]
+    return sheet
+
+
 def draw_montage(
     path: Path, *, title: str, top: Sequence[Tile], bottom: Sequence[Tile], note: str = ""
 ) -> Path:
     """Two rows: the most attended patches (left = highest) and the least attended (left = lowest)."""
     columns = max(len(top), len(bottom), 1)
-    fig = Figure(figsize=(1.75 * columns + 0.4, 4.5), layout="constrained")
-    axes = fig.subplots(2, columns, squeeze=False)
-    for row, (tiles, label, colour) in enumerate(
-        ((top, "most attended", "#b2182b"), (bottom, "least attended", "#2166ac"))
-    ):
-        for col in range(columns):
-            ax = axes[row][col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col >= len(tiles):
-                ax.set_axis_off()
-                continue
-            tile = tiles[col]
-            image = tile.image
-            if image.shape[0] > MAX_TILE_PX:
-                image = np.asarray(Image.fromarray(image).resize((MAX_TILE_PX, MAX_TILE_PX)))
-            ax.imshow(image, interpolation="nearest")
-            for spine in ax.spines.values():
-                spine.set_edgecolor(colour)
-                spine.set_linewidth(2.5)
-            ax.set_title(
-                (f"{tile.label}\n" if tile.label else "") + f"({tile.x}, {tile.y})\n"
-                f"a={tile.attention:.3g} q={100 * tile.percentile:.0f}",
-                fontsize=6.5,
+    sizes = [t.image.shape[0] for t in (*top, *bottom)]
+    tile = min(MAX_TILE_PX, max(sizes, default=MAX_TILE_PX))
+    cell_w, cell_h = tile + 2 * (BORDER + GAP), tile + 2 * (BORDER + GAP) + CAPTION
+    sheet = _sheet((top, bottom), tile, columns)
+    width = 1.75 * columns + 0.9
+    fig = Figure(figsize=(width, (width - 0.9) * sheet.shape[0] / sheet.shape[1] + 1.0), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(sheet, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks(
+        [cell_h * 0.5 + CAPTION / 2, cell_h * 1.5 + CAPTION / 2], ["most\nattended", "least\nattended"]
+    )
+    for label, colour in zip(ax.get_yticklabels(), ROW_COLOURS, strict=True):
+        label.set_color(np.array(colour) / 255.0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    for r, tiles in enumerate((top, bottom)):
+        for c, t in enumerate(tiles):
+            text = (
+                f"{t.label} " if t.label else ""
+            ) + f"({t.x}, {t.y})\na={t.attention:.3g} q={100 * t.percentile:.0f}"
+            ax.text(
+                c * cell_w + cell_w / 2, r * cell_h + CAPTION, text, ha="center", va="bottom", fontsize=6.5
             )
-            if col == 0:
-                ax.set_ylabel(label, fontsize=9, color=colour)
     fig.suptitle(
         title
         + "\n(x, y) = level-0 top-left corner; a = attention, q = percentile within the patient"
