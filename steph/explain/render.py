@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SlideError
+from ..slides.reader import Slide
 from .geojson import write_geojson
 from .heatmap import Panel, draw_heatmap, grid_extent, percentile_rank, thumbnail_downsample
 from .page import PageContent, write_page
@@ -131,7 +132,9 @@ def render_patient(
         if has_compare
         else None
     )
-    heatmaps, geojsons, candidates = [], [], []
+    heatmaps: list[tuple[str, Path]] = []
+    geojsons: list[tuple[str, Path]] = []
+    candidates: list[tuple[SlideInput, Slide, slice]] = []
     start = 0
     for s in slides:
         part = slice(start, start + len(s.attention))
@@ -208,9 +211,9 @@ def _short(slide_id: str, patient_id: str) -> str:
     return rest or slide_id
 
 
-def _open(s: SlideInput, page: PatientPage):  # type: ignore[no-untyped-def]
+def _open(s: SlideInput, page: PatientPage) -> tuple[Slide | None, np.ndarray | None, tuple[int, int]]:
     """``(Slide or None, thumbnail or None, level-0 size)``; records why a slide is not used."""
-    from ..slides.reader import Slide, read_thumbnail
+    from ..slides.reader import read_thumbnail
 
     grid = grid_extent(np.asarray(s.coords), s.patch_size_level0)
     if s.slide_path is None:
@@ -230,12 +233,21 @@ def _open(s: SlideInput, page: PatientPage):  # type: ignore[no-untyped-def]
     return slide, thumb, slide.dimensions
 
 
-def _montage(page, slides, candidates, attention, q, top_n, model):  # type: ignore[no-untyped-def]
+def _montage(
+    page: PatientPage,
+    slides: Sequence[SlideInput],
+    candidates: Sequence[tuple[SlideInput, Slide, slice]],
+    attention: np.ndarray,
+    q: np.ndarray,
+    top_n: int,
+    model: str,
+) -> Path | None:
+    """The montage over the patches of the slides that opened (None when none did)."""
     if not candidates:
         page.notices.append("patch montage skipped: no slide image to read patches from")
         return None
     index = np.concatenate([np.arange(part.start, part.stop) for _, _, part in candidates])
-    owner = {}
+    owner: dict[int, tuple[SlideInput, Slide, int]] = {}
     for s, handle, part in candidates:
         for k in range(part.start, part.stop):
             owner[k] = (s, handle, k - part.start)
