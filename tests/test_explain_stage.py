@@ -90,6 +90,9 @@ def test_top_patients_get_pages_whose_steph_bars_are_the_runs_coefficients(
         assert all("Attention (cancer-specific)" in m for m in measured)
     index = layout.patients_index("BRCA")
     assert index.is_file() and highest in index.read_text()
+    evaluated = cli("-p", root, "evaluate", "-t", "BRCA", "--bootstrap", 0, "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert 'href="patients/index.html"' in layout.report_file("BRCA", "report.html").read_text()
 
     again = cli(
         "-p",
