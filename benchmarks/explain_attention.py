@@ -32,6 +32,7 @@ from steph.config import load_project
 from steph.data import load_cohort, load_split
 from steph.evaluation.predict import load_predictor
 from steph.explain.inputs import read_slide_patches
+from steph.fileio import read_json
 from steph.explain.stage import explain_patients, run_attention
 from steph.pipeline.merge import merge_models
 from steph.pipeline.task_vector import compute_task_vectors
@@ -85,18 +86,19 @@ def build(root: Path, seed: int):  # type: ignore[no-untyped-def]
 
 
 def build_slides(root: Path, seed: int):  # type: ignore[no-untyped-def]
-    """The demo's slide-level cohort (4 cancers, pyramidal TIFFs, tiny-cnn features), larger."""
+    """The demo's slide-level cohort (4 cancers, pyramidal TIFFs, tiny-cnn features), larger;
+    ``seed`` is not used (the demo's cohort has its own)."""
     from steph.demo import FULL, SOURCES, DemoSize, _stage, demo_spec
+    from steph.progress import NULL_PROGRESS
 
     size = DemoSize(target_patients=90, source_patients=60, slide_um=768.0, overrides=FULL.overrides)
     spec = demo_spec(size)
-    init_configured_project(
-        root, cancers=spec.names, encoder="tiny-cnn", overrides=size.overrides, note="bench"
-    )
-    from steph.progress import NULL_PROGRESS
-
     layout = init_configured_project(
-        root, cancers=[TARGET, *SOURCES], encoder="tiny-cnn", overrides={}, note=""
+        root,
+        cancers=[TARGET, *SOURCES],
+        encoder="tiny-cnn",
+        overrides=size.overrides,
+        note="explain benchmark",
     )
     for name in ("generate", "extract", "train-source", "task-vector"):
         report = _stage(name, layout, size, NULL_PROGRESS)
@@ -138,10 +140,16 @@ def measure(spec, layout, config, methods, level: str = "features"):  # type: ig
                 for s in cohort.patients[pid].slide_ids
             ]
             bag = torch.cat([s.features for s in slides])
-            truth = {
-                b.slide_id: b.phenotypes for b in patient_bags(spec, cohort_truth, index[pid], protos, offset)
-            }
+            if level == "features":
+                bags = patient_bags(spec, cohort_truth, index[pid], protos, offset)
+                truth = {b.slide_id: b.phenotypes for b in bags}
+            else:
+                i = index[pid]
+                truth = {
+                    s.slide_id: slide_phenotypes(spec, cohort_truth, i, s.slide_id, s.coords) for s in slides
+                }
             phen = np.concatenate([truth[s.slide_id] for s in slides])
+            assert (phen >= 0).all(), pid
             counts += np.bincount(phen, minlength=spec.phenotypes)
             for m in methods:
                 if m not in models:
@@ -183,7 +191,7 @@ def main() -> None:
         )
     c = {
         m: [
-            float(__import__("json").loads(layout.result_metrics(TARGET, m, k).read_text())["c_index"])
+            float(read_json(layout.result_metrics(TARGET, m, k))["c_index"])
             for k in layout.result_folds(TARGET, m)
         ]
         for m in methods
