@@ -32,8 +32,8 @@ from steph.config import load_project
 from steph.data import load_cohort, load_split
 from steph.evaluation.predict import load_predictor
 from steph.explain.inputs import read_slide_patches
-from steph.fileio import read_json
 from steph.explain.stage import explain_patients, run_attention
+from steph.fileio import read_json
 from steph.pipeline.merge import merge_models
 from steph.pipeline.task_vector import compute_task_vectors
 from steph.pipeline.train_source import train_source_models
