@@ -139,6 +139,9 @@ def test_bad_items_fail_alone_and_exit_2(merged: Path, tmp_path: Path, cli) -> N
     assert missing["status"] == "failed" and "gone.svs" in missing["message"]
     names = {Path(f).name for f in missing["details"]["files"]}
     assert f"heatmap-{no_slide}-S0.png" in names and "patches.png" not in names  # only the montage is skipped
+    rerun = cli(*args, "-P", good, "-P", no_slide)
+    statuses = {i["key"].rsplit("/", 1)[1]: i["status"] for i in json.loads(rerun.stdout)["items"]}
+    assert statuses == {good: "skipped", no_slide: "failed"}  # an unfinished page is redone
 
 
 def test_untrained_method_or_fold_is_one_line_error(merged: Path, cli) -> None:

@@ -1,7 +1,8 @@
 """Seeing what a model sees: attention heatmaps, top patches, STEPH transfer, QuPath GeoJSON.
 
 :func:`render_patient` (project-independent: arrays and slide paths in, files out) draws one
-patient; :func:`explain_patients` is the project stage behind ``stephctl explain``.
+patient; :func:`steph.explain.stage.explain_patients` is the project stage behind
+``stephctl explain``.
 """
 
 from __future__ import annotations

@@ -179,7 +179,11 @@ def explain_patients(
                 links=[("all patient pages", os.path.relpath(index, folder))],
             )
             record["files"] = [p.name for p in page.files]
-            write_json(layout.patient_record(target, pid, method, fold), record)
+            done = layout.patient_record(target, pid, method, fold)
+            if page.problems:  # not finished: the next run redoes it (e.g. once the slide is back)
+                done.unlink(missing_ok=True)
+            else:
+                write_json(done, record)
             files = [str(p) for p in page.files]
             details: dict[str, object] = {"files": files, "notices": page.notices, "risk": risk}
             if page.transfer is not None:
