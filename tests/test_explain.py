@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,8 @@ def test_render_patient_writes_every_file_and_a_qupath_feature_collection(tmp_pa
         assert ring[:, 0].max() - ring[:, 0].min() == CELL_PX
         assert (ring >= 0).all() and (ring[:, 0] <= width).all() and (ring[:, 1] <= height).all()
         props = feature["properties"]
-        assert props["objectType"] in {"tile", "detection", "annotation"}
+        assert props["objectType"] == "tile" and len(props["classification"]["color"]) == 3
+        assert str(uuid.UUID(feature["id"])) == feature["id"]  # QuPath 0.4+ reads ids as UUIDs
         measurements = props["measurements"]
         assert measurements["Attention"] == pytest.approx(attention[k])
         assert 0 <= measurements["Attention percentile"] <= 100

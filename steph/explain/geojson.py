@@ -1,5 +1,9 @@
 """Patch attention as a QuPath GeoJSON FeatureCollection (File > Import objects, or drag and drop).
 
+The format is the one QuPath 0.4+ reads and writes (``PathObjectTypeAdapters``): a UUID ``id``,
+``properties.objectType``, ``classification {name, color}`` and ``measurements`` as a
+name -> number object.
+
 One ``Feature`` per patch: a closed level-0 ``Polygon`` (QuPath places objects in level-0 pixel
 coordinates, y down), ``objectType: "tile"`` (a detection, so QuPath's *Measure > Show
 measurement maps* colours them), a ``classification`` whose colour is the heatmap's colour,
