@@ -4,7 +4,8 @@
 ``# demo`` in its stephctl.yaml), generates pyramidal TIFF slides of four cancers whose tissue
 phenotypes drive survival, then runs every stage: extract (tiny-cnn), train-source,
 task-vector, merge for the target BRCA (STEPH, task arithmetic, ROUPKT; the cancer-specific
-baseline comes from train-source) and evaluate. Every stage skips what exists, so a second run
+baseline comes from train-source), explain (the pages of fold 0's highest- and lowest-risk test
+patients under STEPH, beside the cancer-specific model) and evaluate (whose report links them). Every stage skips what exists, so a second run
 reuses everything. The summary compares the methods' mean test C-index over the folds with
 the oracle (the true risk of the generator).
 """
@@ -35,7 +36,8 @@ TARGET = "BRCA"
 SOURCES = ("BLCA", "COADREAD", "KIPAN")
 """The paper's most useful sources for BRCA (STEPH_SPEC section 8: lambda < 0.3, large w)."""
 METHODS = ("steph", "task-arithmetic", "roupkt")
-STAGES = ("generate", "extract", "train-source", "task-vector", "merge", "evaluate")
+STAGES = ("generate", "extract", "train-source", "task-vector", "merge", "explain", "evaluate")
+EXPLAIN_FOLD = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class DemoReport:
     scores: list[MethodScore] = field(default_factory=list)
     oracle: float | None = None
     report_path: Path | None = None
+    patient_pages: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -147,6 +150,7 @@ class DemoReport:
             "c_index": [score.__dict__ for score in self.scores],
             "oracle_c_index": self.oracle,
             "report": str(self.report_path) if self.report_path else None,
+            "patient_pages": [str(p) for p in self.patient_pages],
         }
 
 
@@ -188,6 +192,8 @@ def run_demo(
         demo.oracle = oracle_c_index(layout, TARGET)
         report_file = layout.report_file(TARGET, "report.html")
         demo.report_path = report_file if report_file.is_file() else None
+        explained = next((s for s in demo.stages if s.stage == "explain"), None)
+        demo.patient_pages = [Path(p) for p in explained.outputs.get("pages", [])] if explained else []
     return demo
 
 
@@ -200,6 +206,7 @@ def _stage(name: str, layout: ProjectLayout, size: DemoSize, progress: Progress)
         "train-source": lambda: _train(layout, config, progress),
         "task-vector": lambda: _task_vectors(layout, config, progress),
         "merge": lambda: _merge(layout, config, progress),
+        "explain": lambda: _explain(layout, config, progress),
         "evaluate": lambda: _evaluate(layout, config, progress),
     }
     return runners[name]()
@@ -239,6 +246,25 @@ def _merge(layout: ProjectLayout, config: Any, progress: Progress) -> StageRepor
     from .pipeline.merge import merge_models
 
     return merge_models(layout, config, target=TARGET, methods=list(METHODS), progress=progress)
+
+
+def _explain(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
+    """Pages of the highest- and the lowest-risk test patient of fold 0 under STEPH."""
+    from .explain.stage import explain_patients
+    from .layout import CANCER_SPECIFIC
+
+    run = next(m for m in layout.result_methods(TARGET) if m == METHODS[0] or m.startswith(METHODS[0] + "-"))
+    return explain_patients(
+        layout,
+        config,
+        target=TARGET,
+        method=run,
+        fold=EXPLAIN_FOLD,
+        top=1,
+        compare=CANCER_SPECIFIC,
+        patches=6,
+        progress=progress,
+    )
 
 
 def _evaluate(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:

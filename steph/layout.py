@@ -61,6 +61,7 @@ DIR/task_vectors/<CANCER>/fold_<k>.safetensors   tau = theta - theta0 (+ .json m
 DIR/merged/<TARGET>/<method>/fold_<k>/  what merge learned (weights, meta.json, coefficients.csv), merge.log
 DIR/results/<TARGET>/<method>/fold_<k>/ predictions.csv, metrics.json
 DIR/results/summary.csv, DIR/reports/   cross-fold tables and plots; reports/<TARGET>/report.html
+DIR/reports/<TARGET>/patients/          `stephctl explain`: index.html, <patient_id>/<method>_fold_<k>/ (heatmaps, patches, transfer, GeoJSON, index.html)
 DIR/task_vectors/<CANCER>/fold_<k>.json  of an imported source: `imported_from` (bundle, lab's card); merge uses it like a local one
 DIR/exports/<name>.safetensors          `stephctl export` / `export-sources` bundles: tensors + JSON model card (docs/sharing.md)
 DIR/predictions/<name>/                 `stephctl predict` output: predictions.csv, survival.csv, failures.csv, meta.json
@@ -388,6 +389,30 @@ class ProjectLayout:
 
     def report_file(self, target: str, name: str) -> Path:
         return self.report_dir(target) / check_safe_id(name, "file name")
+
+    def patients_dir(self, target: str) -> Path:
+        """Per-patient explanation pages of a target (``stephctl explain``)."""
+        return self.report_dir(target) / "patients"
+
+    def patients_index(self, target: str) -> Path:
+        return self.patients_dir(target) / "index.html"
+
+    def patient_dir(self, target: str, patient_id: str, method: str, fold: int) -> Path:
+        """One patient's explanation by one model: ``patients/<patient_id>/<method>_fold_<k>/``."""
+        run = f"{check_safe_id(method, 'method name')}_fold_{int(fold)}"
+        return self.patients_dir(target) / check_safe_id(patient_id, "patient_id") / run
+
+    def patient_page(self, target: str, patient_id: str, method: str, fold: int) -> Path:
+        return self.patient_dir(target, patient_id, method, fold) / "index.html"
+
+    def patient_record(self, target: str, patient_id: str, method: str, fold: int) -> Path:
+        """What an explanation was made from (inputs and files), to skip it when nothing changed."""
+        return self.patient_dir(target, patient_id, method, fold) / "explain.json"
+
+    def patient_pages(self, target: str) -> list[Path]:
+        """Every patient page of ``target`` (sorted)."""
+        base = self.patients_dir(target)
+        return sorted(base.glob("*/*_fold_*/index.html")) if base.is_dir() else []
 
     @property
     def predict_root(self) -> Path:

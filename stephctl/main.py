@@ -35,6 +35,7 @@ _ORDER = [
     "task-vector",
     "merge",
     "evaluate",
+    "explain",
     "predict",
     "export",
     "export-sources",

@@ -68,6 +68,9 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path: Path, cli) -> None:
         assert any(m == method or m.startswith(f"{method}-") for m in methods), methods
     assert layout.summary.is_file()
     assert layout.report_file(TARGET, "report.html").is_file()
+    pages = layout.patient_pages(TARGET)
+    assert len(pages) == 2 and result.output.count("patient page:") == 2
+    assert "patients/index.html" in layout.report_file(TARGET, "report.html").read_text()
 
     again = cli("demo", root, "--quick", "--json")
     assert again.exit_code == 0, again.output

@@ -71,6 +71,23 @@ def _fold_table(results: list[FoldResult], metrics: list[str]) -> Table:
     return Table("per fold", columns, rows, ["undefined = " + "; ".join(reasons)] if reasons else [])
 
 
+def _patient_pages(layout: ProjectLayout, target: str) -> str:
+    """Link to the per-patient pages of ``stephctl explain`` (or how to make them)."""
+    index = layout.patients_index(target)
+    if index.is_file():
+        href = index.relative_to(layout.report_dir(target)).as_posix()
+        count = len(layout.patient_pages(target))
+        return (
+            f'<h2>Patients</h2><p><a href="{html.escape(href)}">{count} patient page(s)</a>: attention '
+            "heatmaps, most and least attended patches, STEPH's transfer, QuPath files.</p>"
+        )
+    return (
+        '<h2>Patients</h2><p class="note">No patient pages yet: '
+        f"<code>stephctl explain -t {html.escape(target)} -m METHOD -k FOLD --top 2</code> draws "
+        "attention heatmaps and each patient's transfer, linked from here.</p>"
+    )
+
+
 def write_target_report(
     layout: ProjectLayout,
     target: str,
@@ -136,6 +153,7 @@ def write_target_report(
         )
 
     sections.append(f"<h2>Per fold</h2>{_table_html(_fold_table(results, summary.metrics))}")
+    sections.append(_patient_pages(layout, target))
     mine = [w for w in summary.warnings if w.startswith(f"{target}/") or w.startswith(f"{target}:")]
     if mine:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in mine)

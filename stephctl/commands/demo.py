@@ -37,7 +37,7 @@ def demo(
 ) -> None:
     """Run the whole method on a generated synthetic cohort (no data to download).
 
-    Generates slides of four cancers, then runs extract, train-source, task-vector, merge (target BRCA: STEPH, task arithmetic, ROUPKT) and evaluate, and ends with the test C-index of every method next to the oracle (the generator's true risk). A second run reuses everything already computed.
+    Generates slides of four cancers, then runs extract, train-source, task-vector, merge (target BRCA: STEPH, task arithmetic, ROUPKT), explain (attention pages of two patients) and evaluate, and ends with the test C-index of every method next to the oracle (the generator's true risk) and where the patient pages are. A second run reuses everything already computed.
     """
 
     from steph.demo import run_demo
@@ -78,3 +78,5 @@ def _print_table(result: DemoReport) -> None:
     out_console.print(table)
     where = result.report_path or result.root / "results"
     out_console.print(f"report: [bold]{where}[/]")
+    for page in result.patient_pages:
+        out_console.print(f"patient page: [bold]{page}[/]")
