@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steph.fileio import write_csv
+from steph.fileio import write_csv, write_json
 from steph.layout import ProjectLayout
 from steph.predictions import write_predictions
 
@@ -76,6 +76,7 @@ def write_results(
                     hazards=_hazards(score[test], bins),
                     train_hazards=_hazards(score[train], bins),
                 )
+                write_json(layout.result_record(target, method, k), {"method": method, "fold": k})
                 if method in coefficients_for:
                     _write_coefficients(layout, target, method, k, [ids[i] for i in test], rng)
     return layout
