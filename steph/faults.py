@@ -27,6 +27,7 @@ from collections import Counter
 
 ENV = "STEPH_FAULT"
 _hits: Counter[str] = Counter()
+_spec: list[str] = [""]  # the spec the counts belong to (a new spec starts counting afresh)
 
 
 def point(name: str) -> None:
@@ -34,6 +35,9 @@ def point(name: str) -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
+    if spec != _spec[0]:
+        _spec[0] = spec
+        _hits.clear()
     _hits[name] += 1
     for entry in spec.split(","):
         action, _, where = entry.strip().partition("@")
