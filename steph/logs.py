@@ -15,7 +15,7 @@ class _FileHandler(logging.FileHandler):
     """A file handler that drops a line it cannot write (a full disk) instead of printing a
     traceback: the stage reports the same error on the item it was working on."""
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+    def handleError(self, record: logging.LogRecord) -> None:
         pass
 
 

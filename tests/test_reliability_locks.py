@@ -86,14 +86,12 @@ def test_hold_reclaims_only_dead_local_locks(tmp_path: Path) -> None:
     with hold(output, stage="merge"):
         assert read_lock(lock).pid == os.getpid()
     _write_lock(lock, _dead_pid(), host="another-host")  # another host: its pid means nothing here
-    with pytest.raises(LockedError) as info:
-        with hold(output, stage="merge"):
-            pass
+    with pytest.raises(LockedError) as info, hold(output, stage="merge"):
+        pass
     assert "stephctl merge --clear-stale-locks" in (info.value.hint or "")
     _write_lock(lock, os.getppid())  # a live process here
-    with pytest.raises(LockedError):
-        with hold(output, stage="merge"):
-            pass
+    with pytest.raises(LockedError), hold(output, stage="merge"):
+        pass
 
 
 def test_reclaim_never_deletes_a_fresh_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
