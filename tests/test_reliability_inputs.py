@@ -33,7 +33,7 @@ def test_slurm_extra_cannot_inject_a_shell_line(project: Path, cli, tmp_path: Pa
     root.mkdir()
     for bad in ("--qos\ntouch pwned\n#=normal", "--qos\r=normal", "touch pwned", "--qos;id=x"):
         _config_text(root, json.dumps({"slurm": {"extra": [bad]}}))
-        with pytest.raises(ConfigError, match="slurm.extra"):
+        with pytest.raises(ConfigError, match=r"slurm\.extra"):
             load_config(root)
     set_config(project, {"slurm.extra": ["--qos\ntouch pwned\n#=normal"]})
     try:
@@ -94,7 +94,7 @@ def test_file_errors_are_reported_even_when_a_flag_overrides_the_key(project: Pa
     set_config(project, {"train.epochs": "many"})
     try:
         result = cli("-p", project, "train-source", "--epochs", "2", "--list-tasks")
-        with pytest.raises(ConfigError, match="train.epochs"):
+        with pytest.raises(ConfigError, match=r"train\.epochs"):
             load_config(project, {"train.epochs": 2})
     finally:
         set_config(project, {"train.epochs": 2})
