@@ -12,7 +12,7 @@
   file ``<name>`` (``meta.json``, ``predictions.csv``, ``model.safetensors`` ...) and is about to
   rename it into place;
 - ``<stage>:locked``: a stage (``train-source``, ``task-vector``, ``merge``) holds the lock of a
-  unit and is about to work on it.
+  unit and is about to work on it (task-vector and merge have removed its old record).
 
 Example: ``STEPH_FAULT=kill@write:meta.json stephctl merge --target BRCA`` dies after the first
 unit's predictions are written and before its record.

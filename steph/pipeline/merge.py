@@ -231,8 +231,8 @@ class _Runner:
                 if unit.done and not overwrite:  # another process finished it meanwhile
                     _skip(self.layout, self.config, unit, self.theta0, report, "done by another process")
                     return
-                point(f"{STAGE}:locked")
                 meta_path.unlink(missing_ok=True)
+                point(f"{STAGE}:locked")
                 with run_log(self.layout.merged_file(p["target"], p["run"], p["fold"], LOG)):
                     meta = self._train(unit)
         except LockedError as exc:

@@ -235,8 +235,8 @@ def _run_unit(
             if unit.done and not overwrite:  # another process finished it meanwhile
                 report.add(unit.key, Status.SKIPPED, "written by another process")
                 return
-            point(f"{STAGE}:locked")
             meta.unlink(missing_ok=True)  # written last: absent until the vector is complete
+            point(f"{STAGE}:locked")
             record = write_task_vector(layout, cancer, fold, theta0)
     except LockedError as exc:
         report.add(unit.key, Status.LOCKED, str(exc))
