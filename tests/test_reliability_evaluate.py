@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from _evaluation_data import write_results
+from _evaluation_data import result_record, write_results
 
 from steph.config import load_project
 from steph.evaluation.plots import plot_cindex
@@ -35,7 +35,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def test_predictions_without_a_record_are_not_evaluated(project: Path) -> None:
     """Item 3: a unit killed after predictions.csv but before meta.json was counted as done."""
     layout, config = load_project(project, NO_REPORT)
-    layout.result_record("BRCA", "steph", 2).unlink()  # killed before its record
+    result_record(layout, "BRCA", "steph", 2).unlink()  # killed before its record
     report = evaluate_models(layout, config, targets=["BRCA"], bootstrap=0)
     status = {item.key: item.status for item in report.items}
     assert status["BRCA/steph/fold_2"] is Status.SKIPPED and status["BRCA/steph/fold_1"] is Status.DONE

@@ -161,8 +161,9 @@ def test_status_merge_row_counts_runs_made_with_flags(tmp_path_factory, tmp_path
     root = project_copy(tmp_path_factory, tmp_path / "p")
     layout, config = load_project(root)
     before = project_status(layout, config).stage("merge")
-    layout.result_record("BRCA", "ties", 0).parent.mkdir(parents=True)
-    layout.result_record("BRCA", "ties", 0).write_text("{}")
+    record = layout.merged_file("BRCA", "ties", 0, "meta.json")  # a finished `merge --method ties` fold
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
     after = project_status(layout, config).stage("merge")
     assert (after.total, after.done) == (before.total + 2, before.done + 1)
     assert "BRCA/ties/fold_1" in after.missing

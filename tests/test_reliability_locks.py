@@ -22,7 +22,7 @@ from steph.config import load_project
 from steph.errors import LockedError
 from steph.fileio import temp_name
 from steph.hpc.status import project_status
-from steph.locks import hold, lock_path_for, read_lock, reclaim_dead, release, try_acquire
+from steph.locks import hold, lock_path_for, read_lock, release, try_acquire
 
 
 def _dead_pid() -> int:
@@ -49,7 +49,7 @@ def test_kill_during_train_source_then_rerun_finishes_the_unit(cli, tmp_path: Pa
     layout, _ = load_project(root)
     lock = lock_path_for(layout.model_weights("BRCA", 0))
     info = read_lock(lock)
-    assert info is not None and info.dead_here  # left behind by the killed process
+    assert info is not None and info.is_stale()  # left behind by the killed process
     result = cli("-p", root, "train-source", "--json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -98,6 +98,7 @@ def test_reclaim_never_deletes_a_fresh_lock(tmp_path: Path, monkeypatch: pytest.
     """Race: two processes find the same dead lock. The one that reclaims second must not delete
     the fresh lock the first one took meanwhile (the lock is re-read under the reclaim guard)."""
     import steph.locks as locks
+    from steph.locks import reclaim_dead
 
     lock = tmp_path / "x.lock"
     _write_lock(lock, _dead_pid())
