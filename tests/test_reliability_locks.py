@@ -59,6 +59,21 @@ def test_kill_during_train_source_then_rerun_finishes_the_unit(cli, tmp_path: Pa
     assert f"reclaimed the lock of dead process {info.pid} on this host" in result.output
 
 
+def test_dead_local_lock_is_reclaimed_by_a_plain_rerun(cli, tmp_path: Path) -> None:
+    """Item 1 without a real kill: the lock of a dead pid of this host no longer blocks the unit."""
+    root = make_feature_project(tmp_path / "p", cancers=("BRCA",))
+    layout, _ = load_project(root)
+    lock = lock_path_for(layout.model_weights("BRCA", 0))
+    _write_lock(lock, _dead_pid())
+    result = cli("-p", root, "train-source", "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert {i["key"]: i["status"] for i in json.loads(result.stdout)["items"]} == {
+        "BRCA/fold_0": "done",
+        "BRCA/fold_1": "done",
+    }
+    assert not lock.exists() and layout.model_meta("BRCA", 0).is_file()
+
+
 def test_lock_of_a_live_process_fails_the_run_with_the_stage_hint(cli, tmp_path: Path) -> None:
     """Item 1: a lock that keeps a unit undone is a failure (exit 2), and the hint names the
     stage's own --clear-stale-locks; --json says ok false."""

@@ -46,7 +46,12 @@ def test_merge_skips_a_unit_another_process_finished(tmp_path_factory, tmp_path,
             yield path
 
     monkeypatch.setattr(merge_module, "hold", other_process_finishes_first)
-    monkeypatch.setattr(merge_module._Runner, "_train", lambda self, unit: trained.append(unit))
+
+    def train_again(self, unit):
+        trained.append(unit)
+        return {"c_index": None}
+
+    monkeypatch.setattr(merge_module._Runner, "_train", train_again)
     report = merge_models(layout, config, target="BRCA", folds=[1])
     assert [(i.key, i.status) for i in report.items] == [("BRCA/steph/fold_1", Status.SKIPPED)]
     assert "done by another process" in report.items[0].message and not trained
