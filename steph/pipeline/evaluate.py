@@ -146,8 +146,7 @@ def evaluate_models(
         config: its configuration (``evaluate`` section: resamples, seed, confidence, AUC
             horizons, reference method, report switch; ``model.time_bins``/``bin_width_days``).
         targets: restrict to these targets (default: every target with results).
-        methods: restrict to these methods (default: every method folder); the reference
-            method is evaluated with them, for their relative change.
+        methods: restrict to these methods (default: every method folder).
         bootstrap: resamples per fold, overriding ``evaluate.bootstrap`` (0 = no intervals).
         progress: receives one step per evaluated fold.
 
@@ -157,11 +156,6 @@ def evaluate_models(
     """
     settings = config.evaluate
     resamples = settings.bootstrap if bootstrap is None else int(bootstrap)
-    if methods and settings.reference_method not in methods:
-        # the relative change of the chosen methods needs the reference's folds too
-        present = {m for t in _targets(layout, targets) for m in layout.result_methods(t)}
-        if settings.reference_method in present:
-            methods = [*methods, settings.reference_method]
     planned = plan_evaluate(layout, config, targets=targets, methods=methods)
     report = EvaluationReport(STAGE)
     units = []
