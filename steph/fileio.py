@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .faults import point
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -41,6 +43,7 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     tmp = temp_name(final)
     try:
         yield tmp
+        point(f"write:{final.name}")
         if tmp.is_dir() and final.exists():
             _rmtree(final)
         os.replace(tmp, final)
@@ -153,3 +156,24 @@ def clean_temp_files(directory: Path) -> int:
             leftover.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def os_error_message(exc: OSError, item: str) -> str:
+    """One line for an operating-system error met while working on ``item`` (disk full,
+    permission denied ...): what, which file, and what to do.
+
+    >>> import errno
+    >>> os_error_message(OSError(errno.ENOSPC, "No space left on device", "m.json"), "BRCA/fold_0")
+    'BRCA/fold_0: No space left on device (m.json) (hint: free disk space (or raise the quota) and rerun; finished items are kept)'
+    """
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free disk space (or raise the quota) and rerun; finished items are kept"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the project folder writable for this user and rerun"
+    else:
+        fix = "fix the file system problem and rerun; finished items are kept"
+    return f"{item}: {what}{where} (hint: {fix})"

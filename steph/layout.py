@@ -30,8 +30,8 @@ BUNDLE_SUFFIX = ".safetensors"
 PREDICTION_FILES = ("predictions.csv", "survival.csv", "failures.csv", "meta.json")
 """Files of a prediction run; ``meta.json`` (written last) marks it complete."""
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_CANCER = re.compile(r"^[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_CANCER = re.compile(r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*")
 _TEMPLATE_FIELDS = (
     "cancer",
     "cancer_lower",
@@ -80,7 +80,7 @@ def normalize_cancer(name: str) -> str:
     upper = raw.upper().replace("_", "-")
     if upper.startswith("TCGA-"):
         upper = upper[len("TCGA-") :]
-    if not _CANCER.match(upper):
+    if not _CANCER.fullmatch(upper):
         raise LayoutError(
             f"invalid cancer name {name!r}",
             hint="use an upper-case TCGA abbreviation such as BRCA or BLCA (tcga_brca and brca are accepted)",
@@ -104,7 +104,7 @@ def encoder_dir_name(name: str) -> str:
 
 def check_safe_id(value: str, what: str = "slide_id") -> str:
     """Refuse identifiers that are not safe file names (``/``, ``..``, leading dots, spaces)."""
-    if not isinstance(value, str) or not _SAFE_ID.match(value) or ".." in value:
+    if not isinstance(value, str) or not _SAFE_ID.fullmatch(value) or ".." in value:
         raise LayoutError(
             f"{what} {value!r} is not a safe file name",
             hint="use letters, digits, '.', '_' and '-' only, not starting with '.' and without '..' or '/'",
@@ -362,6 +362,14 @@ class ProjectLayout:
     def result_metrics(self, target: str, method: str, fold: int) -> Path:
         return self.results_dir(target, method, fold) / "metrics.json"
 
+    def result_record(self, target: str, method: str, fold: int) -> Path:
+        """The record (``meta.json``) whose presence marks a result as finished: the trained
+        model's for ``cancer-specific``, the merge run's otherwise. Readers take a fold's
+        predictions only when it exists."""
+        if method == CANCER_SPECIFIC:
+            return self.model_meta(target, fold)
+        return self.merged_file(target, method, fold, "meta.json")
+
     def result_methods(self, target: str) -> list[str]:
         base = self.results_root / target
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
@@ -455,7 +463,7 @@ class ProjectLayout:
         """Cancers with a folder under ``task_vectors/`` (local or imported)."""
         base = self.task_vectors_root
         return (
-            sorted(p.name for p in base.iterdir() if p.is_dir() and _CANCER.match(p.name))
+            sorted(p.name for p in base.iterdir() if p.is_dir() and _CANCER.fullmatch(p.name))
             if base.is_dir()
             else []
         )
@@ -481,7 +489,7 @@ class ProjectLayout:
         """Cancers that have a labels file in ``labels/`` (our layout only)."""
         if not self.labels_dir.is_dir():
             return []
-        return sorted(p.stem for p in self.labels_dir.glob("*.csv") if _CANCER.match(p.stem))
+        return sorted(p.stem for p in self.labels_dir.glob("*.csv") if _CANCER.fullmatch(p.stem))
 
     def model_folds(self, cancer: str) -> list[int]:
         base = self.models_root / cancer

@@ -11,11 +11,19 @@ from pathlib import Path
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class _FileHandler(logging.FileHandler):
+    """A file handler that drops a line it cannot write (a full disk) instead of printing a
+    traceback: the stage reports the same error on the item it was working on."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def run_log(path: Path, *, level: int = logging.DEBUG) -> Iterator[Path]:
     """Mirror everything logged under ``steph`` to ``path`` (appending) while the block runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _FileHandler(path, encoding="utf-8")
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"))
     logger = logging.getLogger("steph")

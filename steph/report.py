@@ -1,7 +1,7 @@
 """Per-item outcome of a stage, shared by every pipeline function.
 
 A stage returns a :class:`StageReport`; the CLI prints it as a table (or JSON) and exits with
-code 2 when any item failed.
+code 2 when any item failed or stayed locked: a locked unit is not done, so the run is not ok.
 """
 
 from __future__ import annotations
@@ -54,8 +54,14 @@ class StageReport:
         return [item for item in self.items if item.status is Status.FAILED]
 
     @property
+    def undone(self) -> list[ItemResult]:
+        """Items left undone: failed, or locked by another process."""
+        return [item for item in self.items if item.status in (Status.FAILED, Status.LOCKED)]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed
+        """Every item is done or was done already (nothing failed, nothing left locked)."""
+        return not self.undone
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -65,7 +65,8 @@ def fail(message: str, hint: str | None = None, code: int = EXIT_USER_ERROR) -> 
 
 @contextmanager
 def handle_errors() -> Iterator[None]:
-    """Turn library errors into one red line + hint and exit code 1."""
+    """Turn library errors, and operating-system errors such as a full disk, into one red line +
+    hint and exit code 1 (errors of one item are the stage's: they fail that item, exit 2)."""
     from steph.errors import StephError
 
     try:
@@ -73,6 +74,12 @@ def handle_errors() -> Iterator[None]:
     except StephError as exc:
         logging.getLogger("stephctl").debug("error", exc_info=True)
         fail(exc.message, exc.hint)
+    except OSError as exc:  # disk full, permission denied ... outside any one item
+        from steph.fileio import os_error_message
+
+        logging.getLogger("stephctl").debug("error", exc_info=True)
+        message, _, hint = os_error_message(exc, "stephctl").partition(" (hint: ")
+        fail(message, hint.removesuffix(")") or None)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")
         raise typer.Exit(130) from None
@@ -217,7 +224,7 @@ def render_report(report: StageReport, *, as_json: bool, show_all: bool = False)
     else:
         counts = ", ".join(f"{report.count(s)} {s.value}" for s in Status if report.count(s))
         out_console.print(f"[bold]{report.stage}[/]: {counts or 'nothing to do'}")
-        rows = report.items if show_all or len(report.items) <= 40 else report.failed
+        rows = report.items if show_all or len(report.items) <= 40 else report.undone
         if rows:
             table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
             table.add_column("item")

@@ -52,7 +52,8 @@ ClearStaleLocksOption = Annotated[
     bool,
     typer.Option(
         "--clear-stale-locks",
-        help="First remove this stage's locks left by dead tasks (dead pid on this host, or older than 48 h).",
+        help="First remove this stage's locks left by dead tasks (dead pid on this host, or older than 48 h) "
+        "and the .tmp-* files of dead writers.",
     ),
 ]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steph.fileio import write_csv
+from steph.fileio import write_csv, write_json
 from steph.layout import ProjectLayout
 from steph.predictions import write_predictions
 
@@ -76,9 +76,17 @@ def write_results(
                     hazards=_hazards(score[test], bins),
                     train_hazards=_hazards(score[train], bins),
                 )
+                write_json(result_record(layout, target, method, k), {"method": method, "fold": k})
                 if method in coefficients_for:
                     _write_coefficients(layout, target, method, k, [ids[i] for i in test], rng)
     return layout
+
+
+def result_record(layout: ProjectLayout, target: str, method: str, fold: int) -> Path:
+    """The record that marks a result finished (``ProjectLayout.result_record``, spelled out)."""
+    if method == "cancer-specific":
+        return layout.model_meta(target, fold)
+    return layout.merged_file(target, method, fold, "meta.json")
 
 
 def _write_coefficients(

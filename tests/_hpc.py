@@ -71,10 +71,11 @@ _TASK_LOOP = """
 import sys
 from stephctl.main import app
 root, stage, *indices = sys.argv[1:]
-for index in indices:
+worst = 0
+for index in indices:  # every unit, like an array task per index; the worst exit code at the end
     code = app(["-p", root, stage, "--task-index", index, "--json"], standalone_mode=False)
-    if code not in (0, None):
-        sys.exit(code)
+    worst = max(worst, code or 0)
+sys.exit(worst)
 """
 
 

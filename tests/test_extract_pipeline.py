@@ -277,7 +277,8 @@ def test_locked_slides_are_reported_not_failed(tmp_path: Path, slides: dict[str,
         "b": Status.LOCKED,
         "c": Status.DONE,
     }
-    assert report.ok and "--clear-stale-locks" in (report.items[0].details.get("hint") or "")
+    # issue 16: locked slides are not done, so the run is not ok (exit 2)
+    assert not report.ok and "--clear-stale-locks" in (report.items[0].details.get("hint") or "")
     cleared = extract_features(layout, config, clear_stale_locks=True)
     assert {i.key: i.status for i in cleared.items} == {
         "a": Status.LOCKED,

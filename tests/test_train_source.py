@@ -142,7 +142,8 @@ def test_locked_unit_is_reported_not_failed(cli, tmp_path: Path) -> None:
         result = cli("-p", root, "train-source", "--json", "--device", "cpu")
     finally:
         release(lock)
-    assert result.exit_code == 0, result.output
+    # issue 16: a unit a live process keeps locked is not done, so the run is not ok (exit 2)
+    assert result.exit_code == 2, result.output
     status = {item["key"]: item["status"] for item in json.loads(result.stdout)["items"]}
     assert status == {"BRCA/fold_0": "locked", "BRCA/fold_1": "done"}
     assert not layout.model_weights("BRCA", 0).exists()

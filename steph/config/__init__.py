@@ -7,6 +7,7 @@ the resolved config next to its outputs (:func:`dump_yaml`).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import yaml
 
 from ..errors import ConfigError, MissingArtifactError
 from ..layout import CONFIG_FILE, PathTemplates, ProjectLayout, check_encoder_name, normalize_cancer
-from ._loader import build, set_dotted, to_plain
+from ._loader import build, load_yaml, set_dotted, to_plain
 from .evaluate import EvaluateConfig
 from .extract import ExtractConfig, TissueConfig
 from .labels import LabelsConfig
@@ -87,13 +88,12 @@ def load_config(
     path = Path(root) / CONFIG_FILE
     data: dict[str, Any] = {}
     if path.is_file():
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        loaded = load_yaml(path.read_text(encoding="utf-8"), str(path))
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}
+        if overrides:  # the file must be valid on its own: a flag must not hide its errors
+            _build_checked(data, path)
     elif require:
         raise MissingArtifactError(
             f"not a stephctl project: {path} does not exist",
@@ -102,8 +102,12 @@ def load_config(
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(data, key, value)
+    return _build_checked(data, path)
+
+
+def _build_checked(data: dict[str, Any], path: Path) -> ProjectConfig:
     try:
-        return build(ProjectConfig, data)
+        return build(ProjectConfig, copy.deepcopy(data))
     except ConfigError as exc:
         if path.is_file() and str(path) not in exc.message:
             exc.message = f"{path}: {exc.message}"

@@ -2,21 +2,78 @@
 
 Unknown keys are errors with a did-you-mean; values are coerced to the annotated type (int,
 float, bool, str, Path, Literal, list/tuple/dict of those, nested dataclasses, ``X | None``);
-every message names the full key (``train.lr``).
+every message names the full key (``train.lr``). Floats must be finite (``.nan``/``.inf`` are
+refused). User YAML is read by :func:`load_yaml`, which refuses what only an attacker or an
+accident writes: python tags, anchors/aliases, nesting deeper than :data:`MAX_DEPTH` and files
+larger than :data:`MAX_BYTES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+import yaml
+
 from ..errors import ConfigError
 
 T = TypeVar("T")
+
+MAX_DEPTH = 32
+"""Deepest nesting of mappings and lists accepted in user YAML (stephctl.yaml needs 4)."""
+MAX_BYTES = 1_000_000
+"""Largest user YAML file accepted (a real stephctl.yaml is a few kB)."""
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse user YAML safely: plain data only, no aliases, bounded depth and size.
+
+    The events are checked before any node is built, so a deeply nested document cannot
+    exhaust the stack and an alias bomb cannot exhaust memory.
+
+    Raises:
+        ConfigError: not valid YAML, a python tag, an anchor or alias, nesting deeper than
+            :data:`MAX_DEPTH`, or more than :data:`MAX_BYTES` bytes.
+
+    >>> load_yaml("a: {b: [1, 2]}", "x.yaml")
+    {'a': {'b': [1, 2]}}
+    """
+    if len(text.encode("utf-8", "replace")) > MAX_BYTES:
+        raise ConfigError(
+            f"{where}: larger than {MAX_BYTES // 1000} kB; not a stephctl configuration",
+            hint="a stephctl.yaml holds a few sections of settings",
+        )
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            line = f"line {event.start_mark.line + 1}" if event.start_mark else "?"
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(
+                    f"{where}: {line}: YAML aliases (*{event.anchor}) are not accepted",
+                    hint="write the value out in full",
+                )
+            if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)) and event.anchor:
+                raise ConfigError(
+                    f"{where}: {line}: YAML anchors (&{event.anchor}) are not accepted",
+                    hint="write the value out in full",
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConfigError(
+                        f"{where}: {line}: nested deeper than {MAX_DEPTH} levels",
+                        hint="stephctl.yaml is a few levels deep: section, key, value",
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
 
 
 def build(cls: type[T], data: Any, where: str = "") -> T:
@@ -101,9 +158,12 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: {value!r} is not a finite number", hint="give a finite value")
+        return number
     if tp is str:
         if isinstance(value, (dict, list, bool)) or value is None:
             raise ConfigError(f"{where}: expected a string, got {value!r}")

@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+
+_SBATCH_OPTION = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*")
+"""The option part of a ``slurm.extra`` entry (``--qos`` of ``--qos=normal``)."""
+
+
+def check_extra(entry: str) -> str:
+    """One ``slurm.extra`` entry: an sbatch option (``--qos=normal`` or ``--exclusive``) on one line.
+
+    Raises:
+        ConfigError: a line break anywhere in it, or an option part that is not ``--name``.
+    """
+    text = str(entry)
+    option = text.partition("=")[0]
+    if any(c in text for c in "\n\r\x00") or not _SBATCH_OPTION.fullmatch(option):
+        raise ConfigError(
+            f"slurm.extra: {text!r} is not one sbatch option (--name or --name=value on one line)",
+            hint="fix slurm.extra in stephctl.yaml, e.g. extra: ['--qos=normal']",
+        )
+    return text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,5 +57,7 @@ class SlurmConfig:
             raise ConfigError(f"slurm.cpus must be >= 1 and slurm.gpus >= 0, got {self.cpus} and {self.gpus}")
         if self.max_parallel is not None and self.max_parallel < 1:
             raise ConfigError(f"slurm.max_parallel must be >= 1 or null, got {self.max_parallel}")
+        for entry in self.extra:
+            check_extra(entry)
         if self.slides_per_task < 1:
             raise ConfigError(f"slurm.slides_per_task must be >= 1, got {self.slides_per_task}")

@@ -240,6 +240,37 @@ def training_survival(
     return TrainingSurvival(test.time, test.event, "test")
 
 
+def check_test_patients(
+    layout: ProjectLayout, cohort: Cohort | None, fold: int, preds: FoldPredictions
+) -> None:
+    """The predictions cover exactly the fold's test patients (when the split file exists).
+
+    Raises:
+        DataError: test patients without a prediction, or predictions for patients outside the
+            test split (names up to five of them).
+    """
+    from ..data.cohort import load_split
+
+    if cohort is None or not layout.split(cohort.cancer, fold).is_file():
+        return
+    test = set(load_split(layout, cohort, fold).test)
+    missing, extra = sorted(test - set(preds.ids)), sorted(set(preds.ids) - test)
+    hint = (
+        "the file is incomplete or belongs to another split; rerun the stage that wrote it with --overwrite"
+    )
+    if missing:
+        raise DataError(
+            f"{preds.path}: {len(missing)} of {len(test)} test patients of fold {fold} have no prediction: "
+            f"{', '.join(missing[:5])}",
+            hint=hint,
+        )
+    if extra:
+        raise DataError(
+            f"{preds.path}: {len(extra)} patient(s) not in the test split of fold {fold}: {', '.join(extra[:5])}",
+            hint=hint,
+        )
+
+
 def read_coefficients(path: Path) -> list[dict[str, str]]:
     """Rows of a STEPH ``coefficients.csv`` (patient_id, source, w, lambda, selected), validated."""
     with path.open(newline="", encoding="utf-8-sig") as fh:

@@ -51,10 +51,11 @@ def plot_cindex(
     low = np.array([methods[m].ci["c_index"][0] for m in names])
     high = np.array([methods[m].ci["c_index"][1] for m in names])
     use_ci = not np.isnan(low).all()
-    if use_ci:
+    if use_ci:  # with few resamples the mean can lie outside its percentile interval: no bar there
         err = np.vstack([np.nan_to_num(means - low), np.nan_to_num(high - means)])
     else:
         err = np.vstack([np.nan_to_num(np.array([methods[m].std["c_index"] for m in names]))] * 2)
+    err = np.clip(err, 0.0, None)
     fig = Figure(figsize=(max(6.0, 1.1 * len(names) + 2.0), 4.2), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(names))

@@ -299,20 +299,23 @@ def summary_rows(summary: Summary) -> list[tuple[str, str, str, str, float]]:
 def write_summary(path: Path, summary: Summary) -> Path:
     """Write summary.csv atomically (see :func:`summary_rows`).
 
-    Rows of targets this run did not evaluate are kept (per-target Slurm tasks each add their
-    own target); the over-targets rows (target ``mean``) are recomputed only by a run that
-    evaluates two or more targets, otherwise kept as they were. The file is rewritten under a
-    lock so concurrent tasks do not lose each other's rows.
+    The rows of every (target, method) this run evaluated are replaced; all other rows are kept,
+    so per-target Slurm tasks each add their own target and ``evaluate -m M`` replaces only
+    method ``M``'s rows. The over-targets rows (target ``mean``) of a method are recomputed only
+    by a run that evaluates two or more targets, otherwise kept as they were. The file is
+    rewritten under a lock so concurrent tasks do not lose each other's rows.
     """
     rows = summary_rows(summary)
-    evaluated = {row[0] for row in rows}
+    evaluated = {(row[0], row[1]) for row in rows if row[0] != ALL_TARGETS}
     with hold_waiting(path):
         kept = []
         if path.is_file():
             for old in read_csv(path):
-                target = old.get("target", "")
-                if target in evaluated or (target == ALL_TARGETS and summary.over_targets):
+                target, method = old.get("target", ""), old.get("method", "")
+                if (target, method) in evaluated or (
+                    target == ALL_TARGETS and method in summary.over_targets
+                ):
                     continue
-                kept.append((target, old["method"], old["fold"], old["metric"], float(old["value"])))
+                kept.append((target, method, old["fold"], old["metric"], float(old["value"])))
         merged = sorted(kept + rows, key=lambda r: r[0] == ALL_TARGETS)  # stable: over-targets rows last
         return write_csv(path, SUMMARY_COLUMNS, merged)

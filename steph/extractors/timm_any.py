@@ -38,8 +38,8 @@ def timm_spec(name: str) -> EncoderSpec:
 
     model_name = name[len(PREFIX) :]
     arch = model_name.split(".", 1)[0]
-    if not _MODEL_NAME.match(model_name) or not timm.is_model(arch):
-        close = timm.list_models(f"*{arch[:12]}*")[:8] if _MODEL_NAME.match(model_name) else []
+    if not _MODEL_NAME.fullmatch(model_name) or not timm.is_model(arch):
+        close = timm.list_models(f"*{arch[:12]}*")[:8] if _MODEL_NAME.fullmatch(model_name) else []
         raise UnknownNameError(
             f"unknown timm model {model_name!r} (encoder {name!r})",
             hint=("similar timm models: " + ", ".join(close))

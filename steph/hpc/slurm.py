@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import SlurmConfig
+from ..config.slurm import check_extra
 from ..errors import ConfigError, StephError
 from ..fileio import write_text
 from ..layout import ProjectLayout
@@ -89,7 +90,7 @@ def array_spec(indices: Sequence[int], max_parallel: int | None = None) -> str:
 
 def _directive(option: str, value: object) -> str:
     text = str(value)
-    if "\n" in text or "\\" in text:
+    if any(c in text for c in "\n\r\x00\\"):
         raise ConfigError(
             f"slurm: value {text!r} of {option} contains a newline or backslash",
             hint="sbatch cannot read such values in #SBATCH lines; fix the slurm section of stephctl.yaml",
@@ -135,11 +136,11 @@ def render_job_script(job: ArrayJob, layout: ProjectLayout, config: SlurmConfig)
     if job.gpus > 0:
         lines.append(_directive("--gres", f"gpu:{job.gpus}"))
     for extra in config.extra:
-        option, sep, value = str(extra).partition("=")
+        option, sep, value = check_extra(extra).partition("=")
         lines.append(_directive(option, value) if sep else f"#SBATCH {shlex.quote(option)}")
     lines += ["", "set -eo pipefail"]
     if config.activate.strip():
-        if "\n" in config.activate.strip():
+        if any(c in config.activate.strip() for c in "\n\r\x00"):
             raise ConfigError(
                 "slurm.activate must be a single shell line", hint="put several commands on one line with &&"
             )

@@ -97,7 +97,7 @@ register_stage(
         name="train-source",
         plan=_plan_train,
         run=_run_train,
-        lock_roots=lambda layout, config: [layout.models_root],
+        lock_roots=lambda layout, config: [layout.models_root, layout.results_root],
     )
 )
 
@@ -190,7 +190,7 @@ register_stage(
         name="merge",
         plan=_plan_merge,
         run=_run_merge,
-        lock_roots=lambda layout, config: [layout.merged_root],
+        lock_roots=lambda layout, config: [layout.merged_root, layout.results_root],
     )
 )
 

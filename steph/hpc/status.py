@@ -6,13 +6,15 @@ The expected units come from the same task lists the stages and Slurm arrays use
 - **features** per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
   ``paths.features`` when set, so an external download counts);
 - **train-source** and **task-vector** per cancer x fold of the split files;
-- **merge** per target x fold for ``merge.method``, plus every other run found under ``results/``;
-- **results**: the test C-index of every (target, method) with metrics files, and whether
-  ``results/summary.csv`` exists.
+- **merge** per target x fold for ``merge.method``, plus every other run found under
+  ``merged/`` or ``results/`` (runs made with CLI flags such as ``--method ties``);
+- **results**: the test C-index of every (target, method) over the folds whose record exists
+  (a fold killed before its ``meta.json`` does not count), and whether ``results/summary.csv``
+  exists.
 
 It also lists failures recorded by earlier runs (extract's ``failures.csv``), lock files (held
-by a live process, or *stale*: dead pid on this host or older than the age limit) and leftover
-temporary files of killed writers. A stage that cannot be planned (no labels, no splits, a merge
+by a live process, or *stale*: dead pid on this host or older than the age limit; each with the
+stage whose ``--clear-stale-locks`` removes it) and leftover temporary files of killed writers. A stage that cannot be planned (no labels, no splits, a merge
 setting that cannot work) is reported with the reason instead of counts.
 """
 
@@ -75,6 +77,8 @@ class LockState:
     pid: int
     age_hours: float
     stale: bool
+    stage: str | None = None
+    """The stage whose ``--clear-stale-locks`` removes it (None: not under a stage's folders)."""
 
 
 @dataclass
@@ -110,6 +114,8 @@ def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatu
         _merges(layout, config, cancers),
     ]
     locks, temps = _scan(layout.root)
+    for lock in locks:
+        lock.stage = lock_stage(layout, Path(lock.path))
     return ProjectStatus(
         root=str(layout.root),
         encoder=config.encoder,
@@ -120,6 +126,23 @@ def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatu
         locks=locks,
         temp_files=temps,
     )
+
+
+def lock_stage(layout: ProjectLayout, path: Path) -> str | None:
+    """The stage that owns the lock at ``path`` (by the folder it lies in)."""
+    roots = [
+        (layout.models_root, "train-source"),
+        (layout.task_vectors_root, "task-vector"),
+        (layout.merged_root, "merge"),
+        (layout.results_root, "evaluate"),
+        (layout.reports_root, "evaluate"),
+        (layout.features_root, "extract"),
+        (layout.theta0.parent, "train-source"),
+    ]
+    for root, stage in roots:
+        if path.is_relative_to(root):
+            return stage
+    return None
 
 
 def _group(unit: WorkUnit) -> str:
@@ -169,13 +192,34 @@ def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) 
 
 
 def _merges(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) -> StageStatus:
+    """Per target: the folds of ``merge.method`` and of every other run found under
+    ``merged/`` or ``results/`` (runs made with CLI flags: other methods, options)."""
+    from ..layout import CANCER_SPECIFIC
+    from ..units import WorkUnit
+
     status = StageStatus("merge")
     for target in cancers:
+        planned: list[WorkUnit] = []
         try:
-            status.add(list_tasks("merge", layout, config, {"target": target}), _group)
+            planned = list_tasks("merge", layout, config, {"target": target})
+            status.add(planned, _group)
         except StephError as exc:
             status.errors.append(f"{target}: {exc.message}")
+        runs = {u.params.get("run") for u in planned}
+        found = set(layout.result_methods(target)) | set(_merged_runs(layout, target))
+        folds = layout.split_folds(target)
+        for run in sorted(found - runs - {CANCER_SPECIFIC}):
+            units = [
+                WorkUnit("merge", f"{target}/{run}/fold_{k}", (layout.result_record(target, run, k),))
+                for k in folds
+            ]
+            status.add(units, _group)
     return status
+
+
+def _merged_runs(layout: ProjectLayout, target: str) -> list[str]:
+    base = layout.merged_root / target
+    return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
 
 def _results(layout: ProjectLayout) -> list[dict[str, Any]]:
@@ -186,8 +230,8 @@ def _results(layout: ProjectLayout) -> list[dict[str, Any]]:
             folds, values = [], []
             for fold in layout.result_folds(target, method):
                 path = layout.result_metrics(target, method, fold)
-                if not path.is_file():
-                    continue
+                if not path.is_file() or not layout.result_record(target, method, fold).is_file():
+                    continue  # unfinished: its record is written last
                 folds.append(fold)
                 try:
                     value = json.loads(path.read_text(encoding="utf-8")).get("c_index")

@@ -170,7 +170,8 @@ def task_index_from_env(environ: Mapping[str, str] | None = None) -> int | None:
 
 
 def clear_stage_locks(stage: str, layout: ProjectLayout, config: ProjectConfig) -> list[LockInfo]:
-    """Remove the stale locks (dead pid on this host, or too old) under ``stage``'s output folders."""
+    """Remove the stale locks (dead pid on this host, or too old) under ``stage``'s output folders,
+    and the temporary files of dead writers there (:func:`steph.locks.stale_temp_files`)."""
     from ..locks import clear_stale_locks
 
     removed: list[LockInfo] = []

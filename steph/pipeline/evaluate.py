@@ -1,9 +1,12 @@
 """``stephctl evaluate``: survival metrics per fold, cross-fold comparison, summary.csv and reports.
 
 Inputs are ``results/<TARGET>/<method>/fold_<k>/predictions.csv`` (+ metrics.json) written by
-train-source (method ``cancer-specific``) and merge. Evaluation is cheap, seeded and always
-recomputed: every run rewrites ``results/summary.csv`` with what it evaluated and, unless
-``evaluate.report`` is false, ``reports/<TARGET>/``.
+train-source (method ``cancer-specific``) and merge. A fold is taken only when its record exists
+(:meth:`ProjectLayout.result_record`: the model's or the merge run's ``meta.json``, written
+last): predictions of a unit killed before its record are reported as skipped, not evaluated.
+Evaluation is cheap, seeded and always recomputed: every run replaces the rows of the (target,
+method) pairs it evaluated in ``results/summary.csv`` (other rows are kept) and, unless
+``evaluate.report`` is false, writes ``reports/<TARGET>/``.
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ from .. import __version__
 from ..config import ProjectConfig
 from ..errors import MissingArtifactError, StephError, UnknownNameError
 from ..evaluation.fold import FoldResult, evaluate_fold, metric_names
-from ..evaluation.inputs import cohort_labels, read_predictions, target_cohort, training_survival
+from ..evaluation.inputs import (
+    check_test_patients,
+    cohort_labels,
+    read_predictions,
+    target_cohort,
+    training_survival,
+)
 from ..evaluation.summary import Summary, summarize, write_summary
 from ..evaluation.tables import Table, comparison_tables
+from ..fileio import os_error_message
 from ..layout import ProjectLayout, normalize_cancer
 from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
@@ -81,7 +91,8 @@ def plan_evaluate(
     targets: list[str] | None = None,
     methods: list[str] | None = None,
 ) -> list[WorkUnit]:
-    """One unit per (target, method, fold) with a predictions.csv.
+    """One unit per (target, method, fold) with a predictions.csv (``params["finished"]``: its
+    record exists; only finished units are evaluated).
 
     Units have no outputs of their own (the summary and reports depend on every unit), so they
     are never "done": evaluation always recomputes.
@@ -100,7 +111,15 @@ def plan_evaluate(
             for fold in layout.result_folds(target, method):
                 path = layout.predictions(target, method, fold)
                 if path.is_file():
-                    params = {"target": target, "method": method, "fold": fold, "predictions": str(path)}
+                    record = layout.result_record(target, method, fold)
+                    params = {
+                        "target": target,
+                        "method": method,
+                        "fold": fold,
+                        "predictions": str(path),
+                        "record": str(record),
+                        "finished": record.is_file(),
+                    }
                     units.append(WorkUnit(STAGE, f"{target}/{method}/fold_{fold}", (), params))
     missing = sorted(set(methods or []) - found_methods)
     if missing:
@@ -137,8 +156,19 @@ def evaluate_models(
     """
     settings = config.evaluate
     resamples = settings.bootstrap if bootstrap is None else int(bootstrap)
-    units = plan_evaluate(layout, config, targets=targets, methods=methods)
+    planned = plan_evaluate(layout, config, targets=targets, methods=methods)
     report = EvaluationReport(STAGE)
+    units = []
+    for unit in planned:
+        if unit.params["finished"]:
+            units.append(unit)
+            continue
+        message = (
+            f"not finished: {unit.params['predictions']} has no record {unit.params['record']} "
+            "(its stage was interrupted); rerun that stage to finish it"
+        )
+        log.warning("%s %s", unit.key, message)
+        report.add(unit.key, Status.SKIPPED, message)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with run_log(layout.stage_log(STAGE, stamp)):
         results = _evaluate_units(layout, config, units, resamples, report, progress)
@@ -156,7 +186,12 @@ def evaluate_models(
             log.info("note: %s", warning)
         report.summary = summary
         report.tables = comparison_tables(summary, resamples=resamples)
-        report.outputs["summary_csv"] = str(write_summary(layout.summary, summary))
+        try:
+            report.outputs["summary_csv"] = str(write_summary(layout.summary, summary))
+        except OSError as exc:
+            message = os_error_message(exc, str(layout.summary))
+            log.error("%s", message)
+            report.add(layout.summary.name, Status.FAILED, message)
         if settings.report:
             _write_reports(layout, summary, report, resamples)
     return report
@@ -189,6 +224,7 @@ def _evaluate_units(
                     time_bins=config.model.time_bins,
                     labels=cohort_labels(cohort),
                 )
+                check_test_patients(layout, cohort, fold, preds)
                 result = evaluate_fold(
                     preds,
                     training_survival(layout, cohort, fold, preds),
@@ -201,6 +237,10 @@ def _evaluate_units(
             except StephError as exc:
                 log.error("%s: %s", unit.key, exc)
                 report.add(unit.key, Status.FAILED, str(exc))
+            except OSError as exc:
+                message = os_error_message(exc, unit.key)
+                log.error("%s", message)
+                report.add(unit.key, Status.FAILED, message)
             else:
                 results.append(result)
                 report.add(unit.key, Status.DONE, _headline(result), n=result.n, events=result.events)
@@ -231,5 +271,10 @@ def _write_reports(layout: ProjectLayout, summary: Summary, report: EvaluationRe
         except StephError as exc:
             log.error("report %s: %s", target, exc)
             report.add(f"{target}/report", Status.FAILED, str(exc))
+            continue
+        except OSError as exc:
+            message = os_error_message(exc, f"{target}/report")
+            log.error("%s", message)
+            report.add(f"{target}/report", Status.FAILED, message)
             continue
         report.reports[target] = str(written.html)

@@ -21,7 +21,8 @@ from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
 from ..data import load_cohort, load_split, open_bags
 from ..errors import LockedError, StephError
-from ..fileio import read_json, write_csv, write_json, write_text
+from ..faults import point
+from ..fileio import os_error_message, read_json, write_csv, write_json, write_text
 from ..locks import hold
 from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
@@ -43,6 +44,7 @@ from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
 from ..units import WorkUnit
 from ._source_model import fit_settings
+from .train_source import too_few_for_a_batch
 
 if TYPE_CHECKING:
     import torch
@@ -121,19 +123,35 @@ def merge_models(
         units[0].params["sources"],
         config.merge.source_fold,
     )
-    needed = [(name, u.params["fold"]) for u in units] + [(s, source_fold) for s in sources]
+    no_vector: set[int] = set()
+    if not (folds or config.merge.folds):  # every split fold: one without a task vector fails
+        listed = {u.params["fold"] for u in units}
+        extra = [k for k in layout.split_folds(name) if k not in listed]
+        if extra:
+            units += plan_merge(layout, config, target=target, methods=methods, folds=extra)
+            units.sort(key=lambda u: u.params["fold"])
+            no_vector = set(extra)
+    needed = [(name, u.params["fold"]) for u in units if u.params["fold"] not in no_vector]
+    needed += [(s, source_fold) for s in sources]
     require_task_vectors(layout, needed)
     theta0 = load_theta0(layout, model=config.model)
     check_task_vectors(layout, needed, theta0)
-    todo = [u for u in units if overwrite or not u.done]
+    todo = [u for u in units if (overwrite or not u.done) and u.params["fold"] not in no_vector]
     set_deterministic(True)
     report = StageReport(STAGE)
     runner = _Runner(layout, config, theta0, name, progress) if todo else None
     progress.start("merge", len(units), unit="runs")
     try:
         for unit in units:
-            if unit in todo and runner is not None:
-                runner.run(unit, report)
+            if unit.params["fold"] in no_vector:
+                report.add(
+                    unit.key,
+                    Status.FAILED,
+                    f"no task vector for the target fold ({layout.task_vector_meta(name, unit.params['fold'])}; "
+                    f"hint: `stephctl -p {layout.root} task-vector --cancer {name} --fold {unit.params['fold']}`)",
+                )
+            elif unit in todo and runner is not None:
+                runner.run(unit, report, overwrite)
             else:
                 _skip(layout, config, unit, theta0, report)
             progress.advance("merge", 1, item=unit.key)
@@ -162,7 +180,12 @@ def _signature(config: ProjectConfig, unit: WorkUnit, theta0: Theta0) -> dict[st
 
 
 def _skip(
-    layout: ProjectLayout, config: ProjectConfig, unit: WorkUnit, theta0: Theta0, report: StageReport
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    unit: WorkUnit,
+    theta0: Theta0,
+    report: StageReport,
+    why: str = "exists",
 ) -> None:
     meta = read_json(unit.outputs[0])
     wanted = _signature(config, unit, theta0)
@@ -175,7 +198,7 @@ def _skip(
             f"exists with other settings ({detail}); rerun with --overwrite to replace it",
         )
         return
-    report.add(unit.key, Status.SKIPPED, f"exists (C-index {meta.get('c_index')}); --overwrite to redo")
+    report.add(unit.key, Status.SKIPPED, f"{why} (C-index {meta.get('c_index')}); --overwrite to redo")
 
 
 class _Runner:
@@ -195,22 +218,46 @@ class _Runner:
         self.bags = open_bags(layout, config, self.cohort, list(ids), progress=progress)
         check_architecture(theta0.architecture, config.model, self.bags.dim, f"theta0 {layout.theta0}")
 
-    def run(self, unit: WorkUnit, report: StageReport) -> None:
+    def run(self, unit: WorkUnit, report: StageReport, overwrite: bool = False) -> None:
         p = unit.params
         meta_path = unit.outputs[0]
+        why = self._too_few(unit)
+        if why is not None:
+            log.error("%s", why)
+            report.add(unit.key, Status.FAILED, why)
+            return
         try:
-            with hold(meta_path, what=f"merge {unit.key}"):
+            with hold(meta_path, what=f"merge {unit.key}", stage=STAGE):
+                if unit.done and not overwrite:  # another process finished it meanwhile
+                    _skip(self.layout, self.config, unit, self.theta0, report, "done by another process")
+                    return
                 meta_path.unlink(missing_ok=True)
+                point(f"{STAGE}:locked")
                 with run_log(self.layout.merged_file(p["target"], p["run"], p["fold"], LOG)):
                     meta = self._train(unit)
         except LockedError as exc:
-            report.add(unit.key, Status.LOCKED, exc.message)
+            report.add(unit.key, Status.LOCKED, str(exc))
             return
         except StephError as exc:
             log.error("merge %s failed: %s", unit.key, exc)
             report.add(unit.key, Status.FAILED, str(exc))
             return
+        except OSError as exc:
+            message = os_error_message(exc, f"merge {unit.key}")
+            log.error("%s", message)
+            report.add(unit.key, Status.FAILED, message)
+            return
         report.add(unit.key, Status.DONE, f"C-index {_fmt(meta['c_index'])}", c_index=meta["c_index"])
+
+    def _too_few(self, unit: WorkUnit) -> str | None:
+        """The target fold cannot train (fewer training patients than one batch), or None."""
+        epochs = (
+            self.config.merge.epochs if self.config.merge.epochs is not None else self.config.train.epochs
+        )
+        if not epochs:
+            return None
+        split = load_split(self.layout, self.cohort, unit.params["fold"])
+        return too_few_for_a_batch(len(split.train), self.config.train.batch_size, f"merge {unit.key}", STAGE)
 
     def _train(self, unit: WorkUnit) -> dict[str, Any]:
         p, config, layout, cohort, bags = unit.params, self.config, self.layout, self.cohort, self.bags

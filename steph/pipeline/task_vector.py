@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import load_state_dict, read_metadata, save_state_dict
 from ..errors import ConsistencyError, DataError, LockedError, MissingArtifactError, StephError
-from ..fileio import read_json, sha256_file, write_json
+from ..faults import point
+from ..fileio import os_error_message, read_json, sha256_file, write_json
 from ..layout import normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
@@ -49,7 +50,12 @@ def plan_task_vectors(
     cancers: Sequence[str] | None = None,
     folds: Sequence[int] | None = None,
 ) -> list[WorkUnit]:
-    """One unit per trained model (cancer x fold); ``folds`` None = every trained fold.
+    """One unit per model (cancer x fold); ``folds`` None = every fold of the split files and
+    every trained fold.
+
+    A model counts as trained only when its record (``meta.json``) exists. With ``folds`` None,
+    a split fold whose model is not trained is still a unit (``params["trained"]`` False): the
+    stage fails it instead of silently leaving it out.
 
     Raises:
         MissingArtifactError: a requested model is not trained (lists all, with the command),
@@ -59,14 +65,16 @@ def plan_task_vectors(
     missing: list[tuple[str, int]] = []
     for cancer in _cancers(layout, config, cancers):
         trained = [k for k in layout.model_folds(cancer) if layout.model_meta(cancer, k).is_file()]
-        for fold in folds if folds is not None else trained:
-            if fold not in trained:
-                missing.append((cancer, int(fold)))
-                continue
+        if folds is not None:
+            chosen = [int(k) for k in folds]
+            missing += [(cancer, k) for k in chosen if k not in trained]
+            chosen = [k for k in chosen if k in trained]
+        else:
+            chosen = sorted(set(trained) | set(layout.split_folds(cancer))) if trained else []
+        for fold in chosen:
             outputs = (layout.task_vector(cancer, fold), layout.task_vector_meta(cancer, fold))
-            units.append(
-                WorkUnit(STAGE, f"{cancer}/fold_{fold}", outputs, {"cancer": cancer, "fold": int(fold)})
-            )
+            params = {"cancer": cancer, "fold": int(fold), "trained": fold in trained}
+            units.append(WorkUnit(STAGE, f"{cancer}/fold_{fold}", outputs, params))
     if missing:
         listing = ", ".join(f"{c} fold {k}" for c, k in missing)
         first = missing[0]
@@ -74,7 +82,7 @@ def plan_task_vectors(
             f"no trained model for {listing} (expected {layout.model_meta(*first)})",
             hint=f"train them first, e.g. `stephctl -p {layout.root} train-source --cancer {first[0]} --fold {first[1]}`",
         )
-    if not units:
+    if not any(u.params["trained"] for u in units):
         raise MissingArtifactError(
             f"no trained cancer models under {layout.models_root}",
             hint=f"run `stephctl -p {layout.root} train-source` first",
@@ -137,7 +145,9 @@ def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: The
     """Compute and write one task vector and its record; returns the record."""
     weights = layout.model_weights(cancer, fold)
     state = load_state_dict(
-        weights, what=f"{cancer} fold {fold} model", hint="retrain it with `stephctl train-source`"
+        weights,
+        what=f"{cancer} fold {fold} model",
+        hint=f"retrain it with `stephctl -p {layout.root} train-source --cancer {cancer} --fold {fold} --overwrite`",
     )
     arch = check_abmil_state(state, str(weights))
     if arch != theta0.architecture:
@@ -191,15 +201,23 @@ def compute_task_vectors(
     """
     units = plan_task_vectors(layout, config, cancers=cancers, folds=folds)
     theta0 = load_theta0(layout, model=config.model)
-    check_models(layout, units, theta0)
+    check_models(layout, [u for u in units if u.params["trained"]], theta0)
     report = StageReport(STAGE)
     progress.start("task vectors", len(units), unit="models")
     try:
         for unit in units:
-            if unit.done and not overwrite:
+            if not unit.params["trained"]:
+                cancer, fold = unit.params["cancer"], unit.params["fold"]
+                report.add(
+                    unit.key,
+                    Status.FAILED,
+                    f"no trained model (no record {layout.model_meta(cancer, fold)}; "
+                    f"hint: `stephctl -p {layout.root} train-source --cancer {cancer} --fold {fold}`)",
+                )
+            elif unit.done and not overwrite:
                 report.add(unit.key, Status.SKIPPED, "exists (use --overwrite to recompute)")
             else:
-                _run_unit(layout, unit, theta0, report)
+                _run_unit(layout, unit, theta0, overwrite, report)
             progress.advance("task vectors", 1, item=unit.key)
     finally:
         progress.finish("task vectors")
@@ -207,19 +225,30 @@ def compute_task_vectors(
     return report
 
 
-def _run_unit(layout: ProjectLayout, unit: WorkUnit, theta0: Theta0, report: StageReport) -> None:
+def _run_unit(
+    layout: ProjectLayout, unit: WorkUnit, theta0: Theta0, overwrite: bool, report: StageReport
+) -> None:
     cancer, fold = unit.params["cancer"], unit.params["fold"]
     meta = layout.task_vector_meta(cancer, fold)
     try:
-        with hold(meta, what=f"task vector {unit.key}"):
+        with hold(meta, what=f"task vector {unit.key}", stage=STAGE):
+            if unit.done and not overwrite:  # another process finished it meanwhile
+                report.add(unit.key, Status.SKIPPED, "written by another process")
+                return
             meta.unlink(missing_ok=True)  # written last: absent until the vector is complete
+            point(f"{STAGE}:locked")
             record = write_task_vector(layout, cancer, fold, theta0)
     except LockedError as exc:
-        report.add(unit.key, Status.LOCKED, exc.message)
+        report.add(unit.key, Status.LOCKED, str(exc))
         return
     except StephError as exc:
         log.error("task vector %s failed: %s", unit.key, exc)
         report.add(unit.key, Status.FAILED, str(exc))
+        return
+    except OSError as exc:
+        message = os_error_message(exc, f"task vector {unit.key}")
+        log.error("%s", message)
+        report.add(unit.key, Status.FAILED, message)
         return
     log.info("task vector %s written (sha256 %s)", unit.key, record["sha256"][:12])
     report.add(

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from ..checkpoints import load_reference_checkpoint
 from ..data import Cohort, Split, check_features, load_cohort, load_split, open_bags
 from ..errors import ConfigError, ConsistencyError, LockedError, MissingArtifactError, StephError
-from ..fileio import sha256_file
+from ..faults import point
+from ..fileio import os_error_message, sha256_file
 from ..layout import normalize_cancer
 from ..locks import hold
 from ..logs import run_log
@@ -168,21 +169,48 @@ def train_source_models(
     return report
 
 
+def too_few_for_a_batch(n_train: int, batch_size: int, where: str, stage: str) -> str | None:
+    """Why a fold cannot train (fewer training patients than one batch: 0 optimiser steps), or None.
+
+    Training uses full batches only, so such a fold would end with the model equal to theta0
+    (a zero task vector) and be recorded as done; it is refused before training instead.
+    """
+    if n_train >= batch_size:
+        return None
+    return (
+        f"{where}: {n_train} training patient(s), fewer than train.batch_size = {batch_size}, "
+        "so an epoch has 0 optimiser steps and the model would stay at theta0 "
+        f"(hint: set train.batch_size to at most {max(n_train, 1)} in stephctl.yaml, or use folds "
+        f"with more training patients, then rerun `stephctl {stage}`)"
+    )
+
+
 def _run_unit(
     ctx: UnitContext, unit: WorkUnit, overwrite: bool, report: StageReport, progress: Progress
 ) -> None:
+    why = too_few_for_a_batch(len(ctx.split.train), ctx.config.train.batch_size, unit.key, STAGE)
+    if why is not None:
+        log.error("%s", why)
+        report.add(unit.key, Status.FAILED, why)
+        return
     try:
-        with hold(ctx.layout.model_weights(ctx.cancer, ctx.fold), what=f"{unit.key} model"):
+        with hold(ctx.layout.model_weights(ctx.cancer, ctx.fold), what=f"{unit.key} model", stage=STAGE):
             if unit.done and not overwrite:  # another process finished it meanwhile
                 report.add(unit.key, Status.SKIPPED, "trained by another process")
                 return
+            point(f"{STAGE}:locked")
             metrics = train_unit(ctx, progress=progress)
     except LockedError as exc:
-        report.add(unit.key, Status.LOCKED, exc.message)
+        report.add(unit.key, Status.LOCKED, str(exc))
         return
     except StephError as exc:
         log.error("%s failed: %s", unit.key, exc)
-        report.add(unit.key, Status.FAILED, exc.message)
+        report.add(unit.key, Status.FAILED, str(exc))
+        return
+    except OSError as exc:
+        message = os_error_message(exc, unit.key)
+        log.error("%s", message)
+        report.add(unit.key, Status.FAILED, message)
         return
     report.add(
         unit.key,
@@ -239,7 +267,7 @@ def import_checkpoint(
     ctx = UnitContext(layout, config, cohort, splits[fold], bags, theta0, resolve_device(config.train.device))
     model = create_abmil(dim, config.model)
     model.load_state_dict(state)
-    with hold(layout.model_weights(cancer, fold), what=f"{key} model"):
+    with hold(layout.model_weights(cancer, fold), what=f"{key} model", stage=STAGE):
         prepare_outputs(layout, cancer, fold)
         train = cohort.targets(ctx.split.train, config.model)
         test = cohort.targets(ctx.split.test, config.model)

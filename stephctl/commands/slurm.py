@@ -21,10 +21,21 @@ def slurm(
         typer.Argument(
             metavar="STAGE... [-- STAGE OPTIONS]",
             help=f"Stages in run order ({', '.join(STAGES)}); after `--`, options given to every stage's "
-            "command (e.g. -- --target BRCA).",
+            "command (e.g. -- --target BRCA). Options for one stage only: --stage-options.",
             show_default=False,
         ),
     ],
+    stage_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage-options",
+            metavar="STAGE='OPTIONS'",
+            help="Options for one stage's command only, split like a shell line (repeatable; e.g. "
+            "--stage-options train-source='--cancer BRCA' --stage-options merge='--target BRCA'). "
+            "They follow the options after `--`, which every stage gets.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Write the script to FILE (executable) instead of stdout."),
@@ -82,10 +93,12 @@ def slurm(
     from steph.hpc import slurm as scripts
     from steph.hpc.slurm import with_pins
 
+    per_stage = _per_stage_options(stage_options or [], stages)
     listed = []
     for stage in stages:
-        units, pins = collect_tasks(ctx, stage, options)
-        listed.append((stage, units, with_pins(options, pins)))
+        args = [*options, *per_stage.get(stage, [])]
+        units, pins = collect_tasks(ctx, stage, args)
+        listed.append((stage, units, with_pins(args, pins)))
 
     with handle_errors():
         layout, config = get_project(ctx, overrides)
@@ -129,3 +142,28 @@ def slurm(
         print_json({"script": text, "jobs": rows})
     else:
         typer.echo(text, nl=False)
+
+
+def _per_stage_options(items: list[str], stages: list[str]) -> dict[str, list[str]]:
+    """``--stage-options STAGE='OPTIONS'`` as stage -> argument list (repeats add up)."""
+    import shlex
+
+    out: dict[str, list[str]] = {}
+    for item in items:
+        stage, sep, text = item.partition("=")
+        stage = stage.strip()
+        if not sep or stage not in STAGES:
+            fail(
+                f"--stage-options {item!r} is not STAGE='OPTIONS'",
+                hint=f"e.g. --stage-options merge='--target BRCA'; stages: {', '.join(STAGES)}",
+            )
+        if stage not in stages:
+            fail(
+                f"--stage-options names {stage}, which is not among the stages to run ({', '.join(stages)})",
+                hint=f"add {stage} to the stages, or drop its --stage-options",
+            )
+        try:
+            out.setdefault(stage, []).extend(shlex.split(text))
+        except ValueError as exc:
+            fail(f"--stage-options {item!r}: {exc}", hint="quote the options like a shell command line")
+    return out

@@ -64,16 +64,16 @@ def _render(report: ProjectStatus) -> None:
         )
         for row in report.failures[:_SHOWN]:
             out_console.print(f"  {row['key']}: {row['error']}")
-    stale = [lock for lock in report.locks if lock.stale]
     for lock in report.locks:
         state = "[red]stale[/]" if lock.stale else "[yellow]running[/]"
-        out_console.print(f"lock {state} {lock.path} (pid {lock.pid} on {lock.host}, {lock.age_hours:.2f} h)")
-    if stale:
+        clear = (
+            f"; clear with: stephctl {lock.stage} --clear-stale-locks" if lock.stale and lock.stage else ""
+        )
         out_console.print(
-            "remove stale locks with the stage's --clear-stale-locks (e.g. stephctl train-source --clear-stale-locks)"
+            f"lock {state} {lock.path} (pid {lock.pid} on {lock.host}, {lock.age_hours:.2f} h{clear})"
         )
     if report.temp_files:
         out_console.print(
             f"{len(report.temp_files)} temporary file(s) left by interrupted writers (never counted as done), "
-            f"e.g. {report.temp_files[0]}"
+            f"e.g. {report.temp_files[0]}; the --clear-stale-locks of the stage that wrote them removes them"
         )
