@@ -196,7 +196,12 @@ def predict_patients(
     model, model_files = load_predictor(layout, config, target, method, fold, dim_in=bags.dim, device=device)
     with hold(outputs[-1], what=f"prediction {name}"), torch.inference_mode():
         hazards, _ = predict(
-            model, ids, bags, device=device, max_batch_patches=config.train.max_bag_batch_patches
+            model,
+            ids,
+            bags,
+            device=device,
+            max_batch_patches=config.train.max_bag_batch_patches,
+            precision=config.train.precision,
         )
         cut = train_median_risk(layout.result_metrics(target, method, fold))
         _write_outputs(layout, config, name, ids, hazards, cut)
