@@ -163,6 +163,17 @@ def ratios(best: dict[str, dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def per_patch(row: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds per real patch of the bare compute: training (forward + backward + step, per
+    patch and epoch) and prediction (one forward), over the patches the worker actually ran."""
+    bare = row["best"]["bare"]
+    return {
+        "train_cpu_s_per_patch_epoch": bare["train_compute_cpu_s"] / bare["train_patches"],
+        "predict_cpu_s_per_patch": (bare["compute_cpu_s"] - bare["train_compute_cpu_s"])
+        / bare["predict_patches"],
+    }
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -239,12 +250,14 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
     optimizer, scheduler = _step_objects(model, settings, steps)
     generator = torch.Generator().manual_seed(settings.seed)
     compute = cpu = 0.0
+    seen = {"train": 0, "predict": 0}
     for _ in range(settings.epochs):
         model.train()
         for batch in epoch_batches(len(train), settings.batch_size, generator):
             index = torch.tensor(batch)
             y, e = train.bins[index], train.events[index]
             xs = [bags.get(train.ids[i]).unsqueeze(0) for i in batch]
+            seen["train"] += sum(int(x.shape[1]) for x in xs)
             start, cpu0 = time.perf_counter(), time.process_time()
             optimizer.zero_grad(set_to_none=True)
             if mode == "one_bag":  # the reference: 16 forwards, one loss, one backward
@@ -269,6 +282,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
     with torch.no_grad():
         for pid in [*split.test, *split.train]:
             x = bags.get(pid).unsqueeze(0)
+            seen["predict"] += int(x.shape[1])
             start, cpu0 = time.perf_counter(), time.process_time()
             torch.sigmoid(_as_output(model(x)).logits)
             compute += time.perf_counter() - start
@@ -278,6 +292,8 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
         "compute_cpu_s": round(cpu, 2),
         "train_compute_s": round(train_s, 2),
         "train_compute_cpu_s": round(train_cpu, 2),
+        "train_patches": seen["train"],
+        "predict_patches": seen["predict"],
     }
 
 

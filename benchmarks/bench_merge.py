@@ -97,6 +97,7 @@ def stage(
     result: dict[str, Any] = {"heavy": stage_row(cohort, epochs=epochs, rounds=rounds)}
     if equal:
         result["equal"] = stage_row(rs.Cohort(**{**cohort.__dict__, "median": 0.0}), epochs=epochs, rounds=1)
+    result["per_patch"] = rs.per_patch(result["heavy"])
     r = result["heavy"]["ratios"]
     result["targets_met"] = {
         "stage_over_bare<=1.10 (wall)": r["stage_over_bare_wall"] <= 1.10,

@@ -121,18 +121,6 @@ def huge_bag(patches: int, dim: int, *, contrast: bool) -> dict[str, Any]:
     return out
 
 
-def per_patch(row: dict[str, Any]) -> dict[str, float]:
-    """CPU seconds per real patch of the bare compute: training (forward + backward + step, per
-    patch and epoch; ~80% of the cohort trains, less the dropped leftover batch, so this slightly
-    overstates) and prediction (forward over every bag once)."""
-    bare, shape = row["best"]["bare"], row["cohort"]
-    total = shape["patches_total"]
-    return {
-        "train_cpu_s_per_patch_epoch": bare["train_compute_cpu_s"] / (0.8 * total * row["epochs"]),
-        "predict_cpu_s_per_patch": (bare["compute_cpu_s"] - bare["train_compute_cpu_s"]) / total,
-    }
-
-
 def run(
     quick: bool = False,
     *,
@@ -153,7 +141,7 @@ def run(
     result["huge_bag"] = huge_bag(
         huge_patches or (20_000 if quick else 100_000), cohort.dim, contrast=not quick
     )
-    result["per_patch"] = per_patch(result["heavy"])
+    result["per_patch"] = rs.per_patch(result["heavy"])
     r = result["heavy"]["ratios"]
     stream = result["heavy"]["streaming"]
     result["targets_met"] = {
