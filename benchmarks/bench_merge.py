@@ -89,9 +89,16 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int) -> dict[str, Any]:
 
 
 def stage(
-    quick: bool = False, *, epochs: int | None = None, rounds: int = 1, equal: bool | None = None
+    quick: bool = False,
+    *,
+    epochs: int | None = None,
+    rounds: int = 1,
+    equal: bool | None = None,
+    patients: int | None = None,
 ) -> dict[str, Any]:
     cohort = QUICK if quick else rs.Cohort()
+    if patients:
+        cohort = rs.Cohort(**{**cohort.__dict__, "patients": patients})
     epochs = epochs or (2 if quick else 4)
     equal = (not quick) if equal is None else equal
     result: dict[str, Any] = {"heavy": stage_row(cohort, epochs=epochs, rounds=rounds)}
@@ -339,6 +346,7 @@ def run(
     epochs: int | None = None,
     equal: bool | None = None,
     with_kernels: bool = False,
+    patients: int | None = None,
 ) -> dict[str, Any]:
     """The stage figures (and the kernel figures with ``with_kernels``)."""
     result: dict[str, Any] = {
@@ -348,7 +356,7 @@ def run(
             "threads": torch.get_num_threads(),
         },
         "quick": quick,
-        "stage": stage(quick, epochs=epochs, equal=equal),
+        "stage": stage(quick, epochs=epochs, equal=equal, patients=patients),
     }
     if with_kernels:
         result["kernels"] = kernels(quick)
@@ -362,6 +370,7 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, help="merge epochs (default 4; quick 2)")
     parser.add_argument("--no-equal", action="store_true", help="skip the equal-size row")
     parser.add_argument("--kernels", action="store_true", help="also the kernel figures")
+    parser.add_argument("--patients", type=int, help="patients of the target cancer (default 48)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -370,5 +379,6 @@ if __name__ == "__main__":
         epochs=args.epochs,
         equal=False if args.no_equal else None,
         with_kernels=args.kernels,
+        patients=args.patients,
     )
     print(json.dumps(result, indent=2))

@@ -128,8 +128,12 @@ def run(
     rounds: int | None = None,
     equal: bool | None = None,
     huge_patches: int | None = None,
+    patients: int | None = None,
+    parts: tuple[str, ...] = ("rows", "huge"),
 ) -> dict[str, Any]:
     cohort = QUICK if quick else rs.Cohort()
+    if patients:
+        cohort = rs.Cohort(**{**cohort.__dict__, "patients": patients})
     epochs = epochs or (2 if quick else 4)
     rounds = rounds or 1
     equal = (not quick) if equal is None else equal
@@ -164,6 +168,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--no-equal", action="store_true", help="skip the equal-size row")
     parser.add_argument("--huge-patches", type=int, help="patches of the single huge bag (100,000)")
+    parser.add_argument("--patients", type=int, help="patients of the generated cancer (default 48)")
+    parser.add_argument(
+        "--only", choices=("rows", "huge"), help="only the stage rows, or only the 100k-patch bag"
+    )
     args = parser.parse_args()
     result = run(
         args.quick,
@@ -171,6 +179,8 @@ def main() -> None:
         rounds=args.rounds,
         equal=False if args.no_equal else None,
         huge_patches=args.huge_patches,
+        patients=args.patients,
+        parts=(args.only,) if args.only else ("rows", "huge"),
     )
     print(json.dumps(result, indent=2))
 
