@@ -138,13 +138,15 @@ def run(
     rounds = rounds or 1
     equal = (not quick) if equal is None else equal
     result: dict[str, Any] = {"stage": "train-source", "targets": {"epochs_at_least": 4}}
+    if "huge" in parts:
+        patches = huge_patches or (20_000 if quick else 100_000)
+        result["huge_bag"] = huge_bag(patches, cohort.dim, contrast=not quick)
+    if "rows" not in parts:
+        return result
     result["heavy"] = stage_row(cohort, epochs=epochs, rounds=rounds, streaming=True)
     if equal:
         flat = rs.Cohort(**{**cohort.__dict__, "median": 0.0})
         result["equal"] = stage_row(flat, epochs=epochs, rounds=1, streaming=False)
-    result["huge_bag"] = huge_bag(
-        huge_patches or (20_000 if quick else 100_000), cohort.dim, contrast=not quick
-    )
     result["per_patch"] = rs.per_patch(result["heavy"])
     r = result["heavy"]["ratios"]
     stream = result["heavy"]["streaming"]
