@@ -1,6 +1,14 @@
-"""Speed of STEPH's merge: training overhead, batched vs per-bag merging, inference vs ROUPKT.
+"""Speed of STEPH's merge at real scale (the stage against the one-bag loop and the bare compute),
+plus kernel figures: training overhead, batched vs per-bag merging, inference vs ROUPKT.
 
-Figures (each pair measured side by side in one process: one warm-up each, then alternating
+``stage`` (default; see ``benchmarks/_realscale.py``): ``stephctl merge --method steph --top-k 2``
+as users run it (whole process, sources trained for 0 epochs so the task vectors exist; the
+figures do not depend on their values), the reference's one-bag-per-forward loop on the same
+bags and the bare unpadded compute, on heavy-tailed bags (log-normal around 1,500 patches,
+150..12,000, D = 1536) and, as a second row, bags of 1,500 patches. Targets (>= 4 epochs): stage
+/ bare <= 1.10; stage / one-bag <= 1.0 in wall time and in peak RSS.
+
+Kernel figures (``--kernels``; each pair measured side by side in one process: one warm-up each, then alternating
 repeats, best CPU time kept, best wall time reported too):
 
 1. ``epoch``: one training epoch through :func:`steph.training.loop.fit` (bag store, padding,
@@ -16,8 +24,9 @@ repeats, best CPU time kept, best wall time reported too):
 4. ``inference``: eval-mode prediction of one patient at a time, STEPH against ROUPKT with 12
    sources (13 frozen ABMIL encoders + router). Target speed-up >= 5.
 
-Run ``python benchmarks/bench_merge.py [--quick] [--threads N]``; prints JSON. Full mode uses
-D = 1536 (UNI2-h). On a shared machine ``--threads 1`` gives much steadier numbers.
+Run ``python benchmarks/bench_merge.py [--quick] [--epochs 4] [--no-equal] [--kernels]
+[--threads N]``; prints JSON. Full mode uses D = 1536 (UNI2-h). On a shared machine
+``--threads 1`` gives much steadier kernel numbers.
 """
 
 from __future__ import annotations
@@ -25,8 +34,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,8 +55,66 @@ from steph.training.batching import epoch_batches, pad_bags
 from steph.training.loop import FitSettings, ModelOutput, SurvivalTargets, fit
 from steph.training.optim import build_optimizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _realscale as rs
+
 MODEL = ModelConfig()
 N_SOURCES = 12
+QUICK = rs.Cohort(patients=48, source_patients=12, dim=384, median=600, clip=(60, 4000), equal=600)
+
+
+def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int) -> dict[str, Any]:
+    """``stephctl merge`` (STEPH top-2 over 2 sources) vs the one-bag loop vs the bare compute."""
+    with tempfile.TemporaryDirectory(prefix="bench-merge-") as tmp:
+        root = Path(tmp) / "project"
+        shape = rs.make_project(root, cohort, sources=True)
+        rs.measure_rss(rs.stephctl(root, "train-source", "--fold", "0", "--epochs", "0", "--device", "cpu"))
+        rs.measure_rss(rs.stephctl(root, "task-vector"))
+        merge = ["merge", "--target", rs.TARGET, "--method", "steph", "--fold", str(rs.FOLD), "--top-k", "2"]
+        commands = {
+            "stage": rs.stephctl(root, *merge, "--epochs", str(epochs), "--device", "cpu", "--overwrite"),
+            "one_bag": rs.worker("one_bag", root, "merge", epochs),
+            "bare": rs.worker("bare", root, "merge", epochs),
+        }
+        load_before = rs.load_average()
+        race = rs.race(commands, rounds)
+    return {
+        "cohort": shape,
+        "epochs": epochs,
+        "rounds": rounds,
+        "load_average": [load_before, rs.load_average()],
+        **race,
+        "ratios": rs.ratios(race["best"]),
+    }
+
+
+def stage(
+    quick: bool = False,
+    *,
+    epochs: int | None = None,
+    rounds: int = 1,
+    equal: bool | None = None,
+    patients: int | None = None,
+) -> dict[str, Any]:
+    cohort = QUICK if quick else rs.Cohort()
+    if patients:
+        cohort = rs.Cohort(**{**cohort.__dict__, "patients": patients})
+    epochs = epochs or (2 if quick else 4)
+    equal = (not quick) if equal is None else equal
+    result: dict[str, Any] = {"heavy": stage_row(cohort, epochs=epochs, rounds=rounds)}
+    if equal:
+        result["equal"] = stage_row(rs.Cohort(**{**cohort.__dict__, "median": 0.0}), epochs=epochs, rounds=1)
+    result["per_patch"] = rs.per_patch(result["heavy"])
+    r = result["heavy"]["ratios"]
+    result["targets_met"] = {
+        "stage_over_bare<=1.10 (wall)": r["stage_over_bare_wall"] <= 1.10,
+        "stage_over_bare<=1.10 (cpu)": r["stage_over_bare_cpu"] <= 1.10,
+        "stage_over_one_bag<=1.0 (wall)": r["stage_over_one_bag_wall"] <= 1.0,
+        "stage_over_one_bag<=1.0 (cpu)": r["stage_over_one_bag_cpu"] <= 1.0,
+        "stage_over_one_bag_peak_rss<=1.0": r["stage_over_one_bag_peak_rss"] <= 1.0,
+        "epochs>=4": epochs >= 4,
+    }
+    return result
 
 
 def _race(repeats: int, **fns: Callable[[], Any]) -> dict[str, float]:
@@ -256,18 +326,12 @@ def bench_inference(dim: int, k: int, n_patients: int, repeats: int) -> dict[str
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Every figure; ``quick`` uses D = 256 and small bags (seconds instead of minutes)."""
+def kernels(quick: bool = False) -> dict[str, Any]:
+    """The kernel figures; ``quick`` uses D = 256 and small bags (seconds instead of minutes)."""
     dim = 256 if quick else 1536
     sizes = (64, 256, 1024) if quick else (256, 2000, 10000)
     repeats = 3
     return {
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "quick": quick,
         "dim": dim,
         "epoch": bench_epoch(dim, n_patients=32, k=256 if quick else 1000, repeats=repeats),
         "per_bag": bench_per_bag(dim, sizes, batch=4, repeats=repeats),
@@ -276,11 +340,45 @@ def run(quick: bool = False) -> dict[str, Any]:
     }
 
 
+def run(
+    quick: bool = False,
+    *,
+    epochs: int | None = None,
+    equal: bool | None = None,
+    with_kernels: bool = False,
+    patients: int | None = None,
+) -> dict[str, Any]:
+    """The stage figures (and the kernel figures with ``with_kernels``)."""
+    result: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "quick": quick,
+        "stage": stage(quick, epochs=epochs, equal=equal, patients=patients),
+    }
+    if with_kernels:
+        result["kernels"] = kernels(quick)
+    return result
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (D = 256)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--epochs", type=int, help="merge epochs (default 4; quick 2)")
+    parser.add_argument("--no-equal", action="store_true", help="skip the equal-size row")
+    parser.add_argument("--kernels", action="store_true", help="also the kernel figures")
+    parser.add_argument("--patients", type=int, help="patients of the target cancer (default 48)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    print(json.dumps(run(quick=args.quick), indent=2))
+    result = run(
+        quick=args.quick,
+        epochs=args.epochs,
+        equal=False if args.no_equal else None,
+        with_kernels=args.kernels,
+        patients=args.patients,
+    )
+    print(json.dumps(result, indent=2))

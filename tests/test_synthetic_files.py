@@ -190,3 +190,22 @@ def test_real_labels_are_never_overwritten(empty_project: Path) -> None:
     with pytest.raises(ConfigError, match="not written by the cohort generator"):
         generate_cohort(empty_project, small_spec(), level="features")
     assert layout.labels("BRCA").read_text().startswith("patient_id,slide_id,t,e\nP1,")
+
+
+def test_heavy_tailed_bag_sizes_are_clipped_log_normal() -> None:
+    import math
+
+    import numpy as np
+
+    from steph.synthetic.features import bag_size
+
+    spec = small_spec(features=FeatureSpec(dim=8, patches=(150, 12000), size_median=1500, size_spread=0.8))
+    rng = np.random.default_rng(0)
+    sizes = np.array([bag_size(spec, rng) for _ in range(4000)])
+    assert sizes.min() >= 150 and sizes.max() <= 12000
+    assert abs(float(np.median(sizes)) / 1500 - 1) < 0.05
+    assert abs(float(np.log(sizes).std()) - 0.8) < 0.05  # the clip trims < 1% of the mass
+    assert (sizes > 3 * 1500).mean() > 0.05 > (sizes > 12000).mean()
+    uniform = small_spec(features=FeatureSpec(dim=8, patches=(20, 40)))
+    assert {bag_size(uniform, rng) for _ in range(500)} == set(range(20, 41))
+    assert math.isclose(FeatureSpec().size_spread, 0.8)

@@ -95,7 +95,9 @@ train:                       # reference protocol of the cancer-specific models
   folds: null                # null = every splits_<k>.csv
   device: auto
   cache_gb: 4.0              # features cached in memory up to this size, streamed beyond
-  max_bag_batch_patches: 0   # > 0 caps batch x longest bag per forward pass
+  max_bag_batch_patches: 0   # patch budget per forward: 0 = automatic, -1 = whole padded batch
+  eval_every: 0              # test-split C-index every N epochs (logged); 0 = only at the end
+  precision: auto            # auto | fp32 | bf16 | fp16 (CUDA autocast; CPU runs fp32)
 
 merge:
   method: steph              # `stephctl merge --list-methods`

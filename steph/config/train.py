@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
@@ -58,7 +60,12 @@ class TrainConfig:
     cache_gb: float = 4.0
     """Feature cache size; a cohort larger than this is streamed from HDF5 each epoch."""
     max_bag_batch_patches: int = 0
-    """If > 0, cap on (batch x longest bag) per forward pass; batches above are split into chunks."""
+    """Patch budget of one forward: 0 = automatic (CPU 16384, CUDA from free memory), > 0 = this
+    many padded patches, -1 = whole batch padded (old behaviour). Same loss and gradients."""
+    eval_every: int = 0
+    """Evaluate the test split every N epochs during training (logged only); 0 = only at the end."""
+    precision: str = "auto"
+    """auto, fp32, bf16 or fp16: autocast on CUDA (auto = bf16); CPU always runs fp32."""
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1:
@@ -69,3 +76,10 @@ class TrainConfig:
             raise ConfigError(f"train.alpha must be in [0, 1], got {self.alpha}")
         if self.cache_gb < 0:
             raise ConfigError("train.cache_gb must be >= 0")
+        if self.eval_every < 0:
+            raise ConfigError(f"train.eval_every must be >= 0 (0 = only at the end), got {self.eval_every}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+                hint="auto picks bf16 on CUDA and fp32 on CPU",
+            )

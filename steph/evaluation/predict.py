@@ -153,6 +153,7 @@ def predict_patients(
                 BagStore.in_memory(bags),
                 device=device,
                 max_batch_patches=config.train.max_bag_batch_patches,
+                precision=config.train.precision,
             )
         # `predict --explain` hooks in here: for each case in `cases`, `model.modules` (fold, module),
         # `bags[case.patient_id]` (the slides' features concatenated in slide order), `case.coords()`

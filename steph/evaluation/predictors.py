@@ -51,9 +51,15 @@ class LoadedModel:
     """What identifies the model in a run's meta.json (bundle sha256, or target/method/fold)."""
 
     def predict(
-        self, ids: list[str], bags: BagSource, *, device: torch.device, max_batch_patches: int = 0
+        self,
+        ids: list[str],
+        bags: BagSource,
+        *,
+        device: torch.device,
+        max_batch_patches: int = 0,
+        precision: str = "fp32",
     ) -> tuple[Tensor, Tensor]:
-        """Hazards and survival ``S`` ``[N, T]`` (float64).
+        """Hazards and survival ``S`` ``[N, T]`` (float64); ``precision`` as ``train.precision``.
 
         One fold: its hazards and ``S_j = prod_{i<=j} (1 - h_i)``. Ensemble: ``S`` is the mean of
         the folds' curves and the hazards are those of that curve (:func:`hazards_of`).
@@ -62,7 +68,9 @@ class LoadedModel:
 
         hazards, curves = [], []
         for _, module in self.modules:
-            h, _ = predict(module, ids, bags, device=device, max_batch_patches=max_batch_patches)
+            h, _ = predict(
+                module, ids, bags, device=device, max_batch_patches=max_batch_patches, precision=precision
+            )
             hazards.append(h.double())
             curves.append(survival_curve(h.double()))
         if len(curves) == 1:

@@ -56,8 +56,11 @@ class VectorStack(nn.Module):
         return int(self.vectors.shape[0])
 
     def merge(self, coefficients: Tensor) -> dict[str, Tensor]:
-        """``theta0 + coefficients @ vectors`` split back into named tensors."""
-        flat = torch.addmm(self.base.unsqueeze(0), coefficients.reshape(-1, self.n), self.vectors)
+        """``theta0 + coefficients @ vectors`` split back into named tensors (always in fp32,
+        also under autocast: the merged weights are not rounded to bf16/fp16)."""
+        with torch.autocast(self.base.device.type, enabled=False):
+            c = coefficients.float().reshape(-1, self.n)
+            flat = torch.addmm(self.base.unsqueeze(0), c, self.vectors)
         flat = flat.reshape(*coefficients.shape[:-1], -1)
         return unflatten(flat, self.spec)
 

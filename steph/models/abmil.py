@@ -17,6 +17,12 @@ positions get zero attention, so a batch gives exactly the per-bag results.
 :func:`encode` is the same network as a pure function of its parameters, and every parameter
 may carry a leading batch dimension (``[B, out, in]``): STEPH merges a different encoder per bag
 and runs the whole batch with batched matmuls.
+
+Inside :func:`patch_chunking` a bag longer than the chunk size is pooled chunk by chunk with an
+online softmax (per chunk the running max ``m_c``, ``l_c = sum_k exp(s_k - m_c)`` and
+``u_c = sum_k exp(s_k - m_c) H_k``; then ``z = sum_c e^{m_c - M} u_c / sum_c e^{m_c - M} l_c``
+with ``M = max_c m_c``), each chunk under activation checkpointing: memory is bounded by the
+chunk, not by the bag, and ``z`` and its gradients are those of the one-pass softmax.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from contextvars import ContextVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 ENCODER_KEYS: tuple[str, ...] = (
     "feat_proj.0.weight",
@@ -42,6 +49,7 @@ ENCODER_KEYS: tuple[str, ...] = (
 """The 8 ``mil_encoder`` tensors that task vectors merge (STEPH_SPEC section 2)."""
 
 _ATTENTION_SINK: ContextVar[list[Tensor] | None] = ContextVar("abmil_attention_sink", default=None)
+_PATCH_CHUNK: ContextVar[int] = ContextVar("abmil_patch_chunk", default=0)
 
 HEAD_KEYS: tuple[str, ...] = ("pred_head.weight", "pred_head.bias")
 
@@ -116,6 +124,21 @@ def encode(
         x: padded bags ``[B, K, D]``.
         mask: ``[B, K]`` booleans, True for real patches (None = all real).
     """
+    chunk = _PATCH_CHUNK.get()
+    if 0 < chunk < x.shape[1]:
+        return _encode_chunked(params, x, mask, chunk, dropout=dropout, training=training)
+    h, s = _scores(params, x, mask, dropout, training)
+    alpha = torch.softmax(s, dim=1)
+    sink = _ATTENTION_SINK.get()
+    if sink is not None:
+        sink.append(alpha.detach())
+    return torch.bmm(alpha.unsqueeze(1), h).squeeze(1)
+
+
+def _scores(
+    params: Mapping[str, Tensor], x: Tensor, mask: Tensor | None, dropout: float, training: bool
+) -> tuple[Tensor, Tensor]:
+    """Projected patches ``H [B, K, E]`` and attention scores ``s [B, K]`` (-inf where padded)."""
     h = torch.relu(_linear(x, params["feat_proj.0.weight"], params["feat_proj.0.bias"]))
     a = torch.tanh(
         _linear(h, params["attention_net.attention_a.0.weight"], params["attention_net.attention_a.0.bias"])
@@ -131,11 +154,63 @@ def encode(
     ).squeeze(-1)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
-    alpha = torch.softmax(s, dim=1)
+    return h, s
+
+
+def _chunk_stats(
+    x: Tensor, mask: Tensor | None, dropout: float, training: bool, *values: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(m, l, u, s)`` of one patch chunk: max score, sum of ``exp(s - m)``, the same weights times H."""
+    h, s = _scores(dict(zip(ENCODER_KEYS, values, strict=True)), x, mask, dropout, training)
+    m = s.detach().amax(dim=1)
+    shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    p = torch.exp(s - shift.unsqueeze(1))
+    u = torch.bmm(p.unsqueeze(1).to(h.dtype), h).squeeze(1)
+    return m, p.sum(dim=1), u, s.detach()
+
+
+def _encode_chunked(
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    mask: Tensor | None,
+    chunk: int,
+    *,
+    dropout: float,
+    training: bool,
+) -> Tensor:
+    """:func:`encode` over patch chunks of at most ``chunk`` (online softmax, see the module doc)."""
+    values = tuple(params[k] for k in ENCODER_KEYS)
+    grad = torch.is_grad_enabled() and (x.requires_grad or any(v.requires_grad for v in values))
+    stats = []
+    for start in range(0, x.shape[1], chunk):
+        xc = x[:, start : start + chunk]
+        mc = mask[:, start : start + chunk] if mask is not None else None
+        if grad:
+            out = checkpoint(_chunk_stats, xc, mc, dropout, training, *values, use_reentrant=False)
+        else:
+            out = _chunk_stats(xc, mc, dropout, training, *values)
+        stats.append(out)
+    m = torch.stack([st[0] for st in stats])  # [C, B]
+    top = m.amax(dim=0)
+    weight = torch.exp(m - top)  # chunks with no real patch: exp(-inf) = 0
+    norm = (weight * torch.stack([st[1] for st in stats])).sum(dim=0)  # [B]
+    z = (weight.unsqueeze(-1) * torch.stack([st[2] for st in stats])).sum(dim=0) / norm.unsqueeze(-1)
     sink = _ATTENTION_SINK.get()
     if sink is not None:
-        sink.append(alpha.detach())
-    return torch.bmm(alpha.unsqueeze(1), h).squeeze(1)
+        s = torch.cat([st[3] for st in stats], dim=1)
+        sink.append(torch.exp(s - (top + norm.detach().log()).unsqueeze(1)))
+    return z
+
+
+@contextlib.contextmanager
+def patch_chunking(size: int) -> Iterator[None]:
+    """Within the block, :func:`encode` pools bags longer than ``size`` patches chunk by chunk
+    (``size <= 0``: never). Results and gradients are unchanged; memory is bounded by ``size``."""
+    token = _PATCH_CHUNK.set(int(size))
+    try:
+        yield
+    finally:
+        _PATCH_CHUNK.reset(token)
 
 
 @contextlib.contextmanager

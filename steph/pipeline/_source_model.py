@@ -3,8 +3,9 @@
 Outputs, in this order (meta.json last, so its presence marks a complete unit):
 ``model.safetensors``, ``config.yaml``, ``results/<CANCER>/cancer-specific/fold_<k>/``
 (``predictions.csv`` + ``metrics.json``), the model's ``metrics.json`` (the same metrics plus the
-per-epoch history) and ``meta.json``. ``train.log`` holds the per-epoch train loss and test
-C-index.
+per-epoch history) and ``meta.json``. ``train.log`` holds the per-epoch train loss; the test
+C-index is computed at the end (the last history entry) and, with ``train.eval_every = N``, also
+every N epochs during training (logged only, never used to select a model).
 """
 
 from __future__ import annotations
@@ -74,16 +75,19 @@ def fit_settings(config: ProjectConfig) -> FitSettings:
         eps=t.eps,
         seed=t.seed,
         max_batch_patches=t.max_bag_batch_patches,
+        precision=t.precision,
     )
 
 
 def _c_index(model: nn.Module, targets: SurvivalTargets, ctx: UnitContext) -> float | None:
+    t = ctx.config.train
     hazards, _ = predict(
         model,
         targets.ids,
         ctx.bags,
         device=ctx.device,
-        max_batch_patches=ctx.config.train.max_bag_batch_patches,
+        max_batch_patches=t.max_bag_batch_patches,
+        precision=t.precision,
     )
     conc = harrell_c(targets.times.numpy(), targets.events.numpy(), risk_score(hazards.double()).numpy())
     return conc.value if conc.defined else None
@@ -119,11 +123,20 @@ def train_unit(ctx: UnitContext, *, progress: Progress = NULL_PROGRESS) -> dict[
                     f"{ctx.cancer} fold {ctx.fold}: the training loss became {loss} in epoch {epoch}",
                     hint="lower train.lr, or check the features for extreme values",
                 )
-            c_index = _c_index(model, test, ctx)
+            every = config.train.eval_every
+            if every and epoch % every == 0 and epoch < settings.epochs:
+                c_index = _c_index(model, test, ctx)
+                log.info(
+                    "epoch %d/%d train_loss %.6f test_c_index %s",
+                    epoch,
+                    settings.epochs,
+                    loss,
+                    format_c(c_index),
+                )
+            else:  # the last epoch's C-index comes from the final predictions (write_outputs)
+                c_index = None
+                log.info("epoch %d/%d train_loss %.6f", epoch, settings.epochs, loss)
             history.append({"epoch": epoch, "train_loss": loss, "test_c_index": c_index})
-            log.info(
-                "epoch %d/%d train_loss %.6f test_c_index %s", epoch, settings.epochs, loss, format_c(c_index)
-            )
 
         fit(
             model,
@@ -136,6 +149,13 @@ def train_unit(ctx: UnitContext, *, progress: Progress = NULL_PROGRESS) -> dict[
             task=f"{ctx.cancer} fold {ctx.fold}",
         )
         written = write_outputs(ctx, model, train, test, {"history": history})
+        if history:
+            log.info(
+                "epoch %d/%d test_c_index %s (final)",
+                settings.epochs,
+                settings.epochs,
+                format_c(written.metrics["c_index"]),
+            )
         write_meta(
             ctx, written, {"epochs": settings.epochs, "steps_per_epoch": len(train) // settings.batch_size}
         )
@@ -163,9 +183,14 @@ def write_outputs(
 ) -> Written:
     """Weights, resolved config, test predictions and metrics (everything but meta.json)."""
     layout, cancer, fold = ctx.layout, ctx.cancer, ctx.fold
-    cap = ctx.config.train.max_bag_batch_patches
-    test_hazards, _ = predict(model, test.ids, ctx.bags, device=ctx.device, max_batch_patches=cap)
-    train_hazards, _ = predict(model, train.ids, ctx.bags, device=ctx.device, max_batch_patches=cap)
+    t = ctx.config.train
+    cap, precision = t.max_bag_batch_patches, t.precision
+    test_hazards, _ = predict(
+        model, test.ids, ctx.bags, device=ctx.device, max_batch_patches=cap, precision=precision
+    )
+    train_hazards, _ = predict(
+        model, train.ids, ctx.bags, device=ctx.device, max_batch_patches=cap, precision=precision
+    )
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     ctx_meta = {"cancer": cancer, "fold": fold, "theta0_sha256": ctx.theta0.sha256}
     weights_sha = save_state_dict(layout.model_weights(cancer, fold), state, ctx_meta)
@@ -183,6 +208,9 @@ def write_outputs(
         log.warning(
             "%s fold %d: C-index undefined (%s)", cancer, fold, metrics.get("c_index_undefined_reason")
         )
+    history = extra.get("history")
+    if history:  # the last epoch's test C-index is the final one
+        history[-1]["test_c_index"] = metrics["c_index"]
     write_json(layout.model_metrics(cancer, fold), {**metrics, **extra})
     return Written(metrics, weights_sha, architecture_of(state))
 

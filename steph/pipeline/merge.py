@@ -304,8 +304,13 @@ class _Runner:
         losses = method.train(model, ctx)
         seconds = time.perf_counter() - started
         cap = config.train.max_bag_batch_patches
-        test_hazards, extras = predict(model, split.test, bags, device=self.device, max_batch_patches=cap)
-        train_hazards, _ = predict(model, split.train, bags, device=self.device, max_batch_patches=cap)
+        prec = config.train.precision
+        test_hazards, extras = predict(
+            model, split.test, bags, device=self.device, max_batch_patches=cap, precision=prec
+        )
+        train_hazards, _ = predict(
+            model, split.train, bags, device=self.device, max_batch_patches=cap, precision=prec
+        )
         files = {
             file: save_state_dict(
                 layout.merged_file(target, run, fold, file), state, {"method": method.name, "run": run}

@@ -95,7 +95,12 @@ class FeatureSpec:
     dim: int = 64
     """Feature dimension D (1536 mimics UNI2-h)."""
     patches: tuple[int, int] = (48, 160)
-    """Inclusive range of the number of patches per patient."""
+    """Inclusive range of the number of patches per patient (the clip of a log-normal size)."""
+    size_median: float = 0.0
+    """If > 0, bag sizes are heavy-tailed like TCGA's: log-normal with this median, clipped to
+    ``patches`` (0 = uniform over ``patches``)."""
+    size_spread: float = 0.8
+    """Standard deviation of log(bag size) when ``size_median`` > 0."""
     noise: float = 1.0
     """Standard deviation of the per-coordinate patch noise around its phenotype prototype."""
     style_sd: float = 0.3
@@ -107,6 +112,8 @@ class FeatureSpec:
             raise ConfigError("features: dim must be >= 2 and patches an increasing pair >= 1")
         if self.noise < 0 or self.style_sd < 0:
             raise ConfigError("features: noise and style_sd must be >= 0")
+        if self.size_median < 0 or self.size_spread < 0:
+            raise ConfigError("features: size_median and size_spread must be >= 0")
 
 
 @dataclass(frozen=True, kw_only=True)

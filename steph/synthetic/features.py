@@ -8,6 +8,9 @@ cancer a style offset ``delta_c ~ N(0, style_sd^2 I_D)`` (a batch effect). A pat
 
 so the bag carries the patient's phenotype mix, hence the true risk, only through the
 proportions of its patches. A patient with two slides has its patches split between them.
+
+Bag sizes are uniform over ``features.patches`` or, with ``features.size_median`` > 0,
+heavy-tailed as real slides are: ``K = clip(round(median * exp(spread * N(0, 1))), lo, hi)``.
 """
 
 from __future__ import annotations
@@ -56,13 +59,21 @@ def grid_coords(n: int) -> np.ndarray:
     return np.stack([(index % width) * PATCH_SIZE, (index // width) * PATCH_SIZE], axis=1)
 
 
+def bag_size(spec: CohortSpec, rng: np.random.Generator) -> int:
+    """Number of patches of one patient (uniform, or clipped log-normal; see the module doc)."""
+    lo, hi = spec.features.patches
+    if spec.features.size_median <= 0:
+        return int(rng.integers(lo, hi + 1))
+    draw = spec.features.size_median * math.exp(spec.features.size_spread * rng.standard_normal())
+    return int(np.clip(round(draw), lo, hi))
+
+
 def patient_bags(
     spec: CohortSpec, cohort: CancerCohort, index: int, protos: np.ndarray, offset: np.ndarray
 ) -> list[SlideBag]:
     """Draw the slides of patient ``index`` (deterministic in the spec, cancer and index)."""
     rng = cancer_rng(spec.seed, cohort.name, 5, index)
-    lo, hi = spec.features.patches
-    n = int(rng.integers(lo, hi + 1))
+    n = bag_size(spec, rng)
     z = rng.choice(spec.phenotypes, size=n, p=cohort.proportions[index])
     x = protos[z] + offset + spec.features.noise * rng.standard_normal((n, spec.features.dim))
     slides = cohort.slide_ids[index]

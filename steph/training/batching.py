@@ -63,3 +63,59 @@ def size_chunks(lengths: Sequence[int], max_patches: int) -> list[list[int]]:
     if current:
         result.append(current)
     return result
+
+
+CPU_PATCH_BUDGET = 16_384
+"""Automatic patch budget on CPU: measured fastest with bags run alone (``benchmarks/bench_train.py``);
+it bounds the activations of one forward (about 13 KB per patch at D = 1536, 512/384)."""
+PADDING_SLACK = 0.10
+"""Bags share a padded forward only while padding adds at most this fraction of their real patches."""
+_CUDA_FREE_FRACTION = 0.5
+
+
+def bytes_per_patch(dim: int) -> int:
+    """Rough bytes one patch costs in a training forward + backward (float32, ABMIL 512/384):
+    the input row, ``H`` and its pre-activation, the gated branches and their gradients."""
+    return 4 * (2 * dim + 4 * 512 + 8 * 384)
+
+
+def auto_patch_budget(device: torch.device, dim: int) -> int:
+    """Padded patches per forward: :data:`CPU_PATCH_BUDGET` on CPU; on CUDA half the free memory
+    (``torch.cuda.mem_get_info``) over :func:`bytes_per_patch`."""
+    if device.type != "cuda":
+        return CPU_PATCH_BUDGET
+    free, _total = torch.cuda.mem_get_info(device)
+    return max(1024, int(free * _CUDA_FREE_FRACTION) // bytes_per_patch(dim))
+
+
+def plan_chunks(lengths: Sequence[int], budget: int, *, slack: float = PADDING_SLACK) -> list[list[int]]:
+    """Positions of a batch grouped into padded forwards that cost (almost) only real patches.
+
+    ``budget < 0`` keeps the batch whole (one padded forward, the old behaviour). Otherwise bags
+    are sorted by length and a chunk grows while ``n * longest <= budget`` and the padding stays
+    within ``slack`` of the real patches: ``n * longest <= (1 + slack) * sum(lengths)``. A bag
+    longer than ``budget`` is a chunk of its own (:func:`steph.models.abmil.patch_chunking`
+    then bounds its memory).
+
+    >>> plan_chunks([100, 10, 11, 98, 12], 400)
+    [[1, 2, 4], [3, 0]]
+    >>> plan_chunks([100, 10], -1)
+    [[0, 1]]
+    """
+    if budget < 0:
+        return [list(range(len(lengths)))]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    result: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        k = lengths[i]
+        n = len(current) + 1
+        if current and (n * k > budget or n * k > (1.0 + slack) * (real + k)):
+            result.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += k
+    if current:
+        result.append(current)
+    return result

@@ -3,8 +3,17 @@
 Protocol (STEPH_SPEC section 3.1): a seeded shuffle per epoch, batches of ``batch_size`` bags
 with one SurvMLE over the batch (the leftover bags of an epoch are dropped), AdamW with decay on
 >= 2-d weights, cosine schedule with linear warm-up stepped once per optimiser step, the last
-state is kept. Bags are padded and masked into real batches; the next batch is read and padded
-in a background thread while the current one computes.
+state is kept. The next batch is read in a background thread while the current one computes.
+
+Execution (the cost of real patches only): a batch is cut into length-sorted chunks under a
+patch budget (:func:`~steph.training.batching.plan_chunks`; automatic per device, see
+:func:`~steph.training.batching.auto_patch_budget`): bags of similar length share a padded
+forward, the others run alone, unpadded. Each chunk is forwarded and back-propagated on its
+own with its loss weighted by ``n_chunk / B``, so the gradient is exactly that of one SurvMLE
+over the B bags (SurvMLE and the merge methods' ``aux_loss`` are means over bags, or constants
+over the batch), while memory holds one chunk's activations. A bag longer than the budget is
+pooled in patch chunks (:func:`~steph.models.abmil.patch_chunking`). Dropout masks are drawn
+per chunk (same distribution, different draws from the whole-batch run).
 
 A model's ``forward(x, mask)`` returns logits ``[B, T]`` or a :class:`ModelOutput` whose
 ``aux_loss`` is added to the survival loss (STEPH's regularisers).
@@ -22,11 +31,13 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from ..models.abmil import patch_chunking
 from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
 from ..survival import surv_mle_loss
-from .batching import chunks, epoch_batches, pad_bags, size_chunks
+from .batching import auto_patch_budget, chunks, epoch_batches, pad_bags, plan_chunks
 from .optim import build_optimizer, cosine_with_warmup
+from .precision import autocast, grad_scaler, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +79,24 @@ class FitSettings:
     eps: float = 1e-7
     seed: int = 42
     max_batch_patches: int = 0
-    """If > 0, a batch whose padded size (bags x longest bag) exceeds this is run as several
-    length-sorted chunks, each forwarded and back-propagated on its own; the gradient is the
-    same as one pass because SurvMLE (and a per-bag-mean ``aux_loss``) is a mean over bags."""
+    """Patch budget of one forward: 0 = automatic per device, > 0 = this many padded patches,
+    < 0 = the whole batch padded in one forward (the pre-chunking behaviour, for comparison)."""
+    precision: str = "fp32"
+    """auto, fp32, bf16 or fp16 (:mod:`steph.training.precision`)."""
 
 
 def _as_output(out: Tensor | ModelOutput) -> ModelOutput:
     return out if isinstance(out, ModelOutput) else ModelOutput(out)
+
+
+def patch_budget(max_batch_patches: int, device: torch.device, dim: int) -> int:
+    """Resolved budget: the setting if non-zero, else :func:`auto_patch_budget`."""
+    return max_batch_patches if max_batch_patches != 0 else auto_patch_budget(device, dim)
+
+
+def _dim(bags: BagSource, data: SurvivalTargets) -> int:
+    dim = getattr(bags, "dim", None)
+    return int(dim) if dim is not None else int(bags.get(data.ids[0]).shape[1])
 
 
 def fit(
@@ -108,8 +130,11 @@ def fit(
         warmup_steps=math.floor(settings.warmup_epochs * steps_per_epoch),
         total_steps=settings.epochs * steps_per_epoch,
     )
+    precision = resolve_precision(settings.precision, device)
+    scaler = grad_scaler(precision, device)
+    budget = patch_budget(settings.max_batch_patches, device, _dim(bags, data)) if len(data) else -1
+    log.info("%s: patch budget %d per forward, precision %s", task, budget, precision)
     losses: list[float] = []
-    cap = settings.max_batch_patches
     pin = device.type == "cuda"
     progress.start(task, settings.epochs * steps_per_epoch, unit="steps")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool:
@@ -117,32 +142,21 @@ def fit(
             model.train()
             batches = epoch_batches(len(data), settings.batch_size, generator)
             epoch_loss, n_steps = 0.0, 0
-            pending = pool.submit(_load_batch, bags, data, batches[0], cap, pin) if batches else None
+            pending = pool.submit(_load_batch, bags, data, batches[0], budget, pin) if batches else None
             for i, _batch in enumerate(batches):
                 assert pending is not None
                 parts = pending.result()
                 pending = (
-                    pool.submit(_load_batch, bags, data, batches[i + 1], cap, pin)
+                    pool.submit(_load_batch, bags, data, batches[i + 1], budget, pin)
                     if i + 1 < len(batches)
                     else None
                 )
                 optimizer.zero_grad(set_to_none=True)
-                batch_loss = 0.0
-                for x, mask, y, e in parts:
-                    out = _as_output(
-                        model(x.to(device, non_blocking=True), mask.to(device, non_blocking=True))
-                    )
-                    hazards = torch.sigmoid(out.logits)
-                    loss = surv_mle_loss(
-                        hazards, y.to(device), e.to(device), alpha=settings.alpha, eps=settings.eps
-                    )
-                    if out.aux_loss is not None:
-                        loss = loss + out.aux_loss
-                    if len(parts) > 1:
-                        loss = loss * (len(y) / len(_batch))
-                    loss.backward()
-                    batch_loss += float(loss.detach())
-                optimizer.step()
+                batch_loss = backward_chunks(
+                    model, parts, settings, device=device, budget=budget, precision=precision, scaler=scaler
+                )
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 epoch_loss += batch_loss
                 n_steps += 1
@@ -155,20 +169,67 @@ def fit(
     return losses
 
 
-def _load_batch(
-    bags: BagSource, data: SurvivalTargets, batch: list[int], max_patches: int = 0, pin: bool = False
-) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """The batch as padded ``(x, mask, bins, events)`` chunks (one chunk unless ``max_patches``);
+Chunk = tuple[Tensor, Tensor, Tensor, Tensor]
+"""``(x [n, K, D], mask [n, K], bins [n], events [n])`` of one forward."""
+
+
+def backward_chunks(
+    model: nn.Module,
+    parts: Sequence[Chunk],
+    settings: FitSettings,
+    *,
+    device: torch.device,
+    budget: int = -1,
+    precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
+    """Accumulate the gradient of one batch's loss, chunk by chunk; returns the loss.
+
+    loss = SurvMLE(B bags) + aux = sum_c (n_c / B) [SurvMLE(chunk c) + aux_c], exact when
+    ``aux`` is a mean over bags or the same for every chunk (see the module docstring).
+    """
+    total = sum(int(p[2].shape[0]) for p in parts)
+    batch_loss = 0.0
+    for x, mask, y, e in parts:
+        with autocast(precision, device), patch_chunking(max(budget, 0)):
+            out = _as_output(model(x.to(device, non_blocking=True), mask.to(device, non_blocking=True)))
+        hazards = torch.sigmoid(out.logits.float())
+        loss = surv_mle_loss(hazards, y.to(device), e.to(device), alpha=settings.alpha, eps=settings.eps)
+        if out.aux_loss is not None:
+            loss = loss + out.aux_loss.float()
+        if len(parts) > 1:
+            loss = loss * (len(y) / total)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        batch_loss += float(loss.detach())
+    return batch_loss
+
+
+def load_chunks(
+    loaded: Sequence[Tensor], bins: Tensor, events: Tensor, budget: int, pin: bool = False
+) -> list[Chunk]:
+    """Bags of one batch as the chunks of :func:`plan_chunks`; a bag alone is a view, not a copy.
     ``pin`` puts them in page-locked memory so the copy to the GPU is asynchronous."""
-    loaded = [bags.get(data.ids[i]) for i in batch]
     parts = []
-    for chunk in size_chunks([int(b.shape[0]) for b in loaded], max_patches):
-        x, mask = pad_bags([loaded[j] for j in chunk])
+    for chunk in plan_chunks([int(b.shape[0]) for b in loaded], budget):
+        if len(chunk) == 1:
+            x = loaded[chunk[0]].unsqueeze(0)
+            mask = torch.ones(x.shape[:2], dtype=torch.bool)
+        else:
+            x, mask = pad_bags([loaded[j] for j in chunk])
         if pin:
             x, mask = x.pin_memory(), mask.pin_memory()
-        index = torch.tensor([batch[j] for j in chunk], dtype=torch.long)
-        parts.append((x, mask, data.bins[index], data.events[index]))
+        index = torch.tensor(chunk, dtype=torch.long)
+        parts.append((x, mask, bins[index], events[index]))
     return parts
+
+
+def _load_batch(
+    bags: BagSource, data: SurvivalTargets, batch: list[int], budget: int, pin: bool = False
+) -> list[Chunk]:
+    index = torch.tensor(batch, dtype=torch.long)
+    return load_chunks(
+        [bags.get(data.ids[i]) for i in batch], data.bins[index], data.events[index], budget, pin
+    )
 
 
 @torch.no_grad()
@@ -180,28 +241,37 @@ def predict(
     device: torch.device,
     batch_size: int = 8,
     max_batch_patches: int = 0,
+    precision: str = "fp32",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Hazards ``[N, T]`` (eval mode, no dropout) and any extras the model returns, in ``ids`` order.
 
-    ``max_batch_patches`` > 0 splits each batch into length-sorted chunks of at most that many
-    padded patches (see :func:`~steph.training.batching.size_chunks`); results are unchanged.
+    Each batch runs as the chunks of :func:`~steph.training.batching.plan_chunks` under the patch
+    budget ``max_batch_patches`` (as :attr:`FitSettings.max_batch_patches`: 0 = automatic, < 0 =
+    whole batch); results are unchanged. ``precision`` as ``train.precision``; hazards are fp32.
     """
     model.to(device)
     model.eval()
     hazards: list[Tensor] = []
     extras: dict[str, list[Tensor]] = {}
+    if not ids:
+        return torch.zeros(0, 0), {}
+    budget = patch_budget(max_batch_patches, device, int(bags.get(ids[0]).shape[1]))
+    precision = resolve_precision(precision, device)
     for batch in chunks(range(len(ids)), batch_size):
         loaded = [bags.get(ids[i]) for i in batch]
-        parts = size_chunks([int(b.shape[0]) for b in loaded], max_batch_patches)
+        parts = plan_chunks([int(b.shape[0]) for b in loaded], budget)
         order = torch.tensor([j for part in parts for j in part]).argsort()
         outs = []
         for part in parts:
-            x, mask = pad_bags([loaded[j] for j in part])
-            outs.append(_as_output(model(x.to(device), mask.to(device))))
-        hazards.append(torch.sigmoid(torch.cat([o.logits for o in outs])[order]).float().cpu())
+            if len(part) == 1:
+                x = loaded[part[0]].unsqueeze(0)
+                mask = torch.ones(x.shape[:2], dtype=torch.bool)
+            else:
+                x, mask = pad_bags([loaded[j] for j in part])
+            with autocast(precision, device), patch_chunking(max(budget, 0)):
+                outs.append(_as_output(model(x.to(device), mask.to(device))))
+        hazards.append(torch.sigmoid(torch.cat([o.logits.float() for o in outs])[order]).cpu())
         for key in outs[0].extras:
             value = torch.cat([o.extras[key].detach() for o in outs])[order]
             extras.setdefault(key, []).append(value.float().cpu())
-    if not hazards:
-        return torch.zeros(0, 0), {}
     return torch.cat(hazards), {k: torch.cat(v) for k, v in extras.items()}

@@ -1,0 +1,354 @@
+"""Real-scale stage benchmarks shared by bench_train and bench_merge (not a benchmark itself).
+
+A generated project shaped like real slides (D = 1536, the reference ABMIL 512/384, one slide per
+patient, bag sizes log-normal around 1,500 patches clipped to 150..12,000) and three figures
+measured side by side in one run, each in a fresh process (wall time and peak RSS from
+``os.wait4``):
+
+- ``stage``: the stage as users run it: ``stephctl train-source`` / ``stephctl merge``;
+- ``one_bag``: the reference's loop on the same bags (read by the same :func:`open_bags`): per
+  batch the 16 bags are forwarded one at a time, one loss over the 16, one backward, one step;
+  then one forward per test and train bag (the predictions the stage writes);
+- ``bare``: the bare unpadded compute, timed inside the process around the arithmetic only:
+  forward + backward of every bag alone (loss weighted 1/16), the optimiser step, then the
+  prediction forwards; no start-up, no reading, no writing.
+
+Rounds alternate the three (the machine is shared: ratios come from one run, the best of the
+rounds is kept, the load average is recorded). Run a worker by hand with
+``python benchmarks/_realscale.py one_bag|bare|huge ROOT ...`` (prints one JSON line).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TARGET = "BRCA"
+SOURCES = ("BLCA", "LUAD")
+FOLD = 0
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Shape of a benchmark cohort: ``median`` > 0 = heavy-tailed, else every bag ``equal``."""
+
+    patients: int = 48
+    source_patients: int = 12
+    dim: int = 1536
+    median: float = 1500.0
+    spread: float = 0.8
+    clip: tuple[int, int] = (150, 12_000)
+    equal: int = 1500
+
+    @property
+    def label(self) -> str:
+        if self.median > 0:
+            lo, hi = self.clip
+            return f"log-normal median {self.median:g} sd(log) {self.spread:g} clip {lo}..{hi}"
+        return f"equal {self.equal}"
+
+
+def make_project(root: Path, cohort: Cohort, *, sources: bool = False) -> dict[str, Any]:
+    """Generate the project (features level) and return its bag-size summary."""
+    import numpy as np
+
+    from steph.synthetic import generate_cohort
+    from steph.synthetic.cohort import FeatureSpec, standard_spec
+
+    if cohort.median > 0:
+        features = FeatureSpec(
+            dim=cohort.dim, patches=cohort.clip, size_median=cohort.median, size_spread=cohort.spread
+        )
+    else:
+        features = FeatureSpec(dim=cohort.dim, patches=(cohort.equal, cohort.equal))
+    n_src = cohort.source_patients
+    spec = standard_spec(
+        cancers=(TARGET, *SOURCES) if sources else (TARGET,),
+        target=TARGET,
+        target_patients=cohort.patients,
+        source_patients=(n_src, n_src),
+        features=features,
+    )
+    start = time.perf_counter()
+    generate_cohort(root, spec, level="features", encoder="uni2-h-synthetic")
+    from steph.config import load_project
+    from steph.data import load_cohort
+    from steph.data.features import feature_shape
+
+    layout, config = load_project(root)
+    target = load_cohort(layout, config, TARGET)
+    sizes = [
+        feature_shape(layout.features(config.encoder, sid, cancer=TARGET))[0]
+        for patient in target.patients.values()
+        for sid in patient.slide_ids
+    ]
+    arr = np.array(sizes)
+    return {
+        "bags": cohort.label,
+        "patients": len(sizes),
+        "patches_median": int(np.median(arr)),
+        "patches_mean": int(arr.mean()),
+        "patches_max": int(arr.max()),
+        "patches_total": int(arr.sum()),
+        "gib": round(float(arr.sum()) * cohort.dim * 4 / 2**30, 2),
+        "write_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def stephctl(root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "stephctl", "-p", str(root), *args]
+
+
+def measure_rss(cmd: list[str]) -> dict[str, Any]:
+    """Like :func:`measure`, with the process's own peak RSS (``os.wait4`` on its pid)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    result: dict[str, Any] = {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3),
+    }
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    if last.startswith("{"):
+        result.update(json.loads(last))
+    return result
+
+
+def worker(mode: str, root: Path, stage: str, epochs: int) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), mode, str(root), stage, str(epochs)]
+
+
+def race(commands: dict[str, list[str]], rounds: int) -> dict[str, Any]:
+    """Run the commands in alternating order for ``rounds``; keep every run and the best."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
+    names = list(commands)
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            runs[name].append(measure_rss(commands[name]))
+    best = {name: min(v, key=lambda m: m["cpu_s"]) for name, v in runs.items()}
+    return {"runs": runs, "best": best}
+
+
+def ratios(best: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Wall-time ratios, and the same in CPU seconds (user + sys: steadier on a shared machine,
+    where other jobs' load inflates wall time); the bare figure is its timed compute only."""
+    stage, one_bag, bare = best["stage"], best["one_bag"], best["bare"]
+    return {
+        "stage_over_bare_wall": round(stage["wall_s"] / bare["compute_s"], 3),
+        "stage_over_bare_cpu": round(stage["cpu_s"] / bare["compute_cpu_s"], 3),
+        "stage_over_one_bag_wall": round(stage["wall_s"] / one_bag["wall_s"], 3),
+        "stage_over_one_bag_cpu": round(stage["cpu_s"] / one_bag["cpu_s"], 3),
+        "stage_over_one_bag_peak_rss": round(stage["peak_rss_gb"] / one_bag["peak_rss_gb"], 3),
+        "one_bag_over_bare_cpu": round(one_bag["cpu_s"] / bare["compute_cpu_s"], 3),
+    }
+
+
+def per_patch(row: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds per real patch of the bare compute: training (forward + backward + step, per
+    patch and epoch) and prediction (one forward), over the patches the worker actually ran."""
+    bare = row["best"]["bare"]
+    return {
+        "train_cpu_s_per_patch_epoch": bare["train_compute_cpu_s"] / bare["train_patches"],
+        "predict_cpu_s_per_patch": (bare["compute_cpu_s"] - bare["train_compute_cpu_s"])
+        / bare["predict_patches"],
+    }
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --------------------------------------------------------------------------------- workers --
+def _setup(root: Path, stage: str, epochs: int) -> tuple[Any, ...]:
+    import torch
+
+    from steph.config import load_project
+    from steph.data import load_cohort, load_split, open_bags
+    from steph.models.abmil import create_abmil
+    from steph.pipeline._source_model import fit_settings
+    from steph.runtime import seed_everything
+    from steph.theta0 import load_theta0
+
+    layout, config = load_project(root, {"train.epochs": epochs, "train.device": "cpu"})
+    cohort = load_cohort(layout, config, TARGET)
+    split = load_split(layout, cohort, FOLD)
+    bags = open_bags(layout, config, cohort, [*split.train, *split.test])
+    train = cohort.targets(split.train, config.model)
+    settings = fit_settings(config)
+    theta0 = load_theta0(layout, model=config.model)
+    seed_everything(settings.seed)
+    if stage == "train":
+        model = create_abmil(bags.dim, config.model)
+        model.load_state_dict(theta0.state)
+    else:
+        from steph.config import MergeConfig
+        from steph.merging import MERGE_METHODS, MergeContext
+        from steph.merging.inputs import load_inputs
+
+        inputs = load_inputs(layout, TARGET, FOLD, SOURCES, 0, theta0)
+        ctx = MergeContext(
+            target=TARGET,
+            fold=FOLD,
+            theta0=inputs.theta0.state,
+            target_vector=inputs.target_vector,
+            source_names=inputs.source_names,
+            source_vectors=inputs.source_vectors,
+            config=MergeConfig(top_k=2, sources=list(SOURCES)),
+            model_config=config.model,
+            dim_in=bags.dim,
+            device=torch.device("cpu"),
+            seed=settings.seed,
+            fit_settings=settings,
+        )
+        model = MERGE_METHODS.get("steph").build(ctx)
+    return model, bags, train, split, settings
+
+
+def _step_objects(model: Any, settings: Any, steps: int) -> tuple[Any, Any]:
+    from steph.training.optim import build_optimizer, cosine_with_warmup
+
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = cosine_with_warmup(
+        optimizer,
+        warmup_steps=math.floor(settings.warmup_epochs * steps),
+        total_steps=settings.epochs * steps,
+    )
+    return optimizer, scheduler
+
+
+def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]:
+    """``one_bag`` or ``bare`` (see the module docstring)."""
+    import torch
+
+    from steph.survival import surv_mle_loss
+    from steph.training.batching import epoch_batches
+    from steph.training.loop import _as_output
+
+    model, bags, train, split, settings = _setup(root, stage, epochs)
+    steps = len(train) // settings.batch_size
+    optimizer, scheduler = _step_objects(model, settings, steps)
+    generator = torch.Generator().manual_seed(settings.seed)
+    compute = cpu = 0.0
+    seen = {"train": 0, "predict": 0}
+    for _ in range(settings.epochs):
+        model.train()
+        for batch in epoch_batches(len(train), settings.batch_size, generator):
+            index = torch.tensor(batch)
+            y, e = train.bins[index], train.events[index]
+            xs = [bags.get(train.ids[i]).unsqueeze(0) for i in batch]
+            seen["train"] += sum(int(x.shape[1]) for x in xs)
+            start, cpu0 = time.perf_counter(), time.process_time()
+            optimizer.zero_grad(set_to_none=True)
+            if mode == "one_bag":  # the reference: 16 forwards, one loss, one backward
+                outs = [_as_output(model(x)) for x in xs]
+                loss = surv_mle_loss(torch.sigmoid(torch.cat([o.logits for o in outs])), y, e)
+                if outs[0].aux_loss is not None:
+                    loss = loss + torch.stack([o.aux_loss for o in outs]).mean()  # type: ignore[misc]
+                loss.backward()
+            else:  # bare: every bag alone, its backward right away
+                for j, x in enumerate(xs):
+                    out = _as_output(model(x))
+                    loss = surv_mle_loss(torch.sigmoid(out.logits), y[j : j + 1], e[j : j + 1])
+                    if out.aux_loss is not None:
+                        loss = loss + out.aux_loss
+                    (loss / len(xs)).backward()
+            optimizer.step()
+            scheduler.step()
+            compute += time.perf_counter() - start
+            cpu += time.process_time() - cpu0
+    train_s, train_cpu = compute, cpu
+    model.eval()
+    with torch.no_grad():
+        for pid in [*split.test, *split.train]:
+            x = bags.get(pid).unsqueeze(0)
+            seen["predict"] += int(x.shape[1])
+            start, cpu0 = time.perf_counter(), time.process_time()
+            torch.sigmoid(_as_output(model(x)).logits)
+            compute += time.perf_counter() - start
+            cpu += time.process_time() - cpu0
+    return {
+        "compute_s": round(compute, 2),
+        "compute_cpu_s": round(cpu, 2),
+        "train_compute_s": round(train_s, 2),
+        "train_compute_cpu_s": round(train_cpu, 2),
+        "train_patches": seen["train"],
+        "predict_patches": seen["predict"],
+    }
+
+
+def run_huge(root: Path, stage: str, patches: int, dim: int, budget: int) -> dict[str, Any]:
+    """One optimiser step (train-source's ABMIL or STEPH top-2) on a single ``patches``-long bag,
+    through :func:`steph.training.loop.fit`, then its prediction; ``budget`` as
+    ``train.max_bag_batch_patches`` (0 = automatic, -1 = the whole bag at once)."""
+    import torch
+
+    from steph.config import MergeConfig, ModelConfig
+    from steph.data import BagStore
+    from steph.merging import MERGE_METHODS, MergeContext
+    from steph.models.abmil import create_abmil
+    from steph.training.loop import FitSettings, SurvivalTargets, fit, predict
+
+    torch.manual_seed(0)
+    bag = torch.randn(patches, dim)
+    store = BagStore.in_memory({"P": bag})
+    data = SurvivalTargets(["P"], torch.tensor([900.0]), torch.tensor([1]), torch.tensor([2]))
+    settings = FitSettings(epochs=1, batch_size=1, max_batch_patches=budget)
+    model_config = ModelConfig()
+    if stage == "train":
+        model: Any = create_abmil(dim, model_config)
+    else:
+        theta0 = {k: v.detach() for k, v in create_abmil(dim, model_config).state_dict().items()}
+        vectors = [{k: 0.01 * torch.randn_like(v) for k, v in theta0.items()} for _ in range(3)]
+        ctx = MergeContext(
+            target=TARGET,
+            fold=0,
+            theta0=theta0,
+            target_vector=vectors[0],
+            source_names=SOURCES,
+            source_vectors=tuple(vectors[1:]),
+            config=MergeConfig(top_k=2),
+            model_config=model_config,
+            dim_in=dim,
+            device=torch.device("cpu"),
+            seed=0,
+            fit_settings=settings,
+        )
+        model = MERGE_METHODS.get("steph").build(ctx)
+    start = time.perf_counter()
+    losses = fit(model, data, store, settings, device=torch.device("cpu"))
+    hazards, _ = predict(model, ["P"], store, device=torch.device("cpu"), max_batch_patches=budget)
+    return {
+        "seconds": round(time.perf_counter() - start, 2),
+        "finite": bool(math.isfinite(losses[0]) and torch.isfinite(hazards).all()),
+        "input_gb": round(bag.numel() * 4 / 2**30, 3),
+    }
+
+
+if __name__ == "__main__":
+    mode, root_arg, stage_arg, *rest = sys.argv[1:]
+    if mode == "huge":
+        result = run_huge(Path(root_arg), stage_arg, *(int(v) for v in rest))  # type: ignore[call-arg]
+    else:
+        result = run_worker(mode, Path(root_arg), stage_arg, int(rest[0]))
+    print(json.dumps(result))

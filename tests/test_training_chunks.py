@@ -1,0 +1,132 @@
+"""Chunked execution (real patches only) gives the loss and gradients of one whole-batch pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _merge_helpers import DIM, context
+
+from steph.data import BagStore
+from steph.merging import MERGE_METHODS
+from steph.models.abmil import ABMIL, capture_attention, encode, patch_chunking
+from steph.survival import surv_mle_loss
+from steph.training.batching import auto_patch_budget, pad_bags, plan_chunks
+from steph.training.loop import FitSettings, _as_output, backward_chunks, load_chunks, predict
+
+SETTINGS = FitSettings(epochs=1)
+LENGTHS = (3, 41, 7, 8, 19, 2, 64, 9, 11, 30, 5, 6, 17, 4, 25, 12)
+"""16 bags, heavy-tailed: the longest exceed the smallest budget below (patch-chunked pooling)."""
+
+
+def batch(seed: int = 3) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    bags = [torch.randn(k, DIM, generator=g) for k in LENGTHS]
+    bins = torch.randint(0, 8, (len(bags),), generator=g)
+    events = torch.tensor([1, 0] * (len(bags) // 2))
+    return bags, bins, events
+
+
+def reference_gradients(model: torch.nn.Module, bags, bins, events) -> tuple[float, list[torch.Tensor]]:
+    """One padded forward of the whole batch, one SurvMLE (+ aux), one backward (independent path)."""
+    x, mask = pad_bags(bags)
+    out = _as_output(model(x, mask))
+    loss = surv_mle_loss(torch.sigmoid(out.logits), bins, events)
+    if out.aux_loss is not None:
+        loss = loss + out.aux_loss
+    params = [p for p in model.parameters() if p.requires_grad]
+    return float(loss.detach()), [g.clone() for g in torch.autograd.grad(loss, params)]
+
+
+def chunked_gradients(model: torch.nn.Module, bags, bins, events, budget: int):
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = None
+    parts = load_chunks(bags, bins, events, budget)
+    loss = backward_chunks(model, parts, SETTINGS, device=torch.device("cpu"), budget=budget)
+    return loss, [p.grad.clone() for p in params], len(parts)
+
+
+def models() -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    built: dict[str, torch.nn.Module] = {"abmil": ABMIL(DIM, dim_emb=8, dim_attn=4)}
+    for name in ("steph", "roupkt", "adamerging"):
+        method = MERGE_METHODS.get(name)
+        built[name] = method.build(context(4, top_k=2))
+    return built
+
+
+@pytest.mark.parametrize("name", ["abmil", "steph", "roupkt", "adamerging"])
+@pytest.mark.parametrize("budget", [1, 16, 48, 1000])
+def test_chunked_batch_has_the_whole_batch_loss_and_gradients(name: str, budget: int) -> None:
+    model = models()[name].eval()  # no dropout: the same function on both paths
+    bags, bins, events = batch()
+    loss, grads = reference_gradients(model, bags, bins, events)
+    chunk_loss, chunk_grads, n_parts = chunked_gradients(model, bags, bins, events, budget)
+    assert n_parts > 1
+    assert abs(chunk_loss - loss) < 1e-6
+    for a, b in zip(grads, chunk_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), float((a - b).abs().max())
+
+
+def test_plan_chunks_pays_little_padding_and_covers_the_batch() -> None:
+    parts = plan_chunks(LENGTHS, 48)
+    assert sorted(i for p in parts for i in p) == list(range(len(LENGTHS)))
+    for part in parts:
+        longest, real = max(LENGTHS[i] for i in part), sum(LENGTHS[i] for i in part)
+        assert len(part) == 1 or (len(part) * longest <= 48 and len(part) * longest <= 1.1 * real)
+    assert plan_chunks(LENGTHS, -1) == [list(range(len(LENGTHS)))]
+    assert auto_patch_budget(torch.device("cpu"), 1536) > 0
+
+
+def test_patch_chunked_pooling_equals_one_softmax_with_padding_and_attention() -> None:
+    torch.manual_seed(1)
+    model = ABMIL(DIM, dim_emb=8, dim_attn=4, dropout=0.0)
+    bags, _, _ = batch()
+    x, mask = pad_bags(bags)
+    params = model.encoder_params()
+    with capture_attention() as whole_alpha:
+        whole = encode(params, x, mask)
+    with patch_chunking(10), capture_attention() as chunk_alpha:
+        chunked = encode(params, x, mask)
+    assert torch.allclose(whole, chunked, atol=1e-6)
+    assert torch.allclose(whole_alpha[0], chunk_alpha[0], atol=1e-7)
+    assert float(chunk_alpha[0][~mask].abs().max()) == 0.0
+
+
+def test_dropout_masks_survive_the_checkpoint_recompute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With dropout, backward recomputes each chunk with the forward's masks: the gradients equal
+    those of the same chunked forward run without checkpointing (activations kept)."""
+    import steph.models.abmil as abmil
+
+    torch.manual_seed(2)
+    model = ABMIL(DIM, dim_emb=8, dim_attn=4, dropout=0.5).train()
+    bag = torch.randn(1, 50, DIM)
+
+    def gradients() -> list[torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(5)
+        with patch_chunking(7):
+            model(bag).square().sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    checkpointed = gradients()
+    monkeypatch.setattr(abmil, "checkpoint", lambda fn, *args, **_: fn(*args))
+    kept = gradients()
+    for a, b in zip(checkpointed, kept, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_predict_is_the_same_under_every_budget() -> None:
+    torch.manual_seed(0)
+    model = models()["steph"]
+
+    bags, _, _ = batch()
+    store = BagStore.in_memory({f"p{i}": b for i, b in enumerate(bags)})
+    ids = [f"p{i}" for i in range(len(bags))]
+    whole, extras = predict(model, ids, store, device=torch.device("cpu"), max_batch_patches=-1)
+    for budget in (0, 1, 16):
+        chunked, chunk_extras = predict(
+            model, ids, store, device=torch.device("cpu"), max_batch_patches=budget
+        )
+        assert torch.allclose(whole, chunked, atol=1e-6)
+        assert torch.equal(extras["selected"], chunk_extras["selected"])
