@@ -90,6 +90,8 @@ def predict_patients(
     name: str | None = None,
     out: Path | None = None,
     overwrite: bool = False,
+    explain: bool = False,
+    patches: int = 8,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Predict the patients of ``manifest`` (or of ``slides``) with a bundle or a project model.
@@ -100,7 +102,11 @@ def predict_patients(
         mpp: microns per pixel of slides that record none (as ``stephctl extract --mpp``).
         name, out: the run folder is ``out``, else ``predictions/<name>/`` of the project (name
             default: the bundle's file name, or ``<target>_<method>_fold_<k>``).
-        overwrite: redo a finished run (otherwise it is skipped).
+        overwrite: redo a finished run (otherwise it is skipped; a finished run without the
+            ``explain`` pages asked for is redone).
+        explain: also write each patient's explain pages under ``patients/<patient_id>/``
+            (:mod:`~steph.evaluation.predict_explain`; an ensemble shows its folds' mean attention).
+        patches: patches per row of the explain montage.
 
     Raises:
         ConfigError: no or two models, no inputs, or a finished run of another model or inputs.
@@ -126,6 +132,7 @@ def predict_patients(
         "inputs": _inputs_id(manifest, inputs),
     }
     report = StageReport(STAGE)
+    wanted = {"patches": int(patches)} if explain else None
     if run.meta.is_file() and not overwrite:
         done = read_json(run.meta)
         if done.get("signature") != signature:
@@ -133,9 +140,13 @@ def predict_patients(
                 f"{run.root} holds a prediction of another model or manifest",
                 hint="choose another --name/--out, or --overwrite to replace it",
             )
-        report.add(run.root.name, Status.SKIPPED, f"{run.root} exists (use --overwrite to redo)")
-        report.outputs["predictions"] = str(run.file("predictions.csv"))
-        return report
+        pages = _explained(done, wanted)
+        if pages is not None:
+            report.add(run.root.name, Status.SKIPPED, f"{run.root} exists (use --overwrite to redo)")
+            report.outputs["predictions"] = str(run.file("predictions.csv"))
+            if explain:
+                report.outputs["pages"] = pages
+            return report
     with hold(run.meta, what=f"prediction {run.root.name}"):
         run.meta.unlink(missing_ok=True)
         cases, bags, failures = _gather(layout, run, model, inputs, mpp, device, progress)
@@ -154,18 +165,64 @@ def predict_patients(
                 device=device,
                 max_batch_patches=config.train.max_bag_batch_patches,
             )
-        # `predict --explain` hooks in here: for each case in `cases`, `model.modules` (fold, module),
-        # `bags[case.patient_id]` (the slides' features concatenated in slide order), `case.coords()`
-        # and `case.slide_files`; run the module under steph.models.abmil.capture_attention().
         _write(run, model, ids, hazards, surv, failures)
-        write_json(run.meta, _meta(model, signature, manifest, inputs, cases, failures))
+        explained = {}
+        if explain:
+            from ..explain.inputs import slide_files
+            from .predict_explain import explain_cases
+
+            risks = dict(zip(ids, (-surv.sum(dim=1)).tolist(), strict=True))
+            images = slide_files(layout) if layout.manifest.is_file() else {}
+            for page in explain_cases(
+                run, model, cases, bags, risks, device=device, top_n=patches, images=images, progress=progress
+            ):
+                explained[page.patient_id] = page
+        meta = _meta(model, signature, manifest, inputs, cases, failures)
+        if explain:
+            meta["explain"] = dict(
+                wanted or {},
+                pages={p: str(e.page) for p, e in explained.items() if e.page and not e.problems},
+            )
+        write_json(run.meta, meta)
     for case in cases:
         report.add(case.patient_id, Status.DONE, f"{len(case.slide_ids)} slide(s)")
+    for pid, page in explained.items():
+        details = {"files": [str(f) for f in page.files], "notices": page.notices}
+        if page.problems:  # the prediction stands; the page lacks images (or is missing): say how to fix
+            what = f"{pid}: explain page " + ("incomplete" if page.page else "not written")
+            report.add(
+                f"{pid}/explain",
+                Status.FAILED,
+                f"{what}: {'; '.join(page.problems)}",
+                hint=page.hint,
+                **details,
+            )
+        else:
+            report.add(f"{pid}/explain", Status.DONE, str(page.page), **details)
     for pid, exc in failures.items():
         report.add(pid, Status.FAILED, str(exc), hint=exc.hint)  # one line: what, where and the fix
     log.info("%s: %d patients predicted, %d failed", run.root, len(ids), len(failures))
     report.outputs.update(predictions=str(run.file("predictions.csv")), run=str(run.root))
+    if explain:
+        report.outputs["pages"] = [str(p.page) for p in explained.values() if p.page]
     return report
+
+
+def _explained(done: dict[str, object], wanted: dict[str, int] | None) -> list[str] | None:
+    """The pages of a finished run when it has what is asked for (None: redo the run).
+
+    A run without pages, with other explain settings, or whose pages are gone is redone when
+    ``--explain`` asks for pages; without ``--explain`` any finished run will do.
+    """
+    if wanted is None:
+        return []
+    record = done.get("explain")
+    if not isinstance(record, dict) or record.get("patches") != wanted["patches"]:
+        return None
+    pages = [str(p) for p in dict(record.get("pages") or {}).values()]
+    if len(pages) != int(done.get("patients") or 0):  # some page is incomplete or missing
+        return None
+    return pages if all(Path(p).is_file() for p in pages) else None
 
 
 def _load(
