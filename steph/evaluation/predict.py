@@ -10,8 +10,9 @@ Outputs in the run folder (``predictions/<name>/`` or ``--out``): ``predictions.
 (patient_id, risk, risk_group, hazard_1..hazard_T; risk = -sum_j S_j, higher = riskier;
 risk_group splits at the model's training median risk when it is known), ``survival.csv``
 (patient_id and S at the end of every yearly bin, ``surv_<day>d``), ``failures.csv`` (only when some
-patients could not be predicted: the reason and the fix) and ``meta.json`` (model identity, inputs, versions;
-written last). A patient that fails does not stop the others (exit 2); when
+patients could not be predicted: the reason and the fix), with ``--explain`` the explain pages of
+every patient under ``patients/<patient_id>/`` (:mod:`~steph.evaluation.predict_explain`), and
+``meta.json`` (model identity, inputs, versions, pages; written last). A patient that fails does not stop the others (exit 2); when
 none can be predicted, the first reason is raised (exit 1).
 """
 
