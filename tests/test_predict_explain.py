@@ -193,3 +193,60 @@ def test_an_ensemble_shows_the_mean_of_its_folds_attention_and_transfer() -> Non
     np.testing.assert_allclose(transfer.lam, [0.2, 0.5], rtol=1e-6)
     assert transfer.selected == (False, True)
     assert patient_transfer(model, [{}, {}, {}]) is None  # cancer-specific: no chart
+
+
+@pytest.mark.slow
+def test_steph_bundle_pages_carry_the_patients_transfer_and_an_ensemble_the_fold_mean(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, cli
+) -> None:
+    """Project A's STEPH fold 0 as a bundle: each test patient's bars are the run's coefficients.csv;
+    the all-folds bundle's page attention is the mean of the fold modules' (computed here)."""
+    from _bundle_project import project_a
+
+    from steph.bundles.model import load_bundle_model
+    from steph.data import load_cohort, load_split
+    from steph.evaluation.inputs import read_coefficients
+    from steph.fileio import read_csv
+
+    a = project_a(tmp_path_factory)
+    layout, config = load_project(a)
+    run_name = "steph-top1"
+    test = list(load_split(layout, load_cohort(layout, config, TARGET), 0).test)[:2]
+    rows = [r for r in read_csv(a / "slides" / "manifest.csv") if r["patient_id"] in test]
+    manifest = tmp_path / "m.csv"
+    write_csv(
+        manifest,
+        ["patient_id", "slide_id", "path"],
+        [[r["patient_id"], r["slide_id"], r["path"]] for r in rows],
+    )
+    coefficients = read_coefficients(layout.merged_file(TARGET, run_name, 0, "coefficients.csv"))
+    for folds, name in ((["-k", 0], "one"), (["--all-folds"], "all")):
+        bundle = tmp_path / f"{name}.safetensors"
+        exported = cli("-p", a, "export", "-t", TARGET, "-m", run_name, *folds, "--out", bundle)
+        assert exported.exit_code == 0, exported.output
+        out = tmp_path / name
+        result = cli("-p", a, "predict", "--manifest", manifest, "--model", bundle, "--out", out, "--explain",
+                     "--patches", 2, "--json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert len(report["outputs"]["pages"]) == len(test)
+        items = {i["key"]: i for i in report["items"]}
+        model = load_bundle_model(bundle, device=torch.device("cpu"))
+        meta = json.loads((out / "meta.json").read_text())
+        for pid in test:
+            details = items[f"{pid}/explain"]["details"]
+            assert any(Path(f).name == "transfer.png" for f in details["files"])
+            files = [Path(f) for f in meta["slides"][pid].values()]
+            slide_ids = list(meta["slides"][pid])
+            page = np.concatenate([_geojson_attention(out / "patients" / pid, s)[0] for s in slide_ids])
+            expected = np.mean([_independent_attention(m, files) for _, m in model.modules], axis=0)
+            np.testing.assert_allclose(page, expected, rtol=1e-5, atol=1e-9)
+            assert page.sum() == pytest.approx(1.0, abs=1e-6)
+            if name == "one":
+                mine = [r for r in coefficients if r["patient_id"] == pid]
+                assert details["transfer"]["sources"] == [r["source"] for r in mine]
+                np.testing.assert_allclose(details["transfer"]["w"], [float(r["w"]) for r in mine], atol=1e-6)
+                np.testing.assert_allclose(
+                    details["transfer"]["lambda"], [float(r["lambda"]) for r in mine], atol=1e-6
+                )
+                assert details["transfer"]["selected"] == [float(r["selected"]) > 0 for r in mine]

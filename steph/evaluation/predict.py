@@ -188,7 +188,15 @@ def predict_patients(
     for case in cases:
         report.add(case.patient_id, Status.DONE, f"{len(case.slide_ids)} slide(s)")
     for pid, page in explained.items():
-        details = {"files": [str(f) for f in page.files], "notices": page.notices}
+        details: dict[str, object] = {"files": [str(f) for f in page.files], "notices": page.notices}
+        if page.transfer is not None:
+            t = page.transfer
+            details["transfer"] = {
+                "sources": list(t.sources),
+                "w": list(t.w),
+                "lambda": list(t.lam),
+                "selected": list(t.selected),
+            }
         if page.problems:  # the prediction stands; the page lacks images (or is missing): say how to fix
             what = f"{pid}: explain page " + ("incomplete" if page.page else "not written")
             report.add(

@@ -50,6 +50,8 @@ class ExplainedPatient:
     problems: list[str] = field(default_factory=list)
     """Images left out (a slide that cannot be read) or the reason no page was written."""
     hint: str | None = None
+    transfer: Transfer | None = None
+    """The STEPH coefficients drawn (None: not a STEPH model)."""
 
 
 def patient_attention(model: LoadedModel, bag: Tensor, device: torch.device) -> tuple[np.ndarray, list]:
@@ -142,6 +144,7 @@ def explain_cases(
             else:
                 done.page, done.files = page.html, list(page.files)
                 done.notices, done.problems = list(page.notices), list(page.problems)
+                done.transfer = transfer
             out.append(done)
             progress.advance("explain", 1, item=case.patient_id)
     finally:
