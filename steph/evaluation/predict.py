@@ -10,10 +10,10 @@ Outputs in the run folder (``predictions/<name>/`` or ``--out``): ``predictions.
 (patient_id, risk, risk_group, hazard_1..hazard_T; risk = -sum_j S_j, higher = riskier;
 risk_group splits at the model's training median risk when it is known), ``survival.csv``
 (patient_id and S at the end of every yearly bin, ``surv_<day>d``), ``failures.csv`` (only when some
-patients could not be predicted: the reason and the fix), with ``--explain`` the explain pages of
-every patient under ``patients/<patient_id>/`` (:mod:`~steph.evaluation.predict_explain`), and
-``meta.json`` (model identity, inputs, versions, pages; written last). A patient that fails does not stop the others (exit 2); when
-none can be predicted, the first reason is raised (exit 1).
+patients could not be predicted: the reason and the fix), with ``--explain`` the explain pages
+of every patient under ``patients/<patient_id>/`` (:mod:`~steph.evaluation.predict_explain`),
+and ``meta.json`` (model identity, inputs, versions, pages; written last). A patient that fails
+does not stop the others (exit 2); when none can be predicted, the first reason is raised (exit 1).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .predictors import LoadedModel, project_model
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
+    from .predict_explain import ExplainedPatient
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ def predict_patients(
         "inputs": _inputs_id(manifest, inputs),
     }
     report = StageReport(STAGE)
-    wanted = {"patches": int(patches)} if explain else None
+    if explain:
+        from . import predict_explain as px
     if run.meta.is_file() and not overwrite:
         done = read_json(run.meta)
         if done.get("signature") != signature:
@@ -141,7 +143,7 @@ def predict_patients(
                 f"{run.root} holds a prediction of another model or manifest",
                 hint="choose another --name/--out, or --overwrite to replace it",
             )
-        pages = _explained(done, wanted)
+        pages = px.finished_pages(done, patches) if explain else []
         if pages is not None:
             report.add(run.root.name, Status.SKIPPED, f"{run.root} exists (use --overwrite to redo)")
             report.outputs["predictions"] = str(run.file("predictions.csv"))
@@ -167,47 +169,24 @@ def predict_patients(
                 max_batch_patches=config.train.max_bag_batch_patches,
             )
         _write(run, model, ids, hazards, surv, failures)
-        explained = {}
+        explained: dict[str, ExplainedPatient] = {}
         if explain:
             from ..explain.inputs import slide_files
-            from .predict_explain import explain_cases
 
             risks = dict(zip(ids, (-surv.sum(dim=1)).tolist(), strict=True))
             images = slide_files(layout) if layout.manifest.is_file() else {}
-            for page in explain_cases(
+            for page in px.explain_cases(
                 run, model, cases, bags, risks, device=device, top_n=patches, images=images, progress=progress
             ):
                 explained[page.patient_id] = page
         meta = _meta(model, signature, manifest, inputs, cases, failures)
         if explain:
-            meta["explain"] = dict(
-                wanted or {},
-                pages={p: str(e.page) for p, e in explained.items() if e.page and not e.problems},
-            )
+            meta["explain"] = px.explain_record(explained.values(), patches)
         write_json(run.meta, meta)
     for case in cases:
         report.add(case.patient_id, Status.DONE, f"{len(case.slide_ids)} slide(s)")
-    for pid, page in explained.items():
-        details: dict[str, object] = {"files": [str(f) for f in page.files], "notices": page.notices}
-        if page.transfer is not None:
-            t = page.transfer
-            details["transfer"] = {
-                "sources": list(t.sources),
-                "w": list(t.w),
-                "lambda": list(t.lam),
-                "selected": list(t.selected),
-            }
-        if page.problems:  # the prediction stands; the page lacks images (or is missing): say how to fix
-            what = f"{pid}: explain page " + ("incomplete" if page.page else "not written")
-            report.add(
-                f"{pid}/explain",
-                Status.FAILED,
-                f"{what}: {'; '.join(page.problems)}",
-                hint=page.hint,
-                **details,
-            )
-        else:
-            report.add(f"{pid}/explain", Status.DONE, str(page.page), **details)
+    if explain:
+        px.add_pages(report, explained.values())
     for pid, exc in failures.items():
         report.add(pid, Status.FAILED, str(exc), hint=exc.hint)  # one line: what, where and the fix
     log.info("%s: %d patients predicted, %d failed", run.root, len(ids), len(failures))
@@ -215,23 +194,6 @@ def predict_patients(
     if explain:
         report.outputs["pages"] = [str(p.page) for p in explained.values() if p.page]
     return report
-
-
-def _explained(done: dict[str, object], wanted: dict[str, int] | None) -> list[str] | None:
-    """The pages of a finished run when it has what is asked for (None: redo the run).
-
-    A run without pages, with other explain settings, or whose pages are gone is redone when
-    ``--explain`` asks for pages; without ``--explain`` any finished run will do.
-    """
-    if wanted is None:
-        return []
-    record = done.get("explain")
-    if not isinstance(record, dict) or record.get("patches") != wanted["patches"]:
-        return None
-    pages = [str(p) for p in dict(record.get("pages") or {}).values()]
-    if len(pages) != int(done.get("patients") or 0):  # some page is incomplete or missing
-        return None
-    return pages if all(Path(p).is_file() for p in pages) else None
 
 
 def _load(

@@ -16,7 +16,7 @@ and left out of the montage.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ from ..explain import Transfer, render_patient
 from ..explain.inputs import live_transfer, read_geometry, slide_inputs
 from ..explain.stage import run_attention
 from ..progress import NULL_PROGRESS, Progress
+from ..report import StageReport, Status
 
 if TYPE_CHECKING:
     from ..layout import PredictionLayout
@@ -150,6 +151,50 @@ def explain_cases(
     finally:
         progress.finish("explain")
     return out
+
+
+def explain_record(explained: Iterable[ExplainedPatient], patches: int) -> dict[str, object]:
+    """What a run's ``meta.json`` keeps of ``--explain``: the settings and the complete pages."""
+    pages = {e.patient_id: str(e.page) for e in explained if e.page and not e.problems}
+    return {"patches": int(patches), "pages": pages}
+
+
+def finished_pages(meta: Mapping[str, object], patches: int) -> list[str] | None:
+    """The pages of a finished run when they are all there, made with ``patches`` (None: redo).
+
+    A run without pages, with another ``patches``, with an incomplete page (a slide that could not
+    be read) or whose pages are gone is redone.
+    """
+    record = meta.get("explain")
+    if not isinstance(record, dict) or record.get("patches") != int(patches):
+        return None
+    pages = [str(p) for p in dict(record.get("pages") or {}).values()]
+    if len(pages) != int(str(meta.get("patients") or 0)):
+        return None
+    return pages if all(Path(p).is_file() for p in pages) else None
+
+
+def add_pages(report: StageReport, explained: Iterable[ExplainedPatient]) -> None:
+    """One report item ``<patient_id>/explain`` per patient: its files, notices and transfer.
+
+    A page with problems is FAILED (the prediction stands; exit 2 says something is to fix).
+    """
+    for page in explained:
+        key = f"{page.patient_id}/explain"
+        details: dict[str, object] = {"files": [str(f) for f in page.files], "notices": page.notices}
+        if page.transfer is not None:
+            t = page.transfer
+            details["transfer"] = {
+                "sources": list(t.sources),
+                "w": list(t.w),
+                "lambda": list(t.lam),
+                "selected": list(t.selected),
+            }
+        if page.problems:
+            what = f"{page.patient_id}: explain page " + ("incomplete" if page.page else "not written")
+            report.add(key, Status.FAILED, f"{what}: {'; '.join(page.problems)}", hint=page.hint, **details)
+        else:
+            report.add(key, Status.DONE, str(page.page), **details)
 
 
 def _rows(path: Path, slide_id: str) -> int:
