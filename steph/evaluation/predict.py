@@ -108,7 +108,7 @@ def predict_patients(
             ``explain`` pages asked for is redone).
         explain: also write each patient's explain pages under ``patients/<patient_id>/``
             (:mod:`~steph.evaluation.predict_explain`; an ensemble shows its folds' mean attention).
-        patches: patches per row of the explain montage.
+        patches: most and least attended patches shown (each) in the explain montage.
 
     Raises:
         ConfigError: no or two models, no inputs, or a finished run of another model or inputs.

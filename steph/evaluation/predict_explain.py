@@ -55,9 +55,15 @@ class ExplainedPatient:
     """The STEPH coefficients drawn (None: not a STEPH model)."""
 
 
-def patient_attention(model: LoadedModel, bag: Tensor, device: torch.device) -> tuple[np.ndarray, list]:
-    """Attention ``[K]`` of the model on one bag (mean over an ensemble's folds) and, per fold,
-    the forward pass's extras (STEPH: ``w``, ``lambda``, ``selected``)."""
+def patient_attention(
+    model: LoadedModel, bag: Tensor, device: torch.device
+) -> tuple[np.ndarray, list[dict[str, Tensor]]]:
+    """Attention ``[K]`` of the model on one bag and, per fold, the forward pass's extras
+    (STEPH: ``w``, ``lambda``, ``selected``).
+
+    ``a_k = (1/F) sum_f a_k^(f)`` over the ``F`` fold modules, ``a^(f)`` being the softmax of
+    fold ``f``'s last attention pooling on the bag (one fold: its own attention).
+    """
     maps, extras = [], []
     for _, module in model.modules:
         attention, _ = run_attention(module, bag, device)
@@ -67,7 +73,11 @@ def patient_attention(model: LoadedModel, bag: Tensor, device: torch.device) -> 
 
 
 def patient_transfer(model: LoadedModel, extras: Sequence[Mapping[str, Tensor]]) -> Transfer | None:
-    """The patient's transfer coefficients (fold mean of ``w`` and ``lambda``; selected by most folds)."""
+    """The patient's transfer coefficients from each fold's extras, or None (not STEPH).
+
+    One fold: its ``w``, ``lambda`` and selection. ``F`` folds: ``w_s = (1/F) sum_f w_s^(f)``,
+    ``lambda_s`` likewise, and source ``s`` is marked selected when ``#{f: selected_s^(f)} > F/2``.
+    """
     per_fold = [
         live_transfer(dict(e), model.sources.get(fold, ()))
         for (fold, _), e in zip(model.modules, extras, strict=True)
@@ -104,7 +114,7 @@ def explain_cases(
 
     Args:
         risks: patient id -> the prediction's risk (shown on the page).
-        top_n: patches per montage row.
+        top_n: most and least attended patches shown (each) in the montage.
         images: slide id -> slide file for slides the cases give no file for (project slides).
 
     A patient whose feature files carry no coordinates gets no page (its reason and fix in
