@@ -66,6 +66,7 @@ DIR/task_vectors/<CANCER>/fold_<k>.json  of an imported source: `imported_from` 
 DIR/exports/<name>.safetensors          `stephctl export` / `export-sources` bundles: tensors + JSON model card (docs/sharing.md)
 DIR/predictions/<name>/                 `stephctl predict` output: predictions.csv, survival.csv, failures.csv, meta.json
 DIR/predictions/<name>/features/<encoder>/   features of new slides extracted with the bundle's encoder, patch size and MPP
+DIR/predictions/<name>/patients/<patient_id>/   `predict --explain`: heatmaps, patches, transfer, GeoJSON, index.html
 DIR/logs/                               per-run logs of every stage, Slurm job logs
 """
 
@@ -538,6 +539,13 @@ class PredictionLayout:
     def features(self, encoder: str, slide_id: str) -> Path:
         """Features of a new slide, extracted by predict with the model's encoder and settings."""
         return self.root / "features" / encoder_dir_name(encoder) / f"{check_safe_id(slide_id)}.h5"
+
+    def patient_dir(self, patient_id: str) -> Path:
+        """One predicted patient's explanation pages (``predict --explain``)."""
+        return self.root / "patients" / check_safe_id(patient_id, "patient_id")
+
+    def patient_page(self, patient_id: str) -> Path:
+        return self.patient_dir(patient_id) / "index.html"
 
     def thumbnail(self, encoder: str, slide_id: str) -> Path:
         return (

@@ -55,6 +55,10 @@ def load_bundle_model(
             bin_width_days=float(bins["width_days"]),
             train_median_risk=None if cut is None else float(cut),
             identity={"bundle": str(bundle.path), "bundle_sha256": bundle.sha256, "card": card},
+            sources={
+                int(entry["fold"]): tuple(str(name) for name in dict(entry.get("source_vectors") or {}))
+                for entry in card["models"]
+            },
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(

@@ -10,9 +10,10 @@ Outputs in the run folder (``predictions/<name>/`` or ``--out``): ``predictions.
 (patient_id, risk, risk_group, hazard_1..hazard_T; risk = -sum_j S_j, higher = riskier;
 risk_group splits at the model's training median risk when it is known), ``survival.csv``
 (patient_id and S at the end of every yearly bin, ``surv_<day>d``), ``failures.csv`` (only when some
-patients could not be predicted: the reason and the fix) and ``meta.json`` (model identity, inputs, versions;
-written last). A patient that fails does not stop the others (exit 2); when
-none can be predicted, the first reason is raised (exit 1).
+patients could not be predicted: the reason and the fix), with ``--explain`` the explain pages
+of every patient under ``patients/<patient_id>/`` (:mod:`~steph.evaluation.predict_explain`),
+and ``meta.json`` (model identity, inputs, versions, pages; written last). A patient that fails
+does not stop the others (exit 2); when none can be predicted, the first reason is raised (exit 1).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .predictors import LoadedModel, project_model
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
+    from .predict_explain import ExplainedPatient
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ def predict_patients(
     name: str | None = None,
     out: Path | None = None,
     overwrite: bool = False,
+    explain: bool = False,
+    patches: int = 8,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Predict the patients of ``manifest`` (or of ``slides``) with a bundle or a project model.
@@ -100,7 +104,11 @@ def predict_patients(
         mpp: microns per pixel of slides that record none (as ``stephctl extract --mpp``).
         name, out: the run folder is ``out``, else ``predictions/<name>/`` of the project (name
             default: the bundle's file name, or ``<target>_<method>_fold_<k>``).
-        overwrite: redo a finished run (otherwise it is skipped).
+        overwrite: redo a finished run (otherwise it is skipped; a finished run without the
+            ``explain`` pages asked for is redone).
+        explain: also write each patient's explain pages under ``patients/<patient_id>/``
+            (:mod:`~steph.evaluation.predict_explain`; an ensemble shows its folds' mean attention).
+        patches: most and least attended patches shown (each) in the explain montage.
 
     Raises:
         ConfigError: no or two models, no inputs, or a finished run of another model or inputs.
@@ -126,6 +134,8 @@ def predict_patients(
         "inputs": _inputs_id(manifest, inputs),
     }
     report = StageReport(STAGE)
+    if explain:
+        from . import predict_explain as px
     if run.meta.is_file() and not overwrite:
         done = read_json(run.meta)
         if done.get("signature") != signature:
@@ -133,9 +143,13 @@ def predict_patients(
                 f"{run.root} holds a prediction of another model or manifest",
                 hint="choose another --name/--out, or --overwrite to replace it",
             )
-        report.add(run.root.name, Status.SKIPPED, f"{run.root} exists (use --overwrite to redo)")
-        report.outputs["predictions"] = str(run.file("predictions.csv"))
-        return report
+        pages = px.finished_pages(done, patches) if explain else []
+        if pages is not None:
+            report.add(run.root.name, Status.SKIPPED, f"{run.root} exists (use --overwrite to redo)")
+            report.outputs["predictions"] = str(run.file("predictions.csv"))
+            if explain:
+                report.outputs["pages"] = pages
+            return report
     with hold(run.meta, what=f"prediction {run.root.name}"):
         run.meta.unlink(missing_ok=True)
         cases, bags, failures = _gather(layout, run, model, inputs, mpp, device, progress)
@@ -155,17 +169,31 @@ def predict_patients(
                 max_batch_patches=config.train.max_bag_batch_patches,
                 precision=config.train.precision,
             )
-        # `predict --explain` hooks in here: for each case in `cases`, `model.modules` (fold, module),
-        # `bags[case.patient_id]` (the slides' features concatenated in slide order), `case.coords()`
-        # and `case.slide_files`; run the module under steph.models.abmil.capture_attention().
         _write(run, model, ids, hazards, surv, failures)
-        write_json(run.meta, _meta(model, signature, manifest, inputs, cases, failures))
+        explained: dict[str, ExplainedPatient] = {}
+        if explain:
+            from ..explain.inputs import slide_files
+
+            risks = dict(zip(ids, (-surv.sum(dim=1)).tolist(), strict=True))
+            images = slide_files(layout) if layout.manifest.is_file() else {}
+            for page in px.explain_cases(
+                run, model, cases, bags, risks, device=device, top_n=patches, images=images, progress=progress
+            ):
+                explained[page.patient_id] = page
+        meta = _meta(model, signature, manifest, inputs, cases, failures)
+        if explain:
+            meta["explain"] = px.explain_record(explained.values(), patches)
+        write_json(run.meta, meta)
     for case in cases:
         report.add(case.patient_id, Status.DONE, f"{len(case.slide_ids)} slide(s)")
+    if explain:
+        px.add_pages(report, explained.values())
     for pid, exc in failures.items():
         report.add(pid, Status.FAILED, str(exc), hint=exc.hint)  # one line: what, where and the fix
     log.info("%s: %d patients predicted, %d failed", run.root, len(ids), len(failures))
     report.outputs.update(predictions=str(run.file("predictions.csv")), run=str(run.root))
+    if explain:
+        report.outputs["pages"] = [str(p.page) for p in explained.values() if p.page]
     return report
 
 

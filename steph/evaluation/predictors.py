@@ -49,6 +49,8 @@ class LoadedModel:
     train_median_risk: float | None
     identity: dict[str, Any] = field(default_factory=dict)
     """What identifies the model in a run's meta.json (bundle sha256, or target/method/fold)."""
+    sources: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """Per fold of a merged model: its source cancers, in the order of its transfer coefficients."""
 
     def predict(
         self,
@@ -148,4 +150,13 @@ def project_model(
         bin_width_days=config.model.bin_width_days,
         train_median_risk=train_median_risk(layout.result_metrics(target, method, fold)),
         identity={"target": target, "method": method, "fold": fold},
+        sources={fold: _merged_sources(layout, target, method, fold)},
     )
+
+
+def _merged_sources(layout: ProjectLayout, target: str, method: str, fold: int) -> tuple[str, ...]:
+    """Source cancers of a merged run (``meta.json`` ``sources``; none for cancer-specific)."""
+    meta = layout.merged_file(target, method, fold, "meta.json") if method != CANCER_SPECIFIC else None
+    if meta is None or not meta.is_file():
+        return ()
+    return tuple(str(s) for s in read_json(meta).get("sources", []))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +13,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.features import H5_SUFFIXES, read_features
+from ..data.features import read_features
+from ..data.stores import H5Store
 from ..errors import DataError, MissingArtifactError
 from ..evaluation.inputs import read_coefficients
 from ..layout import CANCER_SPECIFIC, ProjectLayout
+from .render import SlideInput
 from .transfer import Transfer
 
 COEFFICIENTS_FILE = "coefficients.csv"
@@ -27,14 +29,22 @@ NO_COORDS_HINT = (
 
 
 @dataclass(frozen=True)
-class SlidePatches:
-    """One slide's features with where each patch lies on the slide."""
+class SlideGeometry:
+    """Where each patch of one slide lies: level-0 ``coords`` ``[N, 2]`` and the patch edge."""
 
     slide_id: str
-    features: Tensor
     coords: np.ndarray
     patch_size_level0: int
+    """Patch edge in level-0 pixels."""
     patch_size: int | None
+    """Patch edge at the extraction resolution (None when the file does not say)."""
+
+
+@dataclass(frozen=True)
+class SlidePatches(SlideGeometry):
+    """One slide's features with where each patch lies on the slide."""
+
+    features: Tensor
 
 
 def _attr(handle: h5py.File, name: str) -> float | None:
@@ -54,17 +64,28 @@ def _grid_step(coords: np.ndarray) -> int | None:
 
 
 def read_slide_patches(path: Path, slide_id: str) -> SlidePatches:
-    """Features ``[N, D]`` and level-0 coords ``[N, 2]`` of one slide, and its patch size.
+    """Features ``[N, D]`` and level-0 coords ``[N, 2]`` of one slide, and its patch size
+    (see :func:`read_geometry`).
+
+    Raises:
+        DataError: the file has no ``coords`` (or they do not fit the features).
+    """
+    features = read_features(path)
+    geometry = read_geometry(path, slide_id, patches=features.shape[0])
+    return SlidePatches(**{f: getattr(geometry, f) for f in _GEOMETRY_FIELDS}, features=features)
+
+
+def read_geometry(path: Path, slide_id: str, *, patches: int) -> SlideGeometry:
+    """Level-0 coords ``[N, 2]`` of one slide's ``patches`` feature rows, and its patch size.
 
     The level-0 patch edge is the file's ``patch_size_level0`` (ours and TRIDENT's, on the file
     or on ``coords``), else ``patch_size * target_mpp / slide_mpp``, else ``patch_size``, else the
     smallest step between distinct coordinates.
 
     Raises:
-        DataError: the file has no ``coords`` (or they do not fit the features).
+        DataError: the file has no ``coords``, or not one row per feature row.
     """
-    features = read_features(path)
-    if path.suffix.lower() not in H5_SUFFIXES:
+    if path.suffix.lower() not in H5Store.suffixes:
         raise DataError(f"slide {slide_id}: {path} has no patch coordinates", hint=NO_COORDS_HINT)
     with h5py.File(path, "r") as handle:
         if not isinstance(handle.get("coords"), h5py.Dataset):
@@ -73,15 +94,51 @@ def read_slide_patches(path: Path, slide_id: str) -> SlidePatches:
         ps0 = _attr(handle, "patch_size_level0")
         size = _attr(handle, "patch_size")
         target, slide_mpp = _attr(handle, "target_mpp"), _attr(handle, "slide_mpp")
-    if len(coords) != features.shape[0]:
+    if len(coords) != patches:
         raise DataError(
-            f"slide {slide_id}: {path} has {len(coords)} coords for {features.shape[0]} patches",
+            f"slide {slide_id}: {path} has {len(coords)} coords for {patches} patches",
             hint=NO_COORDS_HINT,
         )
     if ps0 is None and size is not None and target is not None and slide_mpp is not None:
         ps0 = size * target / slide_mpp
     ps0 = ps0 or size or _grid_step(coords) or 1.0
-    return SlidePatches(slide_id, features, coords, max(1, round(ps0)), round(size) if size else None)
+    return SlideGeometry(slide_id, coords, max(1, round(ps0)), round(size) if size else None)
+
+
+_GEOMETRY_FIELDS = ("slide_id", "coords", "patch_size_level0", "patch_size")
+
+
+def slide_inputs(
+    slides: Sequence[SlideGeometry],
+    attention: np.ndarray,
+    compare: np.ndarray | None,
+    images: Mapping[str, Path | None],
+) -> list[SlideInput]:
+    """Split a patient's attention ``[K]`` (bag order: the slides' patches one after the other)
+    into the renderer's per-slide inputs; ``images`` maps slide id -> slide file (absent: grid).
+
+    Raises:
+        DataError: the attention does not have one weight per patch of the slides.
+    """
+    out, start = [], 0
+    total = sum(len(s.coords) for s in slides)
+    if total != len(attention) or (compare is not None and len(compare) != total):
+        raise DataError(f"the model returned {len(attention)} attention weights for {total} patches")
+    for s in slides:
+        part = slice(start, start + len(s.coords))
+        start = part.stop
+        out.append(
+            SlideInput(
+                s.slide_id,
+                s.coords,
+                s.patch_size_level0,
+                attention[part],
+                compare=None if compare is None else compare[part],
+                slide_path=images.get(s.slide_id),
+                patch_size=s.patch_size,
+            )
+        )
+    return out
 
 
 def slide_files(layout: ProjectLayout) -> dict[str, Path]:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
-from ..errors import ConfigError, DataError, StephError
+from ..errors import ConfigError, ConsistencyError, StephError
 from ..fileio import read_json, sha256_file, write_json
 from ..layout import CANCER_SPECIFIC, ProjectLayout, normalize_cancer
 from ..progress import NULL_PROGRESS, Progress
@@ -32,12 +32,13 @@ from .inputs import (
     live_transfer,
     read_slide_patches,
     slide_files,
+    slide_inputs,
     stored_transfer,
     test_risks,
     trained_model_file,
 )
 from .page import write_index
-from .render import SlideInput, render_patient
+from .render import render_patient
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -92,7 +93,6 @@ def explain_patients(
             without the fold's predictions.
     """
     from ..data import load_cohort
-    from ..evaluation.predict import load_predictor
     from ..runtime import resolve_device
 
     target = normalize_cancer(target)
@@ -143,9 +143,7 @@ def explain_patients(
             bag = torch.cat([s.features for s in slides])
             for m in (method, compare):
                 if m and m not in models:
-                    models[m] = load_predictor(
-                        layout, config, target, m, fold, dim_in=bag.shape[1], device=device
-                    )[0]
+                    models[m] = _project_module(layout, config, target, m, fold, bag.shape[1], device)
             attention, risk = run_attention(models[method], bag, device)
             transfer = stored_transfer(layout, target, method, fold, pid)
             origin = "coefficients.csv of the run"
@@ -153,7 +151,7 @@ def explain_patients(
                 transfer = live_transfer(getattr(models[method], "last_extras", {}), sources)
                 origin = "computed now (not a test patient of this fold)"
             other = run_attention(models[compare], bag, device)[0] if compare else None
-            inputs = _slide_inputs(slides, attention, other, images)
+            inputs = slide_inputs(slides, attention, other, images)
             role = "test" if pid in fold_risks else "training"
             facts = [("target / fold", f"{target} / fold {fold} ({role} patient)")]
             if pid in fold_risks:
@@ -212,6 +210,28 @@ def explain_patients(
     return report
 
 
+def _project_module(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    target: str,
+    method: str,
+    fold: int,
+    dim: int,
+    device: torch.device,
+) -> nn.Module:
+    """The trained module of (target, method, fold), checked against the features' ``D``."""
+    from ..evaluation.predictors import project_model
+
+    model = project_model(layout, config, target, method, fold, device=device)
+    if model.dim_in != dim:
+        raise ConsistencyError(
+            f"{target} {method} fold {fold} takes {model.dim_in}-dimensional features, "
+            f"the patient's have {dim}",
+            hint="explain with the encoder the model was trained on (`encoder:` in stephctl.yaml)",
+        )
+    return model.modules[0][1]
+
+
 def _sources(layout: ProjectLayout, target: str, method: str, fold: int) -> list[str]:
     meta = layout.merged_file(target, method, fold, "meta.json") if method != CANCER_SPECIFIC else None
     if meta is None or not meta.is_file():
@@ -239,29 +259,6 @@ def _unchanged(path: Path, record: dict[str, object]) -> bool:
         return False
     files = done.pop("files", [])
     return done == record and all((path.parent / f).is_file() for f in files)
-
-
-def _slide_inputs(
-    slides: Sequence[SlidePatches], attention: np.ndarray, other: np.ndarray | None, images: dict[str, Path]
-) -> list[SlideInput]:
-    out, start = [], 0
-    for s in slides:
-        part = slice(start, start + len(s.coords))
-        start = part.stop
-        out.append(
-            SlideInput(
-                s.slide_id,
-                s.coords,
-                s.patch_size_level0,
-                attention[part],
-                compare=None if other is None else other[part],
-                slide_path=images.get(s.slide_id),
-                patch_size=s.patch_size,
-            )
-        )
-    if start != len(attention):
-        raise DataError(f"the model returned {len(attention)} attention weights for {start} patches")
-    return out
 
 
 def _write_index(layout: ProjectLayout, target: str) -> Path:

@@ -70,11 +70,27 @@ def predict(
         typer.Option("--name", help="Run name under predictions/ (default: the bundle's or model's name)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a finished prediction run.")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Also write each patient's explain pages (attention heatmaps, top patches, STEPH "
+            "transfer, QuPath GeoJSON) under patients/<patient_id>/ of the run; an ensemble shows "
+            "its folds' mean attention.",
+        ),
+    ] = False,
+    patches: Annotated[
+        int,
+        typer.Option(
+            "--patches", min=1, help="With --explain: most and least attended patches shown per row."
+        ),
+    ] = 8,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Predict new patients with a bundle (--model) or a project model (-t/-m/-k): features are
     reused or extracted with the model's encoder, patch size and MPP; writes predictions.csv (risk,
-    risk group at the training median, hazards), survival.csv (S per yearly bin), failures.csv."""
+    risk group at the training median, hazards), survival.csv (S per yearly bin), failures.csv;
+    with --explain, each patient's heatmap pages."""
     if (model is None) == (target is None and method is None and fold is None):
         fail(
             "give either --model BUNDLE or --target, --method and --fold",
@@ -107,6 +123,8 @@ def predict(
         name=name,
         out=out,
         overwrite=overwrite,
+        explain=explain,
+        patches=patches,
         as_json=json_out,
     )
 
