@@ -10,7 +10,9 @@ SurvMLE plus the reference's regulariser on the coefficients (``calc_merge_weigh
 
     gamma * [ (log sum_j exp c_j)^2 + (1/k) sum_{j in top-k(c)} c_j ]
 
-where the second term is there only when ``top_k`` is set (``merge.top_k``; off by default).
+where the second term is there only when ``k`` is set (``--option top_k_loss=k``, the
+reference's ``task_ari_topk_task_vectors``; off by default, the coefficients are never
+truncated to the top k, as in the reference's ``MergedModel``).
 This is the reference's ``MergedModel`` in its ``ADA`` mode (STEPH_SPEC section 7): supervised by
 the survival loss, not by AdaMerging's entropy on unlabeled data (Yang et al., ICLR 2024).
 
@@ -58,7 +60,7 @@ class AdaSettings:
     gamma: float = field(
         default=0.005, metadata=doc("weight of the coefficient regulariser (z-loss [+ mean top-k])")
     )
-    top_k: int | None = field(
+    top_k_loss: int | None = field(
         default=None,
         metadata=doc(
             "add the mean of the top-k coefficients to the regulariser (the reference's task_ari_topk_task_vectors)"
@@ -166,10 +168,10 @@ class AdaMerging(MergeMethod):
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)
         s = self.settings(config)
-        if s.top_k is not None and s.top_k > n_sources + 1:
+        if s.top_k_loss is not None and not 1 <= s.top_k_loss <= n_sources + 1:
             raise ConfigError(
-                f"top-k is {s.top_k} but {self.name} has only {n_sources + 1} task vectors",
-                hint=f"lower it with --top-k {n_sources + 1}",
+                f"top_k_loss is {s.top_k_loss} but {self.name} has only {n_sources + 1} task vectors",
+                hint=f"lower it with --option top_k_loss={n_sources + 1}",
             )
         if not s.hypernet and s.output != "relu":
             raise ConfigError(
@@ -194,7 +196,7 @@ class AdaMerging(MergeMethod):
             "time_bins": ctx.model_config.time_bins,
             "dropout": ctx.model_config.dropout,
             "gamma": float(s.gamma),
-            "top_k": s.top_k,
+            "top_k": s.top_k_loss,
             "hypernet": s.hypernet,
             "output": s.output,
         }

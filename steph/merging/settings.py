@@ -73,10 +73,12 @@ def read_settings(cls: type, config: MergeConfig, method: str) -> Any:
             raw, where = config.options[field.name], f"merge.options.{field.name}"
         try:
             values[field.name] = coerce(hints[field.name], raw, where)
-        except ConfigError as exc:
+        except ConfigError:
             raise ConfigError(
-                f"{exc.message} (method {method!r})",
-                hint=f"{help_of(field) or field.name}; default {field.default!r}",
+                f"{where} = {raw!r} for method {method!r}: expected {type_label(hints[field.name])}",
+                hint=f"{help_of(field) or field.name}; e.g. --option {field.name}={field.default!r}"
+                if where.startswith("merge.options")
+                else f"{help_of(field) or field.name}; default {field.default!r}",
             ) from None
     try:
         return cls(**values)
@@ -139,6 +141,6 @@ def type_label(tp: Any) -> str:
     return "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def setting(default: Any, help: str, **metadata: Any) -> Any:
-    """A settings field: ``setting(0.2, "fraction kept by TIES")``."""
-    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+def doc(help: str, **metadata: Any) -> dict[str, Any]:
+    """A settings field's metadata: ``field(default=0.2, metadata=doc("fraction kept by TIES"))``."""
+    return {"help": help, **metadata}

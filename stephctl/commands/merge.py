@@ -36,7 +36,12 @@ def merge(
         int | None, typer.Option("--epochs", help="Training epochs (default train.epochs).")
     ] = None,
     gamma: Annotated[
-        float | None, typer.Option("--gamma", help="Aggregation loss weight (0.005; also 0.05).")
+        str | None,
+        typer.Option(
+            "--gamma",
+            help="Aggregation loss weight (0.005; also 0.05), or auto: chosen from merge.gamma_grid by "
+            "inner cross-validation on the target's training split.",
+        ),
     ] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="Mixing loss weight (0.05).")] = None,
     mix: Annotated[
@@ -61,6 +66,14 @@ def merge(
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo runs that are already done.")] = False,
+    paper: Annotated[
+        bool,
+        typer.Option(
+            "--paper",
+            help="Run the paper's comparison set: Model Avg., AdaMerging, TIES/Surgery/Iso-C AM (each also "
+            "+ hypernetwork), ROUPKT, STEPH and its ablations.",
+        ),
+    ] = False,
     list_methods: Annotated[
         bool, typer.Option("--list-methods", help="List the merge methods with a reference each, and exit.")
     ] = False,
@@ -92,7 +105,7 @@ def merge(
         "merge.source_fold": source_fold,
         "merge.top_k": top_k,
         "merge.epochs": epochs,
-        "merge.gamma": gamma,
+        "merge.gamma": _parse_gamma(gamma),
         "merge.beta": beta,
         "merge.mix": mix,
         "merge.fixed_lambda": fixed_lambda,
@@ -108,7 +121,7 @@ def merge(
         task_index=task_index,
         as_json=json_out,
         overrides=overrides,
-        selection={"target": target, "methods": method, "folds": fold},
+        selection={"target": target, "methods": method, "folds": fold, "paper": paper},
         options={"overwrite": overwrite},
         clear_stale_locks=clear_stale_locks,
     ):
@@ -126,8 +139,18 @@ def merge(
         methods=method,
         folds=fold,
         overwrite=overwrite,
+        paper=paper,
         as_json=json_out,
     )
+
+
+def _parse_gamma(value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        fail(f"--gamma {value!r} is neither a number nor auto", hint="e.g. --gamma 0.05 or --gamma auto")
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -156,9 +179,12 @@ def _print_methods(json_out: bool) -> None:
         print_json(rows)
         return
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for column in ("method", "description", "reference", "settings / options"):
+    for column in ("method", "description", "reference", "settings (merge: field or --option KEY=default)"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        opts = [*row["settings"], *(f"{k}={v}" for k, v in row["options"].items())]
+        opts = [
+            *(f"--{k.replace('_', '-')}" for k in row["settings"]),
+            *(f"{k}={v}" for k, v in row["options"].items()),
+        ]
         table.add_row(row["name"], row["description"], row["reference"], ", ".join(opts) or "-")
     out_console.print(table)
