@@ -88,18 +88,31 @@ QUICK = BenchSize(
     top_k=2,
 )
 
+HYPERNET = {"merge.options.hypernet": True}
+
 VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("task arithmetic", "task-arithmetic", {}),
-    ("TIES", "ties", {}),
+    ("Model Avg. (target head)", "model-avg", {}),
+    ("task arithmetic (target head)", "task-arithmetic", {}),
+    ("TIES (target head)", "ties", {}),
+    ("AdaMerging", "adamerging", {}),
+    ("AdaMerging + hypernetwork", "adamerging", HYPERNET),
+    ("TIES AM", "ties-adamerging", {}),
+    ("TIES AM + hypernetwork", "ties-adamerging", HYPERNET),
+    ("Surgery AM", "surgery-adamerging", {}),
+    ("Surgery AM + hypernetwork", "surgery-adamerging", HYPERNET),
+    ("Iso-C AM", "iso-c-adamerging", {}),
+    ("Iso-C AM + hypernetwork", "iso-c-adamerging", HYPERNET),
     ("ROUPKT", "roupkt", {}),
     ("STEPH", "steph", {}),
     ("STEPH, lambda = 0 (source vectors only)", "steph", {"merge.mix": "fixed", "merge.fixed_lambda": 0.0}),
     ("STEPH, lambda = 1 (target vector only)", "steph", {"merge.mix": "fixed", "merge.fixed_lambda": 1.0}),
     ("STEPH, lambda a global parameter", "steph", {"merge.mix": "global"}),
-    ("STEPH, no sparsity (all sources)", "steph", {"merge.sparse": False, "merge.top_k": 5}),
+    ("STEPH, no sparsity (all sources)", "steph", {"merge.sparse": False}),
     ("STEPH, w a global parameter", "steph", {"merge.weights": "global"}),
 )
-"""(label, merge method, config overrides) of every merged model; ablations as STEPH_SPEC section 8."""
+"""(label, merge method, config overrides) of every merged model: the paper's comparison set
+(``stephctl merge --paper``) plus task arithmetic and data-free TIES; ablations as STEPH_SPEC
+section 8. The fixed-weight merges keep the target model's own head, as the reference."""
 
 
 def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[str, Any]:
@@ -136,7 +149,11 @@ def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[
         CANCER_SPECIFIC: {"run": CANCER_SPECIFIC, "folds": _fold_values(layout, CANCER_SPECIFIC)}
     }
     for label, method, overrides in VARIANTS:
-        uses_top_k = size.top_k is not None and "top_k" in MERGE_METHODS.get(method).config_fields
+        uses_top_k = (
+            size.top_k is not None
+            and "top_k" in MERGE_METHODS.get(method).config_fields
+            and overrides.get("merge.sparse", True)
+        )
         top_k = {"merge.top_k": size.top_k} if uses_top_k else {}
         _, variant = load_project(root, {**on_target, **top_k, **overrides})
         run = plan_merge(layout, variant, target=TARGET, methods=[method])[0].params["run"]
@@ -214,12 +231,18 @@ def _cell(summary: dict[str, Any]) -> str:
     return f"{summary['mean']:.4f}{sd}"
 
 
-def run_sharing(base: Path, size: BenchSize, sharing: float, seeds: tuple[int, ...]) -> dict[str, Any]:
-    """One sharing value over several cohort draws; fold values are pooled seed by seed."""
+def run_sharing(
+    base: Path, size: BenchSize, sharing: float, seeds: tuple[int, ...], partial: Path | None = None
+) -> dict[str, Any]:
+    """One sharing value over several cohort draws; fold values are pooled seed by seed. Each
+    finished draw is appended to ``partial`` (JSON lines) so an interrupted run shows its progress."""
     runs = []
     for seed in seeds:
         print(f"[transfer] sharing {sharing:g}, seed {seed} ...", file=sys.stderr, flush=True)
         runs.append(run_setting(base / f"sharing-{sharing:g}-seed-{seed}", size, sharing, seed))
+        if partial is not None:
+            with partial.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"sharing": sharing, "seed": seed, **runs[-1]}) + "\n")
     pooled = {
         label: {"run": entry["run"], **_summary([v for r in runs for v in r["methods"][label]["values"]])}
         for label, entry in runs[0]["methods"].items()
@@ -235,6 +258,7 @@ def run(
     seeds: tuple[int, ...] = (0,),
     work: Path | None = None,
     target_epochs: int | None = None,
+    partial: Path | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the JSON document (settings, per-setting results, markdown)."""
     size = QUICK if quick else FULL
@@ -243,7 +267,7 @@ def run(
     base = Path(tempfile.mkdtemp(prefix="stephctl-transfer-")) if work is None else work
     started = time.perf_counter()
     try:
-        results = [run_sharing(base, size, s, seeds) for s in sharing or size.sharing]
+        results = [run_sharing(base, size, s, seeds, partial) for s in sharing or size.sharing]
     finally:
         if work is None:
             shutil.rmtree(base, ignore_errors=True)
@@ -283,15 +307,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sharing = tuple(args.sharing) if args.sharing else None
-    document = run(
-        args.quick, sharing=sharing, seeds=tuple(args.seeds), work=args.work, target_epochs=args.target_epochs
-    )
-    document["command"] = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / f"transfer-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}"
+    partial = stem.with_suffix(".partial.jsonl")
+    document = run(
+        args.quick,
+        sharing=sharing,
+        seeds=tuple(args.seeds),
+        work=args.work,
+        target_epochs=args.target_epochs,
+        partial=partial,
+    )
+    document["command"] = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     stem.with_suffix(".md").write_text(document["markdown"], encoding="utf-8")
     sys.stdout.write(document["markdown"])
+    partial.unlink(missing_ok=True)
     print(f"[transfer] wrote {stem}.json and .md", file=sys.stderr)
     return 0
 

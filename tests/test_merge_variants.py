@@ -167,7 +167,9 @@ def test_surgery_starts_at_the_merged_representation_and_learns_to_align() -> No
 def test_per_patient_weights_equal_the_hypernetwork_head(name: str, output: str) -> None:
     ctx = context(3, options={"hypernet": True, "output": output})
     method = MERGE_METHODS.get(name)
-    assert method.run_name(ctx.config) == name + "-hypernet" + ("" if output == "relu" else f"-output-{output}")
+    assert method.run_name(ctx.config) == name + "-hypernet" + (
+        "" if output == "relu" else f"-output-{output}"
+    )
     model = method.build(ctx).eval()
     assert isinstance(model, AdaMergingModel) and model.coefficients is None
     data = list(bags(3).values())
@@ -178,7 +180,9 @@ def test_per_patient_weights_equal_the_hypernetwork_head(name: str, output: str)
         for b, bag in enumerate(data):
             h = torch.relu(bag @ net.embed.weight.T + net.embed.bias).mean(dim=0)
             logits = net.agg(h)
-            fn = {"relu": torch.relu, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus}[output]
+            fn = {"relu": torch.relu, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus}[
+                output
+            ]
             assert torch.allclose(out.extras["coefficients"][b], fn(logits), atol=1e-6)
             # the bag's encoder is the base plus its own weighted task vectors
             c = out.extras["coefficients"][b]
