@@ -7,6 +7,7 @@ paper's main and ablation tables. Settings given on the command line (``--top-k`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -59,3 +60,38 @@ hypernetwork coefficients over the raw task vectors are exactly "AdaMerging + hy
 
 CANCER_SPECIFIC = ("Cancer-specific", "cancer-specific")
 """The paper's first row: the target's own model, written by ``stephctl train-source``."""
+
+
+PAPER_RUNS: dict[str, str] = {
+    "cancer-specific": "Cancer-specific",
+    "model-avg": "Model Avg.",
+    "adamerging": "AdaMerging",
+    "adamerging-hypernet": "AdaMerging + hypernetwork",
+    "ties-adamerging": "TIES AM",
+    "ties-adamerging-hypernet": "TIES AM + hypernetwork",
+    "surgery-adamerging": "Surgery AM",
+    "surgery-adamerging-hypernet": "Surgery AM + hypernetwork",
+    "iso-c-adamerging": "Iso-C AM",
+    "iso-c-adamerging-hypernet": "Iso-C AM + hypernetwork",
+    "roupkt": "ROUPKT",
+    "steph": "STEPH",
+    "steph-fixed-lambda0": "STEPH, lambda = 0 (sources only)",
+    "steph-fixed-lambda1": "STEPH, lambda = 1 (target only)",
+    "steph-global-lambda": "STEPH, lambda a global vector",
+    "steph-dense": "STEPH, no sparsity (all sources)",
+    "steph-global-w": "STEPH, w a global vector",
+}
+"""Folder name (with the paper's default settings) -> row label, in the paper's order. Folders
+with a ``-top<k>`` or ``-gamma<g>`` suffix map to the same row (:func:`paper_row`)."""
+
+
+def paper_row(run: str) -> str | None:
+    """The paper row of a results folder: ``steph-top3`` -> ``STEPH``; None when it is none.
+
+    >>> paper_row("steph-global-w-top3-gamma0.05"), paper_row("ties-adamerging-gamma-auto-hypernet")
+    ('STEPH, w a global vector', 'TIES AM + hypernetwork')
+    """
+    return PAPER_RUNS.get(_TUNED.sub("", run))
+
+
+_TUNED = re.compile(r"-(top\d+|gamma-auto|gamma\d[\d.]*(e-?\d+)?)(?=-|$)")
