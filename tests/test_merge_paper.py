@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,18 @@ def test_inner_folds_partition_the_training_patients_by_event() -> None:
     assert sorted(i for f in folds for i in f) == list(range(10))
     counts = [int(events[f].sum()) for f in folds]
     assert max(counts) - min(counts) <= 1
+
+
+def test_cli_paper_lists_one_task_per_row_and_fold(tmp_path_factory: pytest.TempPathFactory, cli) -> None:
+    root = trained_project(tmp_path_factory)
+    out = cli("-p", root, "merge", "--target", "BRCA", "--paper", "--top-k", "3", "--list-tasks", "--json")
+    assert out.exit_code == 0, out.output
+    keys = [t["key"] for t in json.loads(out.stdout)]
+    assert keys == [f"BRCA/{run}/fold_{k}" for k in (0, 1) for run in PAPER_RUNS]
+    bad = cli("-p", root, "merge", "--target", "BRCA", "--gamma", "big")
+    assert bad.exit_code == 1 and "neither a number nor auto" in bad.output
+    listed = json.loads(cli("merge", "--list-methods", "--json").stdout)
+    surgery = next(r for r in listed if r["name"] == "surgery-adamerging")
+    fields = {f["name"]: f for f in surgery["fields"]}
+    assert fields["rank"]["default"] == 16 and fields["rank"]["where"] == "merge.options.rank"
+    assert fields["gamma"]["where"] == "merge.gamma" and fields["hypernet"]["help"]
