@@ -130,3 +130,14 @@ def test_ties_method_uses_the_reference_trim() -> None:
     merged = ref.ties([ref.flat(v) for v in (ctx.target_vector, *ctx.source_vectors)], 0.2, "mean")
     got = ref.flat(model.encoder.as_dict()) - ref.flat(ctx.theta0)
     assert np.allclose(got, merged, atol=1e-6)
+
+
+def test_doctests_of_the_merge_arithmetic() -> None:
+    import doctest
+
+    import steph.merging.paper
+    import steph.merging.settings
+    import steph.merging.ties
+
+    for module in (steph.merging.ties, steph.merging.paper, steph.merging.settings):
+        assert doctest.testmod(module).failed == 0, module.__name__
