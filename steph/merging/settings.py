@@ -89,7 +89,11 @@ def read_settings(cls: type, config: MergeConfig, method: str) -> Any:
 
 
 def suffix(key: str, value: Any) -> str:
-    """``top_k=3`` -> ``top3``; ``sparse=False`` -> ``no-sparse``; ``base='target'`` -> ``base-target``."""
+    """One folder-name suffix for a setting.
+
+    >>> suffix("top_k", 3), suffix("sparse", False), suffix("base", "target"), suffix("scale", 0.5)
+    ('top3', 'no-sparse', 'base-target', 'scale0.5')
+    """
     label = "top" if key == "top_k" else key.replace("_", "-")
     if isinstance(value, bool):
         return label if value else f"no-{label}"
