@@ -251,6 +251,35 @@ def run_sharing(
     return {"sharing": sharing, "seeds": list(seeds), "oracle": oracle, "methods": pooled, "runs": runs}
 
 
+def pool(runs: list[dict[str, Any]], sharing: float) -> dict[str, Any]:
+    """The draws ``runs`` of one sharing value pooled fold by fold (as :func:`run_sharing`)."""
+    labels = [label for label in runs[0]["methods"] if all(label in r["methods"] for r in runs)]
+    pooled = {
+        label: {
+            "run": runs[0]["methods"][label]["run"],
+            **_summary([v for r in runs for v in r["methods"][label]["values"]]),
+        }
+        for label in labels
+    }
+    oracle = _summary([v for r in runs for v in r["oracle"]["values"]])
+    seeds = [r.get("seed", 0) for r in runs]
+    return {"sharing": sharing, "seeds": seeds, "oracle": oracle, "methods": pooled, "runs": runs}
+
+
+def from_partial(paths: list[Path]) -> str:
+    """Markdown of the draws finished so far, read from ``.partial.jsonl`` files (one draw a line),
+    one column per sharing value; a column pools the draws it has (their count is in the header)."""
+    draws: dict[float, list[dict[str, Any]]] = {}
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                draws.setdefault(float(record["sharing"]), []).append(record)
+    results = [pool(runs, sharing) for sharing, runs in sorted(draws.items())]
+    counts = ", ".join(f"sharing {r['sharing']:g}: seeds {r['seeds']}" for r in results)
+    return f"Finished draws: {counts}.\n\n" + markdown(results)
+
+
 def run(
     quick: bool = False,
     *,
@@ -305,7 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out-dir", type=Path, default=HERE / "results", help="where the JSON and markdown go"
     )
+    parser.add_argument(
+        "--from-partial",
+        type=Path,
+        nargs="+",
+        help="print the tables of the draws finished so far (.partial.jsonl files) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.from_partial:
+        sys.stdout.write(from_partial(args.from_partial))
+        return 0
     sharing = tuple(args.sharing) if args.sharing else None
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / f"transfer-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}"
