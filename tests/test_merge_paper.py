@@ -124,3 +124,28 @@ def test_cli_paper_lists_one_task_per_row_and_fold(tmp_path_factory: pytest.Temp
     fields = {f["name"]: f for f in surgery["fields"]}
     assert fields["rank"]["default"] == 16 and fields["rank"]["where"] == "merge.options.rank"
     assert fields["gamma"]["where"] == "merge.gamma" and fields["hypernet"]["help"]
+
+
+def test_the_other_new_methods_and_variants_run_end_to_end(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    root = project_copy(tmp_path_factory, tmp_path / "p")
+    layout, config = load_project(root)
+    report = merge_models(
+        layout, config, target="BRCA", methods=["iso-c", "iso-cts", "iso-cts-adamerging"], folds=[0]
+    )
+    assert [i.status for i in report.items] == [Status.DONE] * 3, report.items
+    variants = {
+        "steph-fnn-lambda-top3": {"merge.mix": "fnn"},
+        "steph-top3-output-sigmoid-base-target": {"merge.options": {"output": "sigmoid", "base": "target"}},
+        "ties-adamerging-hypernet-output-softplus-base-target": {
+            "merge.options": {"base": "target", "hypernet": True, "output": "softplus"}
+        },
+    }
+    for run, overrides in variants.items():
+        method = "ties-adamerging" if run.startswith("ties") else "steph"
+        top_k = {} if method == "ties-adamerging" else {"merge.top_k": 3}
+        layout, config = load_project(root, {**top_k, **overrides})
+        report = merge_models(layout, config, target="BRCA", methods=[method], folds=[0])
+        assert [(i.key, i.status) for i in report.items] == [(f"BRCA/{run}/fold_0", Status.DONE)]
+        assert read_json(layout.result_metrics("BRCA", run, 0))["n"] > 0
