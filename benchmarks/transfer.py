@@ -267,14 +267,23 @@ def pool(runs: list[dict[str, Any]], sharing: float) -> dict[str, Any]:
 
 
 def from_partial(paths: list[Path]) -> str:
-    """Markdown of the draws finished so far, read from ``.partial.jsonl`` files (one draw a line),
-    one column per sharing value; a column pools the draws it has (their count is in the header)."""
+    """Markdown of the draws finished so far, read from ``.partial.jsonl`` files (one draw a line)
+    and finished runs' ``.json`` documents, one column per sharing value; a column pools the draws
+    it has (listed above the tables)."""
     draws: dict[float, list[dict[str, Any]]] = {}
     for path in paths:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                record = json.loads(line)
-                draws.setdefault(float(record["sharing"]), []).append(record)
+        if path.suffix == ".json":
+            document = json.loads(path.read_text(encoding="utf-8"))
+            records = [
+                {"sharing": r["sharing"], "seed": seed, **run}
+                for r in document["results"]
+                for seed, run in zip(r["seeds"], r["runs"], strict=True)
+            ]
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
+        for record in records:
+            draws.setdefault(float(record["sharing"]), []).append(record)
     results = [pool(runs, sharing) for sharing, runs in sorted(draws.items())]
     counts = ", ".join(f"sharing {r['sharing']:g}: seeds {r['seeds']}" for r in results)
     return f"Finished draws: {counts}.\n\n" + markdown(results)
@@ -338,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "--from-partial",
         type=Path,
         nargs="+",
-        help="print the tables of the draws finished so far (.partial.jsonl files) and exit",
+        help="print the tables of the draws in these .partial.jsonl / .json files and exit",
     )
     args = parser.parse_args(argv)
     if args.from_partial:
