@@ -88,18 +88,31 @@ QUICK = BenchSize(
     top_k=2,
 )
 
+HYPERNET = {"merge.options.hypernet": True}
+
 VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("task arithmetic", "task-arithmetic", {}),
-    ("TIES", "ties", {}),
+    ("Model Avg. (target head)", "model-avg", {}),
+    ("task arithmetic (target head)", "task-arithmetic", {}),
+    ("TIES (target head)", "ties", {}),
+    ("AdaMerging", "adamerging", {}),
+    ("AdaMerging + hypernetwork", "adamerging", HYPERNET),
+    ("TIES AM", "ties-adamerging", {}),
+    ("TIES AM + hypernetwork", "ties-adamerging", HYPERNET),
+    ("Surgery AM", "surgery-adamerging", {}),
+    ("Surgery AM + hypernetwork", "surgery-adamerging", HYPERNET),
+    ("Iso-C AM", "iso-c-adamerging", {}),
+    ("Iso-C AM + hypernetwork", "iso-c-adamerging", HYPERNET),
     ("ROUPKT", "roupkt", {}),
     ("STEPH", "steph", {}),
     ("STEPH, lambda = 0 (source vectors only)", "steph", {"merge.mix": "fixed", "merge.fixed_lambda": 0.0}),
     ("STEPH, lambda = 1 (target vector only)", "steph", {"merge.mix": "fixed", "merge.fixed_lambda": 1.0}),
     ("STEPH, lambda a global parameter", "steph", {"merge.mix": "global"}),
-    ("STEPH, no sparsity (all sources)", "steph", {"merge.sparse": False, "merge.top_k": 5}),
+    ("STEPH, no sparsity (all sources)", "steph", {"merge.sparse": False}),
     ("STEPH, w a global parameter", "steph", {"merge.weights": "global"}),
 )
-"""(label, merge method, config overrides) of every merged model; ablations as STEPH_SPEC section 8."""
+"""(label, merge method, config overrides) of every merged model: the paper's comparison set
+(``stephctl merge --paper``) plus task arithmetic and data-free TIES; ablations as STEPH_SPEC
+section 8. The fixed-weight merges keep the target model's own head, as the reference."""
 
 
 def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[str, Any]:
@@ -136,7 +149,11 @@ def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[
         CANCER_SPECIFIC: {"run": CANCER_SPECIFIC, "folds": _fold_values(layout, CANCER_SPECIFIC)}
     }
     for label, method, overrides in VARIANTS:
-        uses_top_k = size.top_k is not None and "top_k" in MERGE_METHODS.get(method).config_fields
+        uses_top_k = (
+            size.top_k is not None
+            and "top_k" in MERGE_METHODS.get(method).config_fields
+            and overrides.get("merge.sparse", True)
+        )
         top_k = {"merge.top_k": size.top_k} if uses_top_k else {}
         _, variant = load_project(root, {**on_target, **top_k, **overrides})
         run = plan_merge(layout, variant, target=TARGET, methods=[method])[0].params["run"]
@@ -214,18 +231,62 @@ def _cell(summary: dict[str, Any]) -> str:
     return f"{summary['mean']:.4f}{sd}"
 
 
-def run_sharing(base: Path, size: BenchSize, sharing: float, seeds: tuple[int, ...]) -> dict[str, Any]:
-    """One sharing value over several cohort draws; fold values are pooled seed by seed."""
+def run_sharing(
+    base: Path, size: BenchSize, sharing: float, seeds: tuple[int, ...], partial: Path | None = None
+) -> dict[str, Any]:
+    """One sharing value over several cohort draws; fold values are pooled seed by seed. Each
+    finished draw is appended to ``partial`` (JSON lines) so an interrupted run shows its progress."""
     runs = []
     for seed in seeds:
         print(f"[transfer] sharing {sharing:g}, seed {seed} ...", file=sys.stderr, flush=True)
         runs.append(run_setting(base / f"sharing-{sharing:g}-seed-{seed}", size, sharing, seed))
+        if partial is not None:
+            with partial.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"sharing": sharing, "seed": seed, **runs[-1]}) + "\n")
     pooled = {
         label: {"run": entry["run"], **_summary([v for r in runs for v in r["methods"][label]["values"]])}
         for label, entry in runs[0]["methods"].items()
     }
     oracle = _summary([v for r in runs for v in r["oracle"]["values"]])
     return {"sharing": sharing, "seeds": list(seeds), "oracle": oracle, "methods": pooled, "runs": runs}
+
+
+def pool(runs: list[dict[str, Any]], sharing: float) -> dict[str, Any]:
+    """The draws ``runs`` of one sharing value pooled fold by fold (as :func:`run_sharing`)."""
+    labels = [label for label in runs[0]["methods"] if all(label in r["methods"] for r in runs)]
+    pooled = {
+        label: {
+            "run": runs[0]["methods"][label]["run"],
+            **_summary([v for r in runs for v in r["methods"][label]["values"]]),
+        }
+        for label in labels
+    }
+    oracle = _summary([v for r in runs for v in r["oracle"]["values"]])
+    seeds = [r.get("seed", 0) for r in runs]
+    return {"sharing": sharing, "seeds": seeds, "oracle": oracle, "methods": pooled, "runs": runs}
+
+
+def from_partial(paths: list[Path]) -> str:
+    """Markdown of the draws finished so far, read from ``.partial.jsonl`` files (one draw a line)
+    and finished runs' ``.json`` documents, one column per sharing value; a column pools the draws
+    it has (listed above the tables)."""
+    draws: dict[float, list[dict[str, Any]]] = {}
+    for path in paths:
+        if path.suffix == ".json":
+            document = json.loads(path.read_text(encoding="utf-8"))
+            records = [
+                {"sharing": r["sharing"], "seed": seed, **run}
+                for r in document["results"]
+                for seed, run in zip(r["seeds"], r["runs"], strict=True)
+            ]
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
+        for record in records:
+            draws.setdefault(float(record["sharing"]), []).append(record)
+    results = [pool(runs, sharing) for sharing, runs in sorted(draws.items())]
+    counts = ", ".join(f"sharing {r['sharing']:g}: seeds {r['seeds']}" for r in results)
+    return f"Finished draws: {counts}.\n\n" + markdown(results)
 
 
 def run(
@@ -235,6 +296,7 @@ def run(
     seeds: tuple[int, ...] = (0,),
     work: Path | None = None,
     target_epochs: int | None = None,
+    partial: Path | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; returns the JSON document (settings, per-setting results, markdown)."""
     size = QUICK if quick else FULL
@@ -243,7 +305,7 @@ def run(
     base = Path(tempfile.mkdtemp(prefix="stephctl-transfer-")) if work is None else work
     started = time.perf_counter()
     try:
-        results = [run_sharing(base, size, s, seeds) for s in sharing or size.sharing]
+        results = [run_sharing(base, size, s, seeds, partial) for s in sharing or size.sharing]
     finally:
         if work is None:
             shutil.rmtree(base, ignore_errors=True)
@@ -281,17 +343,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out-dir", type=Path, default=HERE / "results", help="where the JSON and markdown go"
     )
-    args = parser.parse_args(argv)
-    sharing = tuple(args.sharing) if args.sharing else None
-    document = run(
-        args.quick, sharing=sharing, seeds=tuple(args.seeds), work=args.work, target_epochs=args.target_epochs
+    parser.add_argument(
+        "--from-partial",
+        type=Path,
+        nargs="+",
+        help="print the tables of the draws in these .partial.jsonl / .json files and exit",
     )
-    document["command"] = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.from_partial:
+        sys.stdout.write(from_partial(args.from_partial))
+        return 0
+    sharing = tuple(args.sharing) if args.sharing else None
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / f"transfer-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}"
+    partial = stem.with_suffix(".partial.jsonl")
+    document = run(
+        args.quick,
+        sharing=sharing,
+        seeds=tuple(args.seeds),
+        work=args.work,
+        target_epochs=args.target_epochs,
+        partial=partial,
+    )
+    document["command"] = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     stem.with_suffix(".md").write_text(document["markdown"], encoding="utf-8")
     sys.stdout.write(document["markdown"])
+    partial.unlink(missing_ok=True)
     print(f"[transfer] wrote {stem}.json and .md", file=sys.stderr)
     return 0
 

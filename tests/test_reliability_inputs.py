@@ -167,3 +167,18 @@ def test_status_merge_row_counts_runs_made_with_flags(tmp_path_factory, tmp_path
     after = project_status(layout, config).stage("merge")
     assert (after.total, after.done) == (before.total + 2, before.done + 1)
     assert "BRCA/ties/fold_1" in after.missing
+
+
+def test_merge_option_values_are_read_as_user_yaml(project: Path, cli) -> None:
+    """`--option K=V` values go through the same YAML rules as stephctl.yaml: an anchor or alias
+    is one red line (exit 1), plain text that is not YAML stays text."""
+    from stephctl.commands.merge import _parse_options
+
+    assert _parse_options(["scale=0.5", "name=a: b: c", "grid=[1, 2]"]) == {
+        "merge.options.scale": 0.5,
+        "merge.options.name": "a: b: c",
+        "merge.options.grid": [1, 2],
+    }
+    result = cli("-p", project, "merge", "--target", "BRCA", "--option", "x=&a [1, *a]")
+    assert result.exit_code == 1
+    assert "anchors" in result.output and "Traceback" not in result.output

@@ -104,11 +104,13 @@ merge:
   sources: null              # null = every other cancer
   source_fold: 0             # the reference uses fold-0 source models for every target fold
   folds: null
-  top_k: 5
-  gamma: 0.005               # aggregation loss weight (the authors also used 0.05)
+  top_k: null                # null = each method's default (5 for steph, roupkt)
+  gamma: 0.005               # aggregation loss weight (0.005 or 0.05); auto = inner CV over gamma_grid
+  gamma_grid: [0.005, 0.05]  # candidates of gamma: auto
+  inner_folds: 3             # inner folds of gamma: auto (target's training split only)
   beta: 0.05                 # mixing loss weight
   epochs: null               # null = train.epochs
-  mix: hypernet              # hypernet | fixed | global   (ablations)
+  mix: hypernet              # hypernet | fnn | fixed | global   (ablations)
   fixed_lambda: 1.0          # with mix: fixed (0 = sources only, 1 = target only)
   weights: hypernet          # hypernet | global           (ablation)
   sparse: true               # false = aggregate all sources (ablation)

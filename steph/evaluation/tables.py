@@ -106,7 +106,58 @@ def comparison_tables(summary: Summary, *, resamples: int) -> list[Table]:
                 ],
             )
         )
+    paper = paper_table(summary)
+    if paper is not None:
+        tables.append(paper)
     return tables
+
+
+def paper_table(summary: Summary) -> Table | None:
+    """The paper's table layout: one row per method of the comparison set in the paper's order
+    (cancer-specific, the model-merging baselines with their "+ hypernetwork" rows, ROUPKT,
+    STEPH and its ablations), one column per target with the mean C-index over folds, the mean
+    over targets and its relative change against the reference method; "+ hypernetwork" rows also
+    show the change against the same method without it (the paper's "0.5689 -> 0.6877").
+    None when fewer than three of the paper's methods have results."""
+    from ..merging.paper import PAPER_RUNS, paper_row
+
+    targets = list(summary.per_target)
+    found: dict[str, dict[str, float]] = {}
+    for target, methods in summary.per_target.items():
+        for method, ms in methods.items():
+            row = paper_row(method)
+            if row is not None:
+                found.setdefault(row, {})[target] = ms.mean["c_index"]
+    if len(found) < 3:
+        return None
+    ref_row = paper_row(summary.reference)
+
+    def average(label: str) -> float:
+        values = [found[label].get(t, math.nan) for t in targets]
+        return math.nan if any(math.isnan(v) for v in values) else sum(values) / len(values)
+
+    ref_avg = average(ref_row) if ref_row in found else math.nan
+    rows = []
+    for label in PAPER_RUNS.values():
+        if label not in found:
+            continue
+        avg = average(label)
+        change = math.nan if math.isnan(ref_avg) or math.isnan(avg) else 100 * (avg / ref_avg - 1)
+        without = label.removesuffix(" + hypernetwork")
+        hyper = (
+            f"{average(without):.4f} -> {avg:.4f}"
+            if without != label and without in found and not math.isnan(avg)
+            else ""
+        )
+        cells = [_pm(found[label].get(t, math.nan), math.nan) for t in targets]
+        rows.append([label, *cells, _pm(avg, math.nan), format_change(change), hyper])
+    columns = ["method", *targets, "average", f"vs {summary.reference}", "without -> with hypernetwork"]
+    notes = [
+        "mean test C-index over folds per target, in the paper's row order",
+        "average: mean over the targets (undefined if a target is missing)",
+        f"vs {summary.reference}: 100 (C / C_{summary.reference} - 1) of the averages",
+    ]
+    return Table("paper layout: C-index", columns, rows, notes)
 
 
 def to_markdown(tables: list[Table]) -> str:

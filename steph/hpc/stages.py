@@ -160,7 +160,14 @@ def _plan_merge(layout: ProjectLayout, config: ProjectConfig, selection: Selecti
     if not target:
         raise ConfigError("merge tasks need a target", hint="pass --target, e.g. --target BRCA")
     folds = _target_folds(layout, config, target, selection)
-    return plan_merge(layout, config, target=target, methods=selection.get("methods"), folds=folds)
+    return plan_merge(
+        layout,
+        config,
+        target=target,
+        methods=selection.get("methods"),
+        folds=folds,
+        paper=bool(selection.get("paper")),
+    )
 
 
 def _run_merge(
@@ -178,8 +185,10 @@ def _run_merge(
         layout,
         config,
         target=p["target"],
-        methods=[p["method"]],
+        methods=None if p.get("paper") else [p["method"]],
         folds=[p["fold"]],
+        paper=bool(p.get("paper")),
+        runs=[p["run"]],
         overwrite=overwrite,
         progress=progress,
     )

@@ -8,16 +8,21 @@ A merge method is an instance of a :class:`MergeMethod` subclass registered in
 vectors, the target's training split and its bags, the resolved ``merge:`` config with
 ``options``, the model config, the device and the seed), seeds every RNG, and calls:
 
+0. Settings: a frozen dataclass in ``settings_class``, one field per setting with a default and
+   ``metadata=doc("help")`` (:mod:`steph.merging.settings`). Fields named like a ``merge:``
+   field (``top_k``, ``gamma`` ...) read it; the others are ``merge.options`` keys
+   (``--option KEY=VALUE``). ``self.settings(config)`` returns the typed, checked instance; the
+   run-folder suffixes, ``--list-methods`` and the docs tables come from the same declaration.
+   (``config_fields`` / ``option_defaults``, the older declaration, still work.)
 1. ``check(config, n_sources)`` before any work: raise :class:`~steph.errors.ConfigError` for
-   settings the method cannot run with (the base class validates ``options`` against
-   ``option_defaults``).
+   settings the method cannot run with (the base class validates the settings).
 2. ``build(ctx) -> nn.Module``: the untrained model. ``forward(x [B, K, D], mask [B, K])`` returns
    logits ``[B, T]`` or a :class:`~steph.training.loop.ModelOutput` (logits, ``aux_loss`` added
    to SurvMLE, ``extras`` collected at prediction time). Frozen inputs go in non-persistent
    buffers, so ``state_dict()`` is exactly what is learned. ``build`` must not need the
    training data: :func:`load_merged_model` calls it to rebuild a trained model.
 3. ``train(model, ctx)``: by default the shared training loop over the parameters that
-   require grad (the train-source protocol).
+   require grad (the train-source protocol); nothing when none does.
 4. ``state_files(model)``: the state dict split into the safetensors files named in ``files``;
    ``tables(model, test_ids, extras, ctx)``: extra CSVs (STEPH's ``coefficients.csv``).
 
@@ -25,8 +30,10 @@ vectors, the target's training split and its bags, the resolved ``merge:`` confi
 setting) so that variants sit side by side. A plugin package registers its methods through
 the ``stephctl.merge_methods`` entry-point group with a ``register(registry)`` function.
 
-Data-free baselines still retrain a new prediction head on the target's training split: the
-reference replaces ``pred_head`` in every merged model (``task_ari_module_to_retrain``).
+Fixed-weight merges (``model-avg``, ``task-arithmetic``, ``ties``, ``iso-c``, ``iso-cts``)
+keep the target model's own trained head and are not trained, as the reference's
+``MergedModel`` with fixed weights; learned merges train a new head
+(``task_ari_module_to_retrain: pred_head``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any
 from ..registry import Registry, describe_item
 from .base import MergeContext, MergeMethod, StateDict, Table, method_fields
 from .loading import MergedPredictor, load_merged_model
+from .settings import describe_settings
 
 MERGE_METHODS: Registry[MergeMethod] = Registry(
     "merge method",
@@ -57,6 +65,7 @@ def list_methods() -> list[dict[str, Any]]:
                 "reference": method.reference,
                 "settings": list(method.config_fields),
                 "options": dict(method.option_defaults),
+                "fields": describe_settings(method.settings_type()),
                 "package": MERGE_METHODS.origin(name).describe() or "stephctl",
             }
         )

@@ -1,73 +1,183 @@
-"""AdaMerging-style baselines: one trainable coefficient per task vector, learned with a new head.
+"""AdaMerging-style methods: learned coefficients over task vectors, trained with a new head.
 
-With N task vectors ``tau_1..tau_N`` (the target's same-fold vector first, then the sources):
+With N task vectors ``tau_1..tau_N`` (the target's same-fold vector first, then the sources)
+and the base ``theta0`` (or ``theta_t = theta0 + tau_t`` with ``base: target``):
 
-    theta_enc = theta0 + sum_j c_j tau_j,      c_j initialised to 1/N
+    theta_enc = base + sum_j c_j tau_j,      c_j initialised to 1/N
 
 The coefficients and a new ``pred_head`` are trained jointly on the target's training split with
-SurvMLE plus the reference's z-loss on the coefficients, ``gamma * (log sum_j exp c_j)^2``
-(``merge.gamma``). This is the reference's ``MergedModel`` in its ``ADA`` mode (STEPH_SPEC
-section 7): supervised by the survival loss, not by AdaMerging's entropy on unlabeled data.
+SurvMLE plus the reference's regulariser on the coefficients (``calc_merge_weight_loss``),
 
-``ties-adamerging`` first replaces each source vector by its pairwise TIES merge with the
-target's, as the reference's ``preprocess_task_vectors='ties_merging'`` does (top ``density`` of
-each of the two vectors, elected sign, **sum** of the agreeing entries), and learns coefficients
-over ``[tau_t, TIES(tau_t, tau_s1), ..., TIES(tau_t, tau_sm)]``.
+    gamma * [ (log sum_j exp c_j)^2 + (1/k) sum_{j in top-k(c)} c_j ]
+
+where the second term is there only when ``k`` is set (``--option top_k_loss=k``, the
+reference's ``task_ari_topk_task_vectors``; off by default, the coefficients are never
+truncated to the top k, as in the reference's ``MergedModel``).
+This is the reference's ``MergedModel`` in its ``ADA`` mode (STEPH_SPEC section 7): supervised by
+the survival loss, not by AdaMerging's entropy on unlabeled data (Yang et al., ICLR 2024).
+
+``hypernet: true`` is the reference's ``ADA-dynamic`` (``DynamicMergedModel``, the paper's
+"+hypernetwork" rows): the coefficients of each bag come from a hypernetwork,
+``c(X) = out(H(mean_k ReLU(W_e x_k + b_e)))`` with ``H = Linear-ReLU-Dropout(0.25)-Linear(., N)``
+and ``out`` = relu / sigmoid / softplus (``output``), and the regulariser above is averaged over
+the bags of a batch.
+
+Variants, each preprocessing the task vectors as the reference's ``preprocess_task_vectors``
+(pairing every vector with the target's, the target's own included):
+
+- ``ties-adamerging`` ("TIES AM"): ``tau_j <- TIES_sum(tau_t, tau_j)``; the target's entry is
+  ``TIES_sum(tau_t, tau_t) = 2 trim(tau_t)`` (:mod:`steph.merging.ties`);
+- ``iso-c-adamerging`` ("Iso-C AM") / ``iso-cts-adamerging``: ``tau_j <- Iso(tau_t, tau_j)``
+  (:mod:`steph.merging.iso`; the reference's Iso-CTS write-back bug fixed);
+- ``surgery-adamerging`` ("Surgery AM"): :mod:`steph.merging.surgery`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..config.merge import MergeConfig
+from ..errors import ConfigError
 from ..models.abmil import ENCODER_KEYS, encode
-from ..task_vectors import StateDict, select, ties_merge
+from ..task_vectors import StateDict
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
-from .baselines import all_vectors, check_density
+from .baselines import BASE_HELP, all_vectors, base_encoder, check_density, check_fraction
+from .hypernet import Hypernetwork, OutputLayer
+from .iso import iso_pairwise
 from .modules import VectorStack
+from .settings import doc
+from .ties import pairwise_with_target
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaSettings:
+    gamma: float = field(
+        default=0.005, metadata=doc("weight of the coefficient regulariser (z-loss [+ mean top-k])")
+    )
+    top_k_loss: int | None = field(
+        default=None,
+        metadata=doc(
+            "add the mean of the top-k coefficients to the regulariser (the reference's task_ari_topk_task_vectors)"
+        ),
+    )
+    hypernet: bool = field(
+        default=False,
+        metadata=doc(
+            "per-patient coefficients from a hypernetwork (the reference's ADA-dynamic, '+hypernetwork')"
+        ),
+    )
+    output: OutputLayer = field(
+        default="relu", metadata=doc("output layer of the hypernetwork: relu, sigmoid or softplus")
+    )
+    base: Literal["theta0", "target"] = field(default="theta0", metadata=doc(BASE_HELP))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TiesAdaSettings(AdaSettings):
+    density: float = field(
+        default=0.2, metadata=doc("fraction of each vector's entries TIES keeps (floor(density P) + 1)")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class IsoCtsAdaSettings(AdaSettings):
+    common_fraction: float = field(
+        default=0.8, metadata=doc("fraction of the rank given to the common subspace")
+    )
+
+
+def coefficient_regulariser(c: Tensor, top_k: int | None) -> Tensor:
+    """``(log sum_j exp c_j)^2 [+ (1/k) sum_{top-k} c_j]`` per row of ``c [..., N]``."""
+    loss = torch.logsumexp(c, dim=-1).square()
+    if top_k is not None:
+        loss = loss + c.topk(top_k, dim=-1).values.mean(dim=-1)
+    return loss
 
 
 class AdaMergingModel(nn.Module):
-    """``theta0 + sum_j c_j tau_j`` with trainable ``coefficients [N]`` and a new head."""
+    """``base + sum_j c_j tau_j`` with trainable ``coefficients [N]`` (or a hypernetwork giving
+    ``c [B, N]``) and a new head."""
 
     def __init__(
         self,
-        theta0: Mapping[str, Tensor],
+        base: Mapping[str, Tensor],
         vectors: Sequence[Mapping[str, Tensor]],
         *,
+        dim_in: int = 0,
         dim_emb: int,
         time_bins: int,
         dropout: float,
         gamma: float,
+        top_k: int | None = None,
+        hypernet: bool = False,
+        output: OutputLayer = "relu",
     ) -> None:
         super().__init__()
-        self.stack = VectorStack(theta0, vectors)
-        self.coefficients = nn.Parameter(torch.full((len(vectors),), 1.0 / len(vectors)))
+        self.stack = VectorStack(base, vectors)
+        n = len(vectors)
+        if hypernet:
+            self.hypernet: Hypernetwork | None = Hypernetwork(
+                dim_in, n, hidden=dim_emb, mix_head=False, output=output
+            )
+            self.coefficients = None
+        else:
+            self.hypernet = None
+            self.coefficients = nn.Parameter(torch.full((n,), 1.0 / n))
         self.pred_head = nn.Linear(dim_emb, time_bins)
         self.dropout = dropout
         self.gamma = gamma
+        self.top_k = top_k
+
+    def weights(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """``c [N]`` (global) or ``[B, N]`` (hypernetwork)."""
+        if self.hypernet is None:
+            assert self.coefficients is not None
+            return self.coefficients
+        w, _ = self.hypernet(x, mask)
+        assert w is not None
+        return w
+
+    def represent(self, x: Tensor, mask: Tensor | None, c: Tensor) -> Tensor:
+        """The bag embeddings of the merged encoder(s) ``[B, E]``."""
+        return encode(self.stack.merge(c), x, mask, dropout=self.dropout, training=self.training)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
-        params = self.stack.merge(self.coefficients)
-        z = encode(params, x, mask, dropout=self.dropout, training=self.training)
-        z_loss = torch.logsumexp(self.coefficients, dim=0).square()
-        return ModelOutput(self.pred_head(z), self.gamma * z_loss)
+        c = self.weights(x, mask)
+        z = self.represent(x, mask, c)
+        aux = self.gamma * coefficient_regulariser(c, self.top_k).mean()
+        extras = {"coefficients": c.detach().expand(x.shape[0], -1)}
+        return ModelOutput(self.pred_head(z), aux, extras)
 
 
 class AdaMerging(MergeMethod):
     name = "adamerging"
     description = "one trainable coefficient per task vector (init 1/N) + new head, SurvMLE + z-loss"
     reference = "Yang et al., AdaMerging, ICLR 2024; STEPH paper baseline 'AdaMerging'"
-    config_fields = ("gamma",)
+    settings_class: ClassVar[type | None] = AdaSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "coefficients.safetensors": ("coefficients",),
+        "coefficients.safetensors": ("coefficients", "hypernet"),
         "head.safetensors": ("pred_head",),
     }
+
+    def check(self, config: MergeConfig, n_sources: int) -> None:
+        super().check(config, n_sources)
+        s = self.settings(config)
+        if s.top_k_loss is not None and not 1 <= s.top_k_loss <= n_sources + 1:
+            raise ConfigError(
+                f"top_k_loss is {s.top_k_loss} but {self.name} has only {n_sources + 1} task vectors",
+                hint=f"lower it with --option top_k_loss={n_sources + 1}",
+            )
+        if not s.hypernet and s.output != "relu":
+            raise ConfigError(
+                f"merge.options.output only applies with hypernet: true ({self.name})",
+                hint="add --option hypernet=true or drop the output option",
+            )
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         return all_vectors(ctx)
@@ -78,39 +188,78 @@ class AdaMerging(MergeMethod):
             *(f"{s}/fold_{ctx.config.source_fold}" for s in ctx.source_names),
         ]
 
+    def model_kwargs(self, ctx: MergeContext) -> dict[str, Any]:
+        s = self.settings(ctx.config)
+        return {
+            "dim_in": ctx.dim_in,
+            "dim_emb": ctx.model_config.dim_emb,
+            "time_bins": ctx.model_config.time_bins,
+            "dropout": ctx.model_config.dropout,
+            "gamma": float(s.gamma),
+            "top_k": s.top_k_loss,
+            "hypernet": s.hypernet,
+            "output": s.output,
+        }
+
     def build(self, ctx: MergeContext) -> AdaMergingModel:
-        return AdaMergingModel(
-            select(ctx.theta0, ENCODER_KEYS),
-            self.vectors(ctx),
-            dim_emb=ctx.model_config.dim_emb,
-            time_bins=ctx.model_config.time_bins,
-            dropout=ctx.model_config.dropout,
-            gamma=ctx.config.gamma,
-        )
+        base = base_encoder(ctx, self.settings(ctx.config).base)
+        return AdaMergingModel(base, self.vectors(ctx), **self.model_kwargs(ctx))
 
     def tables(
         self, model: nn.Module, ids: Sequence[str], extras: Mapping[str, Tensor], ctx: MergeContext
     ) -> dict[str, Table]:
-        """``task_weights.csv``: the learned coefficient of each task vector."""
+        """``task_weights.csv``: the learned coefficient of each task vector (per test patient
+        with ``hypernet: true``)."""
         assert isinstance(model, AdaMergingModel)
-        rows: list[list[Any]] = [
-            [name, float(c)]
-            for name, c in zip(self.vector_names(ctx), model.coefficients.detach().cpu(), strict=True)
-        ]
-        return {"task_weights.csv": (["task_vector", "weight"], rows)}
+        names = self.vector_names(ctx)
+        if model.coefficients is not None:
+            rows: list[list[Any]] = [
+                [name, float(c)] for name, c in zip(names, model.coefficients.detach().cpu(), strict=True)
+            ]
+            return {"task_weights.csv": (["task_vector", "weight"], rows)}
+        c = extras["coefficients"]
+        rows = [[pid, name, float(c[b, j])] for b, pid in enumerate(ids) for j, name in enumerate(names)]
+        return {"task_weights.csv": (["patient_id", "task_vector", "weight"], rows)}
 
 
 class TiesAdaMerging(AdaMerging):
     name = "ties-adamerging"
-    description = "AdaMerging over pairwise TIES(target, source) vectors (top density, sum of agreeing)"
+    description = "AdaMerging over pairwise TIES(target, tau_j) vectors, the target's own included"
     reference = "STEPH paper baseline 'TIES AM'; Yadav et al., NeurIPS 2023 + Yang et al., ICLR 2024"
-    option_defaults: ClassVar[Mapping[str, Any]] = {"density": 0.2}
+    settings_class = TiesAdaSettings
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)
-        check_density(self.options(config)["density"], self.name)
+        check_density(self.settings(config).density, self.name)
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
-        density = self.options(ctx.config)["density"]
-        target, *sources = all_vectors(ctx)
-        return [target, *(ties_merge([target, s], density=density, reduce="sum") for s in sources)]
+        vectors = all_vectors(ctx)
+        return pairwise_with_target(
+            vectors[0], vectors, ENCODER_KEYS, density=self.settings(ctx.config).density
+        )
+
+
+class IsoCAdaMerging(AdaMerging):
+    name = "iso-c-adamerging"
+    description = "AdaMerging over pairwise Iso-C(target, tau_j) vectors, the target's own included"
+    reference = "STEPH paper baseline 'Iso-C AM'; Marczak et al., ICML 2025 + Yang et al., ICLR 2024"
+
+    def vectors(self, ctx: MergeContext) -> list[StateDict]:
+        vectors = all_vectors(ctx)
+        return iso_pairwise(vectors[0], vectors, ENCODER_KEYS, "iso-c")
+
+
+class IsoCTSAdaMerging(AdaMerging):
+    name = "iso-cts-adamerging"
+    description = "AdaMerging over pairwise Iso-CTS(target, tau_j) vectors (the reference's write-back fixed)"
+    reference = "STEPH reference ('iso_cts'); Marczak et al., ICML 2025 + Yang et al., ICLR 2024"
+    settings_class = IsoCtsAdaSettings
+
+    def check(self, config: MergeConfig, n_sources: int) -> None:
+        super().check(config, n_sources)
+        check_fraction(self.settings(config).common_fraction, self.name)
+
+    def vectors(self, ctx: MergeContext) -> list[StateDict]:
+        vectors = all_vectors(ctx)
+        fraction = self.settings(ctx.config).common_fraction
+        return iso_pairwise(vectors[0], vectors, ENCODER_KEYS, "iso-cts", fraction)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,6 +19,7 @@ from ..config.merge import MergeConfig
 from ..errors import ConfigError
 from ..progress import NULL_PROGRESS, Progress
 from ..training.loop import FitSettings, fit
+from .settings import GENERAL_FIELDS, legacy_settings, merge_config_fields, read_settings, settings_suffixes
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -28,7 +30,7 @@ StateDict = dict[str, Tensor]
 Table = tuple[list[str], list[list[Any]]]
 """A CSV to write: header and rows."""
 
-_DEFAULTS = MergeConfig()
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,8 +74,14 @@ class MergeMethod(abc.ABC):
         name: registry name (``stephctl merge --method NAME``).
         description: one line for ``--list-methods``.
         reference: paper or URL the method reproduces.
-        config_fields: ``merge:`` fields the method reads besides sources/source_fold/epochs
-            (``top_k``, ``gamma`` ...); setting one that no requested method reads is an error.
+        settings_class: a frozen dataclass of the method's typed settings, each field with a
+            default and a ``metadata={"help": ...}``. A field named like a ``merge:`` field
+            (``top_k``, ``gamma``, ``mix`` ...) is read from that field (``None`` there = this
+            default); every other field is a key of ``merge.options`` (``--option KEY=VALUE``).
+            ``config_fields`` and ``option_defaults`` are derived from it. Methods written
+            before settings classes existed may set ``config_fields`` / ``option_defaults``
+            instead; a settings class is then derived from those.
+        config_fields: ``merge:`` fields the method reads besides sources/source_fold/epochs.
         option_defaults: accepted keys of ``merge.options`` with their defaults.
         files: safetensors file name -> state-dict key prefixes it holds; together they must
             cover the model's whole ``state_dict()`` (frozen inputs are non-persistent buffers).
@@ -82,13 +90,30 @@ class MergeMethod(abc.ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
+    settings_class: ClassVar[type | None] = None
     config_fields: ClassVar[tuple[str, ...]] = ()
     option_defaults: ClassVar[Mapping[str, Any]] = {}
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {"head.safetensors": ("pred_head",)}
 
-    # -- options ------------------------------------------------------------------------------
-    def options(self, config: MergeConfig) -> dict[str, Any]:
-        """The resolved settings this method uses: its ``config_fields`` and ``merge.options``.
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "settings_class" in cls.__dict__ and cls.settings_class is not None:
+            fields = dataclasses.fields(cls.settings_class)
+            top = merge_config_fields()
+            cls.config_fields = tuple(f.name for f in fields if f.name in top)
+            cls.option_defaults = {f.name: f.default for f in fields if f.name not in top}
+
+    # -- settings -----------------------------------------------------------------------------
+    @classmethod
+    def settings_type(cls) -> type:
+        """The settings dataclass: :attr:`settings_class`, or one derived from the legacy
+        ``config_fields`` / ``option_defaults`` declarations."""
+        if cls.settings_class is not None:
+            return cls.settings_class
+        return legacy_settings(cls.__name__, cls.config_fields, cls.option_defaults)
+
+    def settings(self, config: MergeConfig) -> Any:
+        """This method's typed settings from ``config`` (``merge:`` fields and ``merge.options``).
 
         Raises:
             ConfigError: an unknown option key or a value of the wrong type (lists valid keys).
@@ -100,26 +125,22 @@ class MergeMethod(abc.ABC):
                 f"merge.options: unknown option(s) {', '.join(map(repr, unknown))} for method {self.name!r}",
                 hint=f"options of {self.name}: {valid}",
             )
-        resolved: dict[str, Any] = {field: getattr(config, field) for field in self.config_fields}
-        for key, default in self.option_defaults.items():
-            resolved[key] = _coerce_option(key, config.options.get(key, default), default, self.name)
-        return resolved
+        return read_settings(self.settings_type(), config, self.name)
+
+    def options(self, config: MergeConfig) -> dict[str, Any]:
+        """The resolved settings as a plain dict (recorded in ``meta.json``)."""
+        return dataclasses.asdict(self.settings(config))
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         """Refuse settings this method cannot run with, before any training (override to extend)."""
-        self.options(config)
+        self.settings(config)
         if n_sources < 1:
             raise ConfigError(f"{self.name} needs at least one source cancer", hint="pass --sources C ...")
 
     def run_name(self, config: MergeConfig) -> str:
         """Folder name of a run (``merged/<T>/<run_name>``): the method name plus one suffix per
         setting that differs from its default, so variants sit side by side in the results."""
-        parts = [self.name]
-        for key, value in self.options(config).items():
-            default = getattr(_DEFAULTS, key) if key in self.config_fields else self.option_defaults[key]
-            if value != default:
-                parts.append(_suffix(key, value))
-        return "-".join(parts)
+        return "-".join([self.name, *settings_suffixes(self.settings(config))])
 
     # -- the work -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -129,11 +150,15 @@ class MergeMethod(abc.ABC):
     def train(self, model: nn.Module, ctx: MergeContext) -> list[float]:
         """Train ``model`` on the target's training split; returns the loss of each epoch.
 
-        The default runs the shared training loop over the parameters that require grad.
+        The default runs the shared training loop over the parameters that require grad
+        (none: nothing is trained, ``[]``).
         """
         if ctx.train is None or ctx.bags is None:
             raise ValueError("train() needs the target's training data in the context")
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not params:
+            log.info("merge %s %s fold %d: nothing to train", ctx.target, self.name, ctx.fold)
+            return []
         task = f"merge {ctx.target} {self.name} fold {ctx.fold}"
         return fit(
             model,
@@ -170,35 +195,6 @@ def _under(key: str, prefixes: Sequence[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def _coerce_option(key: str, value: Any, default: Any, method: str) -> Any:
-    kind = type(default)
-    try:
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if kind in (int, float):
-            if isinstance(value, bool):
-                raise TypeError
-            return kind(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"merge.options.{key} = {value!r} for method {method!r}: expected {kind.__name__}",
-            hint=f"e.g. --option {key}={default!r}",
-        ) from None
-
-
-def _suffix(key: str, value: Any) -> str:
-    label = "top" if key == "top_k" else key.replace("_", "-")
-    if isinstance(value, bool):
-        return label if value else f"no-{label}"
-    if isinstance(value, float):
-        return f"{label}{value:g}"
-    return f"{label}{value}"
-
-
 def method_fields() -> tuple[str, ...]:
     """``merge:`` fields that belong to particular methods (checked against the requested ones)."""
-    general = {"method", "sources", "source_fold", "folds", "epochs", "options"}
-    return tuple(f.name for f in dataclasses.fields(MergeConfig) if f.name not in general)
+    return tuple(f.name for f in dataclasses.fields(MergeConfig) if f.name not in GENERAL_FIELDS)

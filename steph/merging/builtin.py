@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adamerging import AdaMerging, TiesAdaMerging
-from .baselines import ModelAverage, TaskArithmetic, Ties
+from .adamerging import AdaMerging, IsoCAdaMerging, IsoCTSAdaMerging, TiesAdaMerging
+from .baselines import IsoC, IsoCTS, ModelAverage, TaskArithmetic, Ties
 from .roupkt import RouPKT
 from .steph_method import Steph
+from .surgery import SurgeryAdaMerging
 
-BUILTIN_METHODS = (Steph, ModelAverage, TaskArithmetic, Ties, AdaMerging, TiesAdaMerging, RouPKT)
+BUILTIN_METHODS = (
+    Steph,
+    ModelAverage,
+    TaskArithmetic,
+    Ties,
+    IsoC,
+    IsoCTS,
+    AdaMerging,
+    TiesAdaMerging,
+    IsoCAdaMerging,
+    IsoCTSAdaMerging,
+    SurgeryAdaMerging,
+    RouPKT,
+)
 
 
 def register(registry: Any) -> None:

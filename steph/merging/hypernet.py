@@ -9,11 +9,21 @@ For a bag X = {x_1..x_K} (STEPH_SPEC section 6.3):
 
 w are the (unnormalised, >= 0) aggregation weights of the m sources; lambda_i mixes the target's
 task vector with source i's. Every layer has PyTorch's default initialisation.
+
+Variants of the reference (``MixVecMergedModel`` / ``DynamicMergedModel``): the output layer of
+w is ``relu`` (default), ``sigmoid`` (w in (0, 1)) or ``softplus`` (w > 0, smooth), the
+reference's ``output_layer``; ``mix_embed`` gives H_mix its own patch embedding,
+``r = ReLU(H_mix((1/K) sum_k ReLU(W'_e x_k + b'_e)))``, the reference's ``fnn`` mix head.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
+
+OutputLayer = Literal["relu", "sigmoid", "softplus"]
+OUTPUT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
 
 
 def _head(hidden: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -30,6 +40,8 @@ class Hypernetwork(nn.Module):
         dropout: dropout inside each head (0.25 in the reference).
         agg_head: build H_agg (False when w is a global parameter, an ablation).
         mix_head: build H_mix (False when lambda is fixed or global, an ablation).
+        output: the output layer of w (relu, sigmoid or softplus).
+        mix_embed: give H_mix its own patch embedding (the reference's ``fnn``).
     """
 
     def __init__(
@@ -41,6 +53,8 @@ class Hypernetwork(nn.Module):
         dropout: float = 0.25,
         agg_head: bool = True,
         mix_head: bool = True,
+        output: OutputLayer = "relu",
+        mix_embed: bool = False,
     ) -> None:
         super().__init__()
         if not (agg_head or mix_head):
@@ -48,10 +62,12 @@ class Hypernetwork(nn.Module):
         self.embed = nn.Linear(dim_in, hidden)
         self.agg = _head(hidden, n_sources, dropout) if agg_head else None
         self.mix = _head(hidden, n_sources, dropout) if mix_head else None
+        self.mix_embed = nn.Linear(dim_in, hidden) if mix_head and mix_embed else None
+        self.output = OUTPUT_LAYERS[output]()
 
-    def embed_bags(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def embed_bags(self, x: Tensor, mask: Tensor | None = None, layer: nn.Linear | None = None) -> Tensor:
         """``h [B, hidden]``: the masked mean over patches of ReLU(W_e x + b_e)."""
-        e = self.embed(x).relu()
+        e = (layer or self.embed)(x).relu()
         if mask is None:
             return e.mean(dim=1)
         m = mask.unsqueeze(-1).to(e.dtype)
@@ -60,6 +76,8 @@ class Hypernetwork(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """``(w, r)`` for padded bags ``x [B, K, D]``; a head that was not built gives None."""
         h = self.embed_bags(x, mask)
-        w = self.agg(h).relu() if self.agg is not None else None
-        r = self.mix(h).relu() if self.mix is not None else None
-        return w, r
+        w = self.output(self.agg(h)) if self.agg is not None else None
+        if self.mix is None:
+            return w, None
+        h_mix = self.embed_bags(x, mask, self.mix_embed) if self.mix_embed is not None else h
+        return w, self.mix(h_mix).relu()

@@ -66,15 +66,27 @@ class VectorStack(nn.Module):
 
 
 class FrozenEncoderHead(nn.Module):
-    """A fixed (merged) ABMIL encoder and a new trainable ``pred_head`` Linear(E, T)."""
+    """A fixed (merged) ABMIL encoder and ``pred_head`` Linear(E, T): a new trainable head, or,
+    given ``head`` (``pred_head.weight`` / ``pred_head.bias``), that head frozen."""
 
     def __init__(
-        self, encoder: Mapping[str, Tensor], *, dim_emb: int, time_bins: int, dropout: float
+        self,
+        encoder: Mapping[str, Tensor],
+        *,
+        dim_emb: int,
+        time_bins: int,
+        dropout: float,
+        head: Mapping[str, Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = FrozenState(select(encoder, ENCODER_KEYS))
         self.dropout = dropout
         self.pred_head = nn.Linear(dim_emb, time_bins)
+        if head is not None:
+            with torch.no_grad():
+                self.pred_head.weight.copy_(head["pred_head.weight"])
+                self.pred_head.bias.copy_(head["pred_head.bias"])
+            self.pred_head.requires_grad_(False)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         z = encode(self.encoder.as_dict(), x, mask, dropout=self.dropout, training=self.training)

@@ -18,6 +18,7 @@ per bag). Inference runs all E encoders plus the router, which is why it costs a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -30,6 +31,7 @@ from ..task_vectors import add, select
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
 from .modules import FrozenState
+from .settings import doc
 
 
 class MILEncoder(nn.Module):
@@ -90,12 +92,18 @@ class RouPKTModel(nn.Module):
         return ModelOutput(logits, aux, {"p": probs.detach()})
 
 
+@dataclass(frozen=True, kw_only=True)
+class RouPKTSettings:
+    top_k: int = field(default=5, metadata=doc("experts mixed per bag"))
+    balance_weight: float = field(default=0.01, metadata=doc("weight of the balance loss"))
+    z_weight: float = field(default=0.01, metadata=doc("weight of the router z-loss"))
+
+
 class RouPKT(MergeMethod):
     name = "roupkt"
     description = "representation transfer: router picks top-k of the frozen target + source ABMIL embeddings"
     reference = "Liu et al., CROPKT (ROUPKT baseline); github.com/liupei101/CROPKT"
-    config_fields = ("top_k",)
-    option_defaults: ClassVar[Mapping[str, Any]] = {"balance_weight": 0.01, "z_weight": 0.01}
+    settings_class: ClassVar[type | None] = RouPKTSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "router.safetensors": ("router", "gate"),
         "experts.safetensors": ("experts",),
@@ -104,9 +112,10 @@ class RouPKT(MergeMethod):
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)
-        if config.top_k > n_sources + 1:
+        top_k = self.settings(config).top_k
+        if top_k > n_sources + 1:
             raise ConfigError(
-                f"top-k is {config.top_k} but roupkt has only {n_sources + 1} experts (target + {n_sources} sources)",
+                f"top-k is {top_k} but roupkt has only {n_sources + 1} experts (target + {n_sources} sources)",
                 hint=f"lower it with --top-k {n_sources + 1} or add sources",
             )
 
@@ -125,7 +134,7 @@ class RouPKT(MergeMethod):
             dim_attn=mc.dim_attn,
             time_bins=mc.time_bins,
             dropout=mc.dropout,
-            top_k=ctx.config.top_k,
+            top_k=opts["top_k"],
             balance_weight=opts["balance_weight"],
             z_weight=opts["z_weight"],
         )
@@ -136,7 +145,7 @@ class RouPKT(MergeMethod):
         """``routing.csv``: router probability of each expert per test patient, and the top-k."""
         probs = extras["p"]
         chosen = torch.zeros_like(probs, dtype=torch.bool).scatter_(
-            1, probs.topk(ctx.config.top_k, dim=1).indices, True
+            1, probs.topk(self.settings(ctx.config).top_k, dim=1).indices, True
         )
         rows: list[list[Any]] = []
         for b, pid in enumerate(ids):

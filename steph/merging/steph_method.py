@@ -21,14 +21,18 @@ Ablations (the paper's ablation table): ``mix`` = ``fixed`` (lambda = ``fixed_la
 source; 0 is exactly 0 here, the reference clamps it to 1e-9, an invisible difference in float32)
 or ``global`` (one trainable vector r, initialised 0, lambda = 1/(1 + max(r, 0))); ``weights`` =
 ``global`` (one trainable vector, initialised 1/m, w = max(., 0)); ``sparse`` = False (all m
-sources, n_b = m). With a fixed lambda the beta term is a constant and is left out.
+sources, n_b = m, and the aggregation loss is the z-loss alone, as the reference's
+``calc_merge_weight_loss`` without top-k). With a fixed lambda the beta term is a constant and is
+left out. Reference variants: ``mix: fnn`` (H_mix with its own patch embedding), ``output``
+(relu / sigmoid / softplus on w), ``base: target`` (theta0 replaced by the target's own encoder
+theta0 + tau_t, the reference's ``base_parameters_from: target``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -38,39 +42,48 @@ from ..errors import ConfigError
 from ..models.abmil import encode
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
-from .hypernet import Hypernetwork
+from .baselines import BASE_HELP
+from .hypernet import Hypernetwork, OutputLayer
 from .modules import VectorStack
-
-_DEFAULTS = MergeConfig()
+from .settings import doc, read_settings
 
 
 @dataclass(frozen=True, kw_only=True)
 class StephSettings:
-    """The STEPH fields of ``merge:`` (see :class:`steph.config.MergeConfig`)."""
+    """STEPH's settings: the ``merge:`` fields of the paper's ablations plus two options."""
 
-    top_k: int = 5
-    sparse: bool = True
-    mix: str = "hypernet"
-    fixed_lambda: float = 1.0
-    weights: str = "hypernet"
-    gamma: float = 0.005
-    beta: float = 0.05
+    top_k: int = field(default=5, metadata=doc("task-vector mixtures kept per bag"))
+    sparse: bool = field(
+        default=True, metadata=doc("keep only the top-k mixtures (false: all m, z-loss alone)")
+    )
+    mix: Literal["hypernet", "fnn", "fixed", "global"] = field(
+        default="hypernet",
+        metadata=doc(
+            "lambda from the hypernetwork, its fnn variant (own embedding), a fixed value or a global vector"
+        ),
+    )
+    fixed_lambda: float = field(default=1.0, metadata=doc("lambda with mix: fixed"))
+    weights: Literal["hypernet", "global"] = field(
+        default="hypernet", metadata=doc("w from the hypernetwork or a global vector")
+    )
+    gamma: float = field(default=0.005, metadata=doc("weight of the aggregation loss"))
+    beta: float = field(default=0.05, metadata=doc("weight of the mixing loss"))
+    output: OutputLayer = field(
+        default="relu",
+        metadata=doc("output layer of w: relu, sigmoid or softplus (the reference's output_layer)"),
+    )
+    base: Literal["theta0", "target"] = field(default="theta0", metadata=doc(BASE_HELP))
 
     @classmethod
     def from_config(cls, config: MergeConfig) -> StephSettings:
-        return cls(
-            top_k=config.top_k,
-            sparse=config.sparse,
-            mix=config.mix,
-            fixed_lambda=config.fixed_lambda,
-            weights=config.weights,
-            gamma=config.gamma,
-            beta=config.beta,
-        )
+        return read_settings(cls, config, "steph")  # type: ignore[no-any-return]
 
     @property
     def learns_lambda(self) -> bool:
         return self.mix != "fixed"
+
+
+_DEFAULTS = StephSettings()
 
 
 class StephModel(nn.Module):
@@ -97,10 +110,21 @@ class StephModel(nn.Module):
         self.settings = settings
         self.n_sources = len(source_vectors)
         self.dropout = dropout
-        self.stack = VectorStack(theta0, [target_vector, *source_vectors])
-        agg, mix = settings.weights == "hypernet", settings.mix == "hypernet"
+        base = dict(theta0)
+        if settings.base == "target":
+            base = {k: v + target_vector[k] if k in target_vector else v for k, v in theta0.items()}
+        self.stack = VectorStack(base, [target_vector, *source_vectors])
+        agg, mix = settings.weights == "hypernet", settings.mix in ("hypernet", "fnn")
         self.hypernet = (
-            Hypernetwork(dim_in, self.n_sources, hidden=dim_emb, agg_head=agg, mix_head=mix)
+            Hypernetwork(
+                dim_in,
+                self.n_sources,
+                hidden=dim_emb,
+                agg_head=agg,
+                mix_head=mix,
+                output=settings.output,
+                mix_embed=settings.mix == "fnn",
+            )
             if agg or mix
             else None
         )
@@ -140,10 +164,14 @@ class StephModel(nn.Module):
         return torch.cat([(ws * lam).sum(dim=1, keepdim=True), ws * (1.0 - lam)], dim=1)
 
     def regulariser(self, w: Tensor, lam: Tensor, selected: Tensor) -> Tensor:
-        """gamma * (z-loss + mean selected w) + beta * mean selected lambda^2, averaged over bags."""
+        """gamma * (z-loss [+ mean selected w when sparse]) + beta * mean selected lambda^2,
+        averaged over bags (the reference's ``calc_merge_weight_loss`` / ``calc_mix_weight_loss``:
+        without top-k the aggregation loss is the z-loss alone)."""
         sel = selected.to(w.dtype)
         n_sel = sel.sum(dim=1)
-        aggregation = torch.logsumexp(w, dim=1).square() + (w * sel).sum(dim=1) / n_sel
+        aggregation = torch.logsumexp(w, dim=1).square()
+        if self.settings.sparse:
+            aggregation = aggregation + (w * sel).sum(dim=1) / n_sel
         loss = self.settings.gamma * aggregation.mean()
         if self.settings.learns_lambda:
             loss = loss + self.settings.beta * ((lam.square() * sel).sum(dim=1) / n_sel).mean()
@@ -166,7 +194,7 @@ class Steph(MergeMethod):
         "Sparse task-vector mixup with hypernetworks: per-WSI top-k mixture of target/source task vectors"
     )
     reference = "Liu et al., STEPH, CVPR 2026 (arXiv 2603.10526); github.com/liupei101/STEPH"
-    config_fields = ("top_k", "sparse", "mix", "fixed_lambda", "weights", "gamma", "beta")
+    settings_class: ClassVar[type | None] = StephSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "hypernet.safetensors": ("hypernet", "global_w", "global_r"),
         "head.safetensors": ("pred_head",),
@@ -174,9 +202,10 @@ class Steph(MergeMethod):
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)
-        if config.sparse and config.top_k > n_sources:
+        s = self.settings(config)
+        if s.sparse and s.top_k > n_sources:
             raise ConfigError(
-                f"top-k is {config.top_k} but only {n_sources} source cancer(s) are available",
+                f"top-k is {s.top_k} but only {n_sources} source cancer(s) are available",
                 hint=f"lower it with --top-k {n_sources} (or add sources, or use --no-sparse)",
             )
         if config.mix != "fixed" and config.fixed_lambda != _DEFAULTS.fixed_lambda:
@@ -185,7 +214,7 @@ class Steph(MergeMethod):
             raise ConfigError(
                 "merge.beta has no effect when lambda is fixed (mix: fixed)", hint="drop --beta"
             )
-        if not config.sparse and config.top_k != _DEFAULTS.top_k:
+        if not config.sparse and config.top_k is not None:
             raise ConfigError(
                 "merge.top_k has no effect with sparse: false", hint="drop --top-k or --no-sparse"
             )
@@ -193,21 +222,25 @@ class Steph(MergeMethod):
     def run_name(self, config: MergeConfig) -> str:
         """``steph`` plus ``-fixed-lambda<v>`` / ``-global-lambda``, ``-global-w``, ``-dense``,
         ``-top<k>``, ``-gamma<g>``, ``-beta<b>`` for every setting away from the paper's defaults."""
-        parts = [self.name]
-        if config.mix == "fixed":
-            parts.append(f"fixed-lambda{config.fixed_lambda:g}")
-        elif config.mix == "global":
-            parts.append("global-lambda")
-        if config.weights == "global":
+        s, parts = self.settings(config), [self.name]
+        if s.mix == "fixed":
+            parts.append(f"fixed-lambda{s.fixed_lambda:g}")
+        elif s.mix in ("global", "fnn"):
+            parts.append(f"{s.mix}-lambda")
+        if s.weights == "global":
             parts.append("global-w")
-        if not config.sparse:
+        if not s.sparse:
             parts.append("dense")
-        elif config.top_k != _DEFAULTS.top_k:
-            parts.append(f"top{config.top_k}")
-        if config.gamma != _DEFAULTS.gamma:
-            parts.append(f"gamma{config.gamma:g}")
-        if config.beta != _DEFAULTS.beta:
-            parts.append(f"beta{config.beta:g}")
+        elif s.top_k != _DEFAULTS.top_k:
+            parts.append(f"top{s.top_k}")
+        if s.gamma != _DEFAULTS.gamma:
+            parts.append("gamma-auto" if s.gamma == "auto" else f"gamma{s.gamma:g}")
+        if s.beta != _DEFAULTS.beta:
+            parts.append(f"beta{s.beta:g}")
+        if s.output != _DEFAULTS.output:
+            parts.append(f"output-{s.output}")
+        if s.base != _DEFAULTS.base:
+            parts.append(f"base-{s.base}")
         return "-".join(parts)
 
     def build(self, ctx: MergeContext) -> StephModel:
@@ -219,7 +252,7 @@ class Steph(MergeMethod):
             dim_emb=ctx.model_config.dim_emb,
             time_bins=ctx.model_config.time_bins,
             dropout=ctx.model_config.dropout,
-            settings=StephSettings.from_config(ctx.config),
+            settings=self.settings(ctx.config),
         )
 
     def tables(

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
+from ..config.merge import MergeConfig
 from ..data import load_cohort, load_split, open_bags
-from ..errors import LockedError, StephError
+from ..errors import ConfigError, LockedError, StephError
 from ..faults import point
 from ..fileio import os_error_message, read_json, write_csv, write_json, write_text
 from ..locks import hold
 from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
+from ..merging.autotune import choose_gamma
 from ..merging.inputs import (
     check_task_vectors,
     for_method,
@@ -36,6 +38,8 @@ from ..merging.inputs import (
     resolve_target,
     target_folds,
 )
+from ..merging.paper import PAPER_VARIANTS, Variant
+from ..merging.settings import AUTO
 from ..predictions import write_predictions
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
@@ -69,29 +73,48 @@ def plan_merge(
     target: str,
     methods: Sequence[str] | None = None,
     folds: Sequence[int] | None = None,
+    paper: bool = False,
+    runs: Sequence[str] | None = None,
 ) -> list[WorkUnit]:
-    """One unit per (target fold, method), fold-major.
+    """One unit per (target fold, method variant), fold-major. ``paper`` runs the paper's
+    comparison set (:data:`steph.merging.paper.PAPER_VARIANTS`) instead of ``methods``;
+    ``runs`` keeps only the variants with those folder names (one task of a task array).
 
     Raises:
         ConfigError, UnknownNameError, MissingArtifactError: as :func:`merge_models`'s checks.
     """
     name = resolve_target(layout, config, target)
     sources = resolve_sources(layout, config, name)
-    chosen = requested_methods(config, methods)
+    if paper:
+        if methods:
+            raise ConfigError("--paper runs the paper's own set of methods", hint="drop --method or --paper")
+        requested_methods(config, list(dict.fromkeys(v.method for v in PAPER_VARIANTS)))
+        variants = list(PAPER_VARIANTS)
+    else:
+        variants = [Variant(m.name, m.name) for m in requested_methods(config, methods)]
+    _check_gamma_search(config.merge)
     fold_list = target_folds(layout, name, folds or config.merge.folds)  # missing inputs first
-    for method in chosen:
-        method.check(for_method(config.merge, method), len(sources))
+    planned: dict[str, Variant] = {}
+    for variant in variants:
+        method = MERGE_METHODS.get(variant.method)
+        merge = for_method(variant.apply(config.merge), method)
+        method.check(merge, len(sources))
+        planned.setdefault(method.run_name(merge), variant)
+    if runs is not None:
+        planned = {run: v for run, v in planned.items() if run in runs}
     units = []
     for fold in fold_list:
-        for method in chosen:
-            run = method.run_name(for_method(config.merge, method))
+        for run, variant in planned.items():
             params = {
                 "target": name,
-                "method": method.name,
+                "method": variant.method,
+                "label": variant.label,
+                "overrides": variant.overrides,
                 "run": run,
                 "fold": fold,
                 "sources": sources,
                 "source_fold": config.merge.source_fold,
+                "paper": paper,
             }
             outputs = (layout.merged_file(name, run, fold, META),)
             units.append(WorkUnit(STAGE, f"{name}/{run}/fold_{fold}", outputs, params))
@@ -106,9 +129,12 @@ def merge_models(
     methods: Sequence[str] | None = None,
     folds: Sequence[int] | None = None,
     overwrite: bool = False,
+    paper: bool = False,
+    runs: Sequence[str] | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Train and evaluate every planned (method, fold) of ``target``; skip finished ones.
+    ``paper``: the paper's comparison set (:func:`plan_merge`).
 
     Raises (before any training):
         ConfigError: unknown target or source, bad option, fewer sources than top-k.
@@ -117,7 +143,7 @@ def merge_models(
         ConsistencyError: task vectors from another theta0 or architecture; features whose
             dimension differs from theta0's.
     """
-    units = plan_merge(layout, config, target=target, methods=methods, folds=folds)
+    units = plan_merge(layout, config, target=target, methods=methods, folds=folds, paper=paper, runs=runs)
     name, sources, source_fold = (
         units[0].params["target"],
         units[0].params["sources"],
@@ -166,11 +192,30 @@ def merge_models(
     return report
 
 
+def _check_gamma_search(merge: MergeConfig) -> None:
+    """Refuse gamma_grid / inner_folds set without gamma: auto (they would be ignored)."""
+    defaults = MergeConfig()
+    if merge.gamma != AUTO and (
+        merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds
+    ):
+        raise ConfigError(
+            "merge.gamma_grid and merge.inner_folds are only used with gamma: auto",
+            hint="add --gamma auto, or drop them",
+        )
+
+
+def _unit_merge(config: ProjectConfig, unit: WorkUnit) -> MergeConfig:
+    """The ``merge:`` settings of one unit: its variant's overrides, only its method's options."""
+    method = MERGE_METHODS.get(unit.params["method"])
+    variant = Variant(unit.params.get("label", method.name), method.name, unit.params.get("overrides", {}))
+    return for_method(variant.apply(config.merge), method)
+
+
 def _signature(config: ProjectConfig, unit: WorkUnit, theta0: Theta0) -> dict[str, Any]:
     method = MERGE_METHODS.get(unit.params["method"])
     return {
         "method": method.name,
-        "options": method.options(for_method(config.merge, method)),
+        "options": method.options(_unit_merge(config, unit)),
         "sources": list(unit.params["sources"]),
         "source_fold": unit.params["source_fold"],
         "epochs": config.merge.epochs if config.merge.epochs is not None else config.train.epochs,
@@ -264,7 +309,7 @@ class _Runner:
         target, run, fold = p["target"], p["run"], p["fold"]
         method = MERGE_METHODS.get(p["method"])
         merge_config = replace(
-            for_method(config.merge, method), method=method.name, sources=list(p["sources"]), folds=[fold]
+            _unit_merge(config, unit), method=method.name, sources=list(p["sources"]), folds=[fold]
         )
         split = load_split(layout, cohort, fold)
         inputs = load_inputs(layout, target, fold, p["sources"], p["source_fold"], self.theta0)
@@ -298,12 +343,20 @@ class _Runner:
             settings.epochs,
             self.device,
         )
+        cap = config.train.max_bag_batch_patches
+        gamma_choice = None
+        if merge_config.gamma == AUTO and "gamma" in method.config_fields:
+            gamma_choice = choose_gamma(
+                method, ctx, list(merge_config.gamma_grid), merge_config.inner_folds, max_batch_patches=cap
+            )
+            merge_config = replace(merge_config, gamma=gamma_choice.gamma)
+            ctx = replace(ctx, config=merge_config)
+            log.info("merge %s: gamma %g chosen by inner cross-validation", unit.key, gamma_choice.gamma)
         seed_everything(config.train.seed)
         model = method.build(ctx)
         started = time.perf_counter()
         losses = method.train(model, ctx)
         seconds = time.perf_counter() - started
-        cap = config.train.max_bag_batch_patches
         prec = config.train.precision
         test_hazards, extras = predict(
             model, split.test, bags, device=self.device, max_batch_patches=cap, precision=prec
@@ -339,7 +392,9 @@ class _Runner:
             "run": run,
             "target": target,
             "fold": fold,
-            "top_k": merge_config.top_k,
+            "label": p.get("label", method.name),
+            "top_k": signature["options"].get("top_k", merge_config.top_k),
+            "gamma_selection": gamma_choice.to_dict() if gamma_choice else None,
             "vector_sha256": inputs.vector_hashes,
             "dim_in": bags.dim,
             "model_config": to_plain(config.model),

@@ -36,7 +36,12 @@ def merge(
         int | None, typer.Option("--epochs", help="Training epochs (default train.epochs).")
     ] = None,
     gamma: Annotated[
-        float | None, typer.Option("--gamma", help="Aggregation loss weight (0.005; also 0.05).")
+        str | None,
+        typer.Option(
+            "--gamma",
+            help="Aggregation loss weight (0.005; also 0.05), or auto: chosen from merge.gamma_grid by "
+            "inner cross-validation on the target's training split.",
+        ),
     ] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="Mixing loss weight (0.05).")] = None,
     mix: Annotated[
@@ -61,6 +66,14 @@ def merge(
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo runs that are already done.")] = False,
+    paper: Annotated[
+        bool,
+        typer.Option(
+            "--paper",
+            help="Run the paper's comparison set: Model Avg., AdaMerging, TIES/Surgery/Iso-C AM (each also "
+            "+ hypernetwork), ROUPKT, STEPH and its ablations.",
+        ),
+    ] = False,
     list_methods: Annotated[
         bool, typer.Option("--list-methods", help="List the merge methods with a reference each, and exit.")
     ] = False,
@@ -92,7 +105,7 @@ def merge(
         "merge.source_fold": source_fold,
         "merge.top_k": top_k,
         "merge.epochs": epochs,
-        "merge.gamma": gamma,
+        "merge.gamma": _parse_gamma(gamma),
         "merge.beta": beta,
         "merge.mix": mix,
         "merge.fixed_lambda": fixed_lambda,
@@ -100,7 +113,8 @@ def merge(
         "merge.sparse": sparse,
         "train.device": device,
     }
-    overrides.update(_parse_options(option or []))
+    with handle_errors():
+        overrides.update(_parse_options(option or []))
     if dispatch_tasks(
         ctx,
         "merge",
@@ -108,7 +122,7 @@ def merge(
         task_index=task_index,
         as_json=json_out,
         overrides=overrides,
-        selection={"target": target, "methods": method, "folds": fold},
+        selection={"target": target, "methods": method, "folds": fold, "paper": paper},
         options={"overwrite": overwrite},
         clear_stale_locks=clear_stale_locks,
     ):
@@ -126,12 +140,26 @@ def merge(
         methods=method,
         folds=fold,
         overwrite=overwrite,
+        paper=paper,
         as_json=json_out,
     )
 
 
+def _parse_gamma(value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        fail(f"--gamma {value!r} is neither a number nor auto", hint="e.g. --gamma 0.05 or --gamma auto")
+
+
 def _parse_options(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs, each value read as user YAML (no aliases, bounded; plain text if not YAML)."""
     import yaml
+
+    from steph.config._loader import load_yaml
+    from steph.errors import ConfigError
 
     parsed: dict[str, Any] = {}
     for item in items:
@@ -139,9 +167,11 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             fail(f"--option {item!r} is not KEY=VALUE", hint="e.g. --option scale=0.5")
         try:
-            parsed[f"merge.options.{key.strip()}"] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed[f"merge.options.{key.strip()}"] = value
+            parsed[f"merge.options.{key.strip()}"] = load_yaml(value, f"--option {key.strip()}")
+        except ConfigError as exc:
+            if not isinstance(exc.__cause__, yaml.YAMLError):
+                raise  # an alias, anchor or too deep: refused like in stephctl.yaml
+            parsed[f"merge.options.{key.strip()}"] = value  # not YAML: plain text
     return parsed
 
 
@@ -156,9 +186,12 @@ def _print_methods(json_out: bool) -> None:
         print_json(rows)
         return
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for column in ("method", "description", "reference", "settings / options"):
+    for column in ("method", "description", "reference", "settings (merge: field or --option KEY=default)"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        opts = [*row["settings"], *(f"{k}={v}" for k, v in row["options"].items())]
+        opts = [
+            *(f"--{k.replace('_', '-')}" for k in row["settings"]),
+            *(f"{k}={v}" for k, v in row["options"].items()),
+        ]
         table.add_row(row["name"], row["description"], row["reference"], ", ".join(opts) or "-")
     out_console.print(table)

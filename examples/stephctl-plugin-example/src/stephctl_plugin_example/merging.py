@@ -7,15 +7,16 @@ similar to the target, ``S = top_k_i cos(tau_t, tau_i)``, and averages them with
     theta_enc = theta0_enc + (tau_t + sum_{i in S} tau_i) / (1 + |S|)
 
 The merged encoder is frozen and a new prediction head is trained on the target's training
-split (the stephctl default :meth:`MergeMethod.train`). ``k`` is ``merge.options.k``
-(``stephctl merge --method cosine-topk --option k=2``); the similarities go to
-``similarity.csv`` next to the weights.
+split (the stephctl default :meth:`MergeMethod.train`). The method's settings are one frozen
+dataclass: ``k`` is ``merge.options.k`` (``stephctl merge --method cosine-topk --option k=2``,
+folder ``cosine-topk-k2``); the similarities go to ``similarity.csv`` next to the weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,7 @@ from steph.config import MergeConfig
 from steph.errors import ConfigError
 from steph.merging import MergeContext, MergeMethod, Table
 from steph.merging.modules import FrozenEncoderHead
+from steph.merging.settings import doc
 from steph.models.abmil import ENCODER_KEYS
 from steph.registry import Registry
 from steph.task_vectors import add, flatten, mean, select
@@ -36,17 +38,24 @@ def similarities(ctx: MergeContext) -> Tensor:
     return torch.nn.functional.cosine_similarity(sources, target.unsqueeze(0), dim=1)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CosineTopKSettings:
+    """Settings of ``cosine-topk`` (``--option KEY=VALUE``; checked and typed by stephctl)."""
+
+    k: int = field(default=3, metadata=doc("how many of the most similar sources join the target"))
+
+
 class CosineTopK(MergeMethod):
     """Average of the target task vector and its ``k`` most similar source task vectors."""
 
     name = "cosine-topk"
     description = "theta0 + mean of tau_t and the k sources most cosine-similar to it (options.k); new head"
     reference = "stephctl plugin example (docs/extending.md)"
-    option_defaults: ClassVar[Mapping[str, Any]] = {"k": 3}
+    settings_class: ClassVar[type | None] = CosineTopKSettings
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)
-        k = self.options(config)["k"]
+        k = self.settings(config).k
         if not 1 <= k <= n_sources:
             raise ConfigError(
                 f"merge.options.k = {k} for {self.name}: must be between 1 and the {n_sources} sources",
@@ -55,7 +64,7 @@ class CosineTopK(MergeMethod):
 
     def selected(self, ctx: MergeContext) -> list[int]:
         """Indices (into ``ctx.source_names``) of the ``k`` most similar sources, best first."""
-        k = self.options(ctx.config)["k"]
+        k = self.settings(ctx.config).k
         return similarities(ctx).topk(k).indices.tolist()
 
     def build(self, ctx: MergeContext) -> nn.Module:

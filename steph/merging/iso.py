@@ -1,0 +1,105 @@
+"""Isotropic merging: Iso-C and Iso-CTS (Marczak et al., No Task Left Behind, ICML 2025).
+
+For one weight matrix and T task matrices ``Delta_1..Delta_T`` with sum ``M = sum_j Delta_j``
+and SVD ``M = U diag(s) V^T`` (r = min(rows, cols)):
+
+- **Iso-C** (isotropic merging in the common subspace): flatten the spectrum,
+
+      iso_c(M) = mean(s) * U V^T = U diag(mean(s), ..., mean(s)) V^T
+
+- **Iso-CTS** (common and task-specific subspaces): keep the top ``k`` singular directions of
+  M as the common subspace, ``k = r - T * round((r - floor(f r)) / T)`` (f = common fraction,
+  0.8), and for every task its own top ``n = (r - k) / T`` directions of the part outside it,
+  ``Delta_j - U_k U_k^T Delta_j``; the ``T n + k = r`` left and right directions are stacked
+  (task-specific blocks first, then the common one), orthogonalised by ``X -> P Q^T`` of their
+  SVD, and every singular value is set to the mean of the kept ones:
+
+      iso_cts = U* diag(mean(s*)) V*^T
+
+Vectors and non-matrix tensors (biases) are averaged, ``(1/T) sum_j Delta_j``, as in both the
+paper's code and the STEPH reference. The STEPH reference (``model/utils_merge.py``) applies
+either one pairwise, T = 2, to ``(tau_t, tau_s)`` for every task vector of its AdaMerging pool;
+its ``compute_task_vectors_with_iso_cts`` reuses the loop variable ``i`` of the pool in the
+inner loop over the two tasks, so each result is written into task vector 1 instead of its
+own (the other entries keep their raw vectors). :func:`iso_pairwise` writes each into its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..task_vectors import StateDict
+
+IsoKind = Literal["iso-c", "iso-cts"]
+
+
+def is_matrix(key: str, tensor: Tensor) -> bool:
+    """Tensors that are flattened spectrally: 2-D ``weight`` tensors (the reference's test)."""
+    return tensor.ndim == 2 and "weight" in key
+
+
+def iso_c(matrices: Sequence[Tensor]) -> Tensor:
+    """``mean(s) U V^T`` of the SVD of the sum of ``matrices``."""
+    total = torch.stack(list(matrices)).sum(dim=0).double()
+    u, s, vh = torch.linalg.svd(total, full_matrices=False)
+    return (s.mean() * (u @ vh)).to(matrices[0].dtype)
+
+
+def common_size(r: int, tasks: int, fraction: float) -> int:
+    """``k``: the common subspace's size, leaving a task-specific part divisible by ``tasks``."""
+    k = int(r * fraction)
+    return r - round((r - k) / tasks) * tasks
+
+
+def iso_cts(matrices: Sequence[Tensor], fraction: float = 0.8) -> Tensor:
+    """Iso-CTS of ``matrices`` (module docstring)."""
+    tasks = [m.double() for m in matrices]
+    total = torch.stack(tasks).sum(dim=0)
+    u, s, vh = torch.linalg.svd(total, full_matrices=False)
+    r = s.shape[0]
+    k = common_size(r, len(tasks), fraction)
+    n = (r - k) // len(tasks)
+    u_k, s_k, vh_k = u[:, :k], s[:k], vh[:k]
+    us, ss, vs = [], [], []
+    for delta in tasks:
+        rest = delta - u_k @ (u_k.T @ delta)
+        u_j, s_j, vh_j = torch.linalg.svd(rest, full_matrices=False)
+        us.append(u_j[:, :n]), ss.append(s_j[:n]), vs.append(vh_j[:n])
+    big_u = torch.cat([*us, u_k], dim=1)
+    big_s = torch.cat([*ss, s_k])
+    big_vh = torch.cat([*vs, vh_k], dim=0)
+    pu, _, qu = torch.linalg.svd(big_u, full_matrices=False)
+    pv, _, qv = torch.linalg.svd(big_vh, full_matrices=False)
+    return (big_s.mean() * ((pu @ qu) @ (pv @ qv))).to(matrices[0].dtype)
+
+
+def iso_merge(
+    vectors: Sequence[Mapping[str, Tensor]], keys: Sequence[str], kind: IsoKind, fraction: float = 0.8
+) -> StateDict:
+    """Iso-C / Iso-CTS of every weight matrix of ``keys``, the mean for the other tensors."""
+    out: StateDict = {}
+    for key in keys:
+        tensors = [v[key] for v in vectors]
+        if not is_matrix(key, tensors[0]):
+            out[key] = torch.stack(tensors).mean(dim=0)
+        elif kind == "iso-c":
+            out[key] = iso_c(tensors)
+        else:
+            out[key] = iso_cts(tensors, fraction)
+    return out
+
+
+def iso_pairwise(
+    target: Mapping[str, Tensor],
+    vectors: Sequence[Mapping[str, Tensor]],
+    keys: Sequence[str],
+    kind: IsoKind,
+    fraction: float = 0.8,
+) -> list[StateDict]:
+    """``[iso(tau_t, tau_j) for tau_j in vectors]``, each written into its own entry (the
+    reference's preprocessing, with its Iso-CTS write-back fixed)."""
+    return [iso_merge([target, v], keys, kind, fraction) for v in vectors]
