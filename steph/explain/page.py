@@ -7,18 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..evaluation.html_report import STYLE  # one look for the report and its patient pages
 from ..fileio import write_text
 from .transfer import Transfer
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.7em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-img { max-width: 100%; border: 1px solid #eee; }
-.note { color: #555; font-size: 0.85em; }
-.warn { color: #a15c00; }
-"""
 
 
 @dataclass(frozen=True)
