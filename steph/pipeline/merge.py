@@ -48,7 +48,7 @@ from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
 from ..units import WorkUnit
 from ._source_model import fit_settings
-from .train_source import too_few_for_a_batch
+from .train_source import project_folds, too_few_for_a_batch
 
 if TYPE_CHECKING:
     import torch
@@ -150,9 +150,9 @@ def merge_models(
         config.merge.source_fold,
     )
     no_vector: set[int] = set()
-    if not (folds or config.merge.folds):  # every split fold: one without a task vector fails
+    if not (folds or config.merge.folds):  # every fold the project trains: one without a vector fails
         listed = {u.params["fold"] for u in units}
-        extra = [k for k in layout.split_folds(name) if k not in listed]
+        extra = [k for k in project_folds(layout, config, name) if k not in listed]
         if extra:
             units += plan_merge(layout, config, target=target, methods=methods, folds=extra)
             units.sort(key=lambda u: u.params["fold"])

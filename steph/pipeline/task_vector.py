@@ -27,6 +27,7 @@ from ..report import StageReport, Status
 from ..task_vectors import StateDict, subtract
 from ..theta0 import Theta0, check_abmil_state, load_theta0, versions
 from ..units import WorkUnit
+from .train_source import project_folds
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -50,11 +51,11 @@ def plan_task_vectors(
     cancers: Sequence[str] | None = None,
     folds: Sequence[int] | None = None,
 ) -> list[WorkUnit]:
-    """One unit per model (cancer x fold); ``folds`` None = every fold of the split files and
-    every trained fold.
+    """One unit per model (cancer x fold); ``folds`` None = every fold the project trains
+    (:func:`~steph.pipeline.train_source.project_folds`) and every trained fold.
 
     A model counts as trained only when its record (``meta.json``) exists. With ``folds`` None,
-    a split fold whose model is not trained is still a unit (``params["trained"]`` False): the
+    such a fold whose model is not trained is still a unit (``params["trained"]`` False): the
     stage fails it instead of silently leaving it out.
 
     Raises:
@@ -70,7 +71,7 @@ def plan_task_vectors(
             missing += [(cancer, k) for k in chosen if k not in trained]
             chosen = [k for k in chosen if k in trained]
         else:
-            chosen = sorted(set(trained) | set(layout.split_folds(cancer))) if trained else []
+            chosen = sorted(set(trained) | set(project_folds(layout, config, cancer))) if trained else []
         for fold in chosen:
             outputs = (layout.task_vector(cancer, fold), layout.task_vector_meta(cancer, fold))
             params = {"cancer": cancer, "fold": int(fold), "trained": fold in trained}

@@ -55,11 +55,19 @@ def resolve_cancers(layout: ProjectLayout, config: ProjectConfig, cancers: Seque
     return names
 
 
+def project_folds(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> list[int]:
+    """The folds the project trains for ``cancer``: ``train.folds``, else every split file found.
+
+    Later stages expect a model, task vector or merge of exactly these folds by default.
+    """
+    return list(config.train.folds or layout.split_folds(cancer))
+
+
 def resolve_folds(
     layout: ProjectLayout, config: ProjectConfig, cancer: str, folds: Sequence[int] | None
 ) -> list[int]:
-    """``folds`` if given, else ``train.folds``, else every split file found for ``cancer``."""
-    chosen = list(folds) if folds else list(config.train.folds or layout.split_folds(cancer))
+    """``folds`` if given, else :func:`project_folds`."""
+    chosen = list(folds) if folds else project_folds(layout, config, cancer)
     if not chosen:
         raise MissingArtifactError(
             f"{cancer}: no split files found ({layout.split(cancer, 0)})",
