@@ -113,15 +113,18 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
-        errors = []
+        errors: list[tuple[ConfigError, bool]] = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return coerce(option, value, where)
             except ConfigError as exc:
-                errors.append(exc.message)
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
+                errors.append((exc, _of_type(option, value)))
+        typed = [exc for exc, of_type in errors if of_type]  # e.g. -inf for `float | "auto"`: not finite
+        if len(errors) == 1 or len(typed) == 1:
+            raise (errors[0][0] if len(errors) == 1 else typed[0])
+        raise ConfigError(f"{where}: {value!r} fits none of {tp}")
     if origin is Literal:
         allowed = get_args(tp)
         if value in allowed:
@@ -173,6 +176,13 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a path, got {value!r}")
         return Path(value).expanduser()
     raise ConfigError(f"{where}: unsupported config type {tp!r}")  # pragma: no cover - programming error
+
+
+def _of_type(option: Any, value: Any) -> bool:
+    """Whether ``value`` already has the type ``option`` converts to (its error then says why)."""
+    if option is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(option, type) and isinstance(value, option)
 
 
 def to_plain(obj: Any) -> Any:
