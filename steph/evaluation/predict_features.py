@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..data.stores import store_for
 from ..errors import DataError, EncoderUnavailableError, MissingArtifactError, StephError
 from ..extraction.h5format import is_complete, read_attrs, remove_stale_temps
 from ..locks import hold
@@ -137,6 +138,12 @@ class FeatureMaker:
                 cancer=known.cancer if known else self.cancer,
                 project=known.project if known else None,
                 patient_id=patient_id,
+            )
+        if project is not None and slide.path is None and store_for(project).keyed:
+            raise DataError(
+                f"slide {slide.slide_id}: predict does not read keyed feature stores yet ({project})",
+                hint="give the slide path in the manifest so predict extracts it, or point paths.features "
+                "at per-slide files (h5, pt, npy)",
             )
         if project is not None and project.is_file() and (slide.path is None or self._made_our_way(project)):
             return project
