@@ -123,3 +123,18 @@ def test_project_template_without_project_column_fails_that_cancer(cli, tmp_path
     assert [k for k, v in items.items() if v["status"] == "done"] == ["BRCA/fold_0", "BRCA/fold_1"]
     message = items["BLCA/fold_0"]["message"]
     assert "uses {project}" in message and str(root / "labels" / "BLCA.csv") in message and "hint:" in message
+
+
+def test_different_bad_inputs_in_every_cancer_list_each_exit_2(cli, tmp_path: Path) -> None:
+    root, store, rows = _lmdb_project(tmp_path)
+    _break("no-keys", root, store, rows)
+    brca = root / "labels" / "BRCA.csv"
+    text = brca.read_text().splitlines()
+    brca.write_text("\n".join([text[0].replace(",e", ",event"), *text[1:]]) + "\n")
+    result = cli("-p", root, "train-source", "--json", "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    items = {item["key"]: item for item in json.loads(result.stdout)["items"]}
+    assert {v["status"] for v in items.values()} == {"failed"} and len(items) == 4
+    assert "__keys__" in items["BLCA/fold_0"]["message"]
+    assert str(brca) in items["BRCA/fold_1"]["message"] and "labels.event" in items["BRCA/fold_1"]["message"]
+    assert not (root / "models" / "null.json").exists()

@@ -2,8 +2,9 @@
 
 Every input is validated before the first model trains: labels, the split of every requested
 fold, and the existence, readability and dimension of every feature file (STEPH_SPEC sections
-1-5; see docs/train-source.md). A cancer with a bad input fails its own units; the others train. Then theta0 is loaded (or created once), each cancer's bags are
-read once for all its folds, and each (cancer, fold) trains under a lock on its weights file.
+1-5; see docs/train-source.md); a cancer with a bad input fails its own units and the others
+go on. Then theta0 is loaded (or created once), each cancer's bags are read once for all its
+folds, and each (cancer, fold) trains under a lock on its weights file.
 A unit is done when ``model.safetensors``, ``metrics.json`` and ``meta.json`` exist (meta.json is
 written last); done units are skipped unless ``overwrite``.
 """
@@ -122,15 +123,16 @@ def _validate(
                 bad_labels[cancer] = exc
     dims: dict[int, str] = {}
     for cancer, (cohort, splits) in list(prepared.items()):
+        if not splits:  # every requested fold failed on its split file
+            del prepared[cancer]
+            continue
         try:
-            if splits:
-                dims.setdefault(check_features(layout, config, cohort, _patients(splits.values())), cancer)
-                continue
+            dims.setdefault(check_features(layout, config, cohort, _patients(splits.values())), cancer)
         except StephError as exc:
             failed.update(
                 {u.key: exc for u in units if u.params["cancer"] == cancer and u.params["fold"] in splits}
             )
-        del prepared[cancer]
+            del prepared[cancer]
     if len(dims) > 1:
         listing = ", ".join(f"{c} D={d}" for d, c in dims.items())
         raise ConsistencyError(
