@@ -159,7 +159,7 @@ def package_from_docs(root: Path) -> Path:
     return package_dir
 
 
-# -- throwaway packages: a broken plugin of each kind, and a rival claiming built-in names -------
+# -- throwaway packages: a broken plugin of each kind (and a working feature store), and a rival claiming built-in names
 LAB = {
     "dist": "lab-plugin",
     "version": "1.2.3",
@@ -182,6 +182,26 @@ LAB = {
             def command() -> None: ...
             def register(registry) -> None: ...
         """,
+        "stores.py": """
+            import numpy as np
+            import torch
+
+            from steph.data.stores import FeatureStore, to_matrix
+
+
+            class NpzStore(FeatureStore):
+                name = "lab-npz"
+                suffixes = (".npz",)
+                description = "NumPy .npz per slide, array 'features'"
+
+                def read(self, ref):
+                    with np.load(ref.path) as data:
+                        return to_matrix(torch.from_numpy(data["features"]), ref)
+
+
+            def register(registry) -> None:
+                registry.add("lab-npz", NpzStore())
+        """,
     },
     "entry_points": {
         "stephctl.commands": {
@@ -190,6 +210,10 @@ LAB = {
         },
         "stephctl.encoders": {"lab-broken": "lab_plugin.broken:register"},
         "stephctl.merge_methods": {"lab-broken": "lab_plugin.broken:register"},
+        "stephctl.feature_stores": {
+            "lab-stores": "lab_plugin.stores:register",
+            "lab-broken": "lab_plugin.broken:register",
+        },
     },
 }
 """A command group that works and one broken entry point per extension point."""
@@ -216,12 +240,20 @@ RIVAL = {
 
             def register_method(registry) -> None:
                 registry.add("ties", Ties())
+
+
+            def register_store(registry) -> None:
+                from steph.data.stores import NumpyStore
+
+                registry.add("npy", NumpyStore())
         """,
     },
     "entry_points": {
         "stephctl.commands": {"init": "rival_plugin.clash:init"},
         "stephctl.encoders": {"rival": "rival_plugin.clash:register_encoder"},
         "stephctl.merge_methods": {"rival": "rival_plugin.clash:register_method"},
+        "stephctl.feature_stores": {"rival": "rival_plugin.clash:register_store"},
     },
 }
-"""Claims names that stephctl itself provides: the command ``init``, encoder ``tiny-cnn``, method ``ties``."""
+"""Claims names that stephctl itself provides: the command ``init``, encoder ``tiny-cnn``, method
+``ties``, feature store ``npy``."""

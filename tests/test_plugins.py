@@ -266,6 +266,35 @@ def test_plugins_lists_every_item_with_its_origin(sites: dict[str, Path]) -> Non
     assert _rows(listing, "commands")["lab-tools"]["status"] == "ok"
 
 
+def test_plugins_lists_feature_stores_with_their_origin(sites: dict[str, Path]) -> None:
+    proc = stephctl("plugins", "--json", path=list(sites.values()))
+    assert proc.returncode == 0, proc.stderr
+    stores = _rows(json.loads(proc.stdout), "feature_stores")
+    for name, suffixes in {"h5": ".h5 .hdf5", "pt": ".pt .pth", "lmdb": ".lmdb"}.items():
+        assert (stores[name]["package"], stores[name]["status"], stores[name]["suffixes"]) == (
+            "stephctl",
+            "ok",
+            suffixes,
+        )
+        assert stores[name]["version"] and stores[name]["description"].startswith(suffixes + ": ")
+    lab = stores["lab-npz"]
+    assert (lab["package"], lab["version"], lab["entry_point"]) == (
+        "lab-plugin",
+        "1.2.3",
+        "lab_plugin.stores:register",
+    )
+    assert (lab["status"], lab["suffixes"], lab["kind"]) == ("ok", ".npz", "feature store")
+    assert "NumPy .npz per slide" in lab["description"]
+    broken = stores["lab-broken"]
+    assert (broken["package"], broken["status"]) == ("lab-plugin", "broken")
+    assert "No module named 'lab_plugin_missing_dependency'" in broken["reason"]
+    assert stores["npy"]["status"] == "conflict" and "rival-plugin 9.9.9" in stores["npy"]["reason"]
+    table = stephctl("plugins", path=list(sites.values()))
+    assert table.returncode == 0, table.stderr
+    assert "feature stores" in table.stdout and "lab-npz" in table.stdout
+    assert "stephctl[lmdb]" in table.stdout  # rich markup is escaped in the table
+
+
 def test_count_patches_reports_every_slide(sites: dict[str, Path], tmp_path: Path) -> None:
     root = make_feature_project(tmp_path / "project", cancers=("BRCA",), n_patients=6, dim=4, folds=2)
     features = sorted((root / "features" / "tiny-cnn").glob("*.h5"))
@@ -372,5 +401,14 @@ def test_plugins_table_without_plugins(cli) -> None:
     # Last in the module: the in-process CLI leaves a log handler on its (closed) captured stderr.
     result = cli("plugins")
     assert result.exit_code == 0, result.output
-    for word in ("commands", "encoders", "merge methods", "tiny-cnn", "steph", "train-source"):
+    for word in (
+        "commands",
+        "encoders",
+        "merge methods",
+        "tiny-cnn",
+        "steph",
+        "train-source",
+        "feature stores",
+        "lmdb",
+    ):
         assert word in result.output

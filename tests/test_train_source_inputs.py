@@ -1,4 +1,5 @@
-"""Bad inputs to train-source: refused with a clear message before any training."""
+"""Bad inputs to train-source: refused with a clear message before any training; a bad input of
+one cancer fails that cancer's units and the others still train."""
 
 from __future__ import annotations
 
@@ -32,18 +33,35 @@ def test_bad_label_stops_before_training(cli, project: Path) -> None:
     lines = labels.read_text().splitlines()
     lines[4] = lines[4].rsplit(",", 2)[0] + ",-5,1"
     labels.write_text("\n".join(lines) + "\n")
-    result = cli("-p", project, "train-source", "--device", "cpu")
-    assert result.exit_code == 1
+    result = cli("-p", project, "train-source", "--cancer", "BLCA", "--device", "cpu")
+    assert result.exit_code == 1  # every unit to run fails on one input: one error, nothing written
     assert f"{labels}, row 5" in result.output and "t = '-5'" in result.output
     assert nothing_trained(project) and not (project / "models" / "null.json").exists()
+    result = cli("-p", project, "train-source", "--json", "--device", "cpu")
+    assert result.exit_code == 2  # the other cancer still trains
+    items = {item["key"]: item for item in json.loads(result.stdout)["items"]}
+    assert {k: v["status"] for k, v in items.items()} == {
+        "BRCA/fold_0": "done",
+        "BRCA/fold_1": "done",
+        "BLCA/fold_0": "failed",
+        "BLCA/fold_1": "failed",
+    }
+    assert (
+        f"{labels}, row 5" in items["BLCA/fold_0"]["message"] and "hint:" in items["BLCA/fold_0"]["message"]
+    )
 
 
 def test_split_patient_unknown_stops_before_training(cli, project: Path) -> None:
     split = project / "splits" / "BRCA" / "splits_1.csv"
     split.write_text(split.read_text().replace("BRCA-P003", "BRCA-P999", 1))
-    result = cli("-p", project, "train-source", "--device", "cpu")
+    result = cli("-p", project, "train-source", "--cancer", "BRCA", "--fold", "1", "--device", "cpu")
     assert result.exit_code == 1 and "patient BRCA-P999 is not in the labels" in result.output
     assert nothing_trained(project)
+    result = cli("-p", project, "train-source", "--cancer", "BRCA", "--json", "--device", "cpu")
+    assert result.exit_code == 2  # a bad split fails its fold only
+    items = {item["key"]: item for item in json.loads(result.stdout)["items"]}
+    assert {k: v["status"] for k, v in items.items()} == {"BRCA/fold_0": "done", "BRCA/fold_1": "failed"}
+    assert "patient BRCA-P999 is not in the labels" in items["BRCA/fold_1"]["message"]
 
 
 def test_missing_features_listed_with_command(cli, project: Path) -> None:
@@ -51,11 +69,17 @@ def test_missing_features_listed_with_command(cli, project: Path) -> None:
     gone = sorted(layout.features_dir(config.encoder).glob("BLCA-P01*.h5"))
     for path in gone:
         path.unlink()
-    result = cli("-p", project, "train-source", "--device", "cpu")
+    result = cli("-p", project, "train-source", "--cancer", "BLCA", "--device", "cpu")
     assert result.exit_code == 1
     assert f"{len(gone)} slide feature file(s) missing" in result.output
     assert all(p.stem in result.output for p in gone)
     assert "extract" in result.output and nothing_trained(project)
+    result = cli("-p", project, "train-source", "--json", "--device", "cpu")
+    assert result.exit_code == 2
+    items = {item["key"]: item for item in json.loads(result.stdout)["items"]}
+    assert [k for k, v in items.items() if v["status"] == "done"] == ["BRCA/fold_0", "BRCA/fold_1"]
+    message = items["BLCA/fold_1"]["message"]
+    assert f"{len(gone)} slide feature file(s) missing" in message and "extract" in message
 
 
 def test_nan_features_fail_their_cancer_only(cli, project: Path) -> None:

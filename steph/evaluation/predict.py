@@ -36,7 +36,7 @@ from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..runtime import resolve_device
 from ..theta0 import versions
-from .predict_features import FeatureMaker, read_bag
+from .predict_features import FeatureMaker, read_bag, template_fields
 from .predict_inputs import PredictInputs, slide_inputs
 from .predict_inputs import read_manifest as read_predict_manifest
 from .predictors import LoadedModel, project_model
@@ -152,7 +152,14 @@ def predict_patients(
             return report
     with hold(run.meta, what=f"prediction {run.root.name}"):
         run.meta.unlink(missing_ok=True)
-        cases, bags, failures = _gather(layout, run, model, inputs, mpp, device, progress)
+        cancer = normalize_cancer(target) if target else None
+        fields = template_fields(
+            layout, config, [s.slide_id for p in inputs.patients for s in p.slides], cancer
+        )
+        maker = FeatureMaker(
+            layout, run, model, mpp=mpp, device=device, progress=progress, fields=fields, cancer=cancer
+        )
+        cases, bags, failures = _gather(maker, model, inputs, progress)
         if not cases:  # nothing to write: a user error (exit 1) with the first reason
             first = next(iter(failures.values()), None) or DataError("no patients to predict")
             if len(failures) > 1:
@@ -227,16 +234,9 @@ def _inputs_id(manifest: Path | None, inputs: PredictInputs) -> dict[str, object
 
 
 def _gather(
-    layout: ProjectLayout,
-    run: PredictionLayout,
-    model: LoadedModel,
-    inputs: PredictInputs,
-    mpp: float | None,
-    device: torch.device,
-    progress: Progress,
+    maker: FeatureMaker, model: LoadedModel, inputs: PredictInputs, progress: Progress
 ) -> tuple[list[PatientCase], dict[str, Tensor], dict[str, StephError]]:
     """Features of every patient; a patient whose slide fails is set aside with its error."""
-    maker = FeatureMaker(layout, run, model, mpp=mpp, device=device, progress=progress)
     failures: dict[str, StephError] = dict(inputs.problems)
     cases: list[PatientCase] = []
     bags: dict[str, Tensor] = {}
@@ -244,7 +244,7 @@ def _gather(
     try:
         for patient in inputs.patients:
             try:
-                files = tuple(maker.features(slide) for slide in patient.slides)
+                files = tuple(maker.features(slide, patient.patient_id) for slide in patient.slides)
                 bags[patient.patient_id] = read_bag(list(files), model.dim_in, patient.patient_id)
             except StephError as exc:
                 log.warning("patient %s not predicted: %s", patient.patient_id, exc)

@@ -4,7 +4,9 @@ A slide's features are taken, in order, from
 
 1. the project's feature file (``features/<encoder>/<slide_id>.h5`` or the ``paths.features``
    template) when its attributes show the model's encoder, weights, patch size, MPP and tissue
-   fraction (any file when the row gives no slide path: then they are the user's features);
+   fraction (any file when the row gives no slide path: then they are the user's features).
+   A template's ``{project}`` (and ``{cancer}``) of a slide come from the project's labels, as in
+   training (:func:`template_fields`); ``{patient_id}`` is the manifest's patient;
 2. the prediction run's own ``features/<encoder>/<slide_id>.h5`` from an earlier run;
 3. extraction from the slide file with the model's encoder and extraction settings
    (:func:`steph.extraction.slide_job.extract_slide`, the code ``stephctl extract`` runs), into 2.
@@ -18,18 +20,22 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import DataError, EncoderUnavailableError, MissingArtifactError
+from ..data.stores import store_for
+from ..errors import DataError, EncoderUnavailableError, MissingArtifactError, StephError
 from ..extraction.h5format import is_complete, read_attrs, remove_stale_temps
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
 from .predict_inputs import SlideInput
 
 if TYPE_CHECKING:
+    from ..config import ProjectConfig
     from ..extractors import Encoder
     from ..layout import PredictionLayout, ProjectLayout
     from .predictors import LoadedModel
@@ -37,6 +43,49 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SHA = re.compile(r"^sha256:([0-9a-f]{64}) \((.*)\)$")
+_CANCER_FIELDS = {"cancer", "cancer_lower", "dataset"}
+
+
+@dataclass(frozen=True)
+class SlideFields:
+    """Per-slide values of the ``paths.features`` template taken from the project's labels."""
+
+    cancer: str
+    project: str | None
+
+
+def template_fields(
+    layout: ProjectLayout, config: ProjectConfig, slide_ids: Collection[str], target: str | None = None
+) -> dict[str, SlideFields]:
+    """The cancer and project of each of ``slide_ids`` found in the project's labels (``target``'s
+    first, then every cancer's), read only when the features template uses those fields.
+
+    A labels file that cannot be read is logged and skipped: its cancer's slides then have no
+    fields (their own error says so); the other slides are still predicted.
+    """
+    if not layout.features_fields() & (_CANCER_FIELDS | {"project"}):
+        return {}
+    from ..data import load_cohort
+
+    wanted = set(slide_ids)
+    found: dict[str, SlideFields] = {}
+    cancers = list(
+        dict.fromkeys([*([target] if target else []), *(config.cancers or layout.label_cancers())])
+    )
+    for cancer in cancers:
+        if not wanted - found.keys():
+            break
+        try:
+            cohort = load_cohort(layout, config, cancer)
+        except StephError as exc:
+            log.warning("%s labels skipped for the features template: %s", cancer, exc)
+            continue
+        for patient in cohort.patients.values():
+            projects = patient.projects or ("",) * len(patient.slide_ids)
+            for sid, project in zip(patient.slide_ids, projects, strict=True):
+                if sid in wanted and sid not in found:
+                    found[sid] = SlideFields(cancer, project or None)
+    return found
 
 
 class FeatureMaker:
@@ -51,24 +100,52 @@ class FeatureMaker:
         mpp: float | None = None,
         device: torch.device,
         progress: Progress = NULL_PROGRESS,
+        fields: Mapping[str, SlideFields] | None = None,
+        cancer: str | None = None,
     ) -> None:
         self.layout, self.run, self.model = layout, run, model
         self.mpp, self.device, self.progress = mpp, device, progress
+        self.fields, self.cancer = dict(fields or {}), cancer
+        """Template fields per slide (:func:`template_fields`); ``cancer`` for slides without."""
         self._encoder: Encoder | None = None
         self._encoder_error: EncoderUnavailableError | None = None
         self.extracted = 0
 
-    def features(self, slide: SlideInput) -> Path:
-        """The feature file of ``slide`` (see the module docstring).
+    def features(self, slide: SlideInput, patient_id: str | None = None) -> Path:
+        """The feature file of ``slide`` of ``patient_id`` (see the module docstring).
 
         Raises:
-            MissingArtifactError: no features and no slide file.
+            MissingArtifactError: no features and no slide file (or a ``{project}`` template and
+                no labels row giving the slide's project).
             EncoderUnavailableError: extraction needed but the encoder weights are not available.
             SlideError: the slide cannot be extracted (no MPP, no tissue, unreadable ...).
         """
         encoder = self.model.encoder
-        project = self.layout.features(encoder, slide.slide_id)
-        if project.is_file() and (slide.path is None or self._made_our_way(project)):
+        known = self.fields.get(slide.slide_id)
+        if "project" in self.layout.features_fields() and (known is None or known.project is None):
+            if slide.path is None:
+                raise MissingArtifactError(
+                    f"slide {slide.slide_id}: paths.features uses {{project}} but no labels file with a "
+                    "project column lists this slide",
+                    hint="add the slide's row (with its project) to its cancer's labels, or give the "
+                    "slide path in the manifest so predict extracts it",
+                )
+            project = None
+        else:
+            project = self.layout.features(
+                encoder,
+                slide.slide_id,
+                cancer=known.cancer if known else self.cancer,
+                project=known.project if known else None,
+                patient_id=patient_id,
+            )
+        if project is not None and slide.path is None and store_for(project).keyed:
+            raise DataError(
+                f"slide {slide.slide_id}: predict does not read keyed feature stores yet ({project})",
+                hint="give the slide path in the manifest so predict extracts it, or point paths.features "
+                "at per-slide files (h5, pt, npy)",
+            )
+        if project is not None and project.is_file() and (slide.path is None or self._made_our_way(project)):
             return project
         if slide.path is None:
             raise MissingArtifactError(

@@ -2,8 +2,9 @@
 
 Every input is validated before the first model trains: labels, the split of every requested
 fold, and the existence, readability and dimension of every feature file (STEPH_SPEC sections
-1-5; see docs/train-source.md). Then theta0 is loaded (or created once), each cancer's bags are
-read once for all its folds, and each (cancer, fold) trains under a lock on its weights file.
+1-5; see docs/train-source.md); a cancer with a bad input fails its own units and the others
+go on. Then theta0 is loaded (or created once), each cancer's bags are read once for all its
+folds, and each (cancer, fold) trains under a lock on its weights file.
 A unit is done when ``model.safetensors``, ``metrics.json`` and ``meta.json`` exist (meta.json is
 written last); done units are skipped unless ``overwrite``.
 """
@@ -98,25 +99,57 @@ def plan_train_source(
 
 def _validate(
     layout: ProjectLayout, config: ProjectConfig, units: Sequence[WorkUnit]
-) -> tuple[dict[str, tuple[Cohort, dict[int, Split]]], int]:
-    """Load and check every cohort, split and feature file of ``units``; returns them and ``D``."""
+) -> tuple[dict[str, tuple[Cohort, dict[int, Split]]], int | None, dict[str, StephError]]:
+    """Load and check every cohort, split and feature file of ``units``.
+
+    A cancer's bad input (labels, a split, a feature file or store) fails only the units it
+    concerns: it is returned by unit key, and that cancer (or fold) is left out of the result.
+
+    Returns:
+        The cohorts and splits that passed, their ``D`` (None if none passed), and the error
+        of every failed unit.
+
+    Raises:
+        ConsistencyError: the cancers that passed disagree on ``D`` (they share one theta0).
+    """
     prepared: dict[str, tuple[Cohort, dict[int, Split]]] = {}
+    failed: dict[str, StephError] = {}
+    bad_labels: dict[str, StephError] = {}
     for unit in units:
         cancer, fold = unit.params["cancer"], unit.params["fold"]
-        if cancer not in prepared:
-            prepared[cancer] = (load_cohort(layout, config, cancer), {})
-        cohort, splits = prepared[cancer]
-        splits[fold] = load_split(layout, cohort, fold)
+        if cancer in bad_labels:
+            failed[unit.key] = bad_labels[cancer]
+            continue
+        try:
+            if cancer not in prepared:
+                prepared[cancer] = (load_cohort(layout, config, cancer), {})
+            cohort, splits = prepared[cancer]
+            splits[fold] = load_split(layout, cohort, fold)
+        except StephError as exc:
+            failed[unit.key] = exc
+            if cancer not in prepared:
+                bad_labels[cancer] = exc
     dims: dict[int, str] = {}
-    for cancer, (cohort, splits) in prepared.items():
-        dims.setdefault(check_features(layout, config, cohort, _patients(splits.values())), cancer)
+    for cancer, (cohort, splits) in list(prepared.items()):
+        if not splits:  # every requested fold failed on its split file
+            del prepared[cancer]
+            continue
+        try:
+            dims.setdefault(check_features(layout, config, cohort, _patients(splits.values())), cancer)
+        except StephError as exc:
+            failed.update(
+                {u.key: exc for u in units if u.params["cancer"] == cancer and u.params["fold"] in splits}
+            )
+            del prepared[cancer]
     if len(dims) > 1:
         listing = ", ".join(f"{c} D={d}" for d, c in dims.items())
         raise ConsistencyError(
             f"feature dimensions differ between cancers ({listing}); all models share one theta0",
             hint=f"extract every cancer with the same encoder (encoder: {config.encoder})",
         )
-    return prepared, next(iter(dims))
+    for key, exc in failed.items():
+        log.error("%s: %s", key, exc)
+    return prepared, next(iter(dims), None), failed
 
 
 def _patients(splits: Iterable[Split]) -> list[str]:
@@ -139,9 +172,13 @@ def train_source_models(
 ) -> StageReport:
     """Train the cancer-specific models of ``cancers`` x ``folds`` (default: all).
 
+    A bad input of one cancer (labels, a split, features) fails that cancer's units (that fold's,
+    for a split), named in the report with its fix; the other cancers still train.
+
     Raises:
-        MissingArtifactError, DataError, ConsistencyError, ConfigError: bad or missing inputs,
-            found before any training.
+        MissingArtifactError, DataError, ConfigError: every unit to run fails before training
+            because of one input (e.g. the only requested cancer's labels); nothing is written.
+        ConsistencyError: the cancers' feature dimensions differ.
     """
     report = StageReport(STAGE)
     todo = []
@@ -152,7 +189,15 @@ def train_source_models(
             todo.append(unit)
     if not todo:
         return report
-    prepared, dim = _validate(layout, config, todo)
+    prepared, dim, failed = _validate(layout, config, todo)
+    if dim is None and len({id(exc) for exc in failed.values()}) == 1:
+        raise next(iter(failed.values()))  # one input error stops every unit: exit 1, no theta0
+    for unit in todo:
+        if unit.key in failed:
+            report.add(unit.key, Status.FAILED, str(failed[unit.key]))
+    todo = [unit for unit in todo if unit.key not in failed]
+    if dim is None:
+        return report
     device = resolve_device(config.train.device)
     set_deterministic(True)
     with run_log(layout.stage_log(STAGE, time.strftime("%Y%m%d-%H%M%S"))):
@@ -267,7 +312,9 @@ def import_checkpoint(
             f"{path}: architecture {arch} differs from theta0's {theta0.architecture}",
             hint="import the null model of the same release with --import-theta0 first",
         )
-    prepared, dim = _validate(layout, config, [unit])
+    prepared, dim, failed = _validate(layout, config, [unit])
+    if failed:
+        raise failed[key]
     cohort, splits = prepared[cancer]
     if dim != arch["dim_in"]:
         raise ConsistencyError(f"{path}: dim_in {arch['dim_in']} but the {cancer} features have D={dim}")

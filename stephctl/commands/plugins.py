@@ -1,4 +1,5 @@
-"""`stephctl plugins`: every command, encoder and merge method, where it comes from, and what is broken."""
+"""`stephctl plugins`: every command, encoder, merge method and feature store, where it comes from,
+and what is broken."""
 
 from __future__ import annotations
 
@@ -11,18 +12,20 @@ from .._common import out_console, print_json
 if TYPE_CHECKING:
     from steph.registry import Registry
 
-KINDS = ("commands", "encoders", "merge_methods")
+KINDS = ("commands", "encoders", "merge_methods", "feature_stores")
 _COLOUR = {"ok": "green", "broken": "red", "conflict": "red"}
 
 
 def plugins(
     json_out: Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")] = False,
 ) -> None:
-    """List commands, encoders and merge methods with the package (and version) each comes from.
+    """List commands, encoders, merge methods and feature stores with the package (and version) each
+    comes from.
 
     Broken plugins (an import error, two packages claiming one name) are listed with the
     reason; only using them fails. Exit code 0 even when some are broken.
     """
+    from steph.data.stores import FEATURE_STORES
     from steph.extractors import ENCODERS
     from steph.merging import MERGE_METHODS
 
@@ -37,6 +40,7 @@ def plugins(
         "commands": sorted(commands, key=lambda row: row["name"]),
         "encoders": registry_rows(ENCODERS, "encoder"),
         "merge_methods": registry_rows(MERGE_METHODS, "merge method"),
+        "feature_stores": _store_rows(FEATURE_STORES),
     }
     if json_out:
         print_json(listing)
@@ -99,7 +103,21 @@ def registry_rows(registry: Registry[Any], kind: str) -> list[dict[str, str]]:
     return rows
 
 
+def _store_rows(registry: Registry[Any]) -> list[dict[str, str]]:
+    """Feature-store rows, with the suffixes each store reads (``suffixes``, also in the detail)."""
+    rows = registry_rows(registry, "feature store")
+    stores = dict(registry.items())
+    for row in rows:
+        store = stores.get(row["name"]) if row["status"] != "broken" else None
+        suffixes = " ".join(getattr(store, "suffixes", ()) or ())
+        row["suffixes"] = suffixes
+        if suffixes:
+            row["description"] = f"{suffixes}: {row['description']}" if row["description"] else suffixes
+    return rows
+
+
 def _print_table(title: str, rows: list[dict[str, str]]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(
@@ -111,5 +129,11 @@ def _print_table(title: str, rows: list[dict[str, str]]) -> None:
     for row in rows:
         colour = _COLOUR.get(row["status"], "white")
         detail = row["reason"] or row.get("description", "")
-        table.add_row(row["name"], row["package"], row["version"], f"[{colour}]{row['status']}[/]", detail)
+        table.add_row(
+            escape(row["name"]),
+            escape(row["package"]),
+            row["version"],
+            f"[{colour}]{row['status']}[/]",
+            escape(detail),
+        )
     out_console.print(table)
