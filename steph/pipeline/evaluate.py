@@ -153,10 +153,18 @@ def upstream_command(target: str, method: str, fold: int) -> str:
     '`stephctl merge --target BRCA --method steph --fold 2`'
     >>> upstream_command("BRCA", "cancer-specific", 0)
     '`stephctl train-source --cancer BRCA --fold 0`'
+    >>> upstream_command("BRCA", "steph-top2", 1)
+    '`stephctl merge --target BRCA --fold 1` with the method and options that made run steph-top2'
     """
+    from ..merging import MERGE_METHODS
+
     if method == CANCER_SPECIFIC:
         return f"`stephctl train-source --cancer {target} --fold {fold}`"
-    return f"`stephctl merge --target {target} --method {method} --fold {fold}`"
+    if method in MERGE_METHODS:
+        return f"`stephctl merge --target {target} --method {method} --fold {fold}`"
+    return (
+        f"`stephctl merge --target {target} --fold {fold}` with the method and options that made run {method}"
+    )
 
 
 def _not_done_message(unit: WorkUnit) -> str:
