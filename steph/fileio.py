@@ -2,8 +2,8 @@
 
 Every artifact is written to a temporary name in its final directory and renamed into place
 only when complete, so a killed process never leaves a file that a rerun would take as done.
-Temporary names start with ``.tmp-`` and end with the final suffix so format-sniffing readers
-still work on them.
+Temporary names start with ``.tmp-<pid>@<host>-`` (the writer) and end with the final name so
+format-sniffing readers still work on them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import os
+import socket
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,9 +24,21 @@ from .faults import point
 TMP_PREFIX = ".tmp-"
 
 
+def temp_host() -> str:
+    """This host's name as temporary names carry it (``[A-Za-z0-9.-]``, at most 64 characters).
+
+    >>> set(temp_host()) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+    True
+    """
+    host = "".join(c if c.isascii() and (c.isalnum() or c in ".-") else "_" for c in socket.gethostname())
+    return host[:64] or "_"
+
+
 def temp_name(final: Path) -> Path:
-    """A unique temporary sibling of ``final`` (same directory, so ``os.replace`` is atomic)."""
-    return final.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{final.name}")
+    """A unique temporary sibling of ``final`` (same directory, so ``os.replace`` is atomic):
+    ``.tmp-<pid>@<host>-<8 hex>-<final name>``, naming its writer so that the leftover of a
+    killed one can be told apart (:func:`steph.locks.temp_writer`)."""
+    return final.with_name(f"{TMP_PREFIX}{os.getpid()}@{temp_host()}-{uuid.uuid4().hex[:8]}-{final.name}")
 
 
 @contextlib.contextmanager

@@ -14,8 +14,12 @@ cannot delete each other's fresh one. Every other lock (a live process, or anoth
 process) makes :func:`hold` raise :class:`~steph.errors.LockedError` with the command that clears
 it; locks of other hosts are cleared by ``--clear-stale-locks`` once older than ``max_age_hours``.
 
-``--clear-stale-locks`` (:func:`clear_stale_locks`) also removes the ``.tmp-<pid>-*`` files that
-killed writers leave behind (see :func:`stale_temp_files`).
+Temporary files (``.tmp-<pid>@<host>-*``, :func:`steph.fileio.temp_name`) name their writer. One
+whose writer is a dead process of this host will never be finished: it is removed by
+``--clear-stale-locks`` (:func:`clear_stale_locks`, anywhere under the stage's folders) and when
+:func:`hold` reclaims a dead lock (in the lock's folder and the unit's other output folders,
+``temp_dirs``). Temporary files of other hosts (or without a host, written by older versions)
+are removed by ``--clear-stale-locks`` once older than ``max_age_hours``, as their locks are.
 """
 
 from __future__ import annotations
@@ -28,19 +32,17 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LockedError
-from .fileio import TMP_PREFIX, temp_name
+from .fileio import TMP_PREFIX, temp_host, temp_name
 
 log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
 DEFAULT_MAX_AGE_HOURS = 48.0
-TEMP_QUIET_S = 600.0
-"""A ``.tmp-<pid>-*`` file whose pid is not running here is removed once unmodified this long."""
 
 
 def lock_path_for(output: Path) -> Path:
@@ -150,11 +152,13 @@ def release(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def reclaim_dead(path: Path) -> LockInfo | None:
+def reclaim_dead(path: Path, temp_dirs: Iterable[Path] = ()) -> LockInfo | None:
     """Remove the lock at ``path`` if its process is dead on this host; returns what was removed.
 
     Serialised by the lock's own lock (``<path>.lock``): the lock is re-read under it and removed
-    only if it is still the dead one, so a fresh lock taken meanwhile is never deleted.
+    only if it is still the dead one, so a fresh lock taken meanwhile is never deleted. The
+    temporary files of dead writers of this host in the lock's folder and in ``temp_dirs`` (the
+    unit's other output folders) are removed with it.
     """
     info = read_lock(path)
     if info is None or not info.pid or not info.dead_here:
@@ -167,7 +171,10 @@ def reclaim_dead(path: Path) -> LockInfo | None:
         if again is None or (again.pid, again.host, again.started) != (info.pid, info.host, info.started):
             return None
         path.unlink(missing_ok=True)
-        remove_temp_files(path.parent, pids={info.pid})
+        for folder in dict.fromkeys([path.parent, *temp_dirs]):
+            for leftover in dead_temp_files(folder):
+                _remove(leftover)
+                log.warning("removed the temporary file of a dead writer: %s", leftover)
         log.warning("reclaimed the lock of dead process %d on this host: %s", info.pid, path)
         return info
     finally:
@@ -175,10 +182,14 @@ def reclaim_dead(path: Path) -> LockInfo | None:
 
 
 @contextlib.contextmanager
-def hold(output: Path, *, what: str | None = None, stage: str | None = None) -> Iterator[Path]:
+def hold(
+    output: Path, *, what: str | None = None, stage: str | None = None, temp_dirs: Iterable[Path] = ()
+) -> Iterator[Path]:
     """Hold the lock of ``output`` for the duration of the block.
 
-    A lock left by a dead process of this host is reclaimed first (with a log line).
+    A lock left by a dead process of this host is reclaimed first (with a log line), with the
+    temporary files of dead writers of this host in its folder and in ``temp_dirs`` (the unit's
+    other output folders).
 
     Raises:
         LockedError: another process holds it (a live one, or one of another host); the hint
@@ -186,7 +197,7 @@ def hold(output: Path, *, what: str | None = None, stage: str | None = None) -> 
     """
     path = lock_path_for(output)
     taken = try_acquire(path)
-    if not taken and reclaim_dead(path) is not None:
+    if not taken and reclaim_dead(path, temp_dirs) is not None:
         taken = try_acquire(path)
     if not taken:
         info = read_lock(path)
@@ -237,74 +248,79 @@ def find_locks(root: Path) -> list[LockInfo]:
 
 
 def clear_stale_locks(root: Path, *, max_age_hours: float = DEFAULT_MAX_AGE_HOURS) -> list[LockInfo]:
-    """Delete every stale lock below ``root`` and the temporary files of dead writers there
+    """Delete every stale lock below ``root`` and the stale temporary files there
     (:func:`stale_temp_files`); returns the locks removed."""
     removed = []
     for info in find_locks(root):
         if info.is_stale(max_age_hours):
             info.path.unlink(missing_ok=True)
             removed.append(info)
-    dead = {info.pid for info in removed if info.host == socket.gethostname()}
-    for path in stale_temp_files(root, dead_pids=dead, max_age_hours=max_age_hours):
+    for path in stale_temp_files(root, max_age_hours=max_age_hours):
         _remove(path)
         log.warning("removed leftover temporary file %s", path)
     return removed
 
 
-_TEMP_PID = re.compile(rf"{re.escape(TMP_PREFIX)}(\d+)-")
+_TEMP_WRITER = re.compile(rf"{re.escape(TMP_PREFIX)}(\d+)(?:@([A-Za-z0-9._-]+?))?-[0-9a-f]{{8}}-")
+
+
+def temp_writer(name: str) -> tuple[int, str | None] | None:
+    """The writer (pid, host) of a temporary name ``.tmp-<pid>@<host>-<8 hex>-<final>`` (host
+    None in names of older versions, ``.tmp-<pid>-<8 hex>-<final>``); None for other names.
+
+    >>> temp_writer(".tmp-123@node-7.cluster-0a1b2c3d-meta.json"), temp_writer(".tmp-9-0a1b2c3d-x.csv")
+    ((123, 'node-7.cluster'), (9, None))
+    >>> temp_writer("meta.json") is None
+    True
+    """
+    match = _TEMP_WRITER.match(name)
+    return (int(match.group(1)), match.group(2)) if match else None
 
 
 def temp_pid(name: str) -> int | None:
-    """The writer's pid in a temporary name (``.tmp-<pid>-<hex>-<final>``), else None.
+    """The writer's pid in a temporary name, else None.
 
-    >>> temp_pid(".tmp-123-0a1b2c3d-meta.json"), temp_pid("meta.json")
+    >>> temp_pid(".tmp-123@h-0a1b2c3d-meta.json"), temp_pid("meta.json")
     (123, None)
     """
-    match = _TEMP_PID.match(name)
-    return int(match.group(1)) if match else None
+    writer = temp_writer(name)
+    return writer[0] if writer else None
 
 
-def stale_temp_files(
-    root: Path, *, dead_pids: set[int] | None = None, max_age_hours: float = DEFAULT_MAX_AGE_HOURS
-) -> list[Path]:
-    """``.tmp-*`` files and folders below ``root`` that no writer will finish.
+def writer_dead_here(name: str) -> bool:
+    """The temporary file ``name`` was written by a process of this host that has exited."""
+    writer = temp_writer(name)
+    return writer is not None and writer[1] == temp_host() and not _pid_alive(writer[0])
 
-    One is stale when its pid is in ``dead_pids`` (the owners of stale locks of this host just
-    removed), or when no process with its pid runs here and it has not changed for
-    :data:`TEMP_QUIET_S` seconds (a writer on another host keeps its file changing), or when it
-    is older than ``max_age_hours``.
-    """
+
+def dead_temp_files(folder: Path) -> list[Path]:
+    """Temporary files (and folders) directly in ``folder`` whose writer died on this host."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if writer_dead_here(p.name))
+
+
+def stale_temp_files(root: Path, *, max_age_hours: float = DEFAULT_MAX_AGE_HOURS) -> list[Path]:
+    """``.tmp-*`` files and folders below ``root`` that no writer will finish: their writer is a
+    dead process of this host (:func:`writer_dead_here`), or they are older than
+    ``max_age_hours`` (any host, as for locks)."""
     found: list[Path] = []
     if not root.is_dir():
         return found
     now = time.time()
     for folder, dirs, files in os.walk(root):
         for name in [*files, *dirs]:
-            pid = temp_pid(name)
-            if pid is None:
+            if temp_writer(name) is None:
                 continue
             path = Path(folder) / name
             try:
                 age = now - path.stat().st_mtime
             except FileNotFoundError:
                 continue
-            if (
-                pid in (dead_pids or set())
-                or (not _pid_alive(pid) and age > TEMP_QUIET_S)
-                or age > max_age_hours * 3600
-            ):
+            if writer_dead_here(name) or age > max_age_hours * 3600:
                 found.append(path)
-        dirs[:] = [d for d in dirs if temp_pid(d) is None]
+        dirs[:] = [d for d in dirs if not d.startswith(TMP_PREFIX)]
     return sorted(found)
-
-
-def remove_temp_files(folder: Path, *, pids: set[int]) -> None:
-    """Remove the temporary files of the (dead) writers ``pids`` directly in ``folder``."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if temp_pid(path.name) in pids:
-            _remove(path)
 
 
 def _remove(path: Path) -> None:

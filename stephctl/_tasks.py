@@ -53,7 +53,7 @@ ClearStaleLocksOption = Annotated[
     typer.Option(
         "--clear-stale-locks",
         help="First remove this stage's locks left by dead tasks (dead pid on this host, or older than 48 h) "
-        "and the .tmp-* files of dead writers.",
+        "and the .tmp-* files of writers dead on this host (other hosts': older than 48 h).",
     ),
 ]
 

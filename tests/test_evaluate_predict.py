@@ -112,7 +112,8 @@ def test_prediction_errors_name_what_is_missing(merged: Path, tmp_path: Path) ->
 def test_evaluate_reads_the_real_train_source_and_merge_outputs(merged: Path) -> None:
     layout, config = load_project(merged, {"evaluate.report": True})
     report = evaluate_models(layout, config, targets=["BRCA"], bootstrap=20)
-    assert report.count(Status.DONE) == 3 and report.ok  # cancer-specific folds 0, 1 + steph fold 0
+    assert report.count(Status.DONE) == 3  # cancer-specific folds 0, 1 + steph fold 0
+    assert [i.key for i in report.failed] == ["BRCA/steph/fold_1"]  # asked for, never merged
     assert report.summary is not None
     steph = report.summary.per_target["BRCA"]["steph"]
     assert steph.partial and steph.missing_folds == [1]

@@ -38,8 +38,9 @@ def test_predictions_without_a_record_are_not_evaluated(project: Path) -> None:
     result_record(layout, "BRCA", "steph", 2).unlink()  # killed before its record
     report = evaluate_models(layout, config, targets=["BRCA"], bootstrap=0)
     status = {item.key: item.status for item in report.items}
-    assert status["BRCA/steph/fold_2"] is Status.SKIPPED and status["BRCA/steph/fold_1"] is Status.DONE
+    assert status["BRCA/steph/fold_2"] is Status.FAILED and status["BRCA/steph/fold_1"] is Status.DONE
     assert "not finished" in next(i.message for i in report.items if i.key == "BRCA/steph/fold_2")
+    assert not report.ok  # exit 2: a unit asked for is not done
     steph = report.summary.per_target["BRCA"]["steph"]
     assert steph.folds == [0, 1] and steph.missing_folds == [2]
     assert {r["fold"] for r in _rows(layout.summary) if r["method"] == "steph"} == {"0", "1", "mean", "std"}
@@ -107,3 +108,60 @@ def test_predictions_missing_test_patients_fail_that_fold(project: Path) -> None
     item = next(i for i in report.items if i.key == "BRCA/steph/fold_1")
     assert item.status is Status.FAILED and "3 of 15 test patients" in item.message
     assert not report.ok
+
+
+def _statuses(result) -> dict[str, str]:
+    import json
+
+    return {i["key"]: i["status"] for i in json.loads(result.stdout)["items"]}
+
+
+@pytest.mark.parametrize(
+    ("method", "stage"),
+    [
+        ("steph", "stephctl merge --target BRCA --method steph --fold 2"),
+        ("cancer-specific", "stephctl train-source --cancer BRCA --fold 2"),
+    ],
+)
+def test_an_unfinished_upstream_unit_fails_evaluate(project: Path, cli, method: str, stage: str) -> None:
+    """Exit 0 means every unit asked for is done: predictions without their record used to be
+    'skipped' with exit 0; now the fold fails (exit 2) and the hint names the stage that finishes it."""
+    layout, _ = load_project(project)
+    result_record(layout, "BRCA", method, 2).unlink()
+    result = cli("-p", project, "evaluate", "--bootstrap", "0", "--no-report", "--json")
+    assert result.exit_code == 2, result.output
+    status = _statuses(result)
+    assert status[f"BRCA/{method}/fold_2"] == "failed" and status[f"BRCA/{method}/fold_1"] == "done"
+    assert set(status.values()) == {"done", "failed"} and layout.summary.is_file()
+    text = cli("-p", project, "evaluate", "--bootstrap", "0", "--no-report")
+    assert text.exit_code == 2 and stage in text.output
+
+
+def test_a_missing_fold_of_a_method_fails_evaluate(project: Path, cli) -> None:
+    """A fold missing while other folds of its method exist is asked for and not done."""
+    import shutil
+
+    layout, _ = load_project(project)
+    shutil.rmtree(layout.results_dir("BLCA", "steph", 0))
+    result = cli("-p", project, "evaluate", "--bootstrap", "0", "--no-report", "--json")
+    assert result.exit_code == 2, result.output
+    assert _statuses(result)["BLCA/steph/fold_0"] == "failed"
+    assert "stephctl merge --target BLCA --method steph --fold 0" in result.stdout
+
+
+def test_a_method_never_run_for_a_target_fails_only_when_named(project: Path, cli) -> None:
+    """Without -m, a method never run for a target is not asked for (exit 0); named with -m it is."""
+    import shutil
+
+    layout, _ = load_project(project)
+    shutil.rmtree(layout.results_root / "BLCA" / "steph")
+    plain = cli("-p", project, "evaluate", "--bootstrap", "0", "--no-report", "--json")
+    assert plain.exit_code == 0, plain.output
+    assert not [k for k in _statuses(plain) if k.startswith("BLCA/steph/")]
+    named = cli("-p", project, "evaluate", "-m", "steph", "--bootstrap", "0", "--no-report", "--json")
+    assert named.exit_code == 2, named.output
+    status = _statuses(named)
+    assert {k: v for k, v in status.items() if k.startswith("BLCA/")} == {
+        f"BLCA/steph/fold_{k}": "failed" for k in range(3)
+    }
+    assert {v for k, v in status.items() if k.startswith("BRCA/")} == {"done"}

@@ -2,7 +2,7 @@
 named point (``STEPH_FAULT=kill@POINT``, :mod:`steph.faults`), then checks what the issue asks:
 
 - the killed unit is not done (its record is missing) and status says so;
-- readers do not take its outputs (evaluate skips predictions without a record);
+- readers do not take its outputs (evaluate fails a fold whose predictions have no record);
 - a plain rerun reclaims the dead process's lock (no --clear-stale-locks needed), exits 0 and
   finishes the unit, with no lock left and no temporary file in the unit's folder.
 
@@ -63,7 +63,7 @@ def test_kill_train_source(cli, tmp_path: Path, point: str) -> None:
     assert (status.done, status.total) == (1, 2) and status.missing == ["BRCA/fold_0"]
     if layout.predictions("BRCA", CANCER_SPECIFIC, 0).exists():  # readers trust records only
         report = json.loads(cli("-p", root, "evaluate", "--bootstrap", "0", "--json").stdout)
-        assert {i["key"]: i["status"] for i in report["items"]}["BRCA/cancer-specific/fold_0"] == "skipped"
+        assert {i["key"]: i["status"] for i in report["items"]}["BRCA/cancer-specific/fold_0"] == "failed"
     tv = cli("-p", root, "task-vector", "--json")  # the cascade: no silent exit 0 without fold 0
     assert tv.exit_code == 2 and {i["key"]: i["status"] for i in json.loads(tv.stdout)["items"]} == {
         "BRCA/fold_0": "failed",
@@ -118,7 +118,8 @@ def test_kill_merge(cli, tmp_path_factory, tmp_path: Path, point: str) -> None:
             cli("-p", root, "evaluate", "--target", "BRCA", "--bootstrap", "0", "--json").stdout
         )
         status = {i["key"]: i["status"] for i in report["items"]}
-        assert status["BRCA/steph/fold_0"] == "skipped" and "BRCA/steph/fold_1" not in status
+        # both folds were asked for and neither is done: the killed one and the one never reached
+        assert status["BRCA/steph/fold_0"] == "failed" and status["BRCA/steph/fold_1"] == "failed"
         assert [m["method"] for m in report["summary"]["targets"]["BRCA"]] == [CANCER_SPECIFIC]
     result = cli("-p", root, "merge", "--target", "BRCA", "--json")
     assert result.exit_code == 0, result.output

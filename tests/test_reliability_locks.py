@@ -20,7 +20,7 @@ from _hpc import finish, stephctl
 
 from steph.config import load_project
 from steph.errors import LockedError
-from steph.fileio import temp_name
+from steph.fileio import temp_host, temp_name
 from steph.hpc.status import project_status
 from steph.locks import hold, lock_path_for, read_lock, release, try_acquire
 
@@ -154,9 +154,12 @@ def test_clear_stale_locks_removes_temp_files_of_dead_writers(cli, tmp_path: Pat
     folder.mkdir(parents=True)
     dead = _dead_pid()
     _write_lock(lock_path_for(layout.model_weights("BRCA", 0)), dead)
-    killed = folder / f".tmp-{dead}-0123abcd-model.safetensors"
+    killed = folder / f".tmp-{dead}@{temp_host()}-0123abcd-model.safetensors"
     killed.write_bytes(b"half")
-    old = layout.results_dir("BRCA", "cancer-specific", 1) / f".tmp-{_dead_pid()}-89abcdef-predictions.csv"
+    old = (
+        layout.results_dir("BRCA", "cancer-specific", 1)
+        / f".tmp-{_dead_pid()}@{temp_host()}-89abcdef-predictions.csv"
+    )
     old.parent.mkdir(parents=True)
     old.write_text("x")
     os.utime(old, (time.time() - 3600, time.time() - 3600))

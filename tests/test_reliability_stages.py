@@ -119,7 +119,9 @@ def test_full_disk_in_task_vector_merge_and_evaluate(cli, tmp_path_factory, tmp_
     assert result.exit_code == 2, result.output
     document = json.loads(result.stdout)
     failed = [i for i in document["items"] if i["status"] == "failed"]
-    assert [i["key"] for i in failed] == ["summary.csv"] and "No space left" in failed[0]["message"]
+    # fold 0 of steph was never merged (the full disk above): asked for, not done, also a failure
+    assert [i["key"] for i in failed] == ["BRCA/steph/fold_0", "summary.csv"]
+    assert "No space left" in failed[1]["message"]
     assert "Traceback" not in result.output
 
 

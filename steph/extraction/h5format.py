@@ -138,7 +138,9 @@ def read_coords(path: Path) -> np.ndarray | None:
 
 def remove_stale_temps(final: Path) -> int:
     """Delete temporary files left for ``final`` by killed writers; call only while holding its lock."""
-    pattern = re.compile(rf"^{re.escape(TMP_PREFIX)}\d+-[0-9a-f]{{8}}-{re.escape(final.name)}$")
+    pattern = re.compile(
+        rf"^{re.escape(TMP_PREFIX)}\d+(@[A-Za-z0-9._-]+?)?-[0-9a-f]{{8}}-{re.escape(final.name)}$"
+    )
     removed = 0
     if final.parent.is_dir():
         for leftover in final.parent.iterdir():

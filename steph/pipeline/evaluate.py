@@ -3,7 +3,9 @@
 Inputs are ``results/<TARGET>/<method>/fold_<k>/predictions.csv`` (+ metrics.json) written by
 train-source (method ``cancer-specific``) and merge. A fold is taken only when its record exists
 (:meth:`ProjectLayout.result_record`: the model's or the merge run's ``meta.json``, written
-last): predictions of a unit killed before its record are reported as skipped, not evaluated.
+last). A fold asked for (:func:`plan_evaluate`) whose predictions lack their record (a killed
+unit), or that has no predictions, fails (exit 2) with the command that finishes it; the other
+folds are still evaluated and summarised.
 Evaluation is cheap, seeded and always recomputed: every run replaces the rows of the (target,
 method) pairs it evaluated in ``results/summary.csv`` (other rows are kept) and, unless
 ``evaluate.report`` is false, writes ``reports/<TARGET>/``.
@@ -30,7 +32,7 @@ from ..evaluation.inputs import (
 from ..evaluation.summary import Summary, summarize, write_summary
 from ..evaluation.tables import Table, comparison_tables
 from ..fileio import os_error_message
-from ..layout import ProjectLayout, normalize_cancer
+from ..layout import CANCER_SPECIFIC, ProjectLayout, normalize_cancer
 from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
@@ -91,8 +93,13 @@ def plan_evaluate(
     targets: list[str] | None = None,
     methods: list[str] | None = None,
 ) -> list[WorkUnit]:
-    """One unit per (target, method, fold) with a predictions.csv (``params["finished"]``: its
-    record exists; only finished units are evaluated).
+    """One unit per (target, method, fold) asked for. ``params["state"]``: ``finished`` (its
+    predictions.csv and its record exist; only these are evaluated), ``unfinished`` (predictions
+    without a record: its stage was interrupted) or ``missing`` (no predictions).
+
+    Asked for are, per target, the folds of its splits (else every fold with results there) of
+    each method named in ``methods``, or by default of each method with results for that target
+    (a method never run for a target is not asked for unless named).
 
     Units have no outputs of their own (the summary and reports depend on every unit), so they
     are never "done": evaluation always recomputes.
@@ -107,20 +114,13 @@ def plan_evaluate(
     for target in _targets(layout, targets):
         present = layout.result_methods(target)
         found_methods.update(present)
-        for method in [m for m in present if not methods or m in methods]:
-            for fold in layout.result_folds(target, method):
-                path = layout.predictions(target, method, fold)
-                if path.is_file():
-                    record = layout.result_record(target, method, fold)
-                    params = {
-                        "target": target,
-                        "method": method,
-                        "fold": fold,
-                        "predictions": str(path),
-                        "record": str(record),
-                        "finished": record.is_file(),
-                    }
-                    units.append(WorkUnit(STAGE, f"{target}/{method}/fold_{fold}", (), params))
+        wanted = list(dict.fromkeys(methods)) if methods else present
+        folds = layout.split_folds(target) or sorted(
+            {k for m in present for k in layout.result_folds(target, m)}
+        )
+        for method in wanted:
+            for fold in sorted({*folds, *layout.result_folds(target, method)}):
+                units.append(_unit(layout, target, method, fold))
     missing = sorted(set(methods or []) - found_methods)
     if missing:
         raise UnknownNameError(
@@ -128,6 +128,52 @@ def plan_evaluate(
             hint=f"methods with results: {', '.join(sorted(found_methods)) or 'none'}",
         )
     return units
+
+
+def _unit(layout: ProjectLayout, target: str, method: str, fold: int) -> WorkUnit:
+    path = layout.predictions(target, method, fold)
+    record = layout.result_record(target, method, fold)
+    state = "missing" if not path.is_file() else "finished" if record.is_file() else "unfinished"
+    params = {
+        "target": target,
+        "method": method,
+        "fold": fold,
+        "predictions": str(path),
+        "record": str(record),
+        "finished": state == "finished",
+        "state": state,
+    }
+    return WorkUnit(STAGE, f"{target}/{method}/fold_{fold}", (), params)
+
+
+def upstream_command(target: str, method: str, fold: int) -> str:
+    """The command that finishes the unit a result comes from.
+
+    >>> upstream_command("BRCA", "steph", 2)
+    '`stephctl merge --target BRCA --method steph --fold 2`'
+    >>> upstream_command("BRCA", "cancer-specific", 0)
+    '`stephctl train-source --cancer BRCA --fold 0`'
+    >>> upstream_command("BRCA", "steph-top2", 1)
+    '`stephctl merge --target BRCA --fold 1` with the method and options that made run steph-top2'
+    """
+    from ..merging import MERGE_METHODS
+
+    if method == CANCER_SPECIFIC:
+        return f"`stephctl train-source --cancer {target} --fold {fold}`"
+    if method in MERGE_METHODS:
+        return f"`stephctl merge --target {target} --method {method} --fold {fold}`"
+    return (
+        f"`stephctl merge --target {target} --fold {fold}` with the method and options that made run {method}"
+    )
+
+
+def _not_done_message(unit: WorkUnit) -> str:
+    p = unit.params
+    if p["state"] == "unfinished":
+        what = f"not finished: {p['predictions']} has no record {p['record']} (its stage was interrupted)"
+    else:
+        what = f"not run: no predictions {p['predictions']}"
+    return f"{what} (hint: run {upstream_command(p['target'], p['method'], p['fold'])}, then evaluate again)"
 
 
 def evaluate_models(
@@ -163,12 +209,9 @@ def evaluate_models(
         if unit.params["finished"]:
             units.append(unit)
             continue
-        message = (
-            f"not finished: {unit.params['predictions']} has no record {unit.params['record']} "
-            "(its stage was interrupted); rerun that stage to finish it"
-        )
-        log.warning("%s %s", unit.key, message)
-        report.add(unit.key, Status.SKIPPED, message)
+        message = _not_done_message(unit)
+        log.error("%s: %s", unit.key, message)
+        report.add(unit.key, Status.FAILED, message)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with run_log(layout.stage_log(STAGE, stamp)):
         results = _evaluate_units(layout, config, units, resamples, report, progress)

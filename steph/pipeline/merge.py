@@ -272,7 +272,8 @@ class _Runner:
             report.add(unit.key, Status.FAILED, why)
             return
         try:
-            with hold(meta_path, what=f"merge {unit.key}", stage=STAGE):
+            temps = [self.layout.results_dir(p["target"], p["run"], p["fold"])]
+            with hold(meta_path, what=f"merge {unit.key}", stage=STAGE, temp_dirs=temps):
                 if unit.done and not overwrite:  # another process finished it meanwhile
                     _skip(self.layout, self.config, unit, self.theta0, report, "done by another process")
                     return

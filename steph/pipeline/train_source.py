@@ -22,7 +22,7 @@ from ..data import Cohort, Split, check_features, load_cohort, load_split, open_
 from ..errors import ConfigError, ConsistencyError, LockedError, MissingArtifactError, StephError
 from ..faults import point
 from ..fileio import os_error_message, sha256_file
-from ..layout import normalize_cancer
+from ..layout import CANCER_SPECIFIC, normalize_cancer
 from ..locks import hold
 from ..logs import run_log
 from ..models.abmil import create_abmil
@@ -247,7 +247,12 @@ def _run_unit(
         report.add(unit.key, Status.FAILED, why)
         return
     try:
-        with hold(ctx.layout.model_weights(ctx.cancer, ctx.fold), what=f"{unit.key} model", stage=STAGE):
+        with hold(
+            ctx.layout.model_weights(ctx.cancer, ctx.fold),
+            what=f"{unit.key} model",
+            stage=STAGE,
+            temp_dirs=[ctx.layout.results_dir(ctx.cancer, CANCER_SPECIFIC, ctx.fold)],
+        ):
             if unit.done and not overwrite:  # another process finished it meanwhile
                 report.add(unit.key, Status.SKIPPED, "trained by another process")
                 return
@@ -322,7 +327,12 @@ def import_checkpoint(
     ctx = UnitContext(layout, config, cohort, splits[fold], bags, theta0, resolve_device(config.train.device))
     model = create_abmil(dim, config.model)
     model.load_state_dict(state)
-    with hold(layout.model_weights(cancer, fold), what=f"{key} model", stage=STAGE):
+    with hold(
+        layout.model_weights(cancer, fold),
+        what=f"{key} model",
+        stage=STAGE,
+        temp_dirs=[layout.results_dir(cancer, CANCER_SPECIFIC, fold)],
+    ):
         prepare_outputs(layout, cancer, fold)
         train = cohort.targets(ctx.split.train, config.model)
         test = cohort.targets(ctx.split.test, config.model)

@@ -75,5 +75,6 @@ def _render(report: ProjectStatus) -> None:
     if report.temp_files:
         out_console.print(
             f"{len(report.temp_files)} temporary file(s) left by interrupted writers (never counted as done), "
-            f"e.g. {report.temp_files[0]}; the --clear-stale-locks of the stage that wrote them removes them"
+            f"e.g. {report.temp_files[0]}; those of writers dead on this host are removed by a rerun or the "
+            "--clear-stale-locks of the stage that wrote them"
         )
