@@ -37,6 +37,7 @@ from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..units import WorkUnit
+from .train_source import project_folds
 
 if TYPE_CHECKING:
     from ..data.cohort import Cohort
@@ -97,7 +98,8 @@ def plan_evaluate(
     predictions.csv and its record exist; only these are evaluated), ``unfinished`` (predictions
     without a record: its stage was interrupted) or ``missing`` (no predictions).
 
-    Asked for are, per target, the folds of its splits (else every fold with results there) of
+    Asked for are, per target, the folds the project trains (``train.folds``, else those of its
+    splits; else every fold with results there; ``merge.folds`` for merge runs when set) of
     each method named in ``methods``, or by default of each method with results for that target
     (a method never run for a target is not asked for unless named).
 
@@ -108,17 +110,17 @@ def plan_evaluate(
         MissingArtifactError: there are no results at all.
         UnknownNameError: a requested target, or a requested method, has no results.
     """
-    del config  # the plan depends on the files present only; kept for the uniform signature
     units: list[WorkUnit] = []
     found_methods: set[str] = set()
     for target in _targets(layout, targets):
         present = layout.result_methods(target)
         found_methods.update(present)
         wanted = list(dict.fromkeys(methods)) if methods else present
-        folds = layout.split_folds(target) or sorted(
+        trained = project_folds(layout, config, target) or sorted(
             {k for m in present for k in layout.result_folds(target, m)}
         )
         for method in wanted:
+            folds = trained if method == CANCER_SPECIFIC else (config.merge.folds or trained)
             for fold in sorted({*folds, *layout.result_folds(target, method)}):
                 units.append(_unit(layout, target, method, fold))
     missing = sorted(set(methods or []) - found_methods)
@@ -217,7 +219,7 @@ def evaluate_models(
         results = _evaluate_units(layout, config, units, resamples, report, progress)
         if not results:
             return report
-        expected = {t: layout.split_folds(t) for t in {u.params["target"] for u in units}}
+        expected = {t: project_folds(layout, config, t) for t in {u.params["target"] for u in units}}
         summary = summarize(
             results,
             metrics=metric_names(settings.auc_years),
