@@ -165,3 +165,23 @@ def test_full_tmpfs_fails_items_then_a_rerun_finishes(cli, tmp_path) -> None:
         assert layout.model_meta("BRCA", 1).is_file()
         assert cli("-p", root, "task-vector").exit_code == 0  # every file is valid
         shutil.rmtree(layout.models_root / "BRCA")
+
+
+def test_a_project_that_trains_some_folds_is_done_when_those_are(tmp_path: Path) -> None:
+    """`train.folds: [0]` with two split files: every later stage expects fold 0 only, so the
+    chain exits 0; the untrained fold 1 fails nowhere (it was never asked for)."""
+    from steph.pipeline.evaluate import evaluate_models
+    from steph.pipeline.task_vector import compute_task_vectors
+    from steph.pipeline.train_source import train_source_models
+
+    root = make_feature_project(tmp_path / "p", cancers=("BRCA", "BLCA"), n_patients=40, dim=8, folds=2)
+    set_config(root, {"train.folds": [0], "train.epochs": 1, "train.device": "cpu", "merge.epochs": 1})
+    layout, config = load_project(root)
+    assert train_source_models(layout, config).ok
+    vectors = compute_task_vectors(layout, config)
+    assert vectors.ok and {i.key for i in vectors.items} == {"BRCA/fold_0", "BLCA/fold_0"}
+    merged = merge_models(layout, config, target="BRCA", methods=["model-avg"])
+    assert merged.ok and [i.key for i in merged.items] == ["BRCA/model-avg/fold_0"]
+    evaluated = evaluate_models(layout, config, targets=["BRCA"], bootstrap=10)
+    assert evaluated.ok, [(i.key, i.status, i.message) for i in evaluated.items]
+    assert not any(i.status is Status.FAILED for i in evaluated.items)
