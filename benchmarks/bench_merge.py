@@ -347,6 +347,7 @@ def run(
     equal: bool | None = None,
     with_kernels: bool = False,
     patients: int | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """The stage figures (and the kernel figures with ``with_kernels``)."""
     result: dict[str, Any] = {
@@ -356,7 +357,7 @@ def run(
             "threads": torch.get_num_threads(),
         },
         "quick": quick,
-        "stage": stage(quick, epochs=epochs, equal=equal, patients=patients),
+        "stage": stage(quick, epochs=epochs, rounds=rounds, equal=equal, patients=patients),
     }
     if with_kernels:
         result["kernels"] = kernels(quick)
@@ -368,6 +369,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="small sizes (D = 256)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--epochs", type=int, help="merge epochs (default 4; quick 2)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of the three figures")
     parser.add_argument("--no-equal", action="store_true", help="skip the equal-size row")
     parser.add_argument("--kernels", action="store_true", help="also the kernel figures")
     parser.add_argument("--patients", type=int, help="patients of the target cancer (default 48)")
@@ -380,5 +382,6 @@ if __name__ == "__main__":
         equal=False if args.no_equal else None,
         with_kernels=args.kernels,
         patients=args.patients,
+        rounds=args.rounds,
     )
     print(json.dumps(result, indent=2))
