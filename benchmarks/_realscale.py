@@ -49,7 +49,9 @@ class Cohort:
     """Shape of a benchmark cohort: ``median`` > 0 = heavy-tailed, else every bag ``equal``."""
 
     patients: int = 48
-    source_patients: int = 12
+    source_patients: int = 24
+    """Patients of each source cancer: 80 % of them must fill a batch of 16 (train-source refuses
+    a fold with fewer training patients than the batch)."""
     dim: int = 1536
     median: float = 1500.0
     spread: float = 0.8

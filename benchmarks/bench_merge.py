@@ -60,7 +60,7 @@ import _realscale as rs
 
 MODEL = ModelConfig()
 N_SOURCES = 12
-QUICK = rs.Cohort(patients=48, source_patients=12, dim=384, median=600, clip=(60, 4000), equal=600)
+QUICK = rs.Cohort(patients=48, source_patients=24, dim=384, median=600, clip=(60, 4000), equal=600)
 
 
 def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int) -> dict[str, Any]:
