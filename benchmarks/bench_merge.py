@@ -69,7 +69,7 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int) -> dict[str, Any]:
         root = Path(tmp) / "project"
         shape = rs.make_project(root, cohort, sources=True)
         rs.measure_rss(rs.stephctl(root, "train-source", "--fold", "0", "--epochs", "0", "--device", "cpu"))
-        rs.measure_rss(rs.stephctl(root, "task-vector"))
+        rs.measure_rss(rs.stephctl(root, "task-vector", "--fold", str(rs.FOLD)))
         merge = ["merge", "--target", rs.TARGET, "--method", "steph", "--fold", str(rs.FOLD), "--top-k", "2"]
         commands = {
             "stage": rs.stephctl(root, *merge, "--epochs", str(epochs), "--device", "cpu", "--overwrite"),
