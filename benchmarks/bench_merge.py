@@ -60,7 +60,7 @@ import _realscale as rs
 
 MODEL = ModelConfig()
 N_SOURCES = 12
-QUICK = rs.Cohort(patients=48, source_patients=12, dim=384, median=600, clip=(60, 4000), equal=600)
+QUICK = rs.Cohort(patients=48, source_patients=24, dim=384, median=600, clip=(60, 4000), equal=600)
 
 
 def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int) -> dict[str, Any]:
         root = Path(tmp) / "project"
         shape = rs.make_project(root, cohort, sources=True)
         rs.measure_rss(rs.stephctl(root, "train-source", "--fold", "0", "--epochs", "0", "--device", "cpu"))
-        rs.measure_rss(rs.stephctl(root, "task-vector"))
+        rs.measure_rss(rs.stephctl(root, "task-vector", "--fold", str(rs.FOLD)))
         merge = ["merge", "--target", rs.TARGET, "--method", "steph", "--fold", str(rs.FOLD), "--top-k", "2"]
         commands = {
             "stage": rs.stephctl(root, *merge, "--epochs", str(epochs), "--device", "cpu", "--overwrite"),
@@ -347,6 +347,7 @@ def run(
     equal: bool | None = None,
     with_kernels: bool = False,
     patients: int | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """The stage figures (and the kernel figures with ``with_kernels``)."""
     result: dict[str, Any] = {
@@ -356,7 +357,7 @@ def run(
             "threads": torch.get_num_threads(),
         },
         "quick": quick,
-        "stage": stage(quick, epochs=epochs, equal=equal, patients=patients),
+        "stage": stage(quick, epochs=epochs, rounds=rounds, equal=equal, patients=patients),
     }
     if with_kernels:
         result["kernels"] = kernels(quick)
@@ -368,6 +369,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="small sizes (D = 256)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--epochs", type=int, help="merge epochs (default 4; quick 2)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of the three figures")
     parser.add_argument("--no-equal", action="store_true", help="skip the equal-size row")
     parser.add_argument("--kernels", action="store_true", help="also the kernel figures")
     parser.add_argument("--patients", type=int, help="patients of the target cancer (default 48)")
@@ -380,5 +382,6 @@ if __name__ == "__main__":
         equal=False if args.no_equal else None,
         with_kernels=args.kernels,
         patients=args.patients,
+        rounds=args.rounds,
     )
     print(json.dumps(result, indent=2))

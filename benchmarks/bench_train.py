@@ -113,6 +113,7 @@ def time_streaming(root: Path, *, rounds: int, epochs: int = 1) -> dict[str, Any
 
 def huge_bag(patches: int, dim: int, *, contrast: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"patches": patches, "dim": dim}
+    rs.warm_bytecode()
     budgets = {"auto": 0, "whole_bag": -1} if contrast else {"auto": 0}
     for stage in ("train", "merge"):
         for name, budget in budgets.items():

@@ -10,7 +10,7 @@ from steph.data import BagStore
 from steph.merging import MERGE_METHODS
 from steph.models.abmil import ABMIL, capture_attention, encode, patch_chunking
 from steph.survival import surv_mle_loss
-from steph.training.batching import auto_patch_budget, pad_bags, plan_chunks
+from steph.training.batching import auto_patch_budget, pad_bags, plan_chunks, shares_forwards
 from steph.training.loop import FitSettings, _as_output, backward_chunks, load_chunks, predict
 
 SETTINGS = FitSettings(epochs=1)
@@ -37,11 +37,11 @@ def reference_gradients(model: torch.nn.Module, bags, bins, events) -> tuple[flo
     return float(loss.detach()), [g.clone() for g in torch.autograd.grad(loss, params)]
 
 
-def chunked_gradients(model: torch.nn.Module, bags, bins, events, budget: int):
+def chunked_gradients(model: torch.nn.Module, bags, bins, events, budget: int, share: bool = True):
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = None
-    parts = load_chunks(bags, bins, events, budget)
+    parts = load_chunks(bags, bins, events, budget, share=share)
     loss = backward_chunks(model, parts, SETTINGS, device=torch.device("cpu"), budget=budget)
     return loss, [p.grad.clone() for p in params], len(parts)
 
@@ -68,6 +68,19 @@ def test_chunked_batch_has_the_whole_batch_loss_and_gradients(name: str, budget:
         assert torch.allclose(a, b, atol=1e-6, rtol=0), float((a - b).abs().max())
 
 
+@pytest.mark.parametrize("name", ["abmil", "steph", "roupkt", "adamerging"])
+def test_every_bag_alone_has_the_whole_batch_loss_and_gradients(name: str) -> None:
+    """The CPU path: no shared forward, no padded copy, no mask (budget 16: long bags patch-chunked)."""
+    model = models()[name].eval()
+    bags, bins, events = batch()
+    loss, grads = reference_gradients(model, bags, bins, events)
+    chunk_loss, chunk_grads, n_parts = chunked_gradients(model, bags, bins, events, 16, share=False)
+    assert n_parts == len(bags)
+    assert abs(chunk_loss - loss) < 1e-6
+    for a, b in zip(grads, chunk_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), float((a - b).abs().max())
+
+
 def test_plan_chunks_pays_little_padding_and_covers_the_batch() -> None:
     parts = plan_chunks(LENGTHS, 48)
     assert sorted(i for p in parts for i in p) == list(range(len(LENGTHS)))
@@ -75,7 +88,11 @@ def test_plan_chunks_pays_little_padding_and_covers_the_batch() -> None:
         longest, real = max(LENGTHS[i] for i in part), sum(LENGTHS[i] for i in part)
         assert len(part) == 1 or (len(part) * longest <= 48 and len(part) * longest <= 1.1 * real)
     assert plan_chunks(LENGTHS, -1) == [list(range(len(LENGTHS)))]
+    alone = plan_chunks(LENGTHS, 48, share=False)
+    assert sorted(i for p in alone for i in p) == list(range(len(LENGTHS)))
+    assert all(len(p) == 1 for p in alone)
     assert auto_patch_budget(torch.device("cpu"), 1536) > 0
+    assert not shares_forwards(torch.device("cpu")) and shares_forwards(torch.device("cuda"))
 
 
 def test_patch_chunked_pooling_equals_one_softmax_with_padding_and_attention() -> None:

@@ -20,7 +20,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..models.abmil import patch_chunk_size
 
 OutputLayer = Literal["relu", "sigmoid", "softplus"]
 OUTPUT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
@@ -66,12 +70,42 @@ class Hypernetwork(nn.Module):
         self.output = OUTPUT_LAYERS[output]()
 
     def embed_bags(self, x: Tensor, mask: Tensor | None = None, layer: nn.Linear | None = None) -> Tensor:
-        """``h [B, hidden]``: the masked mean over patches of ReLU(W_e x + b_e)."""
-        e = (layer or self.embed)(x).relu()
+        """``h [B, hidden]``: the masked mean over patches of ReLU(W_e x + b_e) (``layer`` = W_e).
+
+        Inside :func:`~steph.models.abmil.patch_chunking`, a bag longer than the chunk is summed
+        chunk by chunk under activation checkpointing (memory bounded by the chunk)."""
+        layer = layer or self.embed
+        chunk = patch_chunk_size()
+        if 0 < chunk < x.shape[1]:
+            return self._embed_chunked(x, mask, chunk, layer)
+        e = layer(x).relu()
         if mask is None:
             return e.mean(dim=1)
         m = mask.unsqueeze(-1).to(e.dtype)
         return (e * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+    @staticmethod
+    def _embed_sum(x: Tensor, mask: Tensor | None, layer: nn.Linear) -> Tensor:
+        e = layer(x).relu()
+        return (e if mask is None else e * mask.unsqueeze(-1).to(e.dtype)).sum(dim=1)
+
+    def _embed_chunked(self, x: Tensor, mask: Tensor | None, chunk: int, layer: nn.Linear) -> Tensor:
+        grad = torch.is_grad_enabled()
+        total = None
+        for start in range(0, x.shape[1], chunk):
+            xc = x[:, start : start + chunk]
+            mc = mask[:, start : start + chunk] if mask is not None else None
+            part = (
+                checkpoint(self._embed_sum, xc, mc, layer, use_reentrant=False)
+                if grad
+                else self._embed_sum(xc, mc, layer)
+            )
+            total = part if total is None else total + part
+        assert total is not None
+        count = (
+            mask.sum(dim=1, keepdim=True).to(total.dtype).clamp(min=1.0) if mask is not None else x.shape[1]
+        )
+        return total / count
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """``(w, r)`` for padded bags ``x [B, K, D]``; a head that was not built gives None."""

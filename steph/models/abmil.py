@@ -202,6 +202,12 @@ def _encode_chunked(
     return z
 
 
+def patch_chunk_size() -> int:
+    """The chunk size of the enclosing :func:`patch_chunking` block (0 = none): other per-patch
+    modules (STEPH's hypernetwork embedding) chunk their bags by it too."""
+    return _PATCH_CHUNK.get()
+
+
 @contextlib.contextmanager
 def patch_chunking(size: int) -> Iterator[None]:
     """Within the block, :func:`encode` pools bags longer than ``size`` patches chunk by chunk

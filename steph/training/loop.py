@@ -7,8 +7,9 @@ state is kept. The next batch is read in a background thread while the current o
 
 Execution (the cost of real patches only): a batch is cut into length-sorted chunks under a
 patch budget (:func:`~steph.training.batching.plan_chunks`; automatic per device, see
-:func:`~steph.training.batching.auto_patch_budget`): bags of similar length share a padded
-forward, the others run alone, unpadded. Each chunk is forwarded and back-propagated on its
+:func:`~steph.training.batching.auto_patch_budget`): on CUDA bags of similar length share a
+padded forward, the others run alone, unpadded; on CPU every bag runs alone, without a mask
+(:func:`~steph.training.batching.shares_forwards`). Each chunk is forwarded and back-propagated on its
 own with its loss weighted by ``n_chunk / B``, so the gradient is exactly that of one SurvMLE
 over the B bags (SurvMLE and the merge methods' ``aux_loss`` are means over bags, or constants
 over the batch), while memory holds one chunk's activations. A bag longer than the budget is
@@ -35,7 +36,7 @@ from ..models.abmil import patch_chunking
 from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
 from ..survival import surv_mle_loss
-from .batching import auto_patch_budget, chunks, epoch_batches, pad_bags, plan_chunks
+from .batching import auto_patch_budget, chunks, epoch_batches, pad_bags, plan_chunks, shares_forwards
 from .optim import build_optimizer, cosine_with_warmup
 from .precision import autocast, grad_scaler, resolve_precision
 
@@ -135,19 +136,21 @@ def fit(
     budget = patch_budget(settings.max_batch_patches, device, _dim(bags, data)) if len(data) else -1
     log.info("%s: patch budget %d per forward, precision %s", task, budget, precision)
     losses: list[float] = []
-    pin = device.type == "cuda"
+    pin, share = device.type == "cuda", shares_forwards(device)
     progress.start(task, settings.epochs * steps_per_epoch, unit="steps")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool:
         for epoch in range(settings.epochs):
             model.train()
             batches = epoch_batches(len(data), settings.batch_size, generator)
             epoch_loss, n_steps = 0.0, 0
-            pending = pool.submit(_load_batch, bags, data, batches[0], budget, pin) if batches else None
+            pending = (
+                pool.submit(_load_batch, bags, data, batches[0], budget, pin, share) if batches else None
+            )
             for i, _batch in enumerate(batches):
                 assert pending is not None
                 parts = pending.result()
                 pending = (
-                    pool.submit(_load_batch, bags, data, batches[i + 1], budget, pin)
+                    pool.submit(_load_batch, bags, data, batches[i + 1], budget, pin, share)
                     if i + 1 < len(batches)
                     else None
                 )
@@ -169,8 +172,8 @@ def fit(
     return losses
 
 
-Chunk = tuple[Tensor, Tensor, Tensor, Tensor]
-"""``(x [n, K, D], mask [n, K], bins [n], events [n])`` of one forward."""
+Chunk = tuple[Tensor, Tensor | None, Tensor, Tensor]
+"""``(x [n, K, D], mask [n, K] or None (every patch real), bins [n], events [n])`` of one forward."""
 
 
 def backward_chunks(
@@ -192,7 +195,8 @@ def backward_chunks(
     batch_loss = 0.0
     for x, mask, y, e in parts:
         with autocast(precision, device), patch_chunking(max(budget, 0)):
-            out = _as_output(model(x.to(device, non_blocking=True), mask.to(device, non_blocking=True)))
+            m = mask.to(device, non_blocking=True) if mask is not None else None
+            out = _as_output(model(x.to(device, non_blocking=True), m))
         hazards = torch.sigmoid(out.logits.float())
         loss = surv_mle_loss(hazards, y.to(device), e.to(device), alpha=settings.alpha, eps=settings.eps)
         if out.aux_loss is not None:
@@ -205,30 +209,44 @@ def backward_chunks(
 
 
 def load_chunks(
-    loaded: Sequence[Tensor], bins: Tensor, events: Tensor, budget: int, pin: bool = False
+    loaded: Sequence[Tensor],
+    bins: Tensor,
+    events: Tensor,
+    budget: int,
+    pin: bool = False,
+    share: bool = True,
 ) -> list[Chunk]:
-    """Bags of one batch as the chunks of :func:`plan_chunks`; a bag alone is a view, not a copy.
-    ``pin`` puts them in page-locked memory so the copy to the GPU is asynchronous."""
+    """Bags of one batch as the chunks of :func:`plan_chunks` (``share`` as there); a bag alone
+    is a view without a mask, not a copy. ``pin`` puts them in page-locked memory so the copy to
+    the GPU is asynchronous."""
     parts = []
-    for chunk in plan_chunks([int(b.shape[0]) for b in loaded], budget):
-        if len(chunk) == 1:
-            x = loaded[chunk[0]].unsqueeze(0)
-            mask = torch.ones(x.shape[:2], dtype=torch.bool)
-        else:
-            x, mask = pad_bags([loaded[j] for j in chunk])
+    for chunk in plan_chunks([int(b.shape[0]) for b in loaded], budget, share=share):
+        x, mask = _chunk_input(loaded, chunk)
         if pin:
-            x, mask = x.pin_memory(), mask.pin_memory()
+            x, mask = x.pin_memory(), mask.pin_memory() if mask is not None else None
         index = torch.tensor(chunk, dtype=torch.long)
         parts.append((x, mask, bins[index], events[index]))
     return parts
 
 
+def _chunk_input(loaded: Sequence[Tensor], chunk: Sequence[int]) -> tuple[Tensor, Tensor | None]:
+    """``(x, mask)`` of one chunk: a bag alone as a ``[1, K, D]`` view and no mask (no copy)."""
+    if len(chunk) == 1:
+        return loaded[chunk[0]].unsqueeze(0), None
+    return pad_bags([loaded[j] for j in chunk])
+
+
 def _load_batch(
-    bags: BagSource, data: SurvivalTargets, batch: list[int], budget: int, pin: bool = False
+    bags: BagSource,
+    data: SurvivalTargets,
+    batch: list[int],
+    budget: int,
+    pin: bool = False,
+    share: bool = True,
 ) -> list[Chunk]:
     index = torch.tensor(batch, dtype=torch.long)
     return load_chunks(
-        [bags.get(data.ids[i]) for i in batch], data.bins[index], data.events[index], budget, pin
+        [bags.get(data.ids[i]) for i in batch], data.bins[index], data.events[index], budget, pin, share
     )
 
 
@@ -247,7 +265,7 @@ def predict(
 
     Each batch runs as the chunks of :func:`~steph.training.batching.plan_chunks` under the patch
     budget ``max_batch_patches`` (as :attr:`FitSettings.max_batch_patches`: 0 = automatic, < 0 =
-    whole batch); results are unchanged. ``precision`` as ``train.precision``; hazards are fp32.
+    whole batch; on CPU every bag alone); results are unchanged. ``precision`` as ``train.precision``; hazards are fp32.
     """
     model.to(device)
     model.eval()
@@ -259,17 +277,14 @@ def predict(
     precision = resolve_precision(precision, device)
     for batch in chunks(range(len(ids)), batch_size):
         loaded = [bags.get(ids[i]) for i in batch]
-        parts = plan_chunks([int(b.shape[0]) for b in loaded], budget)
+        parts = plan_chunks([int(b.shape[0]) for b in loaded], budget, share=shares_forwards(device))
         order = torch.tensor([j for part in parts for j in part]).argsort()
         outs = []
         for part in parts:
-            if len(part) == 1:
-                x = loaded[part[0]].unsqueeze(0)
-                mask = torch.ones(x.shape[:2], dtype=torch.bool)
-            else:
-                x, mask = pad_bags([loaded[j] for j in part])
+            x, mask = _chunk_input(loaded, part)
             with autocast(precision, device), patch_chunking(max(budget, 0)):
-                outs.append(_as_output(model(x.to(device), mask.to(device))))
+                m = mask.to(device) if mask is not None else None
+                outs.append(_as_output(model(x.to(device), m)))
         hazards.append(torch.sigmoid(torch.cat([o.logits.float() for o in outs])[order]).cpu())
         for key in outs[0].extras:
             value = torch.cat([o.extras[key].detach() for o in outs])[order]
