@@ -52,10 +52,11 @@ def models() -> dict[str, torch.nn.Module]:
     for name in ("steph", "roupkt", "adamerging"):
         method = MERGE_METHODS.get(name)
         built[name] = method.build(context(4, top_k=2))
+    built["steph-fnn"] = MERGE_METHODS.get("steph").build(context(4, top_k=2, mix="fnn"))
     return built
 
 
-@pytest.mark.parametrize("name", ["abmil", "steph", "roupkt", "adamerging"])
+@pytest.mark.parametrize("name", ["abmil", "steph", "steph-fnn", "roupkt", "adamerging"])
 @pytest.mark.parametrize("budget", [1, 16, 48, 1000])
 def test_chunked_batch_has_the_whole_batch_loss_and_gradients(name: str, budget: int) -> None:
     model = models()[name].eval()  # no dropout: the same function on both paths
@@ -68,7 +69,7 @@ def test_chunked_batch_has_the_whole_batch_loss_and_gradients(name: str, budget:
         assert torch.allclose(a, b, atol=1e-6, rtol=0), float((a - b).abs().max())
 
 
-@pytest.mark.parametrize("name", ["abmil", "steph", "roupkt", "adamerging"])
+@pytest.mark.parametrize("name", ["abmil", "steph", "steph-fnn", "roupkt", "adamerging"])
 def test_every_bag_alone_has_the_whole_batch_loss_and_gradients(name: str) -> None:
     """The CPU path: no shared forward, no padded copy, no mask (budget 16: long bags patch-chunked)."""
     model = models()[name].eval()
