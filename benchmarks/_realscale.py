@@ -188,6 +188,18 @@ def ratios(best: dict[str, dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def targets_met(r: dict[str, float], epochs: int) -> dict[str, bool]:
+    """Issue 18's targets for a stage row's ``ratios`` (runs of at least 4 epochs)."""
+    return {
+        "stage_over_bare<=1.10 (wall)": r["stage_over_bare_wall"] <= 1.10,
+        "stage_over_bare<=1.10 (cpu)": r["stage_over_bare_cpu"] <= 1.10,
+        "stage_over_one_bag<=1.0 (wall)": r["stage_over_one_bag_wall"] <= 1.0,
+        "stage_over_one_bag<=1.0 (cpu)": r["stage_over_one_bag_cpu"] <= 1.0,
+        "stage_over_one_bag_peak_rss<=1.0": r["stage_over_one_bag_peak_rss"] <= 1.0,
+        "epochs>=4": epochs >= 4,
+    }
+
+
 def per_patch(row: dict[str, Any]) -> dict[str, float]:
     """CPU seconds per real patch of the bare compute: training (forward + backward + step, per
     patch and epoch) and prediction (one forward), over the patches the worker actually ran."""

@@ -106,14 +106,7 @@ def stage(
         result["equal"] = stage_row(rs.Cohort(**{**cohort.__dict__, "median": 0.0}), epochs=epochs, rounds=1)
     result["per_patch"] = rs.per_patch(result["heavy"])
     r = result["heavy"]["ratios"]
-    result["targets_met"] = {
-        "stage_over_bare<=1.10 (wall)": r["stage_over_bare_wall"] <= 1.10,
-        "stage_over_bare<=1.10 (cpu)": r["stage_over_bare_cpu"] <= 1.10,
-        "stage_over_one_bag<=1.0 (wall)": r["stage_over_one_bag_wall"] <= 1.0,
-        "stage_over_one_bag<=1.0 (cpu)": r["stage_over_one_bag_cpu"] <= 1.0,
-        "stage_over_one_bag_peak_rss<=1.0": r["stage_over_one_bag_peak_rss"] <= 1.0,
-        "epochs>=4": epochs >= 4,
-    }
+    result["targets_met"] = rs.targets_met(r, epochs)
     return result
 
 
