@@ -42,6 +42,34 @@ if str(ROOT) not in sys.path:
 TARGET = "BRCA"
 SOURCES = ("BLCA", "LUAD")
 FOLD = 0
+DEVICE = os.environ.get("STEPH_BENCH_DEVICE", "cpu")
+"""Device of every figure (``--device`` of bench_train / bench_merge sets it for the workers too).
+On CUDA the workers synchronise before reading the clock and report the peak GPU memory
+(``torch.cuda.max_memory_allocated``); the stage process reports it through
+:data:`CUDA_STAGE` (wall time is the figure to read there: CPU seconds count the host's waits)."""
+
+
+def set_device(device: str) -> None:
+    """Measure on ``device`` (``cpu`` or ``cuda[:i]``), in this process and the workers."""
+    global DEVICE
+    DEVICE = device
+    os.environ["STEPH_BENCH_DEVICE"] = device
+    ENV["STEPH_BENCH_DEVICE"] = device
+
+
+def _sync() -> None:
+    if DEVICE.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _gpu_peak() -> dict[str, float]:
+    if not DEVICE.startswith("cuda"):
+        return {}
+    import torch
+
+    return {"peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
 
 
 @dataclass(frozen=True)
@@ -130,7 +158,21 @@ def warm_bytecode() -> None:
     subprocess.run([sys.executable, "-c", WARM_IMPORTS], check=True, cwd=ROOT, env=ENV)
 
 
+CUDA_STAGE = (
+    "import atexit, json, sys, torch\n"
+    "def _peak():\n"
+    "    print(json.dumps({'peak_gpu_gb': round(torch.cuda.max_memory_allocated() / 2**30, 3)}))\n"
+    "atexit.register(_peak)\n"
+    "from stephctl.main import main\n"
+    "sys.argv[0] = 'stephctl'\n"
+    "main()\n"
+)
+"""A stage process on CUDA: ``stephctl`` itself, printing its peak GPU memory at exit."""
+
+
 def stephctl(root: Path, *args: str) -> list[str]:
+    if DEVICE.startswith("cuda"):
+        return [sys.executable, "-c", CUDA_STAGE, "-p", str(root), *args]
     return [sys.executable, "-m", "stephctl", "-p", str(root), *args]
 
 
@@ -226,7 +268,7 @@ def _setup(root: Path, stage: str, epochs: int) -> tuple[Any, ...]:
     from steph.runtime import seed_everything
     from steph.theta0 import load_theta0
 
-    layout, config = load_project(root, {"train.epochs": epochs, "train.device": "cpu"})
+    layout, config = load_project(root, {"train.epochs": epochs, "train.device": DEVICE})
     cohort = load_cohort(layout, config, TARGET)
     split = load_split(layout, cohort, FOLD)
     bags = open_bags(layout, config, cohort, [*split.train, *split.test])
@@ -253,7 +295,7 @@ def _setup(root: Path, stage: str, epochs: int) -> tuple[Any, ...]:
             config=MergeConfig(top_k=2, sources=list(SOURCES)),
             model_config=config.model,
             dim_in=bags.dim,
-            device=torch.device("cpu"),
+            device=torch.device(DEVICE),
             seed=settings.seed,
             fit_settings=settings,
         )
@@ -283,6 +325,8 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
     from steph.training.loop import _as_output
 
     model, bags, train, split, settings = _setup(root, stage, epochs)
+    device = torch.device(DEVICE)
+    model.to(device)
     steps = len(train) // settings.batch_size
     optimizer, scheduler = _step_objects(model, settings, steps)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -295,7 +339,10 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
             y, e = train.bins[index], train.events[index]
             xs = [bags.get(train.ids[i]).unsqueeze(0) for i in batch]
             seen["train"] += sum(int(x.shape[1]) for x in xs)
+            _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
+            xs = [x.to(device) for x in xs]
+            y, e = y.to(device), e.to(device)
             optimizer.zero_grad(set_to_none=True)
             if mode == "one_bag":  # the reference: 16 forwards, one loss, one backward
                 outs = [_as_output(model(x)) for x in xs]
@@ -312,6 +359,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
                     (loss / len(xs)).backward()
             optimizer.step()
             scheduler.step()
+            _sync()
             compute += time.perf_counter() - start
             cpu += time.process_time() - cpu0
     train_s, train_cpu = compute, cpu
@@ -320,8 +368,9 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
         for pid in [*split.test, *split.train]:
             x = bags.get(pid).unsqueeze(0)
             seen["predict"] += int(x.shape[1])
+            _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
-            torch.sigmoid(_as_output(model(x)).logits)
+            torch.sigmoid(_as_output(model(x.to(device))).logits).cpu()
             compute += time.perf_counter() - start
             cpu += time.process_time() - cpu0
     return {
@@ -331,6 +380,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
         "train_compute_cpu_s": round(train_cpu, 2),
         "train_patches": seen["train"],
         "predict_patches": seen["predict"],
+        **_gpu_peak(),
     }
 
 
@@ -367,15 +417,17 @@ def run_huge(root: Path, stage: str, patches: int, dim: int, budget: int) -> dic
             config=MergeConfig(top_k=2),
             model_config=model_config,
             dim_in=dim,
-            device=torch.device("cpu"),
+            device=torch.device(DEVICE),
             seed=0,
             fit_settings=settings,
         )
         model = MERGE_METHODS.get("steph").build(ctx)
     start = time.perf_counter()
-    losses = fit(model, data, store, settings, device=torch.device("cpu"))
-    hazards, _ = predict(model, ["P"], store, device=torch.device("cpu"), max_batch_patches=budget)
+    losses = fit(model, data, store, settings, device=torch.device(DEVICE))
+    hazards, _ = predict(model, ["P"], store, device=torch.device(DEVICE), max_batch_patches=budget)
+    _sync()
     return {
+        **_gpu_peak(),
         "seconds": round(time.perf_counter() - start, 2),
         "finite": bool(math.isfinite(losses[0]) and torch.isfinite(hazards).all()),
         "input_gb": round(bag.numel() * 4 / 2**30, 3),

@@ -68,11 +68,13 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-merge-") as tmp:
         root = Path(tmp) / "project"
         shape = rs.make_project(root, cohort, sources=True)
-        rs.measure_rss(rs.stephctl(root, "train-source", "--fold", "0", "--epochs", "0", "--device", "cpu"))
+        rs.measure_rss(
+            rs.stephctl(root, "train-source", "--fold", "0", "--epochs", "0", "--device", rs.DEVICE)
+        )
         rs.measure_rss(rs.stephctl(root, "task-vector", "--fold", str(rs.FOLD)))
         merge = ["merge", "--target", rs.TARGET, "--method", "steph", "--fold", str(rs.FOLD), "--top-k", "2"]
         commands = {
-            "stage": rs.stephctl(root, *merge, "--epochs", str(epochs), "--device", "cpu", "--overwrite"),
+            "stage": rs.stephctl(root, *merge, "--epochs", str(epochs), "--device", rs.DEVICE, "--overwrite"),
             "one_bag": rs.worker("one_bag", root, "merge", epochs),
             "bare": rs.worker("bare", root, "merge", epochs),
         }
@@ -348,6 +350,8 @@ def run(
             "python": platform.python_version(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "device": rs.DEVICE,
+            "device_name": torch.cuda.get_device_name() if rs.DEVICE.startswith("cuda") else "cpu",
         },
         "quick": quick,
         "stage": stage(quick, epochs=epochs, rounds=rounds, equal=equal, patients=patients),
@@ -366,7 +370,9 @@ if __name__ == "__main__":
     parser.add_argument("--no-equal", action="store_true", help="skip the equal-size row")
     parser.add_argument("--kernels", action="store_true", help="also the kernel figures")
     parser.add_argument("--patients", type=int, help="patients of the target cancer (default 48)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: the stage figures on it")
     args = parser.parse_args()
+    rs.set_device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     result = run(

@@ -44,7 +44,7 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, streaming: bool) -
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp) / "project"
         shape = rs.make_project(root, cohort)
-        setup = ["train-source", "--cancer", rs.TARGET, "--fold", str(rs.FOLD), "--device", "cpu"]
+        setup = ["train-source", "--cancer", rs.TARGET, "--fold", str(rs.FOLD), "--device", rs.DEVICE]
         rs.measure_rss(rs.stephctl(root, *setup, "--epochs", "0"))  # theta0 for the workers
         commands = {
             "stage": rs.stephctl(root, *setup, "--epochs", str(epochs), "--overwrite"),
@@ -77,7 +77,7 @@ def time_streaming(root: Path, *, rounds: int, epochs: int = 1) -> dict[str, Any
     from steph.pipeline._source_model import fit_settings
     from steph.training.loop import fit
 
-    layout, config = load_project(root, {"train.epochs": epochs, "train.device": "cpu"})
+    layout, config = load_project(root, {"train.epochs": epochs, "train.device": rs.DEVICE})
     _, streamed_config = load_project(root, {"train.epochs": epochs, "train.cache_gb": 0})
     cohort = load_cohort(layout, config, rs.TARGET)
     split = load_split(layout, cohort, rs.FOLD)
@@ -96,9 +96,17 @@ def time_streaming(root: Path, *, rounds: int, epochs: int = 1) -> dict[str, Any
             stamps = [(time.perf_counter(), time.process_time())]
 
             def stamp(*_: object, into: list[tuple[float, float]] = stamps) -> None:
+                rs._sync()
                 into.append((time.perf_counter(), time.process_time()))
 
-            fit(model, data, stores[name], fit_settings(config), device=torch.device("cpu"), on_epoch=stamp)
+            fit(
+                model,
+                data,
+                stores[name],
+                fit_settings(config),
+                device=torch.device(rs.DEVICE),
+                on_epoch=stamp,
+            )
             epochs_s[name] += [b[0] - a[0] for a, b in itertools.pairwise(stamps)]
             cpu_s[name] += [b[1] - a[1] for a, b in itertools.pairwise(stamps)]
     best = {k: min(v) for k, v in epochs_s.items()}
@@ -170,7 +178,9 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("rows", "huge"), help="only the stage rows, or only the 100k-patch bag"
     )
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: every figure on it")
     args = parser.parse_args()
+    rs.set_device(args.device)
     result = run(
         args.quick,
         epochs=args.epochs,
