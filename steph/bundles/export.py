@@ -57,9 +57,7 @@ def model_folds(layout: ProjectLayout, target: str, method: str) -> list[int]:
     """Folds of (target, method) with a finished model."""
     if method == CANCER_SPECIFIC:
         return [k for k in layout.model_folds(target) if layout.model_meta(target, k).is_file()]
-    return [
-        k for k in layout.split_folds(target) if layout.merged_file(target, method, k, "meta.json").is_file()
-    ]
+    return [k for k in layout.split_folds(target) if layout.merged_meta(target, method, k).is_file()]
 
 
 def export_model(
@@ -173,7 +171,8 @@ def _merged(
 
     parts = read_merged_parts(layout, config, target, run, fold)
     theta0 = Theta0(parts.theta0, parts.theta0_sha256, {})
-    source_fold = int(parts.meta["source_fold"])
+    record = parts.record
+    source_fold = int(record.source_fold) if record is not None else 0
     out = {vector_part(target, fold): parts.target_vector, weights_part(fold): parts.state}
     for name, vector in zip(parts.source_names, parts.source_vectors, strict=True):
         out[vector_part(name, source_fold)] = vector
@@ -184,7 +183,7 @@ def _merged(
         "weights": weights_part(fold),
         "seed": parts.seed,
         "dim_in": parts.dim_in,
-        "n_train": parts.meta.get("n_train"),
+        "n_train": record.n_train if record is not None else None,
         "method": parts.method,
         "settings": to_plain(parts.merge_config),
         "model_config": to_plain(parts.model_config),

@@ -38,39 +38,9 @@ keep the target model's own trained head and are not trained, as the reference's
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..registry import Registry, describe_item
 from .base import MergeContext, MergeMethod, StateDict, Table, method_fields
 from .loading import MergedPredictor, load_merged_model
-from .settings import describe_settings
-
-MERGE_METHODS: Registry[MergeMethod] = Registry(
-    "merge method",
-    "stephctl.merge_methods",
-    builtin="steph.merging.builtin:register",
-    list_hint=" (`stephctl merge --list-methods`)",
-)
-"""Every merge method, built-in and from plugins, by name."""
-
-
-def list_methods() -> list[dict[str, Any]]:
-    """Name, one-line description, reference, options and origin of every registered method."""
-    rows = []
-    for name, method in MERGE_METHODS.items():
-        rows.append(
-            {
-                "name": name,
-                "description": describe_item(method),
-                "reference": method.reference,
-                "settings": list(method.config_fields),
-                "options": dict(method.option_defaults),
-                "fields": describe_settings(method.settings_type()),
-                "package": MERGE_METHODS.origin(name).describe() or "stephctl",
-            }
-        )
-    return rows
-
+from .registry import MERGE_METHODS, list_methods
 
 __all__ = [
     "MERGE_METHODS",

@@ -15,10 +15,10 @@ from ..config.merge import MergeConfig
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
 from ..fileio import read_json
 from ..layout import normalize_cancer
-from ..pipeline.task_vector import load_task_vector
-from ..task_vectors import StateDict
+from ..task_vectors import StateDict, load_task_vector
 from ..theta0 import Theta0
 from .base import MergeMethod, method_fields
+from .registry import MERGE_METHODS
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -183,8 +183,6 @@ def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> l
         ConfigError: a method-specific field (``--mix``, ``--gamma`` ...) differs from its default
             but none of the requested methods reads it.
     """
-    from . import MERGE_METHODS  # the package imports this module while it initialises
-
     names = list(dict.fromkeys(methods or [config.merge.method]))
     chosen = [MERGE_METHODS.get(name) for name in names]
     defaults = MergeConfig()
@@ -222,10 +220,10 @@ def load_inputs(
 ) -> MergeInputs:
     """Load (and hash-check) the target's fold-``fold`` vector and each source's ``source_fold`` one."""
     target_vector, target_record = load_task_vector(layout, target, fold)
-    hashes = {vector_key(target, fold): str(target_record["sha256"])}
+    hashes = {vector_key(target, fold): str(target_record.sha256)}
     vectors: list[StateDict] = []
     for source in sources:
         vector, record = load_task_vector(layout, source, source_fold)
-        hashes[vector_key(source, source_fold)] = str(record["sha256"])
+        hashes[vector_key(source, source_fold)] = str(record.sha256)
         vectors.append(vector)
     return MergeInputs(theta0, target_vector, tuple(sources), tuple(vectors), hashes)

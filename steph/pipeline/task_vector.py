@@ -16,15 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoints import load_state_dict, read_metadata, save_state_dict
+from ..checkpoints import load_state_dict, save_state_dict
 from ..errors import ConsistencyError, DataError, LockedError, MissingArtifactError, StephError
 from ..faults import point
-from ..fileio import os_error_message, read_json, sha256_file, write_json
+from ..fileio import os_error_message, read_json, sha256_file
 from ..layout import normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
+from ..records import TaskVectorRecord
 from ..report import StageReport, Status
-from ..task_vectors import StateDict, subtract
+from ..task_vectors import load_task_vector, subtract
 from ..theta0 import Theta0, check_abmil_state, load_theta0, versions
 from ..units import WorkUnit
 from .train_source import project_folds
@@ -142,7 +143,7 @@ def _relative(layout: ProjectLayout, path: Path) -> str:
         return str(path)
 
 
-def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: Theta0) -> dict[str, Any]:
+def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: Theta0) -> TaskVectorRecord:
     """Compute and write one task vector and its record; returns the record."""
     weights = layout.model_weights(cancer, fold)
     state = load_state_dict(
@@ -174,14 +175,14 @@ def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: The
         "architecture": arch,
     }
     sha = save_state_dict(layout.task_vector(cancer, fold), tau, provenance)
-    record = {
+    record = TaskVectorRecord(
         **provenance,
-        "sha256": sha,
-        "parameter_names": list(tau),
-        "versions": versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json(layout.task_vector_meta(cancer, fold), record)
+        sha256=sha,
+        parameter_names=list(tau),
+        versions=versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    record.write(layout.task_vector_meta(cancer, fold))
     return record
 
 
@@ -251,36 +252,15 @@ def _run_unit(
         log.error("%s", message)
         report.add(unit.key, Status.FAILED, message)
         return
-    log.info("task vector %s written (sha256 %s)", unit.key, record["sha256"][:12])
-    report.add(
-        unit.key, Status.DONE, f"sha256 {record['sha256'][:12]}", path=str(layout.task_vector(cancer, fold))
-    )
+    sha = str(record.sha256)
+    log.info("task vector %s written (sha256 %s)", unit.key, sha[:12])
+    report.add(unit.key, Status.DONE, f"sha256 {sha[:12]}", path=str(layout.task_vector(cancer, fold)))
 
 
-def load_task_vector(layout: ProjectLayout, cancer: str, fold: int) -> tuple[StateDict, dict[str, Any]]:
-    """A task vector and its record, after checking the file against the record's sha256.
-
-    Raises:
-        MissingArtifactError: not computed yet (names the command).
-        ConsistencyError: the file changed after it was written.
-    """
-    path, meta_path = layout.task_vector(cancer, fold), layout.task_vector_meta(cancer, fold)
-    hint = f"`stephctl -p {layout.root} task-vector --cancer {cancer} --fold {fold}`"
-    if not meta_path.is_file():
-        raise MissingArtifactError(
-            f"task vector {cancer} fold {fold} not found: {meta_path}", hint=f"run {hint}"
-        )
-    record = read_json(meta_path)
-    actual = sha256_file(path) if path.is_file() else None
-    if actual != record.get("sha256"):
-        raise ConsistencyError(
-            f"{path} does not match its record {meta_path.name} (sha256 {str(actual)[:12]} vs {str(record.get('sha256'))[:12]})",
-            hint=f"recompute it: {hint[:-1]} --overwrite`",
-        )
-    state = load_state_dict(path, what=f"task vector {cancer} fold {fold}", hint=f"run {hint}")
-    stored = read_metadata(path).get("theta0_sha256")
-    if stored is not None and stored != record.get("theta0_sha256"):
-        raise ConsistencyError(
-            f"{path}: metadata and {meta_path.name} disagree on theta0", hint=f"recompute: {hint}"
-        )
-    return state, record
+__all__ = [
+    "check_models",
+    "compute_task_vectors",
+    "load_task_vector",
+    "plan_task_vectors",
+    "write_task_vector",
+]
