@@ -19,6 +19,7 @@ from ..task_vectors import StateDict, load_task_vector
 from ..theta0 import Theta0
 from .base import MergeMethod, method_fields
 from .registry import MERGE_METHODS
+from .settings import check_block, fold_block, unknown_block
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -185,6 +186,7 @@ def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> l
     """
     names = list(dict.fromkeys(methods or [config.merge.method]))
     chosen = [MERGE_METHODS.get(name) for name in names]
+    check_blocks(config.merge)
     defaults = MergeConfig()
     for field in method_fields():
         if getattr(config.merge, field) == getattr(defaults, field):
@@ -207,9 +209,23 @@ def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> l
     return chosen
 
 
+def check_blocks(merge: MergeConfig) -> None:
+    """Check every block ``merge.<method>: {...}`` against that method's settings dataclass,
+    requested or not (a typo must not wait for the day that method runs).
+
+    Raises:
+        ConfigError: a block of an unknown method, an unknown key or a wrong type (did-you-mean).
+    """
+    for name, block in merge.per_method.items():
+        if name not in MERGE_METHODS:
+            raise unknown_block(name, MERGE_METHODS.names())
+        check_block(name, MERGE_METHODS.get(name).settings_type(), block)
+
+
 def for_method(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
-    """``merge`` as seen by one method: options it does not declare are dropped (several
-    methods in one command share ``merge.options``)."""
+    """``merge`` as seen by one method: its own block ``merge.<name>`` folded in, options it does
+    not declare dropped (several methods in one command share ``merge.options``)."""
+    merge = fold_block(merge, method.name)
     if not merge.options:
         return merge
     return replace(merge, options={k: v for k, v in merge.options.items() if k in method.option_defaults})

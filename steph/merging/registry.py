@@ -35,7 +35,7 @@ def list_methods() -> list[dict[str, Any]]:
                 "reference": method.reference,
                 "settings": list(method.config_fields),
                 "options": dict(method.option_defaults),
-                "fields": describe_settings(method.settings_type()),
+                "fields": describe_settings(method.settings_type(), name),
                 "package": MERGE_METHODS.origin(name).describe() or "stephctl",
             }
         )
