@@ -191,9 +191,8 @@ def merge_models(
 def _check_gamma_search(merge: MergeConfig) -> None:
     """Refuse gamma_grid / inner_folds set without gamma: auto (they would be ignored)."""
     defaults = MergeConfig()
-    if merge.gamma != AUTO and (
-        merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds
-    ):
+    auto = merge.gamma == AUTO or any(block.get("gamma") == AUTO for block in merge.per_method.values())
+    if not auto and (merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds):
         raise ConfigError(
             "merge.gamma_grid and merge.inner_folds are only used with gamma: auto",
             hint="add --gamma auto, or drop them",
