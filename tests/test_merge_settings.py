@@ -115,3 +115,29 @@ def test_docs_merge_tables_match_the_settings_dataclasses() -> None:
     assert update_markdown(text) == text, "run: python -m steph.merging.reference docs/merge.md"
     for name in ("steph", "ties", "roupkt", "surgery-adamerging"):
         assert f"#### `{name}`" in text
+
+
+def test_a_block_runs_and_its_record_equals_the_flat_keys_one(tmp_path_factory, tmp_path: Path) -> None:
+    from _merge_project import project_copy
+
+    from steph.config import load_project
+    from steph.fileio import read_json
+    from steph.pipeline.merge import merge_models
+    from steph.report import Status
+
+    root = project_copy(tmp_path_factory, tmp_path / "p")
+    config_file = root / "stephctl.yaml"
+    data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    data.setdefault("merge", {})["ties"] = {"density": 0.3}
+    config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    layout, config = load_project(root)
+    report = merge_models(layout, config, target="BRCA", methods=["ties"], folds=[0])
+    assert [(i.key, i.status) for i in report.items] == [("BRCA/ties-density0.3/fold_0", Status.DONE)]
+    meta = read_json(layout.merged_meta("BRCA", "ties-density0.3", 0))
+    assert meta["options"]["density"] == 0.3 and meta["merge_config"]["options"] == {"density": 0.3}
+    assert "per_method" not in meta["merge_config"] and "ties" not in meta["merge_config"]
+    del data["merge"]["ties"]
+    config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    layout, flat = load_project(root, {"merge.options.density": 0.3})
+    again = merge_models(layout, flat, target="BRCA", methods=["ties"], folds=[0])
+    assert [i.status for i in again.items] == [Status.SKIPPED]  # the same settings: the same run
