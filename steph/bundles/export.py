@@ -26,9 +26,9 @@ from ..checkpoints import load_state_dict
 from ..config import to_plain
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
 from ..evaluation.inputs import train_median_risk
-from ..fileio import read_json
 from ..layout import CANCER_SPECIFIC, normalize_cancer
 from ..progress import NULL_PROGRESS, Progress
+from ..records import ModelRecord
 from ..report import StageReport, Status
 from ..task_vectors import subtract
 from ..theta0 import Theta0, load_theta0
@@ -138,8 +138,8 @@ def _cancer_specific(
             f"no trained {target} fold {fold} model: {meta_path}",
             hint=f"run `stephctl -p {layout.root} train-source --cancer {target} --fold {fold}`",
         )
-    meta = read_json(meta_path)
-    if meta.get("theta0_sha256") != theta0.sha256:
+    meta = ModelRecord.read(meta_path)
+    if meta.theta0_sha256 != theta0.sha256:
         raise ConsistencyError(
             f"{target} fold {fold} was not trained from the project's theta0",
             hint=f"retrain it: `stephctl train-source --cancer {target} --fold {fold} --overwrite`",
@@ -151,11 +151,11 @@ def _cancer_specific(
         "source_vectors": {},
         "weights": weights_part(fold),
         "method": CANCER_SPECIFIC,
-        "seed": meta.get("seed"),
+        "seed": meta.seed,
         "dim_in": theta0.architecture["dim_in"],
-        "n_train": meta.get("n_train"),
-        "settings": meta.get("config", {}).get("train"),
-        "model_config": meta.get("config", {}).get("model", to_plain(config.model)),
+        "n_train": meta.n_train,
+        "settings": meta.config.get("train"),
+        "model_config": meta.config.get("model", to_plain(config.model)),
     }
     return (
         theta0,

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
-from ..fileio import read_json
 from ..layout import normalize_cancer
+from ..records import TaskVectorRecord
 from ..task_vectors import StateDict, load_task_vector
 from ..theta0 import Theta0
 from .base import MergeMethod, method_fields
@@ -156,15 +156,15 @@ def check_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]],
     """
     problems: list[str] = []
     for cancer, fold in dict.fromkeys(needed):
-        record = read_json(layout.task_vector_meta(cancer, fold))
-        if record.get("theta0_sha256") != theta0.sha256:
+        record = TaskVectorRecord.read(layout.task_vector_meta(cancer, fold))
+        if record.theta0_sha256 != theta0.sha256:
             problems.append(
-                f"{cancer} fold {fold} was made from theta0 {str(record.get('theta0_sha256'))[:12]}..."
+                f"{cancer} fold {fold} was made from theta0 {str(record.theta0_sha256)[:12]}..."
                 f" (project theta0 {theta0.sha256[:12]}...)"
             )
-        elif record.get("architecture") != theta0.architecture:
+        elif record.architecture != theta0.architecture:
             problems.append(
-                f"{cancer} fold {fold} has architecture {record.get('architecture')} (theta0 {theta0.architecture})"
+                f"{cancer} fold {fold} has architecture {record.architecture} (theta0 {theta0.architecture})"
             )
     if problems:
         raise ConsistencyError(

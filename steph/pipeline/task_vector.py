@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..checkpoints import load_state_dict, save_state_dict
 from ..errors import ConsistencyError, DataError, LockedError, MissingArtifactError, StephError
@@ -23,7 +23,7 @@ from ..fileio import os_error_message, read_json, sha256_file
 from ..layout import normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
-from ..records import TaskVectorRecord
+from ..records import ModelRecord, TaskVectorRecord
 from ..report import StageReport, Status
 from ..task_vectors import load_task_vector, subtract
 from ..theta0 import Theta0, check_abmil_state, load_theta0, versions
@@ -92,15 +92,15 @@ def plan_task_vectors(
     return units
 
 
-def _model_record(layout: ProjectLayout, cancer: str, fold: int) -> dict[str, Any]:
+def _model_record(layout: ProjectLayout, cancer: str, fold: int) -> ModelRecord:
     path = layout.model_meta(cancer, fold)
     try:
-        record = read_json(path)
+        data = read_json(path)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} cannot be read: {exc}", hint="retrain this model with --overwrite") from exc
-    if not isinstance(record, dict):
+    if not isinstance(data, dict):
         raise DataError(f"{path} is not a JSON object", hint="retrain this model with --overwrite")
-    return record
+    return ModelRecord.from_json(data, str(path))
 
 
 def check_models(layout: ProjectLayout, units: Sequence[WorkUnit], theta0: Theta0) -> None:
@@ -114,14 +114,14 @@ def check_models(layout: ProjectLayout, units: Sequence[WorkUnit], theta0: Theta
     for unit in units:
         cancer, fold = unit.params["cancer"], unit.params["fold"]
         record = _model_record(layout, cancer, fold)
-        recorded = record.get("theta0_sha256")
+        recorded = record.theta0_sha256
         if recorded != theta0.sha256:
             shown = f"{str(recorded)[:12]}..." if recorded else "none"
             problems.append(
                 f"{cancer} fold {fold}: theta0 sha256 {shown} (project theta0 {theta0.sha256[:12]}...)"
             )
             continue
-        arch = record.get("architecture")
+        arch = record.architecture
         if isinstance(arch, dict):
             diff = [
                 f"{k} {arch[k]} vs {v}" for k, v in theta0.architecture.items() if k in arch and arch[k] != v
@@ -158,7 +158,7 @@ def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: The
             hint="task arithmetic needs the same architecture as theta0; retrain with `stephctl train-source --overwrite`",
         )
     model_sha = sha256_file(weights)
-    recorded = _model_record(layout, cancer, fold).get("model_sha256")
+    recorded = _model_record(layout, cancer, fold).model_sha256
     if recorded is not None and recorded != model_sha:
         raise ConsistencyError(
             f"{weights} changed after training (sha256 {model_sha[:12]}... vs {str(recorded)[:12]}... in meta.json)",
