@@ -27,7 +27,13 @@ NULL_MODEL = "null.safetensors"
 CANCER_SPECIFIC = "cancer-specific"
 TIMM_PREFIX = "timm:"
 BUNDLE_SUFFIX = ".safetensors"
-PREDICTION_FILES = ("predictions.csv", "survival.csv", "failures.csv", "meta.json")
+RECORD_FILE = "meta.json"
+"""Name of a run's record (:mod:`steph.records`), written last: its presence marks a model, a
+merge fold or a prediction run as finished. A task vector's record is ``fold_<k>.json`` next to
+its weights (:meth:`ProjectLayout.task_vector_meta`)."""
+MERGE_CONFIG_FILE = "config.yaml"
+MERGE_LOG_FILE = "merge.log"
+PREDICTION_FILES = ("predictions.csv", "survival.csv", "failures.csv", RECORD_FILE)
 """Files of a prediction run; ``meta.json`` (written last) marks it complete."""
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -315,7 +321,8 @@ class ProjectLayout:
         return self.model_dir(cancer, fold) / "model.safetensors"
 
     def model_meta(self, cancer: str, fold: int) -> Path:
-        return self.model_dir(cancer, fold) / "meta.json"
+        """The model's record (:class:`steph.records.ModelRecord`)."""
+        return self.model_dir(cancer, fold) / RECORD_FILE
 
     def model_metrics(self, cancer: str, fold: int) -> Path:
         return self.model_dir(cancer, fold) / "metrics.json"
@@ -335,6 +342,7 @@ class ProjectLayout:
         return self.task_vectors_root / cancer / f"fold_{int(fold)}.safetensors"
 
     def task_vector_meta(self, cancer: str, fold: int) -> Path:
+        """The task vector's record (:class:`steph.records.TaskVectorRecord`)."""
         return self.task_vector(cancer, fold).with_suffix(".json")
 
     # -- merged models ------------------------------------------------------------------------
@@ -348,6 +356,17 @@ class ProjectLayout:
     def merged_file(self, target: str, method: str, fold: int, name: str) -> Path:
         """A file inside a merge output folder (``hypernet.safetensors``, ``meta.json`` ...)."""
         return self.merged_dir(target, method, fold) / check_safe_id(name, "file name")
+
+    def merged_meta(self, target: str, method: str, fold: int) -> Path:
+        """The merge fold's record (:class:`steph.records.MergeRecord`), written last."""
+        return self.merged_file(target, method, fold, RECORD_FILE)
+
+    def merged_config(self, target: str, method: str, fold: int) -> Path:
+        """The resolved configuration the merge fold ran with."""
+        return self.merged_file(target, method, fold, MERGE_CONFIG_FILE)
+
+    def merged_log(self, target: str, method: str, fold: int) -> Path:
+        return self.merged_file(target, method, fold, MERGE_LOG_FILE)
 
     # -- results and reports ------------------------------------------------------------------
     @property
@@ -369,7 +388,7 @@ class ProjectLayout:
         predictions only when it exists."""
         if method == CANCER_SPECIFIC:
             return self.model_meta(target, fold)
-        return self.merged_file(target, method, fold, "meta.json")
+        return self.merged_meta(target, method, fold)
 
     def result_methods(self, target: str) -> list[str]:
         base = self.results_root / target
@@ -534,7 +553,8 @@ class PredictionLayout:
 
     @property
     def meta(self) -> Path:
-        return self.file("meta.json")
+        """The run's record (:class:`steph.records.PredictionRecord`), written last."""
+        return self.file(RECORD_FILE)
 
     def features(self, encoder: str, slide_id: str) -> Path:
         """Features of a new slide, extracted by predict with the model's encoder and settings."""

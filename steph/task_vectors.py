@@ -14,12 +14,18 @@ NeurIPS 2023) is split into its three steps, :func:`trim` (keep the largest magn
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
-from .errors import ConsistencyError
+from .checkpoints import load_state_dict, read_metadata
+from .errors import ConsistencyError, MissingArtifactError
+from .fileio import sha256_file
+from .records import TaskVectorRecord
+
+if TYPE_CHECKING:
+    from .layout import ProjectLayout
 
 StateDict = dict[str, Tensor]
 FlatSpec = tuple[tuple[str, torch.Size], ...]
@@ -215,3 +221,34 @@ def ties_merge(
     trimmed = trim(matrix, density)
     merged = disjoint_merge(trimmed, elect_sign(trimmed), reduce=reduce)
     return {k: v.clone() for k, v in unflatten(merged, spec).items()}
+
+
+# -- files --------------------------------------------------------------------------------------
+def load_task_vector(layout: ProjectLayout, cancer: str, fold: int) -> tuple[StateDict, TaskVectorRecord]:
+    """A task vector (written by ``stephctl task-vector`` or ``import-sources``) and its record,
+    after checking the file against the record's sha256.
+
+    Raises:
+        MissingArtifactError: not computed yet (names the command).
+        ConsistencyError: the file changed after it was written.
+    """
+    path, meta_path = layout.task_vector(cancer, fold), layout.task_vector_meta(cancer, fold)
+    hint = f"`stephctl -p {layout.root} task-vector --cancer {cancer} --fold {fold}`"
+    if not meta_path.is_file():
+        raise MissingArtifactError(
+            f"task vector {cancer} fold {fold} not found: {meta_path}", hint=f"run {hint}"
+        )
+    record = TaskVectorRecord.read(meta_path)
+    actual = sha256_file(path) if path.is_file() else None
+    if actual != record.sha256:
+        raise ConsistencyError(
+            f"{path} does not match its record {meta_path.name} (sha256 {str(actual)[:12]} vs {str(record.sha256)[:12]})",
+            hint=f"recompute it: {hint[:-1]} --overwrite`",
+        )
+    state = load_state_dict(path, what=f"task vector {cancer} fold {fold}", hint=f"run {hint}")
+    stored = read_metadata(path).get("theta0_sha256")
+    if stored is not None and stored != record.theta0_sha256:
+        raise ConsistencyError(
+            f"{path}: metadata and {meta_path.name} disagree on theta0", hint=f"recompute: {hint}"
+        )
+    return state, record

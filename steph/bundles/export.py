@@ -26,9 +26,9 @@ from ..checkpoints import load_state_dict
 from ..config import to_plain
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
 from ..evaluation.inputs import train_median_risk
-from ..fileio import read_json
 from ..layout import CANCER_SPECIFIC, normalize_cancer
 from ..progress import NULL_PROGRESS, Progress
+from ..records import ModelRecord
 from ..report import StageReport, Status
 from ..task_vectors import subtract
 from ..theta0 import Theta0, load_theta0
@@ -57,9 +57,7 @@ def model_folds(layout: ProjectLayout, target: str, method: str) -> list[int]:
     """Folds of (target, method) with a finished model."""
     if method == CANCER_SPECIFIC:
         return [k for k in layout.model_folds(target) if layout.model_meta(target, k).is_file()]
-    return [
-        k for k in layout.split_folds(target) if layout.merged_file(target, method, k, "meta.json").is_file()
-    ]
+    return [k for k in layout.split_folds(target) if layout.merged_meta(target, method, k).is_file()]
 
 
 def export_model(
@@ -140,8 +138,8 @@ def _cancer_specific(
             f"no trained {target} fold {fold} model: {meta_path}",
             hint=f"run `stephctl -p {layout.root} train-source --cancer {target} --fold {fold}`",
         )
-    meta = read_json(meta_path)
-    if meta.get("theta0_sha256") != theta0.sha256:
+    meta = ModelRecord.read(meta_path)
+    if meta.theta0_sha256 != theta0.sha256:
         raise ConsistencyError(
             f"{target} fold {fold} was not trained from the project's theta0",
             hint=f"retrain it: `stephctl train-source --cancer {target} --fold {fold} --overwrite`",
@@ -153,11 +151,11 @@ def _cancer_specific(
         "source_vectors": {},
         "weights": weights_part(fold),
         "method": CANCER_SPECIFIC,
-        "seed": meta.get("seed"),
+        "seed": meta.seed,
         "dim_in": theta0.architecture["dim_in"],
-        "n_train": meta.get("n_train"),
-        "settings": meta.get("config", {}).get("train"),
-        "model_config": meta.get("config", {}).get("model", to_plain(config.model)),
+        "n_train": meta.n_train,
+        "settings": meta.config.get("train"),
+        "model_config": meta.config.get("model", to_plain(config.model)),
     }
     return (
         theta0,
@@ -173,7 +171,8 @@ def _merged(
 
     parts = read_merged_parts(layout, config, target, run, fold)
     theta0 = Theta0(parts.theta0, parts.theta0_sha256, {})
-    source_fold = int(parts.meta["source_fold"])
+    record = parts.record
+    source_fold = int(record.source_fold) if record is not None else 0
     out = {vector_part(target, fold): parts.target_vector, weights_part(fold): parts.state}
     for name, vector in zip(parts.source_names, parts.source_vectors, strict=True):
         out[vector_part(name, source_fold)] = vector
@@ -184,7 +183,7 @@ def _merged(
         "weights": weights_part(fold),
         "seed": parts.seed,
         "dim_in": parts.dim_in,
-        "n_train": parts.meta.get("n_train"),
+        "n_train": record.n_train if record is not None else None,
         "method": parts.method,
         "settings": to_plain(parts.merge_config),
         "model_config": to_plain(parts.model_config),

@@ -95,6 +95,5 @@ def _fold_module(bundle: Bundle, entry: dict[str, Any], device: torch.device) ->
         dim_in=int(entry["dim_in"]),
         seed=int(entry["seed"]),
         state=bundle.parts[entry["weights"]],
-        meta={},
     )
     return rebuild_merged_model(parts, device, where=str(bundle.path))

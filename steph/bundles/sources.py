@@ -83,7 +83,7 @@ def export_sources(
         MissingArtifactError: theta0 or a task vector is missing (names the command).
         ConsistencyError: a vector was made from another theta0, or a file changed (sha256).
     """
-    from ..pipeline.task_vector import load_task_vector
+    from ..task_vectors import load_task_vector
 
     names = [normalize_cancer(c) for c in cancers]
     theta0 = load_theta0(layout)
@@ -108,7 +108,7 @@ def export_sources(
         train: dict[str, Any] = {}
         for k in chosen:
             vector, record = load_task_vector(layout, cancer, k)
-            if record.get("theta0_sha256") != theta0.sha256:
+            if record.theta0_sha256 != theta0.sha256:
                 raise ConsistencyError(
                     f"{cancer} fold {k} was made from another theta0 than the project's",
                     hint="recompute it with `stephctl task-vector --overwrite`",
@@ -118,7 +118,7 @@ def export_sources(
             train[str(k)] = (
                 read_json(meta).get("n_train")
                 if meta.is_file()
-                else record.get("train_patients", {}).get(str(k))
+                else record.extra.get("train_patients", {}).get(str(k))
             )
         entries[cancer] = {
             **source_record(layout, config, cancer, chosen[0]),

@@ -21,7 +21,7 @@ from ._loader import build, load_yaml, set_dotted, to_plain
 from .evaluate import EvaluateConfig
 from .extract import ExtractConfig, TissueConfig
 from .labels import LabelsConfig
-from .merge import MergeConfig
+from .merge import MergeConfig, command_line_wins
 from .slurm import SlurmConfig
 from .train import ModelConfig, TrainConfig
 
@@ -99,6 +99,7 @@ def load_config(
             f"not a stephctl project: {path} does not exist",
             hint=f"run `stephctl init {Path(root)}` or pass -p/--project DIR",
         )
+    command_line_wins(data, overrides or {})
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(data, key, value)

@@ -84,6 +84,11 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
+    blocks_field: str | None = getattr(cls, "BLOCKS", None)  # e.g. merge.<method>: {...}
+    blocks: dict[str, Any] = {}
+    if blocks_field is not None:
+        blocks = {k: data[k] for k in data if k not in names and isinstance(data[k], dict)}
+        data = {k: v for k, v in data.items() if k not in blocks}
     unknown = [key for key in data if key not in names]
     if unknown:
         key = unknown[0]
@@ -91,8 +96,16 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
         full = f"{where}.{key}" if where else str(key)
         raise ConfigError(
             f"unknown config key {full!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
-            hint="valid keys here: " + ", ".join(names),
+            hint="valid keys here: "
+            + ", ".join(n for n in names if n != blocks_field)
+            + (
+                f", or a block of one method's settings ({where or 'section'}.<method>: {{...}})"
+                if blocks_field
+                else ""
+            ),
         )
+    if blocks:
+        data = {**data, blocks_field: {**(data.get(blocks_field) or {}), **blocks}}
     kwargs = {}
     for key, value in data.items():
         full = f"{where}.{key}" if where else key
@@ -188,7 +201,13 @@ def _of_type(option: Any, value: Any) -> bool:
 def to_plain(obj: Any) -> Any:
     """A dataclass tree as plain YAML/JSON-able data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        blocks_field = getattr(obj, "BLOCKS", None)  # written back as the YAML has them: merge.<method>
+        plain = {
+            f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != blocks_field
+        }
+        if blocks_field is not None:
+            plain.update(to_plain(getattr(obj, blocks_field)))
+        return plain
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     if isinstance(obj, dict):

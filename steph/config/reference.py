@@ -65,10 +65,10 @@ def config_reference_markdown() -> str:
         for f in dataclasses.fields(cls):
             if dataclasses.is_dataclass(hints[f.name]):
                 continue
-            key = f"{prefix}.{f.name}" if prefix else f.name
-            default = node[f.name]
+            key = f.metadata.get("key") or (f"{prefix}.{f.name}" if prefix else f.name)
+            default = node.get(f.name, {})
             lines.append(
-                f"| `{key}` | {_type_name(hints[f.name])} | `{default!r}` | {docs.get(f.name, '')} |"
+                f"| `{key}` | {f.metadata.get('type') or _type_name(hints[f.name])} | `{default!r}` | {docs.get(f.name, '')} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -33,6 +33,7 @@ from ..fileio import read_json, sha256_file, write_csv, write_json
 from ..layout import PredictionLayout, ProjectLayout, normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
+from ..records import PredictionRecord
 from ..report import StageReport, Status
 from ..runtime import resolve_device
 from ..theta0 import versions
@@ -303,17 +304,15 @@ def _meta(
     cases: list[PatientCase],
     failures: dict[str, StephError],
 ) -> dict[str, object]:
-    return {
-        **{k: v for k, v in model.identity.items()},
-        "signature": signature,
-        "manifest": None if manifest is None else str(manifest),
-        "patients": len(cases),
-        "failed": sorted(failures),
-        "slides": {
-            c.patient_id: dict(zip(c.slide_ids, map(str, c.feature_files), strict=True)) for c in cases
-        },
-        "train_median_risk": model.train_median_risk,
-        "encoder": model.encoder,
-        "encoder_weights": model.encoder_weights,
-        "versions": versions(),
-    }
+    return PredictionRecord(
+        identity=dict(model.identity),
+        signature=signature,
+        manifest=None if manifest is None else str(manifest),
+        patients=len(cases),
+        failed=sorted(failures),
+        slides={c.patient_id: dict(zip(c.slide_ids, map(str, c.feature_files), strict=True)) for c in cases},
+        train_median_risk=model.train_median_risk,
+        encoder=model.encoder,
+        encoder_weights=model.encoder_weights,
+        versions=versions(),
+    ).to_json()

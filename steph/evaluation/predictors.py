@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from ..config import ExtractConfig
 from ..errors import ConsistencyError
-from ..fileio import read_json
 from ..layout import CANCER_SPECIFIC
+from ..records import MergeRecord
 from ..survival import survival_curve
 from .inputs import train_median_risk
 
@@ -135,7 +135,7 @@ def project_model(
         from ..merging import load_merged_model
 
         model = load_merged_model(layout, config, target, method, fold, device=device)
-        dim_in = int(read_json(layout.merged_file(target, method, fold, "meta.json"))["dim_in"])
+        dim_in = int(MergeRecord.read(layout.merged_meta(target, method, fold)).dim_in)
     weights = config.extract.weights.get(config.encoder)
     weights_file = None if weights is None else layout.slide_path(weights)
     return LoadedModel(
@@ -156,7 +156,7 @@ def project_model(
 
 def _merged_sources(layout: ProjectLayout, target: str, method: str, fold: int) -> tuple[str, ...]:
     """Source cancers of a merged run (``meta.json`` ``sources``; none for cancer-specific)."""
-    meta = layout.merged_file(target, method, fold, "meta.json") if method != CANCER_SPECIFIC else None
+    meta = layout.merged_meta(target, method, fold) if method != CANCER_SPECIFIC else None
     if meta is None or not meta.is_file():
         return ()
-    return tuple(str(s) for s in read_json(meta).get("sources", []))
+    return tuple(str(s) for s in MergeRecord.read(meta).sources)

@@ -160,7 +160,7 @@ def trained_model_file(layout: ProjectLayout, target: str, method: str, fold: in
         path = layout.model_weights(target, fold)
         hint = f"train it: `stephctl train-source -c {target} -k {fold}`"
     else:
-        path = layout.merged_file(target, method, fold, "meta.json")
+        path = layout.merged_meta(target, method, fold)
         hint = f"train it with `stephctl merge --target {target} --fold {fold}`"
     if path.is_file():
         return path

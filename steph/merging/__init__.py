@@ -11,9 +11,10 @@ vectors, the target's training split and its bags, the resolved ``merge:`` confi
 0. Settings: a frozen dataclass in ``settings_class``, one field per setting with a default and
    ``metadata=doc("help")`` (:mod:`steph.merging.settings`). Fields named like a ``merge:``
    field (``top_k``, ``gamma`` ...) read it; the others are ``merge.options`` keys
-   (``--option KEY=VALUE``). ``self.settings(config)`` returns the typed, checked instance; the
-   run-folder suffixes, ``--list-methods`` and the docs tables come from the same declaration.
-   (``config_fields`` / ``option_defaults``, the older declaration, still work.)
+   (``--option KEY=VALUE``); the method's own block ``merge.<name>: {...}`` wins over both.
+   ``self.settings(config)`` returns the typed, checked instance; the run-folder suffixes,
+   ``--list-methods`` and the docs tables (:mod:`steph.merging.reference`) come from the same
+   declaration. (``config_fields`` / ``option_defaults``, the older declaration, still work.)
 1. ``check(config, n_sources)`` before any work: raise :class:`~steph.errors.ConfigError` for
    settings the method cannot run with (the base class validates the settings).
 2. ``build(ctx) -> nn.Module``: the untrained model. ``forward(x [B, K, D], mask [B, K])`` returns
@@ -28,7 +29,8 @@ vectors, the target's training split and its bags, the resolved ``merge:`` confi
 
 ``run_name(config)`` names the output folder (the method name plus a suffix per non-default
 setting) so that variants sit side by side. A plugin package registers its methods through
-the ``stephctl.merge_methods`` entry-point group with a ``register(registry)`` function.
+the ``stephctl.merge_methods`` entry-point group with a ``register(registry)`` function; the
+registry is :data:`steph.merging.registry.MERGE_METHODS` (re-exported here).
 
 Fixed-weight merges (``model-avg``, ``task-arithmetic``, ``ties``, ``iso-c``, ``iso-cts``)
 keep the target model's own trained head and are not trained, as the reference's
@@ -38,39 +40,9 @@ keep the target model's own trained head and are not trained, as the reference's
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..registry import Registry, describe_item
 from .base import MergeContext, MergeMethod, StateDict, Table, method_fields
 from .loading import MergedPredictor, load_merged_model
-from .settings import describe_settings
-
-MERGE_METHODS: Registry[MergeMethod] = Registry(
-    "merge method",
-    "stephctl.merge_methods",
-    builtin="steph.merging.builtin:register",
-    list_hint=" (`stephctl merge --list-methods`)",
-)
-"""Every merge method, built-in and from plugins, by name."""
-
-
-def list_methods() -> list[dict[str, Any]]:
-    """Name, one-line description, reference, options and origin of every registered method."""
-    rows = []
-    for name, method in MERGE_METHODS.items():
-        rows.append(
-            {
-                "name": name,
-                "description": describe_item(method),
-                "reference": method.reference,
-                "settings": list(method.config_fields),
-                "options": dict(method.option_defaults),
-                "fields": describe_settings(method.settings_type()),
-                "package": MERGE_METHODS.origin(name).describe() or "stephctl",
-            }
-        )
-    return rows
-
+from .registry import MERGE_METHODS, list_methods
 
 __all__ = [
     "MERGE_METHODS",

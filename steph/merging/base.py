@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..config.merge import MergeConfig
+from ..config.merge import MergeConfig, method_layer_fields
 from ..errors import ConfigError
 from ..progress import NULL_PROGRESS, Progress
 from ..training.loop import FitSettings, fit
-from .settings import GENERAL_FIELDS, legacy_settings, merge_config_fields, read_settings, settings_suffixes
+from .settings import fold_block, legacy_settings, merge_config_fields, read_settings, settings_suffixes
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -113,11 +113,13 @@ class MergeMethod(abc.ABC):
         return legacy_settings(cls.__name__, cls.config_fields, cls.option_defaults)
 
     def settings(self, config: MergeConfig) -> Any:
-        """This method's typed settings from ``config`` (``merge:`` fields and ``merge.options``).
+        """This method's typed settings from ``config``: ``merge:`` fields and ``merge.options``,
+        then the method's own block ``merge.<name>`` (:func:`~steph.merging.settings.fold_block`).
 
         Raises:
             ConfigError: an unknown option key or a value of the wrong type (lists valid keys).
         """
+        config = fold_block(config, self.name)
         unknown = sorted(set(config.options) - set(self.option_defaults))
         if unknown:
             valid = ", ".join(f"{k} (default {v!r})" for k, v in self.option_defaults.items()) or "none"
@@ -196,5 +198,6 @@ def _under(key: str, prefixes: Sequence[str]) -> bool:
 
 
 def method_fields() -> tuple[str, ...]:
-    """``merge:`` fields that belong to particular methods (checked against the requested ones)."""
-    return tuple(f.name for f in dataclasses.fields(MergeConfig) if f.name not in GENERAL_FIELDS)
+    """``merge:`` fields that are the general layer of method settings (checked against the
+    requested methods); declared on the fields themselves (:func:`steph.config.merge.method_layer`)."""
+    return method_layer_fields()

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
-from ..fileio import read_json
 from ..layout import normalize_cancer
-from ..pipeline.task_vector import load_task_vector
-from ..task_vectors import StateDict
+from ..records import TaskVectorRecord
+from ..task_vectors import StateDict, load_task_vector
 from ..theta0 import Theta0
 from .base import MergeMethod, method_fields
+from .registry import MERGE_METHODS
+from .settings import check_block, fold_block, unknown_block
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -155,15 +156,15 @@ def check_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]],
     """
     problems: list[str] = []
     for cancer, fold in dict.fromkeys(needed):
-        record = read_json(layout.task_vector_meta(cancer, fold))
-        if record.get("theta0_sha256") != theta0.sha256:
+        record = TaskVectorRecord.read(layout.task_vector_meta(cancer, fold))
+        if record.theta0_sha256 != theta0.sha256:
             problems.append(
-                f"{cancer} fold {fold} was made from theta0 {str(record.get('theta0_sha256'))[:12]}..."
+                f"{cancer} fold {fold} was made from theta0 {str(record.theta0_sha256)[:12]}..."
                 f" (project theta0 {theta0.sha256[:12]}...)"
             )
-        elif record.get("architecture") != theta0.architecture:
+        elif record.architecture != theta0.architecture:
             problems.append(
-                f"{cancer} fold {fold} has architecture {record.get('architecture')} (theta0 {theta0.architecture})"
+                f"{cancer} fold {fold} has architecture {record.architecture} (theta0 {theta0.architecture})"
             )
     if problems:
         raise ConsistencyError(
@@ -183,10 +184,9 @@ def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> l
         ConfigError: a method-specific field (``--mix``, ``--gamma`` ...) differs from its default
             but none of the requested methods reads it.
     """
-    from . import MERGE_METHODS  # the package imports this module while it initialises
-
     names = list(dict.fromkeys(methods or [config.merge.method]))
     chosen = [MERGE_METHODS.get(name) for name in names]
+    check_blocks(config.merge)
     defaults = MergeConfig()
     for field in method_fields():
         if getattr(config.merge, field) == getattr(defaults, field):
@@ -209,9 +209,23 @@ def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> l
     return chosen
 
 
+def check_blocks(merge: MergeConfig) -> None:
+    """Check every block ``merge.<method>: {...}`` against that method's settings dataclass,
+    requested or not (a typo must not wait for the day that method runs).
+
+    Raises:
+        ConfigError: a block of an unknown method, an unknown key or a wrong type (did-you-mean).
+    """
+    for name, block in merge.per_method.items():
+        if name not in MERGE_METHODS:
+            raise unknown_block(name, MERGE_METHODS.names())
+        check_block(name, MERGE_METHODS.get(name).settings_type(), block)
+
+
 def for_method(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
-    """``merge`` as seen by one method: options it does not declare are dropped (several
-    methods in one command share ``merge.options``)."""
+    """``merge`` as seen by one method: its own block ``merge.<name>`` folded in, options it does
+    not declare dropped (several methods in one command share ``merge.options``)."""
+    merge = fold_block(merge, method.name)
     if not merge.options:
         return merge
     return replace(merge, options={k: v for k, v in merge.options.items() if k in method.option_defaults})
@@ -222,10 +236,10 @@ def load_inputs(
 ) -> MergeInputs:
     """Load (and hash-check) the target's fold-``fold`` vector and each source's ``source_fold`` one."""
     target_vector, target_record = load_task_vector(layout, target, fold)
-    hashes = {vector_key(target, fold): str(target_record["sha256"])}
+    hashes = {vector_key(target, fold): str(target_record.sha256)}
     vectors: list[StateDict] = []
     for source in sources:
         vector, record = load_task_vector(layout, source, source_fold)
-        hashes[vector_key(source, source_fold)] = str(record["sha256"])
+        hashes[vector_key(source, source_fold)] = str(record.sha256)
         vectors.append(vector)
     return MergeInputs(theta0, target_vector, tuple(sources), tuple(vectors), hashes)

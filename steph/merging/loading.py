@@ -10,7 +10,6 @@ Its two halves, :func:`read_merged_parts` and :func:`rebuild_merged_model`, are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -19,16 +18,16 @@ from ..checkpoints import load_state_dict
 from ..config import ModelConfig, ProjectConfig
 from ..config.merge import MergeConfig
 from ..errors import ConsistencyError, DataError, MissingArtifactError
-from ..fileio import read_json, sha256_file
+from ..fileio import sha256_file
 from ..layout import ProjectLayout
 from ..progress import NULL_PROGRESS
+from ..records import MergeRecord
 from ..runtime import resolve_device, seed_everything
 from ..theta0 import load_theta0
 from ..training.loop import FitSettings, ModelOutput
 from .base import MergeContext
 from .inputs import load_inputs
-
-META = "meta.json"
+from .registry import MERGE_METHODS
 
 
 class MergedPredictor(nn.Module):
@@ -72,8 +71,8 @@ class MergedParts:
     seed: int
     state: dict[str, Tensor]
     """The saved (trained) weights, every file of the method's ``files``."""
-    meta: dict[str, Any]
-    """The merge record (``meta.json``)."""
+    record: MergeRecord | None = None
+    """The merge record (``meta.json``); None for a model rebuilt from a bundle."""
 
 
 def read_merged_parts(
@@ -86,39 +85,37 @@ def read_merged_parts(
         ConsistencyError: theta0, a task vector or a weights file changed since training.
         UnknownNameError: the method is no longer registered (plugin uninstalled).
     """
-    from . import MERGE_METHODS
-
-    meta_path = layout.merged_file(target, run, fold, META)
+    meta_path = layout.merged_meta(target, run, fold)
     if not meta_path.is_file():
         raise MissingArtifactError(
             f"no finished merge at {meta_path.parent}",
             hint=f"run `stephctl -p {layout.root} merge --target {target} --fold {fold}` with the settings of {run!r}",
         )
-    meta = read_json(meta_path)
+    record = MergeRecord.read(meta_path)
     try:
-        method = MERGE_METHODS.get(str(meta["method"]))
-        merge_config = MergeConfig(**meta["merge_config"])
-        model_config = ModelConfig(**meta["model_config"])
-        sources, source_fold, dim_in = list(meta["sources"]), int(meta["source_fold"]), int(meta["dim_in"])
+        method = MERGE_METHODS.get(str(record.method))
+        merge_config = MergeConfig(**record.merge_config)
+        model_config = ModelConfig(**record.model_config)
+        sources, source_fold, dim_in = list(record.sources), int(record.source_fold), int(record.dim_in)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(
             f"{meta_path} is not a valid merge record: {exc}", hint="rerun the merge with --overwrite"
         ) from exc
     theta0 = load_theta0(layout, model=model_config, dim_in=dim_in)
-    if theta0.sha256 != meta["theta0_sha256"]:
+    if theta0.sha256 != record.theta0_sha256:
         raise ConsistencyError(
-            f"theta0 changed since {run} fold {fold} was trained ({theta0.sha256[:12]}... vs {meta['theta0_sha256'][:12]}...)",
+            f"theta0 changed since {run} fold {fold} was trained ({theta0.sha256[:12]}... vs {str(record.theta0_sha256)[:12]}...)",
             hint="rerun the merge with --overwrite",
         )
     inputs = load_inputs(layout, target, fold, sources, source_fold, theta0)
-    if inputs.vector_hashes != meta["vector_sha256"]:
-        changed = sorted(k for k, v in inputs.vector_hashes.items() if meta["vector_sha256"].get(k) != v)
+    if inputs.vector_hashes != record.vector_sha256:
+        changed = sorted(k for k, v in inputs.vector_hashes.items() if record.vector_sha256.get(k) != v)
         raise ConsistencyError(
             f"task vectors changed since {run} fold {fold} was trained: {', '.join(changed)}",
             hint="rerun the merge with --overwrite",
         )
     state: dict[str, Tensor] = {}
-    for file, sha in meta["files"].items():
+    for file, sha in record.files.items():
         path = layout.merged_file(target, run, fold, file)
         if path.is_file() and sha256_file(path) != sha:
             raise ConsistencyError(
@@ -139,9 +136,9 @@ def read_merged_parts(
         merge_config=merge_config,
         model_config=model_config,
         dim_in=dim_in,
-        seed=int(meta["seed"]),
+        seed=int(record.seed or 0),
         state=state,
-        meta=meta,
+        record=record,
     )
 
 
@@ -153,8 +150,6 @@ def rebuild_merged_model(parts: MergedParts, device: torch.device, *, where: str
         UnknownNameError: the method is not registered.
         ConsistencyError: the saved weights do not fit the rebuilt model.
     """
-    from . import MERGE_METHODS
-
     method = MERGE_METHODS.get(parts.method)
     ctx = MergeContext(
         target=parts.target,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config.merge import MergeConfig
+from .settings import fold_block
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class Variant:
     group: str = "merging"
 
     def apply(self, merge: MergeConfig) -> MergeConfig:
-        """``merge`` with this variant's fields and options set."""
+        """``merge`` with the method's own block ``merge.<method>`` folded in, then this
+        variant's fields and options set (they win: they make the row)."""
+        merge = fold_block(merge, self.method)
         fields = {k: v for k, v in self.overrides.items() if k != "options"}
         options = {**merge.options, **self.overrides.get("options", {})}
         return replace(merge, method=self.method, options=options, **fields)

@@ -45,7 +45,7 @@ from .base import MergeContext, MergeMethod, Table
 from .baselines import BASE_HELP
 from .hypernet import Hypernetwork, OutputLayer
 from .modules import VectorStack
-from .settings import doc, read_settings
+from .settings import doc, fold_block, read_settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +202,7 @@ class Steph(MergeMethod):
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)
+        config = fold_block(config, self.name)  # merge.steph: {...} wins over the general fields
         s = self.settings(config)
         if s.sparse and s.top_k > n_sources:
             raise ConfigError(

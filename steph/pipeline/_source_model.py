@@ -29,6 +29,7 @@ from ..metrics.harrell import harrell_c
 from ..models.abmil import architecture_of, create_abmil
 from ..predictions import format_c, write_predictions
 from ..progress import NULL_PROGRESS, Progress
+from ..records import ModelRecord
 from ..survival import risk_score
 from ..theta0 import Theta0, versions
 from ..training.loop import FitSettings, SurvivalTargets, fit, predict
@@ -217,19 +218,19 @@ def write_outputs(
 
 def write_meta(ctx: UnitContext, written: Written, extra: dict[str, Any]) -> Path:
     """meta.json, written last: provenance of the (cancer, fold) model."""
-    meta = {
-        "cancer": ctx.cancer,
-        "fold": ctx.fold,
-        "n_train": len(ctx.split.train),
-        "n_test": len(ctx.split.test),
-        "encoder": ctx.config.encoder,
-        "architecture": written.architecture,
-        "theta0_sha256": ctx.theta0.sha256,
-        "model_sha256": written.weights_sha256,
-        "seed": ctx.config.train.seed,
-        "device": str(ctx.device),
-        "versions": versions(),
-        **extra,
-        "config": to_plain(ctx.config),
-    }
-    return write_json(ctx.layout.model_meta(ctx.cancer, ctx.fold), meta)
+    record = ModelRecord(
+        cancer=ctx.cancer,
+        fold=ctx.fold,
+        n_train=len(ctx.split.train),
+        n_test=len(ctx.split.test),
+        encoder=ctx.config.encoder,
+        architecture=written.architecture,
+        theta0_sha256=ctx.theta0.sha256,
+        model_sha256=written.weights_sha256,
+        seed=ctx.config.train.seed,
+        device=str(ctx.device),
+        versions=versions(),
+        extra=extra,  # epochs, steps_per_epoch; imported_from, source_sha256 for imported models
+        config=to_plain(ctx.config),
+    )
+    return record.write(ctx.layout.model_meta(ctx.cancer, ctx.fold))

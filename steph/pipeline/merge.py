@@ -23,7 +23,7 @@ from ..config.merge import MergeConfig
 from ..data import load_cohort, load_split, open_bags
 from ..errors import ConfigError, LockedError, StephError
 from ..faults import point
-from ..fileio import os_error_message, read_json, write_csv, write_json, write_text
+from ..fileio import os_error_message, write_csv, write_text
 from ..locks import hold
 from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
@@ -42,6 +42,7 @@ from ..merging.paper import PAPER_VARIANTS, Variant
 from ..merging.settings import AUTO
 from ..predictions import write_predictions
 from ..progress import NULL_PROGRESS, Progress
+from ..records import MERGE_SIGNATURE, MergeRecord
 from ..report import StageReport, Status
 from ..runtime import resolve_device, seed_everything, set_deterministic
 from ..theta0 import Theta0, check_architecture, load_theta0, versions
@@ -59,11 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGE = "merge"
-META = "meta.json"
-CONFIG = "config.yaml"
-LOG = "merge.log"
-SIGNATURE_KEYS = ("method", "options", "sources", "source_fold", "epochs", "seed", "theta0_sha256")
-"""Settings that must match for an existing run to count as done."""
 
 
 def plan_merge(
@@ -116,7 +112,7 @@ def plan_merge(
                 "source_fold": config.merge.source_fold,
                 "paper": paper,
             }
-            outputs = (layout.merged_file(name, run, fold, META),)
+            outputs = (layout.merged_meta(name, run, fold),)
             units.append(WorkUnit(STAGE, f"{name}/{run}/fold_{fold}", outputs, params))
     return units
 
@@ -195,9 +191,8 @@ def merge_models(
 def _check_gamma_search(merge: MergeConfig) -> None:
     """Refuse gamma_grid / inner_folds set without gamma: auto (they would be ignored)."""
     defaults = MergeConfig()
-    if merge.gamma != AUTO and (
-        merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds
-    ):
+    auto = merge.gamma == AUTO or any(block.get("gamma") == AUTO for block in merge.per_method.values())
+    if not auto and (merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds):
         raise ConfigError(
             "merge.gamma_grid and merge.inner_folds are only used with gamma: auto",
             hint="add --gamma auto, or drop them",
@@ -232,18 +227,18 @@ def _skip(
     report: StageReport,
     why: str = "exists",
 ) -> None:
-    meta = read_json(unit.outputs[0])
-    wanted = _signature(config, unit, theta0)
-    differs = [k for k in SIGNATURE_KEYS if meta.get(k) != wanted[k]]
+    record = MergeRecord.read(unit.outputs[0])
+    there, wanted = record.signature(), _signature(config, unit, theta0)
+    differs = [k for k in MERGE_SIGNATURE if there[k] != wanted[k]]
     if differs:
-        detail = "; ".join(f"{k}: {meta.get(k)!r} there, {wanted[k]!r} now" for k in differs)
+        detail = "; ".join(f"{k}: {there[k]!r} there, {wanted[k]!r} now" for k in differs)
         report.add(
             unit.key,
             Status.FAILED,
             f"exists with other settings ({detail}); rerun with --overwrite to replace it",
         )
         return
-    report.add(unit.key, Status.SKIPPED, f"{why} (C-index {meta.get('c_index')}); --overwrite to redo")
+    report.add(unit.key, Status.SKIPPED, f"{why} (C-index {record.c_index}); --overwrite to redo")
 
 
 class _Runner:
@@ -279,8 +274,8 @@ class _Runner:
                     return
                 meta_path.unlink(missing_ok=True)
                 point(f"{STAGE}:locked")
-                with run_log(self.layout.merged_file(p["target"], p["run"], p["fold"], LOG)):
-                    meta = self._train(unit)
+                with run_log(self.layout.merged_log(p["target"], p["run"], p["fold"])):
+                    record = self._train(unit)
         except LockedError as exc:
             report.add(unit.key, Status.LOCKED, str(exc))
             return
@@ -293,7 +288,7 @@ class _Runner:
             log.error("%s", message)
             report.add(unit.key, Status.FAILED, message)
             return
-        report.add(unit.key, Status.DONE, f"C-index {_fmt(meta['c_index'])}", c_index=meta["c_index"])
+        report.add(unit.key, Status.DONE, f"C-index {_fmt(record.c_index)}", c_index=record.c_index)
 
     def _too_few(self, unit: WorkUnit) -> str | None:
         """The target fold cannot train (fewer training patients than one batch), or None."""
@@ -305,7 +300,7 @@ class _Runner:
         split = load_split(self.layout, self.cohort, unit.params["fold"])
         return too_few_for_a_batch(len(split.train), self.config.train.batch_size, f"merge {unit.key}", STAGE)
 
-    def _train(self, unit: WorkUnit) -> dict[str, Any]:
+    def _train(self, unit: WorkUnit) -> MergeRecord:
         p, config, layout, cohort, bags = unit.params, self.config, self.layout, self.cohort, self.bags
         target, run, fold = p["target"], p["run"], p["fold"]
         method = MERGE_METHODS.get(p["method"])
@@ -374,9 +369,7 @@ class _Runner:
         tables = method.tables(model, split.test, extras, ctx)
         for file, (header, rows) in tables.items():
             write_csv(layout.merged_file(target, run, fold, file), header, rows)
-        write_text(
-            layout.merged_file(target, run, fold, CONFIG), dump_yaml(replace(config, merge=merge_config))
-        )
+        write_text(layout.merged_config(target, run, fold), dump_yaml(replace(config, merge=merge_config)))
         test = cohort.targets(split.test, config.model)
         metrics = write_predictions(
             layout.predictions(target, run, fold),
@@ -388,33 +381,33 @@ class _Runner:
             train_hazards=train_hazards,
             extra_metrics={"method": method.name, "run": run, "fold": fold},
         )
-        meta = {
+        record = MergeRecord(
             **signature,
-            "run": run,
-            "target": target,
-            "fold": fold,
-            "label": p.get("label", method.name),
-            "top_k": signature["options"].get("top_k", merge_config.top_k),
-            "gamma_selection": gamma_choice.to_dict() if gamma_choice else None,
-            "vector_sha256": inputs.vector_hashes,
-            "dim_in": bags.dim,
-            "model_config": to_plain(config.model),
-            "merge_config": to_plain(merge_config),
-            "files": files,
-            "tables": sorted(tables),
-            "trainable_parameters": sum(t.numel() for t in model.parameters() if t.requires_grad),
-            "train_losses": losses,
-            "train_seconds": round(seconds, 3),
-            "device": str(self.device),
-            "n_train": len(split.train),
-            "n_test": len(split.test),
-            "c_index": metrics["c_index"],
-            "versions": versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        write_json(layout.merged_file(target, run, fold, META), meta)
-        log.info("merge %s done: C-index %s in %.1f s", unit.key, _fmt(metrics["c_index"]), seconds)
-        return meta
+            run=run,
+            target=target,
+            fold=fold,
+            label=p.get("label", method.name),
+            top_k=signature["options"].get("top_k", merge_config.top_k),
+            gamma_selection=gamma_choice.to_dict() if gamma_choice else None,
+            vector_sha256=inputs.vector_hashes,
+            dim_in=bags.dim,
+            model_config=to_plain(config.model),
+            merge_config=to_plain(merge_config),
+            files=files,
+            tables=sorted(tables),
+            trainable_parameters=sum(t.numel() for t in model.parameters() if t.requires_grad),
+            train_losses=losses,
+            train_seconds=round(seconds, 3),
+            device=str(self.device),
+            n_train=len(split.train),
+            n_test=len(split.test),
+            c_index=metrics["c_index"],
+            versions=versions(),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        record.write(layout.merged_meta(target, run, fold))
+        log.info("merge %s done: C-index %s in %.1f s", unit.key, _fmt(record.c_index), seconds)
+        return record
 
 
 def _fmt(value: float | None) -> str:

@@ -14,17 +14,18 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..checkpoints import load_state_dict, read_metadata, save_state_dict
+from ..checkpoints import load_state_dict, save_state_dict
 from ..errors import ConsistencyError, DataError, LockedError, MissingArtifactError, StephError
 from ..faults import point
-from ..fileio import os_error_message, read_json, sha256_file, write_json
+from ..fileio import os_error_message, read_json, sha256_file
 from ..layout import normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
+from ..records import ModelRecord, TaskVectorRecord
 from ..report import StageReport, Status
-from ..task_vectors import StateDict, subtract
+from ..task_vectors import load_task_vector, subtract
 from ..theta0 import Theta0, check_abmil_state, load_theta0, versions
 from ..units import WorkUnit
 from .train_source import project_folds
@@ -91,15 +92,15 @@ def plan_task_vectors(
     return units
 
 
-def _model_record(layout: ProjectLayout, cancer: str, fold: int) -> dict[str, Any]:
+def _model_record(layout: ProjectLayout, cancer: str, fold: int) -> ModelRecord:
     path = layout.model_meta(cancer, fold)
     try:
-        record = read_json(path)
+        data = read_json(path)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} cannot be read: {exc}", hint="retrain this model with --overwrite") from exc
-    if not isinstance(record, dict):
+    if not isinstance(data, dict):
         raise DataError(f"{path} is not a JSON object", hint="retrain this model with --overwrite")
-    return record
+    return ModelRecord.from_json(data, str(path))
 
 
 def check_models(layout: ProjectLayout, units: Sequence[WorkUnit], theta0: Theta0) -> None:
@@ -113,14 +114,14 @@ def check_models(layout: ProjectLayout, units: Sequence[WorkUnit], theta0: Theta
     for unit in units:
         cancer, fold = unit.params["cancer"], unit.params["fold"]
         record = _model_record(layout, cancer, fold)
-        recorded = record.get("theta0_sha256")
+        recorded = record.theta0_sha256
         if recorded != theta0.sha256:
             shown = f"{str(recorded)[:12]}..." if recorded else "none"
             problems.append(
                 f"{cancer} fold {fold}: theta0 sha256 {shown} (project theta0 {theta0.sha256[:12]}...)"
             )
             continue
-        arch = record.get("architecture")
+        arch = record.architecture
         if isinstance(arch, dict):
             diff = [
                 f"{k} {arch[k]} vs {v}" for k, v in theta0.architecture.items() if k in arch and arch[k] != v
@@ -142,7 +143,7 @@ def _relative(layout: ProjectLayout, path: Path) -> str:
         return str(path)
 
 
-def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: Theta0) -> dict[str, Any]:
+def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: Theta0) -> TaskVectorRecord:
     """Compute and write one task vector and its record; returns the record."""
     weights = layout.model_weights(cancer, fold)
     state = load_state_dict(
@@ -157,7 +158,7 @@ def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: The
             hint="task arithmetic needs the same architecture as theta0; retrain with `stephctl train-source --overwrite`",
         )
     model_sha = sha256_file(weights)
-    recorded = _model_record(layout, cancer, fold).get("model_sha256")
+    recorded = _model_record(layout, cancer, fold).model_sha256
     if recorded is not None and recorded != model_sha:
         raise ConsistencyError(
             f"{weights} changed after training (sha256 {model_sha[:12]}... vs {str(recorded)[:12]}... in meta.json)",
@@ -174,14 +175,14 @@ def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: The
         "architecture": arch,
     }
     sha = save_state_dict(layout.task_vector(cancer, fold), tau, provenance)
-    record = {
+    record = TaskVectorRecord(
         **provenance,
-        "sha256": sha,
-        "parameter_names": list(tau),
-        "versions": versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json(layout.task_vector_meta(cancer, fold), record)
+        sha256=sha,
+        parameter_names=list(tau),
+        versions=versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    record.write(layout.task_vector_meta(cancer, fold))
     return record
 
 
@@ -251,36 +252,15 @@ def _run_unit(
         log.error("%s", message)
         report.add(unit.key, Status.FAILED, message)
         return
-    log.info("task vector %s written (sha256 %s)", unit.key, record["sha256"][:12])
-    report.add(
-        unit.key, Status.DONE, f"sha256 {record['sha256'][:12]}", path=str(layout.task_vector(cancer, fold))
-    )
+    sha = str(record.sha256)
+    log.info("task vector %s written (sha256 %s)", unit.key, sha[:12])
+    report.add(unit.key, Status.DONE, f"sha256 {sha[:12]}", path=str(layout.task_vector(cancer, fold)))
 
 
-def load_task_vector(layout: ProjectLayout, cancer: str, fold: int) -> tuple[StateDict, dict[str, Any]]:
-    """A task vector and its record, after checking the file against the record's sha256.
-
-    Raises:
-        MissingArtifactError: not computed yet (names the command).
-        ConsistencyError: the file changed after it was written.
-    """
-    path, meta_path = layout.task_vector(cancer, fold), layout.task_vector_meta(cancer, fold)
-    hint = f"`stephctl -p {layout.root} task-vector --cancer {cancer} --fold {fold}`"
-    if not meta_path.is_file():
-        raise MissingArtifactError(
-            f"task vector {cancer} fold {fold} not found: {meta_path}", hint=f"run {hint}"
-        )
-    record = read_json(meta_path)
-    actual = sha256_file(path) if path.is_file() else None
-    if actual != record.get("sha256"):
-        raise ConsistencyError(
-            f"{path} does not match its record {meta_path.name} (sha256 {str(actual)[:12]} vs {str(record.get('sha256'))[:12]})",
-            hint=f"recompute it: {hint[:-1]} --overwrite`",
-        )
-    state = load_state_dict(path, what=f"task vector {cancer} fold {fold}", hint=f"run {hint}")
-    stored = read_metadata(path).get("theta0_sha256")
-    if stored is not None and stored != record.get("theta0_sha256"):
-        raise ConsistencyError(
-            f"{path}: metadata and {meta_path.name} disagree on theta0", hint=f"recompute: {hint}"
-        )
-    return state, record
+__all__ = [
+    "check_models",
+    "compute_task_vectors",
+    "load_task_vector",
+    "plan_task_vectors",
+    "write_task_vector",
+]

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Annotated, Any
 
 import typer
 
+from steph.config.merge import MergeConfig, method_layer_fields
+
 from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
 from .._tasks import ClearStaleLocksOption, ListTasksOption, TaskIndexOption, dispatch_tasks
+
+
+def setting_flag(name: str) -> Any:
+    """The ``stephctl merge`` option of the ``merge:`` field ``name``, derived from its declaration
+    in :class:`~steph.config.merge.MergeConfig` (type, ``method_layer`` help): ``--top-k``,
+    ``--sparse/--no-sparse`` ... Method settings that mirror no field are ``--option KEY=VALUE``."""
+    field = {f.name: f for f in dataclasses.fields(MergeConfig)}[name]
+    tp = typing.get_type_hints(MergeConfig)[name]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = tp if tp in (bool, int, float) else args[0] if len(args) == 1 and args[0] in (int, float) else str
+    flag = "--" + name.replace("_", "-")
+    decl = f"{flag}/--no-{flag[2:]}" if base is bool else flag
+    return Annotated[base | None, typer.Option(decl, help=field.metadata["flag_help"])]
+
+
+SETTING_FLAGS = {name: setting_flag(name) for name in method_layer_fields()}
+"""One option per ``merge:`` field that is the general layer of method settings."""
+TopKOption = SETTING_FLAGS["top_k"]
+GammaOption = SETTING_FLAGS["gamma"]
+BetaOption = SETTING_FLAGS["beta"]
+MixOption = SETTING_FLAGS["mix"]
+FixedLambdaOption = SETTING_FLAGS["fixed_lambda"]
+WeightsOption = SETTING_FLAGS["weights"]
+SparseOption = SETTING_FLAGS["sparse"]
 
 
 def merge(
@@ -29,39 +57,23 @@ def merge(
     source_fold: Annotated[
         int | None, typer.Option("--source-fold", help="Fold of the source task vectors.")
     ] = None,
-    top_k: Annotated[
-        int | None, typer.Option("--top-k", help="Mixed task vectors kept per bag (steph, roupkt).")
-    ] = None,
+    top_k: TopKOption = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Training epochs (default train.epochs).")
     ] = None,
-    gamma: Annotated[
-        str | None,
-        typer.Option(
-            "--gamma",
-            help="Aggregation loss weight (0.005; also 0.05), or auto: chosen from merge.gamma_grid by "
-            "inner cross-validation on the target's training split.",
-        ),
-    ] = None,
-    beta: Annotated[float | None, typer.Option("--beta", help="Mixing loss weight (0.05).")] = None,
-    mix: Annotated[
-        str | None, typer.Option("--mix", help="lambda from: hypernet, fixed or global (ablation).")
-    ] = None,
-    fixed_lambda: Annotated[
-        float | None,
-        typer.Option("--fixed-lambda", help="lambda with --mix fixed: 0 = sources only, 1 = target only."),
-    ] = None,
-    weights: Annotated[
-        str | None, typer.Option("--weights", help="w from: hypernet or global (ablation).")
-    ] = None,
-    sparse: Annotated[
-        bool | None,
-        typer.Option("--sparse/--no-sparse", help="Keep the top-k mixtures (--no-sparse: all sources)."),
-    ] = None,
+    gamma: GammaOption = None,
+    beta: BetaOption = None,
+    mix: MixOption = None,
+    fixed_lambda: FixedLambdaOption = None,
+    weights: WeightsOption = None,
+    sparse: SparseOption = None,
     option: Annotated[
         list[str] | None,
         typer.Option(
-            "--option", "-o", help="Method option KEY=VALUE (repeatable), e.g. scale=0.5 for task-arithmetic."
+            "--option",
+            "-o",
+            help="Method option KEY=VALUE (repeatable), e.g. scale=0.5 for task-arithmetic; "
+            "METHOD.KEY=VALUE sets one method's setting (merge.METHOD.KEY), e.g. steph.top_k=2.",
         ),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
@@ -155,7 +167,8 @@ def _parse_gamma(value: str | None) -> float | str | None:
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs, each value read as user YAML (no aliases, bounded; plain text if not YAML)."""
+    """``KEY=VALUE`` pairs (``merge.options.KEY``; ``METHOD.KEY=VALUE``: ``merge.METHOD.KEY``), each
+    value read as user YAML (no aliases, bounded; plain text if not YAML)."""
     import yaml
 
     from steph.config._loader import load_yaml
@@ -166,12 +179,18 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             fail(f"--option {item!r} is not KEY=VALUE", hint="e.g. --option scale=0.5")
+        method, dot, name = key.strip().rpartition(".")
+        if dot and (not method or not name or "." in method):
+            fail(
+                f"--option {item!r} is not KEY=VALUE or METHOD.KEY=VALUE", hint="e.g. --option steph.top_k=2"
+            )
+        dotted = f"merge.{method}.{name}" if dot else f"merge.options.{name}"
         try:
-            parsed[f"merge.options.{key.strip()}"] = load_yaml(value, f"--option {key.strip()}")
+            parsed[dotted] = load_yaml(value, f"--option {key.strip()}")
         except ConfigError as exc:
             if not isinstance(exc.__cause__, yaml.YAMLError):
                 raise  # an alias, anchor or too deep: refused like in stephctl.yaml
-            parsed[f"merge.options.{key.strip()}"] = value  # not YAML: plain text
+            parsed[dotted] = value  # not YAML: plain text
     return parsed
 
 
@@ -188,9 +207,9 @@ def _print_methods(json_out: bool) -> None:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for column in ("method", "description", "reference", "settings (merge: field or --option KEY=default)"):
         table.add_column(column, overflow="fold")
-    for row in rows:
+    for row in rows:  # each setting's spelling comes from the method's settings dataclass
         opts = [
-            *(f"--{k.replace('_', '-')}" for k in row["settings"]),
+            *(f["flag"].split("/")[0] for f in row["fields"] if f["name"] in row["settings"]),
             *(f"{k}={v}" for k, v in row["options"].items()),
         ]
         table.add_row(row["name"], row["description"], row["reference"], ", ".join(opts) or "-")

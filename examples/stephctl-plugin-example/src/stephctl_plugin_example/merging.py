@@ -8,8 +8,10 @@ similar to the target, ``S = top_k_i cos(tau_t, tau_i)``, and averages them with
 
 The merged encoder is frozen and a new prediction head is trained on the target's training
 split (the stephctl default :meth:`MergeMethod.train`). The method's settings are one frozen
-dataclass: ``k`` is ``merge.options.k`` (``stephctl merge --method cosine-topk --option k=2``,
-folder ``cosine-topk-k2``); the similarities go to ``similarity.csv`` next to the weights.
+dataclass: ``k`` is ``merge.cosine-topk.k`` in stephctl.yaml (or ``merge.options.k``) and
+``--option k=2`` on the command line (folder ``cosine-topk-k2``); stephctl checks and types it
+and derives the folder suffix, ``--list-methods`` and the error messages from the declaration.
+The similarities go to ``similarity.csv`` next to the weights.
 """
 
 from __future__ import annotations
