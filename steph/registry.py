@@ -1,10 +1,12 @@
 """Name -> object registries, filled by decorators and by entry-point plugins.
 
-One generic :class:`Registry` serves feature encoders and merge methods. Built-ins and
-third-party packages register the same way: an entry point in the registry's group names a
-callable that is called with the registry (or an object with a ``register(registry)`` method).
-Entry points are loaded lazily, the first time a registry is asked for names or an item; a
-plugin that fails to load is recorded as broken (with the reason) and does not break the rest;
+One generic :class:`Registry` serves feature encoders, merge methods and feature stores.
+Built-ins and third-party packages register the same way: an entry point in the registry's
+group names a callable that is called with the registry (or an object with a
+``register(registry)`` method). Entry points are read and loaded by the one plugin loader,
+:mod:`steph.plugins` (which also mounts the CLI's commands), lazily, the first time a registry
+is asked for names or an item; a plugin that fails to load is recorded as broken (with the
+reason) and does not break the rest;
 a name claimed by two packages is recorded as a conflict, and asking for it raises a
 :class:`~steph.errors.PluginError` naming both.
 """
@@ -16,45 +18,18 @@ import fnmatch
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 from .errors import PluginError, UnknownNameError
+from .plugins import Broken, Origin, load_group
+
+__all__ = ["BUILTIN", "Broken", "Origin", "Registry", "describe_item"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a registered name comes from."""
-
-    package: str
-    version: str
-    entry_point: str = ""
-
-    def describe(self) -> str:
-        return f"{self.package} {self.version}".strip()
-
-
-@dataclass(frozen=True)
-class Broken:
-    """A plugin entry point that failed to load."""
-
-    name: str
-    origin: Origin
-    reason: str
-
-
 BUILTIN = Origin("stephctl", "", "")
-
-
-def _dist_of(ep: metadata.EntryPoint) -> Origin:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return Origin("?", "", ep.value)
-    return Origin(dist.metadata["Name"] or "?", dist.version or "", ep.value)
 
 
 class Registry(Generic[T]):
@@ -115,29 +90,20 @@ class Registry(Generic[T]):
                 return
             self._loading = True
             try:
-                eps = sorted(metadata.entry_points(group=self.group or ""), key=_builtin_first)
-                if self.builtin and not any(ep.value == self.builtin for ep in eps):
-                    # Running from a source tree without installed metadata: load the built-ins anyway.
-                    eps.insert(0, metadata.EntryPoint("builtin", self.builtin, self.group or ""))
-                for ep in eps:
-                    self._load_entry_point(ep)
+                plugins = load_group(self.group or "", self.kind, self._register_plugin, builtin=self.builtin)
+                self._broken.extend(p.broken() for p in plugins if not p.ok)
             finally:
                 self._loading = False
                 self._loaded = True
 
-    def _load_entry_point(self, ep: metadata.EntryPoint) -> None:
-        origin = _dist_of(ep)
+    def _register_plugin(self, target: Any, origin: Origin) -> None:
+        """The loader's ``use``: call the entry point's hook with this registry."""
+        hook = getattr(target, "register", None) if not callable(target) else target
+        if hook is None:
+            raise TypeError(f"entry point {origin.entry_point} is neither callable nor has register()")
         self._current_origin = origin
         try:
-            target = ep.load()
-            hook = getattr(target, "register", None) if not callable(target) else target
-            if hook is None:
-                raise TypeError(f"entry point {ep.value} is neither callable nor has register()")
             hook(self)
-        except Exception as exc:  # a broken plugin must not break the CLI
-            reason = f"{type(exc).__name__}: {exc}"
-            log.warning("%s plugin %r from %s failed to load: %s", self.kind, ep.name, origin.package, reason)
-            self._broken.append(Broken(ep.name, origin, reason))
         finally:
             self._current_origin = None
 
@@ -193,17 +159,6 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return [(name, self._items[name]) for name in self.names()]
-
-
-def _builtin_first(ep: metadata.EntryPoint) -> tuple[int, str]:
-    dist = getattr(ep, "dist", None)
-    name = dist.metadata["Name"] if dist is not None else ""
-    return (0 if name == "stephctl" else 1, ep.name)
-
-
-def entry_point_origin(ep: metadata.EntryPoint) -> Origin:
-    """Public helper for the CLI's command plugins."""
-    return _dist_of(ep)
 
 
 def describe_item(item: Any) -> str:

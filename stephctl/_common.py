@@ -35,6 +35,7 @@ class AppState:
 
     project: Path
     verbosity: int = 0  # -1 quiet, 0 normal, >= 1 verbose
+    config: Path | None = None  # --config FILE; None = <project>/stephctl.yaml
 
 
 def app_state(ctx: typer.Context) -> AppState:
@@ -47,19 +48,30 @@ def app_state(ctx: typer.Context) -> AppState:
 def get_project(
     ctx: typer.Context, overrides: dict[str, Any] | None = None
 ) -> tuple[ProjectLayout, ProjectConfig]:
-    """Layout and config of the project given by -p/--project (flags in ``overrides`` win).
+    """Layout and config of the project given by -p/--project, with the settings of
+    --config FILE when given (flags in ``overrides`` win).
 
     This is the contract every command (built-in or plugin) uses to reach the project.
     """
     from steph.config import load_project
 
-    return load_project(app_state(ctx).project, overrides)
+    state = app_state(ctx)
+    return load_project(state.project, overrides, config_file=state.config)
 
 
-def fail(message: str, hint: str | None = None, code: int = EXIT_USER_ERROR) -> NoReturn:
+def fail(
+    message: str,
+    hint: str | None = None,
+    code: int = EXIT_USER_ERROR,
+    *,
+    error_type: str = "UsageError",
+    where: str | None = None,
+) -> NoReturn:
+    """Print one red line (+ hint) on stderr, and under --json one error document on stdout; exit."""
     err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
     if hint:
         err_console.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
+    emit_json_error(error_type, message, hint=hint, where=where, exit_code=code)
     raise typer.Exit(code)
 
 
@@ -73,16 +85,100 @@ def handle_errors() -> Iterator[None]:
         yield
     except StephError as exc:
         logging.getLogger("stephctl").debug("error", exc_info=True)
-        fail(exc.message, exc.hint)
+        fail(exc.message, exc.hint, error_type=type(exc).__name__, where=getattr(exc, "where", None))
     except OSError as exc:  # disk full, permission denied ... outside any one item
         from steph.fileio import os_error_message
 
         logging.getLogger("stephctl").debug("error", exc_info=True)
         message, _, hint = os_error_message(exc, "stephctl").partition(" (hint: ")
-        fail(message, hint.removesuffix(")") or None)
+        where = str(exc.filename) if getattr(exc, "filename", None) is not None else None
+        fail(message, hint.removesuffix(")") or None, error_type=type(exc).__name__, where=where)
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")
         raise typer.Exit(130) from None
+
+
+# -- the JSON error document ----------------------------------------------------------------------
+class _Invocation:
+    """What one ``stephctl`` invocation has put on stdout (reset by the root group per run)."""
+
+    args: tuple[str, ...] = ()
+    json_written = False
+
+
+def begin_invocation(args: list[str] | tuple[str, ...]) -> None:
+    """Called by the root group before parsing: the raw arguments decide whether --json is on."""
+    _Invocation.args = tuple(args)
+    _Invocation.json_written = False
+
+
+def json_requested() -> bool:
+    """Whether this invocation asked for JSON on stdout: a ``--json`` flag (or ``--format json``)
+    among the command line's options, before any ``--``."""
+    words = _Invocation.args
+    if "--" in words:
+        words = words[: words.index("--")]
+    for i, word in enumerate(words):
+        if word == "--json" or word == "--format=json":
+            return True
+        if word == "--format" and i + 1 < len(words) and words[i + 1] == "json":
+            return True
+    return False
+
+
+def error_document(
+    error_type: str,
+    message: str,
+    *,
+    hint: str | None,
+    where: str | None,
+    exit_code: int,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """The one JSON document a failed command prints on stdout under --json::
+
+    {"ok": false, "error": {"type": "MissingArtifactError", "message": "...", "where": null,
+                            "hint": "...", "exit_code": 1, "command": "stephctl merge"}}
+    """
+    return {
+        "ok": False,
+        "error": {
+            "type": error_type,
+            "message": message,
+            "where": where,
+            "hint": hint,
+            "exit_code": exit_code,
+            "command": command,
+        },
+    }
+
+
+def emit_json_error(
+    error_type: str,
+    message: str,
+    *,
+    hint: str | None = None,
+    where: str | None = None,
+    exit_code: int = EXIT_USER_ERROR,
+    command: str | None = None,
+) -> None:
+    """Print the error document when --json is on and nothing was printed on stdout yet."""
+    if not json_requested() or _Invocation.json_written:
+        return
+    command = command or _command_path()
+    print_json(
+        error_document(error_type, message, hint=hint, where=where, exit_code=exit_code, command=command)
+    )
+
+
+def _command_path() -> str | None:
+    """``stephctl merge`` while a command runs, else None."""
+    try:  # typer >= 0.20 vendors click as typer._click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - older typer on top of click
+        from click import get_current_context  # type: ignore[no-redef]
+    ctx = get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else None
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -211,6 +307,7 @@ class CliProgress:
 
 def print_json(data: Any) -> None:
     """Machine-readable output: exactly one JSON document on stdout."""
+    _Invocation.json_written = True
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
 

@@ -8,21 +8,25 @@ stays fast; a plugin that fails to import is listed as broken and fails only whe
 
 from __future__ import annotations
 
+import logging
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 try:  # typer >= 0.20 vendors click as typer._click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
+from steph import plugins
+from steph.plugins import Plugin
+
 from . import _common
-from ._common import EXIT_USER_ERROR, AppState, err_console, setup_logging
+from ._common import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USER_ERROR, AppState, err_console, setup_logging
 
 COMMAND_GROUP = "stephctl.commands"
 # typer's vendored click (typer >= 0.20) has no exceptions.Abort; older typer re-exports click's.
@@ -44,28 +48,86 @@ _ORDER = [
 ]
 
 
+class _FlagOption(TyperOption):
+    """A flag (``--json``, ``--no-sparse``) or counter (``-v``): no ``<bool>`` type column in --help."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _plain_flags(params: list[Any]) -> None:
+    for param in params:
+        if type(param) is TyperOption and (param.is_flag or param.count):
+            param.__class__ = _FlagOption
+
+
+def _plain_flags_everywhere(command: Any) -> None:
+    """Every flag of ``command`` and its subcommands (mounted plugins and Typer groups included),
+    and the -h/--help flag that click adds to each when help is first asked for."""
+    _plain_flags(command.params)
+    make_help_option = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = make_help_option(ctx)
+        _plain_flags([option])
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _plain_flags_everywhere(sub)
+
+
 class StephGroup(TyperGroup):
-    """Root group: built-in commands in pipeline order; usage errors exit 1 (a user error)."""
+    """Root group: built-in commands in pipeline order; flags without a ``<bool>`` metavar;
+    usage errors exit 1 (a user error); under --json a failure prints one JSON error document."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_flags_everywhere(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _plain_flags(params)  # typer appends --install/--show-completion after __init__
+        return params
 
     def list_commands(self, ctx: Any) -> list[str]:
         names = list(self.commands)
         return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        words = [str(a) for a in args] if args is not None else sys.argv[1:]
+        _common.begin_invocation(words)
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(args, *rest, standalone_mode=False, **kwargs)
         except click_exceptions.UsageError as exc:
             exc.show(file=sys.stderr)
+            command = exc.ctx.command_path if exc.ctx is not None else None
+            _common.emit_json_error(
+                "UsageError", exc.format_message(), exit_code=EXIT_USER_ERROR, command=command
+            )
             sys.exit(EXIT_USER_ERROR)
         except click_exceptions.ClickException as exc:
             exc.show(file=sys.stderr)
+            _common.emit_json_error(type(exc).__name__, exc.format_message(), exit_code=exc.exit_code)
             sys.exit(exc.exit_code)
         except _ABORTS:
             err_console.print("[red]aborted[/]")
+            _common.emit_json_error("Aborted", "aborted", exit_code=130)
             sys.exit(130)
+        except Exception as exc:  # a bug: the traceback and Python's exit status stay as they are
+            _common.emit_json_error(
+                type(exc).__name__,
+                str(exc) or type(exc).__name__,
+                hint="unexpected error (a bug in stephctl or a plugin): rerun with -vv and report it",
+                exit_code=1,
+            )
+            raise
+        code = rv if isinstance(rv, int) else 0
+        if code not in (EXIT_OK, EXIT_ITEMS_FAILED):  # a command that exited without fail()
+            _common.emit_json_error("Exit", f"stephctl exited with code {code}", exit_code=code)
         if not standalone_mode:
             return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
+        sys.exit(code)
 
 
 app = typer.Typer(
@@ -74,7 +136,7 @@ app = typer.Typer(
     help="STEPH end to end: extract features, train cancer-specific ABMIL models, build task vectors, "
     "merge them for a target cancer and evaluate. Exit codes: 0 all done, 1 user error, 2 some items failed.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -102,6 +164,16 @@ def root(
             show_default="current folder",
         ),
     ] = Path("."),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="STEPHCTL_CONFIG",
+            help="Settings file to use instead of <project>/stephctl.yaml (paths in it stay relative "
+            "to the project directory).",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[
         int, typer.Option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
     ] = 0,
@@ -112,33 +184,13 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    ctx.obj = AppState(project=project, verbosity=-1 if quiet else verbose)
+    ctx.obj = AppState(project=project, verbosity=-1 if quiet else verbose, config=config)
     setup_logging(ctx.obj.verbosity)
 
 
 # -- command plugins ------------------------------------------------------------------------------
-class CommandPlugin:
-    """One entry of the stephctl.commands group, loaded or broken."""
-
-    def __init__(
-        self, name: str, package: str, version: str, value: str, status: str, reason: str = ""
-    ) -> None:
-        self.name, self.package, self.version, self.value = name, package, version, value
-        self.status, self.reason = status, reason
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "kind": "command",
-            "name": self.name,
-            "package": self.package,
-            "version": self.version,
-            "entry_point": self.value,
-            "status": self.status,
-            "reason": self.reason,
-        }
-
-
-LOADED_COMMANDS: list[CommandPlugin] = []
+LOADED_COMMANDS: list[Plugin] = []
+"""Every entry of the stephctl.commands group, loaded or broken (``stephctl plugins`` lists them)."""
 
 
 def _broken_command(name: str, reason: str, hint: str) -> Any:
@@ -149,68 +201,47 @@ def _broken_command(name: str, reason: str, hint: str) -> Any:
     return broken
 
 
-def _entry_points() -> list[metadata.EntryPoint]:
-    eps = list(metadata.entry_points(group=COMMAND_GROUP))
-    if not any(getattr(ep, "dist", None) and ep.dist.metadata["Name"] == "stephctl" for ep in eps):
-        # Source tree without installed metadata: read our own declarations from pyproject.toml.
-        eps = _fallback_entry_points() + eps
-    return eps
-
-
-def _fallback_entry_points() -> list[metadata.EntryPoint]:
-    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-    if not pyproject.is_file():
-        return []
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        return []
-    data = tomllib.loads(pyproject.read_text())
-    table = data.get("project", {}).get("entry-points", {}).get(COMMAND_GROUP, {})
-    return [metadata.EntryPoint(name, value, COMMAND_GROUP) for name, value in table.items()]
-
-
-def mount_commands(target: typer.Typer) -> list[CommandPlugin]:
-    """Mount every command entry point on ``target``; returns what was found."""
-    found: dict[str, list[tuple[metadata.EntryPoint, str, str]]] = {}
-    for ep in _entry_points():
-        dist = getattr(ep, "dist", None)
-        package = dist.metadata["Name"] if dist is not None else "stephctl"
-        version = dist.version if dist is not None else ""
-        found.setdefault(ep.name, []).append((ep, package, version))
-    plugins: list[CommandPlugin] = []
+def mount_commands(target: typer.Typer) -> list[Plugin]:
+    """Mount every command entry point on ``target`` through the one plugin loader
+    (:mod:`steph.plugins`); returns what was found, broken and conflicting ones included."""
+    found: dict[str, list[metadata.EntryPoint]] = {}
+    for ep in plugins.discover(COMMAND_GROUP):
+        found.setdefault(ep.name, []).append(ep)
+    loaded: list[Plugin] = []
     for name, claims in found.items():
-        packages = sorted({pkg for _, pkg, _ in claims})
-        ep, package, version = claims[0]
+        packages = sorted({plugins.origin_of(ep).package for ep in claims})
         if len(packages) > 1:
             reason = f"the command name {name!r} is claimed by several packages: {', '.join(packages)}"
-            target.command(name, help=f"BROKEN: {reason}", context_settings=_LOOSE)(
-                _broken_command(name, reason, "uninstall one of them")
-            )
-            plugins.append(CommandPlugin(name, " + ".join(packages), "", ep.value, "conflict", reason))
-            continue
-        try:
-            obj = ep.load()
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            target.command(name, help=f"BROKEN: from {package}: {reason}", context_settings=_LOOSE)(
-                _broken_command(name, reason, f"reinstall or fix the package {package!r}")
-            )
-            plugins.append(CommandPlugin(name, package, version, ep.value, "broken", reason))
-            continue
-        if isinstance(obj, typer.Typer):
-            target.add_typer(obj, name=name)
-        elif callable(obj):
-            target.command(name)(obj)
+            origin = plugins.Origin(" + ".join(packages), "", claims[0].value)
+            plugin = plugins.unusable("command", name, origin, reason, status="conflict", level=_QUIET)
+            hint = "uninstall one of them"
         else:
-            reason = f"entry point {ep.value} is neither a function nor a typer.Typer"
-            target.command(name, help=f"BROKEN: {reason}", context_settings=_LOOSE)(
-                _broken_command(name, reason, f"fix the package {package!r}")
+            plugin = plugins.load(
+                claims[0], "command", lambda obj, origin, n=name: _mount(target, n, obj, origin), level=_QUIET
             )
-            plugins.append(CommandPlugin(name, package, version, ep.value, "broken", reason))
-            continue
-        plugins.append(CommandPlugin(name, package, version, ep.value, "ok"))
-    return plugins
+            hint = f"reinstall or fix the package {plugin.origin.package!r}"
+        if not plugin.ok:
+            prefix = "" if plugin.status == "conflict" else f"from {plugin.origin.package}: "
+            target.command(name, help=f"BROKEN: {prefix}{plugin.reason}", context_settings=_LOOSE)(
+                _broken_command(name, plugin.reason, hint)
+            )
+        loaded.append(plugin)
+    return loaded
+
+
+def _mount(target: typer.Typer, name: str, obj: Any, origin: plugins.Origin) -> None:
+    """A command entry is a function (``stephctl <name>``) or a Typer app (a command group)."""
+    if isinstance(obj, typer.Typer):
+        target.add_typer(obj, name=name)
+    elif callable(obj):
+        target.command(name)(obj)
+    else:
+        raise TypeError(f"entry point {origin.entry_point} is neither a function nor a typer.Typer")
+
+
+# Commands mount when stephctl.main is imported, before logging is set up: a broken one shows as
+# BROKEN in --help and fails with its reason when invoked, so its load failure is a debug line.
+_QUIET = logging.DEBUG
 
 
 _LOOSE = {"ignore_unknown_options": True, "allow_extra_args": True}

@@ -76,17 +76,26 @@ class ProjectConfig:
 
 
 def load_config(
-    root: Path | str, overrides: Mapping[str, Any] | None = None, *, require: bool = True
+    root: Path | str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    require: bool = True,
+    config_file: Path | str | None = None,
 ) -> ProjectConfig:
-    """Load ``<root>/stephctl.yaml`` and apply ``overrides`` (dotted keys; ``None`` values are
-    ignored, so unset CLI flags do not override the file).
+    """Load ``<root>/stephctl.yaml`` (or ``config_file``, stephctl's ``--config``) and apply
+    ``overrides`` (dotted keys; ``None`` values are ignored, so unset CLI flags do not override
+    the file).
 
     Raises:
-        MissingArtifactError: no stephctl.yaml and ``require`` is true.
+        MissingArtifactError: no stephctl.yaml and ``require`` is true; ``config_file`` missing.
         ConfigError: unknown key, bad type or out-of-range value.
     """
-    path = Path(root) / CONFIG_FILE
+    path = Path(root) / CONFIG_FILE if config_file is None else Path(config_file).expanduser()
     data: dict[str, Any] = {}
+    if config_file is not None and not path.is_file():
+        raise MissingArtifactError(
+            f"config file not found: {path}", hint="check --config FILE (or $STEPHCTL_CONFIG)"
+        )
     if path.is_file():
         loaded = load_yaml(path.read_text(encoding="utf-8"), str(path))
         if loaded is not None and not isinstance(loaded, dict):
@@ -116,10 +125,11 @@ def _build_checked(data: dict[str, Any], path: Path) -> ProjectConfig:
 
 
 def load_project(
-    root: Path | str, overrides: Mapping[str, Any] | None = None
+    root: Path | str, overrides: Mapping[str, Any] | None = None, *, config_file: Path | str | None = None
 ) -> tuple[ProjectLayout, ProjectConfig]:
-    """Config and layout of the project at ``root`` (templates from ``paths:`` applied)."""
-    config = load_config(root, overrides)
+    """Config and layout of the project at ``root`` (templates from ``paths:`` applied); the
+    settings come from ``config_file`` when given, else ``<root>/stephctl.yaml``."""
+    config = load_config(root, overrides, config_file=config_file)
     return ProjectLayout(Path(root), config.paths), config
 
 

@@ -44,10 +44,12 @@ def extract(
         ),
     ] = None,
     slides: Annotated[
-        Path | None,
+        list[str] | None,
         typer.Option(
             "--slides",
-            help="A manifest-format CSV to use instead of slides/manifest.csv, or a list of slide ids to process.",
+            metavar="IDS|FILE",
+            help="Slide ids to process (repeatable or comma-separated), or a file: a manifest-format CSV to "
+            "use instead of slides/manifest.csv, or a list of slide ids (one per line).",
             rich_help_panel=_SELECT,
         ),
     ] = None,
@@ -129,7 +131,7 @@ def extract(
         from steph.hpc.multi_device import parse_devices
 
         device_list = parse_devices(devices) if devices is not None else None
-    selection = {"cancers": cancer or None, "slides_file": slides, "num_shards": num_shards}
+    selection = {"cancers": cancer or None, "slides_file": slides_file(ctx, slides), "num_shards": num_shards}
     if dispatch_tasks(
         ctx,
         "extract",
@@ -170,6 +172,38 @@ def extract(
         shard_index=shard_index,
         overwrite=overwrite,
     )
+
+
+def slides_file(ctx: typer.Context, values: list[str] | None) -> Path | None:
+    """``--slides`` as the file the library reads: the FILE given, or the ids given written one
+    per line to a temporary file that lives as long as the command (Slurm tasks repeat the ids).
+
+    A single value that names an existing file, or looks like a path (a folder separator, a
+    .csv/.txt/.tsv suffix; slide ids have neither), is a file; anything else is slide ids.
+    """
+    if values and len(values) == 1 and Path(values[0]).is_file():
+        return Path(values[0])
+    words = [w.strip() for value in values or () for w in value.split(",") if w.strip()]
+    if not words:
+        return None
+    if len(words) == 1 and (
+        Path(words[0]).is_file() or "/" in words[0] or Path(words[0]).suffix in (".csv", ".txt", ".tsv")
+    ):
+        return Path(words[0])
+    files = [w for w in words if Path(w).is_file()]
+    if files:
+        fail(
+            f"--slides mixes slide ids and the file {files[0]}",
+            hint="give either slide ids (--slides A,B or --slides A --slides B) or one file",
+        )
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="stephctl-slides-"))
+    ctx.call_on_close(lambda: shutil.rmtree(folder, ignore_errors=True))
+    listing = folder / "--slides"
+    listing.write_text("".join(f"{w}\n" for w in dict.fromkeys(words)), encoding="utf-8")
+    return listing
 
 
 def _print_encoders(json_out: bool) -> None:

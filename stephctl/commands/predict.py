@@ -135,5 +135,5 @@ def _project(ctx: typer.Context, *, need_config: bool) -> tuple[ProjectLayout, P
     from steph.layout import ProjectLayout
 
     root = app_state(ctx).project
-    config = load_config(root, require=need_config)
+    config = load_config(root, require=need_config, config_file=app_state(ctx).config)
     return ProjectLayout(root, config.paths), config

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .._common import fail, get_project, handle_errors, out_console, print_json
+from .._common import app_state, fail, get_project, handle_errors, out_console, print_json
 from .._tasks import collect_tasks
 
 STAGES = ("extract", "train-source", "task-vector", "merge", "evaluate")
@@ -81,6 +81,11 @@ def slurm(
         fail(f"{options[0]!r} is not a stage", hint=f"stages: {', '.join(STAGES)}; stage options go after --")
     if len(set(stages)) != len(stages):
         fail("a stage is listed twice", hint="each stage runs once per script")
+    if app_state(ctx).config is not None:  # the jobs run `stephctl -p DIR ...`, which reads DIR/stephctl.yaml
+        fail(
+            "stephctl slurm does not pass --config on to the jobs it writes",
+            hint="put these settings in the project's stephctl.yaml (or copy the file there) and rerun without --config",
+        )
     overrides: dict[str, Any] = {
         "slurm.partition": partition,
         "slurm.account": account,
