@@ -30,11 +30,7 @@ _ABORTS = (typer.Abort, *([click_exceptions.Abort] if hasattr(click_exceptions, 
 _ORDER = [
     "init",
     "check",
-    "extract",
-    "train-source",
-    "task-vector",
-    "merge",
-    "evaluate",
+    "<stages>",  # the pipeline stages, in their order (steph.stages)
     "explain",
     "predict",
     "export",
@@ -48,8 +44,12 @@ class StephGroup(TyperGroup):
     """Root group: built-in commands in pipeline order; usage errors exit 1 (a user error)."""
 
     def list_commands(self, ctx: Any) -> list[str]:
+        from steph.stages import stage_names
+
+        at = _ORDER.index("<stages>")
+        order = [*_ORDER[:at], *stage_names(), *_ORDER[at + 1 :]]
         names = list(self.commands)
-        return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+        return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         try:
