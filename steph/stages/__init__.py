@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..config.project import Project, open_project, project_cancers, project_folds
 from ..progress import NULL_PROGRESS, Progress
 from ..registry import Registry
 from .base import Stage, task_index_from_env
@@ -30,6 +29,7 @@ from .train_source import TrainSourceSelection
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
+    from ..config.project import Project, open_project, project_cancers, project_folds
     from ..layout import ProjectLayout
     from ..report import StageReport
     from ..units import WorkUnit
@@ -58,6 +58,19 @@ __all__ = [
     "stages",
     "task_index_from_env",
 ]
+
+_LAZY = ("Project", "open_project", "project_cancers", "project_folds")
+
+
+def __getattr__(name: str) -> Any:
+    """The project names are imported on first use: ``stephctl --help`` lists the stages
+    without loading the configuration machinery."""
+    if name in _LAZY:
+        from ..config import project
+
+        return getattr(project, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 STAGES: Registry[Stage[Any]] = Registry(
     "stage",
@@ -136,6 +149,8 @@ def list_tasks(
     stage: str, layout: ProjectLayout, config: ProjectConfig, selection: object | None = None
 ) -> list[WorkUnit]:
     """The task list of ``stage`` for ``selection`` (its selection, or a mapping of its fields)."""
+    from ..config.project import Project
+
     chosen = get_stage(stage)
     return chosen.plan(Project(layout, config), chosen.select(selection))  # type: ignore[arg-type]
 
@@ -157,6 +172,8 @@ def run_task(
     **options: Any,
 ) -> StageReport:
     """Run unit ``index`` of the task list of ``stage`` (:meth:`Stage.run_task`)."""
+    from ..config.project import Project
+
     return get_stage(stage).run_task(
         Project(layout, config), index, selection, overwrite=overwrite, progress=progress, **options
     )
