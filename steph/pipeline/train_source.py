@@ -42,13 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGE = "train-source"
-__all__ = [
-    "import_checkpoint",
-    "plan_train_source",
-    "project_folds",
-    "resolve_cancers",
-    "train_source_models",
-]
 
 
 def resolve_cancers(layout: ProjectLayout, config: ProjectConfig, cancers: Sequence[str] | None) -> list[str]:
