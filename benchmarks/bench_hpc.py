@@ -34,9 +34,9 @@ if str(ROOT) not in sys.path:
 from steph.config import load_project  # noqa: E402
 from steph.fileio import write_csv  # noqa: E402
 from steph.hpc.status import project_status  # noqa: E402
-from steph.hpc.tasks import list_tasks, run_task  # noqa: E402
 from steph.pipeline.extract import select_slides  # noqa: E402
 from steph.project import init_project  # noqa: E402
+from steph.stages import list_tasks, run_task  # noqa: E402
 from steph.synthetic.cohort import TCGA_CANCERS  # noqa: E402
 
 CANCERS = list(TCGA_CANCERS)

@@ -1,34 +1,41 @@
-"""``--list-tasks`` and ``--task-index`` for every stage command (the CLI side of steph.hpc.tasks).
+"""The one route of every stage command: options -> typed selection -> stage plan -> stage run.
 
-A stage command declares the two options with :data:`ListTasksOption` and :data:`TaskIndexOption`,
-builds its usual selection keyword arguments (``cancers=``, ``folds=``, ``target=`` ...) and, first
-thing, calls :func:`dispatch_tasks`; when that returns True the command is done::
+A stage command declares its options (:data:`ListTasksOption`, :data:`TaskIndexOption`,
+:data:`ClearStaleLocksOption` among them), turns the parsed options into a :class:`StageRequest`
+with a function registered by :func:`stage_request`, and hands it to :func:`run_stage_command`::
 
-    if dispatch_tasks(ctx, "train-source", list_tasks=list_tasks, task_index=task_index,
-                      as_json=json_out, overrides=overrides, selection={"cancers": cancer, "folds": fold}):
-        return
+    @stage_request("train-source")
+    def request(ctx, params):
+        return StageRequest(TrainSourceSelection(as_list(params["cancer"]), as_list(params["fold"])),
+                            overrides={"train.epochs": params["epochs"]})
 
-``stephctl slurm`` reuses the same path to learn a stage's task list from the stage's own options:
-it invokes the stage command with ``--list-tasks`` and a collector in ``ctx.meta`` (see
-:func:`collect_tasks`), so the options are parsed exactly as the stage parses them.
+    def train_source(ctx, cancer, fold, epochs, list_tasks, task_index, json_out, ...):
+        run_stage_command(ctx, request(ctx, ctx.params), list_tasks=list_tasks, task_index=task_index,
+                          as_json=json_out)
+
+That runs the whole selection, prints the task list (``--list-tasks``) or runs one unit of it
+(``--task-index`` or ``$SLURM_ARRAY_TASK_ID``), always through the stage (:mod:`steph.stages`).
+``stephctl slurm`` parses a stage's options with the stage's own command, builds the same request
+(:func:`plan_command`) and calls the stage's plan directly.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._common import get_project, handle_errors, print_json, run_stage
+from ._common import CliProgress, app_state, fail, get_project, handle_errors, print_json, run_stage
 
 if TYPE_CHECKING:
+    from steph.config import ProjectConfig
+    from steph.config.project import Project
+    from steph.report import StageReport
     from steph.units import WorkUnit
-
-COLLECT_KEY = "stephctl.collect_tasks"
-"""``ctx.meta`` key: when set to a list, ``--list-tasks`` appends ``(stage, units, pin_args)`` to it."""
 
 ListTasksOption = Annotated[
     bool,
@@ -58,63 +65,105 @@ ClearStaleLocksOption = Annotated[
 ]
 
 
-def dispatch_tasks(
+@dataclass
+class StageRequest:
+    """What a stage command asks for, in the stage's own terms.
+
+    Attributes:
+        stage: The stage's name.
+        selection: The stage's typed selection (e.g. ``TrainSourceSelection``).
+        overrides: Dotted config overrides from the command's flags (None values are ignored).
+        options: Run options of the stage (``overwrite``, extract's ``devices``).
+        configure: Applied to the loaded config once (extract's ``--weights`` names the file of
+            whichever encoder the config resolves to).
+    """
+
+    stage: str
+    selection: Any
+    overrides: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    configure: Callable[[ProjectConfig], ProjectConfig] | None = None
+
+
+RequestBuilder = Callable[[typer.Context, Mapping[str, Any]], StageRequest]
+_BUILDERS: dict[str, RequestBuilder] = {}
+
+
+def stage_request(stage: str) -> Callable[[RequestBuilder], RequestBuilder]:
+    """Decorator: register the function that turns ``stage``'s parsed command options
+    (``ctx.params``) into a :class:`StageRequest` (used by the command and by ``stephctl slurm``)."""
+
+    def decorator(builder: RequestBuilder) -> RequestBuilder:
+        _BUILDERS[stage] = builder
+        return builder
+
+    return decorator
+
+
+def as_list(values: Sequence[Any] | None) -> list[Any] | None:
+    """A repeatable option's values as a list; None when none were given."""
+    return list(values) if values else None
+
+
+def open_stage_project(ctx: typer.Context, request: StageRequest) -> Project:
+    """The project, loaded and resolved once for this request (raises library errors)."""
+    from steph.config.project import Project
+
+    layout, config = get_project(ctx, dict(request.overrides))
+    if request.configure is not None:
+        config = request.configure(config)
+    return Project(layout, config)
+
+
+def run_stage_command(
     ctx: typer.Context,
-    stage: str,
+    request: StageRequest,
     *,
-    list_tasks: bool,
-    task_index: int | None,
-    as_json: bool,
-    overrides: Mapping[str, Any] | None = None,
-    selection: Mapping[str, Any] | None = None,
-    options: Mapping[str, Any] | None = None,
+    list_tasks: bool = False,
+    task_index: int | None = None,
+    as_json: bool = False,
     from_env: bool = True,
     clear_stale_locks: bool = False,
-) -> bool:
-    """Handle ``--list-tasks`` / ``--task-index`` for ``stage``; True when the command is done.
+    render: Callable[[StageReport], None] | None = None,
+    show_progress: bool = True,
+) -> None:
+    """Run ``request``: its task list (``list_tasks``), one unit (``task_index``, else
+    ``$SLURM_ARRAY_TASK_ID`` when ``from_env``) or the whole selection.
 
     Args:
-        ctx: The stage command's context.
-        stage: Stage name (``extract``, ``train-source``, ``task-vector``, ``merge``, ``evaluate``).
-        list_tasks: ``--list-tasks`` was given.
-        task_index: ``--task-index``; None = take ``$SLURM_ARRAY_TASK_ID`` when ``from_env``.
-        as_json: ``--json``.
-        overrides: The command's dotted config overrides.
-        selection: What the command would process (the stage function's selection kwargs).
-        options: Further keyword arguments of the stage function for the task run (``overwrite``).
         from_env: Whether ``$SLURM_ARRAY_TASK_ID`` may select a task (False for extract, which
             reads the Slurm array variables itself for ``--num-shards/--shard-index``).
-        clear_stale_locks: ``--clear-stale-locks``: remove the stage's stale locks first (in
-            every mode, also when the command then runs normally).
+        clear_stale_locks: First remove the stage's stale locks (in every mode).
+        render: Prints the report of a whole run (default: the report table or JSON, exit 2
+            when items failed); a task run always prints the report.
+        show_progress: Progress bars for a whole run with ``render`` (not when quiet).
     """
-    from steph.hpc.tasks import clear_stage_locks, pin_args, run_task, task_index_from_env
-    from steph.hpc.tasks import list_tasks as plan_tasks
+    from steph.stages import get_stage, task_index_from_env
 
     with handle_errors():
+        stage = get_stage(request.stage)
+        project = open_stage_project(ctx, request)
         if clear_stale_locks:
-            layout, config = get_project(ctx, dict(overrides or {}))
-            for info in clear_stage_locks(stage, layout, config):
+            for info in stage.clear_stale_locks(project):
                 logging.getLogger("stephctl").warning(
                     "removed stale lock %s (%s)", info.path, info.describe()
                 )
         if task_index is None and not list_tasks and from_env:
             task_index = task_index_from_env()
-        if task_index is None and not list_tasks:
-            return False
-        layout, config = get_project(ctx, dict(overrides or {}))
-        chosen = dict(selection or {})
         if list_tasks:
-            units = plan_tasks(stage, layout, config, chosen)
-            collector = ctx.meta.get(COLLECT_KEY)
-            if isinstance(collector, list):
-                collector.append((stage, units, pin_args(stage, units)))
-            else:
-                print_task_list(units, as_json=as_json)
-            return True
-    run_stage(
-        ctx, run_task, stage, layout, config, task_index, chosen, as_json=as_json, **dict(options or {})
-    )
-    return True
+            print_task_list(stage.plan(project, request.selection), as_json=as_json)
+            return
+    if task_index is not None:
+        run_stage(
+            ctx, stage.run_task, project, task_index, request.selection, as_json=as_json, **request.options
+        )
+    elif render is None:
+        run_stage(ctx, stage.run, project, request.selection, as_json=as_json, **request.options)
+    else:
+        enabled = show_progress and app_state(ctx).verbosity >= 0
+        with handle_errors(), CliProgress(enabled=enabled) as progress:
+            report = stage.run(project, request.selection, progress=progress, **request.options)
+        render(report)
 
 
 def print_task_list(units: list[WorkUnit], *, as_json: bool) -> None:
@@ -128,29 +177,27 @@ def print_task_list(units: list[WorkUnit], *, as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def collect_tasks(ctx: typer.Context, stage: str, args: list[str]) -> tuple[list[WorkUnit], list[str]]:
-    """The task list of ``stage`` for the stage options ``args``, parsed by the stage command itself.
+def plan_command(ctx: typer.Context, stage: str, args: list[str]) -> tuple[list[WorkUnit], list[str]]:
+    """The task list of ``stage`` for the stage options ``args``, parsed by the stage's own command.
 
     Returns:
         The units and the options that pin the list (e.g. extract's ``--num-shards N``).
     """
+    from steph.stages import get_stage
+
     root = ctx.find_root()
     group = root.command
     command = group.get_command(root, stage) if hasattr(group, "get_command") else None
     if command is None:
-        from ._common import fail
+        from steph.stages import stage_names
 
-        fail(f"unknown stage {stage!r}", hint="stages: extract, train-source, task-vector, merge, evaluate")
-    collector: list[tuple[str, list[WorkUnit], list[str]]] = []
-    root.meta[COLLECT_KEY] = collector
-    try:
-        with command.make_context(stage, [*args, "--list-tasks"], parent=root) as sub:
-            command.invoke(sub)
-    finally:
-        root.meta.pop(COLLECT_KEY, None)
-    if not collector:
-        from ._common import fail
-
+        fail(f"unknown stage {stage!r}", hint=f"stages: {', '.join(stage_names())}")
+    builder = _BUILDERS.get(stage)
+    if builder is None:
         fail(f"the {stage} command does not support --list-tasks", hint="it cannot run as a Slurm array")
-    _, units, pins = collector[-1]
-    return units, pins
+    with command.make_context(stage, list(args), parent=root) as sub:
+        request = builder(sub, sub.params)
+    with handle_errors():
+        chosen = get_stage(request.stage)
+        units = chosen.plan(open_stage_project(ctx, request), request.selection)
+    return units, chosen.pins(units)

@@ -34,11 +34,7 @@ _ABORTS = (typer.Abort, *([click_exceptions.Abort] if hasattr(click_exceptions, 
 _ORDER = [
     "init",
     "check",
-    "extract",
-    "train-source",
-    "task-vector",
-    "merge",
-    "evaluate",
+    "<stages>",  # the pipeline stages, in their order (steph.stages)
     "explain",
     "predict",
     "export",
@@ -91,8 +87,12 @@ class StephGroup(TyperGroup):
         return params
 
     def list_commands(self, ctx: Any) -> list[str]:
+        from steph.stages import stage_names
+
+        at = _ORDER.index("<stages>")
+        order = [*_ORDER[:at], *stage_names(), *_ORDER[at + 1 :]]
         names = list(self.commands)
-        return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+        return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
     def main(self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         words = [str(a) for a in args] if args is not None else sys.argv[1:]

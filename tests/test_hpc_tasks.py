@@ -10,8 +10,8 @@ from _slides import row, write_manifest
 
 from steph.config import load_project
 from steph.errors import ConfigError, UnknownNameError
-from steph.hpc.tasks import list_tasks, pin_args, run_task, stage_names, task_index_from_env
 from steph.report import Status
+from steph.stages import list_tasks, pin_args, run_task, stage_names, task_index_from_env
 
 CANCERS = ("BRCA", "BLCA", "LUNG")
 

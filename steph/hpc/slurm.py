@@ -2,7 +2,7 @@
 
 One stage becomes one job array: task ``I`` of the array runs ``stephctl ... STAGE --task-index
 $SLURM_ARRAY_TASK_ID``, so the array size is the length of the stage's task list
-(:mod:`steph.hpc.tasks`). Resources come from ``slurm:`` in stephctl.yaml
+(:mod:`steph.stages`). Resources come from ``slurm:`` in stephctl.yaml
 (:class:`~steph.config.SlurmConfig`); logs go to ``logs/slurm/<stage>-%A_%a.log``.
 
 Several stages are emitted as one bash *submit script*: each stage's job script is passed to
@@ -266,7 +266,7 @@ def make_jobs(
     Raises:
         ConfigError: a stage has no tasks, or nothing at all is pending.
     """
-    from .tasks import stage_tasks
+    from ..stages import get_stage
 
     jobs = []
     for stage, units, options in stages:
@@ -287,7 +287,7 @@ def make_jobs(
                 stage=stage,
                 indices=tuple(indices),
                 args=tuple(options),
-                gpus=gpus if stage_tasks(stage).gpus else 0,
+                gpus=gpus if get_stage(stage).gpus else 0,
                 n_tasks=len(units),
             )
         )

@@ -1,7 +1,7 @@
 """``stephctl status``: what exists and what is missing, stage by stage.
 
-The expected units come from the same task lists the stages and Slurm arrays use
-(:mod:`steph.hpc.tasks`), so "done" here means exactly what a rerun would skip:
+The expected units come from the same plans the stages and Slurm arrays use
+(:mod:`steph.stages`), so "done" here means exactly what a rerun would skip:
 
 - **features** per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
   ``paths.features`` when set, so an external download counts);
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StephError
 from ..fileio import TMP_PREFIX, read_csv
 from ..locks import LOCK_SUFFIX, read_lock
-from .tasks import list_tasks
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
+    from ..config.project import Project
     from ..layout import ProjectLayout
     from ..units import WorkUnit
 
@@ -106,12 +106,16 @@ class ProjectStatus:
 
 def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatus:
     """Survey the project at ``layout`` (reads only; never writes or removes anything)."""
-    cancers = list(config.cancers) or layout.label_cancers()
+    from ..config.project import Project
+    from ..stages import TaskVectorSelection, TrainSourceSelection
+
+    project = Project(layout, config)
+    cancers = project.cancers
     stages = [
         _features(layout, config, cancers),
-        _planned("train-source", layout, config, {"cancers": cancers} if cancers else {}),
-        _planned("task-vector", layout, config, {"cancers": cancers} if cancers else {}),
-        _merges(layout, config, cancers),
+        _planned(project, TrainSourceSelection(cancers=cancers or None)),
+        _planned(project, TaskVectorSelection(cancers=cancers or None)),
+        _merges(project),
     ]
     locks, temps = _scan(layout.root)
     for lock in locks:
@@ -149,12 +153,13 @@ def _group(unit: WorkUnit) -> str:
     return unit.key.split("/", 1)[0]
 
 
-def _planned(
-    stage: str, layout: ProjectLayout, config: ProjectConfig, selection: dict[str, Any]
-) -> StageStatus:
-    status = StageStatus(stage)
+def _planned(project: Project, selection: object) -> StageStatus:
+    from ..stages import stage_of
+
+    stage = stage_of(selection)
+    status = StageStatus(stage.name)
     try:
-        status.add(list_tasks(stage, layout, config, selection), _group)
+        status.add(stage.plan(project, selection), _group)
     except StephError as exc:
         status.errors.append(exc.message)
     return status
@@ -191,17 +196,19 @@ def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) 
     return status
 
 
-def _merges(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) -> StageStatus:
+def _merges(project: Project) -> StageStatus:
     """Per target: the folds of ``merge.method`` and of every other run found under
     ``merged/`` or ``results/`` (runs made with CLI flags: other methods, options)."""
     from ..layout import CANCER_SPECIFIC
+    from ..stages import MergeSelection, get_stage
     from ..units import WorkUnit
 
+    layout = project.layout
     status = StageStatus("merge")
-    for target in cancers:
+    for target in project.cancers:
         planned: list[WorkUnit] = []
         try:
-            planned = list_tasks("merge", layout, config, {"target": target})
+            planned = get_stage("merge").plan(project, MergeSelection(target=target))
             status.add(planned, _group)
         except StephError as exc:
             status.errors.append(f"{target}: {exc.message}")

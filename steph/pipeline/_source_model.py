@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,20 +64,11 @@ class UnitContext:
 
 
 def fit_settings(config: ProjectConfig) -> FitSettings:
-    """The reference protocol from the ``train:`` section."""
-    t = config.train
-    return FitSettings(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        warmup_epochs=t.warmup_epochs,
-        alpha=t.alpha,
-        eps=t.eps,
-        seed=t.seed,
-        max_batch_patches=t.max_bag_batch_patches,
-        precision=t.precision,
-    )
+    """The reference protocol from the ``train:`` section: every :class:`FitSettings` field is
+    the ``train:`` field of the same name (``max_batch_patches``: ``train.max_bag_batch_patches``)."""
+    train = config.train
+    renamed = {"max_batch_patches": "max_bag_batch_patches"}
+    return FitSettings(**{f.name: getattr(train, renamed.get(f.name, f.name)) for f in fields(FitSettings)})
 
 
 def _c_index(model: nn.Module, targets: SurvivalTargets, ctx: UnitContext) -> float | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config import ProjectConfig
+from ..config.project import project_folds
 from ..errors import MissingArtifactError, StephError, UnknownNameError
 from ..evaluation.fold import FoldResult, evaluate_fold, metric_names
 from ..evaluation.inputs import (
@@ -37,7 +38,6 @@ from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..units import WorkUnit
-from .train_source import project_folds
 
 if TYPE_CHECKING:
     from ..data.cohort import Cohort

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
 from ..config.merge import MergeConfig
+from ..config.project import merge_epochs, project_folds
 from ..data import load_cohort, load_split, open_bags
 from ..errors import ConfigError, LockedError, StephError
 from ..faults import point
@@ -49,7 +50,7 @@ from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
 from ..units import WorkUnit
 from ._source_model import fit_settings
-from .train_source import project_folds, too_few_for_a_batch
+from .train_source import too_few_for_a_batch
 
 if TYPE_CHECKING:
     import torch
@@ -80,7 +81,23 @@ def plan_merge(
         ConfigError, UnknownNameError, MissingArtifactError: as :func:`merge_models`'s checks.
     """
     name = resolve_target(layout, config, target)
-    sources = resolve_sources(layout, config, name)
+    return _plan(
+        layout, config, name, resolve_sources(layout, config, name), methods, folds, paper=paper, runs=runs
+    )
+
+
+def _plan(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    name: str,
+    sources: list[str],
+    methods: Sequence[str] | None,
+    folds: Sequence[int] | None,
+    *,
+    paper: bool = False,
+    runs: Sequence[str] | None = None,
+) -> list[WorkUnit]:
+    """:func:`plan_merge` for a resolved target and its sources."""
     if paper:
         if methods:
             raise ConfigError("--paper runs the paper's own set of methods", hint="drop --method or --paper")
@@ -139,18 +156,15 @@ def merge_models(
         ConsistencyError: task vectors from another theta0 or architecture; features whose
             dimension differs from theta0's.
     """
-    units = plan_merge(layout, config, target=target, methods=methods, folds=folds, paper=paper, runs=runs)
-    name, sources, source_fold = (
-        units[0].params["target"],
-        units[0].params["sources"],
-        config.merge.source_fold,
-    )
+    name = resolve_target(layout, config, target)
+    sources, source_fold = resolve_sources(layout, config, name), config.merge.source_fold
+    units = _plan(layout, config, name, sources, methods, folds, paper=paper, runs=runs)
     no_vector: set[int] = set()
     if not (folds or config.merge.folds):  # every fold the project trains: one without a vector fails
         listed = {u.params["fold"] for u in units}
         extra = [k for k in project_folds(layout, config, name) if k not in listed]
         if extra:
-            units += plan_merge(layout, config, target=target, methods=methods, folds=extra)
+            units += _plan(layout, config, name, sources, methods, extra)
             units.sort(key=lambda u: u.params["fold"])
             no_vector = set(extra)
     needed = [(name, u.params["fold"]) for u in units if u.params["fold"] not in no_vector]
@@ -213,7 +227,7 @@ def _signature(config: ProjectConfig, unit: WorkUnit, theta0: Theta0) -> dict[st
         "options": method.options(_unit_merge(config, unit)),
         "sources": list(unit.params["sources"]),
         "source_fold": unit.params["source_fold"],
-        "epochs": config.merge.epochs if config.merge.epochs is not None else config.train.epochs,
+        "epochs": merge_epochs(config),
         "seed": config.train.seed,
         "theta0_sha256": theta0.sha256,
     }
@@ -292,10 +306,7 @@ class _Runner:
 
     def _too_few(self, unit: WorkUnit) -> str | None:
         """The target fold cannot train (fewer training patients than one batch), or None."""
-        epochs = (
-            self.config.merge.epochs if self.config.merge.epochs is not None else self.config.train.epochs
-        )
-        if not epochs:
+        if not merge_epochs(self.config):
             return None
         split = load_split(self.layout, self.cohort, unit.params["fold"])
         return too_few_for_a_batch(len(split.train), self.config.train.batch_size, f"merge {unit.key}", STAGE)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..checkpoints import load_state_dict, save_state_dict
+from ..config.project import project_cancers, project_folds
 from ..errors import ConsistencyError, DataError, LockedError, MissingArtifactError, StephError
 from ..faults import point
 from ..fileio import os_error_message, read_json, sha256_file
@@ -28,7 +29,6 @@ from ..report import StageReport, Status
 from ..task_vectors import load_task_vector, subtract
 from ..theta0 import Theta0, check_abmil_state, load_theta0, versions
 from ..units import WorkUnit
-from .train_source import project_folds
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -42,7 +42,7 @@ STAGE = "task-vector"
 def _cancers(layout: ProjectLayout, config: ProjectConfig, cancers: Sequence[str] | None) -> list[str]:
     if cancers:
         return [normalize_cancer(c) for c in cancers]
-    return list(config.cancers) or layout.label_cancers()
+    return project_cancers(layout, config)
 
 
 def plan_task_vectors(

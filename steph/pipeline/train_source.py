@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..checkpoints import load_reference_checkpoint
+from ..config.project import project_cancers, project_folds
 from ..data import Cohort, Split, check_features, load_cohort, load_split, open_bags
 from ..errors import ConfigError, ConsistencyError, LockedError, MissingArtifactError, StephError
 from ..faults import point
@@ -45,23 +46,13 @@ STAGE = "train-source"
 
 def resolve_cancers(layout: ProjectLayout, config: ProjectConfig, cancers: Sequence[str] | None) -> list[str]:
     """``cancers`` if given, else ``cancers:`` of stephctl.yaml, else every labels/<CANCER>.csv."""
-    names = (
-        [normalize_cancer(c) for c in cancers] if cancers else list(config.cancers or layout.label_cancers())
-    )
+    names = [normalize_cancer(c) for c in cancers] if cancers else project_cancers(layout, config)
     if not names:
         raise ConfigError(
             "no cancers to train",
             hint=f"list them under cancers: in {layout.config_file}, pass --cancer, or add labels/<CANCER>.csv",
         )
     return names
-
-
-def project_folds(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> list[int]:
-    """The folds the project trains for ``cancer``: ``train.folds``, else every split file found.
-
-    Later stages expect a model, task vector or merge of exactly these folds by default.
-    """
-    return list(config.train.folds or layout.split_folds(cancer))
 
 
 def resolve_folds(

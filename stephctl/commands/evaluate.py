@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .._common import (
     EXIT_ITEMS_FAILED,
-    CliProgress,
-    app_state,
     err_console,
     fail,
     get_project,
@@ -21,7 +20,15 @@ from .._common import (
     print_json,
     run_stage,
 )
-from .._tasks import ClearStaleLocksOption, ListTasksOption, TaskIndexOption, dispatch_tasks
+from .._tasks import (
+    ClearStaleLocksOption,
+    ListTasksOption,
+    StageRequest,
+    TaskIndexOption,
+    as_list,
+    run_stage_command,
+    stage_request,
+)
 
 if TYPE_CHECKING:
     from steph.pipeline.evaluate import EvaluationReport
@@ -115,45 +122,53 @@ def evaluate(
             ctx, predict, target[0], method[0], fold, name, overwrite, json_out or fmt is OutputFormat.json
         )  # type: ignore[index]
         return
-    if fold is not None or name is not None or overwrite:
-        fail(
-            "--fold, --name and --overwrite apply to --predict only", hint="evaluation always uses every fold"
-        )
-    overrides = {"evaluate.bootstrap": bootstrap, "evaluate.report": False if no_report else None}
-    if dispatch_tasks(
+    chosen = OutputFormat.json if json_out else fmt
+
+    def render(report: EvaluationReport) -> None:
+        from steph.evaluation.tables import to_csv, to_markdown
+
+        if chosen is OutputFormat.json:
+            print_json(report.to_dict())
+        elif report.summary is not None and chosen is OutputFormat.csv:
+            sys.stdout.write(to_csv(report.summary))
+        elif chosen is OutputFormat.markdown:
+            sys.stdout.write(to_markdown(report.tables))
+        elif chosen is OutputFormat.table:
+            _print_tables(report)
+        if chosen is not OutputFormat.json:
+            _print_problems(report)
+        if not report.ok:
+            raise typer.Exit(EXIT_ITEMS_FAILED)
+
+    run_stage_command(
         ctx,
-        "evaluate",
+        request(ctx, ctx.params),
         list_tasks=list_tasks,
         task_index=task_index,
         as_json=json_out or fmt is OutputFormat.json,
-        overrides=overrides,
-        selection={"targets": target, "methods": method},
         clear_stale_locks=clear_stale_locks,
-    ):
-        return
-    with handle_errors():
-        layout, config = get_project(ctx, overrides)
-    from steph.evaluation.tables import to_csv, to_markdown
-    from steph.pipeline.evaluate import evaluate_models
+        render=render,  # type: ignore[arg-type]
+        show_progress=fmt is OutputFormat.table,
+    )
 
-    with (
-        handle_errors(),
-        CliProgress(enabled=app_state(ctx).verbosity >= 0 and fmt is OutputFormat.table) as progress,
-    ):
-        report = evaluate_models(layout, config, targets=target, methods=method, progress=progress)
-    chosen = OutputFormat.json if json_out else fmt
-    if chosen is OutputFormat.json:
-        print_json(report.to_dict())
-    elif report.summary is not None and chosen is OutputFormat.csv:
-        sys.stdout.write(to_csv(report.summary))
-    elif chosen is OutputFormat.markdown:
-        sys.stdout.write(to_markdown(report.tables))
-    elif chosen is OutputFormat.table:
-        _print_tables(report)
-    if chosen is not OutputFormat.json:
-        _print_problems(report)
-    if not report.ok:
-        raise typer.Exit(EXIT_ITEMS_FAILED)
+
+@stage_request("evaluate")
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+    """The stage request of evaluate's parsed options (exit 1 for --predict-only options)."""
+    from steph.stages import EvaluateSelection
+
+    if params.get("fold") is not None or params.get("name") is not None or params.get("overwrite"):
+        fail(
+            "--fold, --name and --overwrite apply to --predict only", hint="evaluation always uses every fold"
+        )
+    overrides = {
+        "evaluate.bootstrap": params.get("bootstrap"),
+        "evaluate.report": False if params.get("no_report") else None,
+    }
+    selection = EvaluateSelection(
+        targets=as_list(params.get("target")), methods=as_list(params.get("method"))
+    )
+    return StageRequest("evaluate", selection, overrides)
 
 
 def _predict(

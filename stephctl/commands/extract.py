@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
-from .._tasks import ListTasksOption, TaskIndexOption, dispatch_tasks
+from .._common import fail, handle_errors, out_console, print_json
+from .._tasks import (
+    ListTasksOption,
+    StageRequest,
+    TaskIndexOption,
+    as_list,
+    run_stage_command,
+    stage_request,
+)
+
+if TYPE_CHECKING:
+    from steph.config import ProjectConfig
 
 _SCALE = "Scale and encoder"
 _SELECT = "Which slides"
@@ -111,67 +122,64 @@ def extract(
     if list_encoders:
         _print_encoders(json_out)
         return
-    if task_index is not None and shard_index is not None:
+    run_stage_command(
+        ctx,
+        request(ctx, ctx.params),
+        list_tasks=list_tasks,
+        task_index=task_index,
+        as_json=json_out,
+        from_env=False,  # the Slurm array variables choose the shard (--num-shards/--shard-index)
+        clear_stale_locks=clear_stale_locks,
+    )
+
+
+@stage_request("extract")
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+    """The stage request of extract's parsed options."""
+    from steph.stages import ExtractSelection
+
+    if params.get("task_index") is not None and params.get("shard_index") is not None:
         fail(
             "--task-index and --shard-index both choose the shard", hint="use --num-shards N with one of them"
         )
     overrides: dict[str, Any] = {
-        "encoder": encoder,
-        "extract.mpp": mpp,
-        "extract.device": device,
-        "extract.batch_size": batch_size,
-        "extract.workers": workers,
+        "encoder": params.get("encoder"),
+        "extract.mpp": params.get("mpp"),
+        "extract.device": params.get("device"),
+        "extract.batch_size": params.get("batch_size"),
+        "extract.workers": params.get("workers"),
     }
+    weights = params.get("weights")
+    devices = params.get("devices")
     with handle_errors():
-        if weights is not None:
-            _, config = get_project(ctx, overrides)
-            table = {**config.extract.weights, config.encoder: str(weights.expanduser().resolve())}
-            overrides["extract.weights"] = table
-        layout, config = get_project(ctx, overrides)
         from steph.hpc.multi_device import parse_devices
 
         device_list = parse_devices(devices) if devices is not None else None
-    selection = {"cancers": cancer or None, "slides_file": slides_file(ctx, slides), "num_shards": num_shards}
-    if dispatch_tasks(
-        ctx,
-        "extract",
-        list_tasks=list_tasks,
-        task_index=task_index,
-        as_json=json_out,
-        overrides=overrides,
-        selection=selection,
-        options={"overwrite": overwrite, "devices": device_list},
-        from_env=False,  # the Slurm array variables choose the shard (--num-shards/--shard-index)
-        clear_stale_locks=clear_stale_locks,
-    ):
-        return
-    if device_list is not None:
-        from steph.hpc.multi_device import extract_on_devices
-
-        run_stage(
-            ctx,
-            extract_on_devices,
-            layout,
-            config,
-            device_list,
-            as_json=json_out,
-            **selection,
-            shard_index=shard_index,
-            overwrite=overwrite,
-        )
-        return
-    from steph.pipeline.extract import extract_features
-
-    run_stage(
-        ctx,
-        extract_features,
-        layout,
-        config,
-        as_json=json_out,
-        **selection,
-        shard_index=shard_index,
-        overwrite=overwrite,
+    selection = ExtractSelection(
+        cancers=as_list(params.get("cancer")),
+        slides_file=slides_file(ctx, params.get("slides")),
+        num_shards=params.get("num_shards"),
+        shard_index=params.get("shard_index"),
     )
+    return StageRequest(
+        "extract",
+        selection,
+        overrides,
+        {"overwrite": bool(params.get("overwrite")), "devices": device_list},
+        configure=None if weights is None else _with_weights(Path(weights)),
+    )
+
+
+def _with_weights(weights: Path) -> Any:
+    """``--weights FILE``: the weights of whichever encoder the config resolves to."""
+
+    def configure(config: ProjectConfig) -> ProjectConfig:
+        from dataclasses import replace
+
+        table = {**config.extract.weights, config.encoder: str(weights.expanduser().resolve())}
+        return replace(config, extract=replace(config.extract, weights=table))
+
+    return configure
 
 
 def slides_file(ctx: typer.Context, values: list[str] | None) -> Path | None:

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
 
 from steph.config.merge import MergeConfig, method_layer_fields
 
-from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
-from .._tasks import ClearStaleLocksOption, ListTasksOption, TaskIndexOption, dispatch_tasks
+from .._common import fail, handle_errors, out_console, print_json
+from .._tasks import (
+    ClearStaleLocksOption,
+    ListTasksOption,
+    StageRequest,
+    TaskIndexOption,
+    as_list,
+    run_stage_command,
+    stage_request,
+)
 
 
 def setting_flag(name: str) -> Any:
@@ -105,56 +114,52 @@ def merge(
     if list_methods:
         _print_methods(json_out)
         return
+    run_stage_command(
+        ctx,
+        request(ctx, ctx.params),
+        list_tasks=list_tasks,
+        task_index=task_index,
+        as_json=json_out,
+        clear_stale_locks=clear_stale_locks,
+    )
+
+
+@stage_request("merge")
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+    """The stage request of merge's parsed options (exit 1 without --target)."""
+    from steph.stages import MergeSelection
+
+    target = params.get("target")
     if not target:
         fail(
             "--target is required",
             hint="e.g. `stephctl merge --target BRCA`; `--list-methods` lists the methods",
         )
+    sources = params.get("sources")
     overrides: dict[str, Any] = {
         "merge.sources": [s.strip() for item in sources for s in item.split(",") if s.strip()]
         if sources
         else None,
-        "merge.source_fold": source_fold,
-        "merge.top_k": top_k,
-        "merge.epochs": epochs,
-        "merge.gamma": _parse_gamma(gamma),
-        "merge.beta": beta,
-        "merge.mix": mix,
-        "merge.fixed_lambda": fixed_lambda,
-        "merge.weights": weights,
-        "merge.sparse": sparse,
-        "train.device": device,
+        "merge.source_fold": params.get("source_fold"),
+        "merge.top_k": params.get("top_k"),
+        "merge.epochs": params.get("epochs"),
+        "merge.gamma": _parse_gamma(params.get("gamma")),
+        "merge.beta": params.get("beta"),
+        "merge.mix": params.get("mix"),
+        "merge.fixed_lambda": params.get("fixed_lambda"),
+        "merge.weights": params.get("weights"),
+        "merge.sparse": params.get("sparse"),
+        "train.device": params.get("device"),
     }
     with handle_errors():
-        overrides.update(_parse_options(option or []))
-    if dispatch_tasks(
-        ctx,
-        "merge",
-        list_tasks=list_tasks,
-        task_index=task_index,
-        as_json=json_out,
-        overrides=overrides,
-        selection={"target": target, "methods": method, "folds": fold, "paper": paper},
-        options={"overwrite": overwrite},
-        clear_stale_locks=clear_stale_locks,
-    ):
-        return
-    with handle_errors():
-        layout, config = get_project(ctx, overrides)
-    from steph.pipeline.merge import merge_models
-
-    run_stage(
-        ctx,
-        merge_models,
-        layout,
-        config,
+        overrides.update(_parse_options(list(params.get("option") or [])))
+    selection = MergeSelection(
         target=target,
-        methods=method,
-        folds=fold,
-        overwrite=overwrite,
-        paper=paper,
-        as_json=json_out,
+        methods=as_list(params.get("method")),
+        folds=as_list(params.get("fold")),
+        paper=bool(params.get("paper")),
     )
+    return StageRequest("merge", selection, overrides, {"overwrite": bool(params.get("overwrite"))})
 
 
 def _parse_gamma(value: str | None) -> float | str | None:

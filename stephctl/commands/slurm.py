@@ -9,9 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from .._common import app_state, fail, get_project, handle_errors, out_console, print_json
-from .._tasks import collect_tasks
+from .._tasks import plan_command
 
-STAGES = ("extract", "train-source", "task-vector", "merge", "evaluate")
+
+def _stage_names() -> list[str]:
+    from steph.stages import stage_names
+
+    return stage_names()
 
 
 def slurm(
@@ -20,7 +24,7 @@ def slurm(
         list[str],
         typer.Argument(
             metavar="STAGE... [-- STAGE OPTIONS]",
-            help=f"Stages in run order ({', '.join(STAGES)}); after `--`, options given to every stage's "
+            help=f"Stages in run order ({', '.join(_stage_names())}); after `--`, options given to every stage's "
             "command (e.g. -- --target BRCA). Options for one stage only: --stage-options.",
             show_default=False,
         ),
@@ -70,15 +74,16 @@ def slurm(
     Task I of a stage's array runs unit I of `stephctl STAGE ... --list-tasks`. Resources come from
     the slurm: section of stephctl.yaml; logs go to logs/slurm/<stage>-<job>_<task>.log.
     """
-    stages = list(takewhile(lambda word: word in STAGES, words))
+    names = _stage_names()
+    stages = list(takewhile(lambda word: word in names, words))
     options = list(words[len(stages) :])
     if not stages:
         fail(
             f"no stage given (got {words[0]!r})" if words else "no stage given",
-            hint=f"stages: {', '.join(STAGES)}",
+            hint=f"stages: {', '.join(names)}",
         )
     if options and not options[0].startswith("-"):
-        fail(f"{options[0]!r} is not a stage", hint=f"stages: {', '.join(STAGES)}; stage options go after --")
+        fail(f"{options[0]!r} is not a stage", hint=f"stages: {', '.join(names)}; stage options go after --")
     if len(set(stages)) != len(stages):
         fail("a stage is listed twice", hint="each stage runs once per script")
     if app_state(ctx).config is not None:  # the jobs run `stephctl -p DIR ...`, which reads DIR/stephctl.yaml
@@ -102,7 +107,7 @@ def slurm(
     listed = []
     for stage in stages:
         args = [*options, *per_stage.get(stage, [])]
-        units, pins = collect_tasks(ctx, stage, args)
+        units, pins = plan_command(ctx, stage, args)
         listed.append((stage, units, with_pins(args, pins)))
 
     with handle_errors():
@@ -154,13 +159,14 @@ def _per_stage_options(items: list[str], stages: list[str]) -> dict[str, list[st
     import shlex
 
     out: dict[str, list[str]] = {}
+    names = _stage_names()
     for item in items:
         stage, sep, text = item.partition("=")
         stage = stage.strip()
-        if not sep or stage not in STAGES:
+        if not sep or stage not in names:
             fail(
                 f"--stage-options {item!r} is not STAGE='OPTIONS'",
-                hint=f"e.g. --stage-options merge='--target BRCA'; stages: {', '.join(STAGES)}",
+                hint=f"e.g. --stage-options merge='--target BRCA'; stages: {', '.join(names)}",
             )
         if stage not in stages:
             fail(

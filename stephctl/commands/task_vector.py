@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import typer
 
-from .._common import get_project, handle_errors, run_stage
-from .._tasks import ClearStaleLocksOption, ListTasksOption, TaskIndexOption, dispatch_tasks
+from .._tasks import (
+    ClearStaleLocksOption,
+    ListTasksOption,
+    StageRequest,
+    TaskIndexOption,
+    as_list,
+    run_stage_command,
+    stage_request,
+)
+
+
+@stage_request("task-vector")
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+    """The stage request of task-vector's parsed options."""
+    from steph.stages import TaskVectorSelection
+
+    return StageRequest(
+        "task-vector",
+        TaskVectorSelection(cancers=as_list(params.get("cancer")), folds=as_list(params.get("fold"))),
+        options={"overwrite": bool(params.get("overwrite"))},
+    )
 
 
 def task_vector(
@@ -28,28 +48,11 @@ def task_vector(
 ) -> None:
     """Write task_vectors/<CANCER>/fold_<k>.safetensors (tau = theta - theta0, every tensor) and its
     record; refuses models that did not start from the project's theta0."""
-    if dispatch_tasks(
+    run_stage_command(
         ctx,
-        "task-vector",
+        request(ctx, ctx.params),
         list_tasks=list_tasks,
         task_index=task_index,
         as_json=json_out,
-        selection={"cancers": cancer, "folds": fold},
-        options={"overwrite": overwrite},
         clear_stale_locks=clear_stale_locks,
-    ):
-        return
-    with handle_errors():
-        layout, config = get_project(ctx)
-    from steph.pipeline.task_vector import compute_task_vectors
-
-    run_stage(
-        ctx,
-        compute_task_vectors,
-        layout,
-        config,
-        cancers=cancer,
-        folds=fold,
-        overwrite=overwrite,
-        as_json=json_out,
     )

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
-from .._tasks import ClearStaleLocksOption, ListTasksOption, TaskIndexOption, dispatch_tasks
+from .._tasks import (
+    ClearStaleLocksOption,
+    ListTasksOption,
+    StageRequest,
+    TaskIndexOption,
+    as_list,
+    run_stage_command,
+    stage_request,
+)
+
+
+@stage_request("train-source")
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+    """The stage request of train-source's parsed options."""
+    from steph.stages import TrainSourceSelection
+
+    return StageRequest(
+        "train-source",
+        TrainSourceSelection(cancers=as_list(params.get("cancer")), folds=as_list(params.get("fold"))),
+        overrides={"train.epochs": params.get("epochs"), "train.device": params.get("device")},
+        options={"overwrite": bool(params.get("overwrite"))},
+    )
 
 
 def train_source(
@@ -42,9 +64,32 @@ def train_source(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Train one ABMIL survival model per cancer and fold, every one starting from theta0."""
-    overrides = {"train.epochs": epochs, "train.device": device}
+    if import_theta0 is not None or import_checkpoint is not None:
+        _import(ctx, cancer, fold, import_checkpoint, import_theta0, overwrite=overwrite, json_out=json_out)
+        return
+    run_stage_command(
+        ctx,
+        request(ctx, ctx.params),
+        list_tasks=list_tasks,
+        task_index=task_index,
+        as_json=json_out,
+        clear_stale_locks=clear_stale_locks,
+    )
+
+
+def _import(
+    ctx: typer.Context,
+    cancer: list[str] | None,
+    fold: list[int] | None,
+    import_checkpoint: Path | None,
+    import_theta0: Path | None,
+    *,
+    overwrite: bool,
+    json_out: bool,
+) -> None:
+    """``--import-theta0`` / ``--import-checkpoint``: bring reference weights into the layout."""
     with handle_errors():
-        layout, config = get_project(ctx, overrides)
+        layout, config = get_project(ctx, request(ctx, ctx.params).overrides)
     if import_theta0 is not None:
         if import_checkpoint is not None:
             fail("--import-theta0 and --import-checkpoint are separate steps", hint="import theta0 first")
@@ -74,27 +119,3 @@ def train_source(
             as_json=json_out,
         )
         return
-    if dispatch_tasks(
-        ctx,
-        "train-source",
-        list_tasks=list_tasks,
-        task_index=task_index,
-        as_json=json_out,
-        overrides=overrides,
-        selection={"cancers": cancer, "folds": fold},
-        options={"overwrite": overwrite},
-        clear_stale_locks=clear_stale_locks,
-    ):
-        return
-    from steph.pipeline.train_source import train_source_models
-
-    run_stage(
-        ctx,
-        train_source_models,
-        layout,
-        config,
-        cancers=cancer,
-        folds=fold,
-        overwrite=overwrite,
-        as_json=json_out,
-    )

@@ -1,0 +1,94 @@
+"""One project, resolved once per run: its layout, its configuration and the derived defaults.
+
+Every command, array task and notebook reaches a project through :func:`open_project` (or the
+CLI's ``get_project``, then :class:`Project`), and every stage reads its defaults from here:
+
+- **cancers**: ``cancers:`` of stephctl.yaml, else every ``labels/<CANCER>.csv`` found
+  (:func:`project_cancers`);
+- **folds** of a cancer: ``train.folds``, else every split file found (:func:`project_folds`);
+  the folds a merge targets by default: ``merge.folds``, else those (:meth:`Project.merge_folds`);
+- **epochs**: ``train.epochs``; a merge trains ``merge.epochs`` when set, else ``train.epochs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ..layout import ProjectLayout, normalize_cancer
+from . import ProjectConfig, load_project
+
+__all__ = ["Project", "merge_epochs", "open_project", "project_cancers", "project_folds"]
+
+
+def project_cancers(layout: ProjectLayout, config: ProjectConfig) -> list[str]:
+    """The project's cancers: ``cancers:`` of stephctl.yaml, else every labels/<CANCER>.csv."""
+    return list(config.cancers) or layout.label_cancers()
+
+
+def project_folds(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> list[int]:
+    """The folds the project trains for ``cancer``: ``train.folds``, else every split file found.
+
+    Later stages expect a model, task vector or merge of exactly these folds by default.
+    """
+    return list(config.train.folds or layout.split_folds(cancer))
+
+
+def merge_epochs(config: ProjectConfig) -> int:
+    """The epochs a merge trains: ``merge.epochs`` when set, else ``train.epochs``."""
+    return config.merge.epochs if config.merge.epochs is not None else config.train.epochs
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project's layout and resolved configuration, with the defaults every stage derives."""
+
+    layout: ProjectLayout
+    config: ProjectConfig
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    @cached_property
+    def cancers(self) -> list[str]:
+        """:func:`project_cancers`, read once."""
+        return project_cancers(self.layout, self.config)
+
+    def select_cancers(self, requested: Sequence[str] | None) -> list[str]:
+        """``requested`` (normalised, in order, once each), else :attr:`cancers`."""
+        if requested:
+            return list(dict.fromkeys(normalize_cancer(c) for c in requested))
+        return list(self.cancers)
+
+    def folds(self, cancer: str) -> list[int]:
+        """:func:`project_folds` of ``cancer``."""
+        return project_folds(self.layout, self.config, normalize_cancer(cancer))
+
+    def merge_folds(self, target: str) -> list[int]:
+        """The target folds a merge runs by default: ``merge.folds``, else :meth:`folds`."""
+        return list(self.config.merge.folds or self.folds(target))
+
+    @property
+    def train_epochs(self) -> int:
+        return self.config.train.epochs
+
+    @property
+    def merge_epochs(self) -> int:
+        """``merge.epochs`` when set, else ``train.epochs``."""
+        return merge_epochs(self.config)
+
+
+def open_project(root: Path | str = ".", overrides: Mapping[str, Any] | None = None) -> Project:
+    """Load ``<root>/stephctl.yaml`` once, apply dotted ``overrides`` (``{"train.epochs": 2}``;
+    None values are ignored) and return the resolved :class:`Project`.
+
+    Raises:
+        MissingArtifactError: not a stephctl project.
+        ConfigError: unknown key, bad type or out-of-range value.
+    """
+    layout, config = load_project(root, overrides)
+    return Project(layout, config)

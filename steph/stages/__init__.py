@@ -1,0 +1,179 @@
+"""Stages as a Python API: open a project, plan and run any stage with a typed selection.
+
+The CLI, array tasks (``--list-tasks``/``--task-index``), ``stephctl slurm``, ``stephctl status``
+and notebooks all use this one route (see :mod:`.base` and docs/python-api.md)::
+
+    from steph.stages import TrainSourceSelection, open_project, plan, run
+
+    project = open_project("my-project", {"train.epochs": 2})
+    units = plan(project, TrainSourceSelection(cancers=["BRCA"]))
+    report = run(project, TrainSourceSelection(cancers=["BRCA"], folds=[0]))
+
+Stages are registered in :data:`STAGES`; a package adds one with an entry point in the
+``stephctl.stages`` group (docs/extending.md, "Adding a stage").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..progress import NULL_PROGRESS, Progress
+from ..registry import Registry
+from .base import Stage, task_index_from_env
+from .evaluate import EvaluateSelection
+from .extract import ExtractSelection
+from .merge import MergeSelection
+from .task_vector import TaskVectorSelection
+from .train_source import TrainSourceSelection
+
+if TYPE_CHECKING:
+    from ..config import ProjectConfig
+    from ..config.project import Project, open_project, project_cancers, project_folds
+    from ..layout import ProjectLayout
+    from ..report import StageReport
+    from ..units import WorkUnit
+
+__all__ = [
+    "STAGES",
+    "EvaluateSelection",
+    "ExtractSelection",
+    "MergeSelection",
+    "Project",
+    "Stage",
+    "TaskVectorSelection",
+    "TrainSourceSelection",
+    "get_stage",
+    "list_tasks",
+    "open_project",
+    "pin_args",
+    "plan",
+    "project_cancers",
+    "project_folds",
+    "run",
+    "run_task",
+    "run_unit",
+    "stage_names",
+    "stage_of",
+    "stages",
+    "task_index_from_env",
+]
+
+_LAZY = ("Project", "open_project", "project_cancers", "project_folds")
+
+
+def __getattr__(name: str) -> Any:
+    """The project names are imported on first use: ``stephctl --help`` lists the stages
+    without loading the configuration machinery."""
+    if name in _LAZY:
+        from ..config import project
+
+        return getattr(project, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+STAGES: Registry[Stage[Any]] = Registry(
+    "stage",
+    "stephctl.stages",
+    builtin="steph.stages.builtin:register",
+    list_hint=" (`stephctl slurm --help`)",
+)
+"""Every stage, built-in and plugin, by name."""
+
+
+def stages() -> list[Stage[Any]]:
+    """Every registered stage, in pipeline order."""
+    return sorted((STAGES.get(name) for name in STAGES.names()), key=lambda s: (s.order, s.name))
+
+
+def stage_names() -> list[str]:
+    """Names of :func:`stages`, in pipeline order."""
+    return [stage.name for stage in stages()]
+
+
+def get_stage(name: str) -> Stage[Any]:
+    """The stage called ``name``.
+
+    Raises:
+        UnknownNameError: no such stage (lists the valid ones, with a did-you-mean).
+    """
+    return STAGES.get(name)
+
+
+def stage_of(selection: object) -> Stage[Any]:
+    """The stage whose selection type ``selection`` is.
+
+    Raises:
+        TypeError: not a selection of any registered stage.
+    """
+    for stage in stages():
+        if isinstance(selection, stage.selection):
+            return stage
+    raise TypeError(
+        f"{type(selection).__name__} is not the selection of a stage ({', '.join(stage_names())})"
+    )
+
+
+def plan(project: Project, selection: object) -> list[WorkUnit]:
+    """The units (task list) of ``selection``'s stage, done or not."""
+    return stage_of(selection).plan(project, selection)
+
+
+def run(
+    project: Project,
+    selection: object,
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    **options: Any,
+) -> StageReport:
+    """Run ``selection``'s stage on the whole selection; finished units are skipped unless
+    ``overwrite``. Returns the stage's report (``EvaluationReport`` for evaluate)."""
+    return stage_of(selection).run(project, selection, overwrite=overwrite, progress=progress, **options)
+
+
+def run_unit(
+    project: Project,
+    unit: WorkUnit,
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    **options: Any,
+) -> StageReport:
+    """Run one unit of a :func:`plan` (by its own stage)."""
+    return get_stage(unit.stage).run_unit(project, unit, overwrite=overwrite, progress=progress, **options)
+
+
+# -- for callers that hold a layout and a config (and a selection as a mapping) ---------------------
+def list_tasks(
+    stage: str, layout: ProjectLayout, config: ProjectConfig, selection: object | None = None
+) -> list[WorkUnit]:
+    """The task list of ``stage`` for ``selection`` (its selection, or a mapping of its fields)."""
+    from ..config.project import Project
+
+    chosen = get_stage(stage)
+    return chosen.plan(Project(layout, config), chosen.select(selection))  # type: ignore[arg-type]
+
+
+def pin_args(stage: str, units: Sequence[WorkUnit]) -> list[str]:
+    """Options to add to every task's command line so that it sees the same list."""
+    return get_stage(stage).pins(units)
+
+
+def run_task(
+    stage: str,
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    index: int,
+    selection: object | Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    **options: Any,
+) -> StageReport:
+    """Run unit ``index`` of the task list of ``stage`` (:meth:`Stage.run_task`)."""
+    from ..config.project import Project
+
+    return get_stage(stage).run_task(
+        Project(layout, config), index, selection, overwrite=overwrite, progress=progress, **options
+    )
