@@ -195,9 +195,11 @@ def plan_command(ctx: typer.Context, stage: str, args: list[str]) -> tuple[list[
     builder = _BUILDERS.get(stage)
     if builder is None:
         fail(f"the {stage} command does not support --list-tasks", hint="it cannot run as a Slurm array")
+    # plan inside the stage's context: what its options made for the request (extract's list
+    # of --slides ids) lives as long as that context
     with command.make_context(stage, list(args), parent=root) as sub:
         request = builder(sub, sub.params)
-    with handle_errors():
-        chosen = get_stage(request.stage)
-        units = chosen.plan(open_stage_project(ctx, request), request.selection)
+        with handle_errors():
+            chosen = get_stage(request.stage)
+            units = chosen.plan(open_stage_project(ctx, request), request.selection)
     return units, chosen.pins(units)

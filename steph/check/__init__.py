@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..config.project import project_cancers
 from ..errors import StephError
 from ..layout import normalize_cancer
 from ..progress import NULL_PROGRESS, Progress
@@ -30,7 +31,7 @@ def _cancers(layout: ProjectLayout, config: ProjectConfig, cancers: Sequence[str
     from ..errors import ConfigError
 
     names = (
-        [normalize_cancer(c) for c in cancers] if cancers else list(config.cancers or layout.label_cancers())
+        [normalize_cancer(c) for c in cancers] if cancers else project_cancers(layout, config)
     )
     if not names:
         raise ConfigError(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..config.project import project_cancers
 from ..data.stores import store_for
 from ..errors import DataError, EncoderUnavailableError, MissingArtifactError, StephError
 from ..extraction.h5format import is_complete, read_attrs, remove_stale_temps
@@ -70,7 +71,7 @@ def template_fields(
     wanted = set(slide_ids)
     found: dict[str, SlideFields] = {}
     cancers = list(
-        dict.fromkeys([*([target] if target else []), *(config.cancers or layout.label_cancers())])
+        dict.fromkeys([*([target] if target else []), *project_cancers(layout, config)])
     )
     for cancer in cancers:
         if not wanted - found.keys():

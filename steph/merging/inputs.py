@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..config.merge import MergeConfig
+from ..config.project import project_cancers
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
 from ..layout import normalize_cancer
 from ..records import TaskVectorRecord
@@ -42,11 +43,6 @@ class MergeInputs:
 
 def vector_key(cancer: str, fold: int) -> str:
     return f"{cancer}/fold_{fold}"
-
-
-def project_cancers(layout: ProjectLayout, config: ProjectConfig) -> list[str]:
-    """``cancers:`` of stephctl.yaml, or every cancer with a labels file."""
-    return list(config.cancers) or layout.label_cancers()
 
 
 def resolve_target(layout: ProjectLayout, config: ProjectConfig, target: str) -> str:
