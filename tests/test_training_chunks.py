@@ -8,10 +8,10 @@ from _merge_helpers import DIM, context
 
 from steph.data import BagStore
 from steph.merging import MERGE_METHODS
-from steph.models.abmil import ABMIL, capture_attention, encode, patch_chunking
+from steph.models.abmil import ABMIL, capture_attention, encode, packed_bags, patch_chunking
 from steph.survival import surv_mle_loss
-from steph.training.batching import auto_patch_budget, pad_bags, plan_chunks, shares_forwards
-from steph.training.loop import FitSettings, _as_output, backward_chunks, load_chunks, predict
+from steph.training.batching import auto_patch_budget, pad_bags, plan_chunks, plan_packs, shares_forwards
+from steph.training.loop import FitSettings, _as_output, backward_chunks, load_chunks, packs, predict
 
 SETTINGS = FitSettings(epochs=1)
 LENGTHS = (3, 41, 7, 8, 19, 2, 64, 9, 11, 30, 5, 6, 17, 4, 25, 12)
@@ -37,11 +37,13 @@ def reference_gradients(model: torch.nn.Module, bags, bins, events) -> tuple[flo
     return float(loss.detach()), [g.clone() for g in torch.autograd.grad(loss, params)]
 
 
-def chunked_gradients(model: torch.nn.Module, bags, bins, events, budget: int, share: bool = True):
+def chunked_gradients(
+    model: torch.nn.Module, bags, bins, events, budget: int, share: bool = True, pack: bool = False
+):
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = None
-    parts = load_chunks(bags, bins, events, budget, share=share)
+    parts = load_chunks(bags, bins, events, budget, share=share, pack=pack)
     loss = backward_chunks(model, parts, SETTINGS, device=torch.device("cpu"), budget=budget)
     return loss, [p.grad.clone() for p in params], len(parts)
 
@@ -80,6 +82,48 @@ def test_every_bag_alone_has_the_whole_batch_loss_and_gradients(name: str) -> No
     assert abs(chunk_loss - loss) < 1e-6
     for a, b in zip(grads, chunk_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-6, rtol=0), float((a - b).abs().max())
+
+
+@pytest.mark.parametrize("budget", [16, 48, 1000])
+def test_packed_bags_have_the_whole_batch_loss_and_gradients(budget: int) -> None:
+    """The CPU path of ABMIL: bags laid end to end in packs of real patches, softmax per bag."""
+    model = models()["abmil"].eval()
+    bags, bins, events = batch()
+    loss, grads = reference_gradients(model, bags, bins, events)
+    chunk_loss, chunk_grads, n_parts = chunked_gradients(model, bags, bins, events, budget, pack=True)
+    assert 1 <= n_parts < len(bags)
+    assert abs(chunk_loss - loss) < 1e-6
+    for a, b in zip(grads, chunk_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), float((a - b).abs().max())
+
+
+def test_only_models_with_a_shared_encoder_are_packed_and_only_on_cpu() -> None:
+    built = models()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert packs(built["abmil"], cpu) and not packs(built["abmil"], cuda)
+    for name in ("steph", "steph-fnn", "roupkt", "adamerging"):
+        assert not packs(built[name], cpu), name
+    parts = plan_packs(LENGTHS, 48)
+    assert sorted(i for p in parts for i in p) == list(range(len(LENGTHS)))
+    assert all(len(p) == 1 or sum(LENGTHS[i] for i in p) <= 48 for p in parts)
+
+
+def test_packed_attention_and_predictions_are_those_of_each_bag_alone() -> None:
+    torch.manual_seed(4)
+    model = ABMIL(DIM, dim_emb=8, dim_attn=4).eval()
+    bags, _, _ = batch()
+    few = bags[:5]
+    with capture_attention() as alone_maps:
+        alone = torch.cat([model(b.unsqueeze(0)) for b in few])
+    with packed_bags([len(b) for b in few]), capture_attention() as packed_maps:
+        packed = model(torch.cat(few).unsqueeze(0))
+    assert torch.allclose(alone, packed, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(alone_maps, packed_maps, strict=True))
+    store = BagStore.in_memory({f"p{i}": b for i, b in enumerate(bags)})
+    ids = [f"p{i}" for i in range(len(bags))]
+    whole, _ = predict(model, ids, store, device=torch.device("cpu"), max_batch_patches=-1)
+    cpu_path, _ = predict(model, ids, store, device=torch.device("cpu"), max_batch_patches=0)
+    assert torch.allclose(whole, cpu_path, atol=1e-6)
 
 
 def test_plan_chunks_pays_little_padding_and_covers_the_batch() -> None:

@@ -23,12 +23,17 @@ online softmax (per chunk the running max ``m_c``, ``l_c = sum_k exp(s_k - m_c)`
 ``u_c = sum_k exp(s_k - m_c) H_k``; then ``z = sum_c e^{m_c - M} u_c / sum_c e^{m_c - M} l_c``
 with ``M = max_c m_c``), each chunk under activation checkpointing: memory is bounded by the
 chunk, not by the bag, and ``z`` and its gradients are those of the one-pass softmax.
+
+Inside :func:`packed_bags` an input ``x [1, N, D]`` holds several bags laid end to end (no
+padding, no mask): the projections run once over the N patches of all of them, and the softmax
+and pooling run per bag (``z_b = softmax(s_b)^T H_b`` over the bag's own rows). Only shared
+(not per-bag) parameters can be packed; models that can declare ``packs_bags = True``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 
 import torch
@@ -50,6 +55,7 @@ ENCODER_KEYS: tuple[str, ...] = (
 
 _ATTENTION_SINK: ContextVar[list[Tensor] | None] = ContextVar("abmil_attention_sink", default=None)
 _PATCH_CHUNK: ContextVar[int] = ContextVar("abmil_patch_chunk", default=0)
+_SEGMENTS: ContextVar[tuple[int, ...] | None] = ContextVar("abmil_segments", default=None)
 
 HEAD_KEYS: tuple[str, ...] = ("pred_head.weight", "pred_head.bias")
 
@@ -64,6 +70,9 @@ class GatedAttention(nn.Module):
 
 class ABMIL(nn.Module):
     """Gated-attention MIL survival network; ``forward`` returns logits ``[B, time_bins]``."""
+
+    packs_bags = True
+    """``forward`` accepts packed bags (:func:`packed_bags`): its encoder is shared by all bags."""
 
     def __init__(
         self,
@@ -124,6 +133,9 @@ def encode(
         x: padded bags ``[B, K, D]``.
         mask: ``[B, K]`` booleans, True for real patches (None = all real).
     """
+    segments = _SEGMENTS.get()
+    if segments is not None and x.shape[0] == 1 and mask is None:
+        return _encode_packed(params, x, segments, dropout=dropout, training=training)
     chunk = _PATCH_CHUNK.get()
     if 0 < chunk < x.shape[1]:
         return _encode_chunked(params, x, mask, chunk, dropout=dropout, training=training)
@@ -200,6 +212,45 @@ def _encode_chunked(
         s = torch.cat([st[3] for st in stats], dim=1)
         sink.append(torch.exp(s - (top + norm.detach().log()).unsqueeze(1)))
     return z
+
+
+def _encode_packed(
+    params: Mapping[str, Tensor], x: Tensor, sizes: tuple[int, ...], *, dropout: float, training: bool
+) -> Tensor:
+    """:func:`encode` of the bags of ``sizes`` laid end to end in ``x [1, N, D]``: ``z [B, E]``."""
+    if sum(sizes) != x.shape[1]:
+        raise ValueError(f"packed bags of {sum(sizes)} patches, input of {x.shape[1]}")
+    if any(params[k].dim() != 2 for k in ENCODER_KEYS[::2]):
+        raise ValueError("per-bag encoder weights cannot be packed (one weight set per bag)")
+    h, s = _scores(params, x, None, dropout, training)
+    sink = _ATTENTION_SINK.get()
+    pooled = []
+    for hb, sb in zip(h[0].split(sizes), s[0].split(sizes), strict=True):
+        alpha = torch.softmax(sb, dim=0)
+        if sink is not None:
+            sink.append(alpha.detach().unsqueeze(0))
+        pooled.append(alpha @ hb)
+    return torch.stack(pooled)
+
+
+@contextlib.contextmanager
+def packed_bags(sizes: Sequence[int]) -> Iterator[None]:
+    """Within the block, :func:`encode` reads an input ``x [1, N, D]`` as the bags of ``sizes``
+    (N = sum) laid end to end and returns one embedding per bag (see the module docstring).
+
+    >>> model = ABMIL(4, dim_emb=8, dim_attn=4).eval()
+    >>> bags = [torch.randn(3, 4), torch.randn(5, 4)]
+    >>> with packed_bags([3, 5]):
+    ...     packed = model(torch.cat(bags).unsqueeze(0))
+    >>> alone = torch.cat([model(b.unsqueeze(0)) for b in bags])
+    >>> packed.shape, bool(torch.allclose(packed, alone, atol=1e-6))
+    (torch.Size([2, 32]), True)
+    """
+    token = _SEGMENTS.set(tuple(int(k) for k in sizes))
+    try:
+        yield
+    finally:
+        _SEGMENTS.reset(token)
 
 
 def patch_chunk_size() -> int:

@@ -69,6 +69,10 @@ CPU_PATCH_BUDGET = 16_384
 """Automatic patch budget on CPU: the longest bag pooled in one pass (longer ones are pooled in
 patch chunks under checkpointing, which recomputes their forward). It bounds the activations
 of one forward (about 13 KB per patch at D = 1536, 512/384; 25 KB at the allocator's peak)."""
+CPU_PACK_PATCHES = 8_192
+"""On CPU, bags of a model that packs (``packs_bags``) share a forward while their real patches
+sum to at most this many (:func:`plan_packs`): one projection over all of them, no padding.
+Measured on heavy-tailed bags at D = 1536 (``benchmarks/bench_train.py``, docs/benchmarks.md)."""
 PADDING_SLACK = 0.10
 """Bags share a padded forward only while padding adds at most this fraction of their real patches."""
 _CUDA_FREE_FRACTION = 0.5
@@ -134,6 +138,30 @@ def plan_chunks(
             current, real = [], 0
         current.append(i)
         real += k
+    if current:
+        result.append(current)
+    return result
+
+
+def plan_packs(lengths: Sequence[int], limit: int) -> list[list[int]]:
+    """Positions of a batch grouped into packs of real patches only (no padding): bags sorted by
+    length fill a pack while its patches sum to at most ``limit``; a longer bag is a pack alone.
+
+    >>> plan_packs([100, 10, 11, 98, 12], 130)
+    [[1, 2, 4], [3], [0]]
+    >>> plan_packs([100, 10], 0)
+    [[1], [0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    result: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i in order:
+        if current and total + lengths[i] > limit:
+            result.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += lengths[i]
     if current:
         result.append(current)
     return result

@@ -9,7 +9,11 @@ Execution (the cost of real patches only): a batch is cut into length-sorted chu
 patch budget (:func:`~steph.training.batching.plan_chunks`; automatic per device, see
 :func:`~steph.training.batching.auto_patch_budget`): on CUDA bags of similar length share a
 padded forward, the others run alone, unpadded; on CPU every bag runs alone, without a mask
-(:func:`~steph.training.batching.shares_forwards`). Each chunk is forwarded and back-propagated on its
+(:func:`~steph.training.batching.shares_forwards`), except that a model whose encoder is shared by
+all bags (``packs_bags``, e.g. ABMIL) runs bags laid end to end, unpadded, in packs of up to
+:data:`~steph.training.batching.CPU_PACK_PATCHES` real patches
+(:func:`~steph.models.abmil.packed_bags`: one projection over the pack, softmax and pooling per
+bag). Each chunk is forwarded and back-propagated on its
 own with its loss weighted by ``n_chunk / B``, so the gradient is exactly that of one SurvMLE
 over the B bags (SurvMLE and the merge methods' ``aux_loss`` are means over bags, or constants
 over the batch), while memory holds one chunk's activations. A bag longer than the budget is
@@ -22,21 +26,31 @@ A model's ``forward(x, mask)`` returns logits ``[B, T]`` or a :class:`ModelOutpu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from ..models.abmil import patch_chunking
+from ..models.abmil import packed_bags, patch_chunking
 from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
 from ..survival import surv_mle_loss
-from .batching import auto_patch_budget, chunks, epoch_batches, pad_bags, plan_chunks, shares_forwards
+from .batching import (
+    CPU_PACK_PATCHES,
+    auto_patch_budget,
+    chunks,
+    epoch_batches,
+    pad_bags,
+    plan_chunks,
+    plan_packs,
+    shares_forwards,
+)
 from .optim import build_optimizer, cosine_with_warmup
 from .precision import autocast, grad_scaler, resolve_precision
 
@@ -137,6 +151,7 @@ def fit(
     log.info("%s: patch budget %d per forward, precision %s", task, budget, precision)
     losses: list[float] = []
     pin, share = device.type == "cuda", shares_forwards(device)
+    pack = packs(model, device)
     progress.start(task, settings.epochs * steps_per_epoch, unit="steps")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool:
         for epoch in range(settings.epochs):
@@ -144,13 +159,15 @@ def fit(
             batches = epoch_batches(len(data), settings.batch_size, generator)
             epoch_loss, n_steps = 0.0, 0
             pending = (
-                pool.submit(_load_batch, bags, data, batches[0], budget, pin, share) if batches else None
+                pool.submit(_load_batch, bags, data, batches[0], budget, pin, share, pack)
+                if batches
+                else None
             )
             for i, _batch in enumerate(batches):
                 assert pending is not None
                 parts = pending.result()
                 pending = (
-                    pool.submit(_load_batch, bags, data, batches[i + 1], budget, pin, share)
+                    pool.submit(_load_batch, bags, data, batches[i + 1], budget, pin, share, pack)
                     if i + 1 < len(batches)
                     else None
                 )
@@ -172,8 +189,25 @@ def fit(
     return losses
 
 
-Chunk = tuple[Tensor, Tensor | None, Tensor, Tensor]
-"""``(x [n, K, D], mask [n, K] or None (every patch real), bins [n], events [n])`` of one forward."""
+class Chunk(NamedTuple):
+    """The input of one forward: ``x [n, K, D]`` (or, packed, ``[1, N, D]``), ``mask [n, K]`` or
+    None (every patch real), ``bins [n]``, ``events [n]``; ``sizes``: the bag lengths of a pack
+    (:func:`~steph.models.abmil.packed_bags`), else None."""
+
+    x: Tensor
+    mask: Tensor | None
+    bins: Tensor
+    events: Tensor
+    sizes: tuple[int, ...] | None = None
+
+
+def packs(model: nn.Module, device: torch.device) -> bool:
+    """Whether batches for ``model`` on ``device`` run as packs of bags (see the module docstring)."""
+    return not shares_forwards(device) and bool(getattr(model, "packs_bags", False))
+
+
+def _packing(sizes: tuple[int, ...] | None) -> contextlib.AbstractContextManager[object]:
+    return packed_bags(sizes) if sizes is not None else contextlib.nullcontext()
 
 
 def backward_chunks(
@@ -191,10 +225,10 @@ def backward_chunks(
     loss = SurvMLE(B bags) + aux = sum_c (n_c / B) [SurvMLE(chunk c) + aux_c], exact when
     ``aux`` is a mean over bags or the same for every chunk (see the module docstring).
     """
-    total = sum(int(p[2].shape[0]) for p in parts)
+    total = sum(int(p.bins.shape[0]) for p in parts)
     batch_loss = 0.0
-    for x, mask, y, e in parts:
-        with autocast(precision, device), patch_chunking(max(budget, 0)):
+    for x, mask, y, e, sizes in parts:
+        with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(sizes):
             m = mask.to(device, non_blocking=True) if mask is not None else None
             out = _as_output(model(x.to(device, non_blocking=True), m))
         hazards = torch.sigmoid(out.logits.float())
@@ -215,25 +249,39 @@ def load_chunks(
     budget: int,
     pin: bool = False,
     share: bool = True,
+    pack: bool = False,
 ) -> list[Chunk]:
-    """Bags of one batch as the chunks of :func:`plan_chunks` (``share`` as there); a bag alone
-    is a view without a mask, not a copy. ``pin`` puts them in page-locked memory so the copy to
-    the GPU is asynchronous."""
+    """Bags of one batch as the chunks of :func:`plan_chunks` (``share`` as there), or with
+    ``pack`` as the packs of :func:`plan_packs`; a bag alone is a view without a mask, not a
+    copy. ``pin`` puts them in page-locked memory so the copy to the GPU is asynchronous."""
     parts = []
-    for chunk in plan_chunks([int(b.shape[0]) for b in loaded], budget, share=share):
-        x, mask = _chunk_input(loaded, chunk)
+    for chunk in _plan(loaded, budget, share, pack):
+        x, mask, sizes = _chunk_input(loaded, chunk, pack)
         if pin:
             x, mask = x.pin_memory(), mask.pin_memory() if mask is not None else None
         index = torch.tensor(chunk, dtype=torch.long)
-        parts.append((x, mask, bins[index], events[index]))
+        parts.append(Chunk(x, mask, bins[index], events[index], sizes))
     return parts
 
 
-def _chunk_input(loaded: Sequence[Tensor], chunk: Sequence[int]) -> tuple[Tensor, Tensor | None]:
-    """``(x, mask)`` of one chunk: a bag alone as a ``[1, K, D]`` view and no mask (no copy)."""
+def _plan(loaded: Sequence[Tensor], budget: int, share: bool, pack: bool) -> list[list[int]]:
+    lengths = [int(b.shape[0]) for b in loaded]
+    if pack and budget >= 0:
+        return plan_packs(lengths, min(budget, CPU_PACK_PATCHES) if budget > 0 else CPU_PACK_PATCHES)
+    return plan_chunks(lengths, budget, share=share)
+
+
+def _chunk_input(
+    loaded: Sequence[Tensor], chunk: Sequence[int], pack: bool = False
+) -> tuple[Tensor, Tensor | None, tuple[int, ...] | None]:
+    """``(x, mask, sizes)`` of one chunk: a bag alone as a ``[1, K, D]`` view and no mask (no
+    copy); a pack as its bags laid end to end ``[1, N, D]`` with their lengths."""
     if len(chunk) == 1:
-        return loaded[chunk[0]].unsqueeze(0), None
-    return pad_bags([loaded[j] for j in chunk])
+        return loaded[chunk[0]].unsqueeze(0), None, None
+    if pack:
+        bags = [loaded[j] for j in chunk]
+        return torch.cat(bags).unsqueeze(0), None, tuple(int(b.shape[0]) for b in bags)
+    return (*pad_bags([loaded[j] for j in chunk]), None)
 
 
 def _load_batch(
@@ -243,10 +291,11 @@ def _load_batch(
     budget: int,
     pin: bool = False,
     share: bool = True,
+    pack: bool = False,
 ) -> list[Chunk]:
     index = torch.tensor(batch, dtype=torch.long)
     return load_chunks(
-        [bags.get(data.ids[i]) for i in batch], data.bins[index], data.events[index], budget, pin, share
+        [bags.get(data.ids[i]) for i in batch], data.bins[index], data.events[index], budget, pin, share, pack
     )
 
 
@@ -275,14 +324,15 @@ def predict(
         return torch.zeros(0, 0), {}
     budget = patch_budget(max_batch_patches, device, int(bags.get(ids[0]).shape[1]))
     precision = resolve_precision(precision, device)
+    share, pack = shares_forwards(device), packs(model, device)
     for batch in chunks(range(len(ids)), batch_size):
         loaded = [bags.get(ids[i]) for i in batch]
-        parts = plan_chunks([int(b.shape[0]) for b in loaded], budget, share=shares_forwards(device))
+        parts = _plan(loaded, budget, share, pack)
         order = torch.tensor([j for part in parts for j in part]).argsort()
         outs = []
         for part in parts:
-            x, mask = _chunk_input(loaded, part)
-            with autocast(precision, device), patch_chunking(max(budget, 0)):
+            x, mask, sizes = _chunk_input(loaded, part, pack)
+            with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(sizes):
                 m = mask.to(device) if mask is not None else None
                 outs.append(_as_output(model(x.to(device), m)))
         hazards.append(torch.sigmoid(torch.cat([o.logits.float() for o in outs])[order]).cpu())
