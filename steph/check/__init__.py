@@ -30,9 +30,7 @@ __all__ = ["CancerCounts", "CheckReport", "Finding", "Level", "check_project"]
 def _cancers(layout: ProjectLayout, config: ProjectConfig, cancers: Sequence[str] | None) -> list[str]:
     from ..errors import ConfigError
 
-    names = (
-        [normalize_cancer(c) for c in cancers] if cancers else project_cancers(layout, config)
-    )
+    names = [normalize_cancer(c) for c in cancers] if cancers else project_cancers(layout, config)
     if not names:
         raise ConfigError(
             "no cancers to check",

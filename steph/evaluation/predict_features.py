@@ -70,9 +70,7 @@ def template_fields(
 
     wanted = set(slide_ids)
     found: dict[str, SlideFields] = {}
-    cancers = list(
-        dict.fromkeys([*([target] if target else []), *project_cancers(layout, config)])
-    )
+    cancers = list(dict.fromkeys([*([target] if target else []), *project_cancers(layout, config)]))
     for cancer in cancers:
         if not wanted - found.keys():
             break
