@@ -10,8 +10,8 @@ Protocol (STEPH_SPEC sections 1, 3 and 8): 13 TCGA cancers, 7,268 patients, 5 fo
 Per patch and epoch, a method costs one of (measured with the bare unpadded compute of
 ``bench_train.py`` and ``bench_merge.py``, CPU seconds = core-seconds):
 
-- ``abmil``: forward + backward of an ABMIL (train-source; AdaMerging and TIES-AdaMerging, which
-  back-propagate through one merged encoder to their coefficients);
+- ``abmil``: forward + backward of an ABMIL (train-source; AdaMerging and its TIES, Surgery and
+  Iso-C/Iso-CTS variants, which back-propagate through one merged encoder to their coefficients);
 - ``steph``: STEPH's per-bag merged encoder, hypernetwork and regularisers (``bench_merge``);
 - ``roupkt``: 1 + m frozen encoders forward (m = 12 sources) and its router's forward + backward;
 - ``forward``: data-free methods (model-avg, task-arithmetic, TIES): a frozen merged encoder
@@ -42,6 +42,9 @@ KIND = {
     "roupkt": "roupkt",
     "adamerging": "abmil",
     "ties-adamerging": "abmil",
+    "surgery-adamerging": "abmil",
+    "iso-c-adamerging": "abmil",
+    "iso-cts-adamerging": "abmil",
 }
 """Cost class of each method; any other registered method is a ``forward`` (data-free) one."""
 
