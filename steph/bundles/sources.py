@@ -24,10 +24,11 @@ from ..checkpoints import save_state_dict
 from ..data.features import feature_shape
 from ..errors import ConsistencyError, MissingArtifactError
 from ..extractors.weights import weights_identity
-from ..fileio import read_json, write_json
+from ..fileio import write_json
 from ..layout import normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
+from ..records import ModelRecord, TaskVectorRecord
 from ..report import StageReport, Status
 from ..theta0 import check_abmil_state, load_theta0, save_theta0, versions
 from .card import cohort_size, encoder_card
@@ -49,9 +50,9 @@ def _part(cancer: str, fold: int) -> str:
 def source_record(layout: ProjectLayout, config: ProjectConfig, cancer: str, fold: int) -> dict[str, Any]:
     """Card entry of a source: its cohort size and fold, and where it came from when imported."""
     path = layout.task_vector_meta(cancer, fold)
-    record = read_json(path) if path.is_file() else {}
-    if IMPORTED in record:
-        return {"patients": record.get("cohort_size"), "fold": fold, IMPORTED: record[IMPORTED]}
+    extra = TaskVectorRecord.read(path).extra if path.is_file() else {}
+    if IMPORTED in extra:
+        return {"patients": extra.get("cohort_size"), "fold": fold, IMPORTED: extra[IMPORTED]}
     return {"patients": cohort_size(layout, config, cancer), "fold": fold}
 
 
@@ -60,7 +61,7 @@ def imported_cancers(layout: ProjectLayout) -> list[str]:
     found = []
     for cancer in layout.task_vector_cancers():
         if any(
-            IMPORTED in read_json(layout.task_vector_meta(cancer, k))
+            IMPORTED in TaskVectorRecord.read(layout.task_vector_meta(cancer, k)).extra
             for k in layout.task_vector_folds(cancer)
         ):
             found.append(cancer)
@@ -116,7 +117,7 @@ def export_sources(
             parts[_part(cancer, k)] = vector
             meta = layout.model_meta(cancer, k)
             train[str(k)] = (
-                read_json(meta).get("n_train")
+                ModelRecord.read(meta).n_train
                 if meta.is_file()
                 else record.extra.get("train_patients", {}).get(str(k))
             )
@@ -247,7 +248,7 @@ def _import_vector(
     meta_path = layout.task_vector_meta(cancer, fold)
     entry = bundle.card["sources"][cancer]
     if meta_path.is_file() and not overwrite:
-        record = read_json(meta_path)
+        record = TaskVectorRecord.read(meta_path).extra
         if record.get(IMPORTED, {}).get("part_sha256") == bundle.card["parts"][part]["sha256"]:
             report.add(key, Status.SKIPPED, "already imported from this bundle")
         else:

@@ -6,13 +6,14 @@ as input; every task vector must come from that theta0 and from the model now on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import StephError
-from ..fileio import read_json
+from ..errors import DataError, StephError
+from ..records import ModelRecord, Record, TaskVectorRecord
 from ..theta0 import Theta0, load_theta0
 from .findings import CheckReport
+
+R = TypeVar("R", bound=Record)
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -41,16 +42,14 @@ def check_theta0(
     return theta0
 
 
-def _read(path: Any, report: CheckReport, cancer: str, check: str) -> Mapping[str, Any] | None:
+def _read(path: Any, kind: type[R], report: CheckReport, cancer: str, check: str) -> R | None:
     try:
-        record = read_json(path)
-    except (OSError, ValueError) as exc:
+        return kind.read(path)
+    except OSError as exc:
         report.error(cancer, check, f"{path} cannot be read: {exc}", hint=RETRAIN)
-        return None
-    if not isinstance(record, dict):
-        report.error(cancer, check, f"{path} is not a JSON object", hint=RETRAIN)
-        return None
-    return record
+    except DataError as exc:
+        report.error(cancer, check, str(exc), hint=RETRAIN)
+    return None
 
 
 def check_models(
@@ -67,11 +66,11 @@ def check_models(
         meta_path = layout.model_meta(cancer, fold)
         if not meta_path.is_file():
             continue  # unfinished unit: `stephctl status` reports it
-        meta = _read(meta_path, report, cancer, "models")
+        meta = _read(meta_path, ModelRecord, report, cancer, "models")
         if meta is None:
             problems += 1
             continue
-        model_sha[fold] = str(meta.get("model_sha256"))
+        model_sha[fold] = str(meta.model_sha256)
         if theta0 is None:
             problems += 1
             report.error(
@@ -80,16 +79,16 @@ def check_models(
                 f"{meta_path}: a model exists but the project has no usable theta0",
                 hint=RETRAIN,
             )
-        elif meta.get("theta0_sha256") != theta0.sha256:
+        elif meta.theta0_sha256 != theta0.sha256:
             problems += 1
             report.error(
                 cancer,
                 "models",
-                f"{meta_path}: trained from theta0 {str(meta.get('theta0_sha256'))[:12]}..., "
+                f"{meta_path}: trained from theta0 {str(meta.theta0_sha256)[:12]}..., "
                 f"the project's is {theta0.sha256[:12]}...",
                 hint=RETRAIN,
             )
-        encoder = meta.get("encoder")
+        encoder = meta.encoder
         if encoder is not None and encoder != config.encoder:
             problems += 1
             report.error(
@@ -100,20 +99,20 @@ def check_models(
             )
     for fold in vector_folds:
         meta_path = layout.task_vector_meta(cancer, fold)
-        record = _read(meta_path, report, cancer, "task vectors")
+        record = _read(meta_path, TaskVectorRecord, report, cancer, "task vectors")
         if record is None:
             problems += 1
             continue
-        if theta0 is not None and record.get("theta0_sha256") != theta0.sha256:
+        if theta0 is not None and record.theta0_sha256 != theta0.sha256:
             problems += 1
             report.error(
                 cancer,
                 "task vectors",
-                f"{meta_path}: made from theta0 {str(record.get('theta0_sha256'))[:12]}..., "
+                f"{meta_path}: made from theta0 {str(record.theta0_sha256)[:12]}..., "
                 f"the project's is {theta0.sha256[:12]}...",
                 hint=RETRAIN,
             )
-        recorded = record.get("source_model_sha256")
+        recorded = record.source_model_sha256
         if fold in model_sha and recorded is not None and recorded != model_sha[fold]:
             problems += 1
             report.error(

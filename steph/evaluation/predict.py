@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError, StephError
-from ..fileio import read_json, sha256_file, write_csv, write_json
+from ..fileio import sha256_file, write_csv, write_json
 from ..layout import PredictionLayout, ProjectLayout, normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
@@ -138,8 +138,8 @@ def predict_patients(
     if explain:
         from . import predict_explain as px
     if run.meta.is_file() and not overwrite:
-        done = read_json(run.meta)
-        if done.get("signature") != signature:
+        done = PredictionRecord.read(run.meta)
+        if done.signature != signature:
             raise ConfigError(
                 f"{run.root} holds a prediction of another model or manifest",
                 hint="choose another --name/--out, or --overwrite to replace it",

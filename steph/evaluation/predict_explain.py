@@ -30,6 +30,7 @@ from ..explain import Transfer, render_patient
 from ..explain.inputs import live_transfer, read_geometry, slide_inputs
 from ..explain.stage import run_attention
 from ..progress import NULL_PROGRESS, Progress
+from ..records import PredictionRecord
 from ..report import StageReport, Status
 
 if TYPE_CHECKING:
@@ -169,17 +170,17 @@ def explain_record(explained: Iterable[ExplainedPatient], patches: int) -> dict[
     return {"patches": int(patches), "pages": pages}
 
 
-def finished_pages(meta: Mapping[str, object], patches: int) -> list[str] | None:
+def finished_pages(done: PredictionRecord, patches: int) -> list[str] | None:
     """The pages of a finished run when they are all there, made with ``patches`` (None: redo).
 
     A run without pages, with another ``patches``, with an incomplete page (a slide that could not
     be read) or whose pages are gone is redone.
     """
-    record = meta.get("explain")
+    record = done.explain
     if not isinstance(record, dict) or record.get("patches") != int(patches):
         return None
     pages = [str(p) for p in dict(record.get("pages") or {}).values()]
-    if len(pages) != int(str(meta.get("patients") or 0)):
+    if len(pages) != int(done.patients or 0):
         return None
     return pages if all(Path(p).is_file() for p in pages) else None
 
