@@ -104,8 +104,21 @@ def _compare(reference: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]
     return {"max_abs_hazard_diff": hazard_diff, "max_abs_c_index_diff": round(c_diff, 4)}
 
 
-def run(*, device: str, precisions: list[str], quick: bool, work: Path | None = None) -> dict[str, Any]:
+def run(
+    quick: bool = False,
+    *,
+    device: str | None = None,
+    precisions: list[str] | None = None,
+    work: Path | None = None,
+) -> dict[str, Any]:
+    """The comparison (``benchmarks/run.py`` calls ``run(quick)``: the first CUDA device when
+    there is one, else the CPU, where every precision runs fp32)."""
+    import torch
+
     from steph import demo
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precisions = list(precisions or ["fp32", "bf16"])
     from steph.config import load_project
 
     base = Path(work or tempfile.mkdtemp(prefix="bench-precision-")) / "demo"
@@ -148,13 +161,13 @@ def _device_name(device: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"])
     parser.add_argument("--quick", action="store_true", help="the quick demo cohort")
     parser.add_argument("--work", type=Path, help="folder for the projects (default: a temp folder)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
-    result = run(device=args.device, precisions=args.precisions, quick=args.quick, work=args.work)
+    result = run(args.quick, device=args.device, precisions=args.precisions, work=args.work)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
