@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..progress import NULL_PROGRESS, Progress
 from ..registry import Registry
-from .base import Stage, task_index_from_env
+from .base import Stage, task_index_from_env, unit_runner
 from .evaluate import EvaluateSelection
 from .extract import ExtractSelection
 from .merge import MergeSelection
@@ -57,6 +57,7 @@ __all__ = [
     "stage_of",
     "stages",
     "task_index_from_env",
+    "unit_runner",
 ]
 
 _LAZY = ("Project", "open_project", "project_cancers", "project_folds")

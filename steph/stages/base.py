@@ -145,6 +145,34 @@ class Stage(Generic[S]):
         return removed
 
 
+def unit_runner(
+    run: Callable[..., StageReport],
+    selection_of: Callable[[WorkUnit], Any],
+    options_of: Callable[[WorkUnit], Mapping[str, Any]] | None = None,
+) -> Callable[..., StageReport]:
+    """A stage's ``run_unit``: its ``run`` on the selection of exactly one unit of its plan.
+
+    Args:
+        run: The stage's ``run``.
+        selection_of: The selection that covers only ``unit`` (from ``unit.params``).
+        options_of: Run options of the unit itself (merge's run folder), if any; the caller's
+            options (extract's ``devices``) are passed on as well.
+    """
+
+    def run_unit(
+        project: Project,
+        unit: WorkUnit,
+        *,
+        overwrite: bool = False,
+        progress: Progress = NULL_PROGRESS,
+        **options: Any,
+    ) -> StageReport:
+        own = dict(options_of(unit)) if options_of is not None else {}
+        return run(project, selection_of(unit), overwrite=overwrite, progress=progress, **own, **options)
+
+    return run_unit
+
+
 def task_index_from_env(environ: Mapping[str, str] | None = None) -> int | None:
     """``$SLURM_ARRAY_TASK_ID`` as an int, or None when unset (not inside an array job).
 

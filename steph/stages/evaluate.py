@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..progress import NULL_PROGRESS, Progress
 from ..units import WorkUnit
-from .base import Stage
+from .base import Stage, unit_runner
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,16 +64,8 @@ def run(
     )
 
 
-def run_unit(
-    project: Project,
-    unit: WorkUnit,
-    *,
-    overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
-    **options: Any,
-) -> EvaluationReport:
-    p = unit.params
-    return run(project, EvaluateSelection([p["target"]], p["methods"]), progress=progress)
+def _unit_selection(unit: WorkUnit) -> EvaluateSelection:
+    return EvaluateSelection([unit.params["target"]], unit.params["methods"])
 
 
 def lock_roots(project: Project) -> list[Path]:
@@ -86,7 +78,7 @@ STAGE: Stage[EvaluateSelection] = Stage(
     selection=EvaluateSelection,
     plan=plan,
     run=run,
-    run_unit=run_unit,
+    run_unit=unit_runner(run, _unit_selection),
     lock_roots=lock_roots,
     gpus=False,
 )

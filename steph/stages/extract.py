@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..progress import NULL_PROGRESS, Progress
 from ..units import WorkUnit
-from .base import Stage
+from .base import Stage, unit_runner
 
 if TYPE_CHECKING:
     from ..config.project import Project
@@ -106,24 +106,15 @@ def run(
     return extract_features(project.layout, project.config, overwrite=overwrite, progress=progress, **chosen)
 
 
-def run_unit(
-    project: Project,
-    unit: WorkUnit,
-    *,
-    overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
-    devices: Sequence[str] | None = None,
-    **options: Any,
-) -> StageReport:
-    """Extract one shard."""
+def _unit_selection(unit: WorkUnit) -> ExtractSelection:
+    """One shard."""
     p = unit.params
-    selection = ExtractSelection(
+    return ExtractSelection(
         cancers=p.get("cancers"),
         slides_file=Path(p["slides_file"]) if p.get("slides_file") else None,
         num_shards=p["num_shards"],
         shard_index=p["shard_index"],
     )
-    return run(project, selection, overwrite=overwrite, progress=progress, devices=devices)
 
 
 def lock_roots(project: Project) -> list[Path]:
@@ -136,7 +127,7 @@ STAGE: Stage[ExtractSelection] = Stage(
     selection=ExtractSelection,
     plan=plan,
     run=run,
-    run_unit=run_unit,
+    run_unit=unit_runner(run, _unit_selection),
     lock_roots=lock_roots,
     pins=pins,
 )

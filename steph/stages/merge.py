@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..progress import NULL_PROGRESS, Progress
-from .base import Stage
+from .base import Stage, unit_runner
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -85,18 +85,15 @@ def run(
     )
 
 
-def run_unit(
-    project: Project,
-    unit: WorkUnit,
-    *,
-    overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
-    **options: Any,
-) -> StageReport:
+def _unit_selection(unit: WorkUnit) -> MergeSelection:
     p = unit.params
     paper = bool(p.get("paper"))
-    selection = MergeSelection(p["target"], None if paper else [p["method"]], [p["fold"]], paper)
-    return run(project, selection, overwrite=overwrite, progress=progress, runs=[p["run"]])
+    return MergeSelection(p["target"], None if paper else [p["method"]], [p["fold"]], paper)
+
+
+def _unit_options(unit: WorkUnit) -> dict[str, Any]:
+    """Only the unit's run folder (a method's settings can give several)."""
+    return {"runs": [unit.params["run"]]}
 
 
 def lock_roots(project: Project) -> list[Path]:
@@ -109,6 +106,6 @@ STAGE: Stage[MergeSelection] = Stage(
     selection=MergeSelection,
     plan=plan,
     run=run,
-    run_unit=run_unit,
+    run_unit=unit_runner(run, _unit_selection, _unit_options),
     lock_roots=lock_roots,
 )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..progress import NULL_PROGRESS, Progress
 from ..units import WorkUnit
-from .base import Stage
+from .base import Stage, unit_runner
 from .train_source import TrainSourceSelection
 from .train_source import plan as plan_models
 
@@ -64,18 +64,8 @@ def run(
     )
 
 
-def run_unit(
-    project: Project,
-    unit: WorkUnit,
-    *,
-    overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
-    **options: Any,
-) -> StageReport:
-    p = unit.params
-    return run(
-        project, TaskVectorSelection([p["cancer"]], [p["fold"]]), overwrite=overwrite, progress=progress
-    )
+def _unit_selection(unit: WorkUnit) -> TaskVectorSelection:
+    return TaskVectorSelection([unit.params["cancer"]], [unit.params["fold"]])
 
 
 def lock_roots(project: Project) -> list[Path]:
@@ -88,7 +78,7 @@ STAGE: Stage[TaskVectorSelection] = Stage(
     selection=TaskVectorSelection,
     plan=plan,
     run=run,
-    run_unit=run_unit,
+    run_unit=unit_runner(run, _unit_selection),
     lock_roots=lock_roots,
     gpus=False,
 )

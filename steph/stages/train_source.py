@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..progress import NULL_PROGRESS, Progress
-from .base import Stage
+from .base import Stage, unit_runner
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -59,18 +59,8 @@ def run(
     )
 
 
-def run_unit(
-    project: Project,
-    unit: WorkUnit,
-    *,
-    overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
-    **options: Any,
-) -> StageReport:
-    p = unit.params
-    return run(
-        project, TrainSourceSelection([p["cancer"]], [p["fold"]]), overwrite=overwrite, progress=progress
-    )
+def _unit_selection(unit: WorkUnit) -> TrainSourceSelection:
+    return TrainSourceSelection([unit.params["cancer"]], [unit.params["fold"]])
 
 
 def lock_roots(project: Project) -> list[Path]:
@@ -83,6 +73,6 @@ STAGE: Stage[TrainSourceSelection] = Stage(
     selection=TrainSourceSelection,
     plan=plan,
     run=run,
-    run_unit=run_unit,
+    run_unit=unit_runner(run, _unit_selection),
     lock_roots=lock_roots,
 )
