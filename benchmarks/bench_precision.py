@@ -63,6 +63,7 @@ def _run_pipeline(root: Path, precision: str, device: str) -> dict[str, float]:
 
     from steph import demo
     from steph.config import load_project
+    from steph.progress import NULL_PROGRESS
 
     layout, config = load_project(root, {"train.precision": precision, "train.device": device})
     seconds: dict[str, float] = {}
@@ -74,19 +75,13 @@ def _run_pipeline(root: Path, precision: str, device: str) -> dict[str, float]:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        report = stage(layout, config, demo_progress())
+        report = stage(layout, config, NULL_PROGRESS)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds[name] = round(time.perf_counter() - start, 2)
         if not report.ok:
             raise RuntimeError(f"{name} failed under {precision}: {report.to_dict()}")
     return seconds
-
-
-def demo_progress() -> Any:
-    from steph.progress import NULL_PROGRESS
-
-    return NULL_PROGRESS
 
 
 def _compare(reference: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +111,7 @@ def run(
     import torch
 
     from steph import demo
+    from steph.progress import NULL_PROGRESS
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     precisions = list(precisions or ["fp32", "bf16"])
@@ -125,7 +121,7 @@ def run(
     start = time.perf_counter()
     demo.run_demo(base, quick=quick, only_generate=True)
     layout, config = load_project(base, {"train.device": device})
-    extract = demo._extract(layout, config, demo_progress())
+    extract = demo._extract(layout, config, NULL_PROGRESS)
     if not extract.ok:
         raise RuntimeError(f"extract failed: {extract.to_dict()}")
     result: dict[str, Any] = {

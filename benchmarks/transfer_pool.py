@@ -15,7 +15,6 @@ import json
 import math
 import re
 import statistics
-import sys
 from pathlib import Path
 
 RES = Path(__file__).resolve().parent / "results"
@@ -133,4 +132,3 @@ for label in labels[1:]:
         cells.append(f"{sum(i[0] * i[3] for i in it) / N:+.4f} ({sum(i[4] for i in it)}/{N})")
     out.append(f"| {label} | " + " | ".join(cells) + " |")
 print("\n".join(out))
-print({s: len(groups[s]["STEPH"]) for s in shs}, file=sys.stderr)

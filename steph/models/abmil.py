@@ -220,7 +220,7 @@ def _encode_packed(
     """:func:`encode` of the bags of ``sizes`` laid end to end in ``x [1, N, D]``: ``z [B, E]``."""
     if sum(sizes) != x.shape[1]:
         raise ValueError(f"packed bags of {sum(sizes)} patches, input of {x.shape[1]}")
-    if any(params[k].dim() != 2 for k in ENCODER_KEYS[::2]):
+    if any(params[k].dim() != 2 for k in ENCODER_KEYS if k.endswith(".weight")):
         raise ValueError("per-bag encoder weights cannot be packed (one weight set per bag)")
     h, s = _scores(params, x, None, dropout, training)
     sink = _ATTENTION_SINK.get()
