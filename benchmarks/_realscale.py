@@ -304,16 +304,23 @@ def _setup(root: Path, stage: str, epochs: int) -> tuple[Any, ...]:
 
 
 def _step_objects(model: Any, settings: Any, steps: int) -> tuple[Any, Any]:
-    from steph.training.optim import build_optimizer, cosine_with_warmup
+    """The reference's optimiser: ``torch.optim.AdamW`` (decay on >= 2-d weights) and a
+    ``LambdaLR`` with the protocol's warm-up + cosine factor. stephctl runs its own AdamW with
+    the same updates (:mod:`steph.training.optim`; torch's imports TorchDynamo when built)."""
+    import functools
 
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = cosine_with_warmup(
-        optimizer,
-        warmup_steps=math.floor(settings.warmup_epochs * steps),
-        total_steps=settings.epochs * steps,
+    import torch
+
+    from steph.training.optim import build_optimizer, warmup_cosine
+
+    groups = build_optimizer(model.named_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups.param_groups],
+        lr=settings.lr,
     )
-    return optimizer, scheduler
+    warmup = math.floor(settings.warmup_epochs * steps)
+    factor = functools.partial(warmup_cosine, warmup_steps=warmup, total_steps=settings.epochs * steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]:

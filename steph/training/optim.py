@@ -1,19 +1,101 @@
-"""Optimiser and learning-rate schedule of the reference protocol (STEPH_SPEC section 3.1)."""
+"""Optimiser and learning-rate schedule of the reference protocol (STEPH_SPEC section 3.1).
+
+The reference trains with ``torch.optim.AdamW`` and a ``LambdaLR`` cosine schedule. Both are
+reimplemented here, update for update: ``torch.optim.Optimizer`` imports TorchDynamo the first
+time it is built or stepped (``torch._disable_dynamo``): 1.6-2.0 CPU-seconds of single-threaded
+start-up and 153 MiB of RSS in every training and merging process (measured on the 2-core
+development machine, docs/benchmarks.md), and stephctl compiles nothing. The updates equal
+PyTorch's bit for bit on CPU (``tests/test_training_optim.py`` steps both side by side).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 _NO_DECAY_MARKERS = ("bn", "ln", "bias", "logit_scale")
 
 
+class AdamW:
+    """AdamW (Loshchilov and Hutter, 2019) with PyTorch's defaults and order of operations.
+
+    For each parameter with a gradient ``g`` at its step ``t`` (parameters without a gradient
+    are skipped and keep their step count, as in PyTorch):
+
+        theta <- theta (1 - lr wd)
+        m <- m + (1 - beta1) (g - m)                     (``lerp``)
+        v <- beta2 v + (1 - beta2) g^2
+        theta <- theta - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    ``param_groups`` holds dicts with ``params``, ``lr``, ``weight_decay`` and ``initial_lr``, the
+    layout ``torch.amp.GradScaler`` reads to unscale gradients (fp16 training).
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[dict[str, Any]],
+        *,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.betas, self.eps = betas, eps
+        self.param_groups: list[dict[str, Any]] = [
+            {
+                "params": list(g["params"]),
+                "weight_decay": float(g.get("weight_decay", 0.0)),
+                "lr": lr,
+                "initial_lr": lr,
+            }
+            for g in groups
+        ]
+        if not any(g["params"] for g in self.param_groups):
+            raise ValueError("AdamW got an empty parameter list")
+        self.state: dict[Tensor, dict[str, Any]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        for group in self.param_groups:
+            lr, decay = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state.get(p)
+                if state is None:
+                    state = self.state[p] = {
+                        "step": 0,
+                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    }
+                state["step"] += 1
+                step, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
+                if decay != 0:
+                    p.mul_(1 - lr * decay)
+                m.lerp_(g, 1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                step_size = lr / (1 - beta1**step)
+                denom = (v.sqrt() / (1 - beta2**step) ** 0.5).add_(self.eps)
+                p.addcdiv_(m, denom, value=-step_size)
+
+
 def build_optimizer(
     named_params: Iterable[tuple[str, nn.Parameter]], *, lr: float, weight_decay: float
-) -> torch.optim.AdamW:
+) -> AdamW:
     """AdamW with weight decay on >= 2-d parameters whose name has none of bn/ln/bias/logit_scale."""
     decay, no_decay = [], []
     for name, param in named_params:
@@ -24,24 +106,49 @@ def build_optimizer(
         else:
             no_decay.append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    return AdamW([g for g in groups if g["params"]], lr=lr)
 
 
-def cosine_with_warmup(
-    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to the base LR, then a half cosine down to 0 at ``total_steps``.
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The schedule's factor after ``step`` optimiser steps (see :class:`WarmupCosine`)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
-    factor(s) = s / warmup                                 for s < warmup
-              = 0.5 (1 + cos(pi (s - warmup) / (total - warmup)))   otherwise
+
+class WarmupCosine:
+    """The learning rate of every group is ``initial_lr * factor(n)`` after ``n`` calls of
+    :meth:`step` (n = 0 when built), as ``torch.optim.lr_scheduler.LambdaLR`` sets it:
+
+        factor(s) = s / warmup                                        for s < warmup
+                  = 0.5 (1 + cos(pi min(1, (s - warmup) / (total - warmup))))   otherwise
     """
-    warmup_steps = max(0, int(warmup_steps))
-    total_steps = max(1, int(total_steps))
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+    def __init__(self, optimizer: AdamW, *, warmup_steps: int, total_steps: int) -> None:
+        self.optimizer = optimizer
+        self.warmup_steps = max(0, int(warmup_steps))
+        self.total_steps = max(1, int(total_steps))
+        self.last_step = 0
+        self._apply()
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def factor(self, step: int) -> float:
+        return warmup_cosine(step, self.warmup_steps, self.total_steps)
+
+    def step(self) -> None:
+        self.last_step += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def _apply(self) -> None:
+        factor = self.factor(self.last_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+
+def cosine_with_warmup(optimizer: AdamW, *, warmup_steps: int, total_steps: int) -> WarmupCosine:
+    """Linear warm-up to the base LR, then a half cosine down to 0 at ``total_steps``
+    (:class:`WarmupCosine`)."""
+    return WarmupCosine(optimizer, warmup_steps=warmup_steps, total_steps=total_steps)
