@@ -10,7 +10,7 @@ import sys
 import torch
 from torch import nn
 
-from steph.training.optim import AdamW, build_optimizer, cosine_with_warmup
+from steph.training.optim import AdamW, WarmupCosine, build_optimizer
 
 
 def _models() -> tuple[nn.Module, nn.Module]:
@@ -43,7 +43,7 @@ def _torch_reference(model: nn.Module, lr: float, weight_decay: float, warmup: i
 def test_adamw_and_schedule_equal_torch_bit_for_bit() -> None:
     ours_model, ref_model = _models()
     ours = build_optimizer(ours_model.named_parameters(), lr=3e-3, weight_decay=0.05)
-    sched = cosine_with_warmup(ours, warmup_steps=2, total_steps=7)
+    sched = WarmupCosine(ours, warmup_steps=2, total_steps=7)
     ref, ref_sched = _torch_reference(ref_model, 3e-3, 0.05, 2, 7)
     g = torch.Generator().manual_seed(1)
     for step in range(7):
@@ -66,7 +66,7 @@ def test_adamw_and_schedule_equal_torch_bit_for_bit() -> None:
 def test_schedule_starts_at_factor_zero_like_lambdalr() -> None:
     model, _ = _models()
     opt = build_optimizer(model.named_parameters(), lr=1e-4, weight_decay=1e-5)
-    sched = cosine_with_warmup(opt, warmup_steps=4, total_steps=10)
+    sched = WarmupCosine(opt, warmup_steps=4, total_steps=10)
     assert sched.get_last_lr() == [0.0, 0.0]  # the reference's first step takes lr 0
     sched.step()
     assert sched.get_last_lr() == [2.5e-5, 2.5e-5]

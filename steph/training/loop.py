@@ -51,7 +51,7 @@ from .batching import (
     plan_packs,
     shares_forwards,
 )
-from .optim import build_optimizer, cosine_with_warmup
+from .optim import WarmupCosine, build_optimizer
 from .precision import autocast, grad_scaler, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def fit(
             len(data),
             settings.batch_size,
         )
-    scheduler = cosine_with_warmup(
+    scheduler = WarmupCosine(
         optimizer,
         warmup_steps=math.floor(settings.warmup_epochs * steps_per_epoch),
         total_steps=settings.epochs * steps_per_epoch,

@@ -132,9 +132,6 @@ class WarmupCosine:
         self.last_step = 0
         self._apply()
 
-    def factor(self, step: int) -> float:
-        return warmup_cosine(step, self.warmup_steps, self.total_steps)
-
     def step(self) -> None:
         self.last_step += 1
         self._apply()
@@ -143,12 +140,6 @@ class WarmupCosine:
         return [group["lr"] for group in self.optimizer.param_groups]
 
     def _apply(self) -> None:
-        factor = self.factor(self.last_step)
+        factor = warmup_cosine(self.last_step, self.warmup_steps, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
-
-
-def cosine_with_warmup(optimizer: AdamW, *, warmup_steps: int, total_steps: int) -> WarmupCosine:
-    """Linear warm-up to the base LR, then a half cosine down to 0 at ``total_steps``
-    (:class:`WarmupCosine`)."""
-    return WarmupCosine(optimizer, warmup_steps=warmup_steps, total_steps=total_steps)
