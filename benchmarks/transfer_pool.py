@@ -27,6 +27,14 @@ def add(sh, label, n, m, sd, dm, w):
     groups.setdefault(sh, {}).setdefault(label, []).append((n, m, sd, dm, w))
 
 
+def table_rows(text):
+    """``(label, cells)`` of each row of the markdown tables in ``text`` (header and rule skipped)."""
+    for line in text.splitlines():
+        m = re.match(r"\| (.+?) \| (.+) \|$", line)
+        if m and m.group(1) != "method" and not m.group(1).startswith("-"):
+            yield m.group(1), [c.strip() for c in m.group(2).split("|")]
+
+
 def from_values(sh, seed, rec):
     seeds.setdefault(sh, []).append(seed)
     base = rec["methods"]["cancer-specific"]["values"]
@@ -58,16 +66,11 @@ for f in sorted(glob.glob(str(RES / "transfer-20261127-*.json"))):
 # seed 0 at sharing 0.5 and 1 from the markdown
 md = (RES / "transfer-20261126-235223.md").read_text().split("Paired difference")
 cols = [0.5, 1.0]
-for line in md[0].splitlines():
-    m = re.match(r"\| (.+?) \| (.+) \|$", line)
-    if not m or m.group(1) in ("method", "---") or m.group(1).startswith("-"):
-        continue
-    cells = [c.strip() for c in m.group(2).split("|")]
+for label, cells in table_rows(md[0]):
     for sh, c in zip(cols, cells, strict=False):
         mm = re.match(r"([0-9.]+) \(([0-9.]+)\)", c)
         if not mm:
             continue
-        label = m.group(1)
         if label == "*oracle (true risk)*":
             oracle.setdefault(sh, []).append((5, float(mm.group(1)), float(mm.group(2))))
         else:
@@ -76,16 +79,12 @@ for line in md[0].splitlines():
             )
 for sh in cols:
     seeds.setdefault(sh, []).append("0 (earlier)")
-for line in md[1].splitlines():
-    m = re.match(r"\| (.+?) \| (.+) \|$", line)
-    if not m or m.group(1) in ("method",):
-        continue
-    cells = [c.strip() for c in m.group(2).split("|")]
+for label, cells in table_rows(md[1]):
     for sh, c in zip(cols, cells, strict=False):
         mm = re.match(r"([+-][0-9.]+) \((\d+)/5\)", c)
         if not mm:
             continue
-        g = groups[sh][m.group(1)][-1]
+        g = groups[sh][label][-1]
         g[3] = float(mm.group(1))
         g[4] = int(mm.group(2))
 
