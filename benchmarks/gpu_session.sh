@@ -1,42 +1,53 @@
 #!/usr/bin/env bash
-# One lent GPU session (the `device` tool), run as one script within its 10-minute limit:
-#   - the transfer benchmark's remaining draws on the host CPU cores (niced, CUDA hidden),
-#   - bench_precision (fp32 vs bf16 on the demo cohort, on the GPU),
-#   - bench_train and bench_merge on the GPU (heavy-tailed bags, D = 1536).
-# Every part is time-boxed so the results are always packed into $OUT/results.tar.gz.
+# One lent GPU session (the `device` tool), run as one script within its 10-minute limit. In
+# order of importance, each part time-boxed, each result written to $OUT as soon as it exists:
+#   1. the CUDA tests (tests/test_training_cuda.py, the chunk-equality and precision tests),
+#   2. bench_train (stage rows) on the GPU for this tree and, side by side in the same session,
+#      for the baseline commit packed in .whl/old.tar (`git archive REV -o .whl/old.tar`),
+#   3. bench_merge (stage rows) on the GPU, this tree then the baseline,
+#   4. bench_precision: fp32 against bf16 on the demo cohort,
+#   5. the 100,000-patch bag (bench_train --only huge), if time is left.
+# No other work runs on the host meanwhile, so the host side (start-up, reading) is not slowed.
 #
-# Usage (from the repository root, wheels of stephctl and openslide in .whl/):
-#   bash benchmarks/gpu_session.sh "0.5:1 0.5:2 1:1 1:2"
+# Usage (from the repository root; in .whl/: the stephctl and openslide wheels for the device's
+# Python, old.tar, and pytest's wheels under .whl/pytest/ if the device has no pytest):
+#   bash benchmarks/gpu_session.sh            # BENCH_DEVICE=cpu QUICK=1 for a dry run
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
-RES=/tmp/gpu-session/res  # outside $OUT: only the packed file comes back
-mkdir -p "$RES"
-DRAWS=${1:-}
+DEVICE=${BENCH_DEVICE:-cuda}
+QUICK=${QUICK:+--quick}
+BUDGET_S=${BUDGET_S:-560}
+NEW=$PWD
+OLD=/tmp/gpu-session/old
+mkdir -p "$OUT" "$OLD"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-export PYTHONPATH=$PWD:/tmp/site
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c 'import torch, sys; print(sys.version, torch.__version__, torch.cuda.get_device_name())'; nproc; } > "$RES/machine.txt" 2>&1
+SITE=/tmp/gpu-session/site
+PIP=${PIP:-python3 -m pip}  # PIP="uv pip" where python3 has no pip (a uv venv)
+$PIP install -q --no-index --no-deps --upgrade --target "$SITE" .whl/*.whl || exit 3
+python3 -c 'import pytest' 2>/dev/null || $PIP install -q --no-index --no-deps --target "$SITE" .whl/pytest/*.whl
+tar -xf .whl/old.tar -C "$OLD"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
+  PYTHONPATH=$SITE python3 -c 'import torch, sys; print(sys.version, torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'; \
+  nproc; uptime; } > "$OUT/machine.txt" 2>&1
 
-# 1. transfer draws on the CPU (one process each, 3 threads), in the background
-pids=()
-for draw in $DRAWS; do
-    sharing=${draw%%:*}; seed=${draw##*:}
-    mkdir -p "$RES/transfer-$sharing-$seed"
-    CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=3 MKL_NUM_THREADS=3 nice -n 10 \
-        timeout 540 python3 benchmarks/transfer.py --sharing "$sharing" --seeds "$seed" \
-        --out-dir "$RES/transfer-$sharing-$seed" > "$RES/transfer-$sharing-$seed/log.txt" 2>&1 &
-    pids+=($!)
-done
+# part NAME LIMIT_S TREE CMD...: run CMD in TREE (its own steph first on the path), time-boxed.
+part() {
+    local name=$1 limit=$2 tree=$3 start=$SECONDS
+    shift 3
+    local left=$((BUDGET_S - SECONDS))
+    if ((left < 20)); then echo "$name skipped (${left}s left)" >> "$OUT/status.txt"; return; fi
+    ((limit > left)) && limit=$left
+    (cd "$tree" && PYTHONPATH=$tree:$SITE timeout "$limit" "$@") > "$OUT/$name.out" 2> "$OUT/$name.log"
+    echo "$name rc=$? $((SECONDS - start))s (limit ${limit}s)" >> "$OUT/status.txt"
+}
 
-# 2. the GPU figures, one after another
-timeout 150 python3 benchmarks/bench_precision.py --device cuda --precisions fp32 bf16 \
-    --out "$RES/precision.json" > "$RES/precision.log" 2>&1
-echo "precision rc=$?" >> "$RES/status.txt"
-timeout 210 python3 benchmarks/bench_train.py --device cuda --no-equal > "$RES/train_gpu.json" 2> "$RES/train_gpu.log"
-echo "train rc=$?" >> "$RES/status.txt"
-timeout 160 python3 benchmarks/bench_merge.py --device cuda --no-equal > "$RES/merge_gpu.json" 2> "$RES/merge_gpu.log"
-echo "merge rc=$?" >> "$RES/status.txt"
-
-for pid in "${pids[@]}"; do wait "$pid"; echo "transfer pid $pid rc=$?" >> "$RES/status.txt"; done
-tar -czf "$OUT/results.tar.gz" -C "$(dirname "$RES")" res
-cat "$RES/status.txt"
+part tests 90 "$NEW" python3 -m pytest -q -p no:cacheprovider \
+    tests/test_training_cuda.py tests/test_training_chunks.py tests/test_training_precision.py
+part train_new 100 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK
+part train_old 90 "$OLD" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK
+part merge_new 110 "$NEW" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
+part merge_old 100 "$OLD" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
+part precision 210 "$NEW" python3 benchmarks/bench_precision.py --device "$DEVICE" --precisions fp32 bf16 $QUICK
+part huge 70 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --only huge $QUICK
+uptime >> "$OUT/machine.txt"
+cat "$OUT/status.txt"

@@ -9,13 +9,14 @@ from torch import Tensor
 
 
 def pad_bags(bags: Sequence[Tensor], *, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """Stack bags ``[K_i, D]`` into ``x [B, K_max, D]`` (zeros) and ``mask [B, K_max]`` (True = real)."""
+    """Stack bags ``[K_i, D]`` into ``x [B, K_max, D]`` (zeros) and ``mask [B, K_max]`` (True = real),
+    on the bags' device (then moved to ``device`` if given)."""
     if not bags:
         raise ValueError("pad_bags needs at least one bag")
     k_max = max(int(b.shape[0]) for b in bags)
     dim = int(bags[0].shape[1])
-    x = torch.zeros(len(bags), k_max, dim, dtype=bags[0].dtype)
-    mask = torch.zeros(len(bags), k_max, dtype=torch.bool)
+    x = torch.zeros(len(bags), k_max, dim, dtype=bags[0].dtype, device=bags[0].device)
+    mask = torch.zeros(len(bags), k_max, dtype=torch.bool, device=bags[0].device)
     for i, bag in enumerate(bags):
         x[i, : bag.shape[0]] = bag
         mask[i, : bag.shape[0]] = True

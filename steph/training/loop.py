@@ -3,7 +3,9 @@
 Protocol (STEPH_SPEC section 3.1): a seeded shuffle per epoch, batches of ``batch_size`` bags
 with one SurvMLE over the batch (the leftover bags of an epoch are dropped), AdamW with decay on
 >= 2-d weights, cosine schedule with linear warm-up stepped once per optimiser step, the last
-state is kept. The next batch is read in a background thread while the current one computes.
+state is kept. The next batch is read in a background thread while the current one computes;
+on CUDA that thread also copies it to the GPU on a side stream and builds its padded chunks there
+(:mod:`~steph.training.staging`: no page-locked or padded copies in host memory).
 
 Execution (the cost of real patches only): a batch is cut into length-sorted chunks under a
 patch budget (:func:`~steph.training.batching.plan_chunks`; automatic per device, see
@@ -53,14 +55,23 @@ from .batching import (
 )
 from .optim import WarmupCosine, build_optimizer
 from .precision import autocast, grad_scaler, resolve_precision
+from .staging import DeviceStager
 
 log = logging.getLogger(__name__)
 
 
 class BagSource(Protocol):
-    """Anything that returns a patient's bag ``[K, D]`` (float32, CPU) by patient id."""
+    """Anything that returns a patient's bag ``[K, D]`` (float32, CPU) by patient id. A source
+    that also has ``get_many(ids) -> list[Tensor]`` (:class:`steph.data.BagStore`: streamed bags
+    read by several threads) is asked for a batch's bags at once."""
 
     def get(self, patient_id: str) -> Tensor: ...
+
+
+def get_bags(bags: BagSource, ids: Sequence[str]) -> list[Tensor]:
+    """The bags of ``ids`` in order, through ``bags.get_many`` where the source has it."""
+    get_many = getattr(bags, "get_many", None)
+    return list(get_many(ids)) if get_many is not None else [bags.get(i) for i in ids]
 
 
 @dataclass
@@ -150,8 +161,7 @@ def fit(
     budget = patch_budget(settings.max_batch_patches, device, _dim(bags, data)) if len(data) else -1
     log.info("%s: patch budget %d per forward, precision %s", task, budget, precision)
     losses: list[float] = []
-    pin, share = device.type == "cuda", shares_forwards(device)
-    pack = packs(model, device)
+    share, pack, stager = shares_forwards(device), packs(model, device), DeviceStager(device)
     progress.start(task, settings.epochs * steps_per_epoch, unit="steps")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool:
         for epoch in range(settings.epochs):
@@ -159,15 +169,16 @@ def fit(
             batches = epoch_batches(len(data), settings.batch_size, generator)
             epoch_loss, n_steps = 0.0, 0
             pending = (
-                pool.submit(_load_batch, bags, data, batches[0], budget, pin, share, pack)
+                pool.submit(_load_batch, bags, data, batches[0], budget, stager, share, pack)
                 if batches
                 else None
             )
             for i, _batch in enumerate(batches):
                 assert pending is not None
                 parts = pending.result()
+                stager.claim(parts)
                 pending = (
-                    pool.submit(_load_batch, bags, data, batches[i + 1], budget, pin, share, pack)
+                    pool.submit(_load_batch, bags, data, batches[i + 1], budget, stager, share, pack)
                     if i + 1 < len(batches)
                     else None
                 )
@@ -247,18 +258,15 @@ def load_chunks(
     bins: Tensor,
     events: Tensor,
     budget: int,
-    pin: bool = False,
     share: bool = True,
     pack: bool = False,
 ) -> list[Chunk]:
     """Bags of one batch as the chunks of :func:`plan_chunks` (``share`` as there), or with
     ``pack`` as the packs of :func:`plan_packs`; a bag alone is a view without a mask, not a
-    copy. ``pin`` puts them in page-locked memory so the copy to the GPU is asynchronous."""
+    copy. Padded chunks and packs are built on the bags' device."""
     parts = []
     for chunk in _plan(loaded, budget, share, pack):
         x, mask, sizes = _chunk_input(loaded, chunk, pack)
-        if pin:
-            x, mask = x.pin_memory(), mask.pin_memory() if mask is not None else None
         index = torch.tensor(chunk, dtype=torch.long)
         parts.append(Chunk(x, mask, bins[index], events[index], sizes))
     return parts
@@ -289,14 +297,14 @@ def _load_batch(
     data: SurvivalTargets,
     batch: list[int],
     budget: int,
-    pin: bool = False,
+    stager: DeviceStager,
     share: bool = True,
     pack: bool = False,
 ) -> list[Chunk]:
     index = torch.tensor(batch, dtype=torch.long)
-    return load_chunks(
-        [bags.get(data.ids[i]) for i in batch], data.bins[index], data.events[index], budget, pin, share, pack
-    )
+    bins, events = data.bins[index], data.events[index]
+    loaded = get_bags(bags, [data.ids[i] for i in batch])
+    return stager.stage(loaded, lambda on_device: load_chunks(on_device, bins, events, budget, share, pack))
 
 
 @torch.no_grad()
@@ -326,7 +334,7 @@ def predict(
     precision = resolve_precision(precision, device)
     share, pack = shares_forwards(device), packs(model, device)
     for batch in chunks(range(len(ids)), batch_size):
-        loaded = [bags.get(ids[i]) for i in batch]
+        loaded = [bag.to(device) for bag in get_bags(bags, [ids[i] for i in batch])]
         parts = _plan(loaded, budget, share, pack)
         order = torch.tensor([j for part in parts for j in part]).argsort()
         outs = []

@@ -1,0 +1,78 @@
+"""The CUDA execution path: batches staged on the GPU by the loader thread (side stream, padded
+chunks built on the device) give the whole-batch loss and gradients, and training on CUDA follows
+training on CPU. Skipped without a GPU (CI has none; run on a lent GPU machine)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_train_source_batching import cohort
+from test_training_chunks import SETTINGS, batch, models, reference_gradients
+
+from steph.data import BagStore
+from steph.models.abmil import ABMIL
+from steph.training.loop import FitSettings, backward_chunks, fit, load_chunks, predict
+from steph.training.staging import DeviceStager
+
+CPU = torch.device("cpu")
+
+
+def test_staging_on_cpu_hands_the_bags_through_uncopied() -> None:
+    bags, bins, events = batch()
+    stager = DeviceStager(CPU)
+    parts = stager.stage(bags, lambda on: load_chunks(on, bins, events, 16, share=False))
+    stager.claim(parts)
+    assert stager.stream is None
+    by_length = sorted(bags, key=len)
+    assert [p.x.untyped_storage().data_ptr() for p in parts] == [
+        b.untyped_storage().data_ptr() for b in by_length
+    ]
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def gpu() -> torch.device:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch.device("cuda")
+
+
+@cuda
+@pytest.mark.parametrize("name", ["abmil", "steph", "steph-fnn", "roupkt", "adamerging"])
+@pytest.mark.parametrize("budget", [16, 48, 1000])
+def test_staged_cuda_chunks_have_the_whole_batch_gradients(name: str, budget: int, gpu: torch.device) -> None:
+    model = models()[name].eval()
+    bags, bins, events = batch()
+    loss, grads = reference_gradients(copy.deepcopy(model), bags, bins, events)
+    model.to(gpu)
+    stager = DeviceStager(gpu)
+    parts = stager.stage(bags, lambda on: load_chunks(on, bins, events, budget, share=True))
+    stager.claim(parts)
+    assert all(p.x.is_cuda for p in parts)
+    for p in model.parameters():
+        p.grad = None
+    chunk_loss = backward_chunks(model, parts, SETTINGS, device=gpu, budget=budget)
+    assert abs(chunk_loss - loss) < 1e-5
+    chunk_grads = [p.grad.cpu() for p in model.parameters() if p.requires_grad]
+    for a, b in zip(grads, chunk_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), float((a - b).abs().max())
+
+
+@cuda
+def test_training_on_cuda_follows_training_on_cpu(gpu: torch.device) -> None:
+    bags, data = cohort(n=40)
+    store = BagStore.in_memory(bags)
+    results = []
+    for device in (CPU, gpu):
+        torch.manual_seed(0)
+        model = ABMIL(12, dim_emb=24, dim_attn=8, dropout=0.0)
+        losses = fit(model, data, store, FitSettings(epochs=3, batch_size=8), device=device)
+        hazards, _ = predict(model, data.ids, store, device=device)
+        results.append((losses, hazards))
+    (cpu_losses, cpu_hazards), (gpu_losses, gpu_hazards) = results
+    assert all(abs(a - b) < 1e-4 for a, b in zip(cpu_losses, gpu_losses, strict=True))
+    assert torch.allclose(cpu_hazards, gpu_hazards, atol=1e-4)
