@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import h5py
@@ -12,6 +14,8 @@ from _cohorts import make_feature_project, write_features_h5
 
 from steph.config import load_project
 from steph.data import BagStore, check_features, load_cohort, load_split, open_bags, read_features
+from steph.data import bags as bags_module
+from steph.data.stores import FeatureStore, SlideRef, store_for
 from steph.errors import DataError, MissingArtifactError
 
 
@@ -218,6 +222,149 @@ def test_bag_store_streams_beyond_the_cache(project: Path) -> None:
     multi = next(p for p in cohort.patients.values() if len(p.slide_ids) == 2)
     parts = [read_features(layout.features(config.encoder, s)) for s in multi.slide_ids]
     assert torch.equal(bounded.get(multi.patient_id), torch.cat(parts))
+
+
+def _threads(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Read with ``n`` threads whatever the CPU count (``1``: the serial path)."""
+    monkeypatch.setattr("steph.data.bags.reader_threads", lambda n_reads: max(1, min(n, n_reads)))
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def start(self, task: str, total: int | None = None, *, unit: str = "items") -> None:
+        pass
+
+    def advance(self, task: str, n: int = 1, **info: object) -> None:
+        self.items.append(str(info["item"]))
+
+    def finish(self, task: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_get_many_equals_get_in_order(project: Path, monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    ids = list(cohort.patients)
+    first = read_features(layout.features(config.encoder, cohort.patients[ids[0]].slide_ids[0]))
+    _, small = _layout(project, {"train.cache_gb": 3 * first.numel() * 4 / 2**30})
+    store = open_bags(layout, small, cohort, ids)
+    assert 0 < store.n_cached < len(ids)
+    _threads(monkeypatch, threads)
+    asked = [ids[5], ids[0], ids[9], ids[1], ids[5], ids[11], ids[3]]
+    bags = store.get_many(asked)
+    assert len(bags) == len(asked)
+    assert all(torch.equal(bag, store.get(pid)) for bag, pid in zip(bags, asked, strict=True))
+    assert store.get_many([]) == []
+    with pytest.raises(KeyError, match="NOPE"):
+        store.get_many([ids[0], "NOPE"])
+
+
+def test_open_bags_with_threads_keeps_the_serial_order(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    ids = list(cohort.patients)
+    mid = read_features(layout.features(config.encoder, cohort.patients[ids[2]].slide_ids[0]))
+    _, small = _layout(project, {"train.cache_gb": 4.5 * mid.numel() * 4 / 2**30})
+    stores, orders = [], []
+    for threads in (1, 3):
+        _threads(monkeypatch, threads)
+        recorder = _Recorder()
+        stores.append(open_bags(layout, small, cohort, ids, progress=recorder))
+        orders.append(recorder.items)
+    serial, threaded = stores
+    assert orders == [ids, ids]
+    assert 0 < serial.n_cached < len(ids)
+    assert threaded._cache.keys() == serial._cache.keys()
+    assert threaded.cached_bytes == serial.cached_bytes
+    assert [threaded.n_patches(p) for p in ids] == [serial.n_patches(p) for p in ids]
+    assert all(torch.equal(a, b) for a, b in zip(threaded.get_many(ids), serial.get_many(ids), strict=True))
+
+
+def test_open_bags_reads_a_bounded_window_ahead(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    ids = list(cohort.patients)
+    started: list[str] = []
+    real = bags_module.read_slide
+
+    def counted(ref: SlideRef) -> torch.Tensor:
+        started.append(ref.slide_id)
+        return real(ref)
+
+    slides_done: list[int] = []
+    ahead: list[int] = []
+
+    class Watch(_Recorder):
+        def advance(self, task: str, n: int = 1, **info: object) -> None:
+            slides_done.append(
+                (slides_done[-1] if slides_done else 0) + len(cohort.patients[str(info["item"])].slide_ids)
+            )
+            ahead.append(len(started) - slides_done[-1])
+
+    monkeypatch.setattr(bags_module, "read_slide", counted)
+    _threads(monkeypatch, 2)
+    open_bags(layout, config, cohort, ids, progress=Watch())
+    assert sorted(started) == sorted(s for p in cohort.patients.values() for s in p.slide_ids)
+    assert max(ahead) <= 2 * 2 and max(ahead) > 0
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_first_non_finite_slide_in_order_is_named(
+    project: Path, monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    layout, config = _layout(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    first, later = cohort.patients["BRCA-P004"].slide_ids[0], cohort.patients["BRCA-P005"].slide_ids[0]
+    for sid, value in ((first, np.nan), (later, np.inf)):
+        bad = np.ones((5, 8), dtype=np.float32)
+        bad[1, 2] = value
+        write_features_h5(layout.own_features(config.encoder, sid), bad, encoder=config.encoder)
+    _threads(monkeypatch, threads)
+    recorder = _Recorder()
+    with pytest.raises(DataError, match=rf"slide {first} \(patient BRCA-P004\) has NaN or inf"):
+        open_bags(layout, config, cohort, list(cohort.patients), progress=recorder)
+    assert recorder.items == list(cohort.patients)[:4]
+
+
+@pytest.mark.parametrize(("suffix", "parallel"), [(".pt", False), (".h5", True)])
+def test_reader_threads_read_one_at_a_time_unless_the_store_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, parallel: bool
+) -> None:
+    refs = []
+    for i in range(6):
+        path = tmp_path / f"s{i}{suffix}"
+        data = torch.full((3, 2), float(i))
+        if suffix == ".pt":
+            torch.save(data, path)
+        else:
+            write_features_h5(path, data.numpy())
+        refs.append(SlideRef(f"s{i}", path))
+    store_class = type(store_for(refs[0].path))
+    assert store_class.parallel_reads is parallel
+    active, most = [0], [0]
+    lock = threading.Lock()
+    real = store_class.read
+
+    def watched(self: FeatureStore, ref: SlideRef) -> torch.Tensor:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.05)
+        try:
+            return real(self, ref)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(store_class, "read", watched)
+    read = list(bags_module._read_in_order(refs, 3))
+    assert [float(t[0, 0]) for t in read] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert (most[0] > 1) is parallel
 
 
 def test_in_memory_store() -> None:

@@ -38,6 +38,7 @@ from torch import Tensor
 from ..errors import DataError, MissingArtifactError
 from ..registry import Registry
 from .encoder_identity import ENCODER_ATTRIBUTES
+from .h5_raw import read_dataset
 from .safe_load import as_tensor, torch_load_safe
 
 H5_DATASETS = ("features", "feats")
@@ -63,6 +64,9 @@ class FeatureStore:
     keyed: ClassVar[bool] = False
     """True: one store holds many slides, looked up by slide id; False: one file per slide."""
     description: ClassVar[str] = ""
+    parallel_reads: ClassVar[bool] = False
+    """True: :meth:`read` may run in several threads at once (the bag store then reads this
+    store's slides concurrently); False (the default, plugins included): one read at a time."""
 
     def ref(self, path: Path, slide_id: str) -> SlideRef:
         return SlideRef(slide_id, path, slide_id if self.keyed else None)
@@ -122,6 +126,7 @@ class H5Store(FeatureStore):
     name = "h5"
     suffixes = (".h5", ".hdf5")
     description = "HDF5 per slide: dataset 'features' (stephctl, TRIDENT, CLAM, UNI2-h) or 'feats' (STAMP)"
+    parallel_reads = True  # h5py locks itself; the raw reads are independent
 
     def _dataset(self, fh: h5py.File, ref: SlideRef) -> h5py.Dataset:
         for name in H5_DATASETS:
@@ -138,8 +143,12 @@ class H5Store(FeatureStore):
             return squeeze_shape(tuple(self._dataset(fh, ref).shape), ref)
 
     def read(self, ref: SlideRef) -> Tensor:
+        """Raw ``os.preadv`` reads where they equal h5py's (threads then read in parallel,
+        :mod:`.h5_raw`), else h5py."""
         with read_errors(ref), h5py.File(ref.path, "r") as fh:
-            data = torch.from_numpy(np.asarray(self._dataset(fh, ref)[()]))
+            dataset = self._dataset(fh, ref)
+            array = read_dataset(ref.path, dataset)
+            data = torch.from_numpy(np.asarray(dataset[()]) if array is None else array)
         return to_matrix(data, ref)
 
     def encoder(self, ref: SlideRef) -> str | None:
@@ -157,6 +166,8 @@ class TorchStore(FeatureStore):
     name = "pt"
     suffixes = (".pt", ".pth")
     description = "torch.save per slide: tensor, dict with 'features', or NumPy array (TRIDENT --saveas pt)"
+    # parallel_reads stays False: torch_load_safe's torch.serialization.safe_globals is
+    # process-wide, one thread leaving it removes the NumPy globals another is loading with
 
     def read(self, ref: SlideRef) -> Tensor:
         with read_errors(ref):
@@ -175,6 +186,7 @@ class NumpyStore(FeatureStore):
     name = "npy"
     suffixes = (".npy",)
     description = "NumPy .npy per slide (numeric arrays only, no pickles)"
+    parallel_reads = True
 
     def shape(self, ref: SlideRef) -> tuple[int, int]:
         with read_errors(ref):
