@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -44,13 +44,13 @@ from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
 from ..survival import surv_mle_loss
 from .batching import (
-    CPU_PACK_PATCHES,
+    Chunk,
     auto_patch_budget,
+    chunk_input,
     chunks,
     epoch_batches,
-    pad_bags,
-    plan_chunks,
-    plan_packs,
+    load_chunks,
+    plan_batch,
     shares_forwards,
 )
 from .optim import WarmupCosine, build_optimizer
@@ -200,18 +200,6 @@ def fit(
     return losses
 
 
-class Chunk(NamedTuple):
-    """The input of one forward: ``x [n, K, D]`` (or, packed, ``[1, N, D]``), ``mask [n, K]`` or
-    None (every patch real), ``bins [n]``, ``events [n]``; ``sizes``: the bag lengths of a pack
-    (:func:`~steph.models.abmil.packed_bags`), else None."""
-
-    x: Tensor
-    mask: Tensor | None
-    bins: Tensor
-    events: Tensor
-    sizes: tuple[int, ...] | None = None
-
-
 def packs(model: nn.Module, device: torch.device) -> bool:
     """Whether batches for ``model`` on ``device`` run as packs of bags (see the module docstring)."""
     return not shares_forwards(device) and bool(getattr(model, "packs_bags", False))
@@ -251,45 +239,6 @@ def backward_chunks(
         (scaler.scale(loss) if scaler is not None else loss).backward()
         batch_loss += float(loss.detach())
     return batch_loss
-
-
-def load_chunks(
-    loaded: Sequence[Tensor],
-    bins: Tensor,
-    events: Tensor,
-    budget: int,
-    share: bool = True,
-    pack: bool = False,
-) -> list[Chunk]:
-    """Bags of one batch as the chunks of :func:`plan_chunks` (``share`` as there), or with
-    ``pack`` as the packs of :func:`plan_packs`; a bag alone is a view without a mask, not a
-    copy. Padded chunks and packs are built on the bags' device."""
-    parts = []
-    for chunk in _plan(loaded, budget, share, pack):
-        x, mask, sizes = _chunk_input(loaded, chunk, pack)
-        index = torch.tensor(chunk, dtype=torch.long)
-        parts.append(Chunk(x, mask, bins[index], events[index], sizes))
-    return parts
-
-
-def _plan(loaded: Sequence[Tensor], budget: int, share: bool, pack: bool) -> list[list[int]]:
-    lengths = [int(b.shape[0]) for b in loaded]
-    if pack and budget >= 0:
-        return plan_packs(lengths, min(budget, CPU_PACK_PATCHES) if budget > 0 else CPU_PACK_PATCHES)
-    return plan_chunks(lengths, budget, share=share)
-
-
-def _chunk_input(
-    loaded: Sequence[Tensor], chunk: Sequence[int], pack: bool = False
-) -> tuple[Tensor, Tensor | None, tuple[int, ...] | None]:
-    """``(x, mask, sizes)`` of one chunk: a bag alone as a ``[1, K, D]`` view and no mask (no
-    copy); a pack as its bags laid end to end ``[1, N, D]`` with their lengths."""
-    if len(chunk) == 1:
-        return loaded[chunk[0]].unsqueeze(0), None, None
-    if pack:
-        bags = [loaded[j] for j in chunk]
-        return torch.cat(bags).unsqueeze(0), None, tuple(int(b.shape[0]) for b in bags)
-    return (*pad_bags([loaded[j] for j in chunk]), None)
 
 
 def _load_batch(
@@ -335,11 +284,11 @@ def predict(
     share, pack = shares_forwards(device), packs(model, device)
     for batch in chunks(range(len(ids)), batch_size):
         loaded = [bag.to(device) for bag in get_bags(bags, [ids[i] for i in batch])]
-        parts = _plan(loaded, budget, share, pack)
+        parts = plan_batch(loaded, budget, share, pack)
         order = torch.tensor([j for part in parts for j in part]).argsort()
         outs = []
         for part in parts:
-            x, mask, sizes = _chunk_input(loaded, part, pack)
+            x, mask, sizes = chunk_input(loaded, part, pack)
             with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(sizes):
                 m = mask.to(device) if mask is not None else None
                 outs.append(_as_output(model(x.to(device), m)))

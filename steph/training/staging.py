@@ -22,13 +22,12 @@ kernels that read them are still queued.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .loop import Chunk
+from .batching import Chunk
 
 T = TypeVar("T")
 
