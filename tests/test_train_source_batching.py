@@ -70,3 +70,45 @@ def test_size_chunks_respects_the_cap() -> None:
     for part in parts:
         assert len(part) == 1 or len(part) * max(lengths[i] for i in part) <= 40
     assert size_chunks(lengths, 0) == [list(range(len(lengths)))]
+
+
+def test_the_next_epochs_first_batch_is_read_during_this_epoch() -> None:
+    """The loader crosses epoch boundaries: when epoch 1 ends, epoch 2's first batch has been
+    asked for already; the batches are still the per-epoch seeded shuffles."""
+    import threading
+
+    from steph.training.batching import epoch_batches
+
+    bags, data = cohort(n=16)
+    store = BagStore.in_memory(bags)
+    asked: list[str] = []
+    second_epoch_asked = threading.Event()
+
+    class Recording:
+        dim = 12
+
+        def get(self, patient_id: str) -> torch.Tensor:
+            asked.append(patient_id)
+            if len(asked) > 16:  # epoch 1 asks for 16 bags (2 batches of 8)
+                second_epoch_asked.set()
+            return store.get(patient_id)
+
+    seen_at_epoch_end: list[bool] = []
+
+    def on_epoch(epoch: int, _loss: float) -> None:
+        if epoch == 1:
+            seen_at_epoch_end.append(second_epoch_asked.wait(timeout=5))
+
+    torch.manual_seed(0)
+    fit(
+        ABMIL(12, dim_emb=8, dim_attn=4),
+        data,
+        Recording(),
+        FitSettings(epochs=2, batch_size=8),
+        device=torch.device("cpu"),
+        on_epoch=on_epoch,
+    )
+    assert seen_at_epoch_end == [True]
+    generator = torch.Generator().manual_seed(FitSettings(epochs=2).seed)
+    expected = [data.ids[i] for _ in range(2) for batch in epoch_batches(16, 8, generator) for i in batch]
+    assert asked == expected

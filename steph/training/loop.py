@@ -3,9 +3,10 @@
 Protocol (STEPH_SPEC section 3.1): a seeded shuffle per epoch, batches of ``batch_size`` bags
 with one SurvMLE over the batch (the leftover bags of an epoch are dropped), AdamW with decay on
 >= 2-d weights, cosine schedule with linear warm-up stepped once per optimiser step, the last
-state is kept. The next batch is read in a background thread while the current one computes;
-on CUDA that thread also copies it to the GPU on a side stream and builds its padded chunks there
-(:mod:`~steph.training.staging`: no page-locked or padded copies in host memory).
+state is kept. The next batch (across epoch boundaries too) is read in a background thread
+while the current one computes; on CUDA that thread also copies it to the GPU on a side stream
+and builds its padded chunks there (:mod:`~steph.training.staging`: no page-locked or padded
+copies in host memory).
 
 Execution (the cost of real patches only): a batch is cut into length-sorted chunks under a
 patch budget (:func:`~steph.training.batching.plan_chunks`; automatic per device, see
@@ -32,7 +33,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -163,25 +164,27 @@ def fit(
     losses: list[float] = []
     share, pack, stager = shares_forwards(device), packs(model, device), DeviceStager(device)
     progress.start(task, settings.epochs * steps_per_epoch, unit="steps")
+    # Every epoch's shuffle drawn up front (the same draws, in the same order, as epoch by
+    # epoch), so the loader reads the next epoch's first batch during this epoch's last step.
+    plan = [epoch_batches(len(data), settings.batch_size, generator) for _ in range(settings.epochs)]
+    queue = [batch for batches in plan for batch in batches]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool:
-        for epoch in range(settings.epochs):
+
+        def load(k: int) -> Future[list[Chunk]] | None:
+            if k >= len(queue):
+                return None
+            return pool.submit(_load_batch, bags, data, queue[k], budget, stager, share, pack)
+
+        pending, k = load(0), 0
+        for epoch, batches in enumerate(plan):
             model.train()
-            batches = epoch_batches(len(data), settings.batch_size, generator)
             epoch_loss, n_steps = 0.0, 0
-            pending = (
-                pool.submit(_load_batch, bags, data, batches[0], budget, stager, share, pack)
-                if batches
-                else None
-            )
-            for i, _batch in enumerate(batches):
+            for _ in batches:
                 assert pending is not None
                 parts = pending.result()
                 stager.claim(parts)
-                pending = (
-                    pool.submit(_load_batch, bags, data, batches[i + 1], budget, stager, share, pack)
-                    if i + 1 < len(batches)
-                    else None
-                )
+                k += 1
+                pending = load(k)
                 optimizer.zero_grad(set_to_none=True)
                 batch_loss = backward_chunks(
                     model, parts, settings, device=device, budget=budget, precision=precision, scaler=scaler
