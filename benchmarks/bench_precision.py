@@ -57,7 +57,12 @@ def _outcomes(root: Path, target: str) -> dict[str, Any]:
     return out
 
 
-def _run_pipeline(root: Path, precision: str, device: str) -> dict[str, float]:
+def _say(start: float, what: str) -> None:
+    """One progress line on stderr (a time-boxed GPU session still shows how far it got)."""
+    print(f"[{time.perf_counter() - start:6.1f} s] {what}", file=sys.stderr, flush=True)
+
+
+def _run_pipeline(root: Path, precision: str, device: str, t0: float) -> dict[str, float]:
     """train-source, task-vector and merge as the demo runs them; seconds per stage."""
     import torch
 
@@ -79,6 +84,7 @@ def _run_pipeline(root: Path, precision: str, device: str) -> dict[str, float]:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds[name] = round(time.perf_counter() - start, 2)
+        _say(t0, f"{precision}: {name} {seconds[name]} s")
         if not report.ok:
             raise RuntimeError(f"{name} failed under {precision}: {report.to_dict()}")
     return seconds
@@ -105,9 +111,11 @@ def run(
     device: str | None = None,
     precisions: list[str] | None = None,
     work: Path | None = None,
+    out: Path | None = None,
 ) -> dict[str, Any]:
     """The comparison (``benchmarks/run.py`` calls ``run(quick)``: the first CUDA device when
-    there is one, else the CPU, where every precision runs fp32)."""
+    there is one, else the CPU, where every precision runs fp32). With ``out``, the result so
+    far is written there after the preparation and after each precision."""
     import torch
 
     from steph import demo
@@ -120,10 +128,12 @@ def run(
     base = Path(work or tempfile.mkdtemp(prefix="bench-precision-")) / "demo"
     start = time.perf_counter()
     demo.run_demo(base, quick=quick, only_generate=True)
+    _say(start, "demo cohort generated")
     layout, config = load_project(base, {"train.device": device})
     extract = demo._extract(layout, config, NULL_PROGRESS)
     if not extract.ok:
         raise RuntimeError(f"extract failed: {extract.to_dict()}")
+    _say(start, "features extracted")
     result: dict[str, Any] = {
         "device": device,
         "device_name": _device_name(device),
@@ -131,20 +141,28 @@ def run(
         "prepare_s": round(time.perf_counter() - start, 1),
         "runs": {},
     }
+    _save(out, result)
     outcomes: dict[str, Any] = {}
     for precision in precisions:
         copy = base.parent / f"demo-{precision}"
         shutil.copytree(base, copy)
-        seconds = _run_pipeline(copy, precision, device)
+        seconds = _run_pipeline(copy, precision, device, start)
         outcomes[precision] = _outcomes(copy, demo.TARGET)
         result["runs"][precision] = {
             "seconds": seconds,
             "c_index": {k: v["c_index"] for k, v in outcomes[precision].items()},
         }
-    reference = precisions[0]
-    for precision in precisions[1:]:
-        result["runs"][precision][f"vs_{reference}"] = _compare(outcomes[reference], outcomes[precision])
+        if precision != precisions[0]:
+            result["runs"][precision][f"vs_{precisions[0]}"] = _compare(
+                outcomes[precisions[0]], outcomes[precision]
+            )
+        _save(out, result)
     return result
+
+
+def _save(out: Path | None, result: dict[str, Any]) -> None:
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _device_name(device: str) -> str:
@@ -161,13 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"])
     parser.add_argument("--quick", action="store_true", help="the quick demo cohort")
     parser.add_argument("--work", type=Path, help="folder for the projects (default: a temp folder)")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--out", type=Path, help="also write the JSON here (after each precision too)")
     args = parser.parse_args(argv)
-    result = run(args.quick, device=args.device, precisions=args.precisions, work=args.work)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    result = run(args.quick, device=args.device, precisions=args.precisions, work=args.work, out=args.out)
+    print(json.dumps(result, indent=2))
     return 0
 
 

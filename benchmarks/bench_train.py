@@ -62,7 +62,7 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, streaming: bool) -
             "ratios": rs.ratios(race["best"]),
         }
         if streaming:
-            row["streaming"] = time_streaming(root, rounds=2)
+            row["streaming"] = time_streaming(root, rounds=2, epochs=epochs)
     return row
 
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One lent GPU session (the `device` tool), run as one script within its 10-minute limit. In
-# order of importance, each part time-boxed, each result written to $OUT as soon as it exists:
+# order of importance, each part time-boxed; after each part every result so far is packed into
+# $OUT/results.tar.gz (the device tool returns only a few files, and whatever is in $OUT when a
+# command is cut off):
 #   1. the CUDA tests (tests/test_training_cuda.py, the chunk-equality and precision tests),
 #   2. bench_train (stage rows) on the GPU for this tree and, side by side in the same session,
-#      for the baseline commit packed in .whl/old.tar (`git archive REV -o .whl/old.tar`),
+#      for the baseline commit packed in .whl/old.tar (`git archive REV -o .whl/old.tar`; the
+#      baseline parts are skipped without it),
 #   3. bench_merge (stage rows) on the GPU, this tree then the baseline,
 #   4. bench_precision: fp32 against bf16 on the demo cohort,
 #   5. the 100,000-patch bag (bench_train --only huge), if time is left.
@@ -14,31 +17,36 @@
 #   bash benchmarks/gpu_session.sh            # BENCH_DEVICE=cpu QUICK=1 for a dry run
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
+RES=/tmp/gpu-session/res
 DEVICE=${BENCH_DEVICE:-cuda}
 QUICK=${QUICK:+--quick}
 BUDGET_S=${BUDGET_S:-560}
 NEW=$PWD
 OLD=/tmp/gpu-session/old
-mkdir -p "$OUT" "$OLD"
+rm -rf "$RES" && mkdir -p "$OUT" "$OLD" "$RES"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 SITE=/tmp/gpu-session/site
 PIP=${PIP:-python3 -m pip}  # PIP="uv pip" where python3 has no pip (a uv venv)
 $PIP install -q --no-index --no-deps --upgrade --target "$SITE" .whl/*.whl || exit 3
 python3 -c 'import pytest' 2>/dev/null || $PIP install -q --no-index --no-deps --target "$SITE" .whl/pytest/*.whl
-tar -xf .whl/old.tar -C "$OLD"
+[ -f .whl/old.tar ] && tar -xf .whl/old.tar -C "$OLD"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
   PYTHONPATH=$SITE python3 -c 'import torch, sys; print(sys.version, torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'; \
-  nproc; uptime; } > "$OUT/machine.txt" 2>&1
+  nproc; uptime; } > "$RES/machine.txt" 2>&1
 
 # part NAME LIMIT_S TREE CMD...: run CMD in TREE (its own steph first on the path), time-boxed.
 part() {
     local name=$1 limit=$2 tree=$3 start=$SECONDS
     shift 3
     local left=$((BUDGET_S - SECONDS))
-    if ((left < 20)); then echo "$name skipped (${left}s left)" >> "$OUT/status.txt"; return; fi
+    if ((left < 20)) || [ ! -d "$tree/steph" ]; then
+        echo "$name skipped (${left}s left)" >> "$RES/status.txt"
+        return
+    fi
     ((limit > left)) && limit=$left
-    (cd "$tree" && PYTHONPATH=$tree:$SITE timeout "$limit" "$@") > "$OUT/$name.out" 2> "$OUT/$name.log"
-    echo "$name rc=$? $((SECONDS - start))s (limit ${limit}s)" >> "$OUT/status.txt"
+    (cd "$tree" && PYTHONPATH=$tree:$SITE timeout "$limit" "$@") > "$RES/$name.out" 2> "$RES/$name.log"
+    echo "$name rc=$? $((SECONDS - start))s (limit ${limit}s)" >> "$RES/status.txt"
+    tar -czf "$OUT/results.tar.gz" -C "$RES" .
 }
 
 part tests 90 "$NEW" python3 -m pytest -q -p no:cacheprovider \
@@ -47,7 +55,9 @@ part train_new 100 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" -
 part train_old 90 "$OLD" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK
 part merge_new 110 "$NEW" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
 part merge_old 100 "$OLD" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
-part precision 210 "$NEW" python3 benchmarks/bench_precision.py --device "$DEVICE" --precisions fp32 bf16 $QUICK
+part precision 210 "$NEW" python3 benchmarks/bench_precision.py --device "$DEVICE" --precisions fp32 bf16 \
+    --out "$RES/precision.json" $QUICK
 part huge 70 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --only huge $QUICK
-uptime >> "$OUT/machine.txt"
-cat "$OUT/status.txt"
+uptime >> "$RES/machine.txt"
+tar -czf "$OUT/results.tar.gz" -C "$RES" .
+cat "$RES/status.txt"

@@ -200,7 +200,7 @@ def load_chunks(
     parts = []
     for chunk in plan_batch(loaded, budget, share, pack):
         x, mask, sizes = chunk_input(loaded, chunk, pack)
-        index = torch.tensor(chunk, dtype=torch.long)
+        index = torch.tensor(chunk, dtype=torch.long, device=bins.device)
         parts.append(Chunk(x, mask, bins[index], events[index], sizes))
     return parts
 

@@ -226,9 +226,14 @@ def backward_chunks(
 
     loss = SurvMLE(B bags) + aux = sum_c (n_c / B) [SurvMLE(chunk c) + aux_c], exact when
     ``aux`` is a mean over bags or the same for every chunk (see the module docstring).
+
+    The chunk losses are summed on the device (in float64, as a Python float sum would) and read
+    back once per batch: on CUDA a read-back, like a copy from pageable host memory, waits for
+    the GPU, so one per chunk would stall the kernel queue between chunks (staged chunks bring
+    their labels to the device with them).
     """
     total = sum(int(p.bins.shape[0]) for p in parts)
-    batch_loss = 0.0
+    batch_loss = torch.zeros((), dtype=torch.float64, device=device)
     for x, mask, y, e, sizes in parts:
         with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(sizes):
             m = mask.to(device, non_blocking=True) if mask is not None else None
@@ -240,8 +245,8 @@ def backward_chunks(
         if len(parts) > 1:
             loss = loss * (len(y) / total)
         (scaler.scale(loss) if scaler is not None else loss).backward()
-        batch_loss += float(loss.detach())
-    return batch_loss
+        batch_loss += loss.detach().double()
+    return float(batch_loss)
 
 
 def _load_batch(
@@ -256,7 +261,12 @@ def _load_batch(
     index = torch.tensor(batch, dtype=torch.long)
     bins, events = data.bins[index], data.events[index]
     loaded = get_bags(bags, [data.ids[i] for i in batch])
-    return stager.stage(loaded, lambda on_device: load_chunks(on_device, bins, events, budget, share, pack))
+
+    def build(on_device: Sequence[Tensor]) -> list[Chunk]:
+        where = on_device[0].device
+        return load_chunks(on_device, bins.to(where), events.to(where), budget, share, pack)
+
+    return stager.stage(loaded, build)
 
 
 @torch.no_grad()

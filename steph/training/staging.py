@@ -40,7 +40,8 @@ class DeviceStager:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def stage(self, loaded: Sequence[Tensor], build: Callable[[Sequence[Tensor]], T]) -> T:
-        """``build(bags)`` with the bags on the device (called in the loader thread)."""
+        """``build(bags)`` with the bags on the device (called in the loader thread); ``build``
+        runs on the side stream, so what else it puts on the device is staged as well."""
         if self.stream is None:
             return build(loaded)
         with torch.cuda.stream(self.stream):
@@ -54,6 +55,6 @@ class DeviceStager:
             return
         current = torch.cuda.current_stream(self.device)
         for part in parts:
-            for tensor in (part.x, part.mask):
+            for tensor in (part.x, part.mask, part.bins, part.events):
                 if tensor is not None and tensor.is_cuda:
                     tensor.record_stream(current)
