@@ -10,7 +10,9 @@ Figures (see ``benchmarks/_realscale.py`` for how each is measured):
   wall time and in peak RSS.
 - ``equal``: the same with every bag 1,500 patches (second row).
 - ``streaming``: seconds per epoch of ``fit`` over the bag store cached in memory and streamed
-  from HDF5 (``train.cache_gb = 0``), alternating; target streamed / cached <= 1.1.
+  from HDF5 (``train.cache_gb = 0``), alternating, each fit as many epochs as the stage rows
+  (the best epoch kept: the loader reads each epoch's first batch during the previous epoch);
+  target streamed / cached <= 1.1.
 - ``huge_bag``: one optimiser step and a prediction on a single 100,000 x 1536 bag, with the
   automatic patch budget and (for contrast) the whole bag in one forward; peak RSS of each.
 - ``per_patch``: measured seconds per patch (forward+backward, and forward only) for costing.
@@ -67,8 +69,9 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, streaming: bool) -
 
 
 def time_streaming(root: Path, *, rounds: int, epochs: int = 1) -> dict[str, Any]:
-    """Seconds per epoch of ``fit`` with the cohort cached vs streamed from HDF5, alternating
-    (wall and CPU seconds; the page cache holds the files, as on a local disk read twice)."""
+    """Seconds per epoch of ``fit`` (``epochs`` per fit) with the cohort cached vs streamed from
+    HDF5, alternating (wall and CPU seconds; the page cache holds the files, as on a local disk
+    read twice)."""
     import torch
 
     from steph.config import load_project
