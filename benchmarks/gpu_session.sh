@@ -4,17 +4,26 @@
 # $OUT/results.tar.gz (the device tool returns only a few files, and whatever is in $OUT when a
 # command is cut off):
 #   1. the CUDA tests (tests/test_training_cuda.py, the chunk-equality and precision tests),
-#   2. bench_train (stage rows) on the GPU for this tree and, side by side in the same session,
-#      for the baseline commit packed in .whl/old.tar (`git archive REV -o .whl/old.tar`; the
-#      baseline parts are skipped without it),
-#   3. bench_merge (stage rows) on the GPU, this tree then the baseline,
-#   4. bench_precision: fp32 against bf16 on the demo cohort,
+#   2. bench_train (stage rows, streaming) and bench_merge (stage rows) on the GPU,
+#   3. bench_precision: fp32 against bf16 on the full demo cohort (from a prepared project when
+#      .whl/demo-prepared.tgz exists: generating and extracting it takes about 2 minutes),
+#   4. bench_train and bench_merge for the baseline commit packed in .whl/old.tar, side by side
+#      in the same session (skipped without it),
 #   5. the 100,000-patch bag (bench_train --only huge), if time is left.
 # No other work runs on the host meanwhile, so the host side (start-up, reading) is not slowed.
 #
-# Usage (from the repository root; in .whl/: the stephctl and openslide wheels for the device's
-# Python, old.tar, and pytest's wheels under .whl/pytest/ if the device has no pytest):
-#   bash benchmarks/gpu_session.sh            # BENCH_DEVICE=cpu QUICK=1 for a dry run
+# Prepare (here, on the development machine; .whl/ is git-ignored and carried with carry=[".whl"]):
+#   uv build --wheel --out-dir .whl
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --platform manylinux_2_28_x86_64 --platform manylinux1_x86_64 -d .whl \
+#       openslide-bin==4.0.1.2 openslide-python==1.4.7
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl/pytest \
+#       pytest pluggy iniconfig packaging
+#   git archive BASELINE_REV -o .whl/old.tar
+#   python benchmarks/bench_precision.py --device cpu --precisions fp32 --work W  # ~3 min
+#   tar --exclude=demo/slides -czf .whl/demo-prepared.tgz -C W demo               # ~11 MB
+# Run (device tool): BUDGET_S=540 bash benchmarks/gpu_session.sh   (timeout_s 570)
+# Dry run here: PATH=.venv/bin:$PATH PIP="uv pip" BENCH_DEVICE=cpu QUICK=1 bash benchmarks/gpu_session.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 RES=/tmp/gpu-session/res
@@ -23,13 +32,18 @@ QUICK=${QUICK:+--quick}
 BUDGET_S=${BUDGET_S:-560}
 NEW=$PWD
 OLD=/tmp/gpu-session/old
-rm -rf "$RES" && mkdir -p "$OUT" "$OLD" "$RES"
+rm -rf "$RES" /tmp/gpu-session/precision && mkdir -p "$OUT" "$OLD" "$RES"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 SITE=/tmp/gpu-session/site
 PIP=${PIP:-python3 -m pip}  # PIP="uv pip" where python3 has no pip (a uv venv)
 $PIP install -q --no-index --no-deps --upgrade --target "$SITE" .whl/*.whl || exit 3
 python3 -c 'import pytest' 2>/dev/null || $PIP install -q --no-index --no-deps --target "$SITE" .whl/pytest/*.whl
 [ -f .whl/old.tar ] && tar -xf .whl/old.tar -C "$OLD"
+PREPARED=()
+if [ -f .whl/demo-prepared.tgz ] && [ -z "$QUICK" ]; then
+    mkdir -p /tmp/gpu-session/prep && tar -xzf .whl/demo-prepared.tgz -C /tmp/gpu-session/prep
+    PREPARED=(--prepared /tmp/gpu-session/prep/demo)
+fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
   PYTHONPATH=$SITE python3 -c 'import torch, sys; print(sys.version, torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'; \
   nproc; uptime; } > "$RES/machine.txt" 2>&1
@@ -52,11 +66,11 @@ part() {
 part tests 90 "$NEW" python3 -m pytest -q -p no:cacheprovider \
     tests/test_training_cuda.py tests/test_training_chunks.py tests/test_training_precision.py
 part train_new 100 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK
-part train_old 90 "$OLD" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK
 part merge_new 110 "$NEW" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
-part merge_old 100 "$OLD" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
 part precision 210 "$NEW" python3 benchmarks/bench_precision.py --device "$DEVICE" --precisions fp32 bf16 \
-    --out "$RES/precision.json" $QUICK
+    --work /tmp/gpu-session/precision --out "$RES/precision.json" "${PREPARED[@]}" $QUICK
+part train_old 90 "$OLD" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK
+part merge_old 100 "$OLD" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
 part huge 70 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --only huge $QUICK
 uptime >> "$RES/machine.txt"
 tar -czf "$OUT/results.tar.gz" -C "$RES" .
