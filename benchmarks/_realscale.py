@@ -20,6 +20,11 @@ package has: where the environment sets ``PYTHONDONTWRITEBYTECODE=1`` every proc
 otherwise compile torch and the rest at each start (9-15 s of CPU on this machine), a fixed
 cost that is no part of the stage and that the bare compute does not pay. Run a worker by hand with
 ``python benchmarks/_realscale.py one_bag|bare|huge ROOT ...`` (prints one JSON line).
+
+The stages request deterministic algorithms (:func:`steph.runtime.set_deterministic`); the
+reference's loop does not, and neither do ``one_bag`` and ``bare``. ``STEPH_BENCH_DETERMINISTIC=1``
+in the environment makes them request them as the stages do, to measure what determinism costs
+(on a GPU it may choose slower kernels).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ TARGET = "BRCA"
 SOURCES = ("BLCA", "LUAD")
 FOLD = 0
 DEVICE = os.environ.get("STEPH_BENCH_DEVICE", "cpu")
+DETERMINISTIC = os.environ.get("STEPH_BENCH_DETERMINISTIC") == "1"
+"""The workers request deterministic algorithms, as the stages do (see the module docstring)."""
 """Device of every figure (``--device`` of bench_train / bench_merge sets it for the workers too).
 On CUDA the workers synchronise before reading the clock and report the peak GPU memory
 (``torch.cuda.max_memory_allocated``); the stage process reports it through
@@ -276,6 +283,10 @@ def _setup(root: Path, stage: str, epochs: int) -> tuple[Any, ...]:
     settings = fit_settings(config)
     theta0 = load_theta0(layout, model=config.model)
     seed_everything(settings.seed)
+    if DETERMINISTIC:
+        from steph.runtime import set_deterministic
+
+        set_deterministic(True)
     if stage == "train":
         model = create_abmil(bags.dim, config.model)
         model.load_state_dict(theta0.state)

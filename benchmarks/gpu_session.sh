@@ -9,7 +9,9 @@
 #      .whl/demo-prepared.tgz exists: generating and extracting it takes about 2 minutes),
 #   4. bench_train and bench_merge for the baseline commit packed in .whl/old.tar, side by side
 #      in the same session (skipped without it),
-#   5. the 100,000-patch bag (bench_train --only huge), if time is left.
+#   5. bench_merge with the one-bag loop and bare compute in deterministic mode, as the stage
+#      runs (STEPH_BENCH_DETERMINISTIC=1: what determinism costs), and the 100,000-patch bag
+#      (bench_train --only huge), if time is left.
 # No other work runs on the host meanwhile, so the host side (start-up, reading) is not slowed.
 #
 # Prepare (here, on the development machine; .whl/ is git-ignored and carried with carry=[".whl"]):
@@ -71,6 +73,8 @@ part precision 210 "$NEW" python3 benchmarks/bench_precision.py --device "$DEVIC
     --work /tmp/gpu-session/precision --out "$RES/precision.json" "${PREPARED[@]}" $QUICK
 part train_old 90 "$OLD" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK
 part merge_old 100 "$OLD" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
+part merge_det 100 "$NEW" env STEPH_BENCH_DETERMINISTIC=1 \
+    python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
 part huge 70 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --only huge $QUICK
 uptime >> "$RES/machine.txt"
 tar -czf "$OUT/results.tar.gz" -C "$RES" .
