@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 
 
-def pad_bags(bags: Sequence[Tensor], *, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+def pad_bags(bags: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     """Stack bags ``[K_i, D]`` into ``x [B, K_max, D]`` (zeros) and ``mask [B, K_max]`` (True = real),
-    on the bags' device (then moved to ``device`` if given)."""
+    on the bags' device (move the bags first to pad elsewhere)."""
     if not bags:
         raise ValueError("pad_bags needs at least one bag")
     k_max = max(int(b.shape[0]) for b in bags)
@@ -23,9 +23,6 @@ def pad_bags(bags: Sequence[Tensor], *, device: torch.device | str | None = None
     for i, bag in enumerate(bags):
         x[i, : bag.shape[0]] = bag
         mask[i, : bag.shape[0]] = True
-    if device is not None:
-        x = x.to(device, non_blocking=True)
-        mask = mask.to(device, non_blocking=True)
     return x, mask
 
 
