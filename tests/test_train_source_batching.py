@@ -112,3 +112,41 @@ def test_the_next_epochs_first_batch_is_read_during_this_epoch() -> None:
     generator = torch.Generator().manual_seed(FitSettings(epochs=2).seed)
     expected = [data.ids[i] for _ in range(2) for batch in epoch_batches(16, 8, generator) for i in batch]
     assert asked == expected
+
+
+def test_on_cpu_the_loader_reads_and_the_training_thread_builds_the_packs(monkeypatch) -> None:
+    """Packs (copies of small bags end to end) are built by the training thread: built in the
+    loader thread, their copies competed with the compute's own threads (see staging)."""
+    import threading
+
+    import steph.training.loop as loop
+
+    bags, data = cohort(n=16)
+    store = BagStore.in_memory(bags)
+    readers: set[str] = set()
+    builders: list[tuple[str, bool]] = []
+
+    class Recording:
+        dim = 12
+
+        def get(self, patient_id: str) -> torch.Tensor:
+            readers.add(threading.current_thread().name)
+            return store.get(patient_id)
+
+    def load_chunks(*args, **kwargs):
+        builders.append(
+            (threading.current_thread().name, kwargs.get("pack", args[5] if len(args) > 5 else False))
+        )
+        return real(*args, **kwargs)
+
+    real = loop.load_chunks
+    monkeypatch.setattr(loop, "load_chunks", load_chunks)
+    fit(
+        ABMIL(12, dim_emb=8, dim_attn=4),
+        data,
+        Recording(),
+        FitSettings(epochs=2, batch_size=8),
+        device=torch.device("cpu"),
+    )
+    assert len(readers) == 1 and next(iter(readers)).startswith("bag-loader")
+    assert builders == [(threading.main_thread().name, True)] * 4  # 2 epochs of 2 batches, packed

@@ -20,12 +20,19 @@ from steph.training.staging import DeviceStager
 CPU = torch.device("cpu")
 
 
-def test_staging_on_cpu_hands_the_bags_through_uncopied() -> None:
+def test_staging_on_cpu_builds_at_claim_and_hands_the_bags_through_uncopied() -> None:
     bags, bins, events = batch()
     stager = DeviceStager(CPU)
-    parts = stager.stage(bags, lambda on: load_chunks(on, bins, events, 16, share=False))
-    stager.claim(parts)
-    assert stager.stream is None
+    built: list[int] = []
+
+    def build(on: list[torch.Tensor]) -> list:
+        built.append(len(on))
+        return load_chunks(on, bins, events, 16, share=False)
+
+    staged = stager.stage(bags, build)
+    assert built == []  # on CPU the chunks are built by the training thread, at claim
+    parts = stager.claim(staged)
+    assert built == [len(bags)] and stager.stream is None
     by_length = sorted(bags, key=len)
     assert [p.x.untyped_storage().data_ptr() for p in parts] == [
         b.untyped_storage().data_ptr() for b in by_length
@@ -66,8 +73,7 @@ def test_staged_cuda_chunks_have_the_whole_batch_gradients(name: str, budget: in
     loss, grads = reference_gradients(copy.deepcopy(model), bags, bins, events)
     model.to(gpu)
     stager = DeviceStager(gpu)
-    parts = stager.stage(bags, lambda on: load_chunks(on, bins, events, budget, share=True))
-    stager.claim(parts)
+    parts = stager.claim(stager.stage(bags, lambda on: load_chunks(on, bins, events, budget, share=True)))
     assert all(p.x.is_cuda for p in parts)
     for p in model.parameters():
         p.grad = None

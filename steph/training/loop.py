@@ -6,7 +6,8 @@ with one SurvMLE over the batch (the leftover bags of an epoch are dropped), Ada
 state is kept. The next batch (across epoch boundaries too) is read in a background thread
 while the current one computes; on CUDA that thread also copies it to the GPU on a side stream
 and builds its padded chunks there (:mod:`~steph.training.staging`: no page-locked or padded
-copies in host memory).
+copies in host memory); on CPU the chunks are built by the training thread, so that no copy
+competes with the compute's threads.
 
 Execution (the cost of real patches only): a batch is cut into length-sorted chunks under a
 patch budget (:func:`~steph.training.batching.plan_chunks`; automatic per device, see
@@ -56,7 +57,7 @@ from .batching import (
 )
 from .optim import WarmupCosine, build_optimizer
 from .precision import autocast, grad_scaler, resolve_precision
-from .staging import DeviceStager
+from .staging import DeviceStager, Staged
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def fit(
     queue = [batch for batches in plan for batch in batches]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool:
 
-        def load(k: int) -> Future[list[Chunk]] | None:
+        def load(k: int) -> Future[Staged] | None:
             if k >= len(queue):
                 return None
             return pool.submit(_load_batch, bags, data, queue[k], budget, stager, share, pack)
@@ -181,8 +182,7 @@ def fit(
             epoch_loss, n_steps = 0.0, 0
             for _ in batches:
                 assert pending is not None
-                parts = pending.result()
-                stager.claim(parts)
+                parts = stager.claim(pending.result())
                 k += 1
                 pending = load(k)
                 optimizer.zero_grad(set_to_none=True)
@@ -257,7 +257,8 @@ def _load_batch(
     stager: DeviceStager,
     share: bool = True,
     pack: bool = False,
-) -> list[Chunk]:
+) -> Staged:
+    """Read one batch's bags and stage them (see :mod:`~steph.training.staging`); in the loader thread."""
     index = torch.tensor(batch, dtype=torch.long)
     bins, events = data.bins[index], data.events[index]
     loaded = get_bags(bags, [data.ids[i] for i in batch])

@@ -1,7 +1,13 @@
 """Putting the next batch on the device while the current one computes.
 
-On CPU a batch's chunks are views of the cached bags (or packs built from them) and nothing is
-copied. On CUDA the background loader thread copies the next batch's bags to the GPU on its own
+On CPU the loader thread only gets the next batch's bags (from the cache, or read from disk
+while the current batch computes); its chunks (views of the bags, or packs of small bags copied
+end to end) are built when the training thread claims the batch. Built in the loader thread,
+the packs' copies ran beside the compute's own intra-op threads on the same cores, and the
+compute's parallel regions waited for descheduled threads: measured on the 2-core development
+machine (48 heavy-tailed bags, D = 1536, 4 epochs of ``fit``), 12.95 s at 1.66-1.71 busy
+cores against 11.40 s at 1.93 cores with the packs built in the training thread (the copy
+itself is a few per cent of a step; docs/benchmarks.md, sixth pass). On CUDA the background loader thread copies the next batch's bags to the GPU on its own
 stream, from the cached (pageable) tensors, and builds the padded chunks there
 (:func:`~steph.training.batching.pad_bags` allocates on the bags' device): no page-locked
 staging copy on the host and no padded copy in host memory.
@@ -21,15 +27,16 @@ kernels that read them are still queued.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from .batching import Chunk
 
-T = TypeVar("T")
+Staged = Callable[[], list[Chunk]]
+"""A staged batch: called by :meth:`DeviceStager.claim`, it returns the batch's chunks."""
 
 
 class DeviceStager:
@@ -39,22 +46,26 @@ class DeviceStager:
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    def stage(self, loaded: Sequence[Tensor], build: Callable[[Sequence[Tensor]], T]) -> T:
-        """``build(bags)`` with the bags on the device (called in the loader thread); ``build``
-        runs on the side stream, so what else it puts on the device is staged as well."""
+    def stage(self, loaded: Sequence[Tensor], build: Callable[[Sequence[Tensor]], list[Chunk]]) -> Staged:
+        """Stage the bags ``loaded`` (called in the loader thread). On CUDA the bags are copied
+        to the device and ``build(bags)`` runs there now, on the side stream, so what else it
+        puts on the device is staged as well; on CPU ``build`` runs at :meth:`claim`."""
         if self.stream is None:
-            return build(loaded)
+            return functools.partial(build, loaded)
         with torch.cuda.stream(self.stream):
             result = build([bag.to(self.device) for bag in loaded])
         self.stream.synchronize()
-        return result
+        return lambda: result
 
-    def claim(self, parts: Sequence[Chunk]) -> None:
-        """Mark the staged tensors as used by the current stream (called in the training thread)."""
+    def claim(self, staged: Staged) -> list[Chunk]:
+        """The chunks of a staged batch, for the training thread: built now on CPU; on CUDA
+        every device tensor is marked as used by the current stream."""
+        parts = staged()
         if self.stream is None:
-            return
+            return parts
         current = torch.cuda.current_stream(self.device)
         for part in parts:
             for tensor in (part.x, part.mask, part.bins, part.events):
                 if tensor is not None and tensor.is_cuda:
                     tensor.record_stream(current)
+        return parts
