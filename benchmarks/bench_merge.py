@@ -25,7 +25,9 @@ repeats, best CPU time kept, best wall time reported too):
    sources (13 frozen ABMIL encoders + router). Target speed-up >= 5.
 
 Run ``python benchmarks/bench_merge.py [--quick] [--epochs 4] [--no-equal] [--kernels]
-[--threads N]``; prints JSON. Full mode uses D = 1536 (UNI2-h). On a shared machine
+[--threads N] [--profile DIR]``; prints JSON. ``--profile DIR``: after the race, one more run
+of the stage and of the one-bag loop traced (cProfile and an RSS timeline: ``DIR/stage.txt``,
+``DIR/one_bag.txt``; see ``benchmarks/_trace.py``). Full mode uses D = 1536 (UNI2-h). On a shared machine
 ``--threads 1`` gives much steadier kernel numbers.
 """
 
@@ -63,7 +65,7 @@ N_SOURCES = 12
 QUICK = rs.Cohort(patients=48, source_patients=24, dim=384, median=600, clip=(60, 4000), equal=600)
 
 
-def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int) -> dict[str, Any]:
+def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, profile: Path | None = None) -> dict[str, Any]:
     """``stephctl merge`` (STEPH top-2 over 2 sources) vs the one-bag loop vs the bare compute."""
     with tempfile.TemporaryDirectory(prefix="bench-merge-") as tmp:
         root = Path(tmp) / "project"
@@ -80,14 +82,19 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int) -> dict[str, Any]:
         }
         load_before = rs.load_average()
         race = rs.race(commands, rounds)
-    return {
+        load_after = rs.load_average()
+        profiles = rs.profile(commands, ("stage", "one_bag"), profile) if profile is not None else None
+    row = {
         "cohort": shape,
         "epochs": epochs,
         "rounds": rounds,
-        "load_average": [load_before, rs.load_average()],
+        "load_average": [load_before, load_after],
         **race,
         "ratios": rs.ratios(race["best"]),
     }
+    if profiles is not None:
+        row["profile"] = profiles
+    return row
 
 
 def stage(
@@ -97,13 +104,14 @@ def stage(
     rounds: int = 1,
     equal: bool | None = None,
     patients: int | None = None,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     cohort = QUICK if quick else rs.Cohort()
     if patients:
         cohort = rs.Cohort(**{**cohort.__dict__, "patients": patients})
     epochs = epochs or (2 if quick else 4)
     equal = (not quick) if equal is None else equal
-    result: dict[str, Any] = {"heavy": stage_row(cohort, epochs=epochs, rounds=rounds)}
+    result: dict[str, Any] = {"heavy": stage_row(cohort, epochs=epochs, rounds=rounds, profile=profile)}
     if equal:
         result["equal"] = stage_row(rs.Cohort(**{**cohort.__dict__, "median": 0.0}), epochs=epochs, rounds=1)
     result["per_patch"] = rs.per_patch(result["heavy"])
@@ -343,8 +351,10 @@ def run(
     with_kernels: bool = False,
     patients: int | None = None,
     rounds: int = 1,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """The stage figures (and the kernel figures with ``with_kernels``)."""
+    """The stage figures (and the kernel figures with ``with_kernels``; cProfile runs of the
+    stage and the one-bag loop into ``profile``)."""
     result: dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),
@@ -354,7 +364,7 @@ def run(
             "device_name": torch.cuda.get_device_name() if rs.DEVICE.startswith("cuda") else "cpu",
         },
         "quick": quick,
-        "stage": stage(quick, epochs=epochs, rounds=rounds, equal=equal, patients=patients),
+        "stage": stage(quick, epochs=epochs, rounds=rounds, equal=equal, patients=patients, profile=profile),
     }
     if with_kernels:
         result["kernels"] = kernels(quick)
@@ -371,6 +381,11 @@ if __name__ == "__main__":
     parser.add_argument("--kernels", action="store_true", help="also the kernel figures")
     parser.add_argument("--patients", type=int, help="patients of the target cancer (default 48)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: the stage figures on it")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="then one traced run (cProfile, RSS timeline) each of the stage and the one-bag loop, into this folder",
+    )
     args = parser.parse_args()
     rs.set_device(args.device)
     if args.threads > 0:
@@ -382,5 +397,6 @@ if __name__ == "__main__":
         with_kernels=args.kernels,
         patients=args.patients,
         rounds=args.rounds,
+        profile=args.profile,
     )
     print(json.dumps(result, indent=2))

@@ -17,8 +17,9 @@ Figures (see ``benchmarks/_realscale.py`` for how each is measured):
   automatic patch budget and (for contrast) the whole bag in one forward; peak RSS of each.
 - ``per_patch``: measured seconds per patch (forward+backward, and forward only) for costing.
 
-Run ``python benchmarks/bench_train.py [--quick] [--epochs 4] [--rounds 2] [--no-equal]``;
-prints one JSON document (also ``run(quick)`` for ``benchmarks/run.py``).
+Run ``python benchmarks/bench_train.py [--quick] [--epochs 4] [--rounds 2] [--no-equal]
+[--profile DIR]`` (``--profile``: after the race, the stage and the one-bag loop once more, traced with
+cProfile and an RSS timeline, into ``DIR``; see ``benchmarks/_trace.py``); prints one JSON document (also ``run(quick)`` for ``benchmarks/run.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ import _realscale as rs  # noqa: E402
 QUICK = rs.Cohort(patients=48, source_patients=12, dim=384, median=600, clip=(60, 4000), equal=600)
 
 
-def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, streaming: bool) -> dict[str, Any]:
+def stage_row(
+    cohort: rs.Cohort, *, epochs: int, rounds: int, streaming: bool, profile: Path | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp) / "project"
         shape = rs.make_project(root, cohort)
@@ -63,6 +66,8 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, streaming: bool) -
             **race,
             "ratios": rs.ratios(race["best"]),
         }
+        if profile is not None:
+            row["profile"] = rs.profile(commands, ("stage", "one_bag"), profile)
         if streaming:
             row["streaming"] = time_streaming(root, rounds=2, epochs=epochs)
     return row
@@ -142,6 +147,7 @@ def run(
     huge_patches: int | None = None,
     patients: int | None = None,
     parts: tuple[str, ...] = ("rows", "huge"),
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     cohort = QUICK if quick else rs.Cohort()
     if patients:
@@ -155,7 +161,7 @@ def run(
         result["huge_bag"] = huge_bag(patches, cohort.dim, contrast=not quick)
     if "rows" not in parts:
         return result
-    result["heavy"] = stage_row(cohort, epochs=epochs, rounds=rounds, streaming=True)
+    result["heavy"] = stage_row(cohort, epochs=epochs, rounds=rounds, streaming=True, profile=profile)
     if equal:
         flat = rs.Cohort(**{**cohort.__dict__, "median": 0.0})
         result["equal"] = stage_row(flat, epochs=epochs, rounds=1, streaming=False)
@@ -182,6 +188,11 @@ def main() -> None:
         "--only", choices=("rows", "huge"), help="only the stage rows, or only the 100k-patch bag"
     )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: every figure on it")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="then one traced run (cProfile, RSS timeline) each of the stage and the one-bag loop, into this folder",
+    )
     args = parser.parse_args()
     rs.set_device(args.device)
     result = run(
@@ -192,6 +203,7 @@ def main() -> None:
         huge_patches=args.huge_patches,
         patients=args.patients,
         parts=(args.only,) if args.only else ("rows", "huge"),
+        profile=args.profile,
     )
     print(json.dumps(result, indent=2))
 

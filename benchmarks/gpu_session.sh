@@ -4,7 +4,9 @@
 # $OUT/results.tar.gz (the device tool returns only a few files, and whatever is in $OUT when a
 # command is cut off):
 #   1. the CUDA tests (tests/test_training_cuda.py, the chunk-equality and precision tests),
-#   2. bench_train (stage rows, streaming) and bench_merge (stage rows) on the GPU,
+#   2. bench_train (stage rows, streaming) and bench_merge (stage rows) on the GPU, each followed
+#      by one cProfile run of the stage and of the one-bag loop (profile-train/, profile-merge/:
+#      where the host's time goes outside the arithmetic: imports, CUDA start-up, reading, waits),
 #   3. bench_precision: fp32 against bf16 on the full demo cohort (from a prepared project when
 #      .whl/demo-prepared.tgz exists: generating and extracting it takes about 2 minutes),
 #   4. bench_train and bench_merge for the baseline commit packed in .whl/old.tar, side by side
@@ -67,8 +69,10 @@ part() {
 
 part tests 90 "$NEW" python3 -m pytest -q -p no:cacheprovider \
     tests/test_training_cuda.py tests/test_training_chunks.py tests/test_training_precision.py
-part train_new 100 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK
-part merge_new 110 "$NEW" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
+part train_new 120 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows \
+    --profile "$RES/profile-train" $QUICK
+part merge_new 130 "$NEW" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal \
+    --profile "$RES/profile-merge" $QUICK
 part precision 210 "$NEW" python3 benchmarks/bench_precision.py --device "$DEVICE" --precisions fp32 bf16 \
     --work /tmp/gpu-session/precision --out "$RES/precision.json" "${PREPARED[@]}" $QUICK
 part train_old 90 "$OLD" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK

@@ -74,3 +74,54 @@ def test_transfer_table_reports_means_and_paired_gains() -> None:
     assert "| cancer-specific | 0.6500 (0.071) |" in table
     assert "| *oracle (true risk)* | 0.8000 (0.000) |" in table
     assert "| STEPH | +0.0000 (1/2) |" in table
+
+
+def test_trace_runs_a_script_and_writes_a_timeline(tmp_path: Path) -> None:
+    import subprocess
+
+    trace = load("_trace")
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, time\n"
+        "block = bytearray(64 * 2**20)\n"  # 64 MB resident
+        "for i in range(0, len(block), 4096):\n"
+        "    block[i] = 1\n"
+        "time.sleep(0.3)\n"
+        "print(sys.argv[1:])\n"
+        "sys.exit(3)\n"
+    )
+    out = tmp_path / "job"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "_trace.py"), str(out), str(script), "a", "b"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 3 and done.stdout.strip() == "['a', 'b']"
+    assert Path(f"{out}.pstats").stat().st_size > 0
+    timeline = trace.phases(Path(f"{out}.samples.tsv"))
+    assert timeline.splitlines()[0].split()[-3:] == ["RSS", "MB", "where"]
+    peak_mb = float(timeline.splitlines()[-1].split("peak ")[1].split(" MB")[0])
+    assert peak_mb > 64
+
+
+def test_trace_names_the_innermost_frame_of_our_code() -> None:
+    trace = load("_trace")
+    namespace: dict = {"sys": sys}
+    code = "def inner():\n    return sys._getframe()\n"
+    exec(compile(code, "/somewhere/steph/training/fake.py", "exec"), namespace)
+    assert trace.where(namespace["inner"]()) == "training/fake.py:inner"
+    assert trace.where(sys._getframe()) == "-"  # no frame of ours on the stack
+
+
+def test_trace_phases_merge_samples_and_count_busy_cores(tmp_path: Path) -> None:
+    trace = load("_trace")
+    samples = tmp_path / "s.tsv"
+    samples.write_text(
+        "0.0\t100\t0.0\timport\n0.5\t300\t0.5\timport\n1.0\t300\t0.5\tloop.py:fit\n"
+        "2.0\t800\t2.5\tloop.py:fit\n3.0\t500\t4.5\tloop.py:predict\n3.05\t500\t4.55\tloop.py:predict\n"
+    )
+    lines = trace.phases(samples).splitlines()
+    assert [line.split()[-1] for line in lines[1:-1]] == ["import", "loop.py:fit"]  # predict: < 0.1 s
+    fit = lines[2].split()
+    assert fit[:4] == ["1.00", "2.00", "2.00", "800"]  # 4 CPU-s over 2 s, until predict starts
+    assert lines[-1] == "sampled 3.05 s, 4.55 CPU-s; peak 800 MB at 2.00 s in loop.py:fit"
