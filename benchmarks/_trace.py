@@ -14,6 +14,7 @@ itself; :func:`phases` turns the samples into a timeline.
 from __future__ import annotations
 
 import cProfile
+import itertools
 import os
 import runpy
 import sys
@@ -60,10 +61,11 @@ def _sample(out: Path, stop: threading.Event, main: int, start: float) -> None:
             stop.wait(PERIOD_S)
 
 
-def phases(samples: Path, *, min_s: float = 0.1) -> str:
+def phases(samples: Path, *, min_s: float = 0.25) -> str:
     """The samples as a timeline: consecutive samples in the same place merged into one line with
     its start, seconds, CPU cores busy meanwhile (CPU seconds of all threads over wall seconds)
-    and the largest RSS seen; places shorter than ``min_s`` are left out (the totals keep them)."""
+    and the largest RSS seen; places shorter than ``min_s`` are left out. Then the seconds and
+    busy cores of each place over the whole run (the 20 longest), and the peak RSS."""
     rows = []
     for line in samples.read_text().splitlines():
         t, rss, cpu, place = line.split("\t", 3)
@@ -83,6 +85,16 @@ def phases(samples: Path, *, min_s: float = 0.1) -> str:
         wall = end - start
         if wall >= min_s:
             lines.append(f"{start:8.2f} {wall:7.2f} {cpu / wall:5.2f} {peak:10.0f}  {place}")
+    totals: dict[str, list[float]] = {}
+    for (t0, _, c0, place), (t1, _, c1, _) in itertools.pairwise(rows):
+        seconds_cpu = totals.setdefault(place, [0.0, 0.0])
+        seconds_cpu[0] += t1 - t0
+        seconds_cpu[1] += c1 - c0
+    lines.append("")
+    lines.append(f"{'total s':>8} {'share':>6} {'cores':>5}  where (all samples, by place)")
+    span = max(rows[-1][0] - rows[0][0], 1e-9)
+    for place, (seconds, cpu) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:20]:
+        lines.append(f"{seconds:8.2f} {seconds / span:6.1%} {cpu / max(seconds, 1e-9):5.2f}  {place}")
     top = max(rows, key=lambda r: r[1])
     total = rows[-1][0] - rows[0][0]
     lines.append(

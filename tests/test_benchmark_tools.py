@@ -120,8 +120,11 @@ def test_trace_phases_merge_samples_and_count_busy_cores(tmp_path: Path) -> None
         "0.0\t100\t0.0\timport\n0.5\t300\t0.5\timport\n1.0\t300\t0.5\tloop.py:fit\n"
         "2.0\t800\t2.5\tloop.py:fit\n3.0\t500\t4.5\tloop.py:predict\n3.05\t500\t4.55\tloop.py:predict\n"
     )
-    lines = trace.phases(samples).splitlines()
-    assert [line.split()[-1] for line in lines[1:-1]] == ["import", "loop.py:fit"]  # predict: < 0.1 s
+    lines = trace.phases(samples, min_s=0.1).splitlines()
+    assert [line.split()[-1] for line in lines[1:3]] == ["import", "loop.py:fit"]  # predict: < 0.1 s
     fit = lines[2].split()
     assert fit[:4] == ["1.00", "2.00", "2.00", "800"]  # 4 CPU-s over 2 s, until predict starts
+    by_place = lines[lines.index("") + 2 :]
+    assert [row.split()[-1] for row in by_place[:3]] == ["loop.py:fit", "import", "loop.py:predict"]
+    assert by_place[0].split()[:3] == ["2.00", "65.6%", "2.00"]
     assert lines[-1] == "sampled 3.05 s, 4.55 CPU-s; peak 800 MB at 2.00 s in loop.py:fit"
