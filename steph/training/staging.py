@@ -4,10 +4,12 @@ On CPU the loader thread only gets the next batch's bags (from the cache, or rea
 while the current batch computes); its chunks (views of the bags, or packs of small bags copied
 end to end) are built when the training thread claims the batch. Built in the loader thread,
 the packs' copies ran beside the compute's own intra-op threads on the same cores, and the
-compute's parallel regions waited for descheduled threads: measured on the 2-core development
-machine (48 heavy-tailed bags, D = 1536, 4 epochs of ``fit``), 12.95 s at 1.66-1.71 busy
-cores against 11.40 s at 1.93 cores with the packs built in the training thread (the copy
-itself is a few per cent of a step; docs/benchmarks.md, sixth pass). On CUDA the background loader thread copies the next batch's bags to the GPU on its own
+compute's parallel regions waited for descheduled threads. Measured on the 2-core development
+machine (48 heavy-tailed bags, D = 1536, 4 epochs of ``fit``): 12.95 s at 1.66-1.71 busy cores
+with the packs built by the loader, 11.40 s at 1.93 with no loader thread at all, 1.93-1.94
+cores with the packs built by the training thread (docs/benchmarks.md, sixth pass).
+
+On CUDA the background loader thread copies the next batch's bags to the GPU on its own
 stream, from the cached (pageable) tensors, and builds the padded chunks there
 (:func:`~steph.training.batching.pad_bags` allocates on the bags' device): no page-locked
 staging copy on the host and no padded copy in host memory.
