@@ -224,14 +224,16 @@ def traced(cmd: list[str], out: Path) -> list[str]:
 def profile(commands: dict[str, list[str]], names: tuple[str, ...], out_dir: Path) -> dict[str, Any]:
     """One more run of each of ``names`` after the race, traced (:func:`traced`): in ``out_dir``,
     ``NAME.pstats``, ``NAME.samples.tsv`` and ``NAME.txt``: the timeline of the process (where
-    its main thread was, for how long, the largest RSS meanwhile), the 60 functions with the most
+    its main thread was, for how long, the cores busy and the largest RSS meanwhile; then the
+    seconds and busy cores of each place over the run), the 60 functions with the most
     cumulative time, then the 30 with the most own time. Where a process's wall time and memory
     go outside its arithmetic (imports, reading, waits on the GPU) shows there; the figures of
     the race are not affected."""
     import io
     import pstats
 
-    sys.path.insert(0, str(TRACE.parent))
+    if str(TRACE.parent) not in sys.path:
+        sys.path.insert(0, str(TRACE.parent))
     from _trace import phases
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,18 @@ def test_size_chunks_respects_the_cap() -> None:
     assert size_chunks(lengths, 0) == [list(range(len(lengths)))]
 
 
+def fit_two_epochs(data: SurvivalTargets, bags: object, **kwargs: object) -> None:
+    """A tiny ABMIL (D = 12) trained 2 epochs of 2 batches of 8 bags on CPU."""
+    fit(
+        ABMIL(12, dim_emb=8, dim_attn=4),
+        data,
+        bags,  # type: ignore[arg-type]
+        FitSettings(epochs=2, batch_size=8),
+        device=torch.device("cpu"),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
 def test_the_next_epochs_first_batch_is_read_during_this_epoch() -> None:
     """The loader crosses epoch boundaries: when epoch 1 ends, epoch 2's first batch has been
     asked for already; the batches are still the per-epoch seeded shuffles."""
@@ -100,14 +112,7 @@ def test_the_next_epochs_first_batch_is_read_during_this_epoch() -> None:
             seen_at_epoch_end.append(second_epoch_asked.wait(timeout=5))
 
     torch.manual_seed(0)
-    fit(
-        ABMIL(12, dim_emb=8, dim_attn=4),
-        data,
-        Recording(),
-        FitSettings(epochs=2, batch_size=8),
-        device=torch.device("cpu"),
-        on_epoch=on_epoch,
-    )
+    fit_two_epochs(data, Recording(), on_epoch=on_epoch)
     assert seen_at_epoch_end == [True]
     generator = torch.Generator().manual_seed(FitSettings(epochs=2).seed)
     expected = [data.ids[i] for _ in range(2) for batch in epoch_batches(16, 8, generator) for i in batch]
@@ -134,19 +139,12 @@ def test_on_cpu_the_loader_reads_and_the_training_thread_builds_the_packs(monkey
             return store.get(patient_id)
 
     def load_chunks(*args, **kwargs):
-        builders.append(
-            (threading.current_thread().name, kwargs.get("pack", args[5] if len(args) > 5 else False))
-        )
-        return real(*args, **kwargs)
+        parts = real(*args, **kwargs)
+        builders.append((threading.current_thread().name, any(p.sizes is not None for p in parts)))
+        return parts
 
     real = loop.load_chunks
     monkeypatch.setattr(loop, "load_chunks", load_chunks)
-    fit(
-        ABMIL(12, dim_emb=8, dim_attn=4),
-        data,
-        Recording(),
-        FitSettings(epochs=2, batch_size=8),
-        device=torch.device("cpu"),
-    )
+    fit_two_epochs(data, Recording())
     assert len(readers) == 1 and next(iter(readers)).startswith("bag-loader")
-    assert builders == [(threading.main_thread().name, True)] * 4  # 2 epochs of 2 batches, packed
+    assert builders == [(threading.main_thread().name, True)] * 4  # 2 epochs of 2 batches, each packed

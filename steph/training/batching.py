@@ -75,8 +75,8 @@ CPU_PACK_PATCHES = 2_048
 sum to at most this many (:func:`plan_packs`): one projection over the small bags together, no
 padding; a longer bag runs alone, as a view of the cached tensor. Measured on heavy-tailed bags
 at D = 1536 (``benchmarks/bench_train.py``, docs/benchmarks.md): the same CPU time as 8,192
-within the machine's noise, and a peak RSS of 1.49 GB against 1.66 GB (a pack is a copy, and
-the background loader builds the next batch's packs while the current one trains)."""
+within the machine's noise, and a peak RSS of 1.49 GB against 1.66 GB (a pack is a copy). The
+training thread builds a batch's packs when it takes the batch (:mod:`~steph.training.staging`)."""
 PADDING_SLACK = 0.10
 """Bags share a padded forward only while padding adds at most this fraction of their real patches."""
 _CUDA_FREE_FRACTION = 0.5
