@@ -23,8 +23,8 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import DataError, MissingArtifactError
-from .safe_load import ForbiddenGlobalError, as_tensor, loads_safe, pickled_shape
-from .stores import FeatureStore, SlideRef, read_errors, squeeze_shape, to_matrix
+from .safe_load import ForbiddenGlobalError, loads_safe, pickled_shape
+from .stores import FeatureStore, SlideRef, read_errors, squeeze_shape, tensor_of, to_matrix
 
 KEYS = b"__keys__"
 _REBUILD = "rebuild the store in the reference's layout (or re-copy it: a copy may be truncated)"
@@ -138,7 +138,7 @@ class LmdbStore(FeatureStore):
             ) from None
         except Exception as exc:
             raise DataError(f"{ref}: value cannot be unpickled: {exc}", hint=_REBUILD) from exc
-        tensor = as_tensor(obj)
+        tensor = tensor_of(obj, ref)
         if tensor is None:
             raise DataError(
                 f"{ref}: value is a {type(obj).__name__}, not a tensor [1, K, D]",
