@@ -137,6 +137,25 @@ def test_array_state_must_hold_exactly_its_bytes() -> None:
 
 # -- 2. memory bombs from tiny files ----------------------------------------------------------
 
+_MEMO_BOMB = textwrap.dedent(
+    """
+    import resource
+    from steph.data.safe_load import loads_safe
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(loads_safe(b"\\x80\\x02K\\x01r\\x00\\x00\\x00\\x08."))  # 1, LONG_BINPUT 0x08000000
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    """
+)
+
+
+def test_a_ten_byte_lmdb_value_naming_a_huge_memo_index_is_not_a_memory_bomb() -> None:
+    """Python's C unpickler sized its memo table from the index: 2 GB for these 10 bytes."""
+    result = subprocess.run([sys.executable, "-c", _MEMO_BOMB], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    value, grew_mib = result.stdout.strip().splitlines()[-2:]
+    assert value == "1" and float(grew_mib) < 64, grew_mib  # grew 2048 MiB before
+
+
 _MEASURE = textwrap.dedent(
     """
     import json, resource, sys

@@ -248,11 +248,13 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
-class TensorUnpickler(pickle.Unpickler):
+class TensorUnpickler(pickle._Unpickler):
     """An unpickler whose only globals rebuild tensors and numeric NumPy arrays.
 
-    Call :func:`loads_safe`, which also swaps the arrays in (:func:`_finish`), rather than
-    ``load`` directly."""
+    It is Python's own pure-Python unpickler: the C one sizes its memo table from the index a
+    pickle names, so a 10-byte pickle (``LONG_BINPUT 0x08000000``) made it fill 2 GB; this one
+    keeps the memo in a dict. Values hold a few dozen opcodes, so speed is the same. Call
+    :func:`loads_safe`, which also swaps the arrays in (:func:`_finish`), rather than ``load``."""
 
     def find_class(self, module: str, name: str) -> Any:
         try:
