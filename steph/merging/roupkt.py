@@ -18,7 +18,6 @@ per bag). Inference runs all E encoders plus the router, which is why it costs a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -30,8 +29,8 @@ from ..models.abmil import ENCODER_KEYS, GatedAttention, encode
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
+from .method_settings import RouPKTSettings
 from .modules import FrozenState
-from .settings import doc
 
 
 class MILEncoder(nn.Module):
@@ -92,18 +91,11 @@ class RouPKTModel(nn.Module):
         return ModelOutput(logits, aux, {"p": probs.detach()})
 
 
-@dataclass(frozen=True, kw_only=True)
-class RouPKTSettings:
-    top_k: int = field(default=5, metadata=doc("experts mixed per bag"))
-    balance_weight: float = field(default=0.01, metadata=doc("weight of the balance loss"))
-    z_weight: float = field(default=0.01, metadata=doc("weight of the router z-loss"))
-
-
 class RouPKT(MergeMethod):
     name = "roupkt"
     description = "representation transfer: router picks top-k of the frozen target + source ABMIL embeddings"
     reference = "Liu et al., CROPKT (ROUPKT baseline); github.com/liupei101/CROPKT"
-    settings_class: ClassVar[type | None] = RouPKTSettings
+    settings_class: ClassVar[type] = RouPKTSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "router.safetensors": ("router", "gate"),
         "experts.safetensors": ("experts",),
