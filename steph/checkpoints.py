@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from .errors import DataError, MissingArtifactError
-from .fileio import atomic_path, sha256_file
+from .fileio import atomic_path, sha256_bytes, sha256_file
 
 StateDict = dict[str, Tensor]
 
@@ -26,11 +26,22 @@ def save_state_dict(
 ) -> str:
     """Write ``state`` as safetensors (contiguous CPU copies) and return the file's sha256."""
     path = Path(path)
+    data = state_bytes(state, metadata)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return sha256_file(path)
+
+
+def state_bytes(state: Mapping[str, Tensor], metadata: Mapping[str, object] | None = None) -> bytes:
+    """The exact bytes :func:`save_state_dict` writes for ``state`` and ``metadata``."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(_canonical_header(save(tensors, metadata=meta)))
-    return sha256_file(path)
+    return _canonical_header(save(tensors, metadata=meta))
+
+
+def state_sha256(state: Mapping[str, Tensor], metadata: Mapping[str, object] | None = None) -> str:
+    """sha256 of the file :func:`save_state_dict` would write, without writing it."""
+    return sha256_bytes(state_bytes(state, metadata))
 
 
 def _canonical_header(data: bytes) -> bytes:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .checkpoints import load_reference_checkpoint, load_state_dict, save_state_dict
+from .checkpoints import load_reference_checkpoint, load_state_dict, save_state_dict, state_sha256
 from .errors import ConsistencyError, DataError, LockedError, MissingArtifactError
 from .fileio import read_json, sha256_file, write_json
 from .locks import hold
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 ABMIL_KEYS = frozenset(ENCODER_KEYS + HEAD_KEYS)
 WAIT_FOR_OTHER_S = 120.0
+THETA0_METADATA = {"kind": "theta0"}
+"""The safetensors metadata of theta0's file (part of its bytes, hence of its sha256)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def check_architecture(arch: Mapping[str, int], model: ModelConfig, dim_in: int 
 
 def _write(layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str, Any]) -> Theta0:
     layout.theta0_meta.unlink(missing_ok=True)  # the record is written last: no record = not done
-    sha = save_state_dict(layout.theta0, state, {"kind": "theta0"})
+    sha = save_state_dict(layout.theta0, state, THETA0_METADATA)
     meta = {"sha256": sha, "architecture": architecture_of(state), **record, "versions": versions()}
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(layout.theta0_meta, meta)
@@ -120,15 +122,90 @@ def _write(layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str,
     return Theta0(dict(state), sha, meta)
 
 
-def save_theta0(layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str, Any]) -> Theta0:
-    """Write ``state`` as the project's theta0 with ``record`` (origin) under the theta0 lock.
+def adopt_theta0(
+    layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str, Any], *, sha256: str
+) -> Theta0 | None:
+    """Install ``state`` (theta0 shipped in a sources bundle) unless the project has a theta0.
 
-    Used to install a theta0 shipped in a sources bundle; the file's bytes, hence its sha256,
-    are those of the exporting project's theta0 when the tensors are.
+    ``state`` must hash to ``sha256`` (the bundle card's ``theta0_sha256``) *before* anything is
+    written, and the decision "does the project have a theta0?" is taken under the theta0 lock
+    (waiting for another holder), so two imports of different theta0 cannot both succeed.
+
+    Returns:
+        The installed theta0, or None when the project already has exactly this one.
+
+    Raises:
+        DataError: ``state`` is not an ABMIL state dict of finite floating values.
+        ConsistencyError: ``state`` does not hash to ``sha256``, or the project has another theta0.
     """
     check_abmil_state(state, "theta0")
-    with hold(layout.theta0, what="theta0"):
-        return _write(layout, state, record)
+    check_finite(state, "theta0")
+    actual = state_sha256(state, THETA0_METADATA)
+    if actual != sha256:
+        raise ConsistencyError(
+            f"the shipped theta0 has sha256 {actual[:12]}..., but its card names {sha256[:12]}...",
+            hint="the bundle was made inconsistently or altered; ask its author for an intact copy",
+        )
+    deadline = time.monotonic() + WAIT_FOR_OTHER_S
+    while True:
+        try:
+            with hold(layout.theta0, what="theta0"):
+                if not layout.theta0_meta.is_file():
+                    return _write(layout, state, record)
+                break
+        except LockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    mine = load_theta0(layout)
+    if mine.sha256 != sha256:
+        raise ConsistencyError(
+            f"this project has another theta0 ({mine.sha256[:12]}...) than the bundle ({sha256[:12]}...)",
+            hint="task vectors add up only from the same theta0; ask the lab for vectors trained from "
+            "your theta0 (share `models/null.safetensors` first)",
+        )
+    return None
+
+
+def check_finite(state: Mapping[str, Tensor], where: str) -> None:
+    """Refuse tensors that are not floating point or hold NaN/inf (names the first ones)."""
+    wrong = [f"{k} ({v.dtype})" for k, v in sorted(state.items()) if not v.is_floating_point()]
+    if wrong:
+        raise DataError(
+            f"{where}: tensors are not floating point: {', '.join(wrong[:4])}",
+            hint="weights are float tensors; the file was not written by stephctl",
+        )
+    bad = [k for k, v in sorted(state.items()) if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DataError(
+            f"{where}: values are not finite (NaN or inf) in {', '.join(bad[:4])}",
+            hint="such weights give NaN risks; ask the author for a model trained without divergence",
+        )
+
+
+def check_like_theta0(state: Mapping[str, Tensor], theta0: Mapping[str, Tensor], where: str) -> None:
+    """Refuse a task vector (or weights) whose keys, shapes or values cannot be added to theta0.
+
+    Raises:
+        DataError: missing or unexpected keys, another shape than theta0's, non-float or
+            non-finite values.
+    """
+    missing, extra = sorted(set(theta0) - set(state)), sorted(set(state) - set(theta0))
+    if missing or extra:
+        raise DataError(
+            f"{where} does not have theta0's parameters"
+            + (f"; missing {', '.join(missing[:8])}" if missing else "")
+            + (f"; unexpected {', '.join(extra[:8])}" if extra else ""),
+            hint="a task vector has exactly theta0's ABMIL parameters",
+        )
+    wrong = [
+        f"{k} {list(state[k].shape)} (theta0: {list(v.shape)})"
+        for k, v in sorted(theta0.items())
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if wrong:
+        raise DataError(f"{where}: shapes differ from theta0's: {'; '.join(wrong[:4])}")
+    check_finite(state, where)
 
 
 def create_theta0(layout: ProjectLayout, config: ProjectConfig, dim_in: int) -> Theta0:
