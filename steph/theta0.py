@@ -27,7 +27,7 @@ from torch import Tensor
 
 from . import __version__
 from .checkpoints import load_reference_checkpoint, load_state_dict, save_state_dict, state_sha256
-from .errors import ConsistencyError, DataError, LockedError, MissingArtifactError
+from .errors import ConsistencyError, DataError, LockedError, MissingArtifactError, StephError
 from .fileio import read_json, sha256_file, write_json
 from .locks import hold
 from .models.abmil import ENCODER_KEYS, HEAD_KEYS, architecture_of, create_abmil
@@ -278,10 +278,16 @@ def import_theta0(
 ) -> Theta0:
     """Bring a reference null checkpoint (``.pth``, key ``model``) into the project as theta0.
 
+    The checkpoint is checked before anything is allocated or written
+    (:func:`~steph.checkpoints.load_reference_checkpoint`: no tensor may declare more values
+    than the file holds), then against ``model:`` in stephctl.yaml and, once the project has
+    features, their dimension D; its values must be finite.
+
     Raises:
         ConsistencyError: a theta0 already exists (unless ``overwrite``), or the checkpoint's
-            shapes differ from ``model:`` in stephctl.yaml.
-        DataError: the file is not an ABMIL checkpoint.
+            shapes differ from ``model:`` in stephctl.yaml or the features' D.
+        DataError: the file is not an ABMIL checkpoint, declares more than it holds, or holds
+            NaN/inf.
     """
     if layout.theta0.exists() and not overwrite:
         raise ConsistencyError(
@@ -290,7 +296,21 @@ def import_theta0(
         )
     state = load_reference_checkpoint(path)
     arch = check_abmil_state(state, str(path))
-    check_architecture(arch, config.model, None, f"checkpoint {path}")
+    check_architecture(arch, config.model, _features_dim(layout, config), f"checkpoint {path}")
+    check_finite(state, f"checkpoint {path}")
     record = {"source": str(Path(path).resolve()), "source_sha256": sha256_file(path)}
     with hold(layout.theta0, what="theta0"):
         return _write(layout, {k: v.to(torch.float32) for k, v in state.items()}, record)
+
+
+def _features_dim(layout: ProjectLayout, config: ProjectConfig) -> int | None:
+    """D of the project's extracted features (None before extraction)."""
+    from .data.features import feature_shape
+
+    files = layout.own_feature_files(config.encoder)
+    if not files:
+        return None
+    try:
+        return int(feature_shape(files[0])[1])
+    except (StephError, OSError, ValueError, IndexError):
+        return None
