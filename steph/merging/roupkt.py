@@ -4,7 +4,7 @@ STEPH_SPEC section 7. E = m + 1 frozen ABMIL encoders, the target's own same-fol
 and then each source's, give slide embeddings ``e_1..e_E`` (512-d attention-pooled features,
 computed without dropout as the reference's precomputing "test" pass). A trainable router (its
 own gated ABMIL on the patches, then Linear(512, E, no bias)) gives probabilities
-``p = softmax(g)``; with ``S`` the top-k experts (``merge.top_k``, 5 by default):
+``p = softmax(g)``; with ``S`` the top-k experts (``top_k``, 5 by default):
 
     y = pred_head( sum_{i in S} p_i ReLU(W_i e_i + b_i) )     (p not renormalised)
 

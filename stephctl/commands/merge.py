@@ -12,7 +12,7 @@ import typer
 from steph.merging.method_settings import BUILTIN_SETTINGS
 from steph.merging.settings import flag_fields
 
-from .._common import fail, handle_errors, out_console, print_json
+from .._common import esc, fail, handle_errors, out_console, print_json
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -255,5 +255,5 @@ def _print_methods(json_out: bool) -> None:
             else f"{f['name']}={f['default']}"
             for f in row["fields"]
         ]
-        table.add_row(row["name"], row["description"], row["reference"], ", ".join(opts) or "-")
+        table.add_row(*map(esc, (row["name"], row["description"], row["reference"], ", ".join(opts) or "-")))
     out_console.print(table)
