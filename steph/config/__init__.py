@@ -56,6 +56,10 @@ class ProjectConfig:
     """Cancers of the project (empty = every labels/<CANCER>.csv found)."""
     evaluation_only: list[str] = field(default_factory=list)
     """Cancers too small to train (rare tumours): never trained or merged, only evaluated zero-shot by `stephctl transfer` (each source and the mean of the sources' risks; every labelled patient is a test patient)."""
+    targets: list[str] = field(default_factory=list)
+    """The cancers the project transfers to (empty = every cancer). The others are sources only:
+    train-source and task-vector make them on `merge.source_fold` alone (the fold merge takes
+    sources from), and `stephctl status` expects merges for the targets only."""
     encoder: str = DEFAULT_ENCODER
     """Feature encoder; features live under features/<encoder>/."""
     seed: int = 42
@@ -83,6 +87,15 @@ class ProjectConfig:
             raise ConfigError(
                 f"evaluation_only: {', '.join(both)} also listed in cancers",
                 hint="an evaluation-only cancer is never trained: list it in one of the two only",
+            )
+        object.__setattr__(self, "targets", [normalize_cancer(c) for c in self.targets])
+        if len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"targets: duplicate entries in {self.targets}")
+        outside = [t for t in self.targets if self.cancers and t not in self.cancers]
+        if outside:
+            raise ConfigError(
+                f"targets: {', '.join(outside)} not among cancers: {self.cancers}",
+                hint="add them to cancers: or remove them from targets:",
             )
         check_encoder_name(self.encoder)
 
