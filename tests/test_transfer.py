@@ -201,7 +201,7 @@ def test_missing_source_model_fails_with_the_command(tmp_path: Path) -> None:
     with pytest.raises(MissingArtifactError):
         from steph.transfer.zero_shot import required_models
 
-        required_models(layout, ["BLCA"], [0])
+        required_models(layout, config, ["BLCA"], [0])
 
 
 def test_evaluation_only_cannot_also_be_trained(tmp_path: Path) -> None:
@@ -279,3 +279,31 @@ def test_check_and_status_have_a_row_for_the_rare_tumour(study: Path, cli) -> No
     assert RARE not in status.stage("train-source").groups
     result = cli("-p", study, "check")
     assert "evaluation-only (transfer)" in result.output
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import steph.transfer.factors
+    import steph.transfer.zero_shot
+
+    for module in (steph.transfer.factors, steph.transfer.zero_shot):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_source_only_cancers_transfer_with_their_one_model(tmp_path: Path) -> None:
+    """With `targets:`, a source-only cancer trains merge.source_fold only; its one model is
+    applied to every fold of the targets."""
+    root = make_feature_project(tmp_path / "p", cancers=("BRCA", "BLCA"), n_patients=12, folds=2)
+    layout, config = load_project(root, {"targets": ["BRCA"], "transfer.bootstrap": 0})
+    assert train_source_models(layout, config).ok
+    assert not layout.model_meta("BLCA", 1).is_file()
+    from steph.transfer import run_transfer
+
+    report = run_transfer(layout, config, targets=["BRCA"])
+    assert report.ok, [i.message for i in report.items]
+    record = TransferRecord.read(layout.transfer_target("BRCA"))
+    assert [(p["fold"], p["model_fold"]) for p in record.pairs if p["source"] == "BLCA"] == [(0, 0), (1, 0)]
+    assert all(p["c_low"] is None for p in record.pairs)  # bootstrap 0: no intervals
+    assert {p["transfer"] for p in record.pooled if p["source"] == "BLCA"} == {"n/a"}

@@ -106,8 +106,14 @@ def compute_factors(layout: ProjectLayout, config: ProjectConfig, study: Study) 
             cell = study.cells.get((source, target))
             if source == target or cell is None or cell.get("gain_mean") is None:
                 continue
-            cos = [_cos(layout, vectors, source, target, k) for k in record.folds]
-            stats = [_train_stats(layout, config, train_stats, source, k) for k in record.folds]
+            folds = [
+                (p["fold"], p.get("model_fold", p["fold"])) for p in record.pairs if p["source"] == source
+            ]
+            own_folds = {
+                p["fold"]: p.get("model_fold", p["fold"]) for p in record.pairs if p["source"] == target
+            }
+            cos = [_cos(layout, vectors, (source, m), (target, own_folds.get(k, k))) for k, m in folds]
+            stats = [_train_stats(layout, config, train_stats, source, m) for _, m in dict.fromkeys(folds)]
             own = study.cells.get((source, source), {}).get("c_mean")
             row: dict[str, Any] = {
                 "source": source,
@@ -147,11 +153,11 @@ def _finite_mean(values: list[float | None]) -> float | None:
 def _cos(
     layout: ProjectLayout,
     cache: dict[tuple[str, int], NDArray[np.float64] | None],
-    source: str,
-    target: str,
-    fold: int,
+    source: tuple[str, int],
+    target: tuple[str, int],
 ) -> float | None:
-    a, b = _vector(layout, cache, source, fold), _vector(layout, cache, target, fold)
+    """Cosine of the task vectors of the (cancer, fold) models that made the two predictions."""
+    a, b = _vector(layout, cache, *source), _vector(layout, cache, *target)
     if a is None or b is None or a.shape != b.shape:
         return None
     return cosine(a, b)

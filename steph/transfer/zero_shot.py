@@ -2,7 +2,8 @@
 
 For target T, every source S of the project (T itself included: the diagonal, T's own
 cancer-specific model) and every fold k, S's model of fold k predicts T's patients of fold k
-(risk = -sum_j S_j, as everywhere in stephctl). On T's test split of fold k:
+(risk = -sum_j S_j, as everywhere in stephctl); a source-only cancer (``targets:`` set without
+it) has one model, of ``merge.source_fold``, applied to every fold. On T's test split of fold k:
 
     C(S -> T, k)    Harrell's C (:func:`steph.metrics.harrell_statistic`)
     gain(S, T, k) = C(S -> T, k) - C(T -> T, k)
@@ -84,13 +85,33 @@ def target_folds(
     return sorted(common or ())
 
 
-def required_models(layout: ProjectLayout, sources: Sequence[str], folds: Sequence[int]) -> None:
-    """Raise unless every (source, fold) model is trained.
+def model_fold(layout: ProjectLayout, config: ProjectConfig, source: str, fold: int) -> int:
+    """The fold of ``source``'s model applied to a target's fold ``fold``: the same fold, or the
+    one fold a source-only cancer trains (``targets:`` set without it: ``merge.source_fold``).
+
+    >>> from steph.config import ProjectConfig
+    >>> from steph.layout import ProjectLayout
+    >>> config = ProjectConfig(cancers=["BRCA", "BLCA"], targets=["BRCA"])
+    >>> model_fold(ProjectLayout("/p"), config, "BLCA", 3), model_fold(ProjectLayout("/p"), config, "BRCA", 3)
+    (0, 3)
+    """
+    from ..config.project import project_folds
+
+    if config.targets and source not in config.targets and source in config.cancers:
+        return project_folds(layout, config, source)[0]
+    return fold
+
+
+def required_models(
+    layout: ProjectLayout, config: ProjectConfig, sources: Sequence[str], folds: Sequence[int]
+) -> None:
+    """Raise unless every (source, fold) model is trained (:func:`model_fold`).
 
     Raises:
         MissingArtifactError: lists the missing models and the command that trains them.
     """
-    missing = [(s, k) for s in sources for k in folds if not layout.model_meta(s, k).is_file()]
+    wanted = dict.fromkeys((s, model_fold(layout, config, s, k)) for s in sources for k in folds)
+    missing = [(s, k) for s, k in wanted if not layout.model_meta(s, k).is_file()]
     if missing:
         shown = ", ".join(f"{s} fold {k}" for s, k in missing[:8])
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
@@ -171,7 +192,7 @@ def run_target(
             f"{target}: no folds to evaluate (no split files, and no fold every source trains)",
             hint="run `stephctl splits` / train-source first",
         )
-    required_models(layout, sources, folds)
+    required_models(layout, config, sources, folds)
     cohort = load_cohort(layout, config, target)
     if rare:
         everyone = tuple(sorted(cohort.patients))
@@ -203,7 +224,8 @@ def run_target(
             )
             risks: dict[str, NDArray[np.float64]] = {}
             for source in sources:
-                model = project_model(layout, config, source, CANCER_SPECIFIC, part.fold, device=device)
+                fold_of_model = model_fold(layout, config, source, part.fold)
+                model = project_model(layout, config, source, CANCER_SPECIFIC, fold_of_model, device=device)
                 wanted = [*part.test, *part.train]
                 with torch.inference_mode():
                     _, surv = model.predict(
@@ -228,6 +250,7 @@ def run_target(
                     {
                         "source": source,
                         "fold": part.fold,
+                        "model_fold": fold_of_model,
                         "n": len(part.test),
                         "events": int(event.sum()),
                         "c": _nan(scored.c),
@@ -236,8 +259,8 @@ def run_target(
                         "c_train": c_train,
                     }
                 )
-                record = ModelRecord.read(layout.model_meta(source, part.fold))
-                models[f"{source}/fold_{part.fold}"] = record.model_sha256 or ""
+                record = ModelRecord.read(layout.model_meta(source, fold_of_model))
+                models[f"{source}/fold_{fold_of_model}"] = record.model_sha256 or ""
                 progress.advance(f"transfer {target}", 1, item=f"{source} fold {part.fold}")
             others = [s for s in sources if s != target]
             if len(others) > 1:
