@@ -71,6 +71,49 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def hardware_peak(repeats: int = 5) -> dict[str, float]:
+    """The device's measured dense matrix-product rate, in GFLOP/s (best of ``repeats``): on CPU
+    fp32 (sgemm, 2,048-square, torch's default thread count, as the stage runs); on CUDA fp32 and
+    bf16 (8,192-square). The arithmetic figures of a row are fractions of these."""
+    import torch
+
+    def rate(n: int, dtype: torch.dtype) -> float:
+        a = torch.randn(n, n, device=DEVICE, dtype=dtype)
+        b = torch.randn(n, n, device=DEVICE, dtype=dtype)
+        best = math.inf
+        for _ in range(repeats):
+            _sync()
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _sync()
+            best = min(best, time.perf_counter() - start)
+        return round(2 * n**3 / best / 1e9, 1)
+
+    if DEVICE.startswith("cuda"):
+        return {"fp32_gflops": rate(8192, torch.float32), "bf16_gflops": rate(8192, torch.bfloat16)}
+    return {"fp32_gflops": rate(2048, torch.float32), "threads": torch.get_num_threads()}
+
+
+def arithmetic(best: dict[str, dict[str, Any]], peak: dict[str, float]) -> dict[str, float]:
+    """The analytic FLOPs of the run (:mod:`steph.models.flops`, counted by the bare worker over
+    the bags it ran) over each process's time: the bare compute's and the stage's achieved rate
+    (GFLOP/s) and their fractions of the measured fp32 peak (and of bf16 on CUDA)."""
+    bare, stage = best["bare"], best["stage"]
+    flops = bare["analytic_flops"]
+    out = {
+        "analytic_gflop": round(flops / 1e9, 2),
+        "bare_gflops": round(flops / bare["compute_s"] / 1e9, 2),
+        "stage_gflops": round(flops / stage["wall_s"] / 1e9, 2),
+        "one_bag_gflops": round(flops / best["one_bag"]["wall_s"] / 1e9, 2),
+    }
+    for name, rate in peak.items():
+        if name.endswith("_gflops"):
+            kind = name.removesuffix("_gflops")
+            out[f"bare_fraction_of_{kind}"] = round(out["bare_gflops"] / rate, 4)
+            out[f"stage_fraction_of_{kind}"] = round(out["stage_gflops"] / rate, 4)
+    return out
+
+
 def _gpu_peak() -> dict[str, float]:
     if not DEVICE.startswith("cuda"):
         return {}
@@ -393,11 +436,27 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
     """``one_bag`` or ``bare`` (see the module docstring)."""
     import torch
 
+    from steph.config import load_project
+    from steph.models import flops
     from steph.survival import surv_mle_loss
     from steph.training.batching import epoch_batches
     from steph.training.loop import _as_output
 
     model, bags, train, split, settings = _setup(root, stage, epochs)
+    shape = load_project(root)[1].model
+    widths = flops.Widths(bags.dim, shape.dim_emb, shape.dim_attn, shape.time_bins)
+
+    def step_flops(k: int) -> int:
+        if stage == "train":
+            return flops.abmil_step(k, widths)
+        return flops.steph_step(k, widths, len(SOURCES))
+
+    def forward_flops(k: int) -> int:
+        if stage == "train":
+            return flops.abmil_forward(k, widths)
+        return flops.steph_forward(k, widths, len(SOURCES))
+
+    counted = {"train": 0, "predict": 0}
     device = torch.device(DEVICE)
     model.to(device)
     steps = len(train) // settings.batch_size
@@ -412,6 +471,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
             y, e = train.bins[index], train.events[index]
             xs = [bags.get(train.ids[i]).unsqueeze(0) for i in batch]
             seen["train"] += sum(int(x.shape[1]) for x in xs)
+            counted["train"] += sum(step_flops(int(x.shape[1])) for x in xs)
             _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
             xs = [x.to(device) for x in xs]
@@ -441,6 +501,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
         for pid in [*split.test, *split.train]:
             x = bags.get(pid).unsqueeze(0)
             seen["predict"] += int(x.shape[1])
+            counted["predict"] += forward_flops(int(x.shape[1]))
             _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
             torch.sigmoid(_as_output(model(x.to(device))).logits).cpu()
@@ -453,6 +514,8 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
         "train_compute_cpu_s": round(train_cpu, 2),
         "train_patches": seen["train"],
         "predict_patches": seen["predict"],
+        "analytic_flops": counted["train"] + counted["predict"],
+        "train_analytic_flops": counted["train"],
         **_gpu_peak(),
     }
 

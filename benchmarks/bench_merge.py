@@ -81,6 +81,7 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, profile: Path | No
             "bare": rs.worker("bare", root, "merge", epochs),
         }
         load_before = rs.load_average()
+        peak = rs.hardware_peak()
         race = rs.race(commands, rounds)
         load_after = rs.load_average()
         profiles = rs.profile(commands, ("stage", "one_bag"), profile) if profile is not None else None
@@ -91,6 +92,8 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, profile: Path | No
         "load_average": [load_before, load_after],
         **race,
         "ratios": rs.ratios(race["best"]),
+        "peak": peak,
+        "arithmetic": rs.arithmetic(race["best"], peak),
     }
     if profiles is not None:
         row["profile"] = profiles

@@ -57,6 +57,7 @@ def stage_row(
             "bare": rs.worker("bare", root, "train", epochs),
         }
         load_before = rs.load_average()
+        peak = rs.hardware_peak()
         race = rs.race(commands, rounds)
         row: dict[str, Any] = {
             "cohort": shape,
@@ -65,6 +66,8 @@ def stage_row(
             "load_average": [load_before, rs.load_average()],
             **race,
             "ratios": rs.ratios(race["best"]),
+            "peak": peak,
+            "arithmetic": rs.arithmetic(race["best"], peak),
         }
         if profile is not None:
             row["profile"] = rs.profile(commands, ("stage", "one_bag"), profile)

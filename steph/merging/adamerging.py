@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
-from ..models.abmil import ENCODER_KEYS, encode
+from ..models.abmil import ENCODER_KEYS, bag_count, encode
 from ..task_vectors import StateDict
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
@@ -102,7 +102,9 @@ def coefficient_regulariser(c: Tensor, top_k: int | None) -> Tensor:
 
 class AdaMergingModel(nn.Module):
     """``base + sum_j c_j tau_j`` with trainable ``coefficients [N]`` (or a hypernetwork giving
-    ``c [B, N]``) and a new head."""
+    ``c [B, N]``) and a new head. It accepts packed bags (:func:`~steph.models.abmil.packed_bags`)."""
+
+    packs_bags = True
 
     def __init__(
         self,
@@ -134,6 +136,11 @@ class AdaMergingModel(nn.Module):
         self.gamma = gamma
         self.top_k = top_k
 
+    @property
+    def per_bag_encoder(self) -> bool:
+        """With a hypernetwork every bag has its own merged encoder (on CPU: bags alone)."""
+        return self.hypernet is not None
+
     def weights(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """``c [N]`` (global) or ``[B, N]`` (hypernetwork)."""
         if self.hypernet is None:
@@ -151,7 +158,7 @@ class AdaMergingModel(nn.Module):
         c = self.weights(x, mask)
         z = self.represent(x, mask, c)
         aux = self.gamma * coefficient_regulariser(c, self.top_k).mean()
-        extras = {"coefficients": c.detach().expand(x.shape[0], -1)}
+        extras = {"coefficients": c.detach().expand(bag_count(x, mask), -1)}
         return ModelOutput(self.pred_head(z), aux, extras)
 
 

@@ -49,7 +49,10 @@ class MILEncoder(nn.Module):
 
 
 class RouPKTModel(nn.Module):
-    """Frozen expert encoders, a MIL router over them, per-expert MLPs and a new head."""
+    """Frozen expert encoders, a MIL router over them, per-expert MLPs and a new head. It accepts
+    packed bags (:func:`~steph.models.abmil.packed_bags`): every encoder is shared by all bags."""
+
+    packs_bags = True
 
     def __init__(
         self,

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
-from ..models.abmil import encode
+from ..models.abmil import bag_count, encode
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
 from .baselines import BASE_HELP
@@ -91,8 +91,13 @@ class StephModel(nn.Module):
 
     ``forward(x [B, K, D], mask [B, K])`` returns a :class:`ModelOutput` with the logits
     ``[B, T]``, the regulariser as ``aux_loss`` and extras ``w``, ``lambda`` and ``selected``
-    (each ``[B, m]``).
+    (each ``[B, m]``). It accepts packed bags (:func:`~steph.models.abmil.packed_bags`): the
+    per-bag merged encoders then run as grouped matrix products over the pack.
     """
+
+    packs_bags = True
+    per_bag_encoder = True
+    """Each bag has its own merged encoder: on CPU bags run alone (a pack buys nothing there)."""
 
     def __init__(
         self,
@@ -135,7 +140,7 @@ class StephModel(nn.Module):
 
     def mixing(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Aggregation weights ``w`` and target coefficients ``lambda``, both ``[B, m]``."""
-        batch, m = x.shape[0], self.n_sources
+        batch, m = bag_count(x, mask), self.n_sources
         w_net, r_net = self.hypernet(x, mask) if self.hypernet is not None else (None, None)
         if self.global_w is not None:
             w = self.global_w.clamp(min=0.0).expand(batch, m)

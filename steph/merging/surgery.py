@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
-from ..models.abmil import ENCODER_KEYS, encode
+from ..models.abmil import ENCODER_KEYS, bag_count, encode
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
 from .adamerging import AdaMerging, AdaMergingModel, AdaSettings, coefficient_regulariser
@@ -96,7 +96,7 @@ class SurgeryModel(AdaMergingModel):
         z_hat = self.surgery(self.represent(x, mask, c))
         align = alignment_loss(z_hat, self.target_embedding(x, mask))
         aux = self.gamma * coefficient_regulariser(c, self.top_k).mean() + self.align_weight * align
-        extras = {"coefficients": c.detach().expand(x.shape[0], -1)}
+        extras = {"coefficients": c.detach().expand(bag_count(x, mask), -1)}
         return ModelOutput(self.pred_head(z_hat), aux, extras)
 
 
