@@ -151,6 +151,9 @@ slurm:                       # used by `stephctl slurm`
   activate: ""               # e.g. "source /path/to/stephctl/.venv/bin/activate"
   extra: []
   slides_per_task: 100       # extract array: slides per task when --num-shards is not given
+  units_per_task: 1          # units of the task list per array task (one process loads Python and torch once)
+  lock_wait_minutes: 60       # an array task whose unit a live process holds waits this long, then checks
+  check_resources: true      # check time/mem/cpus/gpus against `sinfo` before submitting
 """
 
 
