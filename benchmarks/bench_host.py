@@ -68,7 +68,7 @@ def build(name: str) -> torch.nn.Module:
         target_vector=vectors[0],
         source_names=SOURCES,
         source_vectors=tuple(vectors[1:]),
-        config=MergeConfig(top_k=2),
+        config=MergeConfig(options={"top_k": 2}),
         model_config=MODEL,
         dim_in=DIM,
         device=torch.device("cpu"),

@@ -46,7 +46,7 @@ import torch
 from torch.func import functional_call
 
 from benchmarks import realscale as rs
-from steph.config import MergeConfig, ModelConfig
+from steph.config import ModelConfig
 from steph.data import BagStore
 from steph.merging.roupkt import RouPKTModel
 from steph.merging.steph_method import StephModel, StephSettings
@@ -150,7 +150,7 @@ def _inputs(dim: int, seed: int = 0) -> tuple[dict, dict, list[dict]]:
 
 def _steph(dim: int, top_k: int = 5) -> StephModel:
     theta0, tau_t, tau_s = _inputs(dim)
-    settings = StephSettings.from_config(MergeConfig(top_k=top_k))
+    settings = StephSettings(top_k=top_k)
     torch.manual_seed(1)
     return StephModel(
         theta0, tau_t, tau_s, dim_in=dim, dim_emb=512, time_bins=32, dropout=0.25, settings=settings

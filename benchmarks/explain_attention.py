@@ -49,7 +49,7 @@ OVERRIDES = {
     "model.dim_attn": 32,
     "train.epochs": 20,
     "train.lr": 5e-4,
-    "merge.top_k": 2,
+    "merge.options": {"top_k": 2},
 }
 
 

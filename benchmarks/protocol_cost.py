@@ -64,7 +64,7 @@ def kind(method: str, overrides: dict[str, Any]) -> str:
     if method == "roupkt":
         return "roupkt"
     if method.endswith("adamerging"):
-        return "adamerging-hypernet" if overrides.get("options", {}).get("hypernet") else "adamerging"
+        return "adamerging-hypernet" if overrides.get("hypernet") else "adamerging"
     return "forward"
 
 

@@ -151,7 +151,7 @@ def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[
     for label, method, overrides in VARIANTS:
         uses_top_k = (
             size.top_k is not None
-            and "top_k" in MERGE_METHODS.get(method).config_fields
+            and "top_k" in MERGE_METHODS.get(method).setting_names()
             and overrides.get("merge.sparse", True)
         )
         top_k = {"merge.top_k": size.top_k} if uses_top_k else {}

@@ -358,6 +358,18 @@ class ProjectLayout:
     def merged_dir(self, target: str, method: str, fold: int) -> Path:
         return self.merged_root / target / check_safe_id(method, "method name") / f"fold_{int(fold)}"
 
+    def merged_runs(self, target: str) -> list[str]:
+        """Run folders under ``merged/<target>/`` (sorted)."""
+        base = self.merged_root / target
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def merged_folds(self, target: str, method: str) -> list[int]:
+        """Fold numbers of a run's ``merged/<target>/<run>/fold_<k>/`` folders (sorted)."""
+        base = self.merged_root / target / check_safe_id(method, "method name")
+        if not base.is_dir():
+            return []
+        return sorted(int(p.name[5:]) for p in base.glob("fold_*") if p.name[5:].isdigit())
+
     def merged_file(self, target: str, method: str, fold: int, name: str) -> Path:
         """A file inside a merge output folder (``hypernet.safetensors``, ``meta.json`` ...)."""
         return self.merged_dir(target, method, fold) / check_safe_id(name, "file name")

@@ -21,7 +21,7 @@ from ._loader import build, load_yaml, set_dotted, to_plain
 from .evaluate import EvaluateConfig
 from .extract import ExtractConfig, TissueConfig
 from .labels import LabelsConfig
-from .merge import MergeConfig, command_line_wins
+from .merge import MergeConfig, command_line_wins, move_legacy_keys
 from .slurm import SlurmConfig
 from .train import ModelConfig, TrainConfig
 
@@ -114,6 +114,7 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}
+        move_legacy_keys(data, {})  # merge.top_k ... -> merge.options (with a warning)
         if overrides:  # the file must be valid on its own: a flag must not hide its errors
             _build_checked(data, path)
     elif require:
@@ -121,8 +122,9 @@ def load_config(
             f"not a stephctl project: {path} does not exist",
             hint=f"run `stephctl init {Path(root)}` or pass -p/--project DIR",
         )
-    command_line_wins(data, overrides or {})
-    for key, value in (overrides or {}).items():
+    overrides = move_legacy_keys(data, overrides or {})
+    command_line_wins(data, overrides)
+    for key, value in overrides.items():
         if value is not None:
             set_dotted(data, key, value)
     return _build_checked(data, path)

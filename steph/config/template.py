@@ -109,17 +109,18 @@ merge:
   sources: null              # null = every other cancer
   source_fold: 0             # the reference uses fold-0 source models for every target fold
   folds: null
-  top_k: null                # null = each method's default (5 for steph, roupkt)
-  gamma: 0.005               # aggregation loss weight (0.005 or 0.05); auto = inner CV over gamma_grid
   gamma_grid: [0.005, 0.05]  # candidates of gamma: auto
   inner_folds: 3             # inner folds of gamma: auto (target's training split only)
-  beta: 0.05                 # mixing loss weight
   epochs: null               # null = train.epochs
-  mix: hypernet              # hypernet | fnn | fixed | global   (ablations)
-  fixed_lambda: 1.0          # with mix: fixed (0 = sources only, 1 = target only)
-  weights: hypernet          # hypernet | global           (ablation)
-  sparse: true               # false = aggregate all sources (ablation)
-  options: {{}}                # method-specific options
+  options: {{}}                # method settings for every method that reads them, e.g. {{top_k: 3, density: 0.2}}
+  # steph:                   # one method's own settings win: `stephctl merge --list-methods` lists them
+  #   top_k: 5               # task-vector mixtures kept per bag
+  #   gamma: 0.005           # aggregation loss weight (0.005 or 0.05); auto = inner CV over gamma_grid
+  #   beta: 0.05             # mixing loss weight
+  #   mix: hypernet          # hypernet | fnn | fixed | global   (ablations)
+  #   fixed_lambda: 1.0      # with mix: fixed (0 = sources only, 1 = target only)
+  #   weights: hypernet      # hypernet | global           (ablation)
+  #   sparse: true           # false = aggregate all sources (ablation)
 
 evaluate:
   bootstrap: 1000            # resamples for 95% intervals
