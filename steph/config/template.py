@@ -11,6 +11,10 @@ TEMPLATE = """\
 # Empty = every labels/<CANCER>.csv found.
 cancers: {cancers}
 
+# Rare tumours: cancers with too few patients to train, evaluated zero-shot only by
+# `stephctl transfer` (docs/transfer.md). Not trained, merged or evaluated by the other stages.
+evaluation_only: []
+
 # The cancers you transfer to (empty = every cancer). The others are sources only: train-source
 # and task-vector make them on merge.source_fold alone (the fold merge takes sources from), and
 # `stephctl status` expects merges for these targets only.
@@ -129,6 +133,13 @@ evaluate:
   auc_years: [1.0, 3.0, 5.0]
   reference_method: cancer-specific
   report: true
+
+transfer:                    # `stephctl transfer`: the cross-cancer transferability study
+  bootstrap: 200             # resamples of each test fold for C-index and gain intervals
+  confidence: 0.95
+  seed: 42
+  permutations: 2000         # for the Spearman p-values of the factors
+  mmd_bandwidth: null        # Gaussian-kernel sigma of the feature MMD; null = median distance
 
 slurm:                       # used by `stephctl slurm`
   partition: null
