@@ -67,7 +67,7 @@ def build(name: str) -> torch.nn.Module:
         target_vector=vector(100),
         source_names=SOURCES,
         source_vectors=sources,
-        config=MergeConfig(top_k=2),
+        config=MergeConfig(options={"top_k": 2}),
         model_config=MODEL,
         dim_in=DIM,
         device=torch.device("cpu"),
