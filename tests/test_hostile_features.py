@@ -24,6 +24,8 @@ import pytest
 import torch
 from _published import DATASET, make_published_project, write_lmdb
 
+from steph.config import load_project
+from steph.data import check_features, load_cohort
 from steph.data.features import feature_shape, read_features
 from steph.data.safe_load import loads_safe
 from steph.errors import DataError
@@ -160,7 +162,9 @@ _MEASURE = textwrap.dedent(
     """
     import json, resource, sys
     from pathlib import Path
-    from steph.data.features import feature_shape, read_features
+    from steph.config import load_project
+from steph.data import check_features, load_cohort
+from steph.data.features import feature_shape, read_features
     from steph.errors import StephError
     path = Path(sys.argv[1])
     feature_shape(path.with_name("warm.npy")), read_features(path.with_name("warm.npy"))
@@ -357,3 +361,24 @@ def test_a_view_of_a_larger_storage_is_still_a_tensor() -> None:
     view = base[1:3, ::2]
     assert torch.equal(checked_tensor(view), view)
     assert torch.equal(loads_safe(pickle.dumps(view)), view)
+
+
+# -- 2. the configurable patch limit -------------------------------------------------------------
+
+
+def test_max_patches_refuses_larger_slides_before_reading(cli, tmp_path: Path) -> None:
+    root, rows = make_published_project(tmp_path, "per-project-h5", n_patients=4)
+    limit = max(len(r["features"]) for r in rows) - 1
+    large = sorted(r["slide_id"] for r in rows if len(r["features"]) > limit)
+    assert 0 < len(large) < len(rows)
+    config = root / "stephctl.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + f"\nmax_patches: {limit}\n", encoding="utf-8")
+    result = cli("-p", root, "check", "--json")
+    assert result.exit_code == 2
+    (errors,) = _errors(result.output, "unreadable features")
+    assert f"more than max_patches ({limit})" in errors and large[0] in errors
+    layout, project = load_project(root)
+    cohort = load_cohort(layout, project, "KIPAN")
+    with pytest.raises(DataError, match=rf"more than max_patches \({limit}\)") as info:
+        check_features(layout, project, cohort, list(cohort.patients))
+    assert "raise max_patches in stephctl.yaml" in (info.value.hint or "")
