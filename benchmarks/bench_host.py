@@ -14,7 +14,7 @@ bag, in microseconds of wall time and of this thread's CPU time (one intra-op th
 CPU time is the whole cost and holds on a busy machine), and the operators dispatched per step. Target: under 50 µs per bag on the
 packs path (issue: the protocol on one GPU).
 
-    python benchmarks/bench_host.py [--steps 20] [--out FILE]
+    python -m benchmarks.bench_host [--steps 20] [--out FILE]
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ arrays of one unit per task do) and one process per cancer or target (every fold
 it, features read once). Each is given for one device and for a node of ``--gpus`` devices (units
 spread evenly), next to the floor: the analytic FLOPs at 25 % and 40 % of the measured peak.
 
-    python benchmarks/protocol_cost.py [TRAIN_JSON MERGE_JSON] [--rate-gflops R] [--peak-gflops P]
+    python -m benchmarks.protocol_cost [TRAIN_JSON MERGE_JSON] [--rate-gflops R] [--peak-gflops P]
         [--process-s S] [--read-gbps G] [--gpus 8]
 """
 

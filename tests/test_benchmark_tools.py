@@ -76,12 +76,11 @@ def test_transfer_table_reports_means_and_paired_gains() -> None:
     assert "| STEPH | +0.0000 (1/2) |" in table
 
 
-def test_trace_runs_a_script_and_writes_a_timeline(tmp_path: Path) -> None:
+def test_trace_runs_a_program_and_writes_a_timeline(tmp_path: Path) -> None:
     import subprocess
 
-    trace = load("_trace")
-    script = tmp_path / "job.py"
-    script.write_text(
+    trace = load("tracing")
+    program = (
         "import sys, time\n"
         "block = bytearray(64 * 2**20)\n"  # 64 MB resident
         "for i in range(0, len(block), 4096):\n"
@@ -92,9 +91,10 @@ def test_trace_runs_a_script_and_writes_a_timeline(tmp_path: Path) -> None:
     )
     out = tmp_path / "job"
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "_trace.py"), str(out), str(script), "a", "b"],
+        [sys.executable, "-m", "benchmarks.tracing", str(out), "-c", program, "a", "b"],
         capture_output=True,
         text=True,
+        cwd=BENCHMARKS.parent,
     )
     assert done.returncode == 3 and done.stdout.strip() == "['a', 'b']"
     assert Path(f"{out}.pstats").stat().st_size > 0
@@ -105,7 +105,7 @@ def test_trace_runs_a_script_and_writes_a_timeline(tmp_path: Path) -> None:
 
 
 def test_trace_names_the_innermost_frame_of_our_code() -> None:
-    trace = load("_trace")
+    trace = load("tracing")
     namespace: dict = {"sys": sys}
     code = "def inner():\n    return sys._getframe()\n"
     exec(compile(code, "/somewhere/steph/training/fake.py", "exec"), namespace)
@@ -114,7 +114,7 @@ def test_trace_names_the_innermost_frame_of_our_code() -> None:
 
 
 def test_trace_phases_merge_samples_and_count_busy_cores(tmp_path: Path) -> None:
-    trace = load("_trace")
+    trace = load("tracing")
     samples = tmp_path / "s.tsv"
     samples.write_text(
         "0.0\t100\t0.0\timport\n0.5\t300\t0.5\timport\n1.0\t300\t0.5\tloop.py:fit\n"

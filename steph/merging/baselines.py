@@ -8,7 +8,7 @@ the result to the base, ``theta0`` (``base: theta0``, the default) or the target
 - ``model-avg``:        theta_enc = base + (1/N) sum_{tau in T} tau  (the average of the N models)
 - ``task-arithmetic``:  theta_enc = base + scale * sum_{tau in T} tau  (scale 0.3 by default)
 - ``ties``:             theta_enc = base + scale * TIES(T): keep the ``floor(density P) + 1``
-  largest magnitudes of each vector (the reference's kthvalue, :func:`steph.merging.ties.trim_kth`),
+  largest magnitudes of each vector (the reference's kthvalue, :func:`steph.task_vectors.trim`),
   elect signs, disjoint mean (Yadav et al., NeurIPS 2023)
 - ``iso-c``:            theta_enc = base + scale * Iso-C(T) (:mod:`steph.merging.iso`, Marczak et al., ICML 2025)
 - ``iso-cts``:          theta_enc = base + scale * Iso-CTS(T), common fraction 0.8
@@ -30,7 +30,7 @@ from typing import ClassVar
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
 from ..models.abmil import ENCODER_KEYS
-from ..task_vectors import StateDict, add, mean, scale, select, weighted_sum
+from ..task_vectors import StateDict, add, mean, scale, select, ties_merge, weighted_sum
 from .base import MergeContext, MergeMethod
 from .iso import iso_merge
 from .method_settings import (
@@ -41,7 +41,6 @@ from .method_settings import (
     TiesSettings,
 )
 from .modules import FrozenEncoderHead
-from .ties import ties
 
 HEAD_KEYS = ("pred_head.weight", "pred_head.bias")
 
@@ -125,7 +124,9 @@ class Ties(_Fixed):
 
     def merged_vector(self, ctx: MergeContext) -> StateDict:
         s = self.settings(ctx.config)
-        return scale(ties(all_vectors(ctx), ENCODER_KEYS, density=s.density, reduce="mean"), s.scale)
+        return scale(
+            ties_merge(all_vectors(ctx), keys=ENCODER_KEYS, density=s.density, reduce="mean"), s.scale
+        )
 
 
 class IsoC(_Fixed):

@@ -17,11 +17,13 @@ per-patient ones with ``hypernet: true``); the head reads ``z_hat``. The objecti
 
     SurvMLE + gamma * coefficient regulariser + align_weight * L_align
 
-and every part is trained jointly on the target's training split. Departures: the paper trains
-the surgery on unlabeled test data with the L1 sum over dimensions; here it is trained on the
-target's training split only, with the survival loss, and the L1 distance is averaged over the E
-dimensions (so ``align_weight`` does not scale with the embedding width). ``W_u`` starts at zero
-(``z_hat = z`` at the start, as a LoRA up-projection), ``W_d`` has PyTorch's default init.
+and every part is trained jointly on the target's training split. As in the official
+Representation Surgery code, the L1 distance is averaged over the E dimensions (so
+``align_weight`` does not scale with the embedding width) and ``W_u`` starts at zero
+(``z_hat = z`` at the start), ``W_d`` with PyTorch's default init. The departure is the
+training: the official code trains only the surgery modules, on the unlabeled L1 objective, on
+the test data; here the coefficients (or the hypernetwork), the new head and the surgery module
+are trained jointly with SurvMLE on the target's training split.
 """
 
 from __future__ import annotations
