@@ -57,6 +57,7 @@ DIR/slides/manifest.csv                 slide_id,patient_id,cancer,path[,mpp]   
 DIR/synthetic/                          cohort.json (spec, oracle C-index), truth.csv (true risk): generated cohorts only
 DIR/labels/<CANCER>.csv                 patient_id,slide_id,t,e   (t in days, e 1 = event; `pathology_id` accepted for slide_id; one row per slide)
 DIR/splits/<CANCER>/splits_<k>.csv      UNI2-h-DSS format: columns train,test[,val], one patient_id per cell
+DIR/splits/<CANCER>/<CANCER>_splits.json   `stephctl splits`: how they were made (folds, seed, strata, labels sha256)
 DIR/features/<encoder>/<slide_id>.h5    dataset `features` [N,D] float32, `coords` [N,2] int64 level-0 x,y; provenance attrs
 DIR/features/<encoder>/thumbnails/      <slide_id>.png: thumbnail with the kept patch grid drawn on it
 DIR/features/<encoder>/failures.csv     slides that failed in the last extract run, with the reason
@@ -231,6 +232,10 @@ class ProjectLayout:
         if self.templates.splits:
             return self._fill(self.templates.splits, cancer=cancer, fold=fold)
         return self.splits_dir(cancer) / f"splits_{fold}.csv"
+
+    def splits_record(self, cancer: str) -> Path:
+        """How ``stephctl splits`` made the cancer's split files (beside them)."""
+        return self.splits_dir(cancer) / f"{cancer}_splits.json"
 
     def split_folds(self, cancer: str) -> list[int]:
         """Fold numbers for which a split file exists (sorted)."""

@@ -9,6 +9,7 @@ record                     file (:mod:`steph.layout` owns the names)     written
 :class:`TaskVectorRecord`  ``task_vectors/<C>/fold_<k>.json``             ``task-vector``
 :class:`MergeRecord`       ``merged/<T>/<run>/fold_<k>/meta.json``        ``merge``
 :class:`PredictionRecord`  ``predictions/<name>/meta.json``               ``predict``
+:class:`SplitsRecord`      ``splits/<C>/<C>_splits.json``                 ``splits``
 =========================  ===========================================  =======================
 
 The JSON keys (and their order) are those stephctl always wrote, so existing projects load.
@@ -261,3 +262,25 @@ __all__ = [
     "Record",
     "TaskVectorRecord",
 ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitsRecord(Record):
+    """How a cancer's split files were made (``stephctl splits``); ``stephctl check`` reports it."""
+
+    KIND: ClassVar[str] = "splits"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("cancer", "folds", "seed")
+
+    cancer: str
+    folds: int
+    seed: int
+    val_fraction: float = 0.0
+    stratified_by: list[str] = field(default_factory=list)
+    time_bins: int | None = None
+    patients: int | None = None
+    events: int | None = None
+    labels: str | None = None
+    labels_sha256: str | None = None
+    """sha256 of the labels file the splits were made from (a change means new patients may lack a fold)."""
+    version: str | None = None
+    created: str | None = None

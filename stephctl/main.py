@@ -34,6 +34,7 @@ _ABORTS = (typer.Abort, *([click_exceptions.Abort] if hasattr(click_exceptions, 
 _ORDER = [
     "init",
     "check",
+    "splits",
     "<stages>",  # the pipeline stages, in their order (steph.stages)
     "explain",
     "predict",

@@ -52,6 +52,10 @@ class ProjectConfig:
 
     cancers: list[str] = field(default_factory=list)
     """Cancers of the project (empty = every labels/<CANCER>.csv found)."""
+    targets: list[str] = field(default_factory=list)
+    """The cancers the project transfers to (empty = every cancer). The others are sources only:
+    train-source and task-vector make them on `merge.source_fold` alone (the fold merge takes
+    sources from), and `stephctl status` expects merges for the targets only."""
     encoder: str = DEFAULT_ENCODER
     """Feature encoder; features live under features/<encoder>/."""
     seed: int = 42
@@ -72,6 +76,15 @@ class ProjectConfig:
         object.__setattr__(self, "cancers", [normalize_cancer(c) for c in self.cancers])
         if len(set(self.cancers)) != len(self.cancers):
             raise ConfigError(f"cancers: duplicate entries in {self.cancers}")
+        object.__setattr__(self, "targets", [normalize_cancer(c) for c in self.targets])
+        if len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"targets: duplicate entries in {self.targets}")
+        outside = [t for t in self.targets if self.cancers and t not in self.cancers]
+        if outside:
+            raise ConfigError(
+                f"targets: {', '.join(outside)} not among cancers: {self.cancers}",
+                hint="add them to cancers: or remove them from targets:",
+            )
         check_encoder_name(self.encoder)
 
 

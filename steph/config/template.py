@@ -11,6 +11,11 @@ TEMPLATE = """\
 # Empty = every labels/<CANCER>.csv found.
 cancers: {cancers}
 
+# The cancers you transfer to (empty = every cancer). The others are sources only: train-source
+# and task-vector make them on merge.source_fold alone (the fold merge takes sources from), and
+# `stephctl status` expects merges for these targets only.
+targets: []
+
 # Patch encoder; features are stored under features/<encoder>/.
 # tiny-cnn is a small built-in CPU encoder with deterministic random weights: it makes a new
 # project extract out of the box, but it is NOT a pathology foundation model.

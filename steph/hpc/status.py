@@ -6,7 +6,7 @@ The expected units come from the same plans the stages and Slurm arrays use
 - **features** per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
   ``paths.features`` when set, so an external download counts);
 - **train-source** and **task-vector** per cancer x fold of the split files;
-- **merge** per target x fold for ``merge.method``, plus every other run found under
+- **merge** per target (``targets:``, else every cancer) x fold for ``merge.method``, plus every other run found under
   ``merged/`` or ``results/`` (runs made with CLI flags such as ``--method ties``);
 - **results**: the test C-index of every (target, method) over the folds whose record exists
   (a fold killed before its ``meta.json`` does not count), and whether ``results/summary.csv``
@@ -205,7 +205,7 @@ def _merges(project: Project) -> StageStatus:
 
     layout = project.layout
     status = StageStatus("merge")
-    for target in project.cancers:
+    for target in project.targets:
         planned: list[WorkUnit] = []
         try:
             planned = get_stage("merge").plan(project, MergeSelection(target=target))

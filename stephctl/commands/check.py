@@ -10,6 +10,7 @@ from .._common import (
     EXIT_ITEMS_FAILED,
     CliProgress,
     app_state,
+    esc,
     get_project,
     handle_errors,
     out_console,
@@ -61,7 +62,7 @@ def _render(report: CheckReport) -> None:
     from rich.table import Table
 
     out_console.print(
-        f"[bold]{report.root}[/] (encoder {report.encoder}{', deep scan' if report.deep else ''})"
+        f"[bold]{esc(report.root)}[/] (encoder {esc(report.encoder)}{', deep scan' if report.deep else ''})"
     )
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for column in ("cancer", "check", "status", "detail"):
@@ -69,7 +70,7 @@ def _render(report: CheckReport) -> None:
     for name, counts in report.counts.items():
         folds = ",".join(map(str, counts.folds)) or "-"
         table.add_row(
-            name,
+            esc(name),
             "patients",
             "",
             f"{counts.labelled} labelled, {counts.in_splits} in splits (folds {folds}), "
@@ -86,5 +87,5 @@ def _render(report: CheckReport) -> None:
 
 def _row(table: Table, cancer: str, finding: Finding) -> None:
     level = finding.level.value
-    detail = finding.message + (f" [dim](hint: {finding.hint})[/]" if finding.hint else "")
-    table.add_row(cancer, finding.check, f"[{_COLOURS[level]}]{level}[/]", detail)
+    detail = esc(finding.message) + (f" [dim](hint: {esc(finding.hint)})[/]" if finding.hint else "")
+    table.add_row(esc(cancer), esc(finding.check), f"[{_COLOURS[level]}]{level}[/]", detail)

@@ -11,7 +11,7 @@ import typer
 
 from steph.config.merge import MergeConfig, method_layer_fields
 
-from .._common import fail, handle_errors, out_console, print_json
+from .._common import esc, fail, handle_errors, out_console, print_json
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -217,5 +217,5 @@ def _print_methods(json_out: bool) -> None:
             *(f["flag"].split("/")[0] for f in row["fields"] if f["name"] in row["settings"]),
             *(f"{k}={v}" for k, v in row["options"].items()),
         ]
-        table.add_row(row["name"], row["description"], row["reference"], ", ".join(opts) or "-")
+        table.add_row(*map(esc, (row["name"], row["description"], row["reference"], ", ".join(opts) or "-")))
     out_console.print(table)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .._common import app_state, fail, get_project, handle_errors, out_console, print_json
+from .._common import app_state, esc, fail, get_project, handle_errors, out_console, print_json
 from .._tasks import plan_command
 
 
@@ -146,7 +146,7 @@ def slurm(
             print_json({"script": str(output), "submit": how, "jobs": rows})
         else:
             summary = ", ".join(f"{r['stage']} {r['tasks']} tasks" for r in rows)
-            out_console.print(f"wrote {output} ({summary}); submit with: {how}")
+            out_console.print(esc(f"wrote {output} ({summary}); submit with: {how}"))
         return
     if json_out:
         print_json({"script": text, "jobs": rows})
