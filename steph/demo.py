@@ -61,7 +61,7 @@ FULL = DemoSize(
         "train.epochs": 20,
         "train.batch_size": 8,
         "train.lr": 5e-4,
-        "merge.top_k": 2,
+        "merge.options": {"top_k": 2},
         "evaluate.bootstrap": 200,
     },
 )
@@ -76,7 +76,7 @@ QUICK = DemoSize(
         "train.epochs": 4,
         "train.batch_size": 8,
         "train.lr": 5e-4,
-        "merge.top_k": 2,
+        "merge.options": {"top_k": 2},
         "evaluate.bootstrap": 50,
     },
 )
