@@ -110,7 +110,7 @@ def _merged_weights(theta0, target_vector, sources, settings) -> dict[str, Tenso
         source_vectors=tuple(sources.values()),
         config=MergeConfig(**settings),
         model_config=SMALL,
-        dim_in=128,
+        dim_in=int(theta0["feat_proj.0.weight"].shape[1]),
         device=torch.device("cpu"),
         seed=0,
         fit_settings=FitSettings(epochs=0),
@@ -120,13 +120,13 @@ def _merged_weights(theta0, target_vector, sources, settings) -> dict[str, Tenso
 
 
 def model_bundle_parts(
-    method: str = "cancer-specific",
+    method: str = "cancer-specific", *, dim_in: int = 128, encoder: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, dict[str, Tensor]], dict[str, Any]]:
     """Parts and card of a one-fold model bundle of BRCA (``cancer-specific`` or ``steph`` top-1)."""
     from steph.config import to_plain
     from steph.config.merge import MergeConfig
 
-    theta0 = abmil_state()
+    theta0 = abmil_state(dim_in=dim_in)
     tau = vector_like(theta0, seed=2)
     parts: dict[str, dict[str, Tensor]] = {"theta0": theta0, "task_vector/BRCA/fold_0": tau}
     entry: dict[str, Any] = {
@@ -136,7 +136,7 @@ def model_bundle_parts(
         "weights": "weights/fold_0",
         "method": method,
         "seed": 0,
-        "dim_in": 128,
+        "dim_in": dim_in,
         "n_train": 5,
         "model_config": to_plain(SMALL),
     }
@@ -156,7 +156,7 @@ def model_bundle_parts(
         "method": {"name": method, "run": method, "settings": entry["settings"], "model": to_plain(SMALL)},
         "architecture": architecture_of(theta0),
         "theta0_sha256": state_sha256(theta0, THETA0_META),
-        "encoder": {**sources_card(theta0, {})["encoder"]},
+        "encoder": {**sources_card(theta0, {})["encoder"], "dim": dim_in, **(encoder or {})},
         "time_bins": {
             "count": 8,
             "width_days": 365.0,

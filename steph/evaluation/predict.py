@@ -95,6 +95,7 @@ def predict_patients(
     overwrite: bool = False,
     explain: bool = False,
     patches: int = 8,
+    allow_download: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Predict the patients of ``manifest`` (or of ``slides``) with a bundle or a project model.
@@ -110,6 +111,9 @@ def predict_patients(
         explain: also write each patient's explain pages under ``patients/<patient_id>/``
             (:mod:`~steph.evaluation.predict_explain`; an ensemble shows its folds' mean attention).
         patches: most and least attended patches shown (each) in the explain montage.
+        allow_download: let the encoder's weights come from the model hub when no local file is
+            given (otherwise nothing is downloaded: slides to extract fail with an error naming
+            the weights file to provide).
 
     Raises:
         ConfigError: no or two models, no inputs, or a finished run of another model or inputs.
@@ -158,7 +162,15 @@ def predict_patients(
             layout, config, [s.slide_id for p in inputs.patients for s in p.slides], cancer
         )
         maker = FeatureMaker(
-            layout, run, model, mpp=mpp, device=device, progress=progress, fields=fields, cancer=cancer
+            layout,
+            run,
+            model,
+            mpp=mpp,
+            device=device,
+            progress=progress,
+            fields=fields,
+            cancer=cancer,
+            allow_download=allow_download,
         )
         cases, bags, failures = _gather(maker, model, inputs, progress)
         if not cases:  # nothing to write: a user error (exit 1) with the first reason
