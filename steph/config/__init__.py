@@ -59,6 +59,10 @@ class ProjectConfig:
     encoder_aliases: list[str] = field(default_factory=list)
     """Other names feature files may record for `encoder` (accepted as the same encoder); files
     naming any other encoder are refused. Spellings such as uni_v2 / uni2-h match without this."""
+    allowed_signers: str | None = None
+    """Trust list for shared bundles: an ssh-keygen allowed-signers file (relative to the project).
+    When set, predict --model, import-sources and merge accept only bundles signed (<bundle>.sig)
+    by a key it lists (docs/sharing.md)."""
     paths: PathTemplates = field(default_factory=PathTemplates)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)

@@ -93,6 +93,14 @@ def predict(
             "(default: nothing is downloaded; slides to extract fail naming the file to provide).",
         ),
     ] = False,
+    allowed_signers: Annotated[
+        Path | None,
+        typer.Option(
+            "--allowed-signers",
+            help="Trust list (ssh-keygen allowed-signers file; default allowed_signers: of stephctl.yaml): "
+            "accept only a bundle whose <bundle>.sig verifies for a key it lists.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Predict new patients with a bundle (--model) or a project model (-t/-m/-k): features are
@@ -134,6 +142,7 @@ def predict(
         explain=explain,
         patches=patches,
         allow_download=allow_download,
+        allowed_signers=allowed_signers,
         as_json=json_out,
     )
 
