@@ -55,12 +55,13 @@ FULL = DemoSize(
     source_patients=100,
     slide_um=1024.0,
     overrides={
+        "targets": [TARGET],
         "model.dim_emb": 64,
         "model.dim_attn": 32,
         "train.epochs": 20,
         "train.batch_size": 8,
         "train.lr": 5e-4,
-        "merge.top_k": 2,
+        "merge.options": {"top_k": 2},
         "evaluate.bootstrap": 200,
     },
 )
@@ -69,12 +70,13 @@ QUICK = DemoSize(
     source_patients=20,
     slide_um=640.0,
     overrides={
+        "targets": [TARGET],
         "model.dim_emb": 32,
         "model.dim_attn": 16,
         "train.epochs": 4,
         "train.batch_size": 8,
         "train.lr": 5e-4,
-        "merge.top_k": 2,
+        "merge.options": {"top_k": 2},
         "evaluate.bootstrap": 50,
     },
 )
@@ -219,27 +221,17 @@ def _extract(layout: ProjectLayout, config: Any, progress: Progress) -> StageRep
 
 
 def _train(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    """The target on every fold; sources only on the fold merge takes them from."""
+    """What the project declares (``targets: [BRCA]``): the target on every fold, the sources
+    only on the fold merge takes them from."""
     from .pipeline.train_source import train_source_models
 
-    report = train_source_models(layout, config, cancers=[TARGET], progress=progress)
-    sources = train_source_models(
-        layout, config, cancers=list(SOURCES), folds=[config.merge.source_fold], progress=progress
-    )
-    report.items.extend(sources.items)
-    report.outputs.update(sources.outputs)
-    return report
+    return train_source_models(layout, config, progress=progress)
 
 
 def _task_vectors(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
     from .pipeline.task_vector import compute_task_vectors
 
-    report = compute_task_vectors(layout, config, cancers=[TARGET], progress=progress)
-    sources = compute_task_vectors(
-        layout, config, cancers=list(SOURCES), folds=[config.merge.source_fold], progress=progress
-    )
-    report.items.extend(sources.items)
-    return report
+    return compute_task_vectors(layout, config, progress=progress)
 
 
 def _merge(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:

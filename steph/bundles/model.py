@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..config.merge import MergeConfig
+from ..config.merge import merge_config_of
 from ..errors import DataError, StephError, UnknownNameError
 from ..evaluation.predictors import LoadedModel
 from ..layout import CANCER_SPECIFIC
@@ -195,7 +195,7 @@ def _fold_module(bundle: Bundle, entry: dict[str, Any], device: torch.device) ->
         source_names=tuple(sources),
         source_vectors=tuple(bundle.parts[p] for p in sources.values()),
         vector_hashes=dict(entry.get("vector_sha256", {})),
-        merge_config=MergeConfig(**entry["settings"]),
+        merge_config=merge_config_of(entry["settings"]),
         model_config=model_config,
         dim_in=int(entry["dim_in"]),
         seed=int(entry["seed"]),

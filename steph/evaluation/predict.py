@@ -242,6 +242,9 @@ def _load(
             signer.check_read(Path(bundle), str(model.identity["bundle_sha256"]))
         return model
     assert target is not None and method is not None and fold is not None
+    from ..runs import resolve_run
+
+    method = resolve_run(layout, target, method)  # `-m steph` -> its one run, e.g. steph-top2
     model = project_model(layout, config, normalize_cancer(target), method, fold, device=device)
     if encoder_weights is not None:
         from dataclasses import replace

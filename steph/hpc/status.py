@@ -6,8 +6,9 @@ The expected units come from the same plans the stages and Slurm arrays use
 - **features** per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
   ``paths.features`` when set, so an external download counts);
 - **train-source** and **task-vector** per cancer x fold of the split files;
-- **merge** per target x fold for ``merge.method``, plus every other run found under
+- **merge** per target (``targets:``, else every cancer) x fold for ``merge.method``, plus every other run found under
   ``merged/`` or ``results/`` (runs made with CLI flags such as ``--method ties``);
+- **transfer** per target (evaluation-only cancers included: their features are counted too);
 - **results**: the test C-index of every (target, method) over the folds whose record exists
   (a fold killed before its ``meta.json`` does not count), and whether ``results/summary.csv``
   exists.
@@ -53,6 +54,8 @@ class StageStatus:
     """Keys of units not done (at most :data:`MAX_LISTED`)."""
     errors: list[str] = field(default_factory=list)
     """Why (part of) the stage could not be planned."""
+    notes: list[str] = field(default_factory=list)
+    """What the counts cannot say (feature files present but incomplete; files only ``check`` reads)."""
 
     def add(self, units: list[WorkUnit], group_of: Any) -> None:
         for unit in units:
@@ -107,15 +110,17 @@ class ProjectStatus:
 def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatus:
     """Survey the project at ``layout`` (reads only; never writes or removes anything)."""
     from ..config.project import Project
-    from ..stages import TaskVectorSelection, TrainSourceSelection
+    from ..stages import TaskVectorSelection, TrainSourceSelection, TransferSelection
 
     project = Project(layout, config)
     cancers = project.cancers
+    rare = [c for c in config.evaluation_only if c not in cancers]
     stages = [
-        _features(layout, config, cancers),
+        _features(layout, config, [*cancers, *rare]),
         _planned(project, TrainSourceSelection(cancers=cancers or None)),
         _planned(project, TaskVectorSelection(cancers=cancers or None)),
         _merges(project),
+        _planned(project, TransferSelection()),
     ]
     locks, temps = _scan(layout.root)
     for lock in locks:
@@ -140,6 +145,7 @@ def lock_stage(layout: ProjectLayout, path: Path) -> str | None:
         (layout.merged_root, "merge"),
         (layout.results_root, "evaluate"),
         (layout.reports_root, "evaluate"),
+        (layout.transfer_root, "transfer"),
         (layout.features_root, "extract"),
         (layout.theta0.parent, "train-source"),
     ]
@@ -166,7 +172,14 @@ def _planned(project: Project, selection: object) -> StageStatus:
 
 
 def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) -> StageStatus:
-    """Slides named in each cancer's labels that have a feature file."""
+    """Slides named in each cancer's labels that have a feature file.
+
+    A file in extract's own folder (``features/<encoder>/<slide>.h5``) is opened: an unreadable
+    one (truncated) or one that extract began but did not finish (its completeness flag unset,
+    or row counts that disagree) is missing and named in a note; extract redoes exactly those.
+    Files without extract's flag (copied in from another tool) and files elsewhere
+    (``paths.features``) count when present; a note says that ``stephctl check`` reads them.
+    """
     from ..data.bags import missing_slides, slide_refs
     from ..data.cohort import load_cohort
     from ..units import WorkUnit
@@ -174,6 +187,8 @@ def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) 
     status = StageStatus("features")
     if not cancers:
         status.errors.append(f"no cancers: set cancers: in {layout.config_file} or add labels/<CANCER>.csv")
+    incomplete: list[str] = []
+    external = 0
     for cancer in cancers:
         try:  # feature stores: {project} templates, keys inside an LMDB (see steph.data.stores)
             cohort = load_cohort(layout, config, cancer)
@@ -183,17 +198,48 @@ def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) 
         except StephError as exc:
             status.errors.append(f"{cancer}: {exc.message}")
             continue
-        units = [
-            WorkUnit(
-                "features",
-                ref.slide_id,
-                () if (ref.path, ref.key) in absent else (ref.path,),
-                {"cancer": cancer},
+        units = []
+        for ref in refs:
+            present = (ref.path, ref.key) not in absent
+            own = ref.key is None and ref.path == layout.own_features(config.encoder, ref.slide_id)
+            if present and own and _unfinished(ref.path):
+                incomplete.append(ref.slide_id)
+                present = False
+            elif present and not own:
+                external += 1
+            units.append(
+                WorkUnit("features", ref.slide_id, (ref.path,) if present else (), {"cancer": cancer})
             )
-            for ref in refs
-        ]
         status.add(units, lambda unit: unit.params["cancer"])
+    if incomplete:
+        shown = ", ".join(incomplete[:MAX_LISTED]) + (" ..." if len(incomplete) > MAX_LISTED else "")
+        status.notes.append(
+            f"{len(incomplete)} feature file(s) exist but are incomplete or unreadable ({shown}): "
+            "`stephctl extract` redoes them"
+        )
+    if external:
+        status.notes.append(
+            f"{external} feature file(s) outside features/{config.encoder}/ are counted when present; "
+            "`stephctl check` reads every one"
+        )
     return status
+
+
+def _unfinished(path: Path) -> bool:
+    """An HDF5 feature file that cannot be opened, or that extract started and did not finish
+    (``complete`` attribute not 1, or row counts that disagree with ``n_patches``)."""
+    import h5py
+
+    from ..extraction.h5format import is_complete
+
+    if path.suffix not in (".h5", ".hdf5"):
+        return False
+    try:
+        with h5py.File(path, "r") as handle:
+            flagged = "complete" in handle.attrs
+    except (OSError, ValueError):
+        return True
+    return flagged and not is_complete(path)
 
 
 def _merges(project: Project) -> StageStatus:
@@ -205,7 +251,7 @@ def _merges(project: Project) -> StageStatus:
 
     layout = project.layout
     status = StageStatus("merge")
-    for target in project.cancers:
+    for target in project.targets:
         planned: list[WorkUnit] = []
         try:
             planned = get_stage("merge").plan(project, MergeSelection(target=target))

@@ -29,7 +29,7 @@ from ..fileio import os_error_message, write_csv, write_text
 from ..locks import hold
 from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
-from ..merging.autotune import choose_gamma
+from ..merging.autotune import check_search, tune
 from ..merging.inputs import (
     check_task_vectors,
     for_method,
@@ -41,7 +41,6 @@ from ..merging.inputs import (
     target_folds,
 )
 from ..merging.paper import PAPER_VARIANTS, Variant
-from ..merging.settings import AUTO
 from ..predictions import write_predictions
 from ..progress import NULL_PROGRESS, Progress
 from ..records import MERGE_SIGNATURE, MergeRecord
@@ -106,7 +105,7 @@ def _plan(
         variants = list(PAPER_VARIANTS)
     else:
         variants = [Variant(m.name, m.name) for m in requested_methods(config, methods)]
-    _check_gamma_search(config.merge)
+    check_search(config.merge)
     fold_list = target_folds(layout, name, folds or config.merge.folds)  # missing inputs first
     planned: dict[str, Variant] = {}
     for variant in variants:
@@ -204,17 +203,6 @@ def merge_models(
         str(layout.results_dir(name, u.params["run"], u.params["fold"])) for u in units
     ]
     return report
-
-
-def _check_gamma_search(merge: MergeConfig) -> None:
-    """Refuse gamma_grid / inner_folds set without gamma: auto (they would be ignored)."""
-    defaults = MergeConfig()
-    auto = merge.gamma == AUTO or any(block.get("gamma") == AUTO for block in merge.per_method.values())
-    if not auto and (merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds):
-        raise ConfigError(
-            "merge.gamma_grid and merge.inner_folds are only used with gamma: auto",
-            hint="add --gamma auto, or drop them",
-        )
 
 
 def _unit_merge(config: ProjectConfig, unit: WorkUnit) -> MergeConfig:
@@ -355,14 +343,8 @@ class _Runner:
             self.device,
         )
         cap = config.train.max_bag_batch_patches
-        gamma_choice = None
-        if merge_config.gamma == AUTO and "gamma" in method.config_fields:
-            gamma_choice = choose_gamma(
-                method, ctx, list(merge_config.gamma_grid), merge_config.inner_folds, max_batch_patches=cap
-            )
-            merge_config = replace(merge_config, gamma=gamma_choice.gamma)
-            ctx = replace(ctx, config=merge_config)
-            log.info("merge %s: gamma %g chosen by inner cross-validation", unit.key, gamma_choice.gamma)
+        ctx, gamma_choice = tune(method, ctx, max_batch_patches=cap)  # settings set to auto
+        merge_config = ctx.config
         seed_everything(config.train.seed)
         model = method.build(ctx)
         started = time.perf_counter()
@@ -402,7 +384,7 @@ class _Runner:
             target=target,
             fold=fold,
             label=p.get("label", method.name),
-            top_k=signature["options"].get("top_k", merge_config.top_k),
+            top_k=signature["options"].get("top_k"),
             gamma_selection=gamma_choice.to_dict() if gamma_choice else None,
             vector_sha256=inputs.vector_hashes,
             dim_in=bags.dim,

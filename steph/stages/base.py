@@ -18,6 +18,7 @@ stage                     one unit                                    enumerated
 ``task-vector``           cancer x fold                               cancers x split files
 ``merge``                 target x method x fold                      target x methods x split files
 ``evaluate``              target                                      targets (default: every cancer)
+``transfer``              target (every source model and fold)        cancers + ``evaluation_only``
 ========================  ==========================================  ====================================
 
 Running a unit runs the stage restricted to that unit, so locking, skipping of done units and
@@ -28,11 +29,20 @@ without loading anything.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..errors import ConfigError
+from ..errors import (
+    ConfigError,
+    ConsistencyError,
+    DataError,
+    LockedError,
+    MissingArtifactError,
+    SlideError,
+    StephError,
+)
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 
@@ -69,6 +79,9 @@ class Stage(Generic[S]):
         gpus: Whether a task of this stage wants a GPU (Slurm arrays).
         pins: Command-line options that keep the task list stable between generating an array and
             running its tasks (extract's ``--num-shards N``).
+        run_units: ``(project, units, *, overwrite=, progress=, **options) -> report``: several
+            units of the plan in one call, each input read once for all of them (train-source
+            reads a cancer's features once for its folds); None: :attr:`run_unit` for each.
     """
 
     name: str
@@ -80,6 +93,7 @@ class Stage(Generic[S]):
     lock_roots: Callable[[Project], list[Path]]
     gpus: bool = True
     pins: Callable[[Sequence[WorkUnit]], list[str]] = _no_pins
+    run_units: Callable[..., StageReport] | None = None
 
     def select(self, selection: S | Mapping[str, Any] | None = None) -> S:
         """``selection`` as this stage's selection type (a mapping gives its fields by name).
@@ -119,20 +133,108 @@ class Stage(Generic[S]):
             ConfigError: ``index`` is outside the task list.
         """
         units = self.plan(project, self.select(selection))
+        self._check_index(project, index, units)
+        unit = units[index]
+        if unit.done and not overwrite:
+            report = StageReport(self.name)
+            report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)", task_index=index)
+            return report
+        report = self._run_waiting(project, unit, overwrite=overwrite, progress=progress, **options)
+        report.outputs["task"] = {"index": index, "key": unit.key, "of": len(units)}
+        return report
+
+    def _run_waiting(
+        self, project: Project, unit: WorkUnit, *, overwrite: bool, progress: Progress, **options: Any
+    ) -> StageReport:
+        """Run ``unit``; when a live process holds it, wait for that process (at most
+        ``slurm.lock_wait_minutes``), then verify the unit's record: done by the other process
+        (skipped), else run it again (the other process failed or was killed)."""
+
+        def attempt() -> StageReport:
+            return _unit_errors_fail(
+                self.name,
+                [unit],
+                lambda: self.run_unit(project, unit, overwrite=overwrite, progress=progress, **options),
+            )
+
+        report = attempt()
+        if not any(item.status is Status.LOCKED for item in report.items):
+            return report
+        waited = wait_for_holders(unit, 60.0 * project.config.slurm.lock_wait_minutes)
+        if waited is None:
+            return report  # still held when the wait ran out: locked, exit 2
+        if unit.done and not overwrite:
+            done = StageReport(self.name)
+            done.add(
+                unit.key, Status.SKIPPED, f"done by another process (waited {waited:.0f} s for its lock)"
+            )
+            return done
+        return attempt()
+
+    def run_tasks(
+        self,
+        project: Project,
+        indices: Sequence[int],
+        selection: S | Mapping[str, Any] | None = None,
+        *,
+        overwrite: bool = False,
+        progress: Progress = NULL_PROGRESS,
+        **options: Any,
+    ) -> StageReport:
+        """Run units ``indices`` of the plan in this one process (an array task running several
+        units: ``--task-index I-J``, ``stephctl slurm --units-per-task N``).
+
+        Python, torch and the configuration are loaded once; with :attr:`run_units` each input
+        is read once for all the units that use it. Units already done (and not ``overwrite``)
+        are skipped.
+
+        Returns:
+            One report over the units, with ``outputs["tasks"]`` (indices, keys, list length).
+
+        Raises:
+            ConfigError: an index is outside the task list (checked before any unit runs).
+        """
+        units = self.plan(project, self.select(selection))
+        for index in indices:
+            self._check_index(project, index, units)
+        report = StageReport(self.name)
+        todo = []
+        for index in dict.fromkeys(indices):
+            unit = units[index]
+            if unit.done and not overwrite:
+                report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)", task_index=index)
+            else:
+                todo.append(unit)
+        if todo:
+            if self.run_units is not None:
+                run_units = self.run_units
+                part = _unit_errors_fail(
+                    self.name,
+                    todo,
+                    lambda: run_units(project, todo, overwrite=overwrite, progress=progress, **options),
+                )
+            else:
+                part = StageReport(self.name)
+                for unit in todo:
+                    one = self._run_waiting(project, unit, overwrite=overwrite, progress=progress, **options)
+                    part.items.extend(one.items)
+                    part.outputs.update(one.outputs)
+            report.items.extend(part.items)
+            report.outputs.update(part.outputs)
+        report.outputs["tasks"] = {
+            "indices": list(indices),
+            "keys": [units[i].key for i in indices],
+            "of": len(units),
+        }
+        return report
+
+    def _check_index(self, project: Project, index: int, units: Sequence[WorkUnit]) -> None:
         if not 0 <= index < len(units):
             span = f"0-{len(units) - 1}" if units else "none"
             raise ConfigError(
                 f"task index {index} is out of range: {self.name} has {len(units)} tasks ({span}) for this selection",
                 hint=f"see `stephctl -p {project.root} {self.name} ... --list-tasks` with the same options as the array job",
             )
-        unit = units[index]
-        if unit.done and not overwrite:
-            report = StageReport(self.name)
-            report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)", task_index=index)
-            return report
-        report = self.run_unit(project, unit, overwrite=overwrite, progress=progress, **options)
-        report.outputs["task"] = {"index": index, "key": unit.key, "of": len(units)}
-        return report
 
     def clear_stale_locks(self, project: Project) -> list[LockInfo]:
         """Remove the stale locks (dead pid on this host, or too old) under the stage's output
@@ -143,6 +245,61 @@ class Stage(Generic[S]):
         for root in self.lock_roots(project):
             removed.extend(clear_stale_locks(root))
         return removed
+
+
+UNIT_ERRORS: tuple[type[StephError], ...] = (
+    DataError,
+    MissingArtifactError,
+    SlideError,
+    ConsistencyError,
+    LockedError,
+)
+"""Errors of a unit's inputs or work (an unreadable feature file, a missing model): the unit
+is reported failed (exit 2). Errors of the request itself (:class:`~steph.errors.ConfigError`,
+unknown names, an index out of range) still stop the command (exit 1)."""
+
+
+def _unit_errors_fail(stage: str, units: Sequence[WorkUnit], call: Callable[[], StageReport]) -> StageReport:
+    """``call()``; an error of the units' inputs or work fails each of ``units`` instead of
+    stopping the command (the one exit-code rule of docs/hpc.md: a unit asked for and not done
+    is exit 2, whatever stopped it)."""
+    try:
+        return call()
+    except UNIT_ERRORS as exc:
+        report = StageReport(stage)
+        for unit in units:
+            report.add(unit.key, Status.FAILED, str(exc))
+        return report
+
+
+LOCK_POLL_S = 0.5
+
+
+def wait_for_holders(unit: WorkUnit, limit_s: float, *, poll_s: float = LOCK_POLL_S) -> float | None:
+    """Wait until no live process holds a lock on one of ``unit``'s outputs.
+
+    A lock whose process is dead on this host, or which is older than the age limit, does not
+    count (the next run reclaims or reports it).
+
+    Returns:
+        The seconds waited, or None when a lock was still held after ``limit_s``.
+    """
+    from ..locks import lock_path_for, read_lock
+
+    started = time.monotonic()
+    while True:
+        held = False
+        for output in unit.outputs:
+            info = read_lock(lock_path_for(output))
+            if info is not None and not info.is_stale():
+                held = True
+                break
+        waited = time.monotonic() - started
+        if not held:
+            return waited
+        if waited >= limit_s:
+            return None
+        time.sleep(poll_s)
 
 
 def unit_runner(

@@ -27,6 +27,19 @@ NAME = "extract"
 
 
 @dataclass(frozen=True)
+class ShardUnit(WorkUnit):
+    """A shard of slides: done when every feature file of it is *complete* (its completeness flag
+    set and row counts agreeing, :func:`~steph.extraction.h5format.is_complete`), as extract itself
+    decides; a truncated or half-written file is not done."""
+
+    @property
+    def done(self) -> bool:
+        from ..extraction.h5format import is_complete
+
+        return bool(self.outputs) and all(is_complete(path) for path in self.outputs)
+
+
+@dataclass(frozen=True)
 class ExtractSelection:
     """Which slides to extract.
 
@@ -70,7 +83,7 @@ def plan(project: Project, selection: ExtractSelection) -> list[WorkUnit]:
             "slides_file": str(slides_file) if slides_file else None,
             "slides": len(members),
         }
-        units.append(WorkUnit(NAME, f"shard_{i}_of_{n}", outputs, params))
+        units.append(ShardUnit(NAME, f"shard_{i}_of_{n}", outputs, params))
     return units
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..progress import NULL_PROGRESS, Progress
-from .base import Stage, unit_runner
+from .base import UNIT_ERRORS, Stage, unit_runner
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,6 +63,34 @@ def _unit_selection(unit: WorkUnit) -> TrainSourceSelection:
     return TrainSourceSelection([unit.params["cancer"]], [unit.params["fold"]])
 
 
+def run_units(
+    project: Project,
+    units: list[WorkUnit],
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    **options: Any,
+) -> StageReport:
+    """Several (cancer, fold) units in one call per cancer, so each cancer's features are read once."""
+    from ..report import StageReport, Status
+
+    folds: dict[str, list[WorkUnit]] = {}
+    for unit in units:
+        folds.setdefault(unit.params["cancer"], []).append(unit)
+    report = StageReport(NAME)
+    for cancer, chosen in folds.items():
+        selection = TrainSourceSelection([cancer], [int(u.params["fold"]) for u in chosen])
+        try:
+            part = run(project, selection, overwrite=overwrite, progress=progress)
+        except UNIT_ERRORS as exc:  # this cancer's input: its units fail, the other cancers run
+            for unit in chosen:
+                report.add(unit.key, Status.FAILED, str(exc))
+            continue
+        report.items.extend(part.items)
+        report.outputs.update(part.outputs)
+    return report
+
+
 def lock_roots(project: Project) -> list[Path]:
     return [project.layout.models_root, project.layout.results_root]
 
@@ -75,4 +103,5 @@ STAGE: Stage[TrainSourceSelection] = Stage(
     run=run,
     run_unit=unit_runner(run, _unit_selection),
     lock_roots=lock_roots,
+    run_units=run_units,
 )

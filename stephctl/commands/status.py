@@ -35,6 +35,7 @@ def status(
 
 
 def _render(report: ProjectStatus) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     out_console.print(f"[bold]{esc(report.root)}[/] (encoder {esc(report.encoder)})")
@@ -49,6 +50,9 @@ def _render(report: ProjectStatus) -> None:
             missing = "; ".join([missing, *stage.errors]) if missing else "; ".join(stage.errors)
         table.add_row(esc(stage.stage), f"[{colour}]{stage.done}/{stage.total}[/]", esc(groups), esc(missing))
     out_console.print(table)
+    for stage in report.stages:
+        for note in stage.notes:
+            out_console.print(f"[yellow]{escape(stage.stage)}:[/] {escape(note)}")
     if report.results:
         results = Table(show_header=True, header_style="bold", box=None, pad_edge=False, title_justify="left")
         for column in ("target", "method", "folds", "mean test C-index"):
