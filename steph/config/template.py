@@ -43,6 +43,10 @@ encoder_aliases: []
 # signed by a listed key (stephctl export --sign KEY writes <bundle>.sig). null: hashes only.
 allowed_signers: null
 
+# Most patches one slide's features may hold: a feature file declaring more is refused before
+# it is read (docs/security.md).
+max_patches: 1000000
+
 # Point labels, splits and features at an existing download instead of copying it. UNI2-h-DSS
 # with the STEPH reference's feature store (one LMDB per cancer, `pip install 'stephctl[lmdb]'`):
 #   paths:
