@@ -173,3 +173,35 @@ def test_the_fuzzed_cards_start_valid(tmp_path: Path) -> None:
     write_bundle(tmp_path / "m.safetensors", "model", MODEL_PARTS, MODEL_CARD)
     assert load_bundle_model(tmp_path / "m.safetensors", device=torch.device("cpu")).time_bins == 8
     assert json.loads(json.dumps(SOURCES_CARD)) == SOURCES_CARD
+
+
+CELL = st.text(alphabet="abcXYZ019-_./=+@ \"',;[]", max_size=10) | st.sampled_from(
+    ["", "NA", "-1", "1e309", "nan", "../x", '=HYPERLINK("x")', "S1", "P1"]
+)
+
+
+@FUZZ
+@given(
+    header=st.lists(
+        st.sampled_from(["patient_id", "slide_id", "pathology_id", "path", "mpp", "x", ""]), max_size=5
+    ),
+    rows=st.lists(st.lists(CELL, max_size=6), max_size=5),
+)
+def test_predict_manifests(tmp_path: Path, header: list[str], rows: list[list[str]]) -> None:
+    """A manifest from elsewhere: patients (each with one id-rule check) or one error."""
+    import csv
+
+    from steph.evaluation.predict_inputs import read_manifest
+    from steph.layout import ProjectLayout, check_safe_id
+
+    path = tmp_path / "new.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    try:
+        inputs = read_manifest(path, ProjectLayout(tmp_path))
+    except StephError:
+        return
+    for patient in inputs.patients:
+        check_safe_id(patient.patient_id, "patient_id")
+        for slide in patient.slides:
+            check_safe_id(slide.slide_id)
