@@ -382,3 +382,26 @@ def test_max_patches_refuses_larger_slides_before_reading(cli, tmp_path: Path) -
     with pytest.raises(DataError, match=rf"more than max_patches \({limit}\)") as info:
         check_features(layout, project, cohort, list(cohort.patients))
     assert "raise max_patches in stephctl.yaml" in (info.value.hint or "")
+
+
+def test_coords_are_checked_as_features_are(tmp_path: Path) -> None:
+    """explain and predict --explain read ``coords`` too: from the file itself, within its size."""
+    from steph.explain.inputs import read_geometry
+    from steph.extraction.h5format import read_coords
+
+    _target(tmp_path)
+    linked, bomb = tmp_path / "linked.h5", tmp_path / "bomb.h5"
+    with h5py.File(linked, "w") as fh:
+        fh.create_dataset("features", data=np.ones((6, 8), dtype=np.float32))
+        fh["coords"] = h5py.ExternalLink("target.h5", "/padding")
+    with h5py.File(bomb, "w") as fh:
+        fh.create_dataset("features", data=np.ones((6, 8), dtype=np.float32))
+        fh.create_dataset("coords", shape=(ROWS, 2), dtype="i8", chunks=(1024, 2))  # never written
+    with pytest.raises(DataError, match=r"'coords' is an external link to target\.h5:/padding"):
+        read_coords(linked)
+    with pytest.raises(DataError, match=r"'coords' is an external link"):
+        read_geometry(linked, "S1", patches=6)
+    with pytest.raises(DataError, match=r"dataset '/coords' declares shape \[1000000, 2\]"):
+        read_coords(bomb)
+    with pytest.raises(DataError, match=r"dataset '/coords' declares shape \[1000000, 2\]"):
+        read_geometry(bomb, "S1", patches=6)

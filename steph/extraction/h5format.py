@@ -153,11 +153,17 @@ def made_from(attrs: Mapping[str, Any], path: Path) -> bool:
 
 
 def read_coords(path: Path) -> np.ndarray | None:
-    """Level-0 ``[N, 2]`` patch coordinates of an HDF5 feature file (None: not HDF5 or no ``coords``)."""
+    """Level-0 ``[N, 2]`` patch coordinates of an HDF5 feature file (None: not HDF5 or no ``coords``).
+
+    Raises:
+        DataError: ``coords`` comes from another file or declares more than the file holds.
+    """
+    from ..data.stores import checked_h5_dataset
+
     if path.suffix not in (".h5", ".hdf5"):
         return None
     with h5py.File(path, "r") as handle:
-        coords = handle.get("coords")
+        coords = checked_h5_dataset(handle, "coords", path)
         return None if coords is None else np.asarray(coords[()]).reshape(-1, 2)
 
 
