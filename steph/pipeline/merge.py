@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..bundles.signing import check_trusted_sources
 from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
 from ..config.merge import MergeConfig
@@ -161,6 +162,9 @@ def merge_models(
     """
     name = resolve_target(layout, config, target)
     sources, source_fold = resolve_sources(layout, config, name), config.merge.source_fold
+    check_trusted_sources(
+        layout, config, sources, source_fold
+    )  # imported ones: signed, when a trust list is set
     units = _plan(layout, config, name, sources, methods, folds, paper=paper, runs=runs)
     no_vector: set[int] = set()
     if not (folds or config.merge.folds):  # every fold the project trains: one without a vector fails
