@@ -14,7 +14,7 @@ bag, in microseconds of wall time and of this thread's CPU time (one intra-op th
 CPU time is the whole cost and holds on a busy machine), and the operators dispatched per step. Target: under 50 µs per bag on the
 packs path (issue: the protocol on one GPU).
 
-    python benchmarks/bench_host.py [--steps 20] [--out FILE]
+    python -m benchmarks.bench_host [--steps 20] [--out FILE]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def build(name: str) -> torch.nn.Module:
         target_vector=vectors[0],
         source_names=SOURCES,
         source_vectors=tuple(vectors[1:]),
-        config=MergeConfig(top_k=2),
+        config=MergeConfig(options={"top_k": 2}),
         model_config=MODEL,
         dim_in=DIM,
         device=torch.device("cpu"),

@@ -13,31 +13,26 @@ existence matters here):
 - ``skip_done_task``: ``run_task`` on a unit that is already done (what a resubmitted array task
   costs), against planning the list alone.
 
-Run ``python benchmarks/bench_hpc.py [--quick]``; it prints one JSON document.
+Run ``python -m benchmarks.bench_hpc [--quick]``; it prints one JSON document.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from steph.config import load_project  # noqa: E402
-from steph.fileio import write_csv  # noqa: E402
-from steph.hpc.status import project_status  # noqa: E402
-from steph.pipeline.extract import select_slides  # noqa: E402
-from steph.project import init_project  # noqa: E402
-from steph.stages import list_tasks, run_task  # noqa: E402
-from steph.synthetic.cohort import TCGA_CANCERS  # noqa: E402
+from steph.config import load_project
+from steph.fileio import write_csv
+from steph.hpc.status import project_status
+from steph.pipeline.extract import select_slides
+from steph.project import init_project
+from steph.stages import list_tasks, run_task
+from steph.synthetic.cohort import TCGA_CANCERS
 
 CANCERS = list(TCGA_CANCERS)
 FOLDS = 5

@@ -22,8 +22,9 @@ try:  # typer >= 0.20 vendors click as typer._click
 except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from steph import plugins
+from steph import plugins, threads
 from steph.plugins import Plugin
+from steph.registry import unwrap
 
 from . import _common
 from ._common import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USER_ERROR, AppState, err_console, setup_logging
@@ -235,7 +236,8 @@ def _mount(target: typer.Typer, name: str, obj: Any, origin: plugins.Origin) -> 
     if isinstance(obj, typer.Typer):
         target.add_typer(obj, name=name)
     elif callable(obj):
-        target.command(name)(obj)
+        # paragraphs on one line: --help wraps them at the terminal, not at the source's breaks
+        target.command(name, help=unwrap(obj.__doc__ or "") or None)(obj)
     else:
         raise TypeError(f"entry point {origin.entry_point} is neither a function nor a typer.Typer")
 
@@ -250,7 +252,8 @@ LOADED_COMMANDS.extend(mount_commands(app))
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: threads sized for this process (before torch starts), then the app."""
+    threads.configure()
     app()
 
 

@@ -42,9 +42,6 @@ def test_unknown_top_level_section(tmp_path: Path) -> None:
     [
         ("train:\n  epochs: many\n", "train.epochs: expected an integer"),
         ("train:\n  lr: [1]\n", "train.lr: expected a number"),
-        ("merge:\n  sparse: maybe\n", "merge.sparse: expected true or false"),
-        ("merge:\n  mix: sometimes\n", "merge.mix: 'sometimes' is not one of"),
-        ("merge:\n  top_k: 0\n", "merge.top_k must be >= 1"),
         ("extract:\n  mpp_range: [2, 1]\n", "mpp_range"),
         ("cancers: [brca, BRCA]\n", "duplicate"),
         ("cancers: [BRCA, BLCA]\ntargets: [KIRC]\n", "targets: KIRC not among cancers"),
@@ -57,13 +54,34 @@ def test_bad_values(tmp_path: Path, text: str, match: str) -> None:
         load_config(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("merge:\n  sparse: maybe\n", "merge.options.sparse = 'maybe' for method 'steph': expected bool"),
+        ("merge:\n  mix: sometimes\n", "merge.options.mix = 'sometimes' for method 'steph'"),
+        ("merge:\n  top_k: 0\n", "top_k must be >= 1"),
+        ("merge:\n  steph:\n    mix: sometimes\n", "merge.steph.mix: 'sometimes' is not one of"),
+    ],
+)
+def test_bad_method_settings_are_refused_before_any_work(tmp_path: Path, text: str, match: str) -> None:
+    """Method settings are checked by the method's settings class (merge.top_k ... moved into
+    merge.options), when the merge is planned."""
+    from steph.merging.inputs import requested_methods
+
+    write(tmp_path, text)
+    with pytest.raises(ConfigError, match=match):
+        config = load_config(tmp_path)
+        for method in requested_methods(config, ["steph"]):
+            method.check(config.merge, 5)
+
+
 def test_flags_win_over_file_and_unset_flags_do_not(tmp_path: Path) -> None:
     write(tmp_path, "train:\n  epochs: 7\n  lr: 0.001\nmerge:\n  top_k: 3\n")
     cfg = load_config(tmp_path, {"train.epochs": 2, "train.lr": None, "merge.gamma": 0.05})
     assert cfg.train.epochs == 2  # flag wins
     assert cfg.train.lr == 0.001  # flag not given: file value
-    assert cfg.merge.top_k == 3
-    assert cfg.merge.gamma == 0.05
+    assert cfg.merge.options["top_k"] == 3  # merge.top_k, its old spelling
+    assert cfg.merge.options["gamma"] == 0.05
     assert cfg.train.batch_size == 16  # default
 
 

@@ -63,7 +63,7 @@ def test_abmil() -> None:
 
 
 def test_steph() -> None:
-    model = merged("steph", top_k=2)
+    model = merged("steph", options={"top_k": 2})
     assert counted(model, False) == flops.steph_forward(K, W, len(SOURCES))
     assert counted(model, True) == flops.steph_step(K, W, len(SOURCES))
 
@@ -75,7 +75,7 @@ def test_adamerging() -> None:
 
 
 def test_roupkt() -> None:
-    model = merged("roupkt", top_k=2)
+    model = merged("roupkt", options={"top_k": 2})
     assert counted(model, False) == flops.roupkt_forward(K, W, len(SOURCES))
     assert counted(model, True) == flops.roupkt_step(K, W, len(SOURCES))
 

@@ -138,3 +138,14 @@ def test_cli_writes_the_layout_train_source_reads_and_check_knows_it(project: Pa
         fh.write("NEW-1,NEW-1-S1,100,1\n")
     changed = json.loads(cli("-p", project, "check", "--json", "-c", "BRCA").stdout)["findings"]
     assert any("changed since the splits were made" in f["message"] for f in changed)
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import steph.registry
+    import steph.splits
+
+    for module in (steph.splits, steph.registry):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -14,7 +14,7 @@ from steph.survival import surv_mle_loss
 from steph.training.batching import auto_patch_budget, pad_bags, plan_chunks, plan_packs, shares_forwards
 from steph.training.loop import (
     FitSettings,
-    _as_output,
+    as_output,
     backward_chunks,
     load_chunks,
     pack_limit,
@@ -38,7 +38,7 @@ def batch(seed: int = 3) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor
 def reference_gradients(model: torch.nn.Module, bags, bins, events) -> tuple[float, list[torch.Tensor]]:
     """One padded forward of the whole batch, one SurvMLE (+ aux), one backward (independent path)."""
     x, mask = pad_bags(bags)
-    out = _as_output(model(x, mask))
+    out = as_output(model(x, mask))
     loss = surv_mle_loss(torch.sigmoid(out.logits), bins, events)
     if out.aux_loss is not None:
         loss = loss + out.aux_loss

@@ -21,9 +21,10 @@ from ._loader import build, load_yaml, set_dotted, to_plain
 from .evaluate import EvaluateConfig
 from .extract import ExtractConfig, TissueConfig
 from .labels import LabelsConfig
-from .merge import MergeConfig, command_line_wins
+from .merge import MergeConfig, command_line_wins, move_legacy_keys
 from .slurm import SlurmConfig
 from .train import ModelConfig, TrainConfig
+from .transfer import TransferConfig
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -36,6 +37,7 @@ __all__ = [
     "SlurmConfig",
     "TissueConfig",
     "TrainConfig",
+    "TransferConfig",
     "dump_yaml",
     "load_config",
     "load_project",
@@ -52,6 +54,8 @@ class ProjectConfig:
 
     cancers: list[str] = field(default_factory=list)
     """Cancers of the project (empty = every labels/<CANCER>.csv found)."""
+    evaluation_only: list[str] = field(default_factory=list)
+    """Cancers too small to train (rare tumours): never trained or merged, only evaluated zero-shot by `stephctl transfer` (each source and the mean of the sources' risks; every labelled patient is a test patient)."""
     targets: list[str] = field(default_factory=list)
     """The cancers the project transfers to (empty = every cancer). The others are sources only:
     train-source and task-vector make them on `merge.source_fold` alone (the fold merge takes
@@ -63,6 +67,14 @@ class ProjectConfig:
     encoder_aliases: list[str] = field(default_factory=list)
     """Other names feature files may record for `encoder` (accepted as the same encoder); files
     naming any other encoder are refused. Spellings such as uni_v2 / uni2-h match without this."""
+    allowed_signers: str | None = None
+    """Trust list for shared bundles: an ssh-keygen allowed-signers file (relative to the project).
+    When set, predict --model, import-sources and merge accept only bundles signed (<bundle>.sig)
+    by a key it lists (docs/sharing.md)."""
+    max_patches: int = 1_000_000
+    """Most patches one slide's features may hold. A feature file declaring more is refused
+    before it is read (files from elsewhere, docs/security.md); a whole 40x slide at 256 px has
+    a few hundred thousand."""
     paths: PathTemplates = field(default_factory=PathTemplates)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -70,12 +82,20 @@ class ProjectConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cancers", [normalize_cancer(c) for c in self.cancers])
         if len(set(self.cancers)) != len(self.cancers):
             raise ConfigError(f"cancers: duplicate entries in {self.cancers}")
+        object.__setattr__(self, "evaluation_only", [normalize_cancer(c) for c in self.evaluation_only])
+        both = sorted(set(self.cancers) & set(self.evaluation_only))
+        if both:
+            raise ConfigError(
+                f"evaluation_only: {', '.join(both)} also listed in cancers",
+                hint="an evaluation-only cancer is never trained: list it in one of the two only",
+            )
         object.__setattr__(self, "targets", [normalize_cancer(c) for c in self.targets])
         if len(set(self.targets)) != len(self.targets):
             raise ConfigError(f"targets: duplicate entries in {self.targets}")
@@ -86,6 +106,8 @@ class ProjectConfig:
                 hint="add them to cancers: or remove them from targets:",
             )
         check_encoder_name(self.encoder)
+        if self.max_patches < 1:
+            raise ConfigError(f"max_patches: must be >= 1, got {self.max_patches}")
 
 
 def load_config(
@@ -114,6 +136,7 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}
+        move_legacy_keys(data, {})  # merge.top_k ... -> merge.options (with a warning)
         if overrides:  # the file must be valid on its own: a flag must not hide its errors
             _build_checked(data, path)
     elif require:
@@ -121,8 +144,9 @@ def load_config(
             f"not a stephctl project: {path} does not exist",
             hint=f"run `stephctl init {Path(root)}` or pass -p/--project DIR",
         )
-    command_line_wins(data, overrides or {})
-    for key, value in (overrides or {}).items():
+    overrides = move_legacy_keys(data, overrides or {})
+    command_line_wins(data, overrides)
+    for key, value in overrides.items():
         if value is not None:
             set_dotted(data, key, value)
     return _build_checked(data, path)

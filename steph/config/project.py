@@ -27,8 +27,9 @@ __all__ = ["Project", "merge_epochs", "open_project", "project_cancers", "projec
 
 
 def project_cancers(layout: ProjectLayout, config: ProjectConfig) -> list[str]:
-    """The project's cancers: ``cancers:`` of stephctl.yaml, else every labels/<CANCER>.csv."""
-    return list(config.cancers) or layout.label_cancers()
+    """The project's cancers: ``cancers:`` of stephctl.yaml, else every labels/<CANCER>.csv
+    (without the ``evaluation_only`` ones, which are never trained)."""
+    return list(config.cancers) or [c for c in layout.label_cancers() if c not in config.evaluation_only]
 
 
 def project_folds(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> list[int]:

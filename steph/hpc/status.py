@@ -8,6 +8,7 @@ The expected units come from the same plans the stages and Slurm arrays use
 - **train-source** and **task-vector** per cancer x fold of the split files;
 - **merge** per target (``targets:``, else every cancer) x fold for ``merge.method``, plus every other run found under
   ``merged/`` or ``results/`` (runs made with CLI flags such as ``--method ties``);
+- **transfer** per target (evaluation-only cancers included: their features are counted too);
 - **results**: the test C-index of every (target, method) over the folds whose record exists
   (a fold killed before its ``meta.json`` does not count), and whether ``results/summary.csv``
   exists.
@@ -109,15 +110,17 @@ class ProjectStatus:
 def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatus:
     """Survey the project at ``layout`` (reads only; never writes or removes anything)."""
     from ..config.project import Project
-    from ..stages import TaskVectorSelection, TrainSourceSelection
+    from ..stages import TaskVectorSelection, TrainSourceSelection, TransferSelection
 
     project = Project(layout, config)
     cancers = project.cancers
+    rare = [c for c in config.evaluation_only if c not in cancers]
     stages = [
-        _features(layout, config, cancers),
+        _features(layout, config, [*cancers, *rare]),
         _planned(project, TrainSourceSelection(cancers=cancers or None)),
         _planned(project, TaskVectorSelection(cancers=cancers or None)),
         _merges(project),
+        _planned(project, TransferSelection()),
     ]
     locks, temps = _scan(layout.root)
     for lock in locks:
@@ -142,6 +145,7 @@ def lock_stage(layout: ProjectLayout, path: Path) -> str | None:
         (layout.merged_root, "merge"),
         (layout.results_root, "evaluate"),
         (layout.reports_root, "evaluate"),
+        (layout.transfer_root, "transfer"),
         (layout.features_root, "extract"),
         (layout.theta0.parent, "train-source"),
     ]

@@ -18,15 +18,13 @@ reference's ``output_layer``; ``mix_embed`` gives H_mix its own patch embedding,
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..models.abmil import packed_segments, patch_chunk_size, segment_mean
+from .method_settings import OutputLayer
 
-OutputLayer = Literal["relu", "sigmoid", "softplus"]
 OUTPUT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
 
 

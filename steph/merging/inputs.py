@@ -18,7 +18,7 @@ from ..layout import normalize_cancer
 from ..records import TaskVectorRecord
 from ..task_vectors import StateDict, load_task_vector
 from ..theta0 import Theta0
-from .base import MergeMethod, method_fields
+from .base import MergeMethod
 from .registry import MERGE_METHODS
 from .settings import check_block, fold_block, unknown_block
 
@@ -71,7 +71,8 @@ def resolve_target(layout: ProjectLayout, config: ProjectConfig, target: str) ->
 
 def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -> list[str]:
     """``merge.sources`` (default: every other cancer of the project, imported sources
-    included), without the target.
+    included), without the target. With ``[auto:K]`` every other cancer is a candidate; the
+    merge plan picks K of them per fold (:mod:`steph.transfer.choose`).
 
     The reference removes the target from its source list (``task_ari_src_exlude_target``); a
     target named in ``--sources`` is dropped with a warning.
@@ -83,14 +84,17 @@ def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -
 
     known = project_cancers(layout, config)
     known += [c for c in imported_cancers(layout) if c not in known]
-    requested = [normalize_cancer(s) for s in config.merge.sources] if config.merge.sources else known
+    from ..transfer.choose import parse_auto
+
+    listed = config.merge.sources if parse_auto(config.merge.sources) is None else None
+    requested = [normalize_cancer(s) for s in listed] if listed else known
     unknown = [s for s in requested if s not in known]
     if unknown:
         raise ConfigError(
             f"source(s) {', '.join(unknown)} are not cancers of the project",
             hint=f"cancers of the project: {', '.join(known)}",
         )
-    if config.merge.sources and target in requested:
+    if listed and target in requested:
         log.warning(
             "%s is the target: it is not used as a source (its same-fold task vector is the target's)", target
         )
@@ -173,33 +177,30 @@ def check_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]],
 
 def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> list[MergeMethod]:
     """The methods to run (``merge.method`` when none given), validated against the registry and
-    against the ``merge:`` fields that are set.
+    against the settings in ``merge.options``.
 
     Raises:
         UnknownNameError: an unknown method (lists the registered ones).
-        ConfigError: a method-specific field (``--mix``, ``--gamma`` ...) differs from its default
-            but none of the requested methods reads it.
+        ConfigError: a setting in ``merge.options`` (``--top-k``, ``--option KEY=VALUE`` ...) that
+            none of the requested methods reads (names the methods that do, if any).
     """
     names = list(dict.fromkeys(methods or [config.merge.method]))
     chosen = [MERGE_METHODS.get(name) for name in names]
     check_blocks(config.merge)
-    defaults = MergeConfig()
-    for field in method_fields():
-        if getattr(config.merge, field) == getattr(defaults, field):
-            continue
-        if not any(field in m.config_fields for m in chosen):
-            users = [n for n, m in MERGE_METHODS.items() if field in m.config_fields]
+    accepted = {key for m in chosen for key in m.setting_names()}
+    unknown = [key for key in config.merge.options if key not in accepted]
+    for key in unknown:
+        users = [n for n, m in MERGE_METHODS.items() if key in m.setting_names()]
+        if users:
             raise ConfigError(
-                f"merge.{field} is set to {getattr(config.merge, field)!r} but no requested method uses it "
+                f"merge.{key} is set to {config.merge.options[key]!r} but no requested method uses it "
                 f"(methods: {', '.join(names)})",
                 hint=f"it applies to: {', '.join(users)}; drop the flag or request one of those with --method",
             )
-    accepted = {key for m in chosen for key in m.option_defaults}
-    unknown = sorted(set(config.merge.options) - accepted)
     if unknown:
-        valid = "; ".join(f"{m.name}: {', '.join(m.option_defaults) or 'none'}" for m in chosen)
+        valid = "; ".join(f"{m.name}: {', '.join(m.setting_names()) or 'none'}" for m in chosen)
         raise ConfigError(
-            f"unknown merge option(s) {', '.join(map(repr, unknown))} for {', '.join(names)}",
+            f"unknown merge option(s) {', '.join(map(repr, sorted(unknown)))} for {', '.join(names)}",
             hint=f"options of the requested methods: {valid} (`stephctl merge --list-methods`)",
         )
     return chosen
@@ -215,7 +216,7 @@ def check_blocks(merge: MergeConfig) -> None:
     for name, block in merge.per_method.items():
         if name not in MERGE_METHODS:
             raise unknown_block(name, MERGE_METHODS.names())
-        check_block(name, MERGE_METHODS.get(name).settings_type(), block)
+        check_block(name, MERGE_METHODS.get(name).settings_class, block)
 
 
 def for_method(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
@@ -224,7 +225,8 @@ def for_method(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
     merge = fold_block(merge, method.name)
     if not merge.options:
         return merge
-    return replace(merge, options={k: v for k, v in merge.options.items() if k in method.option_defaults})
+    names = method.setting_names()
+    return replace(merge, options={k: v for k, v in merge.options.items() if k in names})
 
 
 def load_inputs(

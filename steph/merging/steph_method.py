@@ -31,8 +31,7 @@ theta0 + tau_t, the reference's ``base_parameters_from: target``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -42,46 +41,10 @@ from ..errors import ConfigError
 from ..models.abmil import bag_count, encode
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
-from .baselines import BASE_HELP
-from .hypernet import Hypernetwork, OutputLayer
+from .hypernet import Hypernetwork
+from .method_settings import StephSettings
 from .modules import VectorStack
-from .settings import doc, fold_block, read_settings
-
-
-@dataclass(frozen=True, kw_only=True)
-class StephSettings:
-    """STEPH's settings: the ``merge:`` fields of the paper's ablations plus two options."""
-
-    top_k: int = field(default=5, metadata=doc("task-vector mixtures kept per bag"))
-    sparse: bool = field(
-        default=True, metadata=doc("keep only the top-k mixtures (false: all m, z-loss alone)")
-    )
-    mix: Literal["hypernet", "fnn", "fixed", "global"] = field(
-        default="hypernet",
-        metadata=doc(
-            "lambda from the hypernetwork, its fnn variant (own embedding), a fixed value or a global vector"
-        ),
-    )
-    fixed_lambda: float = field(default=1.0, metadata=doc("lambda with mix: fixed"))
-    weights: Literal["hypernet", "global"] = field(
-        default="hypernet", metadata=doc("w from the hypernetwork or a global vector")
-    )
-    gamma: float = field(default=0.005, metadata=doc("weight of the aggregation loss"))
-    beta: float = field(default=0.05, metadata=doc("weight of the mixing loss"))
-    output: OutputLayer = field(
-        default="relu",
-        metadata=doc("output layer of w: relu, sigmoid or softplus (the reference's output_layer)"),
-    )
-    base: Literal["theta0", "target"] = field(default="theta0", metadata=doc(BASE_HELP))
-
-    @classmethod
-    def from_config(cls, config: MergeConfig) -> StephSettings:
-        return read_settings(cls, config, "steph")  # type: ignore[no-any-return]
-
-    @property
-    def learns_lambda(self) -> bool:
-        return self.mix != "fixed"
-
+from .settings import fold_block
 
 _DEFAULTS = StephSettings()
 
@@ -113,6 +76,8 @@ class StephModel(nn.Module):
     ) -> None:
         super().__init__()
         self.settings = settings
+        if settings.target_as_source:  # the reference's task_ari_src_exlude_target: false
+            source_vectors = [target_vector, *source_vectors]
         self.n_sources = len(source_vectors)
         self.dropout = dropout
         base = dict(theta0)
@@ -151,6 +116,8 @@ class StephModel(nn.Module):
             lam = (1.0 / (1.0 + self.global_r.clamp(min=0.0))).expand(batch, m)
         elif r_net is not None:
             lam = 1.0 / (1.0 + r_net)
+        elif self.settings.fixed_lambdas is not None:
+            lam = torch.tensor(self.settings.fixed_lambdas, dtype=x.dtype, device=x.device).expand(batch, m)
         else:
             lam = torch.full((batch, m), self.settings.fixed_lambda, dtype=x.dtype, device=x.device)
         return w, lam
@@ -185,7 +152,8 @@ class StephModel(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         w, lam = self.mixing(x, mask)
         selected = self.select(w.detach())
-        params = self.stack.merge(self.coefficients(w, lam, selected))
+        w_merge = w.clamp(min=0.0, max=1.0) if self.settings.clamp_weights else w
+        params = self.stack.merge(self.coefficients(w_merge, lam, selected))
         z = encode(params, x, mask, dropout=self.dropout, training=self.training)
         extras = {"w": w.detach(), "lambda": lam.detach(), "selected": selected}
         return ModelOutput(self.pred_head(z), self.regulariser(w, lam, selected), extras)
@@ -199,7 +167,7 @@ class Steph(MergeMethod):
         "Sparse task-vector mixup with hypernetworks: per-WSI top-k mixture of target/source task vectors"
     )
     reference = "Liu et al., STEPH, CVPR 2026 (arXiv 2603.10526); github.com/liupei101/STEPH"
-    settings_class: ClassVar[type | None] = StephSettings
+    settings_class: ClassVar[type] = StephSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "hypernet.safetensors": ("hypernet", "global_w", "global_r"),
         "head.safetensors": ("pred_head",),
@@ -207,29 +175,44 @@ class Steph(MergeMethod):
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)
-        config = fold_block(config, self.name)  # merge.steph: {...} wins over the general fields
-        s = self.settings(config)
-        if s.sparse and s.top_k > n_sources:
+        config = fold_block(config, self.name)  # merge.steph: {...} wins over merge.options
+        s, given = self.settings(config), config.options
+        m = n_sources + 1 if s.target_as_source else n_sources
+        if s.sparse and s.top_k > m:
             raise ConfigError(
-                f"top-k is {s.top_k} but only {n_sources} source cancer(s) are available",
-                hint=f"lower it with --top-k {n_sources} (or add sources, or use --no-sparse)",
+                f"top-k is {s.top_k} but only {n_sources} source cancer(s) are available"
+                + (" (+ the target with target_as_source)" if s.target_as_source else ""),
+                hint=f"lower it with --top-k {m} (or add sources, or use --no-sparse)",
             )
-        if config.mix != "fixed" and config.fixed_lambda != _DEFAULTS.fixed_lambda:
+        if s.fixed_lambdas is not None and (s.mix != "fixed" or len(s.fixed_lambdas) != m):
+            raise ConfigError(
+                f"fixed_lambdas needs mix: fixed and one lambda per mixture ({m}), got {s.fixed_lambdas}",
+                hint="e.g. --mix fixed --option fixed_lambdas=["
+                + ",".join(["0.5"] * m)
+                + "]"
+                + " (the sources in --sources order; the target first with target_as_source)",
+            )
+        if s.fixed_lambdas is not None and s.fixed_lambda != _DEFAULTS.fixed_lambda:
+            raise ConfigError("fixed_lambda has no effect with fixed_lambdas", hint="drop --fixed-lambda")
+        if s.mix != "fixed" and s.fixed_lambda != _DEFAULTS.fixed_lambda:
             raise ConfigError("merge.fixed_lambda is only used with mix: fixed", hint="add --mix fixed")
-        if config.mix == "fixed" and config.beta != _DEFAULTS.beta:
+        if s.mix == "fixed" and s.beta != _DEFAULTS.beta:
             raise ConfigError(
                 "merge.beta has no effect when lambda is fixed (mix: fixed)", hint="drop --beta"
             )
-        if not config.sparse and config.top_k is not None:
+        if not s.sparse and given.get("top_k") is not None:
             raise ConfigError(
                 "merge.top_k has no effect with sparse: false", hint="drop --top-k or --no-sparse"
             )
 
     def run_name(self, config: MergeConfig) -> str:
         """``steph`` plus ``-fixed-lambda<v>`` / ``-global-lambda``, ``-global-w``, ``-dense``,
-        ``-top<k>``, ``-gamma<g>``, ``-beta<b>`` for every setting away from the paper's defaults."""
+        ``-top<k>``, ``-gamma<g>``, ``-beta<b>``, ``-clamp``, ``-target-as-source`` ... for every
+        setting away from the paper's defaults."""
         s, parts = self.settings(config), [self.name]
-        if s.mix == "fixed":
+        if s.mix == "fixed" and s.fixed_lambdas is not None:
+            parts.append("fixed-lambdas-" + "-".join(f"{v:g}" for v in s.fixed_lambdas))
+        elif s.mix == "fixed":
             parts.append(f"fixed-lambda{s.fixed_lambda:g}")
         elif s.mix in ("global", "fnn"):
             parts.append(f"{s.mix}-lambda")
@@ -247,6 +230,10 @@ class Steph(MergeMethod):
             parts.append(f"output-{s.output}")
         if s.base != _DEFAULTS.base:
             parts.append(f"base-{s.base}")
+        if s.clamp_weights:
+            parts.append("clamp")
+        if s.target_as_source:
+            parts.append("target-as-source")
         return "-".join(parts)
 
     def build(self, ctx: MergeContext) -> StephModel:
@@ -267,7 +254,9 @@ class Steph(MergeMethod):
         """``coefficients.csv``: one row per test patient and source (w, lambda, selected 0/1)."""
         rows: list[list[Any]] = []
         w, lam, sel = extras["w"], extras["lambda"], extras["selected"]
+        target_too = self.settings(ctx.config).target_as_source
+        names = [ctx.target, *ctx.source_names] if target_too else list(ctx.source_names)
         for b, pid in enumerate(ids):
-            for i, source in enumerate(ctx.source_names):
+            for i, source in enumerate(names):
                 rows.append([pid, source, float(w[b, i]), float(lam[b, i]), int(sel[b, i] > 0)])
         return {"coefficients.csv": (["patient_id", "source", "w", "lambda", "selected"], rows)}

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..bundles.signing import check_trusted_sources
 from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
 from ..config.merge import MergeConfig
@@ -28,7 +29,7 @@ from ..fileio import os_error_message, write_csv, write_text
 from ..locks import hold
 from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
-from ..merging.autotune import choose_gamma
+from ..merging.autotune import check_search, tune
 from ..merging.inputs import (
     check_task_vectors,
     for_method,
@@ -40,7 +41,6 @@ from ..merging.inputs import (
     target_folds,
 )
 from ..merging.paper import PAPER_VARIANTS, Variant
-from ..merging.settings import AUTO
 from ..predictions import write_predictions
 from ..progress import NULL_PROGRESS, Progress
 from ..records import MERGE_SIGNATURE, MergeRecord
@@ -48,6 +48,7 @@ from ..report import StageReport, Status
 from ..runtime import resolve_device, seed_everything, set_deterministic
 from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
+from ..transfer.choose import choose_sources, parse_auto
 from ..units import WorkUnit
 from ._source_model import fit_settings
 from .train_source import too_few_for_a_batch
@@ -105,18 +106,20 @@ def _plan(
         variants = list(PAPER_VARIANTS)
     else:
         variants = [Variant(m.name, m.name) for m in requested_methods(config, methods)]
-    _check_gamma_search(config.merge)
+    check_search(config.merge)
     fold_list = target_folds(layout, name, folds or config.merge.folds)  # missing inputs first
+    auto = parse_auto(config.merge.sources)  # --sources auto:K: chosen per fold (steph.transfer.choose)
     planned: dict[str, Variant] = {}
     for variant in variants:
         method = MERGE_METHODS.get(variant.method)
         merge = for_method(variant.apply(config.merge), method)
-        method.check(merge, len(sources))
-        planned.setdefault(method.run_name(merge), variant)
+        method.check(merge, auto or len(sources))
+        planned.setdefault(method.run_name(merge) + (f"-auto{auto}" if auto else ""), variant)
     if runs is not None:
         planned = {run: v for run, v in planned.items() if run in runs}
     units = []
     for fold in fold_list:
+        choice = choose_sources(layout, name, fold, sources, auto) if auto else None
         for run, variant in planned.items():
             params = {
                 "target": name,
@@ -125,9 +128,10 @@ def _plan(
                 "overrides": variant.overrides,
                 "run": run,
                 "fold": fold,
-                "sources": sources,
+                "sources": choice.sources if choice else sources,
                 "source_fold": config.merge.source_fold,
                 "paper": paper,
+                "source_choice": choice.to_json() if choice else None,
             }
             outputs = (layout.merged_meta(name, run, fold),)
             units.append(WorkUnit(STAGE, f"{name}/{run}/fold_{fold}", outputs, params))
@@ -158,6 +162,9 @@ def merge_models(
     """
     name = resolve_target(layout, config, target)
     sources, source_fold = resolve_sources(layout, config, name), config.merge.source_fold
+    check_trusted_sources(
+        layout, config, sources, source_fold
+    )  # imported ones: signed, when a trust list is set
     units = _plan(layout, config, name, sources, methods, folds, paper=paper, runs=runs)
     no_vector: set[int] = set()
     if not (folds or config.merge.folds):  # every fold the project trains: one without a vector fails
@@ -168,7 +175,7 @@ def merge_models(
             units.sort(key=lambda u: u.params["fold"])
             no_vector = set(extra)
     needed = [(name, u.params["fold"]) for u in units if u.params["fold"] not in no_vector]
-    needed += [(s, source_fold) for s in sources]
+    needed += [(s, source_fold) for s in dict.fromkeys(s for u in units for s in u.params["sources"])]
     require_task_vectors(layout, needed)
     theta0 = load_theta0(layout, model=config.model)
     check_task_vectors(layout, needed, theta0)
@@ -200,17 +207,6 @@ def merge_models(
         str(layout.results_dir(name, u.params["run"], u.params["fold"])) for u in units
     ]
     return report
-
-
-def _check_gamma_search(merge: MergeConfig) -> None:
-    """Refuse gamma_grid / inner_folds set without gamma: auto (they would be ignored)."""
-    defaults = MergeConfig()
-    auto = merge.gamma == AUTO or any(block.get("gamma") == AUTO for block in merge.per_method.values())
-    if not auto and (merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds):
-        raise ConfigError(
-            "merge.gamma_grid and merge.inner_folds are only used with gamma: auto",
-            hint="add --gamma auto, or drop them",
-        )
 
 
 def _unit_merge(config: ProjectConfig, unit: WorkUnit) -> MergeConfig:
@@ -351,14 +347,8 @@ class _Runner:
             self.device,
         )
         cap = config.train.max_bag_batch_patches
-        gamma_choice = None
-        if merge_config.gamma == AUTO and "gamma" in method.config_fields:
-            gamma_choice = choose_gamma(
-                method, ctx, list(merge_config.gamma_grid), merge_config.inner_folds, max_batch_patches=cap
-            )
-            merge_config = replace(merge_config, gamma=gamma_choice.gamma)
-            ctx = replace(ctx, config=merge_config)
-            log.info("merge %s: gamma %g chosen by inner cross-validation", unit.key, gamma_choice.gamma)
+        ctx, gamma_choice = tune(method, ctx, max_batch_patches=cap)  # settings set to auto
+        merge_config = ctx.config
         seed_everything(config.train.seed)
         model = method.build(ctx)
         started = time.perf_counter()
@@ -398,8 +388,9 @@ class _Runner:
             target=target,
             fold=fold,
             label=p.get("label", method.name),
-            top_k=signature["options"].get("top_k", merge_config.top_k),
+            top_k=signature["options"].get("top_k"),
             gamma_selection=gamma_choice.to_dict() if gamma_choice else None,
+            source_choice=p.get("source_choice"),
             vector_sha256=inputs.vector_hashes,
             dim_in=bags.dim,
             model_config=to_plain(config.model),

@@ -26,6 +26,7 @@ from .extract import ExtractSelection
 from .merge import MergeSelection
 from .task_vector import TaskVectorSelection
 from .train_source import TrainSourceSelection
+from .transfer import TransferSelection
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -43,6 +44,7 @@ __all__ = [
     "Stage",
     "TaskVectorSelection",
     "TrainSourceSelection",
+    "TransferSelection",
     "get_stage",
     "list_tasks",
     "open_project",

@@ -18,6 +18,7 @@ stage                     one unit                                    enumerated
 ``task-vector``           cancer x fold                               cancers x split files
 ``merge``                 target x method x fold                      target x methods x split files
 ``evaluate``              target                                      targets (default: every cancer)
+``transfer``              target (every source model and fold)        cancers + ``evaluation_only``
 ========================  ==========================================  ====================================
 
 Running a unit runs the stage restricted to that unit, so locking, skipping of done units and

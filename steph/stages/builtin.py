@@ -9,8 +9,9 @@ from .extract import STAGE as EXTRACT
 from .merge import STAGE as MERGE
 from .task_vector import STAGE as TASK_VECTOR
 from .train_source import STAGE as TRAIN_SOURCE
+from .transfer import STAGE as TRANSFER
 
-BUILTIN_STAGES = (EXTRACT, TRAIN_SOURCE, TASK_VECTOR, MERGE, EVALUATE)
+BUILTIN_STAGES = (EXTRACT, TRAIN_SOURCE, TASK_VECTOR, MERGE, EVALUATE, TRANSFER)
 
 
 def register(registry: Any) -> None:

@@ -117,7 +117,7 @@ class FitSettings:
     """auto, fp32, bf16 or fp16 (:mod:`steph.training.precision`)."""
 
 
-def _as_output(out: Tensor | ModelOutput) -> ModelOutput:
+def as_output(out: Tensor | ModelOutput) -> ModelOutput:
     return out if isinstance(out, ModelOutput) else ModelOutput(out)
 
 
@@ -250,7 +250,7 @@ def backward_chunks(
     for x, mask, y, e, seg in parts:
         with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg):
             m = mask.to(device, non_blocking=True) if mask is not None else None
-            out = _as_output(model(x.to(device, non_blocking=True), m))
+            out = as_output(model(x.to(device, non_blocking=True), m))
         hazards = torch.sigmoid(out.logits.float())
         loss = surv_mle_loss(hazards, y.to(device), e.to(device), alpha=settings.alpha, eps=settings.eps)
         if out.aux_loss is not None:
@@ -319,7 +319,7 @@ def predict(
             x, mask, seg = chunk_input(loaded, part, pack)
             with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg):
                 m = mask.to(device) if mask is not None else None
-                outs.append(_as_output(model(x.to(device), m)))
+                outs.append(as_output(model(x.to(device), m)))
         hazards.append(torch.sigmoid(torch.cat([o.logits.float() for o in outs])[order]).cpu())
         for key in outs[0].extras:
             value = torch.cat([o.extras[key].detach() for o in outs])[order]

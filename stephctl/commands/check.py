@@ -69,12 +69,16 @@ def _render(report: CheckReport) -> None:
         table.add_column(column, overflow="fold")
     for name, counts in report.counts.items():
         folds = ",".join(map(str, counts.folds)) or "-"
+        where = (
+            "evaluation-only (transfer)"
+            if counts.evaluation_only
+            else f"{counts.in_splits} in splits (folds {folds})"
+        )
         table.add_row(
             esc(name),
             "patients",
             "",
-            f"{counts.labelled} labelled, {counts.in_splits} in splits (folds {folds}), "
-            f"{counts.with_features} with features, D={counts.dim or '-'}",
+            f"{counts.labelled} labelled, {where}, {counts.with_features} with features, D={counts.dim or '-'}",
         )
         for finding in [f for f in report.findings if f.cancer == name]:
             _row(table, "", finding)

@@ -50,7 +50,11 @@ def evaluate(
     ] = None,
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="Method folder to include (repeatable; default: all)."),
+        typer.Option(
+            "--method",
+            "-m",
+            help="Method or run folder to include (repeatable; default: all); steph picks its one run.",
+        ),
     ] = None,
     fmt: Annotated[
         OutputFormat,

@@ -16,7 +16,9 @@ def export(
     method: Annotated[
         str,
         typer.Option(
-            "--method", "-m", help="cancer-specific, or a merge run folder (steph, ties, steph-dense ...)."
+            "--method",
+            "-m",
+            help="cancer-specific, a method with one run (steph) or a run folder (steph-top2, steph-dense ...).",
         ),
     ] = "steph",
     fold: Annotated[int | None, typer.Option("--fold", "-k", help="Fold of the model.")] = None,
@@ -33,6 +35,13 @@ def export(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle file.")] = False,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            help="SSH private key: also write <bundle>.sig (ssh-keygen -Y sign) for labs with a trust list.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Write one safetensors bundle (no pickle): theta0, the task vectors and trained weights the
@@ -57,5 +66,6 @@ def export(
         all_folds=all_folds,
         out=out,
         overwrite=overwrite,
+        sign=sign,
         as_json=json_out,
     )

@@ -19,7 +19,7 @@ rounds is kept, the load average is recorded). Every process runs with a bytecod
 package has: where the environment sets ``PYTHONDONTWRITEBYTECODE=1`` every process would
 otherwise compile torch and the rest at each start (9-15 s of CPU on this machine), a fixed
 cost that is no part of the stage and that the bare compute does not pay. Run a worker by hand with
-``python benchmarks/_realscale.py one_bag|bare|huge ROOT ...`` (prints one JSON line).
+``python -m benchmarks.realscale one_bag|bare|huge ROOT ...`` from the repository root (prints one JSON line).
 
 The stages request deterministic algorithms (:func:`steph.runtime.set_deterministic`); the
 reference's loop does not, and neither do ``one_bag`` and ``bare``. ``STEPH_BENCH_DETERMINISTIC=1``
@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+"""The repository root: every measured process runs there (``python -m benchmarks.realscale``)."""
 
 TARGET = "BRCA"
 SOURCES = ("BLCA", "LUAD")
@@ -191,6 +190,20 @@ def make_project(root: Path, cohort: Cohort, *, sources: bool = False) -> dict[s
     }
 
 
+def target_feature_files(root: Path) -> list[Path]:
+    """The feature files of the target's slides in the project at ``root``."""
+    from steph.config import load_project
+    from steph.data import load_cohort
+
+    layout, config = load_project(root)
+    cohort = load_cohort(layout, config, TARGET)
+    return [
+        layout.features(config.encoder, sid, cancer=TARGET)
+        for patient in cohort.patients.values()
+        for sid in patient.slide_ids
+    ]
+
+
 PYCACHE = Path(tempfile.gettempdir()) / "stephctl-bench-pycache"
 ENV = {
     **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
@@ -249,19 +262,11 @@ def measure_rss(cmd: list[str]) -> dict[str, Any]:
     return result
 
 
-TRACE = Path(__file__).resolve().parent / "_trace.py"
-
-
 def traced(cmd: list[str], out: Path) -> list[str]:
-    """The Python command line ``cmd`` under ``benchmarks/_trace.py`` (cProfile and a sampler of
-    RSS and place), writing ``out.pstats`` and ``out.samples.tsv`` (a ``-c`` program is written
-    to ``out.py`` first)."""
-    args = list(cmd[1:])
-    if args[0] == "-c":
-        script = out.with_suffix(".py")
-        script.write_text(args[1])
-        args = [str(script), *args[2:]]
-    return [cmd[0], str(TRACE), str(out), *args]
+    """The Python command line ``cmd`` (``python -m ...`` or ``python -c ...``) under
+    :mod:`benchmarks.tracing` (cProfile and a sampler of RSS and place), writing ``out.pstats``
+    and ``out.samples.tsv``."""
+    return [cmd[0], "-m", "benchmarks.tracing", str(out), *cmd[1:]]
 
 
 def profile(commands: dict[str, list[str]], names: tuple[str, ...], out_dir: Path) -> dict[str, Any]:
@@ -275,9 +280,7 @@ def profile(commands: dict[str, list[str]], names: tuple[str, ...], out_dir: Pat
     import io
     import pstats
 
-    if str(TRACE.parent) not in sys.path:
-        sys.path.insert(0, str(TRACE.parent))
-    from _trace import phases
+    from benchmarks.tracing import phases
 
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
@@ -295,7 +298,7 @@ def profile(commands: dict[str, list[str]], names: tuple[str, ...], out_dir: Pat
 
 
 def worker(mode: str, root: Path, stage: str, epochs: int) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), mode, str(root), stage, str(epochs)]
+    return [sys.executable, "-m", "benchmarks.realscale", mode, str(root), stage, str(epochs)]
 
 
 def race(commands: dict[str, list[str]], rounds: int) -> dict[str, Any]:
@@ -401,7 +404,7 @@ def _setup(root: Path, stage: str, epochs: int) -> tuple[Any, ...]:
             target_vector=inputs.target_vector,
             source_names=inputs.source_names,
             source_vectors=inputs.source_vectors,
-            config=MergeConfig(top_k=2, sources=list(SOURCES)),
+            config=MergeConfig(sources=list(SOURCES), options={"top_k": 2}),
             model_config=config.model,
             dim_in=bags.dim,
             device=torch.device(DEVICE),
@@ -440,7 +443,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
     from steph.models import flops
     from steph.survival import surv_mle_loss
     from steph.training.batching import epoch_batches
-    from steph.training.loop import _as_output
+    from steph.training.loop import as_output
 
     model, bags, train, split, settings = _setup(root, stage, epochs)
     shape = load_project(root)[1].model
@@ -478,14 +481,14 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
             y, e = y.to(device), e.to(device)
             optimizer.zero_grad(set_to_none=True)
             if mode == "one_bag":  # the reference: 16 forwards, one loss, one backward
-                outs = [_as_output(model(x)) for x in xs]
+                outs = [as_output(model(x)) for x in xs]
                 loss = surv_mle_loss(torch.sigmoid(torch.cat([o.logits for o in outs])), y, e)
                 if outs[0].aux_loss is not None:
                     loss = loss + torch.stack([o.aux_loss for o in outs]).mean()  # type: ignore[misc]
                 loss.backward()
             else:  # bare: every bag alone, its backward right away
                 for j, x in enumerate(xs):
-                    out = _as_output(model(x))
+                    out = as_output(model(x))
                     loss = surv_mle_loss(torch.sigmoid(out.logits), y[j : j + 1], e[j : j + 1])
                     if out.aux_loss is not None:
                         loss = loss + out.aux_loss
@@ -504,7 +507,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
             counted["predict"] += forward_flops(int(x.shape[1]))
             _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
-            torch.sigmoid(_as_output(model(x.to(device))).logits).cpu()
+            torch.sigmoid(as_output(model(x.to(device))).logits).cpu()
             compute += time.perf_counter() - start
             cpu += time.process_time() - cpu0
     return {
@@ -550,7 +553,7 @@ def run_huge(root: Path, stage: str, patches: int, dim: int, budget: int) -> dic
             target_vector=vectors[0],
             source_names=SOURCES,
             source_vectors=tuple(vectors[1:]),
-            config=MergeConfig(top_k=2),
+            config=MergeConfig(options={"top_k": 2}),
             model_config=model_config,
             dim_in=dim,
             device=torch.device(DEVICE),
