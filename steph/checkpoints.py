@@ -100,7 +100,7 @@ def load_reference_checkpoint(path: Path | str) -> StateDict:
         raise MissingArtifactError(f"checkpoint not found: {path}")
     _check_zip_records(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        obj = _torch_load(path)
     except Exception as exc:  # torch raises many types for malformed pickles
         raise DataError(f"{path} is not a loadable PyTorch checkpoint: {exc}") from exc
     state = obj.get("model", obj) if isinstance(obj, dict) else None
@@ -125,6 +125,15 @@ def load_reference_checkpoint(path: Path | str) -> StateDict:
             f"{path}: not enough memory to load its {total:,} bytes of tensors ({type(exc).__name__})",
             hint="free memory or use a machine with more",
         ) from exc
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)``, memory-mapped where the file allows it (older torch wrote
+    records that cannot be mapped; their reading is bounded by :func:`_check_zip_records` anyway)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _check_zip_records(path: Path) -> None:

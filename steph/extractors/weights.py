@@ -8,10 +8,12 @@ answering within a few seconds). When neither works the error names the file to 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,23 @@ HUB_TIMEOUT_S = 3.0
 _TRUE = {"1", "true", "yes", "on"}
 
 
+_HUB_BLOCKED: contextvars.ContextVar[str | None] = contextvars.ContextVar("hub_blocked", default=None)
+
+
+@contextlib.contextmanager
+def hub_blocked(reason: str) -> Iterator[None]:
+    """Within the block, nothing is downloaded: :func:`hub_disabled_reason` gives ``reason``."""
+    token = _HUB_BLOCKED.set(reason)
+    try:
+        yield
+    finally:
+        _HUB_BLOCKED.reset(token)
+
+
 def hub_disabled_reason() -> str | None:
-    """Why the hub must not be contacted (offline env variables), or None."""
+    """Why the hub must not be contacted (a :func:`hub_blocked` block, offline env variables), or None."""
+    if _HUB_BLOCKED.get() is not None:
+        return _HUB_BLOCKED.get()
     for var in ("HF_HUB_OFFLINE", "STEPHCTL_NO_HUB"):
         if os.environ.get(var, "").strip().lower() in _TRUE:
             return f"{var} is set"

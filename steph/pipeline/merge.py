@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ..bundles.signing import check_trusted_sources
 from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
 from ..config.merge import MergeConfig
@@ -47,6 +48,7 @@ from ..report import StageReport, Status
 from ..runtime import resolve_device, seed_everything, set_deterministic
 from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
+from ..transfer.choose import choose_sources, parse_auto
 from ..units import WorkUnit
 from ._source_model import fit_settings
 from .train_source import too_few_for_a_batch
@@ -106,16 +108,18 @@ def _plan(
         variants = [Variant(m.name, m.name) for m in requested_methods(config, methods)]
     check_search(config.merge)
     fold_list = target_folds(layout, name, folds or config.merge.folds)  # missing inputs first
+    auto = parse_auto(config.merge.sources)  # --sources auto:K: chosen per fold (steph.transfer.choose)
     planned: dict[str, Variant] = {}
     for variant in variants:
         method = MERGE_METHODS.get(variant.method)
         merge = for_method(variant.apply(config.merge), method)
-        method.check(merge, len(sources))
-        planned.setdefault(method.run_name(merge), variant)
+        method.check(merge, auto or len(sources))
+        planned.setdefault(method.run_name(merge) + (f"-auto{auto}" if auto else ""), variant)
     if runs is not None:
         planned = {run: v for run, v in planned.items() if run in runs}
     units = []
     for fold in fold_list:
+        choice = choose_sources(layout, name, fold, sources, auto) if auto else None
         for run, variant in planned.items():
             params = {
                 "target": name,
@@ -124,9 +128,10 @@ def _plan(
                 "overrides": variant.overrides,
                 "run": run,
                 "fold": fold,
-                "sources": sources,
+                "sources": choice.sources if choice else sources,
                 "source_fold": config.merge.source_fold,
                 "paper": paper,
+                "source_choice": choice.to_json() if choice else None,
             }
             outputs = (layout.merged_meta(name, run, fold),)
             units.append(WorkUnit(STAGE, f"{name}/{run}/fold_{fold}", outputs, params))
@@ -157,6 +162,9 @@ def merge_models(
     """
     name = resolve_target(layout, config, target)
     sources, source_fold = resolve_sources(layout, config, name), config.merge.source_fold
+    check_trusted_sources(
+        layout, config, sources, source_fold
+    )  # imported ones: signed, when a trust list is set
     units = _plan(layout, config, name, sources, methods, folds, paper=paper, runs=runs)
     no_vector: set[int] = set()
     if not (folds or config.merge.folds):  # every fold the project trains: one without a vector fails
@@ -167,7 +175,7 @@ def merge_models(
             units.sort(key=lambda u: u.params["fold"])
             no_vector = set(extra)
     needed = [(name, u.params["fold"]) for u in units if u.params["fold"] not in no_vector]
-    needed += [(s, source_fold) for s in sources]
+    needed += [(s, source_fold) for s in dict.fromkeys(s for u in units for s in u.params["sources"])]
     require_task_vectors(layout, needed)
     theta0 = load_theta0(layout, model=config.model)
     check_task_vectors(layout, needed, theta0)
@@ -382,6 +390,7 @@ class _Runner:
             label=p.get("label", method.name),
             top_k=signature["options"].get("top_k"),
             gamma_selection=gamma_choice.to_dict() if gamma_choice else None,
+            source_choice=p.get("source_choice"),
             vector_sha256=inputs.vector_hashes,
             dim_in=bags.dim,
             model_config=to_plain(config.model),
