@@ -41,6 +41,7 @@ EXCLUDED: dict[str, str] = {
     "LUAD": "LUAD is not a cancer of the demo",
     "TCGA-A1-A0SB": "names TCGA patients of a real cohort; the demo's patients are synthetic",
     "--manifest new_patients.csv": "a lab's own manifest of new slides",
+    "stephctl view": "serves the viewer until stopped; tests/test_view.py drives it in a headless browser",
     "--sources auto:5": "picks 5 measured sources; the demo has 3 (tests/test_transfer.py covers auto:K)",
     "--sign ~/.ssh/": "signs with the lab's own SSH key (tests/test_sharing_signing.py signs with made keys)",
 }

@@ -202,6 +202,22 @@ def test_stride_zero_pt_is_refused_before_it_is_expanded(tmp_path: Path) -> None
     assert found["grew_mib"] < 64, found
 
 
+def test_stride_zero_lmdb_value_is_refused(tmp_path: Path) -> None:
+    from _published import cohort
+
+    from steph.data.lmdb_store import LmdbStore
+
+    rows = cohort(n_patients=2)
+    path, crafted = tmp_path / "s.lmdb", rows[0]["slide_id"]
+    write_lmdb(path, rows, {crafted: pickle.dumps(torch.zeros(1, 1, DIM).expand(1, 100_000, DIM))})
+    store = LmdbStore()
+    ref = store.ref(path, crafted)
+    for read in (store.shape, store.read):  # shape is what `check` asks
+        with pytest.raises(DataError, match=r"needs 51200000 bytes but its storage holds 512"):
+            read(ref)
+    store.close()
+
+
 def test_unwritten_chunked_h5_is_refused_before_it_is_read(tmp_path: Path) -> None:
     path = tmp_path / "bomb.h5"
     with h5py.File(path, "w") as fh:

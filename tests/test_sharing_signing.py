@@ -103,3 +103,48 @@ def test_predict_with_a_trust_list_in_stephctl_yaml(tmp_path: Path, keys, cli) -
     sign_bundle(bundle, keys["alice"])
     signed = cli("-p", root, "predict", missing, "--model", bundle)
     assert signed.exit_code == 1 and "slide file not found" in signed.stderr  # past the signature check
+
+
+def test_export_sources_sign_writes_a_signature_that_verifies(tmp_path: Path, keys, cli) -> None:
+    """Lab B passes on what it imported, signed with its own key."""
+    root = lab_b(tmp_path / "B")
+    layout, config = load_project(root)
+    assert import_sources(layout, config, write_sources(tmp_path / "s.safetensors")).ok
+    out = tmp_path / "again.safetensors"
+    result = cli("-p", root, "export-sources", "--cancer", "BLCA", "--out", out, "--sign", keys["alice"])
+    assert result.exit_code == 0, result.output
+    assert verify_bundle(out, keys["allowed"]).principal == "alice@lab-a"
+
+
+def test_export_sign_writes_a_signature_that_verifies(tmp_path: Path, keys, cli) -> None:
+    import torch
+
+    root = lab_b(tmp_path / "B")
+    torch.save({"model": abmil_state(seed=1)}, tmp_path / "null.pth")
+    torch.save({"model": abmil_state(seed=2)}, tmp_path / "coad.pth")
+    assert cli("-p", root, "train-source", "--import-theta0", tmp_path / "null.pth").exit_code == 0
+    imported = cli(
+        "-p", root, "train-source", "--import-checkpoint", tmp_path / "coad.pth", "--cancer", OWN, "--fold", 0
+    )
+    assert imported.exit_code == 0, imported.output
+    out = tmp_path / "model.safetensors"
+    result = cli(
+        "-p",
+        root,
+        "export",
+        "-t",
+        OWN,
+        "-m",
+        "cancer-specific",
+        "-k",
+        0,
+        "--out",
+        out,
+        "--sign",
+        keys["alice"],
+    )
+    assert result.exit_code == 0, result.output
+    assert verify_bundle(out, keys["allowed"]).principal == "alice@lab-a"
+    out.write_bytes(out.read_bytes() + b" ")  # any change after signing
+    with pytest.raises(ConsistencyError, match="does not verify"):
+        verify_bundle(out, keys["allowed"])
