@@ -111,7 +111,7 @@ def test_demo_progress_names_the_stage_and_the_elapsed_time(monkeypatch, caplog)
             progress.advance("demo", 1, item=name)
         progress.finish("demo")
 
-    monkeypatch.setattr(_common.err_console, "file", io.StringIO())  # not a terminal: log lines
+    monkeypatch.setattr(_common.err_console, "_file", io.StringIO())  # not a terminal; restored to None
     with caplog.at_level(logging.INFO, logger="stephctl.progress"), CliProgress(interval_s=3600) as progress:
         assert progress._bar is None
         drive(progress)

@@ -162,9 +162,7 @@ _MEASURE = textwrap.dedent(
     """
     import json, resource, sys
     from pathlib import Path
-    from steph.config import load_project
-from steph.data import check_features, load_cohort
-from steph.data.features import feature_shape, read_features
+    from steph.data.features import feature_shape, read_features
     from steph.errors import StephError
     path = Path(sys.argv[1])
     feature_shape(path.with_name("warm.npy")), read_features(path.with_name("warm.npy"))

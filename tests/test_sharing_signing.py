@@ -90,6 +90,20 @@ def test_merge_refuses_imported_sources_no_listed_key_signed(tmp_path: Path, key
         merge_models(layout, config, target=OWN, methods=["steph"], folds=[0])
 
 
+def test_merge_allowed_signers_flag(tmp_path: Path, keys, cli) -> None:
+    """``merge --allowed-signers FILE`` is the trust list, as in predict and import-sources."""
+    root = lab_b(tmp_path / "B")
+    layout, config = load_project(root)
+    bundle = write_sources(tmp_path / "s.safetensors")
+    assert import_sources(layout, config, bundle).ok  # no trust list: imported unsigned
+    merge = ("-p", root, "merge", "-t", OWN, "-m", "steph", "-k", 0, "--epochs", 1)
+    refused = cli(*merge, "--allowed-signers", keys["allowed"])
+    assert refused.exit_code == 1, refused.output
+    assert "BLCA fold 0 was imported from s.safetensors, unsigned" in refused.stderr
+    missing = cli(*merge, "--allowed-signers", tmp_path / "nowhere")
+    assert missing.exit_code == 1 and "allowed-signers file not found" in missing.stderr
+
+
 def test_predict_with_a_trust_list_in_stephctl_yaml(tmp_path: Path, keys, cli) -> None:
     root = lab_b(tmp_path / "B")
     config = root / "stephctl.yaml"

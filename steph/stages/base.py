@@ -160,6 +160,18 @@ class Stage(Generic[S]):
         report = attempt()
         if not any(item.status is Status.LOCKED for item in report.items):
             return report
+        return self._after_lock(project, unit, report, attempt, overwrite=overwrite)
+
+    def _after_lock(
+        self,
+        project: Project,
+        unit: WorkUnit,
+        report: StageReport,
+        attempt: Callable[[], StageReport],
+        *,
+        overwrite: bool,
+    ) -> StageReport:
+        """``unit`` was found locked (``report``): wait for its holder, then verify its record."""
         waited = wait_for_holders(unit, 60.0 * project.config.slurm.lock_wait_minutes)
         if waited is None:
             return report  # still held when the wait ran out: locked, exit 2
@@ -213,6 +225,20 @@ class Stage(Generic[S]):
                     todo,
                     lambda: run_units(project, todo, overwrite=overwrite, progress=progress, **options),
                 )
+                locked = {item.key for item in part.items if item.status is Status.LOCKED}
+                for unit in (u for u in todo if u.key in locked):  # wait for their holders, then verify
+                    mine = StageReport(self.name, [i for i in part.items if i.key == unit.key])
+                    settled = self._after_lock(
+                        project,
+                        unit,
+                        mine,
+                        lambda unit=unit: self._run_waiting(
+                            project, unit, overwrite=overwrite, progress=progress, **options
+                        ),
+                        overwrite=overwrite,
+                    )
+                    at = next(n for n, item in enumerate(part.items) if item.key == unit.key)
+                    part.items[at : at + len(mine.items)] = settled.items
             else:
                 part = StageReport(self.name)
                 for unit in todo:
