@@ -105,8 +105,8 @@ def explain_patients(
         raise ConfigError("choose the patients: --patient P (repeatable) or --top N", hint="e.g. --top 2")
     from ..runs import resolve_run
 
-    method = resolve_run(layout, target, method)
-    compare = resolve_run(layout, target, compare) if compare else compare
+    method = resolve_run(layout, target, method, config=config)
+    compare = resolve_run(layout, target, compare, config=config) if compare else compare
     model_files = [trained_model_file(layout, target, m, fold) for m in (method, compare) if m]
     cohort = load_cohort(layout, config, target)
     report = StageReport(STAGE)
