@@ -25,7 +25,11 @@ sources, n_b = m, and the aggregation loss is the z-loss alone, as the reference
 ``calc_merge_weight_loss`` without top-k). With a fixed lambda the beta term is a constant and is
 left out. Reference variants: ``mix: fnn`` (H_mix with its own patch embedding), ``output``
 (relu / sigmoid / softplus on w), ``base: target`` (theta0 replaced by the target's own encoder
-theta0 + tau_t, the reference's ``base_parameters_from: target``).
+theta0 + tau_t, the reference's ``base_parameters_from: target``), ``fixed_lambdas`` (one fixed
+lambda per mixture, ``initial_lambda_t``), ``clamp_weights`` (the mixtures merged with
+``min(max(w_i, 0), 1)``, the top-k and the regulariser on w unclamped, ``task_ari_clamp_weights``)
+and ``target_as_source`` (tau_t is also mixture 0's source, ``task_ari_src_exlude_target:
+false``: m + 1 mixtures).
 """
 
 from __future__ import annotations
