@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_ENCODER, load_project
+from .config import DEFAULT_ENCODER, ProjectConfig
 from .fileio import read_json
 from .layout import ProjectLayout
 from .logs import run_log
@@ -198,57 +197,44 @@ def run_demo(
 
 
 def _stage(name: str, layout: ProjectLayout, size: DemoSize, progress: Progress) -> StageReport:
-    """Run one stage of the demo (stage modules are imported only when needed)."""
-    _, config = load_project(layout.root)
-    runners: dict[str, Callable[[], StageReport]] = {
-        "generate": lambda: generate_cohort(layout.root, demo_spec(size), level="slides", progress=progress),
-        "extract": lambda: _extract(layout, config, progress),
-        "train-source": lambda: _train(layout, config, progress),
-        "task-vector": lambda: _task_vectors(layout, config, progress),
-        "merge": lambda: _merge(layout, config, progress),
-        "explain": lambda: _explain(layout, config, progress),
-        "evaluate": lambda: _evaluate(layout, config, progress),
-    }
-    return runners[name]()
+    """Run one stage of the demo through :mod:`steph.stages` (imported only when needed)."""
+    if name == "generate":
+        return generate_cohort(layout.root, demo_spec(size), level="slides", progress=progress)
+    from .stages import open_project, run
 
-
-def _extract(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    from .pipeline.extract import extract_features
-
-    return extract_features(layout, config, progress=progress)
-
-
-def _train(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    """The target on every fold; sources only on the fold merge takes them from."""
-    from .pipeline.train_source import train_source_models
-
-    report = train_source_models(layout, config, cancers=[TARGET], progress=progress)
-    sources = train_source_models(
-        layout, config, cancers=list(SOURCES), folds=[config.merge.source_fold], progress=progress
-    )
-    report.items.extend(sources.items)
-    report.outputs.update(sources.outputs)
+    project = open_project(layout.root)
+    if name == "explain":
+        return _explain(layout, project.config, progress)
+    reports = [run(project, selection, progress=progress) for selection in _selections(name, project.config)]
+    report = reports[0]
+    for part in reports[1:]:  # the sources' models and task vectors, on merge's fold only
+        report.items.extend(part.items)
+        report.outputs.update(part.outputs)
     return report
 
 
-def _task_vectors(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    from .pipeline.task_vector import compute_task_vectors
-
-    report = compute_task_vectors(layout, config, cancers=[TARGET], progress=progress)
-    sources = compute_task_vectors(
-        layout, config, cancers=list(SOURCES), folds=[config.merge.source_fold], progress=progress
+def _selections(name: str, config: ProjectConfig) -> list[object]:
+    """What the demo runs of stage ``name``: the target on every fold; the sources only on the
+    fold merge takes them from; the demo's methods; the target's evaluation."""
+    from .stages import (
+        EvaluateSelection,
+        ExtractSelection,
+        MergeSelection,
+        TaskVectorSelection,
+        TrainSourceSelection,
     )
-    report.items.extend(sources.items)
-    return report
+
+    source_fold = [config.merge.source_fold]
+    return {
+        "extract": [ExtractSelection()],
+        "train-source": [TrainSourceSelection([TARGET]), TrainSourceSelection(list(SOURCES), source_fold)],
+        "task-vector": [TaskVectorSelection([TARGET]), TaskVectorSelection(list(SOURCES), source_fold)],
+        "merge": [MergeSelection(target=TARGET, methods=list(METHODS))],
+        "evaluate": [EvaluateSelection(targets=[TARGET])],
+    }[name]
 
 
-def _merge(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    from .pipeline.merge import merge_models
-
-    return merge_models(layout, config, target=TARGET, methods=list(METHODS), progress=progress)
-
-
-def _explain(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
+def _explain(layout: ProjectLayout, config: ProjectConfig, progress: Progress) -> StageReport:
     """Pages of the highest- and the lowest-risk test patient of fold 0 under STEPH."""
     from .explain.stage import explain_patients
     from .layout import CANCER_SPECIFIC
@@ -265,12 +251,6 @@ def _explain(layout: ProjectLayout, config: Any, progress: Progress) -> StageRep
         patches=6,
         progress=progress,
     )
-
-
-def _evaluate(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    from .pipeline.evaluate import evaluate_models
-
-    return evaluate_models(layout, config, targets=[TARGET], progress=progress)
 
 
 def method_scores(layout: ProjectLayout, target: str) -> list[MethodScore]:

@@ -1,9 +1,10 @@
 """``stephctl status``: what exists and what is missing, stage by stage.
 
-The expected units come from the same plans the stages and Slurm arrays use
-(:mod:`steph.stages`), so "done" here means exactly what a rerun would skip:
+There is one row per registered stage, plugins included (:meth:`steph.stages.Stage.status`):
+by default the units of the same plan the stage and Slurm arrays use, so "done" here means
+exactly what a rerun would skip. The built-in rows:
 
-- **features** per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
+- **features** (extract's row) per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
   ``paths.features`` when set, so an external download counts);
 - **train-source** and **task-vector** per cancer x fold of the split files;
 - **merge** per target x fold for ``merge.method``, plus every other run found under
@@ -26,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StephError
 from ..fileio import TMP_PREFIX, read_csv
 from ..locks import LOCK_SUFFIX, read_lock
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..config import ProjectConfig
     from ..config.project import Project
     from ..layout import ProjectLayout
+    from ..stages.base import Survey
     from ..units import WorkUnit
 
 MAX_LISTED = 20
@@ -54,16 +55,15 @@ class StageStatus:
     errors: list[str] = field(default_factory=list)
     """Why (part of) the stage could not be planned."""
 
-    def add(self, units: list[WorkUnit], group_of: Any) -> None:
-        for unit in units:
-            group = self.groups.setdefault(str(group_of(unit)), [0, 0])
-            group[1] += 1
-            self.total += 1
-            if unit.done:
-                group[0] += 1
-                self.done += 1
-            elif len(self.missing) < MAX_LISTED:
-                self.missing.append(unit.key)
+    def add(self, group: str, unit: WorkUnit) -> None:
+        counts = self.groups.setdefault(group, [0, 0])
+        counts[1] += 1
+        self.total += 1
+        if unit.done:
+            counts[0] += 1
+            self.done += 1
+        elif len(self.missing) < MAX_LISTED:
+            self.missing.append(unit.key)
 
     @property
     def complete(self) -> bool:
@@ -107,23 +107,21 @@ class ProjectStatus:
 def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatus:
     """Survey the project at ``layout`` (reads only; never writes or removes anything)."""
     from ..config.project import Project
-    from ..stages import TaskVectorSelection, TrainSourceSelection
+    from ..stages import stages
 
     project = Project(layout, config)
-    cancers = project.cancers
-    stages = [
-        _features(layout, config, cancers),
-        _planned(project, TrainSourceSelection(cancers=cancers or None)),
-        _planned(project, TaskVectorSelection(cancers=cancers or None)),
-        _merges(project),
-    ]
+    rows = []
+    for stage in stages():
+        survey = stage.status(project)
+        if survey is not None:
+            rows.append(_row(survey))
     locks, temps = _scan(layout.root)
     for lock in locks:
-        lock.stage = lock_stage(layout, Path(lock.path))
+        lock.stage = lock_stage(project, Path(lock.path))
     return ProjectStatus(
         root=str(layout.root),
         encoder=config.encoder,
-        stages=stages,
+        stages=rows,
         results=_results(layout),
         summary_csv=str(layout.summary) if layout.summary.is_file() else None,
         failures=_failures(layout, config),
@@ -132,101 +130,28 @@ def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatu
     )
 
 
-def lock_stage(layout: ProjectLayout, path: Path) -> str | None:
-    """The stage that owns the lock at ``path`` (by the folder it lies in)."""
-    roots = [
-        (layout.models_root, "train-source"),
-        (layout.task_vectors_root, "task-vector"),
-        (layout.merged_root, "merge"),
-        (layout.results_root, "evaluate"),
-        (layout.reports_root, "evaluate"),
-        (layout.features_root, "extract"),
-        (layout.theta0.parent, "train-source"),
-    ]
-    for root, stage in roots:
-        if path.is_relative_to(root):
-            return stage
-    return None
-
-
-def _group(unit: WorkUnit) -> str:
-    return unit.key.split("/", 1)[0]
-
-
-def _planned(project: Project, selection: object) -> StageStatus:
-    from ..stages import stage_of
-
-    stage = stage_of(selection)
-    status = StageStatus(stage.name)
-    try:
-        status.add(stage.plan(project, selection), _group)
-    except StephError as exc:
-        status.errors.append(exc.message)
+def _row(survey: Survey) -> StageStatus:
+    status = StageStatus(survey.row)
+    for group, unit in survey.units:
+        status.add(group, unit)
+    status.errors.extend(survey.errors)
     return status
 
 
-def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) -> StageStatus:
-    """Slides named in each cancer's labels that have a feature file."""
-    from ..data.bags import missing_slides, slide_refs
-    from ..data.cohort import load_cohort
-    from ..units import WorkUnit
+def lock_stage(project: Project, path: Path) -> str | None:
+    """The stage whose ``--clear-stale-locks`` removes the lock at ``path``: of the registered
+    stages whose lock folders hold it, the one with the innermost folder, the later stage on a
+    tie (``results/`` holds evaluate's summary lock; earlier stages only keep temporary files
+    there)."""
+    from ..stages import stages
 
-    status = StageStatus("features")
-    if not cancers:
-        status.errors.append(f"no cancers: set cancers: in {layout.config_file} or add labels/<CANCER>.csv")
-    for cancer in cancers:
-        try:  # feature stores: {project} templates, keys inside an LMDB (see steph.data.stores)
-            cohort = load_cohort(layout, config, cancer)
-            slides = slide_refs(layout, config, cohort, list(cohort.patients))
-            refs = [ref for refs in slides.values() for ref in refs]
-            absent = {(ref.path, ref.key) for ref in missing_slides(refs)}
-        except StephError as exc:
-            status.errors.append(f"{cancer}: {exc.message}")
-            continue
-        units = [
-            WorkUnit(
-                "features",
-                ref.slide_id,
-                () if (ref.path, ref.key) in absent else (ref.path,),
-                {"cancer": cancer},
-            )
-            for ref in refs
-        ]
-        status.add(units, lambda unit: unit.params["cancer"])
-    return status
-
-
-def _merges(project: Project) -> StageStatus:
-    """Per target: the folds of ``merge.method`` and of every other run found under
-    ``merged/`` or ``results/`` (runs made with CLI flags: other methods, options)."""
-    from ..layout import CANCER_SPECIFIC
-    from ..stages import MergeSelection, get_stage
-    from ..units import WorkUnit
-
-    layout = project.layout
-    status = StageStatus("merge")
-    for target in project.cancers:
-        planned: list[WorkUnit] = []
-        try:
-            planned = get_stage("merge").plan(project, MergeSelection(target=target))
-            status.add(planned, _group)
-        except StephError as exc:
-            status.errors.append(f"{target}: {exc.message}")
-        runs = {u.params.get("run") for u in planned}
-        found = set(layout.result_methods(target)) | set(_merged_runs(layout, target))
-        folds = layout.split_folds(target)
-        for run in sorted(found - runs - {CANCER_SPECIFIC}):
-            units = [
-                WorkUnit("merge", f"{target}/{run}/fold_{k}", (layout.result_record(target, run, k),))
-                for k in folds
-            ]
-            status.add(units, _group)
-    return status
-
-
-def _merged_runs(layout: ProjectLayout, target: str) -> list[str]:
-    base = layout.merged_root / target
-    return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    best: tuple[int, int, str] | None = None
+    for stage in stages():
+        for root in stage.lock_roots(project):
+            if path.is_relative_to(root):
+                rank = (len(root.parts), stage.order, stage.name)
+                best = rank if best is None or rank[:2] > best[:2] else best
+    return best[2] if best else None
 
 
 def _results(layout: ProjectLayout) -> list[dict[str, Any]]:

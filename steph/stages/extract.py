@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..progress import NULL_PROGRESS, Progress
+from ..report import StageReport
 from ..units import WorkUnit
-from .base import Stage, unit_runner
+from .base import Stage, Survey
 
 if TYPE_CHECKING:
     from ..config.project import Project
-    from ..report import StageReport
 
 NAME = "extract"
 
@@ -45,7 +45,18 @@ class ExtractSelection:
     shard_index: int | None = None
 
 
-def plan(project: Project, selection: ExtractSelection) -> list[WorkUnit]:
+@dataclass(frozen=True)
+class ShardUnit(WorkUnit):
+    """Shard ``shard_index`` of ``num_shards`` of the selected slides (``slides`` of them)."""
+
+    num_shards: int = 1
+    shard_index: int = 0
+    cancers: list[str] | None = None
+    slides_file: str | None = None
+    slides: int = 0
+
+
+def plan(project: Project, selection: ExtractSelection) -> list[ShardUnit]:
     """One unit per shard; its outputs are the feature files of the shard's slides."""
     from ..hpc.shards import default_num_shards
     from ..pipeline.extract import select_slides
@@ -63,20 +74,24 @@ def plan(project: Project, selection: ExtractSelection) -> list[WorkUnit]:
     for i in range(n):
         members = shard(entries, n, i)
         outputs = tuple(layout.own_features(config.encoder, e.slide_id) for e in members if e.problem is None)
-        params = {
-            "num_shards": n,
-            "shard_index": i,
-            "cancers": list(cancers) if cancers else None,
-            "slides_file": str(slides_file) if slides_file else None,
-            "slides": len(members),
-        }
-        units.append(WorkUnit(NAME, f"shard_{i}_of_{n}", outputs, params))
+        units.append(
+            ShardUnit(
+                NAME,
+                f"shard_{i}_of_{n}",
+                outputs,
+                num_shards=n,
+                shard_index=i,
+                cancers=list(cancers) if cancers else None,
+                slides_file=str(slides_file) if slides_file else None,
+                slides=len(members),
+            )
+        )
     return units
 
 
-def pins(units: Sequence[WorkUnit]) -> list[str]:
+def pins(units: Sequence[ShardUnit]) -> list[str]:
     """``--num-shards N`` for the array's command line (nothing for an empty list)."""
-    return ["--num-shards", str(units[0].params["num_shards"])] if units else []
+    return ["--num-shards", str(units[0].num_shards)] if units else []
 
 
 def run(
@@ -85,10 +100,10 @@ def run(
     *,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
-    devices: Sequence[str] | None = None,
-    **options: Any,
+    devices: Sequence[str] = (),
 ) -> StageReport:
-    """Extract the selection; with ``devices``, over one worker process per device."""
+    """Extract the selection (its shard: ``shard_index``, else the Slurm array's variables);
+    with ``devices``, over one worker process per device."""
     chosen = {
         "cancers": selection.cancers,
         "slides_file": selection.slides_file,
@@ -106,28 +121,84 @@ def run(
     return extract_features(project.layout, project.config, overwrite=overwrite, progress=progress, **chosen)
 
 
-def _unit_selection(unit: WorkUnit) -> ExtractSelection:
-    """One shard."""
-    p = unit.params
-    return ExtractSelection(
-        cancers=p.get("cancers"),
-        slides_file=Path(p["slides_file"]) if p.get("slides_file") else None,
-        num_shards=p["num_shards"],
-        shard_index=p["shard_index"],
-    )
+def run_units(
+    project: Project,
+    units: Sequence[ShardUnit],
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    named: bool = True,
+    devices: Sequence[str] = (),
+) -> StageReport:
+    """Extract the shards ``units`` one after the other (each slide under its own lock); the
+    report has one item per slide, its outputs are those of the last shard (patch counts summed)."""
+    reports = [
+        run(
+            project,
+            ExtractSelection(
+                cancers=unit.cancers,
+                slides_file=Path(unit.slides_file) if unit.slides_file else None,
+                num_shards=unit.num_shards,
+                shard_index=unit.shard_index,
+            ),
+            overwrite=overwrite,
+            progress=progress,
+            devices=devices,
+        )
+        for unit in units
+    ]
+    if len(reports) == 1:
+        return reports[0]
+    report = StageReport(NAME)
+    for part in reports:
+        report.items.extend(part.items)
+        report.outputs.update(part.outputs)
+    if reports:
+        report.outputs["shard"] = ", ".join(str(part.outputs.get("shard")) for part in reports)
+        report.outputs["patches"] = sum(int(part.outputs.get("patches", 0)) for part in reports)
+    return report
 
 
 def lock_roots(project: Project) -> list[Path]:
     return [project.layout.features_dir(project.config.encoder)]
 
 
-STAGE: Stage[ExtractSelection] = Stage(
+def survey(project: Project) -> Survey:
+    """``features`` per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file
+    (through ``paths.features`` when set, so an external download counts; feature stores:
+    ``{project}`` templates, keys inside an LMDB, see :mod:`steph.data.stores`)."""
+    from ..data.bags import missing_slides, slide_refs
+    from ..data.cohort import load_cohort
+    from ..errors import StephError
+
+    layout, config = project.layout, project.config
+    row = Survey("features")
+    cancers = project.cancers
+    if not cancers:
+        row.errors.append(f"no cancers: set cancers: in {layout.config_file} or add labels/<CANCER>.csv")
+    for cancer in cancers:
+        try:
+            cohort = load_cohort(layout, config, cancer)
+            slides = slide_refs(layout, config, cohort, list(cohort.patients))
+            refs = [ref for refs in slides.values() for ref in refs]
+            absent = {(ref.path, ref.key) for ref in missing_slides(refs)}
+        except StephError as exc:
+            row.errors.append(f"{cancer}: {exc.message}")
+            continue
+        for ref in refs:
+            outputs = () if (ref.path, ref.key) in absent else (ref.path,)
+            row.units.append((cancer, WorkUnit("features", ref.slide_id, outputs)))
+    return row
+
+
+STAGE: Stage[ExtractSelection, ShardUnit] = Stage(
     name=NAME,
     order=10,
     selection=ExtractSelection,
     plan=plan,
-    run=run,
-    run_unit=unit_runner(run, _unit_selection),
+    run_units=run_units,
     lock_roots=lock_roots,
     pins=pins,
+    run_selection=run,
+    survey=survey,
 )
