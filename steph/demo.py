@@ -225,13 +225,14 @@ def _selections(name: str, config: ProjectConfig) -> list[object]:
     )
 
     source_fold = [config.merge.source_fold]
-    return {
+    chosen: dict[str, list[object]] = {
         "extract": [ExtractSelection()],
         "train-source": [TrainSourceSelection([TARGET]), TrainSourceSelection(list(SOURCES), source_fold)],
         "task-vector": [TaskVectorSelection([TARGET]), TaskVectorSelection(list(SOURCES), source_fold)],
         "merge": [MergeSelection(target=TARGET, methods=list(METHODS))],
         "evaluate": [EvaluateSelection(targets=[TARGET])],
-    }[name]
+    }
+    return chosen[name]
 
 
 def _explain(layout: ProjectLayout, config: ProjectConfig, progress: Progress) -> StageReport:

@@ -270,7 +270,7 @@ def _update_failures(path: Path, report: StageReport, entries: list[SlideEntry])
     for attempt in range(200):
         try:
             with hold(path, what="failures.csv"):
-                rows = (
+                rows: list[dict[str, str]] = (
                     [r for r in read_csv(path) if r.get("slide_id") not in processed]
                     if path.is_file()
                     else []

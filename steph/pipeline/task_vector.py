@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import load_state_dict, save_state_dict
 from ..errors import ConsistencyError, DataError, MissingArtifactError
@@ -148,7 +148,7 @@ def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: The
             hint=f"retrain it with `stephctl train-source --cancer {cancer} --fold {fold} --overwrite`",
         )
     tau = subtract(state, theta0.state)
-    provenance = {
+    provenance: dict[str, Any] = {
         "kind": "task_vector",
         "cancer": cancer,
         "fold": fold,

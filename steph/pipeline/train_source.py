@@ -136,8 +136,6 @@ def _validate(
             f"feature dimensions differ between cancers ({listing}); all models share one theta0",
             hint=f"extract every cancer with the same encoder (encoder: {config.encoder})",
         )
-    for key, exc in failed.items():
-        log.error("%s: %s", key, exc)
     return prepared, next(iter(dims), None), failed
 
 

@@ -104,21 +104,35 @@ def run(
 ) -> StageReport:
     """Extract the selection (its shard: ``shard_index``, else the Slurm array's variables);
     with ``devices``, over one worker process per device."""
-    chosen = {
-        "cancers": selection.cancers,
-        "slides_file": selection.slides_file,
-        "num_shards": selection.num_shards,
-        "shard_index": selection.shard_index,
-    }
+    layout, config = project.layout, project.config
+    cancers, slides_file = selection.cancers, selection.slides_file
+    num_shards, shard_index = selection.num_shards, selection.shard_index
     if devices:
         from ..hpc.multi_device import extract_on_devices
 
         return extract_on_devices(
-            project.layout, project.config, devices, overwrite=overwrite, progress=progress, **chosen
+            layout,
+            config,
+            devices,
+            cancers=cancers,
+            slides_file=slides_file,
+            num_shards=num_shards,
+            shard_index=shard_index,
+            overwrite=overwrite,
+            progress=progress,
         )
     from ..pipeline.extract import extract_features
 
-    return extract_features(project.layout, project.config, overwrite=overwrite, progress=progress, **chosen)
+    return extract_features(
+        layout,
+        config,
+        cancers=cancers,
+        slides_file=slides_file,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        overwrite=overwrite,
+        progress=progress,
+    )
 
 
 def run_units(
