@@ -14,7 +14,7 @@ Python caches compiled bytecode as an installed package normally does (``PYTHONP
 in a temporary folder, one warm-up run per command); ``help_no_bytecode_cache_s`` is the
 figure under ``PYTHONDONTWRITEBYTECODE=1`` (every module compiled at every start).
 
-Run: ``python benchmarks/bench_cli_startup.py [--quick]`` (prints JSON). Needs ``uv`` on PATH
+Run: ``python -m benchmarks.bench_cli_startup [--quick]`` (prints JSON). Needs ``uv`` on PATH
 for the plugin figure (it installs the example package into a temporary folder).
 """
 

@@ -11,7 +11,7 @@ training set for the censoring distribution):
 
 The replicates of ``ours`` and ``sksurv_loop`` are compared (max absolute difference). A second
 figure times the whole stage (``evaluate_models``) on a synthetic project with and without the
-report. Run: ``python benchmarks/bench_evaluate.py [--quick]`` (prints JSON).
+report. Run: ``python -m benchmarks.bench_evaluate [--quick]`` (prints JSON).
 """
 
 from __future__ import annotations

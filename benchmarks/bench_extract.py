@@ -23,7 +23,7 @@ Encoders: ``tiny-cnn`` (the built-in CPU encoder, several times cheaper than dec
 from the slide, so the reader is the bottleneck) and a randomly initialised ResNet-18
 (``timm:resnet18``), a stand-in for an encoder that is the bottleneck, as a foundation model is.
 
-Run: ``python benchmarks/bench_extract.py [--quick]`` (prints JSON).
+Run: ``python -m benchmarks.bench_extract [--quick]`` (prints JSON).
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 WORKERS = 2
 BATCH = 64

@@ -1,7 +1,7 @@
 """Speed of STEPH's merge at real scale (the stage against the one-bag loop and the bare compute),
 plus kernel figures: training overhead, batched vs per-bag merging, inference vs ROUPKT.
 
-``stage`` (default; see ``benchmarks/_realscale.py``): ``stephctl merge --method steph --top-k 2``
+``stage`` (default; see ``benchmarks/realscale.py``): ``stephctl merge --method steph --top-k 2``
 as users run it (whole process, sources trained for 0 epochs so the task vectors exist; the
 figures do not depend on their values), the reference's one-bag-per-forward loop on the same
 bags and the bare unpadded compute, on heavy-tailed bags (log-normal around 1,500 patches,
@@ -24,10 +24,10 @@ repeats, best CPU time kept, best wall time reported too):
 4. ``inference``: eval-mode prediction of one patient at a time, STEPH against ROUPKT with 12
    sources (13 frozen ABMIL encoders + router). Target speed-up >= 5.
 
-Run ``python benchmarks/bench_merge.py [--quick] [--epochs 4] [--no-equal] [--kernels]
+Run ``python -m benchmarks.bench_merge [--quick] [--epochs 4] [--no-equal] [--kernels]
 [--threads N] [--profile DIR]``; prints JSON. ``--profile DIR``: after the race, one more run
 of the stage and of the one-bag loop traced (cProfile and an RSS timeline: ``DIR/stage.txt``,
-``DIR/one_bag.txt``; see ``benchmarks/_trace.py``). Full mode uses D = 1536 (UNI2-h). On a shared machine
+``DIR/one_bag.txt``; see ``benchmarks/tracing.py``). Full mode uses D = 1536 (UNI2-h). On a shared machine
 ``--threads 1`` gives much steadier kernel numbers.
 """
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,7 +45,8 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
-from steph.config import MergeConfig, ModelConfig
+from benchmarks import realscale as rs
+from steph.config import ModelConfig
 from steph.data import BagStore
 from steph.merging.roupkt import RouPKTModel
 from steph.merging.steph_method import StephModel, StephSettings
@@ -56,9 +56,6 @@ from steph.task_vectors import unflatten
 from steph.training.batching import epoch_batches, pad_bags
 from steph.training.loop import FitSettings, ModelOutput, SurvivalTargets, fit
 from steph.training.optim import build_optimizer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _realscale as rs
 
 MODEL = ModelConfig()
 N_SOURCES = 12
@@ -81,6 +78,7 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, profile: Path | No
             "bare": rs.worker("bare", root, "merge", epochs),
         }
         load_before = rs.load_average()
+        peak = rs.hardware_peak()
         race = rs.race(commands, rounds)
         load_after = rs.load_average()
         profiles = rs.profile(commands, ("stage", "one_bag"), profile) if profile is not None else None
@@ -91,6 +89,8 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, profile: Path | No
         "load_average": [load_before, load_after],
         **race,
         "ratios": rs.ratios(race["best"]),
+        "peak": peak,
+        "arithmetic": rs.arithmetic(race["best"], peak),
     }
     if profiles is not None:
         row["profile"] = profiles
@@ -150,7 +150,7 @@ def _inputs(dim: int, seed: int = 0) -> tuple[dict, dict, list[dict]]:
 
 def _steph(dim: int, top_k: int = 5) -> StephModel:
     theta0, tau_t, tau_s = _inputs(dim)
-    settings = StephSettings.from_config(MergeConfig(top_k=top_k))
+    settings = StephSettings(top_k=top_k)
     torch.manual_seed(1)
     return StephModel(
         theta0, tau_t, tau_s, dim_in=dim, dim_emb=512, time_bins=32, dropout=0.25, settings=settings

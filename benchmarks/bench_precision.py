@@ -7,8 +7,8 @@ config and the same seed. Reported per precision: the seconds of each stage, eve
 C-index per fold, and against fp32 the largest absolute difference of the test hazards and of
 the C-index over all methods and folds.
 
-    python benchmarks/bench_precision.py                       # cuda: fp32, bf16 and fp16
-    python benchmarks/bench_precision.py --device cpu --quick  # plumbing only (CPU runs fp32)
+    python -m benchmarks.bench_precision                       # cuda: fp32, bf16 and fp16
+    python -m benchmarks.bench_precision --device cpu --quick  # plumbing only (CPU runs fp32)
 
 Prints one JSON document; ``--out FILE`` writes it as well. On CPU every precision resolves to
 fp32 (``steph.training.precision``), so the differences are zero there by construction.
@@ -25,10 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def _read_predictions(path: Path) -> dict[str, list[float]]:

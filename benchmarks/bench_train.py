@@ -1,7 +1,7 @@
 """train-source at real scale: the stage as users run it against the reference's one-bag loop
 and the bare unpadded compute, on heavy-tailed bags; streaming; one 100,000-patch bag.
 
-Figures (see ``benchmarks/_realscale.py`` for how each is measured):
+Figures (see ``benchmarks/realscale.py`` for how each is measured):
 
 - ``heavy`` (default cohort: bag sizes log-normal around 1,500 patches, sd(log) 0.8, clipped to
   150..12,000; D = 1536; ABMIL 512/384): wall time and peak RSS of ``stephctl train-source``
@@ -17,9 +17,9 @@ Figures (see ``benchmarks/_realscale.py`` for how each is measured):
   automatic patch budget and (for contrast) the whole bag in one forward; peak RSS of each.
 - ``per_patch``: measured seconds per patch (forward+backward, and forward only) for costing.
 
-Run ``python benchmarks/bench_train.py [--quick] [--epochs 4] [--rounds 2] [--no-equal]
+Run ``python -m benchmarks.bench_train [--quick] [--epochs 4] [--rounds 2] [--no-equal]
 [--profile DIR]`` (``--profile``: after the race, the stage and the one-bag loop once more, traced with
-cProfile and an RSS timeline, into ``DIR``; see ``benchmarks/_trace.py``); prints one JSON document (also ``run(quick)`` for ``benchmarks/run.py``).
+cProfile and an RSS timeline, into ``DIR``; see ``benchmarks/tracing.py``); prints one JSON document (also ``run(quick)`` for ``benchmarks/run.py``).
 """
 
 from __future__ import annotations
@@ -27,18 +27,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-for entry in (str(ROOT), str(ROOT / "benchmarks")):
-    if entry not in sys.path:
-        sys.path.insert(0, entry)
-
-import _realscale as rs  # noqa: E402
+from benchmarks import realscale as rs
 
 QUICK = rs.Cohort(patients=48, source_patients=12, dim=384, median=600, clip=(60, 4000), equal=600)
 
@@ -57,6 +51,7 @@ def stage_row(
             "bare": rs.worker("bare", root, "train", epochs),
         }
         load_before = rs.load_average()
+        peak = rs.hardware_peak()
         race = rs.race(commands, rounds)
         row: dict[str, Any] = {
             "cohort": shape,
@@ -65,6 +60,8 @@ def stage_row(
             "load_average": [load_before, rs.load_average()],
             **race,
             "ratios": rs.ratios(race["best"]),
+            "peak": peak,
+            "arithmetic": rs.arithmetic(race["best"], peak),
         }
         if profile is not None:
             row["profile"] = rs.profile(commands, ("stage", "one_bag"), profile)

@@ -12,7 +12,7 @@ grouped by the phenotype each patch was drawn from:
 (1 = the patch gets the uniform share 1/N; 2 = twice that). The phenotypes are known exactly
 because the generator is re-run with the same seed. This is a measurement, not a test.
 
-    python benchmarks/explain_attention.py --work /tmp/explain-bench --out docs/img
+    python -m benchmarks.explain_attention --work /tmp/explain-bench --out docs/img
 
 Prints a Markdown table (for docs/evaluate.md) and, with ``--out``, copies one example
 patient's explain images (highest-risk test patient of fold 0) there.
@@ -49,7 +49,7 @@ OVERRIDES = {
     "model.dim_attn": 32,
     "train.epochs": 20,
     "train.lr": 5e-4,
-    "merge.top_k": 2,
+    "merge.options": {"top_k": 2},
 }
 
 

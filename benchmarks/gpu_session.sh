@@ -24,7 +24,7 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl/pytest \
 #       pytest pluggy iniconfig packaging
 #   git archive BASELINE_REV -o .whl/old.tar
-#   python benchmarks/bench_precision.py --device cpu --precisions fp32 --work W  # ~3 min
+#   python -m benchmarks.bench_precision --device cpu --precisions fp32 --work W  # ~3 min
 #   tar --exclude=demo/slides -czf .whl/demo-prepared.tgz -C W demo               # ~11 MB
 # Run (device tool): BUDGET_S=540 bash benchmarks/gpu_session.sh   (timeout_s 570)
 # Dry run here: PATH=.venv/bin:$PATH PIP="uv pip" BENCH_DEVICE=cpu QUICK=1 bash benchmarks/gpu_session.sh
@@ -69,17 +69,17 @@ part() {
 
 part tests 90 "$NEW" python3 -m pytest -q -p no:cacheprovider \
     tests/test_training_cuda.py tests/test_training_chunks.py tests/test_training_precision.py
-part train_new 120 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows \
+part train_new 120 "$NEW" python3 -m benchmarks.bench_train --device "$DEVICE" --no-equal --only rows \
     --profile "$RES/profile-train" $QUICK
-part merge_new 130 "$NEW" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal \
+part merge_new 130 "$NEW" python3 -m benchmarks.bench_merge --device "$DEVICE" --no-equal \
     --profile "$RES/profile-merge" $QUICK
-part precision 210 "$NEW" python3 benchmarks/bench_precision.py --device "$DEVICE" --precisions fp32 bf16 \
+part precision 210 "$NEW" python3 -m benchmarks.bench_precision --device "$DEVICE" --precisions fp32 bf16 \
     --work /tmp/gpu-session/precision --out "$RES/precision.json" "${PREPARED[@]}" $QUICK
-part train_old 90 "$OLD" python3 benchmarks/bench_train.py --device "$DEVICE" --no-equal --only rows $QUICK
-part merge_old 100 "$OLD" python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
+part train_old 90 "$OLD" python3 -m benchmarks.bench_train --device "$DEVICE" --no-equal --only rows $QUICK
+part merge_old 100 "$OLD" python3 -m benchmarks.bench_merge --device "$DEVICE" --no-equal $QUICK
 part merge_det 100 "$NEW" env STEPH_BENCH_DETERMINISTIC=1 \
-    python3 benchmarks/bench_merge.py --device "$DEVICE" --no-equal $QUICK
-part huge 70 "$NEW" python3 benchmarks/bench_train.py --device "$DEVICE" --only huge $QUICK
+    python3 -m benchmarks.bench_merge --device "$DEVICE" --no-equal $QUICK
+part huge 70 "$NEW" python3 -m benchmarks.bench_train --device "$DEVICE" --only huge $QUICK
 uptime >> "$RES/machine.txt"
 tar -czf "$OUT/results.tar.gz" -C "$RES" .
 cat "$RES/status.txt"

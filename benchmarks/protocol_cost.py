@@ -1,26 +1,28 @@
-"""Cost of the paper's full protocol in CPU core-hours, from measured per-patch figures.
+"""The paper's whole protocol as a cost model fed by measured figures: processes, bytes, arithmetic.
 
-Protocol (STEPH_SPEC sections 1, 3 and 8): 13 TCGA cancers, 7,268 patients, 5 folds.
+Protocol (the paper, docs/reproduce.md): 13 TCGA cancers, 7,268 patients, 5 folds, 20 epochs,
+batches of 16, 80 % of each cancer's patients in a fold's training split, 12 sources a target.
 
-- train-source: 13 cancers x 5 folds, each trains 20 epochs on its fold's training split (80% of
-  the patients, whole batches of 16) and predicts every patient of the cancer once;
-- merge: 13 targets x 5 folds of STEPH and every registered baseline, each trained 20 epochs on
-  the target's training split (the learned ones) and predicting the target's patients once.
+- train-source: every cancer x fold trains on its training split and predicts all its patients;
+- merge: every target x fold x row of the paper's comparison set (``merge --paper``,
+  :data:`steph.merging.paper.PAPER_VARIANTS`) trains on the target's training split and predicts
+  its patients.
 
-Per patch and epoch, a method costs one of (measured with the bare unpadded compute of
-``bench_train.py`` and ``bench_merge.py``, CPU seconds = core-seconds):
+Arithmetic is counted analytically (:mod:`steph.models.flops`, matrix products) over the
+heavy-tailed bag sizes of the benchmarks (mean from :func:`mean_bag`), D = 1536 and the reference
+widths. Time is then, for a way of running it:
 
-- ``abmil``: forward + backward of an ABMIL (train-source; AdaMerging and its TIES, Surgery and
-  Iso-C/Iso-CTS variants, which back-propagate through one merged encoder to their coefficients);
-- ``steph``: STEPH's per-bag merged encoder, hypernetwork and regularisers (``bench_merge``);
-- ``roupkt``: 1 + m frozen encoders forward (m = 12 sources) and its router's forward + backward;
-- ``forward``: data-free methods (model-avg, task-arithmetic, TIES): a frozen merged encoder
-  forward and a new head.
+    processes x start-up  +  bytes read / read rate  +  FLOPs / achieved FLOP rate
 
-Bag sizes: the heavy-tailed default (log-normal, median 1,500, sd(log) 0.8, clipped to
-150..12,000), whose mean is computed here; costs scale linearly with the mean bag size.
+with the start-up, read rate and achieved rate measured (``bench_train.py`` / ``bench_merge.py``
+JSON: ``ratios.bare_fixed_wall_s``, ``arithmetic.bare_gflops``, ``peak``) or given as options.
+Two ways are costed: one process per unit (a cancer x fold, a target x method x fold: what Slurm
+arrays of one unit per task do) and one process per cancer or target (every fold and method of
+it, features read once). Each is given for one device and for a node of ``--gpus`` devices (units
+spread evenly), next to the floor: the analytic FLOPs at 25 % and 40 % of the measured peak.
 
-    python benchmarks/protocol_cost.py TRAIN_JSON MERGE_JSON   # outputs of the two benchmarks
+    python -m benchmarks.protocol_cost [TRAIN_JSON MERGE_JSON] [--rate-gflops R] [--peak-gflops P]
+        [--process-s S] [--read-gbps G] [--gpus 8]
 """
 
 from __future__ import annotations
@@ -31,22 +33,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+from steph.merging.paper import PAPER_VARIANTS
+from steph.models import flops
+
 PATIENTS = 7268
 CANCERS = 13
 FOLDS = 5
 EPOCHS = 20
 TRAIN_FRACTION = 0.8
 SOURCES = 12
-KIND = {
-    "steph": "steph",
-    "roupkt": "roupkt",
-    "adamerging": "abmil",
-    "ties-adamerging": "abmil",
-    "surgery-adamerging": "abmil",
-    "iso-c-adamerging": "abmil",
-    "iso-cts-adamerging": "abmil",
-}
-"""Cost class of each method; any other registered method is a ``forward`` (data-free) one."""
+DIM = 1536
+FEATURE_BYTES = 2
+"""Bytes per feature value of the published UNI2-h-DSS features (bf16); stephctl extract writes 4."""
 
 
 def mean_bag(median: float = 1500.0, spread: float = 0.8, lo: int = 150, hi: int = 12_000) -> float:
@@ -59,63 +57,164 @@ def mean_bag(median: float = 1500.0, spread: float = 0.8, lo: int = 150, hi: int
     return total * (16.0 / n) / math.sqrt(2 * math.pi)
 
 
-def cost(per_patch: dict[str, float], methods: list[str], bag: float) -> dict[str, Any]:
-    """Core-hours per stage and method from per-patch CPU seconds."""
-    train = per_patch["train"]
-    fwd = per_patch["predict"]
-    per_epoch = {
-        "abmil": train,
-        "steph": per_patch["steph_train"],
-        "roupkt": (1 + SOURCES) * fwd + train,
-        "forward": fwd,
-    }
-    per_predict = {
-        "abmil": fwd,
-        "steph": per_patch["steph_predict"],
-        "roupkt": (2 + SOURCES) * fwd,
-        "forward": fwd,
-    }
-    train_patches = FOLDS * TRAIN_FRACTION * EPOCHS * PATIENTS * bag  # summed over the cancers
-    predict_patches = FOLDS * PATIENTS * bag
-    rows = {"train-source": (train * train_patches + fwd * predict_patches) / 3600}
-    for method in methods:
-        kind = KIND.get(method, "forward")
-        rows[f"merge {method}"] = (
-            per_epoch[kind] * train_patches + per_predict[kind] * predict_patches
-        ) / 3600
-    total = sum(rows.values())
+def kind(method: str, overrides: dict[str, Any]) -> str:
+    """The cost class of a comparison-set row."""
+    if method == "steph":
+        return "steph"
+    if method == "roupkt":
+        return "roupkt"
+    if method.endswith("adamerging"):
+        return "adamerging-hypernet" if overrides.get("hypernet") else "adamerging"
+    return "forward"
+
+
+def unit_flops(cost_kind: str, bag: float, w: flops.Widths) -> tuple[float, float]:
+    """``(train_step, predict)`` FLOPs of one bag of ``bag`` patches for a cost class."""
+    k = round(bag)
+    if cost_kind == "abmil":
+        return flops.abmil_step(k, w), flops.abmil_forward(k, w)
+    if cost_kind == "steph":
+        return flops.steph_step(k, w, SOURCES), flops.steph_forward(k, w, SOURCES)
+    if cost_kind == "roupkt":
+        return flops.roupkt_step(k, w, SOURCES), flops.roupkt_forward(k, w, SOURCES)
+    if cost_kind.startswith("adamerging"):
+        step, fwd = flops.adamerging_step(k, w, SOURCES, 16), flops.adamerging_forward(k, w, SOURCES, 16)
+        if cost_kind == "adamerging-hypernet":  # the hypernetwork's patch embedding, forward + weights
+            step, fwd = step + 4 * k * w.dim_in * w.dim_emb, fwd + 2 * k * w.dim_in * w.dim_emb
+        return step, fwd
+    fwd = flops.abmil_forward(k, w)  # data-free merges: a frozen encoder, a trained head
+    return fwd, fwd
+
+
+def protocol(bag: float) -> dict[str, Any]:
+    """Units, analytic FLOPs and feature bytes of the protocol."""
+    w = flops.Widths(DIM)
+    train_bags = FOLDS * TRAIN_FRACTION * EPOCHS * PATIENTS  # summed over cancers (or targets)
+    predict_bags = FOLDS * PATIENTS
+    step, fwd = unit_flops("abmil", bag, w)
+    stages = {"train-source": train_bags * step + predict_bags * fwd}
+    for variant in PAPER_VARIANTS:
+        step, fwd = unit_flops(kind(variant.method, variant.overrides), bag, w)
+        stages[f"merge {variant.label}"] = train_bags * step + predict_bags * fwd
     return {
         "mean_bag_patches": round(bag),
-        "core_hours": {k: round(v, 1) for k, v in rows.items()},
-        "total_core_hours": round(total, 1),
-        "wall_days_on_2_cores": round(total / 2 / 24, 1),
+        "units": {"train-source": CANCERS * FOLDS, "merge": CANCERS * FOLDS * len(PAPER_VARIANTS)},
+        "flops": stages,
+        "feature_bytes": PATIENTS * bag * DIM * FEATURE_BYTES,
     }
 
 
-def from_benchmarks(train_json: Path, merge_json: Path) -> dict[str, Any]:
-    train = json.loads(train_json.read_text())
-    merge = json.loads(merge_json.read_text())
-    train = train.get("benchmarks", {}).get("train", {}).get("figures", train)
-    merge = merge.get("benchmarks", {}).get("merge", {}).get("figures", merge)
-    t, m = train["per_patch"], merge["stage"]["per_patch"]
-    per_patch = {
-        "train": t["train_cpu_s_per_patch_epoch"],
-        "predict": t["predict_cpu_s_per_patch"],
-        "steph_train": m["train_cpu_s_per_patch_epoch"],
-        "steph_predict": m["predict_cpu_s_per_patch"],
+def schedule(
+    p: dict[str, Any], *, rate: float, process_s: float, read_bps: float, devices: int
+) -> dict[str, Any]:
+    """Hours of the protocol run one process per unit and one process per cancer/target, on
+    ``devices`` devices (units spread evenly, each device one process at a time)."""
+    total_flops = sum(p["flops"].values())
+    arithmetic = total_flops / rate
+    units = p["units"]["train-source"] + p["units"]["merge"]
+    ways = {
+        # every train-source unit reads its cancer; every merge unit reads its target
+        "one_process_per_unit": (units, FOLDS + FOLDS * len(PAPER_VARIANTS)),
+        # one process per cancer (all folds) and one per target (all folds and methods)
+        "one_process_per_cancer_or_target": (2 * CANCERS, 2),
     }
-    from steph.merging import MERGE_METHODS
+    out: dict[str, Any] = {}
+    for name, (processes, passes) in ways.items():
+        start = processes * process_s
+        reading = passes * p["feature_bytes"] / read_bps
+        seconds = (start + reading + arithmetic) / devices
+        out[name] = {
+            "processes": processes,
+            "start_up_h": round(start / devices / 3600, 3),
+            "reading_h": round(reading / devices / 3600, 3),
+            "arithmetic_h": round(arithmetic / devices / 3600, 3),
+            "total_h": round(seconds / 3600, 3),
+            "total_min": round(seconds / 60, 1),
+        }
+    return out
 
-    methods = list(MERGE_METHODS.names())
-    return {"per_patch_cpu_s": per_patch, **cost(per_patch, methods, mean_bag())}
+
+def model(
+    *,
+    rate_gflops: float,
+    peak_gflops: float,
+    process_s: float,
+    read_gbps: float,
+    gpus: int,
+    bag: float | None = None,
+) -> dict[str, Any]:
+    p = protocol(bag if bag is not None else mean_bag())
+    total = sum(p["flops"].values())
+    kwargs = {"rate": rate_gflops * 1e9, "process_s": process_s, "read_bps": read_gbps * 1e9}
+    return {
+        "inputs": {
+            "achieved_gflops": rate_gflops,
+            "peak_gflops": peak_gflops,
+            "process_start_s": process_s,
+            "read_gb_per_s": read_gbps,
+        },
+        "mean_bag_patches": p["mean_bag_patches"],
+        "units": p["units"],
+        "analytic_pflop": {k: round(v / 1e15, 2) for k, v in p["flops"].items()},
+        "analytic_pflop_total": round(total / 1e15, 1),
+        "feature_gb": round(p["feature_bytes"] / 1e9, 1),
+        "floor_min": {
+            "at_25pct_of_peak": round(total / (0.25 * peak_gflops * 1e9) / 60, 1),
+            "at_40pct_of_peak": round(total / (0.40 * peak_gflops * 1e9) / 60, 1),
+        },
+        "one_device": schedule(p, devices=1, **kwargs),
+        f"{gpus}_devices": schedule(p, devices=gpus, **kwargs),
+    }
 
 
-def main() -> None:
+def _measured(train_json: Path | None, merge_json: Path | None) -> dict[str, float]:
+    """Achieved rate (the lower of train-source's and merge's bare compute), peak and start-up
+    from the benchmark outputs."""
+    found: dict[str, float] = {}
+    rows = []
+    for path in (train_json, merge_json):
+        if path is None:
+            continue
+        doc = json.loads(path.read_text())
+        doc = next(iter(doc.get("benchmarks", {}).values()), {}).get("figures", doc)
+        row = doc.get("heavy") or doc.get("stage", {}).get("heavy") or doc.get("stage") or doc
+        rows.append(row)
+    rates = [r["arithmetic"]["bare_gflops"] for r in rows if "arithmetic" in r]
+    peaks = [r["peak"].get("bf16_gflops", r["peak"]["fp32_gflops"]) for r in rows if "peak" in r]
+    fixed = [r["ratios"]["bare_fixed_wall_s"] for r in rows if "ratios" in r]
+    if rates:
+        found["rate_gflops"] = min(rates)
+    if peaks:
+        found["peak_gflops"] = max(peaks)
+    if fixed:
+        found["process_s"] = max(fixed)
+    return found
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("train_json", type=Path, help="output of bench_train.py (or benchmarks/run.py)")
-    parser.add_argument("merge_json", type=Path, help="output of bench_merge.py (or benchmarks/run.py)")
-    args = parser.parse_args()
-    print(json.dumps(from_benchmarks(args.train_json, args.merge_json), indent=2))
+    parser.add_argument("train_json", type=Path, nargs="?", help="output of bench_train.py")
+    parser.add_argument("merge_json", type=Path, nargs="?", help="output of bench_merge.py")
+    parser.add_argument("--rate-gflops", type=float, help="achieved arithmetic rate (default: measured)")
+    parser.add_argument("--peak-gflops", type=float, help="the device's dense peak (default: measured)")
+    parser.add_argument("--process-s", type=float, help="start-up of one process, s (default: measured)")
+    parser.add_argument(
+        "--read-gbps", type=float, default=2.0, help="feature read rate, GB/s (local NVMe: 2)"
+    )
+    parser.add_argument("--gpus", type=int, default=8, help="devices of one node (8)")
+    args = parser.parse_args(argv)
+    measured = _measured(args.train_json, args.merge_json)
+    values = {
+        "rate_gflops": args.rate_gflops or measured.get("rate_gflops"),
+        "peak_gflops": args.peak_gflops or measured.get("peak_gflops"),
+        "process_s": args.process_s or measured.get("process_s"),
+    }
+    missing = [k.replace("_", "-") for k, v in values.items() if v is None]
+    if missing:
+        parser.error(f"give --{', --'.join(missing)} or benchmark JSON files that measured them")
+    result = model(read_gbps=args.read_gbps, gpus=args.gpus, **values)  # type: ignore[arg-type]
+    print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ figures (ratios measured side by side in one run, plus absolute numbers). This r
 them one by one, records their figures, wall time and any error, and describes the machine
 (CPU, cores, RAM, torch, GPU) so numbers from different machines are never compared blindly.
 
-    python benchmarks/run.py [--quick] [--only extract merge] [--out results.json]
+    python -m benchmarks.run [--quick] [--only extract merge] [--out results.json]
 
 Writes ``benchmarks/results/<timestamp>.json`` and, with ``--out``, a copy at that path. Exits 1
 when a benchmark raised (its traceback is in the JSON).

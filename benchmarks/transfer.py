@@ -11,9 +11,9 @@ as many optimiser steps as the source models do (docs/benchmarks.md explains why
 of every method, the cancer-specific baseline and the oracle (the true risk on the same test
 sets), plus the paired difference to cancer-specific.
 
-    python benchmarks/transfer.py                 # the documented run (docs/benchmarks.md)
-    python benchmarks/transfer.py --quick         # a tiny version (about a minute)
-    python benchmarks/transfer.py --sharing 0 1 --seeds 0 1 2 --work /tmp/transfer
+    python -m benchmarks.transfer                 # the documented run (docs/benchmarks.md)
+    python -m benchmarks.transfer --quick         # a tiny version (about a minute)
+    python -m benchmarks.transfer --sharing 0 1 --seeds 0 1 2 --work /tmp/transfer
 
 Writes ``transfer-<timestamp>.json`` and ``.md`` into ``--out-dir`` (default benchmarks/results).
 """
@@ -151,7 +151,7 @@ def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[
     for label, method, overrides in VARIANTS:
         uses_top_k = (
             size.top_k is not None
-            and "top_k" in MERGE_METHODS.get(method).config_fields
+            and "top_k" in MERGE_METHODS.get(method).setting_names()
             and overrides.get("merge.sparse", True)
         )
         top_k = {"merge.top_k": size.top_k} if uses_top_k else {}
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         target_epochs=args.target_epochs,
         partial=partial,
     )
-    document["command"] = "python benchmarks/transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    document["command"] = "python -m benchmarks.transfer " + " ".join(sys.argv[1:] if argv is None else argv)
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     stem.with_suffix(".md").write_text(document["markdown"], encoding="utf-8")
     sys.stdout.write(document["markdown"])

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from .errors import DataError, MissingArtifactError
-from .fileio import atomic_path, sha256_file
+from .fileio import atomic_path, sha256_bytes, sha256_file
 
 StateDict = dict[str, Tensor]
 
@@ -26,11 +26,22 @@ def save_state_dict(
 ) -> str:
     """Write ``state`` as safetensors (contiguous CPU copies) and return the file's sha256."""
     path = Path(path)
+    data = state_bytes(state, metadata)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return sha256_file(path)
+
+
+def state_bytes(state: Mapping[str, Tensor], metadata: Mapping[str, object] | None = None) -> bytes:
+    """The exact bytes :func:`save_state_dict` writes for ``state`` and ``metadata``."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(_canonical_header(save(tensors, metadata=meta)))
-    return sha256_file(path)
+    return _canonical_header(save(tensors, metadata=meta))
+
+
+def state_sha256(state: Mapping[str, Tensor], metadata: Mapping[str, object] | None = None) -> str:
+    """sha256 of the file :func:`save_state_dict` would write, without writing it."""
+    return sha256_bytes(state_bytes(state, metadata))
 
 
 def _canonical_header(data: bytes) -> bytes:
@@ -70,15 +81,91 @@ def read_metadata(path: Path | str) -> dict[str, str]:
 
 
 def load_reference_checkpoint(path: Path | str) -> StateDict:
-    """Load a reference ``.pth`` checkpoint (a dict with key ``model``, or a bare state dict)."""
+    """Load a reference ``.pth`` checkpoint (a dict with key ``model``, or a bare state dict).
+
+    A checkpoint is a file from outside, so nothing it declares is trusted before it is checked
+    against the file itself: it must be a PyTorch zip checkpoint whose records are stored
+    uncompressed and add up to no more than the file; it is loaded memory-mapped
+    (``weights_only``), and every tensor must be a dense, strided floating-point tensor whose
+    values all lie in its own storage (no stride-0 expansion of a few bytes into gigabytes).
+    Only then are the tensors copied into memory.
+
+    Raises:
+        MissingArtifactError: no such file.
+        DataError: not a loadable checkpoint, not a state dict, a tensor that declares more
+            values than the file holds, or not enough memory to load it.
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingArtifactError(f"checkpoint not found: {path}")
+    _check_zip_records(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises many types for malformed pickles
         raise DataError(f"{path} is not a loadable PyTorch checkpoint: {exc}") from exc
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise DataError(f"{path}: expected a state dict or a dict with key 'model' holding one")
-    return {str(k).removeprefix("module."): v for k, v in state.items()}
+    size = path.stat().st_size
+    total = 0
+    for key, tensor in state.items():
+        total += _checked_bytes(path, str(key), tensor)
+    if total > size:
+        raise DataError(
+            f"{path}: its tensors declare {total:,} bytes, more than the file's {size:,}",
+            hint="the file is not a checkpoint written by torch.save; ask its author for the original",
+        )
+    try:
+        return {
+            str(k).removeprefix("module."): v.clone(memory_format=torch.contiguous_format)
+            for k, v in state.items()
+        }
+    except (MemoryError, RuntimeError) as exc:
+        raise DataError(
+            f"{path}: not enough memory to load its {total:,} bytes of tensors ({type(exc).__name__})",
+            hint="free memory or use a machine with more",
+        ) from exc
+
+
+def _check_zip_records(path: Path) -> None:
+    """Refuse a checkpoint that is not a zip of stored records adding up to at most the file."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DataError(
+            f"{path} is not a PyTorch checkpoint (not a zip archive: {exc})",
+            hint="save it with torch.save (PyTorch >= 1.6 writes zip checkpoints)",
+        ) from exc
+    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    declared = sum(r.file_size for r in records)
+    if packed or declared > path.stat().st_size:
+        raise DataError(
+            f"{path}: "
+            + (
+                f"compressed records ({', '.join(packed[:3])})"
+                if packed
+                else f"records declare {declared:,} bytes, more than the file's {path.stat().st_size:,}"
+            )
+            + "; torch.save writes neither",
+            hint="the file is not a checkpoint written by torch.save; ask its author for the original",
+        )
+
+
+def _checked_bytes(path: Path, key: str, tensor: Tensor) -> int:
+    """Bytes of ``tensor``'s values, after checking they are dense floats inside its own storage."""
+    if tensor.layout != torch.strided or tensor.is_meta or tensor.is_quantized:
+        raise DataError(f"{path}: tensor {key!r} is not a dense tensor ({tensor.layout}, {tensor.device})")
+    if not tensor.is_floating_point():
+        raise DataError(f"{path}: tensor {key!r} is {tensor.dtype}, not floating point")
+    needed = tensor.numel() * tensor.element_size()
+    storage = tensor.untyped_storage().nbytes()
+    if needed > storage:
+        raise DataError(
+            f"{path}: tensor {key!r} of shape {list(tensor.shape)} declares {needed:,} bytes of values "
+            f"but holds {storage:,} (an expanded or overlapping view)",
+            hint="the file is not a checkpoint written by torch.save of a model; ask its author for the original",
+        )
+    return needed

@@ -54,12 +54,13 @@ FULL = DemoSize(
     source_patients=100,
     slide_um=1024.0,
     overrides={
+        "targets": [TARGET],
         "model.dim_emb": 64,
         "model.dim_attn": 32,
         "train.epochs": 20,
         "train.batch_size": 8,
         "train.lr": 5e-4,
-        "merge.top_k": 2,
+        "merge.options": {"top_k": 2},
         "evaluate.bootstrap": 200,
     },
 )
@@ -68,12 +69,13 @@ QUICK = DemoSize(
     source_patients=20,
     slide_um=640.0,
     overrides={
+        "targets": [TARGET],
         "model.dim_emb": 32,
         "model.dim_attn": 16,
         "train.epochs": 4,
         "train.batch_size": 8,
         "train.lr": 5e-4,
-        "merge.top_k": 2,
+        "merge.options": {"top_k": 2},
         "evaluate.bootstrap": 50,
     },
 )
@@ -205,17 +207,13 @@ def _stage(name: str, layout: ProjectLayout, size: DemoSize, progress: Progress)
     project = open_project(layout.root)
     if name == "explain":
         return _explain(layout, project.config, progress)
-    reports = [run(project, selection, progress=progress) for selection in _selections(name, project.config)]
-    report = reports[0]
-    for part in reports[1:]:  # the sources' models and task vectors, on merge's fold only
-        report.items.extend(part.items)
-        report.outputs.update(part.outputs)
-    return report
+    return run(project, _selection(name), progress=progress)
 
 
-def _selections(name: str, config: ProjectConfig) -> list[object]:
-    """What the demo runs of stage ``name``: the target on every fold; the sources only on the
-    fold merge takes them from; the demo's methods; the target's evaluation."""
+def _selection(name: str) -> object:
+    """What the demo runs of stage ``name``: what the project declares (``targets: [BRCA]``: the
+    target on every fold, the sources only on the fold merge takes them from), the demo's
+    methods, the target's evaluation."""
     from .stages import (
         EvaluateSelection,
         ExtractSelection,
@@ -224,13 +222,12 @@ def _selections(name: str, config: ProjectConfig) -> list[object]:
         TrainSourceSelection,
     )
 
-    source_fold = [config.merge.source_fold]
-    chosen: dict[str, list[object]] = {
-        "extract": [ExtractSelection()],
-        "train-source": [TrainSourceSelection([TARGET]), TrainSourceSelection(list(SOURCES), source_fold)],
-        "task-vector": [TaskVectorSelection([TARGET]), TaskVectorSelection(list(SOURCES), source_fold)],
-        "merge": [MergeSelection(target=TARGET, methods=list(METHODS))],
-        "evaluate": [EvaluateSelection(targets=[TARGET])],
+    chosen: dict[str, object] = {
+        "extract": ExtractSelection(),
+        "train-source": TrainSourceSelection(),
+        "task-vector": TaskVectorSelection(),
+        "merge": MergeSelection(target=TARGET, methods=list(METHODS)),
+        "evaluate": EvaluateSelection(targets=[TARGET]),
     }
     return chosen[name]
 

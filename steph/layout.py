@@ -57,6 +57,7 @@ DIR/slides/manifest.csv                 slide_id,patient_id,cancer,path[,mpp]   
 DIR/synthetic/                          cohort.json (spec, oracle C-index), truth.csv (true risk): generated cohorts only
 DIR/labels/<CANCER>.csv                 patient_id,slide_id,t,e   (t in days, e 1 = event; `pathology_id` accepted for slide_id; one row per slide)
 DIR/splits/<CANCER>/splits_<k>.csv      UNI2-h-DSS format: columns train,test[,val], one patient_id per cell
+DIR/splits/<CANCER>/<CANCER>_splits.json   `stephctl splits`: how they were made (folds, seed, strata, labels sha256)
 DIR/features/<encoder>/<slide_id>.h5    dataset `features` [N,D] float32, `coords` [N,2] int64 level-0 x,y; provenance attrs
 DIR/features/<encoder>/thumbnails/      <slide_id>.png: thumbnail with the kept patch grid drawn on it
 DIR/features/<encoder>/failures.csv     slides that failed in the last extract run, with the reason
@@ -69,6 +70,8 @@ DIR/results/<TARGET>/<method>/fold_<k>/ predictions.csv, metrics.json
 DIR/results/summary.csv, DIR/reports/   cross-fold tables and plots; reports/<TARGET>/report.html
 DIR/reports/<TARGET>/patients/          `stephctl explain`: index.html, <patient_id>/<method>_fold_<k>/ (heatmaps, patches, transfer, GeoJSON, index.html)
 DIR/task_vectors/<CANCER>/fold_<k>.json  of an imported source: `imported_from` (bundle, lab's card); merge uses it like a local one
+DIR/transfer/targets/<TARGET>.json      `stephctl transfer` per target: zero-shot C-index of every source model and fold (+ <TARGET>.means.npy)
+DIR/transfer/                           matrix.csv/.json, pairs.csv, factors.csv/.json, table.md, rare.csv, heatmap.png, factor_<name>.png, report.html
 DIR/exports/<name>.safetensors          `stephctl export` / `export-sources` bundles: tensors + JSON model card (docs/sharing.md)
 DIR/predictions/<name>/                 `stephctl predict` output: predictions.csv, survival.csv, failures.csv, meta.json
 DIR/predictions/<name>/features/<encoder>/   features of new slides extracted with the bundle's encoder, patch size and MPP
@@ -232,6 +235,10 @@ class ProjectLayout:
             return self._fill(self.templates.splits, cancer=cancer, fold=fold)
         return self.splits_dir(cancer) / f"splits_{fold}.csv"
 
+    def splits_record(self, cancer: str) -> Path:
+        """How ``stephctl splits`` made the cancer's split files (beside them)."""
+        return self.splits_dir(cancer) / f"{cancer}_splits.json"
+
     def split_folds(self, cancer: str) -> list[int]:
         """Fold numbers for which a split file exists (sorted)."""
         folds: list[int] = []
@@ -345,6 +352,33 @@ class ProjectLayout:
         """The task vector's record (:class:`steph.records.TaskVectorRecord`)."""
         return self.task_vector(cancer, fold).with_suffix(".json")
 
+    # -- transferability study (stephctl transfer) -------------------------------------------
+    @property
+    def transfer_root(self) -> Path:
+        return self.root / "transfer"
+
+    def transfer_target(self, target: str) -> Path:
+        """One target's zero-shot results (:class:`steph.records.TransferRecord`), written last."""
+        return self.transfer_root / "targets" / f"{normalize_cancer(target)}.json"
+
+    def transfer_means(self, target: str) -> Path:
+        """Patient-mean features ``[n, D]`` of the target's patients (float32 ``.npy``)."""
+        return self.transfer_root / "targets" / f"{normalize_cancer(target)}.means.npy"
+
+    def transfer_targets(self) -> list[str]:
+        """Targets with a finished zero-shot record."""
+        base = self.transfer_root / "targets"
+        if not base.is_dir():
+            return []
+        return sorted(p.stem for p in base.glob("*.json") if _CANCER.fullmatch(p.stem))
+
+    def transfer_file(self, name: str) -> Path:
+        """A study-wide output (``matrix.csv``, ``factors.json``, ``report.html``, ...)."""
+        return self.transfer_root / check_safe_id(name, "transfer output")
+
+    def transfer_factor_plot(self, factor: str) -> Path:
+        return self.transfer_root / f"factor_{check_safe_id(factor, 'factor')}.png"
+
     # -- merged models ------------------------------------------------------------------------
     @property
     def merged_root(self) -> Path:
@@ -352,6 +386,18 @@ class ProjectLayout:
 
     def merged_dir(self, target: str, method: str, fold: int) -> Path:
         return self.merged_root / target / check_safe_id(method, "method name") / f"fold_{int(fold)}"
+
+    def merged_runs(self, target: str) -> list[str]:
+        """Run folders under ``merged/<target>/`` (sorted)."""
+        base = self.merged_root / target
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def merged_folds(self, target: str, method: str) -> list[int]:
+        """Fold numbers of a run's ``merged/<target>/<run>/fold_<k>/`` folders (sorted)."""
+        base = self.merged_root / target / check_safe_id(method, "method name")
+        if not base.is_dir():
+            return []
+        return sorted(int(p.name[5:]) for p in base.glob("fold_*") if p.name[5:].isdigit())
 
     def merged_file(self, target: str, method: str, fold: int, name: str) -> Path:
         """A file inside a merge output folder (``hypernet.safetensors``, ``meta.json`` ...)."""

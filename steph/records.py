@@ -9,6 +9,7 @@ record                     file (:mod:`steph.layout` owns the names)     written
 :class:`TaskVectorRecord`  ``task_vectors/<C>/fold_<k>.json``             ``task-vector``
 :class:`MergeRecord`       ``merged/<T>/<run>/fold_<k>/meta.json``        ``merge``
 :class:`PredictionRecord`  ``predictions/<name>/meta.json``               ``predict``
+:class:`SplitsRecord`      ``splits/<C>/<C>_splits.json``                 ``splits``
 =========================  ===========================================  =======================
 
 The JSON keys (and their order) are those stephctl always wrote, so existing projects load.
@@ -182,6 +183,8 @@ class MergeRecord(Record):
     label: str | None = None
     top_k: int | None = None
     gamma_selection: dict[str, Any] | None = None
+    source_choice: dict[str, Any] | None = None
+    """How ``--sources auto:K`` chose the sources (:mod:`steph.transfer.choose`); None when listed."""
     vector_sha256: dict[str, str] = field(default_factory=dict)
     """``"<CANCER>/fold_<k>"`` -> sha256 of each task-vector file used."""
     dim_in: int = 0
@@ -260,4 +263,53 @@ __all__ = [
     "PredictionRecord",
     "Record",
     "TaskVectorRecord",
+    "TransferRecord",
 ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitsRecord(Record):
+    """How a cancer's split files were made (``stephctl splits``); ``stephctl check`` reports it."""
+
+    KIND: ClassVar[str] = "splits"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("cancer", "folds", "seed")
+
+    cancer: str
+    folds: int
+    seed: int
+    val_fraction: float = 0.0
+    stratified_by: list[str] = field(default_factory=list)
+    time_bins: int | None = None
+    patients: int | None = None
+    events: int | None = None
+    labels: str | None = None
+    labels_sha256: str | None = None
+    """sha256 of the labels file the splits were made from (a change means new patients may lack a fold)."""
+    version: str | None = None
+    created: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferRecord(Record):
+    """One target's zero-shot transfer results (``stephctl transfer``, :mod:`steph.transfer`)."""
+
+    KIND: ClassVar[str] = "transfer"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("target", "sources", "folds", "pairs")
+
+    target: str
+    evaluation_only: bool = False
+    """A rare tumour: every labelled patient is a test patient, there is no own model."""
+    sources: list[str] = field(default_factory=list)
+    folds: list[int] = field(default_factory=list)
+    patients: list[str] = field(default_factory=list)
+    """Row order of ``transfer_means`` (the patient-mean features)."""
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    """Per (source, fold): n, events, c, c_low, c_high, c_train, gain, gain_low, gain_high."""
+    pooled: list[dict[str, Any]] = field(default_factory=list)
+    """Per source (and ``mean-of-sources``): mean and sd over folds, pooled intervals, transfer."""
+    bootstrap: int = 0
+    confidence: float = 0.95
+    seed: int = 0
+    models: dict[str, str] = field(default_factory=dict)
+    """``"<SOURCE>/fold_<k>"`` -> sha256 of the model weights used."""
+    versions: dict[str, Any] = field(default_factory=dict)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -161,6 +162,37 @@ class Registry(Generic[T]):
         return [(name, self._items[name]) for name in self.names()]
 
 
+def unwrap(text: str) -> str:
+    r"""Docstring ``text`` with each paragraph on one line (paragraphs stay apart; a line that
+    starts a list item starts a new line), so help screens wrap it at the terminal's width
+    instead of at the source's line breaks.
+
+    >>> unwrap("Write a file and its\n    record.\n\n    Details:\n    - one\n    - two")
+    'Write a file and its record.\n\nDetails:\n- one\n- two'
+    """
+    paragraphs = []
+    for block in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for line in block.splitlines():
+            line = line.strip()
+            if lines and not line.startswith(("- ", "* ")):
+                lines[-1] = f"{lines[-1]} {line}"
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def summary(text: str) -> str:
+    r"""The first paragraph of ``text`` on one line: a whole sentence, never cut at a line break.
+
+    >>> summary("Write theta0, the task vectors and trained weights the\n    method uses.\n\n    More.")
+    'Write theta0, the task vectors and trained weights the method uses.'
+    """
+    return unwrap(text).split("\n\n", 1)[0].replace("\n", " ") if text.strip() else ""
+
+
 def describe_item(item: Any) -> str:
-    doc = (getattr(item, "description", None) or getattr(item, "__doc__", None) or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    """One-line description of a registered item: its ``description``, else its docstring's
+    first paragraph (:func:`summary`)."""
+    return summary(getattr(item, "description", None) or getattr(item, "__doc__", None) or "")

@@ -145,21 +145,27 @@ def unflatten(flat: Tensor, spec: FlatSpec) -> StateDict:
 
 
 def trim(matrix: Tensor, density: float) -> Tensor:
-    """TIES step 1: in each row of ``matrix [N, P]`` keep the ``n = max(1, floor(density P))``
-    entries of largest magnitude and zero the rest (ties broken by :func:`torch.topk`).
+    """TIES step 1 as the STEPH reference computes it (``topk_values_mask``): in each row
+    ``v [P]`` of ``matrix [N, P]`` keep the entries whose magnitude reaches the ``k``-th smallest
+    one, ``k = P - floor(density P)``, and zero the rest:
 
-    >>> trim(torch.tensor([[0.1, -3.0, 2.0, 0.5]]), 0.5).tolist()
-    [[0.0, -3.0, 2.0, 0.0]]
+        keep_p = |v_p| >= kthvalue(|v|, k)
+
+    That is ``floor(density P) + 1`` entries when the magnitudes are distinct (one more than a
+    plain top-``floor(density P)``), plus every entry tied with the threshold; at ``k = 0``
+    (density 1) everything is kept.
+
+    >>> trim(torch.tensor([[0.1, -3.0, 2.0, 0.5, 0.2]]), 0.2).tolist()
+    [[0.0, -3.0, 2.0, 0.0, 0.0]]
     """
     if not 0.0 < density <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")
     rows = matrix.reshape(matrix.shape[0], -1)
-    n_keep = max(1, int(rows.shape[1] * density))
-    if n_keep >= rows.shape[1]:
+    k = rows.shape[1] - int(rows.shape[1] * density)
+    if k < 1:
         return matrix.clone()
-    index = rows.abs().topk(n_keep, dim=1).indices
-    mask = torch.zeros_like(rows, dtype=torch.bool).scatter_(1, index, True)
-    return torch.where(mask, rows, torch.zeros_like(rows)).reshape(matrix.shape)
+    threshold = rows.abs().kthvalue(k, dim=1, keepdim=True).values
+    return torch.where(rows.abs() >= threshold, rows, torch.zeros_like(rows)).reshape(matrix.shape)
 
 
 def elect_sign(matrix: Tensor) -> Tensor:
@@ -205,7 +211,9 @@ def ties_merge(
     reduce: Literal["mean", "sum"] = "mean",
     keys: Sequence[str] | None = None,
 ) -> StateDict:
-    """TIES-merge task vectors into one: trim each to ``density``, elect signs, disjoint merge.
+    """TIES-merge task vectors into one: :func:`trim` each to ``density``, :func:`elect_sign`,
+    :func:`disjoint_merge` (Yadav et al., TIES-Merging, NeurIPS 2023; the one TIES of stephctl,
+    used by the ``ties`` and ``ties-adamerging`` methods).
 
     The vectors are flattened over ``keys`` (default: all tensors) jointly, so trimming keeps
     the top ``density`` fraction of the whole vector, as in the TIES paper and the STEPH

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .checkpoints import load_reference_checkpoint, load_state_dict, save_state_dict
-from .errors import ConsistencyError, DataError, LockedError, MissingArtifactError
+from .checkpoints import load_reference_checkpoint, load_state_dict, save_state_dict, state_sha256
+from .errors import ConsistencyError, DataError, LockedError, MissingArtifactError, StephError
 from .fileio import read_json, sha256_file, write_json
 from .locks import hold
 from .models.abmil import ENCODER_KEYS, HEAD_KEYS, architecture_of, create_abmil
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 ABMIL_KEYS = frozenset(ENCODER_KEYS + HEAD_KEYS)
 WAIT_FOR_OTHER_S = 120.0
+THETA0_METADATA = {"kind": "theta0"}
+"""The safetensors metadata of theta0's file (part of its bytes, hence of its sha256)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def check_architecture(arch: Mapping[str, int], model: ModelConfig, dim_in: int 
 
 def _write(layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str, Any]) -> Theta0:
     layout.theta0_meta.unlink(missing_ok=True)  # the record is written last: no record = not done
-    sha = save_state_dict(layout.theta0, state, {"kind": "theta0"})
+    sha = save_state_dict(layout.theta0, state, THETA0_METADATA)
     meta = {"sha256": sha, "architecture": architecture_of(state), **record, "versions": versions()}
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json(layout.theta0_meta, meta)
@@ -120,15 +122,90 @@ def _write(layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str,
     return Theta0(dict(state), sha, meta)
 
 
-def save_theta0(layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str, Any]) -> Theta0:
-    """Write ``state`` as the project's theta0 with ``record`` (origin) under the theta0 lock.
+def adopt_theta0(
+    layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str, Any], *, sha256: str
+) -> Theta0 | None:
+    """Install ``state`` (theta0 shipped in a sources bundle) unless the project has a theta0.
 
-    Used to install a theta0 shipped in a sources bundle; the file's bytes, hence its sha256,
-    are those of the exporting project's theta0 when the tensors are.
+    ``state`` must hash to ``sha256`` (the bundle card's ``theta0_sha256``) *before* anything is
+    written, and the decision "does the project have a theta0?" is taken under the theta0 lock
+    (waiting for another holder), so two imports of different theta0 cannot both succeed.
+
+    Returns:
+        The installed theta0, or None when the project already has exactly this one.
+
+    Raises:
+        DataError: ``state`` is not an ABMIL state dict of finite floating values.
+        ConsistencyError: ``state`` does not hash to ``sha256``, or the project has another theta0.
     """
     check_abmil_state(state, "theta0")
-    with hold(layout.theta0, what="theta0"):
-        return _write(layout, state, record)
+    check_finite(state, "theta0")
+    actual = state_sha256(state, THETA0_METADATA)
+    if actual != sha256:
+        raise ConsistencyError(
+            f"the shipped theta0 has sha256 {actual[:12]}..., but its card names {sha256[:12]}...",
+            hint="the bundle was made inconsistently or altered; ask its author for an intact copy",
+        )
+    deadline = time.monotonic() + WAIT_FOR_OTHER_S
+    while True:
+        try:
+            with hold(layout.theta0, what="theta0"):
+                if not layout.theta0_meta.is_file():
+                    return _write(layout, state, record)
+                break
+        except LockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    mine = load_theta0(layout)
+    if mine.sha256 != sha256:
+        raise ConsistencyError(
+            f"this project has another theta0 ({mine.sha256[:12]}...) than the bundle ({sha256[:12]}...)",
+            hint="task vectors add up only from the same theta0; ask the lab for vectors trained from "
+            "your theta0 (share `models/null.safetensors` first)",
+        )
+    return None
+
+
+def check_finite(state: Mapping[str, Tensor], where: str) -> None:
+    """Refuse tensors that are not floating point or hold NaN/inf (names the first ones)."""
+    wrong = [f"{k} ({v.dtype})" for k, v in sorted(state.items()) if not v.is_floating_point()]
+    if wrong:
+        raise DataError(
+            f"{where}: tensors are not floating point: {', '.join(wrong[:4])}",
+            hint="weights are float tensors; the file was not written by stephctl",
+        )
+    bad = [k for k, v in sorted(state.items()) if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DataError(
+            f"{where}: values are not finite (NaN or inf) in {', '.join(bad[:4])}",
+            hint="such weights give NaN risks; ask the author for a model trained without divergence",
+        )
+
+
+def check_like_theta0(state: Mapping[str, Tensor], theta0: Mapping[str, Tensor], where: str) -> None:
+    """Refuse a task vector (or weights) whose keys, shapes or values cannot be added to theta0.
+
+    Raises:
+        DataError: missing or unexpected keys, another shape than theta0's, non-float or
+            non-finite values.
+    """
+    missing, extra = sorted(set(theta0) - set(state)), sorted(set(state) - set(theta0))
+    if missing or extra:
+        raise DataError(
+            f"{where} does not have theta0's parameters"
+            + (f"; missing {', '.join(missing[:8])}" if missing else "")
+            + (f"; unexpected {', '.join(extra[:8])}" if extra else ""),
+            hint="a task vector has exactly theta0's ABMIL parameters",
+        )
+    wrong = [
+        f"{k} {list(state[k].shape)} (theta0: {list(v.shape)})"
+        for k, v in sorted(theta0.items())
+        if tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if wrong:
+        raise DataError(f"{where}: shapes differ from theta0's: {'; '.join(wrong[:4])}")
+    check_finite(state, where)
 
 
 def create_theta0(layout: ProjectLayout, config: ProjectConfig, dim_in: int) -> Theta0:
@@ -201,10 +278,16 @@ def import_theta0(
 ) -> Theta0:
     """Bring a reference null checkpoint (``.pth``, key ``model``) into the project as theta0.
 
+    The checkpoint is checked before anything is allocated or written
+    (:func:`~steph.checkpoints.load_reference_checkpoint`: no tensor may declare more values
+    than the file holds), then against ``model:`` in stephctl.yaml and, once the project has
+    features, their dimension D; its values must be finite.
+
     Raises:
         ConsistencyError: a theta0 already exists (unless ``overwrite``), or the checkpoint's
-            shapes differ from ``model:`` in stephctl.yaml.
-        DataError: the file is not an ABMIL checkpoint.
+            shapes differ from ``model:`` in stephctl.yaml or the features' D.
+        DataError: the file is not an ABMIL checkpoint, declares more than it holds, or holds
+            NaN/inf.
     """
     if layout.theta0.exists() and not overwrite:
         raise ConsistencyError(
@@ -213,7 +296,21 @@ def import_theta0(
         )
     state = load_reference_checkpoint(path)
     arch = check_abmil_state(state, str(path))
-    check_architecture(arch, config.model, None, f"checkpoint {path}")
+    check_architecture(arch, config.model, _features_dim(layout, config), f"checkpoint {path}")
+    check_finite(state, f"checkpoint {path}")
     record = {"source": str(Path(path).resolve()), "source_sha256": sha256_file(path)}
     with hold(layout.theta0, what="theta0"):
         return _write(layout, {k: v.to(torch.float32) for k, v in state.items()}, record)
+
+
+def _features_dim(layout: ProjectLayout, config: ProjectConfig) -> int | None:
+    """D of the project's extracted features (None before extraction)."""
+    from .data.features import feature_shape
+
+    files = layout.own_feature_files(config.encoder)
+    if not files:
+        return None
+    try:
+        return int(feature_shape(files[0])[1])
+    except (StephError, OSError, ValueError, IndexError):
+        return None

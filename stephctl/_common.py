@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -59,6 +60,12 @@ def get_project(
     return load_project(state.project, overrides, config_file=state.config)
 
 
+def esc(value: object) -> str:
+    """``value`` as text that Rich prints literally: everything from files, names and paths goes
+    through this before it meets markup (a ``[link=...]`` or ``[/]`` in a card is text, not style)."""
+    return escape(str(value))
+
+
 def fail(
     message: str,
     hint: str | None = None,
@@ -68,9 +75,9 @@ def fail(
     where: str | None = None,
 ) -> NoReturn:
     """Print one red line (+ hint) on stderr, and under --json one error document on stdout; exit."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {esc(message)}", markup=True, soft_wrap=True)
     if hint:
-        err_console.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
+        err_console.print(f"[dim]hint:[/] {esc(hint)}", soft_wrap=True)
     emit_json_error(error_type, message, hint=hint, where=where, exit_code=code)
     raise typer.Exit(code)
 
@@ -320,7 +327,7 @@ def render_report(report: StageReport, *, as_json: bool, show_all: bool = False)
         print_json(report.to_dict())
     else:
         counts = ", ".join(f"{report.count(s)} {s.value}" for s in Status if report.count(s))
-        out_console.print(f"[bold]{report.stage}[/]: {counts or 'nothing to do'}")
+        out_console.print(f"[bold]{esc(report.stage)}[/]: {counts or 'nothing to do'}")
         rows = report.items if show_all or len(report.items) <= 40 else report.undone
         if rows:
             table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -329,7 +336,9 @@ def render_report(report: StageReport, *, as_json: bool, show_all: bool = False)
             table.add_column("detail", overflow="fold")
             colour = {"done": "green", "skipped": "dim", "failed": "red", "locked": "yellow"}
             for item in rows:
-                table.add_row(item.key, f"[{colour[item.status.value]}]{item.status.value}[/]", item.message)
+                table.add_row(
+                    esc(item.key), f"[{colour[item.status.value]}]{item.status.value}[/]", esc(item.message)
+                )
             out_console.print(table)
     if not report.ok:
         raise typer.Exit(EXIT_ITEMS_FAILED)

@@ -45,12 +45,43 @@ ListTasksOption = Annotated[
         "with --json a JSON list.",
     ),
 ]
+
+
+@dataclass(frozen=True)
+class TaskSpan:
+    """The units ``first`` to ``last`` (inclusive) of a task list: ``--task-index I`` or ``I-J``."""
+
+    first: int
+    last: int
+
+    @property
+    def indices(self) -> list[int]:
+        return list(range(self.first, self.last + 1))
+
+
+def parse_task_span(value: str | TaskSpan | int) -> TaskSpan:
+    """``"I"`` or ``"I-J"`` (0 <= I <= J) as a :class:`TaskSpan`.
+
+    >>> parse_task_span("3"), parse_task_span("4-7").indices
+    (TaskSpan(first=3, last=3), [4, 5, 6, 7])
+    """
+    if isinstance(value, TaskSpan):
+        return value
+    text = str(value).strip()
+    first, sep, last = text.partition("-")
+    if not first.isdigit() or (sep and not last.isdigit()) or (sep and int(last) < int(first)):
+        raise typer.BadParameter(f"{text!r} is not a task index I or a range I-J (0 <= I <= J)")
+    return TaskSpan(int(first), int(last) if sep else int(first))
+
+
 TaskIndexOption = Annotated[
-    int | None,
+    TaskSpan | None,
     typer.Option(
         "--task-index",
-        min=0,
-        help="Run only unit I of --list-tasks (a Slurm array task). Default: $SLURM_ARRAY_TASK_ID when set.",
+        parser=parse_task_span,
+        metavar="I|I-J",
+        help="Run only unit I of --list-tasks (a Slurm array task), or units I to J in this one process "
+        "(`stephctl slurm --units-per-task`). Default: $SLURM_ARRAY_TASK_ID when set.",
         show_default=False,
     ),
 ]
@@ -125,7 +156,7 @@ def run_stage_command(
     request: StageRequest[Any],
     *,
     list_tasks: bool = False,
-    task_index: int | None = None,
+    task_index: TaskSpan | int | None = None,
     as_json: bool = False,
     from_env: bool = True,
     clear_stale_locks: bool = False,
@@ -159,8 +190,11 @@ def run_stage_command(
             print_task_list(stage.plan(project, request.selection), as_json=as_json)
             return
     options = {"overwrite": request.overwrite, "devices": request.devices}
-    if task_index is not None:
-        run_stage(ctx, stage.run_task, project, task_index, request.selection, as_json=as_json, **options)
+    span = parse_task_span(task_index) if task_index is not None else None
+    if span is not None and span.first == span.last:
+        run_stage(ctx, stage.run_task, project, span.first, request.selection, as_json=as_json, **options)
+    elif span is not None:
+        run_stage(ctx, stage.run_tasks, project, span.indices, request.selection, as_json=as_json, **options)
     elif render is None:
         run_stage(ctx, stage.run, project, request.selection, as_json=as_json, **options)
     else:

@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from steph import plugins
 from steph.plugins import Plugin
+from steph.registry import unwrap
 
 from . import _common
 from ._common import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USER_ERROR, AppState, err_console, setup_logging
@@ -34,6 +35,7 @@ _ABORTS = (typer.Abort, *([click_exceptions.Abort] if hasattr(click_exceptions, 
 _ORDER = [
     "init",
     "check",
+    "splits",
     "<stages>",  # the pipeline stages, in their order (steph.stages)
     "explain",
     "predict",
@@ -234,7 +236,8 @@ def _mount(target: typer.Typer, name: str, obj: Any, origin: plugins.Origin) -> 
     if isinstance(obj, typer.Typer):
         target.add_typer(obj, name=name)
     elif callable(obj):
-        target.command(name)(obj)
+        # paragraphs on one line: --help wraps them at the terminal, not at the source's breaks
+        target.command(name, help=unwrap(obj.__doc__ or "") or None)(obj)
     else:
         raise TypeError(f"entry point {origin.entry_point} is neither a function nor a typer.Typer")
 

@@ -34,7 +34,7 @@ OVERRIDES = {
     "extract.patch_size": 128,
     "extract.target_mpp": 1.0,
     "extract.batch_size": 32,
-    "merge.top_k": 1,
+    "merge.options": {"top_k": 1},
     "merge.epochs": 1,
     "evaluate.bootstrap": 20,
     "evaluate.report": False,

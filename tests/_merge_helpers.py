@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -32,6 +33,14 @@ def bags(n: int = 5, seed: int = 7) -> dict[str, torch.Tensor]:
     return {f"P{i}": torch.randn(3 + 2 * i, DIM, generator=g) for i in range(n)}
 
 
+def merge_config(**merge: Any) -> MergeConfig:
+    """A ``MergeConfig``: its own fields as given, every other keyword a method setting
+    (``merge.options``; ``options=`` adds more)."""
+    fields = {f.name for f in dataclasses.fields(MergeConfig)}
+    options = {**{k: v for k, v in merge.items() if k not in fields}, **merge.get("options", {})}
+    return MergeConfig(**{k: v for k, v in merge.items() if k in fields and k != "options"}, options=options)
+
+
 def context(n_sources: int = 4, *, with_data: bool = False, **merge: Any) -> MergeContext:
     """A context over theta0 = abmil_state(0), tau_t = task_vector(100), tau_s_i = task_vector(i)."""
     train = store = None
@@ -52,7 +61,7 @@ def context(n_sources: int = 4, *, with_data: bool = False, **merge: Any) -> Mer
         target_vector=task_vector(100),
         source_names=SOURCES[:n_sources],
         source_vectors=tuple(task_vector(i) for i in range(n_sources)),
-        config=MergeConfig(**merge),
+        config=merge_config(**merge),
         model_config=MODEL,
         dim_in=DIM,
         device=torch.device("cpu"),

@@ -42,5 +42,6 @@ def _no_slurm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "SLURM_ARRAY_TASK_COUNT",
         "SLURM_ARRAY_TASK_MIN",
         "SLURM_ARRAY_TASK_MAX",
+        "SLURM_CONF",  # a developer's cluster: `stephctl slurm` would check resources against it
     ):
         monkeypatch.delenv(name, raising=False)

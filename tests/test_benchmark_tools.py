@@ -76,12 +76,11 @@ def test_transfer_table_reports_means_and_paired_gains() -> None:
     assert "| STEPH | +0.0000 (1/2) |" in table
 
 
-def test_trace_runs_a_script_and_writes_a_timeline(tmp_path: Path) -> None:
+def test_trace_runs_a_program_and_writes_a_timeline(tmp_path: Path) -> None:
     import subprocess
 
-    trace = load("_trace")
-    script = tmp_path / "job.py"
-    script.write_text(
+    trace = load("tracing")
+    program = (
         "import sys, time\n"
         "block = bytearray(64 * 2**20)\n"  # 64 MB resident
         "for i in range(0, len(block), 4096):\n"
@@ -92,9 +91,10 @@ def test_trace_runs_a_script_and_writes_a_timeline(tmp_path: Path) -> None:
     )
     out = tmp_path / "job"
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "_trace.py"), str(out), str(script), "a", "b"],
+        [sys.executable, "-m", "benchmarks.tracing", str(out), "-c", program, "a", "b"],
         capture_output=True,
         text=True,
+        cwd=BENCHMARKS.parent,
     )
     assert done.returncode == 3 and done.stdout.strip() == "['a', 'b']"
     assert Path(f"{out}.pstats").stat().st_size > 0
@@ -105,7 +105,7 @@ def test_trace_runs_a_script_and_writes_a_timeline(tmp_path: Path) -> None:
 
 
 def test_trace_names_the_innermost_frame_of_our_code() -> None:
-    trace = load("_trace")
+    trace = load("tracing")
     namespace: dict = {"sys": sys}
     code = "def inner():\n    return sys._getframe()\n"
     exec(compile(code, "/somewhere/steph/training/fake.py", "exec"), namespace)
@@ -114,7 +114,7 @@ def test_trace_names_the_innermost_frame_of_our_code() -> None:
 
 
 def test_trace_phases_merge_samples_and_count_busy_cores(tmp_path: Path) -> None:
-    trace = load("_trace")
+    trace = load("tracing")
     samples = tmp_path / "s.tsv"
     samples.write_text(
         "0.0\t100\t0.0\timport\n0.5\t300\t0.5\timport\n1.0\t300\t0.5\tloop.py:fit\n"
@@ -128,3 +128,38 @@ def test_trace_phases_merge_samples_and_count_busy_cores(tmp_path: Path) -> None
     assert [row.split()[-1] for row in by_place[:3]] == ["loop.py:fit", "import", "loop.py:predict"]
     assert by_place[0].split()[:3] == ["2.00", "65.6%", "2.00"]
     assert lines[-1] == "sampled 3.05 s, 4.55 CPU-s; peak 800 MB at 2.00 s in loop.py:fit"
+
+
+def test_protocol_model_costs_processes_reading_and_arithmetic(tmp_path: Path) -> None:
+    cost = load("protocol_cost")
+    result = cost.model(rate_gflops=1000.0, peak_gflops=1_000_000.0, process_s=6.0, read_gbps=2.0, gpus=8)
+    per_unit, per_target = (
+        result["one_device"][k] for k in ("one_process_per_unit", "one_process_per_cancer_or_target")
+    )
+    assert result["units"] == {"train-source": 65, "merge": 65 * 16}
+    assert per_unit["processes"] == 65 + 65 * 16 and per_target["processes"] == 26
+    assert per_unit["start_up_h"] == pytest.approx(per_unit["processes"] * 6.0 / 3600, rel=1e-2)
+    assert per_unit["reading_h"] > 40 * per_target["reading_h"]  # features read once per target
+    assert per_unit["arithmetic_h"] == per_target["arithmetic_h"]
+    total_flops = result["analytic_pflop_total"] * 1e15
+    assert per_unit["arithmetic_h"] == pytest.approx(total_flops / 1e12 / 3600, rel=1e-2)
+    assert result["8_devices"]["one_process_per_unit"]["total_h"] == pytest.approx(
+        per_unit["total_h"] / 8, rel=1e-2
+    )
+    assert result["floor_min"]["at_25pct_of_peak"] == pytest.approx(total_flops / 0.25e15 / 60, rel=1e-2)
+    assert result["feature_gb"] == pytest.approx(7268 * cost.mean_bag() * 1536 * 2 / 1e9, rel=1e-3)
+    bench = {
+        "heavy": {
+            "arithmetic": {"bare_gflops": 50.0},
+            "peak": {"fp32_gflops": 80.0},
+            "ratios": {"bare_fixed_wall_s": 3.0},
+        }
+    }
+    (tmp_path / "train.json").write_text(json.dumps(bench))
+    measured = cost.main([str(tmp_path / "train.json"), "--gpus", "2"])
+    assert measured["inputs"] == {
+        "achieved_gflops": 50.0,
+        "peak_gflops": 80.0,
+        "process_start_s": 3.0,
+        "read_gb_per_s": 2.0,
+    }

@@ -53,6 +53,7 @@ def test_clean_project_passes(cli, project: Path) -> None:
         "with_features": 24,
         "folds": [0, 1],
         "dim": 16,
+        "evaluation_only": False,
     }
     text = cli("-p", project, "check")
     assert text.exit_code == 0 and "all checks passed" in text.output and "24 labelled" in text.output

@@ -42,11 +42,9 @@ def test_unknown_top_level_section(tmp_path: Path) -> None:
     [
         ("train:\n  epochs: many\n", "train.epochs: expected an integer"),
         ("train:\n  lr: [1]\n", "train.lr: expected a number"),
-        ("merge:\n  sparse: maybe\n", "merge.sparse: expected true or false"),
-        ("merge:\n  mix: sometimes\n", "merge.mix: 'sometimes' is not one of"),
-        ("merge:\n  top_k: 0\n", "merge.top_k must be >= 1"),
         ("extract:\n  mpp_range: [2, 1]\n", "mpp_range"),
         ("cancers: [brca, BRCA]\n", "duplicate"),
+        ("cancers: [BRCA, BLCA]\ntargets: [KIRC]\n", "targets: KIRC not among cancers"),
         ("- a list\n", "top level must be a mapping"),
     ],
 )
@@ -56,19 +54,64 @@ def test_bad_values(tmp_path: Path, text: str, match: str) -> None:
         load_config(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("merge:\n  sparse: maybe\n", "merge.options.sparse = 'maybe' for method 'steph': expected bool"),
+        ("merge:\n  mix: sometimes\n", "merge.options.mix = 'sometimes' for method 'steph'"),
+        ("merge:\n  top_k: 0\n", "top_k must be >= 1"),
+        ("merge:\n  steph:\n    mix: sometimes\n", "merge.steph.mix: 'sometimes' is not one of"),
+    ],
+)
+def test_bad_method_settings_are_refused_before_any_work(tmp_path: Path, text: str, match: str) -> None:
+    """Method settings are checked by the method's settings class (merge.top_k ... moved into
+    merge.options), when the merge is planned."""
+    from steph.merging.inputs import requested_methods
+
+    write(tmp_path, text)
+    with pytest.raises(ConfigError, match=match):
+        config = load_config(tmp_path)
+        for method in requested_methods(config, ["steph"]):
+            method.check(config.merge, 5)
+
+
 def test_flags_win_over_file_and_unset_flags_do_not(tmp_path: Path) -> None:
     write(tmp_path, "train:\n  epochs: 7\n  lr: 0.001\nmerge:\n  top_k: 3\n")
     cfg = load_config(tmp_path, {"train.epochs": 2, "train.lr": None, "merge.gamma": 0.05})
     assert cfg.train.epochs == 2  # flag wins
     assert cfg.train.lr == 0.001  # flag not given: file value
-    assert cfg.merge.top_k == 3
-    assert cfg.merge.gamma == 0.05
+    assert cfg.merge.options["top_k"] == 3  # merge.top_k, its old spelling
+    assert cfg.merge.options["gamma"] == 0.05
     assert cfg.train.batch_size == 16  # default
 
 
 def test_cancers_are_normalised(tmp_path: Path) -> None:
     write(tmp_path, "cancers: [tcga_brca, blca]\n")
     assert load_config(tmp_path).cancers == ["BRCA", "BLCA"]
+
+
+def test_targets_make_the_other_cancers_sources_on_one_fold(tmp_path: Path) -> None:
+    """``targets:`` declares the work: sources are trained (and expected) on merge.source_fold only."""
+    from steph.config.project import open_project
+    from steph.fileio import write_csv
+    from steph.hpc.status import project_status
+    from steph.layout import ProjectLayout
+    from steph.stages import TrainSourceSelection, plan
+
+    layout = ProjectLayout(tmp_path)
+    for cancer in ("BRCA", "BLCA"):
+        for k in range(3):
+            write_csv(layout.split(cancer, k), ["train", "test"], [["a", "b"]])
+    write(tmp_path, "cancers: [BRCA, BLCA]\ntargets: [brca]\nmerge:\n  source_fold: 1\n")
+    project = open_project(tmp_path)
+    assert project.targets == ["BRCA"]
+    assert project.folds("BRCA") == [0, 1, 2] and project.folds("BLCA") == [1]
+    keys = [u.key for u in plan(project, TrainSourceSelection())]
+    assert keys == ["BRCA/fold_0", "BRCA/fold_1", "BRCA/fold_2", "BLCA/fold_1"]
+    merge = project_status(layout, project.config).stage("merge")
+    assert set(merge.groups) <= {"BRCA"} and not any("BLCA" in e for e in merge.errors)
+    write(tmp_path, "cancers: [BRCA, BLCA]\n")  # no targets: every cancer on every fold
+    assert open_project(tmp_path).folds("BLCA") == [0, 1, 2]
 
 
 def test_dump_roundtrip(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,23 @@ def test_unknown_target_is_a_user_error(project: Path, cli) -> None:
 def test_no_results_is_a_user_error(empty_project: Path, cli) -> None:
     result = cli("-p", empty_project, "evaluate")
     assert result.exit_code == 1 and "stephctl train-source" in result.output
+
+
+def test_targets_on_different_folds_get_no_mean_over_targets(empty_project: Path, cli) -> None:
+    """A source evaluated on one fold is not averaged with a target's three (the demo's case)."""
+    methods = {"cancer-specific": 0.55, "roupkt": 0.6, "steph": 0.75}
+    layout = write_results(empty_project, targets=("BRCA", "BLCA"), methods=methods, folds=3, patients=60)
+    for k in (1, 2):
+        layout.split("BLCA", k).unlink()
+        for method in layout.result_methods("BLCA"):
+            shutil.rmtree(layout.predictions("BLCA", method, k).parent)
+    out = cli("-p", empty_project, "evaluate", "--json", "--bootstrap", "0", "--no-report")
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert [t["title"] for t in data["tables"]] == ["BLCA", "BRCA", "paper layout: C-index"]
+    assert data["summary"]["over_targets"] == {}
+    warning = next(w for w in data["summary"]["warnings"] if w.startswith("steph: no mean over targets"))
+    assert "BLCA: fold(s) 0" in warning and "BRCA: fold(s) 0, 1, 2" in warning
+    paper = data["tables"][-1]
+    average = paper["columns"].index("average")
+    assert {row[average] for row in paper["rows"]} == {"undefined"}

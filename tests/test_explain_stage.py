@@ -148,7 +148,8 @@ def test_bad_items_fail_alone_and_exit_2(merged: Path, tmp_path: Path, cli) -> N
 def test_untrained_method_or_fold_is_one_line_error(merged: Path, cli) -> None:
     result = cli("-p", merged, "explain", "-t", "BRCA", "-m", "ties", "-k", 0, "--top", 1)
     assert result.exit_code == 1
-    assert "no trained fold 0" in result.output and "stephctl merge" in result.output
+    assert "no run of method 'ties'" in result.output and RUN in result.output  # the runs there are
+    assert "stephctl merge" in result.output
     result = cli("-p", merged, "explain", "-t", "BRCA", "-m", RUN, "-k", 1, "--top", 1)
     assert result.exit_code == 1 and "no trained fold 1" in result.output
     result = cli("-p", merged, "explain", "-t", "BRCA", "-m", RUN, "-k", 0)

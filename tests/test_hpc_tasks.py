@@ -35,7 +35,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_builtin_stages() -> None:
-    assert stage_names() == ["extract", "train-source", "task-vector", "merge", "evaluate"]
+    assert stage_names() == ["extract", "train-source", "task-vector", "merge", "evaluate", "transfer"]
     with pytest.raises(UnknownNameError, match="train-source"):
         get_stage("train")
 

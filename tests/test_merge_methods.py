@@ -106,7 +106,7 @@ def test_roupkt_mixes_the_top_k_experts_by_router_probability() -> None:
         expected_aux = 0.5 * p.max(dim=1).values.mean() + 0.25 * (torch.logsumexp(g, 1) ** 2).mean()
         assert torch.allclose(out.aux_loss, expected_aux, atol=1e-6)
     with pytest.raises(ConfigError, match="only 4 experts"):
-        MERGE_METHODS.get("roupkt").check(MergeConfig(top_k=5), 3)
+        MERGE_METHODS.get("roupkt").check(MergeConfig(options={"top_k": 5}), 3)
 
 
 def test_frozen_experts_get_no_gradient() -> None:
@@ -123,7 +123,7 @@ def test_frozen_experts_get_no_gradient() -> None:
 def test_every_method_fulfils_the_contract(name: str) -> None:
     method = MERGE_METHODS.get(name)
     assert method.name == name and method.description and method.reference
-    ctx = context(3, with_data=True, top_k=2 if "top_k" in method.config_fields else 5)
+    ctx = context(3, with_data=True, top_k=2 if "top_k" in method.setting_names() else 5)
     torch.manual_seed(0)
     model = method.build(ctx)
     losses = method.train(model, ctx)

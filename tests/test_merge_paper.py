@@ -94,7 +94,7 @@ def test_gamma_auto_chooses_on_the_training_split_and_records_it(
     assert all(len(v) == 2 for v in choice["inner_c_index"].values())
     best = max(choice["grid"], key=lambda g: (choice["mean"][str(g)], -choice["grid"].index(g)))
     assert choice["chosen"] == best
-    assert meta["merge_config"]["gamma"] == choice["chosen"] and meta["options"]["gamma"] == "auto"
+    assert meta["merge_config"]["options"]["gamma"] == choice["chosen"] and meta["options"]["gamma"] == "auto"
     with pytest.raises(ConfigError, match="gamma: auto"):
         _, other = load_project(root, {"merge.gamma_grid": [0.1]})
         plan_merge(layout, other, target="BRCA", methods=["adamerging"])
@@ -123,7 +123,8 @@ def test_cli_paper_lists_one_task_per_row_and_fold(tmp_path_factory: pytest.Temp
     surgery = next(r for r in listed if r["name"] == "surgery-adamerging")
     fields = {f["name"]: f for f in surgery["fields"]}
     assert fields["rank"]["default"] == 16 and fields["rank"]["where"] == "merge.options.rank"
-    assert fields["gamma"]["where"] == "merge.gamma" and fields["hypernet"]["help"]
+    assert fields["gamma"]["where"] == "merge.options.gamma" and fields["gamma"]["flag"] == "--gamma"
+    assert fields["hypernet"]["help"]
 
 
 def test_the_other_new_methods_and_variants_run_end_to_end(

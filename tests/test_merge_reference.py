@@ -11,8 +11,8 @@ from _merge_helpers import bags, context
 
 from steph.merging import MERGE_METHODS
 from steph.merging.adamerging import AdaMergingModel
-from steph.merging.ties import trim_kth
 from steph.models.abmil import ENCODER_KEYS, encode
+from steph.task_vectors import trim as trim_kth  # the one TIES trim
 from steph.training.batching import pad_bags
 
 FIXED = ("model-avg", "task-arithmetic", "ties", "iso-c", "iso-cts")

@@ -10,12 +10,13 @@ import yaml
 
 from steph.config import ProjectConfig, dump_yaml, load_config, to_plain
 from steph.config._loader import build
-from steph.config.merge import MergeConfig, method_layer_fields
+from steph.config.merge import MOVED_TO_OPTIONS, MergeConfig, merge_config_of
 from steph.errors import ConfigError
-from steph.merging import MERGE_METHODS, list_methods, method_fields
+from steph.merging import MERGE_METHODS, list_methods
 from steph.merging.inputs import check_blocks, for_method
+from steph.merging.method_settings import BUILTIN_SETTINGS
 from steph.merging.paper import Variant
-from steph.merging.settings import GENERAL_FIELDS
+from steph.merging.settings import flag_fields
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -30,7 +31,9 @@ def run_name(merge: MergeConfig, name: str) -> str:
 
 
 def test_a_block_wins_over_the_general_layer_for_its_method_only() -> None:
-    merge = merge_of({"top_k": 3, "steph": {"top_k": 2, "gamma": 0.05}, "ties": {"density": 0.3}})
+    merge = merge_of(
+        {"options": {"top_k": 3}, "steph": {"top_k": 2, "gamma": 0.05}, "ties": {"density": 0.3}}
+    )
     check_blocks(merge)
     assert merge.per_method == {"steph": {"top_k": 2, "gamma": 0.05}, "ties": {"density": 0.3}}
     assert run_name(merge, "steph") == "steph-top2-gamma0.05"
@@ -56,7 +59,7 @@ def test_blocks_are_checked_strictly_with_did_you_mean() -> None:
         check_blocks(merge_of({"ties": {"density": "dense"}}))
     with pytest.raises(ConfigError, match=r"merge\.steph\.mix.*not one of"):
         check_blocks(merge_of({"steph": {"mix": "blend"}}))
-    with pytest.raises(ConfigError, match=r"merge\.top_kk.*did you mean 'top_k'"):
+    with pytest.raises(ConfigError, match=r"merge\.top_kk.*did you mean 'options\.top_k'"):
         merge_of({"top_kk": 2})
     check_blocks(merge_of({"steph": {"gamma": "auto"}}))  # resolved per fold
 
@@ -76,7 +79,7 @@ def test_command_line_wins_over_the_blocks_of_stephctl_yaml(tmp_path: Path) -> N
         "steph-top4-beta0.1"
     )
     one = load_config(tmp_path, {"merge.steph.top_k": 1})  # --option steph.top_k=1
-    assert run_name(one.merge, "steph") == "steph-top1-beta0.1" and one.merge.top_k == 3
+    assert run_name(one.merge, "steph") == "steph-top1-beta0.1" and one.merge.options["top_k"] == 3
     again = build(ProjectConfig, yaml.safe_load(dump_yaml(config)))  # config.yaml reads back
     assert again.merge == config.merge
 
@@ -92,20 +95,50 @@ def test_option_method_key_on_the_command_line(cli, tmp_path: Path) -> None:
     assert bad.exit_code != 0 and "METHOD.KEY=VALUE" in bad.output
 
 
-def test_general_fields_and_flags_come_from_the_declarations() -> None:
-    assert set(method_fields()) == set(method_layer_fields())
-    assert {"top_k", "gamma", "mix", "sparse"} <= set(method_fields())
-    assert {"method", "sources", "epochs", "options", "per_method"} <= GENERAL_FIELDS
+def test_flags_and_list_methods_come_from_the_settings_classes() -> None:
+    from steph.merging.builtin import BUILTIN_METHODS
     from stephctl.commands.merge import SETTING_FLAGS
 
-    assert set(SETTING_FLAGS) == set(method_fields())
-    for name, method in MERGE_METHODS.items():
-        declared = {f.name for f in dataclasses.fields(method.settings_type())}
-        assert set(method.config_fields) | set(method.option_defaults) == declared, name
+    builtin = [cls() for cls in BUILTIN_METHODS]
+    assert builtin and all(m.settings_class in BUILTIN_SETTINGS for m in builtin)
+    assert set(SETTING_FLAGS) == set(flag_fields([m.settings_class for m in builtin]))
+    assert set(SETTING_FLAGS) == set(MOVED_TO_OPTIONS)  # the old merge: fields, flags as before
+    for name in SETTING_FLAGS:  # each flag reaches a method that reads it
+        assert any(name in m.setting_names() for m in builtin), name
     rows = {row["name"]: row for row in list_methods()}
+    for name, method in MERGE_METHODS.items():
+        declared = [f.name for f in dataclasses.fields(method.settings_class)]
+        assert [f["name"] for f in rows[name]["fields"]] == declared == list(method.setting_names()), name
     steph = {f["name"]: f for f in rows["steph"]["fields"]}
     assert steph["top_k"]["flag"] == "--top-k" and steph["top_k"]["block"] == "merge.steph.top_k"
     assert steph["base"]["flag"] == "--option base=theta0" and steph["base"]["where"] == "merge.options.base"
+    assert (
+        steph["sparse"]["flag"] == "--sparse/--no-sparse" and steph["top_k"]["where"] == "merge.options.top_k"
+    )
+
+
+def test_old_merge_fields_read_as_options(tmp_path: Path, caplog) -> None:
+    """stephctl.yaml, overrides and records written when top_k ... were ``merge:`` fields."""
+    old = {"top_k": 3, "gamma": 0.005, "beta": 0.05, "mix": "fixed", "fixed_lambda": 0.0, "sparse": True}
+    (tmp_path / "stephctl.yaml").write_text(yaml.safe_dump({"merge": old}), encoding="utf-8")
+    config = load_config(tmp_path)
+    assert config.merge.options == {"top_k": 3, "mix": "fixed", "fixed_lambda": 0.0}  # old defaults left out
+    assert "merge.top_k" in caplog.text and "merge.options" in caplog.text
+    assert run_name(config.merge, "steph") == "steph-fixed-lambda0-top3"
+    assert load_config(tmp_path, {"merge.top_k": 2, "merge.sparse": True}).merge.options["top_k"] == 2
+    record = {**to_plain(MergeConfig()), **old, "top_k": None, "weights": "hypernet"}
+    assert merge_config_of(record).options == {"mix": "fixed", "fixed_lambda": 0.0}
+    (tmp_path / "stephctl.yaml").write_text(
+        yaml.safe_dump({"merge": {"top_k": 3, "options": {"top_k": 2}}}), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"merge\.top_k and merge\.options\.top_k are both set"):
+        load_config(tmp_path)
+
+
+def test_a_setting_out_of_range_is_refused_before_any_work() -> None:
+    for options, message in (({"top_k": 0}, "top_k must be >= 1"), ({"gamma": -1.0}, "gamma must be >= 0")):
+        with pytest.raises(ConfigError, match=message):
+            MERGE_METHODS.get("steph").check(MergeConfig(options=options), 4)
 
 
 def test_docs_merge_tables_match_the_settings_dataclasses() -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _merge_helpers import DIM, bags, context
+from _merge_helpers import DIM, bags, context, merge_config
 
-from steph.config import MergeConfig
 from steph.errors import ConfigError
 from steph.merging import MERGE_METHODS
 from steph.merging.steph_method import StephModel
@@ -162,7 +161,7 @@ def test_global_weights_are_shared_by_every_bag() -> None:
     ],
 )
 def test_ablation_folder_names(settings: dict, name: str) -> None:
-    assert MERGE_METHODS.get("steph").run_name(MergeConfig(**settings)) == name
+    assert MERGE_METHODS.get("steph").run_name(merge_config(**settings)) == name
 
 
 @pytest.mark.parametrize(
@@ -177,4 +176,4 @@ def test_ablation_folder_names(settings: dict, name: str) -> None:
 )
 def test_bad_settings_are_refused(settings: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        MERGE_METHODS.get("steph").check(MergeConfig(**{"top_k": 3, **settings}), 4)
+        MERGE_METHODS.get("steph").check(merge_config(**{"top_k": 3, **settings}), 4)

@@ -42,7 +42,7 @@ def test_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_selections_name_their_stage() -> None:
-    assert stage_names() == ["extract", "train-source", "task-vector", "merge", "evaluate"]
+    assert stage_names() == ["extract", "train-source", "task-vector", "merge", "evaluate", "transfer"]
     for selection in (TrainSourceSelection(), TaskVectorSelection(), MergeSelection(), EvaluateSelection()):
         stage = stage_of(selection)
         assert stage.selection is type(selection) and get_stage(stage.name) is stage

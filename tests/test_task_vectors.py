@@ -103,16 +103,27 @@ def test_mismatched_state_dicts_are_refused() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 40), st.floats(0.01, 1.0), seeds)
-def test_trim_keeps_exactly_the_largest_magnitudes(n: int, p: int, density: float, seed: int) -> None:
+def test_trim_keeps_the_references_kthvalue_count(n: int, p: int, density: float, seed: int) -> None:
+    """The one TIES trim: floor(density P) + 1 largest magnitudes (distinct values), all at k = 0."""
     m = torch.randn(n, p, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     out = trim(m, density)
-    keep = max(1, int(p * density))
+    k = p - int(p * density)
+    keep = p if k < 1 else p - k + 1
     for row, trimmed in zip(m, out, strict=True):
         kept = trimmed != 0
         assert int(kept.sum()) == keep
         assert torch.equal(trimmed[kept], row[kept])
         if keep < p:  # every kept magnitude >= every dropped one
             assert row[kept].abs().min() >= row[~kept].abs().max()
+
+
+def test_there_is_one_ties() -> None:
+    """The ``ties`` / ``ties-adamerging`` methods use steph.task_vectors' TIES (issue: two trims)."""
+    import steph.merging.baselines as baselines
+    import steph.merging.ties as pairwise
+
+    assert not hasattr(pairwise, "trim_kth") and not hasattr(pairwise, "ties")
+    assert baselines.ties_merge is ties_merge and pairwise.ties_merge is ties_merge
 
 
 def _elect_reference(m: np.ndarray) -> np.ndarray:
@@ -151,5 +162,6 @@ def test_ties_merge_trims_over_the_joint_vector() -> None:
     a = {"x": torch.tensor([10.0, -1.0]), "y": torch.tensor([0.5, 3.0])}
     b = {"x": torch.tensor([-2.0, -1.0]), "y": torch.tensor([0.1, 4.0])}
     out = ties_merge([a, b], density=0.5, reduce="sum", keys=["x", "y"])
-    # a keeps 10 and 3, b keeps -2 and 4; signs: x0 +, y1 +; x1 and y0 have no kept entries
-    assert out["x"].tolist() == [10.0, 0.0] and out["y"].tolist() == [0.0, 7.0]
+    # floor(0.5 * 4) + 1 = 3 kept of the joint 4: a keeps 10, -1, 3; b keeps -2, -1, 4;
+    # signs: x0 + (10 - 2), x1 -, y1 +; y0 has no kept entry
+    assert out["x"].tolist() == [10.0, -2.0] and out["y"].tolist() == [0.0, 7.0]

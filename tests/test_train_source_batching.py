@@ -140,7 +140,7 @@ def test_on_cpu_the_loader_reads_and_the_training_thread_builds_the_packs(monkey
 
     def load_chunks(*args, **kwargs):
         parts = real(*args, **kwargs)
-        builders.append((threading.current_thread().name, any(p.sizes is not None for p in parts)))
+        builders.append((threading.current_thread().name, any(p.segments is not None for p in parts)))
         return parts
 
     real = loop.load_chunks

@@ -8,10 +8,19 @@ from _merge_helpers import DIM, context
 
 from steph.data import BagStore
 from steph.merging import MERGE_METHODS
+from steph.merging.adamerging import AdaMergingModel
 from steph.models.abmil import ABMIL, capture_attention, encode, packed_bags, patch_chunking
 from steph.survival import surv_mle_loss
 from steph.training.batching import auto_patch_budget, pad_bags, plan_chunks, plan_packs, shares_forwards
-from steph.training.loop import FitSettings, _as_output, backward_chunks, load_chunks, packs, predict
+from steph.training.loop import (
+    FitSettings,
+    as_output,
+    backward_chunks,
+    load_chunks,
+    pack_limit,
+    packs,
+    predict,
+)
 
 SETTINGS = FitSettings(epochs=1)
 LENGTHS = (3, 41, 7, 8, 19, 2, 64, 9, 11, 30, 5, 6, 17, 4, 25, 12)
@@ -29,7 +38,7 @@ def batch(seed: int = 3) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor
 def reference_gradients(model: torch.nn.Module, bags, bins, events) -> tuple[float, list[torch.Tensor]]:
     """One padded forward of the whole batch, one SurvMLE (+ aux), one backward (independent path)."""
     x, mask = pad_bags(bags)
-    out = _as_output(model(x, mask))
+    out = as_output(model(x, mask))
     loss = surv_mle_loss(torch.sigmoid(out.logits), bins, events)
     if out.aux_loss is not None:
         loss = loss + out.aux_loss
@@ -97,15 +106,58 @@ def test_packed_bags_have_the_whole_batch_loss_and_gradients(budget: int) -> Non
         assert torch.allclose(a, b, atol=1e-6, rtol=0), float((a - b).abs().max())
 
 
-def test_only_models_with_a_shared_encoder_are_packed_and_only_on_cpu() -> None:
+def test_models_that_accept_packs_are_packed_on_cuda_and_on_cpu_unless_every_bag_has_its_own_encoder() -> (
+    None
+):
     built = models()
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert packs(built["abmil"], cpu) and not packs(built["abmil"], cuda)
+    assert packs(built["abmil"], cpu) and packs(built["abmil"], cuda)
     for name in ("steph", "steph-fnn", "roupkt", "adamerging"):
-        assert not packs(built[name], cpu), name
+        assert packs(built[name], cuda), name
+    assert packs(built["roupkt"], cpu) and packs(built["adamerging"], cpu)
+    assert not packs(built["steph"], cpu) and not packs(built["steph-fnn"], cpu)
+    assert not packs(torch.nn.Linear(2, 2), cuda)
+    assert pack_limit(cuda, 5000) == 5000 and pack_limit(cpu, 5000) is None
     parts = plan_packs(LENGTHS, 48)
     assert sorted(i for p in parts for i in p) == list(range(len(LENGTHS)))
     assert all(len(p) == 1 or sum(LENGTHS[i] for i in p) <= 48 for p in parts)
+
+
+PACKED_MODELS = ["abmil", "steph", "steph-fnn", "roupkt", "adamerging", "adamerging-hypernet"]
+
+
+def packed_models() -> dict[str, torch.nn.Module]:
+    built = models()
+    torch.manual_seed(1)
+    ctx = context(4)
+    built["adamerging-hypernet"] = AdaMergingModel(
+        ctx.theta0,
+        [ctx.target_vector, *ctx.source_vectors],
+        dim_in=DIM,
+        dim_emb=8,
+        time_bins=32,
+        dropout=0.25,
+        gamma=0.005,
+        hypernet=True,
+    )
+    return built
+
+
+@pytest.mark.parametrize("name", PACKED_MODELS)
+@pytest.mark.parametrize("limit", [40, 1000])
+def test_the_cuda_path_packs_have_the_whole_batch_loss_and_gradients(name: str, limit: int) -> None:
+    """What CUDA runs (packs up to the budget, per-bag encoders as grouped products), on CPU tensors."""
+    model = packed_models()[name].eval()
+    bags, bins, events = batch()
+    loss, grads = reference_gradients(model, bags, bins, events)
+    params = [p for p in model.parameters() if p.requires_grad]
+    parts = load_chunks(bags, bins, events, limit, share=True, pack=True, pack_limit=limit)
+    assert any(p.segments is not None for p in parts) and len(parts) < len(bags)
+    packed_loss = backward_chunks(model, parts, SETTINGS, device=torch.device("cpu"), budget=limit)
+    assert abs(packed_loss - loss) < 1e-6
+    for p, g in zip(params, grads, strict=True):
+        assert p.grad is not None
+        assert torch.allclose(p.grad, g, atol=1e-6, rtol=0), float((p.grad - g).abs().max())
 
 
 def test_packed_attention_and_predictions_are_those_of_each_bag_alone() -> None:

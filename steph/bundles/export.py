@@ -84,7 +84,10 @@ def export_model(
         MissingArtifactError: the model (or theta0, a task vector) does not exist.
         ConsistencyError: a file changed since training (sha256), or models of another theta0.
     """
+    from ..runs import resolve_run
+
     target = normalize_cancer(target)
+    method = resolve_run(layout, target, method)  # `-m steph` -> its one run, e.g. steph-top2
     if (fold is None) == (not all_folds):
         raise ConfigError("give exactly one of --fold K and --all-folds", hint="e.g. --fold 0")
     folds = model_folds(layout, target, method) if all_folds else [int(fold or 0)]

@@ -8,6 +8,8 @@ exactly as in the exporting project.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,12 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..config.merge import MergeConfig
-from ..errors import DataError
+from ..config.merge import merge_config_of
+from ..errors import DataError, StephError, UnknownNameError
 from ..evaluation.predictors import LoadedModel
 from ..layout import CANCER_SPECIFIC
+from ..models.abmil import architecture_of
+from ..theta0 import check_abmil_state, check_finite, check_like_theta0
 from .card import extract_config_of
 from .container import Bundle, read_bundle
 
@@ -38,6 +42,7 @@ def load_bundle_model(
     """
     bundle = read_bundle(path, kind="model")
     card = bundle.card
+    check_model_bundle(bundle)
     try:
         modules = tuple((int(entry["fold"]), _fold_module(bundle, entry, device)) for entry in card["models"])
         encoder = card["encoder"]
@@ -60,11 +65,111 @@ def load_bundle_model(
                 for entry in card["models"]
             },
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, StephError) as exc:
+        if isinstance(exc, UnknownNameError):
+            raise
+        detail = exc.message if isinstance(exc, StephError) else f"{type(exc).__name__}: {exc}"
         raise DataError(
-            f"{bundle.path}: the model card is incomplete ({type(exc).__name__}: {exc})",
+            f"{bundle.path}: the model cannot be rebuilt from the bundle ({detail.splitlines()[0][:300]})",
             hint="export the model again with `stephctl export`",
         ) from exc
+
+
+_ARCHITECTURE = ("dim_in", "dim_emb", "dim_attn", "time_bins")
+
+
+def check_model_bundle(bundle: Bundle) -> None:
+    """Check a model bundle's content, not only its hashes (a re-signed bundle has valid ones).
+
+    theta0 is an ABMIL of the card's ``architecture`` with finite float values; ``encoder.dim``
+    is its ``dim_in`` and ``time_bins.count`` its number of hazards; ``train_median_risk`` is
+    None or finite; ``models`` lists at least one fold, each with its parts present, its task
+    vectors (and a cancer-specific fold's weights) shaped like theta0 with finite values, the
+    merged weights finite, its ``model_config`` equal to the architecture and ``top_k`` (when
+    set) at most its number of sources.
+
+    Raises:
+        DataError: the first thing that is wrong, named.
+    """
+    card, where = bundle.card, str(bundle.path)
+
+    def wrong(what: str) -> DataError:
+        return DataError(
+            f"{where}: the model card is malformed: {what}",
+            hint="the bundle was not written by `stephctl export`; ask its author for an intact copy",
+        )
+
+    arch = card.get("architecture")
+    if not isinstance(arch, dict) or not all(_is_int(arch.get(k)) for k in _ARCHITECTURE):
+        raise wrong(f"architecture must give integer {', '.join(_ARCHITECTURE)}")
+    if "theta0" not in bundle.parts:
+        raise wrong("the bundle has no theta0 part")
+    theta0 = bundle.parts["theta0"]
+    if check_abmil_state(theta0, f"theta0 of {where}") != {k: arch[k] for k in _ARCHITECTURE}:
+        raise wrong(f"architecture {arch} is not its theta0's {architecture_of(theta0)}")
+    check_finite(theta0, f"theta0 of {where}")
+    encoder, bins = card.get("encoder"), card.get("time_bins")
+    if not isinstance(encoder, dict) or encoder.get("dim") != arch["dim_in"]:
+        raise wrong(f"encoder.dim must be the model's input dimension {arch['dim_in']}")
+    if not isinstance(encoder.get("name"), str) or not isinstance(encoder.get("extraction"), dict):
+        raise wrong("encoder must give its name and extraction settings")
+    if not isinstance(bins, dict) or bins.get("count") != arch["time_bins"]:
+        raise wrong(f"time_bins.count must be the model's {arch['time_bins']} hazards")
+    width = bins.get("width_days")
+    if not _is_number(width) or not width > 0:
+        raise wrong(f"time_bins.width_days must be a positive number, not {width!r}")
+    cut = card.get("train_median_risk")
+    if cut is not None and not _is_number(cut):
+        raise wrong(f"train_median_risk must be a finite number or null, not {cut!r}")
+    models = card.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
+        raise wrong("models must list at least one fold")
+    for entry in models:
+        _check_fold(bundle, entry, theta0, arch, wrong)
+
+
+def _check_fold(
+    bundle: Bundle,
+    entry: dict[str, Any],
+    theta0: dict[str, torch.Tensor],
+    arch: dict[str, int],
+    wrong: Callable[[str], DataError],
+) -> None:
+    where = str(bundle.path)
+    fold = entry.get("fold")
+    if not _is_int(fold):
+        raise wrong(f"a model's fold must be an integer, not {fold!r}")
+    name = f"fold {fold}"
+    sources = entry.get("source_vectors") or {}
+    if not isinstance(sources, dict):
+        raise wrong(f"{name}: source_vectors must map cancers to parts")
+    for part in (entry.get("target_vector"), entry.get("weights"), *sources.values()):
+        if not isinstance(part, str) or part not in bundle.parts:
+            raise wrong(f"{name}: part {part!r} is not in the bundle")
+    for part in (entry["target_vector"], *sources.values()):
+        check_like_theta0(bundle.parts[part], theta0, f"{where}: {part}")
+    weights = bundle.parts[entry["weights"]]
+    if entry.get("method") == CANCER_SPECIFIC:
+        check_like_theta0(weights, theta0, f"{where}: {entry['weights']}")
+    else:
+        check_finite(weights, f"{where}: {entry['weights']}")
+    model = entry.get("model_config")
+    if not isinstance(model, dict) or entry.get("dim_in") != arch["dim_in"]:
+        raise wrong(f"{name}: model_config and dim_in must be given")
+    diff = [k for k in ("dim_emb", "dim_attn", "time_bins") if model.get(k) != arch[k]]
+    if diff:
+        raise wrong(f"{name}: model_config {', '.join(diff)} differ from the architecture {arch}")
+    top_k = (entry.get("settings") or {}).get("top_k") if isinstance(entry.get("settings"), dict) else None
+    if top_k is not None and (not _is_int(top_k) or not 1 <= top_k <= len(sources)):
+        raise wrong(f"{name}: top_k {top_k!r} is not between 1 and its {len(sources)} sources")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _fold_module(bundle: Bundle, entry: dict[str, Any], device: torch.device) -> nn.Module:
@@ -90,7 +195,7 @@ def _fold_module(bundle: Bundle, entry: dict[str, Any], device: torch.device) ->
         source_names=tuple(sources),
         source_vectors=tuple(bundle.parts[p] for p in sources.values()),
         vector_hashes=dict(entry.get("vector_sha256", {})),
-        merge_config=MergeConfig(**entry["settings"]),
+        merge_config=merge_config_of(entry["settings"]),
         model_config=model_config,
         dim_in=int(entry["dim_in"]),
         seed=int(entry["seed"]),

@@ -15,6 +15,7 @@ theta0, encoder, feature dimension D or architecture is refused with the reason.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,15 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import save_state_dict
 from ..data.features import feature_shape
-from ..errors import ConsistencyError, MissingArtifactError
+from ..errors import ConsistencyError, DataError, LayoutError, MissingArtifactError
 from ..extractors.weights import weights_identity
 from ..fileio import write_json
 from ..layout import normalize_cancer
 from ..locks import hold
+from ..models.abmil import architecture_of
 from ..progress import NULL_PROGRESS, Progress
 from ..records import ModelRecord, TaskVectorRecord
 from ..report import StageReport, Status
-from ..theta0 import check_abmil_state, load_theta0, save_theta0, versions
+from ..theta0 import adopt_theta0, check_abmil_state, check_like_theta0, load_theta0, versions
 from .card import cohort_size, encoder_card
 from .container import Bundle, read_bundle, write_bundle
 
@@ -196,25 +198,27 @@ def import_sources(
 ) -> StageReport:
     """Bring the task vectors of a sources bundle into the project (see the module docstring).
 
+    Everything is checked before anything is written: the card's structure, every part name
+    (``task_vector/<CANCER>/fold_<k>``, the cancer by the project's naming rule), theta0 against
+    the card's ``theta0_sha256`` and every vector against theta0 (keys, shapes, finite floats).
+
     Raises:
         MissingArtifactError, DataError, ConsistencyError: an unreadable, tampered or newer
-            bundle (see :func:`~steph.bundles.container.read_bundle`) or an incompatible one
-            (:func:`check_compatible`).
+            bundle (see :func:`~steph.bundles.container.read_bundle`), a malformed one (card,
+            part names, theta0 or a vector) or an incompatible one (:func:`check_compatible`).
     """
     bundle = read_bundle(bundle_path, kind="sources")
+    vectors = check_sources_bundle(bundle)
     check_compatible(layout, config, bundle)
     report = StageReport("import-sources")
     card = bundle.card
-    if not layout.theta0_meta.is_file():
-        state = bundle.parts["theta0"]
-        check_abmil_state(state, f"theta0 of {bundle.path}")
-        installed = save_theta0(
-            layout, state, {"source": f"{IMPORTED} {bundle.path.name}", "bundle_sha256": bundle.sha256}
-        )
-        if installed.sha256 != card["theta0_sha256"]:
-            raise ConsistencyError(
-                f"theta0 of {bundle.path} was not reproduced bit for bit", hint="please report it"
-            )
+    installed = adopt_theta0(
+        layout,
+        bundle.parts["theta0"],
+        {"source": f"{IMPORTED} {bundle.path.name}", "bundle_sha256": bundle.sha256},
+        sha256=str(card["theta0_sha256"]),
+    )
+    if installed is not None:
         report.add("theta0", Status.DONE, f"installed from the bundle ({installed.sha256[:12]}...)")
     origin = {
         "bundle": bundle.path.name,
@@ -222,16 +226,108 @@ def import_sources(
         "created": card.get("created"),
         "stephctl": card.get("stephctl"),
     }
-    names = [p for p in sorted(bundle.parts) if p.startswith("task_vector/")]
-    progress.start("import-sources", len(names), unit="task vectors")
-    for part in names:
-        _, cancer, fold_name = part.split("/")
-        fold = int(fold_name.rsplit("_", 1)[1])
+    progress.start("import-sources", len(vectors), unit="task vectors")
+    for part, (cancer, fold) in vectors.items():
         _import_vector(layout, bundle, part, cancer, fold, origin, overwrite, report)
         progress.advance("import-sources", 1, item=part)
     progress.finish("import-sources")
     report.outputs["directory"] = str(layout.task_vectors_root)
     return report
+
+
+_VECTOR_PART = re.compile(r"task_vector/([^/]+)/fold_(0|[1-9][0-9]{0,2})")
+_ARCHITECTURE = ("dim_in", "dim_emb", "dim_attn", "time_bins")
+
+
+def check_sources_bundle(bundle: Bundle) -> dict[str, tuple[str, int]]:
+    """Check what a sources bundle says and holds; returns its vector parts -> (cancer, fold).
+
+    Raises:
+        DataError: a card field of the wrong type, a part that is not ``theta0`` or
+            ``task_vector/<CANCER>/fold_<k>`` (cancer by :func:`~steph.layout.normalize_cancer`,
+            ``0 <= k < 1000``), a part the card does not list under ``sources`` or the other way
+            round, a theta0 that is not an ABMIL of the card's architecture, or a vector whose
+            keys, shapes or values do not fit theta0.
+    """
+    card, where = bundle.card, str(bundle.path)
+    entries = _card_sources(card, where)
+    arch = card.get("architecture")
+    if not isinstance(arch, dict) or not all(_is_int(arch.get(k)) for k in _ARCHITECTURE):
+        raise _card_error(where, f"architecture must give integer {', '.join(_ARCHITECTURE)}")
+    encoder = card.get("encoder")
+    if not isinstance(encoder, dict) or not all(isinstance(encoder.get(k), str) for k in ("name", "weights")):
+        raise _card_error(where, "encoder must give its name and weights")
+    if not isinstance(card.get("theta0_sha256"), str):
+        raise _card_error(where, "theta0_sha256 is missing")
+    if "theta0" not in bundle.parts:
+        raise DataError(f"{where}: the bundle has no theta0 part", hint=_NOT_OURS)
+    theta0 = bundle.parts["theta0"]
+    if check_abmil_state(theta0, f"theta0 of {where}") != {k: arch[k] for k in _ARCHITECTURE}:
+        raise _card_error(where, f"architecture {arch} is not its theta0's {architecture_of(theta0)}")
+    vectors: dict[str, tuple[str, int]] = {}
+    for part in sorted(set(bundle.parts) - {"theta0"}):
+        match = _VECTOR_PART.fullmatch(part)
+        if match is None or _cancer_or_none(match.group(1)) != match.group(1):
+            raise DataError(
+                f"{where}: part {part!r} is not a task vector part",
+                hint="a sources bundle holds theta0 and task_vector/<CANCER>/fold_<k> parts (CANCER such "
+                "as BRCA, 0 <= k < 1000); " + _NOT_OURS,
+            )
+        cancer, fold = match.group(1), int(match.group(2))
+        if fold not in entries.get(cancer, ()):
+            raise DataError(f"{where}: part {part!r} is not listed in the card's sources", hint=_NOT_OURS)
+        vectors[part] = (cancer, fold)
+    listed = {_part(c, k) for c, folds in entries.items() for k in folds}
+    if listed - set(vectors):
+        raise DataError(
+            f"{where}: the card lists {', '.join(sorted(listed - set(vectors)))} but the bundle has no such part",
+            hint=_NOT_OURS,
+        )
+    for part in vectors:
+        check_like_theta0(bundle.parts[part], theta0, f"{where}: {part}")
+    return vectors
+
+
+_NOT_OURS = "the bundle was not written by `stephctl export-sources`; ask its author for an intact copy"
+
+
+def _card_sources(card: dict[str, Any], where: str) -> dict[str, list[int]]:
+    sources = card.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        raise _card_error(where, "sources must map cancers to their folds")
+    out: dict[str, list[int]] = {}
+    for cancer, entry in sources.items():
+        if _cancer_or_none(cancer) != cancer:
+            raise _card_error(where, f"sources names {cancer!r}, not a cancer such as BRCA")
+        if not isinstance(entry, dict) or not isinstance(entry.get("folds"), list):
+            raise _card_error(where, f"sources.{cancer} must list its folds")
+        if not all(_is_int(k) for k in entry["folds"]):
+            raise _card_error(where, f"sources.{cancer}.folds must be integers")
+        patients = entry.get("patients")
+        if patients is not None and not _is_int(patients):
+            raise _card_error(where, f"sources.{cancer}.patients must be an integer, not {patients!r}")
+        train = entry.get("train_patients_per_fold", {})
+        if not isinstance(train, dict) or not all(v is None or _is_int(v) for v in train.values()):
+            raise _card_error(where, f"sources.{cancer}.train_patients_per_fold must map folds to integers")
+        out[cancer] = list(entry["folds"])
+    return out
+
+
+def _card_error(where: str, what: str) -> DataError:
+    return DataError(f"{where}: the sources card is malformed: {what}", hint=_NOT_OURS)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9
+
+
+def _cancer_or_none(name: object) -> str | None:
+    if not isinstance(name, str):
+        return None
+    try:
+        return normalize_cancer(name)
+    except LayoutError:
+        return None
 
 
 def _import_vector(

@@ -3,7 +3,8 @@
 Per cancer: labels (and whether their times and events make sense), every split (leakage,
 patients without labels, folds whose training set is smaller than the batch size) and every
 labelled patient's features (present, readable, one ``D``, the project's encoder; with
-``deep``, no NaN or inf). Project-wide: one ``D`` across cancers, and theta0, the models and
+``deep``, no NaN or inf). An evaluation-only cancer (``evaluation_only``) gets its labels and
+features checked, on a row of its own, and no splits or models. Project-wide: one ``D`` across cancers, and theta0, the models and
 the task vectors made from one another. Every problem is recorded; nothing stops the scan.
 """
 
@@ -55,13 +56,22 @@ def check_project(
     """
     report = CheckReport(root=str(layout.root), encoder=config.encoder, deep=deep)
     dims: dict[str, int] = {}
-    for cancer in _cancers(layout, config, cancers):
-        report.counts[cancer] = CancerCounts()
+    names = _cancers(layout, config, cancers)
+    rare = [c for c in config.evaluation_only if not cancers or c in names]
+    for cancer in [*[c for c in names if c not in rare], *rare]:
+        report.counts[cancer] = CancerCounts(evaluation_only=cancer in rare)
         try:
             cohort = check_labels(layout, config, cancer, report)
             if cohort is None:
                 continue
-            check_splits(layout, config, cohort, report)
+            if cancer in rare:
+                report.passed(
+                    cancer,
+                    "evaluation-only",
+                    f"{len(cohort.patients)} patients, all test patients of `stephctl transfer` (no splits or models needed)",
+                )
+            else:
+                check_splits(layout, config, cohort, report)
             dim = check_features(layout, config, cohort, report, deep=deep, progress=progress)
         except StephError as exc:  # a check that could not run is a failed check, not a crash
             report.error(cancer, "check", exc.message, exc.hint)
@@ -79,5 +89,6 @@ def check_project(
     dim = next(iter(dims.values())) if len(set(dims.values())) == 1 else None
     theta0 = check_theta0(layout, config, dim, report)
     for cancer in report.counts:
-        check_models(layout, config, cancer, theta0, report)
+        if cancer not in rare:
+            check_models(layout, config, cancer, theta0, report)
     return report

@@ -148,11 +148,43 @@ def check_splits(
                 f"{path}: no events in the test set of fold {fold}; its C-index is undefined",
             )
     report.counts[cancer].in_splits = len(in_splits)
+    _check_splits_record(layout, cohort, report)
     if not problems:
         report.passed(
             cancer, "splits", f"folds {', '.join(map(str, folds))}: no leakage, every patient labelled"
         )
     return in_splits
+
+
+def _check_splits_record(layout: ProjectLayout, cohort: Cohort, report: CheckReport) -> None:
+    """Report how ``stephctl splits`` made the split files, and labels changed since."""
+    from ..fileio import sha256_file
+    from ..records import SplitsRecord
+
+    path = layout.splits_record(cohort.cancer)
+    if not path.is_file():
+        return
+    try:
+        record = SplitsRecord.read(path)
+    except StephError as exc:
+        report.warn(cohort.cancer, "splits", exc.message, exc.hint)
+        return
+    val = f", validation fraction {record.val_fraction:g}" if record.val_fraction else ""
+    report.passed(
+        cohort.cancer,
+        "splits",
+        f"made by `stephctl splits`: {record.folds} folds of {record.patients} patients, seed {record.seed}, "
+        f"stratified by {' and '.join(record.stratified_by) or 'nothing'}{val}",
+    )
+    labels = cohort.labels_path
+    changed = labels is not None and labels.is_file() and sha256_file(labels) != record.labels_sha256
+    if record.labels_sha256 and changed:
+        report.warn(
+            cohort.cancer,
+            "splits",
+            f"{labels} changed since the splits were made ({path})",
+            hint="new patients have no fold: `stephctl splits --overwrite` remakes them (retrain after)",
+        )
 
 
 def check_features(

@@ -38,6 +38,8 @@ class CancerCounts:
     with_features: int = 0
     folds: list[int] = field(default_factory=list)
     dim: int | None = None
+    evaluation_only: bool = False
+    """A rare tumour: evaluated zero-shot by ``stephctl transfer`` only (no splits, no models)."""
 
 
 @dataclass

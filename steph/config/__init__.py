@@ -21,9 +21,10 @@ from ._loader import build, load_yaml, set_dotted, to_plain
 from .evaluate import EvaluateConfig
 from .extract import ExtractConfig, TissueConfig
 from .labels import LabelsConfig
-from .merge import MergeConfig, command_line_wins
+from .merge import MergeConfig, command_line_wins, move_legacy_keys
 from .slurm import SlurmConfig
 from .train import ModelConfig, TrainConfig
+from .transfer import TransferConfig
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -36,6 +37,7 @@ __all__ = [
     "SlurmConfig",
     "TissueConfig",
     "TrainConfig",
+    "TransferConfig",
     "dump_yaml",
     "load_config",
     "load_project",
@@ -52,6 +54,12 @@ class ProjectConfig:
 
     cancers: list[str] = field(default_factory=list)
     """Cancers of the project (empty = every labels/<CANCER>.csv found)."""
+    evaluation_only: list[str] = field(default_factory=list)
+    """Cancers too small to train (rare tumours): never trained or merged, only evaluated zero-shot by `stephctl transfer` (each source and the mean of the sources' risks; every labelled patient is a test patient)."""
+    targets: list[str] = field(default_factory=list)
+    """The cancers the project transfers to (empty = every cancer). The others are sources only:
+    train-source and task-vector make them on `merge.source_fold` alone (the fold merge takes
+    sources from), and `stephctl status` expects merges for the targets only."""
     encoder: str = DEFAULT_ENCODER
     """Feature encoder; features live under features/<encoder>/."""
     seed: int = 42
@@ -66,12 +74,29 @@ class ProjectConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cancers", [normalize_cancer(c) for c in self.cancers])
         if len(set(self.cancers)) != len(self.cancers):
             raise ConfigError(f"cancers: duplicate entries in {self.cancers}")
+        object.__setattr__(self, "evaluation_only", [normalize_cancer(c) for c in self.evaluation_only])
+        both = sorted(set(self.cancers) & set(self.evaluation_only))
+        if both:
+            raise ConfigError(
+                f"evaluation_only: {', '.join(both)} also listed in cancers",
+                hint="an evaluation-only cancer is never trained: list it in one of the two only",
+            )
+        object.__setattr__(self, "targets", [normalize_cancer(c) for c in self.targets])
+        if len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"targets: duplicate entries in {self.targets}")
+        outside = [t for t in self.targets if self.cancers and t not in self.cancers]
+        if outside:
+            raise ConfigError(
+                f"targets: {', '.join(outside)} not among cancers: {self.cancers}",
+                hint="add them to cancers: or remove them from targets:",
+            )
         check_encoder_name(self.encoder)
 
 
@@ -101,6 +126,7 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}
+        move_legacy_keys(data, {})  # merge.top_k ... -> merge.options (with a warning)
         if overrides:  # the file must be valid on its own: a flag must not hide its errors
             _build_checked(data, path)
     elif require:
@@ -108,8 +134,9 @@ def load_config(
             f"not a stephctl project: {path} does not exist",
             hint=f"run `stephctl init {Path(root)}` or pass -p/--project DIR",
         )
-    command_line_wins(data, overrides or {})
-    for key, value in (overrides or {}).items():
+    overrides = move_legacy_keys(data, overrides or {})
+    command_line_wins(data, overrides)
+    for key, value in overrides.items():
         if value is not None:
             set_dotted(data, key, value)
     return _build_checked(data, path)

@@ -92,10 +92,12 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
     unknown = [key for key in data if key not in names]
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(str(key), names, n=1)
+        moved: dict[str, str] = getattr(cls, "MOVED", {})  # old key -> where it lives now
+        close = difflib.get_close_matches(str(key), [*names, *moved], n=1)
         full = f"{where}.{key}" if where else str(key)
         raise ConfigError(
-            f"unknown config key {full!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+            f"unknown config key {full!r}"
+            + (f"; did you mean {moved.get(close[0], close[0])!r}?" if close else ""),
             hint="valid keys here: "
             + ", ".join(n for n in names if n != blocks_field)
             + (

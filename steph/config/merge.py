@@ -1,41 +1,51 @@
 """Configuration of ``stephctl merge`` (section ``merge:``).
 
-Three layers, each winning over the one before it, for the settings of one merge method
-(:mod:`steph.merging.settings`):
+This section holds what belongs to no particular method (which method, sources, folds, epochs,
+the grid of ``gamma: auto``). Each method's own settings (STEPH's ``top_k``, ``mix`` ...; TIES's
+``density`` ...) are declared by the method's settings dataclass
+(:mod:`steph.merging.method_settings`) and come from two layers, the second winning:
 
-1. the method's own defaults (its settings dataclass);
-2. the general fields below that a method setting mirrors (``top_k``, ``gamma``, ``mix`` ...,
-   marked :func:`method_layer`) and ``merge.options``: shared by every method that reads them;
-3. the method's own block, ``merge.<method>: {...}`` (``merge: {steph: {top_k: 2}, ties:
+1. ``merge.options``: shared by every method that reads the key (``--top-k``, ``--option
+   KEY=VALUE``);
+2. the method's own block, ``merge.<method>: {...}`` (``merge: {steph: {top_k: 2}, ties:
    {density: 0.2}}``), kept in :attr:`MergeConfig.per_method` and checked against that
    method's settings dataclass before any work.
 
 Command-line flags (``--top-k``, ``--option KEY=VALUE``) replace the same key in every block
 (:func:`command_line_wins`), so a flag always wins over stephctl.yaml; ``--option
-METHOD.KEY=VALUE`` sets one method's block.
+METHOD.KEY=VALUE`` sets one method's block. ``merge.top_k`` and the other settings that were
+``merge:`` fields before 0.9 (:data:`MOVED_TO_OPTIONS`) are read as ``merge.options.<key>``,
+with a warning (:func:`move_legacy_keys`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from ..errors import ConfigError
 
-LAYER = "method_setting"
-"""Field metadata key: the field is the general layer of a method setting of the same name."""
+log = logging.getLogger(__name__)
 
-
-def method_layer(flag_help: str) -> dict[str, Any]:
-    """Metadata of a ``merge:`` field that methods' settings of the same name read; ``flag_help``
-    is its ``stephctl merge`` flag's help."""
-    return {LAYER: True, "flag_help": flag_help}
+MOVED_TO_OPTIONS: dict[str, Any] = {
+    "top_k": None,
+    "gamma": 0.005,
+    "beta": 0.05,
+    "mix": "hypernet",
+    "fixed_lambda": 1.0,
+    "weights": "hypernet",
+    "sparse": True,
+}
+"""Method settings that were ``merge:`` fields, with their old defaults: ``merge.<key>`` is read
+as ``merge.options.<key>``, and left out at its old default (which meant "the method's default":
+a field at its default was never checked against the requested methods)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class MergeConfig:
-    """STEPH and the baselines (STEPH_SPEC sections 6-7)."""
+    """STEPH and the baselines (STEPH_SPEC sections 6-7): what no single method owns."""
 
     method: str = "steph"
     """Merge method (stephctl merge --list-methods)."""
@@ -45,63 +55,27 @@ class MergeConfig:
     """Fold of the source models' task vectors (the reference uses fold 0 for every target fold)."""
     folds: list[int] | None = None
     """Target folds to merge (None = every fold with a target task vector)."""
-    top_k: int | None = field(
-        default=None, metadata=method_layer("Mixed task vectors kept per bag (steph, roupkt).")
-    )
-    """Number of task vectors kept per bag (None = each method's default: 5 for steph and roupkt, off for adamerging)."""
-    gamma: float | Literal["auto"] = field(
-        default=0.005,
-        metadata=method_layer(
-            "Aggregation loss weight (0.005; also 0.05), or auto: chosen from merge.gamma_grid by "
-            "inner cross-validation on the target's training split."
-        ),
-    )
-    """Weight of the aggregation loss (z-loss + mean selected w); the authors also used 0.05. auto = chosen from gamma_grid by inner cross-validation on the target's training split."""
     gamma_grid: list[float] = field(default_factory=lambda: [0.005, 0.05])
     """Candidates for gamma: auto (the paper's two values)."""
     inner_folds: int = 3
     """Folds of the inner cross-validation of gamma: auto (within the target's training split)."""
-    beta: float = field(default=0.05, metadata=method_layer("Mixing loss weight (0.05)."))
-    """Weight of the mixing loss (mean selected lambda^2)."""
     epochs: int | None = None
     """Training epochs (None = train.epochs)."""
-    mix: Literal["hypernet", "fnn", "fixed", "global"] = field(
-        default="hypernet", metadata=method_layer("lambda from: hypernet, fixed or global (ablation).")
-    )
-    """Where lambda comes from: the hypernetwork, its fnn variant (own patch embedding), a fixed value (fixed_lambda) or one global trainable vector."""
-    fixed_lambda: float = field(
-        default=1.0, metadata=method_layer("lambda with --mix fixed: 0 = sources only, 1 = target only.")
-    )
-    """lambda when mix = fixed (0 = source vectors only, 1 = target vector only)."""
-    weights: Literal["hypernet", "global"] = field(
-        default="hypernet", metadata=method_layer("w from: hypernet or global (ablation).")
-    )
-    """Where w comes from: the hypernetwork or one global trainable vector."""
-    sparse: bool = field(
-        default=True, metadata=method_layer("Keep the top-k mixtures (--no-sparse: all sources).")
-    )
-    """Keep only the top-k mixtures (False = aggregate all sources)."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Method-specific options (e.g. scale for task-arithmetic, density for ties)."""
+    """Method settings shared by every method that reads them, e.g. top_k: 3 (steph, roupkt), density: 0.2 (ties), scale: 0.5; each method's settings and defaults: stephctl merge --list-methods, docs/merge.md."""
     per_method: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"key": "merge.<method>", "type": "dict[str, Any] per method"}
     )
-    """One method's own settings, written merge.<method>: {key: value} (e.g. steph: {top_k: 2}, ties: {density: 0.2}); they win over the general fields above and merge.options for that method (stephctl merge --list-methods lists each method's settings)."""
+    """One method's own settings, written merge.<method>: {key: value} (e.g. steph: {top_k: 2}, ties: {density: 0.2}); they win over merge.options for that method (stephctl merge --list-methods lists each method's settings)."""
 
     BLOCKS: ClassVar[str] = "per_method"
     """Keys of ``merge:`` that are no field and hold a mapping are method blocks, kept here."""
+    MOVED: ClassVar[dict[str, str]] = {key: f"options.{key}" for key in MOVED_TO_OPTIONS}
+    """Old keys and where they live now (for the did-you-mean of a mistyped key)."""
 
     def __post_init__(self) -> None:
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"merge.top_k must be >= 1, got {self.top_k}")
         if self.source_fold < 0:
             raise ConfigError(f"merge.source_fold must be >= 0, got {self.source_fold}")
-        if not 0.0 <= self.fixed_lambda <= 1.0:
-            raise ConfigError(f"merge.fixed_lambda must be in [0, 1], got {self.fixed_lambda}")
-        if self.gamma != "auto" and (isinstance(self.gamma, str) or self.gamma < 0):
-            raise ConfigError(f"merge.gamma must be >= 0 or auto, got {self.gamma!r}")
-        if self.beta < 0:
-            raise ConfigError("merge.beta must be >= 0")
         if not self.gamma_grid or any(g < 0 for g in self.gamma_grid):
             raise ConfigError(f"merge.gamma_grid must list values >= 0, got {self.gamma_grid}")
         if self.inner_folds < 2:
@@ -111,15 +85,66 @@ class MergeConfig:
                 raise ConfigError(f"merge.{name}: expected a mapping of settings, got {block!r}")
 
 
-def method_layer_fields() -> tuple[str, ...]:
-    """``merge:`` fields that are the general layer of a method setting (:func:`method_layer`)."""
-    return tuple(f.name for f in fields(MergeConfig) if f.metadata.get(LAYER))
+def move_legacy_keys(
+    data: dict[str, Any], overrides: Mapping[str, Any], *, quiet: bool = False
+) -> dict[str, Any]:
+    """Read the settings of :data:`MOVED_TO_OPTIONS` written the old way, ``merge.top_k`` in
+    stephctl.yaml (``data``, changed in place, with a warning) or as a dotted override, as
+    ``merge.options.<key>``; returns the overrides with those keys renamed.
+
+    Raises:
+        ConfigError: the same key in both ``merge:`` and ``merge.options`` of the file.
+    """
+    section = data.get("merge")
+    if isinstance(section, dict):
+        moved = [key for key in MOVED_TO_OPTIONS if key in section]
+        if moved and isinstance(section.get("options") or {}, dict):
+            options = section["options"] = dict(section.get("options") or {})
+            for key in moved:
+                if key in options:
+                    raise ConfigError(
+                        f"merge.{key} and merge.options.{key} are both set",
+                        hint=f"keep merge.options.{key} only (merge.{key} is its old spelling)",
+                    )
+                value = section.pop(key)
+                if value != MOVED_TO_OPTIONS[key]:
+                    options[key] = value
+            if not quiet:
+                log.warning(
+                    "config: %s moved into merge.options (read as merge.options.%s); "
+                    "a method's own value goes in merge.<method>: {...}",
+                    ", ".join(f"merge.{k}" for k in moved),
+                    moved[0],
+                )
+    renamed: dict[str, Any] = {}
+    moved_keys: dict[str, Any] = {}  # applied last: inside a whole merge.options given as well
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if len(parts) == 2 and parts[0] == "merge" and parts[1] in MOVED_TO_OPTIONS:
+            if value != MOVED_TO_OPTIONS[parts[1]]:
+                moved_keys[f"merge.options.{parts[1]}"] = value
+            continue
+        renamed[dotted] = value
+    renamed.update(moved_keys)
+    return renamed
+
+
+def merge_config_of(plain: Mapping[str, Any]) -> MergeConfig:
+    """The :class:`MergeConfig` saved as plain data in a merge record or bundle, records written
+    before 0.9 (method settings as ``merge:`` fields) included.
+
+    Raises:
+        TypeError: a key that is no field of :class:`MergeConfig`.
+    """
+    data = {"merge": dict(plain)}
+    move_legacy_keys(data, {}, quiet=True)
+    return MergeConfig(**data["merge"])
 
 
 def command_line_wins(data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     """Drop from every ``merge.<method>`` block of ``data`` (stephctl.yaml) the keys that the
-    command line sets for all methods (``merge.<field>``, ``merge.options.<key>``), so a flag wins
-    over the file's blocks as over its general fields."""
+    command line sets for all methods (``merge.options.<key>``), so a flag wins over the file's
+    blocks as over its ``merge.options``."""
     section = data.get("merge")
     if not isinstance(section, dict):
         return
@@ -127,11 +152,7 @@ def command_line_wins(data: dict[str, Any], overrides: Mapping[str, Any]) -> Non
     keys = set()
     for dotted, value in overrides.items():
         parts = dotted.split(".")
-        if value is None or parts[0] != "merge":
-            continue
-        if len(parts) == 2 and parts[1] in names:
-            keys.add(parts[1])
-        elif len(parts) == 3 and parts[1] == "options":
+        if value is not None and len(parts) == 3 and parts[:2] == ["merge", "options"]:
             keys.add(parts[2])
     blocks = [v for k, v in section.items() if k not in names and isinstance(v, dict)]
     blocks += [v for v in (section.get(MergeConfig.BLOCKS) or {}).values() if isinstance(v, dict)]

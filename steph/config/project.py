@@ -5,7 +5,9 @@ CLI's ``get_project``, then :class:`Project`), and every stage reads its default
 
 - **cancers**: ``cancers:`` of stephctl.yaml, else every ``labels/<CANCER>.csv`` found
   (:func:`project_cancers`);
-- **folds** of a cancer: ``train.folds``, else every split file found (:func:`project_folds`);
+- **targets**: ``targets:`` of stephctl.yaml, else every cancer (:meth:`Project.targets`);
+- **folds** of a cancer: ``train.folds``, else every split file found; a source-only cancer (not
+  among ``targets:`` when it is set) only ``merge.source_fold`` (:func:`project_folds`);
   the folds a merge targets by default: ``merge.folds``, else those (:meth:`Project.merge_folds`);
 - **epochs**: ``train.epochs``; a merge trains ``merge.epochs`` when set, else ``train.epochs``.
 """
@@ -25,15 +27,20 @@ __all__ = ["Project", "merge_epochs", "open_project", "project_cancers", "projec
 
 
 def project_cancers(layout: ProjectLayout, config: ProjectConfig) -> list[str]:
-    """The project's cancers: ``cancers:`` of stephctl.yaml, else every labels/<CANCER>.csv."""
-    return list(config.cancers) or layout.label_cancers()
+    """The project's cancers: ``cancers:`` of stephctl.yaml, else every labels/<CANCER>.csv
+    (without the ``evaluation_only`` ones, which are never trained)."""
+    return list(config.cancers) or [c for c in layout.label_cancers() if c not in config.evaluation_only]
 
 
 def project_folds(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> list[int]:
-    """The folds the project trains for ``cancer``: ``train.folds``, else every split file found.
+    """The folds the project trains for ``cancer``: ``train.folds``, else every split file found;
+    for a source-only cancer (``targets:`` is set and does not name it) ``[merge.source_fold]``,
+    the one fold a merge takes sources from.
 
     Later stages expect a model, task vector or merge of exactly these folds by default.
     """
+    if config.targets and normalize_cancer(cancer) not in config.targets:
+        return [config.merge.source_fold]
     return list(config.train.folds or layout.split_folds(cancer))
 
 
@@ -57,6 +64,11 @@ class Project:
     def cancers(self) -> list[str]:
         """:func:`project_cancers`, read once."""
         return project_cancers(self.layout, self.config)
+
+    @property
+    def targets(self) -> list[str]:
+        """The cancers the project transfers to: ``targets:``, else every cancer."""
+        return list(self.config.targets) or list(self.cancers)
 
     def select_cancers(self, requested: Sequence[str] | None) -> list[str]:
         """``requested`` (normalised, in order, once each), else :attr:`cancers`."""

@@ -51,6 +51,14 @@ class SlurmConfig:
     """Further #SBATCH options, e.g. ['--qos=normal']."""
     slides_per_task: int = 100
     """Slides per extract array task (shard) when --num-shards is not given."""
+    units_per_task: int = 1
+    """Units of a stage's task list run by one array task, in one process (Python, torch and the
+    configuration load once; train-source reads a cancer's features once for its folds)."""
+    lock_wait_minutes: float = 60.0
+    """How long an array task (``--task-index``) whose unit is locked by a live process waits for
+    that process before reporting the unit locked (exit 2); then it verifies the unit's record."""
+    check_resources: bool = True
+    """Before submitting, check cpus, mem, gpus and time against the partition (`sinfo`)."""
 
     def __post_init__(self) -> None:
         if self.cpus < 1 or self.gpus < 0:
@@ -61,3 +69,7 @@ class SlurmConfig:
             check_extra(entry)
         if self.slides_per_task < 1:
             raise ConfigError(f"slurm.slides_per_task must be >= 1, got {self.slides_per_task}")
+        if self.lock_wait_minutes < 0:
+            raise ConfigError(f"slurm.lock_wait_minutes must be >= 0, got {self.lock_wait_minutes}")
+        if self.units_per_task < 1:
+            raise ConfigError(f"slurm.units_per_task must be >= 1, got {self.units_per_task}")

@@ -11,6 +11,15 @@ TEMPLATE = """\
 # Empty = every labels/<CANCER>.csv found.
 cancers: {cancers}
 
+# Rare tumours: cancers with too few patients to train, evaluated zero-shot only by
+# `stephctl transfer` (docs/transfer.md). Not trained, merged or evaluated by the other stages.
+evaluation_only: []
+
+# The cancers you transfer to (empty = every cancer). The others are sources only: train-source
+# and task-vector make them on merge.source_fold alone (the fold merge takes sources from), and
+# `stephctl status` expects merges for these targets only.
+targets: []
+
 # Patch encoder; features are stored under features/<encoder>/.
 # tiny-cnn is a small built-in CPU encoder with deterministic random weights: it makes a new
 # project extract out of the box, but it is NOT a pathology foundation model.
@@ -104,17 +113,18 @@ merge:
   sources: null              # null = every other cancer
   source_fold: 0             # the reference uses fold-0 source models for every target fold
   folds: null
-  top_k: null                # null = each method's default (5 for steph, roupkt)
-  gamma: 0.005               # aggregation loss weight (0.005 or 0.05); auto = inner CV over gamma_grid
   gamma_grid: [0.005, 0.05]  # candidates of gamma: auto
   inner_folds: 3             # inner folds of gamma: auto (target's training split only)
-  beta: 0.05                 # mixing loss weight
   epochs: null               # null = train.epochs
-  mix: hypernet              # hypernet | fnn | fixed | global   (ablations)
-  fixed_lambda: 1.0          # with mix: fixed (0 = sources only, 1 = target only)
-  weights: hypernet          # hypernet | global           (ablation)
-  sparse: true               # false = aggregate all sources (ablation)
-  options: {{}}                # method-specific options
+  options: {{}}                # method settings for every method that reads them, e.g. {{top_k: 3, density: 0.2}}
+  # steph:                   # one method's own settings win: `stephctl merge --list-methods` lists them
+  #   top_k: 5               # task-vector mixtures kept per bag
+  #   gamma: 0.005           # aggregation loss weight (0.005 or 0.05); auto = inner CV over gamma_grid
+  #   beta: 0.05             # mixing loss weight
+  #   mix: hypernet          # hypernet | fnn | fixed | global   (ablations)
+  #   fixed_lambda: 1.0      # with mix: fixed (0 = sources only, 1 = target only)
+  #   weights: hypernet      # hypernet | global           (ablation)
+  #   sparse: true           # false = aggregate all sources (ablation)
 
 evaluate:
   bootstrap: 1000            # resamples for 95% intervals
@@ -123,6 +133,13 @@ evaluate:
   auc_years: [1.0, 3.0, 5.0]
   reference_method: cancer-specific
   report: true
+
+transfer:                    # `stephctl transfer`: the cross-cancer transferability study
+  bootstrap: 200             # resamples of each test fold for C-index and gain intervals
+  confidence: 0.95
+  seed: 42
+  permutations: 2000         # for the Spearman p-values of the factors
+  mmd_bandwidth: null        # Gaussian-kernel sigma of the feature MMD; null = median distance
 
 slurm:                       # used by `stephctl slurm`
   partition: null
@@ -135,6 +152,9 @@ slurm:                       # used by `stephctl slurm`
   activate: ""               # e.g. "source /path/to/stephctl/.venv/bin/activate"
   extra: []
   slides_per_task: 100       # extract array: slides per task when --num-shards is not given
+  units_per_task: 1          # units of the task list per array task (one process loads Python and torch once)
+  lock_wait_minutes: 60       # an array task whose unit a live process holds waits this long, then checks
+  check_resources: true      # check time/mem/cpus/gpus against `sinfo` before submitting
 """
 
 

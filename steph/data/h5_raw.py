@@ -12,6 +12,7 @@ what h5py would return:
 
 - the file is opened with the default ``sec2`` driver (file addresses are file offsets; a
   user block is included in them), ``os.preadv`` exists;
+- the dataset is in ``path`` itself (not reached through an external link);
 - no filters (compression, shuffle, fletcher32, ...), no external storage, not virtual;
 - a native-byte-order integer or float dtype whose HDF5 type equals the one h5py would
   convert to (so no conversion happens);
@@ -52,7 +53,7 @@ def read_dataset(path: str | Path, dataset: h5py.Dataset | str) -> np.ndarray | 
         with h5py.File(path, "r") as fh:
             found = fh.get(dataset)
             return read_dataset(path, found) if isinstance(found, h5py.Dataset) else None
-    blocks = _blocks(dataset)
+    blocks = _blocks(dataset, path)
     if blocks is None:
         return None
     out = np.empty(dataset.shape, dtype=dataset.dtype)
@@ -75,10 +76,12 @@ def _read_exactly(fd: int, buffer: memoryview, offset: int) -> None:
         done += got
 
 
-def _blocks(dataset: h5py.Dataset) -> list[_Block] | None:
+def _blocks(dataset: h5py.Dataset, path: str | Path) -> list[_Block] | None:
     """Where each byte range of the dataset is in the file, or None (use h5py)."""
     if not hasattr(os, "preadv") or dataset.file.driver != "sec2" or dataset.is_virtual:
         return None
+    if not _same_file(dataset.file.filename, path):
+        return None  # reached through an external link: its offsets are another file's
     dtype, shape = dataset.dtype, dataset.shape
     if dtype.kind not in "iuf" or not dtype.isnative:
         return None
@@ -100,6 +103,13 @@ def _blocks(dataset: h5py.Dataset) -> list[_Block] | None:
     if layout == h5py.h5d.CHUNKED:
         return _chunk_blocks(dataset.id, shape, dataset.chunks, lead, dtype.itemsize)
     return None
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _leading_axes(shape: tuple[int, ...]) -> int | None:

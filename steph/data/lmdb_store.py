@@ -23,8 +23,8 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import DataError, MissingArtifactError
-from .safe_load import ForbiddenGlobalError, as_tensor, loads_safe, pickled_shape
-from .stores import FeatureStore, SlideRef, read_errors, squeeze_shape, to_matrix
+from .safe_load import ForbiddenGlobalError, loads_safe, pickled_shape
+from .stores import FeatureStore, SlideRef, read_errors, squeeze_shape, tensor_of, to_matrix
 
 KEYS = b"__keys__"
 _REBUILD = "rebuild the store in the reference's layout (or re-copy it: a copy may be truncated)"
@@ -120,31 +120,10 @@ class LmdbStore(FeatureStore):
 
     def shape(self, ref: SlideRef) -> tuple[int, int]:
         """From the pickle's size tuple, without rebuilding the tensor (falls back to a full read)."""
-        shape = pickled_shape(self._value(ref))
-        return (
-            squeeze_shape(shape, ref)
-            if shape is not None
-            else squeeze_shape(tuple(self.read(ref).shape), ref)
-        )
+        return value_shape(ref, self._value(ref))
 
     def read(self, ref: SlideRef) -> Tensor:
-        data = self._value(ref)
-        try:
-            obj = loads_safe(data)
-        except ForbiddenGlobalError as exc:
-            raise DataError(
-                f"{ref}: refused to unpickle: {exc} (only tensors and arrays are loaded)",
-                hint="store each slide as pickle.dumps(tensor); do not use this store if you do not trust it",
-            ) from None
-        except Exception as exc:
-            raise DataError(f"{ref}: value cannot be unpickled: {exc}", hint=_REBUILD) from exc
-        tensor = as_tensor(obj)
-        if tensor is None:
-            raise DataError(
-                f"{ref}: value is a {type(obj).__name__}, not a tensor [1, K, D]",
-                hint="store each slide as pickle.dumps(tensor) of shape [1, K, D] or " + _REBUILD,
-            )
-        return to_matrix(tensor, ref)
+        return decode_value(ref, self._value(ref))
 
     def close(self) -> None:
         """Close every open environment (tests; a process normally keeps them open)."""
@@ -152,3 +131,38 @@ class LmdbStore(FeatureStore):
             for opened in self._opened.values():
                 opened.env.close()
             self._opened.clear()
+
+
+def value_shape(ref: SlideRef, data: bytes) -> tuple[int, int]:
+    """``(K, D)`` of the LMDB value ``data`` of ``ref``: from the pickle's size tuple where it has
+    one, else from :func:`decode_value`."""
+    shape = pickled_shape(data)
+    return (
+        squeeze_shape(shape, ref)
+        if shape is not None
+        else squeeze_shape(tuple(decode_value(ref, data).shape), ref)
+    )
+
+
+def decode_value(ref: SlideRef, data: bytes) -> Tensor:
+    """The features ``[K, D]`` float32 of the LMDB value ``data`` of ``ref``.
+
+    Raises:
+        DataError: a refused global, a pickle that is not one tensor or array, or a refused tensor.
+    """
+    try:
+        obj = loads_safe(data)
+    except ForbiddenGlobalError as exc:
+        raise DataError(
+            f"{ref}: refused to unpickle: {exc} (only tensors and arrays are loaded)",
+            hint="store each slide as pickle.dumps(tensor); do not use this store if you do not trust it",
+        ) from None
+    except Exception as exc:
+        raise DataError(f"{ref}: value cannot be unpickled: {exc}", hint=_REBUILD) from exc
+    tensor = tensor_of(obj, ref)
+    if tensor is None:
+        raise DataError(
+            f"{ref}: value is a {type(obj).__name__}, not a tensor [1, K, D]",
+            hint="store each slide as pickle.dumps(tensor) of shape [1, K, D] or " + _REBUILD,
+        )
+    return to_matrix(tensor, ref)

@@ -25,6 +25,8 @@ docs/extending.md): a callable receiving :data:`FEATURE_STORES` and adding
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +41,12 @@ from ..errors import DataError, MissingArtifactError
 from ..registry import Registry
 from .encoder_identity import ENCODER_ATTRIBUTES
 from .h5_raw import read_dataset
-from .safe_load import as_tensor, torch_load_safe
+from .safe_load import UnsafeTensorError, as_tensor, numeric_dtype, torch_load_safe
 
 H5_DATASETS = ("features", "feats")
+H5_MAX_EXPANSION = 100
+"""A compressed (filtered) HDF5 dataset may hold at most this many times its file's size once
+read; an uncompressed one at most the file's size."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,17 @@ def read_errors(ref: SlideRef | Path, hint: str = "re-extract or re-download thi
         raise DataError(f"{ref}: cannot read features: {first}", hint=hint) from exc
 
 
+def tensor_of(obj: Any, ref: SlideRef | Path) -> Tensor | None:
+    """:func:`~.safe_load.as_tensor`, refusals named as a :class:`DataError`."""
+    try:
+        return as_tensor(obj)
+    except UnsafeTensorError as exc:
+        raise DataError(
+            f"{ref}: refused features: {exc}",
+            hint="save each slide's features as one dense CPU tensor: torch.save(features.contiguous().cpu(), path)",
+        ) from None
+
+
 def _attr_text(value: Any) -> str | None:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -130,8 +146,9 @@ class H5Store(FeatureStore):
 
     def _dataset(self, fh: h5py.File, ref: SlideRef) -> h5py.Dataset:
         for name in H5_DATASETS:
-            dataset = fh.get(name)
+            dataset = _local_node(fh, name, ref)
             if isinstance(dataset, h5py.Dataset):
+                _check_h5_dataset(dataset, ref)
                 return dataset
         raise DataError(
             f"{ref}: no dataset 'features' or 'feats' (found: {', '.join(fh.keys()) or 'nothing'})",
@@ -148,18 +165,78 @@ class H5Store(FeatureStore):
         with read_errors(ref), h5py.File(ref.path, "r") as fh:
             dataset = self._dataset(fh, ref)
             array = read_dataset(ref.path, dataset)
-            data = torch.from_numpy(np.asarray(dataset[()]) if array is None else array)
+            data = tensor_of(np.asarray(dataset[()]) if array is None else array, ref)
+        if data is None:  # pragma: no cover - _check_h5_dataset admits numeric types only
+            raise DataError(f"{ref}: features are not numbers")
         return to_matrix(data, ref)
 
     def encoder(self, ref: SlideRef) -> str | None:
         with read_errors(ref), h5py.File(ref.path, "r") as fh:
             for dataset, attr in ENCODER_ATTRIBUTES:
-                node = fh.get(dataset) if dataset else fh
+                node = _local_node(fh, dataset, ref) if dataset else fh
                 if node is not None:
                     found = _attr_text(node.attrs.get(attr))
                     if found:
                         return found
         return None
+
+
+_OTHER_FILE_HINT = (
+    "copy the features into the file itself (h5py: fh['features'] = other['features'][()]); "
+    "stephctl reads only what a feature file holds"
+)
+
+
+def _local_node(fh: h5py.File, name: str, ref: SlideRef) -> Any:
+    """The object ``name`` of ``fh``, or None; an external link, or a soft link that ends in
+    another file, is refused (the raw reader would read this file at the other file's offsets)."""
+    link = fh.get(name, getlink=True)
+    if link is None:
+        return None
+    if isinstance(link, h5py.ExternalLink):
+        raise DataError(
+            f"{ref}: {name!r} is an external link to {link.filename}:{link.path}", hint=_OTHER_FILE_HINT
+        )
+    node = fh.get(name)
+    if node is not None and node.file.filename != fh.filename:
+        raise DataError(
+            f"{ref}: {name!r} leads into another file, {node.file.filename}", hint=_OTHER_FILE_HINT
+        )
+    return node
+
+
+def _check_h5_dataset(dataset: h5py.Dataset, ref: SlideRef) -> None:
+    """Refuse, before reading, what is not numbers held in this file: virtual datasets and
+    external storage (values from other files, e.g. a system file), non-numeric types, and more
+    bytes than the file stores (unwritten chunks read as fill values; compression beyond
+    :data:`H5_MAX_EXPANSION`).
+
+    Raises:
+        DataError: naming the dataset and what it declares.
+    """
+    where = f"{ref}: dataset {dataset.name!r}"
+    plist = dataset.id.get_create_plist()
+    if dataset.is_virtual or plist.get_external_count():
+        what = "a virtual dataset" if dataset.is_virtual else "stored in external files"
+        raise DataError(f"{where} is {what}, whose values come from outside this file", hint=_OTHER_FILE_HINT)
+    dtype = dataset.dtype
+    try:
+        numeric_dtype(dtype)
+    except Exception:
+        raise DataError(
+            f"{where} has type {dtype}, not numbers", hint="store features as float16 or float32 [K, D]"
+        ) from None
+    declared = math.prod(dataset.shape or ()) * dtype.itemsize
+    filtered = plist.get_nfilters() > 0
+    stored = dataset.id.get_storage_size()
+    limit = min(stored, os.path.getsize(dataset.file.filename)) * (H5_MAX_EXPANSION if filtered else 1)
+    if plist.get_layout() != h5py.h5d.COMPACT and declared > limit:
+        raise DataError(
+            f"{where} declares shape {list(dataset.shape)} ({declared:,} bytes), but the file stores "
+            f"{stored:,} bytes of it"
+            + (f" (compressed: at most {H5_MAX_EXPANSION}x is read)" if filtered else ""),
+            hint="the file is partly written (unwritten chunks) or crafted; re-extract this slide",
+        )
 
 
 class TorchStore(FeatureStore):
@@ -172,7 +249,7 @@ class TorchStore(FeatureStore):
     def read(self, ref: SlideRef) -> Tensor:
         with read_errors(ref):
             obj = torch_load_safe(ref.path)
-        tensor = as_tensor(obj)
+        tensor = tensor_of(obj, ref)
         if tensor is None:
             raise DataError(
                 f"{ref}: expected a tensor, a numeric array or a dict with key 'features' holding one, "
@@ -189,16 +266,50 @@ class NumpyStore(FeatureStore):
     parallel_reads = True
 
     def shape(self, ref: SlideRef) -> tuple[int, int]:
-        with read_errors(ref):
-            return squeeze_shape(tuple(np.load(ref.path, mmap_mode="r").shape), ref)
+        with read_errors(ref), open(ref.path, "rb") as fh:
+            return squeeze_shape(_npy_header(fh, ref)[0], ref)
 
     def read(self, ref: SlideRef) -> Tensor:
-        with read_errors(ref):
-            array = np.load(ref.path)
-        tensor = as_tensor(array)
-        if tensor is None:
+        with read_errors(ref), open(ref.path, "rb") as fh:
+            shape, fortran, dtype = _npy_header(fh, ref)
+            array = np.fromfile(fh, dtype=dtype, count=math.prod(shape)).reshape(
+                shape, order="F" if fortran else "C"
+            )
+            tensor = tensor_of(array, ref)
+        if tensor is None:  # pragma: no cover - _npy_header admits numeric dtypes only
             raise DataError(f"{ref}: array of dtype {array.dtype} is not numeric")
         return to_matrix(tensor, ref)
+
+
+def _npy_header(fh: Any, ref: SlideRef) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran order, dtype)`` of the ``.npy`` file ``fh``, left at its data, checked
+    before anything is allocated: a numeric dtype, and exactly the bytes the shape declares.
+
+    Raises:
+        DataError: another format version, a non-numeric dtype, or a size that does not match.
+    """
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise DataError(f"{ref}: .npy format version {version[0]}.{version[1]} holds no plain numeric array")
+    try:
+        numeric_dtype(dtype)
+    except Exception:
+        raise DataError(
+            f"{ref}: array of dtype {dtype} is not numeric",
+            hint="save features with np.save(path, features.astype('float32'))",
+        ) from None
+    declared = math.prod(shape) * dtype.itemsize
+    held = os.fstat(fh.fileno()).st_size - fh.tell()
+    if declared != held:
+        raise DataError(
+            f"{ref}: header declares shape {list(shape)} ({declared:,} bytes of {dtype}), the file holds {held:,}",
+            hint="the file is truncated or crafted; re-extract or re-download this slide",
+        )
+    return shape, fortran, dtype
 
 
 FEATURE_STORES: Registry[FeatureStore] = Registry(

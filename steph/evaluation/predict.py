@@ -220,6 +220,9 @@ def _load(
 
         return load_bundle_model(bundle, device=device, weights_file=encoder_weights)
     assert target is not None and method is not None and fold is not None
+    from ..runs import resolve_run
+
+    method = resolve_run(layout, target, method)  # `-m steph` -> its one run, e.g. steph-top2
     model = project_model(layout, config, normalize_cancer(target), method, fold, device=device)
     if encoder_weights is not None:
         from dataclasses import replace

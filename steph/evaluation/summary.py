@@ -6,7 +6,9 @@
 * relative change against the reference method in the paper's form,
   ``100 (m / m_ref - 1)`` (0.6949 vs 0.6609 is +5.14%), on the folds both methods have;
 * over several targets: the mean of the per-target means, and the relative change of that
-  mean on the targets both methods have (the paper's "average over 13 cancers").
+  mean on the targets both methods have (the paper's "average over 13 cancers"). Only targets
+  evaluated on the same folds are averaged: a method whose targets were asked for on different
+  folds (a target on five folds, sources on one) gets no mean over targets, and a warning says why.
 """
 
 from __future__ import annotations
@@ -222,7 +224,7 @@ def summarize(
             warnings.append(
                 f"{target}: no results for the reference method {reference!r}; no relative change"
             )
-    over = _over_targets(grouped, per_target, metrics, reference) if len(per_target) > 1 else {}
+    over = _over_targets(grouped, per_target, metrics, reference, warnings) if len(per_target) > 1 else {}
     return Summary(metrics, reference, confidence, per_target, over, list(results), warnings)
 
 
@@ -231,11 +233,25 @@ def _over_targets(
     per_target: dict[str, dict[str, MethodSummary]],
     metrics: list[str],
     reference: str,
+    warnings: list[str],
 ) -> dict[str, dict[str, Any]]:
+    """Per method, the mean over its targets; a method whose targets were asked for on different
+    folds is left out (and a warning names the folds of each target)."""
     methods = sorted({m for methods in per_target.values() for m in methods})
     out: dict[str, dict[str, Any]] = {}
     for method in methods:
         targets = [t for t in per_target if method in per_target[t]]
+        by_folds: dict[tuple[int, ...], list[str]] = {}
+        for t in targets:
+            ms = per_target[t][method]
+            by_folds.setdefault(tuple(sorted({*ms.folds, *ms.missing_folds})), []).append(t)
+        if len(by_folds) > 1:
+            sets = "; ".join(f"{', '.join(ts)}: fold(s) {_join(folds)}" for folds, ts in by_folds.items())
+            warnings.append(
+                f"{method}: no mean over targets, they were evaluated on different folds ({sets}); "
+                "compare targets of the same folds (evaluate -t)"
+            )
+            continue
         entry: dict[str, Any] = {"targets": targets, "mean": {}, "rel_change": {}}
         for name in metrics:
             means = [per_target[t][method].mean[name] for t in targets]

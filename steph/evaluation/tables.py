@@ -123,18 +123,23 @@ def paper_table(summary: Summary) -> Table | None:
 
     targets = list(summary.per_target)
     found: dict[str, dict[str, float]] = {}
+    fold_sets: dict[str, set[tuple[int, ...]]] = {}
     for target, methods in summary.per_target.items():
         for method, ms in methods.items():
             row = paper_row(method)
             if row is not None:
                 found.setdefault(row, {})[target] = ms.mean["c_index"]
+                fold_sets.setdefault(row, set()).add(tuple(sorted({*ms.folds, *ms.missing_folds})))
     if len(found) < 3:
         return None
     ref_row = paper_row(summary.reference)
 
     def average(label: str) -> float:
+        """Undefined when a target is missing or the targets were evaluated on different folds."""
         values = [found[label].get(t, math.nan) for t in targets]
-        return math.nan if any(math.isnan(v) for v in values) else sum(values) / len(values)
+        if any(math.isnan(v) for v in values) or len(fold_sets[label]) > 1:
+            return math.nan
+        return sum(values) / len(values)
 
     ref_avg = average(ref_row) if ref_row in found else math.nan
     rows = []
@@ -154,7 +159,8 @@ def paper_table(summary: Summary) -> Table | None:
     columns = ["method", *targets, "average", f"vs {summary.reference}", "without -> with hypernetwork"]
     notes = [
         "mean test C-index over folds per target, in the paper's row order",
-        "average: mean over the targets (undefined if a target is missing)",
+        "average: mean over the targets (undefined if a target is missing or the targets were "
+        "evaluated on different folds)",
         f"vs {summary.reference}: 100 (C / C_{summary.reference} - 1) of the averages",
     ]
     return Table("paper layout: C-index", columns, rows, notes)

@@ -84,6 +84,8 @@ def explain_patients(
     test patients of the fold) for the model ``(target, method, fold)``.
 
     Args:
+        method: a run folder, or a method with one run (``steph`` -> ``steph-top2``,
+            :func:`steph.runs.resolve_run`).
         compare: a second method of the same fold drawn beside (e.g. ``cancer-specific``).
         patches: patches per montage row.
 
@@ -98,6 +100,10 @@ def explain_patients(
     target = normalize_cancer(target)
     if (not patients) == (top is None):
         raise ConfigError("choose the patients: --patient P (repeatable) or --top N", hint="e.g. --top 2")
+    from ..runs import resolve_run
+
+    method = resolve_run(layout, target, method)
+    compare = resolve_run(layout, target, compare) if compare else compare
     model_files = [trained_model_file(layout, target, m, fold) for m in (method, compare) if m]
     cohort = load_cohort(layout, config, target)
     report = StageReport(STAGE)

@@ -17,6 +17,7 @@ The one deliberate exception is ``slurm.activate``: it is a shell line (``source
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
 import subprocess
@@ -33,6 +34,8 @@ from ..errors import ConfigError, StephError
 from ..fileio import write_text
 from ..layout import ProjectLayout
 from ..units import WorkUnit
+
+log = logging.getLogger(__name__)
 
 TASK_ID = '"$SLURM_ARRAY_TASK_ID"'
 _JOB_IDS = re.compile(r"\d+(?::\d+)*")
@@ -53,6 +56,8 @@ class ArrayJob:
         args: Stage options of every task, e.g. ``("--target", "BRCA")``; ``--task-index`` is added.
         gpus: GPUs per task (0 for CPU-only stages).
         n_tasks: Length of the whole task list (for the script's comment).
+        units_per_task: Units each array task runs in one process: array task ``I`` runs units
+            ``I*N`` to ``I*N+N-1`` of the list (``--task-index FIRST-LAST``).
     """
 
     stage: str
@@ -60,6 +65,16 @@ class ArrayJob:
     args: tuple[str, ...] = ()
     gpus: int = 0
     n_tasks: int = 0
+    units_per_task: int = 1
+
+    @property
+    def array_ids(self) -> tuple[int, ...]:
+        """The ``--array`` ids: the groups of :attr:`units_per_task` units holding an index.
+
+        >>> ArrayJob("train-source", (0, 1, 2, 5, 9), units_per_task=4).array_ids
+        (0, 1, 2)
+        """
+        return tuple(sorted({i // self.units_per_task for i in self.indices}))
 
 
 def array_spec(indices: Sequence[int], max_parallel: int | None = None) -> str:
@@ -115,16 +130,22 @@ def render_job_script(job: ArrayJob, layout: ProjectLayout, config: SlurmConfig)
         A complete bash script with ``#SBATCH`` directives.
     """
     log = layout.slurm_log(job.stage)
+    n = job.units_per_task
+    listing = " ".join(
+        shlex.quote(a) for a in ["stephctl", "-p", str(layout.root), job.stage, *job.args, "--list-tasks"]
+    )
+    total = job.n_tasks or (max(job.indices) + 1 if job.indices else 0)
     lines = [
         "#!/bin/bash",
-        f"# stephctl {__version__}: {job.stage}, {len(job.indices)} of {job.n_tasks or len(job.indices)} tasks.",
-        "# Task I runs unit I of: "
-        + " ".join(
-            shlex.quote(a) for a in ["stephctl", "-p", str(layout.root), job.stage, *job.args, "--list-tasks"]
-        ),
+        f"# stephctl {__version__}: {job.stage}, {len(job.indices)} of {total} tasks"
+        + (f", {n} per array task." if n > 1 else "."),
+        (f"# Array task I runs units I*{n} to I*{n}+{n - 1} of: " if n > 1 else "# Task I runs unit I of: ")
+        + listing,
         _directive("--job-name", f"stephctl-{job.stage}"),
-        _directive("--array", array_spec(job.indices, config.max_parallel)),
+        _directive("--array", array_spec(job.array_ids, config.max_parallel)),
         _directive("--output", log),
+        "#SBATCH --open-mode=append",  # a requeued task appends to its log instead of truncating it
+        "#SBATCH --requeue",  # a task stopped by a node failure runs again (units resume)
         _directive("--time", config.time),
         _directive("--mem", config.mem),
         _directive("--cpus-per-task", config.cpus),
@@ -146,7 +167,15 @@ def render_job_script(job: ArrayJob, layout: ProjectLayout, config: SlurmConfig)
             )
         lines.append(config.activate.strip())
     command = [*launcher(config), "-p", str(layout.root), job.stage, *job.args, "--task-index"]
-    lines += [" ".join(shlex.quote(part) for part in command) + " " + TASK_ID, ""]
+    if n == 1:
+        lines += [" ".join(shlex.quote(part) for part in command) + " " + TASK_ID, ""]
+        return "\n".join(lines)
+    lines += [
+        f"first=$((SLURM_ARRAY_TASK_ID * {n}))",
+        f"last=$((first + {n - 1} < {total} ? first + {n - 1} : {total - 1}))",
+        " ".join(shlex.quote(part) for part in command) + ' "$first-$last"',
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -204,10 +233,14 @@ def submit_jobs(
     *,
     after: str | None = None,
     sbatch: str = "sbatch",
+    scancel: str = "scancel",
 ) -> list[str]:
     """Submit ``jobs`` with ``sbatch`` in order, chained with ``--dependency=afterok``.
 
-    Each submitted script is also saved as ``logs/slurm/<stage>-<time>.sbatch``.
+    Each submitted script is also saved as ``logs/slurm/<stage>-<time>.sbatch``. When sbatch
+    refuses a job after earlier ones were accepted, those are cancelled with ``scancel`` (they
+    would run with nothing after them); the error names them, and the command to cancel them
+    when scancel failed.
 
     Returns:
         The job ids, one per job.
@@ -232,13 +265,33 @@ def submit_jobs(
         lines = done.stdout.strip().splitlines()
         match = _SUBMITTED.search(lines[-1].strip()) if done.returncode == 0 and lines else None
         if match is None:
-            raise SubmitError(
-                f"sbatch refused the {job.stage} job (exit {done.returncode}): {(done.stderr or done.stdout).strip()}",
-                hint="check the slurm section of stephctl.yaml (partition, account, time, mem)",
-            )
+            refused = f"sbatch refused the {job.stage} job (exit {done.returncode}): {(done.stderr or done.stdout).strip()}"
+            raise _chain_broken(refused, jobs, ids, scancel=scancel)
         previous = match.group(1)
         ids.append(previous)
     return ids
+
+
+def _chain_broken(refused: str, jobs: Sequence[ArrayJob], ids: Sequence[str], *, scancel: str) -> SubmitError:
+    """The error of a chain that sbatch broke part-way: the jobs already submitted are cancelled
+    (they would run without their dependants), and named, with the command if that failed."""
+    hint = "check the slurm section of stephctl.yaml (partition, account, time, mem, gpus)"
+    if not ids:
+        return SubmitError(refused, hint=hint)
+    submitted = ", ".join(f"{job.stage} {job_id}" for job, job_id in zip(jobs, ids, strict=False))
+    try:
+        cancelled = subprocess.run([scancel, *ids], capture_output=True, text=True, check=False)
+        ok, why = cancelled.returncode == 0, (cancelled.stderr or cancelled.stdout).strip()
+    except OSError as exc:
+        ok, why = False, str(exc)
+    if ok:
+        log.warning("cancelled the jobs submitted before the refusal: %s", submitted)
+        return SubmitError(f"{refused}; the jobs submitted before it were cancelled ({submitted})", hint=hint)
+    return SubmitError(
+        f"{refused}; the jobs submitted before it are still queued ({submitted}) and could not be "
+        f"cancelled: {why}",
+        hint=f"cancel them with `scancel {' '.join(ids)}`, then {hint}",
+    )
 
 
 def make_jobs(
@@ -247,6 +300,7 @@ def make_jobs(
     stages: Sequence[tuple[str, Sequence[WorkUnit], Sequence[str]]],
     *,
     pending_only: bool = False,
+    units_per_task: int | None = None,
 ) -> list[ArrayJob]:
     """One :class:`ArrayJob` per stage from its task list.
 
@@ -256,12 +310,12 @@ def make_jobs(
             the stage options asks for one GPU per listed GPU device instead).
         stages: ``(stage, units, options)`` in run order; ``options`` are the stage options of
             every task (the pass-through options plus the task list's pins).
-        pending_only: Only the units not done yet (their indices in the full list are kept).
+        pending_only: Only the units not done yet (their indices in the full list are kept);
+            a stage whose options ask for ``--overwrite`` keeps all its units (they are redone).
+        units_per_task: Units per array task (default ``config.units_per_task``).
 
     Creates ``logs/slurm/``: Slurm does not create the folder of ``--output`` and a job whose log
     cannot be opened fails without a trace.
-
-    Creates ``logs/slurm/`` (Slurm does not create the folder of ``--output``).
 
     Raises:
         ConfigError: a stage has no tasks, or nothing at all is pending.
@@ -274,7 +328,8 @@ def make_jobs(
             raise ConfigError(
                 f"{stage}: a stage option contains a line break", hint="pass each option on one line"
             )
-        indices = [i for i, unit in enumerate(units) if not (pending_only and unit.done)]
+        redo = "--overwrite" in options  # every unit runs again: --pending must not drop any
+        indices = [i for i, unit in enumerate(units) if redo or not (pending_only and unit.done)]
         if not units:
             raise ConfigError(
                 f"{stage}: the task list is empty", hint=f"check `stephctl {stage} --list-tasks`"
@@ -289,6 +344,7 @@ def make_jobs(
                 args=tuple(options),
                 gpus=gpus if get_stage(stage).gpus else 0,
                 n_tasks=len(units),
+                units_per_task=units_per_task or config.units_per_task,
             )
         )
     if not jobs:

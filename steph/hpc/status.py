@@ -5,10 +5,11 @@ by default the units of the same plan the stage and Slurm arrays use, so "done" 
 exactly what a rerun would skip. The built-in rows:
 
 - **features** (extract's row) per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
-  ``paths.features`` when set, so an external download counts);
+  ``paths.features`` when set, so an external download counts; evaluation-only cancers too);
 - **train-source** and **task-vector** per cancer x fold of the split files;
-- **merge** per target x fold for ``merge.method``, plus every other run found under
+- **merge** per target (``targets:``, else every cancer) x fold for ``merge.method``, plus every other run found under
   ``merged/`` or ``results/`` (runs made with CLI flags such as ``--method ties``);
+- **transfer** per target (evaluation-only cancers included);
 - **results**: the test C-index of every (target, method) over the folds whose record exists
   (a fold killed before its ``meta.json`` does not count), and whether ``results/summary.csv``
   exists.
@@ -54,6 +55,8 @@ class StageStatus:
     """Keys of units not done (at most :data:`MAX_LISTED`)."""
     errors: list[str] = field(default_factory=list)
     """Why (part of) the stage could not be planned."""
+    notes: list[str] = field(default_factory=list)
+    """What the counts cannot say (feature files present but incomplete; files only ``check`` reads)."""
 
     def add(self, group: str, unit: WorkUnit) -> None:
         counts = self.groups.setdefault(group, [0, 0])
@@ -135,6 +138,7 @@ def _row(survey: Survey) -> StageStatus:
     for group, unit in survey.units:
         status.add(group, unit)
     status.errors.extend(survey.errors)
+    status.notes.extend(survey.notes)
     return status
 
 

@@ -9,12 +9,12 @@ vectors, the target's training split and its bags, the resolved ``merge:`` confi
 ``options``, the model config, the device and the seed), seeds every RNG, and calls:
 
 0. Settings: a frozen dataclass in ``settings_class``, one field per setting with a default and
-   ``metadata=doc("help")`` (:mod:`steph.merging.settings`). Fields named like a ``merge:``
-   field (``top_k``, ``gamma`` ...) read it; the others are ``merge.options`` keys
-   (``--option KEY=VALUE``); the method's own block ``merge.<name>: {...}`` wins over both.
-   ``self.settings(config)`` returns the typed, checked instance; the run-folder suffixes,
-   ``--list-methods`` and the docs tables (:mod:`steph.merging.reference`) come from the same
-   declaration. (``config_fields`` / ``option_defaults``, the older declaration, still work.)
+   ``metadata=doc("help")`` (:mod:`steph.merging.settings`; the built-in ones in
+   :mod:`steph.merging.method_settings`). Each is a key of ``merge.options`` (``--option
+   KEY=VALUE``, or a flag of its own with ``doc(..., flag=HELP)``); the method's own block
+   ``merge.<name>: {...}`` wins over it. ``self.settings(config)`` returns the typed, checked
+   instance; the run-folder suffixes, ``--list-methods``, the flags and the docs tables
+   (:mod:`steph.merging.reference`) come from the same declaration.
 1. ``check(config, n_sources)`` before any work: raise :class:`~steph.errors.ConfigError` for
    settings the method cannot run with (the base class validates the settings).
 2. ``build(ctx) -> nn.Module``: the untrained model. ``forward(x [B, K, D], mask [B, K])`` returns
@@ -40,9 +40,35 @@ keep the target model's own trained head and are not trained, as the reference's
 
 from __future__ import annotations
 
-from .base import MergeContext, MergeMethod, StateDict, Table, method_fields
-from .loading import MergedPredictor, load_merged_model
-from .registry import MERGE_METHODS, list_methods
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import MergeContext, MergeMethod, StateDict, Table
+    from .loading import MergedPredictor, load_merged_model
+    from .registry import MERGE_METHODS, list_methods
+
+_HOME = {
+    "MergeContext": "base",
+    "MergeMethod": "base",
+    "StateDict": "base",
+    "Table": "base",
+    "MergedPredictor": "loading",
+    "load_merged_model": "loading",
+    "MERGE_METHODS": "registry",
+    "list_methods": "registry",
+}
+"""Where each public name lives: imported on first use, so that the torch-free modules
+(:mod:`~steph.merging.settings`, :mod:`~steph.merging.method_settings`) load without torch."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MERGE_METHODS",
@@ -53,5 +79,4 @@ __all__ = [
     "Table",
     "list_methods",
     "load_merged_model",
-    "method_fields",
 ]

@@ -35,61 +35,23 @@ Variants, each preprocessing the task vectors as the reference's ``preprocess_ta
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
-from ..models.abmil import ENCODER_KEYS, encode
+from ..models.abmil import ENCODER_KEYS, bag_count, encode
 from ..task_vectors import StateDict
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
-from .baselines import BASE_HELP, all_vectors, base_encoder, check_density, check_fraction
-from .hypernet import Hypernetwork, OutputLayer
+from .baselines import all_vectors, base_encoder, check_density, check_fraction
+from .hypernet import Hypernetwork
 from .iso import iso_pairwise
+from .method_settings import AdaSettings, IsoCtsAdaSettings, OutputLayer, TiesAdaSettings
 from .modules import VectorStack
-from .settings import doc
 from .ties import pairwise_with_target
-
-
-@dataclass(frozen=True, kw_only=True)
-class AdaSettings:
-    gamma: float = field(
-        default=0.005, metadata=doc("weight of the coefficient regulariser (z-loss [+ mean top-k])")
-    )
-    top_k_loss: int | None = field(
-        default=None,
-        metadata=doc(
-            "add the mean of the top-k coefficients to the regulariser (the reference's task_ari_topk_task_vectors)"
-        ),
-    )
-    hypernet: bool = field(
-        default=False,
-        metadata=doc(
-            "per-patient coefficients from a hypernetwork (the reference's ADA-dynamic, '+hypernetwork')"
-        ),
-    )
-    output: OutputLayer = field(
-        default="relu", metadata=doc("output layer of the hypernetwork: relu, sigmoid or softplus")
-    )
-    base: Literal["theta0", "target"] = field(default="theta0", metadata=doc(BASE_HELP))
-
-
-@dataclass(frozen=True, kw_only=True)
-class TiesAdaSettings(AdaSettings):
-    density: float = field(
-        default=0.2, metadata=doc("fraction of each vector's entries TIES keeps (floor(density P) + 1)")
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class IsoCtsAdaSettings(AdaSettings):
-    common_fraction: float = field(
-        default=0.8, metadata=doc("fraction of the rank given to the common subspace")
-    )
 
 
 def coefficient_regulariser(c: Tensor, top_k: int | None) -> Tensor:
@@ -102,7 +64,9 @@ def coefficient_regulariser(c: Tensor, top_k: int | None) -> Tensor:
 
 class AdaMergingModel(nn.Module):
     """``base + sum_j c_j tau_j`` with trainable ``coefficients [N]`` (or a hypernetwork giving
-    ``c [B, N]``) and a new head."""
+    ``c [B, N]``) and a new head. It accepts packed bags (:func:`~steph.models.abmil.packed_bags`)."""
+
+    packs_bags = True
 
     def __init__(
         self,
@@ -134,6 +98,11 @@ class AdaMergingModel(nn.Module):
         self.gamma = gamma
         self.top_k = top_k
 
+    @property
+    def per_bag_encoder(self) -> bool:
+        """With a hypernetwork every bag has its own merged encoder (on CPU: bags alone)."""
+        return self.hypernet is not None
+
     def weights(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """``c [N]`` (global) or ``[B, N]`` (hypernetwork)."""
         if self.hypernet is None:
@@ -151,7 +120,7 @@ class AdaMergingModel(nn.Module):
         c = self.weights(x, mask)
         z = self.represent(x, mask, c)
         aux = self.gamma * coefficient_regulariser(c, self.top_k).mean()
-        extras = {"coefficients": c.detach().expand(x.shape[0], -1)}
+        extras = {"coefficients": c.detach().expand(bag_count(x, mask), -1)}
         return ModelOutput(self.pred_head(z), aux, extras)
 
 
@@ -159,7 +128,7 @@ class AdaMerging(MergeMethod):
     name = "adamerging"
     description = "one trainable coefficient per task vector (init 1/N) + new head, SurvMLE + z-loss"
     reference = "Yang et al., AdaMerging, ICLR 2024; STEPH paper baseline 'AdaMerging'"
-    settings_class: ClassVar[type | None] = AdaSettings
+    settings_class: ClassVar[type] = AdaSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "coefficients.safetensors": ("coefficients", "hypernet"),
         "head.safetensors": ("pred_head",),

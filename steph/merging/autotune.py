@@ -24,11 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from ..config.merge import MergeConfig
+from ..errors import ConfigError
 from ..metrics.harrell import harrell_c
 from ..runtime import seed_everything
 from ..survival import risk_score
 from ..training.loop import SurvivalTargets, predict
 from .base import MergeContext, MergeMethod
+from .settings import AUTO
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +96,7 @@ def choose_gamma(
         values: list[float | None] = []
         for k, held in enumerate(folds):
             rest = [i for j, f in enumerate(folds) if j != k for i in f]
-            inner = replace(
-                ctx, config=replace(ctx.config, gamma=float(gamma)), train=subset(ctx.train, rest)
-            )
+            inner = replace(ctx, config=with_gamma(ctx.config, float(gamma)), train=subset(ctx.train, rest))
             seed_everything(ctx.seed)
             model = method.build(inner)
             method.train(model, inner)
@@ -124,3 +125,42 @@ def choose_gamma(
 def _mean(values: list[float | None]) -> float:
     clean = [v for v in values if v is not None]
     return float(np.mean(clean)) if clean else math.nan
+
+
+def with_gamma(merge: MergeConfig, gamma: float) -> MergeConfig:
+    """``merge`` with ``gamma`` in ``merge.options`` (a method's block is folded in already)."""
+    return replace(merge, options={**merge.options, "gamma": gamma})
+
+
+def check_search(merge: MergeConfig) -> None:
+    """Refuse gamma_grid / inner_folds set without gamma: auto (they would be ignored)."""
+    defaults = MergeConfig()
+    blocks = [merge.options, *merge.per_method.values()]
+    auto = any(block.get("gamma") == AUTO for block in blocks)
+    if not auto and (merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds):
+        raise ConfigError(
+            "merge.gamma_grid and merge.inner_folds are only used with gamma: auto",
+            hint="add --gamma auto, or drop them",
+        )
+
+
+def tune(
+    method: MergeMethod, ctx: MergeContext, *, max_batch_patches: int = 0
+) -> tuple[MergeContext, GammaChoice | None]:
+    """``ctx`` with gamma chosen by :func:`choose_gamma` when the method's settings say
+    ``gamma: auto`` (``ctx.config`` is one method's, its block folded in), and the choice;
+    ``ctx`` unchanged and None otherwise."""
+    if getattr(method.settings(ctx.config), "gamma", None) != AUTO:
+        return ctx, None
+    merge = ctx.config
+    choice = choose_gamma(
+        method, ctx, list(merge.gamma_grid), merge.inner_folds, max_batch_patches=max_batch_patches
+    )
+    log.info(
+        "merge %s %s fold %d: gamma %g chosen by inner cross-validation",
+        ctx.target,
+        method.name,
+        ctx.fold,
+        choice.gamma,
+    )
+    return replace(ctx, config=with_gamma(merge, choice.gamma)), choice

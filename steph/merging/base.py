@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..config.merge import MergeConfig, method_layer_fields
+from ..config.merge import MergeConfig
 from ..errors import ConfigError
 from ..progress import NULL_PROGRESS, Progress
 from ..training.loop import FitSettings, fit
-from .settings import fold_block, legacy_settings, merge_config_fields, read_settings, settings_suffixes
+from .settings import fold_block, read_settings, settings_suffixes
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -31,6 +31,11 @@ Table = tuple[list[str], list[list[Any]]]
 """A CSV to write: header and rows."""
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """The settings of a method that has none."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,14 +80,8 @@ class MergeMethod(abc.ABC):
         description: one line for ``--list-methods``.
         reference: paper or URL the method reproduces.
         settings_class: a frozen dataclass of the method's typed settings, each field with a
-            default and a ``metadata={"help": ...}``. A field named like a ``merge:`` field
-            (``top_k``, ``gamma``, ``mix`` ...) is read from that field (``None`` there = this
-            default); every other field is a key of ``merge.options`` (``--option KEY=VALUE``).
-            ``config_fields`` and ``option_defaults`` are derived from it. Methods written
-            before settings classes existed may set ``config_fields`` / ``option_defaults``
-            instead; a settings class is then derived from those.
-        config_fields: ``merge:`` fields the method reads besides sources/source_fold/epochs.
-        option_defaults: accepted keys of ``merge.options`` with their defaults.
+            default and ``metadata=doc("help")`` (:func:`steph.merging.settings.doc`); read from
+            ``merge.options`` and the method's block ``merge.<name>``. None: no settings.
         files: safetensors file name -> state-dict key prefixes it holds; together they must
             cover the model's whole ``state_dict()`` (frozen inputs are non-persistent buffers).
     """
@@ -90,44 +89,43 @@ class MergeMethod(abc.ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
-    settings_class: ClassVar[type | None] = None
-    config_fields: ClassVar[tuple[str, ...]] = ()
-    option_defaults: ClassVar[Mapping[str, Any]] = {}
+    settings_class: ClassVar[type] = NoSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {"head.safetensors": ("pred_head",)}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "settings_class" in cls.__dict__ and cls.settings_class is not None:
-            fields = dataclasses.fields(cls.settings_class)
-            top = merge_config_fields()
-            cls.config_fields = tuple(f.name for f in fields if f.name in top)
-            cls.option_defaults = {f.name: f.default for f in fields if f.name not in top}
 
     # -- settings -----------------------------------------------------------------------------
     @classmethod
-    def settings_type(cls) -> type:
-        """The settings dataclass: :attr:`settings_class`, or one derived from the legacy
-        ``config_fields`` / ``option_defaults`` declarations."""
-        if cls.settings_class is not None:
-            return cls.settings_class
-        return legacy_settings(cls.__name__, cls.config_fields, cls.option_defaults)
+    def setting_names(cls) -> tuple[str, ...]:
+        """The keys of ``merge.options`` / ``merge.<name>`` this method reads."""
+        return tuple(f.name for f in dataclasses.fields(cls.settings_class))
 
     def settings(self, config: MergeConfig) -> Any:
-        """This method's typed settings from ``config``: ``merge:`` fields and ``merge.options``,
-        then the method's own block ``merge.<name>`` (:func:`~steph.merging.settings.fold_block`).
+        """This method's typed settings from ``config``: ``merge.options``, then the method's own
+        block ``merge.<name>`` (:func:`~steph.merging.settings.fold_block`). A setting with a
+        flag of its own (``--top-k``) that this method does not read is left to the methods
+        that do (:func:`steph.merging.inputs.requested_methods` refuses one that no requested
+        method reads); any other unknown key is refused.
 
         Raises:
             ConfigError: an unknown option key or a value of the wrong type (lists valid keys).
         """
+        from .registry import MERGE_METHODS  # the registry imports this module
+
         config = fold_block(config, self.name)
-        unknown = sorted(set(config.options) - set(self.option_defaults))
+        shared = {  # settings with a flag of their own (--top-k ...) are for whichever method reads them
+            f.name
+            for _, method in MERGE_METHODS.items()
+            for f in dataclasses.fields(method.settings_class)
+            if "flag" in f.metadata
+        }
+        unknown = sorted(set(config.options) - set(self.setting_names()) - shared)
         if unknown:
-            valid = ", ".join(f"{k} (default {v!r})" for k, v in self.option_defaults.items()) or "none"
+            defaults = {f.name: f.default for f in dataclasses.fields(self.settings_class)}
+            valid = ", ".join(f"{k} (default {v!r})" for k, v in defaults.items()) or "none"
             raise ConfigError(
                 f"merge.options: unknown option(s) {', '.join(map(repr, unknown))} for method {self.name!r}",
                 hint=f"options of {self.name}: {valid}",
             )
-        return read_settings(self.settings_type(), config, self.name)
+        return read_settings(self.settings_class, config, self.name)
 
     def options(self, config: MergeConfig) -> dict[str, Any]:
         """The resolved settings as a plain dict (recorded in ``meta.json``)."""
@@ -195,9 +193,3 @@ class MergeMethod(abc.ABC):
 
 def _under(key: str, prefixes: Sequence[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-
-def method_fields() -> tuple[str, ...]:
-    """``merge:`` fields that are the general layer of method settings (checked against the
-    requested methods); declared on the fields themselves (:func:`steph.config.merge.method_layer`)."""
-    return method_layer_fields()

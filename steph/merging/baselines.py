@@ -8,7 +8,7 @@ the result to the base, ``theta0`` (``base: theta0``, the default) or the target
 - ``model-avg``:        theta_enc = base + (1/N) sum_{tau in T} tau  (the average of the N models)
 - ``task-arithmetic``:  theta_enc = base + scale * sum_{tau in T} tau  (scale 0.3 by default)
 - ``ties``:             theta_enc = base + scale * TIES(T): keep the ``floor(density P) + 1``
-  largest magnitudes of each vector (the reference's kthvalue, :func:`steph.merging.ties.trim_kth`),
+  largest magnitudes of each vector (the reference's kthvalue, :func:`steph.task_vectors.trim`),
   elect signs, disjoint mean (Yadav et al., NeurIPS 2023)
 - ``iso-c``:            theta_enc = base + scale * Iso-C(T) (:mod:`steph.merging.iso`, Marczak et al., ICML 2025)
 - ``iso-cts``:          theta_enc = base + scale * Iso-CTS(T), common fraction 0.8
@@ -25,18 +25,22 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
 from ..models.abmil import ENCODER_KEYS
-from ..task_vectors import StateDict, add, mean, scale, select, weighted_sum
+from ..task_vectors import StateDict, add, mean, scale, select, ties_merge, weighted_sum
 from .base import MergeContext, MergeMethod
 from .iso import iso_merge
+from .method_settings import (
+    FixedSettings,
+    IsoCtsSettings,
+    ScaledSettings,
+    TaskArithmeticSettings,
+    TiesSettings,
+)
 from .modules import FrozenEncoderHead
-from .settings import doc
-from .ties import ties
 
 HEAD_KEYS = ("pred_head.weight", "pred_head.bias")
 
@@ -66,48 +70,10 @@ def target_head(ctx: MergeContext) -> StateDict:
     return add(select(ctx.theta0, HEAD_KEYS), select(ctx.target_vector, HEAD_KEYS))
 
 
-BASE_HELP = "what the merged vector is added to: theta0 or target (theta0 + tau_t; the reference's base_parameters_from)"
-
-
-@dataclass(frozen=True, kw_only=True)
-class FixedSettings:
-    head: Literal["target", "trained"] = field(
-        default="target",
-        metadata=doc(
-            "target: the target model's own trained head, no training (the reference); trained: a new head"
-        ),
-    )
-    base: Literal["theta0", "target"] = field(default="theta0", metadata=doc(BASE_HELP))
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScaledSettings(FixedSettings):
-    scale: float = field(default=1.0, metadata=doc("factor on the merged task vector"))
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskArithmeticSettings(FixedSettings):
-    scale: float = field(default=0.3, metadata=doc("factor on the sum of the task vectors (Ilharco et al.)"))
-
-
-@dataclass(frozen=True, kw_only=True)
-class TiesSettings(ScaledSettings):
-    density: float = field(
-        default=0.2, metadata=doc("fraction of each task vector's entries kept (floor(density P) + 1)")
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class IsoCtsSettings(ScaledSettings):
-    common_fraction: float = field(
-        default=0.8, metadata=doc("fraction of the rank given to the common subspace")
-    )
-
-
 class _Fixed(MergeMethod):
     """A fixed merged encoder (``base + merged_vector``) and the target's head (or a new one)."""
 
-    settings_class: ClassVar[type | None] = FixedSettings
+    settings_class: ClassVar[type] = FixedSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {"head.safetensors": ("pred_head",)}
 
     @abc.abstractmethod
@@ -158,7 +124,9 @@ class Ties(_Fixed):
 
     def merged_vector(self, ctx: MergeContext) -> StateDict:
         s = self.settings(ctx.config)
-        return scale(ties(all_vectors(ctx), ENCODER_KEYS, density=s.density, reduce="mean"), s.scale)
+        return scale(
+            ties_merge(all_vectors(ctx), keys=ENCODER_KEYS, density=s.density, reduce="mean"), s.scale
+        )
 
 
 class IsoC(_Fixed):

@@ -18,15 +18,13 @@ reference's ``output_layer``; ``mix_embed`` gives H_mix its own patch embedding,
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..models.abmil import patch_chunk_size
+from ..models.abmil import packed_segments, patch_chunk_size, segment_mean
+from .method_settings import OutputLayer
 
-OutputLayer = Literal["relu", "sigmoid", "softplus"]
 OUTPUT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
 
 
@@ -73,8 +71,13 @@ class Hypernetwork(nn.Module):
         """``h [B, hidden]``: the masked mean over patches of ReLU(W_e x + b_e) (``layer`` = W_e).
 
         Inside :func:`~steph.models.abmil.patch_chunking`, a bag longer than the chunk is summed
-        chunk by chunk under activation checkpointing (memory bounded by the chunk)."""
+        chunk by chunk under activation checkpointing (memory bounded by the chunk). Inside
+        :func:`~steph.models.abmil.packed_bags`, ``x [1, N, D]`` holds the bags end to end and
+        each bag's mean is one row of a matrix product (:func:`~steph.models.abmil.segment_mean`)."""
         layer = layer or self.embed
+        seg = packed_segments()
+        if seg is not None and x.shape[0] == 1 and mask is None:
+            return segment_mean(layer(x[0]).relu(), seg)
         chunk = patch_chunk_size()
         if 0 < chunk < x.shape[1]:
             return self._embed_chunked(x, mask, chunk, layer)

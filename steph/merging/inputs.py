@@ -18,7 +18,7 @@ from ..layout import normalize_cancer
 from ..records import TaskVectorRecord
 from ..task_vectors import StateDict, load_task_vector
 from ..theta0 import Theta0
-from .base import MergeMethod, method_fields
+from .base import MergeMethod
 from .registry import MERGE_METHODS
 from .settings import check_block, fold_block, unknown_block
 
@@ -173,33 +173,30 @@ def check_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]],
 
 def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> list[MergeMethod]:
     """The methods to run (``merge.method`` when none given), validated against the registry and
-    against the ``merge:`` fields that are set.
+    against the settings in ``merge.options``.
 
     Raises:
         UnknownNameError: an unknown method (lists the registered ones).
-        ConfigError: a method-specific field (``--mix``, ``--gamma`` ...) differs from its default
-            but none of the requested methods reads it.
+        ConfigError: a setting in ``merge.options`` (``--top-k``, ``--option KEY=VALUE`` ...) that
+            none of the requested methods reads (names the methods that do, if any).
     """
     names = list(dict.fromkeys(methods or [config.merge.method]))
     chosen = [MERGE_METHODS.get(name) for name in names]
     check_blocks(config.merge)
-    defaults = MergeConfig()
-    for field in method_fields():
-        if getattr(config.merge, field) == getattr(defaults, field):
-            continue
-        if not any(field in m.config_fields for m in chosen):
-            users = [n for n, m in MERGE_METHODS.items() if field in m.config_fields]
+    accepted = {key for m in chosen for key in m.setting_names()}
+    unknown = [key for key in config.merge.options if key not in accepted]
+    for key in unknown:
+        users = [n for n, m in MERGE_METHODS.items() if key in m.setting_names()]
+        if users:
             raise ConfigError(
-                f"merge.{field} is set to {getattr(config.merge, field)!r} but no requested method uses it "
+                f"merge.{key} is set to {config.merge.options[key]!r} but no requested method uses it "
                 f"(methods: {', '.join(names)})",
                 hint=f"it applies to: {', '.join(users)}; drop the flag or request one of those with --method",
             )
-    accepted = {key for m in chosen for key in m.option_defaults}
-    unknown = sorted(set(config.merge.options) - accepted)
     if unknown:
-        valid = "; ".join(f"{m.name}: {', '.join(m.option_defaults) or 'none'}" for m in chosen)
+        valid = "; ".join(f"{m.name}: {', '.join(m.setting_names()) or 'none'}" for m in chosen)
         raise ConfigError(
-            f"unknown merge option(s) {', '.join(map(repr, unknown))} for {', '.join(names)}",
+            f"unknown merge option(s) {', '.join(map(repr, sorted(unknown)))} for {', '.join(names)}",
             hint=f"options of the requested methods: {valid} (`stephctl merge --list-methods`)",
         )
     return chosen
@@ -215,7 +212,7 @@ def check_blocks(merge: MergeConfig) -> None:
     for name, block in merge.per_method.items():
         if name not in MERGE_METHODS:
             raise unknown_block(name, MERGE_METHODS.names())
-        check_block(name, MERGE_METHODS.get(name).settings_type(), block)
+        check_block(name, MERGE_METHODS.get(name).settings_class, block)
 
 
 def for_method(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
@@ -224,7 +221,8 @@ def for_method(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
     merge = fold_block(merge, method.name)
     if not merge.options:
         return merge
-    return replace(merge, options={k: v for k, v in merge.options.items() if k in method.option_defaults})
+    names = method.setting_names()
+    return replace(merge, options={k: v for k, v in merge.options.items() if k in names})
 
 
 def load_inputs(

@@ -20,8 +20,11 @@ Vectors and non-matrix tensors (biases) are averaged, ``(1/T) sum_j Delta_j``, a
 paper's code and the STEPH reference. The STEPH reference (``model/utils_merge.py``) applies
 either one pairwise, T = 2, to ``(tau_t, tau_s)`` for every task vector of its AdaMerging pool;
 its ``compute_task_vectors_with_iso_cts`` reuses the loop variable ``i`` of the pool in the
-inner loop over the two tasks, so each result is written into task vector 1 instead of its
-own (the other entries keep their raw vectors). :func:`iso_pairwise` writes each into its own.
+inner loop over the two tasks, so every weight-matrix result is written into pool entry 1:
+Iso-CTS(tau_t, tau_0) first, then each later pair (whose tau_j at index 1 is that result read
+back) overwrites it; every other entry keeps its raw weight matrices, and biases (which skip the
+inner loop) are averaged into their own entry correctly. :func:`iso_pairwise` writes each
+result into its own entry.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..checkpoints import load_state_dict
 from ..config import ModelConfig, ProjectConfig
-from ..config.merge import MergeConfig
+from ..config.merge import MergeConfig, merge_config_of
 from ..errors import ConsistencyError, DataError, MissingArtifactError
 from ..fileio import sha256_file
 from ..layout import ProjectLayout
@@ -94,7 +94,7 @@ def read_merged_parts(
     record = MergeRecord.read(meta_path)
     try:
         method = MERGE_METHODS.get(str(record.method))
-        merge_config = MergeConfig(**record.merge_config)
+        merge_config = merge_config_of(record.merge_config)
         model_config = ModelConfig(**record.model_config)
         sources, source_fold, dim_in = list(record.sources), int(record.source_fold), int(record.dim_in)
     except (KeyError, TypeError, ValueError) as exc:

@@ -67,7 +67,10 @@ class VectorStack(nn.Module):
 
 class FrozenEncoderHead(nn.Module):
     """A fixed (merged) ABMIL encoder and ``pred_head`` Linear(E, T): a new trainable head, or,
-    given ``head`` (``pred_head.weight`` / ``pred_head.bias``), that head frozen."""
+    given ``head`` (``pred_head.weight`` / ``pred_head.bias``), that head frozen. It accepts packed
+    bags (:func:`~steph.models.abmil.packed_bags`)."""
+
+    packs_bags = True
 
     def __init__(
         self,

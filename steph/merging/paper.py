@@ -17,7 +17,7 @@ from .settings import fold_block
 
 @dataclass(frozen=True)
 class Variant:
-    """One row: its label in the paper, the method and the ``merge:`` overrides."""
+    """One row: its label in the paper, the method and its settings (``merge.options`` keys)."""
 
     label: str
     method: str
@@ -26,14 +26,14 @@ class Variant:
 
     def apply(self, merge: MergeConfig) -> MergeConfig:
         """``merge`` with the method's own block ``merge.<method>`` folded in, then this
-        variant's fields and options set (they win: they make the row)."""
+        variant's settings set in ``merge.options`` (they win: they make the row; None removes
+        the key, the method's default)."""
         merge = fold_block(merge, self.method)
-        fields = {k: v for k, v in self.overrides.items() if k != "options"}
-        options = {**merge.options, **self.overrides.get("options", {})}
-        return replace(merge, method=self.method, options=options, **fields)
+        options = {**merge.options, **self.overrides}
+        return replace(merge, method=self.method, options={k: v for k, v in options.items() if v is not None})
 
 
-HYPERNET = {"options": {"hypernet": True}}
+HYPERNET = {"hypernet": True}
 
 PAPER_VARIANTS: tuple[Variant, ...] = (
     Variant("Model Avg.", "model-avg", group="model merging"),

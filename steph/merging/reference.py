@@ -1,7 +1,7 @@
 """The settings tables of docs/merge.md, generated from the methods' settings dataclasses.
 
 One table per built-in method (plugins document their own): each setting's type, default, its
-key in stephctl.yaml (the general ``merge:`` layer and the method's own block) and its
+key in stephctl.yaml (``merge.options``, shared, and the method's own block) and its
 command-line spelling. A test checks that docs/merge.md holds exactly this text; after changing
 a settings class run ``python -m steph.merging.reference docs/merge.md``.
 """
@@ -30,7 +30,7 @@ def settings_markdown(methods: Sequence[MergeMethod] | None = None) -> str:
         methods = [cls() for cls in BUILTIN_METHODS]
     lines: list[str] = []
     for method in methods:
-        rows = describe_settings(method.settings_type(), method.name)
+        rows = describe_settings(method.settings_class, method.name)
         lines += [f"#### `{method.name}`", ""]
         if not rows:
             lines += ["No settings.", ""]

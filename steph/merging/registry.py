@@ -25,7 +25,8 @@ MERGE_METHODS: Registry[MergeMethod] = Registry(
 
 
 def list_methods() -> list[dict[str, Any]]:
-    """Name, one-line description, reference, options and origin of every registered method."""
+    """Name, one-line description, reference, settings (:func:`describe_settings`) and origin of
+    every registered method."""
     rows = []
     for name, method in MERGE_METHODS.items():
         rows.append(
@@ -33,9 +34,7 @@ def list_methods() -> list[dict[str, Any]]:
                 "name": name,
                 "description": describe_item(method),
                 "reference": method.reference,
-                "settings": list(method.config_fields),
-                "options": dict(method.option_defaults),
-                "fields": describe_settings(method.settings_type(), name),
+                "fields": describe_settings(method.settings_class, name),
                 "package": MERGE_METHODS.origin(name).describe() or "stephctl",
             }
         )

@@ -4,7 +4,7 @@ STEPH_SPEC section 7. E = m + 1 frozen ABMIL encoders, the target's own same-fol
 and then each source's, give slide embeddings ``e_1..e_E`` (512-d attention-pooled features,
 computed without dropout as the reference's precomputing "test" pass). A trainable router (its
 own gated ABMIL on the patches, then Linear(512, E, no bias)) gives probabilities
-``p = softmax(g)``; with ``S`` the top-k experts (``merge.top_k``, 5 by default):
+``p = softmax(g)``; with ``S`` the top-k experts (``top_k``, 5 by default):
 
     y = pred_head( sum_{i in S} p_i ReLU(W_i e_i + b_i) )     (p not renormalised)
 
@@ -18,7 +18,6 @@ per bag). Inference runs all E encoders plus the router, which is why it costs a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -30,8 +29,8 @@ from ..models.abmil import ENCODER_KEYS, GatedAttention, encode
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
+from .method_settings import RouPKTSettings
 from .modules import FrozenState
-from .settings import doc
 
 
 class MILEncoder(nn.Module):
@@ -49,7 +48,10 @@ class MILEncoder(nn.Module):
 
 
 class RouPKTModel(nn.Module):
-    """Frozen expert encoders, a MIL router over them, per-expert MLPs and a new head."""
+    """Frozen expert encoders, a MIL router over them, per-expert MLPs and a new head. It accepts
+    packed bags (:func:`~steph.models.abmil.packed_bags`): every encoder is shared by all bags."""
+
+    packs_bags = True
 
     def __init__(
         self,
@@ -92,18 +94,11 @@ class RouPKTModel(nn.Module):
         return ModelOutput(logits, aux, {"p": probs.detach()})
 
 
-@dataclass(frozen=True, kw_only=True)
-class RouPKTSettings:
-    top_k: int = field(default=5, metadata=doc("experts mixed per bag"))
-    balance_weight: float = field(default=0.01, metadata=doc("weight of the balance loss"))
-    z_weight: float = field(default=0.01, metadata=doc("weight of the router z-loss"))
-
-
 class RouPKT(MergeMethod):
     name = "roupkt"
     description = "representation transfer: router picks top-k of the frozen target + source ABMIL embeddings"
     reference = "Liu et al., CROPKT (ROUPKT baseline); github.com/liupei101/CROPKT"
-    settings_class: ClassVar[type | None] = RouPKTSettings
+    settings_class: ClassVar[type] = RouPKTSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "router.safetensors": ("router", "gate"),
         "experts.safetensors": ("experts",),

@@ -31,57 +31,20 @@ theta0 + tau_t, the reference's ``base_parameters_from: target``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
-from ..models.abmil import encode
+from ..models.abmil import bag_count, encode
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
-from .baselines import BASE_HELP
-from .hypernet import Hypernetwork, OutputLayer
+from .hypernet import Hypernetwork
+from .method_settings import StephSettings
 from .modules import VectorStack
-from .settings import doc, fold_block, read_settings
-
-
-@dataclass(frozen=True, kw_only=True)
-class StephSettings:
-    """STEPH's settings: the ``merge:`` fields of the paper's ablations plus two options."""
-
-    top_k: int = field(default=5, metadata=doc("task-vector mixtures kept per bag"))
-    sparse: bool = field(
-        default=True, metadata=doc("keep only the top-k mixtures (false: all m, z-loss alone)")
-    )
-    mix: Literal["hypernet", "fnn", "fixed", "global"] = field(
-        default="hypernet",
-        metadata=doc(
-            "lambda from the hypernetwork, its fnn variant (own embedding), a fixed value or a global vector"
-        ),
-    )
-    fixed_lambda: float = field(default=1.0, metadata=doc("lambda with mix: fixed"))
-    weights: Literal["hypernet", "global"] = field(
-        default="hypernet", metadata=doc("w from the hypernetwork or a global vector")
-    )
-    gamma: float = field(default=0.005, metadata=doc("weight of the aggregation loss"))
-    beta: float = field(default=0.05, metadata=doc("weight of the mixing loss"))
-    output: OutputLayer = field(
-        default="relu",
-        metadata=doc("output layer of w: relu, sigmoid or softplus (the reference's output_layer)"),
-    )
-    base: Literal["theta0", "target"] = field(default="theta0", metadata=doc(BASE_HELP))
-
-    @classmethod
-    def from_config(cls, config: MergeConfig) -> StephSettings:
-        return read_settings(cls, config, "steph")  # type: ignore[no-any-return]
-
-    @property
-    def learns_lambda(self) -> bool:
-        return self.mix != "fixed"
-
+from .settings import fold_block
 
 _DEFAULTS = StephSettings()
 
@@ -91,8 +54,13 @@ class StephModel(nn.Module):
 
     ``forward(x [B, K, D], mask [B, K])`` returns a :class:`ModelOutput` with the logits
     ``[B, T]``, the regulariser as ``aux_loss`` and extras ``w``, ``lambda`` and ``selected``
-    (each ``[B, m]``).
+    (each ``[B, m]``). It accepts packed bags (:func:`~steph.models.abmil.packed_bags`): the
+    per-bag merged encoders then run as grouped matrix products over the pack.
     """
+
+    packs_bags = True
+    per_bag_encoder = True
+    """Each bag has its own merged encoder: on CPU bags run alone (a pack buys nothing there)."""
 
     def __init__(
         self,
@@ -135,7 +103,7 @@ class StephModel(nn.Module):
 
     def mixing(self, x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Aggregation weights ``w`` and target coefficients ``lambda``, both ``[B, m]``."""
-        batch, m = x.shape[0], self.n_sources
+        batch, m = bag_count(x, mask), self.n_sources
         w_net, r_net = self.hypernet(x, mask) if self.hypernet is not None else (None, None)
         if self.global_w is not None:
             w = self.global_w.clamp(min=0.0).expand(batch, m)
@@ -194,7 +162,7 @@ class Steph(MergeMethod):
         "Sparse task-vector mixup with hypernetworks: per-WSI top-k mixture of target/source task vectors"
     )
     reference = "Liu et al., STEPH, CVPR 2026 (arXiv 2603.10526); github.com/liupei101/STEPH"
-    settings_class: ClassVar[type | None] = StephSettings
+    settings_class: ClassVar[type] = StephSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "hypernet.safetensors": ("hypernet", "global_w", "global_r"),
         "head.safetensors": ("pred_head",),
@@ -202,20 +170,20 @@ class Steph(MergeMethod):
 
     def check(self, config: MergeConfig, n_sources: int) -> None:
         super().check(config, n_sources)
-        config = fold_block(config, self.name)  # merge.steph: {...} wins over the general fields
-        s = self.settings(config)
+        config = fold_block(config, self.name)  # merge.steph: {...} wins over merge.options
+        s, given = self.settings(config), config.options
         if s.sparse and s.top_k > n_sources:
             raise ConfigError(
                 f"top-k is {s.top_k} but only {n_sources} source cancer(s) are available",
                 hint=f"lower it with --top-k {n_sources} (or add sources, or use --no-sparse)",
             )
-        if config.mix != "fixed" and config.fixed_lambda != _DEFAULTS.fixed_lambda:
+        if s.mix != "fixed" and s.fixed_lambda != _DEFAULTS.fixed_lambda:
             raise ConfigError("merge.fixed_lambda is only used with mix: fixed", hint="add --mix fixed")
-        if config.mix == "fixed" and config.beta != _DEFAULTS.beta:
+        if s.mix == "fixed" and s.beta != _DEFAULTS.beta:
             raise ConfigError(
                 "merge.beta has no effect when lambda is fixed (mix: fixed)", hint="drop --beta"
             )
-        if not config.sparse and config.top_k is not None:
+        if not s.sparse and given.get("top_k") is not None:
             raise ConfigError(
                 "merge.top_k has no effect with sparse: false", hint="drop --top-k or --no-sparse"
             )

@@ -17,17 +17,18 @@ per-patient ones with ``hypernet: true``); the head reads ``z_hat``. The objecti
 
     SurvMLE + gamma * coefficient regulariser + align_weight * L_align
 
-and every part is trained jointly on the target's training split. Departures: the paper trains
-the surgery on unlabeled test data with the L1 sum over dimensions; here it is trained on the
-target's training split only, with the survival loss, and the L1 distance is averaged over the E
-dimensions (so ``align_weight`` does not scale with the embedding width). ``W_u`` starts at zero
-(``z_hat = z`` at the start, as a LoRA up-projection), ``W_d`` has PyTorch's default init.
+and every part is trained jointly on the target's training split. As in the official
+Representation Surgery code, the L1 distance is averaged over the E dimensions (so
+``align_weight`` does not scale with the embedding width) and ``W_u`` starts at zero
+(``z_hat = z`` at the start), ``W_d`` with PyTorch's default init. The departure is the
+training: the official code trains only the surgery modules, on the unlabeled L1 objective, on
+the test data; here the coefficients (or the hypernetwork), the new head and the surgery module
+are trained jointly with SurvMLE on the target's training split.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -35,20 +36,14 @@ from torch import Tensor, nn
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
-from ..models.abmil import ENCODER_KEYS, encode
+from ..models.abmil import ENCODER_KEYS, bag_count, encode
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
-from .adamerging import AdaMerging, AdaMergingModel, AdaSettings, coefficient_regulariser
+from .adamerging import AdaMerging, AdaMergingModel, coefficient_regulariser
 from .base import MergeContext
 from .baselines import base_encoder
+from .method_settings import SurgerySettings
 from .modules import FrozenState
-from .settings import doc
-
-
-@dataclass(frozen=True, kw_only=True)
-class SurgerySettings(AdaSettings):
-    rank: int = field(default=16, metadata=doc("rank r of the surgery module W_u ReLU(W_d z)"))
-    align_weight: float = field(default=1.0, metadata=doc("weight of the representation-alignment loss"))
 
 
 class Surgery(nn.Module):
@@ -96,7 +91,7 @@ class SurgeryModel(AdaMergingModel):
         z_hat = self.surgery(self.represent(x, mask, c))
         align = alignment_loss(z_hat, self.target_embedding(x, mask))
         aux = self.gamma * coefficient_regulariser(c, self.top_k).mean() + self.align_weight * align
-        extras = {"coefficients": c.detach().expand(x.shape[0], -1)}
+        extras = {"coefficients": c.detach().expand(bag_count(x, mask), -1)}
         return ModelOutput(self.pred_head(z_hat), aux, extras)
 
 
@@ -106,7 +101,7 @@ class SurgeryAdaMerging(AdaMerging):
         "AdaMerging + representation surgery z - W_u ReLU(W_d z) aligned to the target model's embedding"
     )
     reference = "Yang et al., Representation Surgery, ICML 2024; STEPH paper baseline 'Surgery AM'"
-    settings_class: ClassVar[type | None] = SurgerySettings
+    settings_class: ClassVar[type] = SurgerySettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "coefficients.safetensors": ("coefficients", "hypernet"),
         "surgery.safetensors": ("surgery",),

@@ -24,17 +24,28 @@ online softmax (per chunk the running max ``m_c``, ``l_c = sum_k exp(s_k - m_c)`
 with ``M = max_c m_c``), each chunk under activation checkpointing: memory is bounded by the
 chunk, not by the bag, and ``z`` and its gradients are those of the one-pass softmax.
 
-Inside :func:`packed_bags` an input ``x [1, N, D]`` holds several bags laid end to end (no
-padding, no mask): the projections run once over the N patches of all of them, and the softmax
-and pooling run per bag (``z_b = softmax(s_b)^T H_b`` over the bag's own rows). Only shared
-(not per-bag) parameters can be packed; models that can declare ``packs_bags = True``.
+Inside :func:`packed_bags` an input ``x [1, N, D]`` holds B bags laid end to end (no padding,
+no mask), described by :class:`Segments` (``bag(n)``: the bag of patch n). A fixed number of
+operators runs whatever B is:
+
+    shared weights      Y = X W^T + b                       one matrix product over the N patches
+    per-bag weights     Y_n = x_n W_{bag(n)}^T + b_{bag(n)}  one grouped product (``grouped_mm``)
+    softmax, pooling    A = softmax_rows(S),  S[b, n] = s_n if bag(n) = b else -inf
+                        z = A H                              (A [B, N]: alpha_b on bag b's columns)
+
+so ``z_b = softmax(s_b)^T H_b`` as for each bag alone. A per-bag weight ``[B, out, in]`` (STEPH's
+merged encoder) runs as one grouped matrix product where the kernel exists for the device and
+dtype (CPU; CUDA in bf16), else bag by bag over views of the pack. Models whose forward accepts
+packs declare ``packs_bags = True``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +66,35 @@ ENCODER_KEYS: tuple[str, ...] = (
 
 _ATTENTION_SINK: ContextVar[list[Tensor] | None] = ContextVar("abmil_attention_sink", default=None)
 _PATCH_CHUNK: ContextVar[int] = ContextVar("abmil_patch_chunk", default=0)
-_SEGMENTS: ContextVar[tuple[int, ...] | None] = ContextVar("abmil_segments", default=None)
+
+
+class Segments(NamedTuple):
+    """B bags laid end to end in N rows: ``sizes`` (Python ints), ``index [N]`` (the bag of each
+    row, int64) and ``ends [B]`` (cumulative sizes, int32, the offsets of ``grouped_mm``), both
+    on the rows' device. Built once per pack (:func:`segments`), where the pack is staged, so that
+    a forward on CUDA copies nothing from the host."""
+
+    sizes: tuple[int, ...]
+    index: Tensor
+    ends: Tensor
+
+    @property
+    def count(self) -> int:
+        return len(self.sizes)
+
+
+def segments(sizes: Sequence[int], device: torch.device | str = "cpu") -> Segments:
+    """:class:`Segments` of bags of ``sizes`` (each >= 1) laid end to end, on ``device``."""
+    sizes = tuple(int(k) for k in sizes)
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"packed bags need at least one patch each, got sizes {sizes}")
+    lengths = torch.tensor(sizes, dtype=torch.long)
+    index = torch.repeat_interleave(torch.arange(len(sizes)), lengths)
+    ends = lengths.cumsum(0).to(torch.int32)
+    return Segments(sizes, index.to(device), ends.to(device))
+
+
+_SEGMENTS: ContextVar[Segments | None] = ContextVar("abmil_segments", default=None)
 
 HEAD_KEYS: tuple[str, ...] = ("pred_head.weight", "pred_head.bias")
 
@@ -110,11 +149,49 @@ class ABMIL(nn.Module):
         }
 
 
-def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """``x [B, K, in]`` times a shared ``[out, in]`` or per-bag ``[B, out, in]`` weight."""
+def _linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments | None = None) -> Tensor:
+    """``x [B, K, in]`` times a shared ``[out, in]`` or per-bag ``[B, out, in]`` weight; with
+    ``seg``, ``x [N, in]`` holds the bags of ``seg`` end to end (:func:`_segment_linear`)."""
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
+    if seg is not None:
+        return _segment_linear(x, weight, bias, seg)
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+def _grouped_kernel(x: Tensor, weight: Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``grouped_mm`` runs ``x [N, in]`` times ``weight [B, out, in]`` here: on CPU any
+    dtype, on CUDA bf16 (compute capability 8.0 or later); rows 16-byte aligned either way."""
+    if not hasattr(F, "grouped_mm"):
+        return False
+    if x.device.type == "cuda":
+        if dtype != torch.bfloat16 or torch.cuda.get_device_capability(x.device) < (8, 0):
+            return False
+    elif x.device.type != "cpu":
+        return False
+    step = 16 // torch.empty((), dtype=dtype).element_size()
+    return weight.shape[1] % step == 0 and weight.shape[2] % step == 0
+
+
+def _segment_linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments) -> Tensor:
+    """``y_n = x_n W_{bag(n)}^T + b_{bag(n)}`` for packed rows ``x [N, in]`` and per-bag weights
+    ``W [B, out, in]``: one grouped product (bag by bag where no kernel exists); an output of
+    width 1 as a row-wise dot product with each row's gathered weight, accumulated in fp32."""
+    if weight.shape[1] == 1:
+        w = weight[:, 0, :].index_select(0, seg.index)
+        y = (x.float() * w.float()).sum(dim=-1, keepdim=True) + bias.index_select(0, seg.index).float()
+        return y.to(_compute_dtype(x))
+    dtype = _compute_dtype(x)
+    if _grouped_kernel(x, weight, dtype):
+        y = F.grouped_mm(x.to(dtype), weight.to(dtype).transpose(1, 2), offs=seg.ends)
+    else:
+        y = torch.cat([F.linear(xb, wb) for xb, wb in zip(x.split(seg.sizes), weight, strict=True)])
+    return y + bias.index_select(0, seg.index).to(y.dtype)
 
 
 def encode(
@@ -133,9 +210,9 @@ def encode(
         x: padded bags ``[B, K, D]``.
         mask: ``[B, K]`` booleans, True for real patches (None = all real).
     """
-    segments = _SEGMENTS.get()
-    if segments is not None and x.shape[0] == 1 and mask is None:
-        return _encode_packed(params, x, segments, dropout=dropout, training=training)
+    seg = _SEGMENTS.get()
+    if seg is not None and x.shape[0] == 1 and mask is None:
+        return _encode_packed(params, x, seg, dropout=dropout, training=training)
     chunk = _PATCH_CHUNK.get()
     if 0 < chunk < x.shape[1]:
         return _encode_chunked(params, x, mask, chunk, dropout=dropout, training=training)
@@ -148,21 +225,31 @@ def encode(
 
 
 def _scores(
-    params: Mapping[str, Tensor], x: Tensor, mask: Tensor | None, dropout: float, training: bool
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    mask: Tensor | None,
+    dropout: float,
+    training: bool,
+    seg: Segments | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Projected patches ``H [B, K, E]`` and attention scores ``s [B, K]`` (-inf where padded)."""
-    h = torch.relu(_linear(x, params["feat_proj.0.weight"], params["feat_proj.0.bias"]))
+    """Projected patches ``H [B, K, E]`` and attention scores ``s [B, K]`` (-inf where padded);
+    with ``seg``, packed rows ``x [N, D]`` give ``H [N, E]`` and ``s [N]``."""
+    h = torch.relu(_linear(x, params["feat_proj.0.weight"], params["feat_proj.0.bias"], seg))
     a = torch.tanh(
-        _linear(h, params["attention_net.attention_a.0.weight"], params["attention_net.attention_a.0.bias"])
+        _linear(
+            h, params["attention_net.attention_a.0.weight"], params["attention_net.attention_a.0.bias"], seg
+        )
     )
     g = torch.sigmoid(
-        _linear(h, params["attention_net.attention_b.0.weight"], params["attention_net.attention_b.0.bias"])
+        _linear(
+            h, params["attention_net.attention_b.0.weight"], params["attention_net.attention_b.0.bias"], seg
+        )
     )
     if dropout > 0 and training:
         a = F.dropout(a, dropout, True)
         g = F.dropout(g, dropout, True)
     s = _linear(
-        a * g, params["attention_net.attention_c.weight"], params["attention_net.attention_c.bias"]
+        a * g, params["attention_net.attention_c.weight"], params["attention_net.attention_c.bias"], seg
     ).squeeze(-1)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
@@ -214,29 +301,71 @@ def _encode_chunked(
     return z
 
 
+def segment_softmax(s: Tensor, seg: Segments) -> Tensor:
+    """``A [B, N]``: row b is ``softmax(s_b)`` on bag b's columns and 0 elsewhere, from the packed
+    scores ``s [N]`` (the rows of ``S``, ``-inf`` off the bag, go through one softmax).
+
+    >>> seg = segments([2, 1])
+    >>> segment_softmax(torch.tensor([0.0, 0.0, 5.0]), seg)
+    tensor([[0.5000, 0.5000, 0.0000],
+            [0.0000, 0.0000, 1.0000]])
+    """
+    columns = torch.arange(s.shape[0], device=s.device)
+    dense = s.new_full((seg.count, s.shape[0]), float("-inf")).index_put((seg.index, columns), s)
+    return torch.softmax(dense, dim=1)
+
+
+def segment_mean(e: Tensor, seg: Segments) -> Tensor:
+    """``[B, F]``: the mean of each bag's rows of the packed ``e [N, F]`` (one matrix product
+    with ``M [B, N]``, ``M[b, n] = 1/|b|`` on bag b's columns)."""
+    columns = torch.arange(e.shape[0], device=e.device)
+    ends = seg.ends.to(torch.long)
+    counts = torch.diff(ends, prepend=ends.new_zeros(1)).to(e.dtype)
+    weights = (1.0 / counts).index_select(0, seg.index)
+    means = e.new_zeros((seg.count, e.shape[0])).index_put((seg.index, columns), weights)
+    return means @ e
+
+
 def _encode_packed(
-    params: Mapping[str, Tensor], x: Tensor, sizes: tuple[int, ...], *, dropout: float, training: bool
+    params: Mapping[str, Tensor], x: Tensor, seg: Segments, *, dropout: float, training: bool
 ) -> Tensor:
-    """:func:`encode` of the bags of ``sizes`` laid end to end in ``x [1, N, D]``: ``z [B, E]``."""
-    if sum(sizes) != x.shape[1]:
-        raise ValueError(f"packed bags of {sum(sizes)} patches, input of {x.shape[1]}")
-    if any(params[k].dim() != 2 for k in ENCODER_KEYS if k.endswith(".weight")):
-        raise ValueError("per-bag encoder weights cannot be packed (one weight set per bag)")
-    h, s = _scores(params, x, None, dropout, training)
+    """:func:`encode` of the bags of ``seg`` laid end to end in ``x [1, N, D]``: ``z [B, E]``
+    (see the module docstring: the same operators whatever the number of bags)."""
+    if sum(seg.sizes) != x.shape[1]:
+        raise ValueError(f"packed bags of {sum(seg.sizes)} patches, input of {x.shape[1]}")
+    for key in ENCODER_KEYS:
+        value = params[key]
+        if value.dim() == (3 if key.endswith(".weight") else 2) and value.shape[0] != seg.count:
+            raise ValueError(f"per-bag {key} for {value.shape[0]} bags, {seg.count} packed")
+    h, s = _scores(params, x[0], None, dropout, training, seg)
+    alpha = segment_softmax(s, seg)
     sink = _ATTENTION_SINK.get()
-    pooled = []
-    for hb, sb in zip(h[0].split(sizes), s[0].split(sizes), strict=True):
-        alpha = torch.softmax(sb, dim=0)
-        if sink is not None:
-            sink.append(alpha.detach().unsqueeze(0))
-        pooled.append(alpha @ hb)
-    return torch.stack(pooled)
+    if sink is not None:
+        starts = [0, *itertools.accumulate(seg.sizes)]
+        sink.extend(alpha[b : b + 1, starts[b] : starts[b + 1]].detach() for b in range(seg.count))
+    return alpha.to(h.dtype) @ h
+
+
+def packed_segments() -> Segments | None:
+    """The :class:`Segments` of the enclosing :func:`packed_bags` block (None outside one): other
+    per-bag modules (STEPH's hypernetwork) read a packed input by them too."""
+    return _SEGMENTS.get()
+
+
+def bag_count(x: Tensor, mask: Tensor | None = None) -> int:
+    """How many bags ``x`` holds: B of ``x [B, K, D]``, or the packed bags of ``x [1, N, D]``
+    inside :func:`packed_bags`."""
+    seg = _SEGMENTS.get()
+    if seg is not None and x.shape[0] == 1 and mask is None:
+        return seg.count
+    return int(x.shape[0])
 
 
 @contextlib.contextmanager
-def packed_bags(sizes: Sequence[int]) -> Iterator[None]:
-    """Within the block, :func:`encode` reads an input ``x [1, N, D]`` as the bags of ``sizes``
-    (N = sum) laid end to end and returns one embedding per bag (see the module docstring).
+def packed_bags(layout: Sequence[int] | Segments) -> Iterator[None]:
+    """Within the block, :func:`encode` reads an input ``x [1, N, D]`` as the bags of ``layout``
+    (their sizes, N = sum, or their :class:`Segments`) laid end to end and returns one embedding
+    per bag (see the module docstring).
 
     >>> model = ABMIL(4, dim_emb=8, dim_attn=4).eval()
     >>> bags = [torch.randn(3, 4), torch.randn(5, 4)]
@@ -246,7 +375,8 @@ def packed_bags(sizes: Sequence[int]) -> Iterator[None]:
     >>> packed.shape, bool(torch.allclose(packed, alone, atol=1e-6))
     (torch.Size([2, 32]), True)
     """
-    token = _SEGMENTS.set(tuple(int(k) for k in sizes))
+    seg = layout if isinstance(layout, Segments) else segments(layout)
+    token = _SEGMENTS.set(seg)
     try:
         yield
     finally:

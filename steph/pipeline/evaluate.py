@@ -38,6 +38,7 @@ from ..layout import CANCER_SPECIFIC, ProjectLayout, normalize_cancer
 from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
+from ..runs import resolve_run
 from ..units import WorkUnit
 
 if TYPE_CHECKING:
@@ -116,7 +117,14 @@ def plan_evaluate(
     for target in _targets(layout, targets):
         present = layout.result_methods(target)
         found_methods.update(present)
-        wanted = list(dict.fromkeys(methods)) if methods else present
+        wanted = (  # `-m steph` -> the target's one steph run, e.g. steph-top2
+            [resolve_run(layout, target, m, strict=False) for m in dict.fromkeys(methods)]
+            if methods
+            else present
+        )
+        found_methods.update(
+            m for m, run in zip(dict.fromkeys(methods or []), wanted, strict=False) if run in present
+        )
         trained = project_folds(layout, config, target) or sorted(
             {k for m in present for k in layout.result_folds(target, m)}
         )

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..fileio import write_csv, write_text
 from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
-from ..merging.autotune import choose_gamma
+from ..merging.autotune import check_search, tune
 from ..merging.inputs import (
     check_task_vectors,
     for_method,
@@ -38,7 +38,6 @@ from ..merging.inputs import (
     target_folds,
 )
 from ..merging.paper import PAPER_VARIANTS, Variant
-from ..merging.settings import AUTO
 from ..predictions import write_predictions
 from ..progress import NULL_PROGRESS, Progress
 from ..records import MERGE_SIGNATURE, MergeRecord
@@ -46,6 +45,7 @@ from ..report import StageReport, Status
 from ..runtime import resolve_device, seed_everything, set_deterministic
 from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
+from ..transfer.choose import choose_sources, parse_auto
 from ..units import Outcome, UnitLock, WorkUnit, run_units
 from ._source_model import fit_settings
 from .train_source import too_few_for_a_batch
@@ -76,6 +76,8 @@ class MergeUnit(WorkUnit):
     sources: tuple[str, ...] = ()
     source_fold: int = 0
     paper: bool = False
+    source_choice: dict[str, Any] | None = None
+    """How ``--sources auto:K`` chose ``sources`` for this fold (:mod:`steph.transfer.choose`)."""
 
 
 def plan_merge(
@@ -123,18 +125,20 @@ def _plan(
         variants = list(PAPER_VARIANTS)
     else:
         variants = [Variant(m.name, m.name) for m in requested_methods(config, methods)]
-    _check_gamma_search(config.merge)
+    check_search(config.merge)
     fold_list = target_folds(layout, name, folds or config.merge.folds)  # missing inputs first
+    auto = parse_auto(config.merge.sources)  # --sources auto:K: chosen per fold (steph.transfer.choose)
     planned: dict[str, Variant] = {}
     for variant in variants:
         method = MERGE_METHODS.get(variant.method)
         merge = for_method(variant.apply(config.merge), method)
-        method.check(merge, len(sources))
-        planned.setdefault(method.run_name(merge), variant)
+        method.check(merge, auto or len(sources))
+        planned.setdefault(method.run_name(merge) + (f"-auto{auto}" if auto else ""), variant)
     if runs is not None:
         planned = {run: v for run, v in planned.items() if run in runs}
     units = []
     for fold in fold_list:
+        choice = choose_sources(layout, name, fold, sources, auto) if auto else None
         for run, variant in planned.items():
             units.append(
                 MergeUnit(
@@ -147,9 +151,10 @@ def _plan(
                     overrides=variant.overrides,
                     run=run,
                     fold=fold,
-                    sources=tuple(sources),
+                    sources=tuple(choice.sources if choice else sources),
                     source_fold=config.merge.source_fold,
                     paper=paper,
+                    source_choice=choice.to_json() if choice else None,
                 )
             )
     return units
@@ -194,23 +199,12 @@ def run_merges(
 ) -> StageReport:
     """Run ``units`` (of :func:`plan_merge`, one target): inputs checked first
     (:meth:`MergeWorker.prepare`), then each unit under its lock (:func:`run_units`)."""
-    worker = MergeWorker.prepare(layout, config, units, named=named, overwrite=overwrite, progress=progress)
     set_deterministic(True)
+    worker = MergeWorker.prepare(layout, config, units, named=named, overwrite=overwrite, progress=progress)
     report = run_units(STAGE, units, worker, overwrite=overwrite, progress=progress, unit_name="runs")
     report.outputs["merged"] = [str(layout.merged_dir(u.target, u.run, u.fold)) for u in units]
     report.outputs["results"] = [str(layout.results_dir(u.target, u.run, u.fold)) for u in units]
     return report
-
-
-def _check_gamma_search(merge: MergeConfig) -> None:
-    """Refuse gamma_grid / inner_folds set without gamma: auto (they would be ignored)."""
-    defaults = MergeConfig()
-    auto = merge.gamma == AUTO or any(block.get("gamma") == AUTO for block in merge.per_method.values())
-    if not auto and (merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds):
-        raise ConfigError(
-            "merge.gamma_grid and merge.inner_folds are only used with gamma: auto",
-            hint="add --gamma auto, or drop them",
-        )
 
 
 def _unit_merge(config: ProjectConfig, unit: MergeUnit) -> MergeConfig:
@@ -314,7 +308,7 @@ class MergeWorker:
             if no_vector == set(folds):
                 target_folds(layout, target, None)  # raises when the target has no task vector at all
         needed = [(target, k) for k in folds if k not in no_vector]
-        needed += [(s, first.source_fold) for s in first.sources]
+        needed += [(s, first.source_fold) for s in dict.fromkeys(s for u in units for s in u.sources)]
         require_task_vectors(layout, needed)
         theta0 = load_theta0(layout, model=config.model)
         check_task_vectors(layout, needed, theta0)
@@ -391,14 +385,8 @@ class MergeWorker:
             self.device,
         )
         cap = config.train.max_bag_batch_patches
-        gamma_choice = None
-        if merge_config.gamma == AUTO and "gamma" in method.config_fields:
-            gamma_choice = choose_gamma(
-                method, ctx, list(merge_config.gamma_grid), merge_config.inner_folds, max_batch_patches=cap
-            )
-            merge_config = replace(merge_config, gamma=gamma_choice.gamma)
-            ctx = replace(ctx, config=merge_config)
-            log.info("merge %s: gamma %g chosen by inner cross-validation", unit.key, gamma_choice.gamma)
+        ctx, gamma_choice = tune(method, ctx, max_batch_patches=cap)  # settings set to auto
+        merge_config = ctx.config
         seed_everything(config.train.seed)
         model = method.build(ctx)
         started = time.perf_counter()
@@ -438,8 +426,9 @@ class MergeWorker:
             target=target,
             fold=fold,
             label=unit.label or method.name,
-            top_k=signature["options"].get("top_k", merge_config.top_k),
+            top_k=signature["options"].get("top_k"),
             gamma_selection=gamma_choice.to_dict() if gamma_choice else None,
+            source_choice=unit.source_choice,
             vector_sha256=inputs.vector_hashes,
             dim_in=bags.dim,
             model_config=to_plain(config.model),

@@ -26,6 +26,7 @@ from .extract import ExtractSelection
 from .merge import MergeSelection
 from .task_vector import TaskVectorSelection
 from .train_source import TrainSourceSelection
+from .transfer import TransferSelection
 
 if TYPE_CHECKING:
     from ..config.project import Project, open_project, project_cancers, project_folds
@@ -42,6 +43,7 @@ __all__ = [
     "Stage",
     "TaskVectorSelection",
     "TrainSourceSelection",
+    "TransferSelection",
     "get_stage",
     "open_project",
     "plan",

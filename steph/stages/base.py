@@ -19,23 +19,36 @@ stage                     one unit                                    enumerated
 ``task-vector``           cancer x fold                               cancers x split files
 ``merge``                 target x method x fold                      target x methods x split files
 ``evaluate``              target                                      targets (default: every cancer)
+``transfer``              target (every source model and fold)        cancers + ``evaluation_only``
 ========================  ==========================================  ====================================
 
 ``run_units`` is where a stage's units are run: each one under its lock, a done one skipped by
 its outputs, every outcome reported (:func:`steph.units.run_units`, the one unit loop). A whole
-run is ``run_units`` on the plan of the selection; ``extract`` and ``evaluate`` keep a run of
-their own for a whole selection (extract: sharded by the array's own variables or over several
-devices; evaluate: every target *with results*, summarised together).
+run is ``run_units`` on the plan of the selection; ``extract``, ``evaluate`` and ``transfer``
+keep a run of their own for a whole selection (extract: sharded by the array's own variables or
+over several devices; evaluate: every target *with results*, summarised together; transfer: the
+study outputs over every finished target). An array task runs units by index
+(:meth:`Stage.run_task`, :meth:`Stage.run_tasks`): an error of a unit's inputs fails its units
+(exit 2) instead of stopping the command, and a unit held by a live process is waited for.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from ..errors import ConfigError
+from ..errors import (
+    ConfigError,
+    ConsistencyError,
+    DataError,
+    LockedError,
+    MissingArtifactError,
+    SlideError,
+    StephError,
+)
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..units import WorkUnit
@@ -98,11 +111,13 @@ class Survey:
         row: The row's name (the stage's, or what it makes: extract's row is ``features``).
         units: ``(group, unit)`` pairs.
         errors: Why (part of) the stage could not be planned.
+        notes: What the counts cannot say (feature files present but incomplete ...).
     """
 
     row: str
     units: list[tuple[str, WorkUnit]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _no_pins(units: Sequence[WorkUnit]) -> list[str]:
@@ -213,20 +228,116 @@ class Stage(Generic[S, U]):
             ConfigError: ``index`` is outside the task list.
         """
         units = self.plan(project, selection)
+        self._check_index(project, index, units)
+        unit = units[index]
+        if unit.done and not overwrite:
+            report = StageReport(self.name)
+            report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)", task_index=index)
+            return report
+        report = self._run_waiting(project, [unit], overwrite=overwrite, progress=progress, devices=devices)
+        report.outputs["task"] = {"index": index, "key": unit.key, "of": len(units)}
+        return report
+
+    def run_tasks(
+        self,
+        project: Project,
+        indices: Sequence[int],
+        selection: S,
+        *,
+        overwrite: bool = False,
+        progress: Progress = NULL_PROGRESS,
+        devices: Sequence[str] = (),
+    ) -> StageReport:
+        """Run units ``indices`` of the plan in this one process (an array task running several
+        units: ``--task-index I-J``, ``stephctl slurm --units-per-task N``): Python, torch and the
+        configuration are loaded once, and :attr:`run_units` reads each input once for all the
+        units that use it. Units already done (and not ``overwrite``) are skipped.
+
+        Returns:
+            One report over the units, with ``outputs["tasks"]`` (indices, keys, list length).
+
+        Raises:
+            ConfigError: an index is outside the task list (checked before any unit runs).
+        """
+        units = self.plan(project, selection)
+        for index in indices:
+            self._check_index(project, index, units)
+        report = StageReport(self.name)
+        todo = []
+        for index in dict.fromkeys(indices):
+            unit = units[index]
+            if unit.done and not overwrite:
+                report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)", task_index=index)
+            else:
+                todo.append(unit)
+        if todo:
+            part = self._run_waiting(project, todo, overwrite=overwrite, progress=progress, devices=devices)
+            report.items.extend(part.items)
+            report.outputs.update(part.outputs)
+        report.outputs["tasks"] = {
+            "indices": list(indices),
+            "keys": [units[i].key for i in indices],
+            "of": len(units),
+        }
+        return report
+
+    def _run_waiting(
+        self,
+        project: Project,
+        units: Sequence[U],
+        *,
+        overwrite: bool,
+        progress: Progress,
+        devices: Sequence[str],
+    ) -> StageReport:
+        """:attr:`run_units` on ``units`` (named), an error of their inputs failing them; a unit
+        a live process holds is waited for (at most ``slurm.lock_wait_minutes``), then skipped
+        when that process finished it, else run again (it failed or was killed)."""
+
+        def attempt(chosen: Sequence[U]) -> StageReport:
+            return _unit_errors_fail(
+                self.name,
+                chosen,
+                lambda: self.run_units(
+                    project, chosen, overwrite=overwrite, progress=progress, devices=devices
+                ),
+            )
+
+        report = attempt(units)
+        locked = {item.key for item in report.items if item.status is Status.LOCKED}
+        if not locked:
+            return report
+        keys = {item.key for item in report.items}
+        held = [u for u in units if u.key in locked or u.key not in keys]  # extract: items are slides
+        limit = 60.0 * project.config.slurm.lock_wait_minutes
+        for unit in held:
+            waited = wait_for_holders(unit, limit)
+            if waited is None:
+                continue  # still held when the wait ran out: locked, exit 2
+            if unit.done and not overwrite:
+                again = StageReport(self.name)
+                again.add(
+                    unit.key, Status.SKIPPED, f"done by another process (waited {waited:.0f} s for its lock)"
+                )
+            else:
+                again = attempt([unit])
+            if len(units) == 1:
+                return again
+            at = next((i for i, item in enumerate(report.items) if item.key == unit.key), None)
+            if at is None:
+                report.items.extend(again.items)
+            else:
+                report.items[at : at + 1] = again.items
+            report.outputs.update(again.outputs)
+        return report
+
+    def _check_index(self, project: Project, index: int, units: Sequence[WorkUnit]) -> None:
         if not 0 <= index < len(units):
             span = f"0-{len(units) - 1}" if units else "none"
             raise ConfigError(
                 f"task index {index} is out of range: {self.name} has {len(units)} tasks ({span}) for this selection",
                 hint=f"see `stephctl -p {project.root} {self.name} ... --list-tasks` with the same options as the array job",
             )
-        unit = units[index]
-        if unit.done and not overwrite:
-            report = StageReport(self.name)
-            report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)", task_index=index)
-            return report
-        report = self.run_units(project, [unit], overwrite=overwrite, progress=progress, devices=devices)
-        report.outputs["task"] = {"index": index, "key": unit.key, "of": len(units)}
-        return report
 
     def clear_stale_locks(self, project: Project) -> list[LockInfo]:
         """Remove the stale locks (dead pid on this host, or too old) under the stage's output
@@ -241,6 +352,61 @@ class Stage(Generic[S, U]):
     def owns(self, project: Project, path: Path) -> bool:
         """Whether ``path`` (a lock file) lies under one of the stage's lock folders."""
         return any(path.is_relative_to(root) for root in self.lock_roots(project))
+
+
+UNIT_ERRORS: tuple[type[StephError], ...] = (
+    DataError,
+    MissingArtifactError,
+    SlideError,
+    ConsistencyError,
+    LockedError,
+)
+"""Errors of a unit's inputs or work (an unreadable feature file, a missing model): the unit
+is reported failed (exit 2). Errors of the request itself (:class:`~steph.errors.ConfigError`,
+unknown names, an index out of range) still stop the command (exit 1)."""
+
+
+def _unit_errors_fail(stage: str, units: Sequence[WorkUnit], call: Callable[[], StageReport]) -> StageReport:
+    """``call()``; an error of the units' inputs or work fails each of ``units`` instead of
+    stopping the command (the one exit-code rule of docs/hpc.md: a unit asked for and not done
+    is exit 2, whatever stopped it)."""
+    try:
+        return call()
+    except UNIT_ERRORS as exc:
+        report = StageReport(stage)
+        for unit in units:
+            report.add(unit.key, Status.FAILED, str(exc))
+        return report
+
+
+LOCK_POLL_S = 0.5
+
+
+def wait_for_holders(unit: WorkUnit, limit_s: float, *, poll_s: float = LOCK_POLL_S) -> float | None:
+    """Wait until no live process holds a lock on one of ``unit``'s outputs.
+
+    A lock whose process is dead on this host, or which is older than the age limit, does not
+    count (the next run reclaims or reports it).
+
+    Returns:
+        The seconds waited, or None when a lock was still held after ``limit_s``.
+    """
+    from ..locks import lock_path_for, read_lock
+
+    started = time.monotonic()
+    while True:
+        held = False
+        for output in unit.outputs:
+            info = read_lock(lock_path_for(output))
+            if info is not None and not info.is_stale():
+                held = True
+                break
+        waited = time.monotonic() - started
+        if not held:
+            return waited
+        if waited >= limit_s:
+            return None
+        time.sleep(poll_s)
 
 
 def task_index_from_env(environ: Mapping[str, str] | None = None) -> int | None:

@@ -47,13 +47,22 @@ class ExtractSelection:
 
 @dataclass(frozen=True)
 class ShardUnit(WorkUnit):
-    """Shard ``shard_index`` of ``num_shards`` of the selected slides (``slides`` of them)."""
+    """Shard ``shard_index`` of ``num_shards`` of the selected slides (``slides`` of them). It is
+    done when every feature file of it is *complete* (its completeness flag set and row counts
+    agreeing, :func:`~steph.extraction.h5format.is_complete`), as extract itself decides; a
+    truncated or half-written file is not done."""
 
     num_shards: int = 1
     shard_index: int = 0
     cancers: list[str] | None = None
     slides_file: str | None = None
     slides: int = 0
+
+    @property
+    def done(self) -> bool:
+        from ..extraction.h5format import is_complete
+
+        return bool(self.outputs) and all(is_complete(path) for path in self.outputs)
 
 
 def plan(project: Project, selection: ExtractSelection) -> list[ShardUnit]:
@@ -178,9 +187,17 @@ def lock_roots(project: Project) -> list[Path]:
 
 
 def survey(project: Project) -> Survey:
-    """``features`` per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file
-    (through ``paths.features`` when set, so an external download counts; feature stores:
-    ``{project}`` templates, keys inside an LMDB, see :mod:`steph.data.stores`)."""
+    """``features`` per cancer (evaluation-only cancers too): every slide of
+    ``labels/<CANCER>.csv`` with a feature file (through ``paths.features`` when set, so an
+    external download counts; feature stores: ``{project}`` templates, keys inside an LMDB, see
+    :mod:`steph.data.stores`).
+
+    A file in extract's own folder (``features/<encoder>/<slide>.h5``) is opened: an unreadable
+    one (truncated) or one that extract began but did not finish (its completeness flag unset,
+    or row counts that disagree) is missing and named in a note; extract redoes exactly those.
+    Files without extract's flag (copied in from another tool) and files elsewhere
+    (``paths.features``) count when present; a note says that ``stephctl check`` reads them.
+    """
     from ..data.bags import missing_slides, slide_refs
     from ..data.cohort import load_cohort
     from ..errors import StephError
@@ -188,8 +205,11 @@ def survey(project: Project) -> Survey:
     layout, config = project.layout, project.config
     row = Survey("features")
     cancers = project.cancers
+    cancers = [*cancers, *(c for c in config.evaluation_only if c not in cancers)]
     if not cancers:
         row.errors.append(f"no cancers: set cancers: in {layout.config_file} or add labels/<CANCER>.csv")
+    incomplete: list[str] = []
+    external = 0
     for cancer in cancers:
         try:
             cohort = load_cohort(layout, config, cancer)
@@ -200,9 +220,47 @@ def survey(project: Project) -> Survey:
             row.errors.append(f"{cancer}: {exc.message}")
             continue
         for ref in refs:
-            outputs = () if (ref.path, ref.key) in absent else (ref.path,)
-            row.units.append((cancer, WorkUnit("features", ref.slide_id, outputs)))
+            present = (ref.path, ref.key) not in absent
+            own = ref.key is None and ref.path == layout.own_features(config.encoder, ref.slide_id)
+            if present and own and _unfinished(ref.path):
+                incomplete.append(ref.slide_id)
+                present = False
+            elif present and not own:
+                external += 1
+            row.units.append((cancer, WorkUnit("features", ref.slide_id, (ref.path,) if present else ())))
+    if incomplete:
+        shown = ", ".join(incomplete[:MAX_NOTED]) + (" ..." if len(incomplete) > MAX_NOTED else "")
+        row.notes.append(
+            f"{len(incomplete)} feature file(s) exist but are incomplete or unreadable ({shown}): "
+            "`stephctl extract` redoes them"
+        )
+    if external:
+        row.notes.append(
+            f"{external} feature file(s) outside features/{config.encoder}/ are counted when present; "
+            "`stephctl check` reads every one"
+        )
     return row
+
+
+MAX_NOTED = 20
+"""Slides named in a note of the status row."""
+
+
+def _unfinished(path: Path) -> bool:
+    """An HDF5 feature file that cannot be opened, or that extract started and did not finish
+    (``complete`` attribute not 1, or row counts that disagree with ``n_patches``)."""
+    import h5py
+
+    from ..extraction.h5format import is_complete
+
+    if path.suffix not in (".h5", ".hdf5"):
+        return False
+    try:
+        with h5py.File(path, "r") as handle:
+            flagged = "complete" in handle.attrs
+    except (OSError, ValueError):
+        return True
+    return flagged and not is_complete(path)
 
 
 STAGE: Stage[ExtractSelection, ShardUnit] = Stage(

@@ -96,7 +96,7 @@ def survey(project: Project) -> Survey:
 
     layout = project.layout
     row = Survey(NAME)
-    for target in project.cancers:
+    for target in project.targets:
         planned: list[MergeUnit] = []
         try:
             planned = plan(project, MergeSelection(target=target))

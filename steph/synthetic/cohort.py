@@ -10,7 +10,8 @@ between cancers and partly cancer-specific:
     eta_i  = sd_eta * standardise_c(beta_c . pi_i)
 
 so ``corr(beta_c, beta_c') = s`` (the ``sharing`` knob: 1 = one prognostic rule for every
-cancer, 0 = unrelated rules). Event times follow a Weibull proportional-hazards model,
+cancer, 0 = unrelated rules). A cancer may set its own ``s_c`` (``CancerSpec.sharing``); two
+cancers then correlate by ``sqrt(s_c s_c')`` in expectation. Event times follow a Weibull proportional-hazards model,
 
     S(t | eta) = exp(-(t / lambda_c)^k * exp(eta)),   lambda_c = m_c / (ln 2)^(1 / k)
 
@@ -77,9 +78,14 @@ class CancerSpec:
     """Fraction of censored patients (TCGA disease-specific survival is mostly censored)."""
     median_days: float = 1800.0
     """Median event time of a patient with average risk (eta = 0), before censoring."""
+    sharing: float | None = None
+    """This cancer's own sharing s_c (None = the cohort's ``sharing``): two cancers' coefficients
+    then correlate by sqrt(s_c s_c') in expectation (the transferability study's known answer)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", normalize_cancer(self.name))
+        if self.sharing is not None and not 0.0 <= self.sharing <= 1.0:
+            raise ConfigError(f"cancer {self.name}: sharing must be in [0, 1], got {self.sharing}")
         if self.n_patients < 10:
             raise ConfigError(f"cancer {self.name}: n_patients must be >= 10, got {self.n_patients}")
         if not 0.0 <= self.censoring < 0.95:
@@ -236,12 +242,14 @@ def shared_rng(seed: int, purpose: int) -> np.random.Generator:
 
 
 def coefficients(spec: CohortSpec) -> dict[str, np.ndarray]:
-    """beta_c = sqrt(s) b_shared + sqrt(1 - s) b_c for every cancer (section formula above)."""
+    """beta_c = sqrt(s_c) b_shared + sqrt(1 - s_c) b_c for every cancer (section formula above),
+    with s_c the cancer's own ``sharing`` when set, else the cohort's."""
     shared = shared_rng(spec.seed, 1).standard_normal(spec.phenotypes)
     out = {}
     for cancer in spec.cancers:
+        s = spec.sharing if cancer.sharing is None else cancer.sharing
         own = cancer_rng(spec.seed, cancer.name, 1).standard_normal(spec.phenotypes)
-        out[cancer.name] = math.sqrt(spec.sharing) * shared + math.sqrt(1.0 - spec.sharing) * own
+        out[cancer.name] = math.sqrt(s) * shared + math.sqrt(1.0 - s) * own
     return out
 
 

@@ -1,6 +1,6 @@
-"""A batch of patient bags of different lengths as the inputs of its forwards: length-sorted
-chunks under a patch budget (padded with a mask where bags share a forward), packs of bags laid
-end to end, or bags alone (see :mod:`steph.training.loop`)."""
+"""A batch of patient bags of different lengths as the inputs of its forwards: packs of bags laid
+end to end (:class:`~steph.models.abmil.Segments`), length-sorted chunks under a patch budget
+(padded with a mask where bags share a forward), or bags alone (see :mod:`steph.training.loop`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from ..models.abmil import Segments, segments
 
 
 def pad_bags(bags: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -173,14 +175,14 @@ def plan_packs(lengths: Sequence[int], limit: int) -> list[list[int]]:
 
 class Chunk(NamedTuple):
     """The input of one forward: ``x [n, K, D]`` (or, packed, ``[1, N, D]``), ``mask [n, K]`` or
-    None (every patch real), ``bins [n]``, ``events [n]``; ``sizes``: the bag lengths of a pack
-    (:func:`~steph.models.abmil.packed_bags`), else None."""
+    None (every patch real), ``bins [n]``, ``events [n]``; ``segments``: the bags of a pack
+    (:func:`~steph.models.abmil.packed_bags`), on the pack's device, else None."""
 
     x: Tensor
     mask: Tensor | None
     bins: Tensor
     events: Tensor
-    sizes: tuple[int, ...] | None = None
+    segments: Segments | None = None
 
 
 def load_chunks(
@@ -190,35 +192,43 @@ def load_chunks(
     budget: int,
     share: bool = True,
     pack: bool = False,
+    pack_limit: int | None = None,
 ) -> list[Chunk]:
     """Bags of one batch as the chunks of :func:`plan_chunks` (``share`` as there), or with
-    ``pack`` as the packs of :func:`plan_packs`; a bag alone is a view without a mask, not a
-    copy. Padded chunks and packs are built on the bags' device."""
+    ``pack`` as the packs of :func:`plan_packs` (``pack_limit`` as in :func:`plan_batch`); a bag
+    alone is a view without a mask, not a copy. Padded chunks, packs and their segments are built
+    on the bags' device."""
     parts = []
-    for chunk in plan_batch(loaded, budget, share, pack):
-        x, mask, sizes = chunk_input(loaded, chunk, pack)
+    for chunk in plan_batch(loaded, budget, share, pack, pack_limit):
+        x, mask, seg = chunk_input(loaded, chunk, pack)
         index = torch.tensor(chunk, dtype=torch.long, device=bins.device)
-        parts.append(Chunk(x, mask, bins[index], events[index], sizes))
+        parts.append(Chunk(x, mask, bins[index], events[index], seg))
     return parts
 
 
-def plan_batch(loaded: Sequence[Tensor], budget: int, share: bool, pack: bool) -> list[list[int]]:
-    """Positions of the bags of each forward: :func:`plan_packs` with ``pack`` (packs of at most
-    :data:`CPU_PACK_PATCHES` patches, or ``budget`` if smaller), else :func:`plan_chunks`."""
+def plan_batch(
+    loaded: Sequence[Tensor], budget: int, share: bool, pack: bool, pack_limit: int | None = None
+) -> list[list[int]]:
+    """Positions of the bags of each forward: :func:`plan_packs` with ``pack``, else
+    :func:`plan_chunks`. A pack holds at most ``pack_limit`` patches; None is the CPU rule,
+    :data:`CPU_PACK_PATCHES` or ``budget`` if smaller (on CUDA the loop passes the budget)."""
     lengths = [int(b.shape[0]) for b in loaded]
     if pack and budget >= 0:
-        return plan_packs(lengths, min(budget, CPU_PACK_PATCHES) if budget > 0 else CPU_PACK_PATCHES)
+        if pack_limit is None:
+            pack_limit = min(budget, CPU_PACK_PATCHES) if budget > 0 else CPU_PACK_PATCHES
+        return plan_packs(lengths, pack_limit)
     return plan_chunks(lengths, budget, share=share)
 
 
 def chunk_input(
     loaded: Sequence[Tensor], chunk: Sequence[int], pack: bool = False
-) -> tuple[Tensor, Tensor | None, tuple[int, ...] | None]:
-    """``(x, mask, sizes)`` of one chunk: a bag alone as a ``[1, K, D]`` view and no mask (no
-    copy); a pack as its bags laid end to end ``[1, N, D]`` with their lengths."""
+) -> tuple[Tensor, Tensor | None, Segments | None]:
+    """``(x, mask, segments)`` of one chunk: a bag alone as a ``[1, K, D]`` view and no mask (no
+    copy); a pack as its bags laid end to end ``[1, N, D]`` with their segments."""
     if len(chunk) == 1:
         return loaded[chunk[0]].unsqueeze(0), None, None
     if pack:
         bags = [loaded[j] for j in chunk]
-        return torch.cat(bags).unsqueeze(0), None, tuple(int(b.shape[0]) for b in bags)
+        x = torch.cat(bags).unsqueeze(0)
+        return x, None, segments([int(b.shape[0]) for b in bags], x.device)
     return (*pad_bags([loaded[j] for j in chunk]), None)

@@ -9,15 +9,19 @@ and builds its padded chunks there (:mod:`~steph.training.staging`: no page-lock
 copies in host memory); on CPU the chunks are built by the training thread, so that no copy
 competes with the compute's threads.
 
-Execution (the cost of real patches only): a batch is cut into length-sorted chunks under a
-patch budget (:func:`~steph.training.batching.plan_chunks`; automatic per device, see
-:func:`~steph.training.batching.auto_patch_budget`): on CUDA bags of similar length share a
-padded forward, the others run alone, unpadded; on CPU every bag runs alone, without a mask
-(:func:`~steph.training.batching.shares_forwards`), except that a model whose encoder is shared by
-all bags (``packs_bags``, e.g. ABMIL) runs bags laid end to end, unpadded, in packs of up to
-:data:`~steph.training.batching.CPU_PACK_PATCHES` real patches
-(:func:`~steph.models.abmil.packed_bags`: one projection over the pack, softmax and pooling per
-bag). Each chunk is forwarded and back-propagated on its
+Execution (the cost of real patches only, under a patch budget per forward; automatic per
+device, see :func:`~steph.training.batching.auto_patch_budget`). A model that accepts packed
+bags (``packs_bags``: ABMIL and every built-in merge model) runs bags laid end to end, unpadded
+(:func:`~steph.models.abmil.packed_bags`: the same operators whatever the number of bags, so a
+GPU sees a few large matrix products per step, not a few per bag): on CUDA in packs of up to the
+budget (usually the whole batch), on CPU in packs of up to
+:data:`~steph.training.batching.CPU_PACK_PATCHES` real patches, except that on CPU a model with
+one merged encoder per bag (``per_bag_encoder``: STEPH, AdaMerging with a hypernetwork) runs
+every bag alone, as before (a pack buys nothing there: the grouped product runs bag by bag on
+CPU). Other models: on CUDA bags of similar length share a padded forward
+(:func:`~steph.training.batching.plan_chunks`), the others run alone, unpadded; on CPU every bag
+runs alone, without a mask (:func:`~steph.training.batching.shares_forwards`). Each chunk is
+forwarded and back-propagated on its
 own with its loss weighted by ``n_chunk / B``, so the gradient is exactly that of one SurvMLE
 over the B bags (SurvMLE and the merge methods' ``aux_loss`` are means over bags, or constants
 over the batch), while memory holds one chunk's activations. A bag longer than the budget is
@@ -41,7 +45,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from ..models.abmil import packed_bags, patch_chunking
+from ..models.abmil import Segments, packed_bags, patch_chunking
 from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
 from ..survival import surv_mle_loss
@@ -113,7 +117,7 @@ class FitSettings:
     """auto, fp32, bf16 or fp16 (:mod:`steph.training.precision`)."""
 
 
-def _as_output(out: Tensor | ModelOutput) -> ModelOutput:
+def as_output(out: Tensor | ModelOutput) -> ModelOutput:
     return out if isinstance(out, ModelOutput) else ModelOutput(out)
 
 
@@ -164,6 +168,7 @@ def fit(
     log.info("%s: patch budget %d per forward, precision %s", task, budget, precision)
     losses: list[float] = []
     share, pack, stager = shares_forwards(device), packs(model, device), DeviceStager(device)
+    limit = pack_limit(device, budget)
     progress.start(task, settings.epochs * steps_per_epoch, unit="steps")
     # Every epoch's shuffle drawn up front (the same draws, in the same order, as epoch by
     # epoch), so the loader reads the next epoch's first batch during this epoch's last step.
@@ -174,7 +179,7 @@ def fit(
         def load(k: int) -> Future[Staged] | None:
             if k >= len(queue):
                 return None
-            return pool.submit(_load_batch, bags, data, queue[k], budget, stager, share, pack)
+            return pool.submit(_load_batch, bags, data, queue[k], budget, stager, share, pack, limit)
 
         pending, k = load(0), 0
         for epoch, batches in enumerate(plan):
@@ -205,11 +210,19 @@ def fit(
 
 def packs(model: nn.Module, device: torch.device) -> bool:
     """Whether batches for ``model`` on ``device`` run as packs of bags (see the module docstring)."""
-    return not shares_forwards(device) and bool(getattr(model, "packs_bags", False))
+    if not getattr(model, "packs_bags", False):
+        return False
+    return device.type == "cuda" or not getattr(model, "per_bag_encoder", False)
 
 
-def _packing(sizes: tuple[int, ...] | None) -> contextlib.AbstractContextManager[object]:
-    return packed_bags(sizes) if sizes is not None else contextlib.nullcontext()
+def pack_limit(device: torch.device, budget: int) -> int | None:
+    """Patches per pack: the budget on CUDA, None (the CPU rule of
+    :func:`~steph.training.batching.plan_batch`) elsewhere."""
+    return budget if device.type == "cuda" and budget > 0 else None
+
+
+def _packing(seg: Segments | None) -> contextlib.AbstractContextManager[object]:
+    return packed_bags(seg) if seg is not None else contextlib.nullcontext()
 
 
 def backward_chunks(
@@ -234,10 +247,10 @@ def backward_chunks(
     """
     total = sum(int(p.bins.shape[0]) for p in parts)
     batch_loss = torch.zeros((), dtype=torch.float64, device=device)
-    for x, mask, y, e, sizes in parts:
-        with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(sizes):
+    for x, mask, y, e, seg in parts:
+        with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg):
             m = mask.to(device, non_blocking=True) if mask is not None else None
-            out = _as_output(model(x.to(device, non_blocking=True), m))
+            out = as_output(model(x.to(device, non_blocking=True), m))
         hazards = torch.sigmoid(out.logits.float())
         loss = surv_mle_loss(hazards, y.to(device), e.to(device), alpha=settings.alpha, eps=settings.eps)
         if out.aux_loss is not None:
@@ -257,6 +270,7 @@ def _load_batch(
     stager: DeviceStager,
     share: bool = True,
     pack: bool = False,
+    limit: int | None = None,
 ) -> Staged:
     """Read one batch's bags and stage them (see :mod:`~steph.training.staging`); in the loader thread."""
     index = torch.tensor(batch, dtype=torch.long)
@@ -265,7 +279,7 @@ def _load_batch(
 
     def build(on_device: Sequence[Tensor]) -> list[Chunk]:
         where = on_device[0].device
-        return load_chunks(on_device, bins.to(where), events.to(where), budget, share, pack)
+        return load_chunks(on_device, bins.to(where), events.to(where), budget, share, pack, limit)
 
     return stager.stage(loaded, build)
 
@@ -295,17 +309,17 @@ def predict(
         return torch.zeros(0, 0), {}
     budget = patch_budget(max_batch_patches, device, int(bags.get(ids[0]).shape[1]))
     precision = resolve_precision(precision, device)
-    share, pack = shares_forwards(device), packs(model, device)
+    share, pack, limit = shares_forwards(device), packs(model, device), pack_limit(device, budget)
     for batch in chunks(range(len(ids)), batch_size):
         loaded = [bag.to(device) for bag in get_bags(bags, [ids[i] for i in batch])]
-        parts = plan_batch(loaded, budget, share, pack)
+        parts = plan_batch(loaded, budget, share, pack, limit)
         order = torch.tensor([j for part in parts for j in part]).argsort()
         outs = []
         for part in parts:
-            x, mask, sizes = chunk_input(loaded, part, pack)
-            with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(sizes):
+            x, mask, seg = chunk_input(loaded, part, pack)
+            with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg):
                 m = mask.to(device) if mask is not None else None
-                outs.append(_as_output(model(x.to(device), m)))
+                outs.append(as_output(model(x.to(device), m)))
         hazards.append(torch.sigmoid(torch.cat([o.logits.float() for o in outs])[order]).cpu())
         for key in outs[0].extras:
             value = torch.cat([o.extras[key].detach() for o in outs])[order]

@@ -10,6 +10,7 @@ from .._common import (
     EXIT_ITEMS_FAILED,
     CliProgress,
     app_state,
+    esc,
     get_project,
     handle_errors,
     out_console,
@@ -61,19 +62,23 @@ def _render(report: CheckReport) -> None:
     from rich.table import Table
 
     out_console.print(
-        f"[bold]{report.root}[/] (encoder {report.encoder}{', deep scan' if report.deep else ''})"
+        f"[bold]{esc(report.root)}[/] (encoder {esc(report.encoder)}{', deep scan' if report.deep else ''})"
     )
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for column in ("cancer", "check", "status", "detail"):
         table.add_column(column, overflow="fold")
     for name, counts in report.counts.items():
         folds = ",".join(map(str, counts.folds)) or "-"
+        where = (
+            "evaluation-only (transfer)"
+            if counts.evaluation_only
+            else f"{counts.in_splits} in splits (folds {folds})"
+        )
         table.add_row(
-            name,
+            esc(name),
             "patients",
             "",
-            f"{counts.labelled} labelled, {counts.in_splits} in splits (folds {folds}), "
-            f"{counts.with_features} with features, D={counts.dim or '-'}",
+            f"{counts.labelled} labelled, {where}, {counts.with_features} with features, D={counts.dim or '-'}",
         )
         for finding in [f for f in report.findings if f.cancer == name]:
             _row(table, "", finding)
@@ -86,5 +91,5 @@ def _render(report: CheckReport) -> None:
 
 def _row(table: Table, cancer: str, finding: Finding) -> None:
     level = finding.level.value
-    detail = finding.message + (f" [dim](hint: {finding.hint})[/]" if finding.hint else "")
-    table.add_row(cancer, finding.check, f"[{_COLOURS[level]}]{level}[/]", detail)
+    detail = esc(finding.message) + (f" [dim](hint: {esc(finding.hint)})[/]" if finding.hint else "")
+    table.add_row(esc(cancer), esc(finding.check), f"[{_COLOURS[level]}]{level}[/]", detail)

@@ -11,6 +11,7 @@ from .._common import (
     EXIT_ITEMS_FAILED,
     CliProgress,
     app_state,
+    esc,
     handle_errors,
     out_console,
     print_json,
@@ -59,7 +60,7 @@ def demo(
         )
     if only_generate:
         out_console.print(
-            f"generated the demo cohort in [bold]{result.root}[/]; run `stephctl demo {directory}` to continue"
+            f"generated the demo cohort in [bold]{esc(result.root)}[/]; run `stephctl demo {esc(directory)}` to continue"
         )
         return
     _print_table(result)
@@ -72,11 +73,11 @@ def _print_table(result: DemoReport) -> None:
     for column in ("method", "mean", "sd", "folds"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for score in result.scores:
-        table.add_row(score.method, f"{score.mean:.4f}", f"{score.sd:.4f}", str(score.folds))
+        table.add_row(esc(score.method), f"{score.mean:.4f}", f"{score.sd:.4f}", str(score.folds))
     if result.oracle is not None:
         table.add_row("[dim]oracle (true risk)[/]", f"[dim]{result.oracle:.4f}[/]", "", "")
     out_console.print(table)
     where = result.report_path or result.root / "results"
-    out_console.print(f"report: [bold]{where}[/]")
+    out_console.print(f"report: [bold]{esc(where)}[/]")
     for page in result.patient_pages:
-        out_console.print(f"patient page: [bold]{page}[/]")
+        out_console.print(f"patient page: [bold]{esc(page)}[/]")

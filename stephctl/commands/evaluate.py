@@ -12,6 +12,7 @@ import typer
 from .._common import (
     EXIT_ITEMS_FAILED,
     err_console,
+    esc,
     out_console,
     print_json,
 )
@@ -44,7 +45,11 @@ def evaluate(
     ] = None,
     method: Annotated[
         list[str] | None,
-        typer.Option("--method", "-m", help="Method folder to include (repeatable; default: all)."),
+        typer.Option(
+            "--method",
+            "-m",
+            help="Method or run folder to include (repeatable; default: all); steph picks its one run.",
+        ),
     ] = None,
     fmt: Annotated[
         OutputFormat,
@@ -123,25 +128,25 @@ def _print_tables(report: EvaluationReport) -> None:
     from rich.table import Table
 
     for data in report.tables:
-        table = Table(title=data.title, box=box.SIMPLE_HEAD, header_style="bold", title_style="bold")
+        table = Table(title=esc(data.title), box=box.SIMPLE_HEAD, header_style="bold", title_style="bold")
         for i, column in enumerate(data.columns):
-            table.add_column(column, justify="left" if i == 0 else "right", no_wrap=True)
+            table.add_column(esc(column), justify="left" if i == 0 else "right", no_wrap=True)
         for row in data.rows:
-            table.add_row(*row)
+            table.add_row(*map(esc, row))
         console = out_console
         if not console.is_terminal:  # pipes and files get the table's natural width, not 80 columns
             natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
             console = Console(highlight=False, width=max(natural, console.width))
         console.print(table)
-        console.print("; ".join(data.notes), style="dim", soft_wrap=True)
+        console.print(esc("; ".join(data.notes)), style="dim", soft_wrap=True)
     if "summary_csv" in report.outputs:
-        out_console.print(f"summary: {report.outputs['summary_csv']}")
+        out_console.print(f"summary: {esc(report.outputs['summary_csv'])}")
     for target, path in report.reports.items():
-        out_console.print(f"report {target}: {path}")
+        out_console.print(f"report {esc(target)}: {esc(path)}")
 
 
 def _print_problems(report: EvaluationReport) -> None:
     for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
     for item in report.failed:
-        err_console.print(f"[bold red]failed:[/] {item.key}: {item.message}", soft_wrap=True)
+        err_console.print(f"[bold red]failed:[/] {esc(item.key)}: {esc(item.message)}", soft_wrap=True)

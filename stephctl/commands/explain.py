@@ -15,7 +15,9 @@ def explain(
     method: Annotated[
         str,
         typer.Option(
-            "--method", "-m", help="Model to explain: cancer-specific or a merge run folder (steph ...)."
+            "--method",
+            "-m",
+            help="Model to explain: cancer-specific, a method with one run (steph) or a run folder (steph-top2).",
         ),
     ],
     fold: Annotated[int, typer.Option("--fold", "-k", help="Fold of the model.")],

@@ -16,7 +16,9 @@ def export(
     method: Annotated[
         str,
         typer.Option(
-            "--method", "-m", help="cancer-specific, or a merge run folder (steph, ties, steph-dense ...)."
+            "--method",
+            "-m",
+            help="cancer-specific, a method with one run (steph) or a run folder (steph-top2, steph-dense ...).",
         ),
     ] = "steph",
     fold: Annotated[int | None, typer.Option("--fold", "-k", help="Fold of the model.")] = None,

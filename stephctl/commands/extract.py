@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .._common import fail, handle_errors, out_console, print_json
+from .._common import esc, fail, handle_errors, out_console, print_json
 from .._tasks import (
     ListTasksOption,
     StageRequest,
@@ -231,12 +231,17 @@ def _print_encoders(json_out: bool) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
-            str(row["name"]),
-            str(row["embed_dim"]),
-            str(row["precision"]),
-            str(row["weights"]),
-            str(row["license"]),
-            str(row["origin"]),
+            *map(
+                esc,
+                (
+                    row["name"],
+                    row["embed_dim"],
+                    row["precision"],
+                    row["weights"],
+                    row["license"],
+                    row["origin"],
+                ),
+            )
         )
     out_console.print(table)
     out_console.print("[dim]--json adds input size, gating and a description per encoder[/]")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .._common import handle_errors, out_console, print_json
+from .._common import esc, handle_errors, out_console, print_json
 
 
 def init(
@@ -29,7 +29,9 @@ def init(
     if json_out:
         print_json({"project": str(layout.root), "config": str(layout.config_file)})
     else:
-        out_console.print(f"initialised [bold]{layout.root}[/]")
+        out_console.print(f"initialised [bold]{esc(layout.root)}[/]")
         out_console.print(
-            f"edit {layout.config_file} and fill {layout.manifest}, then run `stephctl -p {directory} extract`"
+            esc(
+                f"edit {layout.config_file} and fill {layout.manifest}, then run `stephctl -p {directory} extract`"
+            )
         )

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import typer
 
-from steph.config.merge import MergeConfig, method_layer_fields
+from steph.merging.method_settings import BUILTIN_SETTINGS
+from steph.merging.settings import flag_fields
 
-from .._common import fail, handle_errors, out_console, print_json
+from .._common import esc, fail, handle_errors, out_console, print_json
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -22,31 +23,46 @@ from .._tasks import (
     stage_request,
 )
 
+SETTING_FLAGS = flag_fields(BUILTIN_SETTINGS)
+"""The method settings with a flag of their own (``doc(..., flag=HELP)`` in their settings
+class): name -> (declaration, type). Each sets ``merge.options.<name>``, read by every
+requested method that declares it; all other settings are ``--option KEY=VALUE``."""
 
-def setting_flag(name: str) -> Any:
-    """The ``stephctl merge`` option of the ``merge:`` field ``name``, derived from its declaration
-    in :class:`~steph.config.merge.MergeConfig` (type, ``method_layer`` help): ``--top-k``,
-    ``--sparse/--no-sparse`` ... Method settings that mirror no field are ``--option KEY=VALUE``."""
-    field = {f.name: f for f in dataclasses.fields(MergeConfig)}[name]
-    tp = typing.get_type_hints(MergeConfig)[name]
+
+def _flag_type(tp: Any) -> type:
+    """The click type of a setting's flag: bool, int or float as declared, str otherwise
+    (``Literal`` choices and ``float | "auto"``, checked by :func:`_setting_value`)."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = tp if tp in (bool, int, float) else args[0] if len(args) == 1 and args[0] in (int, float) else str
+    if tp in (bool, int, float):
+        return tp  # type: ignore[no-any-return]
+    if typing.get_origin(tp) is not typing.Literal and len(args) == 1 and args[0] in (int, float):
+        return args[0]  # type: ignore[no-any-return]
+    return str
+
+
+def _setting_option(name: str) -> inspect.Parameter:
+    field, tp = SETTING_FLAGS[name]
     flag = "--" + name.replace("_", "-")
+    base = _flag_type(tp)
     decl = f"{flag}/--no-{flag[2:]}" if base is bool else flag
-    return Annotated[base | None, typer.Option(decl, help=field.metadata["flag_help"])]
+    annotation = Annotated[base | None, typer.Option(decl, help=field.metadata["flag"])]  # type: ignore[valid-type]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 
-SETTING_FLAGS = {name: setting_flag(name) for name in method_layer_fields()}
-"""One option per ``merge:`` field that is the general layer of method settings."""
-TopKOption = SETTING_FLAGS["top_k"]
-GammaOption = SETTING_FLAGS["gamma"]
-BetaOption = SETTING_FLAGS["beta"]
-MixOption = SETTING_FLAGS["mix"]
-FixedLambdaOption = SETTING_FLAGS["fixed_lambda"]
-WeightsOption = SETTING_FLAGS["weights"]
-SparseOption = SETTING_FLAGS["sparse"]
+def with_setting_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` (which takes ``**settings``) with one option per :data:`SETTING_FLAGS` entry
+    in its signature, before ``--option``, for Typer to read."""
+    signature = inspect.signature(command, eval_str=True)
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()]
+    params = [p for p in params if p.name != "settings"]
+    at = next(i for i, p in enumerate(params) if p.name == "option")
+    params[at:at] = [_setting_option(name) for name in SETTING_FLAGS]
+    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return command
 
 
+@with_setting_flags
 def merge(
     ctx: typer.Context,
     target: Annotated[str | None, typer.Option("--target", "-t", help="Target cancer, e.g. BRCA.")] = None,
@@ -66,16 +82,9 @@ def merge(
     source_fold: Annotated[
         int | None, typer.Option("--source-fold", help="Fold of the source task vectors.")
     ] = None,
-    top_k: TopKOption = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Training epochs (default train.epochs).")
     ] = None,
-    gamma: GammaOption = None,
-    beta: BetaOption = None,
-    mix: MixOption = None,
-    fixed_lambda: FixedLambdaOption = None,
-    weights: WeightsOption = None,
-    sparse: SparseOption = None,
     option: Annotated[
         list[str] | None,
         typer.Option(
@@ -104,12 +113,14 @@ def merge(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the report (or the method list) as JSON.")
     ] = False,
+    **settings: Any,
 ) -> None:
     """Merge task vectors into a model for the target, fold by fold, and evaluate it on the test split.
 
     Writes merged/<TARGET>/<run>/fold_<k>/ (weights, meta.json, STEPH's coefficients.csv) and
     results/<TARGET>/<run>/fold_<k>/ (predictions.csv, metrics.json). <run> is the method name
-    plus a suffix per non-default setting (steph-dense, steph-fixed-lambda0, ...).
+    plus a suffix per non-default setting (steph-dense, steph-fixed-lambda0, ...). Each method's
+    settings: --list-methods; those without a flag of their own are --option KEY=VALUE.
     """
     if list_methods:
         _print_methods(json_out)
@@ -141,16 +152,11 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
         if sources
         else None,
         "merge.source_fold": params.get("source_fold"),
-        "merge.top_k": params.get("top_k"),
         "merge.epochs": params.get("epochs"),
-        "merge.gamma": _parse_gamma(params.get("gamma")),
-        "merge.beta": params.get("beta"),
-        "merge.mix": params.get("mix"),
-        "merge.fixed_lambda": params.get("fixed_lambda"),
-        "merge.weights": params.get("weights"),
-        "merge.sparse": params.get("sparse"),
         "train.device": params.get("device"),
     }
+    for name in SETTING_FLAGS:
+        overrides[f"merge.options.{name}"] = _setting_value(name, params.get(name))
     with handle_errors():
         overrides.update(_parse_options(list(params.get("option") or [])))
     selection = MergeSelection(
@@ -162,13 +168,43 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
     return StageRequest("merge", selection, overrides, overwrite=bool(params.get("overwrite")))
 
 
-def _parse_gamma(value: str | None) -> float | str | None:
-    if value is None or value == "auto":
+def _setting_value(name: str, value: Any) -> Any:
+    """The value of a setting's flag, checked against the setting's type (exit 1 if it does
+    not fit): ``--gamma auto`` or a number, ``--mix`` one of its choices."""
+    if value is None or not isinstance(value, str):
         return value
+    from steph.config._loader import coerce
+    from steph.errors import ConfigError
+
+    field, tp = SETTING_FLAGS[name]
+    flag = "--" + name.replace("_", "-")
+    kinds = [_kind(a) for a in typing.get_args(tp) if a is not type(None)] or [_kind(tp)]
+    try:
+        return coerce(tp, _number_or_text(value), flag)
+    except ConfigError as exc:
+        if typing.get_origin(tp) is typing.Literal:
+            fail(exc.message, hint=field.metadata["flag"])
+        fail(
+            f"{flag} {value!r} is neither {' nor '.join(kinds)}"
+            if len(kinds) > 1
+            else f"{flag} {value!r} is not {kinds[0]}",
+            hint=field.metadata["flag"],
+        )
+
+
+def _number_or_text(value: str) -> Any:
     try:
         return float(value)
     except ValueError:
-        fail(f"--gamma {value!r} is neither a number nor auto", hint="e.g. --gamma 0.05 or --gamma auto")
+        return value
+
+
+def _kind(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return " or ".join(map(str, typing.get_args(tp)))
+    return {float: "a number", int: "an integer", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _parse_options(items: list[str]) -> dict[str, Any]:
@@ -210,12 +246,14 @@ def _print_methods(json_out: bool) -> None:
         print_json(rows)
         return
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for column in ("method", "description", "reference", "settings (merge: field or --option KEY=default)"):
+    for column in ("method", "description", "reference", "settings (flag, or --option KEY=default)"):
         table.add_column(column, overflow="fold")
     for row in rows:  # each setting's spelling comes from the method's settings dataclass
         opts = [
-            *(f["flag"].split("/")[0] for f in row["fields"] if f["name"] in row["settings"]),
-            *(f"{k}={v}" for k, v in row["options"].items()),
+            f["flag"].split("/")[0]
+            if f["flag"].startswith("--") and "=" not in f["flag"]
+            else f"{f['name']}={f['default']}"
+            for f in row["fields"]
         ]
-        table.add_row(row["name"], row["description"], row["reference"], ", ".join(opts) or "-")
+        table.add_row(*map(esc, (row["name"], row["description"], row["reference"], ", ".join(opts) or "-")))
     out_console.print(table)

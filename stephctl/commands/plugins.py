@@ -54,14 +54,16 @@ def plugins(
 
 
 def _command_helps(app: typer.Typer) -> dict[str, str]:
-    """First line of each mounted command's (or command group's) help."""
+    """The summary (first paragraph, a whole sentence) of each mounted command's or group's help."""
+    from steph.registry import summary
+
     helps: dict[str, str] = {}
     for info in app.registered_commands:
         text = info.help or (info.callback.__doc__ if info.callback else None) or ""
-        helps[info.name or ""] = text.strip().split("\n")[0]
+        helps[info.name or ""] = summary(text)
     for group in app.registered_groups:
         text = group.help or group.typer_instance.info.help or ""
-        helps[group.name or ""] = text.strip().split("\n")[0] if isinstance(text, str) else ""
+        helps[group.name or ""] = summary(text) if isinstance(text, str) else ""
     return helps
 
 

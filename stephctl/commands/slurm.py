@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from itertools import takewhile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .._common import app_state, fail, get_project, handle_errors, out_console, print_json
+from .._common import app_state, esc, fail, get_project, handle_errors, out_console, print_json
 from .._tasks import plan_command
+
+if TYPE_CHECKING:
+    from steph.config import SlurmConfig
+    from steph.hpc.slurm import ArrayJob
 
 
 def _stage_names() -> list[str]:
@@ -65,14 +70,24 @@ def slurm(
     max_parallel: Annotated[
         int | None, typer.Option("--max-parallel", help="Override slurm.max_parallel (the %K of --array).")
     ] = None,
+    units_per_task: Annotated[
+        int | None,
+        typer.Option(
+            "--units-per-task",
+            min=1,
+            help="Override slurm.units_per_task: units of the task list each array task runs in one "
+            "process (array task I runs units I*N to I*N+N-1 with --task-index FIRST-LAST).",
+        ),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the jobs (and ids with --submit) as JSON.")
     ] = False,
 ) -> None:
     """Write a ready sbatch array script for one stage, or a submit script chaining several.
 
-    Task I of a stage's array runs unit I of `stephctl STAGE ... --list-tasks`. Resources come from
-    the slurm: section of stephctl.yaml; logs go to logs/slurm/<stage>-<job>_<task>.log.
+    Task I of a stage's array runs unit I of `stephctl STAGE ... --list-tasks` (units I*N to I*N+N-1
+    with --units-per-task N). Resources come from the slurm: section of stephctl.yaml and are checked
+    against `sinfo` where it runs; logs go to logs/slurm/<stage>-<job>_<task>.log.
     """
     names = _stage_names()
     stages = list(takewhile(lambda word: word in names, words))
@@ -99,6 +114,7 @@ def slurm(
         "slurm.cpus": cpus,
         "slurm.gpus": gpus,
         "slurm.max_parallel": max_parallel,
+        "slurm.units_per_task": units_per_task,
     }
     from steph.hpc import slurm as scripts
     from steph.hpc.slurm import with_pins
@@ -113,6 +129,8 @@ def slurm(
     with handle_errors():
         layout, config = get_project(ctx, overrides)
         jobs = scripts.make_jobs(layout, config.slurm, listed, pending_only=pending)
+        if config.slurm.check_resources:
+            _check_fit(config.slurm, jobs, submit=submit)
         if submit:
             ids = scripts.submit_jobs(jobs, layout, config.slurm, after=after)
         elif len(jobs) == 1 and after is None:
@@ -122,8 +140,9 @@ def slurm(
     rows = [
         {
             "stage": job.stage,
-            "tasks": len(job.indices),
-            "array": scripts.array_spec(job.indices, config.slurm.max_parallel),
+            "tasks": len(job.array_ids),
+            "units": len(job.indices),
+            "array": scripts.array_spec(job.array_ids, config.slurm.max_parallel),
         }
         for job in jobs
     ]
@@ -136,6 +155,7 @@ def slurm(
             for row in rows:
                 out_console.print(
                     f"{row['stage']}: job {row['job_id']} ({row['tasks']} tasks, --array={row['array']})"
+                    + (f", {row['units']} units" if row["units"] != row["tasks"] else "")
                 )
         return
     if output is not None:
@@ -146,12 +166,29 @@ def slurm(
             print_json({"script": str(output), "submit": how, "jobs": rows})
         else:
             summary = ", ".join(f"{r['stage']} {r['tasks']} tasks" for r in rows)
-            out_console.print(f"wrote {output} ({summary}); submit with: {how}")
+            out_console.print(esc(f"wrote {output} ({summary}); submit with: {how}"))
         return
     if json_out:
         print_json({"script": text, "jobs": rows})
     else:
         typer.echo(text, nl=False)
+
+
+def _check_fit(config: SlurmConfig, jobs: list[ArrayJob], *, submit: bool) -> None:
+    """Fail (--submit) or warn (a script) when the arrays ask for what no node of the partition has."""
+    from steph.hpc.resources import read_sinfo, resource_problems
+
+    problems = resource_problems(config, [job.gpus for job in jobs], read_sinfo(config.partition))
+    if not problems:
+        return
+    hint = (
+        "lower them with --cpus/--mem/--gpus/--time/--partition or in the slurm section of stephctl.yaml "
+        "(slurm.check_resources: false skips this check)"
+    )
+    if submit:
+        fail("the job arrays do not fit the cluster: " + "; ".join(problems), hint=hint)
+    for problem in problems:
+        logging.getLogger("stephctl").warning("does not fit the cluster: %s", problem)
 
 
 def _per_stage_options(items: list[str], stages: list[str]) -> dict[str, list[str]]:

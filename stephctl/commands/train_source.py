@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .._common import fail, get_project, handle_errors, out_console, print_json, run_stage
+from .._common import esc, fail, get_project, handle_errors, out_console, print_json, run_stage
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -100,7 +100,7 @@ def _import(
         if json_out:
             print_json({"theta0": str(layout.theta0), **theta0.meta})
         else:
-            out_console.print(f"theta0 imported to {layout.theta0} (sha256 {theta0.sha256[:12]})")
+            out_console.print(esc(f"theta0 imported to {layout.theta0} (sha256 {theta0.sha256[:12]})"))
         return
     if import_checkpoint is not None:
         if len(cancer or []) != 1 or len(fold or []) != 1:

@@ -1,13 +1,13 @@
-"""Pool the issue-17 transfer draws into one table (docs/benchmarks.md, "Re-run with the paper's
-comparison set").
+"""Pool the issue-17 transfer draws in this folder into one table (docs/benchmarks.md, "Transfer
+benchmark").
 
-Per-fold values come from the results files that have them: the ``.partial.jsonl`` of the first
-run and the ``transfer-20261127-*.json`` of the second. The seed-0 draws at sharing 0.5 and 1 kept
+Per-fold values come from the results files that have them: the ``.draws.jsonl`` of the first
+run (one finished draw a line) and the ``transfer-20261127-*.json`` of the second. The seed-0 draws at sharing 0.5 and 1 kept
 only their markdown, so they enter through their mean, sd and paired figures (5 folds each). The
 pooled mean is exact; the pooled sd is exact up to the markdown's rounding:
 ``SS = sum_i [(n_i - 1) sd_i^2 + n_i (m_i - M)^2]``, ``sd = sqrt(SS / (N - 1))``.
 
-    python benchmarks/transfer_pool.py > benchmarks/results/transfer-pooled-20261127.md
+    python benchmarks/archive/transfer-20261127/pool.py > benchmarks/archive/transfer-20261127/transfer-pooled-20261127.md
 """
 
 import glob
@@ -17,7 +17,7 @@ import re
 import statistics
 from pathlib import Path
 
-RES = Path(__file__).resolve().parent / "results"
+RES = Path(__file__).resolve().parent
 groups = {}  # sharing -> label -> list of (n, mean, sd, diff_mean, wins)
 oracle = {}
 seeds = {}
@@ -54,7 +54,7 @@ def from_values(sh, seed, rec):
     oracle.setdefault(sh, []).append((len(o), statistics.fmean(o), statistics.stdev(o)))
 
 
-for line in (RES / "transfer-20261126-233721.partial.jsonl").read_text().splitlines():
+for line in (RES / "transfer-20261126-233721.draws.jsonl").read_text().splitlines():
     if line.strip():
         r = json.loads(line)
         from_values(float(r["sharing"]), r["seed"], r)

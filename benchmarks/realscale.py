@@ -19,7 +19,7 @@ rounds is kept, the load average is recorded). Every process runs with a bytecod
 package has: where the environment sets ``PYTHONDONTWRITEBYTECODE=1`` every process would
 otherwise compile torch and the rest at each start (9-15 s of CPU on this machine), a fixed
 cost that is no part of the stage and that the bare compute does not pay. Run a worker by hand with
-``python benchmarks/_realscale.py one_bag|bare|huge ROOT ...`` (prints one JSON line).
+``python -m benchmarks.realscale one_bag|bare|huge ROOT ...`` from the repository root (prints one JSON line).
 
 The stages request deterministic algorithms (:func:`steph.runtime.set_deterministic`); the
 reference's loop does not, and neither do ``one_bag`` and ``bare``. ``STEPH_BENCH_DETERMINISTIC=1``
@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+"""The repository root: every measured process runs there (``python -m benchmarks.realscale``)."""
 
 TARGET = "BRCA"
 SOURCES = ("BLCA", "LUAD")
@@ -69,6 +68,49 @@ def _sync() -> None:
         import torch
 
         torch.cuda.synchronize()
+
+
+def hardware_peak(repeats: int = 5) -> dict[str, float]:
+    """The device's measured dense matrix-product rate, in GFLOP/s (best of ``repeats``): on CPU
+    fp32 (sgemm, 2,048-square, torch's default thread count, as the stage runs); on CUDA fp32 and
+    bf16 (8,192-square). The arithmetic figures of a row are fractions of these."""
+    import torch
+
+    def rate(n: int, dtype: torch.dtype) -> float:
+        a = torch.randn(n, n, device=DEVICE, dtype=dtype)
+        b = torch.randn(n, n, device=DEVICE, dtype=dtype)
+        best = math.inf
+        for _ in range(repeats):
+            _sync()
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _sync()
+            best = min(best, time.perf_counter() - start)
+        return round(2 * n**3 / best / 1e9, 1)
+
+    if DEVICE.startswith("cuda"):
+        return {"fp32_gflops": rate(8192, torch.float32), "bf16_gflops": rate(8192, torch.bfloat16)}
+    return {"fp32_gflops": rate(2048, torch.float32), "threads": torch.get_num_threads()}
+
+
+def arithmetic(best: dict[str, dict[str, Any]], peak: dict[str, float]) -> dict[str, float]:
+    """The analytic FLOPs of the run (:mod:`steph.models.flops`, counted by the bare worker over
+    the bags it ran) over each process's time: the bare compute's and the stage's achieved rate
+    (GFLOP/s) and their fractions of the measured fp32 peak (and of bf16 on CUDA)."""
+    bare, stage = best["bare"], best["stage"]
+    flops = bare["analytic_flops"]
+    out = {
+        "analytic_gflop": round(flops / 1e9, 2),
+        "bare_gflops": round(flops / bare["compute_s"] / 1e9, 2),
+        "stage_gflops": round(flops / stage["wall_s"] / 1e9, 2),
+        "one_bag_gflops": round(flops / best["one_bag"]["wall_s"] / 1e9, 2),
+    }
+    for name, rate in peak.items():
+        if name.endswith("_gflops"):
+            kind = name.removesuffix("_gflops")
+            out[f"bare_fraction_of_{kind}"] = round(out["bare_gflops"] / rate, 4)
+            out[f"stage_fraction_of_{kind}"] = round(out["stage_gflops"] / rate, 4)
+    return out
 
 
 def _gpu_peak() -> dict[str, float]:
@@ -148,6 +190,20 @@ def make_project(root: Path, cohort: Cohort, *, sources: bool = False) -> dict[s
     }
 
 
+def target_feature_files(root: Path) -> list[Path]:
+    """The feature files of the target's slides in the project at ``root``."""
+    from steph.config import load_project
+    from steph.data import load_cohort
+
+    layout, config = load_project(root)
+    cohort = load_cohort(layout, config, TARGET)
+    return [
+        layout.features(config.encoder, sid, cancer=TARGET)
+        for patient in cohort.patients.values()
+        for sid in patient.slide_ids
+    ]
+
+
 PYCACHE = Path(tempfile.gettempdir()) / "stephctl-bench-pycache"
 ENV = {
     **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
@@ -206,19 +262,11 @@ def measure_rss(cmd: list[str]) -> dict[str, Any]:
     return result
 
 
-TRACE = Path(__file__).resolve().parent / "_trace.py"
-
-
 def traced(cmd: list[str], out: Path) -> list[str]:
-    """The Python command line ``cmd`` under ``benchmarks/_trace.py`` (cProfile and a sampler of
-    RSS and place), writing ``out.pstats`` and ``out.samples.tsv`` (a ``-c`` program is written
-    to ``out.py`` first)."""
-    args = list(cmd[1:])
-    if args[0] == "-c":
-        script = out.with_suffix(".py")
-        script.write_text(args[1])
-        args = [str(script), *args[2:]]
-    return [cmd[0], str(TRACE), str(out), *args]
+    """The Python command line ``cmd`` (``python -m ...`` or ``python -c ...``) under
+    :mod:`benchmarks.tracing` (cProfile and a sampler of RSS and place), writing ``out.pstats``
+    and ``out.samples.tsv``."""
+    return [cmd[0], "-m", "benchmarks.tracing", str(out), *cmd[1:]]
 
 
 def profile(commands: dict[str, list[str]], names: tuple[str, ...], out_dir: Path) -> dict[str, Any]:
@@ -232,9 +280,7 @@ def profile(commands: dict[str, list[str]], names: tuple[str, ...], out_dir: Pat
     import io
     import pstats
 
-    if str(TRACE.parent) not in sys.path:
-        sys.path.insert(0, str(TRACE.parent))
-    from _trace import phases
+    from benchmarks.tracing import phases
 
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
@@ -252,7 +298,7 @@ def profile(commands: dict[str, list[str]], names: tuple[str, ...], out_dir: Pat
 
 
 def worker(mode: str, root: Path, stage: str, epochs: int) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), mode, str(root), stage, str(epochs)]
+    return [sys.executable, "-m", "benchmarks.realscale", mode, str(root), stage, str(epochs)]
 
 
 def race(commands: dict[str, list[str]], rounds: int) -> dict[str, Any]:
@@ -358,7 +404,7 @@ def _setup(root: Path, stage: str, epochs: int) -> tuple[Any, ...]:
             target_vector=inputs.target_vector,
             source_names=inputs.source_names,
             source_vectors=inputs.source_vectors,
-            config=MergeConfig(top_k=2, sources=list(SOURCES)),
+            config=MergeConfig(sources=list(SOURCES), options={"top_k": 2}),
             model_config=config.model,
             dim_in=bags.dim,
             device=torch.device(DEVICE),
@@ -393,11 +439,27 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
     """``one_bag`` or ``bare`` (see the module docstring)."""
     import torch
 
+    from steph.config import load_project
+    from steph.models import flops
     from steph.survival import surv_mle_loss
     from steph.training.batching import epoch_batches
-    from steph.training.loop import _as_output
+    from steph.training.loop import as_output
 
     model, bags, train, split, settings = _setup(root, stage, epochs)
+    shape = load_project(root)[1].model
+    widths = flops.Widths(bags.dim, shape.dim_emb, shape.dim_attn, shape.time_bins)
+
+    def step_flops(k: int) -> int:
+        if stage == "train":
+            return flops.abmil_step(k, widths)
+        return flops.steph_step(k, widths, len(SOURCES))
+
+    def forward_flops(k: int) -> int:
+        if stage == "train":
+            return flops.abmil_forward(k, widths)
+        return flops.steph_forward(k, widths, len(SOURCES))
+
+    counted = {"train": 0, "predict": 0}
     device = torch.device(DEVICE)
     model.to(device)
     steps = len(train) // settings.batch_size
@@ -412,20 +474,21 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
             y, e = train.bins[index], train.events[index]
             xs = [bags.get(train.ids[i]).unsqueeze(0) for i in batch]
             seen["train"] += sum(int(x.shape[1]) for x in xs)
+            counted["train"] += sum(step_flops(int(x.shape[1])) for x in xs)
             _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
             xs = [x.to(device) for x in xs]
             y, e = y.to(device), e.to(device)
             optimizer.zero_grad(set_to_none=True)
             if mode == "one_bag":  # the reference: 16 forwards, one loss, one backward
-                outs = [_as_output(model(x)) for x in xs]
+                outs = [as_output(model(x)) for x in xs]
                 loss = surv_mle_loss(torch.sigmoid(torch.cat([o.logits for o in outs])), y, e)
                 if outs[0].aux_loss is not None:
                     loss = loss + torch.stack([o.aux_loss for o in outs]).mean()  # type: ignore[misc]
                 loss.backward()
             else:  # bare: every bag alone, its backward right away
                 for j, x in enumerate(xs):
-                    out = _as_output(model(x))
+                    out = as_output(model(x))
                     loss = surv_mle_loss(torch.sigmoid(out.logits), y[j : j + 1], e[j : j + 1])
                     if out.aux_loss is not None:
                         loss = loss + out.aux_loss
@@ -441,9 +504,10 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
         for pid in [*split.test, *split.train]:
             x = bags.get(pid).unsqueeze(0)
             seen["predict"] += int(x.shape[1])
+            counted["predict"] += forward_flops(int(x.shape[1]))
             _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
-            torch.sigmoid(_as_output(model(x.to(device))).logits).cpu()
+            torch.sigmoid(as_output(model(x.to(device))).logits).cpu()
             compute += time.perf_counter() - start
             cpu += time.process_time() - cpu0
     return {
@@ -453,6 +517,8 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
         "train_compute_cpu_s": round(train_cpu, 2),
         "train_patches": seen["train"],
         "predict_patches": seen["predict"],
+        "analytic_flops": counted["train"] + counted["predict"],
+        "train_analytic_flops": counted["train"],
         **_gpu_peak(),
     }
 
@@ -487,7 +553,7 @@ def run_huge(root: Path, stage: str, patches: int, dim: int, budget: int) -> dic
             target_vector=vectors[0],
             source_names=SOURCES,
             source_vectors=tuple(vectors[1:]),
-            config=MergeConfig(top_k=2),
+            config=MergeConfig(options={"top_k": 2}),
             model_config=model_config,
             dim_in=dim,
             device=torch.device(DEVICE),

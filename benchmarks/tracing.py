@@ -1,4 +1,4 @@
-"""Run a Python module or script as ``python -m MODULE`` / ``python SCRIPT`` would, under cProfile,
+"""Run a Python module or program as ``python -m MODULE`` / ``python -c CODE`` would, under cProfile,
 while a thread samples every 20 ms the process's resident memory, its CPU time (all threads) and
 where the main thread is:
 the innermost frame of stephctl, steph or the benchmark workers on its stack, marked ``import``
@@ -6,7 +6,7 @@ when an import is running below it. Used by ``bench_train.py`` / ``bench_merge.p
 to see where a whole process's time and memory go outside its arithmetic (start-up, reading,
 waits on the GPU), phase by phase.
 
-Usage: ``python benchmarks/_trace.py OUT (-m MODULE | SCRIPT) [ARGS...]`` writes ``OUT.pstats``
+Usage: ``python -m benchmarks.tracing OUT (-m MODULE | -c CODE) [ARGS...]`` writes ``OUT.pstats``
 (cProfile) and ``OUT.samples.tsv`` (seconds since start, RSS in MB, CPU seconds, where). Not a benchmark
 itself; :func:`phases` turns the samples into a timeline.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 PERIOD_S = 0.02
-OURS = ("/steph/", "/stephctl/", "_realscale.py")
+OURS = ("/steph/", "/stephctl/", "/benchmarks/realscale.py")
 
 
 def _rss_mb() -> float:
@@ -105,12 +105,12 @@ def phases(samples: Path, *, min_s: float = 0.25) -> str:
 
 
 def main(argv: list[str]) -> None:
-    out, target = Path(argv[0]), argv[1:]
-    module = target[1] if target[0] == "-m" else None
-    args = target[2:] if module else target[1:]
-    sys.argv = [module or target[0], *args]
-    if module is None:
-        sys.path[0] = str(Path(target[0]).resolve().parent)
+    out, (flag, target, *args) = Path(argv[0]), argv[1:]
+    if flag not in ("-m", "-c"):
+        raise SystemExit(
+            f"usage: python -m benchmarks.tracing OUT (-m MODULE | -c CODE) [ARGS...], not {flag}"
+        )
+    sys.argv = [target if flag == "-m" else "-c", *args]
     stop, start = threading.Event(), time.perf_counter()
     sampler = threading.Thread(
         target=_sample,
@@ -122,10 +122,10 @@ def main(argv: list[str]) -> None:
     code = 0
     try:
         profiler.enable()
-        if module:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        if flag == "-m":
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
-            runpy.run_path(target[0], run_name="__main__")
+            exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:

@@ -1,0 +1,82 @@
+"""Stage ``transfer``: zero-shot transfer of every source model to each target (:mod:`steph.transfer`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..progress import NULL_PROGRESS, Progress
+from .base import Stage
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..config.project import Project
+    from ..report import StageReport
+    from ..transfer.run import TransferUnit
+
+NAME = "transfer"
+
+
+@dataclass(frozen=True)
+class TransferSelection:
+    """Which targets to evaluate.
+
+    Attributes:
+        targets: Target cancers (default: every cancer of the project, evaluation-only ones included).
+    """
+
+    targets: list[str] | None = None
+
+
+def plan(project: Project, selection: TransferSelection) -> list[TransferUnit]:
+    """One unit per target: every source model and fold applied to it, its features read once."""
+    from ..transfer import plan_transfer
+
+    return plan_transfer(project.layout, project.config, targets=selection.targets)
+
+
+def run(
+    project: Project,
+    selection: TransferSelection,
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    devices: Sequence[str] = (),
+) -> StageReport:
+    """The selected targets not done yet, then the study outputs over every finished target."""
+    from ..transfer import run_transfer
+
+    return run_transfer(
+        project.layout, project.config, targets=selection.targets, overwrite=overwrite, progress=progress
+    )
+
+
+def run_units(
+    project: Project,
+    units: Sequence[TransferUnit],
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    named: bool = True,
+    devices: Sequence[str] = (),
+) -> StageReport:
+    """The targets of ``units``, then the study outputs over every finished target."""
+    return run(project, TransferSelection([u.target for u in units]), overwrite=overwrite, progress=progress)
+
+
+def lock_roots(project: Project) -> list[Path]:
+    return [project.layout.transfer_root]
+
+
+STAGE: Stage[TransferSelection, TransferUnit] = Stage(
+    name=NAME,
+    order=55,
+    selection=TransferSelection,
+    plan=plan,
+    run_units=run_units,
+    lock_roots=lock_roots,
+    gpus=True,
+    run_selection=run,
+)
