@@ -233,18 +233,24 @@ def _selection(name: str) -> object:
 
 
 def _explain(layout: ProjectLayout, config: ProjectConfig, progress: Progress) -> StageReport:
-    """Pages of the highest- and the lowest-risk test patient of fold 0 under STEPH."""
+    """Pages of the highest- and the lowest-risk test patient of fold 0 under STEPH, among the
+    patients STEPH transfers to (a patient whose weights are all 0 has no transfer to show)."""
+    from .explain.inputs import extremes, test_risks, transferring_patients
     from .explain.stage import explain_patients
     from .layout import CANCER_SPECIFIC
 
     run = next(m for m in layout.result_methods(TARGET) if m == METHODS[0] or m.startswith(METHODS[0] + "-"))
+    risks = test_risks(layout, TARGET, run, EXPLAIN_FOLD)
+    shown = transferring_patients(layout, TARGET, run, EXPLAIN_FOLD)
+    if shown:
+        risks = {pid: r for pid, r in risks.items() if pid in shown}
     return explain_patients(
         layout,
         config,
         target=TARGET,
         method=run,
         fold=EXPLAIN_FOLD,
-        top=1,
+        patients=extremes(risks, 1),
         compare=CANCER_SPECIFIC,
         patches=6,
         progress=progress,

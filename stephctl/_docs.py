@@ -6,6 +6,7 @@ Regenerate with ``python -m stephctl._docs docs/cli.md``.
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ def _param_row(param: Any) -> str | None:
         default not in (None, False, (), []) and not callable(default) and param.param_type_name == "option"
     )
     if show:
-        help_text += f" (default: `{default}`)"
+        shown = default.value if isinstance(default, Enum) else default
+        help_text += f" (default: `{shown}`)"
     envvar = getattr(param, "envvar", None)
     if envvar:
         help_text += f" (env: `{envvar}`)"

@@ -22,7 +22,7 @@ try:  # typer >= 0.20 vendors click as typer._click
 except ImportError:  # pragma: no cover - older typer on top of click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from steph import plugins
+from steph import plugins, threads
 from steph.plugins import Plugin
 from steph.registry import unwrap
 
@@ -252,7 +252,8 @@ LOADED_COMMANDS.extend(mount_commands(app))
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: threads sized for this process (before torch starts), then the app."""
+    threads.configure()
     app()
 
 

@@ -70,6 +70,7 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path: Path, cli) -> None:
     assert layout.report_file(TARGET, "report.html").is_file()
     pages = layout.patient_pages(TARGET)
     assert len(pages) == 2 and result.output.count("patient page:") == 2
+    assert not any("no transfer for this patient" in p.read_text() for p in pages)  # shows a transfer
     assert "patients/index.html" in layout.report_file(TARGET, "report.html").read_text()
 
     again = cli("demo", root, "--quick", "--json")

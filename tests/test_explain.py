@@ -168,3 +168,131 @@ def test_transfer_bars_are_the_given_numbers(tmp_path: Path) -> None:
 def test_slide_input_refuses_mismatched_rows() -> None:
     with pytest.raises(ValueError, match="one attention per row"):
         SlideInput("s", np.zeros((3, 2)), 256, np.ones(2))
+
+
+# -- QuPath ---------------------------------------------------------------------------------------
+def _qupath_import(features: list[dict]) -> list[tuple[str, int, int | None, dict[str, float]]]:  # type: ignore[type-arg]
+    """What QuPath 0.4+'s ``PathObjectTypeAdapters.PathObjectTypeAdapter.read`` makes of each feature:
+    ``(class name, class colour, object colour, measurements)`` with colours packed as QuPath's
+    ``ColorTools.packRGB``. QuPath keeps one ``PathClass`` per name: the first colour seen for a
+    name is the class's colour for every object of that name."""
+
+    def pack(rgb: list[int]) -> int:
+        return (255 << 24) | (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
+
+    classes: dict[str, int] = {}
+    out = []
+    for feature in features:
+        props = feature["properties"]
+        colour = props.get("color")
+        own = colour if isinstance(colour, int) else pack(colour) if colour and len(colour) == 3 else None
+        cls = props["classification"]
+        name = cls["name"]
+        classes.setdefault(name, pack(cls["color"]))
+        out.append((name, classes[name], own, props["measurements"]))
+    return out
+
+
+def test_qupath_tiles_share_one_class_and_carry_their_own_colour(tmp_path: Path) -> None:
+    from matplotlib import colormaps
+
+    from steph.explain.geojson import CLASS_COLOUR, CLASS_NAME, patch_features
+
+    coords = np.array([[0, 0], [256, 0], [0, 256], [256, 256]])
+    attention = np.array([0.1, 0.2, 0.3, 0.4])
+    colour_by = attention / attention.max()
+    features = patch_features("S1", coords, 256, {"Attention": attention}, colour_by)
+    imported = _qupath_import(features)
+    assert {name for name, *_ in imported} == {CLASS_NAME}
+    assert {cls for _, cls, *_ in imported} == {
+        (255 << 24) | (CLASS_COLOUR[0] << 16) | (CLASS_COLOUR[1] << 8) | CLASS_COLOUR[2]
+    }
+    own = [c for _, _, c, _ in imported]
+    assert None not in own and len(set(own)) == len(coords)  # each tile its own heatmap colour
+    for k, (_, _, colour, measurements) in enumerate(imported):
+        r, g, b = (round(255 * v) for v in colormaps["viridis"](colour_by[k])[:3])
+        assert colour == (255 << 24) | (r << 16) | (g << 8) | b
+        assert measurements == {"Attention": pytest.approx(attention[k])}
+
+
+# -- heatmap colours ------------------------------------------------------------------------------
+def test_heatmap_colour_map_is_perceptual() -> None:
+    from matplotlib import colormaps
+
+    from steph.explain.heatmap import CMAP
+
+    rgb = colormaps[CMAP](np.linspace(0, 1, 64))[:, :3]
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    luminance = linear @ np.array([0.2126, 0.7152, 0.0722])  # CIE Y, independent of matplotlib
+    assert np.all(np.diff(luminance) > 0)  # lightness rises monotonically: no rainbow
+
+
+def test_absolute_scale_keeps_near_uniform_attention_near_uniform() -> None:
+    from steph.explain.heatmap import ColourScale
+
+    attention = np.linspace(0.024, 0.032, 36)
+    q = percentile_rank(attention)
+    absolute = ColourScale.for_patient("absolute", [attention])
+    np.testing.assert_allclose(absolute.colour(attention, q), attention / 0.032)
+    assert absolute.colour(attention, q).min() == pytest.approx(0.75)
+    assert absolute.caveat() == ""
+    percentile = ColourScale.for_patient("percentile", [attention])
+    np.testing.assert_allclose(percentile.colour(attention, q), q)
+    assert "near-uniform" in percentile.caveat() and "1.33" in percentile.caveat()
+    shared = ColourScale.for_patient("absolute", [attention, 2 * attention])  # both maps, one scale
+    assert shared.high == pytest.approx(0.064)
+    with pytest.raises(ValueError, match="absolute, percentile"):
+        ColourScale.for_patient("rainbow", [attention])  # type: ignore[arg-type]
+
+
+def test_scale_choice_reaches_the_figures_and_the_qupath_colours(tmp_path: Path) -> None:
+    _, coords, _ = synthetic_slide(tmp_path / "a.tif", size_um=512.0)
+    attention = np.linspace(1.0, 1.2, len(coords))
+    attention /= attention.sum()
+    colours = {}
+    for scale in ("absolute", "percentile"):
+        page = render_patient(
+            tmp_path / scale, "P", [SlideInput("S1", coords, CELL_PX, attention)], scale=scale
+        )
+        document = json.loads((page.folder / "S1.geojson").read_text())
+        colours[scale] = [tuple(f["properties"]["color"]) for f in document["features"]]
+        assert ("percentile among all" in page.html.read_text()) == (scale == "percentile")
+    spread = {k: np.ptp(np.array(v, dtype=float), axis=0).sum() for k, v in colours.items()}
+    assert spread["absolute"] < 0.5 * spread["percentile"]  # a 1.2x range is not drawn at full contrast
+
+
+# -- STEPH transfer -------------------------------------------------------------------------------
+def test_all_zero_weights_say_no_transfer_instead_of_bars(tmp_path: Path) -> None:
+    from steph.explain.transfer import NO_TRANSFER
+
+    transfer = Transfer(("BLCA", "COADREAD", "KIPAN"), (0.0, 0.0, 0.0), (0.5, 0.5, 0.5), (True, True, False))
+    assert transfer.none
+    drawn = draw_transfer(tmp_path / "t.png", transfer, title="x")
+    assert drawn.w == () and drawn.selected == () and NO_TRANSFER in drawn.text
+    assert Image.open(drawn.path).size[0] > 300
+    page = render_patient(
+        tmp_path / "out",
+        "P",
+        [SlideInput("S1", np.array([[0, 0]]), CELL_PX, np.array([1.0]))],
+        transfer=transfer,
+    )
+    assert NO_TRANSFER in page.html.read_text() and page.transfer is not None and page.transfer.w == ()
+    assert not Transfer(("A",), (1e-6,), (0.5,), (True,)).none
+
+
+def test_showcase_skips_patients_without_transfer(tmp_path: Path) -> None:
+    from steph.explain.inputs import extremes, transferring_patients
+    from steph.layout import ProjectLayout
+
+    layout = ProjectLayout(tmp_path)
+    path = layout.merged_file("BRCA", "steph-top2", 0, "coefficients.csv")
+    path.parent.mkdir(parents=True)
+    rows = ["patient_id,source,w,lambda,selected"]
+    for pid, w in (("hi", 0.0), ("mid", 0.4), ("lo", 0.0), ("low2", 0.1)):
+        rows += [f"{pid},BLCA,{w},0.5,1", f"{pid},KIPAN,0.0,0.5,1"]
+    path.write_text("\n".join(rows) + "\n")
+    risks = {"hi": 3.0, "mid": 1.0, "lo": -2.0, "low2": -1.0}
+    shown = transferring_patients(layout, "BRCA", "steph-top2", 0)
+    assert shown == {"mid", "low2"}
+    assert extremes({p: r for p, r in risks.items() if p in shown}, 1) == ["mid", "low2"]
+    assert transferring_patients(layout, "BRCA", "cancer-specific", 0) is None

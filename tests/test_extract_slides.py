@@ -364,3 +364,39 @@ def test_plain_images_read_through_the_public_path(tmp_path: Path) -> None:
         assert slide._raw_read is None
         assert np.array_equal(slide.read_rgb(0, 0, 0, (400, 300)), image)
         assert (slide.read_rgb(390, 290, 0, (20, 20))[10:, 10:] == 255).all()  # beyond the image: white
+
+
+def _changed_signature(slide, buf, x, y, level, w, h, flags):  # type: ignore[no-untyped-def]
+    raise AssertionError("never called with the old arguments")
+
+
+def _changed_meaning(slide, buf, x, y, level, w, h):  # type: ignore[no-untyped-def]
+    import ctypes
+
+    ctypes.memset(buf, 0x7F, 4 * w * h)  # e.g. another pixel format: the call works, the pixels differ
+
+
+@pytest.mark.parametrize("change", ["gone", "signature", "meaning", "raises"])
+def test_a_changed_private_openslide_reader_falls_back_to_the_public_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, change: str
+) -> None:
+    """openslide-python's private binding as a future release might have it (the public
+    ``read_region`` keeps its own reference to the real one)."""
+    import openslide
+
+    import steph.slides.reader
+    from steph.slides.reader import rgba_to_rgb
+
+    def raises(*args: object) -> None:
+        raise openslide.OpenSlideError("renamed symbol")
+
+    path = write_slide(tmp_path / "s.tif", 0.25)
+    private = {"gone": None, "signature": _changed_signature, "meaning": _changed_meaning, "raises": raises}
+    monkeypatch.setattr(steph.slides.reader, "_private_read_region", lambda: private[change])
+    with Slide(path, slide_id="s") as slide, openslide.OpenSlide(str(path)) as public:
+        assert slide._raw_read is None
+        direct = slide.read_rgb(2000, 1500, 0, (96, 64))
+        reference = rgba_to_rgb(np.asarray(public.read_region((2000, 1500), 0, (96, 64))))
+    assert np.array_equal(direct, reference)
+    if change != "gone":
+        assert "public read_region" in caplog.text

@@ -307,3 +307,52 @@ def test_source_only_cancers_transfer_with_their_one_model(tmp_path: Path) -> No
     assert [(p["fold"], p["model_fold"]) for p in record.pairs if p["source"] == "BLCA"] == [(0, 0), (1, 0)]
     assert all(p["c_low"] is None for p in record.pairs)  # bootstrap 0: no intervals
     assert {p["transfer"] for p in record.pooled if p["source"] == "BLCA"} == {"n/a"}
+
+
+# -- merge --sources auto:K -------------------------------------------------------------------------
+def test_parse_auto() -> None:
+    from steph.transfer.choose import parse_auto
+
+    assert parse_auto(["auto:2"]) == 2 and parse_auto(["AUTO:1"]) == 1
+    assert parse_auto(["BRCA"]) is None and parse_auto(None) is None
+    for bad in (["auto:0"], ["auto"], ["auto:x"], ["auto:2", "BRCA"]):
+        with pytest.raises(ConfigError, match="auto:K"):
+            parse_auto(bad)
+
+
+def test_merge_auto_k_picks_the_best_sources_on_the_training_split(study: Path, cli) -> None:
+    from steph.records import MergeRecord
+
+    layout, _ = load_project(study)
+    result = cli(
+        "-p", study, "merge", "--target", "BRCA", "--method", "task-arithmetic", "--sources", "auto:1"
+    )
+    assert result.exit_code == 0, result.output
+    record = TransferRecord.read(layout.transfer_target("BRCA"))
+    for fold in (0, 1):
+        meta = MergeRecord.read(layout.merged_meta("BRCA", "task-arithmetic-auto1", fold))
+        scores = {
+            p["source"]: p["c_train"]
+            for p in record.pairs
+            if p["fold"] == fold and p["source"] in ("BLCA", "LUAD") and p["c_train"] is not None
+        }
+        best = max(scores, key=lambda s: scores[s])
+        assert meta.sources == [best]
+        choice = meta.source_choice
+        assert choice is not None and choice["rule"] == "auto:1" and choice["chosen"] == [best]
+        assert {r["source"]: r["c_train"] for r in choice["ranking"]} == scores
+
+
+def test_merge_auto_k_needs_the_transfer_results(tmp_path: Path, cli) -> None:
+    root = make_feature_project(tmp_path / "p", cancers=("BRCA", "BLCA"), n_patients=12, folds=2)
+    assert cli("-p", root, "train-source").exit_code == 0
+    assert cli("-p", root, "task-vector").exit_code == 0
+    result = cli(
+        "-p", root, "merge", "--target", "BRCA", "--method", "task-arithmetic", "--sources", "auto:1"
+    )
+    assert result.exit_code == 1
+    assert (
+        "no transfer results" in result.output
+        and "stephctl -p" in result.output
+        and "transfer --target BRCA" in result.output
+    )

@@ -50,7 +50,7 @@ class MergeConfig:
     method: str = "steph"
     """Merge method (stephctl merge --list-methods)."""
     sources: list[str] | None = None
-    """Source cancers (None = every cancer of the project except the target)."""
+    """Source cancers (None = every cancer of the project except the target), or [auto:K]: per target fold, the K cancers with the highest zero-shot C-index on the target's training split, measured by `stephctl transfer` (docs/transfer.md)."""
     source_fold: int = 0
     """Fold of the source models' task vectors (the reference uses fold 0 for every target fold)."""
     folds: list[int] | None = None

@@ -27,6 +27,50 @@ img { max-width: 100%; border: 1px solid #eee; }
 """
 
 
+IBS_SENSIBLE = 0.25
+"""The integrated Brier score of predicting S(t) = 0.5 for everyone: an interval reaching above it
+includes models no better than a coin; one above 1 is impossible without the IPCW weights."""
+
+
+def ibs_instability_note(results: list[FoldResult]) -> str:
+    """Text for the page when a fold's IBS bootstrap interval reaches above :data:`IBS_SENSIBLE`,
+    else ``""``.
+
+    The Brier score weights each patient by the inverse of the censoring survival, ``1 / G(t)``.
+    With few patients and late censoring, ``G`` falls low and a handful of patients carry large
+    weights; bootstrap resamples that repeat them inflate the score, so the upper bound can pass
+    0.25 and even 1 (which no unweighted squared error of probabilities can reach). The point
+    value is less affected; the interval says little on such folds.
+    """
+    wild = [
+        r
+        for r in results
+        if "ibs" in r.metrics
+        and not math.isnan(r.metrics["ibs"].ci_high)
+        and r.metrics["ibs"].ci_high > IBS_SENSIBLE
+    ]
+    if not wild:
+        return ""
+    worst = max(wild, key=lambda r: r.metrics["ibs"].ci_high)
+    folds = ", ".join(
+        f"{r.predictions.method} fold {r.predictions.fold} ({r.n} patients, up to {r.metrics['ibs'].ci_high:.2f})"
+        for r in sorted(wild, key=lambda r: (r.predictions.method, r.predictions.fold))
+    )
+    beyond_one = (
+        " and above 1, which a squared error of probabilities cannot reach without weights"
+        if (worst.metrics["ibs"].ci_high > 1.0)
+        else ""
+    )
+    return (
+        f"IBS intervals that reach above {IBS_SENSIBLE} (the score of predicting 50 % survival for "
+        f"everyone){beyond_one}: {folds}. The Brier score weights each patient by 1 / G(t), the "
+        "inverse of the censoring survival; on small folds with late censoring a few patients carry "
+        "large weights and bootstrap resamples that repeat them inflate the score. These upper bounds "
+        "reflect unstable IPCW weights, not a model that bad; read the point values, and compare "
+        "methods on larger folds or over all folds."
+    )
+
+
 @dataclass
 class TargetReport:
     """Files written for one target."""
@@ -119,7 +163,7 @@ def write_target_report(
     sections.append(f'<h2>C-index per method</h2><img src="{bars.name}" alt="C-index per method">')
 
     groups: list[RiskGroups] = [risk_groups(m, rs) for m, rs in by_method.items()]
-    km = plot_km(layout.report_file(target, "km.png"), target, groups)
+    km = plot_km(layout.report_file(target, "km.png"), target, groups).path
     report.figures.append(km)
     logrank = Table(
         "log-rank",
@@ -152,6 +196,9 @@ def write_target_report(
             f'<img src="{png.name}" alt="{html.escape(method)} coefficients">'
         )
 
+    ibs_note = ibs_instability_note(results)
+    if ibs_note:
+        sections.insert(1, f'<p class="warn">{html.escape(ibs_note)}</p>')
     sections.append(f"<h2>Per fold</h2>{_table_html(_fold_table(results, summary.metrics))}")
     sections.append(_patient_pages(layout, target))
     mine = [w for w in summary.warnings if w.startswith(f"{target}/") or w.startswith(f"{target}:")]

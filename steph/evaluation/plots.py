@@ -6,9 +6,11 @@ Each function writes one PNG atomically and returns its path.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -112,17 +114,57 @@ def plot_cindex(
     return _save(fig, path)
 
 
-def plot_km(path: Path, target: str, groups: list[RiskGroups]) -> Path:
-    """Kaplan-Meier curves of the low/high-risk groups of each method, with the log-rank p-value."""
+def at_risk(time_years: np.ndarray, ticks: np.ndarray) -> list[int]:
+    """Number at risk at each tick: ``n(t) = #{i : T_i > t}``, the patients still followed after t
+    (lifelines' ``add_at_risk_counts`` default: a patient whose event or censoring is at t is
+    no longer counted at t).
+
+    >>> at_risk(np.array([0.5, 1.0, 2.5]), np.array([0.0, 1.0, 2.0]))
+    [3, 1, 1]
+    """
+    times = np.sort(np.asarray(time_years, dtype=np.float64))
+    return [int(times.size - np.searchsorted(times, t, side="right")) for t in np.asarray(ticks, float)]
+
+
+def km_ticks(horizon_years: float) -> np.ndarray:
+    """Whole years from 0 to ``horizon`` (every 2nd or 5th year for long follow-up; quarters below 1 year)."""
+    if horizon_years < 1.0:
+        return np.arange(0.0, horizon_years + 1e-9, 0.25)
+    step = 1.0 if horizon_years <= 8 else 2.0 if horizon_years <= 16 else 5.0
+    return np.arange(0.0, horizon_years + 1e-9, step)
+
+
+@dataclass(frozen=True)
+class KmFigure:
+    """The KM PNG and its number-at-risk table: ``ticks`` (years) and, per method, the low-
+    and high-risk rows as drawn (read back from the table's text artists)."""
+
+    path: Path
+    ticks: tuple[float, ...]
+    at_risk: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]
+
+
+def plot_km(path: Path, target: str, groups: list[RiskGroups]) -> KmFigure:
+    """Kaplan-Meier curves of the low/high-risk groups of each method, with the log-rank p-value
+    and the number at risk (:func:`at_risk`) of each group under each panel."""
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig = Figure(figsize=(max(5.0, 4.2 * cols), 3.4 * rows + 0.7), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, sharey=True, squeeze=False)).ravel()
+    fig = Figure(figsize=(max(5.0, 4.2 * cols), 4.3 * rows + 0.7), layout="constrained")
+    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[4.0, 1.0] * rows)
     horizon = max(float(g.time.max()) for g in groups) / DAYS_PER_YEAR
-    for ax, group in zip(axes, groups, strict=False):
+    ticks = km_ticks(horizon)
+    drawn: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    first = None
+    for index, group in enumerate(groups):
+        r, c = divmod(index, cols)
+        ax = fig.add_subplot(grid[2 * r, c], sharey=first)
+        table = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+        first = first or ax
+        counts: dict[bool, tuple[int, ...]] = {}
         for high, colour, name in ((False, LOW_COLOUR, "low risk"), (True, HIGH_COLOUR, "high risk")):
             mask = group.high == high
             if not mask.any():
+                counts[high] = tuple(0 for _ in ticks)
                 continue
             curve = group.curve(high)
             xs = np.r_[0.0, curve.times] / DAYS_PER_YEAR
@@ -137,6 +179,7 @@ def plot_km(path: Path, target: str, groups: list[RiskGroups]) -> Path:
                 ms=6,
                 mew=1,
             )
+            counts[high] = tuple(at_risk(group.time[mask] / DAYS_PER_YEAR, ticks))
         note = format_p(group.logrank.p_value)
         if group.test_median_folds:
             note += f"\ncut-off: test median (fold {', '.join(map(str, group.test_median_folds))})"
@@ -144,17 +187,38 @@ def plot_km(path: Path, target: str, groups: list[RiskGroups]) -> Path:
         ax.set_title(group.method, fontsize=10)
         ax.set_xlim(0, horizon * 1.02)
         ax.set_ylim(0, 1.04)
+        ax.set_xticks(ticks)
         ax.set_xlabel("years")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8, frameon=False)
-    for ax in axes[len(groups) :]:
-        ax.set_visible(False)
-    axes[0].set_ylabel("survival probability")
+        if c == 0:
+            ax.set_ylabel("survival probability")
+        drawn[group.method] = _at_risk_table(table, ticks, counts)
     fig.suptitle(
         f"{target}: Kaplan-Meier by predicted risk\n(split at each fold's training median risk, pooled over folds)",
         fontsize=10,
     )
-    return _save(fig, path)
+    _save(fig, path)
+    return KmFigure(path, tuple(float(t) for t in ticks), drawn)
+
+
+def _at_risk_table(
+    ax: Axes, ticks: np.ndarray, counts: dict[bool, tuple[int, ...]]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Write the counts under the curves (rows: low, high risk); return them as read back."""
+    read: dict[bool, list[int]] = {False: [], True: []}
+    for row, (high, colour) in enumerate(((False, LOW_COLOUR), (True, HIGH_COLOUR))):
+        for tick, count in zip(ticks, counts[high], strict=True):
+            text = ax.text(tick, 1 - row, str(count), ha="center", va="center", fontsize=8, color=colour)
+            read[high].append(int(text.get_text()))
+    ax.set_ylim(-0.6, 1.6)
+    ax.set_yticks([1, 0], ["low risk", "high risk"], fontsize=8)
+    ax.tick_params(axis="y", length=0, pad=16)
+    ax.tick_params(axis="x", bottom=False, labelbottom=False)
+    ax.set_title("number at risk", fontsize=8, loc="left")
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
+    return tuple(read[False]), tuple(read[True])
 
 
 def plot_coefficients(path: Path, target: str, coef: SourceCoefficients) -> Path:

@@ -1,16 +1,21 @@
 """Patch attention as a QuPath GeoJSON FeatureCollection (File > Import objects, or drag and drop).
 
 The format is the one QuPath 0.4+ reads and writes (``PathObjectTypeAdapters``): a UUID ``id``,
-``properties.objectType``, ``classification {name, color}`` and ``measurements`` as a
-name -> number object.
+``properties.objectType``, ``properties.color`` (the object's own colour, ``[r, g, b]``),
+``classification {name, color}`` and ``measurements`` as a name -> number object.
+
+QuPath keeps one ``PathClass`` per name, and its colour is the class's, not the object's: every
+tile of every slide is therefore classified ``Attention`` with the one colour
+:data:`CLASS_COLOUR`, and each tile's heatmap colour goes into its own ``properties.color``,
+which QuPath reads per object (``PathObject.setColor``).
 
 One ``Feature`` per patch: a closed level-0 ``Polygon`` (QuPath places objects in level-0 pixel
 coordinates, y down), ``objectType: "tile"`` (a detection, so QuPath's *Measure > Show
-measurement maps* colours them), a ``classification`` whose colour is the heatmap's colour,
-and the ``measurements`` ``Attention`` (the softmax weight), ``Attention percentile`` (0-100
-within the patient) and ``Attention x N`` (1 = uniform attention), plus the comparison
-model's where there is one. The ids are UUIDs derived from the slide id and patch index, so
-a re-export replaces the same objects.
+measurement maps* colours them), the heatmap's colour as the object colour, and the
+``measurements`` ``Attention`` (the softmax weight), ``Attention percentile`` (0-100 within the
+patient) and ``Attention x N`` (1 = uniform attention), plus the comparison model's where there
+is one. The ids are UUIDs derived from the slide id and patch index, so a re-export replaces
+the same objects.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from ..fileio import write_text
 from .heatmap import CMAP
 
 _NAMESPACE = uuid.UUID("9a1c3f4e-2b7d-4f0e-8c55-6d1e2a7b9c10")
+CLASS_NAME = "Attention"
+CLASS_COLOUR = (180, 60, 140)
+"""The one colour of the ``Attention`` class in QuPath (the tiles' own colours are per object)."""
 
 
 def patch_features(
@@ -37,7 +45,8 @@ def patch_features(
     measurements: Mapping[str, np.ndarray],
     colour_by: np.ndarray,
 ) -> list[dict[str, Any]]:
-    """The features of one slide (``measurements``: name -> ``[N]`` values; ``colour_by`` in [0, 1])."""
+    """The features of one slide (``measurements``: name -> ``[N]`` values; ``colour_by`` in [0, 1],
+    drawn with the heatmap's colour map)."""
     cmap = colormaps[CMAP]
     side = int(patch_size_level0)
     out = []
@@ -52,7 +61,8 @@ def patch_features(
                 "properties": {
                     "objectType": "tile",
                     "name": f"patch {k}",
-                    "classification": {"name": "attention", "color": rgb},
+                    "color": rgb,
+                    "classification": {"name": CLASS_NAME, "color": list(CLASS_COLOUR)},
                     "measurements": {name: float(values[k]) for name, values in measurements.items()},
                 },
             }

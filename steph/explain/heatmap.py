@@ -7,13 +7,20 @@ thumbnail pixel) takes the value of the patch that contains its centre ``((j + 1
 alike); a patch smaller than a pixel still paints the pixel under its corner. Pixels outside
 every patch stay NaN (transparent).
 
-The colour is the patch's attention *percentile within the patient*,
+The colour map is perceptual (:data:`CMAP`, viridis: lightness rises monotonically, so equal
+steps of attention look like equal steps of colour). Two scalings (:class:`ColourScale`):
 
-    q_k = rank(alpha_k) / (N - 1)      (0 = least attended patch, 1 = most attended; N = 1: q = 1)
+- ``absolute`` (the default): colour ``c_k = alpha_k / alpha_max`` with ``alpha_max`` the largest
+  softmax weight of the patient over every map drawn (so the maps share one colour bar, in raw
+  attention, with ``1/N``, uniform attention, marked on it). Near-uniform attention looks
+  near-uniform.
+- ``percentile``: the patch's attention *percentile within the patient*,
 
-because ABMIL's softmax weights are heavy-tailed and sum to one over all the patient's patches,
-so raw values are not comparable between patients or models; the raw range is printed under
-the colour bar.
+      q_k = rank(alpha_k) / (N - 1)      (0 = least attended patch, 1 = most attended; N = 1: q = 1)
+
+  which spreads heavy-tailed weights over the whole map but shows any difference, however small,
+  at full contrast; the figure then says when the attention is near-uniform (largest / smallest
+  weight below :data:`NEAR_UNIFORM_RATIO`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from matplotlib import colormaps
@@ -31,11 +39,15 @@ from matplotlib.figure import Figure
 
 from ..fileio import atomic_path
 
-CMAP = "turbo"
+CMAP = "viridis"
 OVERLAY_ALPHA = 0.55
 MAX_THUMBNAIL_PX = 640
 DPI = 110
 GRID_BACKGROUND = (236, 236, 236)
+NEAR_UNIFORM_RATIO = 2.0
+"""Below this largest / smallest attention ratio, percentile colours exaggerate differences."""
+SCALES = ("absolute", "percentile")
+Scale = Literal["absolute", "percentile"]
 
 
 def percentile_rank(values: np.ndarray) -> np.ndarray:
@@ -120,6 +132,53 @@ def blend(canvas: np.ndarray, raster: np.ndarray, alpha: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class ColourScale:
+    """How attention becomes a colour value in [0, 1] (see the module docstring).
+
+    Build it from all the patient's attention (every slide, every map drawn) with
+    :meth:`for_patient`, so that every figure of the patient uses the same scale.
+    """
+
+    kind: Scale
+    high: float
+    """``absolute``: the attention drawn at colour 1 (``alpha_max``); unused for ``percentile``."""
+    patches: int
+    """``N``, the patient's number of patches (``1/N`` is uniform attention)."""
+    ratio: float
+    """Largest / smallest attention of the patient (inf when a weight is 0)."""
+
+    @classmethod
+    def for_patient(cls, kind: Scale, attention: Sequence[np.ndarray]) -> ColourScale:
+        """The scale of one patient from the attention of each map (each ``[N]``, all slides)."""
+        if kind not in SCALES:
+            raise ValueError(f"unknown heatmap scale {kind!r}; choose one of {', '.join(SCALES)}")
+        values = [np.asarray(a, dtype=np.float64) for a in attention]
+        high = max(float(v.max()) for v in values)
+        low = min(float(v.min()) for v in values)
+        ratio = high / low if low > 0 else math.inf
+        return cls(kind, high if high > 0 else 1.0, int(values[0].size), ratio)
+
+    def colour(self, attention: np.ndarray, percentile: np.ndarray) -> np.ndarray:
+        """Colour values in [0, 1] of patches with this ``attention`` and ``percentile``."""
+        if self.kind == "percentile":
+            return np.asarray(percentile, dtype=np.float64)
+        return np.clip(np.asarray(attention, dtype=np.float64) / self.high, 0.0, 1.0)
+
+    @property
+    def near_uniform(self) -> bool:
+        return self.ratio < NEAR_UNIFORM_RATIO
+
+    def caveat(self) -> str:
+        """One line for the figure when percentile colours would mislead, else ``""``."""
+        if self.kind == "percentile" and self.near_uniform:
+            return (
+                f"near-uniform attention (largest / smallest = {self.ratio:.2f}): percentile colours "
+                "exaggerate small differences; see --scale absolute"
+            )
+        return ""
+
+
+@dataclass(frozen=True)
 class Panel:
     """One map of a heatmap figure: a title and the per-patch percentiles and raw attention."""
 
@@ -137,12 +196,14 @@ def draw_heatmap(
     patch_size_level0: int,
     size_level0: tuple[int, int],
     panels: Sequence[Panel],
+    scale: ColourScale,
     note: str = "",
 ) -> Path:
     """Write a PNG with one panel per model: the thumbnail (or a grey canvas) under the map.
 
     ``background`` is an RGB thumbnail of the whole slide (any size; its downsample is taken
-    from its width), or None for a features-only slide.
+    from its width), or None for a features-only slide. The colour bar is ``scale``'s: raw
+    attention from 0 to ``scale.high`` with ``1/N`` marked (absolute), or percentiles.
     """
     if background is not None:
         downsample = size_level0[0] / background.shape[1]
@@ -158,7 +219,8 @@ def draw_heatmap(
     fig = Figure(figsize=(4.6 * n + 0.9, max(3.2, 4.6 * aspect + 1.3)), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
-        raster = attention_raster(coords, patch_size_level0, panel.percentile, size_level0, downsample)
+        colour = scale.colour(panel.attention, panel.percentile)
+        raster = attention_raster(coords, patch_size_level0, colour, size_level0, downsample)
         alpha = OVERLAY_ALPHA if background is not None else 1.0
         ax.imshow(blend(canvas, raster, alpha), interpolation="nearest")
         low, high = float(np.min(panel.attention)), float(np.max(panel.attention))
@@ -166,11 +228,26 @@ def draw_heatmap(
         ax.set_xticks([])
         ax.set_yticks([])
     if n:
-        scale = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=CMAP)
-        bar = fig.colorbar(scale, ax=list(axes), shrink=0.85, ticks=[0, 0.25, 0.5, 0.75, 1.0])
-        bar.ax.set_yticklabels(["0 least", "25", "50", "75", "100 most"])
-        bar.set_label("attention percentile within the patient", fontsize=9)
-    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10)
+        _colour_bar(fig, list(axes), scale)
+    caveat = scale.caveat()
+    lines = [title] + [line for line in (note, caveat) if line]
+    fig.suptitle("\n".join(lines), fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return path
+
+
+def _colour_bar(fig: Figure, axes: list, scale: ColourScale) -> None:  # type: ignore[type-arg]
+    if scale.kind == "percentile":
+        mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=CMAP)
+        bar = fig.colorbar(mappable, ax=axes, shrink=0.85, ticks=[0, 0.25, 0.5, 0.75, 1.0])
+        bar.ax.set_yticklabels(["0 least", "25", "50", "75", "100 most"])
+        bar.set_label("attention percentile within the patient", fontsize=9)
+        return
+    mappable = ScalarMappable(norm=Normalize(0.0, scale.high), cmap=CMAP)
+    bar = fig.colorbar(mappable, ax=axes, shrink=0.85)
+    uniform = 1.0 / max(scale.patches, 1)
+    if uniform <= scale.high:
+        bar.ax.axhline(uniform, color="white", lw=1.5)
+        bar.ax.axhline(uniform, color="black", lw=0.6, ls="--")
+    bar.set_label(f"attention (softmax weight; dashed: uniform 1/N, N = {scale.patches})", fontsize=9)

@@ -207,6 +207,16 @@ def extremes(risks: dict[str, float], n: int) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
+def transferring_patients(layout: ProjectLayout, target: str, method: str, fold: int) -> set[str] | None:
+    """Test patients of the run whose ``coefficients.csv`` gives some source a weight ``w > 0``
+    (None when the run has no coefficients, e.g. ``cancer-specific``). The others have no
+    transfer to show (:attr:`Transfer.none`)."""
+    path = layout.merged_file(target, method, fold, COEFFICIENTS_FILE)
+    if method == CANCER_SPECIFIC or not path.is_file():
+        return None
+    return {r["patient_id"] for r in read_coefficients(path) if float(r["w"]) > 0}
+
+
 def stored_transfer(
     layout: ProjectLayout, target: str, method: str, fold: int, patient_id: str
 ) -> Transfer | None:

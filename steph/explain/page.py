@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..evaluation.html_report import STYLE  # one look for the report and its patient pages
 from ..fileio import write_text
-from .transfer import Transfer
+from .transfer import NO_TRANSFER, Transfer
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class PageContent:
     notices: Sequence[str]
     problems: Sequence[str]
     links: Sequence[tuple[str, str]] = ()
+    scale: str = "absolute"
 
 
 def _e(text: object) -> str:
@@ -36,6 +37,11 @@ def _e(text: object) -> str:
 
 
 def _transfer_table(transfer: Transfer) -> str:
+    if transfer.none:
+        return (
+            f"<p><b>{_e(NO_TRANSFER)}</b>: every source's weight w is 0, so this patient's encoder is "
+            "theta0 alone; which sources the top-k picked among the tied zeros means nothing.</p>"
+        )
     rows = "".join(
         f"<tr><td>{_e(s)}</td><td>{w:.4f}</td><td>{lam:.4f}</td><td>{c:.4f}</td><td>{'yes' if sel else ''}</td></tr>"
         for s, w, lam, c, sel in zip(
@@ -69,10 +75,16 @@ def write_page(path: Path, content: PageContent) -> Path:
     if c.notices:
         parts.append('<ul class="note">' + "".join(f"<li>{_e(n)}</li>" for n in c.notices) + "</ul>")
     versus = f" beside {_e(c.compare_model)}" if c.compare_model else ""
+    colour = (
+        "the patch's attention percentile among all of this patient's patches"
+        if c.scale == "percentile"
+        else "the patch's attention on one scale from 0 to the patient's largest weight "
+        "(the dashed line on the colour bar is uniform attention, 1/N)"
+    )
     parts.append(
-        f"<h2>Attention heatmaps{versus}</h2><p class='note'>Colour = the patch's attention percentile "
-        "among all of this patient's patches (ABMIL's softmax weights; for a merged model, those of "
-        "the patient's merged encoder). Raw weights sum to one over the patient.</p>"
+        f"<h2>Attention heatmaps{versus}</h2><p class='note'>Colour = {colour} (ABMIL's softmax "
+        "weights; for a merged model, those of the patient's merged encoder). Raw weights sum to one "
+        "over the patient.</p>"
     )
     for slide_id, png in c.heatmaps:
         parts.append(f"<h3>{_e(slide_id)}</h3><img src='{_e(png.name)}' alt='heatmap {_e(slide_id)}'>")
@@ -89,9 +101,9 @@ def write_page(path: Path, content: PageContent) -> Path:
         links = "".join(f"<li><a href='{_e(p.name)}'>{_e(p.name)}</a> ({_e(s)})</li>" for s, p in c.geojson)
         parts.append(
             "<h2>For QuPath</h2><p class='note'>Open the slide in QuPath, then File &gt; Import objects "
-            "from file (or drag the file onto the viewer). Each patch is a tile with the measurements "
-            "Attention, Attention percentile and Attention x N; Measure &gt; Show measurement maps "
-            f"colours them.</p><ul>{links}</ul>"
+            "from file (or drag the file onto the viewer). Each patch is a tile of the class Attention, "
+            "drawn in its heatmap colour, with the measurements Attention, Attention percentile and "
+            f"Attention x N; Measure &gt; Show measurement maps colours them.</p><ul>{links}</ul>"
         )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(c.patient_id)}: stephctl explain"

@@ -20,7 +20,15 @@ import numpy as np
 from ..errors import SlideError
 from ..slides.reader import Slide
 from .geojson import write_geojson
-from .heatmap import Panel, draw_heatmap, grid_extent, percentile_rank, thumbnail_downsample
+from .heatmap import (
+    ColourScale,
+    Panel,
+    Scale,
+    draw_heatmap,
+    grid_extent,
+    percentile_rank,
+    thumbnail_downsample,
+)
 from .page import PageContent, write_page
 from .patches import Tile, draw_montage, read_patch
 from .transfer import Transfer, TransferFigure, draw_transfer
@@ -98,6 +106,7 @@ def render_patient(
     top_n: int = 8,
     facts: Sequence[tuple[str, str]] = (),
     links: Sequence[tuple[str, str]] = (),
+    scale: Scale = "absolute",
 ) -> PatientPage:
     """Write one patient's explanation into ``folder`` and return the paths written.
 
@@ -120,6 +129,8 @@ def render_patient(
         top_n: patches per montage row.
         facts: extra ``(label, value)`` rows for the page's header table.
         links: ``(text, href)`` links shown under it (href relative to the page).
+        scale: heatmap colours, ``absolute`` attention or ``percentile`` within the patient
+            (:class:`~steph.explain.heatmap.ColourScale`); the GeoJSON tiles use the same colours.
     """
     folder.mkdir(parents=True, exist_ok=True)
     page = PatientPage(patient_id, folder, folder / PAGE)
@@ -131,6 +142,13 @@ def render_patient(
         percentile_rank(np.concatenate([np.asarray(s.compare, dtype=np.float64) for s in slides]))
         if has_compare
         else None
+    )
+    colours = ColourScale.for_patient(
+        scale,
+        [all_attention]
+        + (
+            [np.concatenate([np.asarray(s.compare, dtype=np.float64) for s in slides])] if has_compare else []
+        ),
     )
     heatmaps: list[tuple[str, Path]] = []
     geojsons: list[tuple[str, Path]] = []
@@ -152,6 +170,7 @@ def render_patient(
             patch_size_level0=s.patch_size_level0,
             size_level0=size,
             panels=panels,
+            scale=colours,
             note=note,
         )
         heatmaps.append((s.slide_id, png))
@@ -169,7 +188,7 @@ def render_patient(
             np.asarray(s.coords),
             s.patch_size_level0,
             measurements,
-            q_all[part],
+            colours.colour(np.asarray(s.attention), q_all[part]),
         )
         geojsons.append((s.slide_id, gj))
         if handle is not None:
@@ -199,6 +218,7 @@ def render_patient(
         notices=page.notices,
         problems=page.problems,
         links=links,
+        scale=scale,
     )
     write_page(page.html, content)
     page.files.append(page.html)

@@ -26,6 +26,7 @@ from ..fileio import read_json, sha256_file, write_json
 from ..layout import CANCER_SPECIFIC, ProjectLayout, normalize_cancer
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
+from .heatmap import Scale
 from .inputs import (
     SlidePatches,
     extremes,
@@ -78,6 +79,7 @@ def explain_patients(
     compare: str | None = None,
     patches: int = 8,
     overwrite: bool = False,
+    scale: Scale = "absolute",
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Write the explanation pages of ``patients`` (or of the ``top`` highest- and lowest-risk
@@ -88,6 +90,7 @@ def explain_patients(
             :func:`steph.runs.resolve_run`).
         compare: a second method of the same fold drawn beside (e.g. ``cancer-specific``).
         patches: patches per montage row.
+        scale: heatmap colours, ``absolute`` attention or ``percentile`` within the patient.
 
     Raises:
         ConfigError: neither or both of ``patients`` and ``top``.
@@ -128,7 +131,7 @@ def explain_patients(
     device = resolve_device(config.train.device)
     models: dict[str, nn.Module] = {}
     sources = _sources(layout, target, method, fold)
-    options = {"compare": compare, "patches": patches, "version": __version__}
+    options = {"compare": compare, "patches": patches, "scale": scale, "version": __version__}
     options["models"] = {str(p): sha256_file(p) for p in model_files}
     try:
         fold_risks = risks or test_risks(layout, target, method, fold)
@@ -181,6 +184,7 @@ def explain_patients(
                 top_n=patches,
                 facts=facts,
                 links=[("all patient pages", os.path.relpath(index, folder))],
+                scale=scale,
             )
             record["files"] = [p.name for p in page.files]
             done = layout.patient_record(target, pid, method, fold)
@@ -197,6 +201,7 @@ def explain_patients(
                     "w": list(bars.w),
                     "lambda": list(bars.lam),
                     "selected": list(bars.selected),
+                    "none": bool(transfer is not None and transfer.none),
                 }
             if page.problems:
                 report.add(key, Status.FAILED, "; ".join(page.problems), **details)

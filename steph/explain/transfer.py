@@ -5,6 +5,11 @@ tau_{s_i})`` (STEPH_SPEC 5.2): ``w_i`` is how much source i's slot counts, ``lam
 that slot stays the target's own task vector (so ``w_i (1 - lambda_i)`` is what source i's
 knowledge contributes), and ``S`` the selected top-k sources. The chart draws exactly the numbers
 it is given (for a project, the run's ``coefficients.csv`` row of the patient).
+
+The weights come out of a ReLU, so a patient can get ``w_i = 0`` for every source: the sum is
+empty and the patient's encoder is ``theta0`` itself. The top-k "selection" among those tied
+zeros is arbitrary, so such a patient gets no bars and no stars, only the words
+:data:`NO_TRANSFER`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from ..fileio import atomic_path
 
 DPI = 110
 SELECTED_COLOUR, OTHER_COLOUR = "#d95f0e", "#bdbdbd"
+NO_TRANSFER = "no transfer for this patient"
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,11 @@ class Transfer:
             raise ValueError("Transfer needs one w, lambda and selected flag per source (at least one)")
 
     @property
+    def none(self) -> bool:
+        """Every weight is 0: nothing is added to ``theta0`` and the selection is meaningless."""
+        return not any(w > 0 for w in self.w)
+
+    @property
     def contribution(self) -> tuple[float, ...]:
         """``[i in S] w_i (1 - lambda_i)``: the source's coefficient on its own task vector."""
         return tuple(
@@ -47,16 +58,24 @@ class Transfer:
 
 @dataclass(frozen=True)
 class TransferFigure:
-    """The PNG and the bar lengths read back from the drawn artists (source order)."""
+    """The PNG and the bar lengths read back from the drawn artists (source order; all empty
+    when the patient has no transfer, see :attr:`Transfer.none`)."""
 
     path: Path
     w: tuple[float, ...]
     lam: tuple[float, ...]
     selected: tuple[bool, ...]
+    text: str = ""
+    """The words drawn instead of the bars (:data:`NO_TRANSFER` ...), else ``""``."""
 
 
 def draw_transfer(path: Path, transfer: Transfer, *, title: str) -> TransferFigure:
-    """Horizontal bars of w and lambda per source; selected sources in colour and starred."""
+    """Horizontal bars of w and lambda per source; selected sources in colour and starred.
+
+    A patient whose weights are all 0 gets a short figure that says :data:`NO_TRANSFER` instead.
+    """
+    if transfer.none:
+        return _draw_no_transfer(path, transfer, title=title)
     names = list(transfer.sources)
     y = np.arange(len(names))
     colours = [SELECTED_COLOUR if s else OTHER_COLOUR for s in transfer.selected]
@@ -84,3 +103,18 @@ def draw_transfer(path: Path, transfer: Transfer, *, title: str) -> TransferFigu
         tuple(float(b.get_width()) for b in bars_l),
         tuple(b.get_facecolor() == to_rgba(SELECTED_COLOUR) for b in bars_w),
     )
+
+
+def _draw_no_transfer(path: Path, transfer: Transfer, *, title: str) -> TransferFigure:
+    text = (
+        f"{NO_TRANSFER}: the weight w of all {len(transfer.sources)} sources is 0,\n"
+        "so the merged encoder is theta0 alone and no source (or target) task vector is added"
+    )
+    fig = Figure(figsize=(8.6, 1.6), layout="constrained")
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, transform=ax.transAxes)
+    fig.suptitle(title, fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return TransferFigure(path, (), (), (), text=text)

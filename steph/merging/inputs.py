@@ -71,7 +71,8 @@ def resolve_target(layout: ProjectLayout, config: ProjectConfig, target: str) ->
 
 def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -> list[str]:
     """``merge.sources`` (default: every other cancer of the project, imported sources
-    included), without the target.
+    included), without the target. With ``[auto:K]`` every other cancer is a candidate; the
+    merge plan picks K of them per fold (:mod:`steph.transfer.choose`).
 
     The reference removes the target from its source list (``task_ari_src_exlude_target``); a
     target named in ``--sources`` is dropped with a warning.
@@ -83,14 +84,17 @@ def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -
 
     known = project_cancers(layout, config)
     known += [c for c in imported_cancers(layout) if c not in known]
-    requested = [normalize_cancer(s) for s in config.merge.sources] if config.merge.sources else known
+    from ..transfer.choose import parse_auto
+
+    listed = config.merge.sources if parse_auto(config.merge.sources) is None else None
+    requested = [normalize_cancer(s) for s in listed] if listed else known
     unknown = [s for s in requested if s not in known]
     if unknown:
         raise ConfigError(
             f"source(s) {', '.join(unknown)} are not cancers of the project",
             hint=f"cancers of the project: {', '.join(known)}",
         )
-    if config.merge.sources and target in requested:
+    if listed and target in requested:
         log.warning(
             "%s is the target: it is not used as a source (its same-fold task vector is the target's)", target
         )

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated
 
 import typer
 
 from .._common import fail, get_project, handle_errors, run_stage
+
+
+class HeatmapScale(str, Enum):
+    """The choices of ``--scale`` (``steph.explain.heatmap.SCALES``)."""
+
+    absolute = "absolute"
+    percentile = "percentile"
 
 
 def explain(
@@ -38,6 +46,14 @@ def explain(
     patches: Annotated[
         int, typer.Option("--patches", min=1, max=32, help="Most and least attended patches shown (each).")
     ] = 8,
+    scale: Annotated[
+        HeatmapScale,
+        typer.Option(
+            "--scale",
+            help="Heatmap colours: absolute attention (one scale, 0 to the largest weight) or its "
+            "percentile within the patient.",
+        ),
+    ] = HeatmapScale.absolute,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Redo pages whose inputs did not change.")
     ] = False,
@@ -70,5 +86,6 @@ def explain(
         compare=compare,
         patches=patches,
         overwrite=overwrite,
+        scale=scale.value,
         as_json=json_out,
     )

@@ -76,7 +76,10 @@ def merge(
     sources: Annotated[
         list[str] | None,
         typer.Option(
-            "--sources", "-s", help="Source cancers (repeatable or comma-separated; default: all others)."
+            "--sources",
+            "-s",
+            help="Source cancers (repeatable or comma-separated; default: all others), or auto:K: per fold the K "
+            "with the highest measured transfer to the target's training split (run `stephctl transfer` first).",
         ),
     ] = None,
     source_fold: Annotated[
