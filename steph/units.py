@@ -94,12 +94,15 @@ class UnitLock:
         temp_dirs: The unit's other output folders (temporary files of dead writers are removed
             there when a dead lock is reclaimed).
         where: The unit as named in failure messages (default: ``what``).
+        record: The unit's record, written last (its presence marks the unit done); it is removed
+            under the lock before the work starts, so a unit interrupted from then on is not done.
     """
 
     path: Path
     what: str
     temp_dirs: tuple[Path, ...] = ()
     where: str = ""
+    record: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ def run_unit(stage: str, unit: U, worker: UnitWorker[U], *, overwrite: bool = Fa
         with hold(lock.path, what=lock.what, stage=stage, temp_dirs=lock.temp_dirs):
             if unit.done and not overwrite:  # another process finished it meanwhile
                 return _item(unit, worker.skipped(unit, by_other=True))
+            if lock.record is not None:
+                lock.record.unlink(missing_ok=True)
             point(f"{stage}:locked")
             outcome = worker.run(unit)
     except LockedError as exc:

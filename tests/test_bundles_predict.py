@@ -117,7 +117,7 @@ def test_in_project_a_the_features_are_reused(a: Path, tmp_path: Path, cli) -> N
         np.testing.assert_allclose(value, from_project[pid], atol=1e-6)
     # the old form `evaluate --predict` is gone (removed after its deprecation)
     old = cli("-p", a, "evaluate", "--predict", manifest, "-t", TARGET, "-m", RUN, "-k", 0, "--name", "old")
-    assert old.exit_code == 2 and "--predict" in old.output
+    assert old.exit_code == 1 and "--predict" in old.output
     # what `predict --explain` will get per patient: coordinates in bag order, one row per patch
     meta = json.loads((out / "meta.json").read_text())
     pid = rows[0]["patient_id"]

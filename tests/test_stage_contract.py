@@ -151,6 +151,7 @@ def test_one_process_runs_a_list_of_units_of_the_plan(project: Path) -> None:
         "sources",
         "source_fold",
         "paper",
+        "source_choice",
     }
 
 

@@ -329,10 +329,9 @@ class MergeWorker:
 
     def lock(self, unit: MergeUnit) -> UnitLock:
         temps = (self.layout.results_dir(unit.target, unit.run, unit.fold),)
-        return UnitLock(unit.outputs[0], f"merge {unit.key}", temps)
+        return UnitLock(unit.outputs[0], f"merge {unit.key}", temps, record=unit.outputs[0])
 
     def run(self, unit: MergeUnit) -> Outcome:
-        unit.outputs[0].unlink(missing_ok=True)
         with run_log(self.layout.merged_log(unit.target, unit.run, unit.fold)):
             record = self._train(unit)
         return Outcome(Status.DONE, f"C-index {_fmt(record.c_index)}", {"c_index": record.c_index})

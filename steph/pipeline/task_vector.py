@@ -213,10 +213,10 @@ class TaskVectorWorker:
         return Outcome(Status.SKIPPED, why)
 
     def lock(self, unit: ModelUnit) -> UnitLock:
-        return UnitLock(self.layout.task_vector_meta(unit.cancer, unit.fold), f"task vector {unit.key}")
+        meta = self.layout.task_vector_meta(unit.cancer, unit.fold)
+        return UnitLock(meta, f"task vector {unit.key}", record=meta)
 
     def run(self, unit: ModelUnit) -> Outcome:
-        self.layout.task_vector_meta(unit.cancer, unit.fold).unlink(missing_ok=True)  # written last
         record = write_task_vector(self.layout, unit.cancer, unit.fold, self.theta0)
         sha = str(record.sha256)
         log.info("task vector %s written (sha256 %s)", unit.key, sha[:12])
