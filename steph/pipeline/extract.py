@@ -290,7 +290,8 @@ def _update_failures(path: Path, report: StageReport, entries: list[SlideEntry])
                         }
                     )
                 if rows or path.exists():
-                    write_csv(path, FAILURE_COLUMNS, sorted(rows, key=lambda r: r["slide_id"]))
+                    ordered = sorted(rows, key=lambda r: r["slide_id"])
+                    write_csv(path, FAILURE_COLUMNS, ordered)
                 return
         except LockedError:
             time.sleep(0.05 * (1 + attempt % 10))
