@@ -81,14 +81,29 @@ def read_metadata(path: Path | str) -> dict[str, str]:
 
 
 def load_reference_checkpoint(path: Path | str) -> StateDict:
-    """Load a reference ``.pth`` checkpoint (a dict with key ``model``, or a bare state dict).
+    """Load a reference ``.pth`` checkpoint (a dict with key ``model``, or a bare state dict),
+    checked as :func:`load_checked_torch` describes; a ``module.`` key prefix is dropped.
 
-    A checkpoint is a file from outside, so nothing it declares is trusted before it is checked
-    against the file itself: it must be a PyTorch zip checkpoint whose records are stored
-    uncompressed and add up to no more than the file; it is loaded memory-mapped
-    (``weights_only``), and every tensor must be a dense, strided floating-point tensor whose
-    values all lie in its own storage (no stride-0 expansion of a few bytes into gigabytes).
-    Only then are the tensors copied into memory.
+    Raises:
+        MissingArtifactError: no such file.
+        DataError: see :func:`load_checked_torch`.
+    """
+    state = load_checked_torch(path, unwrap=("model",))
+    return {key.removeprefix("module."): tensor for key, tensor in state.items()}
+
+
+def load_checked_torch(
+    path: Path | str, *, unwrap: tuple[str, ...] = ("model",), floating_only: bool = True
+) -> StateDict:
+    """The state dict of a ``torch.save`` file from outside, checked before it is copied into memory.
+
+    Nothing the file declares is trusted before it is checked against the file itself: it must
+    be a PyTorch zip checkpoint whose records are stored uncompressed and add up to no more than
+    the file; it is loaded memory-mapped (``weights_only``), and every tensor must be a dense,
+    strided tensor (floating point when ``floating_only``; else any real number or bool dtype)
+    whose values all lie in its own storage (no stride-0 expansion of a few bytes into
+    gigabytes), and all of them together must fit in the file. Only then are the tensors copied.
+    ``unwrap``: keys of a wrapping dict whose value is the state dict (tried in order).
 
     Raises:
         MissingArtifactError: no such file.
@@ -100,31 +115,40 @@ def load_reference_checkpoint(path: Path | str) -> StateDict:
         raise MissingArtifactError(f"checkpoint not found: {path}")
     _check_zip_records(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        obj = _torch_load(path)
     except Exception as exc:  # torch raises many types for malformed pickles
         raise DataError(f"{path} is not a loadable PyTorch checkpoint: {exc}") from exc
-    state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise DataError(f"{path}: expected a state dict or a dict with key 'model' holding one")
+    for key in unwrap:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        wrapped = " or ".join(repr(k) for k in unwrap)
+        raise DataError(f"{path}: expected a state dict or a dict with key {wrapped} holding one")
     size = path.stat().st_size
     total = 0
-    for key, tensor in state.items():
-        total += _checked_bytes(path, str(key), tensor)
+    for key, tensor in obj.items():
+        total += _checked_bytes(path, str(key), tensor, floating_only=floating_only)
     if total > size:
         raise DataError(
             f"{path}: its tensors declare {total:,} bytes, more than the file's {size:,}",
             hint="the file is not a checkpoint written by torch.save; ask its author for the original",
         )
     try:
-        return {
-            str(k).removeprefix("module."): v.clone(memory_format=torch.contiguous_format)
-            for k, v in state.items()
-        }
+        return {str(k): v.clone(memory_format=torch.contiguous_format) for k, v in obj.items()}
     except (MemoryError, RuntimeError) as exc:
         raise DataError(
             f"{path}: not enough memory to load its {total:,} bytes of tensors ({type(exc).__name__})",
             hint="free memory or use a machine with more",
         ) from exc
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)``, memory-mapped where the file allows it (older torch wrote
+    records that cannot be mapped; their reading is bounded by :func:`_check_zip_records` anyway)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def _check_zip_records(path: Path) -> None:
@@ -154,12 +178,14 @@ def _check_zip_records(path: Path) -> None:
         )
 
 
-def _checked_bytes(path: Path, key: str, tensor: Tensor) -> int:
-    """Bytes of ``tensor``'s values, after checking they are dense floats inside its own storage."""
+def _checked_bytes(path: Path, key: str, tensor: Tensor, *, floating_only: bool = True) -> int:
+    """Bytes of ``tensor``'s values, after checking they are dense numbers inside its own storage."""
     if tensor.layout != torch.strided or tensor.is_meta or tensor.is_quantized:
         raise DataError(f"{path}: tensor {key!r} is not a dense tensor ({tensor.layout}, {tensor.device})")
-    if not tensor.is_floating_point():
-        raise DataError(f"{path}: tensor {key!r} is {tensor.dtype}, not floating point")
+    if tensor.is_complex() or (floating_only and not tensor.is_floating_point()):
+        raise DataError(
+            f"{path}: tensor {key!r} is {tensor.dtype}, not {'floating point' if floating_only else 'real'}"
+        )
     needed = tensor.numel() * tensor.element_size()
     storage = tensor.untyped_storage().nbytes()
     if needed > storage:

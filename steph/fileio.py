@@ -102,7 +102,9 @@ def read_json(path: Path | str) -> Any:
 def write_csv(
     path: Path | str, header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]]
 ) -> Path:
-    """Write a CSV atomically; rows are sequences or mappings keyed by ``header``."""
+    """Write a CSV atomically; rows are sequences or mappings keyed by ``header``.
+
+    Cells that a spreadsheet would run as a formula are neutralised (see :func:`_csv_cell`)."""
     path = Path(path)
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -115,9 +117,19 @@ def write_csv(
     return path
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(value: Any) -> Any:
+    """Floats exactly (``repr``); text that a spreadsheet would run as a formula (starting with
+    ``= + - @``, tab or carriage return, and not a number) neutralised with a leading ``'``."""
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str) and len(value) > 1 and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
     return value
 
 

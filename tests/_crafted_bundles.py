@@ -97,7 +97,7 @@ def lab_b(root: Path, **overrides: object) -> Path:
 
 
 def _merged_weights(theta0, target_vector, sources, settings) -> dict[str, Tensor]:
-    from steph.config.merge import MergeConfig
+    from steph.config.merge import merge_config_of
     from steph.merging import MERGE_METHODS
     from steph.merging.base import FitSettings, MergeContext
 
@@ -108,9 +108,9 @@ def _merged_weights(theta0, target_vector, sources, settings) -> dict[str, Tenso
         target_vector=target_vector,
         source_names=tuple(sources),
         source_vectors=tuple(sources.values()),
-        config=MergeConfig(**settings),
+        config=merge_config_of(settings),
         model_config=SMALL,
-        dim_in=128,
+        dim_in=int(theta0["feat_proj.0.weight"].shape[1]),
         device=torch.device("cpu"),
         seed=0,
         fit_settings=FitSettings(epochs=0),
@@ -120,13 +120,13 @@ def _merged_weights(theta0, target_vector, sources, settings) -> dict[str, Tenso
 
 
 def model_bundle_parts(
-    method: str = "cancer-specific",
+    method: str = "cancer-specific", *, dim_in: int = 128, encoder: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, dict[str, Tensor]], dict[str, Any]]:
     """Parts and card of a one-fold model bundle of BRCA (``cancer-specific`` or ``steph`` top-1)."""
     from steph.config import to_plain
-    from steph.config.merge import MergeConfig
+    from steph.config.merge import merge_config_of
 
-    theta0 = abmil_state()
+    theta0 = abmil_state(dim_in=dim_in)
     tau = vector_like(theta0, seed=2)
     parts: dict[str, dict[str, Tensor]] = {"theta0": theta0, "task_vector/BRCA/fold_0": tau}
     entry: dict[str, Any] = {
@@ -136,7 +136,7 @@ def model_bundle_parts(
         "weights": "weights/fold_0",
         "method": method,
         "seed": 0,
-        "dim_in": 128,
+        "dim_in": dim_in,
         "n_train": 5,
         "model_config": to_plain(SMALL),
     }
@@ -150,13 +150,13 @@ def model_bundle_parts(
             parts[f"task_vector/{c}/fold_0"] = v
         entry["source_vectors"] = {c: f"task_vector/{c}/fold_0" for c in sources}
         parts["weights/fold_0"] = _merged_weights(theta0, tau, sources, settings)
-        entry["settings"] = to_plain(MergeConfig(**settings))
+        entry["settings"] = to_plain(merge_config_of(settings))
     card = {
         "target": "BRCA",
         "method": {"name": method, "run": method, "settings": entry["settings"], "model": to_plain(SMALL)},
         "architecture": architecture_of(theta0),
         "theta0_sha256": state_sha256(theta0, THETA0_META),
-        "encoder": {**sources_card(theta0, {})["encoder"]},
+        "encoder": {**sources_card(theta0, {})["encoder"], "dim": dim_in, **(encoder or {})},
         "time_bins": {
             "count": 8,
             "width_days": 365.0,

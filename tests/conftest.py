@@ -45,3 +45,18 @@ def _no_slurm_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "SLURM_CONF",  # a developer's cluster: `stephctl slurm` would check resources against it
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real single-node Slurm for the ``slurm``-marked tests, started once per session by
+    ``.ci/slurm-cluster.sh`` (stopped at the end); yields the environment that reaches it
+    (``SLURM_CONF``). A cluster already reachable through ``$SLURM_CONF`` is used as it is. Skips
+    with the reason in one line where none can be started (no packages, not root)."""
+    from _slurm import start_cluster
+
+    env, stop = start_cluster(tmp_path_factory.mktemp("slurm-cluster"))
+    try:
+        yield env
+    finally:
+        stop()

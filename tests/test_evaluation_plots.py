@@ -93,11 +93,18 @@ def _fold(method: str, fold: int, n: int, ibs: tuple[float, float, float]):  # t
 def test_ibs_note_only_where_the_bootstrap_bound_is_not_sensible() -> None:
     from steph.evaluation.html_report import ibs_instability_note
 
-    stable = [_fold("steph", 0, 60, (0.18, 0.15, 0.22)), _fold("steph", 1, 60, (0.2, 0.17, float("nan")))]
-    assert ibs_instability_note(stable) == ""  # within the sensible range, or no bootstrap
+    stable = [
+        _fold("steph", 0, 60, (0.18, 0.15, 0.22)),
+        _fold("steph", 1, 60, (0.2, 0.17, float("nan"))),  # no bootstrap
+        _fold("steph", 2, 50, (0.25, 0.2, 0.36)),  # a poor model with an ordinary interval
+    ]
+    assert ibs_instability_note(stable) == ""
     # the reported case: an 18-patient fold whose upper bound reached 1.31
     note = ibs_instability_note([*stable, _fold("cancer-specific", 2, 18, (0.21, 0.08, 1.31))])
-    assert "cancer-specific fold 2 (18 patients, up to 1.31)" in note and "steph fold" not in note
-    assert "above 1" in note and "1 / G(t)" in note
-    milder = ibs_instability_note([_fold("steph", 3, 18, (0.2, 0.1, 0.4))])
-    assert "up to 0.40" in milder and "above 1" not in milder
+    assert (
+        "cancer-specific fold 2 (18 patients: IBS 0.21, upper bound 1.31)" in note
+        and "steph fold" not in note
+    )
+    assert "pass 1" in note and "1 / G(t)" in note
+    milder = ibs_instability_note([_fold("steph", 3, 18, (0.15, 0.1, 0.4))])
+    assert "upper bound 0.40" in milder and "pass 1" not in milder

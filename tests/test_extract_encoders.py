@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,28 @@ def test_local_weights_are_loaded_strictly_and_identified(tmp_path: Path) -> Non
         create_encoder("tiny-cnn", weights=bad)
     with pytest.raises(EncoderUnavailableError, match="not found"):
         create_encoder("tiny-cnn", weights=tmp_path / "missing.bin")
+
+
+def test_local_weights_are_bounded_by_their_file(tmp_path: Path) -> None:
+    """``--weights`` .pt/.pth/.bin files get the reference checkpoints' checks (issue #32):
+    a tensor expanded from a few bytes (stride 0) and a zip whose records declare more than the
+    file are refused before anything is allocated, with one error naming the file."""
+    state = TinyCNN(seed=7).state_dict()
+    name, weight = next(iter(state.items()))
+    expanded = tmp_path / "expanded.pt"
+    torch.save({**state, name: torch.zeros(1).expand(weight.shape)}, expanded)
+    with pytest.raises(EncoderUnavailableError, match=r"expanded\.pt.*expanded or overlapping view"):
+        create_encoder("tiny-cnn", weights=expanded)
+    bomb = tmp_path / "bomb.pth"
+    torch.save({"model": {"big": torch.zeros(1).expand(4_000_000, 128)}}, bomb)
+    assert bomb.stat().st_size < 4096
+    with pytest.raises(EncoderUnavailableError, match=r"bomb\.pth: tensor 'big' of shape \[4000000, 128\]"):
+        create_encoder("tiny-cnn", weights=bomb)
+    packed = tmp_path / "packed.bin"
+    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * 100_000)
+    with pytest.raises(EncoderUnavailableError, match="compressed records"):
+        create_encoder("tiny-cnn", weights=packed)
 
 
 def test_timm_model_with_local_weights(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ import pytest
 import torch
 from _published import DATASET, make_published_project, write_lmdb
 
+from steph.config import load_project
+from steph.data import check_features, load_cohort
 from steph.data.features import feature_shape, read_features
 from steph.data.safe_load import loads_safe
 from steph.errors import DataError
@@ -198,6 +200,22 @@ def test_stride_zero_pt_is_refused_before_it_is_expanded(tmp_path: Path) -> None
     assert found["grew_mib"] < 64, found
 
 
+def test_stride_zero_lmdb_value_is_refused(tmp_path: Path) -> None:
+    from _published import cohort
+
+    from steph.data.lmdb_store import LmdbStore
+
+    rows = cohort(n_patients=2)
+    path, crafted = tmp_path / "s.lmdb", rows[0]["slide_id"]
+    write_lmdb(path, rows, {crafted: pickle.dumps(torch.zeros(1, 1, DIM).expand(1, 100_000, DIM))})
+    store = LmdbStore()
+    ref = store.ref(path, crafted)
+    for read in (store.shape, store.read):  # shape is what `check` asks
+        with pytest.raises(DataError, match=r"needs 51200000 bytes but its storage holds 512"):
+            read(ref)
+    store.close()
+
+
 def test_unwritten_chunked_h5_is_refused_before_it_is_read(tmp_path: Path) -> None:
     path = tmp_path / "bomb.h5"
     with h5py.File(path, "w") as fh:
@@ -357,3 +375,47 @@ def test_a_view_of_a_larger_storage_is_still_a_tensor() -> None:
     view = base[1:3, ::2]
     assert torch.equal(checked_tensor(view), view)
     assert torch.equal(loads_safe(pickle.dumps(view)), view)
+
+
+# -- 2. the configurable patch limit -------------------------------------------------------------
+
+
+def test_max_patches_refuses_larger_slides_before_reading(cli, tmp_path: Path) -> None:
+    root, rows = make_published_project(tmp_path, "per-project-h5", n_patients=4)
+    limit = max(len(r["features"]) for r in rows) - 1
+    large = sorted(r["slide_id"] for r in rows if len(r["features"]) > limit)
+    assert 0 < len(large) < len(rows)
+    config = root / "stephctl.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + f"\nmax_patches: {limit}\n", encoding="utf-8")
+    result = cli("-p", root, "check", "--json")
+    assert result.exit_code == 2
+    (errors,) = _errors(result.output, "unreadable features")
+    assert f"more than max_patches ({limit})" in errors and large[0] in errors
+    layout, project = load_project(root)
+    cohort = load_cohort(layout, project, "KIPAN")
+    with pytest.raises(DataError, match=rf"more than max_patches \({limit}\)") as info:
+        check_features(layout, project, cohort, list(cohort.patients))
+    assert "raise max_patches in stephctl.yaml" in (info.value.hint or "")
+
+
+def test_coords_are_checked_as_features_are(tmp_path: Path) -> None:
+    """explain and predict --explain read ``coords`` too: from the file itself, within its size."""
+    from steph.explain.inputs import read_geometry
+    from steph.extraction.h5format import read_coords
+
+    _target(tmp_path)
+    linked, bomb = tmp_path / "linked.h5", tmp_path / "bomb.h5"
+    with h5py.File(linked, "w") as fh:
+        fh.create_dataset("features", data=np.ones((6, 8), dtype=np.float32))
+        fh["coords"] = h5py.ExternalLink("target.h5", "/padding")
+    with h5py.File(bomb, "w") as fh:
+        fh.create_dataset("features", data=np.ones((6, 8), dtype=np.float32))
+        fh.create_dataset("coords", shape=(ROWS, 2), dtype="i8", chunks=(1024, 2))  # never written
+    with pytest.raises(DataError, match=r"'coords' is an external link to target\.h5:/padding"):
+        read_coords(linked)
+    with pytest.raises(DataError, match=r"'coords' is an external link"):
+        read_geometry(linked, "S1", patches=6)
+    with pytest.raises(DataError, match=r"dataset '/coords' declares shape \[1000000, 2\]"):
+        read_coords(bomb)
+    with pytest.raises(DataError, match=r"dataset '/coords' declares shape \[1000000, 2\]"):
+        read_geometry(bomb, "S1", patches=6)

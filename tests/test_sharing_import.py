@@ -150,3 +150,29 @@ def test_two_concurrent_imports_of_different_theta0_cannot_both_succeed(
     with pytest.raises(ConsistencyError, match="theta0"):
         import_sources(layout, config, first)
     assert load_theta0(layout).sha256 == state_sha256(abmil_state(seed=22), THETA0_META)
+
+
+def test_two_import_processes_of_different_theta0_one_wins(project, tmp_path: Path) -> None:
+    """Two real `stephctl import-sources` processes at once, each with another theta0."""
+    import subprocess
+    import sys
+
+    layout, _ = project
+    bundles = [write_sources(tmp_path / f"{s}.safetensors", theta0=abmil_state(seed=s)) for s in (31, 32)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "stephctl", "-p", str(layout.root), "import-sources", str(b)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for b in bundles
+    ]
+    outcomes = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert sorted(code for code, _ in outcomes) == [0, 1], outcomes
+    loser = next(err for code, err in outcomes if code == 1)
+    assert "theta0" in loser and "Traceback" not in loser
+    winner = bundles[[code for code, _ in outcomes].index(0)]
+    assert load_theta0(layout).sha256 == state_sha256(
+        abmil_state(seed=31 if winner == bundles[0] else 32), THETA0_META
+    )

@@ -44,7 +44,7 @@ def _huge_dims(parts, card) -> None:
         ("cancer-specific", lambda p, c: c.update(models=[]), "at least one fold"),
         ("cancer-specific", _huge_dims, "dim_in"),
         ("cancer-specific", _wrong_shape, r"pred_head\.weight \[5, 16\]"),
-        ("steph", lambda p, c: c["models"][0]["settings"].update(top_k=5), "top_k 5"),
+        ("steph", lambda p, c: c["models"][0]["settings"]["options"].update(top_k=5), "top-k is 5"),
         (
             "steph",
             lambda p, c: c["models"][0]["source_vectors"].update(KIRC="task_vector/KIRC/fold_0"),

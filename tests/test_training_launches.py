@@ -98,3 +98,58 @@ def test_operators_per_step_do_not_grow_with_the_number_of_bags(name: str) -> No
     assert getattr(model, "packs_bags", False)
     few, many = operators_per_step(model, 16), operators_per_step(model, 64)
     assert few == many, f"{name}: {few} operators for 16 bags, {many} for 64"
+
+
+def test_per_bag_weights_in_a_pack_equal_each_bag_alone_with_and_without_the_grouped_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """STEPH's per-bag encoders packed: one grouped product, or (no kernel) bag by bag: the same
+    embeddings and gradients as each bag alone."""
+    from steph.models import abmil
+
+    g = torch.Generator().manual_seed(5)
+    sizes = [3, 9, 1, 14]
+    bags = [torch.randn(k, DIM, generator=g) for k in sizes]
+    shapes = {k: v.shape for k, v in state(0).items() if k in abmil.ENCODER_KEYS}
+    per_bag = {
+        k: (0.3 * torch.randn(len(sizes), *s, generator=g)).requires_grad_() for k, s in shapes.items()
+    }
+
+    def run(packed: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if packed:
+            with abmil.packed_bags(sizes):
+                z = abmil.encode(per_bag, torch.cat(bags).unsqueeze(0))
+        else:
+            z = torch.cat(
+                [
+                    abmil.encode({k: v[b : b + 1] for k, v in per_bag.items()}, x.unsqueeze(0))
+                    for b, x in enumerate(bags)
+                ]
+            )
+        grads = torch.autograd.grad(
+            (z * torch.linspace(-1, 1, z.numel()).view_as(z)).sum(), list(per_bag.values())
+        )
+        return z.detach(), list(grads)
+
+    alone = run(False)
+    calls: list[int] = []
+    real = torch.nn.functional.grouped_mm
+
+    def counting(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "grouped_mm", counting)
+    grouped = run(True)
+    assert calls  # the kernel ran (D = 16, widths 8: aligned)
+
+    def broken(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise RuntimeError("no kernel")
+
+    monkeypatch.setattr(torch.nn.functional, "grouped_mm", broken)
+    monkeypatch.setattr(abmil, "_GROUPED_FAILED", False)
+    fallback = run(True)
+    assert abmil._GROUPED_FAILED
+    for z, grads in (grouped, fallback):
+        assert torch.allclose(z, alone[0], atol=1e-6)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, alone[1], strict=True))

@@ -292,21 +292,24 @@ def test_doctests() -> None:
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
 
-def test_source_only_cancers_transfer_with_their_one_model(tmp_path: Path) -> None:
+def test_source_only_cancers_transfer_with_their_one_model(tmp_path: Path, cli) -> None:
     """With `targets:`, a source-only cancer trains merge.source_fold only; its one model is
-    applied to every fold of the targets."""
+    applied to every fold of the targets. The command's --bootstrap overrides the config."""
     root = make_feature_project(tmp_path / "p", cancers=("BRCA", "BLCA"), n_patients=12, folds=2)
-    layout, config = load_project(root, {"targets": ["BRCA"], "transfer.bootstrap": 0})
+    path = root / "stephctl.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["targets"] = ["BRCA"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    layout, config = load_project(root)
     assert train_source_models(layout, config).ok
     assert not layout.model_meta("BLCA", 1).is_file()
-    from steph.transfer import run_transfer
-
-    report = run_transfer(layout, config, targets=["BRCA"])
-    assert report.ok, [i.message for i in report.items]
+    result = cli("-p", root, "transfer", "--target", "BRCA", "--bootstrap", "0", "--permutations", "0")
+    assert result.exit_code == 0, result.output
     record = TransferRecord.read(layout.transfer_target("BRCA"))
     assert [(p["fold"], p["model_fold"]) for p in record.pairs if p["source"] == "BLCA"] == [(0, 0), (1, 0)]
-    assert all(p["c_low"] is None for p in record.pairs)  # bootstrap 0: no intervals
+    assert record.bootstrap == 0 and all(p["c_low"] is None for p in record.pairs)  # no intervals
     assert {p["transfer"] for p in record.pooled if p["source"] == "BLCA"} == {"n/a"}
+    assert read_json(layout.transfer_file("factors.json"))["permutations"] == 0
 
 
 # -- merge --sources auto:K -------------------------------------------------------------------------

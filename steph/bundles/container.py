@@ -12,7 +12,8 @@ Reading parses the safetensors header (JSON) and the raw tensors, nothing else: 
 code. It refuses a file of another format, a newer format version, a card whose hash does not
 match, a missing or extra part and a part whose tensors changed (tampering or corruption).
 The hashes detect edits and corruption, not a forger who rewrites the card too: compare the
-file's sha256 with the one its author published for that.
+file's sha256 with the one its author published, or verify its signature
+(:mod:`~steph.bundles.signing`).
 """
 
 from __future__ import annotations

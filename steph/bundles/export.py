@@ -70,6 +70,7 @@ def export_model(
     all_folds: bool = False,
     out: Path | None = None,
     overwrite: bool = False,
+    sign: Path | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Write the bundle of (target, method, fold), or of every fold with ``all_folds``.
@@ -78,6 +79,7 @@ def export_model(
         method: ``cancer-specific`` or a merge run folder (``steph``, ``ties``, ``steph-dense`` ...).
         out: the bundle file (default ``exports/<TARGET>-<method>-fold_<k>.safetensors`` or
             ``...-all-folds.safetensors``).
+        sign: an SSH private key: also write ``<bundle>.sig`` (:func:`~steph.bundles.signing.sign_bundle`).
 
     Raises:
         ConfigError: neither or both of ``fold`` and ``all_folds``.
@@ -126,9 +128,21 @@ def export_model(
     card = _card(layout, config, target, method, folds, all_folds, theta0, models)
     sha = write_bundle(path, "model", parts, card)
     log.info("exported %s to %s (sha256 %s)", name, path, sha[:12])
-    report.add(name, Status.DONE, f"{path} (sha256 {sha[:12]}..., {len(folds)} fold(s))", sha256=sha)
+    signed = _sign(path, sign, report)
+    report.add(name, Status.DONE, f"{path} (sha256 {sha[:12]}..., {len(folds)} fold(s)){signed}", sha256=sha)
     report.outputs.update(bundle=str(path), sha256=sha)
     return report
+
+
+def _sign(path: Path, key: Path | None, report: StageReport) -> str:
+    """Sign ``path`` with ``key`` when given; the text the report line ends with."""
+    if key is None:
+        return ""
+    from .signing import sign_bundle
+
+    signature = sign_bundle(path, key)
+    report.outputs["signature"] = str(signature)
+    return f", signed: {signature.name}"
 
 
 def _cancer_specific(

@@ -85,8 +85,8 @@ def check_model_bundle(bundle: Bundle) -> None:
     is its ``dim_in`` and ``time_bins.count`` its number of hazards; ``train_median_risk`` is
     None or finite; ``models`` lists at least one fold, each with its parts present, its task
     vectors (and a cancer-specific fold's weights) shaped like theta0 with finite values, the
-    merged weights finite, its ``model_config`` equal to the architecture and ``top_k`` (when
-    set) at most its number of sources.
+    merged weights finite, its ``model_config`` equal to the architecture and its settings
+    accepted by its merge method's own check (``top_k`` at most its number of sources ...).
 
     Raises:
         DataError: the first thing that is wrong, named.
@@ -159,9 +159,26 @@ def _check_fold(
     diff = [k for k in ("dim_emb", "dim_attn", "time_bins") if model.get(k) != arch[k]]
     if diff:
         raise wrong(f"{name}: model_config {', '.join(diff)} differ from the architecture {arch}")
-    top_k = (entry.get("settings") or {}).get("top_k") if isinstance(entry.get("settings"), dict) else None
-    if top_k is not None and (not _is_int(top_k) or not 1 <= top_k <= len(sources)):
-        raise wrong(f"{name}: top_k {top_k!r} is not between 1 and its {len(sources)} sources")
+    if entry.get("method") != CANCER_SPECIFIC:
+        _check_settings(entry, len(sources), name, wrong)
+
+
+def _check_settings(
+    entry: dict[str, Any], n_sources: int, name: str, wrong: Callable[[str], DataError]
+) -> None:
+    """The merge method's own check of its settings against the fold's sources (``top_k`` ...)."""
+    from ..merging import MERGE_METHODS
+
+    settings = entry.get("settings")
+    if not isinstance(settings, dict) or not isinstance(entry.get("method"), str):
+        raise wrong(f"{name}: method and settings must be given")
+    if entry["method"] not in MERGE_METHODS:
+        return  # rebuilding names the missing plugin
+    try:
+        MERGE_METHODS.get(entry["method"]).check(merge_config_of(settings), n_sources)
+    except (TypeError, ValueError, StephError) as exc:
+        detail = exc.message if isinstance(exc, StephError) else str(exc)
+        raise wrong(f"{name}: settings of {entry['method']}: {detail}") from exc
 
 
 def _is_int(value: object) -> bool:

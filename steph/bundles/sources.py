@@ -78,6 +78,7 @@ def export_sources(
     folds: Sequence[int] | None = None,
     out: Path | None = None,
     overwrite: bool = False,
+    sign: Path | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Write the task vectors of ``cancers`` (``folds``, default every fold computed) with theta0.
@@ -140,7 +141,16 @@ def export_sources(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     sha = write_bundle(path, "sources", parts, card)
-    report.add(path.name, Status.DONE, f"{path} (sha256 {sha[:12]}...): {', '.join(names)}", sha256=sha)
+    signed = ""
+    if sign is not None:  # ``<bundle>.sig`` next to it (steph.bundles.signing)
+        from .signing import sign_bundle
+
+        signature = sign_bundle(path, sign)
+        report.outputs["signature"] = str(signature)
+        signed = f", signed: {signature.name}"
+    report.add(
+        path.name, Status.DONE, f"{path} (sha256 {sha[:12]}...): {', '.join(names)}{signed}", sha256=sha
+    )
     report.outputs.update(bundle=str(path), sha256=sha)
     return report
 
@@ -194,9 +204,14 @@ def import_sources(
     bundle_path: Path,
     *,
     overwrite: bool = False,
+    allowed_signers: Path | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Bring the task vectors of a sources bundle into the project (see the module docstring).
+
+    With a trust list (``allowed_signers``, else ``allowed_signers:`` of stephctl.yaml) the
+    bundle must carry a signature of a listed key (:func:`~steph.bundles.signing.verify_bundle`);
+    the signer is recorded with each vector, so ``merge`` can check it later.
 
     Everything is checked before anything is written: the card's structure, every part name
     (``task_vector/<CANCER>/fold_<k>``, the cancer by the project's naming rule), theta0 against
@@ -207,7 +222,13 @@ def import_sources(
             bundle (see :func:`~steph.bundles.container.read_bundle`), a malformed one (card,
             part names, theta0 or a vector) or an incompatible one (:func:`check_compatible`).
     """
+    from .signing import trust_list, verify_bundle
+
+    trusted = Path(allowed_signers) if allowed_signers is not None else trust_list(layout, config)
+    signer = verify_bundle(Path(bundle_path), trusted) if trusted is not None else None
     bundle = read_bundle(bundle_path, kind="sources")
+    if signer is not None:
+        signer.check_read(bundle.path, bundle.sha256)
     vectors = check_sources_bundle(bundle)
     check_compatible(layout, config, bundle)
     report = StageReport("import-sources")
@@ -225,6 +246,7 @@ def import_sources(
         "bundle_sha256": bundle.sha256,
         "created": card.get("created"),
         "stephctl": card.get("stephctl"),
+        **({"signer": signer.to_dict()} if signer is not None else {}),
     }
     progress.start("import-sources", len(vectors), unit="task vectors")
     for part, (cancer, fold) in vectors.items():

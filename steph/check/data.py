@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..data.bags import check_encoder, missing_slides, slide_refs
+from ..data.bags import check_encoder, check_patch_count, missing_slides, slide_refs
 from ..data.cohort import Cohort, load_cohort, read_split_cells
 from ..data.features import read_slide, slide_shape
 from ..errors import StephError
@@ -288,7 +288,8 @@ def _check_slide(
     hints: dict[str, str | None],
 ) -> bool:
     try:
-        _, d = slide_shape(ref)
+        k, d = slide_shape(ref)
+        check_patch_count(config, ref, k)
     except StephError as exc:
         unreadable.append(exc.message)
         hints.setdefault("unreadable features", exc.hint)

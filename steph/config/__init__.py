@@ -67,6 +67,14 @@ class ProjectConfig:
     encoder_aliases: list[str] = field(default_factory=list)
     """Other names feature files may record for `encoder` (accepted as the same encoder); files
     naming any other encoder are refused. Spellings such as uni_v2 / uni2-h match without this."""
+    allowed_signers: str | None = None
+    """Trust list for shared bundles: an ssh-keygen allowed-signers file (relative to the project).
+    When set, predict --model, import-sources and merge accept only bundles signed (<bundle>.sig)
+    by a key it lists (docs/sharing.md)."""
+    max_patches: int = 1_000_000
+    """Most patches one slide's features may hold. A feature file declaring more is refused
+    before it is read (files from elsewhere, docs/security.md); a whole 40x slide at 256 px has
+    a few hundred thousand."""
     paths: PathTemplates = field(default_factory=PathTemplates)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -98,6 +106,8 @@ class ProjectConfig:
                 hint="add them to cancers: or remove them from targets:",
             )
         check_encoder_name(self.encoder)
+        if self.max_patches < 1:
+            raise ConfigError(f"max_patches: must be >= 1, got {self.max_patches}")
 
 
 def load_config(

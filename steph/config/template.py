@@ -38,6 +38,15 @@ seed: 42
 # refused; uni_v2 / UNI2-h / uni2 already count as uni2-h).
 encoder_aliases: []
 
+# Trust list for bundles from other labs: an ssh-keygen allowed-signers file ("principal key-type
+# base64-key" per line). When set, predict --model, import-sources and merge accept only bundles
+# signed by a listed key (stephctl export --sign KEY writes <bundle>.sig). null: hashes only.
+allowed_signers: null
+
+# Most patches one slide's features may hold: a feature file declaring more is refused before
+# it is read (docs/security.md).
+max_patches: 1000000
+
 # Point labels, splits and features at an existing download instead of copying it. UNI2-h-DSS
 # with the STEPH reference's feature store (one LMDB per cancer, `pip install 'stephctl[lmdb]'`):
 #   paths:

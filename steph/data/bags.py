@@ -244,6 +244,16 @@ def _missing_error(
     return MissingArtifactError(f"{cohort.cancer}: {len(missing)} {what} {where}: {listing}", hint=hint)
 
 
+def check_patch_count(config: ProjectConfig, ref: SlideRef, patches: int) -> None:
+    """Refuse features declaring more than ``max_patches`` patches (before they are read)."""
+    if patches > config.max_patches:
+        raise DataError(
+            f"{ref}: features declare {patches:,} patches, more than max_patches ({config.max_patches:,})",
+            hint="a crafted or broken file, or a slide larger than any expected: "
+            "raise max_patches in stephctl.yaml if the slide is genuine",
+        )
+
+
 def check_encoder(config: ProjectConfig, ref: SlideRef) -> None:
     """Refuse features whose recorded encoder is not the project's (files recording none pass)."""
     recorded = slide_encoder(ref)
@@ -282,6 +292,7 @@ def check_features(
         total = 0
         for ref in slides:
             k, d = slide_shape(ref)
+            check_patch_count(config, ref, k)
             check_encoder(config, ref)
             total += k
             dims.setdefault(d, []).append(str(ref))

@@ -16,6 +16,11 @@ so is a column without a name (pandas' index column). A column is a training col
 (case-insensitive); without a test column the validation column is the test set (as the
 reference).
 
+Patient ids follow the same rule as slide ids (:func:`~steph.layout.check_safe_id`: letters,
+digits, ``.``, ``_`` and ``-``, not starting with ``.``): they name folders (``explain``) and
+land in CSV files. A patient whose id breaks it (``=HYPERLINK(...)``, ``../x``) is left out with
+a warning and listed in :attr:`Cohort.refused`; splits skip it. The other patients are used.
+
 Row numbers in messages are spreadsheet rows: the header is row 1.
 """
 
@@ -25,7 +30,7 @@ import csv
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,6 +94,9 @@ class Cohort:
     labels_path: Path | None = None
     has_project: bool = False
     """Whether the labels have a project column (needed by a ``{project}`` features template)."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Patient ids of the labels left out because they break the id rule
+    (:func:`~steph.layout.check_safe_id`), with the reason; splits skip them."""
 
     def targets(self, ids: Sequence[str], model_config: ModelConfig) -> SurvivalTargets:
         """Times, events and time bins of ``ids`` (in that order) for training or evaluation."""
@@ -189,6 +197,7 @@ def load_cohort(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> Co
     patients: dict[str, Patient] = {}
     first_row: dict[str, int] = {}
     slide_rows: dict[str, int] = {}
+    refused: dict[str, str] = {}
     for offset, row in enumerate(rows):
         if not any(row):
             continue
@@ -198,6 +207,14 @@ def load_cohort(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> Co
         where = f"{path}, row {row_no}" + (f" (patient {pid})" if pid else "")
         if not pid:
             raise DataError(f"{where}: {mapping.patient} is empty")
+        if pid in refused:
+            continue
+        try:
+            check_safe_id(pid, "patient_id")
+        except LayoutError as exc:  # one bad patient fails alone: left out, named in the log
+            refused[pid] = f"{path}, row {row_no}: {exc.message}"
+            log.warning("%s; the patient is left out (hint: %s)", refused[pid], exc.hint)
+            continue
         slide_id = cells[col["slide"]]
         project = cells[col["project"]] if "project" in col else ""
         try:
@@ -226,7 +243,9 @@ def load_cohort(layout: ProjectLayout, config: ProjectConfig, cancer: str) -> Co
         )
     if not patients:
         raise DataError(f"{path} has no data rows", hint="add one row per slide: patient_id,slide_id,t,e")
-    return Cohort(cancer=cancer, patients=patients, labels_path=path, has_project="project" in col)
+    return Cohort(
+        cancer=cancer, patients=patients, labels_path=path, has_project="project" in col, refused=refused
+    )
 
 
 def _split_role(column: str) -> str | None:
@@ -300,6 +319,9 @@ def load_split(layout: ProjectLayout, cohort: Cohort, fold: int) -> Split:
     for cell in cells:
         pid = cell.patient_id
         where = f"{path}, row {cell.row}, column {cell.column!r}"
+        if pid in cohort.refused:
+            log.warning("%s: patient left out of fold %d (%s)", where, fold, cohort.refused[pid])
+            continue
         if pid not in cohort.patients:
             raise DataError(
                 f"{where}: patient {pid} is not in the labels {cohort.labels_path or ''}".rstrip(),

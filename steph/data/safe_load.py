@@ -4,15 +4,20 @@ Feature files and stores written by other tools hold pickles:
 
 - ``torch.save`` archives (``.pt`` files; TRIDENT's ``--saveas pt`` saves a NumPy array this
   way) are read with ``torch.load(weights_only=True)``, which allows tensors and containers,
-  plus exactly the three globals that rebuild a NumPy array (``_reconstruct``, ``ndarray``,
-  ``dtype``).
+  plus the three NumPy globals that rebuild an array (``_reconstruct``, ``ndarray``, ``dtype``),
+  each replaced by a checked stand-in.
 - Raw ``pickle.dumps(tensor)`` values (the STEPH reference's LMDB) are read by
   :class:`TensorUnpickler`, whose only globals rebuild a tensor or an array. The storage bytes
   such a pickle embeds are themselves a ``torch.save`` archive and are loaded with
   ``weights_only=True``, never with ``torch.load``'s unsafe default that ``pickle.loads`` would use.
 
 Every other global (``os.system``, ``builtins.eval`` ...) is refused with
-:class:`ForbiddenGlobalError`, before anything is called. Arrays of Python objects are refused too.
+:class:`ForbiddenGlobalError`, before anything is called. A pickle never gets numpy's own
+``ndarray`` or ``dtype``: numpy would build an array of Python objects from raw file bytes
+(pointers taken from the file: a SIGSEGV when read). The stand-ins build only arrays of bool,
+integer and float dtypes, from bytes the pickle holds (so an array is never larger than its
+pickle), without strides. :func:`checked_tensor` then refuses tensors that are not dense CPU
+numbers held in their own storage (sparse, meta, stride-0 expansions).
 """
 
 from __future__ import annotations

@@ -187,7 +187,21 @@ _OTHER_FILE_HINT = (
 )
 
 
-def _local_node(fh: h5py.File, name: str, ref: SlideRef) -> Any:
+def checked_h5_dataset(fh: h5py.File, name: str, where: SlideRef | Path) -> h5py.Dataset | None:
+    """The dataset ``name`` of ``fh`` (None when there is none), refused as feature datasets
+    are when it comes from another file or declares more than the file holds (coords, ...).
+
+    Raises:
+        DataError: see :func:`_check_h5_dataset`.
+    """
+    node = _local_node(fh, name, where)
+    if not isinstance(node, h5py.Dataset):
+        return None
+    _check_h5_dataset(node, where)
+    return node
+
+
+def _local_node(fh: h5py.File, name: str, ref: SlideRef | Path) -> Any:
     """The object ``name`` of ``fh``, or None; an external link, or a soft link that ends in
     another file, is refused (the raw reader would read this file at the other file's offsets)."""
     link = fh.get(name, getlink=True)
@@ -205,7 +219,7 @@ def _local_node(fh: h5py.File, name: str, ref: SlideRef) -> Any:
     return node
 
 
-def _check_h5_dataset(dataset: h5py.Dataset, ref: SlideRef) -> None:
+def _check_h5_dataset(dataset: h5py.Dataset, ref: SlideRef | Path) -> None:
     """Refuse, before reading, what is not numbers held in this file: virtual datasets and
     external storage (values from other files, e.g. a system file), non-numeric types, and more
     bytes than the file stores (unwritten chunks read as fill values; compression beyond

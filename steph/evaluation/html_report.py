@@ -28,46 +28,59 @@ img { max-width: 100%; border: 1px solid #eee; }
 
 
 IBS_SENSIBLE = 0.25
-"""The integrated Brier score of predicting S(t) = 0.5 for everyone: an interval reaching above it
-includes models no better than a coin; one above 1 is impossible without the IPCW weights."""
+"""The integrated Brier score of predicting S(t) = 0.5 for everyone."""
+IBS_SPREAD = 2.0
+"""An IBS upper bound more than this many times the fold's point value is an unstable interval."""
+
+
+def ibs_unstable(value: float, high: float) -> bool:
+    """True for an IBS interval whose upper bound ``high`` is not sensible: above 1 (no unweighted
+    squared error of probabilities reaches it), or above both :data:`IBS_SENSIBLE` and
+    :data:`IBS_SPREAD` times the point ``value``.
+
+    >>> ibs_unstable(0.21, 1.31), ibs_unstable(0.15, 0.40), ibs_unstable(0.25, 0.36), ibs_unstable(0.05, 0.2)
+    (True, True, False, False)
+    """
+    if math.isnan(high):
+        return False
+    return high > 1.0 or (high > IBS_SENSIBLE and high > IBS_SPREAD * value)
 
 
 def ibs_instability_note(results: list[FoldResult]) -> str:
-    """Text for the page when a fold's IBS bootstrap interval reaches above :data:`IBS_SENSIBLE`,
+    """Text for the page when a fold's IBS bootstrap interval is not sensible (:func:`ibs_unstable`),
     else ``""``.
 
     The Brier score weights each patient by the inverse of the censoring survival, ``1 / G(t)``.
     With few patients and late censoring, ``G`` falls low and a handful of patients carry large
-    weights; bootstrap resamples that repeat them inflate the score, so the upper bound can pass
-    0.25 and even 1 (which no unweighted squared error of probabilities can reach). The point
-    value is less affected; the interval says little on such folds.
+    weights; bootstrap resamples that repeat them inflate the score, so the upper bound can reach
+    several times the point value and even pass 1 (which no unweighted squared error of
+    probabilities can reach). The point value is less affected; the interval says little there.
     """
     wild = [
         r
         for r in results
-        if "ibs" in r.metrics
-        and not math.isnan(r.metrics["ibs"].ci_high)
-        and r.metrics["ibs"].ci_high > IBS_SENSIBLE
+        if "ibs" in r.metrics and ibs_unstable(r.metrics["ibs"].value, r.metrics["ibs"].ci_high)
     ]
     if not wild:
         return ""
-    worst = max(wild, key=lambda r: r.metrics["ibs"].ci_high)
+    worst = max(r.metrics["ibs"].ci_high for r in wild)
     folds = ", ".join(
-        f"{r.predictions.method} fold {r.predictions.fold} ({r.n} patients, up to {r.metrics['ibs'].ci_high:.2f})"
+        f"{r.predictions.method} fold {r.predictions.fold} ({r.n} patients: IBS {r.metrics['ibs'].value:.2f}, "
+        f"upper bound {r.metrics['ibs'].ci_high:.2f})"
         for r in sorted(wild, key=lambda r: (r.predictions.method, r.predictions.fold))
     )
     beyond_one = (
-        " and above 1, which a squared error of probabilities cannot reach without weights"
-        if (worst.metrics["ibs"].ci_high > 1.0)
+        " Some pass 1, which a squared error of probabilities cannot reach without weights."
+        if worst > 1.0
         else ""
     )
     return (
-        f"IBS intervals that reach above {IBS_SENSIBLE} (the score of predicting 50 % survival for "
-        f"everyone){beyond_one}: {folds}. The Brier score weights each patient by 1 / G(t), the "
-        "inverse of the censoring survival; on small folds with late censoring a few patients carry "
-        "large weights and bootstrap resamples that repeat them inflate the score. These upper bounds "
-        "reflect unstable IPCW weights, not a model that bad; read the point values, and compare "
-        "methods on larger folds or over all folds."
+        f"Unstable IBS intervals (upper bound above 1, or above {IBS_SENSIBLE}, the score of predicting "
+        f"50 % survival for everyone, and above {IBS_SPREAD:g} times the point value): {folds}.{beyond_one} "
+        "The Brier score weights each patient by 1 / G(t), the inverse of the censoring survival; on "
+        "small folds with late censoring a few patients carry large weights and bootstrap resamples "
+        "that repeat them inflate the score. These upper bounds (and any IBS above 1) reflect the "
+        "weights, not the model; compare methods on the folds without this note or on larger folds."
     )
 
 

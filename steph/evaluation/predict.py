@@ -95,6 +95,8 @@ def predict_patients(
     overwrite: bool = False,
     explain: bool = False,
     patches: int = 8,
+    allow_download: bool = False,
+    allowed_signers: Path | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
     """Predict the patients of ``manifest`` (or of ``slides``) with a bundle or a project model.
@@ -110,6 +112,11 @@ def predict_patients(
         explain: also write each patient's explain pages under ``patients/<patient_id>/``
             (:mod:`~steph.evaluation.predict_explain`; an ensemble shows its folds' mean attention).
         patches: most and least attended patches shown (each) in the explain montage.
+        allow_download: let the encoder's weights come from the model hub when no local file is
+            given (otherwise nothing is downloaded: slides to extract fail with an error naming
+            the weights file to provide).
+        allowed_signers: trust list (else ``allowed_signers:`` of stephctl.yaml): a bundle must
+            carry a signature of a key it lists (:mod:`~steph.bundles.signing`).
 
     Raises:
         ConfigError: no or two models, no inputs, or a finished run of another model or inputs.
@@ -127,7 +134,7 @@ def predict_patients(
             "give either slide files or --manifest CSV", hint="e.g. stephctl predict --manifest new.csv"
         )
     device = resolve_device(config.train.device)
-    model = _load(layout, config, bundle, target, method, fold, encoder_weights, device)
+    model = _load(layout, config, bundle, target, method, fold, encoder_weights, device, allowed_signers)
     run = PredictionLayout(out if out is not None else layout.predict_dir(name or model.name))
     inputs = read_manifest(manifest, layout) if manifest is not None else slide_inputs(slides)
     signature = {
@@ -158,7 +165,15 @@ def predict_patients(
             layout, config, [s.slide_id for p in inputs.patients for s in p.slides], cancer
         )
         maker = FeatureMaker(
-            layout, run, model, mpp=mpp, device=device, progress=progress, fields=fields, cancer=cancer
+            layout,
+            run,
+            model,
+            mpp=mpp,
+            device=device,
+            progress=progress,
+            fields=fields,
+            cancer=cancer,
+            allow_download=allow_download,
         )
         cases, bags, failures = _gather(maker, model, inputs, progress)
         if not cases:  # nothing to write: a user error (exit 1) with the first reason
@@ -214,11 +229,18 @@ def _load(
     fold: int | None,
     encoder_weights: Path | None,
     device: torch.device,
+    allowed_signers: Path | None = None,
 ) -> LoadedModel:
     if bundle is not None:
         from ..bundles.model import load_bundle_model
+        from ..bundles.signing import trust_list, verify_bundle
 
-        return load_bundle_model(bundle, device=device, weights_file=encoder_weights)
+        trusted = Path(allowed_signers) if allowed_signers is not None else trust_list(layout, config)
+        signer = verify_bundle(Path(bundle), trusted) if trusted is not None else None
+        model = load_bundle_model(bundle, device=device, weights_file=encoder_weights)
+        if signer is not None:
+            signer.check_read(Path(bundle), str(model.identity["bundle_sha256"]))
+        return model
     assert target is not None and method is not None and fold is not None
     from ..runs import resolve_run
 

@@ -4,10 +4,13 @@ A slide's features are taken, in order, from
 
 1. the project's feature file (``features/<encoder>/<slide_id>.h5`` or the ``paths.features``
    template) when its attributes show the model's encoder, weights, patch size, MPP and tissue
-   fraction (any file when the row gives no slide path: then they are the user's features).
+   fraction and, when the row gives a slide path, were made from that very file as it is now
+   (recorded resolved path, size and modification time: a different image under the same name,
+   or a file of a version that did not record them, is extracted again); any file when the row
+   gives no slide path (then they are the user's features).
    A template's ``{project}`` (and ``{cancer}``) of a slide come from the project's labels, as in
    training (:func:`template_fields`); ``{patient_id}`` is the manifest's patient;
-2. the prediction run's own ``features/<encoder>/<slide_id>.h5`` from an earlier run;
+2. the prediction run's own ``features/<encoder>/<slide_id>.h5`` from an earlier run (same checks);
 3. extraction from the slide file with the model's encoder and extraction settings
    (:func:`steph.extraction.slide_job.extract_slide`, the code ``stephctl extract`` runs), into 2.
 
@@ -30,7 +33,7 @@ import torch
 from ..config.project import project_cancers
 from ..data.stores import store_for
 from ..errors import DataError, EncoderUnavailableError, MissingArtifactError, StephError
-from ..extraction.h5format import is_complete, read_attrs, remove_stale_temps
+from ..extraction.h5format import is_complete, made_from, read_attrs, remove_stale_temps
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
 from .predict_inputs import SlideInput
@@ -101,11 +104,14 @@ class FeatureMaker:
         progress: Progress = NULL_PROGRESS,
         fields: Mapping[str, SlideFields] | None = None,
         cancer: str | None = None,
+        allow_download: bool = False,
     ) -> None:
         self.layout, self.run, self.model = layout, run, model
         self.mpp, self.device, self.progress = mpp, device, progress
         self.fields, self.cancer = dict(fields or {}), cancer
         """Template fields per slide (:func:`template_fields`); ``cancer`` for slides without."""
+        self.allow_download = allow_download
+        """Whether the encoder's weights may come from the hub (``predict --allow-download``)."""
         self._encoder: Encoder | None = None
         self._encoder_error: EncoderUnavailableError | None = None
         self.extracted = 0
@@ -144,7 +150,11 @@ class FeatureMaker:
                 hint="give the slide path in the manifest so predict extracts it, or point paths.features "
                 "at per-slide files (h5, pt, npy)",
             )
-        if project is not None and project.is_file() and (slide.path is None or self._made_our_way(project)):
+        if (
+            project is not None
+            and project.is_file()
+            and (slide.path is None or self._made_our_way(project, slide))
+        ):
             return project
         if slide.path is None:
             raise MissingArtifactError(
@@ -153,11 +163,12 @@ class FeatureMaker:
                 f"`stephctl -p {self.layout.root} extract` first",
             )
         own = self.run.features(encoder, slide.slide_id)
-        if is_complete(own) and self._made_our_way(own):
+        if is_complete(own) and self._made_our_way(own, slide):
             return own
         return self._extract(slide, own)
 
-    def _made_our_way(self, path: Path) -> bool:
+    def _made_our_way(self, path: Path, slide: SlideInput) -> bool:
+        """Made from ``slide``'s file as it is now (path, size, mtime) the model's way."""
         if path.suffix != ".h5":
             return False
         try:
@@ -175,7 +186,8 @@ class FeatureMaker:
             wanted["encoder_weights"] = self.model.encoder_weights
         if spec.precision != "auto":
             wanted["precision"] = spec.precision
-        return all(attrs.get(k) == v for k, v in wanted.items())
+        same = all(attrs.get(k) == v for k, v in wanted.items())
+        return same and (slide.path is None or made_from(attrs, slide.path))
 
     def _extract(self, slide: SlideInput, output: Path) -> Path:
         from ..extraction.slide_job import extract_slide
@@ -216,8 +228,6 @@ class FeatureMaker:
         return self._encoder
 
     def _build(self) -> Encoder:
-        from ..extractors import create_encoder
-
         name, wanted, file = self.model.encoder, self.model.encoder_weights, self.model.encoder_weights_file
         match = _SHA.match(wanted or "")
         if match and file is None:
@@ -226,9 +236,7 @@ class FeatureMaker:
                 f"(sha256 {match.group(1)[:12]}...), which is not available locally",
                 hint=f"provide that file: `stephctl predict --encoder-weights /path/to/{match.group(2)}`",
             )
-        encoder = create_encoder(
-            name, weights=file, device=self.device, precision=self.model.extraction.precision
-        )
+        encoder = self._create(name, file)
         if wanted is not None and encoder.weights_identity != wanted:
             shown = match.group(2) if match else wanted
             raise EncoderUnavailableError(
@@ -237,6 +245,26 @@ class FeatureMaker:
                 hint=f"provide the original file: `stephctl predict --encoder-weights /path/to/{shown}`",
             )
         return encoder
+
+    def _create(self, name: str, file: Path | None) -> Encoder:
+        """The encoder; without ``allow_download`` its weights come only from a local file."""
+        from ..extractors import create_encoder
+        from ..extractors.weights import hub_blocked
+
+        precision = self.model.extraction.precision
+        if self.allow_download or file is not None:
+            return create_encoder(name, weights=file, device=self.device, precision=precision)
+        try:
+            with hub_blocked("predict downloads nothing unless --allow-download is given"):
+                return create_encoder(name, weights=None, device=self.device, precision=precision)
+        except EncoderUnavailableError as exc:
+            raise EncoderUnavailableError(
+                f"encoder {name!r}: its weights ({self.model.encoder_weights}) are not available locally and "
+                "predict downloads nothing unless asked",
+                hint=f"provide the file: `stephctl predict --encoder-weights /path/to/{name.replace(':', '-')}"
+                "-weights` (a .safetensors/.bin/.pth state dict), or pass --allow-download to fetch them "
+                "from the model hub",
+            ) from exc
 
 
 def read_bag(paths: list[Path], dim: int, patient_id: str) -> torch.Tensor:

@@ -248,6 +248,6 @@ def _colour_bar(fig: Figure, axes: list, scale: ColourScale) -> None:  # type: i
     bar = fig.colorbar(mappable, ax=axes, shrink=0.85)
     uniform = 1.0 / max(scale.patches, 1)
     if uniform <= scale.high:
-        bar.ax.axhline(uniform, color="white", lw=1.5)
-        bar.ax.axhline(uniform, color="black", lw=0.6, ls="--")
+        bar.ax.axhline(uniform, color="white", lw=3.0)
+        bar.ax.axhline(uniform, color="black", lw=1.2, ls="--")
     bar.set_label(f"attention (softmax weight; dashed: uniform 1/N, N = {scale.patches})", fontsize=9)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..data.features import read_features
-from ..data.stores import H5Store
+from ..data.stores import H5Store, checked_h5_dataset
 from ..errors import DataError, MissingArtifactError
 from ..evaluation.inputs import read_coefficients
 from ..layout import CANCER_SPECIFIC, ProjectLayout
@@ -88,9 +88,15 @@ def read_geometry(path: Path, slide_id: str, *, patches: int) -> SlideGeometry:
     if path.suffix.lower() not in H5Store.suffixes:
         raise DataError(f"slide {slide_id}: {path} has no patch coordinates", hint=NO_COORDS_HINT)
     with h5py.File(path, "r") as handle:
-        if not isinstance(handle.get("coords"), h5py.Dataset):
+        dataset = checked_h5_dataset(handle, "coords", path)
+        if dataset is None:
             raise DataError(f"slide {slide_id}: {path} has no dataset 'coords'", hint=NO_COORDS_HINT)
-        coords = np.asarray(handle["coords"][()]).reshape(-1, 2).astype(np.int64)
+        if math.prod(dataset.shape or ()) != 2 * patches:  # before reading: a header may lie
+            raise DataError(
+                f"slide {slide_id}: {path} has {math.prod(dataset.shape or ()) // 2} coords for {patches} patches",
+                hint=NO_COORDS_HINT,
+            )
+        coords = np.asarray(dataset[()]).reshape(-1, 2).astype(np.int64)
         ps0 = _attr(handle, "patch_size_level0")
         size = _attr(handle, "patch_size")
         target, slide_mpp = _attr(handle, "target_mpp"), _attr(handle, "slide_mpp")

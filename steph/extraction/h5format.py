@@ -127,12 +127,43 @@ def read_attrs(path: Path) -> dict[str, Any]:
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in handle.attrs.items()}
 
 
+def slide_identity(path: Path) -> dict[str, Any]:
+    """What identifies the slide file a feature file was made from: ``slide_path`` (resolved),
+    ``slide_bytes`` and ``slide_mtime_ns`` (empty when the file cannot be read)."""
+    try:
+        stat = Path(path).stat()
+        resolved = str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return {}
+    return {"slide_path": resolved, "slide_bytes": int(stat.st_size), "slide_mtime_ns": int(stat.st_mtime_ns)}
+
+
+def made_from(attrs: Mapping[str, Any], path: Path) -> bool:
+    """Whether a feature file's ``attrs`` record the slide file ``path`` as it is now (same
+    resolved path, size and modification time); files of older versions record no size: False."""
+    now = slide_identity(path)
+    if not now or "slide_bytes" not in attrs or "slide_mtime_ns" not in attrs:
+        return False
+    recorded = str(attrs.get("slide_path", ""))
+    try:
+        same_path = Path(recorded).resolve() == Path(now["slide_path"])
+    except (OSError, RuntimeError):
+        return False
+    return same_path and all(int(attrs[k]) == now[k] for k in ("slide_bytes", "slide_mtime_ns"))
+
+
 def read_coords(path: Path) -> np.ndarray | None:
-    """Level-0 ``[N, 2]`` patch coordinates of an HDF5 feature file (None: not HDF5 or no ``coords``)."""
+    """Level-0 ``[N, 2]`` patch coordinates of an HDF5 feature file (None: not HDF5 or no ``coords``).
+
+    Raises:
+        DataError: ``coords`` comes from another file or declares more than the file holds.
+    """
+    from ..data.stores import checked_h5_dataset
+
     if path.suffix not in (".h5", ".hdf5"):
         return None
     with h5py.File(path, "r") as handle:
-        coords = handle.get("coords")
+        coords = checked_h5_dataset(handle, "coords", path)
         return None if coords is None else np.asarray(coords[()]).reshape(-1, 2)
 
 

@@ -17,7 +17,7 @@ from ..slides.manifest import SlideEntry
 from ..slides.mpp import SlideMpp, resolve_mpp
 from ..slides.reader import Slide, read_thumbnail
 from ..slides.tissue import tissue_mask
-from .h5format import write_features
+from .h5format import slide_identity, write_features
 from .overlap import iter_batches, patch_reader
 from .thumbnail import save_grid_thumbnail
 
@@ -129,6 +129,7 @@ def _file_attrs(
     return {
         "slide_id": entry.slide_id,
         "slide_path": str(entry.path),
+        **{k: v for k, v in slide_identity(entry.path).items() if k != "slide_path"},
         "encoder": encoder.spec.name,
         "encoder_weights": encoder.weights_identity,
         "embed_dim": encoder.spec.embed_dim,

@@ -8,17 +8,20 @@ answering within a few seconds). When neither works the error names the file to 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import EncoderUnavailableError
+from ..checkpoints import load_checked_torch
+from ..errors import DataError, EncoderUnavailableError
 from ..fileio import sha256_file
 
 log = logging.getLogger(__name__)
@@ -28,8 +31,23 @@ HUB_TIMEOUT_S = 3.0
 _TRUE = {"1", "true", "yes", "on"}
 
 
+_HUB_BLOCKED: contextvars.ContextVar[str | None] = contextvars.ContextVar("hub_blocked", default=None)
+
+
+@contextlib.contextmanager
+def hub_blocked(reason: str) -> Iterator[None]:
+    """Within the block, nothing is downloaded: :func:`hub_disabled_reason` gives ``reason``."""
+    token = _HUB_BLOCKED.set(reason)
+    try:
+        yield
+    finally:
+        _HUB_BLOCKED.reset(token)
+
+
 def hub_disabled_reason() -> str | None:
-    """Why the hub must not be contacted (offline env variables), or None."""
+    """Why the hub must not be contacted (a :func:`hub_blocked` block, offline env variables), or None."""
+    if _HUB_BLOCKED.get() is not None:
+        return _HUB_BLOCKED.get()
     for var in ("HF_HUB_OFFLINE", "STEPHCTL_NO_HUB"):
         if os.environ.get(var, "").strip().lower() in _TRUE:
             return f"{var} is set"
@@ -57,28 +75,30 @@ def missing_weights_error(name: str, *, why: str, hint: str) -> EncoderUnavailab
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors``, ``.bin``/``.pt``/``.pth`` file (``state_dict``/``model`` keys unwrapped)."""
+    """Tensors of a ``.safetensors``, ``.bin``/``.pt``/``.pth`` file (``state_dict``/``model`` keys unwrapped).
+
+    A ``torch.save`` file is read by :func:`steph.checkpoints.load_checked_torch` (the checks of
+    reference checkpoints, integer and bool buffers allowed): nothing it declares is allocated
+    before it is checked against the file's size.
+    """
     if not path.is_file():
         raise EncoderUnavailableError(
             f"weights file not found: {path}", hint="check extract.weights / --weights"
         )
+    hint = "re-download it; it must be a PyTorch state dict (.bin/.pt/.pth) or .safetensors"
+    if path.suffix != ".safetensors":
+        try:
+            return load_checked_torch(path, unwrap=("state_dict", "model"), floating_only=False)
+        except DataError as exc:
+            raise EncoderUnavailableError(f"weights file {exc.message}", hint=exc.hint or hint) from exc
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from safetensors.torch import load_file
 
-            return dict(load_file(str(path)))
-        obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch/safetensors raise many types on malformed files
+        return dict(load_file(str(path)))
+    except Exception as exc:  # safetensors raises several types on malformed files
         raise EncoderUnavailableError(
-            f"weights file {path} cannot be read: {type(exc).__name__}: {exc}",
-            hint="re-download it; it must be a PyTorch state dict (.bin/.pt/.pth) or .safetensors",
+            f"weights file {path} cannot be read: {type(exc).__name__}: {exc}", hint=hint
         ) from exc
-    for key in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise EncoderUnavailableError(f"weights file {path} does not hold a state dict of tensors")
-    return dict(obj)
 
 
 def load_strict(model: nn.Module, path: Path, *, name: str) -> nn.Module:

@@ -3,7 +3,11 @@
 With N task vectors ``tau_1..tau_N`` (the target's same-fold vector first, then the sources)
 and the base ``theta0`` (or ``theta_t = theta0 + tau_t`` with ``base: target``):
 
-    theta_enc = base + sum_j c_j tau_j,      c_j initialised to 1/N
+    theta_enc = base + sum_j c_j tau_j,      c_j initialised to 1/N (or ``coefficients``)
+
+(``clamp_weights``: the vectors are merged with ``min(max(c_j, 0), 1)`` and the regulariser
+sees ``c_j``, the reference's ``task_ari_clamp_weights``; ``coefficients``: the reference's
+``task_ari_src_init_coef`` in its ``ADA`` mode.)
 
 The coefficients and a new ``pred_head`` are trained jointly on the target's training split with
 SurvMLE plus the reference's regulariser on the coefficients (``calc_merge_weight_loss``),
@@ -46,7 +50,7 @@ from ..models.abmil import ENCODER_KEYS, bag_count, encode
 from ..task_vectors import StateDict
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
-from .baselines import all_vectors, base_encoder, check_density, check_fraction
+from .baselines import all_vectors, base_encoder, check_coefficients, check_density, check_fraction
 from .hypernet import Hypernetwork
 from .iso import iso_pairwise
 from .method_settings import AdaSettings, IsoCtsAdaSettings, OutputLayer, TiesAdaSettings
@@ -81,10 +85,13 @@ class AdaMergingModel(nn.Module):
         top_k: int | None = None,
         hypernet: bool = False,
         output: OutputLayer = "relu",
+        init: Sequence[float] | None = None,
+        clamp: bool = False,
     ) -> None:
         super().__init__()
         self.stack = VectorStack(base, vectors)
         n = len(vectors)
+        self.clamp = clamp
         if hypernet:
             self.hypernet: Hypernetwork | None = Hypernetwork(
                 dim_in, n, hidden=dim_emb, mix_head=False, output=output
@@ -92,7 +99,10 @@ class AdaMergingModel(nn.Module):
             self.coefficients = None
         else:
             self.hypernet = None
-            self.coefficients = nn.Parameter(torch.full((n,), 1.0 / n))
+            start = (
+                torch.full((n,), 1.0 / n) if init is None else torch.tensor(list(init), dtype=torch.float32)
+            )
+            self.coefficients = nn.Parameter(start)
         self.pred_head = nn.Linear(dim_emb, time_bins)
         self.dropout = dropout
         self.gamma = gamma
@@ -113,7 +123,10 @@ class AdaMergingModel(nn.Module):
         return w
 
     def represent(self, x: Tensor, mask: Tensor | None, c: Tensor) -> Tensor:
-        """The bag embeddings of the merged encoder(s) ``[B, E]``."""
+        """The bag embeddings of the merged encoder(s) ``[B, E]``; with ``clamp`` the vectors are
+        merged with ``min(max(c, 0), 1)`` (the regulariser still sees ``c``)."""
+        if self.clamp:
+            c = c.clamp(min=0.0, max=1.0)
         return encode(self.stack.merge(c), x, mask, dropout=self.dropout, training=self.training)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
@@ -142,6 +155,13 @@ class AdaMerging(MergeMethod):
                 f"top_k_loss is {s.top_k_loss} but {self.name} has only {n_sources + 1} task vectors",
                 hint=f"lower it with --option top_k_loss={n_sources + 1}",
             )
+        check_coefficients(s.coefficients, n_sources, self.name)
+        if s.hypernet and s.coefficients is not None:
+            raise ConfigError(
+                f"{self.name}: coefficients are initial values of the global coefficients; with "
+                "hypernet: true a hypernetwork gives them",
+                hint="drop --option coefficients or --option hypernet",
+            )
         if not s.hypernet and s.output != "relu":
             raise ConfigError(
                 f"merge.options.output only applies with hypernet: true ({self.name})",
@@ -168,6 +188,8 @@ class AdaMerging(MergeMethod):
             "top_k": s.top_k_loss,
             "hypernet": s.hypernet,
             "output": s.output,
+            "init": s.coefficients,
+            "clamp": s.clamp_weights,
         }
 
     def build(self, ctx: MergeContext) -> AdaMergingModel:

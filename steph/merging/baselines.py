@@ -24,7 +24,7 @@ protocol, for a merged encoder whose features the target's head was not fitted t
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from ..config.merge import MergeConfig
@@ -54,15 +54,25 @@ def check_density(density: float, method: str) -> None:
         )
 
 
-def all_vectors(ctx: MergeContext) -> list[StateDict]:
-    """``[tau_t, tau_s1, ..., tau_sm]`` restricted to the encoder tensors."""
-    return [select(v, ENCODER_KEYS) for v in (ctx.target_vector, *ctx.source_vectors)]
+def all_vectors(ctx: MergeContext, keys: Sequence[str] = ENCODER_KEYS) -> list[StateDict]:
+    """``[tau_t, tau_s1, ..., tau_sm]`` restricted to ``keys`` (the encoder tensors)."""
+    return [select(v, keys) for v in (ctx.target_vector, *ctx.source_vectors)]
 
 
-def base_encoder(ctx: MergeContext, base: str) -> StateDict:
-    """theta0's encoder tensors, or the target's own (``theta0 + tau_t``) with ``base: target``."""
-    theta0 = select(ctx.theta0, ENCODER_KEYS)
-    return add(theta0, select(ctx.target_vector, ENCODER_KEYS)) if base == "target" else theta0
+def base_encoder(ctx: MergeContext, base: str, keys: Sequence[str] = ENCODER_KEYS) -> StateDict:
+    """theta0's ``keys`` tensors (the encoder's), or the target's own (``theta0 + tau_t``) with
+    ``base: target``."""
+    theta0 = select(ctx.theta0, keys)
+    return add(theta0, select(ctx.target_vector, keys)) if base == "target" else theta0
+
+
+MERGED_KEYS: dict[str, tuple[str, ...]] = {
+    "encoder": tuple(ENCODER_KEYS),
+    "all": (*ENCODER_KEYS, *HEAD_KEYS),
+    "pred_head": HEAD_KEYS,
+}
+"""The tensors each ``merged`` setting merges (the reference's ``infer_parameter_names`` of
+``mil_encoder``, ``all`` and ``pred_head``)."""
 
 
 def target_head(ctx: MergeContext) -> StateDict:
@@ -71,24 +81,37 @@ def target_head(ctx: MergeContext) -> StateDict:
 
 
 class _Fixed(MergeMethod):
-    """A fixed merged encoder (``base + merged_vector``) and the target's head (or a new one)."""
+    """A fixed merged model: ``base + merged_vector`` on the ``merged`` tensors (the encoder by
+    default), every other tensor the target model's own (``theta0 + tau_t``), as the reference's
+    ``MergedModel`` fills the tensors it does not merge; or a new trained head (``head: trained``)."""
 
     settings_class: ClassVar[type] = FixedSettings
     files: ClassVar[Mapping[str, tuple[str, ...]]] = {"head.safetensors": ("pred_head",)}
 
+    def check(self, config: MergeConfig, n_sources: int) -> None:
+        super().check(config, n_sources)
+        s = self.settings(config)
+        if s.head == "trained" and s.merged != "encoder":
+            raise ConfigError(
+                f"{self.name}: head: trained replaces the head that merged: {s.merged} merges",
+                hint="drop --option head=trained, or use --option merged=encoder",
+            )
+
     @abc.abstractmethod
-    def merged_vector(self, ctx: MergeContext) -> StateDict:
-        """The task vector added to the base (encoder tensors only)."""
+    def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
+        """The task vector added to the base on the ``keys`` tensors."""
 
     def build(self, ctx: MergeContext) -> FrozenEncoderHead:
         settings = self.settings(ctx.config)
-        encoder = add(base_encoder(ctx, settings.base), self.merged_vector(ctx))
+        keys = MERGED_KEYS[settings.merged]
+        target = add(select(ctx.theta0, MERGED_KEYS["all"]), select(ctx.target_vector, MERGED_KEYS["all"]))
+        merged = {**target, **add(base_encoder(ctx, settings.base, keys), self.merged_vector(ctx, keys))}
         return FrozenEncoderHead(
-            encoder,
+            select(merged, ENCODER_KEYS),
             dim_emb=ctx.model_config.dim_emb,
             time_bins=ctx.model_config.time_bins,
             dropout=ctx.model_config.dropout,
-            head=target_head(ctx) if settings.head == "target" else None,
+            head=select(merged, HEAD_KEYS) if settings.head == "target" else None,
         )
 
 
@@ -97,8 +120,8 @@ class ModelAverage(_Fixed):
     description = "theta0 + mean of the target and source task vectors (= average of the models); target head"
     reference = "Wortsman et al., Model soups, ICML 2022; STEPH paper baseline 'Model Avg.'"
 
-    def merged_vector(self, ctx: MergeContext) -> StateDict:
-        return mean(all_vectors(ctx))
+    def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
+        return mean(all_vectors(ctx, keys))
 
 
 class TaskArithmetic(_Fixed):
@@ -107,9 +130,21 @@ class TaskArithmetic(_Fixed):
     reference = "Ilharco et al., Editing models with task arithmetic, ICLR 2023"
     settings_class = TaskArithmeticSettings
 
-    def merged_vector(self, ctx: MergeContext) -> StateDict:
-        vectors = all_vectors(ctx)
-        return scale(weighted_sum(vectors, [1.0] * len(vectors)), self.settings(ctx.config).scale)
+    def check(self, config: MergeConfig, n_sources: int) -> None:
+        super().check(config, n_sources)
+        s = self.settings(config)
+        check_coefficients(s.coefficients, n_sources, self.name)
+        if s.coefficients is not None and s.scale != TaskArithmeticSettings().scale:
+            raise ConfigError(
+                f"{self.name}: scale has no effect with coefficients", hint="drop --option scale"
+            )
+
+    def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
+        """``scale sum_j tau_j``, or ``sum_j c_j tau_j`` with ``coefficients``."""
+        vectors, s = all_vectors(ctx, keys), self.settings(ctx.config)
+        if s.coefficients is not None:
+            return weighted_sum(vectors, list(s.coefficients))
+        return scale(weighted_sum(vectors, [1.0] * len(vectors)), s.scale)
 
 
 class Ties(_Fixed):
@@ -122,11 +157,9 @@ class Ties(_Fixed):
         super().check(config, n_sources)
         check_density(self.settings(config).density, self.name)
 
-    def merged_vector(self, ctx: MergeContext) -> StateDict:
+    def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
         s = self.settings(ctx.config)
-        return scale(
-            ties_merge(all_vectors(ctx), keys=ENCODER_KEYS, density=s.density, reduce="mean"), s.scale
-        )
+        return scale(ties_merge(all_vectors(ctx, keys), keys=keys, density=s.density, reduce="mean"), s.scale)
 
 
 class IsoC(_Fixed):
@@ -135,8 +168,8 @@ class IsoC(_Fixed):
     reference = "Marczak et al., No Task Left Behind: Isotropic Model Merging, ICML 2025"
     settings_class = ScaledSettings
 
-    def merged_vector(self, ctx: MergeContext) -> StateDict:
-        return scale(iso_merge(all_vectors(ctx), ENCODER_KEYS, "iso-c"), self.settings(ctx.config).scale)
+    def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
+        return scale(iso_merge(all_vectors(ctx, keys), keys, "iso-c"), self.settings(ctx.config).scale)
 
 
 class IsoCTS(_Fixed):
@@ -149,9 +182,9 @@ class IsoCTS(_Fixed):
         super().check(config, n_sources)
         check_fraction(self.settings(config).common_fraction, self.name)
 
-    def merged_vector(self, ctx: MergeContext) -> StateDict:
+    def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
         s = self.settings(ctx.config)
-        return scale(iso_merge(all_vectors(ctx), ENCODER_KEYS, "iso-cts", s.common_fraction), s.scale)
+        return scale(iso_merge(all_vectors(ctx, keys), keys, "iso-cts", s.common_fraction), s.scale)
 
 
 def check_fraction(fraction: float, method: str) -> None:
@@ -160,4 +193,14 @@ def check_fraction(fraction: float, method: str) -> None:
         raise ConfigError(
             f"merge.options.common_fraction = {fraction} for {method}: must be in [0, 1]",
             hint="e.g. --option common_fraction=0.8",
+        )
+
+
+def check_coefficients(coefficients: Sequence[float] | None, n_sources: int, method: str) -> None:
+    """Refuse per-vector coefficients whose count is not the number of task vectors, 1 + m."""
+    if coefficients is not None and len(coefficients) != n_sources + 1:
+        raise ConfigError(
+            f"{method}: {len(coefficients)} coefficients for {n_sources + 1} task vectors",
+            hint="give one per task vector, the target's first, then the sources in --sources order, "
+            "e.g. --option coefficients=[0.5,0.3,0.2]",
         )

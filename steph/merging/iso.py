@@ -58,8 +58,48 @@ def common_size(r: int, tasks: int, fraction: float) -> int:
     return r - round((r - k) / tasks) * tasks
 
 
+def iso_cts_copies(delta: Tensor, copies: int, fraction: float = 0.8) -> Tensor:
+    """Iso-CTS of ``copies`` identical tasks ``delta`` (the target's own entry of the pairwise
+    merges, Iso-CTS(tau_t, tau_t)), defined by the part that does not depend on an arbitrary
+    choice.
+
+    With ``T`` identical tasks the stacked task-specific blocks are ``T`` copies of the same ``n``
+    directions, so the stack ``[A, ..., A, U_k]`` has ``(T - 1) n`` zero singular values and its
+    orthogonalisation ``P Q^T`` is not unique: the SVD completes those null directions with any
+    orthonormal vectors, which add an arbitrary rank-``(T - 1) n`` term to the result (it moved by
+    ~50 % of the entry's size under a 1e-7 change of ``delta`` with trained task vectors, see
+    docs/merge.md). Every completion shares the non-null part, which is kept: with
+    ``delta = sum_i s_i u_i v_i^T``, the common directions are ``u_1..u_k`` and each copy's
+    task-specific ones ``u_{k+1}..u_{k+n}``, so
+
+        iso_cts_copies(delta) = s_bar sum_{i=1}^{k+n} u_i v_i^T,
+        s_bar = T sum_{i <= k+n} s_i / (k + T n)
+
+    (``s_bar`` is the mean of the stacked singular values, as in :func:`iso_cts`: ``T s_i`` for
+    the common ``i <= k``, ``s_i`` of each copy's residual for ``k < i <= k+n``). It depends on
+    ``delta``'s top-``(k+n)`` singular subspace only, so it is as stable as that subspace. For
+    ``T = 1`` it is Iso-C of ``delta``.
+    """
+    x = delta.double()
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    r = s.shape[0]
+    k = common_size(r, copies, fraction)
+    n = (r - k) // copies
+    kept = k + n
+    s_bar = copies * s[:kept].sum() / (k + copies * n)
+    return (s_bar * (u[:, :kept] @ vh[:kept])).to(delta.dtype)
+
+
 def iso_cts(matrices: Sequence[Tensor], fraction: float = 0.8) -> Tensor:
-    """Iso-CTS of ``matrices`` (module docstring)."""
+    """Iso-CTS of ``matrices`` (module docstring); identical tasks: :func:`iso_cts_copies`."""
+    if len(matrices) > 1 and all(torch.equal(m, matrices[0]) for m in matrices[1:]):
+        return iso_cts_copies(matrices[0], len(matrices), fraction)
+    return iso_cts_stacked(matrices, fraction)
+
+
+def iso_cts_stacked(matrices: Sequence[Tensor], fraction: float = 0.8) -> Tensor:
+    """Iso-CTS by its stack-and-orthogonalise steps (the paper's code, the module docstring);
+    not unique when two tasks are identical (:func:`iso_cts_copies`)."""
     tasks = [m.double() for m in matrices]
     total = torch.stack(tasks).sum(dim=0)
     u, s, vh = torch.linalg.svd(total, full_matrices=False)
@@ -104,5 +144,6 @@ def iso_pairwise(
     fraction: float = 0.8,
 ) -> list[StateDict]:
     """``[iso(tau_t, tau_j) for tau_j in vectors]``, each written into its own entry (the
-    reference's preprocessing, with its Iso-CTS write-back fixed)."""
+    reference's preprocessing, with its Iso-CTS write-back fixed). The target's own entry,
+    Iso-CTS(tau_t, tau_t), is :func:`iso_cts_copies` (two identical tasks)."""
     return [iso_merge([target, v], keys, kind, fraction) for v in vectors]

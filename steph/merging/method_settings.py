@@ -11,7 +11,7 @@ with that help; every other setting is ``--option KEY=VALUE``. Values come from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .settings import AUTO, doc
 
@@ -23,6 +23,17 @@ BASE_HELP = "what the merged vector is added to: theta0 or target (theta0 + tau_
 GAMMA_FLAG = (
     "Weight of the coefficient / aggregation loss (0.005; also 0.05), or auto: chosen from "
     "merge.gamma_grid by inner cross-validation on the target's training split."
+)
+
+
+def list_suffix(label: str) -> Any:
+    """A folder suffix for a list setting: ``coefficients-0.5-0.3``."""
+    return lambda values: f"{label}-" + "-".join(f"{v:g}" for v in values) if values is not None else ""
+
+
+CLAMP_HELP = (
+    "clamp the merge weights to [0, 1] where they merge the vectors; the regulariser sees them "
+    "unclamped (the reference's task_ari_clamp_weights)"
 )
 
 
@@ -77,8 +88,29 @@ class StephSettings:
         metadata=doc("output layer of w: relu, sigmoid or softplus (the reference's output_layer)"),
     )
     base: Literal["theta0", "target"] = field(default="theta0", metadata=doc(BASE_HELP))
+    fixed_lambdas: list[float] | None = field(
+        default=None,
+        metadata=doc(
+            "with mix: fixed, one lambda per mixture (sources in order; the target first with "
+            "target_as_source) instead of fixed_lambda (the reference's initial_lambda_t)",
+            suffix=list_suffix("fixed-lambdas"),
+        ),
+    )
+    clamp_weights: bool = field(
+        default=False, metadata=doc(CLAMP_HELP, suffix=lambda v: "clamp" if v else "")
+    )
+    target_as_source: bool = field(
+        default=False,
+        metadata=doc(
+            "keep the target among the sources: one more mixture, tau_t with itself (the reference's "
+            "task_ari_src_exlude_target: false)",
+            suffix=lambda v: "target-as-source" if v else "",
+        ),
+    )
 
     def __post_init__(self) -> None:
+        if self.fixed_lambdas is not None and not all(0.0 <= v <= 1.0 for v in self.fixed_lambdas):
+            raise ValueError(f"fixed_lambdas must be in [0, 1], got {self.fixed_lambdas}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if not 0.0 <= self.fixed_lambda <= 1.0:
@@ -103,6 +135,14 @@ class FixedSettings:
         ),
     )
     base: Literal["theta0", "target"] = field(default="theta0", metadata=doc(BASE_HELP))
+    merged: Literal["encoder", "all", "pred_head"] = field(
+        default="encoder",
+        metadata=doc(
+            "which tensors are merged: the encoder (the target's head kept), all (the head merged "
+            "too) or pred_head (the head only, the target's own encoder); the reference's "
+            "task_ari_param_to_merge: mil_encoder, all, pred_head"
+        ),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +153,14 @@ class ScaledSettings(FixedSettings):
 @dataclass(frozen=True, kw_only=True)
 class TaskArithmeticSettings(FixedSettings):
     scale: float = field(default=0.3, metadata=doc("factor on the sum of the task vectors (Ilharco et al.)"))
+    coefficients: list[float] | None = field(
+        default=None,
+        metadata=doc(
+            "one coefficient per task vector (the target's first, then the sources in order) instead "
+            "of scale (the reference's task_ari_src_init_coef with fixed weights)",
+            suffix=list_suffix("coefficients"),
+        ),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +204,17 @@ class AdaSettings:
         default="relu", metadata=doc("output layer of the hypernetwork: relu, sigmoid or softplus")
     )
     base: Literal["theta0", "target"] = field(default="theta0", metadata=doc(BASE_HELP))
+    coefficients: list[float] | None = field(
+        default=None,
+        metadata=doc(
+            "initial coefficients, one per task vector (the target's first, then the sources in "
+            "order) instead of 1/N (the reference's task_ari_src_init_coef, ADA mode)",
+            suffix=list_suffix("init"),
+        ),
+    )
+    clamp_weights: bool = field(
+        default=False, metadata=doc(CLAMP_HELP, suffix=lambda v: "clamp" if v else "")
+    )
 
     def __post_init__(self) -> None:
         check_gamma(self.gamma)

@@ -25,7 +25,11 @@ sources, n_b = m, and the aggregation loss is the z-loss alone, as the reference
 ``calc_merge_weight_loss`` without top-k). With a fixed lambda the beta term is a constant and is
 left out. Reference variants: ``mix: fnn`` (H_mix with its own patch embedding), ``output``
 (relu / sigmoid / softplus on w), ``base: target`` (theta0 replaced by the target's own encoder
-theta0 + tau_t, the reference's ``base_parameters_from: target``).
+theta0 + tau_t, the reference's ``base_parameters_from: target``), ``fixed_lambdas`` (one fixed
+lambda per mixture, ``initial_lambda_t``), ``clamp_weights`` (the mixtures merged with
+``min(max(w_i, 0), 1)``, the top-k and the regulariser on w unclamped, ``task_ari_clamp_weights``)
+and ``target_as_source`` (tau_t is also mixture 0's source, ``task_ari_src_exlude_target:
+false``: m + 1 mixtures).
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class StephModel(nn.Module):
     ) -> None:
         super().__init__()
         self.settings = settings
+        if settings.target_as_source:  # the reference's task_ari_src_exlude_target: false
+            source_vectors = [target_vector, *source_vectors]
         self.n_sources = len(source_vectors)
         self.dropout = dropout
         base = dict(theta0)
@@ -114,6 +120,8 @@ class StephModel(nn.Module):
             lam = (1.0 / (1.0 + self.global_r.clamp(min=0.0))).expand(batch, m)
         elif r_net is not None:
             lam = 1.0 / (1.0 + r_net)
+        elif self.settings.fixed_lambdas is not None:
+            lam = torch.tensor(self.settings.fixed_lambdas, dtype=x.dtype, device=x.device).expand(batch, m)
         else:
             lam = torch.full((batch, m), self.settings.fixed_lambda, dtype=x.dtype, device=x.device)
         return w, lam
@@ -148,7 +156,8 @@ class StephModel(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         w, lam = self.mixing(x, mask)
         selected = self.select(w.detach())
-        params = self.stack.merge(self.coefficients(w, lam, selected))
+        w_merge = w.clamp(min=0.0, max=1.0) if self.settings.clamp_weights else w
+        params = self.stack.merge(self.coefficients(w_merge, lam, selected))
         z = encode(params, x, mask, dropout=self.dropout, training=self.training)
         extras = {"w": w.detach(), "lambda": lam.detach(), "selected": selected}
         return ModelOutput(self.pred_head(z), self.regulariser(w, lam, selected), extras)
@@ -172,11 +181,23 @@ class Steph(MergeMethod):
         super().check(config, n_sources)
         config = fold_block(config, self.name)  # merge.steph: {...} wins over merge.options
         s, given = self.settings(config), config.options
-        if s.sparse and s.top_k > n_sources:
+        m = n_sources + 1 if s.target_as_source else n_sources
+        if s.sparse and s.top_k > m:
             raise ConfigError(
-                f"top-k is {s.top_k} but only {n_sources} source cancer(s) are available",
-                hint=f"lower it with --top-k {n_sources} (or add sources, or use --no-sparse)",
+                f"top-k is {s.top_k} but only {n_sources} source cancer(s) are available"
+                + (" (+ the target with target_as_source)" if s.target_as_source else ""),
+                hint=f"lower it with --top-k {m} (or add sources, or use --no-sparse)",
             )
+        if s.fixed_lambdas is not None and (s.mix != "fixed" or len(s.fixed_lambdas) != m):
+            raise ConfigError(
+                f"fixed_lambdas needs mix: fixed and one lambda per mixture ({m}), got {s.fixed_lambdas}",
+                hint="e.g. --mix fixed --option fixed_lambdas=["
+                + ",".join(["0.5"] * m)
+                + "]"
+                + " (the sources in --sources order; the target first with target_as_source)",
+            )
+        if s.fixed_lambdas is not None and s.fixed_lambda != _DEFAULTS.fixed_lambda:
+            raise ConfigError("fixed_lambda has no effect with fixed_lambdas", hint="drop --fixed-lambda")
         if s.mix != "fixed" and s.fixed_lambda != _DEFAULTS.fixed_lambda:
             raise ConfigError("merge.fixed_lambda is only used with mix: fixed", hint="add --mix fixed")
         if s.mix == "fixed" and s.beta != _DEFAULTS.beta:
@@ -190,9 +211,12 @@ class Steph(MergeMethod):
 
     def run_name(self, config: MergeConfig) -> str:
         """``steph`` plus ``-fixed-lambda<v>`` / ``-global-lambda``, ``-global-w``, ``-dense``,
-        ``-top<k>``, ``-gamma<g>``, ``-beta<b>`` for every setting away from the paper's defaults."""
+        ``-top<k>``, ``-gamma<g>``, ``-beta<b>``, ``-clamp``, ``-target-as-source`` ... for every
+        setting away from the paper's defaults."""
         s, parts = self.settings(config), [self.name]
-        if s.mix == "fixed":
+        if s.mix == "fixed" and s.fixed_lambdas is not None:
+            parts.append("fixed-lambdas-" + "-".join(f"{v:g}" for v in s.fixed_lambdas))
+        elif s.mix == "fixed":
             parts.append(f"fixed-lambda{s.fixed_lambda:g}")
         elif s.mix in ("global", "fnn"):
             parts.append(f"{s.mix}-lambda")
@@ -210,6 +234,10 @@ class Steph(MergeMethod):
             parts.append(f"output-{s.output}")
         if s.base != _DEFAULTS.base:
             parts.append(f"base-{s.base}")
+        if s.clamp_weights:
+            parts.append("clamp")
+        if s.target_as_source:
+            parts.append("target-as-source")
         return "-".join(parts)
 
     def build(self, ctx: MergeContext) -> StephModel:
@@ -230,7 +258,9 @@ class Steph(MergeMethod):
         """``coefficients.csv``: one row per test patient and source (w, lambda, selected 0/1)."""
         rows: list[list[Any]] = []
         w, lam, sel = extras["w"], extras["lambda"], extras["selected"]
+        target_too = self.settings(ctx.config).target_as_source
+        names = [ctx.target, *ctx.source_names] if target_too else list(ctx.source_names)
         for b, pid in enumerate(ids):
-            for i, source in enumerate(ctx.source_names):
+            for i, source in enumerate(names):
                 rows.append([pid, source, float(w[b, i]), float(lam[b, i]), int(sel[b, i] > 0)])
         return {"coefficients.csv": (["patient_id", "source", "w", "lambda", "selected"], rows)}

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import NamedTuple
@@ -95,6 +96,7 @@ def segments(sizes: Sequence[int], device: torch.device | str = "cpu") -> Segmen
 
 
 _SEGMENTS: ContextVar[Segments | None] = ContextVar("abmil_segments", default=None)
+log = logging.getLogger(__name__)
 
 HEAD_KEYS: tuple[str, ...] = ("pred_head.weight", "pred_head.bias")
 
@@ -159,6 +161,10 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments | None = None
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
+_GROUPED_FAILED = False
+"""Set when ``grouped_mm`` raised once (no kernel for this build or device): per-bag products since."""
+
+
 def _compute_dtype(x: Tensor) -> torch.dtype:
     kind = x.device.type
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
@@ -174,8 +180,8 @@ def _grouped_kernel(x: Tensor, weight: Tensor, dtype: torch.dtype) -> bool:
             return False
     elif x.device.type != "cpu":
         return False
-    step = 16 // torch.empty((), dtype=dtype).element_size()
-    return weight.shape[1] % step == 0 and weight.shape[2] % step == 0
+    step = 128 // (torch.finfo(dtype).bits)
+    return weight.shape[1] % step == 0 and weight.shape[2] % step == 0 and not _GROUPED_FAILED
 
 
 def _segment_linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments) -> Tensor:
@@ -186,10 +192,16 @@ def _segment_linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments) -> T
         w = weight[:, 0, :].index_select(0, seg.index)
         y = (x.float() * w.float()).sum(dim=-1, keepdim=True) + bias.index_select(0, seg.index).float()
         return y.to(_compute_dtype(x))
+    global _GROUPED_FAILED
     dtype = _compute_dtype(x)
+    y = None
     if _grouped_kernel(x, weight, dtype):
-        y = F.grouped_mm(x.to(dtype), weight.to(dtype).transpose(1, 2), offs=seg.ends)
-    else:
+        try:
+            y = F.grouped_mm(x.to(dtype), weight.to(dtype).transpose(1, 2), offs=seg.ends)
+        except RuntimeError as exc:  # a build or device without the kernel: bag by bag from now on
+            _GROUPED_FAILED = True
+            log.warning("grouped matrix product unavailable on %s (%s): per-bag products", x.device, exc)
+    if y is None:
         y = torch.cat([F.linear(xb, wb) for xb, wb in zip(x.split(seg.sizes), weight, strict=True)])
     return y + bias.index_select(0, seg.index).to(y.dtype)
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from ..bundles.signing import check_trusted_sources
 from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
 from ..config.merge import MergeConfig
@@ -301,6 +302,8 @@ class MergeWorker:
                 f"merge units of several targets ({', '.join(targets)})", hint="run one target at a time"
             )
         target, first = targets[0], units[0]
+        # imported sources: signed, when a trust list is set
+        check_trusted_sources(layout, config, resolve_sources(layout, config, target), first.source_fold)
         folds = sorted({u.fold for u in units})
         no_vector: set[int] = set()
         if not named:

@@ -61,7 +61,8 @@ def read_manifest(layout: ProjectLayout, path: Path | None = None) -> list[Slide
             f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}",
             hint="the manifest needs slide_id,patient_id,cancer,path and optionally mpp",
         )
-    counts = Counter(row["slide_id"] for row in rows)
+    rows = [{k: v or "" for k, v in row.items()} for row in rows]  # a short row's missing cells are None
+    counts = Counter(row["slide_id"] for row in rows if row["slide_id"])  # an empty id fails its row alone
     duplicates = sorted(s for s, n in counts.items() if n > 1)
     if duplicates:
         where = [

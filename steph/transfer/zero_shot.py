@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -357,19 +358,25 @@ def _pool(
     }
     usable = [k for k in folds if k in rows and reps[(name, k)].size]
     stacked = np.array([reps[(name, k)] for k in usable]) if usable else np.empty((0, 0))
-    out["c_low"], out["c_high"] = (
-        _interval(np.nanmean(stacked, axis=0), confidence) if usable else (None, None)
-    )
+    out["c_low"], out["c_high"] = _interval(_fold_mean(stacked), confidence) if usable else (None, None)
     gains = [rows[k]["gain"] for k in folds if k in rows and rows[k].get("gain") is not None]
     out["gain_mean"] = float(np.mean(gains)) if gains and len(gains) == len(values) else None
     out["gain_low"] = out["gain_high"] = None
     if out["gain_mean"] is not None and usable and not rare and name != target:
         own = np.array([reps[(target, k)] for k in usable])
-        out["gain_low"], out["gain_high"] = _interval(np.nanmean(stacked - own, axis=0), confidence)
+        out["gain_low"], out["gain_high"] = _interval(_fold_mean(stacked - own), confidence)
     out["transfer"] = (
         "own" if name == target else transfer_label(out["gain_low"], out["gain_high"]) if not rare else "n/a"
     )
     return out
+
+
+def _fold_mean(replicates: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Replicate-wise mean over folds ``[folds, R] -> [R]``, skipping folds where a replicate is
+    undefined (NaN where it is undefined in every fold)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, left out of the interval
+        return np.nanmean(replicates, axis=0)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

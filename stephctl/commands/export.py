@@ -35,6 +35,13 @@ def export(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle file.")] = False,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            help="SSH private key: also write <bundle>.sig (ssh-keygen -Y sign) for labs with a trust list.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Write one safetensors bundle (no pickle): theta0, the task vectors and trained weights the
@@ -59,5 +66,6 @@ def export(
         all_folds=all_folds,
         out=out,
         overwrite=overwrite,
+        sign=sign,
         as_json=json_out,
     )

@@ -22,6 +22,13 @@ def export_sources(
         typer.Option("--out", "-o", help="Bundle file (default exports/sources-<CANCERS>.safetensors)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle file.")] = False,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            help="SSH private key: also write <bundle>.sig (ssh-keygen -Y sign) for labs with a trust list.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Write the task vectors of --cancer with theta0 and a card (theta0 sha256, encoder, D,
@@ -31,5 +38,14 @@ def export_sources(
     from steph.bundles.sources import export_sources as run
 
     run_stage(
-        ctx, run, layout, config, cancers=cancer, folds=fold, out=out, overwrite=overwrite, as_json=json_out
+        ctx,
+        run,
+        layout,
+        config,
+        cancers=cancer,
+        folds=fold,
+        out=out,
+        overwrite=overwrite,
+        sign=sign,
+        as_json=json_out,
     )

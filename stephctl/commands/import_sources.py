@@ -16,6 +16,14 @@ def import_sources(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace task vectors of the same cancer and fold.")
     ] = False,
+    allowed_signers: Annotated[
+        Path | None,
+        typer.Option(
+            "--allowed-signers",
+            help="Trust list (ssh-keygen allowed-signers file; default allowed_signers: of stephctl.yaml): "
+            "accept only a bundle whose <bundle>.sig verifies for a key it lists.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify the bundle, refuse it if its theta0, encoder, D or architecture differ from this
@@ -25,4 +33,13 @@ def import_sources(
         layout, config = get_project(ctx)
     from steph.bundles.sources import import_sources as run
 
-    run_stage(ctx, run, layout, config, bundle, overwrite=overwrite, as_json=json_out)
+    run_stage(
+        ctx,
+        run,
+        layout,
+        config,
+        bundle,
+        overwrite=overwrite,
+        allowed_signers=allowed_signers,
+        as_json=json_out,
+    )

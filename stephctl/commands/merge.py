@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -98,6 +99,14 @@ def merge(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    allowed_signers: Annotated[
+        Path | None,
+        typer.Option(
+            "--allowed-signers",
+            help="Trust list (ssh-keygen allowed-signers file; default allowed_signers: of stephctl.yaml): "
+            "accept only a bundle whose <bundle>.sig verifies for a key it lists.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo runs that are already done.")] = False,
     paper: Annotated[
         bool,
@@ -157,6 +166,7 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
         "merge.source_fold": params.get("source_fold"),
         "merge.epochs": params.get("epochs"),
         "train.device": params.get("device"),
+        "allowed_signers": _absolute(params.get("allowed_signers")),
     }
     for name in SETTING_FLAGS:
         overrides[f"merge.options.{name}"] = _setting_value(name, params.get(name))
@@ -169,6 +179,12 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
         paper=bool(params.get("paper")),
     )
     return StageRequest("merge", selection, overrides, overwrite=bool(params.get("overwrite")))
+
+
+def _absolute(path: Path | None) -> str | None:
+    """``--allowed-signers`` as given on the command line (relative to the working directory,
+    where ``allowed_signers:`` of stephctl.yaml is relative to the project)."""
+    return None if path is None else str(path.expanduser().absolute())
 
 
 def _setting_value(name: str, value: Any) -> Any:

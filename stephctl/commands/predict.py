@@ -85,6 +85,22 @@ def predict(
             "--patches", min=1, help="With --explain: most and least attended patches shown per row."
         ),
     ] = 8,
+    allow_download: Annotated[
+        bool,
+        typer.Option(
+            "--allow-download",
+            help="Let the encoder's weights come from the model hub when no local file is given "
+            "(default: nothing is downloaded; slides to extract fail naming the file to provide).",
+        ),
+    ] = False,
+    allowed_signers: Annotated[
+        Path | None,
+        typer.Option(
+            "--allowed-signers",
+            help="Trust list (ssh-keygen allowed-signers file; default allowed_signers: of stephctl.yaml): "
+            "accept only a bundle whose <bundle>.sig verifies for a key it lists.",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Predict new patients with a bundle (--model) or a project model (-t/-m/-k): features are
@@ -125,6 +141,8 @@ def predict(
         overwrite=overwrite,
         explain=explain,
         patches=patches,
+        allow_download=allow_download,
+        allowed_signers=allowed_signers,
         as_json=json_out,
     )
 
