@@ -72,9 +72,22 @@ def run(quick: bool = False, *, epochs: int = 1) -> dict[str, Any]:
             subprocess.run(rs.stephctl(root, *cmd), check=True, env=rs.ENV, capture_output=True)
         target_bytes = sum(p.stat().st_size for p in rs.target_feature_files(root))
         baseline = read_bytes(root, "merge", "--list-methods")
-        paper = read_bytes(root, "merge", "--target", rs.TARGET, "--paper", "--epochs", str(epochs))
+        paper = read_bytes(
+            root, "merge", "--target", rs.TARGET, "--paper", "--top-k", "2", "--epochs", str(epochs)
+        )
         unit = read_bytes(
-            root, "merge", "--target", rs.TARGET, "--method", "steph", "--fold", "0", "--epochs", str(epochs)
+            root,
+            "merge",
+            "--target",
+            rs.TARGET,
+            "--method",
+            "steph",
+            "--top-k",
+            "2",
+            "--fold",
+            "0",
+            "--epochs",
+            str(epochs),
         )
     return {
         "cohort": shape,

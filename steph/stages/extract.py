@@ -248,19 +248,22 @@ MAX_NOTED = 20
 
 def _unfinished(path: Path) -> bool:
     """An HDF5 feature file that cannot be opened, or that extract started and did not finish
-    (``complete`` attribute not 1, or row counts that disagree with ``n_patches``)."""
+    (``complete`` attribute not 1, or row counts that disagree with ``n_patches``; the test of
+    :func:`~steph.extraction.h5format.is_complete`, in the same single open)."""
     import h5py
-
-    from ..extraction.h5format import is_complete
 
     if path.suffix not in (".h5", ".hdf5"):
         return False
     try:
         with h5py.File(path, "r") as handle:
-            flagged = "complete" in handle.attrs
-    except (OSError, ValueError):
+            if "complete" not in handle.attrs:
+                return False  # not written by extract (another tool's file): counted when present
+            if int(handle.attrs["complete"]) != 1:
+                return True
+            n = int(handle.attrs.get("n_patches", -1))
+            return not (handle["features"].shape[0] == n and handle["coords"].shape[0] == n)
+    except (OSError, KeyError, ValueError, TypeError):
         return True
-    return flagged and not is_complete(path)
 
 
 STAGE: Stage[ExtractSelection, ShardUnit] = Stage(
