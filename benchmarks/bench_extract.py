@@ -16,14 +16,27 @@ Figures (one run, side by side, on the same synthetic slide and the same patches
   its slower stage measured alone (1.0 = the faster stage is completely hidden);
 - ``memory``: peak resident memory of an extraction subprocess (tiny-cnn, batch 16) for two
   slide sizes: growth over the process's footprint before the first slide. In-flight patch
-  batches are bounded by ``(2 x workers + 1) x batch``, so beyond a few hundred patches the
+  batches are bounded by ``(3 x workers + 1) x batch`` (the next slide's first batches included), so beyond a few hundred patches the
   peak must stay flat as slides grow.
+
+- ``slides``: several small slides (so that the work between slides shows) with a slow
+  encoder (ResNet-18, random weights) on ``stephctl extract``'s own loop, in alternating rounds:
+  ``sequential`` (each slide prepared, then encoded, one after the other: the loop before the
+  next slide was prepared in the background), ``pipeline`` (``extract_features``: the next
+  slide's open, mask, grid, thumbnail and first batches prepared while the current one encodes)
+  and ``encoder`` (the same encoder on the same patches in memory); also the encoder's idle
+  time between two slides (median seconds, from one slide's last batch to the next one's
+  first: the gap the background preparation removes, a figure less exposed to the machine's
+  load than throughput). Figures are patches/s over
+  the slides' extraction time (from each slide's turn to its file written; encoder loading not
+  counted) and the ratios to the encoder alone measured in the same run, the only comparison a
+  shared machine allows.
 
 Encoders: ``tiny-cnn`` (the built-in CPU encoder, several times cheaper than decoding a patch
 from the slide, so the reader is the bottleneck) and a randomly initialised ResNet-18
 (``timm:resnet18``), a stand-in for an encoder that is the bottleneck, as a foundation model is.
 
-Run: ``python -m benchmarks.bench_extract [--quick]`` (prints JSON).
+Run: ``python -m benchmarks.bench_extract [--quick] [--slides-only]`` (prints JSON).
 """
 
 from __future__ import annotations
@@ -160,6 +173,144 @@ def throughput(
     }
 
 
+def slides(tmp: Path, *, n_slides: int, side: int, repeats: int) -> dict[str, Any]:
+    """``n_slides`` slides of ``side`` px through the sequential loop, the pipeline and the encoder
+    alone (random ResNet-18 saved as a local weights file, so ``extract_features`` loads it like
+    any encoder); best of ``repeats`` alternating rounds of each."""
+    import torch
+
+    from steph.config import load_project
+    from steph.extraction.overlap import iter_batches, patch_reader, reader_threads
+    from steph.extraction.slide_job import extract_slide
+    from steph.fileio import write_csv
+    from steph.pipeline.extract import extract_features
+    from steph.project import init_project
+    from steph.slides import Slide, read_manifest
+
+    root = tmp / "slides_project"
+    init_project(root)
+    ids = [f"s{i}" for i in range(n_slides)]
+    write_csv(
+        root / "slides" / "manifest.csv",
+        ("slide_id", "patient_id", "cancer", "path", "mpp"),
+        [
+            (i, f"P{i}", "BRCA", str(make_slide(tmp / f"{i}.tif", side, seed=100 + n)), "")
+            for n, i in enumerate(ids)
+        ],
+    )
+    encoder = _resnet18()
+    weights = tmp / "resnet18_random.pt"
+    torch.save(encoder.model.state_dict(), weights)
+    overrides = {
+        "encoder": "timm:resnet18",
+        "extract.weights": {"timm:resnet18": str(weights)},
+        "extract.batch_size": BATCH,
+        "extract.device": "cpu",
+        "extract.precision": "fp32",
+    }
+    layout, config = load_project(root, overrides)
+    entries = read_manifest(layout)
+    sequential_dir = tmp / "sequential"
+    sequential_dir.mkdir()
+    encoder.encode(np.zeros((2, 256, 256, 3), np.uint8))  # warm-up
+    rates: dict[str, list[float]] = {"sequential": [], "pipeline": [], "encoder": []}
+    gaps = {"sequential": _Gaps(), "pipeline": _Gaps()}
+    patches = 0
+    for _ in range(repeats):
+        seconds = 0.0
+        patches = 0
+        gaps["sequential"].new_run()
+        for entry in entries:
+            outcome = extract_slide(
+                entry,
+                encoder=encoder,
+                config=config.extract,
+                output=sequential_dir / f"{entry.slide_id}.h5",
+                thumbnail=sequential_dir / f"{entry.slide_id}.png",
+                progress=gaps["sequential"],
+            )
+            seconds += outcome.seconds
+            patches += outcome.n_patches
+        rates["sequential"].append(patches / seconds)
+
+        gaps["pipeline"].new_run()
+        report = extract_features(layout, config, overwrite=True, progress=gaps["pipeline"])
+        assert report.outputs["patches"] == patches, report.outputs
+        rates["pipeline"].append(float(report.outputs["patches_per_s"]))
+
+        batches = []
+        for entry in entries:
+            with h5py.File(layout.own_features("timm:resnet18", entry.slide_id), "r") as handle:
+                coords = handle["coords"][:]
+            with Slide(entry.path, slide_id=entry.slide_id) as slide:
+                grid = _full_grid(slide, entry.slide_id)
+                reader = patch_reader(slide, grid)
+                batches += [b for b, _ in iter_batches(reader, coords, batch_size=BATCH, workers=WORKERS)]
+        start = time.perf_counter()
+        for batch in batches:
+            encoder.encode(batch)
+        rates["encoder"].append(patches / (time.perf_counter() - start))
+        del batches
+    best = {k: max(v) for k, v in rates.items()}
+    return {
+        "slides": n_slides,
+        "slide_px": side,
+        "patches": patches,
+        "reader_threads": reader_threads(config.extract.workers),
+        "sequential_patches_per_s": round(best["sequential"], 1),
+        "pipeline_patches_per_s": round(best["pipeline"], 1),
+        "encoder_patches_per_s": round(best["encoder"], 1),
+        "sequential_ratio": round(best["sequential"] / best["encoder"], 3),
+        "pipeline_ratio": round(best["pipeline"] / best["encoder"], 3),
+        "speedup": round(best["pipeline"] / best["sequential"], 3),
+        "encoder_idle_between_slides_s": {  # median over every pair of consecutive slides, all rounds
+            k: round(float(np.median(g.gaps)), 3) for k, g in gaps.items()
+        },
+        "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+    }
+
+
+class _Gaps:
+    """A progress sink timing the encoder's idle time between slides: from one slide's last
+    batch (``finish("patches")``) to the next slide's first (``start("patches")``, called once
+    the slide is prepared)."""
+
+    def __init__(self) -> None:
+        self.gaps: list[float] = []
+        self._finished: float | None = None
+
+    def new_run(self) -> None:
+        """The first slide of a run follows no slide."""
+        self._finished = None
+
+    def start(self, task: str, total: int | None = None, *, unit: str = "items") -> None:
+        if task == "patches" and self._finished is not None:
+            self.gaps.append(time.perf_counter() - self._finished)
+
+    def advance(self, task: str, n: int = 1, **info: Any) -> None:
+        pass
+
+    def finish(self, task: str) -> None:
+        if task == "patches":
+            self._finished = time.perf_counter()
+
+
+def _full_grid(slide: Any, slide_id: str) -> Any:
+    """The extraction's geometry (level 0, 256-px reads at 0.5 um/px) over the whole slide."""
+    from steph.slides import make_grid
+
+    return make_grid(
+        slide_id=slide_id,
+        dimensions=slide.dimensions,
+        level_downsamples=slide.level_downsamples,
+        slide_mpp=0.5,
+        target_mpp=0.5,
+        patch_size=256,
+        tissue=np.ones((8, 8), bool),
+        min_tissue_fraction=0.0,
+    )
+
+
 def memory_child(project: str) -> None:
     """Run in a subprocess: extract the project's slides, print resident-memory figures as JSON."""
     from steph.config import load_project
@@ -207,8 +358,9 @@ def memory(tmp: Path, sides: tuple[int, int]) -> list[dict[str, float]]:
     return rows
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """All figures of this benchmark (``quick``: smaller slides)."""
+def run(quick: bool = False, slides_only: bool = False) -> dict[str, Any]:
+    """All figures of this benchmark (``quick``: smaller slides; ``slides_only``: the between-slides
+    comparison alone)."""
     import torch
 
     from steph.extractors import create_encoder
@@ -218,6 +370,14 @@ def run(quick: bool = False) -> dict[str, Any]:
     repeats = 2 if quick else 3
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
+        n_slides, slides_side = (3, 1536) if quick else (6, 2048)
+        slides_figures = slides(tmp, n_slides=n_slides, side=slides_side, repeats=repeats)
+        if slides_only:
+            return {
+                "slides": slides_figures,
+                "torch_threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+            }
         slide = make_slide(tmp / "slide.tif", side)
         layout, config = make_project(tmp / "project", slide)
         results: dict[str, Any] = {
@@ -231,6 +391,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             tmp / "small", make_slide(tmp / "small.tif", 1536 if quick else 3072, seed=1)
         )
         results["resnet18"] = throughput(_resnet18(), small_layout, small_config, repeats=repeats)
+        results["slides"] = slides_figures
         results["memory"] = memory(tmp, sides)
     results["cpu_count"] = os.cpu_count()
     return results
@@ -239,12 +400,13 @@ def run(quick: bool = False) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller slides")
+    parser.add_argument("--slides-only", action="store_true", help="only the between-slides comparison")
     parser.add_argument("--memory-child", metavar="PROJECT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return
-    print(json.dumps(run(quick=args.quick), indent=2))
+    print(json.dumps(run(quick=args.quick, slides_only=args.slides_only), indent=2))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ class Progress(Protocol):
         """A task named ``task`` begins with ``total`` steps (None if unknown)."""
 
     def advance(self, task: str, n: int = 1, **info: Any) -> None:
-        """``n`` more steps of ``task`` are done; ``info`` carries e.g. ``item=<slide id>``."""
+        """``n`` more steps of ``task`` are done; ``info`` carries e.g. ``item=<slide id>``.
+        ``n = 0`` with an ``item`` announces the step that starts (the demo's stages)."""
 
     def finish(self, task: str) -> None:
         """The task is over (successfully or not)."""

@@ -183,8 +183,6 @@ class MergeRecord(Record):
     label: str | None = None
     top_k: int | None = None
     gamma_selection: dict[str, Any] | None = None
-    source_choice: dict[str, Any] | None = None
-    """How ``--sources auto:K`` chose the sources (:mod:`steph.transfer.choose`); None when listed."""
     vector_sha256: dict[str, str] = field(default_factory=dict)
     """``"<CANCER>/fold_<k>"`` -> sha256 of each task-vector file used."""
     dim_in: int = 0
@@ -202,6 +200,9 @@ class MergeRecord(Record):
     c_index: float | None = None
     versions: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
+    source_choice: dict[str, Any] | None = None
+    """How ``--sources auto:K`` chose the sources (:mod:`steph.transfer.choose`); None when listed.
+    Last, so that the records written before it keep their key order."""
 
     def signature(self) -> dict[str, Any]:
         """The settings that decide whether the fold is done (:data:`MERGE_SIGNATURE`)."""

@@ -4,17 +4,23 @@ A merge writes its results under a *run* folder named after the method plus one 
 setting that differs from the method's defaults (``steph-top2``, ``steph-fixed-lambda0``,
 ``ties-gamma0.05``). Users type the method (``-m steph``); :func:`resolve_run` maps it to the
 run: the folder of that name when there is one, else the one run whose record
-(:class:`~steph.records.MergeRecord`) names that method. Several such runs are an error that
-lists them; so is a method without any run, listing the runs there are.
+(:class:`~steph.records.MergeRecord`) names that method. Of several such runs (an ablation
+beside the main run) it is the one the project's settings make (what ``stephctl merge -m steph``
+writes); when none is, they are listed. A method without any run is an error listing the runs
+there are.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from .errors import StephError, UnknownNameError
 from .layout import CANCER_SPECIFIC, ProjectLayout, normalize_cancer
 from .records import MergeRecord
+
+if TYPE_CHECKING:
+    from .config import ProjectConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +45,30 @@ def run_method(layout: ProjectLayout, target: str, run: str) -> str | None:
     return None
 
 
-def resolve_run(layout: ProjectLayout, target: str, name: str, *, strict: bool = True) -> str:
+def settings_run(config: ProjectConfig, method: str) -> str | None:
+    """The run folder ``stephctl merge --method <method>`` makes with the project's settings
+    (None when ``method`` is not a merge method or its settings are invalid)."""
+    from .merging import MERGE_METHODS
+    from .merging.inputs import for_method
+
+    try:
+        chosen = MERGE_METHODS.get(method)
+        return chosen.run_name(for_method(config.merge, chosen))
+    except StephError:
+        return None
+
+
+def resolve_run(
+    layout: ProjectLayout,
+    target: str,
+    name: str,
+    *,
+    config: ProjectConfig | None = None,
+    strict: bool = True,
+) -> str:
     """The run folder ``name`` means for ``target``: itself when such a run exists (or nothing
     exists yet, so the caller's own "not trained" message applies), else the one run made with
-    method ``name`` (``steph`` -> ``steph-top2``).
+    method ``name`` (``steph`` -> ``steph-top2``); of several, the one ``config``'s settings make.
 
     Raises:
         UnknownNameError: several runs of method ``name`` (lists them), or (when ``strict``;
@@ -56,6 +82,10 @@ def resolve_run(layout: ProjectLayout, target: str, name: str, *, strict: bool =
     if len(matches) == 1:
         log.info("%s: method %s is the run %s", target, name, matches[0])
         return matches[0]
+    preferred = settings_run(config, name) if config is not None and matches else None
+    if preferred in matches:
+        log.info("%s: method %s is the run %s (the project's settings)", target, name, preferred)
+        return str(preferred)
     if matches:
         raise UnknownNameError(
             f"{target}: method {name!r} has {len(matches)} runs: {', '.join(matches)}",

@@ -252,6 +252,19 @@ def load_theta0(
     return Theta0(state, actual, meta)
 
 
+def theta0_dim_in(layout: ProjectLayout) -> int | None:
+    """The feature dimension ``D`` theta0 takes, from its record (None when the project has no
+    theta0 yet, or its record does not say): what feature files are checked against before
+    they are read."""
+    if not layout.theta0_meta.is_file():
+        return None
+    try:
+        dim = read_json(layout.theta0_meta).get("architecture", {}).get("dim_in")
+    except (OSError, ValueError, AttributeError, StephError):
+        return None  # load_theta0 names the broken record
+    return dim if isinstance(dim, int) else None
+
+
 def ensure_theta0(layout: ProjectLayout, config: ProjectConfig, dim_in: int) -> Theta0:
     """theta0 of the project: loaded and verified if it exists, created (once) otherwise.
 

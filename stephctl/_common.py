@@ -228,6 +228,11 @@ def setup_logging(verbosity: int) -> None:
         logger.propagate = False
 
 
+STEP_UNITS = frozenset({"stages"})
+"""Units of a few long steps: shown by name with the elapsed time, never as a rate
+(``advance(task, 0, item=name)`` announces the step that starts)."""
+
+
 class CliProgress:
     """Renders steph progress events: rich bars on a terminal, periodic log lines otherwise."""
 
@@ -293,6 +298,9 @@ class CliProgress:
         now = time.monotonic()
         rate = state[0] / max(now - state[2], 1e-9)
         unit = self._units.get(task, "items")
+        if unit in STEP_UNITS:
+            self._step(task, state, now, info.get("item"), started=n == 0)
+            return
         if self._bar is not None:
             self._bar.update(self._tasks[task], advance=n, rate=f"{rate:.1f} {unit}/s")
         elif self.enabled and now - state[3] >= self.interval_s:
@@ -300,6 +308,16 @@ class CliProgress:
             total = "?" if state[1] < 0 else int(state[1])
             extra = " ".join(f"{k}={v}" for k, v in info.items())
             self._log.info("%s: %d/%s %s (%.1f %s/s) %s", task, int(state[0]), total, unit, rate, unit, extra)
+
+    def _step(self, task: str, state: list[float], now: float, item: Any, *, started: bool) -> None:
+        """A few long steps (the demo's stages): which one runs and the time so far, no rate."""
+        total = "?" if state[1] < 0 else int(state[1])
+        if self._bar is not None:
+            label = f"{task}: {item}" if item is not None and started else task
+            self._bar.update(self._tasks[task], completed=state[0], description=label, rate="")
+        elif self.enabled and started and item is not None:
+            elapsed = time.strftime("%H:%M:%S", time.gmtime(now - state[2]))
+            self._log.info("%s: %s (%d/%s), %s elapsed", task, item, int(state[0]) + 1, total, elapsed)
 
     def finish(self, task: str) -> None:
         state = self._state.get(task)

@@ -72,14 +72,62 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path: Path, cli) -> None:
     assert len(pages) == 2 and result.output.count("patient page:") == 2
     assert not any("no transfer for this patient" in p.read_text() for p in pages)  # shows a transfer
     assert "patients/index.html" in layout.report_file(TARGET, "report.html").read_text()
+    assert "note: --quick is a smoke test" in " ".join(result.output.split())
+
+    status = cli("-p", root, "status", "--json")  # the project declares what the demo trains
+    stages = json.loads(status.stdout)["stages"]
+    assert all(stage["complete"] for stage in stages), [(s["stage"], s["missing"]) for s in stages]
+    evaluated = cli("-p", root, "evaluate", "--bootstrap", "0", "--no-report", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "cancer-specific" not in json.loads(evaluated.stdout)["summary"]["over_targets"]  # 5 vs 1 folds
 
     again = cli("demo", root, "--quick", "--json")
     assert again.exit_code == 0, again.output
     document = json.loads(again.stdout)
     assert document["ok"] and document["oracle_c_index"] > 0.5
+    assert document["note"].startswith("--quick is a smoke test: 6 test patients per fold")
     reran = {s["stage"]: s["counts"]["done"] for s in document["stages"] if s["stage"] != "evaluate"}
     assert set(reran.values()) == {0}, reran  # the second run reuses everything
     assert {row["method"] for row in document["c_index"]} >= {"cancer-specific"}
 
     refused = cli("demo", root)  # the full demo's cohort differs from the quick one in this folder
     assert refused.exit_code == 1
+
+
+def test_demo_progress_names_the_stage_and_the_elapsed_time(monkeypatch, caplog) -> None:
+    """Stages are shown by name with the time so far, never as "0.0 stages/s"."""
+    import io
+    import logging
+
+    from rich.console import Console
+
+    from stephctl import _common
+    from stephctl._common import CliProgress
+
+    def drive(progress: CliProgress) -> None:
+        progress.start("demo", 3, unit="stages")
+        for name in ("generate", "extract"):
+            progress.advance("demo", 0, item=name)
+            progress.advance("demo", 1, item=name)
+        progress.finish("demo")
+
+    monkeypatch.setattr(_common.err_console, "_file", io.StringIO())  # not a terminal; restored to None
+    with caplog.at_level(logging.INFO, logger="stephctl.progress"), CliProgress(interval_s=3600) as progress:
+        assert progress._bar is None
+        drive(progress)
+    lines = [r.getMessage() for r in caplog.records if r.name == "stephctl.progress"]
+    assert (
+        "demo: generate (1/3), 00:00:00 elapsed" in lines and "demo: extract (2/3), 00:00:00 elapsed" in lines
+    )
+    assert not any("stages/s" in line for line in lines)
+
+    screen = io.StringIO()
+    monkeypatch.setattr(_common, "err_console", Console(file=screen, force_terminal=True, width=160))
+    with CliProgress() as progress:
+        assert progress._bar is not None
+        progress.start("demo", 3, unit="stages")
+        progress.advance("demo", 0, item="generate")
+        progress.advance("demo", 1, item="generate")
+        progress.advance("demo", 0, item="extract")
+        progress._bar.refresh()
+        assert "demo: extract" in screen.getvalue() and "stages/s" not in screen.getvalue()

@@ -177,3 +177,29 @@ def test_missing_features_fail_before_training(project: Path) -> None:
     with pytest.raises(MissingArtifactError, match="BRCA-P003-S0"):
         merge_models(layout, config, target="BRCA")
     assert _no_training_happened(project)
+
+
+def test_features_of_another_d_are_refused_before_any_slide_is_read(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #32: a feature file's D is checked against theta0's dim_in from its header; before,
+    every bag was read and the mismatch reported afterwards, naming theta0, not a file."""
+    import numpy as np
+    from _cohorts import write_features_h5
+
+    import steph.data.bags as bags
+    from steph.data import load_cohort
+
+    layout, config = load_project(project)
+    cohort = load_cohort(layout, config, "BRCA")
+    for patient in cohort.patients.values():  # the whole target re-extracted with another encoder
+        for sid in patient.slide_ids:
+            write_features_h5(layout.features(config.encoder, sid), np.ones((5, 12)), encoder=config.encoder)
+    read: list[str] = []
+    original = bags.read_slide
+    monkeypatch.setattr(bags, "read_slide", lambda ref: read.append(ref.slide_id) or original(ref))
+    with pytest.raises(ConsistencyError) as info:
+        merge_models(layout, config, target="BRCA", methods=["model-avg"], folds=[0])
+    assert f": features have D=12, theta0 {layout.theta0} takes D=16" in info.value.message
+    assert info.value.message.startswith(str(layout.features_dir(config.encoder)))
+    assert read == []

@@ -14,7 +14,7 @@ MERGE_KEYS = [
     "method", "options", "sources", "source_fold", "epochs", "seed", "theta0_sha256", "run", "target", "fold",
     "label", "top_k", "gamma_selection", "vector_sha256", "dim_in", "model_config", "merge_config", "files",
     "tables", "trainable_parameters", "train_losses", "train_seconds", "device", "n_train", "n_test", "c_index",
-    "versions", "created",
+    "versions", "created", "source_choice",
 ]  # fmt: skip
 
 

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from steph.config import ProjectConfig
+from steph.config.merge import MergeConfig
 from steph.errors import UnknownNameError
 from steph.fileio import write_json
 from steph.layout import ProjectLayout
 from steph.records import MergeRecord
-from steph.runs import resolve_run, run_method
+from steph.runs import resolve_run, run_method, settings_run
 
 
 def _record(layout: ProjectLayout, target: str, run: str, method: str, fold: int) -> None:
@@ -41,6 +43,11 @@ def test_a_method_with_one_run_reaches_it_and_several_are_listed(tmp_path: Path)
     _run(layout, "BRCA", "steph-fixed-lambda0", "steph")
     with pytest.raises(UnknownNameError, match="'steph' has 2 runs: steph-fixed-lambda0, steph-top2"):
         resolve_run(layout, "BRCA", "steph")
+    # of several runs, the one the project's settings make (the demo's top_k 2, beside an ablation)
+    config = ProjectConfig(merge=MergeConfig(options={"top_k": 2}))
+    assert settings_run(config, "steph") == "steph-top2"
+    assert resolve_run(layout, "BRCA", "steph", config=config) == "steph-top2"
+    assert settings_run(config, "no-such-method") is None
 
 
 def test_evaluate_and_explain_take_the_method_name(empty_project: Path, cli) -> None:

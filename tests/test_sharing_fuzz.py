@@ -1,8 +1,11 @@
 """Property-based tests over what other labs send: bundles, cards, part names and checkpoints.
 
 Every input gives a result or one :class:`~steph.errors.StephError`, never another exception
-(a traceback in the CLI). Bundles are written with valid hashes (re-signed), so the content
-checks are what is exercised. Example counts are bounded to keep CI time reasonable.
+(a traceback in the CLI), and reading it never raises the process's peak memory by more than
+:data:`MEMORY_BUDGET` plus :data:`MEMORY_PER_BYTE` times the file's size (Linux: the peak RSS,
+``VmHWM``, is reset through ``/proc/self/clear_refs`` before each input and read after it).
+Bundles are written with valid hashes (re-signed), so the content checks are what is exercised.
+Example counts are bounded to keep CI time reasonable.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +81,55 @@ def mutated(draw: st.DrawFn, card: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _outcome(action) -> str:
-    """Run ``action``: it returns, or raises one StephError with a message; nothing else."""
-    try:
+MEMORY_BUDGET = 192 << 20
+"""Peak memory any one input may add (bytes): room for the allocator and torch's first calls;
+the memory bombs of issue #32 took 2 to 6.6 GB from files of a few KB."""
+MEMORY_PER_BYTE = 16
+"""And per byte of the input file (the tensors read, a copy or two while checking them)."""
+_PEAK = re.compile(r"VmHWM:\s+(\d+) kB")
+_NOW = re.compile(r"VmRSS:\s+(\d+) kB")
+
+
+def _status(pattern: re.Pattern[str]) -> int:
+    match = pattern.search(Path("/proc/self/status").read_text())
+    assert match is not None
+    return int(match.group(1)) * 1024
+
+
+def peak_memory_growth(action) -> int:
+    """Bytes by which the process's peak RSS rose above its RSS at the start while ``action`` ran
+    (exceptions propagate). 0 where ``/proc/self/clear_refs`` cannot reset the peak (not Linux)."""
+    if not sys.platform.startswith("linux"):
         action()
-    except StephError as exc:
-        assert exc.message
-        return "refused"
-    return "accepted"
+        return 0
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    except OSError:
+        action()
+        return 0
+    start = _status(_NOW)
+    action()
+    return _status(_PEAK) - start
+
+
+def _outcome(action, path: Path | None = None) -> str:
+    """Run ``action``: it returns, or raises one StephError with a message; nothing else. With
+    ``path`` (the file it reads), its peak memory must stay within the budget for that file."""
+    outcome = "accepted"
+
+    def run() -> None:
+        nonlocal outcome
+        try:
+            action()
+        except StephError as exc:
+            assert exc.message
+            outcome = "refused"
+
+    grown = peak_memory_growth(run)
+    if path is not None:
+        budget = MEMORY_BUDGET + MEMORY_PER_BYTE * path.stat().st_size
+        assert grown <= budget, f"{outcome} input of {path.stat().st_size:,} bytes took {grown:,} bytes"
+    return outcome
 
 
 @FUZZ
@@ -91,7 +137,7 @@ def _outcome(action) -> str:
 def test_sources_cards(tmp_path: Path, card: dict[str, Any]) -> None:
     path = tmp_path / "s.safetensors"
     write_bundle(path, "sources", SOURCES_PARTS, card)
-    _outcome(lambda: check_sources_bundle(read_bundle(path, kind="sources")))
+    _outcome(lambda: check_sources_bundle(read_bundle(path, kind="sources")), path)
 
 
 @FUZZ
@@ -99,7 +145,7 @@ def test_sources_cards(tmp_path: Path, card: dict[str, Any]) -> None:
 def test_model_cards(tmp_path: Path, card: dict[str, Any]) -> None:
     path = tmp_path / "m.safetensors"
     write_bundle(path, "model", MODEL_PARTS, card)
-    _outcome(lambda: load_bundle_model(path, device=torch.device("cpu")))
+    _outcome(lambda: load_bundle_model(path, device=torch.device("cpu")), path)
 
 
 @FUZZ
@@ -114,7 +160,7 @@ def test_sources_part_names(tmp_path: Path, names: list[str]) -> None:
     path = tmp_path / "s.safetensors"
     parts = {"theta0": THETA0, **{n: vector_like(THETA0) for n in names if n != "theta0" and "::" not in n}}
     write_bundle(path, "sources", parts, SOURCES_CARD)
-    _outcome(lambda: check_sources_bundle(read_bundle(path, kind="sources")))
+    _outcome(lambda: check_sources_bundle(read_bundle(path, kind="sources")), path)
 
 
 @FUZZ
@@ -136,7 +182,7 @@ def test_bundle_bytes(tmp_path: Path, data: st.DataObject) -> None:
         if not raw:
             raw = bytearray(b"x")
     path.write_bytes(bytes(raw))
-    _outcome(lambda: check_sources_bundle(read_bundle(path, kind="sources")))
+    _outcome(lambda: check_sources_bundle(read_bundle(path, kind="sources")), path)
 
 
 @pytest.fixture(scope="module")
@@ -159,11 +205,21 @@ def test_checkpoint_bytes(tmp_path: Path, checkpoint_bytes: bytes, data: st.Data
             del raw[at : at + data.draw(st.integers(1, 32))]
     path = tmp_path / "null.pth"
     path.write_bytes(bytes(raw))
-    try:
-        state = load_reference_checkpoint(path)
-    except StephError:
+    loaded: list[dict[str, torch.Tensor]] = []
+    if _outcome(lambda: loaded.append(load_reference_checkpoint(path)), path) == "refused":
         return
-    assert sum(t.numel() * t.element_size() for t in state.values()) <= len(raw)
+    assert sum(t.numel() * t.element_size() for t in loaded[0].values()) <= len(raw)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory is measured on Linux")
+def test_the_memory_bound_sees_an_allocation(tmp_path: Path) -> None:
+    """The measure above is not blind: an input that makes 256 MB of tensors is over the budget
+    of a small file."""
+    path = tmp_path / "small"
+    path.write_bytes(b"x" * 1024)
+    with pytest.raises(AssertionError, match="took"):
+        _outcome(lambda: torch.ones(64 << 20).sum(), path)
+    assert peak_memory_growth(lambda: torch.ones(64 << 20).sum()) >= 250 << 20
 
 
 def test_the_fuzzed_cards_start_valid(tmp_path: Path) -> None:

@@ -94,3 +94,52 @@ def test_a_bundle_naming_a_hub_encoder_downloads_nothing_unless_asked(
         "--allow-download",
     )
     assert downloads == ["resnet18"], allowed.output
+
+
+def test_feature_files_are_checked_against_the_model_and_max_patches_before_they_are_read(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #32: predict bounds a feature file by its header before reading its values: its D
+    must be the model's (dim_in 128 here) and its patch count at most ``max_patches`` (of
+    stephctl.yaml, or ``--max-patches``). Before the fix every file was read whole (any D, any
+    size), and ``max_patches`` was not applied at all. Each bad patient fails alone (exit 2)."""
+    import numpy as np
+    import torch
+    from _cohorts import write_features_h5
+
+    import steph.data
+    from steph.bundles.model import load_bundle_model
+    from steph.config import load_config
+    from steph.layout import ProjectLayout
+
+    bundle = _bundle(tmp_path / "m.safetensors")
+    root = tmp_path / "p"
+    layout = ProjectLayout(root, load_config(root, require=False).paths)
+    encoder = load_bundle_model(bundle, device=torch.device("cpu")).encoder
+    rng = np.random.default_rng(0)
+    shapes = {"WIDE": (4, 64), "LONG": (12, 128), "FINE": (6, 128)}
+    for sid, shape in shapes.items():
+        write_features_h5(layout.features(encoder, sid), rng.normal(size=shape))
+    manifest = tmp_path / "new.csv"
+    manifest.write_text("patient_id,slide_id\n" + "".join(f"P-{s},{s}\n" for s in shapes))
+    read: list[str] = []
+    original = steph.data.read_features
+
+    def read_features(path: Path):
+        read.append(Path(path).stem)
+        return original(path)
+
+    monkeypatch.setattr(steph.data, "read_features", read_features)
+    result = cli(
+        "-p", root, "predict", "--manifest", manifest, "--model", bundle, "--max-patches", 10, "--json"
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{layout.features(encoder, 'WIDE')} has features of D=64, the model takes D=128" in result.output
+    assert "declares 12 patches, more than max_patches (10)" in result.output
+    assert read == ["FINE"]  # the refused files were not read
+    (root / "stephctl.yaml").write_text("max_patches: 5\n")
+    read.clear()
+    again = cli("-p", root, "predict", "--manifest", manifest, "--model", bundle, "--name", "b", "--json")
+    assert again.exit_code == 1, again.output  # no patient left
+    assert "declares 6 patches, more than max_patches (5)" in again.output
+    assert read == []

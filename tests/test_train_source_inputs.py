@@ -135,6 +135,18 @@ def test_theta0_dim_differs_from_features(project: Path) -> None:
         ensure_theta0(layout, config, 16)
 
 
+def test_train_source_names_the_feature_file_whose_d_differs_from_theta0(cli, project: Path) -> None:
+    """Issue #32: with theta0 in place, a feature file's D is checked against its dim_in from the
+    header, and the one-line error names the file, the D found and the D expected."""
+    layout, config = load_project(project)
+    create_theta0(layout, config, 20)
+    result = cli("-p", project, "train-source", "--cancer", "BRCA", "--device", "cpu")
+    assert result.exit_code == 1, result.output
+    assert f"features have D=16, theta0 {layout.theta0} takes D=20" in result.stderr
+    assert str(layout.features_dir(config.encoder)) in result.stderr
+    assert not layout.model_weights("BRCA", 0).exists()
+
+
 def test_theta0_is_seeded_and_reused(project: Path) -> None:
     layout, config = load_project(project)
     first = ensure_theta0(layout, config, 16)

@@ -89,7 +89,7 @@ def export_model(
     from ..runs import resolve_run
 
     target = normalize_cancer(target)
-    method = resolve_run(layout, target, method)  # `-m steph` -> its one run, e.g. steph-top2
+    method = resolve_run(layout, target, method, config=config)  # `-m steph` -> its one run, e.g. steph-top2
     if (fold is None) == (not all_folds):
         raise ConfigError("give exactly one of --fold K and --all-folds", hint="e.g. --fold 0")
     folds = model_folds(layout, target, method) if all_folds else [int(fold or 0)]

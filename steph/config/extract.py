@@ -53,8 +53,8 @@ class ExtractConfig:
     """Local weight files per encoder name, e.g. {uni2-h: /models/uni2-h/pytorch_model.bin}."""
     batch_size: int = 64
     """Patches per encoder forward pass."""
-    workers: int = 2
-    """Threads that read and tile slides ahead of the encoder."""
+    workers: int | None = None
+    """Threads that read and tile slides ahead of the encoder; None = one per CPU this process may use but one (2 to 16)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
@@ -75,5 +75,5 @@ class ExtractConfig:
             raise ConfigError(
                 f"extract.mpp_range must be two increasing positive numbers, got {self.mpp_range}"
             )
-        if self.batch_size < 1 or self.workers < 0:
+        if self.batch_size < 1 or (self.workers is not None and self.workers < 0):
             raise ConfigError("extract.batch_size must be >= 1 and extract.workers >= 0")

@@ -21,6 +21,7 @@ with a warning (:func:`move_legacy_keys`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -83,6 +84,25 @@ class MergeConfig:
         for name, block in self.per_method.items():
             if not isinstance(block, Mapping):
                 raise ConfigError(f"merge.{name}: expected a mapping of settings, got {block!r}")
+        _require_finite("merge.options", self.options)
+        for name, block in self.per_method.items():
+            _require_finite(f"merge.{name}", block)
+
+
+def _require_finite(where: str, value: Any) -> None:
+    """Every number under ``value`` (a setting, or mappings and lists of them) is finite.
+
+    Raises:
+        ConfigError: a NaN or infinite number, named by its full key.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number", hint="give a finite value")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _require_finite(f"{where}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _require_finite(f"{where}[{i}]", item)
 
 
 def move_legacy_keys(

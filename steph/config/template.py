@@ -82,7 +82,7 @@ extract:
   mpp_range: [0.05, 16.0]    # plausible slide MPP; outside it a slide is refused
   weights: {{}}                # local weight files per encoder name
   batch_size: 64
-  workers: 2                 # slide-reading threads ahead of the encoder
+  workers: null              # slide-reading threads ahead of the encoder; null = usable CPUs - 1 (2..16)
   device: auto               # auto | cpu | cuda | cuda:N
   precision: auto            # auto | fp32 | fp16 | bf16
   tissue:

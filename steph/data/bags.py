@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ..errors import DataError, MissingArtifactError
+from ..errors import ConsistencyError, DataError, MissingArtifactError
 from ..progress import NULL_PROGRESS, Progress
 from .encoder_identity import same_encoder
 from .features import read_slide, slide_encoder, slide_shape
@@ -254,6 +254,27 @@ def check_patch_count(config: ProjectConfig, ref: SlideRef, patches: int) -> Non
         )
 
 
+def checked_shape(
+    config: ProjectConfig, ref: SlideRef, *, dim: int | None = None, dim_of: str = "the model"
+) -> tuple[int, int]:
+    """``(K, D)`` of one slide from its header, after checking ``D`` against ``dim`` (the ``D``
+    that ``dim_of`` takes, when given) and ``K`` against ``max_patches``.
+
+    Raises:
+        DataError: the file is unreadable or declares more than ``max_patches`` patches.
+        ConsistencyError: its ``D`` is not ``dim``.
+    """
+    k, d = slide_shape(ref)
+    if dim is not None and d != dim:
+        raise ConsistencyError(
+            f"{ref}: features have D={d}, {dim_of} takes D={dim}",
+            hint=f"extract the slides with the encoder {dim_of} was made for (encoder: {config.encoder} "
+            "in stephctl.yaml), or point paths.features at its features",
+        )
+    check_patch_count(config, ref, k)
+    return k, d
+
+
 def check_encoder(config: ProjectConfig, ref: SlideRef) -> None:
     """Refuse features whose recorded encoder is not the project's (files recording none pass)."""
     recorded = slide_encoder(ref)
@@ -267,10 +288,17 @@ def check_encoder(config: ProjectConfig, ref: SlideRef) -> None:
 
 
 def check_features(
-    layout: ProjectLayout, config: ProjectConfig, cohort: Cohort, patient_ids: Sequence[str]
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    cohort: Cohort,
+    patient_ids: Sequence[str],
+    *,
+    dim: int | None = None,
+    dim_of: str = "the model",
 ) -> int:
-    """Check that the features of ``patient_ids`` exist, are readable, agree on ``D`` and come from
-    the project's encoder (where the files record one).
+    """Check that the features of ``patient_ids`` exist, are readable, agree on ``D`` (and equal
+    ``dim``, the ``D`` that ``dim_of`` takes, when given) and come from the project's encoder
+    (where the files record one).
 
     Only file headers are read (all of a ``.pt`` file or an LMDB value, which have none).
 
@@ -282,6 +310,7 @@ def check_features(
             makes them).
         DataError: a file is unreadable, a patient has no patches, dimensions differ or the
             recorded encoder is another one.
+        ConsistencyError: a file whose ``D`` is not ``dim`` (the first one found).
     """
     refs = slide_refs(layout, config, cohort, patient_ids)
     missing = missing_slides([ref for slides in refs.values() for ref in slides])
@@ -291,8 +320,7 @@ def check_features(
     for pid, slides in refs.items():
         total = 0
         for ref in slides:
-            k, d = slide_shape(ref)
-            check_patch_count(config, ref, k)
+            k, d = checked_shape(config, ref, dim=dim, dim_of=dim_of)
             check_encoder(config, ref)
             total += k
             dims.setdefault(d, []).append(str(ref))
@@ -324,15 +352,19 @@ def open_bags(
     cohort: Cohort,
     patient_ids: Sequence[str],
     *,
+    dim: int | None = None,
+    dim_of: str = "the model",
     progress: Progress = NULL_PROGRESS,
 ) -> BagStore:
     """Check, read once and cache the bags of ``patient_ids`` (see the module docstring).
+    ``dim``: the ``D`` that ``dim_of`` takes; a file of another ``D`` is refused from its header,
+    before any slide is read.
 
     Raises:
-        MissingArtifactError, DataError: as :func:`check_features`; also a slide holding NaN or
-            inf values (named).
+        MissingArtifactError, DataError, ConsistencyError: as :func:`check_features`; also a
+            slide holding NaN or inf values (named).
     """
-    dim = check_features(layout, config, cohort, patient_ids)
+    dim = check_features(layout, config, cohort, patient_ids, dim=dim, dim_of=dim_of)
     paths = slide_refs(layout, config, cohort, patient_ids)
     budget = int(config.train.cache_gb * GIB)
     cached: dict[str, Tensor] = {}

@@ -175,7 +175,7 @@ def predict_patients(
             cancer=cancer,
             allow_download=allow_download,
         )
-        cases, bags, failures = _gather(maker, model, inputs, progress)
+        cases, bags, failures = _gather(maker, model, inputs, config.max_patches, progress)
         if not cases:  # nothing to write: a user error (exit 1) with the first reason
             first = next(iter(failures.values()), None) or DataError("no patients to predict")
             if len(failures) > 1:
@@ -244,7 +244,7 @@ def _load(
     assert target is not None and method is not None and fold is not None
     from ..runs import resolve_run
 
-    method = resolve_run(layout, target, method)  # `-m steph` -> its one run, e.g. steph-top2
+    method = resolve_run(layout, target, method, config=config)  # `-m steph` -> its one run, e.g. steph-top2
     model = project_model(layout, config, normalize_cancer(target), method, fold, device=device)
     if encoder_weights is not None:
         from dataclasses import replace
@@ -260,7 +260,7 @@ def _inputs_id(manifest: Path | None, inputs: PredictInputs) -> dict[str, object
 
 
 def _gather(
-    maker: FeatureMaker, model: LoadedModel, inputs: PredictInputs, progress: Progress
+    maker: FeatureMaker, model: LoadedModel, inputs: PredictInputs, max_patches: int, progress: Progress
 ) -> tuple[list[PatientCase], dict[str, Tensor], dict[str, StephError]]:
     """Features of every patient; a patient whose slide fails is set aside with its error."""
     failures: dict[str, StephError] = dict(inputs.problems)
@@ -271,7 +271,9 @@ def _gather(
         for patient in inputs.patients:
             try:
                 files = tuple(maker.features(slide, patient.patient_id) for slide in patient.slides)
-                bags[patient.patient_id] = read_bag(list(files), model.dim_in, patient.patient_id)
+                bags[patient.patient_id] = read_bag(
+                    list(files), model.dim_in, patient.patient_id, max_patches=max_patches
+                )
             except StephError as exc:
                 log.warning("patient %s not predicted: %s", patient.patient_id, exc)
                 failures[patient.patient_id] = exc

@@ -267,21 +267,33 @@ class FeatureMaker:
             ) from exc
 
 
-def read_bag(paths: list[Path], dim: int, patient_id: str) -> torch.Tensor:
+def read_bag(paths: list[Path], dim: int, patient_id: str, *, max_patches: int) -> torch.Tensor:
     """The patient's bag ``[K, D]`` from its slides' feature files, checked against ``D``.
 
-    Raises:
-        DataError: another feature dimension, no patches, or NaN/inf values.
-    """
-    from ..data import read_features
+    Each file's ``(K, D)`` is read from its header first (HDF5, ``.npy``, LMDB; a ``.pt`` file
+    has none and is bounded by its size): a file whose ``D`` is not the model's, or that declares
+    more than ``max_patches`` patches, is refused before its values are read.
 
+    Raises:
+        DataError: another feature dimension, too many or no patches, or NaN/inf values.
+    """
+    from ..data import feature_shape, read_features
+
+    for path in paths:
+        k, d = feature_shape(path)
+        if d != dim:
+            raise DataError(
+                f"patient {patient_id}: {path} has features of D={d}, the model takes D={dim}",
+                hint="extract the slides with the model's encoder (give the slide path so predict does it)",
+            )
+        if k > max_patches:
+            raise DataError(
+                f"patient {patient_id}: {path} declares {k:,} patches, more than max_patches ({max_patches:,})",
+                hint="a crafted or broken file, or a slide larger than any expected: raise max_patches "
+                "in stephctl.yaml (or pass --max-patches) if the slide is genuine",
+            )
     parts = [read_features(p) for p in paths]
     bag = parts[0] if len(parts) == 1 else torch.cat(parts)
-    if bag.shape[1] != dim:
-        raise DataError(
-            f"patient {patient_id}: features have D={bag.shape[1]}, the model takes D={dim} ({paths[0]})",
-            hint="extract the slides with the model's encoder (give the slide path so predict does it)",
-        )
     if bag.shape[0] == 0 or not bool(torch.isfinite(bag).all()):
         raise DataError(
             f"patient {patient_id}: no patches or non-finite features in {', '.join(map(str, paths))}",

@@ -1,4 +1,10 @@
-"""One slide from file to feature HDF5: MPP, tissue, grid, thumbnail, overlapped encoding."""
+"""One slide from file to feature HDF5: MPP, tissue, grid, thumbnail, overlapped encoding.
+
+A slide's job has two halves: :func:`prepare_slide` (open, MPP, tissue mask, grid, thumbnail,
+first patch batches; no encoder) and :func:`encode_slide` (the encoder over every patch, into the
+feature file). ``extract`` runs the next slide's preparation in a background thread while the
+current one encodes (:mod:`steph.pipeline.extract`), so the encoder does not wait between slides.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .. import __version__
 from ..config.extract import ExtractConfig
@@ -18,7 +26,7 @@ from ..slides.mpp import SlideMpp, resolve_mpp
 from ..slides.reader import Slide, read_thumbnail
 from ..slides.tissue import tissue_mask
 from .h5format import slide_identity, write_features
-from .overlap import iter_batches, patch_reader
+from .overlap import iter_batches, patch_reader, reader_threads
 from .thumbnail import save_grid_thumbnail
 
 log = logging.getLogger(__name__)
@@ -43,23 +51,49 @@ class SlideOutcome:
         )
 
 
-def extract_slide(
-    entry: SlideEntry,
-    *,
-    encoder: Encoder,
-    config: ExtractConfig,
-    output: Path,
-    thumbnail: Path,
-    progress: Progress = NULL_PROGRESS,
-) -> SlideOutcome:
-    """Extract ``entry`` into ``output`` (atomically) and draw its grid into ``thumbnail``.
+@dataclass
+class PreparedSlide:
+    """A slide opened and planned, ready to encode: its MPP, patch grid and first batches.
+
+    Holds the slide open; :meth:`close` it (``encode_slide`` does) or use it as a context manager.
+    """
+
+    entry: SlideEntry
+    slide: Slide
+    mpp: SlideMpp
+    grid: PatchGrid
+    head: list[np.ndarray]
+    """The first ``len(head)`` batches of patches (``batch_size`` each, in grid order), read already."""
+    batch_size: int
+    started: float
+    """``time.perf_counter()`` when the preparation began."""
+
+    def close(self) -> None:
+        self.head = []
+        self.slide.close()
+
+    def __enter__(self) -> PreparedSlide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare_slide(entry: SlideEntry, *, config: ExtractConfig, thumbnail: Path) -> PreparedSlide:
+    """Open ``entry``, resolve its MPP, detect tissue, build the patch grid, draw it into
+    ``thumbnail`` and read its first batches: everything of a slide but the encoder's work.
+
+    The head is the first ``reader_threads(config.workers)`` batches, read by as many threads,
+    so that the encoder has as many batches waiting as the read-ahead keeps in steady state.
+    Safe to run in a background thread while another slide encodes.
 
     Raises:
         SlideError: the slide cannot be opened or decoded, has no plausible MPP, is smaller
-            than one patch or has no tissue. ``output`` is then left untouched.
+            than one patch or has no tissue (the slide is then closed).
     """
-    start = time.perf_counter()
-    with Slide(entry.path, slide_id=entry.slide_id) as slide:
+    started = time.perf_counter()
+    slide = Slide(entry.path, slide_id=entry.slide_id)
+    try:
         mpp = resolve_mpp(
             slide.properties,
             slide_id=entry.slide_id,
@@ -74,25 +108,87 @@ def extract_slide(
             grid.columns * grid.rows,
             grid.n_patches,
         )
-        with write_features(
+        workers = reader_threads(config.workers)
+        n_head = max(1, workers) * config.batch_size
+        batches = iter_batches(
+            patch_reader(slide, grid), grid.coords[:n_head], batch_size=config.batch_size, workers=workers
+        )
+        head = [patches for patches, _ in batches]
+    except BaseException:
+        slide.close()
+        raise
+    return PreparedSlide(entry, slide, mpp, grid, head, config.batch_size, started)
+
+
+def encode_slide(
+    prepared: PreparedSlide,
+    *,
+    encoder: Encoder,
+    config: ExtractConfig,
+    output: Path,
+    progress: Progress = NULL_PROGRESS,
+    start: float | None = None,
+) -> SlideOutcome:
+    """Encode a prepared slide into ``output`` (atomically), then close it.
+
+    ``start`` (a ``time.perf_counter()`` value, default: when its preparation began) is where
+    the outcome's ``seconds`` count from: a caller that had the slide prepared in the
+    background passes the moment it turned to this slide.
+    """
+    entry, slide, grid = prepared.entry, prepared.slide, prepared.grid
+    with (
+        prepared,
+        write_features(
             output,
             embed_dim=encoder.spec.embed_dim,
-            attrs=_file_attrs(entry, encoder, config, slide, mpp, grid),
+            attrs=_file_attrs(entry, encoder, config, slide, prepared.mpp, grid),
             coords_attrs=_trident_attrs(entry, slide, grid),
             features_attrs={"name": entry.slide_id, "encoder": encoder.spec.name},
-        ) as writer:
-            progress.start("patches", grid.n_patches, unit="patches")
-            batches = iter_batches(
-                patch_reader(slide, grid), grid.coords, batch_size=config.batch_size, workers=config.workers
-            )
-            try:
-                for patches, coords in batches:
-                    writer.append(encoder.encode(patches), coords)
-                    progress.advance("patches", len(coords), slide=entry.slide_id)
-            finally:
-                batches.close()
-                progress.finish("patches")
-    return SlideOutcome(grid.n_patches, mpp, grid.patch_size_level0, grid.level, time.perf_counter() - start)
+        ) as writer,
+    ):
+        progress.start("patches", grid.n_patches, unit="patches")
+        size = prepared.batch_size
+        done = len(prepared.head) * size
+        batches = iter_batches(
+            patch_reader(slide, grid),
+            grid.coords[done:],
+            batch_size=size,
+            workers=reader_threads(config.workers),
+        )
+        try:
+            for i, patches in enumerate(prepared.head):
+                coords = grid.coords[i * size : (i + 1) * size]
+                writer.append(encoder.encode(patches), coords)
+                progress.advance("patches", len(coords), slide=entry.slide_id)
+            prepared.head = []
+            for patches, coords in batches:
+                writer.append(encoder.encode(patches), coords)
+                progress.advance("patches", len(coords), slide=entry.slide_id)
+        finally:
+            batches.close()
+            progress.finish("patches")
+    seconds = time.perf_counter() - (prepared.started if start is None else start)
+    return SlideOutcome(grid.n_patches, prepared.mpp, grid.patch_size_level0, grid.level, seconds)
+
+
+def extract_slide(
+    entry: SlideEntry,
+    *,
+    encoder: Encoder,
+    config: ExtractConfig,
+    output: Path,
+    thumbnail: Path,
+    progress: Progress = NULL_PROGRESS,
+) -> SlideOutcome:
+    """Extract ``entry`` into ``output`` (atomically) and draw its grid into ``thumbnail``:
+    :func:`prepare_slide` then :func:`encode_slide`, one after the other.
+
+    Raises:
+        SlideError: the slide cannot be opened or decoded, has no plausible MPP, is smaller
+            than one patch or has no tissue. ``output`` is then left untouched.
+    """
+    prepared = prepare_slide(entry, config=config, thumbnail=thumbnail)
+    return encode_slide(prepared, encoder=encoder, config=config, output=output, progress=progress)
 
 
 def _plan_grid(

@@ -115,6 +115,12 @@ def extract_on_devices(
     if not shares:
         return report
     threads = max(1, (os.cpu_count() or 1) // len(shares))
+    readers = config.extract.workers  # unset: each process reads with its share of the CPUs
+    if readers is None:
+        from ..extraction.overlap import reader_threads
+        from ..threads import usable_cpus
+
+        readers = reader_threads(None, cpus=max(1, usable_cpus() // len(shares)))
     context = mp.get_context("spawn")
     events: Any = context.Queue()
     level = logging.getLogger("steph").getEffectiveLevel()
@@ -123,7 +129,7 @@ def extract_on_devices(
         for n, (device, share) in enumerate(shares):
             label = f"{device}#{n}" if devices.count(device) > 1 else device
             listing = write_share(Path(tmp) / f"worker_{n}.csv", share, slides_file)
-            worker_config = replace(config, extract=replace(config.extract, device=device))
+            worker_config = replace(config, extract=replace(config.extract, device=device, workers=readers))
             args = (label, layout, worker_config, listing, overwrite, threads, level, events)
             process = context.Process(target=_worker, args=args, name=f"stephctl-extract-{label}")
             process.start()

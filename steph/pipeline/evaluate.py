@@ -118,7 +118,7 @@ def plan_evaluate(
         present = layout.result_methods(target)
         found_methods.update(present)
         wanted = (  # `-m steph` -> the target's one steph run, e.g. steph-top2
-            [resolve_run(layout, target, m, strict=False) for m in dict.fromkeys(methods)]
+            [resolve_run(layout, target, m, config=config, strict=False) for m in dict.fromkeys(methods)]
             if methods
             else present
         )

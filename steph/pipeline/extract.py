@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +23,14 @@ import torch
 
 from ..config import ProjectConfig, dump_yaml
 from ..errors import ConfigError, ConsistencyError, EncoderUnavailableError, LockedError, StephError
+from ..extraction.ahead import SlidesAhead
 from ..extraction.h5format import is_complete, remove_stale_temps
-from ..extraction.slide_job import extract_slide
+from ..extraction.slide_job import encode_slide
 from ..extractors import Encoder, create_encoder, get_encoder_spec
 from ..fileio import read_csv, write_csv, write_text
 from ..layout import ProjectLayout
+from ..locks import LockInfo, hold, lock_path_for, read_lock
 from ..locks import clear_stale_locks as clear_locks
-from ..locks import hold, lock_path_for, read_lock
 from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
@@ -126,9 +128,11 @@ def extract_features(
         runner = _Runner(layout, config, device=device, overwrite=overwrite, progress=progress)
         progress.start("slides", len(selection.entries), unit="slides")
         try:
-            for entry in selection.entries:
-                runner.run(entry, report)
-                progress.advance("slides", 1, slide=entry.slide_id)
+            with SlidesAhead(config.extract) as ahead:
+                entries = selection.entries
+                for i, entry in enumerate(entries):
+                    runner.run(entry, report, ahead=ahead, upcoming=entries[i + 1 :])
+                    progress.advance("slides", 1, slide=entry.slide_id)
         finally:
             progress.finish("slides")
             _update_failures(layout.extract_failures(spec.name), report, selection.entries)
@@ -149,7 +153,12 @@ def extract_features(
 
 
 class _Runner:
-    """Processes slides one by one; builds the encoder on the first slide that needs it."""
+    """Processes slides one by one; builds the encoder on the first slide that needs it.
+
+    While a slide encodes, the next slide that will be processed (no manifest problem, output
+    not complete, no lock of another task) is prepared in the background (:class:`SlidesAhead`);
+    its lock is still taken, and its completeness checked again, when its turn comes.
+    """
 
     def __init__(
         self,
@@ -187,7 +196,14 @@ class _Runner:
             )
         return self.encoder
 
-    def run(self, entry: SlideEntry, report: StageReport) -> None:
+    def run(
+        self,
+        entry: SlideEntry,
+        report: StageReport,
+        *,
+        ahead: SlidesAhead,
+        upcoming: Sequence[SlideEntry] = (),
+    ) -> None:
         if entry.problem is not None:
             report.add(
                 entry.slide_id or f"row {entry.row}",
@@ -198,26 +214,35 @@ class _Runner:
             return
         encoder_name = self.config.encoder
         output = self.layout.own_features(encoder_name, entry.slide_id)
-        if not self.overwrite and is_complete(output):
+        if not self._needs_work(entry):
+            ahead.discard(entry.slide_id)
             report.add(entry.slide_id, Status.SKIPPED, "complete output exists (use --overwrite to redo)")
             return
         _clear_dead_local_lock(output)
         try:
             with hold(output, what=f"slide {entry.slide_id}"):
                 if not self.overwrite and is_complete(output):  # finished by another task meanwhile
+                    ahead.discard(entry.slide_id)
                     report.add(entry.slide_id, Status.SKIPPED, "completed by another task")
                     return
                 remove_stale_temps(output)
                 encoder = self._encoder()
-                outcome = extract_slide(
-                    entry,
+                start = time.perf_counter()
+                thumbnail = self.layout.thumbnail(encoder_name, entry.slide_id)
+                try:
+                    prepared = ahead.take(entry, thumbnail)
+                finally:
+                    self._prepare_next(ahead, upcoming)  # a failed slide still lets the next one start
+                outcome = encode_slide(
+                    prepared,
                     encoder=encoder,
                     config=self.config.extract,
                     output=output,
-                    thumbnail=self.layout.thumbnail(encoder_name, entry.slide_id),
                     progress=self.progress,
+                    start=start,
                 )
         except LockedError as exc:
+            ahead.discard(entry.slide_id)
             report.add(entry.slide_id, Status.LOCKED, exc.message, hint=exc.hint)
             return
         except (EncoderUnavailableError, ConsistencyError, ConfigError):
@@ -248,12 +273,36 @@ class _Runner:
             output=str(output),
         )
 
+    def _needs_work(self, entry: SlideEntry) -> bool:
+        """Whether ``entry`` will be extracted when its turn comes (as far as can be told now)."""
+        output = self.layout.own_features(self.config.encoder, entry.slide_id)
+        return self.overwrite or not is_complete(output)
+
+    def _prepare_next(self, ahead: SlidesAhead, upcoming: Sequence[SlideEntry]) -> None:
+        """Start preparing the first of ``upcoming`` that will be processed: no manifest
+        problem, output not complete (or ``overwrite``), no lock held by a live task. Slides
+        before it are skipped or reported in their turn; nothing is prepared when none qualifies."""
+        for entry in upcoming:
+            if entry.problem is not None or not self._needs_work(entry):
+                continue
+            output = self.layout.own_features(self.config.encoder, entry.slide_id)
+            info = read_lock(lock_path_for(output))
+            if info is not None and not _dead_local(info):
+                continue  # another task's slide: reported locked in its turn
+            if ahead.pending != entry.slide_id:
+                ahead.start(entry, self.layout.thumbnail(self.config.encoder, entry.slide_id))
+            return
+
+
+def _dead_local(info: LockInfo) -> bool:
+    return info.host == socket.gethostname() and info.is_stale(max_age_hours=math.inf)
+
 
 def _clear_dead_local_lock(output: Path) -> None:
     """Remove ``output``'s lock when its owner was a process of this host that no longer runs
     (a killed run being resumed). Locks of other hosts are stale only by age or on request."""
     info = read_lock(lock_path_for(output))
-    if info is not None and info.host == socket.gethostname() and info.is_stale(max_age_hours=math.inf):
+    if info is not None and _dead_local(info):
         log.warning("removing the lock of dead process %d on this host: %s", info.pid, info.path)
         info.path.unlink(missing_ok=True)
 

@@ -267,8 +267,16 @@ class MergeWorker:
         for fold in layout.split_folds(target):
             split = load_split(layout, self.cohort, fold)
             ids.update(dict.fromkeys((*split.train, *split.test)))
-        self.bags = open_bags(layout, config, self.cohort, list(ids), progress=progress)
         assert theta0 is not None
+        self.bags = open_bags(
+            layout,
+            config,
+            self.cohort,
+            list(ids),
+            dim=theta0.architecture["dim_in"],
+            dim_of=f"theta0 {layout.theta0}",
+            progress=progress,
+        )
         check_architecture(theta0.architecture, config.model, self.bags.dim, f"theta0 {layout.theta0}")
 
     @classmethod

@@ -30,7 +30,7 @@ from ..predictions import format_c
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..runtime import resolve_device, set_deterministic
-from ..theta0 import Theta0, check_abmil_state, ensure_theta0, load_theta0
+from ..theta0 import Theta0, check_abmil_state, ensure_theta0, load_theta0, theta0_dim_in
 from ..units import ModelUnit, Outcome, UnitLock, run_units
 from ._source_model import UnitContext, prepare_outputs, train_unit, write_meta, write_outputs
 
@@ -121,12 +121,21 @@ def _validate(
             if cancer not in prepared:
                 bad_labels[cancer] = exc
     dims: dict[int, str] = {}
+    expected = theta0_dim_in(layout)  # an existing theta0: files of another D are refused unread
     for cancer, (cohort, splits) in list(prepared.items()):
         if not splits:  # every requested fold failed on its split file
             del prepared[cancer]
             continue
         try:
-            dims.setdefault(check_features(layout, config, cohort, _patients(splits.values())), cancer)
+            dim = check_features(
+                layout,
+                config,
+                cohort,
+                _patients(splits.values()),
+                dim=expected,
+                dim_of=f"theta0 {layout.theta0}",
+            )
+            dims.setdefault(dim, cancer)
         except StephError as exc:
             failed.update({u.key: exc for u in units if u.cancer == cancer and u.fold in splits})
             del prepared[cancer]

@@ -182,7 +182,7 @@ def run_target(
     from ..data import load_cohort, load_split, open_bags
     from ..evaluation.predictors import project_model
     from ..runtime import resolve_device
-    from ..theta0 import versions
+    from ..theta0 import theta0_dim_in, versions
 
     settings = config.transfer
     rare = target in config.evaluation_only
@@ -204,7 +204,15 @@ def run_target(
             split = load_split(layout, cohort, k)
             parts.append(TargetFold(k, tuple(split.train), tuple(split.test)))
     ids = sorted({pid for part in parts for pid in (*part.train, *part.test)})
-    bags = open_bags(layout, config, cohort, ids, progress=progress)
+    bags = open_bags(
+        layout,
+        config,
+        cohort,
+        ids,
+        dim=theta0_dim_in(layout),
+        dim_of=f"theta0 {layout.theta0}",
+        progress=progress,
+    )
     means = np.stack([bags.get(pid).double().mean(dim=0).numpy() for pid in ids]).astype(np.float32)
     _save_means(layout, target, means)
     device = resolve_device(config.train.device)

@@ -28,7 +28,11 @@ def demo(
         "stephctl-demo"
     ),
     quick: Annotated[
-        bool, typer.Option("--quick", help="A tiny cohort and short training (under 2 minutes, for CI).")
+        bool,
+        typer.Option(
+            "--quick",
+            help="A smoke test: a tiny cohort (6 test patients per fold) and short training; its C-indices are noise.",
+        ),
     ] = False,
     only_generate: Annotated[
         bool,
@@ -38,7 +42,7 @@ def demo(
 ) -> None:
     """Run the whole method on a generated synthetic cohort (no data to download).
 
-    Generates slides of four cancers, then runs extract, train-source, task-vector, merge (target BRCA: STEPH, task arithmetic, ROUPKT), explain (attention pages of two patients) and evaluate, and ends with the test C-index of every method next to the oracle (the generator's true risk) and where the patient pages are. A second run reuses everything already computed.
+    Generates slides of four cancers, then runs extract, train-source, task-vector, merge (target BRCA: STEPH, task arithmetic, ROUPKT), transfer (every source model applied to each cancer), explain (attention pages of two patients) and evaluate, and ends with the test C-index of every method next to the oracle (the generator's true risk) and where the patient pages are. A second run reuses everything already computed.
     """
 
     from steph.demo import run_demo
@@ -81,3 +85,5 @@ def _print_table(result: DemoReport) -> None:
     out_console.print(f"report: [bold]{esc(where)}[/]")
     for page in result.patient_pages:
         out_console.print(f"patient page: [bold]{esc(page)}[/]")
+    if result.note:
+        out_console.print(f"[yellow]note:[/] {esc(result.note)}")

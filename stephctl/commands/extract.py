@@ -90,7 +90,12 @@ def extract(
         int | None, typer.Option("--batch-size", help="Patches per forward pass.", rich_help_panel=_RUN)
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Slide-reading threads.", rich_help_panel=_RUN)
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Slide-reading threads (default: usable CPUs - 1, 2 to 16).",
+            rich_help_panel=_RUN,
+        ),
     ] = None,
     clear_stale_locks: Annotated[
         bool,

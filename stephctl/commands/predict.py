@@ -93,6 +93,15 @@ def predict(
             "(default: nothing is downloaded; slides to extract fail naming the file to provide).",
         ),
     ] = False,
+    max_patches: Annotated[
+        int | None,
+        typer.Option(
+            "--max-patches",
+            min=1,
+            help="Most patches a slide's features may declare (default max_patches: of stephctl.yaml, "
+            "1,000,000); a file declaring more is refused before it is read.",
+        ),
+    ] = None,
     allowed_signers: Annotated[
         Path | None,
         typer.Option(
@@ -120,7 +129,7 @@ def predict(
             hint="e.g. stephctl predict --manifest new.csv --model M",
         )
     with handle_errors():
-        layout, config = _project(ctx, need_config=model is None)
+        layout, config = _project(ctx, need_config=model is None, max_patches=max_patches)
     from steph.evaluation.predict import predict_patients
 
     run_stage(
@@ -147,11 +156,16 @@ def predict(
     )
 
 
-def _project(ctx: typer.Context, *, need_config: bool) -> tuple[ProjectLayout, ProjectConfig]:
-    """The project; with a bundle, a folder without stephctl.yaml works too (default settings)."""
+def _project(
+    ctx: typer.Context, *, need_config: bool, max_patches: int | None = None
+) -> tuple[ProjectLayout, ProjectConfig]:
+    """The project; with a bundle, a folder without stephctl.yaml works too (default settings).
+    ``--max-patches`` overrides ``max_patches:``."""
     from steph.config import load_config
     from steph.layout import ProjectLayout
 
     root = app_state(ctx).project
-    config = load_config(root, require=need_config, config_file=app_state(ctx).config)
+    config = load_config(
+        root, {"max_patches": max_patches}, require=need_config, config_file=app_state(ctx).config
+    )
     return ProjectLayout(root, config.paths), config
