@@ -24,7 +24,10 @@ Figures (one run, side by side, on the same synthetic slide and the same patches
   ``sequential`` (each slide prepared, then encoded, one after the other: the loop before the
   next slide was prepared in the background), ``pipeline`` (``extract_features``: the next
   slide's open, mask, grid, thumbnail and first batches prepared while the current one encodes)
-  and ``encoder`` (the same encoder on the same patches in memory). Figures are patches/s over
+  and ``encoder`` (the same encoder on the same patches in memory); also the encoder's idle
+  time between two slides (median seconds, from one slide's last batch to the next one's
+  first: the gap the background preparation removes, a figure less exposed to the machine's
+  load than throughput). Figures are patches/s over
   the slides' extraction time (from each slide's turn to its file written; encoder loading not
   counted) and the ratios to the encoder alone measured in the same run, the only comparison a
   shared machine allows.
@@ -211,10 +214,12 @@ def slides(tmp: Path, *, n_slides: int, side: int, repeats: int) -> dict[str, An
     sequential_dir.mkdir()
     encoder.encode(np.zeros((2, 256, 256, 3), np.uint8))  # warm-up
     rates: dict[str, list[float]] = {"sequential": [], "pipeline": [], "encoder": []}
+    gaps = {"sequential": _Gaps(), "pipeline": _Gaps()}
     patches = 0
     for _ in range(repeats):
         seconds = 0.0
         patches = 0
+        gaps["sequential"].new_run()
         for entry in entries:
             outcome = extract_slide(
                 entry,
@@ -222,12 +227,14 @@ def slides(tmp: Path, *, n_slides: int, side: int, repeats: int) -> dict[str, An
                 config=config.extract,
                 output=sequential_dir / f"{entry.slide_id}.h5",
                 thumbnail=sequential_dir / f"{entry.slide_id}.png",
+                progress=gaps["sequential"],
             )
             seconds += outcome.seconds
             patches += outcome.n_patches
         rates["sequential"].append(patches / seconds)
 
-        report = extract_features(layout, config, overwrite=True)
+        gaps["pipeline"].new_run()
+        report = extract_features(layout, config, overwrite=True, progress=gaps["pipeline"])
         assert report.outputs["patches"] == patches, report.outputs
         rates["pipeline"].append(float(report.outputs["patches_per_s"]))
 
@@ -256,8 +263,36 @@ def slides(tmp: Path, *, n_slides: int, side: int, repeats: int) -> dict[str, An
         "sequential_ratio": round(best["sequential"] / best["encoder"], 3),
         "pipeline_ratio": round(best["pipeline"] / best["encoder"], 3),
         "speedup": round(best["pipeline"] / best["sequential"], 3),
+        "encoder_idle_between_slides_s": {  # median over every pair of consecutive slides, all rounds
+            k: round(float(np.median(g.gaps)), 3) for k, g in gaps.items()
+        },
         "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
     }
+
+
+class _Gaps:
+    """A progress sink timing the encoder's idle time between slides: from one slide's last
+    batch (``finish("patches")``) to the next slide's first (``start("patches")``, called once
+    the slide is prepared)."""
+
+    def __init__(self) -> None:
+        self.gaps: list[float] = []
+        self._finished: float | None = None
+
+    def new_run(self) -> None:
+        """The first slide of a run follows no slide."""
+        self._finished = None
+
+    def start(self, task: str, total: int | None = None, *, unit: str = "items") -> None:
+        if task == "patches" and self._finished is not None:
+            self.gaps.append(time.perf_counter() - self._finished)
+
+    def advance(self, task: str, n: int = 1, **info: Any) -> None:
+        pass
+
+    def finish(self, task: str) -> None:
+        if task == "patches":
+            self._finished = time.perf_counter()
 
 
 def _full_grid(slide: Any, slide_id: str) -> Any:

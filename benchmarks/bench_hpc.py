@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from steph.config import load_project
+from steph.config.project import Project
 from steph.fileio import write_csv
 from steph.hpc.status import project_status
 from steph.pipeline.extract import select_slides
 from steph.project import init_project
-from steph.stages import list_tasks, run_task
+from steph.stages import ExtractSelection, TrainSourceSelection, get_stage, plan
 from steph.synthetic.cohort import TCGA_CANCERS
 
 CANCERS = list(TCGA_CANCERS)
@@ -94,12 +95,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         root = build_project(Path(tmp) / "study", n_slides)
         layout, config = load_project(root)
         read_manifest = _best(lambda: select_slides(layout), repeat)
-        extract_list = _best(lambda: list_tasks("extract", layout, config), repeat)
-        n_shards = len(list_tasks("extract", layout, config))
-        train_list = _best(lambda: list_tasks("train-source", layout, config), repeat)
+        project = Project(layout, config)
+        extract_list = _best(lambda: plan(project, ExtractSelection()), repeat)
+        n_shards = len(plan(project, ExtractSelection()))
+        train_list = _best(lambda: plan(project, TrainSourceSelection()), repeat)
         status = _best(lambda: project_status(layout, config), repeat)
-        skip = _best(lambda: run_task("train-source", layout, config, 5, {}), repeat)  # BRCA/fold_0: done
-        done_item = run_task("train-source", layout, config, 5, {}).items[0].status.value
+        train = get_stage("train-source")
+        skip = _best(lambda: train.run_task(project, 5, TrainSourceSelection()), repeat)  # BRCA/fold_0: done
+        done_item = train.run_task(project, 5, TrainSourceSelection()).items[0].status.value
     return {
         "slides": n_slides,
         "extract_shards": n_shards,

@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_ENCODER, load_project
+from .config import DEFAULT_ENCODER, ProjectConfig
 from .fileio import read_json
 from .layout import ProjectLayout
 from .logs import run_log
@@ -213,55 +212,42 @@ def run_demo(
 
 
 def _stage(name: str, layout: ProjectLayout, size: DemoSize, progress: Progress) -> StageReport:
-    """Run one stage of the demo (stage modules are imported only when needed)."""
-    _, config = load_project(layout.root)
-    runners: dict[str, Callable[[], StageReport]] = {
-        "generate": lambda: generate_cohort(layout.root, demo_spec(size), level="slides", progress=progress),
-        "extract": lambda: _extract(layout, config, progress),
-        "train-source": lambda: _train(layout, config, progress),
-        "task-vector": lambda: _task_vectors(layout, config, progress),
-        "merge": lambda: _merge(layout, config, progress),
-        "transfer": lambda: _transfer(layout, config, progress),
-        "explain": lambda: _explain(layout, config, progress),
-        "evaluate": lambda: _evaluate(layout, config, progress),
+    """Run one stage of the demo through :mod:`steph.stages` (imported only when needed)."""
+    if name == "generate":
+        return generate_cohort(layout.root, demo_spec(size), level="slides", progress=progress)
+    from .stages import open_project, run
+
+    project = open_project(layout.root)
+    if name == "explain":
+        return _explain(layout, project.config, progress)
+    return run(project, _selection(name), progress=progress)
+
+
+def _selection(name: str) -> object:
+    """What the demo runs of stage ``name``: what the project declares (``targets: [BRCA]``: the
+    target on every fold, the sources only on the fold merge takes them from), the demo's
+    methods, the transfer study, the target's evaluation."""
+    from .stages import (
+        EvaluateSelection,
+        ExtractSelection,
+        MergeSelection,
+        TaskVectorSelection,
+        TrainSourceSelection,
+        TransferSelection,
+    )
+
+    chosen: dict[str, object] = {
+        "extract": ExtractSelection(),
+        "train-source": TrainSourceSelection(),
+        "task-vector": TaskVectorSelection(),
+        "merge": MergeSelection(target=TARGET, methods=list(METHODS)),
+        "transfer": TransferSelection(),  # every source model applied to each cancer
+        "evaluate": EvaluateSelection(targets=[TARGET]),
     }
-    return runners[name]()
+    return chosen[name]
 
 
-def _extract(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    from .pipeline.extract import extract_features
-
-    return extract_features(layout, config, progress=progress)
-
-
-def _train(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    """What the project declares (``targets: [BRCA]``): the target on every fold, the sources
-    only on the fold merge takes them from."""
-    from .pipeline.train_source import train_source_models
-
-    return train_source_models(layout, config, progress=progress)
-
-
-def _task_vectors(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    from .pipeline.task_vector import compute_task_vectors
-
-    return compute_task_vectors(layout, config, progress=progress)
-
-
-def _merge(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    from .pipeline.merge import merge_models
-
-    return merge_models(layout, config, target=TARGET, methods=list(METHODS), progress=progress)
-
-
-def _transfer(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    """Zero-shot transfer of every source model to each cancer (the transferability study)."""
-    from .transfer import run_transfer
-
-    return run_transfer(layout, config, progress=progress)
-
-
-def _explain(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
+def _explain(layout: ProjectLayout, config: ProjectConfig, progress: Progress) -> StageReport:
     """Pages of the highest- and the lowest-risk test patient of fold 0 under STEPH, among the
     patients STEPH transfers to (a patient whose weights are all 0 has no transfer to show)."""
     from .explain.inputs import extremes, test_risks, transferring_patients
@@ -284,12 +270,6 @@ def _explain(layout: ProjectLayout, config: Any, progress: Progress) -> StageRep
         patches=6,
         progress=progress,
     )
-
-
-def _evaluate(layout: ProjectLayout, config: Any, progress: Progress) -> StageReport:
-    from .pipeline.evaluate import evaluate_models
-
-    return evaluate_models(layout, config, targets=[TARGET], progress=progress)
 
 
 def method_scores(layout: ProjectLayout, target: str) -> list[MethodScore]:

@@ -1,8 +1,8 @@
 """The one plugin loader: entry-point groups of stephctl, read and loaded the same way for all.
 
 Commands (``stephctl.commands``), encoders (``stephctl.encoders``), merge methods
-(``stephctl.merge_methods``) and feature stores (``stephctl.feature_stores``) are all entry
-points. :func:`discover` lists a group's entry points (stephctl's own first; from a source tree
+(``stephctl.merge_methods``), feature stores (``stephctl.feature_stores``) and stages
+(``stephctl.stages``) are all entry points. :func:`discover` lists a group's entry points (stephctl's own first; from a source tree
 without installed metadata, stephctl's declarations are read from ``pyproject.toml``);
 :func:`load` loads one and hands the object to the caller's ``use`` (mount a command, call a
 registry's ``register`` hook). Whatever goes wrong in either step makes that plugin *broken*:
@@ -27,6 +27,7 @@ GROUPS = {
     "encoder": "stephctl.encoders",
     "merge method": "stephctl.merge_methods",
     "feature store": "stephctl.feature_stores",
+    "stage": "stephctl.stages",
 }
 """Plugin kind -> entry-point group."""
 

@@ -1,10 +1,31 @@
-"""Units of work: what a stage would do, enumerable before doing it (task lists, Slurm arrays)."""
+"""Units of work and the one loop that runs them (task lists, Slurm arrays, whole runs).
+
+A stage's plan is a list of units; a unit is a small frozen dataclass with the fields that name
+exactly what it does (:class:`ModelUnit` for a cancer x fold, ...), its stable ``key`` and its
+``outputs`` (the files whose presence means it is done). :func:`run_units` is the only place that
+turns a list of units into a :class:`~steph.report.StageReport`: for each unit it skips a done one
+(by its outputs), takes the unit's lock, checks again under the lock (another process may have
+finished it), runs the stage's work for that one unit, and reports what happened (done, skipped,
+failed with the message, or locked by another process). What a stage does for one unit is its
+:class:`UnitWorker`; what it loads once for all units (theta0, cohorts, bags) lives in the worker.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+from .errors import LockedError, StephError
+from .faults import point
+from .fileio import os_error_message
+from .locks import hold
+from .progress import NULL_PROGRESS, Progress
+from .report import ItemResult, StageReport, Status
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -12,18 +33,23 @@ class WorkUnit:
     """One independently runnable piece of a stage.
 
     ``key`` is stable and human readable (``BRCA/fold_0``, ``BRCA/steph/fold_2``, ``shard_3``);
-    ``outputs`` are the files whose presence means the unit is done; ``params`` are what the
-    stage function needs to run exactly this unit.
+    ``outputs`` are the files whose presence means the unit is done. A stage's own unit type adds
+    the fields its work needs (:class:`ModelUnit`, ``MergeUnit`` ...); :attr:`params` lists them.
     """
 
     stage: str
     key: str
     outputs: tuple[Path, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
         return bool(self.outputs) and all(p.exists() for p in self.outputs)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The fields of the unit's own type (what the stage needs to run exactly this unit)."""
+        base = {f.name for f in fields(WorkUnit)}
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in base}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,3 +59,143 @@ class WorkUnit:
             "outputs": [str(p) for p in self.outputs],
             "params": self.params,
         }
+
+
+def _plain(value: Any) -> Any:
+    """A field value as JSON data (paths as strings, tuples as lists)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class ModelUnit(WorkUnit):
+    """A (cancer, fold) unit: one source model (train-source) or its task vector (task-vector)."""
+
+    cancer: str = ""
+    fold: int = 0
+
+
+U = TypeVar("U", bound=WorkUnit)
+U_contra = TypeVar("U_contra", bound=WorkUnit, contravariant=True)
+
+
+@dataclass(frozen=True)
+class UnitLock:
+    """The lock a unit runs under.
+
+    Attributes:
+        path: The output whose ``.lock`` file is taken (:func:`steph.locks.hold`).
+        what: The unit as named in messages (``task vector BRCA/fold_0``).
+        temp_dirs: The unit's other output folders (temporary files of dead writers are removed
+            there when a dead lock is reclaimed).
+        where: The unit as named in failure messages (default: ``what``).
+        record: The unit's record, written last (its presence marks the unit done); it is removed
+            under the lock before the work starts, so a unit interrupted from then on is not done.
+    """
+
+    path: Path
+    what: str
+    temp_dirs: tuple[Path, ...] = ()
+    where: str = ""
+    record: Path | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one unit: a report item without its key."""
+
+    status: Status
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class UnitWorker(Protocol[U_contra]):
+    """A stage's work on one unit, with whatever it loaded once for all of them."""
+
+    def refuse(self, unit: U_contra) -> str | None:
+        """Why ``unit`` cannot run (it fails without taking its lock), or None."""
+        ...
+
+    def skipped(self, unit: U_contra, *, by_other: bool) -> Outcome:
+        """The outcome of a unit found done (``by_other``: finished by another process while
+        this one waited for its lock)."""
+        ...
+
+    def lock(self, unit: U_contra) -> UnitLock:
+        """The lock ``unit`` runs under."""
+        ...
+
+    def run(self, unit: U_contra) -> Outcome:
+        """Do the unit's work (under its lock); raise a :class:`~steph.errors.StephError` or an
+        ``OSError`` to fail it."""
+        ...
+
+
+def run_units(
+    stage: str,
+    units: Sequence[U],
+    worker: UnitWorker[U],
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    label: str | None = None,
+    unit_name: str = "units",
+) -> StageReport:
+    """Run ``units`` one by one through ``worker`` and report each (the stage's unit loop).
+
+    Args:
+        stage: The stage's name (the report's, and the lock's ``--clear-stale-locks`` hint).
+        units: Units of the stage's plan, in order.
+        worker: The stage's work on one unit.
+        overwrite: Redo units that are done.
+        progress: One step per unit, under ``label`` (default: the stage's name).
+        unit_name: What a unit is called on the progress bar.
+    """
+    report = StageReport(stage)
+    shown = label or stage
+    progress.start(shown, len(units), unit=unit_name)
+    try:
+        for unit in units:
+            report.items.append(run_unit(stage, unit, worker, overwrite=overwrite))
+            progress.advance(shown, 1, item=unit.key)
+    finally:
+        progress.finish(shown)
+    return report
+
+
+def run_unit(stage: str, unit: U, worker: UnitWorker[U], *, overwrite: bool = False) -> ItemResult:
+    """One unit: skip it when done, else run it under its lock; every failure becomes its item."""
+    if unit.done and not overwrite:
+        return _item(unit, worker.skipped(unit, by_other=False))
+    why = worker.refuse(unit)
+    if why is not None:
+        log.error("%s", why)
+        return ItemResult(unit.key, Status.FAILED, why)
+    lock = worker.lock(unit)
+    try:
+        with hold(lock.path, what=lock.what, stage=stage, temp_dirs=lock.temp_dirs):
+            if unit.done and not overwrite:  # another process finished it meanwhile
+                return _item(unit, worker.skipped(unit, by_other=True))
+            if lock.record is not None:
+                lock.record.unlink(missing_ok=True)
+            point(f"{stage}:locked")
+            outcome = worker.run(unit)
+    except LockedError as exc:
+        return ItemResult(unit.key, Status.LOCKED, str(exc))
+    except StephError as exc:
+        log.error("%s failed: %s", lock.where or lock.what, exc)
+        return ItemResult(unit.key, Status.FAILED, str(exc))
+    except OSError as exc:
+        message = os_error_message(exc, lock.where or lock.what)
+        log.error("%s", message)
+        return ItemResult(unit.key, Status.FAILED, message)
+    return _item(unit, outcome)
+
+
+def _item(unit: WorkUnit, outcome: Outcome) -> ItemResult:
+    return ItemResult(unit.key, outcome.status, outcome.message, dict(outcome.details))

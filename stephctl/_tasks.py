@@ -25,7 +25,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 import typer
 
@@ -96,27 +96,32 @@ ClearStaleLocksOption = Annotated[
 ]
 
 
+S = TypeVar("S")
+
+
 @dataclass
-class StageRequest:
+class StageRequest(Generic[S]):
     """What a stage command asks for, in the stage's own terms.
 
     Attributes:
         stage: The stage's name.
         selection: The stage's typed selection (e.g. ``TrainSourceSelection``).
         overrides: Dotted config overrides from the command's flags (None values are ignored).
-        options: Run options of the stage (``overwrite``, extract's ``devices``).
+        overwrite: Redo units that are done (``--overwrite``).
+        devices: Extract's ``--devices``: one worker process per device.
         configure: Applied to the loaded config once (extract's ``--weights`` names the file of
             whichever encoder the config resolves to).
     """
 
     stage: str
-    selection: Any
+    selection: S
     overrides: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False
+    devices: tuple[str, ...] = ()
     configure: Callable[[ProjectConfig], ProjectConfig] | None = None
 
 
-RequestBuilder = Callable[[typer.Context, Mapping[str, Any]], StageRequest]
+RequestBuilder = Callable[[typer.Context, Mapping[str, Any]], StageRequest[Any]]
 _BUILDERS: dict[str, RequestBuilder] = {}
 
 
@@ -136,7 +141,7 @@ def as_list(values: Sequence[Any] | None) -> list[Any] | None:
     return list(values) if values else None
 
 
-def open_stage_project(ctx: typer.Context, request: StageRequest) -> Project:
+def open_stage_project(ctx: typer.Context, request: StageRequest[Any]) -> Project:
     """The project, loaded and resolved once for this request (raises library errors)."""
     from steph.config.project import Project
 
@@ -148,7 +153,7 @@ def open_stage_project(ctx: typer.Context, request: StageRequest) -> Project:
 
 def run_stage_command(
     ctx: typer.Context,
-    request: StageRequest,
+    request: StageRequest[Any],
     *,
     list_tasks: bool = False,
     task_index: TaskSpan | int | None = None,
@@ -184,21 +189,18 @@ def run_stage_command(
         if list_tasks:
             print_task_list(stage.plan(project, request.selection), as_json=as_json)
             return
+    options = {"overwrite": request.overwrite, "devices": request.devices}
     span = parse_task_span(task_index) if task_index is not None else None
     if span is not None and span.first == span.last:
-        run_stage(
-            ctx, stage.run_task, project, span.first, request.selection, as_json=as_json, **request.options
-        )
+        run_stage(ctx, stage.run_task, project, span.first, request.selection, as_json=as_json, **options)
     elif span is not None:
-        run_stage(
-            ctx, stage.run_tasks, project, span.indices, request.selection, as_json=as_json, **request.options
-        )
+        run_stage(ctx, stage.run_tasks, project, span.indices, request.selection, as_json=as_json, **options)
     elif render is None:
-        run_stage(ctx, stage.run, project, request.selection, as_json=as_json, **request.options)
+        run_stage(ctx, stage.run, project, request.selection, as_json=as_json, **options)
     else:
         enabled = show_progress and app_state(ctx).verbosity >= 0
         with handle_errors(), CliProgress(enabled=enabled) as progress:
-            report = stage.run(project, request.selection, progress=progress, **request.options)
+            report = stage.run(project, request.selection, progress=progress, **options)
         render(report)
 
 

@@ -115,14 +115,9 @@ def test_in_project_a_the_features_are_reused(a: Path, tmp_path: Path, cli) -> N
     assert from_bundle.keys() == from_project.keys()
     for pid, value in from_bundle.items():
         np.testing.assert_allclose(value, from_project[pid], atol=1e-6)
-    # the old form still works, says it is deprecated and writes the same predictions
+    # the old form `evaluate --predict` is gone (removed after its deprecation)
     old = cli("-p", a, "evaluate", "--predict", manifest, "-t", TARGET, "-m", RUN, "-k", 0, "--name", "old")
-    assert old.exit_code == 0, old.output
-    assert "deprecated" in old.stderr and "stephctl predict --manifest" in old.stderr
-    assert read_csv(a / "predictions" / "old" / "predictions.csv") == read_csv(
-        tmp_path / "p" / "predictions.csv"
-    )
-    shutil.rmtree(a / "predictions")  # project A is shared: leave it as it was
+    assert old.exit_code == 1 and "--predict" in old.output
     # what `predict --explain` will get per patient: coordinates in bag order, one row per patch
     meta = json.loads((out / "meta.json").read_text())
     pid = rows[0]["patient_id"]

@@ -49,7 +49,7 @@ def test_prediction_reproduces_the_test_set_predictions(merged: Path, cli, metho
     test = list(load_split(layout, load_cohort(layout, config, "BRCA"), 0).test)
     manifest = _manifest(merged, test)
     result = cli(
-        "-p", merged, "evaluate", "--predict", manifest, "-t", "BRCA", "-m", method, "-k", 0, "--json"
+        "-p", merged, "predict", "--manifest", manifest, "-t", "BRCA", "-m", method, "-k", 0, "--json"
     )
     assert result.exit_code == 0, result.output
     out = layout.predict_dir(f"BRCA_{method}_fold_0")
@@ -70,7 +70,7 @@ def test_prediction_reproduces_the_test_set_predictions(merged: Path, cli, metho
     meta = json.loads((out / "meta.json").read_text())
     assert meta["method"] == method and meta["patients"] == len(test)
     again = cli(
-        "-p", merged, "evaluate", "--predict", manifest, "-t", "BRCA", "-m", method, "-k", 0, "--json"
+        "-p", merged, "predict", "--manifest", manifest, "-t", "BRCA", "-m", method, "-k", 0, "--json"
     )
     assert json.loads(again.stdout)["items"][0]["status"] == "skipped"
 

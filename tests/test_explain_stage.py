@@ -154,3 +154,42 @@ def test_untrained_method_or_fold_is_one_line_error(merged: Path, cli) -> None:
     assert result.exit_code == 1 and "no trained fold 1" in result.output
     result = cli("-p", merged, "explain", "-t", "BRCA", "-m", RUN, "-k", 0)
     assert result.exit_code == 1 and "--top" in result.output
+
+
+def test_feature_files_are_checked_before_they_are_read(
+    merged: Path, tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #32: explain checks each feature file's D (against theta0's dim_in) and patch count
+    (against max_patches) from its header before reading it; before, it read the file whole and
+    then compared D with the model's, and max_patches was not applied. Each fails alone."""
+    import numpy as np
+    import yaml
+    from _cohorts import write_features_h5
+
+    import steph.explain.stage as stage
+
+    root = _copy(merged, tmp_path / "p")
+    layout, config = load_project(root)
+    with layout.predictions("BRCA", RUN, 0).open() as fh:
+        good, wide, long = [row["patient_id"] for row in csv.DictReader(fh)][:3]
+    limit = int(h5py.File(layout.own_features(config.encoder, f"{good}-S0"), "r")["features"].shape[0])
+    wide_file = layout.own_features(config.encoder, f"{wide}-S0")
+    write_features_h5(wide_file, np.ones((4, 12)), encoder=config.encoder)
+    write_features_h5(
+        layout.own_features(config.encoder, f"{long}-S0"), np.ones((limit + 5, 16)), encoder=config.encoder
+    )
+    settings = yaml.safe_load((root / "stephctl.yaml").read_text())
+    (root / "stephctl.yaml").write_text(yaml.safe_dump({**settings, "max_patches": limit}, sort_keys=False))
+    read: list[str] = []
+    original = stage.read_slide_patches
+    monkeypatch.setattr(
+        stage, "read_slide_patches", lambda path, sid: read.append(sid) or original(path, sid)
+    )
+    args = ["-p", root, "explain", "-t", "BRCA", "-m", "cancer-specific", "-k", 0, "--json"]
+    result = cli(*args, "-P", good, "-P", wide, "-P", long)
+    assert result.exit_code == 2, result.output
+    items = {i["key"].rsplit("/", 1)[1]: i for i in json.loads(result.stdout)["items"]}
+    assert items[good]["status"] == "done"
+    assert f"{wide_file}: features have D=12, theta0 {layout.theta0} takes D=16" in items[wide]["message"]
+    assert f"declare {limit + 5:,} patches, more than max_patches ({limit:,})" in items[long]["message"]
+    assert read == [f"{good}-S0"]

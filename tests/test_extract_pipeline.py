@@ -30,7 +30,7 @@ from steph.extraction import is_complete, read_attrs
 from steph.extractors.base import Encoder
 from steph.fileio import TMP_PREFIX, read_csv
 from steph.locks import lock_path_for
-from steph.pipeline.extract import extract_features, plan_extract
+from steph.pipeline.extract import extract_features, select_slides
 from steph.project import init_project
 from steph.report import Status
 from steph.synthetic.tiff import write_pyramidal_tiff
@@ -306,9 +306,9 @@ def test_shards_cover_every_slide_once_and_failures_merge(
         monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
         monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
         monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(index + 1))  # --array=1-3
-        units = plan_extract(layout, config)
+        units = select_slides(layout).entries
         report = extract_features(layout, config)
-        assert [u.key for u in units] == [i.key for i in report.items]
+        assert [u.slide_id for u in units] == [i.key for i in report.items]
         assert report.outputs["shard"] == f"{index}/3"
         seen += [i.key for i in report.items]
     assert sorted(seen) == sorted(r["slide_id"] for r in rows)

@@ -9,9 +9,20 @@ from _cohorts import make_feature_project
 from _slides import row, write_manifest
 
 from steph.config import load_project
+from steph.config.project import Project
 from steph.errors import ConfigError, UnknownNameError
 from steph.report import Status
-from steph.stages import list_tasks, pin_args, run_task, stage_names, task_index_from_env
+from steph.stages import (
+    EvaluateSelection,
+    ExtractSelection,
+    MergeSelection,
+    TaskVectorSelection,
+    TrainSourceSelection,
+    get_stage,
+    plan,
+    stage_names,
+    task_index_from_env,
+)
 
 CANCERS = ("BRCA", "BLCA", "LUNG")
 
@@ -26,51 +37,43 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_builtin_stages() -> None:
     assert stage_names() == ["extract", "train-source", "task-vector", "merge", "evaluate", "transfer"]
     with pytest.raises(UnknownNameError, match="train-source"):
-        list_tasks("train", *load_project_stub())
-
-
-def load_project_stub() -> tuple:
-    from steph.config import ProjectConfig
-    from steph.layout import ProjectLayout
-
-    return ProjectLayout(Path("/nonexistent")), ProjectConfig()
+        get_stage("train")
 
 
 def test_counts_match_layout(project: Path) -> None:
     layout, config = load_project(project)
+    p = Project(layout, config)
     folds = {c: layout.split_folds(c) for c in CANCERS}
     expected = [f"{c}/fold_{k}" for c in CANCERS for k in folds[c]]
-    assert [u.key for u in list_tasks("train-source", layout, config)] == expected
+    assert [u.key for u in plan(p, TrainSourceSelection())] == expected
     # task vectors are listed before any model exists: arrays can be generated up front
-    assert [u.key for u in list_tasks("task-vector", layout, config)] == expected
-    assert [
-        u.key for u in list_tasks("train-source", layout, config, {"cancers": ["blca"], "folds": [2]})
-    ] == ["BLCA/fold_2"]
-    merges = list_tasks(
-        "merge", layout, config, {"target": "BRCA", "methods": ["model-avg", "task-arithmetic"]}
-    )
+    assert [u.key for u in plan(p, TaskVectorSelection())] == expected
+    assert [u.key for u in plan(p, TrainSourceSelection(cancers=["blca"], folds=[2]))] == ["BLCA/fold_2"]
+    merges = plan(p, MergeSelection(target="BRCA", methods=["model-avg", "task-arithmetic"]))
     assert [u.key for u in merges] == [
         f"BRCA/{m}/fold_{k}" for k in folds["BRCA"] for m in ("model-avg", "task-arithmetic")
     ]
-    assert [u.key for u in list_tasks("evaluate", layout, config)] == list(CANCERS)
+    assert [u.key for u in plan(p, EvaluateSelection())] == list(CANCERS)
     with pytest.raises(ConfigError, match="target"):
-        list_tasks("merge", layout, config, {})
+        plan(p, MergeSelection())
 
 
 def test_run_one_unit_by_index(project: Path) -> None:
     layout, config = load_project(project)
-    report = run_task("train-source", layout, config, 4, {})
+    p = Project(layout, config)
+    train, vectors = get_stage("train-source"), get_stage("task-vector")
+    report = train.run_task(p, 4, TrainSourceSelection())
     assert [(i.key, i.status) for i in report.items] == [("BLCA/fold_1", Status.DONE)]
     assert report.outputs["task"] == {"index": 4, "key": "BLCA/fold_1", "of": 9}
     trained = sorted(str(p.relative_to(layout.models_root)) for p in layout.models_root.glob("*/fold_*"))
     assert trained == ["BLCA/fold_1"]
-    again = run_task("train-source", layout, config, 4, {})
+    again = train.run_task(p, 4, TrainSourceSelection())
     assert [(i.key, i.status) for i in again.items] == [("BLCA/fold_1", Status.SKIPPED)]
-    vector = run_task("task-vector", layout, config, 4, {})
+    vector = vectors.run_task(p, 4, TaskVectorSelection())
     assert [(i.key, i.status) for i in vector.items] == [("BLCA/fold_1", Status.DONE)]
     assert layout.task_vector_meta("BLCA", 1).is_file()
     with pytest.raises(ConfigError, match="out of range: train-source has 9 tasks"):
-        run_task("train-source", layout, config, 9, {})
+        train.run_task(p, 9, TrainSourceSelection())
 
 
 def test_task_index_from_env() -> None:
@@ -87,11 +90,12 @@ def test_extract_shards_cover_every_slide_once(empty_project: Path) -> None:
         [row(sid, f"slides/{sid}.tif", cancer="BLCA" if i % 3 else "BRCA") for i, sid in enumerate(ids)],
     )
     layout, config = load_project(empty_project, {"slurm.slides_per_task": 5})
-    units = list_tasks("extract", layout, config)
+    p = Project(layout, config)
+    units = plan(p, ExtractSelection())
     assert [u.key for u in units] == [f"shard_{i}_of_5" for i in range(5)]
-    assert pin_args("extract", units) == ["--num-shards", "5"]
+    assert get_stage("extract").pins(units) == ["--num-shards", "5"]
     outputs = [p for u in units for p in u.outputs]
     assert sorted(outputs) == sorted(layout.own_features(config.encoder, sid) for sid in ids)
-    assert sum(u.params["slides"] for u in units) == len(ids)
-    brca = list_tasks("extract", layout, config, {"cancers": ["BRCA"], "num_shards": 2})
-    assert [u.params["slides"] for u in brca] == [4, 4]
+    assert sum(u.slides for u in units) == len(ids)
+    brca = plan(p, ExtractSelection(cancers=["BRCA"], num_shards=2))
+    assert [u.slides for u in brca] == [4, 4]

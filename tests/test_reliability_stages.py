@@ -19,6 +19,7 @@ from _hpc import set_config
 from _merge_project import project_copy
 
 import steph.pipeline.merge as merge_module
+import steph.units as units_module
 from steph.config import load_project
 from steph.pipeline.merge import merge_models
 from steph.report import Status
@@ -36,7 +37,7 @@ def test_merge_skips_a_unit_another_process_finished(tmp_path_factory, tmp_path,
     meta = layout.merged_file("BRCA", "steph", 1, "meta.json")
     record = meta.read_bytes()
     meta.unlink()  # as planned by the second process: not done yet
-    real_hold = merge_module.hold
+    real_hold = units_module.hold  # the stage's unit loop takes the lock
     trained = []
 
     @contextlib.contextmanager
@@ -45,13 +46,13 @@ def test_merge_skips_a_unit_another_process_finished(tmp_path_factory, tmp_path,
         with real_hold(output, **kwargs) as path:
             yield path
 
-    monkeypatch.setattr(merge_module, "hold", other_process_finishes_first)
+    monkeypatch.setattr(units_module, "hold", other_process_finishes_first)
 
     def train_again(self, unit):
         trained.append(unit)
         return {"c_index": None}
 
-    monkeypatch.setattr(merge_module._Runner, "_train", train_again)
+    monkeypatch.setattr(merge_module.MergeWorker, "_train", train_again)
     report = merge_models(layout, config, target="BRCA", folds=[1])
     assert [(i.key, i.status) for i in report.items] == [("BRCA/steph/fold_1", Status.SKIPPED)]
     assert "done by another process" in report.items[0].message and not trained

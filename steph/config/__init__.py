@@ -73,8 +73,8 @@ class ProjectConfig:
     by a key it lists (docs/sharing.md)."""
     max_patches: int = 1_000_000
     """Most patches one slide's features may hold. A feature file declaring more is refused
-    before it is read (files from elsewhere, docs/security.md); a whole 40x slide at 256 px has
-    a few hundred thousand."""
+    before it is read by check, the stages and predict (which also takes --max-patches; files
+    from elsewhere, docs/security.md); a whole 40x slide at 256 px has a few hundred thousand."""
     paths: PathTemplates = field(default_factory=PathTemplates)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)

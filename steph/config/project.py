@@ -94,13 +94,20 @@ class Project:
         return merge_epochs(self.config)
 
 
-def open_project(root: Path | str = ".", overrides: Mapping[str, Any] | None = None) -> Project:
+def open_project(
+    root: Path | str = ".",
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: Path | str | None = None,
+) -> Project:
     """Load ``<root>/stephctl.yaml`` once, apply dotted ``overrides`` (``{"train.epochs": 2}``;
-    None values are ignored) and return the resolved :class:`Project`.
+    None values are ignored) and return the resolved :class:`Project`. ``config_file`` is what
+    the CLI's global ``--config FILE`` gives: its settings are used instead of stephctl.yaml's
+    (``overrides`` still win).
 
     Raises:
-        MissingArtifactError: not a stephctl project.
+        MissingArtifactError: not a stephctl project, or no ``config_file``.
         ConfigError: unknown key, bad type or out-of-range value.
     """
-    layout, config = load_project(root, overrides)
+    layout, config = load_project(root, overrides, config_file=config_file)
     return Project(layout, config)

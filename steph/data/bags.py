@@ -254,6 +254,27 @@ def check_patch_count(config: ProjectConfig, ref: SlideRef, patches: int) -> Non
         )
 
 
+def checked_shape(
+    config: ProjectConfig, ref: SlideRef, *, dim: int | None = None, dim_of: str = "the model"
+) -> tuple[int, int]:
+    """``(K, D)`` of one slide from its header, after checking ``D`` against ``dim`` (the ``D``
+    that ``dim_of`` takes, when given) and ``K`` against ``max_patches``.
+
+    Raises:
+        DataError: the file is unreadable or declares more than ``max_patches`` patches.
+        ConsistencyError: its ``D`` is not ``dim``.
+    """
+    k, d = slide_shape(ref)
+    if dim is not None and d != dim:
+        raise ConsistencyError(
+            f"{ref}: features have D={d}, {dim_of} takes D={dim}",
+            hint=f"extract the slides with the encoder {dim_of} was made for (encoder: {config.encoder} "
+            "in stephctl.yaml), or point paths.features at its features",
+        )
+    check_patch_count(config, ref, k)
+    return k, d
+
+
 def check_encoder(config: ProjectConfig, ref: SlideRef) -> None:
     """Refuse features whose recorded encoder is not the project's (files recording none pass)."""
     recorded = slide_encoder(ref)
@@ -299,14 +320,7 @@ def check_features(
     for pid, slides in refs.items():
         total = 0
         for ref in slides:
-            k, d = slide_shape(ref)
-            if dim is not None and d != dim:
-                raise ConsistencyError(
-                    f"{ref}: features have D={d}, {dim_of} takes D={dim}",
-                    hint=f"extract the slides with the encoder {dim_of} was made for (encoder: {config.encoder} "
-                    "in stephctl.yaml), or point paths.features at its features",
-                )
-            check_patch_count(config, ref, k)
+            k, d = checked_shape(config, ref, dim=dim, dim_of=dim_of)
             check_encoder(config, ref)
             total += k
             dims.setdefault(d, []).append(str(ref))

@@ -21,11 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..data.bags import checked_shape
+from ..data.stores import store_for
 from ..errors import ConfigError, ConsistencyError, StephError
 from ..fileio import read_json, sha256_file, write_json
 from ..layout import CANCER_SPECIFIC, ProjectLayout, normalize_cancer
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
+from ..theta0 import theta0_dim_in
 from .heatmap import Scale
 from .inputs import (
     SlidePatches,
@@ -137,14 +140,20 @@ def explain_patients(
         fold_risks = risks or test_risks(layout, target, method, fold)
     except StephError:
         fold_risks = {}
+    expected = theta0_dim_in(layout)  # every project model takes theta0's D
     progress.start(STAGE, len(known), unit="patients")
     for pid in known:
         key = key_of(pid)
         try:
-            slides = [
-                read_slide_patches(layout.features(config.encoder, sid, cancer=target), sid)
+            files = {
+                sid: layout.features(config.encoder, sid, cancer=target)
                 for sid in cohort.patients[pid].slide_ids
-            ]
+            }
+            for sid, path in files.items():  # D and patch count from the header, before reading
+                checked_shape(
+                    config, store_for(path).ref(path, sid), dim=expected, dim_of=f"theta0 {layout.theta0}"
+                )
+            slides = [read_slide_patches(path, sid) for sid, path in files.items()]
             record = dict(options, features=_stamps(layout, config.encoder, target, slides))
             if not overwrite and _unchanged(layout.patient_record(target, pid, method, fold), record):
                 report.add(key, Status.SKIPPED, "explained already (use --overwrite to redo)")

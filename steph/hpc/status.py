@@ -1,14 +1,15 @@
 """``stephctl status``: what exists and what is missing, stage by stage.
 
-The expected units come from the same plans the stages and Slurm arrays use
-(:mod:`steph.stages`), so "done" here means exactly what a rerun would skip:
+There is one row per registered stage, plugins included (:meth:`steph.stages.Stage.status`):
+by default the units of the same plan the stage and Slurm arrays use, so "done" here means
+exactly what a rerun would skip. The built-in rows:
 
-- **features** per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
-  ``paths.features`` when set, so an external download counts);
+- **features** (extract's row) per cancer: every slide of ``labels/<CANCER>.csv`` with a feature file (through
+  ``paths.features`` when set, so an external download counts; evaluation-only cancers too);
 - **train-source** and **task-vector** per cancer x fold of the split files;
 - **merge** per target (``targets:``, else every cancer) x fold for ``merge.method``, plus every other run found under
   ``merged/`` or ``results/`` (runs made with CLI flags such as ``--method ties``);
-- **transfer** per target (evaluation-only cancers included: their features are counted too);
+- **transfer** per target (evaluation-only cancers included);
 - **results**: the test C-index of every (target, method) over the folds whose record exists
   (a fold killed before its ``meta.json`` does not count), and whether ``results/summary.csv``
   exists.
@@ -27,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StephError
 from ..fileio import TMP_PREFIX, read_csv
 from ..locks import LOCK_SUFFIX, read_lock
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..config import ProjectConfig
     from ..config.project import Project
     from ..layout import ProjectLayout
+    from ..stages.base import Survey
     from ..units import WorkUnit
 
 MAX_LISTED = 20
@@ -57,16 +58,15 @@ class StageStatus:
     notes: list[str] = field(default_factory=list)
     """What the counts cannot say (feature files present but incomplete; files only ``check`` reads)."""
 
-    def add(self, units: list[WorkUnit], group_of: Any) -> None:
-        for unit in units:
-            group = self.groups.setdefault(str(group_of(unit)), [0, 0])
-            group[1] += 1
-            self.total += 1
-            if unit.done:
-                group[0] += 1
-                self.done += 1
-            elif len(self.missing) < MAX_LISTED:
-                self.missing.append(unit.key)
+    def add(self, group: str, unit: WorkUnit) -> None:
+        counts = self.groups.setdefault(group, [0, 0])
+        counts[1] += 1
+        self.total += 1
+        if unit.done:
+            counts[0] += 1
+            self.done += 1
+        elif len(self.missing) < MAX_LISTED:
+            self.missing.append(unit.key)
 
     @property
     def complete(self) -> bool:
@@ -110,25 +110,21 @@ class ProjectStatus:
 def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatus:
     """Survey the project at ``layout`` (reads only; never writes or removes anything)."""
     from ..config.project import Project
-    from ..stages import TaskVectorSelection, TrainSourceSelection, TransferSelection
+    from ..stages import stages
 
     project = Project(layout, config)
-    cancers = project.cancers
-    rare = [c for c in config.evaluation_only if c not in cancers]
-    stages = [
-        _features(layout, config, [*cancers, *rare]),
-        _planned(project, TrainSourceSelection(cancers=cancers or None)),
-        _planned(project, TaskVectorSelection(cancers=cancers or None)),
-        _merges(project),
-        _planned(project, TransferSelection()),
-    ]
+    rows = []
+    for stage in stages():
+        survey = stage.status(project)
+        if survey is not None:
+            rows.append(_row(survey))
     locks, temps = _scan(layout.root)
     for lock in locks:
-        lock.stage = lock_stage(layout, Path(lock.path))
+        lock.stage = lock_stage(project, Path(lock.path))
     return ProjectStatus(
         root=str(layout.root),
         encoder=config.encoder,
-        stages=stages,
+        stages=rows,
         results=_results(layout),
         summary_csv=str(layout.summary) if layout.summary.is_file() else None,
         failures=_failures(layout, config),
@@ -137,145 +133,29 @@ def project_status(layout: ProjectLayout, config: ProjectConfig) -> ProjectStatu
     )
 
 
-def lock_stage(layout: ProjectLayout, path: Path) -> str | None:
-    """The stage that owns the lock at ``path`` (by the folder it lies in)."""
-    roots = [
-        (layout.models_root, "train-source"),
-        (layout.task_vectors_root, "task-vector"),
-        (layout.merged_root, "merge"),
-        (layout.results_root, "evaluate"),
-        (layout.reports_root, "evaluate"),
-        (layout.transfer_root, "transfer"),
-        (layout.features_root, "extract"),
-        (layout.theta0.parent, "train-source"),
-    ]
-    for root, stage in roots:
-        if path.is_relative_to(root):
-            return stage
-    return None
-
-
-def _group(unit: WorkUnit) -> str:
-    return unit.key.split("/", 1)[0]
-
-
-def _planned(project: Project, selection: object) -> StageStatus:
-    from ..stages import stage_of
-
-    stage = stage_of(selection)
-    status = StageStatus(stage.name)
-    try:
-        status.add(stage.plan(project, selection), _group)
-    except StephError as exc:
-        status.errors.append(exc.message)
+def _row(survey: Survey) -> StageStatus:
+    status = StageStatus(survey.row)
+    for group, unit in survey.units:
+        status.add(group, unit)
+    status.errors.extend(survey.errors)
+    status.notes.extend(survey.notes)
     return status
 
 
-def _features(layout: ProjectLayout, config: ProjectConfig, cancers: list[str]) -> StageStatus:
-    """Slides named in each cancer's labels that have a feature file.
+def lock_stage(project: Project, path: Path) -> str | None:
+    """The stage whose ``--clear-stale-locks`` removes the lock at ``path``: of the registered
+    stages whose lock folders hold it, the one with the innermost folder, the later stage on a
+    tie (``results/`` holds evaluate's summary lock; earlier stages only keep temporary files
+    there)."""
+    from ..stages import stages
 
-    A file in extract's own folder (``features/<encoder>/<slide>.h5``) is opened: an unreadable
-    one (truncated) or one that extract began but did not finish (its completeness flag unset,
-    or row counts that disagree) is missing and named in a note; extract redoes exactly those.
-    Files without extract's flag (copied in from another tool) and files elsewhere
-    (``paths.features``) count when present; a note says that ``stephctl check`` reads them.
-    """
-    from ..data.bags import missing_slides, slide_refs
-    from ..data.cohort import load_cohort
-    from ..units import WorkUnit
-
-    status = StageStatus("features")
-    if not cancers:
-        status.errors.append(f"no cancers: set cancers: in {layout.config_file} or add labels/<CANCER>.csv")
-    incomplete: list[str] = []
-    external = 0
-    for cancer in cancers:
-        try:  # feature stores: {project} templates, keys inside an LMDB (see steph.data.stores)
-            cohort = load_cohort(layout, config, cancer)
-            slides = slide_refs(layout, config, cohort, list(cohort.patients))
-            refs = [ref for refs in slides.values() for ref in refs]
-            absent = {(ref.path, ref.key) for ref in missing_slides(refs)}
-        except StephError as exc:
-            status.errors.append(f"{cancer}: {exc.message}")
-            continue
-        units = []
-        for ref in refs:
-            present = (ref.path, ref.key) not in absent
-            own = ref.key is None and ref.path == layout.own_features(config.encoder, ref.slide_id)
-            if present and own and _unfinished(ref.path):
-                incomplete.append(ref.slide_id)
-                present = False
-            elif present and not own:
-                external += 1
-            units.append(
-                WorkUnit("features", ref.slide_id, (ref.path,) if present else (), {"cancer": cancer})
-            )
-        status.add(units, lambda unit: unit.params["cancer"])
-    if incomplete:
-        shown = ", ".join(incomplete[:MAX_LISTED]) + (" ..." if len(incomplete) > MAX_LISTED else "")
-        status.notes.append(
-            f"{len(incomplete)} feature file(s) exist but are incomplete or unreadable ({shown}): "
-            "`stephctl extract` redoes them"
-        )
-    if external:
-        status.notes.append(
-            f"{external} feature file(s) outside features/{config.encoder}/ are counted when present; "
-            "`stephctl check` reads every one"
-        )
-    return status
-
-
-def _unfinished(path: Path) -> bool:
-    """An HDF5 feature file that cannot be opened, or that extract started and did not finish
-    (``complete`` attribute not 1, or row counts that disagree with ``n_patches``; the test of
-    :func:`~steph.extraction.h5format.is_complete`, in the same single open)."""
-    import h5py
-
-    if path.suffix not in (".h5", ".hdf5"):
-        return False
-    try:
-        with h5py.File(path, "r") as handle:
-            if "complete" not in handle.attrs:
-                return False  # not written by extract (another tool's file): counted when present
-            if int(handle.attrs["complete"]) != 1:
-                return True
-            n = int(handle.attrs.get("n_patches", -1))
-            return not (handle["features"].shape[0] == n and handle["coords"].shape[0] == n)
-    except (OSError, KeyError, ValueError, TypeError):
-        return True
-
-
-def _merges(project: Project) -> StageStatus:
-    """Per target: the folds of ``merge.method`` and of every other run found under
-    ``merged/`` or ``results/`` (runs made with CLI flags: other methods, options)."""
-    from ..layout import CANCER_SPECIFIC
-    from ..stages import MergeSelection, get_stage
-    from ..units import WorkUnit
-
-    layout = project.layout
-    status = StageStatus("merge")
-    for target in project.targets:
-        planned: list[WorkUnit] = []
-        try:
-            planned = get_stage("merge").plan(project, MergeSelection(target=target))
-            status.add(planned, _group)
-        except StephError as exc:
-            status.errors.append(f"{target}: {exc.message}")
-        runs = {u.params.get("run") for u in planned}
-        found = set(layout.result_methods(target)) | set(_merged_runs(layout, target))
-        folds = layout.split_folds(target)
-        for run in sorted(found - runs - {CANCER_SPECIFIC}):
-            units = [
-                WorkUnit("merge", f"{target}/{run}/fold_{k}", (layout.result_record(target, run, k),))
-                for k in folds
-            ]
-            status.add(units, _group)
-    return status
-
-
-def _merged_runs(layout: ProjectLayout, target: str) -> list[str]:
-    base = layout.merged_root / target
-    return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    best: tuple[int, int, str] | None = None
+    for stage in stages():
+        for root in stage.lock_roots(project):
+            if path.is_relative_to(root):
+                rank = (len(root.parts), stage.order, stage.name)
+                best = rank if best is None or rank[:2] > best[:2] else best
+    return best[2] if best else None
 
 
 def _results(layout: ProjectLayout) -> list[dict[str, Any]]:

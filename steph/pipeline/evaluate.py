@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
@@ -94,8 +95,8 @@ def plan_evaluate(
     *,
     targets: list[str] | None = None,
     methods: list[str] | None = None,
-) -> list[WorkUnit]:
-    """One unit per (target, method, fold) asked for. ``params["state"]``: ``finished`` (its
+) -> list[FoldUnit]:
+    """One unit per (target, method, fold) asked for, with its ``state``: ``finished`` (its
     predictions.csv and its record exist; only these are evaluated), ``unfinished`` (predictions
     without a record: its stage was interrupted) or ``missing`` (no predictions).
 
@@ -111,7 +112,7 @@ def plan_evaluate(
         MissingArtifactError: there are no results at all.
         UnknownNameError: a requested target, or a requested method, has no results.
     """
-    units: list[WorkUnit] = []
+    units: list[FoldUnit] = []
     found_methods: set[str] = set()
     for target in _targets(layout, targets):
         present = layout.result_methods(target)
@@ -140,20 +141,39 @@ def plan_evaluate(
     return units
 
 
-def _unit(layout: ProjectLayout, target: str, method: str, fold: int) -> WorkUnit:
+@dataclass(frozen=True)
+class FoldUnit(WorkUnit):
+    """One (target, method, fold) to evaluate: its ``predictions`` and ``record`` files, and its
+    ``state``: ``finished`` (both exist), ``unfinished`` (predictions without a record: its stage
+    was interrupted) or ``missing`` (no predictions)."""
+
+    target: str = ""
+    method: str = ""
+    fold: int = 0
+    predictions: Path = Path()
+    record: Path = Path()
+    state: str = "missing"
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
+
+
+def _unit(layout: ProjectLayout, target: str, method: str, fold: int) -> FoldUnit:
     path = layout.predictions(target, method, fold)
     record = layout.result_record(target, method, fold)
     state = "missing" if not path.is_file() else "finished" if record.is_file() else "unfinished"
-    params = {
-        "target": target,
-        "method": method,
-        "fold": fold,
-        "predictions": str(path),
-        "record": str(record),
-        "finished": state == "finished",
-        "state": state,
-    }
-    return WorkUnit(STAGE, f"{target}/{method}/fold_{fold}", (), params)
+    return FoldUnit(
+        STAGE,
+        f"{target}/{method}/fold_{fold}",
+        (),
+        target=target,
+        method=method,
+        fold=fold,
+        predictions=path,
+        record=record,
+        state=state,
+    )
 
 
 def upstream_command(target: str, method: str, fold: int) -> str:
@@ -177,13 +197,12 @@ def upstream_command(target: str, method: str, fold: int) -> str:
     )
 
 
-def _not_done_message(unit: WorkUnit) -> str:
-    p = unit.params
-    if p["state"] == "unfinished":
-        what = f"not finished: {p['predictions']} has no record {p['record']} (its stage was interrupted)"
+def _not_done_message(unit: FoldUnit) -> str:
+    if unit.state == "unfinished":
+        what = f"not finished: {unit.predictions} has no record {unit.record} (its stage was interrupted)"
     else:
-        what = f"not run: no predictions {p['predictions']}"
-    return f"{what} (hint: run {upstream_command(p['target'], p['method'], p['fold'])}, then evaluate again)"
+        what = f"not run: no predictions {unit.predictions}"
+    return f"{what} (hint: run {upstream_command(unit.target, unit.method, unit.fold)}, then evaluate again)"
 
 
 def evaluate_models(
@@ -216,7 +235,7 @@ def evaluate_models(
     report = EvaluationReport(STAGE)
     units = []
     for unit in planned:
-        if unit.params["finished"]:
+        if unit.finished:
             units.append(unit)
             continue
         message = _not_done_message(unit)
@@ -227,7 +246,7 @@ def evaluate_models(
         results = _evaluate_units(layout, config, units, resamples, report, progress)
         if not results:
             return report
-        expected = {t: project_folds(layout, config, t) for t in {u.params["target"] for u in units}}
+        expected = {t: project_folds(layout, config, t) for t in {u.target for u in units}}
         summary = summarize(
             results,
             metrics=metric_names(settings.auc_years),
@@ -253,7 +272,7 @@ def evaluate_models(
 def _evaluate_units(
     layout: ProjectLayout,
     config: ProjectConfig,
-    units: list[WorkUnit],
+    units: list[FoldUnit],
     resamples: int,
     report: EvaluationReport,
     progress: Progress,
@@ -264,7 +283,7 @@ def _evaluate_units(
     progress.start(STAGE, len(units), unit="folds")
     try:
         for unit in units:
-            target, method, fold = unit.params["target"], unit.params["method"], unit.params["fold"]
+            target, method, fold = unit.target, unit.method, unit.fold
             try:
                 if target not in cohorts:
                     cohorts[target] = target_cohort(layout, config, target)

@@ -36,7 +36,6 @@ from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..runtime import resolve_device
 from ..slides.manifest import SlideEntry, read_manifest, read_selection, resolve_shard, select, shard
-from ..units import WorkUnit
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ FAILURE_COLUMNS = ("slide_id", "cancer", "path", "error", "hint", "time", "host"
 
 
 @dataclass(frozen=True)
-class ExtractSelection:
+class SlideShard:
     """The slides of this run (after filters and sharding) and how they were chosen."""
 
     entries: list[SlideEntry]
@@ -61,7 +60,7 @@ def select_slides(
     slides_file: Path | None = None,
     num_shards: int | None = None,
     shard_index: int | None = None,
-) -> ExtractSelection:
+) -> SlideShard:
     """Read the manifest, apply ``--slides``/``--cancer`` and take this run's shard.
 
     ``slides_file`` is a manifest-format CSV (used instead of slides/manifest.csv) or a list
@@ -81,33 +80,7 @@ def select_slides(
     entries = select(
         read_manifest(layout, manifest), cancers=cancers, slide_ids=wanted, source=str(slides_file or "")
     )
-    return ExtractSelection(shard(entries, n, i), n, i, manifest)
-
-
-def plan_extract(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    *,
-    cancers: list[str] | None = None,
-    slides_file: Path | None = None,
-    num_shards: int | None = None,
-    shard_index: int | None = None,
-) -> list[WorkUnit]:
-    """One :class:`WorkUnit` per slide of this run (key = slide id, output = its feature file)."""
-    selection = select_slides(
-        layout, cancers=cancers, slides_file=slides_file, num_shards=num_shards, shard_index=shard_index
-    )
-    units = []
-    for entry in selection.entries:
-        outputs = () if entry.problem else (layout.own_features(config.encoder, entry.slide_id),)
-        params = {
-            "slide_id": entry.slide_id,
-            "cancer": entry.cancer,
-            "path": str(entry.path),
-            "mpp": entry.mpp,
-        }
-        units.append(WorkUnit(STAGE, entry.slide_id, outputs, params))
-    return units
+    return SlideShard(shard(entries, n, i), n, i, manifest)
 
 
 def extract_features(
@@ -346,7 +319,7 @@ def _update_failures(path: Path, report: StageReport, entries: list[SlideEntry])
     for attempt in range(200):
         try:
             with hold(path, what="failures.csv"):
-                rows = (
+                rows: list[dict[str, str]] = (
                     [r for r in read_csv(path) if r.get("slide_id") not in processed]
                     if path.is_file()
                     else []
@@ -366,7 +339,8 @@ def _update_failures(path: Path, report: StageReport, entries: list[SlideEntry])
                         }
                     )
                 if rows or path.exists():
-                    write_csv(path, FAILURE_COLUMNS, sorted(rows, key=lambda r: r["slide_id"]))
+                    ordered = sorted(rows, key=lambda r: r["slide_id"])
+                    write_csv(path, FAILURE_COLUMNS, ordered)
                 return
         except LockedError:
             time.sleep(0.05 * (1 + attempt % 10))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..bundles.signing import check_trusted_sources
@@ -23,10 +23,8 @@ from ..config import dump_yaml, to_plain
 from ..config.merge import MergeConfig
 from ..config.project import merge_epochs, project_folds
 from ..data import load_cohort, load_split, open_bags
-from ..errors import ConfigError, LockedError, StephError
-from ..faults import point
-from ..fileio import os_error_message, write_csv, write_text
-from ..locks import hold
+from ..errors import ConfigError
+from ..fileio import write_csv, write_text
 from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
 from ..merging.autotune import check_search, tune
@@ -49,7 +47,7 @@ from ..runtime import resolve_device, seed_everything, set_deterministic
 from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
 from ..transfer.choose import choose_sources, parse_auto
-from ..units import WorkUnit
+from ..units import Outcome, UnitLock, WorkUnit, run_units
 from ._source_model import fit_settings
 from .train_source import too_few_for_a_batch
 
@@ -64,6 +62,25 @@ log = logging.getLogger(__name__)
 STAGE = "merge"
 
 
+@dataclass(frozen=True)
+class MergeUnit(WorkUnit):
+    """One (method variant, target fold) of a target: the run folder ``run`` of ``method`` with
+    the variant's ``merge:`` overrides (a paper row's), trained on the target's fold ``fold``
+    from the task vectors of ``sources`` (their fold ``source_fold``)."""
+
+    target: str = ""
+    method: str = ""
+    label: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    run: str = ""
+    fold: int = 0
+    sources: tuple[str, ...] = ()
+    source_fold: int = 0
+    paper: bool = False
+    source_choice: dict[str, Any] | None = None
+    """How ``--sources auto:K`` chose ``sources`` for this fold (:mod:`steph.transfer.choose`)."""
+
+
 def plan_merge(
     layout: ProjectLayout,
     config: ProjectConfig,
@@ -73,17 +90,20 @@ def plan_merge(
     folds: Sequence[int] | None = None,
     paper: bool = False,
     runs: Sequence[str] | None = None,
-) -> list[WorkUnit]:
-    """One unit per (target fold, method variant), fold-major. ``paper`` runs the paper's
-    comparison set (:data:`steph.merging.paper.PAPER_VARIANTS`) instead of ``methods``;
-    ``runs`` keeps only the variants with those folder names (one task of a task array).
+) -> list[MergeUnit]:
+    """The stage's task list: one unit per (target fold, method variant), fold-major. The folds
+    are ``folds``, else ``merge.folds``, else the folds the project trains (not the target's task
+    vectors, which may not exist yet). ``paper`` runs the paper's comparison set
+    (:data:`steph.merging.paper.PAPER_VARIANTS`) instead of ``methods``; ``runs`` keeps only the
+    variants with those folder names.
 
     Raises:
         ConfigError, UnknownNameError, MissingArtifactError: as :func:`merge_models`'s checks.
     """
     name = resolve_target(layout, config, target)
+    chosen = list(folds or config.merge.folds or project_folds(layout, config, name))
     return _plan(
-        layout, config, name, resolve_sources(layout, config, name), methods, folds, paper=paper, runs=runs
+        layout, config, name, resolve_sources(layout, config, name), methods, chosen, paper=paper, runs=runs
     )
 
 
@@ -97,7 +117,7 @@ def _plan(
     *,
     paper: bool = False,
     runs: Sequence[str] | None = None,
-) -> list[WorkUnit]:
+) -> list[MergeUnit]:
     """:func:`plan_merge` for a resolved target and its sources."""
     if paper:
         if methods:
@@ -121,20 +141,23 @@ def _plan(
     for fold in fold_list:
         choice = choose_sources(layout, name, fold, sources, auto) if auto else None
         for run, variant in planned.items():
-            params = {
-                "target": name,
-                "method": variant.method,
-                "label": variant.label,
-                "overrides": variant.overrides,
-                "run": run,
-                "fold": fold,
-                "sources": choice.sources if choice else sources,
-                "source_fold": config.merge.source_fold,
-                "paper": paper,
-                "source_choice": choice.to_json() if choice else None,
-            }
-            outputs = (layout.merged_meta(name, run, fold),)
-            units.append(WorkUnit(STAGE, f"{name}/{run}/fold_{fold}", outputs, params))
+            units.append(
+                MergeUnit(
+                    STAGE,
+                    f"{name}/{run}/fold_{fold}",
+                    (layout.merged_meta(name, run, fold),),
+                    target=name,
+                    method=variant.method,
+                    label=variant.label,
+                    overrides=variant.overrides,
+                    run=run,
+                    fold=fold,
+                    sources=tuple(choice.sources if choice else sources),
+                    source_fold=config.merge.source_fold,
+                    paper=paper,
+                    source_choice=choice.to_json() if choice else None,
+                )
+            )
     return units
 
 
@@ -150,8 +173,9 @@ def merge_models(
     runs: Sequence[str] | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
-    """Train and evaluate every planned (method, fold) of ``target``; skip finished ones.
-    ``paper``: the paper's comparison set (:func:`plan_merge`).
+    """Train and evaluate every planned (method, fold) of ``target`` (:func:`plan_merge`); skip
+    finished ones. Without ``folds`` (and ``merge.folds``), a fold without a target task vector
+    fails alone; named folds must all have one (:func:`run_merges`).
 
     Raises (before any training):
         ConfigError: unknown target or source, bad option, fewer sources than top-k.
@@ -160,111 +184,90 @@ def merge_models(
         ConsistencyError: task vectors from another theta0 or architecture; features whose
             dimension differs from theta0's.
     """
-    name = resolve_target(layout, config, target)
-    sources, source_fold = resolve_sources(layout, config, name), config.merge.source_fold
-    check_trusted_sources(
-        layout, config, sources, source_fold
-    )  # imported ones: signed, when a trust list is set
-    units = _plan(layout, config, name, sources, methods, folds, paper=paper, runs=runs)
-    no_vector: set[int] = set()
-    if not (folds or config.merge.folds):  # every fold the project trains: one without a vector fails
-        listed = {u.params["fold"] for u in units}
-        extra = [k for k in project_folds(layout, config, name) if k not in listed]
-        if extra:
-            units += _plan(layout, config, name, sources, methods, extra)
-            units.sort(key=lambda u: u.params["fold"])
-            no_vector = set(extra)
-    needed = [(name, u.params["fold"]) for u in units if u.params["fold"] not in no_vector]
-    needed += [(s, source_fold) for s in dict.fromkeys(s for u in units for s in u.params["sources"])]
-    require_task_vectors(layout, needed)
-    theta0 = load_theta0(layout, model=config.model)
-    check_task_vectors(layout, needed, theta0)
-    todo = [u for u in units if (overwrite or not u.done) and u.params["fold"] not in no_vector]
+    units = plan_merge(layout, config, target=target, methods=methods, folds=folds, paper=paper, runs=runs)
+    named = bool(folds or config.merge.folds)
+    return run_merges(layout, config, units, named=named, overwrite=overwrite, progress=progress)
+
+
+def run_merges(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    units: Sequence[MergeUnit],
+    *,
+    named: bool = True,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> StageReport:
+    """Run ``units`` (of :func:`plan_merge`, one target): inputs checked first
+    (:meth:`MergeWorker.prepare`), then each unit under its lock (:func:`run_units`)."""
     set_deterministic(True)
-    report = StageReport(STAGE)
-    runner = _Runner(layout, config, theta0, name, progress) if todo else None
-    progress.start("merge", len(units), unit="runs")
-    try:
-        for unit in units:
-            if unit.params["fold"] in no_vector:
-                report.add(
-                    unit.key,
-                    Status.FAILED,
-                    f"no task vector for the target fold ({layout.task_vector_meta(name, unit.params['fold'])}; "
-                    f"hint: `stephctl -p {layout.root} task-vector --cancer {name} --fold {unit.params['fold']}`)",
-                )
-            elif unit in todo and runner is not None:
-                runner.run(unit, report, overwrite)
-            else:
-                _skip(layout, config, unit, theta0, report)
-            progress.advance("merge", 1, item=unit.key)
-    finally:
-        progress.finish("merge")
-    report.outputs["merged"] = [
-        str(layout.merged_dir(name, u.params["run"], u.params["fold"])) for u in units
-    ]
-    report.outputs["results"] = [
-        str(layout.results_dir(name, u.params["run"], u.params["fold"])) for u in units
-    ]
+    worker = MergeWorker.prepare(layout, config, units, named=named, overwrite=overwrite, progress=progress)
+    report = run_units(STAGE, units, worker, overwrite=overwrite, progress=progress, unit_name="runs")
+    report.outputs["merged"] = [str(layout.merged_dir(u.target, u.run, u.fold)) for u in units]
+    report.outputs["results"] = [str(layout.results_dir(u.target, u.run, u.fold)) for u in units]
     return report
 
 
-def _unit_merge(config: ProjectConfig, unit: WorkUnit) -> MergeConfig:
+def _unit_merge(config: ProjectConfig, unit: MergeUnit) -> MergeConfig:
     """The ``merge:`` settings of one unit: its variant's overrides, only its method's options."""
-    method = MERGE_METHODS.get(unit.params["method"])
-    variant = Variant(unit.params.get("label", method.name), method.name, unit.params.get("overrides", {}))
+    method = MERGE_METHODS.get(unit.method)
+    variant = Variant(unit.label or method.name, method.name, dict(unit.overrides))
     return for_method(variant.apply(config.merge), method)
 
 
-def _signature(config: ProjectConfig, unit: WorkUnit, theta0: Theta0) -> dict[str, Any]:
-    method = MERGE_METHODS.get(unit.params["method"])
+def _signature(config: ProjectConfig, unit: MergeUnit, theta0: Theta0) -> dict[str, Any]:
+    method = MERGE_METHODS.get(unit.method)
     return {
         "method": method.name,
         "options": method.options(_unit_merge(config, unit)),
-        "sources": list(unit.params["sources"]),
-        "source_fold": unit.params["source_fold"],
+        "sources": list(unit.sources),
+        "source_fold": unit.source_fold,
         "epochs": merge_epochs(config),
         "seed": config.train.seed,
         "theta0_sha256": theta0.sha256,
     }
 
 
-def _skip(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    unit: WorkUnit,
-    theta0: Theta0,
-    report: StageReport,
-    why: str = "exists",
-) -> None:
+def _skipped(config: ProjectConfig, unit: MergeUnit, theta0: Theta0, why: str) -> Outcome:
+    """A done unit: skipped when its record has the settings asked for now, else failed."""
     record = MergeRecord.read(unit.outputs[0])
     there, wanted = record.signature(), _signature(config, unit, theta0)
     differs = [k for k in MERGE_SIGNATURE if there[k] != wanted[k]]
     if differs:
         detail = "; ".join(f"{k}: {there[k]!r} there, {wanted[k]!r} now" for k in differs)
-        report.add(
-            unit.key,
-            Status.FAILED,
-            f"exists with other settings ({detail}); rerun with --overwrite to replace it",
+        return Outcome(
+            Status.FAILED, f"exists with other settings ({detail}); rerun with --overwrite to replace it"
         )
-        return
-    report.add(unit.key, Status.SKIPPED, f"{why} (C-index {record.c_index}); --overwrite to redo")
+    return Outcome(Status.SKIPPED, f"{why} (C-index {record.c_index}); --overwrite to redo")
 
 
-class _Runner:
-    """Runs the units of one target; the cohort and the bags of every patient in its splits are
-    read (and checked against theta0) once, on construction, so bad inputs fail before training."""
+class MergeWorker:
+    """Trains one (method, fold) unit of one target. Before the first unit (:meth:`prepare`),
+    every task vector is checked against theta0 and, when some unit will run, the cohort and the
+    bags of every patient in the target's splits are read (and checked against theta0) once, so
+    bad inputs fail before training."""
 
     def __init__(
-        self, layout: ProjectLayout, config: ProjectConfig, theta0: Theta0, target: str, progress: Progress
+        self,
+        layout: ProjectLayout,
+        config: ProjectConfig,
+        theta0: Theta0 | None,
+        no_vector: set[int],
+        progress: Progress,
+        target: str | None = None,
     ) -> None:
         self.layout, self.config, self.theta0, self.progress = layout, config, theta0, progress
-        self.device: torch.device = resolve_device(config.train.device)
+        self.no_vector = no_vector
+        self.device: torch.device | None = None
+        if target is None:
+            return
+        self.device = resolve_device(config.train.device)
         self.cohort = load_cohort(layout, config, target)
         ids: dict[str, None] = {}
         for fold in layout.split_folds(target):
             split = load_split(layout, self.cohort, fold)
             ids.update(dict.fromkeys((*split.train, *split.test)))
+        assert theta0 is not None
         self.bags = open_bags(
             layout,
             config,
@@ -276,54 +279,91 @@ class _Runner:
         )
         check_architecture(theta0.architecture, config.model, self.bags.dim, f"theta0 {layout.theta0}")
 
-    def run(self, unit: WorkUnit, report: StageReport, overwrite: bool = False) -> None:
-        p = unit.params
-        meta_path = unit.outputs[0]
-        why = self._too_few(unit)
-        if why is not None:
-            log.error("%s", why)
-            report.add(unit.key, Status.FAILED, why)
-            return
-        try:
-            temps = [self.layout.results_dir(p["target"], p["run"], p["fold"])]
-            with hold(meta_path, what=f"merge {unit.key}", stage=STAGE, temp_dirs=temps):
-                if unit.done and not overwrite:  # another process finished it meanwhile
-                    _skip(self.layout, self.config, unit, self.theta0, report, "done by another process")
-                    return
-                meta_path.unlink(missing_ok=True)
-                point(f"{STAGE}:locked")
-                with run_log(self.layout.merged_log(p["target"], p["run"], p["fold"])):
-                    record = self._train(unit)
-        except LockedError as exc:
-            report.add(unit.key, Status.LOCKED, str(exc))
-            return
-        except StephError as exc:
-            log.error("merge %s failed: %s", unit.key, exc)
-            report.add(unit.key, Status.FAILED, str(exc))
-            return
-        except OSError as exc:
-            message = os_error_message(exc, f"merge {unit.key}")
-            log.error("%s", message)
-            report.add(unit.key, Status.FAILED, message)
-            return
-        report.add(unit.key, Status.DONE, f"C-index {_fmt(record.c_index)}", c_index=record.c_index)
+    @classmethod
+    def prepare(
+        cls,
+        layout: ProjectLayout,
+        config: ProjectConfig,
+        units: Sequence[MergeUnit],
+        *,
+        named: bool,
+        overwrite: bool,
+        progress: Progress,
+    ) -> MergeWorker:
+        """Check every input of ``units`` (one target's) before any training.
 
-    def _too_few(self, unit: WorkUnit) -> str | None:
+        With ``named`` every unit's target task vector must exist; else a fold without one fails
+        alone (the target must have some task vector).
+
+        Raises:
+            ConfigError: units of several targets.
+            MissingArtifactError: task vectors (listed with their commands), theta0, labels,
+                splits or features missing.
+            ConsistencyError: task vectors from another theta0; features whose dimension
+                differs from theta0's.
+        """
+        if not units:
+            return cls(layout, config, None, set(), progress)
+        targets = sorted({u.target for u in units})
+        if len(targets) > 1:
+            raise ConfigError(
+                f"merge units of several targets ({', '.join(targets)})", hint="run one target at a time"
+            )
+        target, first = targets[0], units[0]
+        # imported sources: signed, when a trust list is set
+        check_trusted_sources(layout, config, resolve_sources(layout, config, target), first.source_fold)
+        folds = sorted({u.fold for u in units})
+        no_vector: set[int] = set()
+        if not named:
+            no_vector = {k for k in folds if not layout.task_vector_meta(target, k).is_file()}
+            if no_vector == set(folds):
+                target_folds(layout, target, None)  # raises when the target has no task vector at all
+        needed = [(target, k) for k in folds if k not in no_vector]
+        needed += [(s, first.source_fold) for s in dict.fromkeys(s for u in units for s in u.sources)]
+        require_task_vectors(layout, needed)
+        theta0 = load_theta0(layout, model=config.model)
+        check_task_vectors(layout, needed, theta0)
+        todo = any((overwrite or not u.done) and u.fold not in no_vector for u in units)
+        return cls(layout, config, theta0, no_vector, progress, target if todo else None)
+
+    def refuse(self, unit: MergeUnit) -> str | None:
+        if unit.fold in self.no_vector:
+            return (
+                f"no task vector for the target fold ({self.layout.task_vector_meta(unit.target, unit.fold)}; "
+                f"hint: `stephctl -p {self.layout.root} task-vector --cancer {unit.target} --fold {unit.fold}`)"
+            )
+        return self._too_few(unit)
+
+    def skipped(self, unit: MergeUnit, *, by_other: bool) -> Outcome:
+        assert self.theta0 is not None
+        return _skipped(self.config, unit, self.theta0, "done by another process" if by_other else "exists")
+
+    def lock(self, unit: MergeUnit) -> UnitLock:
+        temps = (self.layout.results_dir(unit.target, unit.run, unit.fold),)
+        return UnitLock(unit.outputs[0], f"merge {unit.key}", temps, record=unit.outputs[0])
+
+    def run(self, unit: MergeUnit) -> Outcome:
+        with run_log(self.layout.merged_log(unit.target, unit.run, unit.fold)):
+            record = self._train(unit)
+        return Outcome(Status.DONE, f"C-index {_fmt(record.c_index)}", {"c_index": record.c_index})
+
+    def _too_few(self, unit: MergeUnit) -> str | None:
         """The target fold cannot train (fewer training patients than one batch), or None."""
         if not merge_epochs(self.config):
             return None
-        split = load_split(self.layout, self.cohort, unit.params["fold"])
+        split = load_split(self.layout, self.cohort, unit.fold)
         return too_few_for_a_batch(len(split.train), self.config.train.batch_size, f"merge {unit.key}", STAGE)
 
-    def _train(self, unit: WorkUnit) -> MergeRecord:
-        p, config, layout, cohort, bags = unit.params, self.config, self.layout, self.cohort, self.bags
-        target, run, fold = p["target"], p["run"], p["fold"]
-        method = MERGE_METHODS.get(p["method"])
+    def _train(self, unit: MergeUnit) -> MergeRecord:
+        config, layout, cohort, bags = self.config, self.layout, self.cohort, self.bags
+        target, run, fold = unit.target, unit.run, unit.fold
+        assert self.theta0 is not None and self.device is not None
+        method = MERGE_METHODS.get(unit.method)
         merge_config = replace(
-            _unit_merge(config, unit), method=method.name, sources=list(p["sources"]), folds=[fold]
+            _unit_merge(config, unit), method=method.name, sources=list(unit.sources), folds=[fold]
         )
         split = load_split(layout, cohort, fold)
-        inputs = load_inputs(layout, target, fold, p["sources"], p["source_fold"], self.theta0)
+        inputs = load_inputs(layout, target, fold, list(unit.sources), unit.source_fold, self.theta0)
         signature = _signature(config, unit, self.theta0)
         settings = replace(fit_settings(config), epochs=signature["epochs"])
         ctx = MergeContext(
@@ -347,8 +387,8 @@ class _Runner:
         log.info(
             "merge %s: %d sources (%s), %d train / %d test patients, %d epochs on %s",
             unit.key,
-            len(p["sources"]),
-            ", ".join(p["sources"]),
+            len(unit.sources),
+            ", ".join(unit.sources),
             len(split.train),
             len(split.test),
             settings.epochs,
@@ -395,10 +435,10 @@ class _Runner:
             run=run,
             target=target,
             fold=fold,
-            label=p.get("label", method.name),
+            label=unit.label or method.name,
             top_k=signature["options"].get("top_k"),
             gamma_selection=gamma_choice.to_dict() if gamma_choice else None,
-            source_choice=p.get("source_choice"),
+            source_choice=unit.source_choice,
             vector_sha256=inputs.vector_hashes,
             dim_in=bags.dim,
             model_config=to_plain(config.model),

@@ -14,21 +14,17 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import load_state_dict, save_state_dict
-from ..config.project import project_cancers, project_folds
-from ..errors import ConsistencyError, DataError, LockedError, MissingArtifactError, StephError
-from ..faults import point
-from ..fileio import os_error_message, read_json, sha256_file
-from ..layout import normalize_cancer
-from ..locks import hold
+from ..errors import ConsistencyError, DataError, MissingArtifactError
+from ..fileio import read_json, sha256_file
 from ..progress import NULL_PROGRESS, Progress
 from ..records import ModelRecord, TaskVectorRecord
 from ..report import StageReport, Status
 from ..task_vectors import load_task_vector, subtract
 from ..theta0 import Theta0, check_abmil_state, load_theta0, versions
-from ..units import WorkUnit
+from ..units import ModelUnit, Outcome, UnitLock, run_units
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -37,12 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGE = "task-vector"
-
-
-def _cancers(layout: ProjectLayout, config: ProjectConfig, cancers: Sequence[str] | None) -> list[str]:
-    if cancers:
-        return [normalize_cancer(c) for c in cancers]
-    return project_cancers(layout, config)
+MAX_LISTED = 12
+"""Models named in a "no trained model" error (the count of the others follows)."""
 
 
 def plan_task_vectors(
@@ -51,45 +43,36 @@ def plan_task_vectors(
     *,
     cancers: Sequence[str] | None = None,
     folds: Sequence[int] | None = None,
-) -> list[WorkUnit]:
-    """One unit per model (cancer x fold); ``folds`` None = every fold the project trains
-    (:func:`~steph.pipeline.train_source.project_folds`) and every trained fold.
-
-    A model counts as trained only when its record (``meta.json``) exists. With ``folds`` None,
-    such a fold whose model is not trained is still a unit (``params["trained"]`` False): the
-    stage fails it instead of silently leaving it out.
+) -> list[ModelUnit]:
+    """The stage's task list: one unit per (cancer, fold) that train-source is asked to train
+    (:func:`~steph.pipeline.train_source.plan_train_source`), plus, with ``folds`` None, every
+    fold already trained beyond those. It is built from the project's inputs, so that an array can
+    be generated before any model exists; whether a unit's model is trained is checked when it
+    runs (:class:`TaskVectorWorker`).
 
     Raises:
-        MissingArtifactError: a requested model is not trained (lists all, with the command),
-            or no model is trained at all.
+        ConfigError: no cancers; MissingArtifactError: a cancer without split files.
     """
-    units: list[WorkUnit] = []
-    missing: list[tuple[str, int]] = []
-    for cancer in _cancers(layout, config, cancers):
-        trained = [k for k in layout.model_folds(cancer) if layout.model_meta(cancer, k).is_file()]
-        if folds is not None:
-            chosen = [int(k) for k in folds]
-            missing += [(cancer, k) for k in chosen if k not in trained]
-            chosen = [k for k in chosen if k in trained]
-        else:
-            chosen = sorted(set(trained) | set(project_folds(layout, config, cancer))) if trained else []
-        for fold in chosen:
-            outputs = (layout.task_vector(cancer, fold), layout.task_vector_meta(cancer, fold))
-            params = {"cancer": cancer, "fold": int(fold), "trained": fold in trained}
-            units.append(WorkUnit(STAGE, f"{cancer}/fold_{fold}", outputs, params))
-    if missing:
-        listing = ", ".join(f"{c} fold {k}" for c, k in missing)
-        first = missing[0]
-        raise MissingArtifactError(
-            f"no trained model for {listing} (expected {layout.model_meta(*first)})",
-            hint=f"train them first, e.g. `stephctl -p {layout.root} train-source --cancer {first[0]} --fold {first[1]}`",
-        )
-    if not any(u.params["trained"] for u in units):
-        raise MissingArtifactError(
-            f"no trained cancer models under {layout.models_root}",
-            hint=f"run `stephctl -p {layout.root} train-source` first",
-        )
+    from .train_source import plan_train_source
+
+    by_cancer: dict[str, list[int]] = {}
+    for model in plan_train_source(layout, config, cancers=cancers, folds=folds):
+        by_cancer.setdefault(model.cancer, []).append(model.fold)
+    units: list[ModelUnit] = []
+    for cancer, planned in by_cancer.items():
+        chosen = planned if folds is not None else sorted(set(planned) | set(_trained(layout, cancer)))
+        units.extend(_unit(layout, cancer, k) for k in chosen)
     return units
+
+
+def _unit(layout: ProjectLayout, cancer: str, fold: int) -> ModelUnit:
+    outputs = (layout.task_vector(cancer, fold), layout.task_vector_meta(cancer, fold))
+    return ModelUnit(STAGE, f"{cancer}/fold_{fold}", outputs, cancer=cancer, fold=int(fold))
+
+
+def _trained(layout: ProjectLayout, cancer: str) -> list[int]:
+    """Folds of ``cancer`` whose model record (``meta.json``, written last) exists."""
+    return [k for k in layout.model_folds(cancer) if layout.model_meta(cancer, k).is_file()]
 
 
 def _model_record(layout: ProjectLayout, cancer: str, fold: int) -> ModelRecord:
@@ -103,7 +86,7 @@ def _model_record(layout: ProjectLayout, cancer: str, fold: int) -> ModelRecord:
     return ModelRecord.from_json(data, str(path))
 
 
-def check_models(layout: ProjectLayout, units: Sequence[WorkUnit], theta0: Theta0) -> None:
+def check_models(layout: ProjectLayout, units: Sequence[ModelUnit], theta0: Theta0) -> None:
     """Refuse, before any work, models that did not start from the project's theta0.
 
     Raises:
@@ -112,7 +95,7 @@ def check_models(layout: ProjectLayout, units: Sequence[WorkUnit], theta0: Theta
     """
     problems: list[str] = []
     for unit in units:
-        cancer, fold = unit.params["cancer"], unit.params["fold"]
+        cancer, fold = unit.cancer, unit.fold
         record = _model_record(layout, cancer, fold)
         recorded = record.theta0_sha256
         if recorded != theta0.sha256:
@@ -165,7 +148,7 @@ def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: The
             hint=f"retrain it with `stephctl train-source --cancer {cancer} --fold {fold} --overwrite`",
         )
     tau = subtract(state, theta0.state)
-    provenance = {
+    provenance: dict[str, Any] = {
         "kind": "task_vector",
         "cancer": cancer,
         "fold": fold,
@@ -186,6 +169,80 @@ def write_task_vector(layout: ProjectLayout, cancer: str, fold: int, theta0: The
     return record
 
 
+class TaskVectorWorker:
+    """Writes the task vector of one unit; theta0 is loaded and every trained model of the run
+    is checked against it once, before the first unit (:meth:`prepare`)."""
+
+    def __init__(self, layout: ProjectLayout, theta0: Theta0, trained: set[tuple[str, int]]) -> None:
+        self.layout, self.theta0, self.trained = layout, theta0, trained
+
+    @classmethod
+    def prepare(
+        cls, layout: ProjectLayout, config: ProjectConfig, units: Sequence[ModelUnit], *, named: bool = True
+    ) -> TaskVectorWorker:
+        """Load theta0 and refuse, before any work, models that did not start from it.
+
+        Args:
+            named: The units were asked for one by one (``--fold K``, a task): every one needs
+                its trained model. Otherwise a unit without one fails alone, unless none has one.
+
+        Raises:
+            MissingArtifactError: a named unit (or, unnamed, every unit) has no trained model
+                (lists them, with the command), or theta0 is missing.
+            ConsistencyError: a trained model did not start from the project's theta0
+                (:func:`check_models`).
+        """
+        trained = {(u.cancer, u.fold) for u in units if layout.model_meta(u.cancer, u.fold).is_file()}
+        missing = [u for u in units if (u.cancer, u.fold) not in trained]
+        if missing and (named or len(missing) == len(units)):
+            _no_models(layout, missing)
+        theta0 = load_theta0(layout, model=config.model)
+        check_models(layout, [u for u in units if (u.cancer, u.fold) in trained], theta0)
+        return cls(layout, theta0, trained)
+
+    def refuse(self, unit: ModelUnit) -> str | None:
+        if (unit.cancer, unit.fold) in self.trained:
+            return None
+        return (
+            f"no trained model (no record {self.layout.model_meta(unit.cancer, unit.fold)}; "
+            f"hint: `stephctl -p {self.layout.root} train-source --cancer {unit.cancer} --fold {unit.fold}`)"
+        )
+
+    def skipped(self, unit: ModelUnit, *, by_other: bool) -> Outcome:
+        why = "written by another process" if by_other else "exists (use --overwrite to recompute)"
+        return Outcome(Status.SKIPPED, why)
+
+    def lock(self, unit: ModelUnit) -> UnitLock:
+        meta = self.layout.task_vector_meta(unit.cancer, unit.fold)
+        return UnitLock(meta, f"task vector {unit.key}", record=meta)
+
+    def run(self, unit: ModelUnit) -> Outcome:
+        record = write_task_vector(self.layout, unit.cancer, unit.fold, self.theta0)
+        sha = str(record.sha256)
+        log.info("task vector %s written (sha256 %s)", unit.key, sha[:12])
+        return Outcome(
+            Status.DONE, f"sha256 {sha[:12]}", {"path": str(self.layout.task_vector(unit.cancer, unit.fold))}
+        )
+
+
+def _no_models(layout: ProjectLayout, units: Sequence[ModelUnit]) -> None:
+    """Raise: none of ``units`` has a trained model."""
+    listing = ", ".join(f"{u.cancer} fold {u.fold}" for u in units[:MAX_LISTED])
+    if len(units) > MAX_LISTED:
+        listing += f" and {len(units) - MAX_LISTED} more"
+    first = units[0]
+    raise MissingArtifactError(
+        f"no trained model for {listing} (expected {layout.model_meta(first.cancer, first.fold)})",
+        hint=f"train them first, e.g. `stephctl -p {layout.root} train-source --cancer {first.cancer} --fold {first.fold}`",
+    )
+
+
+def finish_report(layout: ProjectLayout, report: StageReport) -> StageReport:
+    """The stage's outputs: the task-vector folder."""
+    report.outputs["directory"] = str(layout.task_vectors_root)
+    return report
+
+
 def compute_task_vectors(
     layout: ProjectLayout,
     config: ProjectConfig,
@@ -195,69 +252,23 @@ def compute_task_vectors(
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
-    """Write the task vector of every planned model (skipping done ones unless ``overwrite``).
+    """Write the task vector of every planned model (skipping done ones unless ``overwrite``);
+    the stage ``task-vector`` on :func:`plan_task_vectors` (a unit without a trained model fails).
 
     Raises:
-        MissingArtifactError: theta0 or a requested model is missing.
+        MissingArtifactError: theta0 is missing, or no planned model is trained.
         ConsistencyError: a model did not start from the project's theta0 (see :func:`check_models`).
     """
     units = plan_task_vectors(layout, config, cancers=cancers, folds=folds)
-    theta0 = load_theta0(layout, model=config.model)
-    check_models(layout, [u for u in units if u.params["trained"]], theta0)
-    report = StageReport(STAGE)
-    progress.start("task vectors", len(units), unit="models")
-    try:
-        for unit in units:
-            if not unit.params["trained"]:
-                cancer, fold = unit.params["cancer"], unit.params["fold"]
-                report.add(
-                    unit.key,
-                    Status.FAILED,
-                    f"no trained model (no record {layout.model_meta(cancer, fold)}; "
-                    f"hint: `stephctl -p {layout.root} train-source --cancer {cancer} --fold {fold}`)",
-                )
-            elif unit.done and not overwrite:
-                report.add(unit.key, Status.SKIPPED, "exists (use --overwrite to recompute)")
-            else:
-                _run_unit(layout, unit, theta0, overwrite, report)
-            progress.advance("task vectors", 1, item=unit.key)
-    finally:
-        progress.finish("task vectors")
-    report.outputs["directory"] = str(layout.task_vectors_root)
-    return report
-
-
-def _run_unit(
-    layout: ProjectLayout, unit: WorkUnit, theta0: Theta0, overwrite: bool, report: StageReport
-) -> None:
-    cancer, fold = unit.params["cancer"], unit.params["fold"]
-    meta = layout.task_vector_meta(cancer, fold)
-    try:
-        with hold(meta, what=f"task vector {unit.key}", stage=STAGE):
-            if unit.done and not overwrite:  # another process finished it meanwhile
-                report.add(unit.key, Status.SKIPPED, "written by another process")
-                return
-            meta.unlink(missing_ok=True)  # written last: absent until the vector is complete
-            point(f"{STAGE}:locked")
-            record = write_task_vector(layout, cancer, fold, theta0)
-    except LockedError as exc:
-        report.add(unit.key, Status.LOCKED, str(exc))
-        return
-    except StephError as exc:
-        log.error("task vector %s failed: %s", unit.key, exc)
-        report.add(unit.key, Status.FAILED, str(exc))
-        return
-    except OSError as exc:
-        message = os_error_message(exc, f"task vector {unit.key}")
-        log.error("%s", message)
-        report.add(unit.key, Status.FAILED, message)
-        return
-    sha = str(record.sha256)
-    log.info("task vector %s written (sha256 %s)", unit.key, sha[:12])
-    report.add(unit.key, Status.DONE, f"sha256 {sha[:12]}", path=str(layout.task_vector(cancer, fold)))
+    worker = TaskVectorWorker.prepare(layout, config, units, named=bool(folds))
+    report = run_units(
+        STAGE, units, worker, overwrite=overwrite, progress=progress, label="task vectors", unit_name="models"
+    )
+    return finish_report(layout, report)
 
 
 __all__ = [
+    "TaskVectorWorker",
     "check_models",
     "compute_task_vectors",
     "load_task_vector",

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING
 from ..checkpoints import load_reference_checkpoint
 from ..config.project import project_cancers, project_folds
 from ..data import Cohort, Split, check_features, load_cohort, load_split, open_bags
-from ..errors import ConfigError, ConsistencyError, LockedError, MissingArtifactError, StephError
-from ..faults import point
-from ..fileio import os_error_message, sha256_file
+from ..errors import ConfigError, ConsistencyError, MissingArtifactError, StephError
+from ..fileio import sha256_file
 from ..layout import CANCER_SPECIFIC, normalize_cancer
 from ..locks import hold
 from ..logs import run_log
@@ -31,12 +30,13 @@ from ..predictions import format_c
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..runtime import resolve_device, set_deterministic
-from ..theta0 import check_abmil_state, ensure_theta0, load_theta0, theta0_dim_in
-from ..units import WorkUnit
+from ..theta0 import Theta0, check_abmil_state, ensure_theta0, load_theta0, theta0_dim_in
+from ..units import ModelUnit, Outcome, UnitLock, run_units
 from ._source_model import UnitContext, prepare_outputs, train_unit, write_meta, write_outputs
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
+    from ..data import BagStore
     from ..layout import ProjectLayout
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def plan_train_source(
     *,
     cancers: Sequence[str] | None = None,
     folds: Sequence[int] | None = None,
-) -> list[WorkUnit]:
+) -> list[ModelUnit]:
     """The (cancer, fold) units of the stage, done or not."""
     units = []
     for cancer in resolve_cancers(layout, config, cancers):
@@ -84,12 +84,12 @@ def plan_train_source(
                 layout.model_metrics(cancer, fold),
                 layout.model_meta(cancer, fold),
             )
-            units.append(WorkUnit(STAGE, f"{cancer}/fold_{fold}", outputs, {"cancer": cancer, "fold": fold}))
+            units.append(ModelUnit(STAGE, f"{cancer}/fold_{fold}", outputs, cancer=cancer, fold=int(fold)))
     return units
 
 
 def _validate(
-    layout: ProjectLayout, config: ProjectConfig, units: Sequence[WorkUnit]
+    layout: ProjectLayout, config: ProjectConfig, units: Sequence[ModelUnit]
 ) -> tuple[dict[str, tuple[Cohort, dict[int, Split]]], int | None, dict[str, StephError]]:
     """Load and check every cohort, split and feature file of ``units``.
 
@@ -107,7 +107,7 @@ def _validate(
     failed: dict[str, StephError] = {}
     bad_labels: dict[str, StephError] = {}
     for unit in units:
-        cancer, fold = unit.params["cancer"], unit.params["fold"]
+        cancer, fold = unit.cancer, unit.fold
         if cancer in bad_labels:
             failed[unit.key] = bad_labels[cancer]
             continue
@@ -137,9 +137,7 @@ def _validate(
             )
             dims.setdefault(dim, cancer)
         except StephError as exc:
-            failed.update(
-                {u.key: exc for u in units if u.params["cancer"] == cancer and u.params["fold"] in splits}
-            )
+            failed.update({u.key: exc for u in units if u.cancer == cancer and u.fold in splits})
             del prepared[cancer]
     if len(dims) > 1:
         listing = ", ".join(f"{c} D={d}" for d, c in dims.items())
@@ -147,8 +145,6 @@ def _validate(
             f"feature dimensions differ between cancers ({listing}); all models share one theta0",
             hint=f"extract every cancer with the same encoder (encoder: {config.encoder})",
         )
-    for key, exc in failed.items():
-        log.error("%s: %s", key, exc)
     return prepared, next(iter(dims), None), failed
 
 
@@ -170,7 +166,8 @@ def train_source_models(
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
-    """Train the cancer-specific models of ``cancers`` x ``folds`` (default: all).
+    """Train the cancer-specific models of ``cancers`` x ``folds`` (default: all): the stage
+    ``train-source`` on :func:`plan_train_source` (:func:`run_models`).
 
     A bad input of one cancer (labels, a split, features) fails that cancer's units (that fold's,
     for a split), named in the report with its fix; the other cancers still train.
@@ -180,46 +177,120 @@ def train_source_models(
             because of one input (e.g. the only requested cancer's labels); nothing is written.
         ConsistencyError: the cancers' feature dimensions differ.
     """
-    report = StageReport(STAGE)
-    todo = []
-    for unit in plan_train_source(layout, config, cancers=cancers, folds=folds):
-        if unit.done and not overwrite:
-            report.add(unit.key, Status.SKIPPED, "already trained (--overwrite to retrain)")
-        else:
-            todo.append(unit)
-    if not todo:
-        return report
-    prepared, dim, failed = _validate(layout, config, todo)
-    if dim is None and len({id(exc) for exc in failed.values()}) == 1:
-        raise next(iter(failed.values()))  # one input error stops every unit: exit 1, no theta0
-    for unit in todo:
-        if unit.key in failed:
-            report.add(unit.key, Status.FAILED, str(failed[unit.key]))
-    todo = [unit for unit in todo if unit.key not in failed]
-    if dim is None:
-        return report
-    device = resolve_device(config.train.device)
+    units = plan_train_source(layout, config, cancers=cancers, folds=folds)
+    return run_models(layout, config, units, overwrite=overwrite, progress=progress)
+
+
+def run_models(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    units: Sequence[ModelUnit],
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> StageReport:
+    """Train ``units`` (of :func:`plan_train_source`): every input is checked first
+    (:meth:`TrainSourceWorker.prepare`), then each unit trains under its lock (:func:`run_units`)."""
+    worker = TrainSourceWorker.prepare(
+        layout, config, [u for u in units if overwrite or not u.done], progress
+    )
+    if worker.dim is None:  # nothing to run, or every unit to run failed its checks
+        return run_units(STAGE, units, worker, overwrite=overwrite, progress=progress, unit_name="models")
     set_deterministic(True)
     with run_log(layout.stage_log(STAGE, time.strftime("%Y%m%d-%H%M%S"))):
-        theta0 = ensure_theta0(layout, config, dim)
-        report.outputs["theta0_sha256"] = theta0.sha256
-        progress.start(STAGE, len(todo), unit="models")
-        for cancer, (cohort, splits) in prepared.items():
-            units = [u for u in todo if u.params["cancer"] == cancer]
-            try:  # reads every value: NaN/inf surface here, before this cancer trains
-                bags = open_bags(layout, config, cohort, _patients(splits.values()), progress=progress)
+        worker.theta0 = ensure_theta0(layout, config, worker.dim)
+        report = run_units(STAGE, units, worker, overwrite=overwrite, progress=progress, unit_name="models")
+    report.outputs["theta0_sha256"] = worker.theta0.sha256
+    return report
+
+
+class TrainSourceWorker:
+    """Trains one (cancer, fold) unit. Labels, splits and features of every unit to run are
+    checked, and theta0 loaded or created, once before the first unit (:meth:`prepare`); each
+    cancer's bags are read once, for all its folds, when its first unit runs."""
+
+    def __init__(
+        self,
+        layout: ProjectLayout,
+        config: ProjectConfig,
+        prepared: dict[str, tuple[Cohort, dict[int, Split]]],
+        dim: int | None,
+        failed: dict[str, StephError],
+        progress: Progress,
+    ) -> None:
+        self.layout, self.config, self.progress = layout, config, progress
+        self.prepared, self.dim, self.failed = prepared, dim, failed
+        self.theta0: Theta0 | None = None
+        """Loaded or created by the caller once the inputs passed (:func:`ensure_theta0`)."""
+        self.bags: dict[str, BagStore | StephError] = {}
+        self.device = resolve_device(config.train.device) if dim is not None else None
+
+    @classmethod
+    def prepare(
+        cls, layout: ProjectLayout, config: ProjectConfig, units: Sequence[ModelUnit], progress: Progress
+    ) -> TrainSourceWorker:
+        """Check the inputs of ``units`` (:func:`_validate`); nothing is checked without units.
+
+        Raises:
+            MissingArtifactError, DataError, ConfigError: every unit fails because of one input;
+                nothing is written.
+            ConsistencyError: the cancers' feature dimensions differ.
+        """
+        if not units:
+            return cls(layout, config, {}, None, {}, progress)
+        prepared, dim, failed = _validate(layout, config, units)
+        if dim is None and len({id(exc) for exc in failed.values()}) == 1:
+            raise next(iter(failed.values()))  # one input error stops every unit: exit 1, no theta0
+        return cls(layout, config, prepared, dim, failed, progress)
+
+    def refuse(self, unit: ModelUnit) -> str | None:
+        if unit.key in self.failed:
+            return str(self.failed[unit.key])
+        if unit.cancer not in self.prepared:
+            return f"{unit.key}: its inputs were not checked"  # only units of prepare() run
+        bags = self._bags(unit.cancer)
+        if isinstance(bags, StephError):
+            return bags.message
+        split = self.prepared[unit.cancer][1][unit.fold]
+        return too_few_for_a_batch(len(split.train), self.config.train.batch_size, unit.key, STAGE)
+
+    def _bags(self, cancer: str) -> BagStore | StephError:
+        """The bags of every patient of ``cancer``'s splits, read once (every value: NaN/inf
+        surface here, before the cancer trains); the error instead when they cannot be read."""
+        if cancer not in self.bags:
+            cohort, splits = self.prepared[cancer]
+            try:
+                self.bags[cancer] = open_bags(
+                    self.layout, self.config, cohort, _patients(splits.values()), progress=self.progress
+                )
             except StephError as exc:
                 log.error("%s: %s", cancer, exc)
-                for unit in units:
-                    report.add(unit.key, Status.FAILED, exc.message)
-                progress.advance(STAGE, len(units))
-                continue
-            for unit in units:
-                ctx = UnitContext(layout, config, cohort, splits[unit.params["fold"]], bags, theta0, device)
-                _run_unit(ctx, unit, overwrite, report, progress)
-                progress.advance(STAGE, 1, item=unit.key)
-        progress.finish(STAGE)
-    return report
+                self.bags[cancer] = exc
+        return self.bags[cancer]
+
+    def skipped(self, unit: ModelUnit, *, by_other: bool) -> Outcome:
+        why = "trained by another process" if by_other else "already trained (--overwrite to retrain)"
+        return Outcome(Status.SKIPPED, why)
+
+    def lock(self, unit: ModelUnit) -> UnitLock:
+        return UnitLock(
+            self.layout.model_weights(unit.cancer, unit.fold),
+            f"{unit.key} model",
+            (self.layout.results_dir(unit.cancer, CANCER_SPECIFIC, unit.fold),),
+            where=unit.key,
+        )
+
+    def run(self, unit: ModelUnit) -> Outcome:
+        cohort, splits = self.prepared[unit.cancer]
+        bags = self._bags(unit.cancer)
+        assert self.theta0 is not None and self.device is not None and not isinstance(bags, StephError)
+        ctx = UnitContext(self.layout, self.config, cohort, splits[unit.fold], bags, self.theta0, self.device)
+        metrics = train_unit(ctx, progress=self.progress)
+        return Outcome(
+            Status.DONE,
+            f"test C-index {format_c(metrics['c_index'])} (n={metrics['n']}, events={metrics['events']})",
+            {"c_index": metrics["c_index"], "n": metrics["n"], "events": metrics["events"]},
+        )
 
 
 def too_few_for_a_batch(n_train: int, batch_size: int, where: str, stage: str) -> str | None:
@@ -235,48 +306,6 @@ def too_few_for_a_batch(n_train: int, batch_size: int, where: str, stage: str) -
         "so an epoch has 0 optimiser steps and the model would stay at theta0 "
         f"(hint: set train.batch_size to at most {max(n_train, 1)} in stephctl.yaml, or use folds "
         f"with more training patients, then rerun `stephctl {stage}`)"
-    )
-
-
-def _run_unit(
-    ctx: UnitContext, unit: WorkUnit, overwrite: bool, report: StageReport, progress: Progress
-) -> None:
-    why = too_few_for_a_batch(len(ctx.split.train), ctx.config.train.batch_size, unit.key, STAGE)
-    if why is not None:
-        log.error("%s", why)
-        report.add(unit.key, Status.FAILED, why)
-        return
-    try:
-        with hold(
-            ctx.layout.model_weights(ctx.cancer, ctx.fold),
-            what=f"{unit.key} model",
-            stage=STAGE,
-            temp_dirs=[ctx.layout.results_dir(ctx.cancer, CANCER_SPECIFIC, ctx.fold)],
-        ):
-            if unit.done and not overwrite:  # another process finished it meanwhile
-                report.add(unit.key, Status.SKIPPED, "trained by another process")
-                return
-            point(f"{STAGE}:locked")
-            metrics = train_unit(ctx, progress=progress)
-    except LockedError as exc:
-        report.add(unit.key, Status.LOCKED, str(exc))
-        return
-    except StephError as exc:
-        log.error("%s failed: %s", unit.key, exc)
-        report.add(unit.key, Status.FAILED, str(exc))
-        return
-    except OSError as exc:
-        message = os_error_message(exc, unit.key)
-        log.error("%s", message)
-        report.add(unit.key, Status.FAILED, message)
-        return
-    report.add(
-        unit.key,
-        Status.DONE,
-        f"test C-index {format_c(metrics['c_index'])} (n={metrics['n']}, events={metrics['events']})",
-        c_index=metrics["c_index"],
-        n=metrics["n"],
-        events=metrics["events"],
     )
 
 

@@ -15,12 +15,12 @@ Stages are registered in :data:`STAGES`; a package adds one with an entry point 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..progress import NULL_PROGRESS, Progress
 from ..registry import Registry
-from .base import Stage, task_index_from_env, unit_runner
+from .base import RunUnits, Stage, task_index_from_env
 from .evaluate import EvaluateSelection
 from .extract import ExtractSelection
 from .merge import MergeSelection
@@ -29,9 +29,7 @@ from .train_source import TrainSourceSelection
 from .transfer import TransferSelection
 
 if TYPE_CHECKING:
-    from ..config import ProjectConfig
     from ..config.project import Project, open_project, project_cancers, project_folds
-    from ..layout import ProjectLayout
     from ..report import StageReport
     from ..units import WorkUnit
 
@@ -41,25 +39,23 @@ __all__ = [
     "ExtractSelection",
     "MergeSelection",
     "Project",
+    "RunUnits",
     "Stage",
     "TaskVectorSelection",
     "TrainSourceSelection",
     "TransferSelection",
     "get_stage",
-    "list_tasks",
     "open_project",
-    "pin_args",
     "plan",
     "project_cancers",
     "project_folds",
     "run",
-    "run_task",
     "run_unit",
+    "run_units",
     "stage_names",
     "stage_of",
     "stages",
     "task_index_from_env",
-    "unit_runner",
 ]
 
 _LAZY = ("Project", "open_project", "project_cancers", "project_folds")
@@ -75,7 +71,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-STAGES: Registry[Stage[Any]] = Registry(
+STAGES: Registry[Stage[Any, Any]] = Registry(
     "stage",
     "stephctl.stages",
     builtin="steph.stages.builtin:register",
@@ -84,7 +80,7 @@ STAGES: Registry[Stage[Any]] = Registry(
 """Every stage, built-in and plugin, by name."""
 
 
-def stages() -> list[Stage[Any]]:
+def stages() -> list[Stage[Any, Any]]:
     """Every registered stage, in pipeline order."""
     return sorted((STAGES.get(name) for name in STAGES.names()), key=lambda s: (s.order, s.name))
 
@@ -94,7 +90,7 @@ def stage_names() -> list[str]:
     return [stage.name for stage in stages()]
 
 
-def get_stage(name: str) -> Stage[Any]:
+def get_stage(name: str) -> Stage[Any, Any]:
     """The stage called ``name``.
 
     Raises:
@@ -103,7 +99,7 @@ def get_stage(name: str) -> Stage[Any]:
     return STAGES.get(name)
 
 
-def stage_of(selection: object) -> Stage[Any]:
+def stage_of(selection: object) -> Stage[Any, Any]:
     """The stage whose selection type ``selection`` is.
 
     Raises:
@@ -128,11 +124,33 @@ def run(
     *,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
-    **options: Any,
+    devices: Sequence[str] = (),
 ) -> StageReport:
     """Run ``selection``'s stage on the whole selection; finished units are skipped unless
     ``overwrite``. Returns the stage's report (``EvaluationReport`` for evaluate)."""
-    return stage_of(selection).run(project, selection, overwrite=overwrite, progress=progress, **options)
+    return stage_of(selection).run(
+        project, selection, overwrite=overwrite, progress=progress, devices=devices
+    )
+
+
+def run_units(
+    project: Project,
+    units: Sequence[WorkUnit],
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    devices: Sequence[str] = (),
+) -> StageReport:
+    """Run units of a :func:`plan` (of one stage) in this process, each under its lock; done ones
+    are skipped unless ``overwrite``. A unit whose input is missing stops the run (exit 1)."""
+    names = sorted({unit.stage for unit in units})
+    if len(names) > 1:
+        raise ValueError(f"units of several stages ({', '.join(names)}): run each stage's units apart")
+    if not units:
+        raise ValueError("no units to run")
+    return get_stage(names[0]).run_units(
+        project, units, overwrite=overwrite, progress=progress, devices=devices
+    )
 
 
 def run_unit(
@@ -141,42 +159,7 @@ def run_unit(
     *,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
-    **options: Any,
+    devices: Sequence[str] = (),
 ) -> StageReport:
-    """Run one unit of a :func:`plan` (by its own stage)."""
-    return get_stage(unit.stage).run_unit(project, unit, overwrite=overwrite, progress=progress, **options)
-
-
-# -- for callers that hold a layout and a config (and a selection as a mapping) ---------------------
-def list_tasks(
-    stage: str, layout: ProjectLayout, config: ProjectConfig, selection: object | None = None
-) -> list[WorkUnit]:
-    """The task list of ``stage`` for ``selection`` (its selection, or a mapping of its fields)."""
-    from ..config.project import Project
-
-    chosen = get_stage(stage)
-    return chosen.plan(Project(layout, config), chosen.select(selection))  # type: ignore[arg-type]
-
-
-def pin_args(stage: str, units: Sequence[WorkUnit]) -> list[str]:
-    """Options to add to every task's command line so that it sees the same list."""
-    return get_stage(stage).pins(units)
-
-
-def run_task(
-    stage: str,
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    index: int,
-    selection: object | Mapping[str, Any] | None = None,
-    *,
-    overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
-    **options: Any,
-) -> StageReport:
-    """Run unit ``index`` of the task list of ``stage`` (:meth:`Stage.run_task`)."""
-    from ..config.project import Project
-
-    return get_stage(stage).run_task(
-        Project(layout, config), index, selection, overwrite=overwrite, progress=progress, **options
-    )
+    """Run one unit of a :func:`plan` (:func:`run_units` of that one unit)."""
+    return run_units(project, [unit], overwrite=overwrite, progress=progress, devices=devices)

@@ -1,14 +1,15 @@
-"""The stage contract: a typed selection, a plan of units, and a run of all or one of them.
+"""The stage contract: a typed selection, one plan of typed units, and the unit loop.
 
 Every stage (``extract``, ``train-source``, ``task-vector``, ``merge``, ``evaluate`` and any
 plugin's) is one :class:`Stage`. The CLI command, ``--list-tasks``/``--task-index``, ``stephctl
 slurm``, ``stephctl status`` and the Python API all go through it:
 
-    command -> selection -> stage.plan(project, selection) -> stage.run / stage.run_unit
+    command -> selection -> stage.plan(project, selection) -> stage.run_units(project, units)
 
-A plan is the stage's *task list*. A Slurm array task ``I`` runs unit ``I`` of it, so the list is
-built from the stage's inputs (the config, the manifest, the split files), never from what
-earlier stages produced, and stays the same while the array runs:
+A plan is the stage's *task list*. A Slurm array task ``I`` runs unit ``I`` of it (or a slice of
+it: :meth:`Stage.run_units` takes any list of units of the plan and runs them in one process), so
+the list is built from the stage's inputs (the config, the manifest, the split files), never from
+what earlier stages produced, and stays the same while the array runs:
 
 ========================  ==========================================  ====================================
 stage                     one unit                                    enumerated from
@@ -21,9 +22,14 @@ stage                     one unit                                    enumerated
 ``transfer``              target (every source model and fold)        cancers + ``evaluation_only``
 ========================  ==========================================  ====================================
 
-Running a unit runs the stage restricted to that unit, so locking, skipping of done units and
-atomic writes are the stage's own. A unit whose outputs all exist is reported as skipped
-without loading anything.
+``run_units`` is where a stage's units are run: each one under its lock, a done one skipped by
+its outputs, every outcome reported (:func:`steph.units.run_units`, the one unit loop). A whole
+run is ``run_units`` on the plan of the selection; ``extract``, ``evaluate`` and ``transfer``
+keep a run of their own for a whole selection (extract: sharded by the array's own variables or
+over several devices; evaluate: every target *with results*, summarised together; transfer: the
+study outputs over every finished target). An array task runs units by index
+(:meth:`Stage.run_task`, :meth:`Stage.run_tasks`): an error of a unit's inputs fails its units
+(exit 2) instead of stopping the command, and a unit held by a live process is waited for.
 """
 
 from __future__ import annotations
@@ -31,8 +37,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ..errors import (
     ConfigError,
@@ -45,24 +51,85 @@ from ..errors import (
 )
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
+from ..units import WorkUnit
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ..config.project import Project
     from ..locks import LockInfo
-    from ..units import WorkUnit
 
 S = TypeVar("S")
+U = TypeVar("U", bound=WorkUnit)
+U_contra = TypeVar("U_contra", bound=WorkUnit, contravariant=True)
+S_contra = TypeVar("S_contra", contravariant=True)
 TASK_ID_ENV = "SLURM_ARRAY_TASK_ID"
+
+
+class RunUnits(Protocol[U_contra]):
+    """A stage's run of a list of units of its plan, in one process."""
+
+    def __call__(
+        self,
+        project: Project,
+        units: Sequence[U_contra],
+        *,
+        overwrite: bool = False,
+        progress: Progress = NULL_PROGRESS,
+        named: bool = True,
+        devices: Sequence[str] = (),
+    ) -> StageReport:
+        """Run ``units``; done ones are skipped unless ``overwrite``.
+
+        ``named``: the units were asked for one by one (a task list, ``--fold K``), so a unit whose
+        input is missing stops the run with the error (exit 1) instead of failing alone (exit 2).
+        ``devices``: extract's worker processes, one per device (other stages have none).
+        """
+        ...
+
+
+class RunSelection(Protocol[S_contra]):
+    """A stage's own run of a whole selection (extract, evaluate; see the module docstring)."""
+
+    def __call__(
+        self,
+        project: Project,
+        selection: S_contra,
+        *,
+        overwrite: bool = False,
+        progress: Progress = NULL_PROGRESS,
+        devices: Sequence[str] = (),
+    ) -> StageReport: ...
+
+
+@dataclass
+class Survey:
+    """What ``stephctl status`` shows of a stage: one row of units, each in a group (a cancer or
+    a target), done or not by its outputs, and why (part of) the stage cannot be planned.
+
+    Attributes:
+        row: The row's name (the stage's, or what it makes: extract's row is ``features``).
+        units: ``(group, unit)`` pairs.
+        errors: Why (part of) the stage could not be planned.
+        notes: What the counts cannot say (feature files present but incomplete ...).
+    """
+
+    row: str
+    units: list[tuple[str, WorkUnit]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _no_pins(units: Sequence[WorkUnit]) -> list[str]:
     return []
 
 
+def _never_named(project: Project, selection: Any) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
-class Stage(Generic[S]):
+class Stage(Generic[S, U]):
     """One pipeline stage.
 
     Attributes:
@@ -70,58 +137,86 @@ class Stage(Generic[S]):
         order: Position in the pipeline (commands, ``stephctl slurm`` and status list stages in
             this order).
         selection: The stage's selection dataclass (what to process); every field has a default.
-        plan: ``(project, selection) -> units``: the task list, from the stage's inputs only.
-        run: ``(project, selection, *, overwrite=, progress=, **options) -> report``: the whole
-            selection in one process.
-        run_unit: ``(project, unit, *, overwrite=, progress=, **options) -> report``: one unit of
-            the plan.
-        lock_roots: ``project -> folders`` holding the stage's lock files (``--clear-stale-locks``).
+        plan: ``(project, selection) -> units``: the task list, from the stage's inputs only; a
+            unit is the stage's own :class:`~steph.units.WorkUnit` subclass.
+        run_units: ``(project, units, *, overwrite=, progress=, named=, devices=) -> report``
+            (:class:`RunUnits`): any list of units of the plan, in one process.
+        lock_roots: ``project -> folders`` holding the stage's lock files (``--clear-stale-locks``,
+            and the stage ``stephctl status`` names as a lock's owner).
         gpus: Whether a task of this stage wants a GPU (Slurm arrays).
         pins: Command-line options that keep the task list stable between generating an array and
             running its tasks (extract's ``--num-shards N``).
-        run_units: ``(project, units, *, overwrite=, progress=, **options) -> report``: several
-            units of the plan in one call, each input read once for all of them (train-source
-            reads a cancer's features once for its folds); None: :attr:`run_unit` for each.
+        named: Whether a selection names its units one by one (``--fold K``): then a unit with a
+            missing input stops the whole run (see :class:`RunUnits`). Default: never.
+        run_selection: The stage's own run of a whole selection (:class:`RunSelection`), when it
+            is not ``run_units`` on the plan (extract, evaluate).
+        survey: ``project -> Survey``: the stage's row in ``stephctl status`` (default: the plan
+            of the default selection, grouped by the key's first part, ``BRCA`` of
+            ``BRCA/fold_0``).
+        in_status: Whether the stage has a row in ``stephctl status`` (evaluate has none: its
+            outcome is the results table).
     """
 
     name: str
     order: int
     selection: type[S]
-    plan: Callable[[Project, S], list[WorkUnit]]
-    run: Callable[..., StageReport]
-    run_unit: Callable[..., StageReport]
+    plan: Callable[[Project, S], list[U]]
+    run_units: RunUnits[U]
     lock_roots: Callable[[Project], list[Path]]
     gpus: bool = True
-    pins: Callable[[Sequence[WorkUnit]], list[str]] = _no_pins
-    run_units: Callable[..., StageReport] | None = None
+    pins: Callable[[Sequence[U]], list[str]] = _no_pins
+    named: Callable[[Project, S], bool] = _never_named
+    run_selection: RunSelection[S] | None = None
+    survey: Callable[[Project], Survey] | None = None
+    in_status: bool = True
 
-    def select(self, selection: S | Mapping[str, Any] | None = None) -> S:
-        """``selection`` as this stage's selection type (a mapping gives its fields by name).
+    def status(self, project: Project) -> Survey | None:
+        """The stage's row in ``stephctl status`` (:attr:`survey`), None when it has none."""
+        from ..errors import StephError
 
-        Raises:
-            ConfigError: a mapping key that is not a field of the selection.
-        """
-        if isinstance(selection, self.selection):
-            return selection
-        values = dict(selection or {})
-        known = {f.name for f in fields(self.selection)}  # type: ignore[arg-type]
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"{self.name}: unknown selection field(s) {', '.join(unknown)}",
-                hint=f"fields of {self.selection.__name__}: {', '.join(sorted(known))}",
+        if not self.in_status:
+            return None
+        if self.survey is not None:
+            return self.survey(project)
+        survey = Survey(self.name)
+        try:
+            units = self.plan(project, self.selection())
+        except StephError as exc:
+            survey.errors.append(exc.message)
+            return survey
+        survey.units = [(unit.key.split("/", 1)[0], unit) for unit in units]
+        return survey
+
+    def run(
+        self,
+        project: Project,
+        selection: S,
+        *,
+        overwrite: bool = False,
+        progress: Progress = NULL_PROGRESS,
+        devices: Sequence[str] = (),
+    ) -> StageReport:
+        """Run the whole selection in this process (finished units are skipped unless
+        ``overwrite``)."""
+        if self.run_selection is not None:
+            return self.run_selection(
+                project, selection, overwrite=overwrite, progress=progress, devices=devices
             )
-        return self.selection(**values)
+        units = self.plan(project, selection)
+        named = self.named(project, selection)
+        return self.run_units(
+            project, units, overwrite=overwrite, progress=progress, named=named, devices=devices
+        )
 
     def run_task(
         self,
         project: Project,
         index: int,
-        selection: S | Mapping[str, Any] | None = None,
+        selection: S,
         *,
         overwrite: bool = False,
         progress: Progress = NULL_PROGRESS,
-        **options: Any,
+        devices: Sequence[str] = (),
     ) -> StageReport:
         """Run unit ``index`` of the plan (a Slurm array task).
 
@@ -132,73 +227,31 @@ class Stage(Generic[S]):
         Raises:
             ConfigError: ``index`` is outside the task list.
         """
-        units = self.plan(project, self.select(selection))
+        units = self.plan(project, selection)
         self._check_index(project, index, units)
         unit = units[index]
         if unit.done and not overwrite:
             report = StageReport(self.name)
             report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)", task_index=index)
             return report
-        report = self._run_waiting(project, unit, overwrite=overwrite, progress=progress, **options)
+        report = self._run_waiting(project, [unit], overwrite=overwrite, progress=progress, devices=devices)
         report.outputs["task"] = {"index": index, "key": unit.key, "of": len(units)}
         return report
-
-    def _run_waiting(
-        self, project: Project, unit: WorkUnit, *, overwrite: bool, progress: Progress, **options: Any
-    ) -> StageReport:
-        """Run ``unit``; when a live process holds it, wait for that process (at most
-        ``slurm.lock_wait_minutes``), then verify the unit's record: done by the other process
-        (skipped), else run it again (the other process failed or was killed)."""
-
-        def attempt() -> StageReport:
-            return _unit_errors_fail(
-                self.name,
-                [unit],
-                lambda: self.run_unit(project, unit, overwrite=overwrite, progress=progress, **options),
-            )
-
-        report = attempt()
-        if not any(item.status is Status.LOCKED for item in report.items):
-            return report
-        return self._after_lock(project, unit, report, attempt, overwrite=overwrite)
-
-    def _after_lock(
-        self,
-        project: Project,
-        unit: WorkUnit,
-        report: StageReport,
-        attempt: Callable[[], StageReport],
-        *,
-        overwrite: bool,
-    ) -> StageReport:
-        """``unit`` was found locked (``report``): wait for its holder, then verify its record."""
-        waited = wait_for_holders(unit, 60.0 * project.config.slurm.lock_wait_minutes)
-        if waited is None:
-            return report  # still held when the wait ran out: locked, exit 2
-        if unit.done and not overwrite:
-            done = StageReport(self.name)
-            done.add(
-                unit.key, Status.SKIPPED, f"done by another process (waited {waited:.0f} s for its lock)"
-            )
-            return done
-        return attempt()
 
     def run_tasks(
         self,
         project: Project,
         indices: Sequence[int],
-        selection: S | Mapping[str, Any] | None = None,
+        selection: S,
         *,
         overwrite: bool = False,
         progress: Progress = NULL_PROGRESS,
-        **options: Any,
+        devices: Sequence[str] = (),
     ) -> StageReport:
         """Run units ``indices`` of the plan in this one process (an array task running several
-        units: ``--task-index I-J``, ``stephctl slurm --units-per-task N``).
-
-        Python, torch and the configuration are loaded once; with :attr:`run_units` each input
-        is read once for all the units that use it. Units already done (and not ``overwrite``)
-        are skipped.
+        units: ``--task-index I-J``, ``stephctl slurm --units-per-task N``): Python, torch and the
+        configuration are loaded once, and :attr:`run_units` reads each input once for all the
+        units that use it. Units already done (and not ``overwrite``) are skipped.
 
         Returns:
             One report over the units, with ``outputs["tasks"]`` (indices, keys, list length).
@@ -206,7 +259,7 @@ class Stage(Generic[S]):
         Raises:
             ConfigError: an index is outside the task list (checked before any unit runs).
         """
-        units = self.plan(project, self.select(selection))
+        units = self.plan(project, selection)
         for index in indices:
             self._check_index(project, index, units)
         report = StageReport(self.name)
@@ -218,33 +271,7 @@ class Stage(Generic[S]):
             else:
                 todo.append(unit)
         if todo:
-            if self.run_units is not None:
-                run_units = self.run_units
-                part = _unit_errors_fail(
-                    self.name,
-                    todo,
-                    lambda: run_units(project, todo, overwrite=overwrite, progress=progress, **options),
-                )
-                locked = {item.key for item in part.items if item.status is Status.LOCKED}
-                for unit in (u for u in todo if u.key in locked):  # wait for their holders, then verify
-                    mine = StageReport(self.name, [i for i in part.items if i.key == unit.key])
-                    settled = self._after_lock(
-                        project,
-                        unit,
-                        mine,
-                        lambda unit=unit: self._run_waiting(
-                            project, unit, overwrite=overwrite, progress=progress, **options
-                        ),
-                        overwrite=overwrite,
-                    )
-                    at = next(n for n, item in enumerate(part.items) if item.key == unit.key)
-                    part.items[at : at + len(mine.items)] = settled.items
-            else:
-                part = StageReport(self.name)
-                for unit in todo:
-                    one = self._run_waiting(project, unit, overwrite=overwrite, progress=progress, **options)
-                    part.items.extend(one.items)
-                    part.outputs.update(one.outputs)
+            part = self._run_waiting(project, todo, overwrite=overwrite, progress=progress, devices=devices)
             report.items.extend(part.items)
             report.outputs.update(part.outputs)
         report.outputs["tasks"] = {
@@ -252,6 +279,56 @@ class Stage(Generic[S]):
             "keys": [units[i].key for i in indices],
             "of": len(units),
         }
+        return report
+
+    def _run_waiting(
+        self,
+        project: Project,
+        units: Sequence[U],
+        *,
+        overwrite: bool,
+        progress: Progress,
+        devices: Sequence[str],
+    ) -> StageReport:
+        """:attr:`run_units` on ``units`` (named), an error of their inputs failing them; a unit
+        a live process holds is waited for (at most ``slurm.lock_wait_minutes``), then skipped
+        when that process finished it, else run again (it failed or was killed)."""
+
+        def attempt(chosen: Sequence[U]) -> StageReport:
+            return _unit_errors_fail(
+                self.name,
+                chosen,
+                lambda: self.run_units(
+                    project, chosen, overwrite=overwrite, progress=progress, devices=devices
+                ),
+            )
+
+        report = attempt(units)
+        locked = {item.key for item in report.items if item.status is Status.LOCKED}
+        if not locked:
+            return report
+        keys = {item.key for item in report.items}
+        held = [u for u in units if u.key in locked or u.key not in keys]  # extract: items are slides
+        limit = 60.0 * project.config.slurm.lock_wait_minutes
+        for unit in held:
+            waited = wait_for_holders(unit, limit)
+            if waited is None:
+                continue  # still held when the wait ran out: locked, exit 2
+            if unit.done and not overwrite:
+                again = StageReport(self.name)
+                again.add(
+                    unit.key, Status.SKIPPED, f"done by another process (waited {waited:.0f} s for its lock)"
+                )
+            else:
+                again = attempt([unit])
+            if len(units) == 1:
+                return again
+            at = next((i for i, item in enumerate(report.items) if item.key == unit.key), None)
+            if at is None:
+                report.items.extend(again.items)
+            else:
+                report.items[at : at + 1] = again.items
+            report.outputs.update(again.outputs)
         return report
 
     def _check_index(self, project: Project, index: int, units: Sequence[WorkUnit]) -> None:
@@ -271,6 +348,10 @@ class Stage(Generic[S]):
         for root in self.lock_roots(project):
             removed.extend(clear_stale_locks(root))
         return removed
+
+    def owns(self, project: Project, path: Path) -> bool:
+        """Whether ``path`` (a lock file) lies under one of the stage's lock folders."""
+        return any(path.is_relative_to(root) for root in self.lock_roots(project))
 
 
 UNIT_ERRORS: tuple[type[StephError], ...] = (
@@ -328,34 +409,6 @@ def wait_for_holders(unit: WorkUnit, limit_s: float, *, poll_s: float = LOCK_POL
         time.sleep(poll_s)
 
 
-def unit_runner(
-    run: Callable[..., StageReport],
-    selection_of: Callable[[WorkUnit], Any],
-    options_of: Callable[[WorkUnit], Mapping[str, Any]] | None = None,
-) -> Callable[..., StageReport]:
-    """A stage's ``run_unit``: its ``run`` on the selection of exactly one unit of its plan.
-
-    Args:
-        run: The stage's ``run``.
-        selection_of: The selection that covers only ``unit`` (from ``unit.params``).
-        options_of: Run options of the unit itself (merge's run folder), if any; the caller's
-            options (extract's ``devices``) are passed on as well.
-    """
-
-    def run_unit(
-        project: Project,
-        unit: WorkUnit,
-        *,
-        overwrite: bool = False,
-        progress: Progress = NULL_PROGRESS,
-        **options: Any,
-    ) -> StageReport:
-        own = dict(options_of(unit)) if options_of is not None else {}
-        return run(project, selection_of(unit), overwrite=overwrite, progress=progress, **own, **options)
-
-    return run_unit
-
-
 def task_index_from_env(environ: Mapping[str, str] | None = None) -> int | None:
     """``$SLURM_ARRAY_TASK_ID`` as an int, or None when unset (not inside an array job).
 
@@ -373,8 +426,3 @@ def task_index_from_env(environ: Mapping[str, str] | None = None) -> int | None:
             f"${TASK_ID_ENV} is {value!r}, not a task index", hint="pass --task-index I explicitly"
         )
     return int(value)
-
-
-def selection_list(values: Sequence[Any] | None) -> list[Any] | None:
-    """A repeatable option's values as a list, None when none were given."""
-    return list(values) if values else None

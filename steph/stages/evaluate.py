@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..progress import NULL_PROGRESS, Progress
 from ..units import WorkUnit
-from .base import Stage, unit_runner
+from .base import Stage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,7 +32,15 @@ class EvaluateSelection:
     methods: list[str] | None = None
 
 
-def plan(project: Project, selection: EvaluateSelection) -> list[WorkUnit]:
+@dataclass(frozen=True)
+class TargetUnit(WorkUnit):
+    """Evaluation of one target (of ``methods``, default: every method with results)."""
+
+    target: str = ""
+    methods: list[str] | None = None
+
+
+def plan(project: Project, selection: EvaluateSelection) -> list[TargetUnit]:
     """One unit per target (default: every cancer of the project). Evaluation is always
     recomputed, so the units have no outputs and are never done."""
     from ..layout import normalize_cancer
@@ -39,7 +48,7 @@ def plan(project: Project, selection: EvaluateSelection) -> list[WorkUnit]:
     targets = selection.targets or project.cancers
     methods = list(selection.methods) if selection.methods else None
     return [
-        WorkUnit(NAME, name, (), {"target": name, "methods": methods})
+        TargetUnit(NAME, name, (), target=name, methods=methods)
         for name in dict.fromkeys(normalize_cancer(t) for t in targets)
     ]
 
@@ -50,9 +59,10 @@ def run(
     *,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
-    **options: Any,
+    devices: Sequence[str] = (),
 ) -> EvaluationReport:
-    """Evaluate (``overwrite`` is ignored: evaluation always recomputes)."""
+    """Evaluate every target with results (or ``selection.targets``), summarised together;
+    evaluation always recomputes, so nothing is ever skipped."""
     from ..pipeline.evaluate import evaluate_models
 
     return evaluate_models(
@@ -64,21 +74,33 @@ def run(
     )
 
 
-def _unit_selection(unit: WorkUnit) -> EvaluateSelection:
-    return EvaluateSelection([unit.params["target"]], unit.params["methods"])
+def run_units(
+    project: Project,
+    units: Sequence[TargetUnit],
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    named: bool = True,
+    devices: Sequence[str] = (),
+) -> EvaluationReport:
+    """Evaluate the targets of ``units`` together (always recomputed)."""
+    methods = list(dict.fromkeys(m for u in units for m in u.methods or [])) or None
+    selection = EvaluateSelection([u.target for u in units], methods)
+    return run(project, selection, overwrite=overwrite, progress=progress)
 
 
 def lock_roots(project: Project) -> list[Path]:
     return [project.layout.results_root, project.layout.reports_root]
 
 
-STAGE: Stage[EvaluateSelection] = Stage(
+STAGE: Stage[EvaluateSelection, TargetUnit] = Stage(
     name=NAME,
     order=50,
     selection=EvaluateSelection,
     plan=plan,
-    run=run,
-    run_unit=unit_runner(run, _unit_selection),
+    run_units=run_units,
     lock_roots=lock_roots,
     gpus=False,
+    run_selection=run,
+    in_status=False,
 )

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..progress import NULL_PROGRESS, Progress
-from .base import Stage, unit_runner
+from .base import Stage, Survey
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ..config.project import Project
+    from ..layout import ProjectLayout
+    from ..pipeline.merge import MergeUnit
     from ..report import StageReport
-    from ..units import WorkUnit
 
 NAME = "merge"
 
@@ -42,70 +44,88 @@ def _target(selection: MergeSelection) -> str:
     return selection.target
 
 
-def plan(project: Project, selection: MergeSelection) -> list[WorkUnit]:
-    """Target x method x fold, the folds from :meth:`Project.merge_folds` (not from the target's
-    task vectors, which may not exist yet)."""
-    from ..layout import normalize_cancer
+def plan(project: Project, selection: MergeSelection) -> list[MergeUnit]:
+    """Target x method x fold, the folds from ``--fold``, ``merge.folds`` or the folds the project
+    trains (not from the target's task vectors, which may not exist yet;
+    :func:`~steph.pipeline.merge.plan_merge`)."""
     from ..pipeline.merge import plan_merge
 
-    target = _target(selection)
-    folds = [int(k) for k in selection.folds or project.merge_folds(normalize_cancer(target))]
+    folds = [int(k) for k in selection.folds] if selection.folds else None
     return plan_merge(
         project.layout,
         project.config,
-        target=target,
+        target=_target(selection),
         methods=selection.methods,
         folds=folds,
         paper=selection.paper,
     )
 
 
-def run(
+def run_units(
     project: Project,
-    selection: MergeSelection,
+    units: Sequence[MergeUnit],
     *,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
-    runs: list[str] | None = None,
-    **options: Any,
+    named: bool = True,
+    devices: Sequence[str] = (),
 ) -> StageReport:
-    """Every (method, fold) of the selection; ``runs`` keeps only those run folders."""
-    from ..pipeline.merge import merge_models
+    """Train ``units`` (one target's); with ``named``, every target fold needs its task vector,
+    else a fold without one fails alone."""
+    from ..pipeline.merge import run_merges
 
-    return merge_models(
-        project.layout,
-        project.config,
-        target=_target(selection),
-        methods=selection.methods,
-        folds=selection.folds,
-        paper=selection.paper,
-        runs=runs,
-        overwrite=overwrite,
-        progress=progress,
+    return run_merges(
+        project.layout, project.config, units, named=named, overwrite=overwrite, progress=progress
     )
 
 
-def _unit_selection(unit: WorkUnit) -> MergeSelection:
-    p = unit.params
-    paper = bool(p.get("paper"))
-    return MergeSelection(p["target"], None if paper else [p["method"]], [p["fold"]], paper)
-
-
-def _unit_options(unit: WorkUnit) -> dict[str, Any]:
-    """Only the unit's run folder (a method's settings can give several)."""
-    return {"runs": [unit.params["run"]]}
+def _named(project: Project, selection: MergeSelection) -> bool:
+    return bool(selection.folds or project.config.merge.folds)
 
 
 def lock_roots(project: Project) -> list[Path]:
     return [project.layout.merged_root, project.layout.results_root]
 
 
-STAGE: Stage[MergeSelection] = Stage(
+def survey(project: Project) -> Survey:
+    """Per target: the folds of ``merge.method`` and of every other run found under ``merged/``
+    or ``results/`` (runs made with CLI flags: other methods, options)."""
+    from ..errors import StephError
+    from ..layout import CANCER_SPECIFIC
+    from ..units import WorkUnit
+
+    layout = project.layout
+    row = Survey(NAME)
+    for target in project.targets:
+        planned: list[MergeUnit] = []
+        try:
+            planned = plan(project, MergeSelection(target=target))
+        except StephError as exc:
+            row.errors.append(f"{target}: {exc.message}")
+        row.units.extend((target, unit) for unit in planned)
+        runs = {u.run for u in planned}
+        found = set(layout.result_methods(target)) | set(_merged_runs(layout, target))
+        folds = layout.split_folds(target)
+        for run in sorted(found - runs - {CANCER_SPECIFIC}):
+            row.units.extend(
+                (target, WorkUnit(NAME, f"{target}/{run}/fold_{k}", (layout.result_record(target, run, k),)))
+                for k in folds
+            )
+    return row
+
+
+def _merged_runs(layout: ProjectLayout, target: str) -> list[str]:
+    base = layout.merged_root / target
+    return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+
+STAGE: Stage[MergeSelection, MergeUnit] = Stage(
     name=NAME,
     order=40,
     selection=MergeSelection,
     plan=plan,
-    run=run,
-    run_unit=unit_runner(run, _unit_selection, _unit_options),
+    run_units=run_units,
     lock_roots=lock_roots,
+    named=_named,
+    survey=survey,
 )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..progress import NULL_PROGRESS, Progress
-from ..units import WorkUnit
-from .base import Stage, unit_runner
-from .train_source import TrainSourceSelection
-from .train_source import plan as plan_models
+from ..units import ModelUnit
+from .base import Stage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,52 +32,53 @@ class TaskVectorSelection:
     folds: list[int] | None = None
 
 
-def plan(project: Project, selection: TaskVectorSelection) -> list[WorkUnit]:
+def plan(project: Project, selection: TaskVectorSelection) -> list[ModelUnit]:
     """One unit per model that train-source is asked to train (not per model already trained),
-    so that an array can be generated before any model exists."""
-    units = []
-    for model in plan_models(project, TrainSourceSelection(selection.cancers, selection.folds)):
-        cancer, fold = model.params["cancer"], model.params["fold"]
-        outputs = (project.layout.task_vector(cancer, fold), project.layout.task_vector_meta(cancer, fold))
-        units.append(WorkUnit(NAME, model.key, outputs, {"cancer": cancer, "fold": fold}))
-    return units
+    so that an array can be generated before any model exists
+    (:func:`~steph.pipeline.task_vector.plan_task_vectors`)."""
+    from ..pipeline.task_vector import plan_task_vectors
+
+    folds = [int(k) for k in selection.folds] if selection.folds else None
+    return plan_task_vectors(project.layout, project.config, cancers=selection.cancers, folds=folds)
 
 
-def run(
+def run_units(
     project: Project,
-    selection: TaskVectorSelection,
+    units: Sequence[ModelUnit],
     *,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
-    **options: Any,
+    named: bool = True,
+    devices: Sequence[str] = (),
 ) -> StageReport:
-    from ..pipeline.task_vector import compute_task_vectors
+    """Write the task vectors of ``units``; with ``named``, a unit without a trained model stops
+    the run (exit 1, listing them all), else it fails alone."""
+    from ..pipeline.task_vector import TaskVectorWorker, finish_report
+    from ..units import run_units as loop
 
-    return compute_task_vectors(
-        project.layout,
-        project.config,
-        cancers=selection.cancers,
-        folds=selection.folds,
-        overwrite=overwrite,
-        progress=progress,
+    layout = project.layout
+    worker = TaskVectorWorker.prepare(layout, project.config, units, named=named)
+    report = loop(
+        NAME, units, worker, overwrite=overwrite, progress=progress, label="task vectors", unit_name="models"
     )
+    return finish_report(layout, report)
 
 
-def _unit_selection(unit: WorkUnit) -> TaskVectorSelection:
-    return TaskVectorSelection([unit.params["cancer"]], [unit.params["fold"]])
+def _named(project: Project, selection: TaskVectorSelection) -> bool:
+    return bool(selection.folds)
 
 
 def lock_roots(project: Project) -> list[Path]:
     return [project.layout.task_vectors_root]
 
 
-STAGE: Stage[TaskVectorSelection] = Stage(
+STAGE: Stage[TaskVectorSelection, ModelUnit] = Stage(
     name=NAME,
     order=30,
     selection=TaskVectorSelection,
     plan=plan,
-    run=run,
-    run_unit=unit_runner(run, _unit_selection),
+    run_units=run_units,
     lock_roots=lock_roots,
     gpus=False,
+    named=_named,
 )

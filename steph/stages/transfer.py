@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..progress import NULL_PROGRESS, Progress
-from .base import Stage, unit_runner
+from .base import Stage
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ..config.project import Project
     from ..report import StageReport
-    from ..units import WorkUnit
+    from ..transfer.run import TransferUnit
 
 NAME = "transfer"
 
@@ -29,7 +30,7 @@ class TransferSelection:
     targets: list[str] | None = None
 
 
-def plan(project: Project, selection: TransferSelection) -> list[WorkUnit]:
+def plan(project: Project, selection: TransferSelection) -> list[TransferUnit]:
     """One unit per target: every source model and fold applied to it, its features read once."""
     from ..transfer import plan_transfer
 
@@ -42,7 +43,7 @@ def run(
     *,
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
-    **options: Any,
+    devices: Sequence[str] = (),
 ) -> StageReport:
     """The selected targets not done yet, then the study outputs over every finished target."""
     from ..transfer import run_transfer
@@ -52,21 +53,30 @@ def run(
     )
 
 
-def _unit_selection(unit: WorkUnit) -> TransferSelection:
-    return TransferSelection([unit.params["target"]])
+def run_units(
+    project: Project,
+    units: Sequence[TransferUnit],
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+    named: bool = True,
+    devices: Sequence[str] = (),
+) -> StageReport:
+    """The targets of ``units``, then the study outputs over every finished target."""
+    return run(project, TransferSelection([u.target for u in units]), overwrite=overwrite, progress=progress)
 
 
 def lock_roots(project: Project) -> list[Path]:
     return [project.layout.transfer_root]
 
 
-STAGE: Stage[TransferSelection] = Stage(
+STAGE: Stage[TransferSelection, TransferUnit] = Stage(
     name=NAME,
     order=55,
     selection=TransferSelection,
     plan=plan,
-    run=run,
-    run_unit=unit_runner(run, _unit_selection),
+    run_units=run_units,
     lock_roots=lock_roots,
     gpus=True,
+    run_selection=run,
 )

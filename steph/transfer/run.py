@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import LockedError, StephError
@@ -41,9 +42,16 @@ def study_cancers(layout: ProjectLayout, config: ProjectConfig) -> list[str]:
     return [*cancers, *[c for c in config.evaluation_only if c not in cancers]]
 
 
+@dataclass(frozen=True)
+class TransferUnit(WorkUnit):
+    """Every source model and fold applied to ``target``."""
+
+    target: str = ""
+
+
 def plan_transfer(
     layout: ProjectLayout, config: ProjectConfig, *, targets: Sequence[str] | None = None
-) -> list[WorkUnit]:
+) -> list[TransferUnit]:
     """One unit per target (default: every cancer, evaluation-only ones included); its output is
     the target's record."""
     chosen = (
@@ -51,7 +59,7 @@ def plan_transfer(
         if targets
         else study_cancers(layout, config)
     )
-    return [WorkUnit(STAGE, t, (layout.transfer_target(t),), {"target": t}) for t in chosen]
+    return [TransferUnit(STAGE, t, (layout.transfer_target(t),), target=t) for t in chosen]
 
 
 def run_transfer(
@@ -80,7 +88,7 @@ def run_transfer(
         progress.start(STAGE, len(units), unit="targets")
         try:
             for unit in units:
-                target = unit.params["target"]
+                target = unit.target
                 if unit.done and not overwrite:
                     report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)")
                 else:

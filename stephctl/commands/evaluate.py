@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,12 +13,8 @@ from .._common import (
     EXIT_ITEMS_FAILED,
     err_console,
     esc,
-    fail,
-    get_project,
-    handle_errors,
     out_console,
     print_json,
-    run_stage,
 )
 from .._tasks import (
     ClearStaleLocksOption,
@@ -79,54 +74,8 @@ def evaluate(
     list_tasks: ListTasksOption = False,
     task_index: TaskIndexOption = None,
     clear_stale_locks: ClearStaleLocksOption = False,
-    predict: Annotated[
-        Path | None,
-        typer.Option(
-            "--predict",
-            help="Deprecated: use `stephctl predict --manifest CSV -t T -m M -k K` (same outputs); "
-            "runs that command and prints a warning.",
-            rich_help_panel="Prediction on new patients",
-        ),
-    ] = None,
-    fold: Annotated[
-        int | None,
-        typer.Option(
-            "--fold",
-            "-k",
-            help="Fold of the model (with --predict).",
-            rich_help_panel="Prediction on new patients",
-        ),
-    ] = None,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            "--name",
-            help="Output folder under predictions/ (with --predict).",
-            rich_help_panel="Prediction on new patients",
-        ),
-    ] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite",
-            help="Redo an existing prediction (with --predict).",
-            rich_help_panel="Prediction on new patients",
-        ),
-    ] = False,
 ) -> None:
     """Survival metrics per fold, cross-fold comparison, results/summary.csv and reports/<TARGET>/."""
-    if predict is not None:
-        if bootstrap is not None or no_report or fmt in (OutputFormat.csv, OutputFormat.markdown):
-            fail("--bootstrap, --no-report and --format csv/markdown apply to evaluation, not to --predict")
-        if len(target or []) != 1 or len(method or []) != 1 or fold is None:
-            fail(
-                "--predict needs exactly one --target, one --method and --fold",
-                hint="e.g. -t BRCA -m steph -k 0",
-            )
-        _predict(
-            ctx, predict, target[0], method[0], fold, name, overwrite, json_out or fmt is OutputFormat.json
-        )  # type: ignore[index]
-        return
     chosen = OutputFormat.json if json_out else fmt
 
     def render(report: EvaluationReport) -> None:
@@ -159,13 +108,9 @@ def evaluate(
 
 @stage_request("evaluate")
 def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
-    """The stage request of evaluate's parsed options (exit 1 for --predict-only options)."""
+    """The stage request of evaluate's parsed options."""
     from steph.stages import EvaluateSelection
 
-    if params.get("fold") is not None or params.get("name") is not None or params.get("overwrite"):
-        fail(
-            "--fold, --name and --overwrite apply to --predict only", hint="evaluation always uses every fold"
-        )
     overrides = {
         "evaluate.bootstrap": params.get("bootstrap"),
         "evaluate.report": False if params.get("no_report") else None,
@@ -174,40 +119,6 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
         targets=as_list(params.get("target")), methods=as_list(params.get("method"))
     )
     return StageRequest("evaluate", selection, overrides)
-
-
-def _predict(
-    ctx: typer.Context,
-    manifest: Path,
-    target: str,
-    method: str,
-    fold: int,
-    name: str | None,
-    overwrite: bool,
-    as_json: bool,
-) -> None:
-    err_console.print(
-        "[yellow]warning:[/] `stephctl evaluate --predict` is deprecated and will be removed; use "
-        f"`stephctl predict --manifest {esc(manifest)} -t {esc(target)} -m {esc(method)} -k {fold}`",
-        soft_wrap=True,
-    )
-    with handle_errors():
-        layout, config = get_project(ctx)
-    from steph.evaluation.predict import predict_patients
-
-    run_stage(
-        ctx,
-        predict_patients,
-        layout,
-        config,
-        manifest,
-        target=target,
-        method=method,
-        fold=fold,
-        name=name,
-        overwrite=overwrite,
-        as_json=as_json,
-    )
 
 
 def _print_tables(report: EvaluationReport) -> None:

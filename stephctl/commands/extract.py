@@ -170,7 +170,8 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
         "extract",
         selection,
         overrides,
-        {"overwrite": bool(params.get("overwrite")), "devices": device_list},
+        overwrite=bool(params.get("overwrite")),
+        devices=tuple(device_list or ()),
         configure=None if weights is None else _with_weights(Path(weights)),
     )
 

@@ -178,7 +178,7 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
         folds=as_list(params.get("fold")),
         paper=bool(params.get("paper")),
     )
-    return StageRequest("merge", selection, overrides, {"overwrite": bool(params.get("overwrite"))})
+    return StageRequest("merge", selection, overrides, overwrite=bool(params.get("overwrite")))
 
 
 def _absolute(path: Path | None) -> str | None:

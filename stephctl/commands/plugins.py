@@ -1,5 +1,5 @@
-"""`stephctl plugins`: every command, encoder, merge method and feature store, where it comes from,
-and what is broken."""
+"""`stephctl plugins`: every command, encoder, merge method, feature store and stage, where it
+comes from, and what is broken."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from .._common import out_console, print_json
 if TYPE_CHECKING:
     from steph.registry import Registry
 
-KINDS = ("commands", "encoders", "merge_methods", "feature_stores")
+KINDS = ("commands", "encoders", "merge_methods", "feature_stores", "stages")
 _COLOUR = {"ok": "green", "broken": "red", "conflict": "red"}
 
 
 def plugins(
     json_out: Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")] = False,
 ) -> None:
-    """List commands, encoders, merge methods and feature stores with the package (and version) each
-    comes from.
+    """List commands, encoders, merge methods, feature stores and stages with the package (and
+    version) each comes from.
 
     Broken plugins (an import error, two packages claiming one name) are listed with the
     reason; only using them fails. Exit code 0 even when some are broken.
@@ -28,6 +28,7 @@ def plugins(
     from steph.data.stores import FEATURE_STORES
     from steph.extractors import ENCODERS
     from steph.merging import MERGE_METHODS
+    from steph.stages import STAGES
 
     from ..main import LOADED_COMMANDS, app
 
@@ -41,6 +42,7 @@ def plugins(
         "encoders": registry_rows(ENCODERS, "encoder"),
         "merge_methods": registry_rows(MERGE_METHODS, "merge method"),
         "feature_stores": _store_rows(FEATURE_STORES),
+        "stages": _stage_rows(STAGES),
     }
     if json_out:
         print_json(listing)
@@ -116,6 +118,23 @@ def _store_rows(registry: Registry[Any]) -> list[dict[str, str]]:
         if suffixes:
             row["description"] = f"{suffixes}: {row['description']}" if row["description"] else suffixes
     return rows
+
+
+def _stage_rows(registry: Registry[Any]) -> list[dict[str, str]]:
+    """Stage rows in pipeline order; the detail is the first line of the stage module's docstring."""
+    import sys
+
+    rows = registry_rows(registry, "stage")
+    stages = dict(registry.items())
+    ranked = []
+    for row in rows:
+        stage = stages.get(row["name"]) if row["status"] != "broken" else None
+        if stage is not None:
+            doc = (getattr(sys.modules.get(stage.plan.__module__), "__doc__", None) or "").strip()
+            line = doc.splitlines()[0].split(" (:mod:")[0] if doc else ""
+            row["description"] = line.replace("``", "").rstrip(".")
+        ranked.append((getattr(stage, "order", 10**6), row["name"], row))
+    return [row for _, _, row in sorted(ranked, key=lambda r: (r[0], r[1]))]
 
 
 def _print_table(title: str, rows: list[dict[str, str]]) -> None:

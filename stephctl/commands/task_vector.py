@@ -26,7 +26,7 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
     return StageRequest(
         "task-vector",
         TaskVectorSelection(cancers=as_list(params.get("cancer")), folds=as_list(params.get("fold"))),
-        options={"overwrite": bool(params.get("overwrite"))},
+        overwrite=bool(params.get("overwrite")),
     )
 
 

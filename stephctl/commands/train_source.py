@@ -29,7 +29,7 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
         "train-source",
         TrainSourceSelection(cancers=as_list(params.get("cancer")), folds=as_list(params.get("fold"))),
         overrides={"train.epochs": params.get("epochs"), "train.device": params.get("device")},
-        options={"overwrite": bool(params.get("overwrite"))},
+        overwrite=bool(params.get("overwrite")),
     )
 
 

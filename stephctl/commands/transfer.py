@@ -30,7 +30,7 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
             "transfer.bootstrap": params.get("bootstrap"),
             "transfer.permutations": params.get("permutations"),
         },
-        options={"overwrite": bool(params.get("overwrite"))},
+        overwrite=bool(params.get("overwrite")),
     )
 
 

@@ -1,0 +1,169 @@
+"""The stage contract: the one unit loop (`steph.units.run_units`), typed units, a list of units
+run in one process (`Stage.run_units`), and `open_project` with the CLI's `--config`."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from _cohorts import make_feature_project
+
+from steph.errors import DataError
+from steph.locks import lock_path_for
+from steph.report import Status
+from steph.units import Outcome, UnitLock, WorkUnit, run_units
+
+
+@dataclass(frozen=True)
+class _Unit(WorkUnit):
+    name: str = ""
+
+
+class _Worker:
+    """Fails, refuses or writes its unit's output, as the unit's name says."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def refuse(self, unit: _Unit) -> str | None:
+        return "refused: no input" if unit.name == "refused" else None
+
+    def skipped(self, unit: _Unit, *, by_other: bool) -> Outcome:
+        return Outcome(Status.SKIPPED, "by another process" if by_other else "exists")
+
+    def lock(self, unit: _Unit) -> UnitLock:
+        return UnitLock(unit.outputs[0], f"unit {unit.key}")
+
+    def run(self, unit: _Unit) -> Outcome:
+        self.ran.append(unit.key)
+        if unit.name == "bad":
+            raise DataError("bad input", hint="fix it")
+        if unit.name == "full":
+            raise OSError(errno.ENOSPC, "No space left on device", str(unit.outputs[0]))
+        unit.outputs[0].write_text("done")
+        return Outcome(Status.DONE, "written", {"size": 4})
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def start(self, label: str, total: int, unit: str = "") -> None:
+        self.calls.append(("start", label, str(total), unit))
+
+    def advance(self, label: str, n: int = 1, **info: object) -> None:
+        self.calls.append(("advance", label, str(info.get("item"))))
+
+    def finish(self, label: str) -> None:
+        self.calls.append(("finish", label))
+
+
+def test_the_unit_loop_skips_locks_runs_and_reports_every_unit(tmp_path: Path) -> None:
+    def unit(name: str) -> _Unit:
+        return _Unit("toy", name, (tmp_path / f"{name}.txt",), name=name)
+
+    units = [unit(n) for n in ("ok", "done", "refused", "bad", "full", "locked")]
+    (tmp_path / "done.txt").write_text("done")
+    lock = lock_path_for(tmp_path / "locked.txt")  # a live process of this host holds it
+    lock.write_text(f'{{"host": "{socket.gethostname()}", "pid": {os.getpid()}, "started": {time.time()}}}')
+    worker, progress = _Worker(), _Progress()
+    report = run_units("toy", units, worker, progress=progress, label="toys", unit_name="toys")
+    got = [(i.key, i.status, i.message) for i in report.items]
+    assert got[:4] == [
+        ("ok", Status.DONE, "written"),
+        ("done", Status.SKIPPED, "exists"),
+        ("refused", Status.FAILED, "refused: no input"),
+        ("bad", Status.FAILED, "bad input (hint: fix it)"),
+    ]
+    assert got[4][1] is Status.FAILED and got[4][2].startswith("unit full: No space left on device")
+    assert got[5][1] is Status.LOCKED and "stephctl toy --clear-stale-locks" in got[5][2]
+    assert report.items[0].details == {"size": 4} and not report.ok
+    assert worker.ran == ["ok", "bad", "full"]  # never a done, refused or locked unit
+    assert progress.calls[0] == ("start", "toys", "6", "toys") and progress.calls[-1] == ("finish", "toys")
+    assert [c[2] for c in progress.calls if c[0] == "advance"] == [u.key for u in units]
+    assert lock.exists() and not lock_path_for(tmp_path / "ok.txt").exists()  # locks released
+    again = run_units("toy", units[:1], worker, overwrite=True)
+    assert [(i.key, i.status) for i in again.items] == [("ok", Status.DONE)]
+
+
+def test_typed_units_list_their_fields_as_params(tmp_path: Path) -> None:
+    unit = _Unit("toy", "k", (tmp_path / "a",), name="n")
+    assert unit.params == {"name": "n"}
+    assert unit.to_dict() == {
+        "stage": "toy",
+        "key": "k",
+        "done": False,
+        "outputs": [str(tmp_path / "a")],
+        "params": {"name": "n"},
+    }
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_feature_project(tmp_path_factory.mktemp("contract") / "p", n_patients=10, folds=2)
+
+
+def test_one_process_runs_a_list_of_units_of_the_plan(project: Path) -> None:
+    """What `--units-per-task N` and many-units-per-GPU need: any units of the one plan, one call."""
+    from steph.pipeline.merge import MergeUnit
+    from steph.stages import (
+        MergeSelection,
+        TaskVectorSelection,
+        TrainSourceSelection,
+        open_project,
+        plan,
+        run_units,
+    )
+    from steph.units import ModelUnit
+
+    p = open_project(project, {"train.epochs": 1, "train.device": "cpu"})
+    models = plan(p, TrainSourceSelection())
+    assert all(isinstance(u, ModelUnit) for u in models)
+    assert [(u.cancer, u.fold) for u in models] == [("BRCA", 0), ("BRCA", 1), ("BLCA", 0), ("BLCA", 1)]
+    chosen = [models[1], models[2]]
+    report = run_units(p, chosen)
+    assert [(i.key, i.status) for i in report.items] == [
+        ("BRCA/fold_1", Status.DONE),
+        ("BLCA/fold_0", Status.DONE),
+    ]
+    assert [u.done for u in models] == [False, True, True, False]
+    again = run_units(p, chosen)
+    assert {i.status for i in again.items} == {Status.SKIPPED}
+    vectors = plan(p, TaskVectorSelection())
+    with pytest.raises(ValueError, match="several stages"):
+        run_units(p, [models[0], vectors[0]])
+    done = run_units(p, [v for v in vectors if v.key in ("BRCA/fold_1", "BLCA/fold_0")])
+    assert done.ok and len(done.items) == 2
+    merges = plan(p, MergeSelection(target="BRCA", methods=["model-avg"], folds=[1]))
+    assert [type(u) for u in merges] == [MergeUnit] and merges[0].run == "model-avg"
+    assert set(merges[0].params) == {
+        "target",
+        "method",
+        "label",
+        "overrides",
+        "run",
+        "fold",
+        "sources",
+        "source_fold",
+        "paper",
+        "source_choice",
+    }
+
+
+def test_open_project_takes_the_clis_config_file(project: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from steph.stages import open_project
+
+    data = yaml.safe_load((project / "stephctl.yaml").read_text(encoding="utf-8"))
+    data.setdefault("train", {})["epochs"] = 7
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert open_project(project).config.train.epochs != 7
+    assert open_project(project, config_file=other).config.train.epochs == 7
+    assert open_project(project, {"train.epochs": 3}, config_file=other).config.train.epochs == 3
