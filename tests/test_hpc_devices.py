@@ -12,7 +12,7 @@ from _slides import TEST_EXTRACT_CONFIG, row, write_manifest, write_slide
 from steph.config import load_project
 from steph.errors import ConfigError
 from steph.extraction.h5format import is_complete
-from steph.hpc.multi_device import deal, parse_devices
+from steph.pipeline.extract_devices import deal, parse_devices
 
 IDS = [f"S{i}" for i in range(6)]
 

@@ -178,7 +178,9 @@ def test_submit_errors_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         submit_jobs(_jobs()[:1], layout, replace(SlurmConfig(), partition="nope"), sbatch=str(failing))
 
 
-@pytest.mark.parametrize("module", ["steph.hpc.slurm", "steph.hpc.shards", "steph.hpc.multi_device"])
+@pytest.mark.parametrize(
+    "module", ["steph.hpc.slurm", "steph.pipeline.shards", "steph.pipeline.extract_devices"]
+)
 def test_doctests(module: str) -> None:
     import doctest
     import importlib

@@ -368,7 +368,7 @@ def with_pins(options: Sequence[str], pins: Sequence[str]) -> list[str]:
 
 def _devices_gpus(options: Sequence[str]) -> int:
     """GPUs named by a ``--devices`` option (``cpu`` entries do not count)."""
-    from .multi_device import parse_devices
+    from ..pipeline.extract_devices import parse_devices
 
     for n, option in enumerate(options):
         if option == "--devices" and n + 1 < len(options):

@@ -67,8 +67,8 @@ class ShardUnit(WorkUnit):
 
 def plan(project: Project, selection: ExtractSelection) -> list[ShardUnit]:
     """One unit per shard; its outputs are the feature files of the shard's slides."""
-    from ..hpc.shards import default_num_shards
     from ..pipeline.extract import select_slides
+    from ..pipeline.shards import default_num_shards
     from ..slides.manifest import shard
 
     layout, config = project.layout, project.config
@@ -117,7 +117,7 @@ def run(
     cancers, slides_file = selection.cancers, selection.slides_file
     num_shards, shard_index = selection.num_shards, selection.shard_index
     if devices:
-        from ..hpc.multi_device import extract_on_devices
+        from ..pipeline.extract_devices import extract_on_devices
 
         return extract_on_devices(
             layout,

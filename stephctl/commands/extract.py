@@ -157,7 +157,7 @@ def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
     weights = params.get("weights")
     devices = params.get("devices")
     with handle_errors():
-        from steph.hpc.multi_device import parse_devices
+        from steph.pipeline.extract_devices import parse_devices
 
         device_list = parse_devices(devices) if devices is not None else None
     selection = ExtractSelection(

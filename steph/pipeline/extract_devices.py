@@ -229,7 +229,7 @@ def _worker(
 
         if config.extract.device == "cpu":
             torch.set_num_threads(threads)
-        from ..pipeline.extract import extract_features
+        from .extract import extract_features
 
         report = extract_features(
             layout, config, slides_file=listing, overwrite=overwrite, progress=_QueueProgress(label, events)

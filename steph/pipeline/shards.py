@@ -36,7 +36,7 @@ def selected_slides(
     shard_index: int | None = None,
 ) -> list[str]:
     """Slide ids extract would process for this selection (the same shard rules, Slurm variables included)."""
-    from ..pipeline.extract import select_slides
+    from .extract import select_slides
 
     chosen = select_slides(
         layout,
