@@ -79,8 +79,7 @@ def time_streaming(root: Path, *, rounds: int, epochs: int = 1) -> dict[str, Any
     from steph.config import load_project
     from steph.data import load_cohort, load_split, open_bags
     from steph.models.abmil import create_abmil
-    from steph.pipeline._source_model import fit_settings
-    from steph.training.loop import fit
+    from steph.training.loop import FitSettings, fit
 
     layout, config = load_project(root, {"train.epochs": epochs, "train.device": rs.DEVICE})
     _, streamed_config = load_project(root, {"train.epochs": epochs, "train.cache_gb": 0})
@@ -108,7 +107,7 @@ def time_streaming(root: Path, *, rounds: int, epochs: int = 1) -> dict[str, Any
                 model,
                 data,
                 stores[name],
-                fit_settings(config),
+                FitSettings.from_train(config.train),
                 device=torch.device(rs.DEVICE),
                 on_epoch=stamp,
             )

@@ -88,8 +88,8 @@ def build(root: Path, seed: int):  # type: ignore[no-untyped-def]
 def build_slides(root: Path, seed: int):  # type: ignore[no-untyped-def]
     """The demo's slide-level cohort (4 cancers, pyramidal TIFFs, tiny-cnn features), larger;
     ``seed`` is not used (the demo's cohort has its own)."""
-    from steph.demo import FULL, SOURCES, DemoSize, _stage, demo_spec
-    from steph.progress import NULL_PROGRESS
+    from steph.demo import FULL, SOURCES, DemoSize, demo_spec
+    from steph.stages import ExtractSelection, TaskVectorSelection, TrainSourceSelection, open_project, run
 
     size = DemoSize(target_patients=90, source_patients=60, slide_um=768.0, overrides=FULL.overrides)
     spec = demo_spec(size)
@@ -100,8 +100,11 @@ def build_slides(root: Path, seed: int):  # type: ignore[no-untyped-def]
         overrides=size.overrides,
         note="explain benchmark",
     )
-    for name in ("generate", "extract", "train-source", "task-vector"):
-        report = _stage(name, layout, size, NULL_PROGRESS)
+    generated = generate_cohort(root, spec, level="slides")
+    assert generated.ok, [(i.key, i.message) for i in generated.failed]
+    project = open_project(root)
+    for selection in (ExtractSelection(), TrainSourceSelection(), TaskVectorSelection()):
+        report = run(project, selection)
         assert report.ok, [(i.key, i.message) for i in report.failed]
     _, config = load_project(root)
     report = merge_models(layout, config, target=TARGET, methods=["steph"])

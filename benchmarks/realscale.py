@@ -212,7 +212,7 @@ ENV = {
 """Environment of every measured process (see the module docstring)."""
 WARM_IMPORTS = (
     "import torch, h5py, stephctl.main, steph.pipeline.train_source, steph.pipeline.merge, "
-    "steph.pipeline._source_model, steph.merging, steph.training.loop, steph.theta0"
+    "steph.merging, steph.training.loop, steph.theta0"
 )
 
 
@@ -372,16 +372,16 @@ def _setup(root: Path, stage: str, epochs: int) -> tuple[Any, ...]:
     from steph.config import load_project
     from steph.data import load_cohort, load_split, open_bags
     from steph.models.abmil import create_abmil
-    from steph.pipeline._source_model import fit_settings
     from steph.runtime import seed_everything
     from steph.theta0 import load_theta0
+    from steph.training.loop import FitSettings
 
     layout, config = load_project(root, {"train.epochs": epochs, "train.device": DEVICE})
     cohort = load_cohort(layout, config, TARGET)
     split = load_split(layout, cohort, FOLD)
     bags = open_bags(layout, config, cohort, [*split.train, *split.test])
     train = cohort.targets(split.train, config.model)
-    settings = fit_settings(config)
+    settings = FitSettings.from_train(config.train)
     theta0 = load_theta0(layout, model=config.model)
     seed_everything(settings.seed)
     if DETERMINISTIC:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +66,7 @@ class UnitContext:
 def fit_settings(config: ProjectConfig) -> FitSettings:
     """The reference protocol from the ``train:`` section: every :class:`FitSettings` field is
     the ``train:`` field of the same name (``max_batch_patches``: ``train.max_bag_batch_patches``)."""
-    train = config.train
-    renamed = {"max_batch_patches": "max_bag_batch_patches"}
-    return FitSettings(**{f.name: getattr(train, renamed.get(f.name, f.name)) for f in fields(FitSettings)})
+    return FitSettings.from_train(config.train)
 
 
 def _c_index(model: nn.Module, targets: SurvivalTargets, ctx: UnitContext) -> float | None:

@@ -39,8 +39,8 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +62,9 @@ from .batching import (
 from .optim import WarmupCosine, build_optimizer
 from .precision import autocast, grad_scaler, resolve_precision
 from .staging import DeviceStager, Staged
+
+if TYPE_CHECKING:
+    from ..config.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,13 @@ class FitSettings:
     < 0 = the whole batch padded in one forward (the pre-chunking behaviour, for comparison)."""
     precision: str = "fp32"
     """auto, fp32, bf16 or fp16 (:mod:`steph.training.precision`)."""
+
+    @classmethod
+    def from_train(cls, train: TrainConfig) -> FitSettings:
+        """The protocol of a project's ``train:`` section: every field is the ``train:`` field of
+        the same name (``max_batch_patches``: ``train.max_bag_batch_patches``)."""
+        renamed = {"max_batch_patches": "max_bag_batch_patches"}
+        return cls(**{f.name: getattr(train, renamed.get(f.name, f.name)) for f in fields(cls)})
 
 
 def as_output(out: Tensor | ModelOutput) -> ModelOutput:
