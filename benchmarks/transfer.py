@@ -111,8 +111,8 @@ VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("STEPH, w a global parameter", "steph", {"merge.weights": "global"}),
 )
 """(label, merge method, config overrides) of every merged model: the paper's comparison set
-(``stephctl merge --paper``) plus task arithmetic and data-free TIES; ablations as STEPH_SPEC
-section 8. The fixed-weight merges keep the target model's own head, as the reference."""
+(``stephctl merge --paper``) plus task arithmetic and data-free TIES; ablations as the paper's ablation table (docs/merge.md,
+"Ablations"). The fixed-weight merges keep the target model's own head, as the reference."""
 
 
 def run_setting(root: Path, size: BenchSize, sharing: float, seed: int) -> dict[str, Any]:

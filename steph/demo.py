@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 TARGET = "BRCA"
 SOURCES = ("BLCA", "COADREAD", "KIPAN")
-"""The paper's most useful sources for BRCA (STEPH_SPEC section 8: lambda < 0.3, large w)."""
+"""The paper's most useful sources for BRCA (the paper's analysis of BRCA's sources: lambda < 0.3, large w)."""
 METHODS = ("steph", "task-arithmetic", "roupkt")
 STAGES = ("generate", "extract", "train-source", "task-vector", "merge", "transfer", "explain", "evaluate")
 EXPLAIN_FOLD = 0

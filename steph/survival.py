@@ -9,7 +9,7 @@ from torch import Tensor
 def time_to_bin(t_days: Tensor, *, bin_width: float = 365.0, num_bins: int = 32) -> Tensor:
     """Bin index of each time: bin j = [j w, (j + 1) w), the last bin open-ended.
 
-    With the defaults the cut points are 0, 365, ..., 11680 days (STEPH_SPEC section 1.6), so
+    With the defaults the cut points are 0, 365, ..., 11680 days (docs/train-source.md, "Protocol"), so
     0 and 364 fall in bin 0, 365 in bin 1, 11315 and everything beyond in bin 31.
 
     >>> time_to_bin(torch.tensor([0.0, 364.0, 365.0, 11680.0, 1e6])).tolist()
@@ -22,7 +22,7 @@ def time_to_bin(t_days: Tensor, *, bin_width: float = 365.0, num_bins: int = 32)
 def surv_mle_loss(
     hazards: Tensor, bins: Tensor, events: Tensor, *, alpha: float = 0.5, eps: float = 1e-7
 ) -> Tensor:
-    """SurvMLE, the discrete-time negative log-likelihood of the reference (STEPH_SPEC section 5.1).
+    """SurvMLE, the discrete-time negative log-likelihood of the reference (docs/train-source.md, "Protocol").
 
     With hazards h in (0, 1)^{B x T}, bin labels y, censoring c = 1 - e and the survival padded
     with a leading one, S~ = [1, S_1, ..., S_T] where S_j = prod_{i <= j} (1 - h_i):

@@ -188,7 +188,7 @@ def disjoint_merge(matrix: Tensor, sign: Tensor, *, reduce: Literal["mean", "sum
 
     ``A_p = {j : sign(matrix_jp) = gamma_p}``; ``mean``: ``merged_p = sum_{j in A_p} matrix_jp /
     max(1, |A_p|)`` (TIES paper); ``sum``: ``merged_p = sum_{j in A_p} matrix_jp`` (the STEPH
-    reference's pairwise TIES, STEPH_SPEC section 9 item 13). Zeros never agree.
+    reference's pairwise TIES, docs/merge.md, "ties"). Zeros never agree.
 
     >>> m = torch.tensor([[2.0, -1.0], [4.0, 3.0]])
     >>> disjoint_merge(m, elect_sign(m)).tolist(), disjoint_merge(m, elect_sign(m), reduce="sum").tolist()

@@ -2,7 +2,7 @@
 
 Every cancer-specific model starts from exactly these weights, so task vectors
 ``tau_c = theta_c - theta0`` of different cancers live in the same coordinate system
-(STEPH_SPEC section 3.2). theta0 is an untrained ABMIL with PyTorch's default initialisation,
+(docs/train-source.md, "theta0"). theta0 is an untrained ABMIL with PyTorch's default initialisation,
 drawn from ``seed`` (``seed:`` in stephctl.yaml) in a forked RNG, written to
 ``layout.theta0`` (safetensors) with a record ``layout.theta0_meta`` holding its sha256,
 architecture and origin. Loading re-hashes the file and refuses a mismatch, so an edited or

@@ -46,7 +46,7 @@ a field at its default was never checked against the requested methods)."""
 
 @dataclass(frozen=True, kw_only=True)
 class MergeConfig:
-    """STEPH and the baselines (STEPH_SPEC sections 6-7): what no single method owns."""
+    """STEPH and the baselines (docs/merge.md): what no single method owns."""
 
     method: str = "steph"
     """Merge method (stephctl merge --list-methods)."""

@@ -11,7 +11,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """ABMIL with gated attention (STEPH_SPEC section 2). The input dim follows the features."""
+    """ABMIL with gated attention (docs/train-source.md, "Protocol"). The input dim follows the features."""
 
     dim_emb: int = 512
     """Width of the instance projection feat_proj (D -> dim_emb)."""
@@ -35,7 +35,7 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Training protocol of the cancer-specific models (STEPH_SPEC section 3.1)."""
+    """Training protocol of the cancer-specific models (docs/train-source.md, "Protocol")."""
 
     epochs: int = 20
     """Training epochs; the last checkpoint is kept (no early stopping)."""

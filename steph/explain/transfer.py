@@ -1,7 +1,7 @@
 """The patient's STEPH transfer: the weight w and the mixup coefficient lambda of every source.
 
 STEPH merges the patient's encoder as ``theta0 + sum_{i in S} w_i (lambda_i tau_t + (1 - lambda_i)
-tau_{s_i})`` (STEPH_SPEC 5.2): ``w_i`` is how much source i's slot counts, ``lambda_i`` how much of
+tau_{s_i})`` (docs/merge.md, "STEPH in plain words"): ``w_i`` is how much source i's slot counts, ``lambda_i`` how much of
 that slot stays the target's own task vector (so ``w_i (1 - lambda_i)`` is what source i's
 knowledge contributes), and ``S`` the selected top-k sources. The chart draws exactly the numbers
 it is given (for a project, the run's ``coefficients.csv`` row of the patient).

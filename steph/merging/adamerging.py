@@ -17,7 +17,7 @@ SurvMLE plus the reference's regulariser on the coefficients (``calc_merge_weigh
 where the second term is there only when ``k`` is set (``--option top_k_loss=k``, the
 reference's ``task_ari_topk_task_vectors``; off by default, the coefficients are never
 truncated to the top k, as in the reference's ``MergedModel``).
-This is the reference's ``MergedModel`` in its ``ADA`` mode (STEPH_SPEC section 7): supervised by
+This is the reference's ``MergedModel`` in its ``ADA`` mode (docs/merge.md, "Methods"): supervised by
 the survival loss, not by AdaMerging's entropy on unlabeled data (Yang et al., ICLR 2024).
 
 ``hypernet: true`` is the reference's ``ADA-dynamic`` (``DynamicMergedModel``, the paper's

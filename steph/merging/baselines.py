@@ -1,4 +1,4 @@
-"""Fixed-weight merges (STEPH_SPEC section 7): one merged encoder, the target's own head.
+"""Fixed-weight merges (docs/merge.md, "Methods"): one merged encoder, the target's own head.
 
 Each merges the target's same-fold task vector and the m source task vectors,
 ``T = {tau_t, tau_s1, ..., tau_sm}`` (N = m + 1), over the 8 ABMIL encoder tensors, and adds

@@ -1,6 +1,6 @@
 """STEPH's hypernetwork: one shared mean-pooled instance embedding and two small heads.
 
-For a bag X = {x_1..x_K} (STEPH_SPEC section 6.3):
+For a bag X = {x_1..x_K} (docs/merge.md, "STEPH in plain words"):
 
     h      = (1/K) sum_k ReLU(W_e x_k + b_e)                     shared embedding, D -> 512 (dim_emb)
     w(X)   = ReLU(H_agg(h)),  H_agg = Linear(512, 512) - ReLU - Dropout(0.25) - Linear(512, m)

@@ -1,6 +1,6 @@
 """ROUPKT: routing-based prognostic knowledge transfer (the CROPKT paper's representation baseline).
 
-STEPH_SPEC section 7. E = m + 1 frozen ABMIL encoders, the target's own same-fold model first
+docs/merge.md, "Representation transfer and the target's own model". E = m + 1 frozen ABMIL encoders, the target's own same-fold model first
 and then each source's, give slide embeddings ``e_1..e_E`` (512-d attention-pooled features,
 computed without dropout as the reference's precomputing "test" pass). A trainable router (its
 own gated ABMIL on the patches, then Linear(512, E, no bias)) gives probabilities

@@ -1,4 +1,4 @@
-"""STEPH: sparse task-vector mixup with hypernetworks (STEPH_SPEC sections 5.2 and 6).
+"""STEPH: sparse task-vector mixup with hypernetworks (docs/merge.md, "STEPH in plain words").
 
 For a bag X, the hypernetwork (:mod:`steph.merging.hypernet`) gives aggregation weights
 ``w(X) in R^m_{>=0}`` and mixup coefficients ``lambda(X) in (0, 1]^m``; ``S(X)`` is the set of the

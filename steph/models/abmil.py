@@ -1,4 +1,4 @@
-"""Attention-MIL (ABMIL) with gated attention, exactly as the STEPH reference (STEPH_SPEC section 2).
+"""Attention-MIL (ABMIL) with gated attention, exactly as the STEPH reference (docs/train-source.md, "Protocol").
 
 For a bag X in R^{K x D} (K patches):
 
@@ -63,7 +63,7 @@ ENCODER_KEYS: tuple[str, ...] = (
     "attention_net.attention_c.weight",
     "attention_net.attention_c.bias",
 )
-"""The 8 ``mil_encoder`` tensors that task vectors merge (STEPH_SPEC section 2)."""
+"""The 8 ``mil_encoder`` tensors that task vectors merge (docs/train-source.md, "Protocol")."""
 
 _ATTENTION_SINK: ContextVar[list[Tensor] | None] = ContextVar("abmil_attention_sink", default=None)
 _PATCH_CHUNK: ContextVar[int] = ContextVar("abmil_patch_chunk", default=0)

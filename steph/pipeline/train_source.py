@@ -1,8 +1,7 @@
 """Stage ``train-source``: one cancer-specific ABMIL per (cancer, fold), all from theta0.
 
 Every input is validated before the first model trains: labels, the split of every requested
-fold, and the existence, readability and dimension of every feature file (STEPH_SPEC sections
-1-5; see docs/train-source.md); a cancer with a bad input fails its own units and the others
+fold, and the existence, readability and dimension of every feature file (see docs/train-source.md); a cancer with a bad input fails its own units and the others
 go on. Then theta0 is loaded (or created once), each cancer's bags are read once for all its
 folds, and each (cancer, fold) trains under a lock on its weights file.
 A unit is done when ``model.safetensors``, ``metrics.json`` and ``meta.json`` exist (meta.json is

@@ -52,7 +52,7 @@ TCGA_CANCERS: tuple[str, ...] = (
     "STES",
     "UCEC",
 )
-"""The 13 cancers of UNI2-h-DSS in the reference order (STEPH_SPEC section 1.2)."""
+"""The 13 cancers of UNI2-h-DSS in the reference order (docs/reproduce.md)."""
 
 PHENOTYPES: tuple[str, ...] = (
     "tumour",

@@ -1,6 +1,6 @@
 """The one training loop every learned model uses (cancer-specific ABMIL, STEPH, learned baselines).
 
-Protocol (STEPH_SPEC section 3.1): a seeded shuffle per epoch, batches of ``batch_size`` bags
+Protocol (docs/train-source.md, "Protocol"): a seeded shuffle per epoch, batches of ``batch_size`` bags
 with one SurvMLE over the batch (the leftover bags of an epoch are dropped), AdamW with decay on
 >= 2-d weights, cosine schedule with linear warm-up stepped once per optimiser step, the last
 state is kept. The next batch (across epoch boundaries too) is read in a background thread

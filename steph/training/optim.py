@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of the reference protocol (STEPH_SPEC section 3.1).
+"""Optimiser and learning-rate schedule of the reference protocol (docs/train-source.md, "Protocol").
 
 The reference trains with ``torch.optim.AdamW`` and a ``LambdaLR`` cosine schedule. Both are
 reimplemented here, update for update: ``torch.optim.Optimizer`` imports TorchDynamo the first
