@@ -3,7 +3,7 @@
 # order of importance, each part time-boxed; after each part every result so far is packed into
 # $OUT/results.tar.gz (the device tool returns only a few files, and whatever is in $OUT when a
 # command is cut off):
-#   1. the CUDA tests (tests/test_training_cuda.py, the chunk-equality and precision tests),
+#   1. the CUDA tests (tests/training/test_training_cuda.py, the chunk-equality and precision tests),
 #   2. bench_train (stage rows, streaming) and bench_merge (stage rows) on the GPU, each followed
 #      by one cProfile run of the stage and of the one-bag loop (profile-train/, profile-merge/:
 #      where the host's time goes outside the arithmetic: imports, CUDA start-up, reading, waits),
@@ -68,7 +68,7 @@ part() {
 }
 
 part tests 90 "$NEW" python3 -m pytest -q -p no:cacheprovider \
-    tests/test_training_cuda.py tests/test_training_chunks.py tests/test_training_precision.py
+    tests/training/test_training_cuda.py tests/training/test_training_chunks.py tests/training/test_training_precision.py
 part train_new 120 "$NEW" python3 -m benchmarks.bench_train --device "$DEVICE" --no-equal --only rows \
     --profile "$RES/profile-train" $QUICK
 part merge_new 130 "$NEW" python3 -m benchmarks.bench_merge --device "$DEVICE" --no-equal \

@@ -5,7 +5,7 @@ reimplemented here, update for update: ``torch.optim.Optimizer`` imports TorchDy
 time it is built or stepped (``torch._disable_dynamo``): 1.6-2.0 CPU-seconds of single-threaded
 start-up and 153 MiB of RSS in every training and merging process (measured on the 2-core
 development machine, docs/benchmarks.md), and stephctl compiles nothing. The updates equal
-PyTorch's bit for bit on CPU (``tests/test_training_optim.py`` steps both side by side).
+PyTorch's bit for bit on CPU (``tests/training/test_training_optim.py`` steps both side by side).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _repo import REPO
 
 from steph.config import ProjectConfig, dump_yaml, load_config, to_plain
 from steph.config._loader import build
@@ -18,7 +19,7 @@ from steph.merging.method_settings import BUILTIN_SETTINGS
 from steph.merging.paper import Variant
 from steph.merging.settings import flag_fields
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = REPO / "docs"
 
 
 def merge_of(section: dict) -> MergeConfig:

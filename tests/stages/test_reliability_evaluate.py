@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from _evaluation_data import result_record, write_results
+from _repo import REPO
 
 from steph.config import load_project
 from steph.evaluation.plots import plot_cindex
@@ -18,7 +19,7 @@ from steph.pipeline.evaluate import evaluate_models
 from steph.report import Status
 
 NO_REPORT = {"evaluate.report": False}
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = REPO / "docs"
 
 
 @pytest.fixture

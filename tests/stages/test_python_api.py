@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from _repo import REPO
 
 from steph.stages import (
     EvaluateSelection,
@@ -19,7 +20,7 @@ from steph.stages import (
     stage_of,
 )
 
-DOC = Path(__file__).parent.parent / "docs" / "python-api.md"
+DOC = REPO / "docs" / "python-api.md"
 
 
 def _example() -> str:
@@ -64,7 +65,7 @@ def test_project_resolves_defaults_once(tmp_path: Path) -> None:
     ]
 
 
-EXTENDING = Path(__file__).parent.parent / "docs" / "extending.md"
+EXTENDING = REPO / "docs" / "extending.md"
 
 
 def _stage_blocks() -> dict[str, str]:

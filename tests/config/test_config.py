@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _repo import REPO
 
 from steph.config import ProjectConfig, dump_yaml, load_config, to_plain
 from steph.errors import ConfigError, MissingArtifactError
@@ -125,7 +126,7 @@ def test_dump_roundtrip(tmp_path: Path) -> None:
 def test_configuration_docs_are_current() -> None:
     from steph.config.reference import update_markdown
 
-    docs = Path(__file__).parent.parent / "docs" / "configuration.md"
+    docs = REPO / "docs" / "configuration.md"
     text = docs.read_text()
     assert update_markdown(text) == text, "run: python -m steph.config.reference docs/configuration.md"
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _repo import REPO
 
 STAGES = ["extract", "train-source", "task-vector", "merge", "evaluate", "init", "demo"]
 
@@ -108,6 +109,6 @@ def test_not_a_project(cli, tmp_path: Path) -> None:
 def test_cli_docs_are_current() -> None:
     from stephctl._docs import update_markdown
 
-    docs = Path(__file__).parent.parent / "docs" / "cli.md"
+    docs = REPO / "docs" / "cli.md"
     text = docs.read_text()
     assert update_markdown(text) == text, "run: python -m stephctl._docs docs/cli.md"
