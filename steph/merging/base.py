@@ -131,6 +131,20 @@ class MergeMethod(abc.ABC):
         """The resolved settings as a plain dict (recorded in ``meta.json``)."""
         return dataclasses.asdict(self.settings(config))
 
+    def same_options(self, recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+        """Whether a run's recorded options (its ``meta.json``) are the ``wanted`` ones. A
+        setting the record lacks (added to the method after the run was made) matches when it
+        is wanted at its default, so earlier runs stay done; one the record has that the method
+        no longer has is ignored."""
+        defaults = self.options(MergeConfig())
+        for key, value in wanted.items():
+            if key in recorded:
+                if recorded[key] != value:
+                    return False
+            elif key not in defaults or defaults[key] != value:
+                return False
+        return True
+
     def check(self, config: MergeConfig, n_sources: int) -> None:
         """Refuse settings this method cannot run with, before any training (override to extend)."""
         self.settings(config)

@@ -232,7 +232,12 @@ def _skipped(config: ProjectConfig, unit: MergeUnit, theta0: Theta0, why: str) -
     """A done unit: skipped when its record has the settings asked for now, else failed."""
     record = MergeRecord.read(unit.outputs[0])
     there, wanted = record.signature(), _signature(config, unit, theta0)
-    differs = [k for k in MERGE_SIGNATURE if there[k] != wanted[k]]
+    method = MERGE_METHODS.get(unit.method)
+    differs = [
+        k
+        for k in MERGE_SIGNATURE
+        if not (method.same_options(there[k], wanted[k]) if k == "options" else there[k] == wanted[k])
+    ]
     if differs:
         detail = "; ".join(f"{k}: {there[k]!r} there, {wanted[k]!r} now" for k in differs)
         return Outcome(

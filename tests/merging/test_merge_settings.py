@@ -175,3 +175,19 @@ def test_a_block_runs_and_its_record_equals_the_flat_keys_one(tmp_path_factory, 
     layout, flat = load_project(root, {"merge.options.density": 0.3})
     again = merge_models(layout, flat, target="BRCA", methods=["ties"], folds=[0])
     assert [i.status for i in again.items] == [Status.SKIPPED]  # the same settings: the same run
+
+
+def test_runs_recorded_before_a_setting_existed_stay_done() -> None:
+    """A setting added to a method after a run was made matches at its default; any recorded
+    value that differs from the wanted one does not."""
+    from steph.config import MergeConfig as Merge
+    from steph.merging import MERGE_METHODS as methods
+
+    steph = methods.get("steph")
+    wanted = steph.options(Merge())
+    older = {k: v for k, v in wanted.items() if k not in ("clamp_weights", "target_as_source")}
+    assert steph.same_options(older, wanted)
+    assert steph.same_options({**wanted, "gone_setting": 1}, wanted)
+    assert not steph.same_options({**wanted, "top_k": wanted["top_k"] + 1}, wanted)
+    not_default = {**wanted, "clamp_weights": not wanted["clamp_weights"]}
+    assert not steph.same_options(older, not_default)
