@@ -98,3 +98,53 @@ def test_training_on_cuda_follows_training_on_cpu(gpu: torch.device) -> None:
     (cpu_losses, cpu_hazards), (gpu_losses, gpu_hazards) = results
     assert all(abs(a - b) < 1e-4 for a, b in zip(cpu_losses, gpu_losses, strict=True))
     assert torch.allclose(cpu_hazards, gpu_hazards, atol=1e-4)
+
+
+@cuda
+@pytest.mark.parametrize("name", ["abmil", "steph", "steph-fnn", "roupkt", "adamerging"])
+def test_cuda_packs_have_the_whole_batch_gradients(name: str, gpu: torch.device) -> None:
+    """What CUDA runs now: every bag of the batch in one pack (fp32: per-bag encoders bag by bag)."""
+    model = models()[name].eval()
+    bags, bins, events = batch()
+    if name.startswith("steph"):
+        untie_top_k(model, bags)
+    loss, grads = reference_gradients(copy.deepcopy(model), bags, bins, events)
+    model.to(gpu)
+    stager = DeviceStager(gpu)
+    build = lambda on: load_chunks(on, bins, events, 1000, share=True, pack=True, pack_limit=1000)  # noqa: E731
+    parts = stager.claim(stager.stage(bags, build))
+    assert len(parts) == 1 and parts[0].segments is not None and parts[0].segments.index.is_cuda
+    for p in model.parameters():
+        p.grad = None
+    packed_loss = backward_chunks(model, parts, SETTINGS, device=gpu, budget=1000)
+    assert abs(packed_loss - loss) < 1e-5
+    packed_grads = [p.grad.cpu() for p in model.parameters() if p.requires_grad]
+    for a, b in zip(grads, packed_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), float((a - b).abs().max())
+
+
+@cuda
+def test_steph_packs_in_bf16_use_the_grouped_kernel_and_follow_fp32(
+    gpu: torch.device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bf16 autocast on CUDA: STEPH's per-bag encoders as one grouped product, the loss within
+    bf16's precision of the fp32 CPU loss."""
+    from steph.models import abmil
+
+    if torch.cuda.get_device_capability(gpu) < (8, 0):
+        pytest.skip("grouped bf16 products need compute capability 8.0")
+    model = models()["steph"].eval()
+    bags, bins, events = batch()
+    untie_top_k(model, bags)
+    loss, _ = reference_gradients(copy.deepcopy(model), bags, bins, events)
+    calls: list[int] = []
+    real = torch.nn.functional.grouped_mm
+    monkeypatch.setattr(torch.nn.functional, "grouped_mm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(abmil, "_GROUPED_FAILED", False)
+    model.to(gpu)
+    parts = load_chunks(
+        [b.to(gpu) for b in bags], bins.to(gpu), events.to(gpu), 1000, pack=True, pack_limit=1000
+    )
+    bf16_loss = backward_chunks(model, parts, SETTINGS, device=gpu, budget=1000, precision="bf16")
+    assert calls and not abmil._GROUPED_FAILED
+    assert abs(bf16_loss - loss) < 0.02 * abs(loss)
