@@ -221,6 +221,15 @@ def test_page_in_headless_chromium_tiles_two_levels_and_aligned_overlay(
         driver.execute_script(
             "const v = window.stephView.viewer.viewport; v.zoomTo(v.getMaxZoom(), null, true);"
         )
+        # getFullyLoaded() may still answer for the old view right after zoomTo: wait for the
+        # deeper level's tiles to arrive rather than for the flag.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with server.tiles_lock:
+                deepest = max(server.tiles, default=0)
+            if deepest > max(first, default=0):
+                break
+            time.sleep(0.2)
         _wait(driver, "return window.stephView.viewer.world.getItemAt(0).getFullyLoaded()")
         second = set(server.tiles)
         assert first and max(second) > max(first)  # tiles of a deeper level came back after zooming
