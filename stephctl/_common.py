@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,6 +21,17 @@ if TYPE_CHECKING:
     from steph.config import ProjectConfig
     from steph.layout import ProjectLayout
     from steph.report import StageReport
+
+AllowedSigners = Annotated[
+    Path | None,
+    typer.Option(
+        "--allowed-signers",
+        help="Trust list (ssh-keygen allowed-signers file; default allowed_signers: of stephctl.yaml): "
+        "accept only a bundle whose <bundle>.sig verifies for a key it lists.",
+    ),
+]
+"""``--allowed-signers``, the one declaration of the option of every command that takes bundles
+from other labs (predict, import-sources, merge)."""
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .._common import get_project, handle_errors, run_stage
+from .._common import AllowedSigners, get_project, handle_errors, run_stage
 
 
 def import_sources(
@@ -16,14 +16,7 @@ def import_sources(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace task vectors of the same cancer and fold.")
     ] = False,
-    allowed_signers: Annotated[
-        Path | None,
-        typer.Option(
-            "--allowed-signers",
-            help="Trust list (ssh-keygen allowed-signers file; default allowed_signers: of stephctl.yaml): "
-            "accept only a bundle whose <bundle>.sig verifies for a key it lists.",
-        ),
-    ] = None,
+    allowed_signers: AllowedSigners = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Verify the bundle, refuse it if its theta0, encoder, D or architecture differ from this

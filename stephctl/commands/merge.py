@@ -13,7 +13,7 @@ import typer
 from steph.merging.method_settings import BUILTIN_SETTINGS
 from steph.merging.settings import flag_fields
 
-from .._common import esc, fail, handle_errors, out_console, print_json
+from .._common import AllowedSigners, esc, fail, handle_errors, out_console, print_json
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -99,14 +99,7 @@ def merge(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
-    allowed_signers: Annotated[
-        Path | None,
-        typer.Option(
-            "--allowed-signers",
-            help="Trust list (ssh-keygen allowed-signers file; default allowed_signers: of stephctl.yaml): "
-            "accept only a bundle whose <bundle>.sig verifies for a key it lists.",
-        ),
-    ] = None,
+    allowed_signers: AllowedSigners = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo runs that are already done.")] = False,
     paper: Annotated[
         bool,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._common import app_state, fail, handle_errors, run_stage
+from .._common import AllowedSigners, app_state, fail, handle_errors, run_stage
 
 if TYPE_CHECKING:
     from steph.config import ProjectConfig
@@ -102,14 +102,7 @@ def predict(
             "1,000,000); a file declaring more is refused before it is read.",
         ),
     ] = None,
-    allowed_signers: Annotated[
-        Path | None,
-        typer.Option(
-            "--allowed-signers",
-            help="Trust list (ssh-keygen allowed-signers file; default allowed_signers: of stephctl.yaml): "
-            "accept only a bundle whose <bundle>.sig verifies for a key it lists.",
-        ),
-    ] = None,
+    allowed_signers: AllowedSigners = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Predict new patients with a bundle (--model) or a project model (-t/-m/-k): features are
