@@ -12,7 +12,7 @@ from typing import Any
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
-class DispatchCounter(TorchDispatchMode):
+class DispatchCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch leaves the base untyped
     """Counts every ATen operator dispatched inside the block (forward, backward, copies).
 
     >>> import torch
@@ -23,7 +23,7 @@ class DispatchCounter(TorchDispatchMode):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.count = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
