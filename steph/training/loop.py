@@ -29,7 +29,9 @@ pooled in patch chunks (:func:`~steph.models.abmil.patch_chunking`). Dropout mas
 per chunk (same distribution, different draws from the whole-batch run).
 
 A model's ``forward(x, mask)`` returns logits ``[B, T]`` or a :class:`ModelOutput` whose
-``aux_loss`` is added to the survival loss (STEPH's regularisers).
+``aux_loss`` is added to the survival loss (STEPH's regularisers). Every forward of ``fit`` knows
+its bags' positions in the training data, so a model computes a frozen per-bag constant (ROUPKT's
+expert embeddings) once per patient, not once per epoch (:mod:`~steph.training.memo`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from torch import Tensor, nn
 from ..models.abmil import Segments, packed_bags, patch_chunking
 from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
-from ..survival import surv_mle_loss
+from ..survival import SurvivalTargets, surv_mle_loss
 from .batching import (
     Chunk,
     auto_patch_budget,
@@ -59,6 +61,7 @@ from .batching import (
     plan_batch,
     shares_forwards,
 )
+from .memo import bag_memo, forward_bags
 from .optim import WarmupCosine, build_optimizer
 from .precision import autocast, grad_scaler, resolve_precision
 from .staging import DeviceStager, Staged
@@ -88,19 +91,6 @@ class ModelOutput:
     logits: Tensor
     aux_loss: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SurvivalTargets:
-    """Patients to train on: ids with their time (days), event and time bin."""
-
-    ids: list[str]
-    times: Tensor
-    events: Tensor
-    bins: Tensor
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,7 +174,7 @@ def fit(
     # epoch), so the loader reads the next epoch's first batch during this epoch's last step.
     plan = [epoch_batches(len(data), settings.batch_size, generator) for _ in range(settings.epochs)]
     queue = [batch for batches in plan for batch in batches]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool, bag_memo(len(data)):
 
         def load(k: int) -> Future[Staged] | None:
             if k >= len(queue):
@@ -257,8 +247,8 @@ def backward_chunks(
     """
     total = sum(int(p.bins.shape[0]) for p in parts)
     batch_loss = torch.zeros((), dtype=torch.float64, device=device)
-    for x, mask, y, e, seg in parts:
-        with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg):
+    for x, mask, y, e, seg, keys in parts:
+        with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg), forward_bags(keys):
             m = mask.to(device, non_blocking=True) if mask is not None else None
             out = as_output(model(x.to(device, non_blocking=True), m))
         hazards = torch.sigmoid(out.logits.float())
@@ -289,7 +279,7 @@ def _load_batch(
 
     def build(on_device: Sequence[Tensor]) -> list[Chunk]:
         where = on_device[0].device
-        return load_chunks(on_device, bins.to(where), events.to(where), budget, share, pack, limit)
+        return load_chunks(on_device, bins.to(where), events.to(where), budget, share, pack, limit, batch)
 
     return stager.stage(loaded, build)
 
