@@ -231,7 +231,7 @@ def load_theta0(
         raise MissingArtifactError(
             f"theta0 not found: {layout.theta0} (+ {layout.theta0_meta.name})",
             hint="`stephctl train-source` creates it, or import the authors' null model with "
-            "`stephctl train-source --import-theta0 PATH`",
+            "`stephctl import-reference --theta0 PATH`",
         )
     try:
         meta = read_json(layout.theta0_meta)

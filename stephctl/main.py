@@ -42,6 +42,7 @@ _ORDER = [
     "export",
     "export-sources",
     "import-sources",
+    "import-reference",
     "demo",
 ]
 
