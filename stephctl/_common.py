@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from steph.config import ProjectConfig
+    from steph.config import ConfigSource, ProjectConfig
     from steph.layout import ProjectLayout
     from steph.report import StageReport
 
@@ -48,6 +48,8 @@ class AppState:
     project: Path
     verbosity: int = 0  # -1 quiet, 0 normal, >= 1 verbose
     config: Path | None = None  # --config FILE; None = <project>/stephctl.yaml
+    source: ConfigSource | None = None
+    """The settings file, read once per command (:func:`get_project`)."""
 
 
 def app_state(ctx: typer.Context) -> AppState:
@@ -58,17 +60,27 @@ def app_state(ctx: typer.Context) -> AppState:
 
 
 def get_project(
-    ctx: typer.Context, overrides: dict[str, Any] | None = None
+    ctx: typer.Context, overrides: Mapping[str, Any] | None = None, *, require: bool = True
 ) -> tuple[ProjectLayout, ProjectConfig]:
     """Layout and config of the project given by -p/--project, with the settings of
-    --config FILE when given (flags in ``overrides`` win).
+    --config FILE when given (flags in ``overrides`` win). The file is read once per command
+    (:func:`steph.config.read_config`); each call resolves ``overrides`` on it (``stephctl
+    slurm`` resolves one configuration per stage).
 
     This is the contract every command (built-in or plugin) uses to reach the project.
+
+    Args:
+        require: The project must have its settings file (``predict --model`` works in any
+            folder with the default settings when false).
     """
-    from steph.config import load_project
+    from steph.config import read_config
+    from steph.layout import ProjectLayout
 
     state = app_state(ctx)
-    return load_project(state.project, overrides, config_file=state.config)
+    if state.source is None:
+        state.source = read_config(state.project, config_file=state.config)
+    config = state.source.resolve(overrides, require=require)
+    return ProjectLayout(state.project, config.paths), config
 
 
 def esc(value: object) -> str:
