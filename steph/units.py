@@ -158,6 +158,7 @@ def run_units(
     label: str | None = None,
     unit_name: str = "units",
     look_ahead: Callable[[Sequence[U]], None] | None = None,
+    into: StageReport | None = None,
 ) -> StageReport:
     """Run ``units`` one by one through ``worker`` and report each (the stage's unit loop).
 
@@ -170,11 +171,13 @@ def run_units(
         unit_name: What a unit is called on the progress bar.
         look_ahead: Called with the units after each one just before it is handled (a worker
             that prepares the next unit in the background while one runs: extract's slides).
+        into: The report to add the items to (default: a new one); the items of the units
+            handled so far are in it even when the run stops (extract's failures.csv).
 
     Raises:
         StephError: the error of a :class:`StopRun` a unit raised (the units after it do not run).
     """
-    report = StageReport(stage)
+    report = StageReport(stage) if into is None else into
     shown = label or stage
     progress.start(shown, len(units), unit=unit_name)
     try:

@@ -155,7 +155,7 @@ def extract_features(
                 worker = SlideWorker(
                     layout, config, device=device, ahead=ahead, progress=progress, overwrite=overwrite
                 )
-                report = run_units(
+                run_units(
                     STAGE,
                     units,
                     worker,
@@ -164,6 +164,7 @@ def extract_features(
                     label="slides",
                     unit_name="slides",
                     look_ahead=worker.look_ahead,
+                    into=report,
                 )
         finally:
             _update_failures(layout.extract_failures(spec.name), report, selection.entries)
