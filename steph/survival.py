@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+
+@dataclass(frozen=True)
+class SurvivalTargets:
+    """Patients to train on: ids with their time (days), event and time bin."""
+
+    ids: list[str]
+    times: Tensor
+    events: Tensor
+    bins: Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def time_to_bin(t_days: Tensor, *, bin_width: float = 365.0, num_bins: int = 32) -> Tensor:
