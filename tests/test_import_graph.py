@@ -12,7 +12,6 @@ STEPH = Path(__file__).resolve().parent.parent / "steph"
 
 KNOWN_TWO_WAY: dict[frozenset[str], str] = {
     frozenset({"steph.bundles", "steph.evaluation"}): "predict (evaluation/predict*.py) loads bundles",
-    frozenset({"steph.bundles", "steph.merging"}): "merging.inputs reads bundles.sources.imported_cancers",
     frozenset({"steph.evaluation", "steph.explain"}): "predict --explain lives in evaluation",
 }
 """Two-way imports not untangled yet, each with where it comes from. The list only shrinks: an
