@@ -139,7 +139,7 @@ class Registry(Generic[T]):
     # -- queries ------------------------------------------------------------------------------
     def names(self, pattern: str = "*") -> list[str]:
         self.load_plugins()
-        return sorted(name for name in (*self._items, *self._lazy) if fnmatch.fnmatch(name, pattern))
+        return sorted(name for name in {*self._items, *self._lazy} if fnmatch.fnmatch(name, pattern))
 
     def __contains__(self, name: object) -> bool:
         self.load_plugins()
@@ -191,7 +191,7 @@ class Registry(Generic[T]):
 
     def _unknown(self, name: str) -> NoReturn:
         """Raise the error for a name nothing holds: the closest name, broken plugins."""
-        names = sorted((*self._items, *self._lazy))
+        names = sorted({*self._items, *self._lazy})
         close = difflib.get_close_matches(name, names, n=1)
         message = f"unknown {self.kind} {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
         broken = [b for b in self._broken if b.name == name]
