@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SurvivalTargets:
+    """Patients to train on: ids with their time (days), event and time bin."""
+
+    ids: list[str]
+    times: Tensor
+    events: Tensor
+    bins: Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def time_to_bin(t_days: Tensor, *, bin_width: float = 365.0, num_bins: int = 32) -> Tensor:

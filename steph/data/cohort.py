@@ -40,7 +40,7 @@ from .bags import BagStore, check_features, open_bags
 
 if TYPE_CHECKING:
     from ..config import ModelConfig, ProjectConfig
-    from ..training.loop import SurvivalTargets
+    from ..survival import SurvivalTargets
 
 __all__ = [
     "BagStore",
@@ -99,8 +99,7 @@ class Cohort:
         """Times, events and time bins of ``ids`` (in that order) for training or evaluation."""
         import torch
 
-        from ..survival import time_to_bin
-        from ..training.loop import SurvivalTargets
+        from ..survival import SurvivalTargets, time_to_bin
 
         unknown = [pid for pid in ids if pid not in self.patients]
         if unknown:

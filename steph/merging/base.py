@@ -22,7 +22,8 @@ from .spec import MethodSpec
 if TYPE_CHECKING:
     from ..config import ModelConfig
     from ..data import Cohort
-    from ..training.loop import BagSource, SurvivalTargets
+    from ..survival import SurvivalTargets
+    from ..training.loop import BagSource
 
 StateDict = dict[str, Tensor]
 Table = tuple[list[str], list[list[Any]]]

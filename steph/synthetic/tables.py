@@ -55,13 +55,17 @@ def write_splits(layout: ProjectLayout, cohort: CancerCohort, spec: CohortSpec) 
     groups = stratified_folds(cohort.patient_ids, cohort.event.tolist(), spec.folds, rng)
     for k, test in enumerate(groups):
         held_out = set(test)
-        train = [pid for pid in cohort.patient_ids if pid not in held_out]
-        n_rows = max(len(train), len(test))
-        cells = [
-            [train[r] if r < len(train) else "", test[r] if r < len(test) else ""] for r in range(n_rows)
-        ]
-        write_csv(layout.split(cohort.name, k), ["train", "test"], cells)
+        write_split(layout, cohort.name, k, [pid for pid in cohort.patient_ids if pid not in held_out], test)
     return groups
+
+
+def write_split(
+    layout: ProjectLayout, cancer: str, fold: int, train: Sequence[str], test: Sequence[str]
+) -> None:
+    """``splits/<CANCER>/splits_<fold>.csv``: columns train and test, the shorter padded with ""."""
+    n_rows = max(len(train), len(test))
+    cells = [[train[r] if r < len(train) else "", test[r] if r < len(test) else ""] for r in range(n_rows)]
+    write_csv(layout.split(cancer, fold), ["train", "test"], cells)
 
 
 def write_truth(

@@ -10,9 +10,10 @@ from _merge_helpers import DIM, context
 from steph.data import BagStore
 from steph.merging import MERGE_METHODS
 from steph.merging.roupkt import RouPKTModel
+from steph.survival import SurvivalTargets
 from steph.training import memo
 from steph.training.batching import epoch_batches
-from steph.training.loop import FitSettings, SurvivalTargets, fit
+from steph.training.loop import FitSettings, fit
 
 N_BAGS, BATCH, EPOCHS = 10, 4, 3
 """10 bags in batches of 4: two are left out of each epoch, so later epochs meet new bags."""
