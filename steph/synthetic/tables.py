@@ -89,6 +89,17 @@ def write_truth(
     write_json(layout.synthetic_spec, describe(spec, cohorts, level=level, extra=extra))
 
 
+def plain_spec(spec: CohortSpec) -> dict[str, Any]:
+    """``spec`` as stored in ``synthetic/cohort.json``; ``shared_prevalence`` and
+    ``exact_sharing`` only when set, so a cohort generated before these options existed is
+    recognised as the same cohort."""
+    plain: dict[str, Any] = to_plain(spec)
+    for option in ("shared_prevalence", "exact_sharing"):
+        if not plain[option]:
+            del plain[option]
+    return plain
+
+
 def describe(
     spec: CohortSpec, cohorts: dict[str, CancerCohort], *, level: str, extra: dict[str, Any]
 ) -> dict[str, Any]:
@@ -96,7 +107,7 @@ def describe(
     return {
         "generator_version": GENERATOR_VERSION,
         "level": level,
-        "spec": to_plain(spec),
+        "spec": plain_spec(spec),
         "phenotypes": list(PHENOTYPES[: spec.phenotypes]),
         "cancers": {
             name: {

@@ -258,7 +258,8 @@ def backward_chunks(
         if len(parts) > 1:
             loss = loss * (len(y) / total)
         (scaler.scale(loss) if scaler is not None else loss).backward()
-        batch_loss += loss.detach().double()
+        with torch.no_grad():
+            batch_loss.add_(loss)  # in float64, as loss.double() would be
     return float(batch_loss)
 
 
