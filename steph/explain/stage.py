@@ -134,7 +134,12 @@ def explain_patients(
     device = resolve_device(config.train.device)
     models: dict[str, nn.Module] = {}
     sources = _sources(layout, target, method, fold)
-    options = {"compare": compare, "patches": patches, "scale": scale, "version": __version__}
+    options: dict[str, object] = {
+        "compare": compare,
+        "patches": patches,
+        "scale": scale,
+        "version": __version__,
+    }
     options["models"] = {str(p): sha256_file(p) for p in model_files}
     try:
         fold_risks = risks or test_risks(layout, target, method, fold)
@@ -154,7 +159,9 @@ def explain_patients(
                     config, store_for(path).ref(path, sid), dim=expected, dim_of=f"theta0 {layout.theta0}"
                 )
             slides = [read_slide_patches(path, sid) for sid, path in files.items()]
-            record = dict(options, features=_stamps(layout, config.encoder, target, slides))
+            record: dict[str, object] = dict(
+                options, features=_stamps(layout, config.encoder, target, slides)
+            )
             if not overwrite and _unchanged(layout.patient_record(target, pid, method, fold), record):
                 report.add(key, Status.SKIPPED, "explained already (use --overwrite to redo)")
                 continue
@@ -201,8 +208,8 @@ def explain_patients(
                 done.unlink(missing_ok=True)
             else:
                 write_json(done, record)
-            files = [str(p) for p in page.files]
-            details: dict[str, object] = {"files": files, "notices": page.notices, "risk": risk}
+            page_files = [str(p) for p in page.files]
+            details: dict[str, object] = {"files": page_files, "notices": page.notices, "risk": risk}
             if page.transfer is not None:
                 bars = page.transfer
                 details["transfer"] = {

@@ -18,7 +18,7 @@ per bag). Inference runs all E encoders plus the router, which is why it costs a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -78,7 +78,9 @@ class RouPKTModel(nn.Module):
     @torch.no_grad()
     def embeddings(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``[B, E, dim_emb]``: each frozen encoder's bag embedding (no dropout)."""
-        return torch.stack([encode(f.as_dict(), x, mask, training=False) for f in self.frozen], dim=1)  # type: ignore[union-attr]
+        # nn.ModuleList is not generic: its items are typed Module, these are FrozenState
+        frozen = cast("list[FrozenState]", list(self.frozen))
+        return torch.stack([encode(f.as_dict(), x, mask, training=False) for f in frozen], dim=1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         emb = self.embeddings(x, mask)
