@@ -68,34 +68,38 @@ def kind(method: str, overrides: dict[str, Any]) -> str:
     return "forward"
 
 
-def unit_flops(cost_kind: str, bag: float, w: flops.Widths) -> tuple[float, float]:
-    """``(train_step, predict)`` FLOPs of one bag of ``bag`` patches for a cost class."""
+def unit_flops(cost_kind: str, bag: float, w: flops.Widths) -> tuple[float, float, float]:
+    """``(train_step, once_per_patient, predict)`` FLOPs of one bag of ``bag`` patches for a cost
+    class; ``once_per_patient``: what training computes once per patient, not every epoch
+    (ROUPKT's frozen experts, :mod:`steph.training.memo`)."""
     k = round(bag)
     if cost_kind == "abmil":
-        return flops.abmil_step(k, w), flops.abmil_forward(k, w)
+        return flops.abmil_step(k, w), 0, flops.abmil_forward(k, w)
     if cost_kind == "steph":
-        return flops.steph_step(k, w, SOURCES), flops.steph_forward(k, w, SOURCES)
+        return flops.steph_step(k, w, SOURCES), 0, flops.steph_forward(k, w, SOURCES)
     if cost_kind == "roupkt":
-        return flops.roupkt_step(k, w, SOURCES), flops.roupkt_forward(k, w, SOURCES)
+        step = flops.roupkt_step(k, w, SOURCES, experts=False)
+        return step, flops.roupkt_experts(k, w, SOURCES), flops.roupkt_forward(k, w, SOURCES)
     if cost_kind.startswith("adamerging"):
         step, fwd = flops.adamerging_step(k, w, SOURCES, 16), flops.adamerging_forward(k, w, SOURCES, 16)
         if cost_kind == "adamerging-hypernet":  # the hypernetwork's patch embedding, forward + weights
             step, fwd = step + 4 * k * w.dim_in * w.dim_emb, fwd + 2 * k * w.dim_in * w.dim_emb
-        return step, fwd
+        return step, 0, fwd
     fwd = flops.abmil_forward(k, w)  # data-free merges: a frozen encoder, a trained head
-    return fwd, fwd
+    return fwd, 0, fwd
 
 
 def protocol(bag: float) -> dict[str, Any]:
     """Units, analytic FLOPs and feature bytes of the protocol."""
     w = flops.Widths(DIM)
-    train_bags = FOLDS * TRAIN_FRACTION * EPOCHS * PATIENTS  # summed over cancers (or targets)
+    train_patients = FOLDS * TRAIN_FRACTION * PATIENTS  # summed over cancers (or targets)
+    train_bags = EPOCHS * train_patients
     predict_bags = FOLDS * PATIENTS
-    step, fwd = unit_flops("abmil", bag, w)
-    stages = {"train-source": train_bags * step + predict_bags * fwd}
+    step, once, fwd = unit_flops("abmil", bag, w)
+    stages = {"train-source": train_bags * step + train_patients * once + predict_bags * fwd}
     for variant in PAPER_VARIANTS:
-        step, fwd = unit_flops(kind(variant.method, variant.overrides), bag, w)
-        stages[f"merge {variant.label}"] = train_bags * step + predict_bags * fwd
+        step, once, fwd = unit_flops(kind(variant.method, variant.overrides), bag, w)
+        stages[f"merge {variant.label}"] = train_bags * step + train_patients * once + predict_bags * fwd
     return {
         "mean_bag_patches": round(bag),
         "units": {"train-source": CANCERS * FOLDS, "merge": CANCERS * FOLDS * len(PAPER_VARIANTS)},

@@ -126,8 +126,9 @@ class UnitWorker(Protocol[U_contra]):
         this one waited for its lock)."""
         ...
 
-    def lock(self, unit: U_contra) -> UnitLock:
-        """The lock ``unit`` runs under."""
+    def lock(self, unit: U_contra) -> UnitLock | None:
+        """The lock ``unit`` runs under; None for a unit that writes nothing of its own (an
+        evaluate fold is only read: the summary is written after every fold)."""
         ...
 
     def run(self, unit: U_contra) -> Outcome:
@@ -169,7 +170,8 @@ def run_units(
 
 
 def run_unit(stage: str, unit: U, worker: UnitWorker[U], *, overwrite: bool = False) -> ItemResult:
-    """One unit: skip it when done, else run it under its lock; every failure becomes its item."""
+    """One unit: skip it when done, else run it under its lock (if it has one); every failure
+    becomes its item."""
     if unit.done and not overwrite:
         return _item(unit, worker.skipped(unit, by_other=False))
     why = worker.refuse(unit)
@@ -177,21 +179,25 @@ def run_unit(stage: str, unit: U, worker: UnitWorker[U], *, overwrite: bool = Fa
         log.error("%s", why)
         return ItemResult(unit.key, Status.FAILED, why)
     lock = worker.lock(unit)
+    where = unit.key if lock is None else lock.where or lock.what
     try:
-        with hold(lock.path, what=lock.what, stage=stage, temp_dirs=lock.temp_dirs):
-            if unit.done and not overwrite:  # another process finished it meanwhile
-                return _item(unit, worker.skipped(unit, by_other=True))
-            if lock.record is not None:
-                lock.record.unlink(missing_ok=True)
-            point(f"{stage}:locked")
+        if lock is None:
             outcome = worker.run(unit)
+        else:
+            with hold(lock.path, what=lock.what, stage=stage, temp_dirs=lock.temp_dirs):
+                if unit.done and not overwrite:  # another process finished it meanwhile
+                    return _item(unit, worker.skipped(unit, by_other=True))
+                if lock.record is not None:
+                    lock.record.unlink(missing_ok=True)
+                point(f"{stage}:locked")
+                outcome = worker.run(unit)
     except LockedError as exc:
         return ItemResult(unit.key, Status.LOCKED, str(exc))
     except StephError as exc:
-        log.error("%s failed: %s", lock.where or lock.what, exc)
+        log.error("%s failed: %s", where, exc)
         return ItemResult(unit.key, Status.FAILED, str(exc))
     except OSError as exc:
-        message = os_error_message(exc, lock.where or lock.what)
+        message = os_error_message(exc, where)
         log.error("%s", message)
         return ItemResult(unit.key, Status.FAILED, message)
     return _item(unit, outcome)

@@ -13,6 +13,11 @@ Auxiliary losses (weights ``balance_weight`` and ``z_weight``, 0.01 each): the b
 averaged over the batch (the reference forwards one bag at a time, so its batch statistics are
 per bag). Inference runs all E encoders plus the router, which is why it costs about
 (E + 1) / 1.7 times a STEPH forward (the paper: 330.7 vs 40.1 GFLOPs with E = 13).
+
+The frozen encoders are constants of the bag: in training each patient's ``[E, dim_emb]``
+embeddings are computed once, in the first forward that holds the bag, and reused in every later
+epoch (:func:`steph.training.memo.memoized`; the reference recomputes them every epoch, with the
+same result). Only the router, the experts and the head then run per step.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ..errors import ConfigError
 from ..models.abmil import ENCODER_KEYS, GatedAttention, encode
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
+from ..training.memo import memoized
 from .base import MergeContext, MergeMethod, Table
 from .method_settings import RouPKTSettings
 from .modules import FrozenState
@@ -83,7 +89,7 @@ class RouPKTModel(nn.Module):
         return torch.stack([encode(f.as_dict(), x, mask, training=False) for f in frozen], dim=1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
-        emb = self.embeddings(x, mask)
+        emb = memoized("roupkt.experts", lambda: self.embeddings(x, mask))
         logits_r = self.gate(self.router(x, mask))
         probs = torch.softmax(logits_r, dim=1)
         top_p, top_i = probs.topk(self.top_k, dim=1)

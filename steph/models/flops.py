@@ -13,6 +13,9 @@ With ``D`` the feature width, ``E``/``A`` the ABMIL widths (512/384), ``T`` the 
     AdaMerging forward     F(K) + 2 (1 + m) P / B   (one merged encoder for the B bags of a step)
     ROUPKT forward         (m + 2) (F(K) - 2ET) + 2Em(E + 1) + 2ET
                            (1 + m frozen encoders, the router's encoder, the experts and the gate)
+    ROUPKT frozen experts  (m + 1) (F(K) - 2ET): in training once per patient, not per epoch
+                           (:mod:`steph.training.memo`), so a training step after a bag's
+                           first omits them (``experts=False``)
 
 The training-step counts add each trainable product's backward (see each function). The tests
 check every function against a counted forward and backward.
@@ -94,23 +97,27 @@ def adamerging_step(patches: int, w: Widths, sources: int, bags: int = 1) -> int
     return abmil_step(patches, w) + 2 * merge
 
 
-def roupkt_forward(patches: int, w: Widths, sources: int) -> int:
-    """ROUPKT for one bag: 1 + m frozen encoders, the router (encoder and gate), m + 1 experts, head."""
-    e, experts = w.dim_emb, sources + 1
-    encoders = (experts + 1) * encoder_forward(patches, w)
-    return encoders + 2 * e * experts + experts * 2 * e * e + 2 * e * w.time_bins
+def roupkt_experts(patches: int, w: Widths, sources: int) -> int:
+    """ROUPKT's 1 + m frozen encoders over one bag: in training once per patient (the bag's
+    first forward), in prediction every forward."""
+    return (sources + 1) * encoder_forward(patches, w)
 
 
-def roupkt_step(patches: int, w: Widths, sources: int) -> int:
-    """Forward and backward: the frozen encoders have none; the router's encoder trains like
-    ABMIL's; the experts train their weights (their input is frozen); gate and head both ways."""
-    e, experts = w.dim_emb, sources + 1
+def roupkt_forward(patches: int, w: Widths, sources: int, *, experts: bool = True) -> int:
+    """ROUPKT for one bag: 1 + m frozen encoders (``experts=False``: their stored embeddings), the
+    router (encoder and gate), m + 1 experts, head."""
+    e, n = w.dim_emb, sources + 1
+    frozen = roupkt_experts(patches, w, sources) if experts else 0
+    return frozen + encoder_forward(patches, w) + 2 * e * n + n * 2 * e * e + 2 * e * w.time_bins
+
+
+def roupkt_step(patches: int, w: Widths, sources: int, *, experts: bool = True) -> int:
+    """Forward and backward: the frozen encoders have none (``experts=False``: not run, their
+    embeddings stored); the router's encoder trains like ABMIL's; the experts train their weights
+    (their input is frozen); gate and head both ways."""
+    e, n = w.dim_emb, sources + 1
     router = encoder_forward(patches, w)
     backward = (
-        2 * router
-        - 2 * patches * w.dim_in * e
-        + 2 * 2 * e * experts
-        + experts * 2 * e * e
-        + 2 * 2 * e * w.time_bins
+        2 * router - 2 * patches * w.dim_in * e + 2 * 2 * e * n + n * 2 * e * e + 2 * 2 * e * w.time_bins
     )
-    return roupkt_forward(patches, w, sources) + backward
+    return roupkt_forward(patches, w, sources, experts=experts) + backward

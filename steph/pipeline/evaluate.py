@@ -3,9 +3,10 @@
 Inputs are ``results/<TARGET>/<method>/fold_<k>/predictions.csv`` (+ metrics.json) written by
 train-source (method ``cancer-specific``) and merge. A fold is taken only when its record exists
 (:meth:`ProjectLayout.result_record`: the model's or the merge run's ``meta.json``, written
-last). A fold asked for (:func:`plan_evaluate`) whose predictions lack their record (a killed
-unit), or that has no predictions, fails (exit 2) with the command that finishes it; the other
-folds are still evaluated and summarised.
+last). The stage's unit is a target (:func:`plan_targets`); its folds are run through the one
+unit loop (:func:`~steph.units.run_units`). A fold asked for whose predictions lack their record
+(a killed unit), or that has no predictions, fails (exit 2) with the command that finishes it;
+the other folds are still evaluated, and summarised in the stage's finishing step.
 Evaluation is cheap, seeded and always recomputed: every run replaces the rows of the (target,
 method) pairs it evaluated in ``results/summary.csv`` (other rows are kept) and, unless
 ``evaluate.report`` is false, writes ``reports/<TARGET>/``.
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config import ProjectConfig
-from ..config.project import project_folds
+from ..config.project import project_cancers, project_folds
 from ..errors import MissingArtifactError, StephError, UnknownNameError
 from ..evaluation.fold import FoldResult, evaluate_fold, metric_names
 from ..evaluation.inputs import (
@@ -39,7 +41,7 @@ from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..runs import resolve_run
-from ..units import WorkUnit
+from ..units import Outcome, WorkUnit, run_units
 
 if TYPE_CHECKING:
     from ..data.cohort import Cohort
@@ -70,82 +72,40 @@ class EvaluationReport(StageReport):
         return out
 
 
-def _targets(layout: ProjectLayout, targets: list[str] | None) -> list[str]:
-    available = layout.result_targets()
-    if not available:
-        raise MissingArtifactError(
-            f"no results under {layout.results_root}",
-            hint="run `stephctl train-source` (cancer-specific models) and/or `stephctl merge` first",
-        )
-    if not targets:
-        return available
-    chosen = [normalize_cancer(t) for t in targets]
-    unknown = [t for t in chosen if t not in available]
-    if unknown:
-        raise UnknownNameError(
-            f"no results for target(s) {', '.join(unknown)} under {layout.results_root}",
-            hint=f"targets with results: {', '.join(available)}",
-        )
-    return chosen
+@dataclass(frozen=True)
+class TargetUnit(WorkUnit):
+    """The stage's unit: the evaluation of one target, of ``methods`` (default: every method
+    with results for it). Its folds (:class:`FoldUnit`) are found on disk when it runs."""
+
+    target: str = ""
+    methods: list[str] | None = None
 
 
-def plan_evaluate(
+def plan_targets(
     layout: ProjectLayout,
-    config: ProjectConfig,
+    cancers: Sequence[str],
     *,
-    targets: list[str] | None = None,
-    methods: list[str] | None = None,
-) -> list[FoldUnit]:
-    """One unit per (target, method, fold) asked for, with its ``state``: ``finished`` (its
-    predictions.csv and its record exist; only these are evaluated), ``unfinished`` (predictions
-    without a record: its stage was interrupted) or ``missing`` (no predictions).
+    targets: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+) -> list[TargetUnit]:
+    """The stage's plan: one :class:`TargetUnit` per target of ``targets``, by default per
+    cancer of the project (``cancers``), then every other target with results (an
+    ``evaluation_only`` merge target). Evaluation is always recomputed, so the units have no
+    outputs and are never done.
 
-    Asked for are, per target, the folds the project trains (``train.folds``, else those of its
-    splits; else every fold with results there; ``merge.folds`` for merge runs when set) of
-    each method named in ``methods``, or by default of each method with results for that target
-    (a method never run for a target is not asked for unless named).
-
-    Units have no outputs of their own (the summary and reports depend on every unit), so they
-    are never "done": evaluation always recomputes.
-
-    Raises:
-        MissingArtifactError: there are no results at all.
-        UnknownNameError: a requested target, or a requested method, has no results.
+    A Slurm array of evaluate is generated before any result exists, so the plan is the targets
+    (stable), not their folds: which (method, fold)s a target has is read when the unit runs.
     """
-    units: list[FoldUnit] = []
-    found_methods: set[str] = set()
-    for target in _targets(layout, targets):
-        present = layout.result_methods(target)
-        found_methods.update(present)
-        wanted = (  # `-m steph` -> the target's one steph run, e.g. steph-top2
-            [resolve_run(layout, target, m, config=config, strict=False) for m in dict.fromkeys(methods)]
-            if methods
-            else present
-        )
-        found_methods.update(
-            m for m, run in zip(dict.fromkeys(methods or []), wanted, strict=False) if run in present
-        )
-        trained = project_folds(layout, config, target) or sorted(
-            {k for m in present for k in layout.result_folds(target, m)}
-        )
-        for method in wanted:
-            folds = trained if method == CANCER_SPECIFIC else (config.merge.folds or trained)
-            for fold in sorted({*folds, *layout.result_folds(target, method)}):
-                units.append(_unit(layout, target, method, fold))
-    missing = sorted(set(methods or []) - found_methods)
-    if missing:
-        raise UnknownNameError(
-            f"no results for method(s) {', '.join(missing)}",
-            hint=f"methods with results: {', '.join(sorted(found_methods)) or 'none'}",
-        )
-    return units
+    chosen = [normalize_cancer(t) for t in targets] if targets else [*cancers, *layout.result_targets()]
+    wanted = list(dict.fromkeys(methods)) if methods else None
+    return [TargetUnit(STAGE, name, (), target=name, methods=wanted) for name in dict.fromkeys(chosen)]
 
 
 @dataclass(frozen=True)
 class FoldUnit(WorkUnit):
-    """One (target, method, fold) to evaluate: its ``predictions`` and ``record`` files, and its
-    ``state``: ``finished`` (both exist), ``unfinished`` (predictions without a record: its stage
-    was interrupted) or ``missing`` (no predictions)."""
+    """One (target, method, fold) a :class:`TargetUnit` evaluates: its ``predictions`` and
+    ``record`` files, and its ``state``: ``finished`` (both exist), ``unfinished`` (predictions
+    without a record: its stage was interrupted) or ``missing`` (no predictions)."""
 
     target: str = ""
     method: str = ""
@@ -159,7 +119,7 @@ class FoldUnit(WorkUnit):
         return self.state == "finished"
 
 
-def _unit(layout: ProjectLayout, target: str, method: str, fold: int) -> FoldUnit:
+def _fold(layout: ProjectLayout, target: str, method: str, fold: int) -> FoldUnit:
     path = layout.predictions(target, method, fold)
     record = layout.result_record(target, method, fold)
     state = "missing" if not path.is_file() else "finished" if record.is_file() else "unfinished"
@@ -174,6 +134,67 @@ def _unit(layout: ProjectLayout, target: str, method: str, fold: int) -> FoldUni
         record=record,
         state=state,
     )
+
+
+def _folds(
+    layout: ProjectLayout, config: ProjectConfig, units: Sequence[TargetUnit], *, named: bool
+) -> list[FoldUnit]:
+    """The folds ``units`` evaluate, each ``finished``, ``unfinished`` or ``missing``.
+
+    Asked for are, per target, the folds the project trains (``train.folds``, else those of its
+    splits; else every fold with results there; ``merge.folds`` for merge runs when set) of each
+    method of the unit, or by default of each method with results for that target (a method
+    never run for a target is not asked for unless named). A target without results is left
+    out unless ``named`` (a ``--target``, a task index).
+
+    Raises:
+        MissingArtifactError: there are no results at all.
+        UnknownNameError: a named target, or a named method, has no results.
+    """
+    available = layout.result_targets()
+    if not available:
+        raise MissingArtifactError(
+            f"no results under {layout.results_root}",
+            hint="run `stephctl train-source` (cancer-specific models) and/or `stephctl merge` first",
+        )
+    unknown = [u.target for u in units if u.target not in available]
+    if named and unknown:
+        raise UnknownNameError(
+            f"no results for target(s) {', '.join(unknown)} under {layout.results_root}",
+            hint=f"targets with results: {', '.join(available)}",
+        )
+    folds: list[FoldUnit] = []
+    named_methods: set[str] = set()
+    found_methods: set[str] = set()
+    for unit in units:
+        if unit.target not in available:
+            continue
+        target, methods = unit.target, unit.methods
+        named_methods.update(methods or [])
+        present = layout.result_methods(target)
+        found_methods.update(present)
+        wanted = (  # `-m steph` -> the target's one steph run, e.g. steph-top2
+            [resolve_run(layout, target, m, config=config, strict=False) for m in dict.fromkeys(methods)]
+            if methods
+            else present
+        )
+        found_methods.update(
+            m for m, run in zip(dict.fromkeys(methods or []), wanted, strict=False) if run in present
+        )
+        trained = project_folds(layout, config, target) or sorted(
+            {k for m in present for k in layout.result_folds(target, m)}
+        )
+        for method in wanted:
+            chosen = trained if method == CANCER_SPECIFIC else (config.merge.folds or trained)
+            for fold in sorted({*chosen, *layout.result_folds(target, method)}):
+                folds.append(_fold(layout, target, method, fold))
+    missing = sorted(named_methods - found_methods)
+    if missing:
+        raise UnknownNameError(
+            f"no results for method(s) {', '.join(missing)}",
+            hint=f"methods with results: {', '.join(sorted(found_methods)) or 'none'}",
+        )
+    return folds
 
 
 def upstream_command(target: str, method: str, fold: int) -> str:
@@ -214,7 +235,8 @@ def evaluate_models(
     bootstrap: int | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> EvaluationReport:
-    """Evaluate every planned fold, write results/summary.csv and (unless disabled) the reports.
+    """Evaluate ``targets`` (default: every target with results): the stage ``evaluate`` on
+    :func:`plan_targets` (:func:`evaluate_targets`).
 
     Args:
         layout: the project.
@@ -223,32 +245,57 @@ def evaluate_models(
         targets: restrict to these targets (default: every target with results).
         methods: restrict to these methods (default: every method folder).
         bootstrap: resamples per fold, overriding ``evaluate.bootstrap`` (0 = no intervals).
-        progress: receives one step per evaluated fold.
+        progress: receives one step per fold.
+    """
+    units = plan_targets(layout, project_cancers(layout, config), targets=targets, methods=methods)
+    return evaluate_targets(
+        layout, config, units, named=bool(targets), bootstrap=bootstrap, progress=progress
+    )
+
+
+def evaluate_targets(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    units: Sequence[TargetUnit],
+    *,
+    named: bool = True,
+    bootstrap: int | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> EvaluationReport:
+    """Evaluate every fold of ``units`` (:func:`~steph.units.run_units`, one item per fold: a
+    fold without its record or its predictions fails with the command that finishes it), then,
+    as the stage's finishing step over all of them, write results/summary.csv and (unless
+    disabled) the reports.
+
+    Args:
+        units: Units of :func:`plan_targets`.
+        named: The targets were asked for (``--target``, a task index): one without results is
+            an error instead of being left out.
+        bootstrap: Resamples per fold, overriding ``evaluate.bootstrap`` (0 = no intervals).
 
     Returns:
         The report: an item per fold (failed items name the bad file), the summary, the
         comparison tables and the report paths.
+
+    Raises:
+        MissingArtifactError: there are no results at all.
+        UnknownNameError: a named target, or a named method, has no results.
     """
     settings = config.evaluate
     resamples = settings.bootstrap if bootstrap is None else int(bootstrap)
-    planned = plan_evaluate(layout, config, targets=targets, methods=methods)
+    folds = _folds(layout, config, units, named=named)
+    worker = EvaluateWorker(layout, config, resamples)
     report = EvaluationReport(STAGE)
-    units = []
-    for unit in planned:
-        if unit.finished:
-            units.append(unit)
-            continue
-        message = _not_done_message(unit)
-        log.error("%s: %s", unit.key, message)
-        report.add(unit.key, Status.FAILED, message)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with run_log(layout.stage_log(STAGE, stamp)):
-        results = _evaluate_units(layout, config, units, resamples, report, progress)
-        if not results:
+        report.items = run_units(STAGE, folds, worker, progress=progress, unit_name="folds").items
+        if not worker.results:
             return report
-        expected = {t: project_folds(layout, config, t) for t in {u.target for u in units}}
+        expected = {
+            t: project_folds(layout, config, t) for t in {r.predictions.target for r in worker.results}
+        }
         summary = summarize(
-            results,
+            worker.results,
             metrics=metric_names(settings.auc_years),
             reference=settings.reference_method,
             confidence=settings.confidence,
@@ -269,57 +316,51 @@ def evaluate_models(
     return report
 
 
-def _evaluate_units(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    units: list[FoldUnit],
-    resamples: int,
-    report: EvaluationReport,
-    progress: Progress,
-) -> list[FoldResult]:
-    settings = config.evaluate
-    cohorts: dict[str, Cohort | None] = {}
-    results: list[FoldResult] = []
-    progress.start(STAGE, len(units), unit="folds")
-    try:
-        for unit in units:
-            target, method, fold = unit.target, unit.method, unit.fold
-            try:
-                if target not in cohorts:
-                    cohorts[target] = target_cohort(layout, config, target)
-                cohort = cohorts[target]
-                preds = read_predictions(
-                    layout.predictions(target, method, fold),
-                    target=target,
-                    method=method,
-                    fold=fold,
-                    time_bins=config.model.time_bins,
-                    labels=cohort_labels(cohort),
-                )
-                check_test_patients(layout, cohort, fold, preds)
-                result = evaluate_fold(
-                    preds,
-                    training_survival(layout, cohort, fold, preds),
-                    auc_years=settings.auc_years,
-                    bin_width=config.model.bin_width_days,
-                    resamples=resamples,
-                    confidence=settings.confidence,
-                    seed=settings.seed,
-                )
-            except StephError as exc:
-                log.error("%s: %s", unit.key, exc)
-                report.add(unit.key, Status.FAILED, str(exc))
-            except OSError as exc:
-                message = os_error_message(exc, unit.key)
-                log.error("%s", message)
-                report.add(unit.key, Status.FAILED, message)
-            else:
-                results.append(result)
-                report.add(unit.key, Status.DONE, _headline(result), n=result.n, events=result.events)
-            progress.advance(STAGE, 1, item=unit.key)
-    finally:
-        progress.finish(STAGE)
-    return results
+class EvaluateWorker:
+    """Evaluates one fold (its metrics with bootstrap intervals); each target's cohort is read
+    once, for all its folds. The fold results are kept for the summary."""
+
+    def __init__(self, layout: ProjectLayout, config: ProjectConfig, resamples: int) -> None:
+        self.layout, self.config, self.resamples = layout, config, resamples
+        self.cohorts: dict[str, Cohort | None] = {}
+        self.results: list[FoldResult] = []
+
+    def refuse(self, unit: FoldUnit) -> str | None:
+        return None if unit.finished else _not_done_message(unit)
+
+    def skipped(self, unit: FoldUnit, *, by_other: bool) -> Outcome:  # pragma: no cover - never done
+        return Outcome(Status.SKIPPED, "evaluated by another process" if by_other else "already evaluated")
+
+    def lock(self, unit: FoldUnit) -> None:
+        """None: a fold is only read (the summary and reports are written after every fold)."""
+        return None
+
+    def run(self, unit: FoldUnit) -> Outcome:
+        layout, config, settings = self.layout, self.config, self.config.evaluate
+        target, method, fold = unit.target, unit.method, unit.fold
+        if target not in self.cohorts:
+            self.cohorts[target] = target_cohort(layout, config, target)
+        cohort = self.cohorts[target]
+        preds = read_predictions(
+            unit.predictions,
+            target=target,
+            method=method,
+            fold=fold,
+            time_bins=config.model.time_bins,
+            labels=cohort_labels(cohort),
+        )
+        check_test_patients(layout, cohort, fold, preds)
+        result = evaluate_fold(
+            preds,
+            training_survival(layout, cohort, fold, preds),
+            auc_years=settings.auc_years,
+            bin_width=config.model.bin_width_days,
+            resamples=self.resamples,
+            confidence=settings.confidence,
+            seed=settings.seed,
+        )
+        self.results.append(result)
+        return Outcome(Status.DONE, _headline(result), {"n": result.n, "events": result.events})
 
 
 def _headline(result: FoldResult) -> str:

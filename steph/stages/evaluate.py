@@ -1,4 +1,10 @@
-"""Stage ``evaluate``: metrics, comparison, summary.csv and reports per target (:mod:`steph.pipeline.evaluate`)."""
+"""Stage ``evaluate``: metrics, comparison, summary.csv and reports per target (:mod:`steph.pipeline.evaluate`).
+
+The unit is a target (a Slurm array of evaluate is generated before any result exists, so the
+task list cannot be the folds); a unit's folds are found on disk when it runs, each run through
+the one unit loop, and the cross-fold summary is the stage's finishing step over every unit run
+in the process.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..progress import NULL_PROGRESS, Progress
-from ..units import WorkUnit
 from .base import Stage
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ..config.project import Project
-    from ..pipeline.evaluate import EvaluationReport
+    from ..pipeline.evaluate import EvaluationReport, TargetUnit
 
 NAME = "evaluate"
 
@@ -24,7 +29,8 @@ class EvaluateSelection:
     """What to evaluate.
 
     Attributes:
-        targets: Targets (default: every target with results; for a task list, every cancer).
+        targets: Targets (default: every target with results; for a task list, every cancer,
+            then every other target with results).
         methods: Method folders (default: every method with results).
     """
 
@@ -32,46 +38,11 @@ class EvaluateSelection:
     methods: list[str] | None = None
 
 
-@dataclass(frozen=True)
-class TargetUnit(WorkUnit):
-    """Evaluation of one target (of ``methods``, default: every method with results)."""
-
-    target: str = ""
-    methods: list[str] | None = None
-
-
 def plan(project: Project, selection: EvaluateSelection) -> list[TargetUnit]:
-    """One unit per target (default: every cancer of the project). Evaluation is always
-    recomputed, so the units have no outputs and are never done."""
-    from ..layout import normalize_cancer
+    """One unit per target (:func:`steph.pipeline.evaluate.plan_targets`)."""
+    from ..pipeline.evaluate import plan_targets
 
-    targets = selection.targets or project.cancers
-    methods = list(selection.methods) if selection.methods else None
-    return [
-        TargetUnit(NAME, name, (), target=name, methods=methods)
-        for name in dict.fromkeys(normalize_cancer(t) for t in targets)
-    ]
-
-
-def run(
-    project: Project,
-    selection: EvaluateSelection,
-    *,
-    overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
-    devices: Sequence[str] = (),
-) -> EvaluationReport:
-    """Evaluate every target with results (or ``selection.targets``), summarised together;
-    evaluation always recomputes, so nothing is ever skipped."""
-    from ..pipeline.evaluate import evaluate_models
-
-    return evaluate_models(
-        project.layout,
-        project.config,
-        targets=list(selection.targets) if selection.targets else None,
-        methods=list(selection.methods) if selection.methods else None,
-        progress=progress,
-    )
+    return plan_targets(project.layout, project.cancers, targets=selection.targets, methods=selection.methods)
 
 
 def run_units(
@@ -83,10 +54,16 @@ def run_units(
     named: bool = True,
     devices: Sequence[str] = (),
 ) -> EvaluationReport:
-    """Evaluate the targets of ``units`` together (always recomputed)."""
-    methods = list(dict.fromkeys(m for u in units for m in u.methods or [])) or None
-    selection = EvaluateSelection([u.target for u in units], methods)
-    return run(project, selection, overwrite=overwrite, progress=progress)
+    """Evaluate every fold of ``units``, then summarise them together (always recomputed:
+    nothing is ever skipped). Unless ``named``, a target without results is left out."""
+    from ..pipeline.evaluate import evaluate_targets
+
+    return evaluate_targets(project.layout, project.config, units, named=named, progress=progress)
+
+
+def named(project: Project, selection: EvaluateSelection) -> bool:
+    """Targets named with ``--target`` must have results; by default those without are left out."""
+    return bool(selection.targets)
 
 
 def lock_roots(project: Project) -> list[Path]:
@@ -101,6 +78,6 @@ STAGE: Stage[EvaluateSelection, TargetUnit] = Stage(
     run_units=run_units,
     lock_roots=lock_roots,
     gpus=False,
-    run_selection=run,
+    named=named,
     in_status=False,
 )

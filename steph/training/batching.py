@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..models.abmil import Segments, segments
+from .memo import BagKeys, bag_keys
 
 
 def pad_bags(bags: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -176,13 +177,15 @@ def plan_packs(lengths: Sequence[int], limit: int) -> list[list[int]]:
 class Chunk(NamedTuple):
     """The input of one forward: ``x [n, K, D]`` (or, packed, ``[1, N, D]``), ``mask [n, K]`` or
     None (every patch real), ``bins [n]``, ``events [n]``; ``segments``: the bags of a pack
-    (:func:`~steph.models.abmil.packed_bags`), on the pack's device, else None."""
+    (:func:`~steph.models.abmil.packed_bags`), on the pack's device, else None; ``keys``: the
+    bags' positions in the training data (:mod:`~steph.training.memo`), or None."""
 
     x: Tensor
     mask: Tensor | None
     bins: Tensor
     events: Tensor
     segments: Segments | None = None
+    keys: BagKeys | None = None
 
 
 def load_chunks(
@@ -193,16 +196,19 @@ def load_chunks(
     share: bool = True,
     pack: bool = False,
     pack_limit: int | None = None,
+    positions: Sequence[int] | None = None,
 ) -> list[Chunk]:
     """Bags of one batch as the chunks of :func:`plan_chunks` (``share`` as there), or with
     ``pack`` as the packs of :func:`plan_packs` (``pack_limit`` as in :func:`plan_batch`); a bag
     alone is a view without a mask, not a copy. Padded chunks, packs and their segments are built
-    on the bags' device."""
+    on the bags' device; so are the chunks' :class:`~steph.training.memo.BagKeys` when the bags'
+    ``positions`` in the training data are given."""
     parts = []
     for chunk in plan_batch(loaded, budget, share, pack, pack_limit):
         x, mask, seg = chunk_input(loaded, chunk, pack)
         index = torch.tensor(chunk, dtype=torch.long, device=bins.device)
-        parts.append(Chunk(x, mask, bins[index], events[index], seg))
+        keys = bag_keys([positions[j] for j in chunk], bins.device) if positions is not None else None
+        parts.append(Chunk(x, mask, bins[index], events[index], seg, keys))
     return parts
 
 

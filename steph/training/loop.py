@@ -29,7 +29,9 @@ pooled in patch chunks (:func:`~steph.models.abmil.patch_chunking`). Dropout mas
 per chunk (same distribution, different draws from the whole-batch run).
 
 A model's ``forward(x, mask)`` returns logits ``[B, T]`` or a :class:`ModelOutput` whose
-``aux_loss`` is added to the survival loss (STEPH's regularisers).
+``aux_loss`` is added to the survival loss (STEPH's regularisers). Every forward of ``fit`` knows
+its bags' positions in the training data, so a model computes a frozen per-bag constant (ROUPKT's
+expert embeddings) once per patient, not once per epoch (:mod:`~steph.training.memo`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from .batching import (
     plan_batch,
     shares_forwards,
 )
+from .memo import bag_memo, forward_bags
 from .optim import WarmupCosine, build_optimizer
 from .precision import autocast, grad_scaler, resolve_precision
 from .staging import DeviceStager, Staged
@@ -184,7 +187,7 @@ def fit(
     # epoch), so the loader reads the next epoch's first batch during this epoch's last step.
     plan = [epoch_batches(len(data), settings.batch_size, generator) for _ in range(settings.epochs)]
     queue = [batch for batches in plan for batch in batches]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool, bag_memo(len(data)):
 
         def load(k: int) -> Future[Staged] | None:
             if k >= len(queue):
@@ -259,8 +262,8 @@ def backward_chunks(
     """
     total = sum(int(p.bins.shape[0]) for p in parts)
     batch_loss = torch.zeros((), dtype=torch.float64, device=device)
-    for x, mask, y, e, seg in parts:
-        with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg):
+    for x, mask, y, e, seg, keys in parts:
+        with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg), forward_bags(keys):
             m = mask.to(device, non_blocking=True) if mask is not None else None
             out = as_output(model(x.to(device, non_blocking=True), m))
         hazards = torch.sigmoid(out.logits.float())
@@ -291,7 +294,7 @@ def _load_batch(
 
     def build(on_device: Sequence[Tensor]) -> list[Chunk]:
         where = on_device[0].device
-        return load_chunks(on_device, bins.to(where), events.to(where), budget, share, pack, limit)
+        return load_chunks(on_device, bins.to(where), events.to(where), budget, share, pack, limit, batch)
 
     return stager.stage(loaded, build)
 

@@ -70,7 +70,8 @@ class DeviceStager:
             return parts
         current = torch.cuda.current_stream(self.device)
         for part in parts:
-            for tensor in (part.x, part.mask, part.bins, part.events):
+            keys = part.keys.device_index if part.keys is not None else None
+            for tensor in (part.x, part.mask, part.bins, part.events, keys):
                 if tensor is not None and tensor.is_cuda:
                     tensor.record_stream(current)
         return parts

@@ -18,7 +18,7 @@ from steph.config import load_project
 from steph.errors import DataError, UnknownNameError
 from steph.evaluation import read_predictions, relative_change, survival_at
 from steph.evaluation.summary import format_change
-from steph.pipeline.evaluate import evaluate_models, plan_evaluate
+from steph.pipeline.evaluate import evaluate_models, evaluate_targets, plan_targets
 from steph.report import Status
 
 NO_REPORT = {"evaluate.report": False}
@@ -55,16 +55,19 @@ def test_survival_at_is_the_step_function_of_the_bins() -> None:
     np.testing.assert_allclose(s[0], [1.0, 1.0, 0.9, 0.9, 0.72, 0.36, 0.36])
 
 
-def test_plan_lists_one_unit_per_fold(project: Path) -> None:
+def test_the_plan_is_one_unit_per_target_and_each_runs_its_folds(project: Path) -> None:
     layout, config = load_project(project, NO_REPORT)
-    units = plan_evaluate(layout, config)
-    assert len(units) == 2 * 3 * 3
-    assert units[0].key == "BLCA/cancer-specific/fold_0" and not units[0].done
-    assert len(plan_evaluate(layout, config, targets=["brca"], methods=["steph"])) == 3
+    units = plan_targets(layout, ["BRCA", "BLCA"])
+    assert [u.key for u in units] == ["BRCA", "BLCA"] and not units[0].done
+    assert [u.key for u in plan_targets(layout, [], targets=["brca"], methods=["steph"])] == ["BRCA"]
+    report = evaluate_targets(layout, config, units, bootstrap=0)
+    assert len(report.items) == 2 * 3 * 3 and report.items[0].key == "BRCA/cancer-specific/fold_0"
+    one = evaluate_targets(layout, config, plan_targets(layout, [], targets=["brca"], methods=["steph"]))
+    assert [i.key for i in one.items] == [f"BRCA/steph/fold_{k}" for k in range(3)]
     with pytest.raises(UnknownNameError, match="BLCA, BRCA"):
-        plan_evaluate(layout, config, targets=["LUAD"])
+        evaluate_models(layout, config, targets=["LUAD"])
     with pytest.raises(UnknownNameError, match="steph"):
-        plan_evaluate(layout, config, methods=["ties"])
+        evaluate_models(layout, config, methods=["ties"])
 
 
 def test_summary_rows_match_an_independent_recomputation(project: Path) -> None:

@@ -10,6 +10,7 @@ from steph.config import MergeConfig, ModelConfig
 from steph.merging import MERGE_METHODS, MergeContext
 from steph.models import flops
 from steph.models.abmil import create_abmil
+from steph.training import memo
 from steph.training.loop import FitSettings, ModelOutput
 
 W = flops.Widths(dim_in=24, dim_emb=16, dim_attn=12, time_bins=8)
@@ -78,6 +79,17 @@ def test_roupkt() -> None:
     model = merged("roupkt", options={"top_k": 2})
     assert counted(model, False) == flops.roupkt_forward(K, W, len(SOURCES))
     assert counted(model, True) == flops.roupkt_step(K, W, len(SOURCES))
+    assert flops.roupkt_forward(K, W, len(SOURCES), experts=False) + flops.roupkt_experts(
+        K, W, len(SOURCES)
+    ) == flops.roupkt_forward(K, W, len(SOURCES))
+
+
+def test_roupkt_training_step_with_its_experts_stored() -> None:
+    """In training the frozen experts run in a bag's first forward only (steph.training.memo)."""
+    model = merged("roupkt", options={"top_k": 2})
+    with memo.bag_memo(3), memo.forward_bags(memo.bag_keys([2])):
+        assert counted(model, True) == flops.roupkt_step(K, W, len(SOURCES))  # first: experts run
+        assert counted(model, True) == flops.roupkt_step(K, W, len(SOURCES), experts=False)
 
 
 @pytest.mark.parametrize("dim", [1536, 1024])
