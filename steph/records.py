@@ -14,6 +14,7 @@ record                     file (:mod:`steph.layout` owns the names)            
 :class:`MetricsRecord`     ``results/<T>/<method>/fold_<k>/metrics.json``               ``train-source``, ``merge``
 :class:`Theta0Record`      ``models/null.json``                                         ``train-source``
 :class:`ExplainRecord`     ``reports/<T>/patients/<P>/<method>_fold_<k>/explain.json``  ``explain``
+:class:`CohortRecord`      ``synthetic/cohort.json``                                    ``demo``, cohort generator
 =========================  ===========================================================  ===========================
 
 The JSON keys (and their order) are those stephctl always wrote, so existing projects load.
@@ -482,6 +483,22 @@ class MetricsRecord(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CohortRecord(Record):
+    """A generated synthetic cohort (:mod:`steph.synthetic`): what was drawn, and its statistics."""
+
+    KIND: ClassVar[str] = "synthetic cohort"
+
+    generator_version: int | None = None
+    level: str | None = None
+    """``slides`` or ``features``."""
+    spec: dict[str, Any] | None = None
+    """The :class:`~steph.synthetic.CohortSpec` as plain data."""
+    phenotypes: list[str] = field(default_factory=list)
+    cancers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per cancer: patients, slides, events, censoring, oracle C-index, coefficients ..."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExplainRecord(Record):
     """What one patient's explanation was made from (``stephctl explain``): a patient whose record
     is unchanged (files aside) and whose files exist is skipped."""
@@ -521,6 +538,7 @@ class Theta0Record(Record):
 
 __all__ = [
     "MERGE_SIGNATURE",
+    "CohortRecord",
     "ExplainRecord",
     "MergeRecord",
     "MetricsRecord",

@@ -213,6 +213,7 @@ RECORD_FILES = {
     "TransferRecord": ["transfer/targets/*.json"],
     "PredictionRecord": ["predictions/*/meta.json"],
     "ExplainRecord": ["reports/*/patients/*/*/explain.json"],
+    "CohortRecord": ["synthetic/cohort.json"],
 }
 
 
@@ -234,5 +235,12 @@ def test_every_record_of_the_demo_reads_back(demo_project: Path, workdir: Path) 
                     data = json.loads(path.read_text())
                     assert list(cls.read(path).to_json().items()) == list(data.items()), path
                     seen[name] = seen.get(name, 0) + 1
-    always = {"ModelRecord", "Theta0Record", "TaskVectorRecord", "MergeRecord", "MetricsRecord"}
+    always = {
+        "ModelRecord",
+        "Theta0Record",
+        "TaskVectorRecord",
+        "MergeRecord",
+        "MetricsRecord",
+        "CohortRecord",
+    }
     assert always <= set(seen), f"the demo wrote none of {sorted(always - set(seen))}"
