@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,9 +19,12 @@ from .._tasks import (
     stage_request,
 )
 
+if TYPE_CHECKING:
+    from steph.stages import TrainSourceSelection
+
 
 @stage_request("train-source")
-def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest[TrainSourceSelection]:
     """The stage request of train-source's parsed options."""
     from steph.stages import TrainSourceSelection
 
@@ -103,7 +106,7 @@ def _import(
             out_console.print(esc(f"theta0 imported to {layout.theta0} (sha256 {theta0.sha256[:12]})"))
         return
     if import_checkpoint is not None:
-        if len(cancer or []) != 1 or len(fold or []) != 1:
+        if cancer is None or fold is None or len(cancer) != 1 or len(fold) != 1:
             fail("--import-checkpoint needs exactly one --cancer and one --fold")
         from steph.pipeline.train_source import import_checkpoint as import_model
 
@@ -112,8 +115,8 @@ def _import(
             import_model,
             layout,
             config,
-            cancer=cancer[0],  # type: ignore[index]
-            fold=fold[0],  # type: ignore[index]
+            cancer=cancer[0],
+            fold=fold[0],
             path=import_checkpoint,
             overwrite=overwrite,
             as_json=json_out,
