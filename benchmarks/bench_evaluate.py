@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _data(n: int, seed: int = 0):
@@ -89,12 +86,10 @@ def _metric_bench(n: int, resamples: int) -> dict[str, float]:
 
 
 def _stage_bench(targets: int, methods: int, folds: int, patients: int, resamples: int) -> dict[str, float]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _evaluation_data import write_results
-
     from steph.config import load_project
     from steph.pipeline.evaluate import evaluate_models
     from steph.project import init_project
+    from steph.synthetic.results import write_results
 
     names = ["BRCA", "BLCA", "LUAD", "KIRC", "UCEC"][:targets]
     quality = dict(

@@ -27,55 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from steph.config import MergeConfig, ModelConfig
-from steph.merging import MERGE_METHODS, MergeContext
-from steph.models.abmil import create_abmil
+from steph.models.dispatch import DispatchCounter
+from steph.synthetic.models import TINY as MODEL
+from steph.synthetic.models import tiny_model
 from steph.training.loop import FitSettings, backward_chunks, load_chunks
 
-DIM, MODEL = 16, ModelConfig(dim_emb=8, dim_attn=8)
-SOURCES = ("BLCA", "LUNG", "KIPAN", "SKCM")
+DIM = 16
 PATHS = {"packs": (True, True), "padded": (True, False), "alone": (False, False)}
 """path -> (share, pack) of :func:`steph.training.batching.load_chunks`."""
 
 
-class _Count(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _state(seed: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    return {k: v.detach().clone() for k, v in create_abmil(DIM, MODEL).state_dict().items()}
-
-
 def build(name: str) -> torch.nn.Module:
-    """A tiny model of ``name`` (train-source or a merge method) over random task vectors."""
-    if name == "train-source":
-        return create_abmil(DIM, MODEL)
-    g = torch.Generator().manual_seed(1)
-    vectors = [{k: 0.1 * torch.randn(v.shape, generator=g) for k, v in _state(0).items()} for _ in range(5)]
-    ctx = MergeContext(
-        target="BRCA",
-        fold=0,
-        theta0=_state(0),
-        target_vector=vectors[0],
-        source_names=SOURCES,
-        source_vectors=tuple(vectors[1:]),
-        config=MergeConfig(options={"top_k": 2}),
-        model_config=MODEL,
-        dim_in=DIM,
-        device=torch.device("cpu"),
-        seed=0,
-        fit_settings=FitSettings(epochs=1),
-    )
-    return MERGE_METHODS.get(name).build(ctx)
+    """A tiny model of ``name`` (train-source or a merge method, STEPH and ROUPKT top-2 of 4
+    sources) over random task vectors."""
+    return tiny_model(name, DIM, MODEL, options={"top_k": 2})
 
 
 def measure(model: torch.nn.Module, n_bags: int, path: str, steps: int) -> dict[str, float]:
@@ -95,7 +61,7 @@ def measure(model: torch.nn.Module, n_bags: int, path: str, steps: int) -> dict[
         if step:  # the first step warms up
             times.append(time.perf_counter() - start)
             cpu.append(time.thread_time() - cpu0)
-    with _Count() as counter:
+    with DispatchCounter() as counter:
         backward_chunks(model, parts, settings, device=torch.device("cpu"), budget=budget)
     return {
         "us_per_bag": round(statistics.median(times) / n_bags * 1e6, 1),

@@ -51,10 +51,10 @@ from steph.data import BagStore
 from steph.merging.roupkt import RouPKTModel
 from steph.merging.steph_method import StephModel, StephSettings
 from steph.models.abmil import ENCODER_KEYS, create_abmil
-from steph.survival import surv_mle_loss
+from steph.survival import SurvivalTargets, surv_mle_loss
 from steph.task_vectors import unflatten
 from steph.training.batching import epoch_batches, pad_bags
-from steph.training.loop import FitSettings, ModelOutput, SurvivalTargets, fit
+from steph.training.loop import FitSettings, ModelOutput, fit
 from steph.training.optim import build_optimizer
 
 MODEL = ModelConfig()

@@ -30,7 +30,7 @@ import torch
 
 from steph.config import load_project
 from steph.data import load_cohort, load_split
-from steph.evaluation.predict import load_predictor
+from steph.evaluation.predictors import project_model
 from steph.explain.inputs import read_slide_patches
 from steph.explain.stage import explain_patients, run_attention
 from steph.fileio import read_json
@@ -156,9 +156,7 @@ def measure(spec, layout, config, methods, level: str = "features"):  # type: ig
             counts += np.bincount(phen, minlength=spec.phenotypes)
             for m in methods:
                 if m not in models:
-                    models[m] = load_predictor(
-                        layout, config, TARGET, m, fold, dim_in=bag.shape[1], device=device
-                    )[0]
+                    models[m] = project_model(layout, config, TARGET, m, fold, device=device).modules[0][1]
                 alpha, _ = run_attention(models[m], bag, device)
                 sums[m] += np.bincount(phen, weights=alpha * len(alpha), minlength=spec.phenotypes)
     return cohort_truth, {m: sums[m] / counts for m in methods}, counts

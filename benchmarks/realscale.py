@@ -533,7 +533,8 @@ def run_huge(root: Path, stage: str, patches: int, dim: int, budget: int) -> dic
     from steph.data import BagStore
     from steph.merging import MERGE_METHODS, MergeContext
     from steph.models.abmil import create_abmil
-    from steph.training.loop import FitSettings, SurvivalTargets, fit, predict
+    from steph.survival import SurvivalTargets
+    from steph.training.loop import FitSettings, fit, predict
 
     torch.manual_seed(0)
     bag = torch.randn(patches, dim)

@@ -99,10 +99,10 @@ def load_checked_torch(
 
     Nothing the file declares is trusted before it is checked against the file itself: it must
     be a PyTorch zip checkpoint whose records are stored uncompressed and add up to no more than
-    the file; it is loaded memory-mapped (``weights_only``), and every tensor must be a dense,
-    strided tensor (floating point when ``floating_only``; else any real number or bool dtype)
-    whose values all lie in its own storage (no stride-0 expansion of a few bytes into
-    gigabytes), and all of them together must fit in the file. Only then are the tensors copied.
+    the file; it is loaded memory-mapped (``weights_only``), and every tensor must pass
+    :func:`steph.data.safe_load.checked_tensor`: a dense CPU tensor (floating point when
+    ``floating_only``; else bool, integer or float) whose values all lie in its own storage (no
+    stride-0 expansion of a few bytes into gigabytes), and all of them together must fit in the file. Only then are the tensors copied.
     ``unwrap``: keys of a wrapping dict whose value is the state dict (tried in order).
 
     Raises:
@@ -124,10 +124,19 @@ def load_checked_torch(
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         wrapped = " or ".join(repr(k) for k in unwrap)
         raise DataError(f"{path}: expected a state dict or a dict with key {wrapped} holding one")
+    from .data.safe_load import UnsafeTensorError, checked_tensor
+
     size = path.stat().st_size
     total = 0
     for key, tensor in obj.items():
-        total += _checked_bytes(path, str(key), tensor, floating_only=floating_only)
+        try:
+            checked_tensor(tensor, what=f"tensor {str(key)!r}", floating_only=floating_only)
+        except UnsafeTensorError as exc:
+            raise DataError(
+                f"{path}: {exc}",
+                hint="the file is not a checkpoint written by torch.save of a model; ask its author for the original",
+            ) from None
+        total += tensor.numel() * tensor.element_size()
     if total > size:
         raise DataError(
             f"{path}: its tensors declare {total:,} bytes, more than the file's {size:,}",
@@ -176,22 +185,3 @@ def _check_zip_records(path: Path) -> None:
             + "; torch.save writes neither",
             hint="the file is not a checkpoint written by torch.save; ask its author for the original",
         )
-
-
-def _checked_bytes(path: Path, key: str, tensor: Tensor, *, floating_only: bool = True) -> int:
-    """Bytes of ``tensor``'s values, after checking they are dense numbers inside its own storage."""
-    if tensor.layout != torch.strided or tensor.is_meta or tensor.is_quantized:
-        raise DataError(f"{path}: tensor {key!r} is not a dense tensor ({tensor.layout}, {tensor.device})")
-    if tensor.is_complex() or (floating_only and not tensor.is_floating_point()):
-        raise DataError(
-            f"{path}: tensor {key!r} is {tensor.dtype}, not {'floating point' if floating_only else 'real'}"
-        )
-    needed = tensor.numel() * tensor.element_size()
-    storage = tensor.untyped_storage().nbytes()
-    if needed > storage:
-        raise DataError(
-            f"{path}: tensor {key!r} of shape {list(tensor.shape)} declares {needed:,} bytes of values "
-            f"but holds {storage:,} (an expanded or overlapping view)",
-            hint="the file is not a checkpoint written by torch.save of a model; ask its author for the original",
-        )
-    return needed

@@ -344,6 +344,10 @@ class TaskVectorRecord(Record):
     created: str | None = None
 
 
+IMPORTED = "imported_from"
+"""Key of a :class:`TaskVectorRecord`'s ``extra`` naming the bundle an imported vector came from."""
+
+
 MERGE_SIGNATURE = ("method", "options", "sources", "source_fold", "epochs", "seed", "theta0_sha256")
 """Settings that must match for an existing merge fold to count as done."""
 

@@ -192,15 +192,21 @@ def run_unit(stage: str, unit: U, worker: UnitWorker[U], *, overwrite: bool = Fa
                 point(f"{stage}:locked")
                 outcome = worker.run(unit)
     except LockedError as exc:
-        return ItemResult(unit.key, Status.LOCKED, str(exc))
+        log.warning("%s: %s", where, exc)
+        return ItemResult(unit.key, Status.LOCKED, str(exc), _hint(exc))
     except StephError as exc:
         log.error("%s failed: %s", where, exc)
-        return ItemResult(unit.key, Status.FAILED, str(exc))
+        return ItemResult(unit.key, Status.FAILED, str(exc), _hint(exc))
     except OSError as exc:
         message = os_error_message(exc, where)
         log.error("%s", message)
         return ItemResult(unit.key, Status.FAILED, message)
     return _item(unit, outcome)
+
+
+def _hint(exc: StephError) -> dict[str, Any]:
+    """The error's hint as an item detail (``--json`` consumers read the fix apart)."""
+    return {"hint": exc.hint} if exc.hint else {}
 
 
 def _item(unit: WorkUnit, outcome: Outcome) -> ItemResult:

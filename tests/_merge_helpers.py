@@ -11,7 +11,8 @@ from steph.config import MergeConfig, ModelConfig
 from steph.data import BagStore
 from steph.merging import MergeContext
 from steph.models.abmil import create_abmil
-from steph.training.loop import FitSettings, SurvivalTargets
+from steph.survival import SurvivalTargets
+from steph.training.loop import FitSettings
 
 DIM = 6
 MODEL = ModelConfig(dim_emb=8, dim_attn=4)

@@ -52,7 +52,7 @@ def test_a_method_with_one_run_reaches_it_and_several_are_listed(tmp_path: Path)
 
 def test_evaluate_and_explain_take_the_method_name(empty_project: Path, cli) -> None:
     """The README's `-m steph` on a project whose only STEPH run is `steph-top2`."""
-    from _evaluation_data import write_results
+    from steph.synthetic.results import write_results
 
     layout = write_results(
         empty_project, targets=("BRCA",), methods={"cancer-specific": 0.5, "steph-top2": 0.7}, folds=3

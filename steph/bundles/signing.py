@@ -204,8 +204,7 @@ def check_trusted_sources(
     Raises:
         ConsistencyError: an imported source without a signature or signed by a key not listed.
     """
-    from ..records import TaskVectorRecord
-    from .sources import IMPORTED
+    from ..records import IMPORTED, TaskVectorRecord
 
     allowed = trust_list(layout, config)
     if allowed is None:

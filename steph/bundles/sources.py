@@ -30,7 +30,7 @@ from ..layout import normalize_cancer
 from ..locks import hold
 from ..models.abmil import architecture_of
 from ..progress import NULL_PROGRESS, Progress
-from ..records import ModelRecord, TaskVectorRecord
+from ..records import IMPORTED, ModelRecord, TaskVectorRecord
 from ..report import StageReport, Status
 from ..theta0 import adopt_theta0, check_abmil_state, check_like_theta0, load_theta0, versions
 from .card import cohort_size, encoder_card
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
     from ..layout import ProjectLayout
 
 log = logging.getLogger(__name__)
-
-IMPORTED = "imported_from"
 
 
 def _part(cancer: str, fold: int) -> str:
@@ -56,18 +54,6 @@ def source_record(layout: ProjectLayout, config: ProjectConfig, cancer: str, fol
     if IMPORTED in extra:
         return {"patients": extra.get("cohort_size"), "fold": fold, IMPORTED: extra[IMPORTED]}
     return {"patients": cohort_size(layout, config, cancer), "fold": fold}
-
-
-def imported_cancers(layout: ProjectLayout) -> list[str]:
-    """Cancers whose task vectors were brought in by ``import-sources``."""
-    found = []
-    for cancer in layout.task_vector_cancers():
-        if any(
-            IMPORTED in TaskVectorRecord.read(layout.task_vector_meta(cancer, k)).extra
-            for k in layout.task_vector_folds(cancer)
-        ):
-            found.append(cancer)
-    return found
 
 
 def export_sources(

@@ -38,8 +38,7 @@ import torch
 
 from ..errors import DataError, LayoutError, MissingArtifactError
 from ..layout import ProjectLayout, check_safe_id
-from ..survival import time_to_bin
-from ..training.loop import SurvivalTargets
+from ..survival import SurvivalTargets, time_to_bin
 from .bags import BagStore, check_features, open_bags
 
 if TYPE_CHECKING:

@@ -394,33 +394,48 @@ _TENSOR_DTYPES = frozenset(
 )
 
 
-def checked_tensor(tensor: Tensor) -> Tensor:
+def checked_tensor(tensor: Tensor, *, what: str | None = None, floating_only: bool = False) -> Tensor:
     """``tensor`` detached, if it is a dense, numeric CPU tensor whose values fit in its storage:
     ``numel * element_size <= storage bytes``, so repeated values (stride 0, overlapping strides)
-    cannot make a small file a large matrix.
+    cannot make a small file a large matrix. The one check of every tensor read from a user's
+    file: feature files and stores here, checkpoints in :func:`steph.checkpoints.load_checked_torch`.
+
+    Args:
+        what: the tensor as messages name it (``"tensor 'conv1.weight'"``); by default a message
+            begins with what the tensor is (``"a sparse_coo tensor, ..."``).
+        floating_only: accept only floating-point dtypes (a model's weights), not bool or integers.
 
     Raises:
         UnsafeTensorError: a subclass, a sparse, nested, meta or quantized tensor, another
             dtype, or more values than bytes.
     """
+    subject = what or "a tensor"
+    lead = f"{what} is " if what else ""
     if type(tensor) not in (Tensor, torch.nn.Parameter):
-        raise UnsafeTensorError(f"a {type(tensor).__name__}, not a plain tensor")
+        raise UnsafeTensorError(f"{lead}a {type(tensor).__name__}, not a plain tensor")
     if tensor.layout != torch.strided or tensor.is_nested:
+        layout = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
         raise UnsafeTensorError(
-            f"a {str(tensor.layout).removeprefix('torch.')} tensor; save a dense one (tensor.to_dense())"
+            f"{lead}a {layout} tensor, not a dense tensor; save a dense one (tensor.to_dense())"
         )
     if tensor.device.type != "cpu":
-        raise UnsafeTensorError(f"a tensor on device {tensor.device.type!r}, which holds no values to read")
-    if tensor.is_quantized or tensor.dtype not in _TENSOR_DTYPES:
+        raise UnsafeTensorError(f"{subject} on device {tensor.device.type!r}, which holds no values to read")
+    if (
+        tensor.is_quantized
+        or tensor.dtype not in _TENSOR_DTYPES
+        or (floating_only and not tensor.is_floating_point())
+    ):
+        allowed = "floating point" if floating_only else "bool, integer or float"
         raise UnsafeTensorError(
-            f"a tensor of dtype {str(tensor.dtype).removeprefix('torch.')}, not bool, integer or float"
+            f"{subject} of dtype {str(tensor.dtype).removeprefix('torch.')}, not {allowed}"
         )
     need = tensor.numel() * tensor.element_size()
     held = tensor.untyped_storage().nbytes()
     if need > held:
         raise UnsafeTensorError(
-            f"a tensor of shape {list(tensor.shape)} needs {need} bytes but its storage holds {held} "
-            "(values repeated by strides); save tensor.contiguous()"
+            f"{subject} of shape {list(tensor.shape)} needs {need} bytes but its storage holds {held}: "
+            "it declares values its bytes do not hold (an expanded or overlapping view); "
+            "save tensor.contiguous()"
         )
     return tensor.detach()
 

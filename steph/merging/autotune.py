@@ -28,8 +28,8 @@ from ..config.merge import MergeConfig
 from ..errors import ConfigError
 from ..metrics.harrell import harrell_c
 from ..runtime import seed_everything
-from ..survival import risk_score
-from ..training.loop import SurvivalTargets, predict
+from ..survival import SurvivalTargets, risk_score
+from ..training.loop import predict
 from .base import MergeContext, MergeMethod
 from .settings import AUTO
 

@@ -24,7 +24,8 @@ from .settings import fold_block, read_settings, settings_suffixes
 if TYPE_CHECKING:
     from ..config import ModelConfig
     from ..data import Cohort
-    from ..training.loop import BagSource, SurvivalTargets
+    from ..survival import SurvivalTargets
+    from ..training.loop import BagSource
 
 StateDict = dict[str, Tensor]
 Table = tuple[list[str], list[list[Any]]]

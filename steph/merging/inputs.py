@@ -16,7 +16,7 @@ from ..config.project import project_cancers
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
 from ..layout import normalize_cancer
 from ..records import TaskVectorRecord
-from ..task_vectors import StateDict, load_task_vector
+from ..task_vectors import StateDict, imported_cancers, load_task_vector
 from ..theta0 import Theta0
 from .base import MergeMethod
 from .registry import MERGE_METHODS
@@ -80,8 +80,6 @@ def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -
     Raises:
         ConfigError: a source is not a cancer of the project, or no source is left.
     """
-    from ..bundles.sources import imported_cancers  # sources brought in by `stephctl import-sources`
-
     known = project_cancers(layout, config)
     known += [c for c in imported_cancers(layout) if c not in known]
     from ..transfer.choose import parse_auto

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
-from ..models.abmil import ENCODER_KEYS, GatedAttention, encode
+from ..models.abmil import ENCODER_KEYS, GatedAttention, encode, encoder_parameters
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
 from ..training.memo import memoized
@@ -49,8 +49,7 @@ class MILEncoder(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        params = dict(self.named_parameters())
-        return encode(params, x, mask, dropout=self.dropout, training=self.training)
+        return encode(encoder_parameters(self), x, mask, dropout=self.dropout, training=self.training)
 
 
 class RouPKTModel(nn.Module):

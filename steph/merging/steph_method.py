@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from ..config.merge import MergeConfig
 from ..errors import ConfigError
+from ..layout import COEFFICIENTS_FILE
 from ..models.abmil import bag_count, encode
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
@@ -266,4 +267,4 @@ class Steph(MergeMethod):
         for b, pid in enumerate(ids):
             for i, source in enumerate(names):
                 rows.append([pid, source, float(w[b, i]), float(lam[b, i]), int(sel[b, i] > 0)])
-        return {"coefficients.csv": (["patient_id", "source", "w", "lambda", "selected"], rows)}
+        return {COEFFICIENTS_FILE: (["patient_id", "source", "w", "lambda", "selected"], rows)}

@@ -47,7 +47,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -91,10 +91,9 @@ def segments(sizes: Sequence[int], device: torch.device | str = "cpu") -> Segmen
     sizes = tuple(int(k) for k in sizes)
     if not sizes or min(sizes) < 1:
         raise ValueError(f"packed bags need at least one patch each, got sizes {sizes}")
-    lengths = torch.tensor(sizes, dtype=torch.long)
-    index = torch.repeat_interleave(torch.arange(len(sizes)), lengths)
-    ends = lengths.cumsum(0).to(torch.int32)
-    return Segments(sizes, index.to(device), ends.to(device))
+    ends = torch.tensor(list(itertools.accumulate(sizes)), dtype=torch.long)
+    index = torch.searchsorted(ends, torch.arange(sum(sizes)), right=True)
+    return Segments(sizes, index.to(device), ends.to(device, torch.int32))
 
 
 _SEGMENTS: ContextVar[Segments | None] = ContextVar("abmil_segments", default=None)
@@ -134,7 +133,7 @@ class ABMIL(nn.Module):
         self.pred_head = nn.Linear(dim_emb, time_bins)
 
     def encoder_params(self) -> dict[str, Tensor]:
-        return {k: v for k, v in self.named_parameters() if k in ENCODER_KEYS}
+        return encoder_parameters(self)
 
     def embed(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Attention-pooled bag embedding ``z`` of shape ``[B, dim_emb]``."""
@@ -152,6 +151,26 @@ class ABMIL(nn.Module):
             "time_bins": self.time_bins,
             "dropout": self.dropout,
         }
+
+
+class ABMILEncoder(Protocol):
+    """A module with ABMIL's encoder layers: ``feat_proj`` (Linear, ReLU) and ``attention_net``."""
+
+    feat_proj: nn.Sequential
+    attention_net: GatedAttention
+
+
+def encoder_parameters(module: ABMILEncoder) -> dict[str, Tensor]:
+    """The :data:`ENCODER_KEYS` parameters of a module with ABMIL's ``feat_proj`` and
+    ``attention_net``, read off its attributes (``named_parameters()`` walks every submodule, and
+    took about a fifth of a tiny model's training step)."""
+    attention = module.attention_net
+    # nn.Sequential's items are typed Module: the first of each of these is a Linear
+    proj = cast(nn.Linear, module.feat_proj[0])
+    a, b = cast(nn.Linear, attention.attention_a[0]), cast(nn.Linear, attention.attention_b[0])
+    c = attention.attention_c
+    values = (proj.weight, proj.bias, a.weight, a.bias, b.weight, b.bias, c.weight, c.bias)
+    return dict(zip(ENCODER_KEYS, values, strict=True))
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments | None = None) -> Tensor:

@@ -30,9 +30,9 @@ from ..models.abmil import architecture_of, create_abmil
 from ..predictions import format_c, write_predictions
 from ..progress import NULL_PROGRESS, Progress
 from ..records import MetricsRecord, ModelRecord
-from ..survival import risk_score
+from ..survival import SurvivalTargets, risk_score
 from ..theta0 import Theta0, versions
-from ..training.loop import FitSettings, SurvivalTargets, fit, predict
+from ..training.loop import FitSettings, fit, predict
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig

@@ -24,10 +24,10 @@ stage                     one unit                                    enumerated
 
 ``run_units`` is where a stage's units are run: each one under its lock, a done one skipped by
 its outputs, every outcome reported (:func:`steph.units.run_units`, the one unit loop). A whole
-run is ``run_units`` on the plan of the selection; ``extract`` and ``transfer`` keep a run of
-their own for a whole selection (extract: sharded by the array's own variables or over several
-devices; transfer: the study outputs over every finished target). A step that depends on every
-unit (evaluate's cross-fold summary) is the end of the stage's ``run_units``. An array task runs units by index
+run is ``run_units`` on the plan of the selection; ``extract`` keeps a run of its own for a
+whole selection (sharded by the array's own variables or over several devices). A step that
+depends on every unit (evaluate's cross-fold summary, transfer's study) is the end of the
+stage's ``run_units``. An array task runs units by index
 (:meth:`Stage.run_task`, :meth:`Stage.run_tasks`): an error of a unit's inputs fails its units
 (exit 2) instead of stopping the command, and a unit held by a live process is waited for.
 """
@@ -89,7 +89,7 @@ class RunUnits(Protocol[U_contra]):
 
 
 class RunSelection(Protocol[S_contra]):
-    """A stage's own run of a whole selection (extract, transfer; see the module docstring)."""
+    """A stage's own run of a whole selection (extract; see the module docstring)."""
 
     def __call__(
         self,
@@ -149,7 +149,7 @@ class Stage(Generic[S, U]):
         named: Whether a selection names its units one by one (``--fold K``): then a unit with a
             missing input stops the whole run (see :class:`RunUnits`). Default: never.
         run_selection: The stage's own run of a whole selection (:class:`RunSelection`), when it
-            is not ``run_units`` on the plan (extract, transfer).
+            is not ``run_units`` on the plan (extract).
         survey: ``project -> Survey``: the stage's row in ``stephctl status`` (default: the plan
             of the default selection, grouped by the key's first part, ``BRCA`` of
             ``BRCA/fold_0``).

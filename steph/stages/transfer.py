@@ -37,22 +37,6 @@ def plan(project: Project, selection: TransferSelection) -> list[TransferUnit]:
     return plan_transfer(project.layout, project.config, targets=selection.targets)
 
 
-def run(
-    project: Project,
-    selection: TransferSelection,
-    *,
-    overwrite: bool = False,
-    progress: Progress = NULL_PROGRESS,
-    devices: Sequence[str] = (),
-) -> StageReport:
-    """The selected targets not done yet, then the study outputs over every finished target."""
-    from ..transfer import run_transfer
-
-    return run_transfer(
-        project.layout, project.config, targets=selection.targets, overwrite=overwrite, progress=progress
-    )
-
-
 def run_units(
     project: Project,
     units: Sequence[TransferUnit],
@@ -62,8 +46,10 @@ def run_units(
     named: bool = True,
     devices: Sequence[str] = (),
 ) -> StageReport:
-    """The targets of ``units``, then the study outputs over every finished target."""
-    return run(project, TransferSelection([u.target for u in units]), overwrite=overwrite, progress=progress)
+    """The targets of ``units`` not done yet, then the study outputs over every finished target."""
+    from ..transfer.run import run_targets
+
+    return run_targets(project.layout, project.config, units, overwrite=overwrite, progress=progress)
 
 
 def lock_roots(project: Project) -> list[Path]:
@@ -78,5 +64,4 @@ STAGE: Stage[TransferSelection, TransferUnit] = Stage(
     run_units=run_units,
     lock_roots=lock_roots,
     gpus=True,
-    run_selection=run,
 )

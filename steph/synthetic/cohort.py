@@ -3,6 +3,20 @@
 Every cancer ``c`` is a population of patients whose tissue is a mix of ``P`` phenotypes
 (tumour, stroma, lymphocytes, ...). Patient ``i`` has phenotype proportions
 ``pi_i ~ Dirichlet(a * P * p_c)`` around the cancer's prevalence ``p_c ~ Dirichlet(2 * 1_P)``.
+With ``shared_prevalence`` every cancer uses one prevalence ``p ~ Dirichlet(2 * 1_P)`` drawn
+from the cohort's seed: the cancers' phenotype mixes then come from one distribution, and two
+cancers differ only in their rule, their survival and censoring, and their feature style (the
+known-answer transfer test isolates rule sharing this way).
+
+With ``exact_sharing`` (needs ``shared_prevalence``) the drawn directions are first made
+orthonormal in the metric of the mixes' covariance
+``Sigma = (diag(m) - m m^T) / (A + 1)`` (``m`` the Dirichlet mean, ``A`` its total
+concentration): Gram-Schmidt over ``b_shared`` then each cancer's ``b_c`` in the cohort's
+order, with ``<x, y> = x^T Sigma y``. Then ``corr(beta_c . pi, beta_c' . pi) = sqrt(s_c s_c')``
+exactly over the population of patients, where random draws of ``P`` coefficients would give it
+only in expectation (with ``P`` = 8 the chance correlation of two unrelated rules has an sd of
+about 0.35). The construction needs ``len(cancers) + 1 <= P - 1`` directions, and a cancer's
+coefficients then depend on the cancers listed before it.
 The true log-hazard is linear in the proportions, with coefficients that are partly shared
 between cancers and partly cancer-specific:
 
@@ -161,6 +175,12 @@ class CohortSpec:
     """Standard deviation of the true log-hazard eta within a cancer (strength of the signal)."""
     concentration: float = 1.0
     """Dirichlet concentration per phenotype of a patient's mix (lower = more heterogeneous)."""
+    shared_prevalence: bool = False
+    """One phenotype prevalence for every cancer instead of one per cancer (module docstring);
+    each cancer's patients keep their own random draws around it."""
+    exact_sharing: bool = False
+    """Coefficients orthonormalised in the mixes' covariance metric, so that two cancers' true
+    risks correlate by exactly sqrt(s_c s_c') (module docstring; needs ``shared_prevalence``)."""
     weibull_shape: float = 1.2
     """Weibull shape k of the event times (1 = exponential)."""
     follow_up_days: float = 15 * 365.0
@@ -187,6 +207,17 @@ class CohortSpec:
             raise ConfigError("effect_sd must be >= 0, concentration and weibull_shape > 0")
         if self.follow_up_days <= 0 or not 0.0 <= self.second_slide_rate <= 1.0:
             raise ConfigError("follow_up_days must be > 0 and second_slide_rate in [0, 1]")
+        if self.exact_sharing and not self.shared_prevalence:
+            raise ConfigError(
+                "exact_sharing needs shared_prevalence: the risks' correlation is exact only over one"
+                " distribution of phenotype mixes",
+                hint="set shared_prevalence as well",
+            )
+        if self.exact_sharing and len(self.cancers) + 1 > self.phenotypes - 1:
+            raise ConfigError(
+                f"exact_sharing needs phenotypes >= cancers + 2 ({len(self.cancers) + 2}), got {self.phenotypes}",
+                hint="add phenotypes or use fewer cancers",
+            )
         if self.folds < 2 or any(c.n_patients < 2 * self.folds for c in self.cancers):
             raise ConfigError(
                 f"folds must be >= 2 and every cancer needs at least 2 x folds = {2 * self.folds} patients"
@@ -244,13 +275,42 @@ def shared_rng(seed: int, purpose: int) -> np.random.Generator:
 
 def coefficients(spec: CohortSpec) -> dict[str, np.ndarray]:
     """beta_c = sqrt(s_c) b_shared + sqrt(1 - s_c) b_c for every cancer (section formula above),
-    with s_c the cancer's own ``sharing`` when set, else the cohort's."""
+    with s_c the cancer's own ``sharing`` when set, else the cohort's; with ``exact_sharing``
+    the directions are first orthonormalised (:func:`mix_covariance`, module docstring)."""
     shared = shared_rng(spec.seed, 1).standard_normal(spec.phenotypes)
+    owns = [cancer_rng(spec.seed, c.name, 1).standard_normal(spec.phenotypes) for c in spec.cancers]
+    if spec.exact_sharing:
+        shared, *owns = _orthonormal([shared, *owns], mix_covariance(spec, shared_prevalence(spec)))
     out = {}
-    for cancer in spec.cancers:
+    for cancer, own in zip(spec.cancers, owns, strict=True):
         s = spec.sharing if cancer.sharing is None else cancer.sharing
-        own = cancer_rng(spec.seed, cancer.name, 1).standard_normal(spec.phenotypes)
         out[cancer.name] = math.sqrt(s) * shared + math.sqrt(1.0 - s) * own
+    return out
+
+
+def mix_covariance(spec: CohortSpec, prevalence: np.ndarray) -> np.ndarray:
+    """``[P, P]`` covariance of a patient's mix ``pi ~ Dirichlet(alpha)``, ``alpha = a P p + 10^-3``
+    (as drawn in :func:`draw_cancer`): ``(diag(m) - m m^T) / (A + 1)``, ``A = sum(alpha)``,
+    ``m = alpha / A``."""
+    alpha = spec.concentration * spec.phenotypes * prevalence + 1e-3
+    total = float(alpha.sum())
+    mean = alpha / total
+    return (np.diag(mean) - np.outer(mean, mean)) / (total + 1.0)
+
+
+def _orthonormal(vectors: list[np.ndarray], metric: np.ndarray) -> list[np.ndarray]:
+    """Gram-Schmidt of ``vectors`` in order under ``<x, y> = x^T metric y`` (unit norm each)."""
+    out: list[np.ndarray] = []
+    for v in vectors:
+        w = v.astype(np.float64).copy()
+        for u in out:
+            w -= float(u @ metric @ w) * u
+        norm = math.sqrt(max(float(w @ metric @ w), 0.0))
+        if norm < 1e-9:
+            raise ConfigError(
+                "exact_sharing: the drawn coefficient directions are degenerate; try another seed"
+            )
+        out.append(w / norm)
     return out
 
 
@@ -292,11 +352,24 @@ def patient_id(cancer: str, index: int) -> str:
     return check_safe_id(f"SYN-{cancer}-{index:04d}", "patient_id")
 
 
+def shared_prevalence(spec: CohortSpec) -> np.ndarray:
+    """The one prevalence ``p ~ Dirichlet(2 * 1_P)`` of a ``shared_prevalence`` cohort."""
+    return shared_rng(spec.seed, 8).dirichlet(np.full(spec.phenotypes, 2.0))
+
+
+def prevalence_of(spec: CohortSpec, rng: np.random.Generator) -> np.ndarray:
+    """``p_c ~ Dirichlet(2 * 1_P)`` from the cancer's ``rng`` (always drawn, so the patients'
+    later draws do not depend on ``shared_prevalence``); with ``shared_prevalence`` the cohort's
+    one ``p`` (:func:`shared_prevalence`) is returned instead."""
+    own = rng.dirichlet(np.full(spec.phenotypes, 2.0))
+    return shared_prevalence(spec) if spec.shared_prevalence else own
+
+
 def draw_cancer(spec: CohortSpec, cancer: CancerSpec, beta: np.ndarray) -> CancerCohort:
     """Draw the patients, true risks and censored survival times of one cancer."""
     rng = cancer_rng(spec.seed, cancer.name, 0)
     n, k = cancer.n_patients, spec.weibull_shape
-    prevalence = rng.dirichlet(np.full(spec.phenotypes, 2.0))
+    prevalence = prevalence_of(spec, rng)
     proportions = rng.dirichlet(spec.concentration * spec.phenotypes * prevalence + 1e-3, size=n)
     raw = proportions @ beta
     spread = raw.std()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from ..config import DEFAULT_ENCODER, load_config, to_plain
+from ..config import DEFAULT_ENCODER, load_config
 from ..errors import ConfigError, DataError
 from ..fileio import read_csv, write_csv
 from ..layout import ProjectLayout
@@ -18,7 +18,7 @@ from ..report import StageReport, Status
 from .cohort import CohortSpec, draw_cohort
 from .features import feature_slides
 from .slides import slide_files
-from .tables import GENERATOR_VERSION, describe, write_labels, write_splits, write_truth
+from .tables import GENERATOR_VERSION, describe, plain_spec, write_labels, write_splits, write_truth
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _check_previous(layout: ProjectLayout, spec: CohortSpec, level: str, overwri
     except DataError as exc:
         raise DataError(exc.message, hint="delete it and generate again") from exc
     same = (
-        stored.spec == to_plain(spec)
+        stored.spec == plain_spec(spec)
         and stored.level == level
         and stored.generator_version == GENERATOR_VERSION
     )

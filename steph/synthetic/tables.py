@@ -56,13 +56,17 @@ def write_splits(layout: ProjectLayout, cohort: CancerCohort, spec: CohortSpec) 
     groups = stratified_folds(cohort.patient_ids, cohort.event.tolist(), spec.folds, rng)
     for k, test in enumerate(groups):
         held_out = set(test)
-        train = [pid for pid in cohort.patient_ids if pid not in held_out]
-        n_rows = max(len(train), len(test))
-        cells = [
-            [train[r] if r < len(train) else "", test[r] if r < len(test) else ""] for r in range(n_rows)
-        ]
-        write_csv(layout.split(cohort.name, k), ["train", "test"], cells)
+        write_split(layout, cohort.name, k, [pid for pid in cohort.patient_ids if pid not in held_out], test)
     return groups
+
+
+def write_split(
+    layout: ProjectLayout, cancer: str, fold: int, train: Sequence[str], test: Sequence[str]
+) -> None:
+    """``splits/<CANCER>/splits_<fold>.csv``: columns train and test, the shorter padded with ""."""
+    n_rows = max(len(train), len(test))
+    cells = [[train[r] if r < len(train) else "", test[r] if r < len(test) else ""] for r in range(n_rows)]
+    write_csv(layout.split(cancer, fold), ["train", "test"], cells)
 
 
 def write_truth(
@@ -86,6 +90,17 @@ def write_truth(
     describe(spec, cohorts, level=level, extra=extra).write(layout.synthetic_spec)
 
 
+def plain_spec(spec: CohortSpec) -> dict[str, Any]:
+    """``spec`` as stored in ``synthetic/cohort.json``; ``shared_prevalence`` and
+    ``exact_sharing`` only when set, so a cohort generated before these options existed is
+    recognised as the same cohort."""
+    plain: dict[str, Any] = to_plain(spec)
+    for option in ("shared_prevalence", "exact_sharing"):
+        if not plain[option]:
+            del plain[option]
+    return plain
+
+
 def describe(
     spec: CohortSpec, cohorts: dict[str, CancerCohort], *, level: str, extra: dict[str, Any]
 ) -> CohortRecord:
@@ -93,7 +108,7 @@ def describe(
     data = {
         "generator_version": GENERATOR_VERSION,
         "level": level,
-        "spec": to_plain(spec),
+        "spec": plain_spec(spec),
         "phenotypes": list(PHENOTYPES[: spec.phenotypes]),
         "cancers": {
             name: {

@@ -14,8 +14,8 @@ import torch
 from ..config import ModelConfig
 from ..data import BagStore
 from ..models.abmil import create_abmil
-from ..survival import time_to_bin
-from ..training.loop import FitSettings, SurvivalTargets, fit
+from ..survival import SurvivalTargets, time_to_bin
+from ..training.loop import FitSettings, fit
 from .cohort import CohortSpec, draw_cohort
 from .features import patient_bags, prototypes, style_offset
 

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from ..models.abmil import Segments, packed_bags, patch_chunking
 from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
-from ..survival import surv_mle_loss
+from ..survival import SurvivalTargets, surv_mle_loss
 from .batching import (
     Chunk,
     auto_patch_budget,
@@ -91,19 +91,6 @@ class ModelOutput:
     logits: Tensor
     aux_loss: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SurvivalTargets:
-    """Patients to train on: ids with their time (days), event and time bin."""
-
-    ids: list[str]
-    times: Tensor
-    events: Tensor
-    bins: Tensor
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,7 +260,8 @@ def backward_chunks(
         if len(parts) > 1:
             loss = loss * (len(y) / total)
         torch.autograd.backward(scaler.scale(loss) if scaler is not None else loss)
-        batch_loss += loss.detach().double()
+        with torch.no_grad():
+            batch_loss.add_(loss)  # in float64, as loss.double() would be
     return float(batch_loss)
 
 

@@ -1,7 +1,7 @@
 """``stephctl transfer``: one unit per target, then the study outputs over every finished target.
 
-A unit (target T) runs :func:`steph.transfer.zero_shot.run_target` and writes
-``transfer/targets/<T>.json`` last (its presence marks the unit done; ``--overwrite`` redoes it).
+A unit (target T) runs :func:`steph.transfer.zero_shot.run_target` through the one unit loop
+(:func:`steph.units.run_units`, :class:`TransferWorker`) and writes ``transfer/targets/<T>.json`` last (its presence marks the unit done; ``--overwrite`` redoes it).
 After the units, the study (:mod:`steph.transfer.study`) is rebuilt from every finished target's
 record, under a short lock, so the array tasks of a Slurm job may each rebuild it: the last one
 sees every target. A unit that fails (a missing model, unreadable features) is reported (exit 2)
@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import LockedError, StephError
+from ..errors import StephError
 from ..fileio import os_error_message
 from ..layout import normalize_cancer
-from ..locks import hold, hold_waiting
+from ..locks import hold_waiting
 from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
-from ..units import WorkUnit
+from ..units import Outcome, UnitLock, WorkUnit, run_units
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -70,7 +70,22 @@ def run_transfer(
     overwrite: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
-    """Run every unit of :func:`plan_transfer` not done yet, then write the study outputs.
+    """Run every unit of :func:`plan_transfer` not done yet, then write the study outputs
+    (:func:`run_targets`)."""
+    units = plan_transfer(layout, config, targets=targets)
+    return run_targets(layout, config, units, overwrite=overwrite, progress=progress)
+
+
+def run_targets(
+    layout: ProjectLayout,
+    config: ProjectConfig,
+    units: Sequence[TransferUnit],
+    *,
+    overwrite: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> StageReport:
+    """Run ``units`` (of :func:`plan_transfer`) through :func:`~steph.units.run_units`, then, as
+    the stage's finishing step, rebuild the study from every finished target.
 
     Returns:
         The report: one item per target (``done``, ``skipped`` or ``failed`` with the reason),
@@ -80,22 +95,10 @@ def run_transfer(
     from .zero_shot import transfer_sources
 
     cancers = study_cancers(layout, config)
-    sources = transfer_sources(config, cancers)
-    units = plan_transfer(layout, config, targets=targets)
-    report = StageReport(STAGE)
+    worker = TransferWorker(layout, config, transfer_sources(config, cancers), progress)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with run_log(layout.stage_log(STAGE, stamp)):
-        progress.start(STAGE, len(units), unit="targets")
-        try:
-            for unit in units:
-                target = unit.target
-                if unit.done and not overwrite:
-                    report.add(unit.key, Status.SKIPPED, "already done (--overwrite to redo)")
-                else:
-                    _run_unit(layout, config, target, sources, report, progress)
-                progress.advance(STAGE, 1, item=unit.key)
-        finally:
-            progress.finish(STAGE)
+        report = run_units(STAGE, units, worker, overwrite=overwrite, progress=progress, unit_name="targets")
         if not layout.transfer_targets():
             return report
         try:
@@ -113,37 +116,34 @@ def run_transfer(
     return report
 
 
-def _run_unit(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    target: str,
-    sources: list[str],
-    report: StageReport,
-    progress: Progress,
-) -> None:
-    from .zero_shot import run_target
+class TransferWorker:
+    """Applies every source model and fold to one target (its features read once) and writes
+    the target's record last."""
 
-    output = layout.transfer_target(target)
-    try:
-        with hold(output, what=f"transfer {target}", stage=STAGE):
-            output.unlink(missing_ok=True)
-            record = run_target(layout, config, target, sources, progress=progress)
-            record.write(output)
-    except LockedError as exc:
-        log.warning("%s: %s", target, exc)
-        report.add(target, Status.LOCKED, str(exc), hint=exc.hint)
-        return
-    except StephError as exc:
-        log.error("%s: %s", target, exc)
-        report.add(target, Status.FAILED, str(exc), hint=exc.hint)
-        return
-    except OSError as exc:
-        message = os_error_message(exc, target)
-        log.error("%s", message)
-        report.add(target, Status.FAILED, message)
-        return
-    own = next((p for p in record.pooled if p["source"] == target), None)
-    headline = f"{len(record.sources)} sources x {len(record.folds)} folds"
-    if own is not None and own.get("c_mean") is not None:
-        headline += f", own C-index {own['c_mean']:.4f}"
-    report.add(target, Status.DONE, headline)
+    def __init__(
+        self, layout: ProjectLayout, config: ProjectConfig, sources: list[str], progress: Progress
+    ) -> None:
+        self.layout, self.config, self.sources, self.progress = layout, config, sources, progress
+
+    def refuse(self, unit: TransferUnit) -> str | None:
+        return None
+
+    def skipped(self, unit: TransferUnit, *, by_other: bool) -> Outcome:
+        return Outcome(
+            Status.SKIPPED, "done by another process" if by_other else "already done (--overwrite to redo)"
+        )
+
+    def lock(self, unit: TransferUnit) -> UnitLock:
+        output = self.layout.transfer_target(unit.target)
+        return UnitLock(output, f"transfer {unit.target}", where=unit.target, record=output)
+
+    def run(self, unit: TransferUnit) -> Outcome:
+        from .zero_shot import run_target
+
+        record = run_target(self.layout, self.config, unit.target, self.sources, progress=self.progress)
+        record.write(self.layout.transfer_target(unit.target))
+        own = next((p for p in record.pooled if p["source"] == unit.target), None)
+        headline = f"{len(record.sources)} sources x {len(record.folds)} folds"
+        if own is not None and own.get("c_mean") is not None:
+            headline += f", own C-index {own['c_mean']:.4f}"
+        return Outcome(Status.DONE, headline)

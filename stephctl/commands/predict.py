@@ -123,7 +123,7 @@ def predict(
         )
     with handle_errors():
         layout, config = _project(ctx, need_config=model is None, max_patches=max_patches)
-    from steph.evaluation.predict import predict_patients
+    from steph.predict import predict_patients
 
     run_stage(
         ctx,

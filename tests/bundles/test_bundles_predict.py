@@ -19,8 +19,8 @@ from _bundle_project import TARGET, project_a
 from steph.bundles.container import read_bundle, write_bundle
 from steph.config import load_project
 from steph.data import feature_shape, load_cohort, load_split
-from steph.evaluation.predict import PatientCase
 from steph.fileio import read_csv, write_csv
+from steph.predict import PatientCase
 from steph.synthetic.tiff import write_pyramidal_tiff
 
 pytestmark = pytest.mark.slow

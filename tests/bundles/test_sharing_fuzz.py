@@ -247,8 +247,8 @@ def test_predict_manifests(tmp_path: Path, header: list[str], rows: list[list[st
     """A manifest from elsewhere: patients (each with one id-rule check) or one error."""
     import csv
 
-    from steph.evaluation.predict_inputs import read_manifest
     from steph.layout import ProjectLayout, check_safe_id
+    from steph.predict.inputs import read_manifest
 
     path = tmp_path / "new.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:

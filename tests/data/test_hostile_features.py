@@ -24,6 +24,7 @@ import pytest
 import torch
 from _published import DATASET, make_published_project, write_lmdb
 
+from steph.checkpoints import load_checked_torch
 from steph.config import load_project
 from steph.data import check_features, load_cohort
 from steph.data.features import feature_shape, read_features
@@ -342,6 +343,29 @@ def test_sparse_meta_and_complex_tensors_are_one_line_errors(
     for read in (feature_shape, read_features):  # feature_shape is what `check` asks
         with pytest.raises(DataError, match=rf"s\.pt: refused features: {refusal}"):
             read(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "refusal"),
+    [
+        (lambda: torch.eye(3).to_sparse(), "tensor 'w' is a sparse_coo tensor, not a dense tensor"),
+        (lambda: torch.empty(5, 8, device="meta"), "tensor 'w' on device 'meta'"),
+        (lambda: torch.ones(2, 3, dtype=torch.complex64), "tensor 'w' of dtype complex64"),
+        (
+            lambda: torch.zeros(1).expand(64, 8),
+            r"tensor 'w' of shape \[64, 8\] needs 2048 bytes but its storage holds 4",
+        ),
+    ],
+)
+def test_checkpoints_refuse_the_tensors_features_refuse_by_the_same_check(
+    tmp_path: Path, make: Callable[[], torch.Tensor], refusal: str
+) -> None:
+    """Weights files and theta0 checkpoints go through :func:`checked_tensor` too (one check,
+    one wording), with the tensor's name in the message."""
+    path = tmp_path / "w.pth"
+    torch.save({"w": make()}, path)
+    with pytest.raises(DataError, match=rf"w\.pth: {refusal}"):
+        load_checked_torch(path, floating_only=False)
 
 
 def test_check_refuses_a_meta_tensor(cli, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from _evaluation_data import write_results
 from sksurv.metrics import concordance_index_censored, concordance_index_ipcw
 from sksurv.util import Surv
 
@@ -20,6 +19,7 @@ from steph.evaluation import read_predictions, relative_change, survival_at
 from steph.evaluation.summary import format_change
 from steph.pipeline.evaluate import evaluate_models, evaluate_targets, plan_targets
 from steph.report import Status
+from steph.synthetic.results import write_results
 
 NO_REPORT = {"evaluate.report": False}
 METRICS = ["c_index", "c_index_uno", "auc_1y", "auc_3y", "auc_5y", "ibs"]

@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _evaluation_data import write_results
+
+from steph.synthetic.results import write_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -20,11 +20,11 @@ from test_explain import synthetic_slide
 from steph.checkpoints import save_state_dict
 from steph.config import load_project
 from steph.data import read_features
-from steph.evaluation.predict_explain import patient_attention, patient_transfer
 from steph.evaluation.predictors import project_model
 from steph.fileio import write_csv
 from steph.layout import PredictionLayout
 from steph.models.abmil import capture_attention, create_abmil
+from steph.predict.explain import patient_attention, patient_transfer
 from steph.synthetic.project import init_configured_project
 
 TARGET = "BRCA"

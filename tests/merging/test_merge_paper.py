@@ -19,7 +19,7 @@ from steph.merging.autotune import inner_folds
 from steph.merging.paper import PAPER_VARIANTS
 from steph.pipeline.merge import merge_models, plan_merge
 from steph.report import Status
-from steph.training.loop import SurvivalTargets
+from steph.survival import SurvivalTargets
 
 PAPER_RUNS = [
     "model-avg",

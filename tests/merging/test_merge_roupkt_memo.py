@@ -10,9 +10,10 @@ from _merge_helpers import DIM, context
 from steph.data import BagStore
 from steph.merging import MERGE_METHODS
 from steph.merging.roupkt import RouPKTModel
+from steph.survival import SurvivalTargets
 from steph.training import memo
 from steph.training.batching import epoch_batches
-from steph.training.loop import FitSettings, SurvivalTargets, fit
+from steph.training.loop import FitSettings, fit
 
 N_BAGS, BATCH, EPOCHS = 10, 4, 3
 """10 bags in batches of 4: two are left out of each epoch, so later epochs meet new bags."""
@@ -80,6 +81,10 @@ def test_expert_embeddings_once_per_patient_train_the_same_model(
     assert calls == new_forwards < ref_calls
     assert losses == pytest.approx(ref_losses, abs=1e-6)
     for (name, a), (_, b) in zip(reference.state_dict().items(), cached.state_dict().items(), strict=True):
+        if name == "router.attention_net.attention_c.bias":
+            # the attention score's bias moves every score of a bag alike, so the softmax hides it:
+            # its gradient is rounding noise, which AdamW scales up to steps of the learning rate
+            continue
         assert torch.allclose(a, b, atol=1e-6, rtol=0), name
     targets, store = data()
     x = store.get(targets.ids[0]).unsqueeze(0)

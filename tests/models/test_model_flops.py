@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from steph.config import MergeConfig, ModelConfig
-from steph.merging import MERGE_METHODS, MergeContext
+from steph.config import ModelConfig
 from steph.models import flops
 from steph.models.abmil import create_abmil
+from steph.synthetic.models import tiny_model
 from steph.training import memo
-from steph.training.loop import FitSettings, ModelOutput
+from steph.training.loop import ModelOutput
 
 W = flops.Widths(dim_in=24, dim_emb=16, dim_attn=12, time_bins=8)
 MODEL = ModelConfig(dim_emb=W.dim_emb, dim_attn=W.dim_attn, time_bins=W.time_bins)
@@ -19,31 +19,8 @@ SOURCES = ("BLCA", "LUNG", "KIPAN")
 K = 37
 
 
-def state(seed: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    return {k: v.detach().clone() for k, v in create_abmil(W.dim_in, MODEL).state_dict().items()}
-
-
-def merged(name: str, **merge: object) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(1)
-    vec = [{k: 0.1 * torch.randn(v.shape, generator=g) for k, v in state(0).items()} for _ in range(4)]
-    ctx = MergeContext(
-        target="BRCA",
-        fold=0,
-        theta0=state(0),
-        target_vector=vec[0],
-        source_names=SOURCES,
-        source_vectors=tuple(vec[1:]),
-        config=MergeConfig(**merge),
-        model_config=MODEL,
-        dim_in=W.dim_in,
-        device=torch.device("cpu"),
-        seed=0,
-        fit_settings=FitSettings(epochs=1),
-        train=None,
-        bags=None,
-    )
-    return MERGE_METHODS.get(name).build(ctx)
+def merged(name: str, **options: object) -> torch.nn.Module:
+    return tiny_model(name, W.dim_in, MODEL, sources=SOURCES, options=options)
 
 
 def counted(model: torch.nn.Module, train: bool) -> int:
@@ -64,7 +41,7 @@ def test_abmil() -> None:
 
 
 def test_steph() -> None:
-    model = merged("steph", options={"top_k": 2})
+    model = merged("steph", top_k=2)
     assert counted(model, False) == flops.steph_forward(K, W, len(SOURCES))
     assert counted(model, True) == flops.steph_step(K, W, len(SOURCES))
 
@@ -76,7 +53,7 @@ def test_adamerging() -> None:
 
 
 def test_roupkt() -> None:
-    model = merged("roupkt", options={"top_k": 2})
+    model = merged("roupkt", top_k=2)
     assert counted(model, False) == flops.roupkt_forward(K, W, len(SOURCES))
     assert counted(model, True) == flops.roupkt_step(K, W, len(SOURCES))
     assert flops.roupkt_forward(K, W, len(SOURCES), experts=False) + flops.roupkt_experts(
@@ -86,7 +63,7 @@ def test_roupkt() -> None:
 
 def test_roupkt_training_step_with_its_experts_stored() -> None:
     """In training the frozen experts run in a bag's first forward only (steph.training.memo)."""
-    model = merged("roupkt", options={"top_k": 2})
+    model = merged("roupkt", top_k=2)
     with memo.bag_memo(3), memo.forward_bags(memo.bag_keys([2])):
         assert counted(model, True) == flops.roupkt_step(K, W, len(SOURCES))  # first: experts run
         assert counted(model, True) == flops.roupkt_step(K, W, len(SOURCES), experts=False)

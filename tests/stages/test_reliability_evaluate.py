@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-from _evaluation_data import result_record, write_results
 from _repo import REPO
 
 from steph.config import load_project
@@ -17,6 +16,7 @@ from steph.evaluation.summary import MethodSummary
 from steph.hpc.status import project_status
 from steph.pipeline.evaluate import evaluate_models
 from steph.report import Status
+from steph.synthetic.results import write_results
 
 NO_REPORT = {"evaluate.report": False}
 DOCS = REPO / "docs"
@@ -36,7 +36,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def test_predictions_without_a_record_are_not_evaluated(project: Path) -> None:
     """Item 3: a unit killed after predictions.csv but before meta.json was counted as done."""
     layout, config = load_project(project, NO_REPORT)
-    result_record(layout, "BRCA", "steph", 2).unlink()  # killed before its record
+    layout.result_record("BRCA", "steph", 2).unlink()  # killed before its record
     report = evaluate_models(layout, config, targets=["BRCA"], bootstrap=0)
     status = {item.key: item.status for item in report.items}
     assert status["BRCA/steph/fold_2"] is Status.FAILED and status["BRCA/steph/fold_1"] is Status.DONE
@@ -128,7 +128,7 @@ def test_an_unfinished_upstream_unit_fails_evaluate(project: Path, cli, method: 
     """Exit 0 means every unit asked for is done: predictions without their record used to be
     'skipped' with exit 0; now the fold fails (exit 2) and the hint names the stage that finishes it."""
     layout, _ = load_project(project)
-    result_record(layout, "BRCA", method, 2).unlink()
+    layout.result_record("BRCA", method, 2).unlink()
     result = cli("-p", project, "evaluate", "--bootstrap", "0", "--no-report", "--json")
     assert result.exit_code == 2, result.output
     status = _statuses(result)

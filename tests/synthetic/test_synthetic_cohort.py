@@ -10,7 +10,8 @@ import pytest
 from steph.errors import ConfigError
 from steph.metrics.harrell import harrell_c
 from steph.synthetic import TCGA_CANCERS, CancerSpec, CohortSpec, draw_cohort, standard_spec
-from steph.synthetic.cohort import calibrate_dropout, coefficients
+from steph.synthetic.cohort import calibrate_dropout, cancer_rng, coefficients
+from steph.synthetic.tables import plain_spec
 
 
 def one_cancer(n: int = 2000, **options: object) -> CohortSpec:
@@ -121,3 +122,62 @@ def test_invalid_cancer_specs_are_config_errors() -> None:
         CohortSpec(
             cancers=(CancerSpec(name="BRCA", n_patients=50), CancerSpec(name="tcga_brca", n_patients=50))
         )
+
+
+def _four_cancers(n: int, **options: object) -> CohortSpec:
+    sharing = {"ALPHA": 1.0, "BETA": 1.0, "GAMMA": 0.4, "DELTA": 0.0}
+    cancers = tuple(CancerSpec(name=c, n_patients=n, censoring=0.5, sharing=s) for c, s in sharing.items())
+    return CohortSpec(cancers=cancers, phenotypes=8, sharing=0.0, seed=5, **options)  # type: ignore[arg-type]
+
+
+def test_shared_prevalence_gives_every_cancer_one_mix_distribution() -> None:
+    """Same p for every cancer, each cancer's own patients around it; off, each cancer keeps the
+    prevalence it drew before the option existed (its first Dirichlet(2 * 1_P) draw)."""
+    own = draw_cohort(_four_cancers(50))
+    shared = draw_cohort(_four_cancers(50, shared_prevalence=True))
+    for name, cohort in own.items():
+        first = cancer_rng(5, name, 0).dirichlet(np.full(8, 2.0))
+        np.testing.assert_array_equal(cohort.prevalence, first)
+        np.testing.assert_array_equal(shared[name].prevalence, shared["ALPHA"].prevalence)
+        np.testing.assert_array_equal(shared[name].coefficients, cohort.coefficients)
+    assert not np.allclose(own["ALPHA"].prevalence, own["BETA"].prevalence)
+    # pooled over many patients, every cancer's mean mix is the one prevalence
+    big = draw_cohort(_four_cancers(4000, shared_prevalence=True))
+    for cohort in big.values():
+        np.testing.assert_allclose(cohort.proportions.mean(axis=0), cohort.prevalence, atol=0.01)
+
+
+def test_exact_sharing_makes_the_true_risks_correlate_by_the_design() -> None:
+    """corr(beta_a . pi, beta_b . pi) over patients = sqrt(s_a s_b): checked on 40,000 drawn
+    mixes (Monte Carlo sd of a correlation about 0.005), not with the covariance the generator uses."""
+    spec = _four_cancers(40_000, shared_prevalence=True, exact_sharing=True)
+    cohorts = draw_cohort(spec)
+    mixes = cohorts["ALPHA"].proportions
+    names = list(cohorts)
+    risks = np.array([mixes @ cohorts[c].coefficients for c in names])
+    measured = np.corrcoef(risks)
+    sharing = np.array([c.sharing for c in spec.cancers], dtype=float)
+    design = np.sqrt(np.outer(sharing, sharing))
+    np.fill_diagonal(design, 1.0)
+    np.testing.assert_allclose(measured, design, atol=0.02)
+    # the random coefficients (default) miss the design by far more than that
+    loose = draw_cohort(_four_cancers(40_000, shared_prevalence=True))
+    chance = np.corrcoef([mixes @ loose[c].coefficients for c in names])
+    assert np.abs(chance - design).max() > 0.1
+
+
+def test_exact_sharing_needs_a_shared_prevalence_and_enough_phenotypes() -> None:
+    with pytest.raises(ConfigError, match="shared_prevalence"):
+        _four_cancers(50, exact_sharing=True)
+    spec = _four_cancers(50, shared_prevalence=True, exact_sharing=True)
+    with pytest.raises(ConfigError, match="phenotypes >= cancers \\+ 2"):
+        CohortSpec(cancers=spec.cancers, phenotypes=5, shared_prevalence=True, exact_sharing=True)
+
+
+def test_the_stored_spec_names_the_new_options_only_when_set() -> None:
+    """cohort.json of a default cohort is what it was before the options existed (the demo's stays
+    byte-identical and a generated project is still recognised as the same cohort)."""
+    assert "shared_prevalence" not in plain_spec(_four_cancers(50))
+    assert "exact_sharing" not in plain_spec(_four_cancers(50))
+    stored = plain_spec(_four_cancers(50, shared_prevalence=True, exact_sharing=True))
+    assert stored["shared_prevalence"] is True and stored["exact_sharing"] is True

@@ -6,9 +6,9 @@ import torch
 
 from steph.data import BagStore
 from steph.models.abmil import ABMIL
-from steph.survival import surv_mle_loss, time_to_bin
+from steph.survival import SurvivalTargets, surv_mle_loss, time_to_bin
 from steph.training.batching import pad_bags, size_chunks
-from steph.training.loop import FitSettings, SurvivalTargets, fit, predict
+from steph.training.loop import FitSettings, fit, predict
 
 
 def cohort(n: int = 16, dim: int = 12, seed: int = 0) -> tuple[dict[str, torch.Tensor], SurvivalTargets]:

@@ -93,7 +93,7 @@ def test_grad_scaler_steps_the_optimiser_like_torch() -> None:
 def test_training_does_not_import_torchdynamo() -> None:
     code = (
         "import sys, torch\n"
-        "from steph.training.loop import FitSettings, SurvivalTargets, fit\n"
+        "from steph.survival import SurvivalTargets\nfrom steph.training.loop import FitSettings, fit\n"
         "from steph.data import BagStore\n"
         "from steph.models.abmil import ABMIL\n"
         "torch.manual_seed(0)\n"

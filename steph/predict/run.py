@@ -2,8 +2,8 @@
 
 The model is a bundle (``stephctl export``; verified on load) or a trained model of the project
 (``--target/--method/--fold``). Inputs are a manifest or slide files
-(:mod:`~steph.evaluation.predict_inputs`); features are reused or extracted the model's way
-(:mod:`~steph.evaluation.predict_features`). Each patient's slides form one bag and the model
+(:mod:`~steph.predict.inputs`); features are reused or extracted the model's way
+(:mod:`~steph.predict.features`). Each patient's slides form one bag and the model
 runs once per patient (STEPH merges its weights per patient inside that forward pass).
 
 Outputs in the run folder (``predictions/<name>/`` or ``--out``): ``predictions.csv``
@@ -11,7 +11,7 @@ Outputs in the run folder (``predictions/<name>/`` or ``--out``): ``predictions.
 risk_group splits at the model's training median risk when it is known), ``survival.csv``
 (patient_id and S at the end of every yearly bin, ``surv_<day>d``), ``failures.csv`` (only when some
 patients could not be predicted: the reason and the fix), with ``--explain`` the explain pages
-of every patient under ``patients/<patient_id>/`` (:mod:`~steph.evaluation.predict_explain`),
+of every patient under ``patients/<patient_id>/`` (:mod:`~steph.predict.explain`),
 and ``meta.json`` (model identity, inputs, versions, pages; written last). A patient that fails
 does not stop the others (exit 2); when none can be predicted, the first reason is raised (exit 1).
 """
@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError, StephError
+from ..evaluation.predictors import LoadedModel, project_model
 from ..fileio import sha256_file, write_csv, write_json
 from ..layout import PredictionLayout, ProjectLayout, normalize_cancer
 from ..locks import hold
@@ -37,14 +38,13 @@ from ..records import PredictionRecord
 from ..report import StageReport, Status
 from ..runtime import resolve_device
 from ..theta0 import versions
-from .predict_features import FeatureMaker, read_bag, template_fields
-from .predict_inputs import PredictInputs, slide_inputs
-from .predict_inputs import read_manifest as read_predict_manifest
-from .predictors import LoadedModel, project_model
+from .features import FeatureMaker, read_bag, template_fields
+from .inputs import PredictInputs, slide_inputs
+from .inputs import read_manifest as read_predict_manifest
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
-    from .predict_explain import ExplainedPatient
+    from .explain import ExplainedPatient
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class PatientCase:
 
 
 def read_manifest(path: Path, layout: ProjectLayout | None = None) -> PredictInputs:
-    """Patients of a prediction manifest (see :mod:`~steph.evaluation.predict_inputs`)."""
+    """Patients of a prediction manifest (see :mod:`~steph.predict.inputs`)."""
     return read_predict_manifest(path, layout or ProjectLayout(path.parent))
 
 
@@ -110,7 +110,7 @@ def predict_patients(
         overwrite: redo a finished run (otherwise it is skipped; a finished run without the
             ``explain`` pages asked for is redone).
         explain: also write each patient's explain pages under ``patients/<patient_id>/``
-            (:mod:`~steph.evaluation.predict_explain`; an ensemble shows its folds' mean attention).
+            (:mod:`~steph.predict.explain`; an ensemble shows its folds' mean attention).
         patches: most and least attended patches shown (each) in the explain montage.
         allow_download: let the encoder's weights come from the model hub when no local file is
             given (otherwise nothing is downloaded: slides to extract fail with an error naming
@@ -143,7 +143,7 @@ def predict_patients(
     }
     report = StageReport(STAGE)
     if explain:
-        from . import predict_explain as px
+        from . import explain as px
     if run.meta.is_file() and not overwrite:
         done = PredictionRecord.read(run.meta)
         if done.signature != signature:

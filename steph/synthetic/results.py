@@ -1,24 +1,31 @@
-"""Synthetic results for evaluation tests: labels, splits and predictions of several methods.
+"""Synthetic finished results: labels, splits and every method's test-set predictions of a project.
 
-Each patient has a latent risk r ~ N(0, 1), an exponential survival time with scale
-``1500 exp(-r)`` days (whole days, so times tie) and an independent uniform censoring time. A
-method of quality q predicts the score ``q r + (1 - q) noise``; its per-bin hazards are
-``sigmoid(-2.2 + 0.8 score)`` in every yearly bin, so better methods have higher C-indices.
+What ``stephctl evaluate`` reads, without training anything (its tests and
+``benchmarks/bench_evaluate.py``). Each patient has a latent risk ``r ~ N(0, 1)``, an
+exponential survival time with scale ``1500 exp(-r)`` days (whole days, so times tie) and an
+independent censoring time ``~ U(100, 4000)`` days (also whole). A method of quality ``q``
+predicts the score ``s = q r + (1 - q) noise`` (noise ``~ N(0, 1)``, one draw per method); its
+hazard is ``sigmoid(-2.2 + 0.8 s)`` in every bin, so a better method has a higher C-index.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from steph.fileio import write_csv, write_json
-from steph.layout import ProjectLayout
-from steph.predictions import write_predictions
+from ..fileio import write_csv
+from ..layout import CANCER_SPECIFIC, ProjectLayout
+from ..predictions import write_predictions
+from ..records import MergeRecord, ModelRecord
+from .tables import LABEL_COLUMNS, write_split
 
 QUALITY = {"cancer-specific": 0.55, "task-arithmetic": 0.6, "steph": 0.75}
+"""Default methods and their quality ``q``."""
 SOURCES = ("BLCA", "COADREAD", "GBMLGG", "KIRC", "LUAD")
+"""Source cancers named in the STEPH coefficients written."""
 
 
 def _hazards(score: np.ndarray, bins: int) -> torch.Tensor:
@@ -29,15 +36,22 @@ def _hazards(score: np.ndarray, bins: int) -> torch.Tensor:
 def write_results(
     root: Path,
     *,
-    targets: tuple[str, ...] = ("BRCA",),
-    methods: dict[str, float] | None = None,
+    targets: Sequence[str] = ("BRCA",),
+    methods: Mapping[str, float] | None = None,
     folds: int = 3,
     patients: int = 90,
     bins: int = 32,
     seed: int = 0,
-    coefficients_for: tuple[str, ...] = ("steph",),
+    coefficients_for: Sequence[str] = ("steph",),
 ) -> ProjectLayout:
-    """Write labels, k-fold splits and every method's predictions (+ STEPH coefficients) under ``root``."""
+    """Write under ``root``, for each target, ``labels/<T>.csv`` (one slide per patient),
+    ``folds`` splits (consecutive groups of a random order), and for each method of ``methods``
+    (name -> quality ``q``, default :data:`QUALITY`) and fold the test-set predictions and
+    metrics, the record that marks the result finished (:meth:`ProjectLayout.result_record`: a
+    :class:`~steph.records.ModelRecord` for ``cancer-specific``, a
+    :class:`~steph.records.MergeRecord` otherwise), and for the methods of ``coefficients_for``
+    STEPH's per-patient coefficients. The same arguments write the same files.
+    """
     layout = ProjectLayout(root)
     rng = np.random.default_rng(seed)
     methods = QUALITY if methods is None else methods
@@ -50,7 +64,7 @@ def write_results(
         e = (event_time <= censor_time).astype(int)
         write_csv(
             layout.labels(target),
-            ["patient_id", "slide_id", "t", "e"],
+            LABEL_COLUMNS,
             [[pid, f"{pid}-S1", int(t[i]), int(e[i])] for i, pid in enumerate(ids)],
         )
         order = rng.permutation(patients)
@@ -59,12 +73,7 @@ def write_results(
         for k in range(folds):
             test = groups[k]
             train = np.concatenate([g for j, g in enumerate(groups) if j != k])
-            width = max(len(train), len(test))
-            rows = [
-                [ids[train[i]] if i < len(train) else "", ids[test[i]] if i < len(test) else ""]
-                for i in range(width)
-            ]
-            write_csv(layout.split(target, k), ["train", "test"], rows)
+            write_split(layout, target, k, [ids[i] for i in train], [ids[i] for i in test])
             for method, quality in methods.items():
                 score = quality * risk + (1.0 - quality) * noise[method]
                 write_predictions(
@@ -76,21 +85,19 @@ def write_results(
                     hazards=_hazards(score[test], bins),
                     train_hazards=_hazards(score[train], bins),
                 )
-                write_json(result_record(layout, target, method, k), {"method": method, "fold": k})
+                if method == CANCER_SPECIFIC:
+                    ModelRecord(cancer=target, fold=k).write(layout.model_meta(target, k))
+                else:
+                    MergeRecord(method=method, target=target, fold=k).write(
+                        layout.merged_meta(target, method, k)
+                    )
                 if method in coefficients_for:
                     _write_coefficients(layout, target, method, k, [ids[i] for i in test], rng)
     return layout
 
 
-def result_record(layout: ProjectLayout, target: str, method: str, fold: int) -> Path:
-    """The record that marks a result finished (``ProjectLayout.result_record``, spelled out)."""
-    if method == "cancer-specific":
-        return layout.model_meta(target, fold)
-    return layout.merged_file(target, method, fold, "meta.json")
-
-
 def _write_coefficients(
-    layout: ProjectLayout, target: str, method: str, fold: int, ids: list[str], rng
+    layout: ProjectLayout, target: str, method: str, fold: int, ids: list[str], rng: np.random.Generator
 ) -> None:
     """Top-3 of 5 sources per patient, w on the selected ones (summing to 1), lambda in (0, 1]."""
     affinity = np.array([2.0, 0.5, 1.0, 0.2, 1.5])
@@ -104,7 +111,7 @@ def _write_coefficients(
         for j, source in enumerate(SOURCES):
             rows.append([pid, source, float(w[j]), float(lam[j]), int(j in chosen)])
     write_csv(
-        layout.merged_file(target, method, fold, "coefficients.csv"),
+        layout.merged_coefficients(target, method, fold),
         ["patient_id", "source", "w", "lambda", "selected"],
         rows,
     )

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from steph.errors import DataError, MissingArtifactError
-from steph.evaluation.predict_inputs import read_manifest, slide_inputs
 from steph.evaluation.predictors import hazards_of
 from steph.fileio import write_csv
 from steph.layout import ProjectLayout
+from steph.predict.inputs import read_manifest, slide_inputs
 from steph.survival import survival_curve
 
 

@@ -34,9 +34,9 @@ from ..records import PredictionRecord
 from ..report import StageReport, Status
 
 if TYPE_CHECKING:
+    from ..evaluation.predictors import LoadedModel
     from ..layout import PredictionLayout
-    from .predict import PatientCase
-    from .predictors import LoadedModel
+    from .run import PatientCase
 
 log = logging.getLogger(__name__)
 

@@ -36,13 +36,13 @@ from ..errors import DataError, EncoderUnavailableError, MissingArtifactError, S
 from ..extraction.h5format import is_complete, made_from, read_attrs, remove_stale_temps
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
-from .predict_inputs import SlideInput
+from .inputs import SlideInput
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
+    from ..evaluation.predictors import LoadedModel
     from ..extractors import Encoder
     from ..layout import PredictionLayout, ProjectLayout
-    from .predictors import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from _merge_project import project_copy
 from steph.config import load_project
 from steph.data import load_cohort, load_split
 from steph.errors import ConfigError, ConsistencyError, DataError, MissingArtifactError
-from steph.evaluation.predict import predict_patients, read_manifest
 from steph.fileio import read_csv, write_csv
 from steph.pipeline.evaluate import evaluate_models
 from steph.pipeline.merge import merge_models
+from steph.predict import predict_patients, read_manifest
 from steph.report import Status
 
 pytestmark = pytest.mark.slow
