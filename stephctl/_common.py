@@ -206,18 +206,18 @@ def _command_path() -> str | None:
     try:  # typer >= 0.20 vendors click as typer._click
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - older typer on top of click
-        from click import get_current_context  # type: ignore[no-redef]
+        from click import get_current_context  # type: ignore[no-redef]  # the same function, older typer
     ctx = get_current_context(silent=True)
     return ctx.command_path if ctx is not None else None
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # not subscriptable at run time on 3.10
     """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it per invocation)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -226,26 +226,29 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _new_handler() -> logging.Handler:
+    """Rich output on a terminal, timestamped lines otherwise."""
+    if err_console.is_terminal:
+        from rich.logging import RichHandler
+
+        rich = RichHandler(console=err_console, show_path=False, markup=False, rich_tracebacks=False)
+        rich.setFormatter(logging.Formatter("%(message)s"))
+        return rich
+    plain = _StderrHandler()
+    plain.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    return plain
+
+
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     for name in ("steph", "stephctl"):
         logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            if getattr(handler, "_stephctl", False):
-                logger.removeHandler(handler)
-        handler: logging.Handler
-        if err_console.is_terminal:
-            from rich.logging import RichHandler
-
-            handler = RichHandler(console=err_console, show_path=False, markup=False, rich_tracebacks=False)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-        else:
-            handler = _StderrHandler()
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
-            )
+        for old in list(logger.handlers):
+            if getattr(old, "_stephctl", False):
+                logger.removeHandler(old)
+        handler = _new_handler()
         handler.setLevel(level)
-        handler._stephctl = True  # type: ignore[attr-defined]
+        handler._stephctl = True  # type: ignore[attr-defined]  # our own mark, read back with getattr above
         logger.addHandler(handler)
         logger.setLevel(min(level, logger.level or logging.DEBUG) if logger.level else level)
         logger.propagate = False

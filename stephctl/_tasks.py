@@ -200,7 +200,13 @@ def run_stage_command(
     else:
         enabled = show_progress and app_state(ctx).verbosity >= 0
         with handle_errors(), CliProgress(enabled=enabled) as progress:
-            report = stage.run(project, request.selection, progress=progress, **options)
+            report = stage.run(
+                project,
+                request.selection,
+                progress=progress,
+                overwrite=request.overwrite,
+                devices=request.devices,
+            )
         render(report)
 
 

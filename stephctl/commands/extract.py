@@ -20,6 +20,7 @@ from .._tasks import (
 
 if TYPE_CHECKING:
     from steph.config import ProjectConfig
+    from steph.stages import ExtractSelection
 
 _SCALE = "Scale and encoder"
 _SELECT = "Which slides"
@@ -139,7 +140,7 @@ def extract(
 
 
 @stage_request("extract")
-def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest[ExtractSelection]:
     """The stage request of extract's parsed options."""
     from steph.stages import ExtractSelection
 
