@@ -33,6 +33,12 @@ AllowedSigners = Annotated[
 """``--allowed-signers``, the one declaration of the option of every command that takes bundles
 from other labs (predict, import-sources, merge)."""
 
+JsonReport = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+"""``--json`` of the commands that print a stage report (train-source, task-vector, transfer,
+predict, export, export-sources, import-sources, splits): one declaration. Commands whose JSON is
+something else (evaluate's ``--format json``, merge's method list, extract's result) declare
+their own."""
+
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._common import AllowedSigners, fail, get_project, handle_errors, run_stage
+from .._common import AllowedSigners, JsonReport, fail, get_project, handle_errors, run_stage
 
 if TYPE_CHECKING:
     from steph.config import ProjectConfig
@@ -103,7 +103,7 @@ def predict(
         ),
     ] = None,
     allowed_signers: AllowedSigners = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Predict new patients with a bundle (--model) or a project model (-t/-m/-k): features are
     reused or extracted with the model's encoder, patch size and MPP; writes predictions.csv (risk,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._common import JsonReport
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -47,7 +48,7 @@ def task_vector(
     list_tasks: ListTasksOption = False,
     task_index: TaskIndexOption = None,
     clear_stale_locks: ClearStaleLocksOption = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Write task_vectors/<CANCER>/fold_<k>.safetensors (tau = theta - theta0, every tensor) and its
     record; refuses models that did not start from the project's theta0."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._common import JsonReport
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -50,7 +51,7 @@ def train_source(
     list_tasks: ListTasksOption = False,
     task_index: TaskIndexOption = None,
     clear_stale_locks: ClearStaleLocksOption = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Train one ABMIL survival model per cancer and fold, every one starting from theta0.
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._common import JsonReport
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -69,7 +70,7 @@ def transfer(
     list_tasks: ListTasksOption = False,
     task_index: TaskIndexOption = None,
     clear_stale_locks: ClearStaleLocksOption = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Apply every source's cancer-specific model to every target's test patients, fold by fold
     (zero-shot), and write the source x target C-index matrix, the gains over each target's own
