@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,7 +98,7 @@ class BagStore:
         flat = [ref for slides in refs.values() for ref in slides]
         parts = iter(list(_read_in_order(flat, reader_threads(len(flat)))))
         read = {pid: _concat([next(parts) for _ in slides]) for pid, slides in refs.items()}
-        return [self._cache.get(pid) if pid in self._cache else read[pid] for pid in patient_ids]
+        return [self._cache[pid] if pid in self._cache else read[pid] for pid in patient_ids]
 
     def _refs(self, patient_id: str) -> tuple[SlideRef, ...]:
         refs = self._paths.get(patient_id)
@@ -151,7 +151,7 @@ def _read_slide_in_thread(ref: SlideRef) -> Tensor:
         return read_slide(ref)
 
 
-def _read_in_order(refs: Sequence[SlideRef], threads: int) -> Iterator[Tensor]:
+def _read_in_order(refs: Sequence[SlideRef], threads: int) -> Generator[Tensor, None, None]:
     """:func:`read_slide` of each ref, yielded in order; with ``threads > 1`` a pool reads ahead,
     at most ``2 * threads`` slides submitted and not yet yielded (bounded memory).
 

@@ -117,7 +117,8 @@ class AdaMergingModel(nn.Module):
         if self.hypernet is None:
             assert self.coefficients is not None
             return self.coefficients
-        w, _ = self.hypernet(x, mask)
+        heads: tuple[Tensor | None, Tensor | None] = self.hypernet(x, mask)
+        w = heads[0]
         assert w is not None
         return w
 

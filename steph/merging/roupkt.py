@@ -23,7 +23,7 @@ same result). Only the router, the experts and the head then run per step.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -81,7 +81,9 @@ class RouPKTModel(nn.Module):
     @torch.no_grad()
     def embeddings(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``[B, E, dim_emb]``: each frozen encoder's bag embedding (no dropout)."""
-        return torch.stack([encode(f.as_dict(), x, mask, training=False) for f in self.frozen], dim=1)  # type: ignore[union-attr]
+        # nn.ModuleList is not generic: its items are typed Module, these are FrozenState
+        frozen = cast("list[FrozenState]", list(self.frozen))
+        return torch.stack([encode(f.as_dict(), x, mask, training=False) for f in frozen], dim=1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         emb = memoized("roupkt.experts", lambda: self.embeddings(x, mask))

@@ -147,7 +147,10 @@ class StephModel(nn.Module):
         aggregation = torch.logsumexp(w, dim=1).square()
         if self.settings.sparse:
             aggregation = aggregation + (w * sel).sum(dim=1) / n_sel
-        loss = self.settings.gamma * aggregation.mean()
+        gamma = self.settings.gamma
+        if isinstance(gamma, str):  # "auto" is replaced by its chosen value before a model is built
+            raise ValueError("gamma 'auto' reached training unresolved (steph.merging.autotune chooses it)")
+        loss = gamma * aggregation.mean()
         if self.settings.learns_lambda:
             loss = loss + self.settings.beta * ((lam.square() * sel).sum(dim=1) / n_sel).mean()
         return loss

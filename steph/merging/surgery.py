@@ -54,7 +54,8 @@ class Surgery(nn.Module):
         nn.init.zeros_(self.up.weight)
 
     def forward(self, z: Tensor) -> Tensor:
-        return z - self.up(self.down(z).relu())
+        correction: Tensor = self.up(self.down(z).relu())
+        return z - correction
 
 
 def alignment_loss(z_hat: Tensor, z_target: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import load_state_dict, save_state_dict
 from ..errors import ConsistencyError, DataError, MissingArtifactError
-from ..fileio import read_json, sha256_file
+from ..fileio import sha256_file
 from ..progress import NULL_PROGRESS, Progress
 from ..records import ModelRecord, TaskVectorRecord
 from ..report import StageReport, Status
@@ -40,12 +40,9 @@ MAX_LISTED = 12
 def _model_record(layout: ProjectLayout, cancer: str, fold: int) -> ModelRecord:
     path = layout.model_meta(cancer, fold)
     try:
-        data = read_json(path)
-    except (OSError, ValueError) as exc:
+        return ModelRecord.read(path)
+    except OSError as exc:
         raise DataError(f"{path} cannot be read: {exc}", hint="retrain this model with --overwrite") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path} is not a JSON object", hint="retrain this model with --overwrite")
-    return ModelRecord.from_json(data, str(path))
 
 
 def check_models(layout: ProjectLayout, units: Sequence[ModelUnit], theta0: Theta0) -> None:

@@ -298,7 +298,7 @@ def import_checkpoint(
     if arch != theta0.architecture:
         raise ConsistencyError(
             f"{path}: architecture {arch} differs from theta0's {theta0.architecture}",
-            hint="import the null model of the same release with --import-theta0 first",
+            hint="import the null model of the same release first (`stephctl import-reference --theta0 PATH`)",
         )
     prepared, dim, failed = _validate(layout, config, [unit])
     if failed:

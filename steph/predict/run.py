@@ -137,7 +137,7 @@ def predict_patients(
     model = _load(layout, config, bundle, target, method, fold, encoder_weights, device, allowed_signers)
     run = PredictionLayout(out if out is not None else layout.predict_dir(name or model.name))
     inputs = read_manifest(manifest, layout) if manifest is not None else slide_inputs(slides)
-    signature = {
+    signature: dict[str, object] = {
         "model": {k: v for k, v in model.identity.items() if k not in ("card", "bundle")},  # sha256, not path
         "inputs": _inputs_id(manifest, inputs),
     }

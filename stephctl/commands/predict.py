@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._common import AllowedSigners, app_state, fail, handle_errors, run_stage
+from .._common import AllowedSigners, fail, get_project, handle_errors, run_stage
 
 if TYPE_CHECKING:
     from steph.config import ProjectConfig
@@ -154,11 +154,4 @@ def _project(
 ) -> tuple[ProjectLayout, ProjectConfig]:
     """The project; with a bundle, a folder without stephctl.yaml works too (default settings).
     ``--max-patches`` overrides ``max_patches:``."""
-    from steph.config import load_config
-    from steph.layout import ProjectLayout
-
-    root = app_state(ctx).project
-    config = load_config(
-        root, {"max_patches": max_patches}, require=need_config, config_file=app_state(ctx).config
-    )
-    return ProjectLayout(root, config.paths), config
+    return get_project(ctx, {"max_patches": max_patches}, require=need_config)

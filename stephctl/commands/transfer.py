@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,9 +17,12 @@ from .._tasks import (
     stage_request,
 )
 
+if TYPE_CHECKING:
+    from steph.stages import TransferSelection
+
 
 @stage_request("transfer")
-def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest[TransferSelection]:
     """The stage request of transfer's parsed options."""
     from steph.stages import TransferSelection
 
