@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError, StephError
 from ..evaluation.predictors import LoadedModel, project_model
-from ..fileio import sha256_file, write_csv, write_json
+from ..fileio import sha256_file, write_csv
 from ..layout import PredictionLayout, ProjectLayout, normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
@@ -206,8 +206,8 @@ def predict_patients(
                 explained[page.patient_id] = page
         meta = _meta(model, signature, manifest, inputs, cases, failures)
         if explain:
-            meta["explain"] = px.explain_record(explained.values(), patches)
-        write_json(run.meta, meta)
+            meta = replace(meta, explain=px.explain_record(explained.values(), patches))
+        meta.write(run.meta)
     for case in cases:
         report.add(case.patient_id, Status.DONE, f"{len(case.slide_ids)} slide(s)")
     if explain:
@@ -248,8 +248,6 @@ def _load(
     method = resolve_run(layout, target, method, config=config)  # `-m steph` -> its one run, e.g. steph-top2
     model = project_model(layout, config, normalize_cancer(target), method, fold, device=device)
     if encoder_weights is not None:
-        from dataclasses import replace
-
         model = replace(model, encoder_weights_file=encoder_weights)
     return model
 
@@ -342,7 +340,7 @@ def _meta(
     inputs: PredictInputs,
     cases: list[PatientCase],
     failures: dict[str, StephError],
-) -> dict[str, object]:
+) -> PredictionRecord:
     return PredictionRecord(
         identity=dict(model.identity),
         signature=signature,
@@ -354,4 +352,4 @@ def _meta(
         encoder=model.encoder,
         encoder_weights=model.encoder_weights,
         versions=versions(),
-    ).to_json()
+    )
