@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_ENCODER, ProjectConfig
-from .fileio import read_json
 from .layout import ProjectLayout
 from .logs import run_log
 from .progress import NULL_PROGRESS, Progress
+from .records import MetricsRecord
 from .report import StageReport
 from .synthetic import CancerSpec, CohortSpec, SlideSpec, generate_cohort
 from .synthetic.project import init_configured_project
@@ -279,7 +279,7 @@ def method_scores(layout: ProjectLayout, target: str) -> list[MethodScore]:
         values = []
         for fold in layout.result_folds(target, method):
             path = layout.result_metrics(target, method, fold)
-            value = read_json(path).get("c_index") if path.is_file() else None
+            value = MetricsRecord.read(path).c_index if path.is_file() else None
             if value is not None:
                 values.append(float(value))
         if values:

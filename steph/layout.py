@@ -33,6 +33,8 @@ merge fold or a prediction run as finished. A task vector's record is ``fold_<k>
 its weights (:meth:`ProjectLayout.task_vector_meta`)."""
 MERGE_CONFIG_FILE = "config.yaml"
 MERGE_LOG_FILE = "merge.log"
+COEFFICIENTS_FILE = "coefficients.csv"
+"""STEPH's per-patient mixing coefficients of a merge fold (patient_id, source, w, lambda, selected)."""
 PREDICTION_FILES = ("predictions.csv", "survival.csv", "failures.csv", RECORD_FILE)
 """Files of a prediction run; ``meta.json`` (written last) marks it complete."""
 
@@ -402,6 +404,10 @@ class ProjectLayout:
     def merged_file(self, target: str, method: str, fold: int, name: str) -> Path:
         """A file inside a merge output folder (``hypernet.safetensors``, ``meta.json`` ...)."""
         return self.merged_dir(target, method, fold) / check_safe_id(name, "file name")
+
+    def merged_coefficients(self, target: str, method: str, fold: int) -> Path:
+        """STEPH's per-patient mixing coefficients of a merge fold (``coefficients.csv``)."""
+        return self.merged_file(target, method, fold, COEFFICIENTS_FILE)
 
     def merged_meta(self, target: str, method: str, fold: int) -> Path:
         """The merge fold's record (:class:`steph.records.MergeRecord`), written last."""

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .fileio import write_csv, write_json
+from .fileio import write_csv
 from .metrics.harrell import harrell_c
+from .records import MetricsRecord
 from .survival import risk_score
 
 BASE_COLUMNS = ("patient_id", "t", "e", "risk")
@@ -63,7 +64,7 @@ def write_predictions(
     if train_hazards is not None and len(train_hazards):
         metrics["train_median_risk"] = float(risk_score(train_hazards.detach().double().cpu()).median())
     metrics.update(extra_metrics or {})
-    write_json(metrics_json, metrics)
+    MetricsRecord.from_json(metrics, str(metrics_json)).write(metrics_json)
     return metrics
 
 

@@ -2,33 +2,203 @@
 
 One frozen dataclass per record, with :meth:`~Record.to_json` / :meth:`~Record.from_json`:
 
-=========================  ===========================================  =======================
-record                     file (:mod:`steph.layout` owns the names)     written by
-=========================  ===========================================  =======================
-:class:`ModelRecord`       ``models/<C>/fold_<k>/meta.json``              ``train-source``
-:class:`TaskVectorRecord`  ``task_vectors/<C>/fold_<k>.json``             ``task-vector``
-:class:`MergeRecord`       ``merged/<T>/<run>/fold_<k>/meta.json``        ``merge``
-:class:`PredictionRecord`  ``predictions/<name>/meta.json``               ``predict``
-:class:`SplitsRecord`      ``splits/<C>/<C>_splits.json``                 ``splits``
-=========================  ===========================================  =======================
+=========================  ===========================================================  ===========================
+record                     file (:mod:`steph.layout` owns the names)                    written by
+=========================  ===========================================================  ===========================
+:class:`ModelRecord`       ``models/<C>/fold_<k>/meta.json``                            ``train-source``
+:class:`TaskVectorRecord`  ``task_vectors/<C>/fold_<k>.json``                           ``task-vector``
+:class:`MergeRecord`       ``merged/<T>/<run>/fold_<k>/meta.json``                      ``merge``
+:class:`PredictionRecord`  ``predictions/<name>/meta.json``                             ``predict``
+:class:`SplitsRecord`      ``splits/<C>/<C>_splits.json``                               ``splits``
+:class:`TransferRecord`    ``transfer/targets/<T>.json``                                ``transfer``
+:class:`MetricsRecord`     ``results/<T>/<method>/fold_<k>/metrics.json``               ``train-source``, ``merge``
+:class:`Theta0Record`      ``models/null.json``                                         ``train-source``
+:class:`ExplainRecord`     ``reports/<T>/patients/<P>/<method>_fold_<k>/explain.json``  ``explain``
+:class:`CohortRecord`      ``synthetic/cohort.json``                                    ``demo``, cohort generator
+=========================  ===========================================================  ===========================
 
 The JSON keys (and their order) are those stephctl always wrote, so existing projects load.
 Keys a record does not know (written by a newer stephctl, or by ``import-sources``) are kept in
 ``extra`` and written back unchanged. Readers use the typed fields instead of string keys.
+
+:meth:`~Record.from_json` checks every value against its field's annotation (one implementation
+for all records, read from the dataclass fields): ``int`` takes integers but not ``true``/``false``,
+``float`` any number but not a boolean, ``X | None`` also ``null``, ``list[X]`` and
+``dict[str, X]`` are checked item by item, ``Any`` takes anything, and a field typed as a record
+is read as that record. A mismatch is a :class:`~steph.errors.DataError` naming the file, the
+field, the expected and the found type.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, Union
 
 from .errors import DataError
 from .fileio import read_json, write_json
 
 R = TypeVar("R", bound="Record")
+
+
+class _Mismatch(Exception):
+    """A JSON value that does not have its field's type (``at``: the field, with list indices and
+    object keys below it)."""
+
+    def __init__(self, at: str, expected: Any, value: object) -> None:
+        super().__init__(at)
+        self.at, self.expected, self.value = at, expected, value
+
+
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+_REQUIRED: dict[type, tuple[str, ...]] = {}
+
+
+def _field_types(cls: type[Record]) -> dict[str, Any]:
+    """Field name -> resolved annotation of a record class (``extra`` and class variables left out)."""
+    found = _FIELD_TYPES.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = _FIELD_TYPES[cls] = {
+            f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "extra"
+        }
+    return found
+
+
+def _required(cls: type[Record]) -> tuple[str, ...]:
+    """``REQUIRED`` plus the fields without a default, in that order."""
+    found = _REQUIRED.get(cls)
+    if found is None:
+        bare = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        found = _REQUIRED[cls] = tuple(dict.fromkeys([*cls.REQUIRED, *bare]))
+    return found
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+def _decode(value: Any, tp: Any, at: str) -> Any:
+    """``value`` checked against the annotation ``tp``; a mapping under a record type becomes that
+    record. Raises :class:`_Mismatch` at the first value that does not fit."""
+    if tp is Any:
+        return value
+    if tp is None or tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch(at, tp, value)
+    if _is_union(tp):
+        for option in typing.get_args(tp):
+            try:
+                return _decode(value, option, at)
+            except _Mismatch as bad:
+                if bad.at != at:  # the container fits, an item inside it does not
+                    raise
+        raise _Mismatch(at, tp, value)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, list):
+            raise _Mismatch(at, tp, value)
+        items = [_decode(v, item, f"{at}[{i}]") for i, v in enumerate(value)]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    if origin is dict:
+        key_type, item = typing.get_args(tp) or (str, Any)
+        if not isinstance(value, dict):
+            raise _Mismatch(at, tp, value)
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):  # JSON object keys are strings; a dict built in Python may not be
+                raise _Mismatch(f"{at}.{k}", key_type, k)
+            out[k] = _decode(v, item, f"{at}.{k}")
+        return out if any(out[k] is not v for k, v in value.items()) else value
+    if isinstance(tp, type) and issubclass(tp, Record):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise _Mismatch(at, tp, value)
+        known = set(tp.keys())
+        nested = _nested_values(tp, {k: v for k, v in value.items() if k in known}, at)
+        return tp(**nested, extra={k: v for k, v in value.items() if k not in known})
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:
+        raise TypeError(f"record fields of type {tp!r} are not supported")
+    if not ok:
+        raise _Mismatch(at, tp, value)
+    return value
+
+
+def _nested_values(cls: type[Record], values: Mapping[str, Any], at: str) -> dict[str, Any]:
+    missing = [k for k in _required(cls) if k not in values]
+    if missing:
+        raise _Mismatch(f"{at}.{missing[0]}", _field_types(cls)[missing[0]], _ABSENT)
+    hints = _field_types(cls)
+    return {k: _decode(v, hints[k], f"{at}.{k}") for k, v in values.items()}
+
+
+_ABSENT = object()
+"""Stands for a missing key in a :class:`_Mismatch`."""
+
+
+def _describe(tp: Any) -> str:
+    """An annotation in words: ``int | None`` -> "an integer or null"."""
+    if tp is Any:
+        return "any value"
+    if tp is None or tp is type(None):
+        return "null"
+    if _is_union(tp):
+        return " or ".join(_describe(option) for option in typing.get_args(tp))
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return "a list" if item is Any else f"a list of ({_describe(item)})"
+    if origin is dict:
+        item = (typing.get_args(tp) or (str, Any))[1]
+        return "an object" if item is Any else f"an object of ({_describe(item)})"
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return f"a {tp.KIND} object"
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return words.get(tp, str(tp))
+
+
+def _found(value: object) -> str:
+    """The JSON type of ``value``, with the value itself when short."""
+    if value is _ABSENT:
+        return "nothing (the key is missing)"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    kinds = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    kind = next((name for t, name in kinds.items() if isinstance(value, t)), type(value).__name__)
+    shown = repr(value)
+    return f"{kind} ({shown})" if len(shown) <= 40 else kind
+
+
+def _encode(value: Any) -> Any:
+    """A field value as JSON: records nested in it as their objects (anything else as it is)."""
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, list) and any(isinstance(v, Record) for v in value):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict) and any(isinstance(v, Record) for v in value.values()):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +214,9 @@ class Record:
     EXTRA_AFTER: ClassVar[str | None] = None
     """``extra`` is written after this key (None: at the end), where stephctl always wrote it."""
 
+    OMIT_NONE: ClassVar[tuple[str, ...]] = ()
+    """Keys left out of the JSON while their value is None (stephctl writes them only when set)."""
+
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         """The JSON keys of the typed fields, in the order they are written."""
@@ -54,7 +227,9 @@ class Record:
         out: dict[str, Any] = {}
         extra_done = False
         for name in self.keys():
-            out[name] = getattr(self, name)
+            value = getattr(self, name)
+            if not (value is None and name in self.OMIT_NONE):
+                out[name] = _encode(value)
             if name == self.EXTRA_AFTER:
                 out.update(self.extra)
                 extra_done = True
@@ -67,22 +242,45 @@ class Record:
         """The record of a JSON object; missing optional keys take their defaults.
 
         Raises:
-            DataError: not an object, or a required key is missing.
+            DataError: not an object, a required key is missing, or a value does not have its
+                field's type.
         """
         if not isinstance(data, Mapping):
             raise DataError(
                 f"{where} is not a JSON object", hint="rerun the stage that wrote it with --overwrite"
             )
-        missing = [k for k in cls.REQUIRED if k not in data]
+        known = set(cls.keys())
+        values = cls.checked({k: v for k, v in data.items() if k in known}, where)
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(**values, extra=extra)
+
+    @classmethod
+    def checked(cls, values: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
+        """``values`` (JSON key -> value, known keys only) checked against the field types, with
+        the values of record-typed fields read as those records.
+
+        Raises:
+            DataError: a required key is missing or a value does not have its field's type.
+        """
+        missing = [k for k in _required(cls) if k not in values]
         if missing:
             raise DataError(
                 f"{where} is not a valid {cls.KIND} record: missing {', '.join(missing)}",
                 hint="rerun the stage that wrote it with --overwrite",
             )
-        known = set(cls.keys())
-        values = {k: v for k, v in data.items() if k in known}
-        extra = {k: v for k, v in data.items() if k not in known}
-        return cls(**values, extra=extra)
+        hints = _field_types(cls)
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            try:
+                out[key] = _decode(value, hints[key], key)
+            except _Mismatch as bad:
+                raise DataError(
+                    f"{where}: {cls.KIND} record field {bad.at!r} must be {_describe(bad.expected)}, "
+                    f"found {_found(bad.value)}",
+                    hint="the file was edited or written by another tool; rerun the stage that wrote "
+                    "it with --overwrite",
+                ) from None
+        return out
 
     @classmethod
     def read(cls: type[R], path: Path | str) -> R:
@@ -257,17 +455,103 @@ class PredictionRecord(Record):
                 seen_signature = True
             if key not in known:
                 (extra if seen_signature else identity)[key] = value
-        values = {k: v for k, v in data.items() if k in known}
+        values = cls.checked({k: v for k, v in data.items() if k in known}, where)
         return cls(identity=identity, **values, extra=extra)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricsRecord(Record):
+    """The headline test metrics of one model fold (:func:`steph.predictions.write_predictions`)."""
+
+    KIND: ClassVar[str] = "metrics"
+    OMIT_NONE: ClassVar[tuple[str, ...]] = (
+        "n",
+        "events",
+        "c_index_undefined_reason",
+        "train_median_risk",
+        "method",
+        "run",
+        "fold",
+    )
+
+    c_index: float | None = None
+    """Harrell's C on the test patients (raw days); null when undefined."""
+    n: int | None = None
+    events: int | None = None
+    c_index_undefined_reason: str | None = None
+    train_median_risk: float | None = None
+    """Median risk of the same model on its training patients: evaluate's low/high-risk cut."""
+    method: str | None = None
+    run: str | None = None
+    fold: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CohortRecord(Record):
+    """A generated synthetic cohort (:mod:`steph.synthetic`): what was drawn, and its statistics."""
+
+    KIND: ClassVar[str] = "synthetic cohort"
+
+    generator_version: int | None = None
+    level: str | None = None
+    """``slides`` or ``features``."""
+    spec: dict[str, Any] | None = None
+    """The :class:`~steph.synthetic.CohortSpec` as plain data."""
+    phenotypes: list[str] = field(default_factory=list)
+    cancers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per cancer: patients, slides, events, censoring, oracle C-index, coefficients ..."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplainRecord(Record):
+    """What one patient's explanation was made from (``stephctl explain``): a patient whose record
+    is unchanged (files aside) and whose files exist is skipped."""
+
+    KIND: ClassVar[str] = "explanation"
+
+    compare: str | None = None
+    patches: int = 0
+    scale: str = ""
+    version: str = ""
+    models: dict[str, str] = field(default_factory=dict)
+    """Model file -> its sha256."""
+    features: dict[str, str] = field(default_factory=dict)
+    """Slide id -> ``<size>:<mtime_ns>`` of its feature file."""
+    files: list[str] = field(default_factory=list)
+    """The files of the patient page, beside the record."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Theta0Record(Record):
+    """The shared initialisation theta0 (:mod:`steph.theta0`): its sha256 and where it came from."""
+
+    KIND: ClassVar[str] = "theta0"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("sha256",)
+    OMIT_NONE: ClassVar[tuple[str, ...]] = ("seed", "source", "source_sha256")
+
+    sha256: str
+    architecture: dict[str, int] = field(default_factory=dict)
+    seed: int | None = None
+    """The seed of a random theta0."""
+    source: str | None = None
+    """``random``, or the reference checkpoint it was imported from."""
+    source_sha256: str | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
 
 
 __all__ = [
     "MERGE_SIGNATURE",
+    "CohortRecord",
+    "ExplainRecord",
     "MergeRecord",
+    "MetricsRecord",
     "ModelRecord",
     "PredictionRecord",
     "Record",
+    "SplitsRecord",
     "TaskVectorRecord",
+    "Theta0Record",
     "TransferRecord",
 ]
 

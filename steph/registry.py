@@ -19,7 +19,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from .errors import PluginError, UnknownNameError
 from .plugins import Broken, Origin, load_group
@@ -44,6 +44,7 @@ class Registry(Generic[T]):
         self.builtin = builtin
         self.list_hint = list_hint
         self._items: dict[str, T] = {}
+        self._lazy: dict[str, tuple[Callable[[], T], object]] = {}
         self._origins: dict[str, Origin] = {}
         self._broken: list[Broken] = []
         self._conflicts: dict[str, PluginError] = {}
@@ -57,23 +58,50 @@ class Registry(Generic[T]):
         """Register ``item`` under ``name``; two different owners of one name is an error."""
         origin = origin or self._current_origin or BUILTIN
         with self._lock:
-            if name in self._items and self._items[name] is not item:
-                first = self._origins[name]
-                error = PluginError(
-                    f"two plugins register the {self.kind} {name!r}: {first.describe() or first.package}"
-                    f" ({first.entry_point or 'built-in'}) and {origin.describe() or origin.package}"
-                    f" ({origin.entry_point or 'built-in'})",
-                    hint="uninstall one of the two packages or ask its authors to rename theirs",
-                )
-                if not self._loading:
-                    raise error
-                # Discovery goes on (one clash must not hide every other plugin); using the name fails.
-                log.warning("%s", error.message)
-                self._conflicts.setdefault(name, error)
-                return item
-            self._items[name] = item
-            self._origins[name] = origin
+            if self._claim(name, item, origin):
+                self._items[name] = item
+                self._origins[name] = origin
         return item
+
+    def add_lazy(
+        self, name: str, load: Callable[[], T], stand_in: object, *, origin: Origin | None = None
+    ) -> None:
+        """Register under ``name`` the item that ``load()`` returns, without calling it yet:
+        :meth:`get` and :meth:`items` call it once, the first time they need the item (it must be
+        an instance of ``type(stand_in)``); until then :meth:`light` returns ``stand_in``, the
+        part of the item that needs no heavy import (a merge method's name, settings and checks,
+        :mod:`steph.merging.catalog`). Names, membership and origins never load."""
+        origin = origin or self._current_origin or BUILTIN
+        with self._lock:
+            if self._claim(name, stand_in, origin):
+                self._lazy[name] = (load, stand_in)
+                self._origins[name] = origin
+
+    def _claim(self, name: str, item: object, origin: Origin) -> bool:
+        """Whether ``name`` is free for ``item`` (False: already ``item``'s, or a recorded
+        conflict while plugins load). Call with the lock held.
+
+        Raises:
+            PluginError: another item holds ``name`` (outside plugin discovery).
+        """
+        held = (
+            self._items[name] if name in self._items else self._lazy[name][1] if name in self._lazy else None
+        )
+        if held is None or held is item:
+            return held is None
+        first = self._origins[name]
+        error = PluginError(
+            f"two plugins register the {self.kind} {name!r}: {first.describe() or first.package}"
+            f" ({first.entry_point or 'built-in'}) and {origin.describe() or origin.package}"
+            f" ({origin.entry_point or 'built-in'})",
+            hint="uninstall one of the two packages or ask its authors to rename theirs",
+        )
+        if not self._loading:
+            raise error
+        # Discovery goes on (one clash must not hide every other plugin); using the name fails.
+        log.warning("%s", error.message)
+        self._conflicts.setdefault(name, error)
+        return False
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@ENCODERS.register("uni2-h")``."""
@@ -111,11 +139,11 @@ class Registry(Generic[T]):
     # -- queries ------------------------------------------------------------------------------
     def names(self, pattern: str = "*") -> list[str]:
         self.load_plugins()
-        return sorted(name for name in self._items if fnmatch.fnmatch(name, pattern))
+        return sorted(name for name in {*self._items, *self._lazy} if fnmatch.fnmatch(name, pattern))
 
     def __contains__(self, name: object) -> bool:
         self.load_plugins()
-        return name in self._items
+        return name in self._items or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -129,7 +157,41 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             pass
-        names = sorted(self._items)
+        if name in self._lazy:
+            return self._load(name)
+        self._unknown(name)
+
+    def light(self, name: str) -> object:
+        """The item registered as ``name`` as far as it is loaded: a lazy item's stand-in until
+        :meth:`get` has loaded it (:meth:`add_lazy`), else the item itself.
+
+        Raises:
+            UnknownNameError, PluginError: as :meth:`get`.
+        """
+        self.load_plugins()
+        if name in self._conflicts:
+            raise self._conflicts[name]
+        if name in self._items:
+            return self._items[name]
+        if name in self._lazy:
+            return self._lazy[name][1]
+        self._unknown(name)
+
+    def _load(self, name: str) -> T:
+        with self._lock:
+            if name not in self._items:
+                load, stand_in = self._lazy[name]
+                item = load()
+                if not isinstance(item, type(stand_in)):
+                    raise TypeError(
+                        f"{self.kind} {name!r}: the loaded {type(item).__name__} is not a {type(stand_in).__name__}"
+                    )
+                self._items[name] = item
+            return self._items[name]
+
+    def _unknown(self, name: str) -> NoReturn:
+        """Raise the error for a name nothing holds: the closest name, broken plugins."""
+        names = sorted({*self._items, *self._lazy})
         close = difflib.get_close_matches(name, names, n=1)
         message = f"unknown {self.kind} {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
         broken = [b for b in self._broken if b.name == name]
@@ -159,7 +221,10 @@ class Registry(Generic[T]):
         return {name: error.message for name, error in self._conflicts.items()}
 
     def items(self) -> list[tuple[str, T]]:
-        return [(name, self._items[name]) for name in self.names()]
+        """Every item (a conflicted name's first owner), lazy ones loaded (:meth:`light` does not load)."""
+        return [
+            (name, self._items[name] if name in self._items else self._load(name)) for name in self.names()
+        ]
 
 
 def unwrap(text: str) -> str:

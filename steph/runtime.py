@@ -6,11 +6,15 @@ import logging
 import os
 import random
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
+
+_cudnn_available: Callable[[], bool] = torch.backends.cudnn.is_available
+"""``torch.backends.cudnn.is_available``, which torch leaves unannotated, under a typed name."""
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,8 @@ def set_deterministic(enabled: bool = True) -> None:
         set_flag(enabled, warn_only=True)
         inductor_config = sys.modules.get("torch._inductor.config")
         if inductor_config is not None:
+            # a module found in sys.modules is typed as a bare ModuleType (its config setter is its own)
             inductor_config.deterministic = enabled  # type: ignore[attr-defined]
-    if torch.backends.cudnn.is_available():
+    if _cudnn_available():
         torch.backends.cudnn.deterministic = enabled
         torch.backends.cudnn.benchmark = not enabled

@@ -22,7 +22,7 @@ from torch import Tensor
 from .checkpoints import load_state_dict, read_metadata
 from .errors import ConsistencyError, MissingArtifactError
 from .fileio import sha256_file
-from .records import IMPORTED, TaskVectorRecord
+from .records import TaskVectorRecord
 
 if TYPE_CHECKING:
     from .layout import ProjectLayout
@@ -260,16 +260,3 @@ def load_task_vector(layout: ProjectLayout, cancer: str, fold: int) -> tuple[Sta
             f"{path}: metadata and {meta_path.name} disagree on theta0", hint=f"recompute: {hint}"
         )
     return state, record
-
-
-def imported_cancers(layout: ProjectLayout) -> list[str]:
-    """Cancers whose task vectors were brought in by ``stephctl import-sources`` (a fold's record
-    names its bundle under :data:`~steph.records.IMPORTED`)."""
-    found = []
-    for cancer in layout.task_vector_cancers():
-        if any(
-            IMPORTED in TaskVectorRecord.read(layout.task_vector_meta(cancer, k)).extra
-            for k in layout.task_vector_folds(cancer)
-        ):
-            found.append(cancer)
-    return found

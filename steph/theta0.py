@@ -28,9 +28,10 @@ from torch import Tensor
 from . import __version__
 from .checkpoints import load_reference_checkpoint, load_state_dict, save_state_dict, state_sha256
 from .errors import ConsistencyError, DataError, LockedError, MissingArtifactError, StephError
-from .fileio import read_json, sha256_file, write_json
+from .fileio import sha256_file
 from .locks import hold
 from .models.abmil import ENCODER_KEYS, HEAD_KEYS, architecture_of, create_abmil
+from .records import Theta0Record
 
 if TYPE_CHECKING:
     from .config import ModelConfig, ProjectConfig
@@ -117,7 +118,7 @@ def _write(layout: ProjectLayout, state: Mapping[str, Tensor], record: dict[str,
     sha = save_state_dict(layout.theta0, state, THETA0_METADATA)
     meta = {"sha256": sha, "architecture": architecture_of(state), **record, "versions": versions()}
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json(layout.theta0_meta, meta)
+    Theta0Record.from_json(meta, str(layout.theta0_meta)).write(layout.theta0_meta)
     log.info("theta0 written to %s (sha256 %s)", layout.theta0, sha[:12])
     return Theta0(dict(state), sha, meta)
 
@@ -231,13 +232,13 @@ def load_theta0(
         raise MissingArtifactError(
             f"theta0 not found: {layout.theta0} (+ {layout.theta0_meta.name})",
             hint="`stephctl train-source` creates it, or import the authors' null model with "
-            "`stephctl train-source --import-theta0 PATH`",
+            "`stephctl import-reference --theta0 PATH`",
         )
     try:
-        meta = read_json(layout.theta0_meta)
-        recorded = str(meta["sha256"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConsistencyError(f"{layout.theta0_meta} is not a valid theta0 record: {exc}") from exc
+        record = Theta0Record.read(layout.theta0_meta)
+    except DataError as exc:
+        raise ConsistencyError(exc.message, hint=exc.hint) from exc
+    recorded, meta = record.sha256, record.to_json()
     actual = sha256_file(layout.theta0)
     if actual != recorded:
         raise ConsistencyError(
@@ -259,10 +260,9 @@ def theta0_dim_in(layout: ProjectLayout) -> int | None:
     if not layout.theta0_meta.is_file():
         return None
     try:
-        dim = read_json(layout.theta0_meta).get("architecture", {}).get("dim_in")
-    except (OSError, ValueError, AttributeError, StephError):
+        return Theta0Record.read(layout.theta0_meta).architecture.get("dim_in")
+    except (OSError, StephError):
         return None  # load_theta0 names the broken record
-    return dim if isinstance(dim, int) else None
 
 
 def ensure_theta0(layout: ProjectLayout, config: ProjectConfig, dim_in: int) -> Theta0:

@@ -13,7 +13,7 @@ failed with the message, or locked by another process). What a stage does for on
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -80,6 +80,16 @@ class ModelUnit(WorkUnit):
     fold: int = 0
 
 
+class StopRun(Exception):
+    """Raised by a worker for an error that stops the whole run instead of failing its unit
+    (every unit would fail the same way: extract's encoder without weights); :func:`run_units`
+    raises ``error`` itself."""
+
+    def __init__(self, error: StephError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 U = TypeVar("U", bound=WorkUnit)
 U_contra = TypeVar("U_contra", bound=WorkUnit, contravariant=True)
 
@@ -117,8 +127,9 @@ class Outcome:
 class UnitWorker(Protocol[U_contra]):
     """A stage's work on one unit, with whatever it loaded once for all of them."""
 
-    def refuse(self, unit: U_contra) -> str | None:
-        """Why ``unit`` cannot run (it fails without taking its lock), or None."""
+    def refuse(self, unit: U_contra) -> str | Outcome | None:
+        """Why ``unit`` cannot run (it fails without taking its lock: the message, or the failed
+        outcome with its details), or None."""
         ...
 
     def skipped(self, unit: U_contra, *, by_other: bool) -> Outcome:
@@ -146,6 +157,8 @@ def run_units(
     progress: Progress = NULL_PROGRESS,
     label: str | None = None,
     unit_name: str = "units",
+    look_ahead: Callable[[Sequence[U]], None] | None = None,
+    into: StageReport | None = None,
 ) -> StageReport:
     """Run ``units`` one by one through ``worker`` and report each (the stage's unit loop).
 
@@ -156,14 +169,25 @@ def run_units(
         overwrite: Redo units that are done.
         progress: One step per unit, under ``label`` (default: the stage's name).
         unit_name: What a unit is called on the progress bar.
+        look_ahead: Called with the units after each one just before it is handled (a worker
+            that prepares the next unit in the background while one runs: extract's slides).
+        into: The report to add the items to (default: a new one); the items of the units
+            handled so far are in it even when the run stops (extract's failures.csv).
+
+    Raises:
+        StephError: the error of a :class:`StopRun` a unit raised (the units after it do not run).
     """
-    report = StageReport(stage)
+    report = StageReport(stage) if into is None else into
     shown = label or stage
     progress.start(shown, len(units), unit=unit_name)
     try:
-        for unit in units:
+        for i, unit in enumerate(units):
+            if look_ahead is not None:
+                look_ahead(units[i + 1 :])
             report.items.append(run_unit(stage, unit, worker, overwrite=overwrite))
             progress.advance(shown, 1, item=unit.key)
+    except StopRun as stop:
+        raise stop.error from None
     finally:
         progress.finish(shown)
     return report
@@ -175,6 +199,9 @@ def run_unit(stage: str, unit: U, worker: UnitWorker[U], *, overwrite: bool = Fa
     if unit.done and not overwrite:
         return _item(unit, worker.skipped(unit, by_other=False))
     why = worker.refuse(unit)
+    if isinstance(why, Outcome):
+        log.error("%s: %s", unit.key, why.message)
+        return _item(unit, why)
     if why is not None:
         log.error("%s", why)
         return ItemResult(unit.key, Status.FAILED, why)

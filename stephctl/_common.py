@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from steph.config import ProjectConfig
+    from steph.config import ConfigSource, ProjectConfig
     from steph.layout import ProjectLayout
     from steph.report import StageReport
 
@@ -32,6 +32,12 @@ AllowedSigners = Annotated[
 ]
 """``--allowed-signers``, the one declaration of the option of every command that takes bundles
 from other labs (predict, import-sources, merge)."""
+
+JsonReport = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+"""``--json`` of the commands that print a stage report (train-source, task-vector, transfer,
+predict, export, export-sources, import-sources, splits): one declaration. Commands whose JSON is
+something else (evaluate's ``--format json``, merge's method list, extract's result) declare
+their own."""
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
@@ -48,6 +54,8 @@ class AppState:
     project: Path
     verbosity: int = 0  # -1 quiet, 0 normal, >= 1 verbose
     config: Path | None = None  # --config FILE; None = <project>/stephctl.yaml
+    source: ConfigSource | None = None
+    """The settings file, read once per command (:func:`get_project`)."""
 
 
 def app_state(ctx: typer.Context) -> AppState:
@@ -58,17 +66,27 @@ def app_state(ctx: typer.Context) -> AppState:
 
 
 def get_project(
-    ctx: typer.Context, overrides: dict[str, Any] | None = None
+    ctx: typer.Context, overrides: Mapping[str, Any] | None = None, *, require: bool = True
 ) -> tuple[ProjectLayout, ProjectConfig]:
     """Layout and config of the project given by -p/--project, with the settings of
-    --config FILE when given (flags in ``overrides`` win).
+    --config FILE when given (flags in ``overrides`` win). The file is read once per command
+    (:func:`steph.config.read_config`); each call resolves ``overrides`` on it (``stephctl
+    slurm`` resolves one configuration per stage).
 
     This is the contract every command (built-in or plugin) uses to reach the project.
+
+    Args:
+        require: The project must have its settings file (``predict --model`` works in any
+            folder with the default settings when false).
     """
-    from steph.config import load_project
+    from steph.config import read_config
+    from steph.layout import ProjectLayout
 
     state = app_state(ctx)
-    return load_project(state.project, overrides, config_file=state.config)
+    if state.source is None:
+        state.source = read_config(state.project, config_file=state.config)
+    config = state.source.resolve(overrides, require=require)
+    return ProjectLayout(state.project, config.paths), config
 
 
 def esc(value: object) -> str:
@@ -194,18 +212,18 @@ def _command_path() -> str | None:
     try:  # typer >= 0.20 vendors click as typer._click
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover - older typer on top of click
-        from click import get_current_context  # type: ignore[no-redef]
+        from click import get_current_context  # type: ignore[no-redef]  # the same function, older typer
     ctx = get_current_context(silent=True)
     return ctx.command_path if ctx is not None else None
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # not subscriptable at run time on 3.10
     """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it per invocation)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -214,26 +232,29 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _new_handler() -> logging.Handler:
+    """Rich output on a terminal, timestamped lines otherwise."""
+    if err_console.is_terminal:
+        from rich.logging import RichHandler
+
+        rich = RichHandler(console=err_console, show_path=False, markup=False, rich_tracebacks=False)
+        rich.setFormatter(logging.Formatter("%(message)s"))
+        return rich
+    plain = _StderrHandler()
+    plain.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    return plain
+
+
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     for name in ("steph", "stephctl"):
         logger = logging.getLogger(name)
-        for handler in list(logger.handlers):
-            if getattr(handler, "_stephctl", False):
-                logger.removeHandler(handler)
-        handler: logging.Handler
-        if err_console.is_terminal:
-            from rich.logging import RichHandler
-
-            handler = RichHandler(console=err_console, show_path=False, markup=False, rich_tracebacks=False)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-        else:
-            handler = _StderrHandler()
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
-            )
+        for old in list(logger.handlers):
+            if getattr(old, "_stephctl", False):
+                logger.removeHandler(old)
+        handler = _new_handler()
         handler.setLevel(level)
-        handler._stephctl = True  # type: ignore[attr-defined]
+        handler._stephctl = True  # type: ignore[attr-defined]  # our own mark, read back with getattr above
         logger.addHandler(handler)
         logger.setLevel(min(level, logger.level or logging.DEBUG) if logger.level else level)
         logger.propagate = False

@@ -60,8 +60,14 @@ def cli_reference_markdown() -> str:
     lines += [row for row in (_param_row(p) for p in root.params) if row]
     lines.append("")
     ctx = root.make_context("stephctl", [], resilient_parsing=True)
-    for name in root.list_commands(ctx):  # type: ignore[attr-defined]
-        lines += _command_section(f"stephctl {name}", root.get_command(ctx, name), 3)  # type: ignore[attr-defined]
+    from typer.core import TyperGroup
+
+    if not isinstance(root, TyperGroup):
+        raise TypeError("stephctl's app must be a command group")
+    for name in root.list_commands(ctx):
+        command = root.get_command(ctx, name)
+        if command is not None:
+            lines += _command_section(f"stephctl {name}", command, 3)
     return "\n".join(lines)
 
 

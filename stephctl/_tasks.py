@@ -167,8 +167,8 @@ def run_stage_command(
     ``$SLURM_ARRAY_TASK_ID`` when ``from_env``) or the whole selection.
 
     Args:
-        from_env: Whether ``$SLURM_ARRAY_TASK_ID`` may select a task (False for extract, which
-            reads the Slurm array variables itself for ``--num-shards/--shard-index``).
+        from_env: Whether ``$SLURM_ARRAY_TASK_ID`` may select a task (not when the command
+            names its unit itself: extract's ``--shard-index``).
         clear_stale_locks: First remove the stage's stale locks (in every mode).
         render: Prints the report of a whole run (default: the report table or JSON, exit 2
             when items failed); a task run always prints the report.
@@ -200,7 +200,13 @@ def run_stage_command(
     else:
         enabled = show_progress and app_state(ctx).verbosity >= 0
         with handle_errors(), CliProgress(enabled=enabled) as progress:
-            report = stage.run(project, request.selection, progress=progress, **options)
+            report = stage.run(
+                project,
+                request.selection,
+                progress=progress,
+                overwrite=request.overwrite,
+                devices=request.devices,
+            )
         render(report)
 
 

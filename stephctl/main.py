@@ -8,8 +8,10 @@ stays fast; a plugin that fails to import is listed as broken and fails only whe
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +22,7 @@ from typer.core import TyperGroup, TyperOption
 try:  # typer >= 0.20 vendors click as typer._click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer on top of click
-    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]  # the same names, older typer
 
 from steph import plugins, threads
 from steph.plugins import Plugin
@@ -42,6 +44,7 @@ _ORDER = [
     "export",
     "export-sources",
     "import-sources",
+    "import-reference",
     "demo",
 ]
 
@@ -96,11 +99,27 @@ class StephGroup(TyperGroup):
         names = list(self.commands)
         return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
-    def main(self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Click's ``main`` never in standalone mode: errors become stephctl's exit codes here."""
         words = [str(a) for a in args] if args is not None else sys.argv[1:]
         _common.begin_invocation(words)
         try:
-            rv = super().main(args, *rest, standalone_mode=False, **kwargs)
+            rv = super().main(
+                args,
+                prog_name,
+                complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
         except click_exceptions.UsageError as exc:
             exc.show(file=sys.stderr)
             command = exc.ctx.command_path if exc.ctx is not None else None
@@ -218,9 +237,7 @@ def mount_commands(target: typer.Typer) -> list[Plugin]:
             plugin = plugins.unusable("command", name, origin, reason, status="conflict", level=_QUIET)
             hint = "uninstall one of them"
         else:
-            plugin = plugins.load(
-                claims[0], "command", lambda obj, origin, n=name: _mount(target, n, obj, origin), level=_QUIET
-            )
+            plugin = plugins.load(claims[0], "command", functools.partial(_mount, target, name), level=_QUIET)
             hint = f"reinstall or fix the package {plugin.origin.package!r}"
         if not plugin.ok:
             prefix = "" if plugin.status == "conflict" else f"from {plugin.origin.package}: "

@@ -31,8 +31,7 @@ EXCLUDED: dict[str, str] = {
     "--devices 0,1,2,3": "needs four GPUs",
     "--submit": "submits jobs to a Slurm cluster",
     "/data/": "a published download (UNI2-h-DSS features, the authors' checkpoints) the demo does not have",
-    "--import-theta0": "the authors' released checkpoints (tests/pipeline/test_train_source_import.py imports made ones)",
-    "--import-checkpoint": "the authors' released checkpoints (tests/pipeline/test_train_source_import.py imports made ones)",
+    "import-reference": "the authors' released checkpoints (tests/pipeline/test_train_source_import.py imports made ones)",
     "count-patches": "comes from examples/stephctl-plugin-example, not installed in the test environment",
     "--encoder color-histogram": "comes from examples/stephctl-plugin-example, not installed in the test environment",
     "--method cosine-topk": "comes from examples/stephctl-plugin-example, not installed in the test environment",
@@ -200,3 +199,47 @@ def test_documented_command_runs_on_the_demo(
         *words, env={"COLUMNS": "200", "SLURM_ARRAY_TASK_ID": "0"} if "SLURM" in command.text else None
     )
     assert result.exit_code == 0, f"{command.id}: stephctl {' '.join(words)}\n{result.output}"
+
+
+RECORD_FILES = {
+    # record class name -> where it lies in a project (and in the work folder: predictions, splits)
+    "ModelRecord": ["models/*/fold_*/meta.json"],
+    "Theta0Record": ["models/null.json"],
+    "TaskVectorRecord": ["task_vectors/*/fold_*.json"],
+    "MergeRecord": ["merged/*/*/fold_*/meta.json"],
+    "MetricsRecord": ["results/*/*/fold_*/metrics.json", "models/*/fold_*/metrics.json"],
+    "SplitsRecord": ["splits/*/*_splits.json"],
+    "TransferRecord": ["transfer/targets/*.json"],
+    "PredictionRecord": ["predictions/*/meta.json"],
+    "ExplainRecord": ["reports/*/patients/*/*/explain.json"],
+    "CohortRecord": ["synthetic/cohort.json"],
+}
+
+
+@pytest.mark.slow
+def test_every_record_of_the_demo_reads_back(demo_project: Path, workdir: Path) -> None:
+    """Every record the demo wrote (and the documented commands, when they ran before this test)
+    reads back through its class, with the type checks of ``from_json``, and writes back the same
+    JSON, key order included."""
+    import json
+
+    from steph import records
+
+    seen: dict[str, int] = {}
+    for name, patterns in RECORD_FILES.items():
+        cls = getattr(records, name)
+        for root in (demo_project, workdir, workdir / "fresh"):
+            for pattern in patterns:
+                for path in sorted(root.glob(pattern)):
+                    data = json.loads(path.read_text())
+                    assert list(cls.read(path).to_json().items()) == list(data.items()), path
+                    seen[name] = seen.get(name, 0) + 1
+    always = {
+        "ModelRecord",
+        "Theta0Record",
+        "TaskVectorRecord",
+        "MergeRecord",
+        "MetricsRecord",
+        "CohortRecord",
+    }
+    assert always <= set(seen), f"the demo wrote none of {sorted(always - set(seen))}"

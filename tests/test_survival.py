@@ -91,6 +91,46 @@ def test_loss_finite_nonnegative_and_decreasing_in_alpha(
     assert float(surv_mle_loss(*args, alpha=0.0)) >= float(loss) - 1e-12
 
 
+def autograd_surv_mle(
+    hazards: torch.Tensor, bins: torch.Tensor, events: torch.Tensor, alpha: float, eps: float
+):
+    """SurvMLE as plain tensor operators, differentiated by autograd through cumprod, gathers and clamps."""
+    y, c = bins.view(-1, 1), 1.0 - events.view(-1, 1).to(hazards.dtype)
+    surv = torch.cat([torch.ones_like(hazards[:, :1]), torch.cumprod(1.0 - hazards, dim=1)], dim=1)
+    s_before = torch.gather(surv, 1, y).clamp(min=eps)
+    s_after = torch.gather(surv, 1, y + 1).clamp(min=eps)
+    h_y = torch.gather(hazards, 1, y).clamp(min=eps)
+    uncensored = -(1.0 - c) * (torch.log(s_before) + torch.log(h_y))
+    return ((1.0 - alpha) * (uncensored - c * torch.log(s_after)) + alpha * uncensored).mean()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_closed_form_gradient_is_autograds(dtype: torch.dtype, alpha: float) -> None:
+    """The loss's closed-form gradient against autograd's, with hazards of exactly 0 and 1 and
+    survivals clamped at eps (their terms have no gradient), in fp32 and fp64."""
+    g = torch.Generator().manual_seed(int(alpha * 10))
+    logits = 6 * torch.randn(64, 32, generator=g, dtype=dtype)
+    logits[0, :5], logits[1, 3], logits[2, 0] = 40.0, -40.0, 200.0  # S~ below eps; h_y below eps; h = 1
+    hazards = torch.sigmoid(logits)
+    bins = torch.randint(0, 32, (64,), generator=g)
+    bins[0], bins[1], bins[2] = 10, 3, 0
+    events = torch.randint(0, 2, (64,), generator=g)
+    events[1] = 1
+    closed = hazards.clone().requires_grad_()
+    plain = hazards.clone().requires_grad_()
+    loss = surv_mle_loss(closed, bins, events, alpha=alpha, eps=1e-7)
+    want = autograd_surv_mle(plain, bins, events, alpha, 1e-7)
+    (2.5 * loss).backward()
+    (2.5 * want).backward()
+    assert float(loss.detach()) == pytest.approx(float(want.detach()), rel=1e-6)
+    assert closed.grad is not None and plain.grad is not None and torch.isfinite(closed.grad).all()
+    scale = float(plain.grad.abs().max())
+    assert torch.allclose(closed.grad, plain.grad, rtol=1e-6, atol=1e-6 * scale)
+    with torch.no_grad():  # no gradient wanted: the same value
+        assert float(surv_mle_loss(closed, bins, events, alpha=alpha)) == float(loss.detach())
+
+
 def test_bins_at_the_edges() -> None:
     days = torch.tensor([0.0, 364.0, 364.999, 365.0, 729.0, 730.0, 11314.0, 11315.0, 11680.0, 20000.0])
     assert time_to_bin(days).tolist() == [0, 0, 0, 1, 1, 2, 30, 31, 31, 31]

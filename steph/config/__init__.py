@@ -28,6 +28,7 @@ from .transfer import TransferConfig
 
 __all__ = [
     "DEFAULT_ENCODER",
+    "ConfigSource",
     "EvaluateConfig",
     "ExtractConfig",
     "LabelsConfig",
@@ -41,6 +42,7 @@ __all__ = [
     "dump_yaml",
     "load_config",
     "load_project",
+    "read_config",
     "replace",
     "to_plain",
 ]
@@ -119,11 +121,63 @@ def load_config(
 ) -> ProjectConfig:
     """Load ``<root>/stephctl.yaml`` (or ``config_file``, stephctl's ``--config``) and apply
     ``overrides`` (dotted keys; ``None`` values are ignored, so unset CLI flags do not override
-    the file).
+    the file): :func:`read_config` then :meth:`ConfigSource.resolve`.
 
     Raises:
         MissingArtifactError: no stephctl.yaml and ``require`` is true; ``config_file`` missing.
         ConfigError: unknown key, bad type or out-of-range value.
+    """
+    return read_config(root, config_file=config_file).resolve(overrides, require=require)
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """A project's settings as read from its file, once per command: every configuration the
+    command needs (``stephctl slurm``: one per stage, each with its stage's flags) is resolved
+    from it with :meth:`resolve`, without reading the file again.
+
+    Attributes:
+        root: The project folder.
+        path: The settings file (``<root>/stephctl.yaml`` or ``--config FILE``).
+        data: Its sections as parsed (legacy keys moved); empty when the file does not exist.
+        exists: Whether the file exists.
+    """
+
+    root: Path
+    path: Path
+    data: Mapping[str, Any]
+    exists: bool
+
+    def resolve(self, overrides: Mapping[str, Any] | None = None, *, require: bool = True) -> ProjectConfig:
+        """The configuration with ``overrides`` applied (``None`` values ignored).
+
+        Raises:
+            MissingArtifactError: the file does not exist and ``require`` is true.
+            ConfigError: unknown key, bad type or out-of-range value (the file is checked on
+                its own first, so a flag cannot hide its errors).
+        """
+        if not self.exists and require:
+            raise MissingArtifactError(
+                f"not a stephctl project: {self.path} does not exist",
+                hint=f"run `stephctl init {self.root}` or pass -p/--project DIR",
+            )
+        data = copy.deepcopy(dict(self.data))
+        if self.exists and overrides:  # the file must be valid on its own: a flag must not hide its errors
+            _build_checked(data, self.path)
+        moved = move_legacy_keys(data, overrides or {})
+        command_line_wins(data, moved)
+        for key, value in moved.items():
+            if value is not None:
+                set_dotted(data, key, value)
+        return _build_checked(data, self.path)
+
+
+def read_config(root: Path | str, *, config_file: Path | str | None = None) -> ConfigSource:
+    """Read and parse ``<root>/stephctl.yaml`` (or ``config_file``) once; see :class:`ConfigSource`.
+
+    Raises:
+        MissingArtifactError: ``config_file`` is given and missing.
+        ConfigError: the file is not YAML, or its top level is not a mapping.
     """
     path = Path(root) / CONFIG_FILE if config_file is None else Path(config_file).expanduser()
     data: dict[str, Any] = {}
@@ -131,25 +185,14 @@ def load_config(
         raise MissingArtifactError(
             f"config file not found: {path}", hint="check --config FILE (or $STEPHCTL_CONFIG)"
         )
-    if path.is_file():
+    exists = path.is_file()
+    if exists:
         loaded = load_yaml(path.read_text(encoding="utf-8"), str(path))
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}
         move_legacy_keys(data, {})  # merge.top_k ... -> merge.options (with a warning)
-        if overrides:  # the file must be valid on its own: a flag must not hide its errors
-            _build_checked(data, path)
-    elif require:
-        raise MissingArtifactError(
-            f"not a stephctl project: {path} does not exist",
-            hint=f"run `stephctl init {Path(root)}` or pass -p/--project DIR",
-        )
-    overrides = move_legacy_keys(data, overrides or {})
-    command_line_wins(data, overrides)
-    for key, value in overrides.items():
-        if value is not None:
-            set_dotted(data, key, value)
-    return _build_checked(data, path)
+    return ConfigSource(Path(root), path, data, exists)
 
 
 def _build_checked(data: dict[str, Any], path: Path) -> ProjectConfig:

@@ -20,7 +20,10 @@ from ._loader import to_plain
 def attribute_docs(cls: type) -> dict[str, str]:
     """``{field: docstring}`` from the string literal that follows each annotated attribute."""
     source = textwrap.dedent(inspect.getsource(cls))
-    body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+    node = ast.parse(source).body[0]
+    if not isinstance(node, ast.ClassDef):
+        raise TypeError(f"{cls!r}: its source is not a class definition")
+    body = node.body
     docs: dict[str, str] = {}
     for node, following in itertools.pairwise(body):
         if (

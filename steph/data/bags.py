@@ -19,13 +19,10 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import torch
-from torch import Tensor
 
 from ..errors import ConsistencyError, DataError, MissingArtifactError
 from ..progress import NULL_PROGRESS, Progress
@@ -34,6 +31,8 @@ from .features import read_slide, slide_encoder, slide_shape
 from .stores import SlideRef, store_for
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from ..config import ProjectConfig
     from ..layout import ProjectLayout
     from .cohort import Cohort
@@ -77,6 +76,8 @@ class BagStore:
         dims = {int(b.shape[1]) for b in bags.values()}
         if len(dims) != 1:
             raise DataError(f"bags have different feature dimensions: {sorted(dims)}")
+        import torch
+
         cached = {pid: b.to(torch.float32).contiguous() for pid, b in bags.items()}
         return cls(
             {pid: () for pid in bags}, dims.pop(), cached, {pid: int(b.shape[0]) for pid, b in bags.items()}
@@ -97,7 +98,7 @@ class BagStore:
         flat = [ref for slides in refs.values() for ref in slides]
         parts = iter(list(_read_in_order(flat, reader_threads(len(flat)))))
         read = {pid: _concat([next(parts) for _ in slides]) for pid, slides in refs.items()}
-        return [self._cache.get(pid) if pid in self._cache else read[pid] for pid in patient_ids]
+        return [self._cache[pid] if pid in self._cache else read[pid] for pid in patient_ids]
 
     def _refs(self, patient_id: str) -> tuple[SlideRef, ...]:
         refs = self._paths.get(patient_id)
@@ -128,6 +129,8 @@ class BagStore:
 
 
 def _concat(parts: list[Tensor]) -> Tensor:
+    import torch
+
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 
@@ -148,7 +151,7 @@ def _read_slide_in_thread(ref: SlideRef) -> Tensor:
         return read_slide(ref)
 
 
-def _read_in_order(refs: Sequence[SlideRef], threads: int) -> Iterator[Tensor]:
+def _read_in_order(refs: Sequence[SlideRef], threads: int) -> Generator[Tensor, None, None]:
     """:func:`read_slide` of each ref, yielded in order; with ``threads > 1`` a pool reads ahead,
     at most ``2 * threads`` slides submitted and not yet yielded (bounded memory).
 
@@ -343,6 +346,8 @@ def check_features(
 def _all_finite(part: Tensor) -> bool:
     """Whether every value is finite: a finite sum (one pass, no mask tensor) proves it; only a
     non-finite sum (a NaN/inf, or an overflow of huge finite values) needs the element check."""
+    import torch
+
     return bool(torch.isfinite(part.sum())) or bool(torch.isfinite(part).all())
 
 

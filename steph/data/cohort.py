@@ -34,15 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from ..errors import DataError, LayoutError, MissingArtifactError
 from ..layout import ProjectLayout, check_safe_id
-from ..survival import SurvivalTargets, time_to_bin
 from .bags import BagStore, check_features, open_bags
 
 if TYPE_CHECKING:
     from ..config import ModelConfig, ProjectConfig
+    from ..survival import SurvivalTargets
 
 __all__ = [
     "BagStore",
@@ -99,6 +97,10 @@ class Cohort:
 
     def targets(self, ids: Sequence[str], model_config: ModelConfig) -> SurvivalTargets:
         """Times, events and time bins of ``ids`` (in that order) for training or evaluation."""
+        import torch
+
+        from ..survival import SurvivalTargets, time_to_bin
+
         unknown = [pid for pid in ids if pid not in self.patients]
         if unknown:
             raise DataError(f"{self.cancer}: patients not in the labels: {', '.join(unknown[:10])}")

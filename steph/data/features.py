@@ -8,10 +8,12 @@ a file records, if any. :func:`read_features` and :func:`feature_shape` do the s
 from __future__ import annotations
 
 from pathlib import Path
-
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from .stores import SlideRef, store_for
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["SlideRef", "feature_shape", "read_features", "read_slide", "slide_encoder", "slide_shape"]
 

@@ -57,7 +57,7 @@ def read_dataset(path: str | Path, dataset: h5py.Dataset | str) -> np.ndarray | 
     if blocks is None:
         return None
     out = np.empty(dataset.shape, dtype=dataset.dtype)
-    view = memoryview(out.reshape(-1).view(np.uint8))
+    view = out.reshape(-1).view(np.uint8).data
     fd = os.open(path, os.O_RDONLY)
     try:
         for offset, start, count in blocks:

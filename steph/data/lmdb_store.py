@@ -18,13 +18,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, MissingArtifactError
-from .safe_load import ForbiddenGlobalError, loads_safe, pickled_shape
 from .stores import FeatureStore, SlideRef, read_errors, squeeze_shape, tensor_of, to_matrix
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 KEYS = b"__keys__"
 _REBUILD = "rebuild the store in the reference's layout (or re-copy it: a copy may be truncated)"
@@ -85,6 +85,8 @@ class LmdbStore(FeatureStore):
                 hint="the reference's layout stores a pickled list of '<slide>.pt' names under __keys__; "
                 "write it with pickle.dumps(names) or " + _REBUILD,
             )
+        from .safe_load import loads_safe
+
         try:
             names = loads_safe(bytes(raw))
         except Exception as exc:
@@ -136,6 +138,8 @@ class LmdbStore(FeatureStore):
 def value_shape(ref: SlideRef, data: bytes) -> tuple[int, int]:
     """``(K, D)`` of the LMDB value ``data`` of ``ref``: from the pickle's size tuple where it has
     one, else from :func:`decode_value`."""
+    from .safe_load import pickled_shape
+
     shape = pickled_shape(data)
     return (
         squeeze_shape(shape, ref)
@@ -150,6 +154,8 @@ def decode_value(ref: SlideRef, data: bytes) -> Tensor:
     Raises:
         DataError: a refused global, a pickle that is not one tensor or array, or a refused tensor.
     """
+    from .safe_load import ForbiddenGlobalError, loads_safe
+
     try:
         obj = loads_safe(data)
     except ForbiddenGlobalError as exc:

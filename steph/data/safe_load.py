@@ -27,14 +27,20 @@ import io
 import math
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch._utils
 from torch import Tensor
+
+_torch_rebuild_tensor: Callable[[Any, int, tuple[int, ...], tuple[int, ...]], Tensor] = (
+    torch._utils._rebuild_tensor
+)
+"""``torch._utils._rebuild_tensor`` (storage, offset, size, stride), which torch leaves unannotated."""
 
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -52,7 +58,7 @@ def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, *_: Any) 
     pickle's ``requires_grad``, backward hooks and metadata are dropped (hooks are callables)."""
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise pickle.UnpicklingError(f"a tensor must be rebuilt from a storage, got {type(storage).__name__}")
-    return torch._utils._rebuild_tensor(storage, int(offset), tuple(size), tuple(stride))
+    return _torch_rebuild_tensor(storage, int(offset), tuple(size), tuple(stride))
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -141,6 +147,10 @@ def _array_from_bytes(
     return flat.reshape(shape, order="F" if fortran else "C").copy()
 
 
+ByteOrder = Literal["<", ">", "|", "="]
+_BYTE_ORDERS: dict[str, ByteOrder] = {"<": "<", ">": ">", "|": "|", "=": "="}
+
+
 class _PendingDtype:
     """Stands for ``numpy.dtype(spec)`` while unpickling; the state a pickle then sets may only
     give the byte order (never fields, which could declare objects)."""
@@ -148,7 +158,7 @@ class _PendingDtype:
     def __init__(self, spec: Any, align: Any = False, copy: Any = True) -> None:
         numeric_dtype(spec)
         self.spec: str = spec
-        self.order = "="
+        self.order: ByteOrder = "="
 
     def __setstate__(self, state: Any) -> None:
         # numpy's state: (version, byte order, sub-array, names, fields, item size, alignment, flags)
@@ -156,7 +166,7 @@ class _PendingDtype:
             raise pickle.UnpicklingError("malformed dtype state")
         if any(item is not None for item in state[2:5]):
             raise pickle.UnpicklingError("structured or sub-array dtypes are not loaded")
-        self.order = state[1]
+        self.order = _BYTE_ORDERS[state[1]]
 
     def resolve(self) -> np.dtype:
         dtype = np.dtype(self.spec)

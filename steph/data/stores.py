@@ -30,18 +30,18 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import h5py
 import numpy as np
-import torch
-from torch import Tensor
 
 from ..errors import DataError, MissingArtifactError
 from ..registry import Registry
 from .encoder_identity import ENCODER_ATTRIBUTES
 from .h5_raw import read_dataset
-from .safe_load import UnsafeTensorError, as_tensor, numeric_dtype, torch_load_safe
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 H5_DATASETS = ("features", "feats")
 H5_MAX_EXPANSION = 100
@@ -104,6 +104,8 @@ def squeeze_shape(shape: tuple[int, ...], ref: SlideRef | Path) -> tuple[int, in
 
 
 def to_matrix(data: Tensor, ref: SlideRef | Path) -> Tensor:
+    import torch
+
     k, d = squeeze_shape(tuple(data.shape), ref)
     return data.reshape(k, d).to(torch.float32).contiguous()
 
@@ -123,6 +125,8 @@ def read_errors(ref: SlideRef | Path, hint: str = "re-extract or re-download thi
 
 def tensor_of(obj: Any, ref: SlideRef | Path) -> Tensor | None:
     """:func:`~.safe_load.as_tensor`, refusals named as a :class:`DataError`."""
+    from .safe_load import UnsafeTensorError, as_tensor
+
     try:
         return as_tensor(obj)
     except UnsafeTensorError as exc:
@@ -233,6 +237,8 @@ def _check_h5_dataset(dataset: h5py.Dataset, ref: SlideRef | Path) -> None:
     if dataset.is_virtual or plist.get_external_count():
         what = "a virtual dataset" if dataset.is_virtual else "stored in external files"
         raise DataError(f"{where} is {what}, whose values come from outside this file", hint=_OTHER_FILE_HINT)
+    from .safe_load import numeric_dtype
+
     dtype = dataset.dtype
     try:
         numeric_dtype(dtype)
@@ -262,6 +268,8 @@ class TorchStore(FeatureStore):
 
     def read(self, ref: SlideRef) -> Tensor:
         with read_errors(ref):
+            from .safe_load import torch_load_safe
+
             obj = torch_load_safe(ref.path)
         tensor = tensor_of(obj, ref)
         if tensor is None:
@@ -302,6 +310,8 @@ def _npy_header(fh: Any, ref: SlideRef) -> tuple[tuple[int, ...], bool, np.dtype
     Raises:
         DataError: another format version, a non-numeric dtype, or a size that does not match.
     """
+    from .safe_load import numeric_dtype
+
     version = np.lib.format.read_magic(fh)
     if version == (1, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)

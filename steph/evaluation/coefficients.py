@@ -9,8 +9,6 @@ import numpy as np
 from ..layout import ProjectLayout
 from .inputs import read_coefficients
 
-COEFFICIENTS_FILE = "coefficients.csv"
-
 
 @dataclass(frozen=True)
 class SourceCoefficients:
@@ -28,7 +26,7 @@ class SourceCoefficients:
 
 def coefficient_folds(layout: ProjectLayout, target: str, method: str, folds: list[int]) -> list[int]:
     """Folds of ``method`` that have a ``merged/<T>/<method>/fold_k/coefficients.csv``."""
-    return [k for k in folds if layout.merged_file(target, method, k, COEFFICIENTS_FILE).is_file()]
+    return [k for k in folds if layout.merged_coefficients(target, method, k).is_file()]
 
 
 def source_coefficients(
@@ -45,7 +43,7 @@ def source_coefficients(
     values: dict[str, list[tuple[float, float, float]]] = {}
     patients = 0
     for fold in have:
-        rows = read_coefficients(layout.merged_file(target, method, fold, COEFFICIENTS_FILE))
+        rows = read_coefficients(layout.merged_coefficients(target, method, fold))
         patients += len({row["patient_id"] for row in rows})
         for row in rows:
             values.setdefault(row["source"], []).append(

@@ -9,7 +9,6 @@ them in the same order (the bootstrap is then paired across methods).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from numpy.typing import NDArray
 
 from ..errors import ConsistencyError, DataError, MissingArtifactError
 from ..layout import ProjectLayout
+from ..records import MetricsRecord
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -188,11 +188,8 @@ def train_median_risk(metrics_json: Path) -> float | None:
     """``train_median_risk`` of a results metrics.json, or None when absent or not finite."""
     if not metrics_json.is_file():
         return None
-    try:
-        value = json.loads(metrics_json.read_text(encoding="utf-8")).get("train_median_risk")
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise DataError(f"{metrics_json}: not a JSON object: {exc}") from exc
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    value = MetricsRecord.read(metrics_json).train_median_risk
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def target_cohort(layout: ProjectLayout, config: ProjectConfig, target: str) -> Cohort | None:

@@ -227,9 +227,10 @@ def plot_coefficients(path: Path, target: str, coef: SourceCoefficients) -> Path
     labels = ["mean w", "mean λ", "selected"]
     fig = Figure(figsize=(max(4.5, 0.75 * len(coef.sources) + 2.2), 2.9), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(data, cmap="viridis", aspect="auto", vmin=0.0, vmax=max(1.0, float(np.nanmax(data))))
+    vmax = max(1.0, float(np.nanmax(data)))
+    image = ax.imshow(data, cmap="viridis", aspect="auto", vmin=0.0, vmax=vmax)
     for (i, j), value in np.ndenumerate(data):
-        colour = "white" if value < 0.6 * image.norm.vmax else "black"
+        colour = "white" if value < 0.6 * vmax else "black"
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
     ax.set_xticks(range(len(coef.sources)), coef.sources, rotation=45 if len(coef.sources) > 6 else 0)
     ax.set_yticks(range(3), labels)

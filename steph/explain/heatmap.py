@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
@@ -237,7 +238,7 @@ def draw_heatmap(
     return path
 
 
-def _colour_bar(fig: Figure, axes: list, scale: ColourScale) -> None:  # type: ignore[type-arg]
+def _colour_bar(fig: Figure, axes: list[Axes], scale: ColourScale) -> None:
     if scale.kind == "percentile":
         mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=CMAP)
         bar = fig.colorbar(mappable, ax=axes, shrink=0.85, ticks=[0, 0.25, 0.5, 0.75, 1.0])

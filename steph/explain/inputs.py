@@ -21,7 +21,6 @@ from ..layout import CANCER_SPECIFIC, ProjectLayout
 from .render import SlideInput
 from .transfer import Transfer
 
-COEFFICIENTS_FILE = "coefficients.csv"
 NO_COORDS_HINT = (
     "re-extract the slide with `stephctl extract --overwrite` (or TRIDENT), whose .h5 files carry "
     "`coords`; .pt/.npy features have no patch positions"
@@ -217,7 +216,7 @@ def transferring_patients(layout: ProjectLayout, target: str, method: str, fold:
     """Test patients of the run whose ``coefficients.csv`` gives some source a weight ``w > 0``
     (None when the run has no coefficients, e.g. ``cancer-specific``). The others have no
     transfer to show (:attr:`Transfer.none`)."""
-    path = layout.merged_file(target, method, fold, COEFFICIENTS_FILE)
+    path = layout.merged_coefficients(target, method, fold)
     if method == CANCER_SPECIFIC or not path.is_file():
         return None
     return {r["patient_id"] for r in read_coefficients(path) if float(r["w"]) > 0}
@@ -227,7 +226,7 @@ def stored_transfer(
     layout: ProjectLayout, target: str, method: str, fold: int, patient_id: str
 ) -> Transfer | None:
     """The patient's rows of the run's ``coefficients.csv`` (None: no file or not a test patient)."""
-    path = layout.merged_file(target, method, fold, COEFFICIENTS_FILE)
+    path = layout.merged_coefficients(target, method, fold)
     if method == CANCER_SPECIFIC or not path.is_file():
         return None
     rows = [r for r in read_coefficients(path) if r["patient_id"] == patient_id]

@@ -85,8 +85,8 @@ def draw_montage(
     ax.set_yticks(
         [cell_h * 0.5 + CAPTION / 2, cell_h * 1.5 + CAPTION / 2], ["most\nattended", "least\nattended"]
     )
-    for label, colour in zip(ax.get_yticklabels(), ROW_COLOURS, strict=True):
-        label.set_color(np.array(colour) / 255.0)
+    for label, (red, green, blue) in zip(ax.get_yticklabels(), ROW_COLOURS, strict=True):
+        label.set_color((red / 255.0, green / 255.0, blue / 255.0))
     for spine in ax.spines.values():
         spine.set_visible(False)
     for r, tiles in enumerate((top, bottom)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,10 +24,11 @@ from torch import Tensor, nn
 from .. import __version__
 from ..data.bags import checked_shape
 from ..data.stores import store_for
-from ..errors import ConfigError, ConsistencyError, StephError
-from ..fileio import read_json, sha256_file, write_json
+from ..errors import ConfigError, ConsistencyError, DataError, StephError
+from ..fileio import sha256_file
 from ..layout import CANCER_SPECIFIC, ProjectLayout, normalize_cancer
 from ..progress import NULL_PROGRESS, Progress
+from ..records import ExplainRecord, MergeRecord
 from ..report import StageReport, Status
 from ..theta0 import theta0_dim_in
 from .heatmap import Scale
@@ -134,8 +136,13 @@ def explain_patients(
     device = resolve_device(config.train.device)
     models: dict[str, nn.Module] = {}
     sources = _sources(layout, target, method, fold)
-    options = {"compare": compare, "patches": patches, "scale": scale, "version": __version__}
-    options["models"] = {str(p): sha256_file(p) for p in model_files}
+    made_from = ExplainRecord(
+        compare=compare,
+        patches=patches,
+        scale=scale,
+        version=__version__,
+        models={str(p): sha256_file(p) for p in model_files},
+    )
     try:
         fold_risks = risks or test_risks(layout, target, method, fold)
     except StephError:
@@ -154,7 +161,7 @@ def explain_patients(
                     config, store_for(path).ref(path, sid), dim=expected, dim_of=f"theta0 {layout.theta0}"
                 )
             slides = [read_slide_patches(path, sid) for sid, path in files.items()]
-            record = dict(options, features=_stamps(layout, config.encoder, target, slides))
+            record = replace(made_from, features=_stamps(layout, config.encoder, target, slides))
             if not overwrite and _unchanged(layout.patient_record(target, pid, method, fold), record):
                 report.add(key, Status.SKIPPED, "explained already (use --overwrite to redo)")
                 continue
@@ -195,14 +202,13 @@ def explain_patients(
                 links=[("all patient pages", os.path.relpath(index, folder))],
                 scale=scale,
             )
-            record["files"] = [p.name for p in page.files]
             done = layout.patient_record(target, pid, method, fold)
             if page.problems:  # not finished: the next run redoes it (e.g. once the slide is back)
                 done.unlink(missing_ok=True)
             else:
-                write_json(done, record)
-            files = [str(p) for p in page.files]
-            details: dict[str, object] = {"files": files, "notices": page.notices, "risk": risk}
+                replace(record, files=[p.name for p in page.files]).write(done)
+            page_files = [str(p) for p in page.files]
+            details: dict[str, object] = {"files": page_files, "notices": page.notices, "risk": risk}
             if page.transfer is not None:
                 bars = page.transfer
                 details["transfer"] = {
@@ -253,10 +259,10 @@ def _project_module(
 
 
 def _sources(layout: ProjectLayout, target: str, method: str, fold: int) -> list[str]:
-    meta = layout.merged_file(target, method, fold, "meta.json") if method != CANCER_SPECIFIC else None
+    meta = layout.merged_meta(target, method, fold) if method != CANCER_SPECIFIC else None
     if meta is None or not meta.is_file():
         return []
-    return [str(s) for s in read_json(meta).get("sources", [])]
+    return list(MergeRecord.read(meta).sources)
 
 
 def _stamps(
@@ -270,15 +276,15 @@ def _stamps(
     return out
 
 
-def _unchanged(path: Path, record: dict[str, object]) -> bool:
+def _unchanged(path: Path, record: ExplainRecord) -> bool:
+    """The explanation in ``path``'s folder was made from ``record`` (files aside) and its files exist."""
     if not path.is_file():
         return False
     try:
-        done = read_json(path)
-    except (OSError, ValueError):
+        done = ExplainRecord.read(path)
+    except (OSError, DataError):
         return False
-    files = done.pop("files", [])
-    return done == record and all((path.parent / f).is_file() for f in files)
+    return replace(done, files=[]) == record and all((path.parent / f).is_file() for f in done.files)
 
 
 def _write_index(layout: ProjectLayout, target: str) -> Path:

@@ -116,7 +116,8 @@ def is_complete(path: Path) -> bool:
             if int(handle.attrs.get("complete", 0)) != 1:
                 return False
             n = int(handle.attrs.get("n_patches", -1))
-            return handle["features"].shape[0] == n and handle["coords"].shape[0] == n
+            complete: bool = handle["features"].shape[0] == n and handle["coords"].shape[0] == n
+            return complete
     except (OSError, KeyError, ValueError, TypeError):
         return False
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -73,7 +73,7 @@ def patch_reader(slide: Slide, grid: PatchGrid) -> ReadBatch:
 
 def iter_batches(
     read_batch: ReadBatch, coords: np.ndarray, *, batch_size: int, workers: int, prefetch: int | None = None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+) -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
     """Yield ``(patches, coords)`` batches in order, read by ``workers`` threads ahead of time.
 
     An exception raised while reading is re-raised here, at the batch it belongs to; leaving

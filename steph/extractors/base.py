@@ -179,7 +179,7 @@ class Encoder:
         autocast = self.dtype != torch.float32
         with torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=autocast):
             out = self.model(x)
-        feats = out.float().cpu().numpy()
+        feats: np.ndarray = out.float().cpu().numpy()
         if not self._checked:
             if feats.ndim != 2 or feats.shape[1] != self.spec.embed_dim:
                 raise ConsistencyError(

@@ -36,9 +36,9 @@ HOPTIMUS_STD = (0.211883, 0.230117, 0.177517)
 
 
 def _swiglu() -> dict[str, Any]:
-    import timm
+    from timm.layers.mlp import SwiGLUPacked
 
-    return {"mlp_layer": timm.layers.SwiGLUPacked, "act_layer": torch.nn.SiLU}
+    return {"mlp_layer": SwiGLUPacked, "act_layer": torch.nn.SiLU}
 
 
 def _uni2h_kwargs() -> dict[str, Any]:

@@ -10,8 +10,9 @@ reachable.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -49,7 +50,9 @@ def timm_spec(name: str) -> EncoderSpec:
     cfg = _pretrained_cfg(model_name)
     input_size = int(cfg.get("input_size", (3, 224, 224))[-1])
     with torch.device("meta"):
-        embed_dim = int(timm.create_model(arch, pretrained=False, num_classes=0).num_features)
+        probe = timm.create_model(arch, pretrained=False, num_classes=0)
+    # timm's models set num_features, an int; create_model is typed as a plain nn.Module
+    embed_dim = int(cast("int", probe.num_features))
 
     def architecture() -> nn.Module:
         return timm.create_model(arch, pretrained=False, num_classes=0)
@@ -71,8 +74,8 @@ def timm_spec(name: str) -> EncoderSpec:
         embed_dim=embed_dim,
         build=build,
         input_size=input_size,
-        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(cfg.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg.get("std", IMAGENET_STD)),
         interpolation=interpolation if interpolation in ("bilinear", "bicubic") else "bilinear",
         crop_pct=float(cfg.get("crop_pct", 1.0) or 1.0),
         precision="fp16",
@@ -88,7 +91,10 @@ def _pretrained_cfg(model_name: str) -> dict[str, Any]:
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(model_name)
-    return cfg.to_dict() if cfg is not None else {}
+    if cfg is None:
+        return {}
+    to_dict: Callable[[], dict[str, Any]] = cfg.to_dict  # timm leaves PretrainedCfg.to_dict unannotated
+    return to_dict()
 
 
 FAMILY_ROW: dict[str, object] = {

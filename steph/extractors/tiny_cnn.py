@@ -41,6 +41,9 @@ INPUT_SIZE = 64
 class TinyCNN(nn.Module):
     """Three strided random conv layers with mean + standard-deviation pooling."""
 
+    feature_mean: torch.Tensor
+    feature_scale: torch.Tensor
+
     def __init__(self, seed: int = SEED) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, stride=2, padding=1)
@@ -51,7 +54,9 @@ class TinyCNN(nn.Module):
             for conv in (self.conv1, self.conv2, self.conv3):
                 fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-                conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator) * 0.1)
+                bias = conv.bias
+                assert bias is not None  # built with bias=True
+                bias.copy_(torch.randn(bias.shape, generator=generator) * 0.1)
 
         self.register_buffer("feature_mean", torch.zeros(EMBED_DIM), persistent=False)
         self.register_buffer("feature_scale", torch.ones(EMBED_DIM), persistent=False)

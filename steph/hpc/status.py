@@ -22,14 +22,15 @@ setting that cannot work) is reported with the reason instead of counts.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import DataError
 from ..fileio import TMP_PREFIX, read_csv
 from ..locks import LOCK_SUFFIX, read_lock
+from ..records import MetricsRecord
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -170,10 +171,10 @@ def _results(layout: ProjectLayout) -> list[dict[str, Any]]:
                     continue  # unfinished: its record is written last
                 folds.append(fold)
                 try:
-                    value = json.loads(path.read_text(encoding="utf-8")).get("c_index")
-                except (OSError, ValueError, AttributeError):
+                    value = MetricsRecord.read(path).c_index
+                except (OSError, DataError):
                     value = None
-                if isinstance(value, (int, float)):
+                if value is not None:
                     values.append(float(value))
             if folds:
                 mean = round(sum(values) / len(values), 4) if values else None

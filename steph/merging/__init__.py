@@ -27,6 +27,11 @@ vectors, the target's training split and its bags, the resolved ``merge:`` confi
 4. ``state_files(model)``: the state dict split into the safetensors files named in ``files``;
    ``tables(model, test_ids, extras, ctx)``: extra CSVs (STEPH's ``coefficients.csv``).
 
+The settings, ``check`` and ``run_name`` make up :class:`~steph.merging.spec.MethodSpec`, which
+:class:`MergeMethod` extends with the work; a spec imports no torch, so planning (``stephctl
+status``, ``slurm``) and ``--list-methods`` read the built-ins' specs (:mod:`steph.merging.catalog`)
+and import a method's model only when it is needed (``MERGE_METHODS.get``).
+
 ``run_name(config)`` names the output folder (the method name plus a suffix per non-default
 setting) so that variants sit side by side. A plugin package registers its methods through
 the ``stephctl.merge_methods`` entry-point group with a ``register(registry)`` function; the

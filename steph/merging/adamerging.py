@@ -39,21 +39,20 @@ Variants, each preprocessing the task vectors as the reference's ``preprocess_ta
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..config.merge import MergeConfig
-from ..errors import ConfigError
 from ..models.abmil import ENCODER_KEYS, bag_count, encode
 from ..task_vectors import StateDict
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
-from .baselines import all_vectors, base_encoder, check_coefficients, check_density, check_fraction
+from .baselines import all_vectors, base_encoder
+from .catalog import AdaMergingSpec, IsoCAdaMergingSpec, IsoCTSAdaMergingSpec, TiesAdaMergingSpec
 from .hypernet import Hypernetwork
 from .iso import iso_pairwise
-from .method_settings import AdaSettings, IsoCtsAdaSettings, OutputLayer, TiesAdaSettings
+from .method_settings import OutputLayer
 from .modules import VectorStack
 from .ties import pairwise_with_target
 
@@ -118,7 +117,8 @@ class AdaMergingModel(nn.Module):
         if self.hypernet is None:
             assert self.coefficients is not None
             return self.coefficients
-        w, _ = self.hypernet(x, mask)
+        heads: tuple[Tensor | None, Tensor | None] = self.hypernet(x, mask)
+        w = heads[0]
         assert w is not None
         return w
 
@@ -137,36 +137,8 @@ class AdaMergingModel(nn.Module):
         return ModelOutput(self.pred_head(z), aux, extras)
 
 
-class AdaMerging(MergeMethod):
-    name = "adamerging"
-    description = "one trainable coefficient per task vector (init 1/N) + new head, SurvMLE + z-loss"
-    reference = "Yang et al., AdaMerging, ICLR 2024; STEPH paper baseline 'AdaMerging'"
-    settings_class: ClassVar[type] = AdaSettings
-    files: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "coefficients.safetensors": ("coefficients", "hypernet"),
-        "head.safetensors": ("pred_head",),
-    }
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        s = self.settings(config)
-        if s.top_k_loss is not None and not 1 <= s.top_k_loss <= n_sources + 1:
-            raise ConfigError(
-                f"top_k_loss is {s.top_k_loss} but {self.name} has only {n_sources + 1} task vectors",
-                hint=f"lower it with --option top_k_loss={n_sources + 1}",
-            )
-        check_coefficients(s.coefficients, n_sources, self.name)
-        if s.hypernet and s.coefficients is not None:
-            raise ConfigError(
-                f"{self.name}: coefficients are initial values of the global coefficients; with "
-                "hypernet: true a hypernetwork gives them",
-                hint="drop --option coefficients or --option hypernet",
-            )
-        if not s.hypernet and s.output != "relu":
-            raise ConfigError(
-                f"merge.options.output only applies with hypernet: true ({self.name})",
-                hint="add --option hypernet=true or drop the output option",
-            )
+class AdaMerging(AdaMergingSpec, MergeMethod):
+    """The model of :class:`~steph.merging.catalog.AdaMergingSpec`."""
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         return all_vectors(ctx)
@@ -213,15 +185,8 @@ class AdaMerging(MergeMethod):
         return {"task_weights.csv": (["patient_id", "task_vector", "weight"], rows)}
 
 
-class TiesAdaMerging(AdaMerging):
-    name = "ties-adamerging"
-    description = "AdaMerging over pairwise TIES(target, tau_j) vectors, the target's own included"
-    reference = "STEPH paper baseline 'TIES AM'; Yadav et al., NeurIPS 2023 + Yang et al., ICLR 2024"
-    settings_class = TiesAdaSettings
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        check_density(self.settings(config).density, self.name)
+class TiesAdaMerging(TiesAdaMergingSpec, AdaMerging):
+    """The model of :class:`~steph.merging.catalog.TiesAdaMergingSpec`."""
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         vectors = all_vectors(ctx)
@@ -230,25 +195,16 @@ class TiesAdaMerging(AdaMerging):
         )
 
 
-class IsoCAdaMerging(AdaMerging):
-    name = "iso-c-adamerging"
-    description = "AdaMerging over pairwise Iso-C(target, tau_j) vectors, the target's own included"
-    reference = "STEPH paper baseline 'Iso-C AM'; Marczak et al., ICML 2025 + Yang et al., ICLR 2024"
+class IsoCAdaMerging(IsoCAdaMergingSpec, AdaMerging):
+    """The model of :class:`~steph.merging.catalog.IsoCAdaMergingSpec`."""
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         vectors = all_vectors(ctx)
         return iso_pairwise(vectors[0], vectors, ENCODER_KEYS, "iso-c")
 
 
-class IsoCTSAdaMerging(AdaMerging):
-    name = "iso-cts-adamerging"
-    description = "AdaMerging over pairwise Iso-CTS(target, tau_j) vectors (the reference's write-back fixed)"
-    reference = "STEPH reference ('iso_cts'); Marczak et al., ICML 2025 + Yang et al., ICLR 2024"
-    settings_class = IsoCtsAdaSettings
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        check_fraction(self.settings(config).common_fraction, self.name)
+class IsoCTSAdaMerging(IsoCTSAdaMergingSpec, AdaMerging):
+    """The model of :class:`~steph.merging.catalog.IsoCTSAdaMergingSpec`."""
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         vectors = all_vectors(ctx)

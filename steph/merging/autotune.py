@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from ..config.merge import MergeConfig
-from ..errors import ConfigError
 from ..metrics.harrell import harrell_c
 from ..runtime import seed_everything
 from ..survival import SurvivalTargets, risk_score
@@ -130,18 +129,6 @@ def _mean(values: list[float | None]) -> float:
 def with_gamma(merge: MergeConfig, gamma: float) -> MergeConfig:
     """``merge`` with ``gamma`` in ``merge.options`` (a method's block is folded in already)."""
     return replace(merge, options={**merge.options, "gamma": gamma})
-
-
-def check_search(merge: MergeConfig) -> None:
-    """Refuse gamma_grid / inner_folds set without gamma: auto (they would be ignored)."""
-    defaults = MergeConfig()
-    blocks = [merge.options, *merge.per_method.values()]
-    auto = any(block.get("gamma") == AUTO for block in blocks)
-    if not auto and (merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds):
-        raise ConfigError(
-            "merge.gamma_grid and merge.inner_folds are only used with gamma: auto",
-            hint="add --gamma auto, or drop them",
-        )
 
 
 def tune(

@@ -24,34 +24,23 @@ protocol, for a merged encoder whose features the target's head was not fitted t
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from collections.abc import Sequence
 
-from ..config.merge import MergeConfig
-from ..errors import ConfigError
 from ..models.abmil import ENCODER_KEYS
 from ..task_vectors import StateDict, add, mean, scale, select, ties_merge, weighted_sum
 from .base import MergeContext, MergeMethod
-from .iso import iso_merge
-from .method_settings import (
-    FixedSettings,
-    IsoCtsSettings,
-    ScaledSettings,
-    TaskArithmeticSettings,
-    TiesSettings,
+from .catalog import (
+    FixedSpec,
+    IsoCSpec,
+    IsoCTSSpec,
+    ModelAverageSpec,
+    TaskArithmeticSpec,
+    TiesSpec,
 )
+from .iso import iso_merge
 from .modules import FrozenEncoderHead
 
 HEAD_KEYS = ("pred_head.weight", "pred_head.bias")
-
-
-def check_density(density: float, method: str) -> None:
-    """Refuse a TIES density outside (0, 1]."""
-    if not 0.0 < density <= 1.0:
-        raise ConfigError(
-            f"merge.options.density = {density} for {method}: must be in (0, 1]",
-            hint="the fraction of each task vector's entries TIES keeps, e.g. --option density=0.2",
-        )
 
 
 def all_vectors(ctx: MergeContext, keys: Sequence[str] = ENCODER_KEYS) -> list[StateDict]:
@@ -80,22 +69,10 @@ def target_head(ctx: MergeContext) -> StateDict:
     return add(select(ctx.theta0, HEAD_KEYS), select(ctx.target_vector, HEAD_KEYS))
 
 
-class _Fixed(MergeMethod):
+class _Fixed(FixedSpec, MergeMethod):
     """A fixed merged model: ``base + merged_vector`` on the ``merged`` tensors (the encoder by
     default), every other tensor the target model's own (``theta0 + tau_t``), as the reference's
     ``MergedModel`` fills the tensors it does not merge; or a new trained head (``head: trained``)."""
-
-    settings_class: ClassVar[type] = FixedSettings
-    files: ClassVar[Mapping[str, tuple[str, ...]]] = {"head.safetensors": ("pred_head",)}
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        s = self.settings(config)
-        if s.head == "trained" and s.merged != "encoder":
-            raise ConfigError(
-                f"{self.name}: head: trained replaces the head that merged: {s.merged} merges",
-                hint="drop --option head=trained, or use --option merged=encoder",
-            )
 
     @abc.abstractmethod
     def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
@@ -115,29 +92,15 @@ class _Fixed(MergeMethod):
         )
 
 
-class ModelAverage(_Fixed):
-    name = "model-avg"
-    description = "theta0 + mean of the target and source task vectors (= average of the models); target head"
-    reference = "Wortsman et al., Model soups, ICML 2022; STEPH paper baseline 'Model Avg.'"
+class ModelAverage(ModelAverageSpec, _Fixed):
+    """The model of :class:`~steph.merging.catalog.ModelAverageSpec`."""
 
     def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
         return mean(all_vectors(ctx, keys))
 
 
-class TaskArithmetic(_Fixed):
-    name = "task-arithmetic"
-    description = "theta0 + scale * sum of the task vectors (options.scale, default 0.3); target head"
-    reference = "Ilharco et al., Editing models with task arithmetic, ICLR 2023"
-    settings_class = TaskArithmeticSettings
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        s = self.settings(config)
-        check_coefficients(s.coefficients, n_sources, self.name)
-        if s.coefficients is not None and s.scale != TaskArithmeticSettings().scale:
-            raise ConfigError(
-                f"{self.name}: scale has no effect with coefficients", hint="drop --option scale"
-            )
+class TaskArithmetic(TaskArithmeticSpec, _Fixed):
+    """The model of :class:`~steph.merging.catalog.TaskArithmeticSpec`."""
 
     def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
         """``scale sum_j tau_j``, or ``sum_j c_j tau_j`` with ``coefficients``."""
@@ -147,60 +110,24 @@ class TaskArithmetic(_Fixed):
         return scale(weighted_sum(vectors, [1.0] * len(vectors)), s.scale)
 
 
-class Ties(_Fixed):
-    name = "ties"
-    description = "TIES-merging: trim (kthvalue, >=), elect sign, disjoint mean, times scale; target head"
-    reference = "Yadav et al., TIES-Merging, NeurIPS 2023"
-    settings_class = TiesSettings
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        check_density(self.settings(config).density, self.name)
+class Ties(TiesSpec, _Fixed):
+    """The model of :class:`~steph.merging.catalog.TiesSpec`."""
 
     def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
         s = self.settings(ctx.config)
         return scale(ties_merge(all_vectors(ctx, keys), keys=keys, density=s.density, reduce="mean"), s.scale)
 
 
-class IsoC(_Fixed):
-    name = "iso-c"
-    description = "Iso-C: sum of the task vectors with a flat spectrum (mean singular value), times scale"
-    reference = "Marczak et al., No Task Left Behind: Isotropic Model Merging, ICML 2025"
-    settings_class = ScaledSettings
+class IsoC(IsoCSpec, _Fixed):
+    """The model of :class:`~steph.merging.catalog.IsoCSpec`."""
 
     def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
         return scale(iso_merge(all_vectors(ctx, keys), keys, "iso-c"), self.settings(ctx.config).scale)
 
 
-class IsoCTS(_Fixed):
-    name = "iso-cts"
-    description = "Iso-CTS: common + task-specific singular subspaces with a flat spectrum, times scale"
-    reference = "Marczak et al., No Task Left Behind: Isotropic Model Merging, ICML 2025"
-    settings_class = IsoCtsSettings
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        check_fraction(self.settings(config).common_fraction, self.name)
+class IsoCTS(IsoCTSSpec, _Fixed):
+    """The model of :class:`~steph.merging.catalog.IsoCTSSpec`."""
 
     def merged_vector(self, ctx: MergeContext, keys: Sequence[str]) -> StateDict:
         s = self.settings(ctx.config)
         return scale(iso_merge(all_vectors(ctx, keys), keys, "iso-cts", s.common_fraction), s.scale)
-
-
-def check_fraction(fraction: float, method: str) -> None:
-    """Refuse an Iso-CTS common fraction outside [0, 1]."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ConfigError(
-            f"merge.options.common_fraction = {fraction} for {method}: must be in [0, 1]",
-            hint="e.g. --option common_fraction=0.8",
-        )
-
-
-def check_coefficients(coefficients: Sequence[float] | None, n_sources: int, method: str) -> None:
-    """Refuse per-vector coefficients whose count is not the number of task vectors, 1 + m."""
-    if coefficients is not None and len(coefficients) != n_sources + 1:
-        raise ConfigError(
-            f"{method}: {len(coefficients)} coefficients for {n_sources + 1} task vectors",
-            hint="give one per task vector, the target's first, then the sources in --sources order, "
-            "e.g. --option coefficients=[0.5,0.3,0.2]",
-        )

@@ -81,7 +81,7 @@ class Hypernetwork(nn.Module):
         chunk = patch_chunk_size()
         if 0 < chunk < x.shape[1]:
             return self._embed_chunked(x, mask, chunk, layer)
-        e = layer(x).relu()
+        e: Tensor = layer(x).relu()
         if mask is None:
             return e.mean(dim=1)
         m = mask.unsqueeze(-1).to(e.dtype)
@@ -89,7 +89,7 @@ class Hypernetwork(nn.Module):
 
     @staticmethod
     def _embed_sum(x: Tensor, mask: Tensor | None, layer: nn.Linear) -> Tensor:
-        e = layer(x).relu()
+        e: Tensor = layer(x).relu()
         return (e if mask is None else e * mask.unsqueeze(-1).to(e.dtype)).sum(dim=1)
 
     def _embed_chunked(self, x: Tensor, mask: Tensor | None, chunk: int, layer: nn.Linear) -> Tensor:

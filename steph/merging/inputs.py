@@ -15,16 +15,16 @@ from ..config.merge import MergeConfig
 from ..config.project import project_cancers
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
 from ..layout import normalize_cancer
-from ..records import TaskVectorRecord
-from ..task_vectors import StateDict, imported_cancers, load_task_vector
-from ..theta0 import Theta0
-from .base import MergeMethod
-from .registry import MERGE_METHODS
+from ..records import IMPORTED, TaskVectorRecord
+from .registry import MERGE_METHODS, method_spec
 from .settings import check_block, fold_block, unknown_block
+from .spec import MethodSpec
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
     from ..layout import ProjectLayout
+    from ..task_vectors import StateDict
+    from ..theta0 import Theta0
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,19 @@ def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -
     return sources
 
 
+def imported_cancers(layout: ProjectLayout) -> list[str]:
+    """Cancers whose task vectors were brought in by ``stephctl import-sources`` (a fold's record
+    names its bundle under :data:`~steph.records.IMPORTED`)."""
+    found = []
+    for cancer in layout.task_vector_cancers():
+        if any(
+            IMPORTED in TaskVectorRecord.read(layout.task_vector_meta(cancer, k)).extra
+            for k in layout.task_vector_folds(cancer)
+        ):
+            found.append(cancer)
+    return found
+
+
 def target_folds(layout: ProjectLayout, target: str, folds: Sequence[int] | None) -> list[int]:
     """``folds``, or every fold of the target with a task vector.
 
@@ -173,7 +186,7 @@ def check_task_vectors(layout: ProjectLayout, needed: Sequence[tuple[str, int]],
         )
 
 
-def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> list[MergeMethod]:
+def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> list[MethodSpec]:
     """The methods to run (``merge.method`` when none given), validated against the registry and
     against the settings in ``merge.options``.
 
@@ -183,12 +196,12 @@ def requested_methods(config: ProjectConfig, methods: Sequence[str] | None) -> l
             none of the requested methods reads (names the methods that do, if any).
     """
     names = list(dict.fromkeys(methods or [config.merge.method]))
-    chosen = [MERGE_METHODS.get(name) for name in names]
+    chosen = [method_spec(name) for name in names]
     check_blocks(config.merge)
     accepted = {key for m in chosen for key in m.setting_names()}
     unknown = [key for key in config.merge.options if key not in accepted]
     for key in unknown:
-        users = [n for n, m in MERGE_METHODS.items() if key in m.setting_names()]
+        users = [n for n in MERGE_METHODS.names() if key in method_spec(n).setting_names()]
         if users:
             raise ConfigError(
                 f"merge.{key} is set to {config.merge.options[key]!r} but no requested method uses it "
@@ -214,10 +227,10 @@ def check_blocks(merge: MergeConfig) -> None:
     for name, block in merge.per_method.items():
         if name not in MERGE_METHODS:
             raise unknown_block(name, MERGE_METHODS.names())
-        check_block(name, MERGE_METHODS.get(name).settings_class, block)
+        check_block(name, method_spec(name).settings_class, block)
 
 
-def for_method(merge: MergeConfig, method: MergeMethod) -> MergeConfig:
+def for_method(merge: MergeConfig, method: MethodSpec) -> MergeConfig:
     """``merge`` as seen by one method: its own block ``merge.<name>`` folded in, options it does
     not declare dropped (several methods in one command share ``merge.options``)."""
     merge = fold_block(merge, method.name)
@@ -231,6 +244,8 @@ def load_inputs(
     layout: ProjectLayout, target: str, fold: int, sources: Sequence[str], source_fold: int, theta0: Theta0
 ) -> MergeInputs:
     """Load (and hash-check) the target's fold-``fold`` vector and each source's ``source_fold`` one."""
+    from ..task_vectors import load_task_vector
+
     target_vector, target_record = load_task_vector(layout, target, fold)
     hashes = {vector_key(target, fold): str(target_record.sha256)}
     vectors: list[StateDict] = []

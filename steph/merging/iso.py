@@ -45,10 +45,16 @@ def is_matrix(key: str, tensor: Tensor) -> bool:
     return tensor.ndim == 2 and "weight" in key
 
 
+def _svd(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The thin SVD ``x = U diag(s) V^T`` as ``(U, s, V^T)``."""
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    return u, s, vh
+
+
 def iso_c(matrices: Sequence[Tensor]) -> Tensor:
     """``mean(s) U V^T`` of the SVD of the sum of ``matrices``."""
     total = torch.stack(list(matrices)).sum(dim=0).double()
-    u, s, vh = torch.linalg.svd(total, full_matrices=False)
+    u, s, vh = _svd(total)
     return (s.mean() * (u @ vh)).to(matrices[0].dtype)
 
 
@@ -81,7 +87,7 @@ def iso_cts_copies(delta: Tensor, copies: int, fraction: float = 0.8) -> Tensor:
     ``T = 1`` it is Iso-C of ``delta``.
     """
     x = delta.double()
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    u, s, vh = _svd(x)
     r = s.shape[0]
     k = common_size(r, copies, fraction)
     n = (r - k) // copies
@@ -102,21 +108,25 @@ def iso_cts_stacked(matrices: Sequence[Tensor], fraction: float = 0.8) -> Tensor
     not unique when two tasks are identical (:func:`iso_cts_copies`)."""
     tasks = [m.double() for m in matrices]
     total = torch.stack(tasks).sum(dim=0)
-    u, s, vh = torch.linalg.svd(total, full_matrices=False)
+    u, s, vh = _svd(total)
     r = s.shape[0]
     k = common_size(r, len(tasks), fraction)
     n = (r - k) // len(tasks)
     u_k, s_k, vh_k = u[:, :k], s[:k], vh[:k]
-    us, ss, vs = [], [], []
+    us: list[Tensor] = []
+    ss: list[Tensor] = []
+    vs: list[Tensor] = []
     for delta in tasks:
         rest = delta - u_k @ (u_k.T @ delta)
-        u_j, s_j, vh_j = torch.linalg.svd(rest, full_matrices=False)
-        us.append(u_j[:, :n]), ss.append(s_j[:n]), vs.append(vh_j[:n])
+        u_j, s_j, vh_j = _svd(rest)
+        us.append(u_j[:, :n])
+        ss.append(s_j[:n])
+        vs.append(vh_j[:n])
     big_u = torch.cat([*us, u_k], dim=1)
     big_s = torch.cat([*ss, s_k])
     big_vh = torch.cat([*vs, vh_k], dim=0)
-    pu, _, qu = torch.linalg.svd(big_u, full_matrices=False)
-    pv, _, qv = torch.linalg.svd(big_vh, full_matrices=False)
+    pu, _, qu = _svd(big_u)
+    pv, _, qv = _svd(big_vh)
     return (big_s.mean() * ((pu @ qu) @ (pv @ qv))).to(matrices[0].dtype)
 
 

@@ -43,7 +43,7 @@ class MergedPredictor(nn.Module):
         self.last_extras: dict[str, Tensor] = {}
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        out = self.model(x, mask)
+        out: Tensor | ModelOutput = self.model(x, mask)
         if isinstance(out, ModelOutput):
             self.last_extras = out.extras
             return out.logits

@@ -37,6 +37,9 @@ class VectorStack(nn.Module):
     with one matrix product.
     """
 
+    base: Tensor
+    vectors: Tensor
+
     def __init__(
         self,
         theta0: Mapping[str, Tensor],
@@ -93,4 +96,5 @@ class FrozenEncoderHead(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         z = encode(self.encoder.as_dict(), x, mask, dropout=self.dropout, training=self.training)
-        return self.pred_head(z)
+        logits: Tensor = self.pred_head(z)
+        return logits

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..fileio import splice_between
-from .base import MergeMethod
 from .settings import describe_settings
+from .spec import MethodSpec
 
 BEGIN = "<!-- BEGIN GENERATED: python -m steph.merging.reference docs/merge.md -->"
 END = "<!-- END GENERATED -->"
@@ -22,12 +22,12 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|")
 
 
-def settings_markdown(methods: Sequence[MergeMethod] | None = None) -> str:
+def settings_markdown(methods: Sequence[MethodSpec] | None = None) -> str:
     """The tables of ``methods`` (default: the built-in ones, in their registration order)."""
     if methods is None:
-        from .builtin import BUILTIN_METHODS
+        from .catalog import BUILTIN
 
-        methods = [cls() for cls in BUILTIN_METHODS]
+        methods = [spec() for spec, _ in BUILTIN]
     lines: list[str] = []
     for method in methods:
         rows = describe_settings(method.settings_class, method.name)

@@ -23,19 +23,17 @@ same result). Only the router, the experts and the head then run per step.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from ..config.merge import MergeConfig
-from ..errors import ConfigError
-from ..models.abmil import ENCODER_KEYS, GatedAttention, encode
+from ..models.abmil import ENCODER_KEYS, GatedAttention, encode, encoder_parameters
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
 from ..training.memo import memoized
 from .base import MergeContext, MergeMethod, Table
-from .method_settings import RouPKTSettings
+from .catalog import RouPKTSpec
 from .modules import FrozenState
 
 
@@ -49,8 +47,7 @@ class MILEncoder(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        params = dict(self.named_parameters())
-        return encode(params, x, mask, dropout=self.dropout, training=self.training)
+        return encode(encoder_parameters(self), x, mask, dropout=self.dropout, training=self.training)
 
 
 class RouPKTModel(nn.Module):
@@ -84,7 +81,9 @@ class RouPKTModel(nn.Module):
     @torch.no_grad()
     def embeddings(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``[B, E, dim_emb]``: each frozen encoder's bag embedding (no dropout)."""
-        return torch.stack([encode(f.as_dict(), x, mask, training=False) for f in self.frozen], dim=1)  # type: ignore[union-attr]
+        # nn.ModuleList is not generic: its items are typed Module, these are FrozenState
+        frozen = cast("list[FrozenState]", list(self.frozen))
+        return torch.stack([encode(f.as_dict(), x, mask, training=False) for f in frozen], dim=1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         emb = memoized("roupkt.experts", lambda: self.embeddings(x, mask))
@@ -100,25 +99,8 @@ class RouPKTModel(nn.Module):
         return ModelOutput(logits, aux, {"p": probs.detach()})
 
 
-class RouPKT(MergeMethod):
-    name = "roupkt"
-    description = "representation transfer: router picks top-k of the frozen target + source ABMIL embeddings"
-    reference = "Liu et al., CROPKT (ROUPKT baseline); github.com/liupei101/CROPKT"
-    settings_class: ClassVar[type] = RouPKTSettings
-    files: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "router.safetensors": ("router", "gate"),
-        "experts.safetensors": ("experts",),
-        "head.safetensors": ("pred_head",),
-    }
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        top_k = self.settings(config).top_k
-        if top_k > n_sources + 1:
-            raise ConfigError(
-                f"top-k is {top_k} but roupkt has only {n_sources + 1} experts (target + {n_sources} sources)",
-                hint=f"lower it with --top-k {n_sources + 1} or add sources",
-            )
+class RouPKT(RouPKTSpec, MergeMethod):
+    """The model of :class:`~steph.merging.catalog.RouPKTSpec`."""
 
     def expert_names(self, ctx: MergeContext) -> list[str]:
         return [ctx.target, *ctx.source_names]

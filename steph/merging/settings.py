@@ -191,3 +191,15 @@ def doc(help: str, *, flag: str | None = None, **metadata: Any) -> dict[str, Any
     """A settings field's metadata: ``field(default=0.2, metadata=doc("fraction kept by TIES"))``;
     ``flag`` (its help) gives the setting a ``stephctl merge`` flag of its own."""
     return {"help": help, **({"flag": flag} if flag is not None else {}), **metadata}
+
+
+def check_search(merge: MergeConfig) -> None:
+    """Refuse gamma_grid / inner_folds set without gamma: auto (they would be ignored)."""
+    defaults = MergeConfig()
+    blocks = [merge.options, *merge.per_method.values()]
+    auto = any(block.get("gamma") == AUTO for block in blocks)
+    if not auto and (merge.gamma_grid != defaults.gamma_grid or merge.inner_folds != defaults.inner_folds):
+        raise ConfigError(
+            "merge.gamma_grid and merge.inner_folds are only used with gamma: auto",
+            hint="add --gamma auto, or drop them",
+        )

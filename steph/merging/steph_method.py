@@ -35,20 +35,19 @@ false``: m + 1 mixtures).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..config.merge import MergeConfig
-from ..errors import ConfigError
+from ..layout import COEFFICIENTS_FILE
 from ..models.abmil import bag_count, encode
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
+from .catalog import StephSpec
 from .hypernet import Hypernetwork
 from .method_settings import StephSettings
 from .modules import VectorStack
-from .settings import fold_block
 
 _DEFAULTS = StephSettings()
 
@@ -148,7 +147,10 @@ class StephModel(nn.Module):
         aggregation = torch.logsumexp(w, dim=1).square()
         if self.settings.sparse:
             aggregation = aggregation + (w * sel).sum(dim=1) / n_sel
-        loss = self.settings.gamma * aggregation.mean()
+        gamma = self.settings.gamma
+        if isinstance(gamma, str):  # "auto" is replaced by its chosen value before a model is built
+            raise ValueError("gamma 'auto' reached training unresolved (steph.merging.autotune chooses it)")
+        loss = gamma * aggregation.mean()
         if self.settings.learns_lambda:
             loss = loss + self.settings.beta * ((lam.square() * sel).sum(dim=1) / n_sel).mean()
         return loss
@@ -163,82 +165,8 @@ class StephModel(nn.Module):
         return ModelOutput(self.pred_head(z), self.regulariser(w, lam, selected), extras)
 
 
-class Steph(MergeMethod):
+class Steph(StephSpec, MergeMethod):
     """STEPH, with the paper's ablations as options."""
-
-    name = "steph"
-    description = (
-        "Sparse task-vector mixup with hypernetworks: per-WSI top-k mixture of target/source task vectors"
-    )
-    reference = "Liu et al., STEPH, CVPR 2026 (arXiv 2603.10526); github.com/liupei101/STEPH"
-    settings_class: ClassVar[type] = StephSettings
-    files: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "hypernet.safetensors": ("hypernet", "global_w", "global_r"),
-        "head.safetensors": ("pred_head",),
-    }
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        config = fold_block(config, self.name)  # merge.steph: {...} wins over merge.options
-        s, given = self.settings(config), config.options
-        m = n_sources + 1 if s.target_as_source else n_sources
-        if s.sparse and s.top_k > m:
-            raise ConfigError(
-                f"top-k is {s.top_k} but only {n_sources} source cancer(s) are available"
-                + (" (+ the target with target_as_source)" if s.target_as_source else ""),
-                hint=f"lower it with --top-k {m} (or add sources, or use --no-sparse)",
-            )
-        if s.fixed_lambdas is not None and (s.mix != "fixed" or len(s.fixed_lambdas) != m):
-            raise ConfigError(
-                f"fixed_lambdas needs mix: fixed and one lambda per mixture ({m}), got {s.fixed_lambdas}",
-                hint="e.g. --mix fixed --option fixed_lambdas=["
-                + ",".join(["0.5"] * m)
-                + "]"
-                + " (the sources in --sources order; the target first with target_as_source)",
-            )
-        if s.fixed_lambdas is not None and s.fixed_lambda != _DEFAULTS.fixed_lambda:
-            raise ConfigError("fixed_lambda has no effect with fixed_lambdas", hint="drop --fixed-lambda")
-        if s.mix != "fixed" and s.fixed_lambda != _DEFAULTS.fixed_lambda:
-            raise ConfigError("merge.fixed_lambda is only used with mix: fixed", hint="add --mix fixed")
-        if s.mix == "fixed" and s.beta != _DEFAULTS.beta:
-            raise ConfigError(
-                "merge.beta has no effect when lambda is fixed (mix: fixed)", hint="drop --beta"
-            )
-        if not s.sparse and given.get("top_k") is not None:
-            raise ConfigError(
-                "merge.top_k has no effect with sparse: false", hint="drop --top-k or --no-sparse"
-            )
-
-    def run_name(self, config: MergeConfig) -> str:
-        """``steph`` plus ``-fixed-lambda<v>`` / ``-global-lambda``, ``-global-w``, ``-dense``,
-        ``-top<k>``, ``-gamma<g>``, ``-beta<b>``, ``-clamp``, ``-target-as-source`` ... for every
-        setting away from the paper's defaults."""
-        s, parts = self.settings(config), [self.name]
-        if s.mix == "fixed" and s.fixed_lambdas is not None:
-            parts.append("fixed-lambdas-" + "-".join(f"{v:g}" for v in s.fixed_lambdas))
-        elif s.mix == "fixed":
-            parts.append(f"fixed-lambda{s.fixed_lambda:g}")
-        elif s.mix in ("global", "fnn"):
-            parts.append(f"{s.mix}-lambda")
-        if s.weights == "global":
-            parts.append("global-w")
-        if not s.sparse:
-            parts.append("dense")
-        elif s.top_k != _DEFAULTS.top_k:
-            parts.append(f"top{s.top_k}")
-        if s.gamma != _DEFAULTS.gamma:
-            parts.append("gamma-auto" if s.gamma == "auto" else f"gamma{s.gamma:g}")
-        if s.beta != _DEFAULTS.beta:
-            parts.append(f"beta{s.beta:g}")
-        if s.output != _DEFAULTS.output:
-            parts.append(f"output-{s.output}")
-        if s.base != _DEFAULTS.base:
-            parts.append(f"base-{s.base}")
-        if s.clamp_weights:
-            parts.append("clamp")
-        if s.target_as_source:
-            parts.append("target-as-source")
-        return "-".join(parts)
 
     def build(self, ctx: MergeContext) -> StephModel:
         return StephModel(
@@ -263,4 +191,4 @@ class Steph(MergeMethod):
         for b, pid in enumerate(ids):
             for i, source in enumerate(names):
                 rows.append([pid, source, float(w[b, i]), float(lam[b, i]), int(sel[b, i] > 0)])
-        return {"coefficients.csv": (["patient_id", "source", "w", "lambda", "selected"], rows)}
+        return {COEFFICIENTS_FILE: (["patient_id", "source", "w", "lambda", "selected"], rows)}

@@ -29,20 +29,18 @@ are trained jointly with SurvMLE on the target's training split.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..config.merge import MergeConfig
-from ..errors import ConfigError
 from ..models.abmil import ENCODER_KEYS, bag_count, encode
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
 from .adamerging import AdaMerging, AdaMergingModel, coefficient_regulariser
 from .base import MergeContext
 from .baselines import base_encoder
-from .method_settings import SurgerySettings
+from .catalog import SurgeryAdaMergingSpec
 from .modules import FrozenState
 
 
@@ -56,7 +54,8 @@ class Surgery(nn.Module):
         nn.init.zeros_(self.up.weight)
 
     def forward(self, z: Tensor) -> Tensor:
-        return z - self.up(self.down(z).relu())
+        correction: Tensor = self.up(self.down(z).relu())
+        return z - correction
 
 
 def alignment_loss(z_hat: Tensor, z_target: Tensor) -> Tensor:
@@ -95,27 +94,8 @@ class SurgeryModel(AdaMergingModel):
         return ModelOutput(self.pred_head(z_hat), aux, extras)
 
 
-class SurgeryAdaMerging(AdaMerging):
-    name = "surgery-adamerging"
-    description = (
-        "AdaMerging + representation surgery z - W_u ReLU(W_d z) aligned to the target model's embedding"
-    )
-    reference = "Yang et al., Representation Surgery, ICML 2024; STEPH paper baseline 'Surgery AM'"
-    settings_class: ClassVar[type] = SurgerySettings
-    files: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "coefficients.safetensors": ("coefficients", "hypernet"),
-        "surgery.safetensors": ("surgery",),
-        "head.safetensors": ("pred_head",),
-    }
-
-    def check(self, config: MergeConfig, n_sources: int) -> None:
-        super().check(config, n_sources)
-        s = self.settings(config)
-        if s.rank < 1 or s.align_weight < 0:
-            raise ConfigError(
-                f"{self.name}: rank must be >= 1 and align_weight >= 0 (got {s.rank}, {s.align_weight})",
-                hint="e.g. --option rank=16 --option align_weight=1.0",
-            )
+class SurgeryAdaMerging(SurgeryAdaMergingSpec, AdaMerging):
+    """The model of :class:`~steph.merging.catalog.SurgeryAdaMergingSpec`."""
 
     def build(self, ctx: MergeContext) -> SurgeryModel:
         s = self.settings(ctx.config)

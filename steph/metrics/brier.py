@@ -16,7 +16,7 @@ IBS_POINTS = 100
 
 def ibs_times(
     time: ArrayLike, *, quantiles: tuple[float, float] = IBS_QUANTILES, points: int = IBS_POINTS
-) -> NDArray:
+) -> NDArray[np.float64]:
     """The integration grid: ``points`` equally spaced times between two quantiles of ``time``.
 
     The default 10th-90th percentile range avoids the first days, where nobody has had an event

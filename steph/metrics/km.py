@@ -39,12 +39,17 @@ class StepFunction:
         return out
 
 
-def _counts(time: NDArray[np.float64], event: NDArray[np.bool_]) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+def _counts(
+    time: NDArray[np.float64], event: NDArray[np.bool_]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Unique times with the number of events, censorings and patients at risk at each."""
     uniq, inverse = np.unique(time, return_inverse=True)
-    n_events = np.bincount(inverse, weights=event.astype(np.float64), minlength=uniq.size)
+    # with weights, bincount counts in float64 (numpy's stubs say an integer array); no copy here
+    n_events = np.asarray(
+        np.bincount(inverse, weights=event.astype(np.float64), minlength=uniq.size), np.float64
+    )
     n_total = np.bincount(inverse, minlength=uniq.size).astype(np.float64)
-    at_risk = time.size - np.concatenate([[0.0], np.cumsum(n_total)[:-1]])
+    at_risk: NDArray[np.float64] = time.size - np.concatenate([[0.0], np.cumsum(n_total)[:-1]])
     return uniq, n_events, n_total - n_events, at_risk
 
 
@@ -76,7 +81,7 @@ def kaplan_meier(time: ArrayLike, event: ArrayLike, *, reverse: bool = False) ->
     if reverse:
         d, n = c, n - d
     ratio = np.divide(d, n, out=np.zeros_like(d), where=d != 0)
-    return StepFunction(uniq, np.cumprod(1.0 - ratio))
+    return StepFunction(uniq, np.cumprod(1.0 - ratio, dtype=np.float64))
 
 
 def censoring_survival(time: ArrayLike, event: ArrayLike) -> StepFunction:

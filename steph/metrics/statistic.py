@@ -24,8 +24,9 @@ from numpy.typing import ArrayLike, NDArray
 class Statistic(Protocol):
     """A metric that can be evaluated on the sample and on bootstrap multiplicities."""
 
-    reason: str
-    """Why the metric is undefined on the full sample ("" when it is defined)."""
+    @property
+    def reason(self) -> str:
+        """Why the metric is undefined on the full sample ("" when it is defined)."""
 
     def estimate(self) -> float:
         """The value on the full sample (NaN when undefined)."""
@@ -89,7 +90,8 @@ def comparable_pairs(time: ArrayLike, event: ArrayLike) -> NDArray[np.bool_]:
     e = np.asarray(event).astype(bool).ravel()
     later = t[:, None] < t[None, :]
     tied_censored = (t[:, None] == t[None, :]) & ~e[None, :]
-    return e[:, None] & (later | tied_censored)
+    pairs: NDArray[np.bool_] = e[:, None] & (later | tied_censored)
+    return pairs
 
 
 def concordance_scores(risk: ArrayLike, *, tied_tol: float = 1e-8) -> NDArray[np.float64]:

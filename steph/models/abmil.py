@@ -46,7 +46,8 @@ import itertools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,8 @@ _ATTENTION_SINK: ContextVar[list[Tensor] | None] = ContextVar("abmil_attention_s
 _PATCH_CHUNK: ContextVar[int] = ContextVar("abmil_patch_chunk", default=0)
 
 
-class Segments(NamedTuple):
+@dataclass(frozen=True)
+class Segments:
     """B bags laid end to end in N rows: ``sizes`` (Python ints), ``index [N]`` (the bag of each
     row, int64) and ``ends [B]`` (cumulative sizes, int32, the offsets of ``grouped_mm``), both
     on the rows' device. Built once per pack (:func:`segments`), where the pack is staged, so that
@@ -89,10 +91,9 @@ def segments(sizes: Sequence[int], device: torch.device | str = "cpu") -> Segmen
     sizes = tuple(int(k) for k in sizes)
     if not sizes or min(sizes) < 1:
         raise ValueError(f"packed bags need at least one patch each, got sizes {sizes}")
-    lengths = torch.tensor(sizes, dtype=torch.long)
-    index = torch.repeat_interleave(torch.arange(len(sizes)), lengths)
-    ends = lengths.cumsum(0).to(torch.int32)
-    return Segments(sizes, index.to(device), ends.to(device))
+    ends = torch.tensor(list(itertools.accumulate(sizes)), dtype=torch.long)
+    index = torch.searchsorted(ends, torch.arange(sum(sizes)), right=True)
+    return Segments(sizes, index.to(device), ends.to(device, torch.int32))
 
 
 _SEGMENTS: ContextVar[Segments | None] = ContextVar("abmil_segments", default=None)
@@ -132,14 +133,15 @@ class ABMIL(nn.Module):
         self.pred_head = nn.Linear(dim_emb, time_bins)
 
     def encoder_params(self) -> dict[str, Tensor]:
-        return {k: v for k, v in self.named_parameters() if k in ENCODER_KEYS}
+        return encoder_parameters(self)
 
     def embed(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Attention-pooled bag embedding ``z`` of shape ``[B, dim_emb]``."""
         return encode(self.encoder_params(), x, mask, dropout=self.dropout, training=self.training)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.pred_head(self.embed(x, mask))
+        logits: Tensor = self.pred_head(self.embed(x, mask))
+        return logits
 
     def architecture(self) -> dict[str, int | float]:
         return {
@@ -149,6 +151,26 @@ class ABMIL(nn.Module):
             "time_bins": self.time_bins,
             "dropout": self.dropout,
         }
+
+
+class ABMILEncoder(Protocol):
+    """A module with ABMIL's encoder layers: ``feat_proj`` (Linear, ReLU) and ``attention_net``."""
+
+    feat_proj: nn.Sequential
+    attention_net: GatedAttention
+
+
+def encoder_parameters(module: ABMILEncoder) -> dict[str, Tensor]:
+    """The :data:`ENCODER_KEYS` parameters of a module with ABMIL's ``feat_proj`` and
+    ``attention_net``, read off its attributes (``named_parameters()`` walks every submodule, and
+    took about a fifth of a tiny model's training step)."""
+    attention = module.attention_net
+    # nn.Sequential's items are typed Module: the first of each of these is a Linear
+    proj = cast(nn.Linear, module.feat_proj[0])
+    a, b = cast(nn.Linear, attention.attention_a[0]), cast(nn.Linear, attention.attention_b[0])
+    c = attention.attention_c
+    values = (proj.weight, proj.bias, a.weight, a.bias, b.weight, b.bias, c.weight, c.bias)
+    return dict(zip(ENCODER_KEYS, values, strict=True))
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments | None = None) -> Tensor:
@@ -190,11 +212,11 @@ def _segment_linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments) -> T
     width 1 as a row-wise dot product with each row's gathered weight, accumulated in fp32."""
     if weight.shape[1] == 1:
         w = weight[:, 0, :].index_select(0, seg.index)
-        y = (x.float() * w.float()).sum(dim=-1, keepdim=True) + bias.index_select(0, seg.index).float()
-        return y.to(_compute_dtype(x))
+        dot = (x.float() * w.float()).sum(dim=-1, keepdim=True) + bias.index_select(0, seg.index).float()
+        return dot.to(_compute_dtype(x))
     global _GROUPED_FAILED
     dtype = _compute_dtype(x)
-    y = None
+    y: Tensor | None = None
     if _grouped_kernel(x, weight, dtype):
         try:
             y = F.grouped_mm(x.to(dtype), weight.to(dtype).transpose(1, 2), offs=seg.ends)
@@ -202,7 +224,9 @@ def _segment_linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments) -> T
             _GROUPED_FAILED = True
             log.warning("grouped matrix product unavailable on %s (%s): per-bag products", x.device, exc)
     if y is None:
-        y = torch.cat([F.linear(xb, wb) for xb, wb in zip(x.split(seg.sizes), weight, strict=True)])
+        y = torch.cat(
+            [F.linear(xb, wb) for xb, wb in zip(x.split_with_sizes(seg.sizes), weight, strict=True)]
+        )
     return y + bias.index_select(0, seg.index).to(y.dtype)
 
 
@@ -434,16 +458,29 @@ def capture_attention() -> Iterator[list[Tensor]]:
         _ATTENTION_SINK.reset(token)
 
 
-def create_abmil(dim_in: int, model_config: object | None = None) -> ABMIL:
+class Architecture(Protocol):
+    """The widths :func:`create_abmil` reads (:class:`steph.config.ModelConfig` has them)."""
+
+    @property
+    def dim_emb(self) -> int: ...
+    @property
+    def dim_attn(self) -> int: ...
+    @property
+    def dropout(self) -> float: ...
+    @property
+    def time_bins(self) -> int: ...
+
+
+def create_abmil(dim_in: int, model_config: Architecture | None = None) -> ABMIL:
     """Build an ABMIL from a :class:`steph.config.ModelConfig` (or defaults)."""
     if model_config is None:
         return ABMIL(dim_in)
     return ABMIL(
         dim_in,
-        dim_emb=model_config.dim_emb,  # type: ignore[attr-defined]
-        dim_attn=model_config.dim_attn,  # type: ignore[attr-defined]
-        dropout=model_config.dropout,  # type: ignore[attr-defined]
-        time_bins=model_config.time_bins,  # type: ignore[attr-defined]
+        dim_emb=model_config.dim_emb,
+        dim_attn=model_config.dim_attn,
+        dropout=model_config.dropout,
+        time_bins=model_config.time_bins,
     )
 
 

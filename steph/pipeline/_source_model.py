@@ -22,14 +22,14 @@ from torch import nn
 from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
 from ..errors import DataError
-from ..fileio import write_json, write_text
+from ..fileio import write_text
 from ..layout import CANCER_SPECIFIC
 from ..logs import run_log
 from ..metrics.harrell import harrell_c
 from ..models.abmil import architecture_of, create_abmil
 from ..predictions import format_c, write_predictions
 from ..progress import NULL_PROGRESS, Progress
-from ..records import ModelRecord
+from ..records import MetricsRecord, ModelRecord
 from ..survival import SurvivalTargets, risk_score
 from ..theta0 import Theta0, versions
 from ..training.loop import FitSettings, fit, predict
@@ -201,7 +201,8 @@ def write_outputs(
     history = extra.get("history")
     if history:  # the last epoch's test C-index is the final one
         history[-1]["test_c_index"] = metrics["c_index"]
-    write_json(layout.model_metrics(cancer, fold), {**metrics, **extra})
+    path = layout.model_metrics(cancer, fold)
+    MetricsRecord.from_json({**metrics, **extra}, str(path)).write(path)
     return Written(metrics, weights_sha, architecture_of(state))
 
 

@@ -30,12 +30,12 @@ from ..extractors import Encoder, create_encoder, get_encoder_spec
 from ..fileio import read_csv, write_csv, write_text
 from ..layout import ProjectLayout
 from ..locks import LockInfo, hold, lock_path_for, read_lock
-from ..locks import clear_stale_locks as clear_locks
 from ..logs import run_log
 from ..progress import NULL_PROGRESS, Progress
 from ..report import StageReport, Status
 from ..runtime import resolve_device
 from ..slides.manifest import SlideEntry, read_manifest, read_selection, resolve_shard, select, shard
+from ..units import Outcome, StopRun, UnitLock, WorkUnit, run_units
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,32 @@ def select_slides(
     return SlideShard(shard(entries, n, i), n, i, manifest)
 
 
+@dataclass(frozen=True)
+class SlideUnit(WorkUnit):
+    """One slide of a shard: done when its feature file is complete
+    (:func:`~steph.extraction.h5format.is_complete`); a manifest row with a problem has no
+    output and fails with it."""
+
+    entry: SlideEntry | None = None
+
+    @property
+    def done(self) -> bool:
+        return bool(self.outputs) and is_complete(self.outputs[0])
+
+
+def slide_units(layout: ProjectLayout, encoder: str, entries: Sequence[SlideEntry]) -> list[SlideUnit]:
+    """The slides of a shard as units (key: the slide id, or ``row N`` of a bad manifest row)."""
+    return [
+        SlideUnit(
+            STAGE,
+            e.slide_id or f"row {e.row}",
+            () if e.problem is not None else (layout.own_features(encoder, e.slide_id),),
+            entry=e,
+        )
+        for e in entries
+    ]
+
+
 def extract_features(
     layout: ProjectLayout,
     config: ProjectConfig,
@@ -92,10 +118,11 @@ def extract_features(
     num_shards: int | None = None,
     shard_index: int | None = None,
     overwrite: bool = False,
-    clear_stale_locks: bool = False,
     progress: Progress = NULL_PROGRESS,
 ) -> StageReport:
-    """Extract patch features of the selected slides with ``config.encoder``.
+    """Extract patch features of the selected slides with ``config.encoder``: each slide of the
+    shard is a unit of :func:`~steph.units.run_units` (:class:`SlideWorker`), the next one
+    prepared in the background while one encodes.
 
     Raises:
         UnknownNameError: unknown encoder (the known ones are listed).
@@ -110,9 +137,6 @@ def extract_features(
     out_dir = layout.features_dir(spec.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = StageReport(STAGE)
-    if clear_stale_locks:
-        for info in clear_locks(out_dir):
-            log.warning("removed stale lock %s (%s)", info.path, info.describe())
     stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-shard{selection.shard_index}of{selection.num_shards}-pid{os.getpid()}"
     log_path = layout.extract_log(spec.name, stamp)
     with run_log(log_path):
@@ -125,26 +149,34 @@ def extract_features(
             selection.manifest,
             spec.name,
         )
-        runner = _Runner(layout, config, device=device, overwrite=overwrite, progress=progress)
-        progress.start("slides", len(selection.entries), unit="slides")
+        units = slide_units(layout, spec.name, selection.entries)
         try:
             with SlidesAhead(config.extract) as ahead:
-                entries = selection.entries
-                for i, entry in enumerate(entries):
-                    runner.run(entry, report, ahead=ahead, upcoming=entries[i + 1 :])
-                    progress.advance("slides", 1, slide=entry.slide_id)
+                worker = SlideWorker(
+                    layout, config, device=device, ahead=ahead, progress=progress, overwrite=overwrite
+                )
+                run_units(
+                    STAGE,
+                    units,
+                    worker,
+                    overwrite=overwrite,
+                    progress=progress,
+                    label="slides",
+                    unit_name="slides",
+                    look_ahead=worker.look_ahead,
+                    into=report,
+                )
         finally:
-            progress.finish("slides")
             _update_failures(layout.extract_failures(spec.name), report, selection.entries)
     total = sum(int(item.details.get("n_patches", 0)) for item in report.items if item.status is Status.DONE)
     report.outputs.update(
         {
             "features_dir": str(out_dir),
             "encoder": spec.name,
-            "encoder_weights": runner.encoder.weights_identity if runner.encoder else spec.default_weights,
+            "encoder_weights": worker.encoder.weights_identity if worker.encoder else spec.default_weights,
             "shard": f"{selection.shard_index}/{selection.num_shards}",
             "patches": total,
-            "patches_per_s": round(total / max(runner.busy_s, 1e-9), 1) if total else 0.0,
+            "patches_per_s": round(total / max(worker.busy_s, 1e-9), 1) if total else 0.0,
             "failures_csv": str(layout.extract_failures(spec.name)),
             "log": str(log_path),
         }
@@ -152,12 +184,17 @@ def extract_features(
     return report
 
 
-class _Runner:
-    """Processes slides one by one; builds the encoder on the first slide that needs it.
+RUN_LEVEL = (EncoderUnavailableError, ConsistencyError, ConfigError)
+"""Errors that stop extraction instead of failing one slide: every slide would fail the same way."""
+
+
+class SlideWorker:
+    """Extracts one slide; builds the encoder on the first slide that needs it.
 
     While a slide encodes, the next slide that will be processed (no manifest problem, output
-    not complete, no lock of another task) is prepared in the background (:class:`SlidesAhead`);
-    its lock is still taken, and its completeness checked again, when its turn comes.
+    not complete, no lock of another task) is prepared in the background (:class:`SlidesAhead`,
+    told the slides to come by :meth:`look_ahead`); its lock is still taken, and its
+    completeness checked again, when its turn comes.
     """
 
     def __init__(
@@ -166,16 +203,19 @@ class _Runner:
         config: ProjectConfig,
         *,
         device: torch.device,
-        overwrite: bool,
+        ahead: SlidesAhead,
         progress: Progress,
+        overwrite: bool = False,
     ) -> None:
         self.layout = layout
         self.device = device
         self.config = config
-        self.overwrite = overwrite
+        self.ahead = ahead
         self.progress = progress
+        self.overwrite = overwrite
         self.encoder: Encoder | None = None
         self.busy_s = 0.0
+        self.upcoming: Sequence[SlideUnit] = ()
 
     def _encoder(self) -> Encoder:
         if self.encoder is None:
@@ -196,115 +236,96 @@ class _Runner:
             )
         return self.encoder
 
-    def run(
-        self,
-        entry: SlideEntry,
-        report: StageReport,
-        *,
-        ahead: SlidesAhead,
-        upcoming: Sequence[SlideEntry] = (),
-    ) -> None:
-        if entry.problem is not None:
-            report.add(
-                entry.slide_id or f"row {entry.row}",
-                Status.FAILED,
-                entry.problem.message,
-                hint=entry.problem.hint,
-            )
-            return
-        encoder_name = self.config.encoder
-        output = self.layout.own_features(encoder_name, entry.slide_id)
-        if not self._needs_work(entry):
-            ahead.discard(entry.slide_id)
-            report.add(entry.slide_id, Status.SKIPPED, "complete output exists (use --overwrite to redo)")
-            return
-        _clear_dead_local_lock(output)
+    def look_ahead(self, upcoming: Sequence[SlideUnit]) -> None:
+        """The slides after the one about to be handled (the first that will run is prepared
+        once this one's own preparation is taken)."""
+        self.upcoming = upcoming
+
+    def refuse(self, unit: SlideUnit) -> Outcome | None:
+        entry = unit.entry
+        if entry is not None and entry.problem is not None:
+            return Outcome(Status.FAILED, entry.problem.message, {"hint": entry.problem.hint})
+        return None
+
+    def skipped(self, unit: SlideUnit, *, by_other: bool) -> Outcome:
+        self.ahead.discard(unit.key)
+        if by_other:
+            return Outcome(Status.SKIPPED, "completed by another task")
+        return Outcome(Status.SKIPPED, "complete output exists (use --overwrite to redo)")
+
+    def lock(self, unit: SlideUnit) -> UnitLock:
+        return UnitLock(unit.outputs[0], f"slide {unit.key}")
+
+    def run(self, unit: SlideUnit) -> Outcome:
+        """Extract ``unit``'s slide. A slide's own error fails it with the error's message and
+        hint (an unexpected exception too: one odd slide must not end a 10,000-slide run);
+        :data:`RUN_LEVEL` errors stop the run (:class:`~steph.units.StopRun`)."""
+        entry, output = unit.entry, unit.outputs[0]
+        assert entry is not None
         try:
-            with hold(output, what=f"slide {entry.slide_id}"):
-                if not self.overwrite and is_complete(output):  # finished by another task meanwhile
-                    ahead.discard(entry.slide_id)
-                    report.add(entry.slide_id, Status.SKIPPED, "completed by another task")
-                    return
-                remove_stale_temps(output)
-                encoder = self._encoder()
-                start = time.perf_counter()
-                thumbnail = self.layout.thumbnail(encoder_name, entry.slide_id)
-                try:
-                    prepared = ahead.take(entry, thumbnail)
-                finally:
-                    self._prepare_next(ahead, upcoming)  # a failed slide still lets the next one start
-                outcome = encode_slide(
-                    prepared,
-                    encoder=encoder,
-                    config=self.config.extract,
-                    output=output,
-                    progress=self.progress,
-                    start=start,
-                )
-        except LockedError as exc:
-            ahead.discard(entry.slide_id)
-            report.add(entry.slide_id, Status.LOCKED, exc.message, hint=exc.hint)
-            return
-        except (EncoderUnavailableError, ConsistencyError, ConfigError):
-            raise  # run-level: every slide would fail the same way
+            remove_stale_temps(output)
+            encoder = self._encoder()
+            start = time.perf_counter()
+            thumbnail = self.layout.thumbnail(self.config.encoder, entry.slide_id)
+            try:
+                prepared = self.ahead.take(entry, thumbnail)
+            finally:
+                self._prepare_next()  # a failed slide still lets the next one start
+            outcome = encode_slide(
+                prepared,
+                encoder=encoder,
+                config=self.config.extract,
+                output=output,
+                progress=self.progress,
+                start=start,
+            )
+        except RUN_LEVEL as exc:
+            raise StopRun(exc) from exc
         except StephError as exc:
             log.warning("slide %s failed: %s", entry.slide_id, exc)
-            report.add(entry.slide_id, Status.FAILED, exc.message, hint=exc.hint)
-            return
+            return Outcome(Status.FAILED, exc.message, {"hint": exc.hint})
         except Exception as exc:  # one odd slide must not end a 10,000-slide run; logged in full
             log.exception("slide %s: unexpected error", entry.slide_id)
-            report.add(
-                entry.slide_id,
+            return Outcome(
                 Status.FAILED,
                 f"unexpected {type(exc).__name__}: {exc}",
-                hint="see the run log; please report it",
+                {"hint": "see the run log; please report it"},
             )
-            return
         self.busy_s += outcome.seconds
         log.info("slide %s: %s", entry.slide_id, outcome.describe())
-        report.add(
-            entry.slide_id,
+        return Outcome(
             Status.DONE,
             outcome.describe(),
-            n_patches=outcome.n_patches,
-            slide_mpp=outcome.mpp.mpp,
-            mpp_source=outcome.mpp.source,
-            seconds=round(outcome.seconds, 3),
-            output=str(output),
+            {
+                "n_patches": outcome.n_patches,
+                "slide_mpp": outcome.mpp.mpp,
+                "mpp_source": outcome.mpp.source,
+                "seconds": round(outcome.seconds, 3),
+                "output": str(output),
+            },
         )
 
-    def _needs_work(self, entry: SlideEntry) -> bool:
-        """Whether ``entry`` will be extracted when its turn comes (as far as can be told now)."""
-        output = self.layout.own_features(self.config.encoder, entry.slide_id)
-        return self.overwrite or not is_complete(output)
+    def _needs_work(self, unit: SlideUnit) -> bool:
+        """Whether ``unit`` will be extracted when its turn comes (as far as can be told now)."""
+        return unit.entry is not None and unit.entry.problem is None and (self.overwrite or not unit.done)
 
-    def _prepare_next(self, ahead: SlidesAhead, upcoming: Sequence[SlideEntry]) -> None:
-        """Start preparing the first of ``upcoming`` that will be processed: no manifest
+    def _prepare_next(self) -> None:
+        """Start preparing the first upcoming slide that will be processed: no manifest
         problem, output not complete (or ``overwrite``), no lock held by a live task. Slides
         before it are skipped or reported in their turn; nothing is prepared when none qualifies."""
-        for entry in upcoming:
-            if entry.problem is not None or not self._needs_work(entry):
+        for unit in self.upcoming:
+            if not self._needs_work(unit) or unit.entry is None:
                 continue
-            output = self.layout.own_features(self.config.encoder, entry.slide_id)
-            info = read_lock(lock_path_for(output))
+            info = read_lock(lock_path_for(unit.outputs[0]))
             if info is not None and not _dead_local(info):
                 continue  # another task's slide: reported locked in its turn
-            if ahead.pending != entry.slide_id:
-                ahead.start(entry, self.layout.thumbnail(self.config.encoder, entry.slide_id))
+            if self.ahead.pending != unit.key:
+                self.ahead.start(unit.entry, self.layout.thumbnail(self.config.encoder, unit.key))
             return
 
 
 def _dead_local(info: LockInfo) -> bool:
     return info.host == socket.gethostname() and info.is_stale(max_age_hours=math.inf)
-
-
-def _clear_dead_local_lock(output: Path) -> None:
-    """Remove ``output``'s lock when its owner was a process of this host that no longer runs
-    (a killed run being resumed). Locks of other hosts are stale only by age or on request."""
-    info = read_lock(lock_path_for(output))
-    if info is not None and _dead_local(info):
-        log.warning("removing the lock of dead process %d on this host: %s", info.pid, info.path)
-        info.path.unlink(missing_ok=True)
 
 
 def _update_failures(path: Path, report: StageReport, entries: list[SlideEntry]) -> None:

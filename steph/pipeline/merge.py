@@ -14,31 +14,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..bundles.signing import check_trusted_sources
 from ..checkpoints import save_state_dict
 from ..config import dump_yaml, to_plain
 from ..config.merge import MergeConfig
-from ..config.project import merge_epochs, project_folds
+from ..config.project import merge_epochs
 from ..data import load_cohort, load_split, open_bags
 from ..errors import ConfigError
 from ..fileio import write_csv, write_text
 from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
-from ..merging.autotune import check_search, tune
+from ..merging.autotune import tune
 from ..merging.inputs import (
     check_task_vectors,
     for_method,
     load_inputs,
-    requested_methods,
     require_task_vectors,
     resolve_sources,
-    resolve_target,
     target_folds,
 )
-from ..merging.paper import PAPER_VARIANTS, Variant
+from ..merging.paper import Variant
 from ..predictions import write_predictions
 from ..progress import NULL_PROGRESS, Progress
 from ..records import MERGE_SIGNATURE, MergeRecord
@@ -46,9 +44,10 @@ from ..report import StageReport, Status
 from ..runtime import resolve_device, seed_everything, set_deterministic
 from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
-from ..transfer.choose import choose_sources, parse_auto
-from ..units import Outcome, UnitLock, WorkUnit, run_units
+from ..units import Outcome, UnitLock, run_units
 from ._source_model import fit_settings
+from .plans import MERGE as STAGE
+from .plans import MergeUnit, plan_merge
 from .train_source import too_few_for_a_batch
 
 if TYPE_CHECKING:
@@ -58,107 +57,6 @@ if TYPE_CHECKING:
     from ..layout import ProjectLayout
 
 log = logging.getLogger(__name__)
-
-STAGE = "merge"
-
-
-@dataclass(frozen=True)
-class MergeUnit(WorkUnit):
-    """One (method variant, target fold) of a target: the run folder ``run`` of ``method`` with
-    the variant's ``merge:`` overrides (a paper row's), trained on the target's fold ``fold``
-    from the task vectors of ``sources`` (their fold ``source_fold``)."""
-
-    target: str = ""
-    method: str = ""
-    label: str = ""
-    overrides: dict[str, Any] = field(default_factory=dict)
-    run: str = ""
-    fold: int = 0
-    sources: tuple[str, ...] = ()
-    source_fold: int = 0
-    paper: bool = False
-    source_choice: dict[str, Any] | None = None
-    """How ``--sources auto:K`` chose ``sources`` for this fold (:mod:`steph.transfer.choose`)."""
-
-
-def plan_merge(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    *,
-    target: str,
-    methods: Sequence[str] | None = None,
-    folds: Sequence[int] | None = None,
-    paper: bool = False,
-    runs: Sequence[str] | None = None,
-) -> list[MergeUnit]:
-    """The stage's task list: one unit per (target fold, method variant), fold-major. The folds
-    are ``folds``, else ``merge.folds``, else the folds the project trains (not the target's task
-    vectors, which may not exist yet). ``paper`` runs the paper's comparison set
-    (:data:`steph.merging.paper.PAPER_VARIANTS`) instead of ``methods``; ``runs`` keeps only the
-    variants with those folder names.
-
-    Raises:
-        ConfigError, UnknownNameError, MissingArtifactError: as :func:`merge_models`'s checks.
-    """
-    name = resolve_target(layout, config, target)
-    chosen = list(folds or config.merge.folds or project_folds(layout, config, name))
-    return _plan(
-        layout, config, name, resolve_sources(layout, config, name), methods, chosen, paper=paper, runs=runs
-    )
-
-
-def _plan(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    name: str,
-    sources: list[str],
-    methods: Sequence[str] | None,
-    folds: Sequence[int] | None,
-    *,
-    paper: bool = False,
-    runs: Sequence[str] | None = None,
-) -> list[MergeUnit]:
-    """:func:`plan_merge` for a resolved target and its sources."""
-    if paper:
-        if methods:
-            raise ConfigError("--paper runs the paper's own set of methods", hint="drop --method or --paper")
-        requested_methods(config, list(dict.fromkeys(v.method for v in PAPER_VARIANTS)))
-        variants = list(PAPER_VARIANTS)
-    else:
-        variants = [Variant(m.name, m.name) for m in requested_methods(config, methods)]
-    check_search(config.merge)
-    fold_list = target_folds(layout, name, folds or config.merge.folds)  # missing inputs first
-    auto = parse_auto(config.merge.sources)  # --sources auto:K: chosen per fold (steph.transfer.choose)
-    planned: dict[str, Variant] = {}
-    for variant in variants:
-        method = MERGE_METHODS.get(variant.method)
-        merge = for_method(variant.apply(config.merge), method)
-        method.check(merge, auto or len(sources))
-        planned.setdefault(method.run_name(merge) + (f"-auto{auto}" if auto else ""), variant)
-    if runs is not None:
-        planned = {run: v for run, v in planned.items() if run in runs}
-    units = []
-    for fold in fold_list:
-        choice = choose_sources(layout, name, fold, sources, auto) if auto else None
-        for run, variant in planned.items():
-            units.append(
-                MergeUnit(
-                    STAGE,
-                    f"{name}/{run}/fold_{fold}",
-                    (layout.merged_meta(name, run, fold),),
-                    target=name,
-                    method=variant.method,
-                    label=variant.label,
-                    overrides=variant.overrides,
-                    run=run,
-                    fold=fold,
-                    sources=tuple(choice.sources if choice else sources),
-                    source_fold=config.merge.source_fold,
-                    paper=paper,
-                    source_choice=choice.to_json() if choice else None,
-                )
-            )
-    return units
 
 
 def merge_models(

@@ -18,72 +18,31 @@ from typing import TYPE_CHECKING, Any
 
 from ..checkpoints import load_state_dict, save_state_dict
 from ..errors import ConsistencyError, DataError, MissingArtifactError
-from ..fileio import read_json, sha256_file
+from ..fileio import sha256_file
 from ..progress import NULL_PROGRESS, Progress
 from ..records import ModelRecord, TaskVectorRecord
 from ..report import StageReport, Status
 from ..task_vectors import load_task_vector, subtract
 from ..theta0 import Theta0, check_abmil_state, load_theta0, versions
 from ..units import ModelUnit, Outcome, UnitLock, run_units
+from .plans import TASK_VECTOR as STAGE
+from .plans import plan_task_vectors
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
     from ..layout import ProjectLayout
 
 log = logging.getLogger(__name__)
-
-STAGE = "task-vector"
 MAX_LISTED = 12
 """Models named in a "no trained model" error (the count of the others follows)."""
-
-
-def plan_task_vectors(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    *,
-    cancers: Sequence[str] | None = None,
-    folds: Sequence[int] | None = None,
-) -> list[ModelUnit]:
-    """The stage's task list: one unit per (cancer, fold) that train-source is asked to train
-    (:func:`~steph.pipeline.train_source.plan_train_source`), plus, with ``folds`` None, every
-    fold already trained beyond those. It is built from the project's inputs, so that an array can
-    be generated before any model exists; whether a unit's model is trained is checked when it
-    runs (:class:`TaskVectorWorker`).
-
-    Raises:
-        ConfigError: no cancers; MissingArtifactError: a cancer without split files.
-    """
-    from .train_source import plan_train_source
-
-    by_cancer: dict[str, list[int]] = {}
-    for model in plan_train_source(layout, config, cancers=cancers, folds=folds):
-        by_cancer.setdefault(model.cancer, []).append(model.fold)
-    units: list[ModelUnit] = []
-    for cancer, planned in by_cancer.items():
-        chosen = planned if folds is not None else sorted(set(planned) | set(_trained(layout, cancer)))
-        units.extend(_unit(layout, cancer, k) for k in chosen)
-    return units
-
-
-def _unit(layout: ProjectLayout, cancer: str, fold: int) -> ModelUnit:
-    outputs = (layout.task_vector(cancer, fold), layout.task_vector_meta(cancer, fold))
-    return ModelUnit(STAGE, f"{cancer}/fold_{fold}", outputs, cancer=cancer, fold=int(fold))
-
-
-def _trained(layout: ProjectLayout, cancer: str) -> list[int]:
-    """Folds of ``cancer`` whose model record (``meta.json``, written last) exists."""
-    return [k for k in layout.model_folds(cancer) if layout.model_meta(cancer, k).is_file()]
 
 
 def _model_record(layout: ProjectLayout, cancer: str, fold: int) -> ModelRecord:
     path = layout.model_meta(cancer, fold)
     try:
-        data = read_json(path)
-    except (OSError, ValueError) as exc:
+        return ModelRecord.read(path)
+    except OSError as exc:
         raise DataError(f"{path} cannot be read: {exc}", hint="retrain this model with --overwrite") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path} is not a JSON object", hint="retrain this model with --overwrite")
-    return ModelRecord.from_json(data, str(path))
 
 
 def check_models(layout: ProjectLayout, units: Sequence[ModelUnit], theta0: Theta0) -> None:

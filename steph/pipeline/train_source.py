@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..checkpoints import load_reference_checkpoint
-from ..config.project import project_cancers, project_folds
 from ..data import Cohort, Split, check_features, load_cohort, load_split, open_bags
-from ..errors import ConfigError, ConsistencyError, MissingArtifactError, StephError
+from ..errors import ConsistencyError, StephError
 from ..fileio import sha256_file
 from ..layout import CANCER_SPECIFIC, normalize_cancer
 from ..locks import hold
@@ -32,6 +31,8 @@ from ..runtime import resolve_device, set_deterministic
 from ..theta0 import Theta0, check_abmil_state, ensure_theta0, load_theta0, theta0_dim_in
 from ..units import ModelUnit, Outcome, UnitLock, run_units
 from ._source_model import UnitContext, prepare_outputs, train_unit, write_meta, write_outputs
+from .plans import TRAIN_SOURCE as STAGE
+from .plans import plan_train_source
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
@@ -39,52 +40,6 @@ if TYPE_CHECKING:
     from ..layout import ProjectLayout
 
 log = logging.getLogger(__name__)
-
-STAGE = "train-source"
-
-
-def resolve_cancers(layout: ProjectLayout, config: ProjectConfig, cancers: Sequence[str] | None) -> list[str]:
-    """``cancers`` if given, else ``cancers:`` of stephctl.yaml, else every labels/<CANCER>.csv."""
-    names = [normalize_cancer(c) for c in cancers] if cancers else project_cancers(layout, config)
-    if not names:
-        raise ConfigError(
-            "no cancers to train",
-            hint=f"list them under cancers: in {layout.config_file}, pass --cancer, or add labels/<CANCER>.csv",
-        )
-    return names
-
-
-def resolve_folds(
-    layout: ProjectLayout, config: ProjectConfig, cancer: str, folds: Sequence[int] | None
-) -> list[int]:
-    """``folds`` if given, else :func:`project_folds`."""
-    chosen = list(folds) if folds else project_folds(layout, config, cancer)
-    if not chosen:
-        raise MissingArtifactError(
-            f"{cancer}: no split files found ({layout.split(cancer, 0)})",
-            hint="write splits_<k>.csv files with train and test columns, or set paths.splits",
-        )
-    return chosen
-
-
-def plan_train_source(
-    layout: ProjectLayout,
-    config: ProjectConfig,
-    *,
-    cancers: Sequence[str] | None = None,
-    folds: Sequence[int] | None = None,
-) -> list[ModelUnit]:
-    """The (cancer, fold) units of the stage, done or not."""
-    units = []
-    for cancer in resolve_cancers(layout, config, cancers):
-        for fold in resolve_folds(layout, config, cancer, folds):
-            outputs = (
-                layout.model_weights(cancer, fold),
-                layout.model_metrics(cancer, fold),
-                layout.model_meta(cancer, fold),
-            )
-            units.append(ModelUnit(STAGE, f"{cancer}/fold_{fold}", outputs, cancer=cancer, fold=int(fold)))
-    return units
 
 
 def _validate(
@@ -343,7 +298,7 @@ def import_checkpoint(
     if arch != theta0.architecture:
         raise ConsistencyError(
             f"{path}: architecture {arch} differs from theta0's {theta0.architecture}",
-            hint="import the null model of the same release with --import-theta0 first",
+            hint="import the null model of the same release first (`stephctl import-reference --theta0 PATH`)",
         )
     prepared, dim, failed = _validate(layout, config, [unit])
     if failed:

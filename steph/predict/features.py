@@ -17,14 +17,21 @@ A slide's features are taken, in order, from
 The encoder is built once, on the first slide that needs it. When its weights are not available
 locally (or are not the file the model was trained with) every slide that needs extraction fails
 with an error naming the file to provide; slides with features are still predicted.
+
+As in ``stephctl extract``, while a slide encodes, the next slide that will be extracted (the
+first of the ``upcoming`` slides given to :meth:`FeatureMaker.features` that has no usable
+features) is prepared in a background thread (:class:`~steph.extraction.ahead.SlidesAhead`:
+open, MPP, tissue mask, grid, thumbnail, first patch batches); its lock is still taken in its
+turn, and a failed preparation fails that slide alone, when its turn comes.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,9 +47,12 @@ from .inputs import SlideInput
 
 if TYPE_CHECKING:
     from ..config import ProjectConfig
+    from ..config.extract import ExtractConfig
     from ..evaluation.predictors import LoadedModel
+    from ..extraction.ahead import SlidesAhead
     from ..extractors import Encoder
     from ..layout import PredictionLayout, ProjectLayout
+    from ..slides.manifest import SlideEntry
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +101,8 @@ def template_fields(
 
 
 class FeatureMaker:
-    """Finds or makes the feature file of each slide for one model."""
+    """Finds or makes the feature file of each slide for one model. Use it as a context manager:
+    leaving it closes a slide prepared ahead and not taken."""
 
     def __init__(
         self,
@@ -114,10 +125,31 @@ class FeatureMaker:
         """Whether the encoder's weights may come from the hub (``predict --allow-download``)."""
         self._encoder: Encoder | None = None
         self._encoder_error: EncoderUnavailableError | None = None
+        self._ahead: SlidesAhead | None = None
         self.extracted = 0
 
-    def features(self, slide: SlideInput, patient_id: str | None = None) -> Path:
-        """The feature file of ``slide`` of ``patient_id`` (see the module docstring).
+    def __enter__(self) -> FeatureMaker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop preparing ahead (a slide prepared and not taken is closed)."""
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
+
+    def features(
+        self,
+        slide: SlideInput,
+        patient_id: str | None = None,
+        *,
+        upcoming: Iterable[tuple[SlideInput, str | None]] = (),
+    ) -> Path:
+        """The feature file of ``slide`` of ``patient_id`` (see the module docstring). When it is
+        extracted, the first of ``upcoming`` (slides and their patients, in the order they will
+        be asked for) that will be extracted too is prepared in the background meanwhile.
 
         Raises:
             MissingArtifactError: no features and no slide file (or a ``{project}`` template and
@@ -125,6 +157,12 @@ class FeatureMaker:
             EncoderUnavailableError: extraction needed but the encoder weights are not available.
             SlideError: the slide cannot be extracted (no MPP, no tissue, unreadable ...).
         """
+        path, extract = self._locate(slide, patient_id)
+        return self._extract(slide, path, upcoming) if extract else path
+
+    def _locate(self, slide: SlideInput, patient_id: str | None) -> tuple[Path, bool]:
+        """``(features, False)`` where usable features exist, else ``(file to extract into, True)``;
+        raises as :meth:`features`."""
         encoder = self.model.encoder
         known = self.fields.get(slide.slide_id)
         if "project" in self.layout.features_fields() and (known is None or known.project is None):
@@ -155,7 +193,7 @@ class FeatureMaker:
             and project.is_file()
             and (slide.path is None or self._made_our_way(project, slide))
         ):
-            return project
+            return project, False
         if slide.path is None:
             raise MissingArtifactError(
                 f"slide {slide.slide_id}: no features at {project} and no slide path",
@@ -163,9 +201,7 @@ class FeatureMaker:
                 f"`stephctl -p {self.layout.root} extract` first",
             )
         own = self.run.features(encoder, slide.slide_id)
-        if is_complete(own) and self._made_our_way(own, slide):
-            return own
-        return self._extract(slide, own)
+        return own, not (is_complete(own) and self._made_our_way(own, slide))
 
     def _made_our_way(self, path: Path, slide: SlideInput) -> bool:
         """Made from ``slide``'s file as it is now (path, size, mtime) the model's way."""
@@ -189,31 +225,52 @@ class FeatureMaker:
         same = all(attrs.get(k) == v for k, v in wanted.items())
         return same and (slide.path is None or made_from(attrs, slide.path))
 
-    def _extract(self, slide: SlideInput, output: Path) -> Path:
-        from ..extraction.slide_job import extract_slide
-        from ..slides.manifest import SlideEntry
+    def _extract(
+        self, slide: SlideInput, output: Path, upcoming: Iterable[tuple[SlideInput, str | None]] = ()
+    ) -> Path:
+        from ..extraction.slide_job import encode_slide
 
         encoder = self.encoder()
-        entry = SlideEntry(slide.slide_id, "", "", slide.path or Path(), slide.mpp, 0)
-        config = self.model.extraction
-        if self.mpp is not None:
-            from dataclasses import replace
-
-            config = replace(config, mpp=self.mpp)
+        config = self._extraction()
         output.parent.mkdir(parents=True, exist_ok=True)
         with hold(output, what=f"slide {slide.slide_id}"):
             remove_stale_temps(output)
-            outcome = extract_slide(
-                entry,
-                encoder=encoder,
-                config=config,
-                output=output,
-                thumbnail=self.run.thumbnail(self.model.encoder, slide.slide_id),
-                progress=self.progress,
+            start = time.perf_counter()
+            ahead = self._slides_ahead(config)
+            try:
+                prepared = ahead.take(_entry(slide), self.run.thumbnail(self.model.encoder, slide.slide_id))
+            finally:
+                self._prepare_next(ahead, upcoming)  # a failed slide still lets the next one start
+            outcome = encode_slide(
+                prepared, encoder=encoder, config=config, output=output, progress=self.progress, start=start
             )
         self.extracted += 1
         log.info("slide %s: %s", slide.slide_id, outcome.describe())
         return output
+
+    def _extraction(self) -> ExtractConfig:
+        """The model's extraction settings, with the run's MPP override."""
+        return self.model.extraction if self.mpp is None else replace(self.model.extraction, mpp=self.mpp)
+
+    def _slides_ahead(self, config: ExtractConfig) -> SlidesAhead:
+        if self._ahead is None:
+            from ..extraction.ahead import SlidesAhead
+
+            self._ahead = SlidesAhead(config)
+        return self._ahead
+
+    def _prepare_next(self, ahead: SlidesAhead, upcoming: Iterable[tuple[SlideInput, str | None]]) -> None:
+        """Start preparing the first of ``upcoming`` that will be extracted; slides with features,
+        or that will fail before extraction (no slide path, no labels row), are passed over."""
+        for slide, patient_id in upcoming:
+            try:
+                _, extract = self._locate(slide, patient_id)
+            except StephError:
+                continue  # fails in its turn
+            if extract:
+                if ahead.pending != slide.slide_id:
+                    ahead.start(_entry(slide), self.run.thumbnail(self.model.encoder, slide.slide_id))
+                return
 
     def encoder(self) -> Encoder:
         """The model's encoder with its weights, built once (a failure is remembered)."""
@@ -265,6 +322,13 @@ class FeatureMaker:
                 "-weights` (a .safetensors/.bin/.pth state dict), or pass --allow-download to fetch them "
                 "from the model hub",
             ) from exc
+
+
+def _entry(slide: SlideInput) -> SlideEntry:
+    """The manifest entry extraction takes for a slide of a prediction."""
+    from ..slides.manifest import SlideEntry
+
+    return SlideEntry(slide.slide_id, "", "", slide.path or Path(), slide.mpp, 0)
 
 
 def read_bag(paths: list[Path], dim: int, patient_id: str, *, max_patches: int) -> torch.Tensor:

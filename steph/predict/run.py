@@ -19,8 +19,8 @@ does not stop the others (exit 2); when none can be predicted, the first reason 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError, StephError
 from ..evaluation.predictors import LoadedModel, project_model
-from ..fileio import sha256_file, write_csv, write_json
+from ..fileio import sha256_file, write_csv
 from ..layout import PredictionLayout, ProjectLayout, normalize_cancer
 from ..locks import hold
 from ..progress import NULL_PROGRESS, Progress
@@ -39,7 +39,7 @@ from ..report import StageReport, Status
 from ..runtime import resolve_device
 from ..theta0 import versions
 from .features import FeatureMaker, read_bag, template_fields
-from .inputs import PredictInputs, slide_inputs
+from .inputs import PredictInputs, SlideInput, slide_inputs
 from .inputs import read_manifest as read_predict_manifest
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def predict_patients(
     model = _load(layout, config, bundle, target, method, fold, encoder_weights, device, allowed_signers)
     run = PredictionLayout(out if out is not None else layout.predict_dir(name or model.name))
     inputs = read_manifest(manifest, layout) if manifest is not None else slide_inputs(slides)
-    signature = {
+    signature: dict[str, object] = {
         "model": {k: v for k, v in model.identity.items() if k not in ("card", "bundle")},  # sha256, not path
         "inputs": _inputs_id(manifest, inputs),
     }
@@ -175,7 +175,8 @@ def predict_patients(
             cancer=cancer,
             allow_download=allow_download,
         )
-        cases, bags, failures = _gather(maker, model, inputs, config.max_patches, progress)
+        with maker:
+            cases, bags, failures = _gather(maker, model, inputs, config.max_patches, progress)
         if not cases:  # nothing to write: a user error (exit 1) with the first reason
             first = next(iter(failures.values()), None) or DataError("no patients to predict")
             if len(failures) > 1:
@@ -205,8 +206,8 @@ def predict_patients(
                 explained[page.patient_id] = page
         meta = _meta(model, signature, manifest, inputs, cases, failures)
         if explain:
-            meta["explain"] = px.explain_record(explained.values(), patches)
-        write_json(run.meta, meta)
+            meta = replace(meta, explain=px.explain_record(explained.values(), patches))
+        meta.write(run.meta)
     for case in cases:
         report.add(case.patient_id, Status.DONE, f"{len(case.slide_ids)} slide(s)")
     if explain:
@@ -247,8 +248,6 @@ def _load(
     method = resolve_run(layout, target, method, config=config)  # `-m steph` -> its one run, e.g. steph-top2
     model = project_model(layout, config, normalize_cancer(target), method, fold, device=device)
     if encoder_weights is not None:
-        from dataclasses import replace
-
         model = replace(model, encoder_weights_file=encoder_weights)
     return model
 
@@ -262,15 +261,26 @@ def _inputs_id(manifest: Path | None, inputs: PredictInputs) -> dict[str, object
 def _gather(
     maker: FeatureMaker, model: LoadedModel, inputs: PredictInputs, max_patches: int, progress: Progress
 ) -> tuple[list[PatientCase], dict[str, Tensor], dict[str, StephError]]:
-    """Features of every patient; a patient whose slide fails is set aside with its error."""
+    """Features of every patient; a patient whose slide fails is set aside with its error. Each
+    slide is asked for with the slides after it, so the next one to extract is prepared ahead."""
     failures: dict[str, StephError] = dict(inputs.problems)
     cases: list[PatientCase] = []
     bags: dict[str, Tensor] = {}
+    queue = [(slide, patient.patient_id) for patient in inputs.patients for slide in patient.slides]
+
+    def after(k: int) -> Iterator[tuple[SlideInput, str | None]]:
+        return (queue[j] for j in range(k + 1, len(queue)))
+
+    first = 0
     progress.start("patients", len(inputs.patients), unit="patients")
     try:
         for patient in inputs.patients:
+            base, first = first, first + len(patient.slides)
             try:
-                files = tuple(maker.features(slide, patient.patient_id) for slide in patient.slides)
+                files = tuple(
+                    maker.features(slide, patient.patient_id, upcoming=after(base + j))
+                    for j, slide in enumerate(patient.slides)
+                )
                 bags[patient.patient_id] = read_bag(
                     list(files), model.dim_in, patient.patient_id, max_patches=max_patches
                 )
@@ -330,7 +340,7 @@ def _meta(
     inputs: PredictInputs,
     cases: list[PatientCase],
     failures: dict[str, StephError],
-) -> dict[str, object]:
+) -> PredictionRecord:
     return PredictionRecord(
         identity=dict(model.identity),
         signature=signature,
@@ -342,4 +352,4 @@ def _meta(
         encoder=model.encoder,
         encoder_weights=model.encoder_weights,
         versions=versions(),
-    ).to_json()
+    )

@@ -91,7 +91,8 @@ def box_fractions(
         fy, fx = y - iy, x - ix
         top = table[iy, ix] * (1 - fx) + table[iy, ix + 1] * fx
         bottom = table[iy + 1, ix] * (1 - fx) + table[iy + 1, ix + 1] * fx
-        return top * (1 - fy) + bottom * fy
+        out: np.ndarray = top * (1 - fy) + bottom * fy
+        return out
 
     area = (y1 - y0) * (x1 - x0)
     total = integral(y1, x1) - integral(y0, x1) - integral(y1, x0) + integral(y0, x0)

@@ -12,7 +12,6 @@ slide exactly once, do not depend on the manifest's row order, and mix cancers e
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -167,29 +166,14 @@ def select(
     return sorted(chosen, key=lambda e: e.slide_id)
 
 
-def resolve_shard(
-    num_shards: int | None, shard_index: int | None, env: Mapping[str, str] | None = None
-) -> tuple[int, int]:
-    """``(N, i)`` from the flags, else from a Slurm array (``SLURM_ARRAY_TASK_COUNT`` and
-    ``(SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP``), else ``(1, 0)``.
+def resolve_shard(num_shards: int | None, shard_index: int | None) -> tuple[int, int]:
+    """``(N, i)`` from the flags, else ``(1, 0)`` (every slide). In a Slurm array the task id
+    chooses the shard through the stage's task list (``$SLURM_ARRAY_TASK_ID`` is the index of a
+    unit of :func:`steph.stages.extract.plan`, as for every stage).
 
     Raises:
         ConfigError: only one flag given, or the index is outside ``[0, N)``.
     """
-    env = os.environ if env is None else env
-    if (
-        num_shards is None
-        and shard_index is None
-        and env.get("SLURM_ARRAY_TASK_COUNT")
-        and env.get("SLURM_ARRAY_TASK_ID")
-    ):
-        try:
-            count = int(env["SLURM_ARRAY_TASK_COUNT"])
-            step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
-            offset = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0)
-        except ValueError as exc:
-            raise ConfigError(f"unreadable SLURM_ARRAY_* environment variables: {exc}") from exc
-        num_shards, shard_index = count, offset // max(step, 1)
     if num_shards is None and shard_index is None:
         return 1, 0
     if num_shards is None or shard_index is None:
@@ -197,7 +181,7 @@ def resolve_shard(
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ConfigError(
             f"shard index {shard_index} is outside [0, {num_shards}) (num shards {num_shards})",
-            hint="--shard-index counts from 0; in a Slurm array use --array=0-(N-1) or let the variables decide",
+            hint="--shard-index counts from 0; in a Slurm array use --array=0-(N-1) with --num-shards N",
         )
     return num_shards, shard_index
 

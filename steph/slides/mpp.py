@@ -73,7 +73,7 @@ def resolve_mpp(
         (manifest_mpp, "manifest"),
         (fallback_mpp, "config"),
     ]
-    notes = []
+    notes: list[str] = []
     for value, source in candidates:
         if value is None:
             continue

@@ -226,7 +226,8 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(rgba[..., :3])
     a = alpha[..., None].astype(np.float32) / 255.0
     out = rgba[..., :3].astype(np.float32) * a + 255.0 * (1.0 - a)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    rgb: np.ndarray = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return rgb
 
 
 def read_thumbnail(slide: Slide, downsample: float, *, strip_rows: int = 1024) -> np.ndarray:

@@ -85,7 +85,8 @@ def remove_small_objects(mask: np.ndarray, min_pixels: float) -> np.ndarray:
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     keep = sizes >= min_pixels
     keep[0] = False
-    return keep[labels]
+    out: np.ndarray = keep[labels]
+    return out
 
 
 def fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
@@ -98,4 +99,5 @@ def fill_small_holes(mask: np.ndarray, max_pixels: float) -> np.ndarray:
     fill = sizes < max_pixels
     fill[0] = False
     fill[border] = False
-    return mask | fill[labels]
+    out: np.ndarray = mask | fill[labels]
+    return out

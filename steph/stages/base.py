@@ -24,8 +24,8 @@ stage                     one unit                                    enumerated
 
 ``run_units`` is where a stage's units are run: each one under its lock, a done one skipped by
 its outputs, every outcome reported (:func:`steph.units.run_units`, the one unit loop). A whole
-run is ``run_units`` on the plan of the selection; ``extract`` keeps a run of its own for a
-whole selection (sharded by the array's own variables or over several devices). A step that
+run is ``run_units`` on the plan of the selection; ``extract``'s run of a whole selection is
+``run_units`` on one unit of its plan (every slide as one shard, or ``--shard-index``). A step that
 depends on every unit (evaluate's cross-fold summary, transfer's study) is the end of the
 stage's ``run_units``. An array task runs units by index
 (:meth:`Stage.run_task`, :meth:`Stage.run_tasks`): an error of a unit's inputs fails its units

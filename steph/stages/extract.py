@@ -34,9 +34,10 @@ class ExtractSelection:
         cancers: Only slides of these cancers (default: every slide of the manifest).
         slides_file: A manifest-format CSV used instead of slides/manifest.csv, or a list of
             slide ids of the manifest.
-        num_shards: Split the slides into this many shards (default: ``$SLURM_ARRAY_TASK_COUNT``
-            for a run; ``slurm.slides_per_task`` for a task list).
-        shard_index: Process this shard only (a run; a task list has one unit per shard).
+        num_shards: Split the slides into this many shards (default: one for a run;
+            ``ceil(slides / slurm.slides_per_task)`` for a task list).
+        shard_index: Process this shard only (a run, with ``num_shards``; a task list has one
+            unit per shard, and a task index or ``$SLURM_ARRAY_TASK_ID`` picks one of them).
     """
 
     cancers: list[str] | None = None
@@ -111,37 +112,16 @@ def run(
     progress: Progress = NULL_PROGRESS,
     devices: Sequence[str] = (),
 ) -> StageReport:
-    """Extract the selection (its shard: ``shard_index``, else the Slurm array's variables);
-    with ``devices``, over one worker process per device."""
-    layout, config = project.layout, project.config
-    cancers, slides_file = selection.cancers, selection.slides_file
-    num_shards, shard_index = selection.num_shards, selection.shard_index
-    if devices:
-        from ..pipeline.extract_devices import extract_on_devices
+    """Extract the selection: shard ``shard_index`` of ``num_shards`` (both or neither), else
+    every slide (one shard), through :func:`run_units` on that unit of the plan. (In a Slurm
+    array the task id picks the unit instead: :meth:`Stage.run_task`.)"""
+    from dataclasses import replace
 
-        return extract_on_devices(
-            layout,
-            config,
-            devices,
-            cancers=cancers,
-            slides_file=slides_file,
-            num_shards=num_shards,
-            shard_index=shard_index,
-            overwrite=overwrite,
-            progress=progress,
-        )
-    from ..pipeline.extract import extract_features
+    from ..slides.manifest import resolve_shard
 
-    return extract_features(
-        layout,
-        config,
-        cancers=cancers,
-        slides_file=slides_file,
-        num_shards=num_shards,
-        shard_index=shard_index,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    n, i = resolve_shard(selection.num_shards, selection.shard_index)
+    units = plan(project, replace(selection, num_shards=n, shard_index=None))
+    return run_units(project, units[i : i + 1], overwrite=overwrite, progress=progress, devices=devices)
 
 
 def run_units(
@@ -153,22 +133,12 @@ def run_units(
     named: bool = True,
     devices: Sequence[str] = (),
 ) -> StageReport:
-    """Extract the shards ``units`` one after the other (each slide under its own lock); the
-    report has one item per slide, its outputs are those of the last shard (patch counts summed)."""
+    """Extract the shards ``units`` one after the other, each slide a unit of the one unit loop
+    (:func:`steph.units.run_units`, under its own lock; with ``devices``, over one worker
+    process per device); the report has one item per slide, its outputs are those of the last
+    shard (patch counts summed)."""
     reports = [
-        run(
-            project,
-            ExtractSelection(
-                cancers=unit.cancers,
-                slides_file=Path(unit.slides_file) if unit.slides_file else None,
-                num_shards=unit.num_shards,
-                shard_index=unit.shard_index,
-            ),
-            overwrite=overwrite,
-            progress=progress,
-            devices=devices,
-        )
-        for unit in units
+        _run_shard(project, unit, overwrite=overwrite, progress=progress, devices=devices) for unit in units
     ]
     if len(reports) == 1:
         return reports[0]
@@ -180,6 +150,40 @@ def run_units(
         report.outputs["shard"] = ", ".join(str(part.outputs.get("shard")) for part in reports)
         report.outputs["patches"] = sum(int(part.outputs.get("patches", 0)) for part in reports)
     return report
+
+
+def _run_shard(
+    project: Project, unit: ShardUnit, *, overwrite: bool, progress: Progress, devices: Sequence[str]
+) -> StageReport:
+    layout, config = project.layout, project.config
+    cancers = unit.cancers
+    slides_file = Path(unit.slides_file) if unit.slides_file else None
+    if devices:
+        from ..pipeline.extract_devices import extract_on_devices
+
+        return extract_on_devices(
+            layout,
+            config,
+            devices,
+            cancers=cancers,
+            slides_file=slides_file,
+            num_shards=unit.num_shards,
+            shard_index=unit.shard_index,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    from ..pipeline.extract import extract_features
+
+    return extract_features(
+        layout,
+        config,
+        cancers=cancers,
+        slides_file=slides_file,
+        num_shards=unit.num_shards,
+        shard_index=unit.shard_index,
+        overwrite=overwrite,
+        progress=progress,
+    )
 
 
 def lock_roots(project: Project) -> list[Path]:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from ..config.project import Project
     from ..layout import ProjectLayout
-    from ..pipeline.merge import MergeUnit
+    from ..pipeline.plans import MergeUnit
     from ..report import StageReport
 
 NAME = "merge"
@@ -47,8 +47,8 @@ def _target(selection: MergeSelection) -> str:
 def plan(project: Project, selection: MergeSelection) -> list[MergeUnit]:
     """Target x method x fold, the folds from ``--fold``, ``merge.folds`` or the folds the project
     trains (not from the target's task vectors, which may not exist yet;
-    :func:`~steph.pipeline.merge.plan_merge`)."""
-    from ..pipeline.merge import plan_merge
+    :func:`~steph.pipeline.plans.plan_merge`)."""
+    from ..pipeline.plans import plan_merge
 
     folds = [int(k) for k in selection.folds] if selection.folds else None
     return plan_merge(

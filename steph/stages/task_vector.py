@@ -35,8 +35,8 @@ class TaskVectorSelection:
 def plan(project: Project, selection: TaskVectorSelection) -> list[ModelUnit]:
     """One unit per model that train-source is asked to train (not per model already trained),
     so that an array can be generated before any model exists
-    (:func:`~steph.pipeline.task_vector.plan_task_vectors`)."""
-    from ..pipeline.task_vector import plan_task_vectors
+    (:func:`~steph.pipeline.plans.plan_task_vectors`)."""
+    from ..pipeline.plans import plan_task_vectors
 
     folds = [int(k) for k in selection.folds] if selection.folds else None
     return plan_task_vectors(project.layout, project.config, cancers=selection.cancers, folds=folds)

@@ -34,7 +34,7 @@ class TrainSourceSelection:
 
 def plan(project: Project, selection: TrainSourceSelection) -> list[ModelUnit]:
     """One unit per (cancer, fold), done or not."""
-    from ..pipeline.train_source import plan_train_source
+    from ..pipeline.plans import plan_train_source
 
     folds = [int(k) for k in selection.folds] if selection.folds else None
     return plan_train_source(project.layout, project.config, cancers=selection.cancers, folds=folds)

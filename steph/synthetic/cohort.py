@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -409,6 +410,18 @@ def draw_cohort(spec: CohortSpec) -> dict[str, CancerCohort]:
     return {c.name: draw_cancer(spec, c, betas[c.name]) for c in spec.cancers}
 
 
+class SpecOptions(TypedDict, total=False):
+    """The other fields of :class:`CohortSpec` that :func:`standard_spec` passes on."""
+
+    phenotypes: int
+    effect_sd: float
+    concentration: float
+    weibull_shape: float
+    follow_up_days: float
+    folds: int
+    second_slide_rate: float
+
+
 def standard_spec(
     *,
     cancers: tuple[str, ...] = TCGA_CANCERS,
@@ -419,7 +432,7 @@ def standard_spec(
     seed: int = 0,
     features: FeatureSpec | None = None,
     slides: SlideSpec | None = None,
-    **options: object,
+    **options: Unpack[SpecOptions],
 ) -> CohortSpec:
     """A cohort with a data-poor ``target`` and richer sources of varied size and censoring.
 
@@ -453,5 +466,5 @@ def standard_spec(
         seed=seed,
         features=features or FeatureSpec(),
         slides=slides or SlideSpec(),
-        **options,  # type: ignore[arg-type]
+        **options,
     )

@@ -9,10 +9,11 @@ from typing import Literal
 
 from ..config import DEFAULT_ENCODER, load_config
 from ..errors import ConfigError, DataError
-from ..fileio import read_csv, read_json, write_csv, write_json
+from ..fileio import read_csv, write_csv
 from ..layout import ProjectLayout
 from ..progress import NULL_PROGRESS, Progress
 from ..project import MANIFEST_COLUMNS, init_project
+from ..records import CohortRecord
 from ..report import StageReport, Status
 from .cohort import CohortSpec, draw_cohort
 from .features import feature_slides
@@ -68,9 +69,7 @@ def generate_cohort(
     extra = {"encoder": encoder if level == "features" else None}
     # cohort.json first (marked incomplete): it identifies the folder as generated, so an
     # interrupted run resumes instead of being taken for someone's real data
-    write_json(
-        layout.synthetic_spec, describe(spec, cohorts, level=level, extra={**extra, "complete": False})
-    )
+    describe(spec, cohorts, level=level, extra={**extra, "complete": False}).write(layout.synthetic_spec)
     report = StageReport("generate")
     threads = workers if workers is not None else min(4, _usable_cores())
     total = sum(len(s) for c in cohorts.values() for s in c.slide_ids)
@@ -136,15 +135,13 @@ def _check_previous(layout: ProjectLayout, spec: CohortSpec, level: str, overwri
             )
         return
     try:
-        stored = read_json(layout.synthetic_spec)
-    except ValueError as exc:
-        raise DataError(
-            f"{layout.synthetic_spec}: not valid JSON ({exc})", hint="delete it and generate again"
-        ) from exc
+        stored = CohortRecord.read(layout.synthetic_spec)
+    except DataError as exc:
+        raise DataError(exc.message, hint="delete it and generate again") from exc
     same = (
-        stored.get("spec") == plain_spec(spec)
-        and stored.get("level") == level
-        and stored.get("generator_version") == GENERATOR_VERSION
+        stored.spec == plain_spec(spec)
+        and stored.level == level
+        and stored.generator_version == GENERATOR_VERSION
     )
     if not same:
         raise ConfigError(

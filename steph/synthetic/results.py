@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluation.coefficients import COEFFICIENTS_FILE
 from ..fileio import write_csv
 from ..layout import CANCER_SPECIFIC, ProjectLayout
 from ..predictions import write_predictions
@@ -112,7 +111,7 @@ def _write_coefficients(
         for j, source in enumerate(SOURCES):
             rows.append([pid, source, float(w[j]), float(lam[j]), int(j in chosen)])
     write_csv(
-        layout.merged_file(target, method, fold, COEFFICIENTS_FILE),
+        layout.merged_coefficients(target, method, fold),
         ["patient_id", "source", "w", "lambda", "selected"],
         rows,
     )

@@ -9,9 +9,10 @@ import numpy as np
 
 from ..config import to_plain
 from ..errors import DataError, MissingArtifactError
-from ..fileio import read_csv, write_csv, write_json
+from ..fileio import read_csv, write_csv
 from ..layout import ProjectLayout
 from ..metrics.harrell import harrell_c
+from ..records import CohortRecord
 from .cohort import PHENOTYPES, CancerCohort, CohortSpec, cancer_rng
 
 LABEL_COLUMNS = ("patient_id", "slide_id", "t", "e")
@@ -86,7 +87,7 @@ def write_truth(
                 [cohort.name, pid, float(cohort.risk[i]), int(cohort.time[i]), int(cohort.event[i]), *mix]
             )
     write_csv(layout.synthetic_truth, [*TRUTH_COLUMNS, *(f"p_{name}" for name in names)], rows)
-    write_json(layout.synthetic_spec, describe(spec, cohorts, level=level, extra=extra))
+    describe(spec, cohorts, level=level, extra=extra).write(layout.synthetic_spec)
 
 
 def plain_spec(spec: CohortSpec) -> dict[str, Any]:
@@ -102,9 +103,9 @@ def plain_spec(spec: CohortSpec) -> dict[str, Any]:
 
 def describe(
     spec: CohortSpec, cohorts: dict[str, CancerCohort], *, level: str, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """The JSON stored in ``synthetic/cohort.json``: spec, level and per-cancer statistics."""
-    return {
+) -> CohortRecord:
+    """The record stored in ``synthetic/cohort.json``: spec, level and per-cancer statistics."""
+    data = {
         "generator_version": GENERATOR_VERSION,
         "level": level,
         "spec": plain_spec(spec),
@@ -126,6 +127,7 @@ def describe(
         },
         **extra,
     }
+    return CohortRecord.from_json(data, "synthetic/cohort.json")
 
 
 def oracle_fold_c_index(layout: ProjectLayout, cancer: str) -> list[float]:

@@ -55,10 +55,7 @@ def write_pyramidal_tiff(
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=False) as tif:
         for i, level in enumerate(levels):
             h, w = level.shape[:2]
-            kwargs = {}
-            if resolution_dpi is not None:
-                kwargs["resolution"] = (resolution_dpi, resolution_dpi)
-                kwargs["resolutionunit"] = "INCH"
+            dpi = None if resolution_dpi is None else (resolution_dpi, resolution_dpi)
             tif.write(
                 level,
                 photometric="rgb",
@@ -68,6 +65,7 @@ def write_pyramidal_tiff(
                 if i == 0
                 else f"Aperio level {i} -> {w}x{h}",
                 metadata=None,
-                **kwargs,
+                resolution=dpi,
+                resolutionunit=None if dpi is None else "INCH",
             )
     return path

@@ -42,7 +42,7 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -194,7 +194,9 @@ def fit(
                 batch_loss = backward_chunks(
                     model, parts, settings, device=device, budget=budget, precision=precision, scaler=scaler
                 )
-                scaler.step(optimizer)
+                # AdamW (optim.py) has the param_groups and step() that GradScaler uses; torch
+                # annotates the argument as its own Optimizer, which would import TorchDynamo
+                scaler.step(cast("torch.optim.Optimizer", optimizer))
                 scaler.update()
                 scheduler.step()
                 epoch_loss += batch_loss
@@ -257,8 +259,9 @@ def backward_chunks(
             loss = loss + out.aux_loss.float()
         if len(parts) > 1:
             loss = loss * (len(y) / total)
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        batch_loss += loss.detach().double()
+        torch.autograd.backward(scaler.scale(loss) if scaler is not None else loss)
+        with torch.no_grad():
+            batch_loss.add_(loss)  # in float64, as loss.double() would be
     return float(batch_loss)
 
 

@@ -37,6 +37,9 @@ from torch import Tensor
 
 from .batching import Chunk
 
+_new_stream: Callable[[torch.device], torch.cuda.Stream] = torch.cuda.Stream
+"""``torch.cuda.Stream``, whose ``__new__`` torch leaves unannotated, called through a typed name."""
+
 Staged = Callable[[], list[Chunk]]
 """A staged batch: called by :meth:`DeviceStager.claim`, it returns the batch's chunks."""
 
@@ -46,7 +49,7 @@ class DeviceStager:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.stream = _new_stream(device) if device.type == "cuda" else None
 
     def stage(self, loaded: Sequence[Tensor], build: Callable[[Sequence[Tensor]], list[Chunk]]) -> Staged:
         """Stage the bags ``loaded`` (called in the loader thread). On CUDA the bags are copied

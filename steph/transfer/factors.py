@@ -65,7 +65,8 @@ def median_bandwidth(x: NDArray[np.float64], y: NDArray[np.float64]) -> float:
 
 def _sq_dists(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
     d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.maximum(d2, 0.0)
+    out: NDArray[np.float64] = np.maximum(d2, 0.0)
+    return out
 
 
 def mmd2(x: NDArray[np.float64], y: NDArray[np.float64], *, bandwidth: float | None = None) -> float:

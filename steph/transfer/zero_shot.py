@@ -321,7 +321,7 @@ def load_means(layout: ProjectLayout, target: str, patients: int) -> NDArray[np.
     path = layout.transfer_means(target)
     if not path.is_file():
         return None
-    array = np.load(path, allow_pickle=False)
+    array: np.ndarray = np.load(path, allow_pickle=False)
     if array.ndim != 2 or array.shape[0] != patients or not np.isfinite(array).all():
         log.warning("%s: not a [%d, D] finite array; ignored", path, patients)
         return None
@@ -384,7 +384,8 @@ def _fold_mean(replicates: NDArray[np.float64]) -> NDArray[np.float64]:
     undefined (NaN where it is undefined in every fold)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, left out of the interval
-        return np.nanmean(replicates, axis=0)
+        mean: NDArray[np.float64] = np.nanmean(replicates, axis=0)
+    return mean
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

@@ -246,13 +246,17 @@ class ProjectView:
     # -- slide images ---------------------------------------------------------------------------
     def slide_size(self, slide_id: str) -> tuple[int, int] | None:
         dz = self._zoom(slide_id)
-        return None if dz is None else tuple(int(v) for v in dz.level_dimensions[-1])  # type: ignore[return-value]
+        if dz is None:
+            return None
+        width, height = dz.level_dimensions[-1]
+        return int(width), int(height)
 
     def dzi(self, slide_id: str) -> str:
         dz = self._zoom(slide_id)
         if dz is None:
             raise MissingArtifactError(f"{slide_id}: no slide image", hint="add it to slides/manifest.csv")
-        return dz.get_dzi("jpeg")
+        dzi: str = dz.get_dzi("jpeg")
+        return dzi
 
     def tile(self, slide_id: str, level: int, col: int, row: int) -> bytes:
         """One JPEG tile of the deep-zoom pyramid (``DeepZoomGenerator.get_tile``)."""

@@ -84,7 +84,10 @@ class ViewServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/"
+        name = (
+            host.decode("ascii") if isinstance(host, bytes) else host
+        )  # str for AF_INET; bytes only for AF_UNIX
+        return f"http://{name}:{port}/"
 
 
 class Handler(BaseHTTPRequestHandler):

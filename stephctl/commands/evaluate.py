@@ -28,6 +28,8 @@ from .._tasks import (
 
 if TYPE_CHECKING:
     from steph.pipeline.evaluate import EvaluationReport
+    from steph.report import StageReport
+    from steph.stages import EvaluateSelection
 
 
 class OutputFormat(str, Enum):
@@ -78,8 +80,12 @@ def evaluate(
     """Survival metrics per fold, cross-fold comparison, results/summary.csv and reports/<TARGET>/."""
     chosen = OutputFormat.json if json_out else fmt
 
-    def render(report: EvaluationReport) -> None:
+    def render(report: StageReport) -> None:
         from steph.evaluation.tables import to_csv, to_markdown
+        from steph.pipeline import evaluate as stage
+
+        if not isinstance(report, stage.EvaluationReport):  # the evaluate stage reports its comparison too
+            raise TypeError(f"evaluate returned a {type(report).__name__}, not an EvaluationReport")
 
         if chosen is OutputFormat.json:
             print_json(report.to_dict())
@@ -101,13 +107,13 @@ def evaluate(
         task_index=task_index,
         as_json=json_out or fmt is OutputFormat.json,
         clear_stale_locks=clear_stale_locks,
-        render=render,  # type: ignore[arg-type]
+        render=render,
         show_progress=fmt is OutputFormat.table,
     )
 
 
 @stage_request("evaluate")
-def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest[EvaluateSelection]:
     """The stage request of evaluate's parsed options."""
     from steph.stages import EvaluateSelection
 

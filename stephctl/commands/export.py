@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .._common import fail, get_project, handle_errors, run_stage
+from .._common import JsonReport, fail, get_project, handle_errors, run_stage
 
 
 def export(
@@ -42,7 +42,7 @@ def export(
             help="SSH private key: also write <bundle>.sig (ssh-keygen -Y sign) for labs with a trust list.",
         ),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Write one safetensors bundle (no pickle): theta0, the task vectors and trained weights the
     method uses, and a JSON model card (encoder, patch size, MPP, time bins, cohorts, metrics, sha256

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .._common import get_project, handle_errors, run_stage
+from .._common import JsonReport, get_project, handle_errors, run_stage
 
 
 def export_sources(
@@ -29,7 +29,7 @@ def export_sources(
             help="SSH private key: also write <bundle>.sig (ssh-keygen -Y sign) for labs with a trust list.",
         ),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Write the task vectors of --cancer with theta0 and a card (theta0 sha256, encoder, D,
     architecture, folds, cohort sizes); another lab brings them in with `stephctl import-sources`."""

@@ -20,6 +20,7 @@ from .._tasks import (
 
 if TYPE_CHECKING:
     from steph.config import ProjectConfig
+    from steph.stages import ExtractSelection
 
 _SCALE = "Scale and encoder"
 _SELECT = "Which slides"
@@ -68,7 +69,7 @@ def extract(
         int | None,
         typer.Option(
             "--num-shards",
-            help="Split the slides into N shards (default: SLURM_ARRAY_TASK_COUNT).",
+            help="Split the slides into N shards (default 1; task list: slides / slurm.slides_per_task).",
             rich_help_panel=_SELECT,
         ),
     ] = None,
@@ -76,7 +77,7 @@ def extract(
         int | None,
         typer.Option(
             "--shard-index",
-            help="Process shard I, 0-based (default: from SLURM_ARRAY_TASK_ID).",
+            help="Process shard I of N, 0-based (array tasks: --task-index or SLURM_ARRAY_TASK_ID).",
             rich_help_panel=_SELECT,
         ),
     ] = None,
@@ -133,13 +134,13 @@ def extract(
         list_tasks=list_tasks,
         task_index=task_index,
         as_json=json_out,
-        from_env=False,  # the Slurm array variables choose the shard (--num-shards/--shard-index)
+        from_env=shard_index is None,  # in an array, $SLURM_ARRAY_TASK_ID picks the shard unless given
         clear_stale_locks=clear_stale_locks,
     )
 
 
 @stage_request("extract")
-def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest[ExtractSelection]:
     """The stage request of extract's parsed options."""
     from steph.stages import ExtractSelection
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .._common import AllowedSigners, get_project, handle_errors, run_stage
+from .._common import AllowedSigners, JsonReport, get_project, handle_errors, run_stage
 
 
 def import_sources(
@@ -17,7 +17,7 @@ def import_sources(
         bool, typer.Option("--overwrite", help="Replace task vectors of the same cancer and fold.")
     ] = False,
     allowed_signers: AllowedSigners = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Verify the bundle, refuse it if its theta0, encoder, D or architecture differ from this
     project's (a project without theta0 takes the bundle's), and write its task vectors under

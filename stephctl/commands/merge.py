@@ -6,7 +6,7 @@ import inspect
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +24,9 @@ from .._tasks import (
     stage_request,
 )
 
+if TYPE_CHECKING:
+    from steph.stages import MergeSelection
+
 SETTING_FLAGS = flag_fields(BUILTIN_SETTINGS)
 """The method settings with a flag of their own (``doc(..., flag=HELP)`` in their settings
 class): name -> (declaration, type). Each sets ``merge.options.<name>``, read by every
@@ -34,11 +37,12 @@ def _flag_type(tp: Any) -> type:
     """The click type of a setting's flag: bool, int or float as declared, str otherwise
     (``Literal`` choices and ``float | "auto"``, checked by :func:`_setting_value`)."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
+    plain: type = str
     if tp in (bool, int, float):
-        return tp  # type: ignore[no-any-return]
-    if typing.get_origin(tp) is not typing.Literal and len(args) == 1 and args[0] in (int, float):
-        return args[0]  # type: ignore[no-any-return]
-    return str
+        plain = tp
+    elif typing.get_origin(tp) is not typing.Literal and len(args) == 1 and args[0] in (int, float):
+        plain = args[0]
+    return plain
 
 
 def _setting_option(name: str) -> inspect.Parameter:
@@ -46,6 +50,7 @@ def _setting_option(name: str) -> inspect.Parameter:
     flag = "--" + name.replace("_", "-")
     base = _flag_type(tp)
     decl = f"{flag}/--no-{flag[2:]}" if base is bool else flag
+    # a type computed at run time, for Typer to read (a static checker cannot follow it)
     annotation = Annotated[base | None, typer.Option(decl, help=field.metadata["flag"])]  # type: ignore[valid-type]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
@@ -58,6 +63,7 @@ def with_setting_flags(command: Callable[..., None]) -> Callable[..., None]:
     params = [p for p in params if p.name != "settings"]
     at = next(i for i, p in enumerate(params) if p.name == "option")
     params[at:at] = [_setting_option(name) for name in SETTING_FLAGS]
+    # functions have no declared __signature__; inspect.signature (and so Typer) reads it when set
     command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
     return command
@@ -141,7 +147,7 @@ def merge(
 
 
 @stage_request("merge")
-def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest[MergeSelection]:
     """The stage request of merge's parsed options (exit 1 without --target)."""
     from steph.stages import MergeSelection
 

@@ -62,7 +62,8 @@ def _command_helps(app: typer.Typer) -> dict[str, str]:
         text = info.help or (info.callback.__doc__ if info.callback else None) or ""
         helps[info.name or ""] = summary(text)
     for group in app.registered_groups:
-        text = group.help or group.typer_instance.info.help or ""
+        instance = group.typer_instance
+        text = group.help or (instance.info.help if instance is not None else None) or ""
         helps[group.name or ""] = summary(text) if isinstance(text, str) else ""
     return helps
 

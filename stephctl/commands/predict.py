@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._common import AllowedSigners, app_state, fail, handle_errors, run_stage
+from .._common import AllowedSigners, JsonReport, fail, get_project, handle_errors, run_stage
 
 if TYPE_CHECKING:
     from steph.config import ProjectConfig
@@ -103,7 +103,7 @@ def predict(
         ),
     ] = None,
     allowed_signers: AllowedSigners = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Predict new patients with a bundle (--model) or a project model (-t/-m/-k): features are
     reused or extracted with the model's encoder, patch size and MPP; writes predictions.csv (risk,
@@ -154,11 +154,4 @@ def _project(
 ) -> tuple[ProjectLayout, ProjectConfig]:
     """The project; with a bundle, a folder without stephctl.yaml works too (default settings).
     ``--max-patches`` overrides ``max_patches:``."""
-    from steph.config import load_config
-    from steph.layout import ProjectLayout
-
-    root = app_state(ctx).project
-    config = load_config(
-        root, {"max_patches": max_patches}, require=need_config, config_file=app_state(ctx).config
-    )
-    return ProjectLayout(root, config.paths), config
+    return get_project(ctx, {"max_patches": max_patches}, require=need_config)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .._common import get_project, handle_errors, run_stage
+from .._common import JsonReport, get_project, handle_errors, run_stage
 
 
 def splits(
@@ -28,7 +28,7 @@ def splits(
         ),
     ] = 0.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing split files.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Write splits/<CANCER>/splits_<k>.csv from the labels: K patient-level folds, stratified by event and time.
 

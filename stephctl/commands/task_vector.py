@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._common import JsonReport
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -17,9 +18,12 @@ from .._tasks import (
     stage_request,
 )
 
+if TYPE_CHECKING:
+    from steph.stages import TaskVectorSelection
+
 
 @stage_request("task-vector")
-def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest[TaskVectorSelection]:
     """The stage request of task-vector's parsed options."""
     from steph.stages import TaskVectorSelection
 
@@ -44,7 +48,7 @@ def task_vector(
     list_tasks: ListTasksOption = False,
     task_index: TaskIndexOption = None,
     clear_stale_locks: ClearStaleLocksOption = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Write task_vectors/<CANCER>/fold_<k>.safetensors (tau = theta - theta0, every tensor) and its
     record; refuses models that did not start from the project's theta0."""

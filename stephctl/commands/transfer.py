@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._common import JsonReport
 from .._tasks import (
     ClearStaleLocksOption,
     ListTasksOption,
@@ -17,9 +18,12 @@ from .._tasks import (
     stage_request,
 )
 
+if TYPE_CHECKING:
+    from steph.stages import TransferSelection
+
 
 @stage_request("transfer")
-def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest:
+def request(ctx: typer.Context, params: Mapping[str, Any]) -> StageRequest[TransferSelection]:
     """The stage request of transfer's parsed options."""
     from steph.stages import TransferSelection
 
@@ -66,7 +70,7 @@ def transfer(
     list_tasks: ListTasksOption = False,
     task_index: TaskIndexOption = None,
     clear_stale_locks: ClearStaleLocksOption = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_out: JsonReport = False,
 ) -> None:
     """Apply every source's cancer-specific model to every target's test patients, fold by fold
     (zero-shot), and write the source x target C-index matrix, the gains over each target's own

@@ -1,4 +1,4 @@
-"""The authors' released checkpoints, imported with --import-checkpoint, export and predict like ours.
+"""The authors' released checkpoints, imported with `import-reference --checkpoint`, export and predict like ours.
 
 A feature-level project (D = 16) imports a reference null model and a cancer checkpoint (torch
 ``.pth`` files in the reference format); the exported bundle predicts the fold's test patients
@@ -33,8 +33,8 @@ def test_released_models_export_and_predict_from_features(cli, tmp_path: Path) -
     _reference(tmp_path / "null.pth", 1)
     _reference(tmp_path / "brca.pth", 2)
     steps = [
-        ("train-source", "--import-theta0", tmp_path / "null.pth"),
-        ("train-source", "--import-checkpoint", tmp_path / "brca.pth", "--cancer", "BRCA", "--fold", 0),
+        ("import-reference", "--theta0", tmp_path / "null.pth"),
+        ("import-reference", "--checkpoint", tmp_path / "brca.pth", "--cancer", "BRCA", "--fold", 0),
         ("task-vector", "--cancer", "BRCA", "--fold", 0),
         ("export", "-t", "BRCA", "-m", "cancer-specific", "-k", 0, "--out", tmp_path / "model.safetensors"),
         ("export-sources", "--cancer", "BRCA", "--fold", 0, "--out", tmp_path / "sources.safetensors"),

@@ -136,9 +136,9 @@ def test_export_sign_writes_a_signature_that_verifies(tmp_path: Path, keys, cli)
     root = lab_b(tmp_path / "B")
     torch.save({"model": abmil_state(seed=1)}, tmp_path / "null.pth")
     torch.save({"model": abmil_state(seed=2)}, tmp_path / "coad.pth")
-    assert cli("-p", root, "train-source", "--import-theta0", tmp_path / "null.pth").exit_code == 0
+    assert cli("-p", root, "import-reference", "--theta0", tmp_path / "null.pth").exit_code == 0
     imported = cli(
-        "-p", root, "train-source", "--import-checkpoint", tmp_path / "coad.pth", "--cancer", OWN, "--fold", 0
+        "-p", root, "import-reference", "--checkpoint", tmp_path / "coad.pth", "--cancer", OWN, "--fold", 0
     )
     assert imported.exit_code == 0, imported.output
     out = tmp_path / "model.safetensors"

@@ -1,4 +1,4 @@
-"""`train-source --import-theta0` with a crafted `.pth` (issue #32, items 2 and 10).
+"""`import-reference --theta0` with a crafted `.pth` (issue #32, items 2 and 10).
 
 A few kilobytes can declare gigabytes: a stride-0 expanded tensor holds one value in its storage
 and millions in its shape. Before the fix such a file was imported with exit 0 after writing a
@@ -54,7 +54,7 @@ def test_a_tiny_checkpoint_declaring_a_huge_layer_is_refused_before_allocating(
     with pytest.raises(DataError, match=r"feat_proj\.0\.weight.*declares"):
         import_theta0(layout, config, bomb)
     assert not layout.theta0.exists()
-    result = cli("-p", layout.root, "train-source", "--import-theta0", bomb)
+    result = cli("-p", layout.root, "import-reference", "--theta0", bomb)
     assert result.exit_code == 1 and "declares" in result.stderr and not layout.theta0.exists()
 
 

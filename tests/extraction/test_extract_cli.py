@@ -108,3 +108,18 @@ def test_command_module_imports_nothing_heavy() -> None:
     code = "import sys, stephctl.commands.extract; print(sorted(m for m in ('torch', 'timm', 'openslide', 'h5py') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_slurm_task_id_picks_a_shard_of_the_task_list(cli, extract_project: Path) -> None:
+    """Issue 26: extract read its shard as (ID - MIN) / STEP from the Slurm variables while every
+    other stage uses the raw task id as an index of its task list; `--num-shards 2` alone in an
+    array task failed with "--num-shards and --shard-index go together"."""
+    args = ("-p", extract_project, "extract", "--device", "cpu", "--workers", "1", "--batch-size", "8")
+    listed = cli(*args, "--num-shards", "2", "--list-tasks").stdout.splitlines()
+    assert listed == ["0\tshard_0_of_2\tpending", "1\tshard_1_of_2\tpending"]
+    env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"}
+    result = cli(*args, "--num-shards", "2", "--json", env=env)
+    assert result.exit_code == 0, result.output  # shard 1 of the sorted ids (blank, good) is "good"
+    report = json.loads(result.stdout)
+    assert [(i["key"], i["status"]) for i in report["items"]] == [("good", "done")]
+    assert report["outputs"]["task"] == {"index": 1, "key": "shard_1_of_2", "of": 2}

@@ -279,7 +279,11 @@ def test_locked_slides_are_reported_not_failed(tmp_path: Path, slides: dict[str,
     }
     # issue 16: locked slides are not done, so the run is not ok (exit 2)
     assert not report.ok and "--clear-stale-locks" in (report.items[0].details.get("hint") or "")
-    cleared = extract_features(layout, config, clear_stale_locks=True)
+    from steph.config.project import Project
+    from steph.stages import get_stage
+
+    get_stage("extract").clear_stale_locks(Project(layout, config))  # --clear-stale-locks
+    cleared = extract_features(layout, config)
     assert {i.key: i.status for i in cleared.items} == {
         "a": Status.LOCKED,
         "b": Status.DONE,

@@ -290,22 +290,15 @@ def test_shards_cover_every_slide_exactly_once(ids: list[str], n: int) -> None:
     assert parts == reversed_parts
 
 
-def test_shard_defaults_from_slurm_array() -> None:
-    env = {"SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5"}
-    assert resolve_shard(None, None, env) == (4, 2)
-    env = {
-        "SLURM_ARRAY_TASK_COUNT": "3",
-        "SLURM_ARRAY_TASK_ID": "4",
-        "SLURM_ARRAY_TASK_MIN": "0",
-        "SLURM_ARRAY_TASK_STEP": "2",
-    }
-    assert resolve_shard(None, None, env) == (3, 2)
-    assert resolve_shard(5, 1, env) == (5, 1)  # flags win
-    assert resolve_shard(None, None, {}) == (1, 0)
+def test_shard_comes_from_the_flags_only() -> None:
+    """The Slurm variables no longer choose a shard here: the task id picks a unit of the
+    stage's task list, as for every stage (tests/extraction/test_extract_cli.py)."""
+    assert resolve_shard(5, 1) == (5, 1)
+    assert resolve_shard(None, None) == (1, 0)
     with pytest.raises(ConfigError, match="outside"):
-        resolve_shard(2, 2, {})
+        resolve_shard(2, 2)
     with pytest.raises(ConfigError, match="go together"):
-        resolve_shard(2, None, {})
+        resolve_shard(2, None)
 
 
 # -- reading ---------------------------------------------------------------------------------------

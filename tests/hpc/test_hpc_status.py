@@ -117,3 +117,49 @@ def test_status_cli_json_and_table(half_done: tuple[Path, str], cli) -> None:
         "--clear-stale-locks",
     ):
         assert text in table.output
+
+
+HEAVY = ("torch", "timm", "safetensors")
+"""Modules ``stephctl status`` and ``stephctl --help`` must not import (torch alone costs seconds)."""
+
+_RUN_AND_LIST_IMPORTS = f"""
+import json, sys
+from stephctl.main import main
+sys.argv = ["stephctl", *sys.argv[1:]]
+code = 0
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({{"exit": code, "heavy": sorted(m for m in {HEAVY!r} if m in sys.modules)}}))
+"""
+
+
+def _imports_of(*args: object) -> tuple[dict[str, object], str]:
+    """Run ``stephctl ARGS`` in a fresh interpreter: its exit code and the heavy modules it
+    imported (last line of stdout), and the output before it."""
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_LIST_IMPORTS, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines, done.stderr
+    return json.loads(lines[-1]), "\n".join(lines[:-1])
+
+
+def test_status_imports_no_torch(half_done: tuple[Path, str]) -> None:
+    """Every stage is planned (features opened, models counted, merge methods checked and
+    named) from names, records and headers: no torch, so status costs well under a CPU-second."""
+    root, _ = half_done
+    found, output = _imports_of("-p", root, "status")
+    assert found == {"exit": 0, "heavy": []}, output
+    assert "train-source" in output and "2/4" in output and "merge" in output
+
+
+def test_help_imports_no_torch() -> None:
+    found, output = _imports_of("--help")
+    assert found == {"exit": 0, "heavy": []}, output
+    assert "status" in output

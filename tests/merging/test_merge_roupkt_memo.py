@@ -81,6 +81,10 @@ def test_expert_embeddings_once_per_patient_train_the_same_model(
     assert calls == new_forwards < ref_calls
     assert losses == pytest.approx(ref_losses, abs=1e-6)
     for (name, a), (_, b) in zip(reference.state_dict().items(), cached.state_dict().items(), strict=True):
+        if name == "router.attention_net.attention_c.bias":
+            # the attention score's bias moves every score of a bag alike, so the softmax hides it:
+            # its gradient is rounding noise, which AdamW scales up to steps of the learning rate
+            continue
         assert torch.allclose(a, b, atol=1e-6, rtol=0), name
     targets, store = data()
     x = store.get(targets.ids[0]).unsqueeze(0)

@@ -32,7 +32,7 @@ def project(tmp_path: Path) -> Path:
 def test_import_null_model_then_cancer_checkpoint(cli, project: Path, tmp_path: Path) -> None:
     null = save_reference(tmp_path / "null.pth", seed=1)
     trained = save_reference(tmp_path / "brca.pth", seed=2, prefix="module.")
-    result = cli("-p", project, "train-source", "--import-theta0", tmp_path / "null.pth", "--json")
+    result = cli("-p", project, "import-reference", "--theta0", tmp_path / "null.pth", "--json")
     assert result.exit_code == 0, result.output
     layout, _ = load_project(project)
     record = read_json(layout.theta0_meta)
@@ -44,8 +44,8 @@ def test_import_null_model_then_cancer_checkpoint(cli, project: Path, tmp_path: 
     result = cli(
         "-p",
         project,
-        "train-source",
-        "--import-checkpoint",
+        "import-reference",
+        "--checkpoint",
         tmp_path / "brca.pth",
         "--cancer",
         "BRCA",
@@ -77,27 +77,25 @@ def test_import_refusals(cli, project: Path, tmp_path: Path) -> None:
     result = cli(
         "-p",
         project,
-        "train-source",
-        "--import-checkpoint",
+        "import-reference",
+        "--checkpoint",
         tmp_path / "brca.pth",
         "--cancer",
         "BRCA",
         "--fold",
         "0",
     )
-    assert (
-        result.exit_code == 1 and "theta0 not found" in result.output and "--import-theta0" in result.output
-    )
-    result = cli("-p", project, "train-source", "--import-theta0", tmp_path / "narrow.pth")
+    assert result.exit_code == 1 and "theta0 not found" in result.output and "--theta0" in result.output
+    result = cli("-p", project, "import-reference", "--theta0", tmp_path / "narrow.pth")
     assert result.exit_code == 1 and "dim_attn 8 (expected 16)" in result.output
-    assert cli("-p", project, "train-source", "--import-theta0", tmp_path / "null.pth").exit_code == 0
-    result = cli("-p", project, "train-source", "--import-theta0", tmp_path / "null.pth")
+    assert cli("-p", project, "import-reference", "--theta0", tmp_path / "null.pth").exit_code == 0
+    result = cli("-p", project, "import-reference", "--theta0", tmp_path / "null.pth")
     assert result.exit_code == 1 and "theta0 already exists" in result.output
     result = cli(
         "-p",
         project,
-        "train-source",
-        "--import-checkpoint",
+        "import-reference",
+        "--checkpoint",
         tmp_path / "narrow.pth",
         "--cancer",
         "BRCA",
@@ -105,13 +103,11 @@ def test_import_refusals(cli, project: Path, tmp_path: Path) -> None:
         "0",
     )
     assert result.exit_code == 1 and "differs from theta0's" in result.output
-    result = cli(
-        "-p", project, "train-source", "--import-checkpoint", tmp_path / "brca.pth", "--cancer", "BRCA"
-    )
+    result = cli("-p", project, "import-reference", "--checkpoint", tmp_path / "brca.pth", "--cancer", "BRCA")
     assert result.exit_code == 1 and "exactly one --cancer and one --fold" in result.output
     torch.save({"model": {"encoder.weight": torch.zeros(2, 2)}}, tmp_path / "other.pth")
     result = cli(
-        "-p", project, "train-source", "--import-checkpoint", tmp_path / "other.pth", "-c", "BRCA", "-k", "0"
+        "-p", project, "import-reference", "--checkpoint", tmp_path / "other.pth", "-c", "BRCA", "-k", "0"
     )
     assert result.exit_code == 1 and "is not an ABMIL state dict" in result.output
     assert not load_project(project)[0].model_weights("BRCA", 0).exists()

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from _cohorts import make_feature_project
 
-from steph.errors import DataError
+from steph.errors import ConfigError, DataError
 from steph.locks import lock_path_for
-from steph.report import Status
-from steph.units import Outcome, UnitLock, WorkUnit, run_units
+from steph.report import StageReport, Status
+from steph.units import Outcome, StopRun, UnitLock, WorkUnit, run_units
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,40 @@ def test_the_unit_loop_skips_locks_runs_and_reports_every_unit(tmp_path: Path) -
     assert lock.exists() and not lock_path_for(tmp_path / "ok.txt").exists()  # locks released
     again = run_units("toy", units[:1], worker, overwrite=True)
     assert [(i.key, i.status) for i in again.items] == [("ok", Status.DONE)]
+
+
+class _AheadWorker(_Worker):
+    """Sees the units to come, runs "free" units without a lock and stops the run on "stop"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[list[str]] = []
+
+    def look_ahead(self, upcoming: list[_Unit]) -> None:
+        self.seen.append([u.key for u in upcoming])
+
+    def lock(self, unit: _Unit) -> UnitLock | None:
+        return None if unit.name == "free" else super().lock(unit)
+
+    def run(self, unit: _Unit) -> Outcome:
+        if unit.name == "stop":
+            raise StopRun(ConfigError("no encoder weights"))
+        if unit.name == "free":
+            self.ran.append(unit.key)
+            assert not lock_path_for(unit.outputs[0]).exists()
+            return Outcome(Status.DONE, "read only")
+        return super().run(unit)
+
+
+def test_the_unit_loop_looks_ahead_runs_lockless_units_and_stops_on_a_run_level_error(tmp_path: Path) -> None:
+    units = [_Unit("toy", n, (tmp_path / f"{n}.txt",), name=n) for n in ("ok", "free", "stop", "after")]
+    worker = _AheadWorker()
+    report = StageReport("toy")
+    with pytest.raises(ConfigError, match="no encoder weights"):
+        run_units("toy", units, worker, look_ahead=worker.look_ahead, into=report)
+    assert worker.seen == [["free", "stop", "after"], ["stop", "after"], ["after"]]
+    assert [(i.key, i.status) for i in report.items] == [("ok", Status.DONE), ("free", Status.DONE)]
+    assert worker.ran == ["ok", "free"] and not lock_path_for(tmp_path / "stop.txt").exists()
 
 
 def test_typed_units_list_their_fields_as_params(tmp_path: Path) -> None:

@@ -99,3 +99,10 @@ def test_per_bag_weights_in_a_pack_equal_each_bag_alone_with_and_without_the_gro
     for z, grads in (grouped, fallback):
         assert torch.allclose(z, alone[0], atol=1e-6)
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, alone[1], strict=True))
+
+
+def test_a_train_source_step_stays_within_its_operator_budget() -> None:
+    """Host overhead at 16 bags: SurvMLE's closed-form gradient (one backward operator instead
+    of about seventy) and the encoder's parameters read off its attributes keep ABMIL's step at
+    161 operators (206 before)."""
+    assert operators_per_step(build("train-source"), 16) <= 165

@@ -164,3 +164,36 @@ def test_protocol_model_costs_processes_reading_and_arithmetic(tmp_path: Path) -
         "process_start_s": 3.0,
         "read_gb_per_s": 2.0,
     }
+
+
+def test_contention_benchmark_sets_threads_and_divides_by_the_fair_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = load("bench_contention")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert "OMP_WAIT_POLICY" not in bench.worker_env("torch")  # PyTorch's defaults
+    assert "OMP_WAIT_POLICY" not in bench.worker_env("steph")  # left to steph.threads.configure
+    assert bench.worker_env("one-thread")["OMP_NUM_THREADS"] == "1"
+    real = bench.concurrent("steph", 1, 1, 32)  # one real worker: set up, wait for go, train a step
+    assert real["wall_s"] > 0 and real["cpu_s"] > 0 and real["threads"] >= 1
+    walls = {("one-thread", 1): 4.0, ("steph", 1): 2.5, ("torch", 1): 2.0}
+
+    def fake(setting: str, n: int, steps: int, dim: int) -> dict[str, float]:
+        wall = walls.get((setting, n), {"steph": 1.2, "torch": 5.0, "one-thread": 1.0}[setting] * 2.0 * n)
+        return {"wall_s": wall, "cpu_s": 4.0 * n, "threads": 1}
+
+    monkeypatch.setattr(bench, "concurrent", fake)
+    monkeypatch.setattr(bench, "usable_cores", lambda: 2)
+    result = bench.run(quick=True)
+    steph, torch_default = result["settings"]["steph"], result["settings"]["torch"]
+    assert steph["n2"]["fair_share_s"] == 4.0  # 2 x 4 CPU-s of work over 2 cores
+    assert steph["n4"] == {
+        "wall_s": 9.6,
+        "cpu_s": 16.0,
+        "threads": 1,
+        "fair_share_s": 8.0,
+        "over_fair_share": 1.2,
+    }
+    assert torch_default["n4"]["over_fair_share"] == 5.0
+    assert steph["n1"]["over_fair_share"] == 1.0
+    assert result["targets_met"] == {"steph_over_fair_share<=1.3 (4 processes)": True}
