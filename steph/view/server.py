@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -76,6 +77,8 @@ class ViewServer(ThreadingHTTPServer):
 
     def __init__(self, view: ProjectView, host: str, port: int) -> None:
         check_loopback(host)
+        if ":" in host:  # an IPv6 loopback such as ::1: the class default is IPv4
+            self.address_family = socket.AF_INET6
         self.view = view
         self.tiles: dict[int, int] = {}
         self.tiles_lock = threading.Lock()
@@ -84,9 +87,9 @@ class ViewServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        name = (
-            host.decode("ascii") if isinstance(host, bytes) else host
-        )  # str for AF_INET; bytes only for AF_UNIX
+        name = host.decode("ascii") if isinstance(host, bytes) else host  # bytes only for AF_UNIX
+        if ":" in name:  # an IPv6 address goes in brackets in a URL (RFC 3986)
+            name = f"[{name}]"
         return f"http://{name}:{port}/"
 
 

@@ -300,18 +300,15 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_shards_cover_every_slide_once_and_failures_merge(
-    tmp_path: Path, slides: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_shards_cover_every_slide_once_and_failures_merge(tmp_path: Path, slides: dict[str, Path]) -> None:
     rows = [row(f"x{i}", slides[f"x{i}"]) for i in range(5)] + [row("blank", slides["blank"])]
     layout, config = project(tmp_path, rows)
     seen: list[str] = []
-    for index in range(3):
-        monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
-        monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
-        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(index + 1))  # --array=1-3
-        units = select_slides(layout).entries
-        report = extract_features(layout, config)
+    for index in range(
+        3
+    ):  # the Slurm task id picks the shard in the stage (tests/extraction/test_extract_cli.py)
+        units = select_slides(layout, num_shards=3, shard_index=index).entries
+        report = extract_features(layout, config, num_shards=3, shard_index=index)
         assert [u.slide_id for u in units] == [i.key for i in report.items]
         assert report.outputs["shard"] == f"{index}/3"
         seen += [i.key for i in report.items]
@@ -319,7 +316,6 @@ def test_shards_cover_every_slide_once_and_failures_merge(
     assert len(list(layout.features_dir("tiny-cnn").glob("*.h5"))) == 5
     assert [r["slide_id"] for r in read_csv(layout.extract_failures("tiny-cnn"))] == ["blank"]
     # a later run of another shard keeps blank's failure; fixing blank clears it
-    monkeypatch.delenv("SLURM_ARRAY_TASK_COUNT")
     shutil.copy(slides["x0"], tmp_path / "fixed.tif")
     write_manifest(layout.root, [*rows[:5], row("blank", tmp_path / "fixed.tif")])
     extract_features(layout, config, slides_file=_ids(tmp_path, ["x1"]))

@@ -92,6 +92,34 @@ def test_only_loopback_addresses() -> None:
             check_loopback(host)
 
 
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_the_ipv6_loopback_is_served_with_a_bracketed_url(demo: Path) -> None:
+    """``--host ::1`` passes the loopback check, so the server must listen there (an IPv4 server
+    cannot bind it) and its URL must bracket the address."""
+    if not _ipv6_loopback():
+        pytest.skip("this machine has no IPv6 loopback (::1)")
+    layout, config = load_project(demo)
+    srv = ViewServer(ProjectView(layout, config, TARGET), "::1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert srv.url.startswith("http://[::1]:")
+        assert json.loads(_get(srv, "/api/target"))["methods"] == layout.result_methods(TARGET)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_api_lists_patients_and_draws_an_overlay_on_the_patch_grid(demo: Path, server: ViewServer) -> None:
     from matplotlib import colormaps
 
