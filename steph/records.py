@@ -340,12 +340,33 @@ class TaskVectorRecord(Record):
     sha256: str | None = None
     """sha256 of the safetensors file."""
     parameter_names: list[str] = field(default_factory=list)
+    cohort_size: int | None = None
+    """Imported vectors: the source cohort's patients, from the bundle's card."""
+    train_patients: dict[str, int | None] | None = None
+    """Imported vectors: training patients per fold (fold number as a string), from the card."""
+    imported_from: dict[str, Any] | None = None
+    """Imported vectors: the bundle it came from (path, sha256, signer, part_sha256)."""
     versions: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
 
+    OMIT_NONE: ClassVar[tuple[str, ...]] = (
+        "source_model",
+        "source_model_sha256",
+        "cohort_size",
+        "train_patients",
+        "imported_from",
+    )
+    """An imported vector has no model of this project; a vector of its own was not imported."""
+
+    @property
+    def imported(self) -> bool:
+        """Whether the vector came from another lab's bundle (``import-sources``)."""
+        return self.imported_from is not None
+
 
 IMPORTED = "imported_from"
-"""Key of a :class:`TaskVectorRecord`'s ``extra`` naming the bundle an imported vector came from."""
+"""Key of the bundle an imported vector came from (:attr:`TaskVectorRecord.imported_from`), also
+used by a sources card's entries."""
 
 
 MERGE_SIGNATURE = ("method", "options", "sources", "source_fold", "epochs", "seed", "theta0_sha256")

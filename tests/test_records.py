@@ -101,6 +101,25 @@ GOOD_MERGE = {
     "files": {"merged.safetensors": "c"}, "train_losses": [0.5, 1], "c_index": 0.7,
 }  # fmt: skip
 
+
+def test_an_imported_task_vector_keeps_its_keys_and_order(tmp_path: Path) -> None:
+    """What ``import-sources`` wrote before its fields were typed reads into them and writes back
+    the same JSON; a vector of this project's own writes none of them."""
+    imported = {
+        "kind": "task_vector", "cancer": "BLCA", "fold": 0, "theta0_sha256": "a", "architecture": {},
+        "sha256": "c", "parameter_names": ["w"], "cohort_size": 150, "train_patients": {"0": 120},
+        "imported_from": {"bundle_sha256": "e", "part_sha256": "d"}, "versions": {}, "created": "now",
+    }  # fmt: skip
+    path = tmp_path / "fold_0.json"
+    path.write_text(json.dumps(imported))
+    record = TaskVectorRecord.read(path)
+    assert record.imported and record.cohort_size == 150 and record.train_patients == {"0": 120}
+    assert record.imported_from == {"bundle_sha256": "e", "part_sha256": "d"} and record.extra == {}
+    assert list(record.to_json().items()) == list(imported.items())
+    own = TaskVectorRecord(cancer="BRCA", fold=0, source_model="m")
+    assert not own.imported and not {"cohort_size", "train_patients", "imported_from"} & set(own.to_json())
+
+
 BAD_RECORDS = [
     # (record class, good record, field, bad value, words the message must hold)
     (ModelRecord, {"cancer": "BRCA"}, "fold", "0", ["'fold'", "an integer or null", "a string ('0')"]),
@@ -110,6 +129,9 @@ BAD_RECORDS = [
     (ModelRecord, {"cancer": "BRCA"}, "architecture", ["dim_in"], ["'architecture'", "an object or null"]),
     (TaskVectorRecord, {"cancer": "BRCA"}, "parameter_names", {"w": 1}, ["'parameter_names'", "a list of (a string)", "an object"]),
     (TaskVectorRecord, {"cancer": "BRCA"}, "parameter_names", ["w", 2], ["'parameter_names[1]'", "a string", "an integer (2)"]),
+    (TaskVectorRecord, {"cancer": "BRCA"}, "cohort_size", "150", ["'cohort_size'", "an integer or null", "a string ('150')"]),
+    (TaskVectorRecord, {"cancer": "BRCA"}, "train_patients", {"0": "120"}, ["'train_patients.0'", "an integer or null", "a string ('120')"]),
+    (TaskVectorRecord, {"cancer": "BRCA"}, "imported_from", "bundle.safetensors", ["'imported_from'", "an object or null", "a string"]),
     (MergeRecord, GOOD_MERGE, "source_fold", 0.0, ["'source_fold'", "an integer", "a number (0.0)"]),
     (MergeRecord, GOOD_MERGE, "train_losses", [0.5, False], ["'train_losses[1]'", "a number", "a boolean (false)"]),
     (MergeRecord, GOOD_MERGE, "c_index", "0.7", ["'c_index'", "a number or null", "a string ('0.7')"]),

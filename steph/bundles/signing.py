@@ -204,7 +204,7 @@ def check_trusted_sources(
     Raises:
         ConsistencyError: an imported source without a signature or signed by a key not listed.
     """
-    from ..records import IMPORTED, TaskVectorRecord
+    from ..records import TaskVectorRecord
 
     allowed = trust_list(layout, config)
     if allowed is None:
@@ -216,7 +216,7 @@ def check_trusted_sources(
         meta = layout.task_vector_meta(cancer, fold)
         if not meta.is_file():
             continue
-        origin = TaskVectorRecord.read(meta).extra.get(IMPORTED)
+        origin = TaskVectorRecord.read(meta).imported_from
         if not isinstance(origin, dict):
             continue
         signer = origin.get("signer")

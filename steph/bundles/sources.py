@@ -25,7 +25,6 @@ from ..checkpoints import save_state_dict
 from ..data.features import feature_shape
 from ..errors import ConsistencyError, DataError, LayoutError, MissingArtifactError
 from ..extractors.weights import weights_identity
-from ..fileio import write_json
 from ..layout import normalize_cancer
 from ..locks import hold
 from ..models.abmil import architecture_of
@@ -50,9 +49,9 @@ def _part(cancer: str, fold: int) -> str:
 def source_record(layout: ProjectLayout, config: ProjectConfig, cancer: str, fold: int) -> dict[str, Any]:
     """Card entry of a source: its cohort size and fold, and where it came from when imported."""
     path = layout.task_vector_meta(cancer, fold)
-    extra = TaskVectorRecord.read(path).extra if path.is_file() else {}
-    if IMPORTED in extra:
-        return {"patients": extra.get("cohort_size"), "fold": fold, IMPORTED: extra[IMPORTED]}
+    record = TaskVectorRecord.read(path) if path.is_file() else None
+    if record is not None and record.imported_from is not None:
+        return {"patients": record.cohort_size, "fold": fold, IMPORTED: record.imported_from}
     return {"patients": cohort_size(layout, config, cancer), "fold": fold}
 
 
@@ -108,7 +107,7 @@ def export_sources(
             train[str(k)] = (
                 ModelRecord.read(meta).n_train
                 if meta.is_file()
-                else record.extra.get("train_patients", {}).get(str(k))
+                else (record.train_patients or {}).get(str(k))
             )
         entries[cancer] = {
             **source_record(layout, config, cancer, chosen[0]),
@@ -352,11 +351,11 @@ def _import_vector(
     meta_path = layout.task_vector_meta(cancer, fold)
     entry = bundle.card["sources"][cancer]
     if meta_path.is_file() and not overwrite:
-        record = TaskVectorRecord.read(meta_path).extra
-        if record.get(IMPORTED, {}).get("part_sha256") == bundle.card["parts"][part]["sha256"]:
+        held = TaskVectorRecord.read(meta_path)
+        if (held.imported_from or {}).get("part_sha256") == bundle.card["parts"][part]["sha256"]:
             report.add(key, Status.SKIPPED, "already imported from this bundle")
         else:
-            what = "an imported" if IMPORTED in record else "this project's own"
+            what = "an imported" if held.imported else "this project's own"
             report.add(
                 key,
                 Status.FAILED,
@@ -375,17 +374,20 @@ def _import_vector(
     with hold(meta_path, what=f"task vector {key}"):
         meta_path.unlink(missing_ok=True)
         sha = save_state_dict(layout.task_vector(cancer, fold), vector, provenance)
-        record = {
-            **provenance,
-            "sha256": sha,
-            "parameter_names": list(vector),
-            "cohort_size": entry.get("patients"),
-            "train_patients": entry.get("train_patients_per_fold", {}),
-            IMPORTED: {**origin, "part_sha256": bundle.card["parts"][part]["sha256"]},
-            "versions": versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        write_json(meta_path, record)
+        record = TaskVectorRecord(
+            cancer=cancer,
+            fold=fold,
+            theta0_sha256=bundle.card["theta0_sha256"],
+            architecture=bundle.card["architecture"],
+            sha256=sha,
+            parameter_names=list(vector),
+            cohort_size=entry.get("patients"),
+            train_patients=entry.get("train_patients_per_fold", {}),
+            imported_from={**origin, "part_sha256": bundle.card["parts"][part]["sha256"]},
+            versions=versions(),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        record.write(meta_path)
     report.add(
         key,
         Status.DONE,

@@ -15,7 +15,7 @@ from ..config.merge import MergeConfig
 from ..config.project import project_cancers
 from ..errors import ConfigError, ConsistencyError, MissingArtifactError
 from ..layout import normalize_cancer
-from ..records import IMPORTED, TaskVectorRecord
+from ..records import TaskVectorRecord
 from .registry import MERGE_METHODS, method_spec
 from .settings import check_block, fold_block, unknown_block
 from .spec import MethodSpec
@@ -106,11 +106,11 @@ def resolve_sources(layout: ProjectLayout, config: ProjectConfig, target: str) -
 
 def imported_cancers(layout: ProjectLayout) -> list[str]:
     """Cancers whose task vectors were brought in by ``stephctl import-sources`` (a fold's record
-    names its bundle under :data:`~steph.records.IMPORTED`)."""
+    names its bundle: :attr:`~steph.records.TaskVectorRecord.imported_from`)."""
     found = []
     for cancer in layout.task_vector_cancers():
         if any(
-            IMPORTED in TaskVectorRecord.read(layout.task_vector_meta(cancer, k)).extra
+            TaskVectorRecord.read(layout.task_vector_meta(cancer, k)).imported
             for k in layout.task_vector_folds(cancer)
         ):
             found.append(cancer)

@@ -76,8 +76,9 @@ def test_import_sources_with_a_trust_list(tmp_path: Path, keys, cli) -> None:
     result = cli("-p", root, "import-sources", bundle, *trusted)
     assert result.exit_code == 0, result.output
     layout, config = load_project(root, {"allowed_signers": str(keys["allowed"])})
-    record = TaskVectorRecord.read(layout.task_vector_meta("BLCA", 0)).extra
-    assert record["imported_from"]["signer"]["principal"] == "alice@lab-a"
+    record = TaskVectorRecord.read(layout.task_vector_meta("BLCA", 0))
+    assert record.imported_from is not None
+    assert record.imported_from["signer"]["principal"] == "alice@lab-a"
     check_trusted_sources(layout, config, ["BLCA"], 0)  # merge's check: accepted
 
 
