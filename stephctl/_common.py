@@ -33,6 +33,16 @@ AllowedSigners = Annotated[
 """``--allowed-signers``, the one declaration of the option of every command that takes bundles
 from other labs (predict, import-sources, merge)."""
 
+SigningKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--sign",
+        help="SSH private key: also write <bundle>.sig (ssh-keygen -Y sign) for labs with a trust list.",
+    ),
+]
+"""``--sign``, the one declaration of the option of the commands that write bundles (export,
+export-sources)."""
+
 JsonReport = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 """``--json`` of the commands that print a stage report (train-source, task-vector, transfer,
 predict, export, export-sources, import-sources, splits): one declaration. Commands whose JSON is

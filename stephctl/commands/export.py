@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .._common import JsonReport, fail, get_project, handle_errors, run_stage
+from .._common import JsonReport, SigningKey, fail, get_project, handle_errors, run_stage
 
 
 def export(
@@ -35,13 +35,7 @@ def export(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle file.")] = False,
-    sign: Annotated[
-        Path | None,
-        typer.Option(
-            "--sign",
-            help="SSH private key: also write <bundle>.sig (ssh-keygen -Y sign) for labs with a trust list.",
-        ),
-    ] = None,
+    sign: SigningKey = None,
     json_out: JsonReport = False,
 ) -> None:
     """Write one safetensors bundle (no pickle): theta0, the task vectors and trained weights the

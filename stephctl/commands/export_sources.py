@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .._common import JsonReport, get_project, handle_errors, run_stage
+from .._common import JsonReport, SigningKey, get_project, handle_errors, run_stage
 
 
 def export_sources(
@@ -22,13 +22,7 @@ def export_sources(
         typer.Option("--out", "-o", help="Bundle file (default exports/sources-<CANCERS>.safetensors)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle file.")] = False,
-    sign: Annotated[
-        Path | None,
-        typer.Option(
-            "--sign",
-            help="SSH private key: also write <bundle>.sig (ssh-keygen -Y sign) for labs with a trust list.",
-        ),
-    ] = None,
+    sign: SigningKey = None,
     json_out: JsonReport = False,
 ) -> None:
     """Write the task vectors of --cancer with theta0 and a card (theta0 sha256, encoder, D,
