@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..evaluation.html_report import STYLE as REPORT_STYLE
 from ..fileio import atomic_path, write_text
 from .factors import FACTORS
 
@@ -118,15 +119,8 @@ def write_figures(layout: ProjectLayout, study: Study) -> dict[str, str]:
     return out
 
 
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.7em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-img { max-width: 100%; border: 1px solid #eee; }
-.note { color: #555; font-size: 0.85em; }
-.scatter img { width: 32%; }
-"""
+STYLE = REPORT_STYLE + ".scatter img { width: 32%; }\n"
+"""The evaluation report's style, with the factor scatter plots three to a row."""
 
 
 def _markdown_tables(text: str) -> str:
