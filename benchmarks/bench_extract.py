@@ -120,7 +120,7 @@ def throughput(
     machine only ever slow a round down)."""
     from steph.extraction.overlap import iter_batches, patch_reader
     from steph.extraction.slide_job import extract_slide
-    from steph.slides import Slide, make_grid, read_manifest
+    from steph.slides import Slide, read_manifest
 
     entry = read_manifest(layout)[0]
     out = layout.own_features(encoder.spec.name, slide_id)
@@ -134,16 +134,7 @@ def throughput(
         with h5py.File(out, "r") as handle:
             coords = handle["coords"][:]
         with Slide(entry.path, slide_id=slide_id) as slide:
-            grid = make_grid(  # the extraction's geometry (level 0, 256-px reads) over the whole slide
-                slide_id=slide_id,
-                dimensions=slide.dimensions,
-                level_downsamples=slide.level_downsamples,
-                slide_mpp=0.5,
-                target_mpp=0.5,
-                patch_size=256,
-                tissue=np.ones((8, 8), bool),
-                min_tissue_fraction=0.0,
-            )
+            grid = _full_grid(slide, slide_id)
             reader = patch_reader(slide, grid)
             start, cpu = time.perf_counter(), time.process_time()
             batches = [
