@@ -7,10 +7,13 @@ scanner's lower magnification of the same glass would be.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 
@@ -140,3 +143,19 @@ def corrupt_level0_tiles(path: Path) -> Path:
         data[start : offset + count] = rng.integers(0, 256, count - 2, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     return path
+
+
+def record_grid_threads(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Patch the slide job's grid planning to record, per slide id, the thread it ran in (the
+    next slide is prepared in a ``steph-prepare`` thread)."""
+    import steph.extraction.slide_job as slide_job
+
+    threads: dict[str, str] = {}
+    plan_grid = slide_job._plan_grid
+
+    def recording_plan_grid(slide: Any, entry: Any, *args: Any) -> Any:
+        threads[entry.slide_id] = threading.current_thread().name
+        return plan_grid(slide, entry, *args)
+
+    monkeypatch.setattr(slide_job, "_plan_grid", recording_plan_grid)
+    return threads

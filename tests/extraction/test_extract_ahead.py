@@ -9,7 +9,14 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from _slides import TEST_EXTRACT_CONFIG, row, write_blank_slide, write_manifest, write_slide
+from _slides import (
+    TEST_EXTRACT_CONFIG,
+    record_grid_threads,
+    row,
+    write_blank_slide,
+    write_manifest,
+    write_slide,
+)
 
 import steph.extraction.slide_job as slide_job
 from steph.config import load_project
@@ -136,14 +143,7 @@ def test_next_slide_is_prepared_while_the_current_one_encodes(
 def test_a_failed_preparation_ahead_fails_that_slide_alone(
     tmp_path: Path, slides: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads: dict[str, str] = {}
-    plan_grid = slide_job._plan_grid
-
-    def recording_plan_grid(slide: Any, entry: Any, *args: Any) -> Any:
-        threads[entry.slide_id] = threading.current_thread().name
-        return plan_grid(slide, entry, *args)
-
-    monkeypatch.setattr(slide_job, "_plan_grid", recording_plan_grid)
+    threads = record_grid_threads(monkeypatch)
     layout, config = project(
         tmp_path, [row("x0", slides["x0"]), row("x1", slides["blank"]), row("x2", slides["x2"])]
     )

@@ -3,7 +3,6 @@ as `stephctl extract` does, and writes what extracting slide after slide writes.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import h5py
 import pytest
 import torch
-from _slides import TEST_EXTRACT_CONFIG, write_blank_slide, write_slide
+from _slides import TEST_EXTRACT_CONFIG, record_grid_threads, write_blank_slide, write_slide
 
 import steph.extraction.slide_job as slide_job
 from steph.config import load_project
@@ -62,23 +61,10 @@ def extract_all(made: FeatureMaker, queue: list[SlideInput]) -> dict[str, Path |
     return out
 
 
-def recording(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """slide id -> the thread its grid was planned in."""
-    threads: dict[str, str] = {}
-    plan_grid = slide_job._plan_grid
-
-    def recording_plan_grid(slide: Any, entry: Any, *args: Any) -> Any:
-        threads[entry.slide_id] = threading.current_thread().name
-        return plan_grid(slide, entry, *args)
-
-    monkeypatch.setattr(slide_job, "_plan_grid", recording_plan_grid)
-    return threads
-
-
 def test_the_next_slide_is_prepared_ahead_and_the_features_are_those_of_one_slide_at_a_time(
     tmp_path: Path, slides: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threads = recording(monkeypatch)
+    threads = record_grid_threads(monkeypatch)
     made = maker(tmp_path)
     queue = [SlideInput(i, slides[i]) for i in ("x0", "x1", "x2")]
     out = extract_all(made, queue)
@@ -106,7 +92,7 @@ def test_slides_with_features_are_not_prepared_and_a_failed_preparation_fails_it
 ) -> None:
     made = maker(tmp_path)
     extract_all(made, [SlideInput("x1", slides["x1"])])  # x1's features exist in the run
-    threads = recording(monkeypatch)
+    threads = record_grid_threads(monkeypatch)
     prepared: list[str] = []
     prepare = slide_job.prepare_slide
 
