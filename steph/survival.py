@@ -113,6 +113,118 @@ class _SurvMLE(torch.autograd.Function):
 _surv_mle_with_gradient = cast("Callable[..., Tensor]", _SurvMLE.apply)  # torch leaves apply untyped
 
 
+@dataclass(frozen=True)
+class SurvLabels:
+    """The label tensors SurvMLE needs for one chunk of bags, built once where the chunk is staged
+    (:func:`surv_labels`), so that a training step spends no operators on them.
+
+    ``index [n, 3]``: per bag the columns ``y, y + 1`` of the padded survival ``S~`` and ``y`` of
+    the hazards; ``weights [n, 3]``: the weights of their logs in the loss, ``(1 - c) / B``,
+    ``(1 - alpha) c / B``, ``(1 - c) / B`` (B: the bags the loss averages over, times the chunk's
+    share of the batch); ``masks [n, 2, T]``: ``[i < y]`` and ``[i <= y]``; ``at_y [n, T]``:
+    ``[i = y]``; ``alpha`` and ``eps``: the loss's (``eps`` clamps the logs)."""
+
+    index: Tensor
+    weights: Tensor
+    masks: Tensor
+    at_y: Tensor
+    alpha: float
+    eps: float
+
+    @property
+    def time_bins(self) -> int:
+        return int(self.at_y.shape[1])
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """What :func:`surv_labels` needs besides the labels: the model's time bins and the loss's
+    ``alpha`` and ``eps``; a batch's chunks get their :class:`SurvLabels` where they are built."""
+
+    time_bins: int
+    alpha: float = 0.5
+    eps: float = 1e-7
+
+    def labels(self, bins: Tensor, events: Tensor, scale: float = 1.0) -> SurvLabels:
+        return surv_labels(bins, events, self.time_bins, alpha=self.alpha, eps=self.eps, scale=scale)
+
+
+def surv_labels(
+    bins: Tensor,
+    events: Tensor,
+    time_bins: int,
+    *,
+    alpha: float = 0.5,
+    eps: float = 1e-7,
+    scale: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> SurvLabels:
+    """:class:`SurvLabels` of bags with bin labels ``bins [n]`` and ``events [n]`` (1 = event),
+    for hazards over ``time_bins`` bins; the loss is ``scale`` times the mean over the n bags."""
+    y = bins.view(-1, 1).long()
+    c = 1.0 - events.view(-1, 1).to(dtype)
+    n = y.shape[0]
+    event = (1.0 - c) * (scale / n)
+    weights = torch.cat([event, c * ((1.0 - alpha) * scale / n), event], dim=1)
+    bins_t = torch.arange(time_bins, device=y.device)
+    masks = torch.stack([bins_t < y, bins_t <= y], dim=1).to(dtype)
+    index = torch.cat([y, y + 1, y], dim=1)
+    return SurvLabels(index, weights, masks, (bins_t == y).to(dtype), alpha, eps)
+
+
+def surv_mle_from_logits(logits: Tensor, labels: SurvLabels) -> Tensor:
+    """SurvMLE of the hazards ``sigmoid(logits)`` (:func:`surv_mle_loss`, times the labels'
+    scale), with the gradient in the logits computed with the loss, in closed form. With
+    ``h = sigmoid(l)``, ``dh/dl = h (1 - h)`` turns the hazards' gradient into (the bracket
+    terms only where their ``max`` is not at ``eps``)
+
+        dloss/dl_i = h_i [ (1 - c)/B [i < y] + (1 - alpha) c/B [i <= y] ] - (1 - c)/B [i = y] (1 - h_y)
+
+    which has no division, so hazards of exactly 0 or 1 need no special case. The loss is
+    ``-sum_b sum_j weights_bj log max(v_bj, eps)`` over ``v_b = (S~_y, S~_{y+1}, h_y)``: the same
+    terms as :func:`surv_mle_loss`, summed in another order (equal to rounding).
+    """
+    if logits.requires_grad and torch.is_grad_enabled():
+        return _surv_mle_logits(logits, labels)
+    return _surv_mle_from_logits(logits, labels, gradient=False)[0]
+
+
+def _surv_mle_from_logits(
+    logits: Tensor, labels: SurvLabels, *, gradient: bool
+) -> tuple[Tensor, Tensor | None]:
+    hazards = torch.sigmoid(logits)
+    alive = 1.0 - hazards
+    padded = torch.cumprod(torch.nn.functional.pad(alive, (1, 0), value=1.0), dim=1)
+    index = labels.index
+    values = torch.cat([padded.gather(1, index[:, :2]), hazards.gather(1, index[:, 2:])], dim=1)
+    loss = -(values.clamp(min=labels.eps).log_() * labels.weights).sum()
+    if not gradient:
+        return loss, None
+    live = (values >= labels.eps) * labels.weights
+    inside = torch.bmm(live[:, None, :2], labels.masks).squeeze(1)
+    grad = hazards * inside - (live[:, 2:] * labels.at_y) * alive
+    return loss, grad
+
+
+class _SurvMLELogits(torch.autograd.Function):
+    """SurvMLE of logits with its closed-form gradient (:func:`surv_mle_from_logits`)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, labels: SurvLabels) -> Tensor:
+        loss, grad = _surv_mle_from_logits(logits, labels, gradient=True)
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        return grad_loss * grad, None
+
+
+_surv_mle_logits = cast("Callable[..., Tensor]", _SurvMLELogits.apply)  # torch leaves apply untyped
+
+
 def survival_curve(hazards: Tensor) -> Tensor:
     """S_j = prod_{i <= j} (1 - h_i), shape ``[B, T]``."""
     return torch.cumprod(1.0 - hazards, dim=1)

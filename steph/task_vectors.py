@@ -131,17 +131,16 @@ def unflatten(flat: Tensor, spec: FlatSpec) -> StateDict:
     """Inverse of :func:`flatten`: split ``flat [..., P]`` into tensors of the shapes in ``spec``.
 
     Leading dimensions are kept, so ``[B, P]`` gives per-bag tensors ``[B, *shape]`` (views).
+    The views come from one ``split_with_sizes``, whose backward writes the gradient of ``flat``
+    once; a slice per tensor would give autograd one full-size, zero-filled gradient per tensor
+    to add up (at D = 1536 about 1.2 M values per bag, 8 times, in every STEPH or AdaMerging step).
     """
-    out: StateDict = {}
-    offset = 0
+    sizes = [shape.numel() for _, shape in spec]
+    if sum(sizes) != flat.shape[-1]:
+        raise ValueError(f"unflatten: spec covers {sum(sizes)} values, the tensor has {flat.shape[-1]}")
     lead = flat.shape[:-1]
-    for name, shape in spec:
-        n = shape.numel()
-        out[name] = flat[..., offset : offset + n].reshape(*lead, *shape)
-        offset += n
-    if offset != flat.shape[-1]:
-        raise ValueError(f"unflatten: spec covers {offset} values, the tensor has {flat.shape[-1]}")
-    return out
+    parts = flat.split_with_sizes(sizes, dim=-1)
+    return {name: part.reshape(*lead, *shape) for (name, shape), part in zip(spec, parts, strict=True)}
 
 
 def trim(matrix: Tensor, density: float) -> Tensor:

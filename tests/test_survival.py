@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steph.survival import risk_score, surv_mle_loss, survival_curve, time_to_bin
+from steph.survival import (
+    LabelSpec,
+    risk_score,
+    surv_labels,
+    surv_mle_from_logits,
+    surv_mle_loss,
+    survival_curve,
+    time_to_bin,
+)
 
 
 def reference_surv_mle(
@@ -152,3 +160,49 @@ def test_risk_is_minus_summed_survival() -> None:
     assert surv[0].tolist() == pytest.approx([0.9, 0.72, 0.36])
     assert risk_score(hazards).tolist() == pytest.approx([-(0.9 + 0.72 + 0.36), -(0.5 + 0.25 + 0.125)])
     assert float(risk_score(hazards)[1]) > float(risk_score(hazards)[0])  # higher hazards, higher risk
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("scale", [1.0, 0.375])
+def test_loss_of_logits_and_its_gradient_are_autograds(
+    dtype: torch.dtype, alpha: float, scale: float
+) -> None:
+    """SurvMLE of logits with precomputed labels (the training step's form) against autograd
+    through sigmoid, cumprod, gathers and clamps: hazards of exactly 0 and 1, survivals and
+    hazards below eps, a chunk's share of the batch."""
+    g = torch.Generator().manual_seed(3 + int(alpha * 10))
+    logits = 6 * torch.randn(64, 32, generator=g, dtype=dtype)
+    logits[0, :5], logits[1, 3], logits[2, 0], logits[3, 7] = 40.0, -40.0, 200.0, -200.0
+    bins = torch.randint(0, 32, (64,), generator=g)
+    bins[0], bins[1], bins[2], bins[3] = 10, 3, 0, 7
+    events = torch.randint(0, 2, (64,), generator=g)
+    events[1] = events[3] = 1
+    labels = LabelSpec(32, alpha, 1e-7).labels(bins, events, scale) if dtype == torch.float32 else None
+    labels = labels or surv_labels(bins, events, 32, alpha=alpha, scale=scale, dtype=dtype)
+    fused = logits.clone().requires_grad_()
+    plain = logits.clone().requires_grad_()
+    loss = surv_mle_from_logits(fused, labels)
+    want = scale * autograd_surv_mle(torch.sigmoid(plain), bins, events, alpha, 1e-7)
+    (1.5 * loss).backward()
+    (1.5 * want).backward()
+    assert float(loss.detach()) == pytest.approx(float(want.detach()), rel=1e-6)
+    assert fused.grad is not None and plain.grad is not None and torch.isfinite(fused.grad).all()
+    top = float(plain.grad.abs().max())
+    assert torch.allclose(fused.grad, plain.grad, rtol=1e-6, atol=1e-6 * top)
+    with torch.no_grad():  # no gradient wanted: the same value, by the same operators
+        assert float(surv_mle_from_logits(fused, labels)) == float(loss.detach())
+    reference = reference_surv_mle(
+        torch.sigmoid(logits).tolist(), bins.tolist(), events.tolist(), alpha, 1e-7
+    )
+    assert float(loss.detach()) == pytest.approx(scale * reference, rel=1e-5)
+
+
+def test_labels_say_which_bins_count() -> None:
+    """Bag 0: event in bin 2; bag 1: censored in bin 1; 4 bins, alpha 0.25, two bags."""
+    labels = surv_labels(torch.tensor([2, 1]), torch.tensor([1, 0]), 4, alpha=0.25)
+    assert labels.index.tolist() == [[2, 3, 2], [1, 2, 1]]
+    assert labels.weights.tolist() == [[0.5, 0.0, 0.5], [0.0, 0.375, 0.0]]
+    assert labels.masks[0].tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
+    assert labels.at_y.tolist() == [[0, 0, 1, 0], [0, 1, 0, 0]]
+    assert labels.time_bins == 4

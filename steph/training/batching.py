@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..models.abmil import Segments, segments
+from ..survival import LabelSpec, SurvLabels
 from .memo import BagKeys, bag_keys
 
 
@@ -178,7 +179,9 @@ class Chunk(NamedTuple):
     """The input of one forward: ``x [n, K, D]`` (or, packed, ``[1, N, D]``), ``mask [n, K]`` or
     None (every patch real), ``bins [n]``, ``events [n]``; ``segments``: the bags of a pack
     (:func:`~steph.models.abmil.packed_bags`), on the pack's device, else None; ``keys``: the
-    bags' positions in the training data (:mod:`~steph.training.memo`), or None."""
+    bags' positions in the training data (:mod:`~steph.training.memo`), or None; ``labels``: the
+    chunk's SurvMLE label tensors (:func:`~steph.survival.surv_labels`, weighted by the chunk's
+    share of the batch), or None (built by the training step)."""
 
     x: Tensor
     mask: Tensor | None
@@ -186,6 +189,7 @@ class Chunk(NamedTuple):
     events: Tensor
     segments: Segments | None = None
     keys: BagKeys | None = None
+    labels: SurvLabels | None = None
 
 
 def load_chunks(
@@ -197,19 +201,31 @@ def load_chunks(
     pack: bool = False,
     pack_limit: int | None = None,
     positions: Sequence[int] | None = None,
+    label_spec: LabelSpec | None = None,
 ) -> list[Chunk]:
     """Bags of one batch as the chunks of :func:`plan_chunks` (``share`` as there), or with
     ``pack`` as the packs of :func:`plan_packs` (``pack_limit`` as in :func:`plan_batch`); a bag
     alone is a view without a mask, not a copy. Padded chunks, packs and their segments are built
     on the bags' device; so are the chunks' :class:`~steph.training.memo.BagKeys` when the bags'
-    ``positions`` in the training data are given."""
+    ``positions`` in the training data are given, and their SurvMLE labels with ``label_spec``."""
     parts = []
-    for chunk in plan_batch(loaded, budget, share, pack, pack_limit):
+    plan = plan_batch(loaded, budget, share, pack, pack_limit)
+    for chunk in plan:
         x, mask, seg = chunk_input(loaded, chunk, pack)
         index = torch.tensor(chunk, dtype=torch.long, device=bins.device)
         keys = bag_keys([positions[j] for j in chunk], bins.device) if positions is not None else None
-        parts.append(Chunk(x, mask, bins[index], events[index], seg, keys))
+        y, e = bins[index], events[index]
+        labels = None
+        if label_spec is not None:
+            labels = label_spec.labels(y, e, chunk_share(len(chunk), len(loaded), len(plan)))
+        parts.append(Chunk(x, mask, y, e, seg, keys, labels))
     return parts
+
+
+def chunk_share(bags: int, total: int, chunks: int) -> float:
+    """The weight of a chunk of ``bags`` of a batch of ``total`` in the batch's loss: 1 for a
+    batch in one forward, else ``bags / total`` (SurvMLE is a mean over the batch)."""
+    return 1.0 if chunks == 1 else bags / total
 
 
 def plan_batch(

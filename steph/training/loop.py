@@ -50,11 +50,12 @@ from torch import Tensor, nn
 from ..models.abmil import Segments, packed_bags, patch_chunking
 from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
-from ..survival import SurvivalTargets, surv_mle_loss
+from ..survival import LabelSpec, SurvivalTargets, SurvLabels, surv_mle_from_logits
 from .batching import (
     Chunk,
     auto_patch_budget,
     chunk_input,
+    chunk_share,
     chunks,
     epoch_batches,
     load_chunks,
@@ -168,7 +169,7 @@ def fit(
     log.info("%s: patch budget %d per forward, precision %s", task, budget, precision)
     losses: list[float] = []
     share, pack, stager = shares_forwards(device), packs(model, device), DeviceStager(device)
-    limit = pack_limit(device, budget)
+    limit, labels = pack_limit(device, budget), label_spec(model, settings)
     progress.start(task, settings.epochs * steps_per_epoch, unit="steps")
     # Every epoch's shuffle drawn up front (the same draws, in the same order, as epoch by
     # epoch), so the loader reads the next epoch's first batch during this epoch's last step.
@@ -179,7 +180,7 @@ def fit(
         def load(k: int) -> Future[Staged] | None:
             if k >= len(queue):
                 return None
-            return pool.submit(_load_batch, bags, data, queue[k], budget, stager, share, pack, limit)
+            return pool.submit(_load_batch, bags, data, queue[k], budget, stager, share, pack, limit, labels)
 
         pending, k = load(0), 0
         for epoch, batches in enumerate(plan):
@@ -249,20 +250,39 @@ def backward_chunks(
     """
     total = sum(int(p.bins.shape[0]) for p in parts)
     batch_loss = torch.zeros((), dtype=torch.float64, device=device)
-    for x, mask, y, e, seg, keys in parts:
+    for x, mask, y, e, seg, keys, labels in parts:
         with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg), forward_bags(keys):
             m = mask.to(device, non_blocking=True) if mask is not None else None
             out = as_output(model(x.to(device, non_blocking=True), m))
-        hazards = torch.sigmoid(out.logits.float())
-        loss = surv_mle_loss(hazards, y.to(device), e.to(device), alpha=settings.alpha, eps=settings.eps)
+        logits = out.logits.float()
+        share = chunk_share(len(y), total, len(parts))
+        spec = LabelSpec(int(logits.shape[1]), settings.alpha, settings.eps)
+        if labels is None or not _labels_fit(labels, spec, logits.device):  # staged without them
+            labels = spec.labels(y.to(device), e.to(device), share)
+        loss = surv_mle_from_logits(logits, labels)
         if out.aux_loss is not None:
-            loss = loss + out.aux_loss.float()
-        if len(parts) > 1:
-            loss = loss * (len(y) / total)
+            aux = out.aux_loss.float()
+            loss = loss + (aux * share if len(parts) > 1 else aux)
         torch.autograd.backward(scaler.scale(loss) if scaler is not None else loss)
         with torch.no_grad():
             batch_loss.add_(loss)  # in float64, as loss.double() would be
     return float(batch_loss)
+
+
+def _labels_fit(labels: SurvLabels, spec: LabelSpec, device: torch.device) -> bool:
+    same = (labels.time_bins, labels.alpha, labels.eps) == (spec.time_bins, spec.alpha, spec.eps)
+    return same and labels.index.device == device
+
+
+def label_spec(model: nn.Module, settings: FitSettings) -> LabelSpec | None:
+    """The :class:`~steph.survival.LabelSpec` the loader builds each chunk's labels with, where the
+    model's time bins can be read off it (its ``time_bins``, or its ``pred_head``'s width); None
+    leaves them to the training step."""
+    bins = getattr(model, "time_bins", None)
+    head = getattr(model, "pred_head", None)
+    if bins is None and isinstance(head, nn.Linear):
+        bins = head.out_features
+    return LabelSpec(int(bins), settings.alpha, settings.eps) if isinstance(bins, int) else None
 
 
 def _load_batch(
@@ -274,6 +294,7 @@ def _load_batch(
     share: bool = True,
     pack: bool = False,
     limit: int | None = None,
+    labels: LabelSpec | None = None,
 ) -> Staged:
     """Read one batch's bags and stage them (see :mod:`~steph.training.staging`); in the loader thread."""
     index = torch.tensor(batch, dtype=torch.long)
@@ -282,7 +303,9 @@ def _load_batch(
 
     def build(on_device: Sequence[Tensor]) -> list[Chunk]:
         where = on_device[0].device
-        return load_chunks(on_device, bins.to(where), events.to(where), budget, share, pack, limit, batch)
+        return load_chunks(
+            on_device, bins.to(where), events.to(where), budget, share, pack, limit, batch, labels
+        )
 
     return stager.stage(loaded, build)
 

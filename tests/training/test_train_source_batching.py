@@ -121,7 +121,8 @@ def test_the_next_epochs_first_batch_is_read_during_this_epoch() -> None:
 
 def test_on_cpu_the_loader_reads_and_the_training_thread_builds_the_packs(monkeypatch) -> None:
     """Packs (copies of small bags end to end) are built by the training thread: built in the
-    loader thread, their copies competed with the compute's own threads (see staging)."""
+    loader thread, their copies competed with the compute's own threads (see staging). The
+    chunks' SurvMLE labels are built with them (on CUDA: by the loader thread)."""
     import threading
 
     import steph.training.loop as loop
@@ -140,11 +141,13 @@ def test_on_cpu_the_loader_reads_and_the_training_thread_builds_the_packs(monkey
 
     def load_chunks(*args, **kwargs):
         parts = real(*args, **kwargs)
-        builders.append((threading.current_thread().name, any(p.segments is not None for p in parts)))
+        packed, labelled = any(p.segments is not None for p in parts), all(p.labels is not None for p in parts)
+        builders.append((threading.current_thread().name, packed, labelled))
         return parts
 
     real = loop.load_chunks
     monkeypatch.setattr(loop, "load_chunks", load_chunks)
     fit_two_epochs(data, Recording())
     assert len(readers) == 1 and next(iter(readers)).startswith("bag-loader")
-    assert builders == [(threading.main_thread().name, True)] * 4  # 2 epochs of 2 batches, each packed
+    # 2 epochs of 2 batches, each packed, with its SurvMLE labels built with the packs
+    assert builders == [(threading.main_thread().name, True, True)] * 4

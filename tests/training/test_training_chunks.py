@@ -16,6 +16,7 @@ from steph.training.loop import (
     FitSettings,
     as_output,
     backward_chunks,
+    label_spec,
     load_chunks,
     pack_limit,
     packs,
@@ -47,12 +48,24 @@ def reference_gradients(model: torch.nn.Module, bags, bins, events) -> tuple[flo
 
 
 def chunked_gradients(
-    model: torch.nn.Module, bags, bins, events, budget: int, share: bool = True, pack: bool = False
+    model: torch.nn.Module,
+    bags,
+    bins,
+    events,
+    budget: int,
+    share: bool = True,
+    pack: bool = False,
+    staged_labels: bool = False,
 ):
+    """``staged_labels``: each chunk's SurvMLE labels built with the chunks (as the loader
+    thread builds them), else by the training step."""
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = None
-    parts = load_chunks(bags, bins, events, budget, share=share, pack=pack)
+    spec = label_spec(model, SETTINGS) if staged_labels else None
+    assert spec is not None or not staged_labels
+    parts = load_chunks(bags, bins, events, budget, share=share, pack=pack, label_spec=spec)
+    assert all((part.labels is not None) == staged_labels for part in parts)
     loss = backward_chunks(model, parts, SETTINGS, device=torch.device("cpu"), budget=budget)
     return loss, [p.grad.clone() for p in params], len(parts)
 
@@ -69,11 +82,16 @@ def models() -> dict[str, torch.nn.Module]:
 
 @pytest.mark.parametrize("name", ["abmil", "steph", "steph-fnn", "roupkt", "adamerging"])
 @pytest.mark.parametrize("budget", [1, 16, 48, 1000])
-def test_chunked_batch_has_the_whole_batch_loss_and_gradients(name: str, budget: int) -> None:
+@pytest.mark.parametrize("staged_labels", [False, True])
+def test_chunked_batch_has_the_whole_batch_loss_and_gradients(
+    name: str, budget: int, staged_labels: bool
+) -> None:
     model = models()[name].eval()  # no dropout: the same function on both paths
     bags, bins, events = batch()
     loss, grads = reference_gradients(model, bags, bins, events)
-    chunk_loss, chunk_grads, n_parts = chunked_gradients(model, bags, bins, events, budget)
+    chunk_loss, chunk_grads, n_parts = chunked_gradients(
+        model, bags, bins, events, budget, staged_labels=staged_labels
+    )
     assert n_parts > 1
     assert abs(chunk_loss - loss) < 1e-6
     for a, b in zip(grads, chunk_grads, strict=True):
