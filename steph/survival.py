@@ -162,14 +162,18 @@ def surv_labels(
     """:class:`SurvLabels` of bags with bin labels ``bins [n]`` and ``events [n]`` (1 = event),
     for hazards over ``time_bins`` bins; the loss is ``scale`` times the mean over the n bags."""
     y = bins.view(-1, 1).long()
-    c = 1.0 - events.view(-1, 1).to(dtype)
-    n = y.shape[0]
-    event = (1.0 - c) * (scale / n)
-    weights = torch.cat([event, c * ((1.0 - alpha) * scale / n), event], dim=1)
-    bins_t = torch.arange(time_bins, device=y.device)
-    masks = torch.stack([bins_t < y, bins_t <= y], dim=1).to(dtype)
-    index = torch.cat([y, y + 1, y], dim=1)
-    return SurvLabels(index, weights, masks, (bins_t == y).to(dtype), alpha, eps)
+    event = events.view(-1, 1).to(dtype)
+    share = scale / y.shape[0]
+    # weights = event * (share, -(1 - alpha) share, share) + (0, (1 - alpha) share, 0)
+    rows = torch.tensor(
+        [[share, -(1.0 - alpha) * share, share], [0.0, (1.0 - alpha) * share, 0.0]], dtype=dtype
+    )
+    rows = rows.to(y.device)
+    weights = torch.addcmul(rows[1], event, rows[0])
+    offset = torch.arange(time_bins, device=y.device) - y  # i - y
+    masks = torch.stack([offset < 0, offset <= 0], dim=1).to(dtype)
+    index = y + torch.tensor([0, 1, 0]).to(y.device)
+    return SurvLabels(index, weights, masks, (offset == 0).to(dtype), alpha, eps)
 
 
 def surv_mle_from_logits(logits: Tensor, labels: SurvLabels) -> Tensor:

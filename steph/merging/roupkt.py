@@ -85,12 +85,21 @@ class RouPKTModel(nn.Module):
         frozen = cast("list[FrozenState]", list(self.frozen))
         return torch.stack([encode(f.as_dict(), x, mask, training=False) for f in frozen], dim=1)
 
+    def expert_outputs(self, emb: Tensor) -> Tensor:
+        """``[B, E, dim_emb]``: expert MLP i (Linear + ReLU) on expert i's embedding, every expert
+        in one batched product: ``relu(emb[:, i] W_i^T + b_i)``."""
+        layers = [cast(nn.Linear, expert[0]) for expert in self.experts]
+        weight = torch.stack([layer.weight for layer in layers])  # [E, out, in]
+        bias = torch.stack([layer.bias for layer in layers]).unsqueeze(1)  # [E, 1, out]
+        out = torch.baddbmm(bias, emb.transpose(0, 1), weight.transpose(1, 2)).relu()
+        return out.transpose(0, 1)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         emb = memoized("roupkt.experts", lambda: self.embeddings(x, mask))
         logits_r = self.gate(self.router(x, mask))
         probs = torch.softmax(logits_r, dim=1)
         top_p, top_i = probs.topk(self.top_k, dim=1)
-        outs = torch.stack([expert(emb[:, i]) for i, expert in enumerate(self.experts)], dim=1)
+        outs = self.expert_outputs(emb)
         chosen = outs.gather(1, top_i.unsqueeze(-1).expand(-1, -1, outs.shape[-1]))
         logits = self.pred_head((top_p.unsqueeze(-1) * chosen).sum(dim=1))
         balance = top_p[:, 0].mean()

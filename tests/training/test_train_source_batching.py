@@ -141,7 +141,10 @@ def test_on_cpu_the_loader_reads_and_the_training_thread_builds_the_packs(monkey
 
     def load_chunks(*args, **kwargs):
         parts = real(*args, **kwargs)
-        packed, labelled = any(p.segments is not None for p in parts), all(p.labels is not None for p in parts)
+        packed, labelled = (
+            any(p.segments is not None for p in parts),
+            all(p.labels is not None for p in parts),
+        )
         builders.append((threading.current_thread().name, packed, labelled))
         return parts
 

@@ -33,6 +33,7 @@ def operators_per_step(model: torch.nn.Module, n_bags: int) -> int:
     budget = 1 << 20
     parts = load_chunks(bags, bins, events, budget, share=True, pack=True, pack_limit=budget)
     model.train()
+    model.zero_grad(set_to_none=True)  # as every step of fit
     with DispatchCounter() as counter:
         backward_chunks(model, parts, FitSettings(epochs=1), device=torch.device("cpu"), budget=budget)
     return counter.count
