@@ -44,7 +44,8 @@ import torch
 from steph.models.dispatch import DispatchCounter
 from steph.synthetic.models import TINY as MODEL
 from steph.synthetic.models import tiny_model
-from steph.training.loop import FitSettings, backward_chunks, label_spec, load_chunks
+from steph.training.batching import load_chunks
+from steph.training.loop import FitSettings, backward_chunks, label_spec
 from steph.training.memo import bag_memo
 
 DIM = 16

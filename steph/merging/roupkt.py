@@ -88,7 +88,7 @@ class RouPKTModel(nn.Module):
     def expert_outputs(self, emb: Tensor) -> Tensor:
         """``[B, E, dim_emb]``: expert MLP i (Linear + ReLU) on expert i's embedding, every expert
         in one batched product: ``relu(emb[:, i] W_i^T + b_i)``."""
-        layers = [cast(nn.Linear, expert[0]) for expert in self.experts]
+        layers = [cast(nn.Linear, cast(nn.Sequential, expert)[0]) for expert in self.experts]
         weight = torch.stack([layer.weight for layer in layers])  # [E, out, in]
         bias = torch.stack([layer.bias for layer in layers]).unsqueeze(1)  # [E, 1, out]
         out = torch.baddbmm(bias, emb.transpose(0, 1), weight.transpose(1, 2)).relu()
