@@ -23,6 +23,9 @@ repeats, best CPU time kept, best wall time reported too):
    uses) against gathering the k selected source vectors per bag (``[B, k, P]``) and a bmm.
 4. ``inference``: eval-mode prediction of one patient at a time, STEPH against ROUPKT with 12
    sources (13 frozen ABMIL encoders + router). Target speed-up >= 5.
+5. ``merge_split``: the merged encoders' 8 tensors cut out of ``[B, P]`` and back-propagated, one
+   ``split_with_sizes`` (what runs) against a slice per tensor (what ran before), B = 1 (a bag
+   alone, the CPU path) and 16 (a pack).
 
 Run ``python -m benchmarks.bench_merge [--quick] [--epochs 4] [--no-equal] [--kernels]
 [--threads N] [--profile DIR]``; prints JSON. ``--profile DIR``: after the race, one more run
@@ -289,6 +292,37 @@ def bench_merge_step(dim: int, batch: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def bench_merge_split(dim: int, batch: int, repeats: int) -> dict[str, Any]:
+    """The merged encoders' 8 tensors cut out of ``theta0 + c @ vectors [B, P]`` and back-propagated:
+    one ``split_with_sizes`` (``steph.task_vectors.unflatten``) against a slice per tensor, whose
+    backward gives autograd one full-size, zero-filled gradient per tensor to add up."""
+    model = _steph(dim)
+    stack = model.stack
+    g = torch.Generator().manual_seed(0)
+    coef = torch.rand(batch, stack.n, generator=g).requires_grad_()
+    grads = [torch.ones(batch, *shape) for _, shape in stack.spec]
+
+    def split() -> None:
+        torch.autograd.backward(list(stack.merge(coef).values()), grads)
+
+    def slices() -> None:
+        flat = torch.addmm(stack.base.unsqueeze(0), coef, stack.vectors)
+        parts, offset = [], 0
+        for _, shape in stack.spec:
+            parts.append(flat[:, offset : offset + shape.numel()].reshape(batch, *shape))
+            offset += shape.numel()
+        torch.autograd.backward(parts, grads)
+
+    times = _race(repeats, split=split, slices=slices)
+    return {
+        "bags": batch,
+        "values_per_bag": int(stack.vectors.shape[1]),
+        "split_cpu_ms": round(1000 * times["split"], 2),
+        "slices_cpu_ms": round(1000 * times["slices"], 2),
+        "slices_over_split": round(times["slices"] / times["split"], 2),
+    }
+
+
 def bench_inference(dim: int, k: int, n_patients: int, repeats: int) -> dict[str, Any]:
     """One patient per forward, eval mode: STEPH vs ROUPKT over 13 experts."""
     steph = _steph(dim).eval()
@@ -339,6 +373,7 @@ def kernels(quick: bool = False) -> dict[str, Any]:
         "epoch": bench_epoch(dim, n_patients=32, k=256 if quick else 1000, repeats=repeats),
         "per_bag": bench_per_bag(dim, sizes, batch=4, repeats=repeats),
         "merge_step": bench_merge_step(dim, batch=16, repeats=repeats),
+        "merge_split": [bench_merge_split(dim, batch=b, repeats=5) for b in (1, 16)],
         "inference": bench_inference(dim, k=512 if quick else 2000, n_patients=4, repeats=repeats),
     }
 
