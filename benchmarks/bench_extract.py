@@ -36,7 +36,13 @@ Encoders: ``tiny-cnn`` (the built-in CPU encoder, several times cheaper than dec
 from the slide, so the reader is the bottleneck) and a randomly initialised ResNet-18
 (``timm:resnet18``), a stand-in for an encoder that is the bottleneck, as a foundation model is.
 
-Run: ``python -m benchmarks.bench_extract [--quick] [--slides-only]`` (prints JSON).
+``--encoder NAME --device DEVICE``: only that encoder, built with random weights (UNI2-h's
+ViT-g/14 architecture for ``uni2-h``; bf16 on CUDA), extracting one slide with the reader threads
+of the CPUs the process may use, against the same encoder on the same patches in memory; with
+the encoder's FLOPs per patch (counted on one forward) and its achieved TFLOP/s in both.
+
+Run: ``python -m benchmarks.bench_extract [--quick] [--slides-only]`` or
+``python -m benchmarks.bench_extract --encoder uni2-h --device cuda [--batch-size 64]`` (prints JSON).
 """
 
 from __future__ import annotations
@@ -85,7 +91,9 @@ def make_slide(path: Path, side: int, *, seed: int = 0) -> Path:
     return write_pyramidal_tiff(path, image, mpp=0.5)
 
 
-def make_project(root: Path, slide: Path, slide_id: str = "bench") -> tuple[Any, Any]:
+def make_project(
+    root: Path, slide: Path, slide_id: str = "bench", overrides: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     from steph.config import load_project
     from steph.fileio import write_csv
     from steph.project import init_project
@@ -96,7 +104,7 @@ def make_project(root: Path, slide: Path, slide_id: str = "bench") -> tuple[Any,
         ("slide_id", "patient_id", "cancer", "path", "mpp"),
         [(slide_id, "P", "BRCA", str(slide), "")],
     )
-    return load_project(root, OVERRIDES)
+    return load_project(root, OVERRIDES if overrides is None else overrides)
 
 
 def _resnet18() -> Any:
@@ -113,7 +121,14 @@ def _resnet18() -> Any:
 
 
 def throughput(
-    encoder: Any, layout: Any, config: Any, *, repeats: int, slide_id: str = "bench"
+    encoder: Any,
+    layout: Any,
+    config: Any,
+    *,
+    repeats: int,
+    slide_id: str = "bench",
+    workers: int = WORKERS,
+    batch: int = BATCH,
 ) -> dict[str, Any]:
     """Extract one slide with ``encoder``, then time the same encoder on the same patches held in
     memory; ``repeats`` alternating rounds, best round of each kept (other processes on a shared
@@ -138,7 +153,7 @@ def throughput(
             reader = patch_reader(slide, grid)
             start, cpu = time.perf_counter(), time.process_time()
             batches = [
-                patches for patches, _ in iter_batches(reader, coords, batch_size=BATCH, workers=WORKERS)
+                patches for patches, _ in iter_batches(reader, coords, batch_size=batch, workers=workers)
             ]
             read_rates.append(len(coords) / (time.perf_counter() - start))
             read_cpu.append((time.process_time() - cpu) / len(coords))
@@ -349,6 +364,46 @@ def memory(tmp: Path, sides: tuple[int, int]) -> list[dict[str, float]]:
     return rows
 
 
+def foundation(name: str, device: str, *, side: int, batch: int, repeats: int) -> dict[str, Any]:
+    """Extraction with the encoder ``name`` built with random weights (its architecture, as for
+    UNI2-h: ViT-g/14) on ``device`` (bf16 on CUDA, fp32 on CPU), against the same encoder on the
+    same patches in memory; with the encoder's FLOPs per patch (counted on one forward by
+    PyTorch's ``FlopCounterMode``) and its achieved rate in both."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from steph.extractors import get_encoder_spec
+    from steph.extractors.base import Encoder
+    from steph.threads import usable_cpus
+
+    spec = get_encoder_spec(name)
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    encoder = Encoder(
+        spec, spec.architecture(), device=torch.device(device), dtype=dtype, weights_identity="random"
+    )  # type: ignore[misc]
+    workers = max(2, min(16, usable_cpus() - 1))
+    with FlopCounterMode(display=False) as counter:
+        encoder.encode(np.zeros((1, 256, 256, 3), np.uint8))
+    per_patch = counter.get_total_flops()
+    overrides = {"extract.device": device, "extract.batch_size": batch, "extract.workers": workers}
+    with tempfile.TemporaryDirectory() as tmp:
+        slide = make_slide(Path(tmp) / "slide.tif", side)
+        layout, config = make_project(Path(tmp) / "project", slide, overrides=overrides)
+        figures = throughput(encoder, layout, config, repeats=repeats, workers=workers, batch=batch)
+    for key in ("extract", "preloaded"):
+        figures[f"{key}_tflops"] = round(figures[f"{key}_patches_per_s"] * per_patch / 1e12, 2)
+    return {
+        "encoder": name,
+        "device": device,
+        "dtype": str(dtype),
+        "workers": workers,
+        "batch_size": batch,
+        "gflop_per_patch": round(per_patch / 1e9, 1),
+        **figures,
+    }
+
+
 def run(quick: bool = False, slides_only: bool = False) -> dict[str, Any]:
     """All figures of this benchmark (``quick``: smaller slides; ``slides_only``: the between-slides
     comparison alone)."""
@@ -392,10 +447,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller slides")
     parser.add_argument("--slides-only", action="store_true", help="only the between-slides comparison")
+    parser.add_argument(
+        "--encoder",
+        help="only this encoder, random weights, through extraction and alone (e.g. uni2-h; "
+        "timm:resnet18 for a CPU dry run)",
+    )
+    parser.add_argument("--device", default="cpu", help="device of --encoder (cpu or cuda)")
+    parser.add_argument("--batch-size", type=int, default=BATCH, help="patches per batch of --encoder")
+    parser.add_argument("--slide-px", type=int, help="side of --encoder's slide (8192; quick 2048)")
     parser.add_argument("--memory-child", metavar="PROJECT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
+        return
+    if args.encoder:
+        side = args.slide_px or (2048 if args.quick else 8192)
+        result = foundation(args.encoder, args.device, side=side, batch=args.batch_size, repeats=2)
+        print(json.dumps(result, indent=2))
         return
     print(json.dumps(run(quick=args.quick, slides_only=args.slides_only), indent=2))
 

@@ -27,8 +27,13 @@ repeats, best CPU time kept, best wall time reported too):
    ``split_with_sizes`` (what runs) against a slice per tensor (what ran before), B = 1 (a bag
    alone, the CPU path) and 16 (a pack).
 
+``--methods roupkt adamerging``: after the race, one ``stephctl merge --method M`` process of
+each on the same project (2 sources, ROUPKT top-2, the same epochs), with its analytic FLOPs over the
+bags the bare worker ran (:mod:`steph.models.flops`), its achieved rate and the fractions of the
+measured peak.
+
 Run ``python -m benchmarks.bench_merge [--quick] [--epochs 4] [--no-equal] [--kernels]
-[--threads N] [--profile DIR]``; prints JSON. ``--profile DIR``: after the race, one more run
+[--methods roupkt adamerging] [--threads N] [--profile DIR]``; prints JSON. ``--profile DIR``: after the race, one more run
 of the stage and of the one-bag loop traced (cProfile and an RSS timeline: ``DIR/stage.txt``,
 ``DIR/one_bag.txt``; see ``benchmarks/tracing.py``). Full mode uses D = 1536 (UNI2-h). On a shared machine
 ``--threads 1`` gives much steadier kernel numbers.
@@ -53,6 +58,7 @@ from steph.config import ModelConfig
 from steph.data import BagStore
 from steph.merging.roupkt import RouPKTModel
 from steph.merging.steph_method import StephModel, StephSettings
+from steph.models import flops
 from steph.models.abmil import ENCODER_KEYS, create_abmil
 from steph.survival import SurvivalTargets, surv_mle_loss
 from steph.task_vectors import unflatten
@@ -65,8 +71,82 @@ N_SOURCES = 12
 QUICK = rs.Cohort(patients=48, source_patients=24, dim=384, median=600, clip=(60, 4000), equal=600)
 
 
-def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, profile: Path | None = None) -> dict[str, Any]:
-    """``stephctl merge`` (STEPH top-2 over 2 sources) vs the one-bag loop vs the bare compute."""
+def method_flops(method: str, w: flops.Widths, sources: int) -> tuple[Callable[[int], int], ...]:
+    """``(train step, once per training patient, prediction)`` analytic FLOPs of one bag of k
+    patches, for the built-in methods ``--methods`` can time (their default settings)."""
+    if method == "roupkt":
+        return (
+            lambda k: flops.roupkt_step(k, w, sources, experts=False),
+            lambda k: flops.roupkt_experts(k, w, sources),
+            lambda k: flops.roupkt_forward(k, w, sources),
+        )
+    if method == "adamerging":
+        return (
+            lambda k: flops.adamerging_step(k, w, sources, 16),
+            lambda k: 0,
+            lambda k: flops.adamerging_forward(k, w, sources, 16),
+        )
+    if method == "steph":
+        return (
+            lambda k: flops.steph_step(k, w, sources),
+            lambda k: 0,
+            lambda k: flops.steph_forward(k, w, sources),
+        )
+    raise ValueError(f"no analytic FLOPs for method {method!r} (steph, roupkt, adamerging)")
+
+
+def affine_total(cost: Callable[[int], int], bags: int, patches: int) -> int:
+    """``sum_i cost(k_i)`` over ``bags`` bags of ``patches`` patches in all, for a cost affine in
+    k (every model here: a per-patch part and a per-bag part)."""
+    per_patch = cost(2) - cost(1)
+    return bags * (cost(1) - per_patch) + per_patch * patches
+
+
+def method_rows(
+    root: Path, methods: list[str], bare: dict[str, Any], peak: dict[str, float], epochs: int
+) -> dict[str, Any]:
+    """One ``stephctl merge --method M`` process per method on the race's project, with its
+    analytic FLOPs over the bags the bare worker ran (the same training bags, epochs and
+    predictions), the achieved rate and its fractions of the peak."""
+    from steph.config import load_project
+
+    shape = load_project(root)[1].model
+    w = flops.Widths(int(bare["dim"]), shape.dim_emb, shape.dim_attn, shape.time_bins)
+    rows: dict[str, Any] = {}
+    for method in methods:
+        step, once, forward = method_flops(method, w, len(rs.SOURCES))
+        total = (
+            affine_total(step, bare["train_bags"], bare["train_patches"])
+            + affine_total(once, bare["train_bags"] // epochs, bare["train_patches"] // epochs)
+            + affine_total(forward, bare["predict_bags"], bare["predict_patches"])
+        )
+        merge = ["merge", "--target", rs.TARGET, "--method", method, "--fold", str(rs.FOLD)]
+        merge += ["--top-k", "2"] if method == "roupkt" else []
+        run = rs.measure_rss(rs.stephctl(root, *merge, "--epochs", str(epochs), "--device", rs.DEVICE))
+        rate = total / run["wall_s"] / 1e9
+        rows[method] = {
+            **run,
+            "analytic_gflop": round(total / 1e9, 2),
+            "stage_gflops": round(rate, 2),
+            **{
+                f"stage_fraction_of_{name.removesuffix('_gflops')}": round(rate / value, 4)
+                for name, value in peak.items()
+                if name.endswith("_gflops")
+            },
+        }
+    return rows
+
+
+def stage_row(
+    cohort: rs.Cohort,
+    *,
+    epochs: int,
+    rounds: int,
+    profile: Path | None = None,
+    methods: list[str] | None = None,
+) -> dict[str, Any]:
+    """``stephctl merge`` (STEPH top-2 over 2 sources) vs the one-bag loop vs the bare compute;
+    then one stage process per other method of ``methods`` (:func:`method_rows`)."""
     with tempfile.TemporaryDirectory(prefix="bench-merge-") as tmp:
         root = Path(tmp) / "project"
         shape = rs.make_project(root, cohort, sources=True)
@@ -83,6 +163,7 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, profile: Path | No
         load_before = rs.load_average()
         peak = rs.hardware_peak()
         race = rs.race(commands, rounds)
+        others = method_rows(root, methods, race["best"]["bare"], peak, epochs) if methods else None
         load_after = rs.load_average()
         profiles = rs.profile(commands, ("stage", "one_bag"), profile) if profile is not None else None
     row = {
@@ -95,6 +176,8 @@ def stage_row(cohort: rs.Cohort, *, epochs: int, rounds: int, profile: Path | No
         "peak": peak,
         "arithmetic": rs.arithmetic(race["best"], peak),
     }
+    if others is not None:
+        row["methods"] = others
     if profiles is not None:
         row["profile"] = profiles
     return row
@@ -108,13 +191,16 @@ def stage(
     equal: bool | None = None,
     patients: int | None = None,
     profile: Path | None = None,
+    methods: list[str] | None = None,
 ) -> dict[str, Any]:
     cohort = QUICK if quick else rs.Cohort()
     if patients:
         cohort = rs.Cohort(**{**cohort.__dict__, "patients": patients})
     epochs = epochs or (2 if quick else 4)
     equal = (not quick) if equal is None else equal
-    result: dict[str, Any] = {"heavy": stage_row(cohort, epochs=epochs, rounds=rounds, profile=profile)}
+    result: dict[str, Any] = {
+        "heavy": stage_row(cohort, epochs=epochs, rounds=rounds, profile=profile, methods=methods)
+    }
     if equal:
         result["equal"] = stage_row(rs.Cohort(**{**cohort.__dict__, "median": 0.0}), epochs=epochs, rounds=1)
     result["per_patch"] = rs.per_patch(result["heavy"])
@@ -387,6 +473,7 @@ def run(
     patients: int | None = None,
     rounds: int = 1,
     profile: Path | None = None,
+    methods: list[str] | None = None,
 ) -> dict[str, Any]:
     """The stage figures (and the kernel figures with ``with_kernels``; cProfile runs of the
     stage and the one-bag loop into ``profile``)."""
@@ -399,7 +486,15 @@ def run(
             "device_name": torch.cuda.get_device_name() if rs.DEVICE.startswith("cuda") else "cpu",
         },
         "quick": quick,
-        "stage": stage(quick, epochs=epochs, rounds=rounds, equal=equal, patients=patients, profile=profile),
+        "stage": stage(
+            quick,
+            epochs=epochs,
+            rounds=rounds,
+            equal=equal,
+            patients=patients,
+            profile=profile,
+            methods=methods,
+        ),
     }
     if with_kernels:
         result["kernels"] = kernels(quick)
@@ -417,6 +512,13 @@ if __name__ == "__main__":
     parser.add_argument("--patients", type=int, help="patients of the target cancer (default 48)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: the stage figures on it")
     parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["roupkt", "adamerging"],
+        help="also one stage process of each of these methods on the same project, with its "
+        "analytic FLOPs and achieved rate",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="then one traced run (cProfile, RSS timeline) each of the stage and the one-bag loop, into this folder",
@@ -433,5 +535,6 @@ if __name__ == "__main__":
         patients=args.patients,
         rounds=args.rounds,
         profile=args.profile,
+        methods=args.methods,
     )
     print(json.dumps(result, indent=2))

@@ -2,18 +2,26 @@
 # One lent GPU session (the `device` tool), run as one script within its 10-minute limit. In
 # order of importance, each part time-boxed; after each part every result so far is packed into
 # $OUT/results.tar.gz (the device tool returns only a few files, and whatever is in $OUT when a
-# command is cut off):
-#   1. the CUDA tests (tests/training/test_training_cuda.py, the chunk-equality and precision tests),
-#   2. bench_train (stage rows, streaming) and bench_merge (stage rows) on the GPU, each followed
-#      by one cProfile run of the stage and of the one-bag loop (profile-train/, profile-merge/:
-#      where the host's time goes outside the arithmetic: imports, CUDA start-up, reading, waits),
-#   3. bench_precision: fp32 against bf16 on the full demo cohort (from a prepared project when
-#      .whl/demo-prepared.tgz exists: generating and extracting it takes about 2 minutes),
-#   4. bench_train and bench_merge for the baseline commit packed in .whl/old.tar, side by side
-#      in the same session (skipped without it),
-#   5. bench_merge with the one-bag loop and bare compute in deterministic mode, as the stage
-#      runs (STEPH_BENCH_DETERMINISTIC=1: what determinism costs), and the 100,000-patch bag
-#      (bench_train --only huge), if time is left.
+# command is cut off). PARTS (default: all, in this order) picks parts by name:
+#   tests      the CUDA tests (tests/training/test_training_cuda.py, the chunk-equality and precision tests),
+#   train      bench_train at 20 epochs (48 heavy-tailed bags, D = 1536: stage, one-bag loop, bare
+#              compute, the card's measured fp32/bf16 peaks and the fractions of them), then one
+#              cProfile run of the stage and of the one-bag loop (profile-train/),
+#   merge      bench_merge at 20 epochs, STEPH as above, plus one stage process each of ROUPKT and
+#              AdaMerging with their analytic FLOPs and achieved rate (--methods), profile-merge/,
+#   extract    bench_extract with UNI2-h's architecture (ViT-g/14, random weights, bf16): one slide
+#              of 16,384 px through extraction against the encoder alone, and its TFLOP/s,
+#   protocol   protocol_check: a BRCA-sized target (1,000 patients) and 12 sources of 40, generated
+#              here; train-source, task-vector and merge --paper as one process each, priced
+#              by the cost model with train's and merge's measured rate (needs several minutes:
+#              run it as its own command, PARTS=protocol, after a command that ran train and merge),
+#   precision  bench_precision: fp32 against bf16 on the full demo cohort (from a prepared project
+#              when .whl/demo-prepared.tgz exists: generating and extracting it takes about 2 minutes),
+#   train_old, merge_old  bench_train and bench_merge for the baseline commit packed in
+#              .whl/old.tar, side by side in the same session (skipped without it),
+#   merge_det  bench_merge with the one-bag loop and bare compute in deterministic mode, as the
+#              stage runs (STEPH_BENCH_DETERMINISTIC=1: what determinism costs),
+#   huge       the 100,000-patch bag (bench_train --only huge).
 # No other work runs on the host meanwhile, so the host side (start-up, reading) is not slowed.
 #
 # Prepare (here, on the development machine; .whl/ is git-ignored and carried with carry=[".whl"]):
@@ -27,16 +35,20 @@
 #   python -m benchmarks.bench_precision --device cpu --precisions fp32 --work W  # ~3 min
 #   tar --exclude=demo/slides -czf .whl/demo-prepared.tgz -C W demo               # ~11 MB
 # Run (device tool): BUDGET_S=540 bash benchmarks/gpu_session.sh   (timeout_s 570)
-# Dry run here: PATH=.venv/bin:$PATH PIP="uv pip" BENCH_DEVICE=cpu QUICK=1 bash benchmarks/gpu_session.sh
+#   then, the machine still warm: PARTS=protocol BUDGET_S=540 bash benchmarks/gpu_session.sh
+# Dry run here: PATH=.venv/bin:$PATH PIP="uv pip" BENCH_DEVICE=cpu QUICK=1 EPOCHS=2 bash benchmarks/gpu_session.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 RES=/tmp/gpu-session/res
+PARTS=${PARTS:-"tests train merge extract protocol precision train_old merge_old merge_det huge"}
 DEVICE=${BENCH_DEVICE:-cuda}
 QUICK=${QUICK:+--quick}
+EPOCHS=${EPOCHS:-20}  # the protocol length; a CPU dry run: EPOCHS=2
 BUDGET_S=${BUDGET_S:-560}
 NEW=$PWD
 OLD=/tmp/gpu-session/old
-rm -rf "$RES" /tmp/gpu-session/precision && mkdir -p "$OUT" "$OLD" "$RES"
+# a later command keeps the earlier one's results (protocol prices with train's and merge's)
+rm -rf /tmp/gpu-session/precision /tmp/gpu-session/protocol && mkdir -p "$OUT" "$OLD" "$RES"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 SITE=/tmp/gpu-session/site
 PIP=${PIP:-python3 -m pip}  # PIP="uv pip" where python3 has no pip (a uv venv)
@@ -56,6 +68,7 @@ fi
 part() {
     local name=$1 limit=$2 tree=$3 start=$SECONDS
     shift 3
+    [[ " $PARTS " == *" $name "* ]] || return 0
     local left=$((BUDGET_S - SECONDS))
     if ((left < 20)) || [ ! -d "$tree/steph" ]; then
         echo "$name skipped (${left}s left)" >> "$RES/status.txt"
@@ -69,10 +82,17 @@ part() {
 
 part tests 90 "$NEW" python3 -m pytest -q -p no:cacheprovider \
     tests/training/test_training_cuda.py tests/training/test_training_chunks.py tests/training/test_training_precision.py
-part train_new 120 "$NEW" python3 -m benchmarks.bench_train --device "$DEVICE" --no-equal --only rows \
+part train 150 "$NEW" python3 -m benchmarks.bench_train --device "$DEVICE" --no-equal --only rows --epochs "$EPOCHS" \
     --profile "$RES/profile-train" $QUICK
-part merge_new 130 "$NEW" python3 -m benchmarks.bench_merge --device "$DEVICE" --no-equal \
-    --profile "$RES/profile-merge" $QUICK
+part merge 190 "$NEW" python3 -m benchmarks.bench_merge --device "$DEVICE" --no-equal --epochs "$EPOCHS" \
+    --methods roupkt adamerging --profile "$RES/profile-merge" $QUICK
+EXTRACT=(--encoder uni2-h --device "$DEVICE" --batch-size 64 --slide-px 16384)
+[ -n "$QUICK" ] && EXTRACT=(--encoder timm:resnet18 --device "$DEVICE" --batch-size 32 --quick)
+part extract 120 "$NEW" python3 -m benchmarks.bench_extract "${EXTRACT[@]}"
+PRICES=()
+[ -s "$RES/train.out" ] && [ -s "$RES/merge.out" ] && PRICES=("$RES/train.out" "$RES/merge.out")
+part protocol 540 "$NEW" python3 -m benchmarks.protocol_check "${PRICES[@]}" --device "$DEVICE" \
+    --patients 1000 --source-patients 40 --work /tmp/gpu-session/protocol --out "$RES/protocol.json" $QUICK
 part precision 210 "$NEW" python3 -m benchmarks.bench_precision --device "$DEVICE" --precisions fp32 bf16 \
     --work /tmp/gpu-session/precision --out "$RES/precision.json" "${PREPARED[@]}" $QUICK
 part train_old 90 "$OLD" python3 -m benchmarks.bench_train --device "$DEVICE" --no-equal --only rows $QUICK

@@ -89,17 +89,30 @@ def unit_flops(cost_kind: str, bag: float, w: flops.Widths) -> tuple[float, floa
     return fwd, 0, fwd
 
 
+def work(
+    cost_kind: str,
+    patients: float,
+    bag: float,
+    w: flops.Widths,
+    *,
+    epochs: int = EPOCHS,
+    folds: int = FOLDS,
+    train_fraction: float = TRAIN_FRACTION,
+) -> float:
+    """Analytic FLOPs of one cost class over every fold of a cohort of ``patients`` (bags of
+    ``bag`` patches): each fold trains ``epochs`` on its training split (``train_fraction``),
+    computes the per-patient constants once, and predicts every patient."""
+    step, once, fwd = unit_flops(cost_kind, bag, w)
+    train_patients = folds * train_fraction * patients
+    return epochs * train_patients * step + train_patients * once + folds * patients * fwd
+
+
 def protocol(bag: float) -> dict[str, Any]:
     """Units, analytic FLOPs and feature bytes of the protocol."""
     w = flops.Widths(DIM)
-    train_patients = FOLDS * TRAIN_FRACTION * PATIENTS  # summed over cancers (or targets)
-    train_bags = EPOCHS * train_patients
-    predict_bags = FOLDS * PATIENTS
-    step, once, fwd = unit_flops("abmil", bag, w)
-    stages = {"train-source": train_bags * step + train_patients * once + predict_bags * fwd}
+    stages = {"train-source": work("abmil", PATIENTS, bag, w)}  # summed over cancers (or targets)
     for variant in PAPER_VARIANTS:
-        step, once, fwd = unit_flops(kind(variant.method, variant.overrides), bag, w)
-        stages[f"merge {variant.label}"] = train_bags * step + train_patients * once + predict_bags * fwd
+        stages[f"merge {variant.label}"] = work(kind(variant.method, variant.overrides), PATIENTS, bag, w)
     return {
         "mean_bag_patches": round(bag),
         "units": {"train-source": CANCERS * FOLDS, "merge": CANCERS * FOLDS * len(PAPER_VARIANTS)},
@@ -171,7 +184,7 @@ def model(
     }
 
 
-def _measured(train_json: Path | None, merge_json: Path | None) -> dict[str, float]:
+def measured_inputs(train_json: Path | None, merge_json: Path | None) -> dict[str, float]:
     """Achieved rate (the lower of train-source's and merge's bare compute), peak and start-up
     from the benchmark outputs."""
     found: dict[str, float] = {}
@@ -207,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--gpus", type=int, default=8, help="devices of one node (8)")
     args = parser.parse_args(argv)
-    measured = _measured(args.train_json, args.merge_json)
+    measured = measured_inputs(args.train_json, args.merge_json)
     values = {
         "rate_gflops": args.rate_gflops or measured.get("rate_gflops"),
         "peak_gflops": args.peak_gflops or measured.get("peak_gflops"),

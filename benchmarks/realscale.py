@@ -467,6 +467,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
     generator = torch.Generator().manual_seed(settings.seed)
     compute = cpu = 0.0
     seen = {"train": 0, "predict": 0}
+    bag_count = {"train": 0, "predict": 0}
     for _ in range(settings.epochs):
         model.train()
         for batch in epoch_batches(len(train), settings.batch_size, generator):
@@ -474,6 +475,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
             y, e = train.bins[index], train.events[index]
             xs = [bags.get(train.ids[i]).unsqueeze(0) for i in batch]
             seen["train"] += sum(int(x.shape[1]) for x in xs)
+            bag_count["train"] += len(xs)
             counted["train"] += sum(step_flops(int(x.shape[1])) for x in xs)
             _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
@@ -504,6 +506,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
         for pid in [*split.test, *split.train]:
             x = bags.get(pid).unsqueeze(0)
             seen["predict"] += int(x.shape[1])
+            bag_count["predict"] += 1
             counted["predict"] += forward_flops(int(x.shape[1]))
             _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
@@ -517,6 +520,9 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
         "train_compute_cpu_s": round(train_cpu, 2),
         "train_patches": seen["train"],
         "predict_patches": seen["predict"],
+        "train_bags": bag_count["train"],
+        "predict_bags": bag_count["predict"],
+        "dim": bags.dim,
         "analytic_flops": counted["train"] + counted["predict"],
         "train_analytic_flops": counted["train"],
         **_gpu_peak(),
