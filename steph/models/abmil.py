@@ -73,13 +73,17 @@ _PATCH_CHUNK: ContextVar[int] = ContextVar("abmil_patch_chunk", default=0)
 @dataclass(frozen=True)
 class Segments:
     """B bags laid end to end in N rows: ``sizes`` (Python ints), ``index [N]`` (the bag of each
-    row, int64) and ``ends [B]`` (cumulative sizes, int32, the offsets of ``grouped_mm``), both
-    on the rows' device. Built once per pack (:func:`segments`), where the pack is staged, so that
-    a forward on CUDA copies nothing from the host."""
+    row, int64), ``ends [B]`` (cumulative sizes, int32, the offsets of ``grouped_mm``), and the
+    two below, all on the rows' device. Built once per pack (:func:`segments`), where the pack is
+    staged, so that a forward on CUDA copies nothing from the host."""
 
     sizes: tuple[int, ...]
     index: Tensor
     ends: Tensor
+    columns: Tensor
+    """``arange(N)`` (int64): each row's column in a ``[B, N]`` matrix over the pack."""
+    row_weights: Tensor
+    """``1 / |bag(n)|`` per row (float32): the weights of a per-bag mean."""
 
     @property
     def count(self) -> int:
@@ -92,8 +96,12 @@ def segments(sizes: Sequence[int], device: torch.device | str = "cpu") -> Segmen
     if not sizes or min(sizes) < 1:
         raise ValueError(f"packed bags need at least one patch each, got sizes {sizes}")
     ends = torch.tensor(list(itertools.accumulate(sizes)), dtype=torch.long)
-    index = torch.searchsorted(ends, torch.arange(sum(sizes)), right=True)
-    return Segments(sizes, index.to(device), ends.to(device, torch.int32))
+    columns = torch.arange(sum(sizes))
+    index = torch.searchsorted(ends, columns, right=True)
+    weights = torch.tensor([1.0 / k for k in sizes]).index_select(0, index)
+    return Segments(
+        sizes, index.to(device), ends.to(device, torch.int32), columns.to(device), weights.to(device)
+    )
 
 
 _SEGMENTS: ContextVar[Segments | None] = ContextVar("abmil_segments", default=None)
@@ -346,19 +354,15 @@ def segment_softmax(s: Tensor, seg: Segments) -> Tensor:
     tensor([[0.5000, 0.5000, 0.0000],
             [0.0000, 0.0000, 1.0000]])
     """
-    columns = torch.arange(s.shape[0], device=s.device)
-    dense = s.new_full((seg.count, s.shape[0]), float("-inf")).index_put((seg.index, columns), s)
+    dense = s.new_full((seg.count, s.shape[0]), float("-inf")).index_put((seg.index, seg.columns), s)
     return torch.softmax(dense, dim=1)
 
 
 def segment_mean(e: Tensor, seg: Segments) -> Tensor:
     """``[B, F]``: the mean of each bag's rows of the packed ``e [N, F]`` (one matrix product
     with ``M [B, N]``, ``M[b, n] = 1/|b|`` on bag b's columns)."""
-    columns = torch.arange(e.shape[0], device=e.device)
-    ends = seg.ends.to(torch.long)
-    counts = torch.diff(ends, prepend=ends.new_zeros(1)).to(e.dtype)
-    weights = (1.0 / counts).index_select(0, seg.index)
-    means = e.new_zeros((seg.count, e.shape[0])).index_put((seg.index, columns), weights)
+    weights = seg.row_weights.to(e.dtype)
+    means = e.new_zeros((seg.count, e.shape[0])).index_put((seg.index, seg.columns), weights)
     return means @ e
 
 

@@ -23,8 +23,9 @@ because it runs in the loader thread.
 
 Stream safety: the copies are finished (``stream.synchronize()`` in the loader thread) before
 the batch is handed over, and :meth:`DeviceStager.claim` records the consuming stream on every
-device tensor, so the caching allocator does not reuse their memory for the next copy while
-kernels that read them are still queued.
+device tensor of the chunks (:func:`chunk_tensors`: inputs, segments, keys and SurvMLE labels),
+so the caching allocator does not reuse their memory for the next copy while kernels that read
+them are still queued.
 """
 
 from __future__ import annotations
@@ -70,8 +71,21 @@ class DeviceStager:
             return parts
         current = torch.cuda.current_stream(self.device)
         for part in parts:
-            keys = part.keys.device_index if part.keys is not None else None
-            for tensor in (part.x, part.mask, part.bins, part.events, keys):
-                if tensor is not None and tensor.is_cuda:
+            for tensor in chunk_tensors(part):
+                if tensor.is_cuda:
                     tensor.record_stream(current)
         return parts
+
+
+def chunk_tensors(part: Chunk) -> list[Tensor]:
+    """Every tensor a chunk holds: its input, mask and labels, its segments' and its keys'."""
+    found = [part.x, part.bins, part.events, *([part.mask] if part.mask is not None else [])]
+    if part.segments is not None:
+        seg = part.segments
+        found += [seg.index, seg.ends, seg.columns, seg.row_weights]
+    if part.keys is not None:
+        found.append(part.keys.device_index)
+    if part.labels is not None:
+        labels = part.labels
+        found += [labels.index, labels.weights, labels.masks, labels.at_y]
+    return found

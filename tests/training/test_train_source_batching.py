@@ -154,3 +154,34 @@ def test_on_cpu_the_loader_reads_and_the_training_thread_builds_the_packs(monkey
     assert len(readers) == 1 and next(iter(readers)).startswith("bag-loader")
     # 2 epochs of 2 batches, each packed, with its SurvMLE labels built with the packs
     assert builders == [(threading.main_thread().name, True, True)] * 4
+
+
+def test_the_stager_records_every_tensor_of_a_chunk() -> None:
+    """``chunk_tensors`` (the tensors ``DeviceStager.claim`` marks as used by the compute stream)
+    holds every tensor a packed, keyed, labelled chunk carries, found by walking its fields."""
+    import dataclasses
+
+    from steph.survival import LabelSpec
+    from steph.training.batching import load_chunks
+    from steph.training.staging import chunk_tensors
+
+    g = torch.Generator().manual_seed(0)
+    bags = [torch.randn(k, 4, generator=g) for k in (3, 5, 2)]
+    parts = load_chunks(
+        bags, torch.tensor([0, 1, 2]), torch.tensor([1, 0, 1]), 100, True, True, 100, [4, 7, 9], LabelSpec(8)
+    )
+    (part,) = parts
+
+    def walk(value: object) -> list[torch.Tensor]:
+        if isinstance(value, torch.Tensor):
+            return [value]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return [t for f in dataclasses.fields(value) for t in walk(getattr(value, f.name))]
+        if isinstance(value, tuple):
+            return [t for item in value for t in walk(item)]
+        return []
+
+    held = walk(part)
+    assert part.segments is not None and part.keys is not None and part.labels is not None
+    assert len(held) == 12  # x, bins, events; 4 of the segments, 1 of the keys, 4 labels
+    assert {id(t) for t in chunk_tensors(part)} == {id(t) for t in held}
