@@ -200,7 +200,7 @@ class IsoCAdaMerging(IsoCAdaMergingSpec, AdaMerging):
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         vectors = all_vectors(ctx)
-        return iso_pairwise(vectors[0], vectors, ENCODER_KEYS, "iso-c")
+        return iso_pairwise(vectors[0], vectors, ENCODER_KEYS, "iso-c", identity=ctx.vector_hashes)
 
 
 class IsoCTSAdaMerging(IsoCTSAdaMergingSpec, AdaMerging):
@@ -209,4 +209,6 @@ class IsoCTSAdaMerging(IsoCTSAdaMergingSpec, AdaMerging):
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         vectors = all_vectors(ctx)
         fraction = self.settings(ctx.config).common_fraction
-        return iso_pairwise(vectors[0], vectors, ENCODER_KEYS, "iso-cts", fraction)
+        return iso_pairwise(
+            vectors[0], vectors, ENCODER_KEYS, "iso-cts", fraction, identity=ctx.vector_hashes
+        )

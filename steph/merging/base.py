@@ -60,6 +60,9 @@ class MergeContext:
     bags: BagSource | None = None
     cohort: Cohort | None = None
     progress: Progress = NULL_PROGRESS
+    vector_hashes: tuple[str, ...] = ()
+    """sha256 of the target's and each source's task-vector file, in that order (empty when
+    unknown): what was merged, for results computed once per process from the vectors alone."""
 
     @property
     def n_sources(self) -> int:

@@ -286,6 +286,7 @@ class MergeWorker:
             bags=bags,
             cohort=cohort,
             progress=self.progress,
+            vector_hashes=tuple(inputs.vector_hashes.values()),
         )
         log.info(
             "merge %s: %d sources (%s), %d train / %d test patients, %d epochs on %s",
