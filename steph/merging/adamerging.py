@@ -54,6 +54,7 @@ from .hypernet import Hypernetwork
 from .iso import iso_pairwise
 from .method_settings import OutputLayer
 from .modules import VectorStack
+from .once import once_per_vectors
 from .ties import pairwise_with_target
 
 
@@ -190,8 +191,11 @@ class TiesAdaMerging(TiesAdaMergingSpec, AdaMerging):
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         vectors = all_vectors(ctx)
-        return pairwise_with_target(
-            vectors[0], vectors, ENCODER_KEYS, density=self.settings(ctx.config).density
+        density = self.settings(ctx.config).density
+        return once_per_vectors(
+            ctx.vector_hashes,
+            ("ties-pairwise", density),
+            lambda: pairwise_with_target(vectors[0], vectors, ENCODER_KEYS, density=density),
         )
 
 
@@ -200,7 +204,9 @@ class IsoCAdaMerging(IsoCAdaMergingSpec, AdaMerging):
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         vectors = all_vectors(ctx)
-        return iso_pairwise(vectors[0], vectors, ENCODER_KEYS, "iso-c", identity=ctx.vector_hashes)
+        return once_per_vectors(
+            ctx.vector_hashes, ("iso-c",), lambda: iso_pairwise(vectors[0], vectors, ENCODER_KEYS, "iso-c")
+        )
 
 
 class IsoCTSAdaMerging(IsoCTSAdaMergingSpec, AdaMerging):
@@ -209,6 +215,8 @@ class IsoCTSAdaMerging(IsoCTSAdaMergingSpec, AdaMerging):
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         vectors = all_vectors(ctx)
         fraction = self.settings(ctx.config).common_fraction
-        return iso_pairwise(
-            vectors[0], vectors, ENCODER_KEYS, "iso-cts", fraction, identity=ctx.vector_hashes
+        return once_per_vectors(
+            ctx.vector_hashes,
+            ("iso-cts", fraction),
+            lambda: iso_pairwise(vectors[0], vectors, ENCODER_KEYS, "iso-cts", fraction),
         )

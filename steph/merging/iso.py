@@ -29,8 +29,7 @@ result into its own entry.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -147,37 +146,14 @@ def iso_merge(
     return out
 
 
-_PAIRWISE: OrderedDict[Hashable, list[StateDict]] = OrderedDict()
-PAIRWISE_KEPT = 2
-"""Pairwise results kept per process: a target fold's Iso-C rows of ``merge --paper`` (with
-and without a hypernetwork) run one after the other, fold by fold, on the same vectors."""
-
-
 def iso_pairwise(
     target: Mapping[str, Tensor],
     vectors: Sequence[Mapping[str, Tensor]],
     keys: Sequence[str],
     kind: IsoKind,
     fraction: float = 0.8,
-    *,
-    identity: tuple[str, ...] = (),
 ) -> list[StateDict]:
     """``[iso(tau_t, tau_j) for tau_j in vectors]``, each written into its own entry (the
     reference's preprocessing, with its Iso-CTS write-back fixed). The target's own entry,
-    Iso-CTS(tau_t, tau_t), is :func:`iso_cts_copies` (two identical tasks).
-
-    ``identity``: what identifies ``target`` and ``vectors`` (the sha256 of their files, in
-    order); given, the result is kept for the next call with the same identity, kind, fraction
-    and keys in this process (the last :data:`PAIRWISE_KEPT`; a pair costs a few SVDs per weight
-    matrix, about 0.15 s at D = 1536 on a CPU). The tensors returned are shared: not to be
-    changed in place."""
-    key = (identity, kind, fraction, tuple(keys)) if identity else None
-    if key is not None and key in _PAIRWISE:
-        _PAIRWISE.move_to_end(key)
-        return list(_PAIRWISE[key])
-    result = [iso_merge([target, v], keys, kind, fraction) for v in vectors]
-    if key is not None:
-        _PAIRWISE[key] = result
-        while len(_PAIRWISE) > PAIRWISE_KEPT:
-            _PAIRWISE.popitem(last=False)
-    return list(result)
+    Iso-CTS(tau_t, tau_t), is :func:`iso_cts_copies` (two identical tasks)."""
+    return [iso_merge([target, v], keys, kind, fraction) for v in vectors]
