@@ -29,6 +29,7 @@ from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
 from ..merging.autotune import tune
 from ..merging.inputs import (
+    MergeInputs,
     check_task_vectors,
     for_method,
     load_inputs,
@@ -162,6 +163,7 @@ class MergeWorker:
         self.layout, self.config, self.theta0, self.progress = layout, config, theta0, progress
         self.no_vector = no_vector
         self.device: torch.device | None = None
+        self._inputs: tuple[tuple[Any, ...], MergeInputs] | None = None
         if target is None:
             return
         self.device = resolve_device(config.train.device)
@@ -257,6 +259,20 @@ class MergeWorker:
         split = load_split(self.layout, self.cohort, unit.fold)
         return too_few_for_a_batch(len(split.train), self.config.train.batch_size, f"merge {unit.key}", STAGE)
 
+    def inputs(self, unit: MergeUnit) -> MergeInputs:
+        """The task vectors of ``unit``'s fold, read and checked against their records' sha256
+        once for the units of a fold, which the plan runs one after the other (its methods; at
+        D = 1536 the 13 vectors of a fold are about 62 MB to read and hash). The tensors are
+        shared by those units: not to be changed in place."""
+        assert self.theta0 is not None
+        key = (unit.target, unit.fold, tuple(unit.sources), unit.source_fold)
+        if self._inputs is None or self._inputs[0] != key:
+            loaded = load_inputs(
+                self.layout, unit.target, unit.fold, list(unit.sources), unit.source_fold, self.theta0
+            )
+            self._inputs = (key, loaded)
+        return self._inputs[1]
+
     def _train(self, unit: MergeUnit) -> MergeRecord:
         config, layout, cohort, bags = self.config, self.layout, self.cohort, self.bags
         target, run, fold = unit.target, unit.run, unit.fold
@@ -266,7 +282,7 @@ class MergeWorker:
             _unit_merge(config, unit), method=method.name, sources=list(unit.sources), folds=[fold]
         )
         split = load_split(layout, cohort, fold)
-        inputs = load_inputs(layout, target, fold, list(unit.sources), unit.source_fold, self.theta0)
+        inputs = self.inputs(unit)
         signature = _signature(config, unit, self.theta0)
         settings = replace(fit_settings(config), epochs=signature["epochs"])
         ctx = MergeContext(

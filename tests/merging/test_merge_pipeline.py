@@ -246,3 +246,32 @@ def test_batched_predict_matches_single_bags(merged: Path) -> None:
     batched, _ = predict(model, ids, store, device=torch.device("cpu"), batch_size=4)
     single, _ = predict(model, ids, store, device=torch.device("cpu"), batch_size=1)
     assert torch.allclose(batched, single, atol=1e-6)
+
+
+def test_a_folds_task_vectors_are_read_once_for_its_methods(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan runs a fold's methods one after the other: their task vectors are read and
+    hash-checked once per fold, and every method still gets the fold's own vectors."""
+    import steph.pipeline.merge as pipeline
+
+    root = project_copy(tmp_path_factory, tmp_path / "p")
+    layout, config = load_project(root)
+    loads: list[tuple[str, int]] = []
+    real = pipeline.load_inputs
+
+    def counting(layout_: object, target: str, fold: int, *args: object) -> object:
+        loads.append((target, fold))
+        return real(layout_, target, fold, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "load_inputs", counting)
+    methods = ["task-arithmetic", "model-avg", "ties"]
+    report = merge_models(layout, config, target="BRCA", methods=methods)
+    assert report.ok
+    assert loads == [("BRCA", 0), ("BRCA", 1)]
+    for fold in (0, 1):  # the fold's vector, not the other fold's
+        meta = read_json(layout.merged_meta("BRCA", "task-arithmetic", fold))
+        assert (
+            meta["vector_sha256"][f"BRCA/fold_{fold}"]
+            == read_json(layout.task_vector_meta("BRCA", fold))["sha256"]
+        )
