@@ -37,7 +37,9 @@ class MergeContext:
     """Everything a merge method may use for one target fold.
 
     ``train``, ``bags`` and ``cohort`` are None when a trained model is only rebuilt for
-    inference (:func:`steph.merging.load_merged_model`): ``build`` must not need them.
+    inference (:func:`steph.merging.load_merged_model`): ``build`` must not need them. The
+    tensors of ``theta0`` and the task vectors are shared by the units of a fold (read once per
+    fold, :meth:`steph.pipeline.merge.MergeWorker.inputs`): a method must not change them in place.
     """
 
     target: str
