@@ -1,43 +1,75 @@
-"""bench_host's methodology (pool + memo, zero_grad, loader apart) on whichever tree is imported."""
-import json, statistics, time, sys, torch
-from steph.synthetic.models import TINY as MODEL, tiny_model
+"""``bench_host``'s method (a pool of training bags inside a bag memo, gradients set to None before
+each step, the loader timed apart from the training thread) on whichever tree is imported: run
+from the root of the tree to measure, ``python benchmarks/archive/host-20261207/ab.py``. Written
+against what the tree before (76fca46, without ``label_spec``) and after both have; prints one
+JSON line: model -> bags -> [training thread µs of CPU per bag, loader µs per bag, operators]."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from steph.models.dispatch import DispatchCounter
+from steph.synthetic.models import TINY as MODEL
+from steph.synthetic.models import tiny_model
 from steph.training.batching import load_chunks
 from steph.training.loop import FitSettings, backward_chunks
 from steph.training.memo import bag_memo
-from steph.models.dispatch import DispatchCounter
+
 try:
     from steph.training.loop import label_spec
-except ImportError:
+except ImportError:  # the tree before: SurvMLE built its label masks in the step
     label_spec = None
-torch.set_num_threads(1)
-DIM=16
-def measure(model, n, steps=150):
+
+DIM = 16
+WARM_UP = 4
+
+
+def measure(model: torch.nn.Module, n: int, steps: int = 150) -> list[float]:
     g = torch.Generator().manual_seed(n)
-    budget = 1 << 20; settings = FitSettings(epochs=1)
-    kw = {"label_spec": label_spec(model, settings)} if label_spec else {}
-    total = n * 4
+    budget, settings = 1 << 20, FitSettings(epochs=1)
+    extra: dict[str, Any] = {"label_spec": label_spec(model, settings)} if label_spec else {}
+    total = n * WARM_UP
     bags = [torch.randn(k, DIM, generator=g) for k in torch.randint(8, 41, (total,), generator=g).tolist()]
     bins, events = torch.randint(0, 32, (total,), generator=g), torch.arange(total) % 2
-    warm = [list(range(i*n, (i+1)*n)) for i in range(4)]
-    cpu, loader = [], []
+    warm = [list(range(i * n, (i + 1) * n)) for i in range(WARM_UP)]
+    cpu: list[float] = []
+    loader: list[float] = []
     model.train()
     with bag_memo(total):
-        for step in range(4 + steps):
-            batch = warm[step] if step < 4 else torch.randperm(total, generator=g)[:n].tolist()
-            idx = torch.tensor(batch); loaded = [bags[i] for i in batch]
+        for step in range(WARM_UP + steps):
+            batch = warm[step] if step < WARM_UP else torch.randperm(total, generator=g)[:n].tolist()
+            index = torch.tensor(batch)
+            loaded = [bags[i] for i in batch]
             model.zero_grad(set_to_none=True)
-            c0 = time.thread_time()
-            parts = load_chunks(loaded, bins[idx], events[idx], budget, True, True, budget, batch, **kw)
-            c1 = time.thread_time()
+            start = time.thread_time()
+            parts = load_chunks(
+                loaded, bins[index], events[index], budget, True, True, budget, batch, **extra
+            )
+            built = time.thread_time()
             backward_chunks(model, parts, settings, device=torch.device("cpu"), budget=budget)
-            if step >= 4:
-                cpu.append(time.thread_time() - c1); loader.append(c1 - c0)
+            if step >= WARM_UP:
+                cpu.append(time.thread_time() - built)
+                loader.append(built - start)
         model.zero_grad(set_to_none=True)
         with DispatchCounter() as counter:
             backward_chunks(model, parts, settings, device=torch.device("cpu"), budget=budget)
-    return [round(statistics.median(cpu)/n*1e6,1), round(statistics.median(loader)/n*1e6,1), counter.count]
-out = {}
-for name in ("train-source", "steph", "roupkt", "adamerging"):
-    m = tiny_model(name, DIM, MODEL, options={"top_k": 2})
-    out[name] = {n: measure(m, n) for n in (16, 64)}
-print(json.dumps(out))
+    per_bag = [round(statistics.median(values) / n * 1e6, 1) for values in (cpu, loader)]
+    return [*per_bag, counter.count]
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    out = {}
+    for name in ("train-source", "steph", "roupkt", "adamerging"):
+        model = tiny_model(name, DIM, MODEL, options={"top_k": 2})
+        out[name] = {n: measure(model, n) for n in (16, 64)}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
