@@ -60,7 +60,7 @@ from steph.merging.roupkt import RouPKTModel
 from steph.merging.steph_method import StephModel, StephSettings
 from steph.models import flops
 from steph.models.abmil import ENCODER_KEYS, create_abmil
-from steph.survival import SurvivalTargets, surv_mle_loss
+from steph.survival import SurvivalTargets, surv_labels, surv_mle_from_logits
 from steph.task_vectors import unflatten
 from steph.training.batching import epoch_batches, pad_bags
 from steph.training.loop import FitSettings, ModelOutput, fit
@@ -262,16 +262,20 @@ def bench_epoch(dim: int, n_patients: int, k: int, repeats: int) -> dict[str, An
         fit(fit_model, data, store, settings, device=torch.device("cpu"))
 
     batches = epoch_batches(n_patients, 16, torch.Generator().manual_seed(0))
-    padded = [(*pad_bags([bags[data.ids[i]] for i in b]), data.bins[b], data.events[b]) for b in batches]
+    bins = bare_model.pred_head.out_features
+    padded = [
+        (*pad_bags([bags[data.ids[i]] for i in b]), surv_labels(data.bins[b], data.events[b], bins))
+        for b in batches
+    ]
 
     def bare() -> None:
         torch.manual_seed(0)
         bare_model.train()
         optimizer = build_optimizer(list(bare_model.named_parameters()), lr=1e-4, weight_decay=1e-5)
-        for x, mask, y, e in padded:
+        for x, mask, labels in padded:
             out = bare_model(x, mask)
             assert isinstance(out, ModelOutput)
-            loss = surv_mle_loss(torch.sigmoid(out.logits), y, e) + out.aux_loss
+            loss = surv_mle_from_logits(out.logits, labels) + out.aux_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

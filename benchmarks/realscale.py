@@ -10,8 +10,9 @@ measured side by side in one run, each in a fresh process (wall time and peak RS
   batch the 16 bags are forwarded one at a time, one loss over the 16, one backward, one step;
   then one forward per test and train bag (the predictions the stage writes);
 - ``bare``: the bare unpadded compute, timed inside the process around the arithmetic only:
-  forward + backward of every bag alone (loss weighted 1/16), the optimiser step, then the
-  prediction forwards; no start-up, no reading, no writing.
+  forward + backward of every bag alone (SurvMLE from the logits, as the stage computes it,
+  weighted 1/16), the optimiser step, then the prediction forwards; no start-up, no reading,
+  no writing.
 
 Rounds alternate the three (the machine is shared: ratios come from one run, the best of the
 rounds is kept, the load average is recorded). Every process runs with a bytecode cache
@@ -441,7 +442,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
 
     from steph.config import load_project
     from steph.models import flops
-    from steph.survival import surv_mle_loss
+    from steph.survival import surv_labels, surv_mle_from_logits, surv_mle_loss
     from steph.training.batching import epoch_batches
     from steph.training.loop import as_output
 
@@ -477,6 +478,18 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
             seen["train"] += sum(int(x.shape[1]) for x in xs)
             bag_count["train"] += len(xs)
             counted["train"] += sum(step_flops(int(x.shape[1])) for x in xs)
+            # the bare compute's per-bag SurvMLE labels, built as the stage's loader builds them
+            labels = [
+                surv_labels(
+                    y[j : j + 1].to(device),
+                    e[j : j + 1].to(device),
+                    shape.time_bins,
+                    alpha=settings.alpha,
+                    eps=settings.eps,
+                    scale=1.0 / len(xs),
+                )
+                for j in range(len(xs))
+            ]
             _sync()
             start, cpu0 = time.perf_counter(), time.process_time()
             xs = [x.to(device) for x in xs]
@@ -488,13 +501,13 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
                 if outs[0].aux_loss is not None:
                     loss = loss + torch.stack([o.aux_loss for o in outs]).mean()  # type: ignore[misc]
                 loss.backward()
-            else:  # bare: every bag alone, its backward right away
+            else:  # bare: every bag alone, its backward right away, with the stage's SurvMLE
                 for j, x in enumerate(xs):
                     out = as_output(model(x))
-                    loss = surv_mle_loss(torch.sigmoid(out.logits), y[j : j + 1], e[j : j + 1])
+                    loss = surv_mle_from_logits(out.logits.float(), labels[j])
                     if out.aux_loss is not None:
-                        loss = loss + out.aux_loss
-                    (loss / len(xs)).backward()
+                        loss = loss + out.aux_loss / len(xs)
+                    loss.backward()
             optimizer.step()
             scheduler.step()
             _sync()

@@ -50,68 +50,24 @@ def surv_mle_loss(
         C = -c log max(S~_{y+1}, eps)                              (alive through bin y)
         loss = mean_b [ (1 - alpha)(U + C) + alpha U ] = mean_b [ U + (1 - alpha) C ]
 
-    Where ``hazards`` requires a gradient, it is computed with the loss, in closed form (one
-    operator in the backward pass instead of some seventy through ``cumprod``, gathers and
-    clamps), per bag b and bin i (each term only where its ``max`` is not at ``eps``):
-
-        dloss/dh_i = [ (1 - c) [i < y] + (1 - alpha) c [i <= y] ] / (B (1 - h_i))
-                     - (1 - c) [i = y] / (B h_y)
+    Written as the reference computes it; autograd differentiates it. Training computes the same
+    loss from the logits with its gradient in closed form (:func:`surv_mle_from_logits`).
 
     Args:
         hazards: ``[B, T]`` hazards (after the sigmoid).
         bins: ``[B]`` bin indices (long).
         events: ``[B]`` event indicators (1 = event, 0 = censored).
     """
-    if hazards.requires_grad and torch.is_grad_enabled():
-        return _surv_mle_with_gradient(hazards, bins, events, alpha, eps)
-    return _surv_mle(hazards, bins, events, alpha, eps, gradient=False)[0]
-
-
-def _surv_mle(
-    hazards: Tensor, bins: Tensor, events: Tensor, alpha: float, eps: float, *, gradient: bool
-) -> tuple[Tensor, Tensor | None]:
-    """The loss of :func:`surv_mle_loss` and, with ``gradient``, its gradient in ``hazards``."""
     y = bins.view(-1, 1).long()
     c = 1.0 - events.view(-1, 1).to(hazards.dtype)
-    alive = 1.0 - hazards
-    surv = torch.cumprod(alive, dim=1)
+    surv = torch.cumprod(1.0 - hazards, dim=1)
     surv_padded = torch.cat([torch.ones_like(surv[:, :1]), surv], dim=1)
     s_before = torch.gather(surv_padded, 1, y)
     s_after = torch.gather(surv_padded, 1, y + 1)
     h_y = torch.gather(hazards, 1, y)
     uncensored = -(1.0 - c) * (torch.log(s_before.clamp(min=eps)) + torch.log(h_y.clamp(min=eps)))
     censored = -c * torch.log(s_after.clamp(min=eps))
-    loss = ((1.0 - alpha) * (uncensored + censored) + alpha * uncensored).mean()
-    if not gradient:
-        return loss, None
-    n = hazards.shape[0]
-    event = (1.0 - c) / n
-    bins_t = torch.arange(hazards.shape[1], device=hazards.device)
-    before = (s_before >= eps) * event * (bins_t < y)
-    through = (s_after >= eps) * ((1.0 - alpha) / n * c) * (bins_t <= y)
-    at_y = (h_y >= eps) * event / h_y * (bins_t == y)
-    tiny = torch.finfo(hazards.dtype).tiny  # terms are 0 where 1 - h_i is: S~ < eps there
-    grad = (before + through) / alive.clamp(min=tiny) - at_y
-    return loss, grad
-
-
-class _SurvMLE(torch.autograd.Function):
-    """SurvMLE with its closed-form gradient (:func:`surv_mle_loss`)."""
-
-    @staticmethod
-    def forward(ctx: Any, hazards: Tensor, bins: Tensor, events: Tensor, alpha: float, eps: float) -> Tensor:
-        loss, grad = _surv_mle(hazards, bins, events, alpha, eps, gradient=True)
-        ctx.save_for_backward(grad)
-        return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None, None]:
-        (grad,) = ctx.saved_tensors
-        return grad_loss * grad, None, None, None, None
-
-
-_surv_mle_with_gradient = cast("Callable[..., Tensor]", _SurvMLE.apply)  # torch leaves apply untyped
+    return ((1.0 - alpha) * (uncensored + censored) + alpha * uncensored).mean()
 
 
 @dataclass(frozen=True)

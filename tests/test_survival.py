@@ -114,9 +114,10 @@ def autograd_surv_mle(
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
-def test_closed_form_gradient_is_autograds(dtype: torch.dtype, alpha: float) -> None:
-    """The loss's closed-form gradient against autograd's, with hazards of exactly 0 and 1 and
-    survivals clamped at eps (their terms have no gradient), in fp32 and fp64."""
+def test_gradient_in_the_hazards_is_the_plain_operators(dtype: torch.dtype, alpha: float) -> None:
+    """The loss's gradient in the hazards against autograd through the plain operators, with
+    hazards of exactly 0 and 1 and survivals clamped at eps (their terms have no gradient), in
+    fp32 and fp64: finite, and equal."""
     g = torch.Generator().manual_seed(int(alpha * 10))
     logits = 6 * torch.randn(64, 32, generator=g, dtype=dtype)
     logits[0, :5], logits[1, 3], logits[2, 0] = 40.0, -40.0, 200.0  # S~ below eps; h_y below eps; h = 1
