@@ -47,18 +47,13 @@ TARGET = "BRCA"
 def generate(root: Path, *, patients: int, source_patients: int, dim: int, quick: bool) -> dict[str, Any]:
     """The project: the target and the 12 other TCGA cancers; returns each cancer's patients,
     mean bag and feature bytes."""
-    import numpy as np
-
-    from steph.config import load_project
-    from steph.data import load_cohort
     from steph.data.features import feature_shape
     from steph.synthetic import TCGA_CANCERS, generate_cohort
     from steph.synthetic.cohort import FeatureSpec, standard_spec
 
-    if quick:
-        features = FeatureSpec(dim=dim, patches=(10, 200), size_median=60.0, size_spread=0.8)
-    else:
-        features = FeatureSpec(dim=dim, patches=(150, 12_000), size_median=1500.0, size_spread=0.8)
+    shape = rs.Cohort()  # the benchmarks' heavy-tailed bags
+    median, clip = (60.0, (10, 200)) if quick else (shape.median, shape.clip)
+    features = FeatureSpec(dim=dim, patches=clip, size_median=median, size_spread=shape.spread)
     spec = standard_spec(
         cancers=TCGA_CANCERS,
         target=TARGET,
@@ -69,20 +64,14 @@ def generate(root: Path, *, patients: int, source_patients: int, dim: int, quick
     start = time.perf_counter()
     generate_cohort(root, spec, level="features", encoder="uni2-h-synthetic")
     written = time.perf_counter() - start
-    layout, config = load_project(root)
     cancers: dict[str, Any] = {}
     for cancer in TCGA_CANCERS:
-        cohort = load_cohort(layout, config, cancer)
-        sizes = [
-            feature_shape(layout.features(config.encoder, sid, cancer=cancer))[0]
-            for patient in cohort.patients.values()
-            for sid in patient.slide_ids
-        ]
-        per_patient = float(np.sum(sizes)) / len(cohort.patients)  # a patient's bag: all its slides
+        files = rs.patient_feature_files(root, cancer)
+        patches = sum(feature_shape(path)[0] for paths in files.values() for path in paths)
         cancers[cancer] = {
-            "patients": len(cohort.patients),
-            "mean_bag": round(per_patient, 1),
-            "feature_bytes": int(np.sum(sizes)) * dim * 4,
+            "patients": len(files),
+            "mean_bag": round(patches / len(files), 1),  # a patient's bag: all its slides
+            "feature_bytes": patches * dim * 4,
         }
     return {"cancers": cancers, "write_s": round(written, 1)}
 

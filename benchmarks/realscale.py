@@ -167,17 +167,9 @@ def make_project(root: Path, cohort: Cohort, *, sources: bool = False) -> dict[s
     )
     start = time.perf_counter()
     generate_cohort(root, spec, level="features", encoder="uni2-h-synthetic")
-    from steph.config import load_project
-    from steph.data import load_cohort
     from steph.data.features import feature_shape
 
-    layout, config = load_project(root)
-    target = load_cohort(layout, config, TARGET)
-    sizes = [
-        feature_shape(layout.features(config.encoder, sid, cancer=TARGET))[0]
-        for patient in target.patients.values()
-        for sid in patient.slide_ids
-    ]
+    sizes = [feature_shape(path)[0] for path in target_feature_files(root)]
     arr = np.array(sizes)
     return {
         "bags": cohort.label,
@@ -191,18 +183,22 @@ def make_project(root: Path, cohort: Cohort, *, sources: bool = False) -> dict[s
     }
 
 
-def target_feature_files(root: Path) -> list[Path]:
-    """The feature files of the target's slides in the project at ``root``."""
+def patient_feature_files(root: Path, cancer: str = TARGET) -> dict[str, list[Path]]:
+    """Each patient's feature files (one a slide) of ``cancer`` in the project at ``root``."""
     from steph.config import load_project
     from steph.data import load_cohort
 
     layout, config = load_project(root)
-    cohort = load_cohort(layout, config, TARGET)
-    return [
-        layout.features(config.encoder, sid, cancer=TARGET)
-        for patient in cohort.patients.values()
-        for sid in patient.slide_ids
-    ]
+    cohort = load_cohort(layout, config, cancer)
+    return {
+        pid: [layout.features(config.encoder, sid, cancer=cancer) for sid in patient.slide_ids]
+        for pid, patient in cohort.patients.items()
+    }
+
+
+def target_feature_files(root: Path) -> list[Path]:
+    """The feature files of the target's slides in the project at ``root``."""
+    return [path for files in patient_feature_files(root).values() for path in files]
 
 
 PYCACHE = Path(tempfile.gettempdir()) / "stephctl-bench-pycache"
