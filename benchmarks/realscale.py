@@ -8,7 +8,9 @@ measured side by side in one run, each in a fresh process (wall time and peak RS
 - ``stage``: the stage as users run it: ``stephctl train-source`` / ``stephctl merge``;
 - ``one_bag``: the reference's loop on the same bags (read by the same :func:`open_bags`): per
   batch the 16 bags are forwarded one at a time, one loss over the 16, one backward, one step;
-  then one forward per test and train bag (the predictions the stage writes);
+  then one forward per test and train bag (the predictions the stage writes). Its dropout
+  masks are torch's, one Bernoulli draw per element, as the reference's ``nn.Dropout``
+  (:func:`steph.models.dropout.bernoulli_masks`);
 - ``bare``: the bare unpadded compute, timed inside the process around the arithmetic only:
   forward + backward of every bag alone (SurvMLE from the logits, as the stage computes it,
   weighted 1/16), the optimiser step, then the prediction forwards; no start-up, no reading,
@@ -438,6 +440,7 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
 
     from steph.config import load_project
     from steph.models import flops
+    from steph.models.dropout import bernoulli_masks
     from steph.survival import surv_labels, surv_mle_from_logits, surv_mle_loss
     from steph.training.batching import epoch_batches
     from steph.training.loop import as_output
@@ -492,7 +495,8 @@ def run_worker(mode: str, root: Path, stage: str, epochs: int) -> dict[str, Any]
             y, e = y.to(device), e.to(device)
             optimizer.zero_grad(set_to_none=True)
             if mode == "one_bag":  # the reference: 16 forwards, one loss, one backward
-                outs = [as_output(model(x)) for x in xs]
+                with bernoulli_masks():  # the reference's nn.Dropout
+                    outs = [as_output(model(x)) for x in xs]
                 loss = surv_mle_loss(torch.sigmoid(torch.cat([o.logits for o in outs])), y, e)
                 if outs[0].aux_loss is not None:
                     loss = loss + torch.stack([o.aux_loss for o in outs]).mean()  # type: ignore[misc]

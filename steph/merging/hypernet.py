@@ -23,13 +23,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..models.abmil import packed_segments, patch_chunk_size, segment_mean
+from ..models.dropout import Dropout
 from .method_settings import OutputLayer
 
 OUTPUT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
 
 
 def _head(hidden: int, n_out: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_out))
+    return nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, n_out))
 
 
 class Hypernetwork(nn.Module):

@@ -54,6 +54,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .dropout import Dropout
+from .dropout import dropout as _dropout
+
 ENCODER_KEYS: tuple[str, ...] = (
     "feat_proj.0.weight",
     "feat_proj.0.bias",
@@ -113,8 +116,8 @@ HEAD_KEYS: tuple[str, ...] = ("pred_head.weight", "pred_head.bias")
 class GatedAttention(nn.Module):
     def __init__(self, dim_emb: int, dim_attn: int, dropout: float) -> None:
         super().__init__()
-        self.attention_a = nn.Sequential(nn.Linear(dim_emb, dim_attn), nn.Tanh(), nn.Dropout(dropout))
-        self.attention_b = nn.Sequential(nn.Linear(dim_emb, dim_attn), nn.Sigmoid(), nn.Dropout(dropout))
+        self.attention_a = nn.Sequential(nn.Linear(dim_emb, dim_attn), nn.Tanh(), Dropout(dropout))
+        self.attention_b = nn.Sequential(nn.Linear(dim_emb, dim_attn), nn.Sigmoid(), Dropout(dropout))
         self.attention_c = nn.Linear(dim_attn, 1)
 
 
@@ -290,8 +293,8 @@ def _scores(
         )
     )
     if dropout > 0 and training:
-        a = F.dropout(a, dropout, True)
-        g = F.dropout(g, dropout, True)
+        a = _dropout(a, dropout)
+        g = _dropout(g, dropout)
     s = _linear(
         a * g, params["attention_net.attention_c.weight"], params["attention_net.attention_c.bias"], seg
     ).squeeze(-1)

@@ -185,7 +185,8 @@ def fit(
         pending, k = load(0), 0
         for epoch, batches in enumerate(plan):
             model.train()
-            epoch_loss, n_steps = 0.0, 0
+            # the losses are summed on the device and read once per epoch: no step waits for the GPU
+            epoch_loss, n_steps = torch.zeros((), dtype=torch.float64, device=device), 0
             for _ in batches:
                 assert pending is not None
                 parts = stager.claim(pending.result())
@@ -200,10 +201,10 @@ def fit(
                 scaler.step(cast("torch.optim.Optimizer", optimizer))
                 scaler.update()
                 scheduler.step()
-                epoch_loss += batch_loss
+                epoch_loss.add_(batch_loss)
                 n_steps += 1
                 progress.advance(task, 1, epoch=epoch + 1)
-            mean_loss = epoch_loss / max(1, n_steps)
+            mean_loss = float(epoch_loss) / max(1, n_steps)
             losses.append(mean_loss)
             if on_epoch is not None:
                 on_epoch(epoch + 1, mean_loss)
@@ -237,16 +238,17 @@ def backward_chunks(
     budget: int = -1,
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
-) -> float:
-    """Accumulate the gradient of one batch's loss, chunk by chunk; returns the loss.
+) -> Tensor:
+    """Accumulate the gradient of one batch's loss, chunk by chunk; returns the loss, a float64
+    scalar on the device (``float()`` reads it; ``fit`` sums a whole epoch's before reading).
 
     loss = SurvMLE(B bags) + aux = sum_c (n_c / B) [SurvMLE(chunk c) + aux_c], exact when
     ``aux`` is a mean over bags or the same for every chunk (see the module docstring).
 
-    The chunk losses are summed on the device (in float64, as a Python float sum would) and read
-    back once per batch: on CUDA a read-back, like a copy from pageable host memory, waits for
-    the GPU, so one per chunk would stall the kernel queue between chunks (staged chunks bring
-    their labels to the device with them).
+    The chunk losses are summed on the device (in float64, as a Python float sum would) and not
+    read back: on CUDA a read-back, like a copy from pageable host memory, waits for the GPU, so
+    one per chunk or per step would stall the kernel queue (staged chunks bring their labels to
+    the device with them).
     """
     total = sum(int(p.bins.shape[0]) for p in parts)
     batch_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -266,7 +268,7 @@ def backward_chunks(
         torch.autograd.backward(scaler.scale(loss) if scaler is not None else loss)
         with torch.no_grad():
             batch_loss.add_(loss)  # in float64, as loss.double() would be
-    return float(batch_loss)
+    return batch_loss
 
 
 def _labels_fit(labels: SurvLabels, spec: LabelSpec, device: torch.device) -> bool:

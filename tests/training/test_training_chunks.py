@@ -66,7 +66,7 @@ def chunked_gradients(
     assert spec is not None or not staged_labels
     parts = load_chunks(bags, bins, events, budget, share=share, pack=pack, label_spec=spec)
     assert all((part.labels is not None) == staged_labels for part in parts)
-    loss = backward_chunks(model, parts, SETTINGS, device=torch.device("cpu"), budget=budget)
+    loss = float(backward_chunks(model, parts, SETTINGS, device=torch.device("cpu"), budget=budget))
     return loss, [p.grad.clone() for p in params], len(parts)
 
 
@@ -171,7 +171,7 @@ def test_the_cuda_path_packs_have_the_whole_batch_loss_and_gradients(name: str, 
     params = [p for p in model.parameters() if p.requires_grad]
     parts = load_chunks(bags, bins, events, limit, share=True, pack=True, pack_limit=limit)
     assert any(p.segments is not None for p in parts) and len(parts) < len(bags)
-    packed_loss = backward_chunks(model, parts, SETTINGS, device=torch.device("cpu"), budget=limit)
+    packed_loss = float(backward_chunks(model, parts, SETTINGS, device=torch.device("cpu"), budget=limit))
     assert abs(packed_loss - loss) < 1e-6
     for p, g in zip(params, grads, strict=True):
         assert p.grad is not None

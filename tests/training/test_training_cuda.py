@@ -77,7 +77,7 @@ def test_staged_cuda_chunks_have_the_whole_batch_gradients(name: str, budget: in
     assert all(p.x.is_cuda for p in parts)
     for p in model.parameters():
         p.grad = None
-    chunk_loss = backward_chunks(model, parts, SETTINGS, device=gpu, budget=budget)
+    chunk_loss = float(backward_chunks(model, parts, SETTINGS, device=gpu, budget=budget))
     assert abs(chunk_loss - loss) < 1e-5
     chunk_grads = [p.grad.cpu() for p in model.parameters() if p.requires_grad]
     for a, b in zip(grads, chunk_grads, strict=True):
@@ -116,7 +116,7 @@ def test_cuda_packs_have_the_whole_batch_gradients(name: str, gpu: torch.device)
     assert len(parts) == 1 and parts[0].segments is not None and parts[0].segments.index.is_cuda
     for p in model.parameters():
         p.grad = None
-    packed_loss = backward_chunks(model, parts, SETTINGS, device=gpu, budget=1000)
+    packed_loss = float(backward_chunks(model, parts, SETTINGS, device=gpu, budget=1000))
     assert abs(packed_loss - loss) < 1e-5
     packed_grads = [p.grad.cpu() for p in model.parameters() if p.requires_grad]
     for a, b in zip(grads, packed_grads, strict=True):
@@ -145,6 +145,6 @@ def test_steph_packs_in_bf16_use_the_grouped_kernel_and_follow_fp32(
     parts = load_chunks(
         [b.to(gpu) for b in bags], bins.to(gpu), events.to(gpu), 1000, pack=True, pack_limit=1000
     )
-    bf16_loss = backward_chunks(model, parts, SETTINGS, device=gpu, budget=1000, precision="bf16")
+    bf16_loss = float(backward_chunks(model, parts, SETTINGS, device=gpu, budget=1000, precision="bf16"))
     assert calls and not abmil._GROUPED_FAILED
     assert abs(bf16_loss - loss) < 0.02 * abs(loss)
