@@ -26,6 +26,10 @@ repeats, best CPU time kept, best wall time reported too):
 5. ``merge_split``: the merged encoders' 8 tensors cut out of ``[B, P]`` and back-propagated, one
    ``split_with_sizes`` (what runs) against a slice per tensor (what ran before), B = 1 (a bag
    alone, the CPU path) and 16 (a pack).
+6. ``dropout``: one ABMIL training step (forward, backward, AdamW) of a 2,000-patch bag with
+   stephctl's dropout masks (``steph.models.dropout``: four 16-bit uniforms per 64-bit random
+   word), with torch's (one Bernoulli draw per element, ``bernoulli_masks``) and with no
+   dropout; the cost of dropout is each figure minus the last.
 
 ``--methods roupkt adamerging``: after the race, one ``stephctl merge --method M`` process of
 each on the same project (2 sources, ROUPKT top-2, the same epochs), with its analytic FLOPs over the
@@ -42,6 +46,7 @@ of the stage and of the one-bag loop traced (cProfile and an RSS timeline: ``DIR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import tempfile
@@ -60,6 +65,7 @@ from steph.merging.roupkt import RouPKTModel
 from steph.merging.steph_method import StephModel, StephSettings
 from steph.models import flops
 from steph.models.abmil import ENCODER_KEYS, create_abmil
+from steph.models.dropout import bernoulli_masks
 from steph.survival import SurvivalTargets, surv_labels, surv_mle_from_logits
 from steph.task_vectors import unflatten
 from steph.training.batching import epoch_batches, pad_bags
@@ -413,6 +419,43 @@ def bench_merge_split(dim: int, batch: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def bench_dropout(dim: int, k: int, repeats: int) -> dict[str, Any]:
+    """One ABMIL training step of a ``k``-patch bag (dropout 0.25 in both attention branches):
+    stephctl's masks, torch's Bernoulli masks, and dropout off (the step without its cost)."""
+    torch.manual_seed(0)
+    model = create_abmil(dim, MODEL).train()
+    optimizer = build_optimizer(model.named_parameters(), lr=1e-4, weight_decay=1e-5)
+    bag = torch.randn(1, k, dim)
+
+    def step(p: float, reference: bool = False) -> Callable[[], None]:
+        def go() -> None:
+            model.dropout = p
+            with bernoulli_masks() if reference else contextlib.nullcontext():
+                loss = model(bag).square().mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return go
+
+    times = _race(repeats, stephctl=step(0.25), bernoulli=step(0.25, reference=True), off=step(0.0))
+    model.dropout = MODEL.dropout
+    ms = {name: round(1000 * value, 1) for name, value in times.items()}
+    return {
+        "bag_size": k,
+        "step_cpu_ms": {"stephctl": ms["stephctl"], "bernoulli": ms["bernoulli"], "off": ms["off"]},
+        "step_wall_ms": {
+            "stephctl": ms["stephctl_wall"],
+            "bernoulli": ms["bernoulli_wall"],
+            "off": ms["off_wall"],
+        },
+        "dropout_cpu_ms": {
+            "stephctl": round(ms["stephctl"] - ms["off"], 1),
+            "bernoulli": round(ms["bernoulli"] - ms["off"], 1),
+        },
+    }
+
+
 def bench_inference(dim: int, k: int, n_patients: int, repeats: int) -> dict[str, Any]:
     """One patient per forward, eval mode: STEPH vs ROUPKT over 13 experts."""
     steph = _steph(dim).eval()
@@ -465,6 +508,7 @@ def kernels(quick: bool = False) -> dict[str, Any]:
         "merge_step": bench_merge_step(dim, batch=16, repeats=repeats),
         "merge_split": [bench_merge_split(dim, batch=b, repeats=5) for b in (1, 16)],
         "inference": bench_inference(dim, k=512 if quick else 2000, n_patients=4, repeats=repeats),
+        "dropout": bench_dropout(dim, k=512 if quick else 2000, repeats=8),
     }
 
 

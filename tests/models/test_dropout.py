@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from steph.models.abmil import ABMIL
-from steph.models.dropout import LEVELS, Dropout, bernoulli_masks, drop_probability, dropout, keep_mask
+from steph.models.dropout import (
+    LEVELS,
+    SMALL,
+    Dropout,
+    bernoulli_masks,
+    drop_probability,
+    dropout,
+    keep_mask,
+)
 
 
 def test_off_in_eval_and_at_zero() -> None:
@@ -66,7 +74,12 @@ def test_odd_sizes_and_dtypes() -> None:
     torch.manual_seed(2)
     assert dropout(torch.ones(0, 5), 0.5).shape == (0, 5)
     assert float(dropout(torch.full((), 2.0), 0.5)) in (0.0, 4.0)
-    for shape in [(1,), (3, 5), (2, 3, 7), (4, 8)]:
+    assert keep_mask((0, 5), 0.5, torch.float32).shape == (0, 5)
+    assert keep_mask((), 0.5, torch.float32).shape == () and float(keep_mask((), 0.5, torch.float32)) in (
+        0.0,
+        2.0,
+    )
+    for shape in [(1,), (3, 5), (2, 3, 7), (4, 8), (SMALL + 1,), (3, SMALL // 2 + 3), (2, 2, SMALL // 4)]:
         for dtype in (torch.float32, torch.float64, torch.bfloat16):
             x = torch.ones(shape, dtype=dtype)
             y = dropout(x, 0.25)
@@ -96,8 +109,17 @@ def test_seeded_runs_repeat() -> None:
     assert not torch.equal(a, dropout(x, 0.25))
 
 
+def test_small_tensors_take_torchs_draws_and_large_ones_not() -> None:
+    for rows, torchs in ((SMALL // 8 - 1, True), (SMALL // 8, False)):
+        x = torch.randn(rows, 8)
+        torch.manual_seed(11)
+        ours = dropout(x, 0.25)
+        torch.manual_seed(11)
+        assert torch.equal(ours, F.dropout(x, 0.25, True)) is torchs
+
+
 def test_bernoulli_masks_are_torchs_draws() -> None:
-    x = torch.randn(50, 40)
+    x = torch.randn(60, 40)
     torch.manual_seed(6)
     with bernoulli_masks():
         ours = dropout(x, 0.25)
