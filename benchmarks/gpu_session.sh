@@ -4,6 +4,9 @@
 # $OUT/results.tar.gz (the device tool returns only a few files, and whatever is in $OUT when a
 # command is cut off). PARTS (default: all, in this order) picks parts by name:
 #   tests      the CUDA tests (tests/training/test_training_cuda.py, the chunk-equality and precision tests),
+#   host       bench_host on the card: wall and host CPU time per bag of tiny-model training steps
+#              (D = 16) for the four models at 16 and 64 bags, CUDA's operator counts (host.json;
+#              the protocol part prices the host's time per step with it),
 #   train      bench_train at 20 epochs (48 heavy-tailed bags, D = 1536: stage, one-bag loop, bare
 #              compute, the card's measured fp32/bf16 peaks and the fractions of them), then one
 #              cProfile run of the stage and of the one-bag loop (profile-train/),
@@ -40,7 +43,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 RES=/tmp/gpu-session/res
-PARTS=${PARTS:-"tests train merge extract protocol precision train_old merge_old merge_det huge"}
+PARTS=${PARTS:-"tests host train merge extract protocol precision train_old merge_old merge_det huge"}
 DEVICE=${BENCH_DEVICE:-cuda}
 QUICK=${QUICK:+--quick}
 EPOCHS=${EPOCHS:-20}  # the protocol length; a CPU dry run: EPOCHS=2
@@ -82,6 +85,7 @@ part() {
 
 part tests 90 "$NEW" python3 -m pytest -q -p no:cacheprovider \
     tests/training/test_training_cuda.py tests/training/test_training_chunks.py tests/training/test_training_precision.py
+part host 45 "$NEW" python3 -m benchmarks.bench_host --device "$DEVICE" --steps 50 --out "$RES/host.json"
 part train 150 "$NEW" python3 -m benchmarks.bench_train --device "$DEVICE" --no-equal --only rows --epochs "$EPOCHS" \
     --profile "$RES/profile-train" $QUICK
 part merge 190 "$NEW" python3 -m benchmarks.bench_merge --device "$DEVICE" --no-equal --epochs "$EPOCHS" \
@@ -91,6 +95,7 @@ EXTRACT=(--encoder uni2-h --device "$DEVICE" --batch-size 64 --slide-px 16384)
 part extract 120 "$NEW" python3 -m benchmarks.bench_extract "${EXTRACT[@]}"
 PRICES=()
 [ -s "$RES/train.out" ] && [ -s "$RES/merge.out" ] && PRICES=("$RES/train.out" "$RES/merge.out")
+[ -s "$RES/host.json" ] && PRICES+=(--host-json "$RES/host.json")
 part protocol 540 "$NEW" python3 -m benchmarks.protocol_check "${PRICES[@]}" --device "$DEVICE" \
     --patients 1000 --source-patients 40 --work /tmp/gpu-session/protocol --out "$RES/protocol.json" $QUICK
 part precision 210 "$NEW" python3 -m benchmarks.bench_precision --device "$DEVICE" --precisions fp32 bf16 \

@@ -18,9 +18,12 @@ fold, ``--epochs``) at the achieved rate of ``bench_train``/``bench_merge`` JSON
 FLOPs are printed, to be priced later with :mod:`benchmarks.protocol_cost`). Printed (JSON): per stage the measured and predicted seconds and their ratio,
 the achieved FLOP rate of the whole run and its fraction of the peak; then the protocol's total
 on one device as the model prices it, and that total times the run's measured / predicted ratio.
+With ``--host-json`` (``bench_host.py``'s output on the same device) the protocol's total also
+holds the host's time per training step where it exceeds the step's arithmetic
+(:func:`benchmarks.protocol_cost.host_excess`).
 
     python -m benchmarks.protocol_check [TRAIN_JSON MERGE_JSON] [--device cuda] [--patients 1000]
-        [--source-patients 120] [--epochs 20] [--work DIR] [--out FILE]
+        [--source-patients 120] [--epochs 20] [--host-json HOST_JSON] [--work DIR] [--out FILE]
     python -m benchmarks.protocol_check --quick          # D = 64, small bags: a dry run on CPU
 
 Generating the features costs time and disk: 1,000 BRCA patients at D = 1536 are about 12.6 GB
@@ -150,11 +153,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if rate is not None and process_s is not None:
         ratio = wall / sum(m["predicted_s"] for m in model.values())
         total["measured_over_predicted"] = round(ratio, 3)
+        host = pc.host_figures(args.host_json) if args.host_json else None
         priced = pc.model(
-            rate_gflops=rate, peak_gflops=peak or rate, process_s=process_s, read_gbps=args.read_gbps, gpus=8
+            rate_gflops=rate,
+            peak_gflops=peak or rate,
+            process_s=process_s,
+            read_gbps=args.read_gbps,
+            gpus=8,
+            host_ms_per_step=host,
         )
-        minutes = priced["one_device"]["one_process_per_cancer_or_target"]["total_min"]
-        protocol = {"model_min": minutes, "model_times_measured_ratio_min": round(minutes * ratio, 1)}
+        one = priced["one_device"]["one_process_per_cancer_or_target"]
+        minutes = one["total_min"]
+        protocol = {
+            "model_min": minutes,
+            "model_times_measured_ratio_min": round(minutes * ratio, 1),
+            "host_over_arithmetic_min": round(one["host_over_arithmetic_h"] * 60, 1),
+            "host_ms_per_step": host,
+        }
     return {
         "device": args.device,
         "load_average": rs.load_average(),
@@ -189,6 +204,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--process-s", type=float, help="start-up of one process (default: from the JSON files)"
     )
     parser.add_argument("--read-gbps", type=float, default=2.0, help="feature read rate, GB/s (2)")
+    parser.add_argument(
+        "--host-json", type=Path, help="output of bench_host.py on the device: host time per step"
+    )
     parser.add_argument("--work", help="folder for the project (default: a new temporary folder)")
     parser.add_argument("--quick", action="store_true", help="D = 64, 40 + 12 x 20 patients, 1 epoch")
     parser.add_argument("--out", type=Path, help="also write the JSON here")

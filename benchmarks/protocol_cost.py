@@ -13,16 +13,24 @@ heavy-tailed bag sizes of the benchmarks (mean from :func:`mean_bag`), D = 1536 
 widths. Time is then, for a way of running it:
 
     processes x start-up  +  bytes read / read rate  +  FLOPs / achieved FLOP rate
+        +  sum over training steps of max(0, host time of the step - its arithmetic)
 
 with the start-up, read rate and achieved rate measured (``bench_train.py`` / ``bench_merge.py``
 JSON: ``ratios.bare_fixed_wall_s``, ``arithmetic.bare_gflops``, ``peak``) or given as options.
+The last term is for a device that computes while the host queues the next operators (a GPU):
+a 16-bag step then takes the longer of the training thread's time (Python, dispatch, launches)
+and its arithmetic. The host's time per step comes from ``bench_host.py``'s JSON (the training
+thread's CPU time per bag of the packs path at 16 bags, times 16, per model: ``--host-json``)
+or ``--host-ms-per-step``; without either the term is left out (on a CPU the measured rate
+already holds the host's time). Rows that train a head over a frozen encoder (model averaging)
+take train-source's figure and STEPH's ablations STEPH's, both upper bounds (fewer operators).
 Two ways are costed: one process per unit (a cancer x fold, a target x method x fold: what Slurm
 arrays of one unit per task do) and one process per cancer or target (every fold and method of
 it, features read once). Each is given for one device and for a node of ``--gpus`` devices (units
 spread evenly), next to the floor: the analytic FLOPs at 25 % and 40 % of the measured peak.
 
     python -m benchmarks.protocol_cost [TRAIN_JSON MERGE_JSON] [--rate-gflops R] [--peak-gflops P]
-        [--process-s S] [--read-gbps G] [--gpus 8]
+        [--process-s S] [--read-gbps G] [--gpus 8] [--host-json HOST_JSON | --host-ms-per-step MS]
 """
 
 from __future__ import annotations
@@ -45,6 +53,16 @@ SOURCES = 12
 DIM = 1536
 FEATURE_BYTES = 2
 """Bytes per feature value of the published UNI2-h-DSS features (bf16); stephctl extract writes 4."""
+BATCH = 16
+HOST_MODEL = {
+    "abmil": "train-source",
+    "forward": "train-source",
+    "steph": "steph",
+    "roupkt": "roupkt",
+    "adamerging": "adamerging",
+    "adamerging-hypernet": "adamerging",
+}
+"""The ``bench_host`` model whose host time per step prices a cost class's steps."""
 
 
 def mean_bag(median: float = 1500.0, spread: float = 0.8, lo: int = 150, hi: int = 12_000) -> float:
@@ -107,27 +125,58 @@ def work(
     return epochs * train_patients * step + train_patients * once + folds * patients * fwd
 
 
+def steps(
+    patients: float, *, epochs: int = EPOCHS, folds: int = FOLDS, train_fraction: float = TRAIN_FRACTION
+) -> float:
+    """Optimiser steps of one cost class over every fold of a cohort of ``patients`` (batches of
+    :data:`BATCH`, the last partial batch dropped, as ``fit`` does)."""
+    return folds * epochs * math.floor(train_fraction * patients / BATCH)
+
+
 def protocol(bag: float) -> dict[str, Any]:
-    """Units, analytic FLOPs and feature bytes of the protocol."""
+    """Units, analytic FLOPs, training steps (with each class's arithmetic per step) and feature
+    bytes of the protocol."""
     w = flops.Widths(DIM)
-    stages = {"train-source": work("abmil", PATIENTS, bag, w)}  # summed over cancers (or targets)
-    for variant in PAPER_VARIANTS:
-        stages[f"merge {variant.label}"] = work(kind(variant.method, variant.overrides), PATIENTS, bag, w)
+    classes = {"train-source": "abmil"}  # summed over cancers (or targets)
+    classes.update({f"merge {v.label}": kind(v.method, v.overrides) for v in PAPER_VARIANTS})
+    per_cancer = PATIENTS / CANCERS
     return {
         "mean_bag_patches": round(bag),
         "units": {"train-source": CANCERS * FOLDS, "merge": CANCERS * FOLDS * len(PAPER_VARIANTS)},
-        "flops": stages,
+        "flops": {stage: work(c, PATIENTS, bag, w) for stage, c in classes.items()},
+        "classes": classes,
+        "steps": {stage: CANCERS * steps(per_cancer) for stage in classes},
+        "step_flops": {stage: BATCH * unit_flops(c, bag, w)[0] for stage, c in classes.items()},
         "feature_bytes": PATIENTS * bag * DIM * FEATURE_BYTES,
     }
 
 
+def host_excess(p: dict[str, Any], host_s: dict[str, float], rate: float) -> float:
+    """Seconds the host adds over the arithmetic: per stage, its steps times ``max(0, host time
+    of a step - the step's FLOPs / rate)`` (``host_s``: seconds per step of each ``bench_host``
+    model, :data:`HOST_MODEL`)."""
+    total = 0.0
+    for stage, cost_kind in p["classes"].items():
+        host = host_s.get(HOST_MODEL[cost_kind], 0.0)
+        total += p["steps"][stage] * max(0.0, host - p["step_flops"][stage] / rate)
+    return total
+
+
 def schedule(
-    p: dict[str, Any], *, rate: float, process_s: float, read_bps: float, devices: int
+    p: dict[str, Any],
+    *,
+    rate: float,
+    process_s: float,
+    read_bps: float,
+    devices: int,
+    host_s: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Hours of the protocol run one process per unit and one process per cancer/target, on
-    ``devices`` devices (units spread evenly, each device one process at a time)."""
+    ``devices`` devices (units spread evenly, each device one process at a time); ``host_s``:
+    the host's seconds per training step of each ``bench_host`` model (see :func:`host_excess`)."""
     total_flops = sum(p["flops"].values())
     arithmetic = total_flops / rate
+    host = host_excess(p, host_s, rate) if host_s else 0.0
     units = p["units"]["train-source"] + p["units"]["merge"]
     ways = {
         # every train-source unit reads its cancer; every merge unit reads its target
@@ -139,12 +188,13 @@ def schedule(
     for name, (processes, passes) in ways.items():
         start = processes * process_s
         reading = passes * p["feature_bytes"] / read_bps
-        seconds = (start + reading + arithmetic) / devices
+        seconds = (start + reading + arithmetic + host) / devices
         out[name] = {
             "processes": processes,
             "start_up_h": round(start / devices / 3600, 3),
             "reading_h": round(reading / devices / 3600, 3),
             "arithmetic_h": round(arithmetic / devices / 3600, 3),
+            "host_over_arithmetic_h": round(host / devices / 3600, 3),
             "total_h": round(seconds / 3600, 3),
             "total_min": round(seconds / 60, 1),
         }
@@ -159,19 +209,30 @@ def model(
     read_gbps: float,
     gpus: int,
     bag: float | None = None,
+    host_ms_per_step: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     p = protocol(bag if bag is not None else mean_bag())
     total = sum(p["flops"].values())
-    kwargs = {"rate": rate_gflops * 1e9, "process_s": process_s, "read_bps": read_gbps * 1e9}
+    host_s = {k: v / 1e3 for k, v in host_ms_per_step.items()} if host_ms_per_step else None
+    kwargs = {
+        "rate": rate_gflops * 1e9,
+        "process_s": process_s,
+        "read_bps": read_gbps * 1e9,
+        "host_s": host_s,
+    }
+    rate = rate_gflops * 1e9
     return {
         "inputs": {
             "achieved_gflops": rate_gflops,
             "peak_gflops": peak_gflops,
             "process_start_s": process_s,
             "read_gb_per_s": read_gbps,
+            **({"host_ms_per_step": host_ms_per_step} if host_ms_per_step else {}),
         },
         "mean_bag_patches": p["mean_bag_patches"],
         "units": p["units"],
+        "training_steps": round(sum(p["steps"].values())),
+        "arithmetic_ms_per_step": {stage: round(f / rate * 1e3, 3) for stage, f in p["step_flops"].items()},
         "analytic_pflop": {k: round(v / 1e15, 2) for k, v in p["flops"].items()},
         "analytic_pflop_total": round(total / 1e15, 1),
         "feature_gb": round(p["feature_bytes"] / 1e9, 1),
@@ -208,6 +269,18 @@ def measured_inputs(train_json: Path | None, merge_json: Path | None) -> dict[st
     return found
 
 
+def host_figures(path: Path) -> dict[str, float]:
+    """Milliseconds of host time per 16-bag step, per model, from ``bench_host.py``'s JSON: the
+    training thread's CPU time per bag on the packs path at 16 bags, times 16."""
+    doc = json.loads(path.read_text())
+    doc = next(iter(doc.get("benchmarks", {}).values()), {}).get("figures", doc)
+    return {
+        name: round(doc[name]["packs_16"]["cpu_us_per_bag"] * BATCH / 1e3, 3)
+        for name in set(HOST_MODEL.values())
+        if name in doc
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("train_json", type=Path, nargs="?", help="output of bench_train.py")
@@ -219,6 +292,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--read-gbps", type=float, default=2.0, help="feature read rate, GB/s (local NVMe: 2)"
     )
     parser.add_argument("--gpus", type=int, default=8, help="devices of one node (8)")
+    host = parser.add_mutually_exclusive_group()
+    host.add_argument("--host-json", type=Path, help="output of bench_host.py: host time per step")
+    host.add_argument("--host-ms-per-step", type=float, help="host time of every 16-bag training step, ms")
     args = parser.parse_args(argv)
     measured = measured_inputs(args.train_json, args.merge_json)
     values = {
@@ -229,7 +305,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     missing = [k.replace("_", "-") for k, v in values.items() if v is None]
     if missing:
         parser.error(f"give --{', --'.join(missing)} or benchmark JSON files that measured them")
-    result = model(read_gbps=args.read_gbps, gpus=args.gpus, **values)  # type: ignore[arg-type]
+    host_ms = (
+        host_figures(args.host_json)
+        if args.host_json
+        else dict.fromkeys(set(HOST_MODEL.values()), args.host_ms_per_step)
+        if args.host_ms_per_step
+        else None
+    )
+    result = model(
+        read_gbps=args.read_gbps,
+        gpus=args.gpus,
+        host_ms_per_step=host_ms,
+        **values,  # type: ignore[arg-type]
+    )
     print(json.dumps(result, indent=2))
     return result
 

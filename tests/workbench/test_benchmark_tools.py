@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -164,6 +165,44 @@ def test_protocol_model_costs_processes_reading_and_arithmetic(tmp_path: Path) -
         "process_start_s": 3.0,
         "read_gb_per_s": 2.0,
     }
+
+
+def test_protocol_model_adds_the_host_time_that_exceeds_each_steps_arithmetic(tmp_path: Path) -> None:
+    """A step on an asynchronous device takes the longer of its host time and its arithmetic:
+    the model adds, per stage, steps x max(0, host - arithmetic), nothing when the host is
+    faster, and the host's whole time (less the arithmetic) when it is slower."""
+    cost = load("protocol_cost")
+    base = dict(rate_gflops=250_000.0, peak_gflops=990_000.0, process_s=6.0, read_gbps=2.0, gpus=8)
+    plain = cost.model(**base)
+    per_cancer = 7268 / 13
+    steps_per_stage = 13 * 5 * 20 * math.floor(0.8 * per_cancer / 16)
+    assert plain["training_steps"] == 17 * steps_per_stage  # train-source + the 16 rows
+    assert plain["one_device"]["one_process_per_unit"]["host_over_arithmetic_h"] == 0
+    fast = cost.model(**base, host_ms_per_step=dict.fromkeys(cost.HOST_MODEL.values(), 0.01))
+    assert fast["one_device"]["one_process_per_unit"]["host_over_arithmetic_h"] == 0
+    host = {"train-source": 2.0, "steph": 3.0, "roupkt": 2.0, "adamerging": 2.0}
+    slow = cost.model(**base, host_ms_per_step=host)
+    arithmetic = slow["arithmetic_ms_per_step"]
+    expected = 0.0
+    for stage, cost_kind in cost.protocol(cost.mean_bag())["classes"].items():
+        ms = host[cost.HOST_MODEL[cost_kind]]
+        assert arithmetic[stage] < ms  # every step host-bound at these figures
+        expected += steps_per_stage * (ms - arithmetic[stage]) / 1e3
+    one = slow["one_device"]["one_process_per_cancer_or_target"]
+    assert one["host_over_arithmetic_h"] == pytest.approx(expected / 3600, rel=1e-2)
+    assert one["total_h"] == pytest.approx(
+        one["start_up_h"] + one["reading_h"] + one["arithmetic_h"] + one["host_over_arithmetic_h"], abs=2e-3
+    )
+    # the figures read from bench_host's JSON: packs path, 16 bags, µs per bag x 16
+    bench = {m: {"packs_16": {"cpu_us_per_bag": 100.0}} for m in ("train-source", "steph", "roupkt")}
+    bench["adamerging"] = {"packs_16": {"cpu_us_per_bag": 50.0}}
+    (tmp_path / "host.json").write_text(json.dumps(bench))
+    figures = cost.host_figures(tmp_path / "host.json")
+    assert figures == {"train-source": 1.6, "steph": 1.6, "roupkt": 1.6, "adamerging": 0.8}
+    args = ["--rate-gflops", "250000", "--peak-gflops", "990000", "--process-s", "6"]
+    printed = cost.main([*args, "--host-json", str(tmp_path / "host.json")])
+    assert printed["inputs"]["host_ms_per_step"] == figures
+    assert cost.main([*args, "--host-ms-per-step", "2"])["inputs"]["host_ms_per_step"]["steph"] == 2.0
 
 
 def test_contention_benchmark_sets_threads_and_divides_by_the_fair_share(
