@@ -225,19 +225,24 @@ def test_patch_chunked_pooling_equals_one_softmax_with_padding_and_attention() -
     assert float(chunk_alpha[0][~mask].abs().max()) == 0.0
 
 
-def test_dropout_masks_survive_the_checkpoint_recompute(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("patches", "chunk"), [(50, 7), (1500, 600)])
+def test_dropout_masks_survive_the_checkpoint_recompute(
+    monkeypatch: pytest.MonkeyPatch, patches: int, chunk: int
+) -> None:
     """With dropout, backward recomputes each chunk with the forward's masks: the gradients equal
-    those of the same chunked forward run without checkpointing (activations kept)."""
+    those of the same chunked forward run without checkpointing (activations kept). Chunks of
+    7 patches draw torch's masks, chunks of 600 (2,400 elements a mask) stephctl's
+    (``steph.models.dropout.SMALL``)."""
     import steph.models.abmil as abmil
 
     torch.manual_seed(2)
     model = ABMIL(DIM, dim_emb=8, dim_attn=4, dropout=0.5).train()
-    bag = torch.randn(1, 50, DIM)
+    bag = torch.randn(1, patches, DIM)
 
     def gradients() -> list[torch.Tensor]:
         model.zero_grad()
         torch.manual_seed(5)
-        with patch_chunking(7):
+        with patch_chunking(chunk):
             model(bag).square().sum().backward()
         return [p.grad.clone() for p in model.parameters()]
 
