@@ -15,7 +15,8 @@ time (one intra-op thread, so the CPU time is the whole cost and holds on a busy
 wall time, split as the CUDA path splits the work between two threads:
 
 - ``step``: what the training thread does per step, forward + SurvMLE + backward
-  (``backward_chunks``);
+  (``backward_chunks``) and the optimiser's update (``fit``'s AdamW; its share apart as
+  ``optimizer_cpu_us_per_bag``);
 - ``loader``: building the step's chunks, packs and SurvMLE labels (``load_chunks``), which on
   CUDA the loader thread does while the previous step computes (``steph.training.staging``; on
   CPU the training thread builds them, see there);
@@ -55,6 +56,7 @@ from steph.synthetic.models import tiny_model
 from steph.training.batching import load_chunks
 from steph.training.loop import FitSettings, backward_chunks, label_spec
 from steph.training.memo import bag_memo
+from steph.training.optim import AdamW, build_optimizer
 
 DIM = 16
 PATHS = {"packs": (True, True), "padded": (True, False), "alone": (False, False)}
@@ -84,8 +86,9 @@ def measure(model: torch.nn.Module, n_bags: int, path: str, steps: int) -> dict[
     bags = [torch.randn(k, DIM, generator=g) for k in torch.randint(8, 41, (total,), generator=g).tolist()]
     bins, events = torch.randint(0, 32, (total,), generator=g), torch.arange(total) % 2
     warm_up = [list(range(i * n_bags, (i + 1) * n_bags)) for i in range(POOL_BATCHES)]
-    times, cpu, loader = [], [], []
+    times, cpu, loader, update = [], [], [], []
     model.train()
+    optimizer = _optimizer(model)
     with bag_memo(total):
         for step in range(POOL_BATCHES + steps):
             batch = (
@@ -93,26 +96,36 @@ def measure(model: torch.nn.Module, n_bags: int, path: str, steps: int) -> dict[
             )
             index = torch.tensor(batch)
             loaded = [bags[i] for i in batch]
-            model.zero_grad(set_to_none=True)  # as every step of fit: gradients are stolen, not added
+            optimizer.zero_grad(set_to_none=True)  # as every step of fit: gradients are stolen, not added
             cpu0 = time.thread_time()
             parts = load_chunks(
                 loaded, bins[index], events[index], budget, share, pack, budget, batch, labels
             )
             start, cpu1 = time.perf_counter(), time.thread_time()
             backward_chunks(model, parts, settings, device=torch.device("cpu"), budget=budget)
+            cpu2 = time.thread_time()
+            optimizer.step()
             if step >= POOL_BATCHES:
                 times.append(time.perf_counter() - start)
                 cpu.append(time.thread_time() - cpu1)
+                update.append(time.thread_time() - cpu2)
                 loader.append(cpu1 - cpu0)
-        model.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         with DispatchCounter() as counter:
             backward_chunks(model, parts, settings, device=torch.device("cpu"), budget=budget)
+            optimizer.step()
     return {
         "us_per_bag": round(statistics.median(times) / n_bags * 1e6, 1),
         "cpu_us_per_bag": round(statistics.median(cpu) / n_bags * 1e6, 1),
+        "optimizer_cpu_us_per_bag": round(statistics.median(update) / n_bags * 1e6, 1),
         "loader_cpu_us_per_bag": round(statistics.median(loader) / n_bags * 1e6, 1),
         "operators_per_step": counter.count,
     }
+
+
+def _optimizer(model: torch.nn.Module) -> AdamW:
+    """``fit``'s optimiser over the model's trainable parameters (the protocol's lr and decay)."""
+    return build_optimizer(list(model.named_parameters()), lr=1e-4, weight_decay=1e-5)
 
 
 def _sync(device: torch.device) -> None:
@@ -153,10 +166,12 @@ def measure_device(model: torch.nn.Module, n_bags: int, steps: int, device: torc
             )
         )
     model.to(device).train()
+    optimizer = _optimizer(model)
 
     def step(parts: Any) -> None:
-        model.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         backward_chunks(model, parts, settings, device=device, budget=budget, precision=precision)
+        optimizer.step()
 
     with bag_memo(total):
         for parts in staged[:POOL_BATCHES]:

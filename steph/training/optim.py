@@ -33,6 +33,13 @@ class AdamW:
 
     ``param_groups`` holds dicts with ``params``, ``lr``, ``weight_decay`` and ``initial_lr``, the
     layout ``torch.amp.GradScaler`` reads to unscale gradients (fp16 training).
+
+    A step updates all the parameters of one device, dtype and learning rate, whatever their
+    group, with one multi-tensor operator per line above (``torch._foreach_*``, as
+    ``torch.optim.AdamW(foreach=True)``, the default on CUDA; the decay once per group that has
+    one): 8 operators a step instead of 8 a parameter, which on a GPU are one multi-tensor
+    kernel each instead of one kernel per tensor. Each does per tensor what the single-tensor
+    operator does, so the update is the same to the bit on CPU.
     """
 
     def __init__(
@@ -70,27 +77,45 @@ class AdamW:
     @torch.no_grad()
     def step(self) -> None:
         beta1, beta2 = self.betas
+        # parameters of every group that share a device, dtype and lr take the same operators
+        buckets: dict[tuple[torch.device, torch.dtype, float], tuple[list[Tensor], list[Tensor]]] = {}
         for group in self.param_groups:
             lr, decay = group["lr"], group["weight_decay"]
+            decayed: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state.get(p)
-                if state is None:
-                    state = self.state[p] = {
-                        "step": 0,
-                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    }
-                state["step"] += 1
-                step, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
+                params, grads = buckets.setdefault((p.device, p.dtype, lr), ([], []))
+                params.append(p)
+                grads.append(p.grad)
                 if decay != 0:
-                    p.mul_(1 - lr * decay)
-                m.lerp_(g, 1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                step_size = lr / (1 - beta1**step)
-                denom = (v.sqrt() / (1 - beta2**step) ** 0.5).add_(self.eps)
-                p.addcdiv_(m, denom, value=-step_size)
+                    decayed.setdefault((p.device, p.dtype), []).append(p)
+            for same_kind in decayed.values():
+                torch._foreach_mul_(same_kind, 1 - lr * decay)
+        for (_, _, lr), (params, grads) in buckets.items():
+            states = [self._state(p) for p in params]
+            m = [state["exp_avg"] for state in states]
+            v = [state["exp_avg_sq"] for state in states]
+            steps = [state["step"] for state in states]
+            torch._foreach_lerp_(m, grads, 1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, [(1 - beta2**t) ** 0.5 for t in steps])
+            torch._foreach_add_(denom, self.eps)
+            torch._foreach_addcdiv_(params, m, denom, [-(lr / (1 - beta1**t)) for t in steps])
+
+    def _state(self, p: Tensor) -> dict[str, Any]:
+        """``p``'s moments and step count, the step counted (a new state starts at step 1)."""
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {
+                "step": 0,
+                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+            }
+        state["step"] += 1
+        return state
 
 
 def build_optimizer(

@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -21,14 +22,16 @@ def _models() -> tuple[nn.Module, nn.Module]:
     return a, b
 
 
-def _torch_reference(model: nn.Module, lr: float, weight_decay: float, warmup: int, total: int):
+def _torch_reference(
+    model: nn.Module, lr: float, weight_decay: float, warmup: int, total: int, foreach: bool = False
+):
     """The reference's optimiser: the same two groups, torch's AdamW and a LambdaLR cosine."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
-        foreach=False,
+        foreach=foreach,
     )
 
     def factor(step: int) -> float:
@@ -40,11 +43,14 @@ def _torch_reference(model: nn.Module, lr: float, weight_decay: float, warmup: i
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def test_adamw_and_schedule_equal_torch_bit_for_bit() -> None:
+@pytest.mark.parametrize("foreach", [False, True])
+def test_adamw_and_schedule_equal_torch_bit_for_bit(foreach: bool) -> None:
+    """Against torch's single-tensor AdamW (its CPU default) and its multi-tensor one (its CUDA
+    default, the operators ours runs)."""
     ours_model, ref_model = _models()
     ours = build_optimizer(ours_model.named_parameters(), lr=3e-3, weight_decay=0.05)
     sched = WarmupCosine(ours, warmup_steps=2, total_steps=7)
-    ref, ref_sched = _torch_reference(ref_model, 3e-3, 0.05, 2, 7)
+    ref, ref_sched = _torch_reference(ref_model, 3e-3, 0.05, 2, 7, foreach=foreach)
     g = torch.Generator().manual_seed(1)
     for step in range(7):
         x = torch.randn(4, 6, generator=g)
@@ -106,3 +112,22 @@ def test_training_does_not_import_torchdynamo() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["2", "False"]
+
+
+def test_a_step_dispatches_the_same_operators_whatever_the_number_of_parameters() -> None:
+    """One multi-tensor operator per line of the update: 8 for both groups (the decayed and the
+    other share a learning rate), for 4 parameters as for 24 (a GPU launches one kernel each)."""
+    from steph.models.dispatch import DispatchCounter
+
+    counts = []
+    for layers in (2, 12):
+        torch.manual_seed(0)
+        model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(layers)])
+        opt = build_optimizer(model.named_parameters(), lr=1e-3, weight_decay=0.01)
+        for _ in range(2):  # the first step creates the moments
+            opt.zero_grad(set_to_none=True)
+            model(torch.randn(3, 4)).square().sum().backward()
+            with DispatchCounter() as counter:
+                opt.step()
+        counts.append(counter.count)
+    assert counts == [8, 8]
