@@ -63,20 +63,26 @@ def _run_pipeline(root: Path, precision: str, device: str, t0: float) -> dict[st
     import torch
 
     from steph import demo
-    from steph.config import load_project
-    from steph.progress import NULL_PROGRESS
+    from steph.stages import (
+        MergeSelection,
+        TaskVectorSelection,
+        TrainSourceSelection,
+        open_project,
+    )
+    from steph.stages import run as run_stage
 
-    layout, config = load_project(root, {"train.precision": precision, "train.device": device})
+    project = open_project(root, {"train.precision": precision, "train.device": device})
     seconds: dict[str, float] = {}
-    for name, stage in (
-        ("train-source", demo._train),
-        ("task-vector", demo._task_vectors),
-        ("merge", demo._merge),
-    ):
+    selections = (
+        ("train-source", TrainSourceSelection()),
+        ("task-vector", TaskVectorSelection()),
+        ("merge", MergeSelection(target=demo.TARGET, methods=list(demo.METHODS))),
+    )
+    for name, selection in selections:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
-        report = stage(layout, config, NULL_PROGRESS)
+        report = run_stage(project, selection)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds[name] = round(time.perf_counter() - start, 2)
@@ -119,11 +125,11 @@ def run(
     import torch
 
     from steph import demo
-    from steph.progress import NULL_PROGRESS
+    from steph.stages import ExtractSelection, open_project
+    from steph.stages import run as run_stage
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     precisions = list(precisions or ["fp32", "bf16"])
-    from steph.config import load_project
 
     base = Path(work or tempfile.mkdtemp(prefix="bench-precision-")) / "demo"
     start = time.perf_counter()
@@ -133,8 +139,7 @@ def run(
     else:
         demo.run_demo(base, quick=quick, only_generate=True)
         _say(start, "demo cohort generated")
-        layout, config = load_project(base, {"train.device": device})
-        extract = demo._extract(layout, config, NULL_PROGRESS)
+        extract = run_stage(open_project(base, {"train.device": device}), ExtractSelection())
         if not extract.ok:
             raise RuntimeError(f"extract failed: {extract.to_dict()}")
         _say(start, "features extracted")

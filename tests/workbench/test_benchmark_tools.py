@@ -236,3 +236,17 @@ def test_contention_benchmark_sets_threads_and_divides_by_the_fair_share(
     assert torch_default["n4"]["over_fair_share"] == 5.0
     assert steph["n1"]["over_fair_share"] == 1.0
     assert result["targets_met"] == {"steph_over_fair_share<=1.3 (4 processes)": True}
+
+
+@pytest.mark.slow
+def test_precision_benchmark_runs_the_demos_stages_once_per_precision(tmp_path: Path) -> None:
+    """bench_precision (a part of the GPU session) generates and extracts the quick demo, then
+    runs train-source, task-vector and merge through the stages per precision; on CPU every
+    precision is fp32, so the hazards and C-indices agree exactly."""
+    bench = load("bench_precision")
+    result = bench.run(quick=True, device="cpu", precisions=["fp32", "bf16"], work=tmp_path)
+    assert set(result["runs"]) == {"fp32", "bf16"}
+    for run in result["runs"].values():
+        assert set(run["seconds"]) == {"train-source", "task-vector", "merge"}
+        assert run["c_index"]
+    assert result["runs"]["bf16"]["vs_fp32"] == {"max_abs_hazard_diff": 0.0, "max_abs_c_index_diff": 0.0}
