@@ -71,6 +71,28 @@ def build(name: str) -> torch.nn.Module:
 
 POOL_BATCHES = 4
 """The training bags: this many batches' worth, drawn from epoch after epoch as ``fit`` does."""
+BUDGET = 1 << 20
+"""Patches per pack and forward: every step's bags in one pack."""
+
+
+def _pool(n_bags: int) -> tuple[torch.Generator, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The pool of training bags for steps of ``n_bags`` (8-40 patches each) and their bins and
+    events, and the generator that then draws the steps' batches (:func:`_batches`)."""
+    g = torch.Generator().manual_seed(n_bags)
+    total = n_bags * POOL_BATCHES
+    bags = [torch.randn(k, DIM, generator=g) for k in torch.randint(8, 41, (total,), generator=g).tolist()]
+    return g, bags, torch.randint(0, 32, (total,), generator=g), torch.arange(total) % 2
+
+
+def _batches(g: torch.Generator, n_bags: int, steps: int) -> list[list[int]]:
+    """The warm-up epoch over the pool in order, then ``steps`` batches drawn from it."""
+    total = n_bags * POOL_BATCHES
+    first = [list(range(i * n_bags, (i + 1) * n_bags)) for i in range(POOL_BATCHES)]
+    return first + [torch.randperm(total, generator=g)[:n_bags].tolist() for _ in range(steps)]
+
+
+def _per_bag(seconds: float, n_bags: int) -> float:
+    return round(seconds / n_bags * 1e6, 1)
 
 
 def measure(model: torch.nn.Module, n_bags: int, path: str, steps: int) -> dict[str, float]:
@@ -78,31 +100,23 @@ def measure(model: torch.nn.Module, n_bags: int, path: str, steps: int) -> dict[
     training bags, inside a :func:`~steph.training.memo.bag_memo` as in ``fit``; a first pass over
     the pool (one epoch, not timed) warms up and fills the memo (ROUPKT's frozen experts)."""
     share, pack = PATHS[path]
-    g = torch.Generator().manual_seed(n_bags)
-    budget = 1 << 20
+    g, bags, bins, events = _pool(n_bags)
     settings = FitSettings(epochs=1)
     labels = label_spec(model, settings)
-    total = n_bags * POOL_BATCHES
-    bags = [torch.randn(k, DIM, generator=g) for k in torch.randint(8, 41, (total,), generator=g).tolist()]
-    bins, events = torch.randint(0, 32, (total,), generator=g), torch.arange(total) % 2
-    warm_up = [list(range(i * n_bags, (i + 1) * n_bags)) for i in range(POOL_BATCHES)]
     times, cpu, loader, update = [], [], [], []
     model.train()
     optimizer = _optimizer(model)
-    with bag_memo(total):
-        for step in range(POOL_BATCHES + steps):
-            batch = (
-                warm_up[step] if step < POOL_BATCHES else torch.randperm(total, generator=g)[:n_bags].tolist()
-            )
+    with bag_memo(len(bags)):
+        for step, batch in enumerate(_batches(g, n_bags, steps)):
             index = torch.tensor(batch)
             loaded = [bags[i] for i in batch]
             optimizer.zero_grad(set_to_none=True)  # as every step of fit: gradients are stolen, not added
             cpu0 = time.thread_time()
             parts = load_chunks(
-                loaded, bins[index], events[index], budget, share, pack, budget, batch, labels
+                loaded, bins[index], events[index], BUDGET, share, pack, BUDGET, batch, labels
             )
             start, cpu1 = time.perf_counter(), time.thread_time()
-            backward_chunks(model, parts, settings, device=torch.device("cpu"), budget=budget)
+            backward_chunks(model, parts, settings, device=torch.device("cpu"), budget=BUDGET)
             cpu2 = time.thread_time()
             optimizer.step()
             if step >= POOL_BATCHES:
@@ -112,13 +126,13 @@ def measure(model: torch.nn.Module, n_bags: int, path: str, steps: int) -> dict[
                 loader.append(cpu1 - cpu0)
         optimizer.zero_grad(set_to_none=True)
         with DispatchCounter() as counter:
-            backward_chunks(model, parts, settings, device=torch.device("cpu"), budget=budget)
+            backward_chunks(model, parts, settings, device=torch.device("cpu"), budget=BUDGET)
             optimizer.step()
     return {
-        "us_per_bag": round(statistics.median(times) / n_bags * 1e6, 1),
-        "cpu_us_per_bag": round(statistics.median(cpu) / n_bags * 1e6, 1),
-        "optimizer_cpu_us_per_bag": round(statistics.median(update) / n_bags * 1e6, 1),
-        "loader_cpu_us_per_bag": round(statistics.median(loader) / n_bags * 1e6, 1),
+        "us_per_bag": _per_bag(statistics.median(times), n_bags),
+        "cpu_us_per_bag": _per_bag(statistics.median(cpu), n_bags),
+        "optimizer_cpu_us_per_bag": _per_bag(statistics.median(update), n_bags),
+        "loader_cpu_us_per_bag": _per_bag(statistics.median(loader), n_bags),
         "operators_per_step": counter.count,
     }
 
@@ -138,29 +152,23 @@ def measure_device(model: torch.nn.Module, n_bags: int, steps: int, device: torc
     staged beforehand; one synchronisation after the warm-up and one after the timed steps."""
     from steph.training.precision import resolve_precision
 
-    g = torch.Generator().manual_seed(n_bags)
-    budget = 1 << 20
+    g, bags, bins, events = _pool(n_bags)
     settings = FitSettings(epochs=1)
     labels = label_spec(model, settings)
     precision = resolve_precision("auto", device)
-    total = n_bags * POOL_BATCHES
-    bags = [torch.randn(k, DIM, generator=g) for k in torch.randint(8, 41, (total,), generator=g).tolist()]
-    bins, events = torch.randint(0, 32, (total,), generator=g), torch.arange(total) % 2
     on_device = [b.to(device) for b in bags]
-    batches = [list(range(i * n_bags, (i + 1) * n_bags)) for i in range(POOL_BATCHES)]
-    batches += [torch.randperm(total, generator=g)[:n_bags].tolist() for _ in range(steps)]
     staged = []
-    for batch in batches:
+    for batch in _batches(g, n_bags, steps):
         index = torch.tensor(batch)
         staged.append(
             load_chunks(
                 [on_device[i] for i in batch],
                 bins[index].to(device),
                 events[index].to(device),
-                budget,
+                BUDGET,
                 True,
                 True,
-                budget,
+                BUDGET,
                 batch,
                 labels,
             )
@@ -170,10 +178,10 @@ def measure_device(model: torch.nn.Module, n_bags: int, steps: int, device: torc
 
     def step(parts: Any) -> None:
         optimizer.zero_grad(set_to_none=True)
-        backward_chunks(model, parts, settings, device=device, budget=budget, precision=precision)
+        backward_chunks(model, parts, settings, device=device, budget=BUDGET, precision=precision)
         optimizer.step()
 
-    with bag_memo(total):
+    with bag_memo(len(bags)):
         for parts in staged[:POOL_BATCHES]:
             step(parts)
         _sync(device)
@@ -186,8 +194,8 @@ def measure_device(model: torch.nn.Module, n_bags: int, steps: int, device: torc
         with DispatchCounter() as counter:
             step(staged[-1])
     return {
-        "us_per_bag": round(wall / steps / n_bags * 1e6, 1),
-        "cpu_us_per_bag": round(cpu / steps / n_bags * 1e6, 1),
+        "us_per_bag": _per_bag(wall / steps, n_bags),
+        "cpu_us_per_bag": _per_bag(cpu / steps, n_bags),
         "operators_per_step": counter.count,
         "precision": precision,
     }

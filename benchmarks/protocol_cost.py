@@ -63,6 +63,7 @@ HOST_MODEL = {
     "adamerging-hypernet": "adamerging",
 }
 """The ``bench_host`` model whose host time per step prices a cost class's steps."""
+HOST_MODELS = sorted(set(HOST_MODEL.values()))
 
 
 def mean_bag(median: float = 1500.0, spread: float = 0.8, lo: int = 150, hi: int = 12_000) -> float:
@@ -276,7 +277,7 @@ def host_figures(path: Path) -> dict[str, float]:
     doc = next(iter(doc.get("benchmarks", {}).values()), {}).get("figures", doc)
     return {
         name: round(doc[name]["packs_16"]["cpu_us_per_bag"] * BATCH / 1e3, 3)
-        for name in set(HOST_MODEL.values())
+        for name in HOST_MODELS
         if name in doc
     }
 
@@ -305,13 +306,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     missing = [k.replace("_", "-") for k, v in values.items() if v is None]
     if missing:
         parser.error(f"give --{', --'.join(missing)} or benchmark JSON files that measured them")
-    host_ms = (
-        host_figures(args.host_json)
-        if args.host_json
-        else dict.fromkeys(set(HOST_MODEL.values()), args.host_ms_per_step)
-        if args.host_ms_per_step
-        else None
-    )
+    host_ms = None
+    if args.host_json:
+        host_ms = host_figures(args.host_json)
+    elif args.host_ms_per_step:
+        host_ms = dict.fromkeys(HOST_MODELS, args.host_ms_per_step)
     result = model(
         read_gbps=args.read_gbps,
         gpus=args.gpus,

@@ -83,7 +83,7 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if x.device.type != "cpu" or x.numel() < SMALL or _BERNOULLI.get():
         return F.dropout(x, p, True)
-    if round(p * LEVELS) >= LEVELS:
+    if drop_probability(p) == 1.0:
         return x * 0.0
     return x * keep_mask(x.shape, p, x.dtype)
 
