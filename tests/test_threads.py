@@ -65,3 +65,34 @@ def test_the_cli_process_runs_torch_on_the_cpus_slurm_gives_it() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def test_threads_for_work_gives_a_thread_per_hundred_mflop_within_what_is_available() -> None:
+    import doctest
+
+    assert doctest.testmod(threads).failed == 0
+    assert threads.threads_for_work(0, 8) == 1
+    assert threads.threads_for_work(199e6, 8) == 1
+    assert threads.threads_for_work(200e6, 8) == 2
+    assert threads.threads_for_work(1e12, 8) == 8
+    assert threads.threads_for_work(1e12, 1) == 1
+
+
+def test_intra_op_threads_lowers_torch_threads_in_the_block_and_restores_them() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threads.intra_op_threads(1e6) as n:  # a small product: one thread
+            assert n == 1 and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with threads.intra_op_threads(1e12) as n:  # never more than the process has
+            assert n == 2 and torch.get_num_threads() == 2
+        with threads.intra_op_threads(None) as n:
+            assert n == 2 and torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), threads.intra_op_threads(1e6):
+            raise RuntimeError("restored on the way out too")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -51,7 +51,9 @@ from ..models.abmil import Segments, packed_bags, patch_chunking
 from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
 from ..survival import LabelSpec, SurvivalTargets, SurvLabels, surv_mle_from_logits
+from ..threads import intra_op_threads
 from .batching import (
+    CPU_PACK_PATCHES,
     Chunk,
     auto_patch_budget,
     chunk_input,
@@ -170,12 +172,19 @@ def fit(
     losses: list[float] = []
     share, pack, stager = shares_forwards(device), packs(model, device), DeviceStager(device)
     limit, labels = pack_limit(device, budget), label_spec(model, settings)
+    flops = cpu_product_flops(model, bags, data.ids, settings.batch_size, device)
     progress.start(task, settings.epochs * steps_per_epoch, unit="steps")
     # Every epoch's shuffle drawn up front (the same draws, in the same order, as epoch by
     # epoch), so the loader reads the next epoch's first batch during this epoch's last step.
     plan = [epoch_batches(len(data), settings.batch_size, generator) for _ in range(settings.epochs)]
     queue = [batch for batches in plan for batch in batches]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool, bag_memo(len(data)):
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool,
+        bag_memo(len(data)),
+        intra_op_threads(flops) as threads,
+    ):
+        if flops is not None:
+            log.info("%s: %d intra-op threads for products of %.0f MFLOP", task, threads, flops / 1e6)
 
         def load(k: int) -> Future[Staged] | None:
             if k >= len(queue):
@@ -223,6 +232,27 @@ def pack_limit(device: torch.device, budget: int) -> int | None:
     """Patches per pack: the budget on CUDA, None (the CPU rule of
     :func:`~steph.training.batching.plan_batch`) elsewhere."""
     return budget if device.type == "cuda" and budget > 0 else None
+
+
+def cpu_product_flops(
+    model: nn.Module, bags: BagSource, ids: Sequence[str], batch_size: int, device: torch.device
+) -> float | None:
+    """FLOPs of the largest matrix product in a CPU forward over the bags of ``ids``, which size
+    its intra-op threads (:func:`steph.threads.intra_op_threads`): the first layer's ``2 x rows x
+    D x E``, with ``E`` the embedding (the head's input) and ``rows`` the patches one forward
+    holds at the bags' mean size ``K``: ``max(K, min(batch_size x K, CPU_PACK_PATCHES))`` for a
+    model that packs bags on CPU, else ``K``. None off CPU, or where the source does not know
+    its bags' sizes (``n_patches``) and width (``dim``) or the model has no linear ``pred_head``."""
+    sizes, dim, head = (
+        getattr(bags, "n_patches", None),
+        getattr(bags, "dim", None),
+        getattr(model, "pred_head", None),
+    )
+    if device.type != "cpu" or not ids or sizes is None or dim is None or not isinstance(head, nn.Linear):
+        return None
+    mean = sum(int(sizes(i)) for i in ids) / len(ids)
+    rows = max(mean, min(batch_size * mean, CPU_PACK_PATCHES)) if packs(model, device) else mean
+    return 2.0 * rows * int(dim) * head.in_features
 
 
 def _packing(seg: Segments | None) -> contextlib.AbstractContextManager[object]:
@@ -338,18 +368,19 @@ def predict(
     budget = patch_budget(max_batch_patches, device, int(bags.get(ids[0]).shape[1]))
     precision = resolve_precision(precision, device)
     share, pack, limit = shares_forwards(device), packs(model, device), pack_limit(device, budget)
-    for batch in chunks(range(len(ids)), batch_size):
-        loaded = [bag.to(device) for bag in get_bags(bags, [ids[i] for i in batch])]
-        parts = plan_batch(loaded, budget, share, pack, limit)
-        order = torch.tensor([j for part in parts for j in part]).argsort()
-        outs = []
-        for part in parts:
-            x, mask, seg = chunk_input(loaded, part, pack)
-            with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg):
-                m = mask.to(device) if mask is not None else None
-                outs.append(as_output(model(x.to(device), m)))
-        hazards.append(torch.sigmoid(torch.cat([o.logits.float() for o in outs])[order]).cpu())
-        for key in outs[0].extras:
-            value = torch.cat([o.extras[key].detach() for o in outs])[order]
-            extras.setdefault(key, []).append(value.float().cpu())
+    with intra_op_threads(cpu_product_flops(model, bags, ids, batch_size, device)):
+        for batch in chunks(range(len(ids)), batch_size):
+            loaded = [bag.to(device) for bag in get_bags(bags, [ids[i] for i in batch])]
+            parts = plan_batch(loaded, budget, share, pack, limit)
+            order = torch.tensor([j for part in parts for j in part]).argsort()
+            outs = []
+            for part in parts:
+                x, mask, seg = chunk_input(loaded, part, pack)
+                with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg):
+                    m = mask.to(device) if mask is not None else None
+                    outs.append(as_output(model(x.to(device), m)))
+            hazards.append(torch.sigmoid(torch.cat([o.logits.float() for o in outs])[order]).cpu())
+            for key in outs[0].extras:
+                value = torch.cat([o.extras[key].detach() for o in outs])[order]
+                extras.setdefault(key, []).append(value.float().cpu())
     return torch.cat(hazards), {k: torch.cat(v) for k, v in extras.items()}

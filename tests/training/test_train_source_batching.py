@@ -185,3 +185,52 @@ def test_the_stager_records_every_tensor_of_a_chunk() -> None:
     assert part.segments is not None and part.keys is not None and part.labels is not None
     assert len(held) == 12  # x, bins, events; 4 of the segments, 1 of the keys, 4 labels
     assert {id(t) for t in chunk_tensors(part)} == {id(t) for t in held}
+
+
+def test_on_cpu_fit_and_predict_size_their_threads_from_the_products(monkeypatch) -> None:
+    """Small matrix products run on one intra-op thread (a parallel region would cost more than
+    it saves), large ones on what the process has; the count is restored after fit and predict."""
+    import steph.training.loop as loop
+
+    bags, data = cohort(n=16)  # D = 12, 3-40 patches a bag: products of a few kFLOP
+    store = BagStore.in_memory(bags)
+    cpu = torch.device("cpu")
+    model = ABMIL(12, dim_emb=8, dim_attn=4)
+    mean = sum(int(b.shape[0]) for b in bags.values()) / len(bags)
+    # a packing model: a pack of 8 bags (under CPU_PACK_PATCHES) x D x E
+    assert loop.cpu_product_flops(model, store, data.ids, 8, cpu) == 2.0 * (8 * mean) * 12 * 8
+    model.per_bag_encoder = True  # a merged encoder per bag runs every bag alone on CPU
+    assert loop.cpu_product_flops(model, store, data.ids, 8, cpu) == 2.0 * mean * 12 * 8
+    del model.per_bag_encoder
+    assert loop.cpu_product_flops(model, store, data.ids, 8, torch.device("meta")) is None
+
+    class Unsized:  # a source that does not know its bags' sizes: threads left alone
+        dim = 12
+
+        def get(self, patient_id: str) -> torch.Tensor:
+            return store.get(patient_id)
+
+    assert loop.cpu_product_flops(model, Unsized(), data.ids, 8, cpu) is None
+
+    seen: list[int] = []
+    real_forward = model.forward
+
+    def forward(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return real_forward(x, mask)
+
+    monkeypatch.setattr(model, "forward", forward)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit(model, data, store, FitSettings(epochs=1, batch_size=8), device=cpu)
+        predict(model, data.ids, store, device=cpu)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        seen.clear()
+        monkeypatch.setattr(loop, "cpu_product_flops", lambda *args: 1e12)  # a large product
+        fit(model, data, store, FitSettings(epochs=1, batch_size=8), device=cpu)
+        predict(model, data.ids, store, device=cpu)
+        assert seen and set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)

@@ -213,18 +213,31 @@ def test_contention_benchmark_sets_threads_and_divides_by_the_fair_share(
     assert "OMP_WAIT_POLICY" not in bench.worker_env("torch")  # PyTorch's defaults
     assert "OMP_WAIT_POLICY" not in bench.worker_env("steph")  # left to steph.threads.configure
     assert bench.worker_env("one-thread")["OMP_NUM_THREADS"] == "1"
-    real = bench.concurrent("steph", 1, 1, 32)  # one real worker: set up, wait for go, train a step
-    assert real["wall_s"] > 0 and real["cpu_s"] > 0 and real["threads"] >= 1
-    walls = {("one-thread", 1): 4.0, ("steph", 1): 2.5, ("torch", 1): 2.0}
+    for workload in bench.WORKLOADS:  # one real worker each: set up, wait for go, train a step
+        real = bench.concurrent("steph", 1, 1, 32, workload, beside=1 if workload == "steph" else 0)
+        assert real["wall_s"] > 0 and real["cpu_s"] > 0 and real["threads"] >= 1
+    walls = {("one-thread", 1, 0): 4.0, ("steph", 1, 0): 2.5, ("torch", 1, 0): 2.0}
+    seen = []
 
-    def fake(setting: str, n: int, steps: int, dim: int) -> dict[str, float]:
-        wall = walls.get((setting, n), {"steph": 1.2, "torch": 5.0, "one-thread": 1.0}[setting] * 2.0 * n)
+    def fake(setting: str, n: int, steps: int, dim: int, workload: str, beside: int = 0) -> dict[str, float]:
+        seen.append(workload)
+        if beside:  # one process beside 4 busy ones: 5 x 4 CPU-s over 2 cores = 10 s fair
+            return {
+                "wall_s": {"steph": 12.0, "torch": 40.0, "one-thread": 10.0}[setting],
+                "cpu_s": 4.0,
+                "threads": 1,
+            }
+        wall = walls.get(
+            (setting, n, beside), {"steph": 1.2, "torch": 5.0, "one-thread": 1.0}[setting] * 2.0 * n
+        )
         return {"wall_s": wall, "cpu_s": 4.0 * n, "threads": 1}
 
     monkeypatch.setattr(bench, "concurrent", fake)
     monkeypatch.setattr(bench, "usable_cores", lambda: 2)
     result = bench.run(quick=True)
-    steph, torch_default = result["settings"]["steph"], result["settings"]["torch"]
+    assert set(seen) == {"train-source", "steph"}
+    steph = result["workloads"]["steph"]["settings"]["steph"]
+    torch_default = result["workloads"]["steph"]["settings"]["torch"]
     assert steph["n2"]["fair_share_s"] == 4.0  # 2 x 4 CPU-s of work over 2 cores
     assert steph["n4"] == {
         "wall_s": 9.6,
@@ -233,9 +246,15 @@ def test_contention_benchmark_sets_threads_and_divides_by_the_fair_share(
         "fair_share_s": 8.0,
         "over_fair_share": 1.2,
     }
+    assert steph["beside4"]["fair_share_s"] == 10.0 and steph["beside4"]["over_fair_share"] == 1.2
     assert torch_default["n4"]["over_fair_share"] == 5.0
+    assert torch_default["beside4"]["over_fair_share"] == 4.0
     assert steph["n1"]["over_fair_share"] == 1.0
-    assert result["targets_met"] == {"steph_over_fair_share<=1.3 (4 processes)": True}
+    assert result["targets_met"] == {
+        f"{w}: {what}, over fair share <= 1.3": True
+        for w in ("train-source", "steph")
+        for what in ("4 processes", "beside 4 busy processes")
+    }
 
 
 @pytest.mark.slow
