@@ -51,6 +51,7 @@ quiet machine is needed for the absolute ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -58,6 +59,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,22 @@ def worker(setting: str, steps: int, dim: int, seed: int, workload: str = "train
     )
 
 
+BUSY = "while True: pass"
+"""A busy process beside the measured one: one thread that never waits."""
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """``count`` :data:`BUSY` processes running for the length of the block."""
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY], stdin=subprocess.DEVNULL) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+
+
 def concurrent(
     setting: str, n: int, steps: int, dim: int, workload: str = "train-source", beside: int = 0
 ) -> dict[str, Any]:
@@ -164,8 +182,7 @@ def concurrent(
     the workers' makespan, CPU seconds and threads."""
     command = [sys.executable, "-m", "benchmarks.bench_contention", "--worker", setting]
     command += ["--steps", str(steps), "--dim", str(dim), "--workload", workload]
-    busy = [subprocess.Popen([sys.executable, "-c", BUSY], stdin=subprocess.DEVNULL) for _ in range(beside)]
-    try:
+    with busy_processes(beside):
         procs = [
             subprocess.Popen(
                 [*command, "--seed", str(i)],
@@ -191,19 +208,11 @@ def concurrent(
             if proc.returncode != 0:
                 raise RuntimeError(f"a {setting} worker exited with {proc.returncode}")
             reports.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in busy:
-            proc.kill()
-            proc.wait()
     return {
         "wall_s": round(max(r["end"] for r in reports) - min(r["start"] for r in reports), 3),
         "cpu_s": round(sum(r["cpu_s"] for r in reports), 3),
         "threads": reports[0]["threads"],
     }
-
-
-BUSY = "while True: pass"
-"""A busy process beside the measured one: one thread that never waits."""
 
 
 def timed_command(setting: str, project: Path, command: list[str], beside: int = 0) -> dict[str, Any]:
@@ -213,8 +222,7 @@ def timed_command(setting: str, project: Path, command: list[str], beside: int =
     if setting not in COMMAND_SETTINGS:
         raise ValueError(f"a whole command runs under {COMMAND_SETTINGS}, not {setting}")
     stephctl = Path(sys.executable).with_name("stephctl")
-    busy = [subprocess.Popen([sys.executable, "-c", BUSY], stdin=subprocess.DEVNULL) for _ in range(beside)]
-    try:
+    with busy_processes(beside):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(
@@ -226,10 +234,6 @@ def timed_command(setting: str, project: Path, command: list[str], beside: int =
         )
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    finally:
-        for proc in busy:
-            proc.kill()
-            proc.wait()
     if done.returncode != 0:
         raise RuntimeError(
             f"stephctl {' '.join(command)} exited with {done.returncode}: {done.stderr[-2000:]}"

@@ -257,6 +257,38 @@ def test_contention_benchmark_sets_threads_and_divides_by_the_fair_share(
     }
 
 
+def test_contention_benchmark_times_a_whole_command_beside_busy_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = load("bench_contention")
+    real = bench.timed_command("steph", tmp_path, ["--help"], beside=1)  # a real stephctl process
+    assert real["wall_s"] > 0 and real["cpu_s"] > 0
+    with pytest.raises(RuntimeError, match="exited with"):
+        bench.timed_command("one-thread", tmp_path, ["no-such-command"])
+    with pytest.raises(ValueError, match="not torch"):
+        bench.timed_command("torch", tmp_path, ["--help"])
+    calls = []
+
+    def fake(setting: str, project: Path, command: list[str], beside: int = 0) -> dict[str, float]:
+        calls.append((setting, beside))
+        alone = {"one-thread": 6.0, "steph": 5.0}[setting]
+        return {"wall_s": alone * (3.0 if beside else 1.0), "cpu_s": 6.0}
+
+    monkeypatch.setattr(bench, "timed_command", fake)
+    monkeypatch.setattr(bench, "usable_cores", lambda: 2)
+    result = bench.run(workloads=(), project=tmp_path, command=["merge", "--target", "BRCA"])
+    figures = result["command"]
+    assert figures["command"] == ["stephctl", "merge", "--target", "BRCA"] and figures["work_cpu_s"] == 6.0
+    # beside 4 busy processes: 5 x 6 CPU-s over 2 cores = 15 s fair
+    assert figures["settings"]["steph"]["beside4"]["fair_share_s"] == 15.0
+    assert figures["settings"]["steph"]["beside4"]["over_fair_share"] == 1.0
+    assert figures["settings"]["one-thread"]["beside4"]["over_fair_share"] == 1.2
+    assert calls == [("one-thread", 0), ("steph", 0), ("steph", 4), ("one-thread", 4)]
+    assert result["targets_met"] == {
+        "stephctl command: beside 4 busy processes, over fair share <= 1.3": True
+    }
+
+
 @pytest.mark.slow
 def test_precision_benchmark_runs_the_demos_stages_once_per_precision(tmp_path: Path) -> None:
     """bench_precision (a part of the GPU session) generates and extracts the quick demo, then
