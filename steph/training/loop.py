@@ -78,7 +78,9 @@ log = logging.getLogger(__name__)
 class BagSource(Protocol):
     """Anything that returns a patient's bag ``[K, D]`` (float32, CPU) by patient id. A source
     that also has ``get_many(ids) -> list[Tensor]`` (:class:`steph.data.BagStore`: streamed bags
-    read by several threads) is asked for a batch's bags at once."""
+    read by several threads) is asked for a batch's bags at once; one that also has ``dim`` and
+    ``n_patches(id) -> int`` (BagStore: from the files' headers) lets training and prediction on
+    CPU size their threads from the work (:func:`cpu_product_flops`)."""
 
     def get(self, patient_id: str) -> Tensor: ...
 
