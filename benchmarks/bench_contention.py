@@ -137,14 +137,13 @@ def worker(setting: str, steps: int, dim: int, seed: int, workload: str = "train
     print("ready", flush=True)
     sys.stdin.readline()
     start, cpu0 = time.time(), time.process_time()
-    with intra_op_threads(flops):
+    with intra_op_threads(flops) as threads:
         for step in range(steps):
             bags, bins, events = batches[step % len(batches)]
             parts = load_chunks(bags, bins, events, budget, share, pack, limit, list(range(16)), labels)
             optimizer.zero_grad(set_to_none=True)
             backward_chunks(model, parts, settings, device=cpu, budget=budget)
             optimizer.step()
-        threads = torch.get_num_threads()
     end = time.time()
     print(
         json.dumps(
@@ -259,7 +258,7 @@ def measure_command(project: Path, command: list[str], cores: int) -> dict[str, 
         got = timed_command(setting, project, command, beside=beside)
         rows[setting] = {
             "alone": alone,
-            f"beside{beside}": _row(got, max(alone["wall_s"], (beside + 1) * work["cpu_s"] / cores)),
+            f"beside{beside}": _row(got, alone, beside + 1, work, cores),
         }
     return {"command": ["stephctl", *command], "work_cpu_s": work["cpu_s"], "settings": rows}
 
@@ -268,7 +267,13 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _row(figures: dict[str, Any], fair: float) -> dict[str, Any]:
+def _row(
+    figures: dict[str, Any], alone: dict[str, Any], processes: int, work: dict[str, Any], cores: int
+) -> dict[str, Any]:
+    """``figures`` of one run among ``processes`` busy processes (itself included) over its fair
+    share ``max(alone, processes x work / cores)``: each process's CPU seconds of ``work`` on its
+    share of the cores, or the setting's own time alone."""
+    fair = max(alone["wall_s"], processes * work["cpu_s"] / cores)
     return {**figures, "fair_share_s": round(fair, 3), "over_fair_share": round(figures["wall_s"] / fair, 2)}
 
 
@@ -284,11 +289,9 @@ def measure(workload: str, steps: int, dim: int, cores: int) -> dict[str, Any]:
         row: dict[str, Any] = {"threads": alone["threads"]}
         for n in counts:
             got = alone if n == 1 else concurrent(setting, n, steps, dim, workload)
-            # n processes of work CPU-s each on the cores, or the setting's own time alone
-            row[f"n{n}"] = _row(got, max(alone["wall_s"], n * work["cpu_s"] / cores))
+            row[f"n{n}"] = _row(got, alone, n, work, cores)
         got = concurrent(setting, 1, steps, dim, workload, beside=beside)
-        # one process among beside + 1 gets cores / (beside + 1) of the machine
-        row[f"beside{beside}"] = _row(got, max(alone["wall_s"], (beside + 1) * work["cpu_s"] / cores))
+        row[f"beside{beside}"] = _row(got, alone, beside + 1, work, cores)
         rows[setting] = row
     return {"work_cpu_s": work["cpu_s"], "settings": rows}
 
