@@ -173,15 +173,27 @@ class ABMILEncoder(Protocol):
 
 def encoder_parameters(module: ABMILEncoder) -> dict[str, Tensor]:
     """The :data:`ENCODER_KEYS` parameters of a module with ABMIL's ``feat_proj`` and
-    ``attention_net``, read off its attributes (``named_parameters()`` walks every submodule, and
-    took about a fifth of a tiny model's training step)."""
-    attention = module.attention_net
-    # nn.Sequential's items are typed Module: the first of each of these is a Linear
-    proj = cast(nn.Linear, module.feat_proj[0])
-    a, b = cast(nn.Linear, attention.attention_a[0]), cast(nn.Linear, attention.attention_b[0])
-    c = attention.attention_c
-    values = (proj.weight, proj.bias, a.weight, a.bias, b.weight, b.bias, c.weight, c.bias)
-    return dict(zip(ENCODER_KEYS, values, strict=True))
+    ``attention_net``, read off its submodules' parameter tables (``named_parameters()`` walks
+    every submodule, and took about a fifth of a tiny model's training step; attribute access
+    goes through ``nn.Module.__getattr__`` once per name: 11 µs a call against 3 µs here)."""
+    layers = module.attention_net._modules
+    # nn.Module keeps its children and parameters in these tables (Optional-typed by torch;
+    # nn.Sequential's children are not)
+    proj = module.feat_proj._modules["0"]._parameters
+    a = cast(nn.Module, cast(nn.Module, layers["attention_a"])._modules["0"])._parameters
+    b = cast(nn.Module, cast(nn.Module, layers["attention_b"])._modules["0"])._parameters
+    c = cast(nn.Module, layers["attention_c"])._parameters
+    values = (
+        proj["weight"],
+        proj["bias"],
+        a["weight"],
+        a["bias"],
+        b["weight"],
+        b["bias"],
+        c["weight"],
+        c["bias"],
+    )
+    return dict(zip(ENCODER_KEYS, cast(tuple[Tensor, ...], values), strict=True))
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments | None = None) -> Tensor:

@@ -148,3 +148,34 @@ def test_steph_packs_in_bf16_use_the_grouped_kernel_and_follow_fp32(
     bf16_loss = float(backward_chunks(model, parts, SETTINGS, device=gpu, budget=1000, precision="bf16"))
     assert calls and not abmil._GROUPED_FAILED
     assert abs(bf16_loss - loss) < 0.02 * abs(loss)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_adamw_on_cuda_equals_torchs_fused_adamw(dtype: torch.dtype, gpu: torch.device) -> None:
+    """stephctl's AdamW takes the fused kernel on CUDA: the same updates as
+    ``torch.optim.AdamW(fused=True)`` to the bit, decay groups and a skipped parameter included,
+    in fp32 and bf16 parameters."""
+    from steph.training.optim import build_optimizer
+
+    torch.manual_seed(0)
+    ours_model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).to(
+        gpu, dtype
+    )
+    ref_model = copy.deepcopy(ours_model)
+    ours = build_optimizer(ours_model.named_parameters(), lr=3e-3, weight_decay=0.05)
+    decay = [p for p in ref_model.parameters() if p.ndim >= 2]
+    rest = [p for p in ref_model.parameters() if p.ndim < 2]
+    ref = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}], lr=3e-3, fused=True
+    )
+    g = torch.Generator().manual_seed(1)
+    for step in range(5):
+        x = torch.randn(4, 6, generator=g).to(gpu, dtype)
+        for model, opt in ((ours_model, ours), (ref_model, ref)):
+            opt.zero_grad(set_to_none=True)
+            out = model[1](model[0](x)) if step == 2 else model(x)  # the last layer skips a step
+            out.float().square().mean().backward()
+            opt.step()
+        for a, b in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+            assert torch.equal(a, b), (step, float((a - b).abs().max()))
