@@ -119,11 +119,15 @@ def work(
     train_fraction: float = TRAIN_FRACTION,
 ) -> float:
     """Analytic FLOPs of one cost class over every fold of a cohort of ``patients`` (bags of
-    ``bag`` patches): each fold trains ``epochs`` on its training split (``train_fraction``),
-    computes the per-patient constants once, and predicts every patient."""
-    step, once, fwd = unit_flops(cost_kind, bag, w)
+    ``bag`` patches): each fold trains ``epochs`` on its training split (``train_fraction``) and
+    predicts every patient. The per-patient constants (``once``) are computed once per training
+    patient in training, and the training patients' predictions read them (the unit's bag memo
+    spans training and predictions), so they cost a test patient's forward less ``once``:
+
+        epochs T step + T once + T (fwd - once) + (P - T) fwd = epochs T step + P fwd"""
+    step, _once, fwd = unit_flops(cost_kind, bag, w)
     train_patients = folds * train_fraction * patients
-    return epochs * train_patients * step + train_patients * once + folds * patients * fwd
+    return epochs * train_patients * step + folds * patients * fwd
 
 
 def steps(

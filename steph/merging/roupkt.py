@@ -17,7 +17,8 @@ per bag). Inference runs all E encoders plus the router, which is why it costs a
 The frozen encoders are constants of the bag: in training each patient's ``[E, dim_emb]``
 embeddings are computed once, in the first forward that holds the bag, and reused in every later
 epoch (:func:`steph.training.memo.memoized`; the reference recomputes them every epoch, with the
-same result). Only the router, the experts and the head then run per step.
+same result). Only the router, the experts and the head then run per step. The merge unit's
+predictions of its training patients read them too (its memo spans training and predictions).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from ..report import StageReport, Status
 from ..runtime import resolve_device, seed_everything, set_deterministic
 from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
+from ..training.memo import bag_memo
 from ..units import Outcome, UnitLock, run_units
 from ._source_model import fit_settings
 from .plans import MERGE as STAGE
@@ -319,16 +320,20 @@ class MergeWorker:
         merge_config = ctx.config
         seed_everything(config.train.seed)
         model = method.build(ctx)
-        started = time.perf_counter()
-        losses = method.train(model, ctx)
-        seconds = time.perf_counter() - started
         prec = config.train.precision
-        test_hazards, extras = predict(
-            model, split.test, bags, device=self.device, max_batch_patches=cap, precision=prec
-        )
-        train_hazards, _ = predict(
-            model, split.train, bags, device=self.device, max_batch_patches=cap, precision=prec
-        )
+        # per-bag constants of training (ROUPKT's frozen experts) serve the training patients'
+        # predictions too: one memo over the unit's training patients, for fit and predict
+        train_ids = ctx.train.ids if ctx.train is not None else []
+        with bag_memo(len(train_ids), ids=train_ids):
+            started = time.perf_counter()
+            losses = method.train(model, ctx)
+            seconds = time.perf_counter() - started
+            test_hazards, extras = predict(
+                model, split.test, bags, device=self.device, max_batch_patches=cap, precision=prec
+            )
+            train_hazards, _ = predict(
+                model, split.train, bags, device=self.device, max_batch_patches=cap, precision=prec
+            )
         files = {
             file: save_state_dict(
                 layout.merged_file(target, run, fold, file), state, {"method": method.name, "run": run}

@@ -64,7 +64,7 @@ from .batching import (
     plan_batch,
     shares_forwards,
 )
-from .memo import bag_memo, forward_bags
+from .memo import active_memo, bag_keys, bag_memo, forward_bags
 from .optim import WarmupCosine, build_optimizer
 from .precision import autocast, grad_scaler, resolve_precision
 from .staging import DeviceStager, Staged
@@ -180,9 +180,14 @@ def fit(
     # epoch), so the loader reads the next epoch's first batch during this epoch's last step.
     plan = [epoch_batches(len(data), settings.batch_size, generator) for _ in range(settings.epochs)]
     queue = [batch for batches in plan for batch in batches]
+    # the bags' rows in an enclosing memo of these patients (kept for predictions), else fit's own
+    outer = active_memo()
+    found = outer.positions(data.ids) if outer is not None else None
+    memo = contextlib.nullcontext(outer) if found is not None else bag_memo(len(data))
+    positions = found if found is not None else list(range(len(data)))
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="bag-loader") as pool,
-        bag_memo(len(data)),
+        memo,
         intra_op_threads(flops) as threads,
     ):
         if flops is not None:
@@ -191,7 +196,10 @@ def fit(
         def load(k: int) -> Future[Staged] | None:
             if k >= len(queue):
                 return None
-            return pool.submit(_load_batch, bags, data, queue[k], budget, stager, share, pack, limit, labels)
+            where = [positions[i] for i in queue[k]]
+            return pool.submit(
+                _load_batch, bags, data, queue[k], budget, stager, share, pack, limit, labels, where
+            )
 
         pending, k = load(0), 0
         for epoch, batches in enumerate(plan):
@@ -329,16 +337,19 @@ def _load_batch(
     pack: bool = False,
     limit: int | None = None,
     labels: LabelSpec | None = None,
+    positions: Sequence[int] | None = None,
 ) -> Staged:
-    """Read one batch's bags and stage them (see :mod:`~steph.training.staging`); in the loader thread."""
+    """Read one batch's bags and stage them (see :mod:`~steph.training.staging`); in the loader
+    thread. ``positions``: the bags' positions in the bag memo (default: in ``data``)."""
     index = torch.tensor(batch, dtype=torch.long)
     bins, events = data.bins[index], data.events[index]
     loaded = get_bags(bags, [data.ids[i] for i in batch])
+    keys = batch if positions is None else positions
 
     def build(on_device: Sequence[Tensor]) -> list[Chunk]:
         where = on_device[0].device
         return load_chunks(
-            on_device, bins.to(where), events.to(where), budget, share, pack, limit, batch, labels
+            on_device, bins.to(where), events.to(where), budget, share, pack, limit, keys, labels
         )
 
     return stager.stage(loaded, build)
@@ -360,6 +371,8 @@ def predict(
     Each batch runs as the chunks of :func:`~steph.training.batching.plan_chunks` under the patch
     budget ``max_batch_patches`` (as :attr:`FitSettings.max_batch_patches`: 0 = automatic, < 0 =
     whole batch; on CPU every bag alone); results are unchanged. ``precision`` as ``train.precision``; hazards are fp32.
+    Inside a :func:`~steph.training.memo.bag_memo` opened with patients' ids, the bags of those
+    patients read their per-bag constants from it (ROUPKT's frozen experts, computed in training).
     """
     model.to(device)
     model.eval()
@@ -370,15 +383,24 @@ def predict(
     budget = patch_budget(max_batch_patches, device, int(bags.get(ids[0]).shape[1]))
     precision = resolve_precision(precision, device)
     share, pack, limit = shares_forwards(device), packs(model, device), pack_limit(device, budget)
+    memo = active_memo()
     with intra_op_threads(cpu_product_flops(model, bags, ids, batch_size, device)):
         for batch in chunks(range(len(ids)), batch_size):
-            loaded = [bag.to(device) for bag in get_bags(bags, [ids[i] for i in batch])]
+            batch_ids = [ids[i] for i in batch]
+            loaded = [bag.to(device) for bag in get_bags(bags, batch_ids)]
+            where = memo.positions(batch_ids) if memo is not None else None
             parts = plan_batch(loaded, budget, share, pack, limit)
             order = torch.tensor([j for part in parts for j in part]).argsort()
             outs = []
             for part in parts:
                 x, mask, seg = chunk_input(loaded, part, pack)
-                with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg):
+                keys = bag_keys([where[j] for j in part], device) if where is not None else None
+                with (
+                    autocast(precision, device),
+                    patch_chunking(max(budget, 0)),
+                    _packing(seg),
+                    forward_bags(keys),
+                ):
                     m = mask.to(device) if mask is not None else None
                     outs.append(as_output(model(x.to(device), m)))
             hazards.append(torch.sigmoid(torch.cat([o.logits.float() for o in outs])[order]).cpu())

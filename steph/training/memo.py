@@ -10,11 +10,17 @@ for such a constant through :func:`memoized`:
 
     rows = memoized("roupkt.experts", lambda: frozen_embeddings(x))
 
-Outside a memo (prediction, a forward of one's own) ``compute`` simply runs. Inside one, a
-forward whose bags all have rows gets them with one ``index_select``; otherwise ``compute`` runs
-on the whole forward and its rows are stored (bags of the same forward share a product, so a
-forward is computed whole). The result is exactly the recomputing path's, up to the rounding of
-a bag computed beside other bags in a pack (about 1e-7).
+Outside a memo (a forward of one's own) ``compute`` simply runs. Inside one, a forward whose
+bags all have rows gets them with one ``index_select``; otherwise ``compute`` runs on the whole
+forward and its rows are stored (bags of the same forward share a product, so a forward is
+computed whole). The result is exactly the recomputing path's, up to the rounding of a bag
+computed beside other bags in a pack (about 1e-7).
+
+A memo opened with the patients' ids (``bag_memo(n, ids=...)``) outlives one ``fit``: a ``fit``
+over those patients inside it stores its rows there, and
+:func:`~steph.training.loop.predict` inside it reads the rows of the patients it holds (a merge
+unit predicts its training patients after training: ROUPKT's frozen experts then run once per
+training patient in all, not once more for the predictions).
 
 Memory: one ``[N, *row]`` tensor per name on the rows' device, N the training bags; for ROUPKT
 with 1,000 patients, 12 experts and 512-d embeddings, 1,000 x 12 x 512 x 4 B = 24.6 MB (fp32).
@@ -50,12 +56,25 @@ def bag_keys(positions: Sequence[int], device: torch.device | str = "cpu") -> Ba
 
 
 class BagMemo:
-    """Rows per bag and per name for ``total`` training bags (see the module docstring)."""
+    """Rows per bag and per name for ``total`` training bags (see the module docstring); with
+    ``ids``, the patients of those bags, position by position."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, ids: Sequence[str] | None = None) -> None:
         self.total = total
         self._rows: dict[str, Tensor] = {}
         self._filled: dict[str, set[int]] = {}
+        self._position: dict[str, int] | None = None
+        if ids is not None:
+            if len(ids) != total or len(set(ids)) != total:
+                raise ValueError(f"a bag memo of {total} bags needs {total} distinct ids, got {len(ids)}")
+            self._position = {pid: i for i, pid in enumerate(ids)}
+
+    def positions(self, ids: Sequence[str]) -> list[int] | None:
+        """The positions of the patients ``ids`` in the memo; None when it was opened without
+        ids or lacks one of them."""
+        if self._position is None or any(pid not in self._position for pid in ids):
+            return None
+        return [self._position[pid] for pid in ids]
 
     def rows(self, name: str, keys: BagKeys, compute: Callable[[], Tensor]) -> Tensor:
         """``[len(keys), *row]``: the stored rows of ``keys`` when every one is stored, else
@@ -92,14 +111,20 @@ _KEYS: ContextVar[BagKeys | None] = ContextVar("bag_keys", default=None)
 
 
 @contextlib.contextmanager
-def bag_memo(total: int) -> Iterator[BagMemo]:
-    """A :class:`BagMemo` for ``total`` training bags, active within the block."""
-    memo = BagMemo(total)
+def bag_memo(total: int, ids: Sequence[str] | None = None) -> Iterator[BagMemo]:
+    """A :class:`BagMemo` for ``total`` training bags (of the patients ``ids``, when given),
+    active within the block."""
+    memo = BagMemo(total, ids)
     token = _MEMO.set(memo)
     try:
         yield memo
     finally:
         _MEMO.reset(token)
+
+
+def active_memo() -> BagMemo | None:
+    """The :class:`BagMemo` of the enclosing :func:`bag_memo` block, or None."""
+    return _MEMO.get()
 
 
 @contextlib.contextmanager

@@ -275,3 +275,40 @@ def test_a_folds_task_vectors_are_read_once_for_its_methods(
             meta["vector_sha256"][f"BRCA/fold_{fold}"]
             == read_json(layout.task_vector_meta("BRCA", fold))["sha256"]
         )
+
+
+def test_roupkt_predicts_its_training_patients_from_the_experts_of_training(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A merge unit trains and predicts inside one memo of its training patients: ROUPKT's frozen
+    experts run once per training patient met in training, not again for the predictions of the
+    training split, and the predictions are those of recomputing them."""
+    import steph.pipeline.merge as pipeline
+    from steph.merging.roupkt import RouPKTModel
+
+    root = project_copy(tmp_path_factory, tmp_path / "p")
+    layout, config = load_project(root, {"train.batch_size": 4})
+    embedded: list[int] = []
+    frozen = RouPKTModel.embeddings
+
+    def counting(self: RouPKTModel, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        rows = frozen(self, x, mask)
+        embedded.append(int(rows.shape[0]))
+        return rows
+
+    monkeypatch.setattr(RouPKTModel, "embeddings", counting)
+    real = pipeline.bag_memo
+    runs = {}
+    for reuse in (True, False):
+        if not reuse:  # the unit's memo without the patients' ids: fit opens its own, predict computes
+            monkeypatch.setattr(pipeline, "bag_memo", lambda total, ids=None: real(total))
+        embedded.clear()
+        report = merge_models(layout, config, target="BRCA", methods=["roupkt"], folds=[0], overwrite=True)
+        assert report.ok
+        predictions = read_csv(layout.predictions("BRCA", "roupkt", 0))
+        runs[reuse] = (sum(embedded), predictions)
+    split = load_split(layout, load_cohort(layout, config, "BRCA"), 0)
+    assert runs[False][0] - runs[True][0] == len(split.train)  # every training patient was met
+    for new, old in zip(runs[True][1], runs[False][1], strict=True):
+        assert new["patient_id"] == old["patient_id"]
+        assert float(new["risk"]) == pytest.approx(float(old["risk"]), abs=1e-6)

@@ -13,7 +13,7 @@ from steph.merging.roupkt import RouPKTModel
 from steph.survival import SurvivalTargets
 from steph.training import memo
 from steph.training.batching import epoch_batches
-from steph.training.loop import FitSettings, fit
+from steph.training.loop import FitSettings, fit, predict
 
 N_BAGS, BATCH, EPOCHS = 10, 4, 3
 """10 bags in batches of 4: two are left out of each epoch, so later epochs meet new bags."""
@@ -113,3 +113,55 @@ def test_memo_returns_stored_rows_and_computes_a_forward_with_a_new_bag() -> Non
         pytest.raises(ValueError, match="3 rows"),
     ):
         memo.memoized("t", lambda: torch.zeros(3, 2))
+
+
+def test_predictions_of_training_patients_read_the_experts_computed_in_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inside a memo of the training patients (as a merge unit runs fit, then predict), the
+    patients met in training are predicted without running the frozen encoders again, with the
+    hazards that recomputing them gives; patients outside the memo are computed."""
+    ctx = context(4, top_k=2)
+    torch.manual_seed(0)
+    model = MERGE_METHODS.get("roupkt").build(ctx)
+    assert isinstance(model, RouPKTModel)
+    embedded: list[int] = []
+    frozen = model.embeddings
+
+    def counting(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        rows = frozen(x, mask)
+        embedded.append(int(rows.shape[0]))
+        return rows
+
+    monkeypatch.setattr(model, "embeddings", counting)
+    targets, store = data()
+    train = SurvivalTargets(targets.ids[:8], targets.times[:8], targets.events[:8], targets.bins[:8])
+    held_out = targets.ids[8:]
+    settings = FitSettings(epochs=1, batch_size=BATCH, lr=1e-2)  # 8 bags, batches of 4: all met
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    cpu = torch.device("cpu")
+    with memo.bag_memo(len(train), ids=train.ids) as kept:
+        fit(model, train, store, settings, device=cpu, named_params=params)
+        assert kept.stored("roupkt.experts") == len(train)
+        embedded.clear()
+        from_memo, _ = predict(model, train.ids, store, device=cpu, batch_size=3)
+        assert embedded == []  # every training patient's experts came from training
+        held, _ = predict(model, held_out, store, device=cpu, batch_size=3)
+        assert sum(embedded) == len(held_out)
+    embedded.clear()
+    recomputed, _ = predict(model, train.ids, store, device=cpu, batch_size=3)
+    assert sum(embedded) == len(train)  # no memo: computed
+    torch.testing.assert_close(from_memo, recomputed, atol=1e-6, rtol=0)
+    alone, _ = predict(model, held_out, store, device=cpu, batch_size=3)
+    torch.testing.assert_close(held, alone, atol=0, rtol=0)
+
+
+def test_a_memo_places_patients_by_id_and_knows_which_it_lacks() -> None:
+    """Positions by patient id; None for a memo without ids or lacking a patient (fit then opens
+    its own memo, and predict computes)."""
+    outer = memo.BagMemo(2, ids=["A", "B"])
+    assert outer.positions(["B", "A"]) == [1, 0]
+    assert outer.positions(["A", "C"]) is None
+    assert memo.BagMemo(2).positions(["A"]) is None
+    with pytest.raises(ValueError, match="2 distinct ids"):
+        memo.BagMemo(2, ids=["A", "A"])
