@@ -7,6 +7,7 @@ saves is exactly what it learned.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -61,7 +62,13 @@ class VectorStack(nn.Module):
     def merge(self, coefficients: Tensor) -> dict[str, Tensor]:
         """``theta0 + coefficients @ vectors`` split back into named tensors (always in fp32,
         also under autocast: the merged weights are not rounded to bf16/fp16)."""
-        with torch.autocast(self.base.device.type, enabled=False):
+        kind = self.base.device.type
+        # autocast off where it is on (entering the context costs about 18 µs where it is not)
+        with (
+            torch.autocast(kind, enabled=False)
+            if torch.is_autocast_enabled(kind)
+            else contextlib.nullcontext()
+        ):
             c = coefficients.float().reshape(-1, self.n)
             flat = torch.addmm(self.base.unsqueeze(0), c, self.vectors)
         flat = flat.reshape(*coefficients.shape[:-1], -1)

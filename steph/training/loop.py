@@ -295,20 +295,26 @@ def backward_chunks(
     for x, mask, y, e, seg, keys, labels in parts:
         with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg), forward_bags(keys):
             m = mask.to(device, non_blocking=True) if mask is not None else None
-            out = as_output(model(x.to(device, non_blocking=True), m))
-        logits = out.logits.float()
+            out = as_output(model(x if x.device == device else x.to(device, non_blocking=True), m))
+        logits = _fp32(out.logits)
         share = chunk_share(len(y), total, len(parts))
         spec = LabelSpec(int(logits.shape[1]), settings.alpha, settings.eps)
         if labels is None or not _labels_fit(labels, spec, logits.device):  # staged without them
             labels = spec.labels(y.to(device), e.to(device), share)
         loss = surv_mle_from_logits(logits, labels)
         if out.aux_loss is not None:
-            aux = out.aux_loss.float()
+            aux = _fp32(out.aux_loss)
             loss = loss + (aux * share if len(parts) > 1 else aux)
         torch.autograd.backward(scaler.scale(loss) if scaler is not None else loss)
         with torch.no_grad():
             batch_loss.add_(loss)  # in float64, as loss.double() would be
     return batch_loss
+
+
+def _fp32(t: Tensor) -> Tensor:
+    """``t`` in float32, itself where it is (no dispatch for nothing: a step's host time is its
+    operators' count)."""
+    return t if t.dtype == torch.float32 else t.float()
 
 
 def _labels_fit(labels: SurvLabels, spec: LabelSpec, device: torch.device) -> bool:
