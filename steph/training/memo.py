@@ -20,7 +20,8 @@ A memo opened with the patients' ids (``bag_memo(n, ids=...)``) outlives one ``f
 over those patients inside it stores its rows there, and
 :func:`~steph.training.loop.predict` inside it reads the rows of the patients it holds (a merge
 unit predicts its training patients after training: ROUPKT's frozen experts then run once per
-training patient in all, not once more for the predictions).
+training patient in all, not once more for the predictions). Rows are stored by name, not by
+model: one memo serves one model's forwards.
 
 Memory: one ``[N, *row]`` tensor per name on the rows' device, N the training bags; for ROUPKT
 with 1,000 patients, 12 experts and 512-d embeddings, 1,000 x 12 x 512 x 4 B = 24.6 MB (fp32).
