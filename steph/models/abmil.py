@@ -229,7 +229,7 @@ def _grouped_kernel(x: Tensor, weight: Tensor, dtype: torch.dtype) -> bool:
     return weight.shape[1] % step == 0 and weight.shape[2] % step == 0 and not _GROUPED_FAILED
 
 
-def _as(t: Tensor, dtype: torch.dtype) -> Tensor:
+def as_dtype(t: Tensor, dtype: torch.dtype) -> Tensor:
     """``t`` in ``dtype``: ``t`` itself where it already is (a ``.to`` that copies nothing still
     costs a dispatch, about 3 µs on CPU)."""
     return t if t.dtype == dtype else t.to(dtype)
@@ -242,16 +242,16 @@ def _segment_linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments) -> T
     f32 = torch.float32
     if weight.shape[1] == 1:
         w = weight[:, 0, :].index_select(0, seg.index)
-        dot = (_as(x, f32) * _as(w, f32)).sum(dim=-1, keepdim=True) + _as(
+        dot = (as_dtype(x, f32) * as_dtype(w, f32)).sum(dim=-1, keepdim=True) + as_dtype(
             bias.index_select(0, seg.index), f32
         )
-        return _as(dot, _compute_dtype(x))
+        return as_dtype(dot, _compute_dtype(x))
     global _GROUPED_FAILED
     dtype = _compute_dtype(x)
     y: Tensor | None = None
     if _grouped_kernel(x, weight, dtype):
         try:
-            y = F.grouped_mm(_as(x, dtype), _as(weight, dtype).transpose(1, 2), offs=seg.ends)
+            y = F.grouped_mm(as_dtype(x, dtype), as_dtype(weight, dtype).transpose(1, 2), offs=seg.ends)
         except RuntimeError as exc:  # a build or device without the kernel: bag by bag from now on
             _GROUPED_FAILED = True
             log.warning("grouped matrix product unavailable on %s (%s): per-bag products", x.device, exc)
@@ -259,7 +259,7 @@ def _segment_linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments) -> T
         y = torch.cat(
             [F.linear(xb, wb) for xb, wb in zip(x.split_with_sizes(seg.sizes), weight, strict=True)]
         )
-    return y + _as(bias.index_select(0, seg.index), y.dtype)
+    return y + as_dtype(bias.index_select(0, seg.index), y.dtype)
 
 
 def encode(

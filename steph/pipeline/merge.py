@@ -323,8 +323,7 @@ class MergeWorker:
         prec = config.train.precision
         # per-bag constants of training (ROUPKT's frozen experts) serve the training patients'
         # predictions too: one memo over the unit's training patients, for fit and predict
-        train_ids = ctx.train.ids if ctx.train is not None else []
-        with bag_memo(len(train_ids), ids=train_ids):
+        with bag_memo(len(split.train), ids=split.train):
             started = time.perf_counter()
             losses = method.train(model, ctx)
             seconds = time.perf_counter() - started

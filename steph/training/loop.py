@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import torch
 from torch import Tensor, nn
 
-from ..models.abmil import Segments, packed_bags, patch_chunking
+from ..models.abmil import Segments, as_dtype, packed_bags, patch_chunking
 from ..progress import NULL_PROGRESS, Progress
 from ..runtime import seed_everything
 from ..survival import LabelSpec, SurvivalTargets, SurvLabels, surv_mle_from_logits
@@ -198,7 +198,7 @@ def fit(
                 return None
             where = [positions[i] for i in queue[k]]
             return pool.submit(
-                _load_batch, bags, data, queue[k], budget, stager, share, pack, limit, labels, where
+                _load_batch, bags, data, queue[k], where, budget, stager, share, pack, limit, labels
             )
 
         pending, k = load(0), 0
@@ -296,25 +296,19 @@ def backward_chunks(
         with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg), forward_bags(keys):
             m = mask.to(device, non_blocking=True) if mask is not None else None
             out = as_output(model(x if x.device == device else x.to(device, non_blocking=True), m))
-        logits = _fp32(out.logits)
+        logits = as_dtype(out.logits, torch.float32)
         share = chunk_share(len(y), total, len(parts))
         spec = LabelSpec(int(logits.shape[1]), settings.alpha, settings.eps)
         if labels is None or not _labels_fit(labels, spec, logits.device):  # staged without them
             labels = spec.labels(y.to(device), e.to(device), share)
         loss = surv_mle_from_logits(logits, labels)
         if out.aux_loss is not None:
-            aux = _fp32(out.aux_loss)
+            aux = as_dtype(out.aux_loss, torch.float32)
             loss = loss + (aux * share if len(parts) > 1 else aux)
         torch.autograd.backward(scaler.scale(loss) if scaler is not None else loss)
         with torch.no_grad():
             batch_loss.add_(loss)  # in float64, as loss.double() would be
     return batch_loss
-
-
-def _fp32(t: Tensor) -> Tensor:
-    """``t`` in float32, itself where it is (no dispatch for nothing: a step's host time is its
-    operators' count)."""
-    return t if t.dtype == torch.float32 else t.float()
 
 
 def _labels_fit(labels: SurvLabels, spec: LabelSpec, device: torch.device) -> bool:
@@ -337,25 +331,25 @@ def _load_batch(
     bags: BagSource,
     data: SurvivalTargets,
     batch: list[int],
+    positions: Sequence[int],
     budget: int,
     stager: DeviceStager,
     share: bool = True,
     pack: bool = False,
     limit: int | None = None,
     labels: LabelSpec | None = None,
-    positions: Sequence[int] | None = None,
 ) -> Staged:
-    """Read one batch's bags and stage them (see :mod:`~steph.training.staging`); in the loader
-    thread. ``positions``: the bags' positions in the bag memo (default: in ``data``)."""
+    """Read one batch's bags (``batch``: their indices in ``data``; ``positions``: their
+    positions in the bag memo) and stage them (see :mod:`~steph.training.staging`); in the
+    loader thread."""
     index = torch.tensor(batch, dtype=torch.long)
     bins, events = data.bins[index], data.events[index]
     loaded = get_bags(bags, [data.ids[i] for i in batch])
-    keys = batch if positions is None else positions
 
     def build(on_device: Sequence[Tensor]) -> list[Chunk]:
         where = on_device[0].device
         return load_chunks(
-            on_device, bins.to(where), events.to(where), budget, share, pack, limit, keys, labels
+            on_device, bins.to(where), events.to(where), budget, share, pack, limit, positions, labels
         )
 
     return stager.stage(loaded, build)

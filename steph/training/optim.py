@@ -82,7 +82,7 @@ class AdamW:
 
     @torch.no_grad()
     def step(self) -> None:
-        # parameters of every group that share a device, dtype and lr take the same operators
+        # parameters of every group that share a device, dtype, lr and decay take the same operators
         buckets: dict[tuple[torch.device, torch.dtype, float, float], tuple[list[Tensor], list[Tensor]]] = {}
         for group in self.param_groups:
             lr, decay = group["lr"], group["weight_decay"]
@@ -119,7 +119,6 @@ class AdamW:
         states = [self._state(p) for p in params]
         steps: dict[int, Tensor] = {}
         for state in states:
-            state["step"] += 1
             if state["step"] not in steps:
                 steps[state["step"]] = torch.full(
                     (), state["step"], dtype=torch.float32, device=params[0].device
@@ -144,8 +143,6 @@ class AdamW:
         """The update of parameters of one device, dtype and lr, decayed beforehand."""
         beta1, beta2 = self.betas
         states = [self._state(p) for p in params]
-        for state in states:
-            state["step"] += 1
         m = [state["exp_avg"] for state in states]
         v = [state["exp_avg_sq"] for state in states]
         steps = [state["step"] for state in states]
@@ -158,7 +155,7 @@ class AdamW:
         torch._foreach_addcdiv_(params, m, denom, [-(lr / (1 - beta1**t)) for t in steps])
 
     def _state(self, p: Tensor) -> dict[str, Any]:
-        """``p``'s moments and step count (created at step 0 the first time)."""
+        """``p``'s moments and step count, the step counted (a new state starts at step 1)."""
         state = self.state.get(p)
         if state is None:
             state = self.state[p] = {
@@ -166,6 +163,7 @@ class AdamW:
                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
             }
+        state["step"] += 1
         return state
 
 
