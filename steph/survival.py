@@ -76,7 +76,8 @@ class SurvLabels:
     (:func:`surv_labels`), so that a training step spends no operators on them.
 
     ``index [n, 3]``: per bag the columns ``y, y + 1`` of the padded survival ``S~`` and ``y`` of
-    the hazards; ``weights [n, 3]``: the weights of their logs in the loss, ``(1 - c) / B``,
+    the hazards in ``[S~ | h]`` (``[n, 2T + 1]``, the hazards' columns from ``T + 1``: one
+    gather takes all three); ``weights [n, 3]``: the weights of their logs in the loss, ``(1 - c) / B``,
     ``(1 - alpha) c / B``, ``(1 - c) / B`` (B: the bags the loss averages over, times the chunk's
     share of the batch); ``masks [n, 2, T]``: ``[i < y]`` and ``[i <= y]``; ``at_y [n, T]``:
     ``[i = y]``; ``alpha`` and ``eps``: the loss's (``eps`` clamps the logs)."""
@@ -130,7 +131,7 @@ def surv_labels(
     weights = np.concatenate([event * share, (1.0 - event) * ((1.0 - alpha) * share), event * share], axis=1)
     offset = np.arange(time_bins).reshape(1, -1) - y  # i - y
     masks = np.stack([offset < 0, offset <= 0], axis=1)
-    index = np.concatenate([y, y + 1, y], axis=1)
+    index = np.concatenate([y, y + 1, y + time_bins + 1], axis=1)  # columns of [S~ | h]
     arrays = (index, weights.astype(kind), masks.astype(kind), (offset == 0).astype(kind))
     index_t, weights_t, masks_t, at_y = (torch.from_numpy(a).to(bins.device) for a in arrays)
     return SurvLabels(index_t, weights_t, masks_t, at_y, alpha, eps)
@@ -159,8 +160,7 @@ def _surv_mle_from_logits(
     hazards = torch.sigmoid(logits)
     alive = 1.0 - hazards
     padded = torch.cumprod(torch.nn.functional.pad(alive, (1, 0), value=1.0), dim=1)
-    index = labels.index
-    values = torch.cat([padded.gather(1, index[:, :2]), hazards.gather(1, index[:, 2:])], dim=1)
+    values = torch.cat([padded, hazards], dim=1).gather(1, labels.index)
     loss = -(values.clamp(min=labels.eps).log_() * labels.weights).sum()
     if not gradient:
         return loss, None

@@ -140,7 +140,12 @@ def unflatten(flat: Tensor, spec: FlatSpec) -> StateDict:
         raise ValueError(f"unflatten: spec covers {sum(sizes)} values, the tensor has {flat.shape[-1]}")
     lead = flat.shape[:-1]
     parts = flat.split_with_sizes(sizes, dim=-1)
-    return {name: part.reshape(*lead, *shape) for (name, shape), part in zip(spec, parts, strict=True)}
+    # a part already in its shape (a bias) is returned as it is: a reshape to the same shape
+    # still costs a dispatch, and another in the backward
+    return {
+        name: part if part.shape == (*lead, *shape) else part.reshape(*lead, *shape)
+        for (name, shape), part in zip(spec, parts, strict=True)
+    }
 
 
 def trim(matrix: Tensor, density: float) -> Tensor:

@@ -202,7 +202,7 @@ def test_loss_of_logits_and_its_gradient_are_autograds(
 def test_labels_say_which_bins_count() -> None:
     """Bag 0: event in bin 2; bag 1: censored in bin 1; 4 bins, alpha 0.25, two bags."""
     labels = surv_labels(torch.tensor([2, 1]), torch.tensor([1, 0]), 4, alpha=0.25)
-    assert labels.index.tolist() == [[2, 3, 2], [1, 2, 1]]
+    assert labels.index.tolist() == [[2, 3, 7], [1, 2, 6]]  # columns of [S~ (5) | h (4)]
     assert labels.weights.tolist() == [[0.5, 0.0, 0.5], [0.0, 0.375, 0.0]]
     assert labels.masks[0].tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
     assert labels.at_y.tolist() == [[0, 0, 1, 0], [0, 1, 0, 0]]

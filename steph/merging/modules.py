@@ -69,10 +69,12 @@ class VectorStack(nn.Module):
             if torch.is_autocast_enabled(kind)
             else contextlib.nullcontext()
         ):
-            c = coefficients.float().reshape(-1, self.n)
+            # per-bag coefficients [B, N] are the product's operand as they are (a reshape to
+            # the same shape is still a dispatch, and one more in the backward)
+            rows = coefficients.dim() == 2
+            c = coefficients.float() if rows else coefficients.float().reshape(-1, self.n)
             flat = torch.addmm(self.base.unsqueeze(0), c, self.vectors)
-        flat = flat.reshape(*coefficients.shape[:-1], -1)
-        return unflatten(flat, self.spec)
+        return unflatten(flat if rows else flat.reshape(*coefficients.shape[:-1], -1), self.spec)
 
 
 class FrozenEncoderHead(nn.Module):

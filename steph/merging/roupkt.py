@@ -51,6 +51,65 @@ class MILEncoder(nn.Module):
         return encode(encoder_parameters(self), x, mask, dropout=self.dropout, training=self.training)
 
 
+class ExpertMLPs(nn.Module):
+    """The E expert MLPs ``relu(e_i W_i^T + b_i)``, ``W_i [d, d]``, held as one stacked
+    ``weight [E, d, d]`` and ``bias [E, d]``: a training step runs them as one batched product
+    and its backward and update see two parameters, however many experts there are (E ``Linear``
+    layers cost about 5 operators each a step: their stacking, its backward's unbinding, each
+    gradient's accumulation).
+
+    Initialised as E ``nn.Linear(d, d)`` built one after the other (the draws of a ``ModuleList``
+    of E layers, as the reference builds them), and saved and loaded under those layers' names,
+    ``<i>.0.weight`` and ``<i>.0.bias`` (``Sequential(Linear, ReLU)`` each), so the model's
+    files are those of E separate layers.
+    """
+
+    def __init__(self, n: int, dim: int) -> None:
+        super().__init__()
+        layers = [nn.Linear(dim, dim) for _ in range(n)]
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+        # torch leaves both registrations untyped
+        self.register_state_dict_post_hook(_expert_layers)  # type: ignore[no-untyped-call]
+        self.register_load_state_dict_pre_hook(_stacked_experts)  # type: ignore[no-untyped-call]
+
+    @property
+    def n(self) -> int:
+        return int(self.weight.shape[0])
+
+    def forward(self, emb: Tensor) -> Tensor:
+        """``[B, E, d]``: expert i on ``emb[:, i]``, every expert in one batched product."""
+        out = torch.baddbmm(self.bias.unsqueeze(1), emb.transpose(0, 1), self.weight.transpose(1, 2)).relu()
+        return out.transpose(0, 1)
+
+
+_PARTS = ("weight", "bias")
+
+
+def _layer_key(prefix: str, i: int, part: str) -> str:
+    return f"{prefix}{i}.0.{part}"
+
+
+def _expert_layers(module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+    """State-dict hook: the stacked tensors as E layers' entries, each its own copy (a file
+    format such as safetensors refuses tensors that share memory)."""
+    stacked = {part: state.pop(prefix + part) for part in _PARTS}
+    for i in range(cast(ExpertMLPs, module).n):
+        for part in _PARTS:
+            state[_layer_key(prefix, i, part)] = stacked[part][i].clone()
+
+
+def _stacked_experts(module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any, *_rest: Any) -> None:
+    """Load pre-hook: E layers' entries stacked into the module's tensors. Where any layer's
+    entry is missing they are left as they are, so that loading names the stacked tensor as
+    missing and the layers' entries as unexpected."""
+    n = cast(ExpertMLPs, module).n
+    for part in _PARTS:
+        keys = [_layer_key(prefix, i, part) for i in range(n)]
+        if prefix + part not in state and all(k in state for k in keys):
+            state[prefix + part] = torch.stack([state.pop(k) for k in keys])
+
+
 class RouPKTModel(nn.Module):
     """Frozen expert encoders, a MIL router over them, per-expert MLPs and a new head. It accepts
     packed bags (:func:`~steph.models.abmil.packed_bags`): every encoder is shared by all bags."""
@@ -75,7 +134,7 @@ class RouPKTModel(nn.Module):
         self.frozen = nn.ModuleList(FrozenState(select(e, ENCODER_KEYS)) for e in expert_encoders)
         self.router = MILEncoder(dim_in, dim_emb, dim_attn, dropout)
         self.gate = nn.Linear(dim_emb, n, bias=False)
-        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(dim_emb, dim_emb), nn.ReLU()) for _ in range(n))
+        self.experts = ExpertMLPs(n, dim_emb)
         self.pred_head = nn.Linear(dim_emb, time_bins)
         self.top_k, self.balance_weight, self.z_weight = top_k, balance_weight, z_weight
 
@@ -86,21 +145,12 @@ class RouPKTModel(nn.Module):
         frozen = cast("list[FrozenState]", list(self.frozen))
         return torch.stack([encode(f.as_dict(), x, mask, training=False) for f in frozen], dim=1)
 
-    def expert_outputs(self, emb: Tensor) -> Tensor:
-        """``[B, E, dim_emb]``: expert MLP i (Linear + ReLU) on expert i's embedding, every expert
-        in one batched product: ``relu(emb[:, i] W_i^T + b_i)``."""
-        layers = [cast(nn.Linear, cast(nn.Sequential, expert)[0]) for expert in self.experts]
-        weight = torch.stack([layer.weight for layer in layers])  # [E, out, in]
-        bias = torch.stack([layer.bias for layer in layers]).unsqueeze(1)  # [E, 1, out]
-        out = torch.baddbmm(bias, emb.transpose(0, 1), weight.transpose(1, 2)).relu()
-        return out.transpose(0, 1)
-
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         emb = memoized("roupkt.experts", lambda: self.embeddings(x, mask))
         logits_r = self.gate(self.router(x, mask))
         probs = torch.softmax(logits_r, dim=1)
         top_p, top_i = probs.topk(self.top_k, dim=1)
-        outs = self.expert_outputs(emb)
+        outs = self.experts(emb)
         chosen = outs.gather(1, top_i.unsqueeze(-1).expand(-1, -1, outs.shape[-1]))
         logits = self.pred_head((top_p.unsqueeze(-1) * chosen).sum(dim=1))
         balance = top_p[:, 0].mean()

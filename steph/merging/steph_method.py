@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layout import COEFFICIENTS_FILE
-from ..models.abmil import bag_count, encode
+from ..models.abmil import as_dtype, bag_count, encode
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
 from .catalog import StephSpec
@@ -134,15 +134,16 @@ class StephModel(nn.Module):
 
     @staticmethod
     def coefficients(w: Tensor, lam: Tensor, selected: Tensor) -> Tensor:
-        """``[B, 1+m]``: ``a = sum_{i in S} w_i lambda_i`` for tau_t, then ``[i in S] w_i (1 - lambda_i)``."""
-        ws = w * selected.to(w.dtype)
+        """``[B, 1+m]``: ``a = sum_{i in S} w_i lambda_i`` for tau_t, then ``[i in S] w_i (1 - lambda_i)``
+        (``selected``: :meth:`select`'s mask, boolean or already in ``w``'s dtype)."""
+        ws = w * as_dtype(selected, w.dtype)
         return torch.cat([(ws * lam).sum(dim=1, keepdim=True), ws * (1.0 - lam)], dim=1)
 
     def regulariser(self, w: Tensor, lam: Tensor, selected: Tensor) -> Tensor:
         """gamma * (z-loss [+ mean selected w when sparse]) + beta * mean selected lambda^2,
         averaged over bags (the reference's ``calc_merge_weight_loss`` / ``calc_mix_weight_loss``:
         without top-k the aggregation loss is the z-loss alone)."""
-        sel = selected.to(w.dtype)
+        sel = as_dtype(selected, w.dtype)
         n_sel = sel.sum(dim=1)
         aggregation = torch.logsumexp(w, dim=1).square()
         if self.settings.sparse:
@@ -159,10 +160,11 @@ class StephModel(nn.Module):
         w, lam = self.mixing(x, mask)
         selected = self.select(w.detach())
         w_merge = w.clamp(min=0.0, max=1.0) if self.settings.clamp_weights else w
-        params = self.stack.merge(self.coefficients(w_merge, lam, selected))
+        sel = selected.to(w.dtype)  # once for both
+        params = self.stack.merge(self.coefficients(w_merge, lam, sel))
         z = encode(params, x, mask, dropout=self.dropout, training=self.training)
         extras = {"w": w.detach(), "lambda": lam.detach(), "selected": selected}
-        return ModelOutput(self.pred_head(z), self.regulariser(w, lam, selected), extras)
+        return ModelOutput(self.pred_head(z), self.regulariser(w, lam, sel), extras)
 
 
 class Steph(StephSpec, MergeMethod):

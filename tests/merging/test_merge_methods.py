@@ -6,16 +6,19 @@ import _merge_reference as ref
 import pytest
 import torch
 from _merge_helpers import bags, context
+from torch import nn
 
+from steph.checkpoints import state_bytes
 from steph.config import MergeConfig
 from steph.errors import ConfigError, UnknownNameError
 from steph.merging import MERGE_METHODS, list_methods
 from steph.merging.adamerging import AdaMergingModel
 from steph.merging.modules import FrozenEncoderHead
-from steph.merging.roupkt import RouPKTModel
+from steph.merging.roupkt import ExpertMLPs, RouPKTModel
 from steph.models.abmil import ENCODER_KEYS, encode
 from steph.training.batching import pad_bags
 from steph.training.loop import ModelOutput
+from steph.training.optim import build_optimizer
 
 KEY = "attention_net.attention_a.0.weight"
 
@@ -96,17 +99,51 @@ def test_roupkt_mixes_the_top_k_experts_by_router_probability() -> None:
         assert torch.allclose(emb[:, 0], encode(target_encoder, x, mask), atol=1e-6)
         g = model.gate(model.router(x, mask))
         p = torch.softmax(g, dim=1)
+        state = model.state_dict()  # expert i as its own layer, experts.<i>.0.weight / .bias
+
+        def expert(i: int, e: torch.Tensor) -> torch.Tensor:
+            return torch.relu(e @ state[f"experts.{i}.0.weight"].T + state[f"experts.{i}.0.bias"])
+
         for b in range(3):
             top = p[b].topk(2)
             mixed = sum(
-                top.values[j] * model.experts[int(top.indices[j])](emb[b, int(top.indices[j])])
-                for j in range(2)
+                top.values[j] * expert(int(top.indices[j]), emb[b, int(top.indices[j])]) for j in range(2)
             )
             assert torch.allclose(out.logits[b], model.pred_head(mixed), atol=1e-5)
         expected_aux = 0.5 * p.max(dim=1).values.mean() + 0.25 * (torch.logsumexp(g, 1) ** 2).mean()
         assert torch.allclose(out.aux_loss, expected_aux, atol=1e-6)
     with pytest.raises(ConfigError, match="only 4 experts"):
         MERGE_METHODS.get("roupkt").check(MergeConfig(options={"top_k": 5}), 3)
+
+
+def test_roupkt_experts_are_stacked_and_saved_and_loaded_as_separate_layers() -> None:
+    """The expert MLPs draw what E ``nn.Linear`` layers built in turn draw, compute what they
+    compute, and save and load as their ``ModuleList`` of ``Sequential(Linear, ReLU)`` (keys,
+    order, values, each tensor its own storage, the same safetensors bytes); a layer missing
+    from a file is named; the update decays the weights only."""
+    torch.manual_seed(7)
+    experts = ExpertMLPs(4, 8)
+    torch.manual_seed(7)
+    layers = nn.ModuleList(nn.Sequential(nn.Linear(8, 8), nn.ReLU()) for _ in range(4))
+    state, expected = experts.state_dict(), layers.state_dict()
+    assert list(state) == list(expected)
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert all(v.untyped_storage().nbytes() == v.nbytes for v in state.values())
+    assert state_bytes(state) == state_bytes(expected)  # the same file, byte for byte
+    emb = torch.randn(3, 4, 8)
+    with torch.no_grad():
+        alone = torch.stack([layers[i](emb[:, i]) for i in range(4)], dim=1)
+        assert torch.allclose(experts(emb), alone, atol=1e-6)
+    fresh = ExpertMLPs(4, 8)
+    fresh.load_state_dict(expected)
+    assert torch.equal(fresh.weight, experts.weight) and torch.equal(fresh.bias, experts.bias)
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "bias"'):
+        ExpertMLPs(4, 8).load_state_dict({k: v for k, v in expected.items() if k != "2.0.bias"})
+    decay, rest = (
+        g["params"]
+        for g in build_optimizer(experts.named_parameters(), lr=1e-4, weight_decay=0.1).param_groups
+    )
+    assert decay == [experts.weight] and rest == [experts.bias]
 
 
 def test_frozen_experts_get_no_gradient() -> None:

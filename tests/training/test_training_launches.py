@@ -51,6 +51,43 @@ def test_operators_per_step_do_not_grow_with_the_number_of_bags(name: str) -> No
     assert few == many, f"{name}: {few} operators for 16 bags, {many} for 64"
 
 
+@pytest.mark.parametrize("name", ["steph", "roupkt"])
+def test_operators_per_step_do_not_grow_with_the_number_of_sources(name: str) -> None:
+    """4 or 12 sources (the paper's 13 cancers): the same operators a step, once ROUPKT's frozen
+    experts come from the bag memo (every epoch after a fit's first); its expert MLPs are two
+    stacked parameters, not one Linear layer per expert."""
+    from steph.training.memo import bag_memo
+
+    counts = []
+    for sources in (4, 12):
+        model = tiny_model(name, DIM, MODEL, sources=[f"S{i}" for i in range(sources)], options={"top_k": 2})
+        g = torch.Generator().manual_seed(1)
+        bags = [torch.randn(int(k), DIM, generator=g) for k in torch.randint(3, 40, (16,), generator=g)]
+        budget = 1 << 20
+        parts = load_chunks(
+            bags,
+            torch.randint(0, 8, (16,), generator=g),
+            torch.arange(16) % 2,
+            budget,
+            share=True,
+            pack=True,
+            pack_limit=budget,
+            positions=list(range(16)),
+        )
+        model.train()
+        optimizer = build_optimizer(list(model.named_parameters()), lr=1e-4, weight_decay=1e-5)
+        with bag_memo(16):
+            for _ in range(2):  # the first step fills the memo and creates the moments
+                optimizer.zero_grad(set_to_none=True)
+                with DispatchCounter() as counter:
+                    backward_chunks(
+                        model, parts, FitSettings(epochs=1), device=torch.device("cpu"), budget=budget
+                    )
+                    optimizer.step()
+        counts.append(counter.count)
+    assert counts[0] == counts[1], f"{name}: {counts[0]} operators with 4 sources, {counts[1]} with 12"
+
+
 def test_per_bag_weights_in_a_pack_equal_each_bag_alone_with_and_without_the_grouped_kernel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -106,14 +143,18 @@ def test_per_bag_weights_in_a_pack_equal_each_bag_alone_with_and_without_the_gro
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, alone[1], strict=True))
 
 
-BUDGETS = {"train-source": 155, "steph": 360, "roupkt": 348, "adamerging": 195}
+BUDGETS = {"train-source": 155, "steph": 345, "roupkt": 320, "adamerging": 185}
 """Operators of one 16-bag optimiser step, the update included (labels built in the step,
-ROUPKT's experts recomputed: no bag memo), counted 2026-12-07: 153, 357, 345, 193. Of these the
-update is 8 (multi-tensor AdamW; 75 to 158 with one set of operators per parameter). Forward and
-backward alone: 145, 349, 337, 185 (206, 445, 442, 267 five changes ago); the dropout change
-added 4 per large mask and took 1 away: on CPU tensors a mask of 2,048 elements or more is
-drawn by ``steph.models.dropout`` in 7 operators where torch's takes 4 (on CUDA it is torch's
-fused kernel, 1), and the step no longer reads its loss back."""
+ROUPKT's experts recomputed: no bag memo), counted 2026-12-07 with ROUPKT's expert MLPs
+stacked and the merged encoders' biases and per-bag coefficients not reshaped to their own
+shape: 149, 340, 317, 181 (before those two changes 149, 353, 341, 189: ROUPKT's Linear layer
+per expert took 24 with its 5 experts; before the fused AdamW 153, 357, 345, 193). The update is 4 operators (two fused AdamW
+kernels and their step counts; 8 multi-tensor, 75 to 158 with one set of operators per
+parameter). Forward and backward alone before the fused AdamW: 145, 349, 337, 185 (206, 445,
+442, 267 five changes before that). On CPU
+tensors a dropout mask of 2,048 elements or more is drawn by ``steph.models.dropout`` in 7
+operators where torch's takes 4 (on CUDA it is torch's fused kernel, 1), and the step does not
+read its loss back."""
 
 
 @pytest.mark.parametrize("name", sorted(BUDGETS))

@@ -1,0 +1,49 @@
+"""ROUPKT's whole training step (``bench_host``'s ``measure``: packs, bag memo, the update
+included, one intra-op thread) with 4 and 12 sources, on two trees alternately, each in a fresh
+process: ``python benchmarks/archive/experts-20261207/ab_roupkt.py BEFORE_TREE AFTER_TREE
+[ROUNDS]`` with the trees' roots (a ``git worktree`` of the old commit, this checkout), the
+interpreter running this script for both. Prints one JSON object: tree -> sources -> bags -> one
+figure per round, ``[CPU µs per bag, of which the update, operators per step]``, each figure the
+training thread's median over 150 steps."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CODE = """
+import json, sys, torch
+sys.path.insert(0, ".")
+from benchmarks import bench_host
+from steph.synthetic.models import TINY, tiny_model
+torch.set_num_threads(1)
+out = {}
+for sources in (4, 12):
+    names = [f"S{i}" for i in range(sources)]
+    model = tiny_model("roupkt", bench_host.DIM, TINY, sources=names, options={"top_k": 2})
+    out[sources] = {}
+    for n in (16, 64):
+        r = bench_host.measure(model, n, "packs", 150)
+        out[sources][n] = [r["cpu_us_per_bag"], r["optimizer_cpu_us_per_bag"], r["operators_per_step"]]
+print(json.dumps(out))
+"""
+
+
+def main() -> None:
+    trees = {"before": sys.argv[1], "after": sys.argv[2]}
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+    result: dict[str, dict[str, dict[str, list[list[float]]]]] = {tree: {} for tree in trees}
+    for _ in range(rounds):
+        for tree, root in trees.items():
+            done = subprocess.run(
+                [sys.executable, "-c", CODE], cwd=root, capture_output=True, text=True, check=True
+            )
+            for sources, by_bags in json.loads(done.stdout).items():
+                for n, figures in by_bags.items():
+                    result[tree].setdefault(sources, {}).setdefault(n, []).append(figures)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
