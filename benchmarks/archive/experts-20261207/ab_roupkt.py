@@ -2,15 +2,15 @@
 included, one intra-op thread) with 4 and 12 sources, on two trees alternately, each in a fresh
 process: ``python benchmarks/archive/experts-20261207/ab_roupkt.py BEFORE_TREE AFTER_TREE
 [ROUNDS]`` with the trees' roots (a ``git worktree`` of the old commit, this checkout), the
-interpreter running this script for both. Prints one JSON object: tree -> sources -> bags -> one
-figure per round, ``[CPU µs per bag, of which the update, operators per step]``, each figure the
-training thread's median over 150 steps."""
+interpreter running this script for both. The race is ``fused-20261207/ab.py``'s, run with this
+measurement. Prints one JSON object: tree -> sources -> bags -> one figure per round, ``[CPU µs
+per bag, of which the update, operators per step]``, each figure the training thread's median
+over 150 steps."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import importlib.util
+from pathlib import Path
 
 CODE = """
 import json, sys, torch
@@ -31,18 +31,13 @@ print(json.dumps(out))
 
 
 def main() -> None:
-    trees = {"before": sys.argv[1], "after": sys.argv[2]}
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 4
-    result: dict[str, dict[str, dict[str, list[list[float]]]]] = {tree: {} for tree in trees}
-    for _ in range(rounds):
-        for tree, root in trees.items():
-            done = subprocess.run(
-                [sys.executable, "-c", CODE], cwd=root, capture_output=True, text=True, check=True
-            )
-            for sources, by_bags in json.loads(done.stdout).items():
-                for n, figures in by_bags.items():
-                    result[tree].setdefault(sources, {}).setdefault(n, []).append(figures)
-    print(json.dumps(result))
+    path = Path(__file__).resolve().parent.parent / "fused-20261207" / "ab.py"
+    spec = importlib.util.spec_from_file_location("ab_race", path)
+    assert spec is not None and spec.loader is not None
+    race = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(race)
+    race.CODE = CODE  # the race's per-process measurement, replaced
+    race.main()
 
 
 if __name__ == "__main__":
