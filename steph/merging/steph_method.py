@@ -34,11 +34,13 @@ false``: m + 1 mixtures).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ..layout import COEFFICIENTS_FILE
 from ..models.abmil import as_dtype, bag_count, encode
@@ -50,6 +52,73 @@ from .method_settings import StephSettings
 from .modules import VectorStack
 
 _DEFAULTS = StephSettings()
+
+
+@dataclass(frozen=True)
+class RegulariserWeights:
+    """The regulariser's ``gamma`` and ``beta`` and which of its terms apply: the mean selected
+    w (``sparse``) and the lambda term (``learns_lambda``)."""
+
+    gamma: float
+    beta: float
+    sparse: bool
+    learns_lambda: bool
+
+
+def regulariser_terms(
+    w: Tensor, lam: Tensor, selected: Tensor, weights: RegulariserWeights, *, gradient: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """STEPH's regulariser over B bags and its gradients in ``w`` and ``lambda`` (each ``[B, m]``;
+    ``selected``: the top-k mask as floats), in float32. With ``s_bj = selected_bj / n_b`` and
+    ``LSE_b = log sum_j exp w_bj``:
+
+        L = gamma / B sum_b [ LSE_b^2 + [sparse] sum_j s_bj w_bj ] + [learns lambda] beta / B sum_bj s_bj lambda_bj^2
+        dL/dw_bj = gamma / B [ 2 LSE_b softmax(w_b)_j + [sparse] s_bj ]
+        dL/dlambda_bj = [learns lambda] 2 beta / B s_bj lambda_bj
+
+    The gradients are None unless ``gradient`` (and the lambda one without the lambda term)."""
+    w32, lam32 = w.float(), lam.float()
+    share = selected / selected.sum(dim=1, keepdim=True)
+    scale = weights.gamma / w.shape[0]
+    lse = torch.logsumexp(w32, dim=1, keepdim=True)
+    loss = lse.square().sum()
+    if weights.sparse:
+        loss = loss + (w32 * share).sum()
+    loss = scale * loss
+    if weights.learns_lambda:
+        loss = loss + (weights.beta / w.shape[0]) * (lam32.square() * share).sum()
+    if not gradient:
+        return loss, None, None
+    grad_w = torch.softmax(w32, dim=1) * (2.0 * scale * lse)
+    if weights.sparse:
+        grad_w = grad_w + scale * share
+    grad_lam = (2.0 * weights.beta / w.shape[0]) * share * lam32 if weights.learns_lambda else None
+    return loss, grad_w, grad_lam
+
+
+class _Regulariser(torch.autograd.Function):
+    """:func:`regulariser_terms` with its closed-form gradient (about 14 operators fewer a step
+    than autograd's backward through the formula)."""
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, lam: Tensor, selected: Tensor, weights: RegulariserWeights) -> Tensor:
+        loss, grad_w, grad_lam = regulariser_terms(w, lam, selected, weights, gradient=True)
+        ctx.dtypes = (w.dtype, lam.dtype)
+        ctx.save_for_backward(grad_w, grad_lam)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        grad_w, grad_lam = ctx.saved_tensors
+        dw = as_dtype(grad_loss * grad_w, ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
+        dl = None
+        if grad_lam is not None and ctx.needs_input_grad[1]:
+            dl = as_dtype(grad_loss * grad_lam, ctx.dtypes[1])
+        return dw, dl, None, None
+
+
+_regulariser = cast("Callable[..., Tensor]", _Regulariser.apply)  # torch leaves apply untyped
 
 
 class StephModel(nn.Module):
@@ -142,19 +211,18 @@ class StephModel(nn.Module):
     def regulariser(self, w: Tensor, lam: Tensor, selected: Tensor) -> Tensor:
         """gamma * (z-loss [+ mean selected w when sparse]) + beta * mean selected lambda^2,
         averaged over bags (the reference's ``calc_merge_weight_loss`` / ``calc_mix_weight_loss``:
-        without top-k the aggregation loss is the z-loss alone)."""
-        sel = as_dtype(selected, w.dtype)
-        n_sel = sel.sum(dim=1)
-        aggregation = torch.logsumexp(w, dim=1).square()
-        if self.settings.sparse:
-            aggregation = aggregation + (w * sel).sum(dim=1) / n_sel
+        without top-k the aggregation loss is the z-loss alone), with its gradient in closed form
+        (:func:`regulariser_terms`)."""
         gamma = self.settings.gamma
         if isinstance(gamma, str):  # "auto" is replaced by its chosen value before a model is built
             raise ValueError("gamma 'auto' reached training unresolved (steph.merging.autotune chooses it)")
-        loss = gamma * aggregation.mean()
-        if self.settings.learns_lambda:
-            loss = loss + self.settings.beta * ((lam.square() * sel).sum(dim=1) / n_sel).mean()
-        return loss
+        weights = RegulariserWeights(
+            float(gamma), self.settings.beta, self.settings.sparse, self.settings.learns_lambda
+        )
+        sel = as_dtype(selected, torch.float32)
+        if torch.is_grad_enabled() and (w.requires_grad or lam.requires_grad):
+            return _regulariser(w, lam, sel, weights)
+        return regulariser_terms(w, lam, sel, weights, gradient=False)[0]
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         w, lam = self.mixing(x, mask)

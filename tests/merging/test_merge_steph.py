@@ -117,6 +117,61 @@ def test_regulariser_matches_the_formula() -> None:
     assert torch.allclose(fixed.regulariser(w, lam, sel), 0.5 * (z + 1.5))
 
 
+def formula_by_autograd(
+    w: torch.Tensor,
+    lam: torch.Tensor,
+    sel: torch.Tensor,
+    gamma: float,
+    beta: float,
+    sparse: bool,
+    learns: bool,
+) -> torch.Tensor:
+    """The regularisers as the reference writes them, in float64, for autograd to differentiate."""
+    n = sel.sum(dim=1)
+    aggregation = torch.logsumexp(w, dim=1) ** 2
+    if sparse:
+        aggregation = aggregation + (w * sel).sum(dim=1) / n
+    loss = gamma * aggregation.mean()
+    if learns:
+        loss = loss + beta * ((lam**2 * sel).sum(dim=1) / n).mean()
+    return loss
+
+
+@pytest.mark.parametrize(
+    "merge",
+    [
+        {"top_k": 2, "gamma": 0.5, "beta": 0.25},
+        {"sparse": False, "gamma": 0.3, "beta": 0.7},
+        {"mix": "fixed", "top_k": 2, "gamma": 0.5},
+    ],
+)
+def test_regulariser_gradient_in_closed_form_equals_autograd_of_the_formula(merge: dict) -> None:
+    """The closed-form backward (``regulariser_terms``) against autograd through the formula in
+    float64: loss and both gradients, top-k or all sources, learned or fixed lambda."""
+    model = build(**merge)
+    g = torch.Generator().manual_seed(5)
+    w = (torch.randn(6, 4, generator=g) * 2).requires_grad_()
+    lam = torch.rand(6, 4, generator=g).requires_grad_()
+    sel = model.select(w.detach())
+    loss = model.regulariser(w, lam, sel)
+    loss.backward()
+    s = model.settings
+    w64, lam64 = w.detach().double().requires_grad_(), lam.detach().double().requires_grad_()
+    expected = formula_by_autograd(
+        w64, lam64, sel.double(), float(s.gamma), s.beta, s.sparse, s.learns_lambda
+    )
+    expected.backward()
+    assert loss.dtype == torch.float32 and abs(float(loss.detach()) - float(expected.detach())) < 1e-6
+    assert w.grad is not None and torch.allclose(w.grad.double(), w64.grad, atol=1e-6)
+    if s.learns_lambda:
+        assert lam.grad is not None and torch.allclose(lam.grad.double(), lam64.grad, atol=1e-6)
+        assert lam.grad.abs().sum() > 0
+    else:  # a fixed lambda has no term: no gradient from the regulariser
+        assert lam.grad is None
+    with torch.no_grad():  # the predictions' path: the loss without its gradient
+        assert torch.equal(model.regulariser(w, lam, sel), loss.detach())
+
+
 def test_gradients_reach_hypernet_and_head_only() -> None:
     model = build().train()
     x, mask = pad_bags(list(bags(3).values()))
