@@ -97,8 +97,9 @@ def regulariser_terms(
 
 
 class _Regulariser(torch.autograd.Function):
-    """:func:`regulariser_terms` with its closed-form gradient (about 14 operators fewer a step
-    than autograd's backward through the formula)."""
+    """:func:`regulariser_terms` with its closed-form gradient: a backward of two
+    multiplications where autograd's through the formula dispatches 27 operators (the forward
+    dispatches 6 more)."""
 
     @staticmethod
     def forward(ctx: Any, w: Tensor, lam: Tensor, selected: Tensor, weights: RegulariserWeights) -> Tensor:
