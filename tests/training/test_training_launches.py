@@ -6,6 +6,7 @@ takes (packs up to the patch budget, per-bag encoders as grouped products), run 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from steph.models.dispatch import DispatchCounter
 from steph.synthetic.models import TINY as MODEL
 from steph.synthetic.models import abmil_state, tiny_model
 from steph.training.loop import FitSettings, backward_chunks, fit, load_chunks
+from steph.training.memo import bag_memo
 from steph.training.optim import build_optimizer
 
 DIM = 16
@@ -26,20 +28,29 @@ def build(name: str) -> torch.nn.Module:
     return tiny_model(name, DIM, MODEL, options={"top_k": 2})
 
 
-def operators_per_step(model: torch.nn.Module, n_bags: int) -> int:
+def operators_per_step(model: torch.nn.Module, n_bags: int, memo: bool = False) -> int:
+    """Operators of the second of two identical steps; with ``memo``, inside a bag memo of the
+    step's bags (the first step fills it: ROUPKT's frozen experts are then read, as in every
+    epoch after a fit's first)."""
     g = torch.Generator().manual_seed(n_bags)
     bags = [torch.randn(int(k), DIM, generator=g) for k in torch.randint(3, 40, (n_bags,), generator=g)]
     bins = torch.randint(0, 8, (n_bags,), generator=g)
     events = torch.arange(n_bags) % 2
     budget = 1 << 20
-    parts = load_chunks(bags, bins, events, budget, share=True, pack=True, pack_limit=budget)
+    positions = list(range(n_bags)) if memo else None
+    parts = load_chunks(
+        bags, bins, events, budget, share=True, pack=True, pack_limit=budget, positions=positions
+    )
     model.train()
     optimizer = build_optimizer(list(model.named_parameters()), lr=1e-4, weight_decay=1e-5)
-    for _ in range(2):  # the optimiser's first step creates its moments: the second is counted
-        optimizer.zero_grad(set_to_none=True)  # as every step of fit
-        with DispatchCounter() as counter:
-            backward_chunks(model, parts, FitSettings(epochs=1), device=torch.device("cpu"), budget=budget)
-            optimizer.step()
+    with bag_memo(n_bags) if memo else contextlib.nullcontext():
+        for _ in range(2):  # the optimiser's first step creates its moments: the second is counted
+            optimizer.zero_grad(set_to_none=True)  # as every step of fit
+            with DispatchCounter() as counter:
+                backward_chunks(
+                    model, parts, FitSettings(epochs=1), device=torch.device("cpu"), budget=budget
+                )
+                optimizer.step()
     return counter.count
 
 
@@ -56,35 +67,10 @@ def test_operators_per_step_do_not_grow_with_the_number_of_sources(name: str) ->
     """4 or 12 sources (the paper's 13 cancers): the same operators a step, once ROUPKT's frozen
     experts come from the bag memo (every epoch after a fit's first); its expert MLPs are two
     stacked parameters, not one Linear layer per expert."""
-    from steph.training.memo import bag_memo
-
     counts = []
     for sources in (4, 12):
         model = tiny_model(name, DIM, MODEL, sources=[f"S{i}" for i in range(sources)], options={"top_k": 2})
-        g = torch.Generator().manual_seed(1)
-        bags = [torch.randn(int(k), DIM, generator=g) for k in torch.randint(3, 40, (16,), generator=g)]
-        budget = 1 << 20
-        parts = load_chunks(
-            bags,
-            torch.randint(0, 8, (16,), generator=g),
-            torch.arange(16) % 2,
-            budget,
-            share=True,
-            pack=True,
-            pack_limit=budget,
-            positions=list(range(16)),
-        )
-        model.train()
-        optimizer = build_optimizer(list(model.named_parameters()), lr=1e-4, weight_decay=1e-5)
-        with bag_memo(16):
-            for _ in range(2):  # the first step fills the memo and creates the moments
-                optimizer.zero_grad(set_to_none=True)
-                with DispatchCounter() as counter:
-                    backward_chunks(
-                        model, parts, FitSettings(epochs=1), device=torch.device("cpu"), budget=budget
-                    )
-                    optimizer.step()
-        counts.append(counter.count)
+        counts.append(operators_per_step(model, 16, memo=True))
     assert counts[0] == counts[1], f"{name}: {counts[0]} operators with 4 sources, {counts[1]} with 12"
 
 
