@@ -6,7 +6,8 @@ protocol on one GPU, "contention"). Two workloads run as ``stephctl`` runs them 
 chunking and packing, SurvMLE labels and AdamW), 16 bags of 100-500 patches a step:
 
 - ``train-source``: ABMIL at the reference widths (512/384);
-- ``steph``: STEPH's merged model (top-2 of 4 sources, merged encoder bag by bag on CPU).
+- ``steph``: STEPH's merged model (top-2 of 4 sources; packs of bags, its merged encoders'
+  grouped product bag by bag on CPU).
 
 Each runs in worker processes under three thread settings:
 
@@ -119,7 +120,7 @@ def worker(setting: str, steps: int, dim: int, seed: int, workload: str = "train
     budget = patch_budget(0, cpu, dim)
     share, pack, limit, labels = (
         shares_forwards(cpu),
-        packs(model, cpu),
+        packs(model),
         pack_limit(cpu, budget),
         label_spec(model, settings),
     )

@@ -8,7 +8,8 @@ measured for train-source (ABMIL), STEPH (top-2 of 4 sources), ROUPKT and AdaMer
 - ``packs``: what CUDA runs now: the step's bags laid end to end in packs up to the patch budget
   (one pack here), per-bag encoders as grouped products;
 - ``padded``: what CUDA ran before: length-sorted padded chunks (10 % padding slack);
-- ``alone``: every bag alone (the CPU path of per-bag encoders).
+- ``alone``: every bag alone (the CPU path of models that do not pack; of STEPH and
+  hypernetwork AdaMerging until they packed on CPU too).
 
 Each figure is the median over ``--steps`` steps, per bag, in microseconds of this thread's CPU
 time (one intra-op thread, so the CPU time is the whole cost and holds on a busy machine) and of

@@ -108,11 +108,6 @@ class AdaMergingModel(nn.Module):
         self.gamma = gamma
         self.top_k = top_k
 
-    @property
-    def per_bag_encoder(self) -> bool:
-        """With a hypernetwork every bag has its own merged encoder (on CPU: bags alone)."""
-        return self.hypernet is not None
-
     def weights(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """``c [N]`` (global) or ``[B, N]`` (hypernetwork)."""
         if self.hypernet is None:

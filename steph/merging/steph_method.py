@@ -132,8 +132,6 @@ class StephModel(nn.Module):
     """
 
     packs_bags = True
-    per_bag_encoder = True
-    """Each bag has its own merged encoder: on CPU bags run alone (a pack buys nothing there)."""
 
     def __init__(
         self,

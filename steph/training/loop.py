@@ -15,10 +15,10 @@ bags (``packs_bags``: ABMIL and every built-in merge model) runs bags laid end t
 (:func:`~steph.models.abmil.packed_bags`: the same operators whatever the number of bags, so a
 GPU sees a few large matrix products per step, not a few per bag): on CUDA in packs of up to the
 budget (usually the whole batch), on CPU in packs of up to
-:data:`~steph.training.batching.CPU_PACK_PATCHES` real patches, except that on CPU a model with
-one merged encoder per bag (``per_bag_encoder``: STEPH, AdaMerging with a hypernetwork) runs
-every bag alone, as before (a pack buys nothing there: the grouped product runs bag by bag on
-CPU). Other models: on CUDA bags of similar length share a padded forward
+:data:`~steph.training.batching.CPU_PACK_PATCHES` real patches, models with one merged encoder
+per bag (STEPH, AdaMerging with a hypernetwork) included: their grouped product runs bag by bag
+on CPU, at the cost of bags alone where the arithmetic is large, while the rest of the pack
+(the hypernetwork, the softmax and pooling, the loss) runs once for all its bags. Other models: on CUDA bags of similar length share a padded forward
 (:func:`~steph.training.batching.plan_chunks`), the others run alone, unpadded; on CPU every bag
 runs alone, without a mask (:func:`~steph.training.batching.shares_forwards`). Each chunk is
 forwarded and back-propagated on its
@@ -172,7 +172,7 @@ def fit(
     budget = patch_budget(settings.max_batch_patches, device, _dim(bags, data)) if len(data) else -1
     log.info("%s: patch budget %d per forward, precision %s", task, budget, precision)
     losses: list[float] = []
-    share, pack, stager = shares_forwards(device), packs(model, device), DeviceStager(device)
+    share, pack, stager = shares_forwards(device), packs(model), DeviceStager(device)
     limit, labels = pack_limit(device, budget), label_spec(model, settings)
     flops = cpu_product_flops(model, bags, data.ids, settings.batch_size, device)
     progress.start(task, settings.epochs * steps_per_epoch, unit="steps")
@@ -231,11 +231,9 @@ def fit(
     return losses
 
 
-def packs(model: nn.Module, device: torch.device) -> bool:
-    """Whether batches for ``model`` on ``device`` run as packs of bags (see the module docstring)."""
-    if not getattr(model, "packs_bags", False):
-        return False
-    return device.type == "cuda" or not getattr(model, "per_bag_encoder", False)
+def packs(model: nn.Module) -> bool:
+    """Whether batches for ``model`` run as packs of bags, on every device (see the module docstring)."""
+    return bool(getattr(model, "packs_bags", False))
 
 
 def pack_limit(device: torch.device, budget: int) -> int | None:
@@ -261,7 +259,7 @@ def cpu_product_flops(
     if device.type != "cpu" or not ids or sizes is None or dim is None or not isinstance(head, nn.Linear):
         return None
     mean = sum(int(sizes(i)) for i in ids) / len(ids)
-    rows = max(mean, min(batch_size * mean, CPU_PACK_PATCHES)) if packs(model, device) else mean
+    rows = max(mean, min(batch_size * mean, CPU_PACK_PATCHES)) if packs(model) else mean
     return 2.0 * rows * int(dim) * head.in_features
 
 
@@ -368,9 +366,10 @@ def predict(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Hazards ``[N, T]`` (eval mode, no dropout) and any extras the model returns, in ``ids`` order.
 
-    Each batch runs as the chunks of :func:`~steph.training.batching.plan_chunks` under the patch
-    budget ``max_batch_patches`` (as :attr:`FitSettings.max_batch_patches`: 0 = automatic, < 0 =
-    whole batch; on CPU every bag alone); results are unchanged. ``precision`` as ``train.precision``; hazards are fp32.
+    Each batch runs as :func:`fit` runs it (packs of bags for a model that packs; other models'
+    chunks of :func:`~steph.training.batching.plan_chunks`, on CPU every bag alone) under the
+    patch budget ``max_batch_patches`` (as :attr:`FitSettings.max_batch_patches`: 0 = automatic,
+    < 0 = whole batch); results are unchanged. ``precision`` as ``train.precision``; hazards are fp32.
     Inside a :func:`~steph.training.memo.bag_memo` opened with patients' ids, the bags of those
     patients read their per-bag constants from it (ROUPKT's frozen experts, computed in training).
     """
@@ -382,7 +381,7 @@ def predict(
         return torch.zeros(0, 0), {}
     budget = patch_budget(max_batch_patches, device, int(bags.get(ids[0]).shape[1]))
     precision = resolve_precision(precision, device)
-    share, pack, limit = shares_forwards(device), packs(model, device), pack_limit(device, budget)
+    share, pack, limit = shares_forwards(device), packs(model), pack_limit(device, budget)
     memo = active_memo()
     with intra_op_threads(cpu_product_flops(model, bags, ids, batch_size, device)):
         for batch in chunks(range(len(ids)), batch_size):

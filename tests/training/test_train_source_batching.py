@@ -199,9 +199,9 @@ def test_on_cpu_fit_and_predict_size_their_threads_from_the_products(monkeypatch
     mean = sum(int(b.shape[0]) for b in bags.values()) / len(bags)
     # a packing model: a pack of 8 bags (under CPU_PACK_PATCHES) x D x E
     assert loop.cpu_product_flops(model, store, data.ids, 8, cpu) == 2.0 * (8 * mean) * 12 * 8
-    model.per_bag_encoder = True  # a merged encoder per bag runs every bag alone on CPU
+    model.packs_bags = False  # a model that does not pack runs every bag alone on CPU
     assert loop.cpu_product_flops(model, store, data.ids, 8, cpu) == 2.0 * mean * 12 * 8
-    del model.per_bag_encoder
+    del model.packs_bags
     assert loop.cpu_product_flops(model, store, data.ids, 8, torch.device("meta")) is None
 
     class Unsized:  # a source that does not know its bags' sizes: threads left alone

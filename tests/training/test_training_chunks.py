@@ -124,17 +124,13 @@ def test_packed_bags_have_the_whole_batch_loss_and_gradients(budget: int) -> Non
         assert torch.allclose(a, b, atol=1e-6, rtol=0), float((a - b).abs().max())
 
 
-def test_models_that_accept_packs_are_packed_on_cuda_and_on_cpu_unless_every_bag_has_its_own_encoder() -> (
-    None
-):
-    built = models()
+def test_models_that_accept_packs_are_packed_on_every_device() -> None:
+    """Per-bag encoders (STEPH, hypernetwork AdaMerging) included: on CPU their grouped product
+    runs bag by bag, the rest of the pack once for all its bags."""
+    built = packed_models()
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert packs(built["abmil"], cpu) and packs(built["abmil"], cuda)
-    for name in ("steph", "steph-fnn", "roupkt", "adamerging"):
-        assert packs(built[name], cuda), name
-    assert packs(built["roupkt"], cpu) and packs(built["adamerging"], cpu)
-    assert not packs(built["steph"], cpu) and not packs(built["steph-fnn"], cpu)
-    assert not packs(torch.nn.Linear(2, 2), cuda)
+    assert all(packs(model) for model in built.values())
+    assert not packs(torch.nn.Linear(2, 2))
     assert pack_limit(cuda, 5000) == 5000 and pack_limit(cpu, 5000) is None
     parts = plan_packs(LENGTHS, 48)
     assert sorted(i for p in parts for i in p) == list(range(len(LENGTHS)))
@@ -176,6 +172,59 @@ def test_the_cuda_path_packs_have_the_whole_batch_loss_and_gradients(name: str, 
     for p, g in zip(params, grads, strict=True):
         assert p.grad is not None
         assert torch.allclose(p.grad, g, atol=1e-6, rtol=0), float((p.grad - g).abs().max())
+
+
+@pytest.mark.parametrize("name", ["steph", "steph-fnn", "adamerging-hypernet"])
+def test_on_cpu_per_bag_encoders_run_in_packs_with_the_whole_batch_loss_and_gradients(name: str) -> None:
+    """The CPU path of a model with one merged encoder per bag, as ``fit`` plans it (no shared
+    padded forward, packs of up to ``CPU_PACK_PATCHES`` real patches): several bags a pack, the
+    loss and gradients of the whole batch."""
+    model = packed_models()[name].eval()
+    bags, bins, events = batch()
+    loss, grads = reference_gradients(model, bags, bins, events)
+    params = [p for p in model.parameters() if p.requires_grad]
+    cpu = torch.device("cpu")
+    parts = load_chunks(bags, bins, events, 0, shares_forwards(cpu), packs(model), pack_limit(cpu, 0))
+    assert len(parts) == 1 and parts[0].segments is not None
+    assert parts[0].segments.count == len(bags)
+    packed_loss = float(backward_chunks(model, parts, SETTINGS, device=cpu, budget=0))
+    assert abs(packed_loss - loss) < 1e-6
+    for p, g in zip(params, grads, strict=True):
+        assert p.grad is not None
+        assert torch.allclose(p.grad, g, atol=1e-6, rtol=0), float((p.grad - g).abs().max())
+
+
+@pytest.mark.parametrize("name", ["steph", "adamerging-hypernet"])
+def test_on_cpu_packed_predictions_of_per_bag_encoders_are_those_of_each_bag_alone(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``predict`` packs on CPU too: hazards and per-bag extras (STEPH's ``w``, ``lambda`` and
+    ``selected``; the hypernetwork's coefficients) come back in the patients' order, equal to
+    each bag's own forward."""
+    import steph.training.loop as loop
+
+    packed: list[int] = []
+
+    def chunk_input(*args, **kwargs):
+        x, mask, seg = real(*args, **kwargs)
+        packed.append(seg.count if seg is not None else 0)
+        return x, mask, seg
+
+    real = loop.chunk_input
+    monkeypatch.setattr(loop, "chunk_input", chunk_input)
+    model = packed_models()[name].eval()
+    bags, _, _ = batch()
+    store = BagStore.in_memory({f"p{i}": b for i, b in enumerate(bags)})
+    ids = [f"p{i}" for i in range(len(bags))]
+    hazards, extras = predict(model, ids, store, device=torch.device("cpu"), batch_size=16)
+    assert packed == [len(bags)]  # one pack of the 16 bags (263 patches)
+    with torch.no_grad():
+        alone = [as_output(model(b.unsqueeze(0))) for b in bags]
+    assert torch.allclose(hazards, torch.sigmoid(torch.cat([o.logits for o in alone])), atol=1e-6)
+    assert extras and set(extras) == set(alone[0].extras)
+    for key, value in extras.items():
+        expected = torch.cat([o.extras[key].float() for o in alone])
+        assert torch.allclose(value, expected, atol=1e-6), key
 
 
 def test_packed_attention_and_predictions_are_those_of_each_bag_alone() -> None:

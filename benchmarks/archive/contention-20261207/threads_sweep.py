@@ -34,7 +34,7 @@ def steps(name, dim, emb, attn, bag, batch, n, threads):
     budget = patch_budget(0, cpu, dim)
     share, pack, limit, labels = (
         shares_forwards(cpu),
-        packs(model, cpu),
+        packs(model),
         pack_limit(cpu, budget),
         label_spec(model, settings),
     )
