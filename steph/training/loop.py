@@ -18,11 +18,11 @@ budget (usually the whole batch), on CPU in packs of up to
 :data:`~steph.training.batching.CPU_PACK_PATCHES` real patches, models with one merged encoder
 per bag (STEPH, AdaMerging with a hypernetwork) included: their grouped product runs bag by bag
 on CPU, at the cost of bags alone where the arithmetic is large, while the rest of the pack
-(the hypernetwork, the softmax and pooling, the loss) runs once for all its bags. Other models: on CUDA bags of similar length share a padded forward
-(:func:`~steph.training.batching.plan_chunks`), the others run alone, unpadded; on CPU every bag
-runs alone, without a mask (:func:`~steph.training.batching.shares_forwards`). Each chunk is
-forwarded and back-propagated on its
-own with its loss weighted by ``n_chunk / B``, so the gradient is exactly that of one SurvMLE
+(the hypernetwork, the softmax and pooling, the loss) runs once for all its bags. Other models:
+on CUDA bags of similar length share a padded forward (:func:`~steph.training.batching.plan_chunks`),
+the others run alone, unpadded; on CPU every bag runs alone, without a mask
+(:func:`~steph.training.batching.shares_forwards`). Each chunk is forwarded and back-propagated
+on its own with its loss weighted by ``n_chunk / B``, so the gradient is exactly that of one SurvMLE
 over the B bags (SurvMLE and the merge methods' ``aux_loss`` are means over bags, or constants
 over the batch), while memory holds one chunk's activations. A bag longer than the budget is
 pooled in patch chunks (:func:`~steph.models.abmil.patch_chunking`). Dropout masks are drawn
