@@ -37,6 +37,11 @@ the host's time and the kernels'), ``cpu_us_per_bag`` the training thread's CPU 
 host's own cost: Python, dispatch, kernel launches), and ``operators_per_step`` counts what
 CUDA dispatches (one fused dropout, for instance, where CPU tensors take several).
 
+``split`` gives, per model, the step's cost as a fixed part per step and a part per bag, from
+the figures at 16 and 64 bags, and the fewest units of 16 bags (a target's folds, say) one step
+would have to hold to bring the per-bag figure under the target (:func:`split_step`): the part
+per bag is what more bags per step cannot amortise.
+
     python -m benchmarks.bench_host [--steps 100] [--device cpu|cuda] [--out FILE]
 """
 
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -202,6 +208,35 @@ def measure_device(model: torch.nn.Module, n_bags: int, steps: int, device: torc
     }
 
 
+TARGET_US = 50.0
+"""The issue's target: under this many µs per bag at 16 bags a step."""
+
+
+def split_step(per_bag_16: float, per_bag_64: float, target: float = TARGET_US) -> dict[str, Any]:
+    """A step's cost as a fixed part and a part per bag, from its per-bag figures ``t16`` and
+    ``t64`` at 16 and 64 bags (``n t(n) = fixed + n marginal``):
+
+        marginal = (64 t64 - 16 t16) / 48,   fixed = 16 t16 - 16 marginal
+
+    and ``units_for_target``, the fewest units of 16 bags (a target's folds, say) that one step
+    would have to hold for ``fixed / (16 U) + marginal`` to fall under ``target``: 1 where one
+    unit does, None where ``marginal`` alone reaches it (no number of bags a step meets it).
+
+    >>> split_step(60.0, 30.0)
+    {'fixed_us_per_step': 640.0, 'marginal_us_per_bag': 20.0, 'units_for_target': 2}
+    """
+    marginal = (64 * per_bag_64 - 16 * per_bag_16) / 48
+    fixed = 16 * per_bag_16 - 16 * marginal
+    units: int | None = None
+    if marginal < target:
+        units = max(1, math.floor(fixed / (16 * (target - marginal))) + 1)
+    return {
+        "fixed_us_per_step": round(fixed, 1),
+        "marginal_us_per_bag": round(marginal, 1),
+        "units_for_target": units,
+    }
+
+
 def run(quick: bool = False, steps: int | None = None, device: str = "cpu") -> dict[str, Any]:
     steps = steps or (5 if quick else 100)
     torch.set_num_threads(1)  # host overhead, not parallel arithmetic
@@ -222,9 +257,14 @@ def run(quick: bool = False, steps: int | None = None, device: str = "cpu") -> d
         result[name] = {f"{path}_{n}": measure(model, n, path, steps) for path in PATHS for n in (16, 64)}
     # CPU tensors: the training thread's CPU time; a device: the wall time of the queued steps
     figure = "us_per_bag" if where.type == "cuda" else "cpu_us_per_bag"
+    names = ("train-source", "steph", "roupkt", "adamerging")
     result["target_met"] = {
-        name: all(result[name][f"packs_{n}"][figure] < 50 for n in (16, 64))
-        for name in ("train-source", "steph", "roupkt", "adamerging")
+        name: all(result[name][f"packs_{n}"][figure] < TARGET_US for n in (16, 64)) for name in names
+    }
+    # where the figure at 16 bags goes: a fixed cost per step, and a cost per bag that no
+    # number of bags per step removes (on CPU tensors, kernels that run bag by bag or patch by patch)
+    result["split"] = {
+        name: split_step(result[name]["packs_16"][figure], result[name]["packs_64"][figure]) for name in names
     }
     return result
 

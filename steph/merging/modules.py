@@ -34,8 +34,8 @@ class VectorStack(nn.Module):
     """theta0 and N task vectors over ``keys``, flattened: ``base [P]`` and ``vectors [N, P]``.
 
     :meth:`merge` turns coefficients into parameters, ``theta(c) = theta0 + c @ vectors``:
-    ``c [N]`` gives one parameter set, ``c [B, N]`` one per bag (``[B, *shape]`` tensors), both
-    with one matrix product.
+    ``c [N]`` gives one parameter set (one matrix-vector product), ``c [B, N]`` one per bag
+    (``[B, *shape]`` tensors, one matrix product).
     """
 
     base: Tensor
@@ -69,8 +69,11 @@ class VectorStack(nn.Module):
             if torch.is_autocast_enabled(kind)
             else contextlib.nullcontext()
         ):
-            # per-bag coefficients [B, N] are the product's operand as they are (a reshape to
-            # the same shape is still a dispatch, and one more in the backward)
+            # one parameter set [N]: a matrix-vector product; per-bag coefficients [B, N] are
+            # the matrix product's operand as they are (a reshape to the same shape is still a
+            # dispatch, and one more in the backward)
+            if coefficients.dim() == 1:
+                return unflatten(torch.addmv(self.base, self.vectors.t(), coefficients.float()), self.spec)
             rows = coefficients.dim() == 2
             c = coefficients.float() if rows else coefficients.float().reshape(-1, self.n)
             flat = torch.addmm(self.base.unsqueeze(0), c, self.vectors)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ..models.abmil import ENCODER_KEYS, bag_count, encode
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
-from .adamerging import AdaMerging, AdaMergingModel, coefficient_regulariser
+from .adamerging import AdaMerging, AdaMergingModel, regularise_coefficients
 from .base import MergeContext
 from .baselines import base_encoder
 from .catalog import SurgeryAdaMergingSpec
@@ -89,7 +89,7 @@ class SurgeryModel(AdaMergingModel):
         c = self.weights(x, mask)
         z_hat = self.surgery(self.represent(x, mask, c))
         align = alignment_loss(z_hat, self.target_embedding(x, mask))
-        aux = self.gamma * coefficient_regulariser(c, self.top_k).mean() + self.align_weight * align
+        aux = regularise_coefficients(c, self.top_k, self.gamma) + self.align_weight * align
         extras = {"coefficients": c.detach().expand(bag_count(x, mask), -1)}
         return ModelOutput(self.pred_head(z_hat), aux, extras)
 

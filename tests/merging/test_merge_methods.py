@@ -12,7 +12,7 @@ from steph.checkpoints import state_bytes
 from steph.config import MergeConfig
 from steph.errors import ConfigError, UnknownNameError
 from steph.merging import MERGE_METHODS, list_methods
-from steph.merging.adamerging import AdaMergingModel
+from steph.merging.adamerging import AdaMergingModel, regularise_coefficients
 from steph.merging.modules import FrozenEncoderHead
 from steph.merging.roupkt import ExpertMLPs, RouPKTModel
 from steph.models.abmil import ENCODER_KEYS, encode
@@ -73,6 +73,30 @@ def test_adamerging_starts_at_model_average_and_learns_coefficients() -> None:
     assert torch.allclose(out.aux_loss, 0.1 * torch.logsumexp(model.coefficients, 0) ** 2)
     out.logits.sum().backward()
     assert model.coefficients.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(5,), (6, 5)], ids=["global", "per-bag"])
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_adamerging_regulariser_gradient_in_closed_form_equals_autograd_of_the_formula(
+    shape: tuple[int, ...], top_k: int | None
+) -> None:
+    """``regularise_coefficients`` (closed-form backward) against autograd through the formula
+    as the reference writes it, in float64: ``gamma`` times the mean over rows of ``LSE(c)^2``
+    plus the mean of the top k, for global coefficients ``[N]`` and a hypernetwork's ``[B, N]``."""
+    g = torch.Generator().manual_seed(11)
+    c = (torch.randn(shape, generator=g) * 2).requires_grad_()
+    loss = regularise_coefficients(c, top_k, 0.3)
+    loss.backward()
+    c64 = c.detach().double().requires_grad_()
+    rows = torch.logsumexp(c64, dim=-1) ** 2
+    if top_k is not None:
+        rows = rows + c64.topk(top_k, dim=-1).values.mean(dim=-1)
+    expected = 0.3 * rows.mean()
+    expected.backward()
+    assert loss.dtype == torch.float32 and abs(float(loss.detach()) - float(expected.detach())) < 1e-6
+    assert c.grad is not None and torch.allclose(c.grad.double(), c64.grad, atol=1e-6)
+    with torch.no_grad():  # the predictions' path: the value without its gradient
+        assert torch.equal(regularise_coefficients(c, top_k, 0.3), loss.detach())
 
 
 def test_ties_adamerging_uses_pairwise_ties_with_the_target() -> None:

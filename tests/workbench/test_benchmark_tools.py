@@ -301,3 +301,26 @@ def test_precision_benchmark_runs_the_demos_stages_once_per_precision(tmp_path: 
         assert set(run["seconds"]) == {"train-source", "task-vector", "merge"}
         assert run["c_index"]
     assert result["runs"]["bf16"]["vs_fp32"] == {"max_abs_hazard_diff": 0.0, "max_abs_c_index_diff": 0.0}
+
+
+def test_host_benchmark_splits_a_step_into_a_fixed_part_and_a_part_per_bag() -> None:
+    """bench_host's split: ``n t(n) = fixed + n marginal`` through the figures at 16 and 64 bags,
+    and the fewest units of 16 bags a step needs for the per-bag figure to fall under 50 µs."""
+    split = load("bench_host").split_step
+    # fixed 640 µs a step, 20 µs a bag: 60 µs a bag at 16 bags, 30 at 64
+    assert split(60.0, 30.0) == {
+        "fixed_us_per_step": 640.0,
+        "marginal_us_per_bag": 20.0,
+        "units_for_target": 2,
+    }
+    # (2 units: 640 / 32 + 20 = 40 < 50; 1 unit: 60.) Already under the target at 16 bags: 1
+    assert split(45.0, 25.0)["units_for_target"] == 1
+    # exactly on the target with 2 units (800 / 32 + 25 = 50) is not under it: 3
+    assert split(75.0, 37.5)["units_for_target"] == 3
+    # a cost per bag of 50 µs or more ((64 x 60 - 16 x 90) / 48 = 50): no number of bags a step
+    # meets the target
+    assert split(90.0, 60.0) == {
+        "fixed_us_per_step": 640.0,
+        "marginal_us_per_bag": 50.0,
+        "units_for_target": None,
+    }
