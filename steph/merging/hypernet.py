@@ -8,7 +8,9 @@ For a bag X = {x_1..x_K} (docs/merge.md, "STEPH in plain words"):
     lambda = 1 / (1 + r)      in (0, 1]: the coefficient of the target task vector
 
 w are the (unnormalised, >= 0) aggregation weights of the m sources; lambda_i mixes the target's
-task vector with source i's. Every layer has PyTorch's default initialisation.
+task vector with source i's. Every layer has PyTorch's default initialisation. With both heads
+(STEPH's default) they run as two batched products over their stacked weights
+(:class:`HeadPair`), saved and loaded under the two heads' own names.
 
 Variants of the reference (``MixVecMergedModel`` / ``DynamicMergedModel``): the output layer of
 w is ``relu`` (default), ``sigmoid`` (w in (0, 1)) or ``softplus`` (w > 0, smooth), the
@@ -17,6 +19,8 @@ reference's ``output_layer``; ``mix_embed`` gives H_mix its own patch embedding,
 """
 
 from __future__ import annotations
+
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +35,88 @@ OUTPUT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigm
 
 def _head(hidden: int, n_out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, n_out))
+
+
+HEADS = ("agg", "mix")
+"""The heads of a :class:`HeadPair`, in the order of its stacked tensors."""
+_STACKED = {  # stacked tensor -> (layer of each head's Sequential, part)
+    "weight1": ("0", "weight"),
+    "bias1": ("0", "bias"),
+    "weight2": ("3", "weight"),
+    "bias2": ("3", "bias"),
+}
+
+
+class HeadPair(nn.Module):
+    """H_agg and H_mix, each ``Linear(h, h) - ReLU - Dropout - Linear(h, m)``, as two batched
+    products over stacked weights (``weight1 [2, h, h]``, ``bias1 [2, 1, h]``, ``weight2 [2, m, h]``,
+    ``bias2 [2, 1, m]``; index 0 is H_agg): a training step runs 2 products and one dropout mask
+    where the two heads ran 4 and 2, and about 30 operators fewer with the backward.
+
+    Initialised as the two ``Sequential`` heads built one after the other (the same draws). The
+    :class:`Hypernetwork` that holds it saves and loads it under those heads' names
+    (``agg.0.weight`` ... ``mix.3.bias``), so its files are those of two separate heads.
+    """
+
+    def __init__(self, hidden: int, n_out: int, dropout: float) -> None:
+        super().__init__()
+        heads = [_head(hidden, n_out, dropout) for _ in HEADS]
+        for name, (layer, part) in _STACKED.items():
+            values = [cast(Tensor, getattr(head[int(layer)], part)).detach() for head in heads]
+            stacked = torch.stack(values)
+            self.register_parameter(name, nn.Parameter(stacked.unsqueeze(1) if part == "bias" else stacked))
+        self.dropout = Dropout(dropout)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """``[2, B, m]``: both heads (before their output layers) on ``h [2, B, hidden]``, each
+        head on its own input (an ``expand`` of one ``[B, hidden]`` where they share it)."""
+        weight1, bias1 = cast(Tensor, self.weight1), cast(Tensor, self.bias1)
+        weight2, bias2 = cast(Tensor, self.weight2), cast(Tensor, self.bias2)
+        hidden = torch.baddbmm(bias1, h, weight1.transpose(1, 2)).relu()
+        return torch.baddbmm(bias2, self.dropout(hidden), weight2.transpose(1, 2))
+
+    def one(self, name: Literal["agg", "mix"], h: Tensor) -> Tensor:
+        """Head ``name`` alone on ``h [..., hidden]`` (before its output layer)."""
+        i = HEADS.index(name)
+        weight1, bias1 = cast(Tensor, self.weight1)[i], cast(Tensor, self.bias1)[i, 0]
+        weight2, bias2 = cast(Tensor, self.weight2)[i], cast(Tensor, self.bias2)[i, 0]
+        hidden = torch.nn.functional.linear(h, weight1, bias1).relu()
+        return torch.nn.functional.linear(self.dropout(hidden), weight2, bias2)
+
+
+def _pair_key(prefix: str, head: str, stacked: str) -> str:
+    layer, part = _STACKED[stacked]
+    return f"{prefix}{head}.{layer}.{part}"
+
+
+def _separate_heads(module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+    """State-dict hook of a :class:`Hypernetwork` with a :class:`HeadPair`: the stacked tensors
+    as the two heads' entries, each its own copy, where the pair's entries were."""
+    pair = f"{prefix}heads."
+    entries = list(state.items())
+    state.clear()
+    for key, value in entries:
+        if not key.startswith(pair):
+            state[key] = value
+        elif key == pair + "weight1":  # the pair's first entry: every head's, in the heads' order
+            stacked = {name: dict(entries)[pair + name] for name in _STACKED}
+            for i, head in enumerate(HEADS):
+                for name, tensor in stacked.items():
+                    part = tensor[i, 0] if _STACKED[name][1] == "bias" else tensor[i]
+                    state[_pair_key(prefix, head, name)] = part.clone()
+
+
+def _stacked_heads(module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any, *_rest: Any) -> None:
+    """Load pre-hook: the two heads' entries stacked into the pair's tensors. Where any of them
+    is missing they are left as they are, so that loading names the pair's tensors as missing
+    and the heads' entries as unexpected."""
+    keys = {name: [_pair_key(prefix, head, name) for head in HEADS] for name in _STACKED}
+    if any(f"{prefix}heads.{name}" in state for name in _STACKED):
+        return
+    if all(k in state for names in keys.values() for k in names):
+        for name, names in keys.items():
+            stacked = torch.stack([state.pop(k) for k in names])
+            state[f"{prefix}heads.{name}"] = stacked.unsqueeze(1) if _STACKED[name][1] == "bias" else stacked
 
 
 class Hypernetwork(nn.Module):
@@ -63,10 +149,26 @@ class Hypernetwork(nn.Module):
         if not (agg_head or mix_head):
             raise ValueError("a hypernetwork needs at least one head")
         self.embed = nn.Linear(dim_in, hidden)
-        self.agg = _head(hidden, n_sources, dropout) if agg_head else None
-        self.mix = _head(hidden, n_sources, dropout) if mix_head else None
+        # both heads: one stacked pair (drawn as the two heads, in the same order); else the one
+        self.heads = HeadPair(hidden, n_sources, dropout) if agg_head and mix_head else None
+        self.agg = _head(hidden, n_sources, dropout) if agg_head and not mix_head else None
+        self.mix = _head(hidden, n_sources, dropout) if mix_head and not agg_head else None
         self.mix_embed = nn.Linear(dim_in, hidden) if mix_head and mix_embed else None
         self.output = OUTPUT_LAYERS[output]()
+        if self.heads is not None:  # torch leaves both registrations untyped
+            self.register_state_dict_post_hook(_separate_heads)  # type: ignore[no-untyped-call]
+            self.register_load_state_dict_pre_hook(_stacked_heads)  # type: ignore[no-untyped-call]
+
+    def head(self, name: Literal["agg", "mix"], h: Tensor) -> Tensor:
+        """Head ``name`` (H_agg or H_mix) alone on an embedding ``h [..., hidden]``, before its
+        output layer; its dropout as the module is in training or not."""
+        if self.heads is not None:
+            return self.heads.one(name, h)
+        layer = self.agg if name == "agg" else self.mix
+        if layer is None:
+            raise ValueError(f"this hypernetwork has no {name} head")
+        out: Tensor = layer(h)
+        return out
 
     def embed_bags(self, x: Tensor, mask: Tensor | None = None, layer: nn.Linear | None = None) -> Tensor:
         """``h [B, hidden]``: the masked mean over patches of ReLU(W_e x + b_e) (``layer`` = W_e).
@@ -114,6 +216,14 @@ class Hypernetwork(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """``(w, r)`` for padded bags ``x [B, K, D]``; a head that was not built gives None."""
         h = self.embed_bags(x, mask)
+        if self.heads is not None:
+            h_mix = self.embed_bags(x, mask, self.mix_embed) if self.mix_embed is not None else None
+            both = self.heads(h.expand(2, *h.shape) if h_mix is None else torch.stack([h, h_mix]))
+            if isinstance(self.output, nn.ReLU):  # w and r through one ReLU
+                w, r = both.relu().unbind(0)
+                return w, r
+            w, r = both.unbind(0)
+            return self.output(w), r.relu()
         w = self.output(self.agg(h)) if self.agg is not None else None
         if self.mix is None:
             return w, None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from _merge_helpers import DIM, bags, context, merge_config
+from torch import nn
 
 from steph.errors import ConfigError
 from steph.merging import MERGE_METHODS
+from steph.merging.hypernet import Hypernetwork, _head
 from steph.merging.steph_method import StephModel
 from steph.models.abmil import ENCODER_KEYS, encode
 from steph.training.batching import pad_bags
@@ -180,9 +182,17 @@ def test_gradients_reach_hypernet_and_head_only() -> None:
     trainable = dict(model.named_parameters())
     assert set(trainable) == {n for n in trainable if n.startswith(("hypernet.", "pred_head."))}
     assert trainable["hypernet.embed.weight"].grad.abs().sum() > 0
-    assert trainable["hypernet.mix.3.weight"].grad is not None
+    assert trainable["hypernet.heads.weight2"].grad[1].abs().sum() > 0  # H_mix's output layer
     assert not model.stack.base.requires_grad and not model.stack.vectors.requires_grad
-    assert set(model.state_dict()) == set(trainable)  # frozen tensors are not saved
+    # frozen tensors are not saved; the heads' stacked tensors are saved as the two heads' layers
+    pair = {n for n in trainable if n.startswith("hypernet.heads.")}
+    heads = {
+        f"hypernet.{h}.{layer}.{part}"
+        for h in ("agg", "mix")
+        for layer in "03"
+        for part in ("weight", "bias")
+    }
+    assert set(model.state_dict()) == (set(trainable) - pair) | heads
 
 
 def test_global_lambda_starts_at_one_and_learns() -> None:
@@ -232,3 +242,72 @@ def test_ablation_folder_names(settings: dict, name: str) -> None:
 def test_bad_settings_are_refused(settings: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         MERGE_METHODS.get("steph").check(merge_config(**{"top_k": 3, **settings}), 4)
+
+
+# -- the hypernetwork's two heads as one stacked pair -------------------------------------------------
+def _two_heads(dim_in: int, hidden: int, m: int, dropout: float, mix_embed: bool) -> nn.ModuleDict:
+    """The hypernetwork's layers as separate modules, built in the order Hypernetwork builds them."""
+    layers = nn.ModuleDict({"embed": nn.Linear(dim_in, hidden)})
+    layers["agg"], layers["mix"] = _head(hidden, m, dropout), _head(hidden, m, dropout)
+    if mix_embed:
+        layers["mix_embed"] = nn.Linear(dim_in, hidden)
+    return layers
+
+
+@pytest.mark.parametrize("mix_embed", [False, True], ids=["shared-embedding", "fnn"])
+def test_stacked_heads_are_the_two_heads_drawn_saved_and_loaded_as_such(mix_embed: bool) -> None:
+    """Both heads run as one HeadPair. It draws the two heads' initial values, saves them under
+    their names and in their order (agg.0.weight ... mix.3.bias), loads a state dict of two
+    separate heads, and gives their outputs and gradients (to 1e-6)."""
+    torch.manual_seed(3)
+    net = Hypernetwork(DIM, 4, hidden=8, dropout=0.0, mix_embed=mix_embed)
+    torch.manual_seed(3)
+    reference = _two_heads(DIM, 8, 4, 0.0, mix_embed)
+    saved, expected = net.state_dict(), reference.state_dict()
+    assert list(saved) == list(expected)  # names and order of two separate heads
+    assert all(torch.equal(saved[k], expected[k]) for k in expected)
+    assert {n for n, _ in net.named_parameters()} >= {
+        f"heads.{t}" for t in ("weight1", "bias1", "weight2", "bias2")
+    }
+
+    other = Hypernetwork(DIM, 4, hidden=8, dropout=0.0, mix_embed=mix_embed)
+    other.load_state_dict(expected)  # a file of two separate heads loads into the pair
+    assert net.heads is not None and other.heads is not None
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), other.parameters(), strict=True))
+
+    x, mask = pad_bags(list(bags(3).values()))
+    w, r = net(x, mask)
+    assert w is not None and r is not None
+    h = torch.relu(reference["embed"](x)).mul(mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+    h_mix = h
+    if mix_embed:
+        h_mix = torch.relu(reference["mix_embed"](x)).mul(mask.unsqueeze(-1)).sum(1) / mask.sum(
+            1, keepdim=True
+        )
+    w_ref, r_ref = torch.relu(reference["agg"](h)), torch.relu(reference["mix"](h_mix))
+    assert torch.allclose(w, w_ref, atol=1e-6) and torch.allclose(r, r_ref, atol=1e-6)
+    assert torch.allclose(net.head("agg", h.detach()), reference["agg"](h.detach()), atol=1e-6)
+
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(w.shape, generator=g), torch.randn(r.shape, generator=g)
+    ((w * a).sum() + (r * b).sum()).backward()
+    ((w_ref * a).sum() + (r_ref * b).sum()).backward()
+    pair = net.heads
+    for i, head in enumerate(("agg", "mix")):
+        first, last = reference[head][0], reference[head][3]
+        assert torch.allclose(pair.weight1.grad[i], first.weight.grad, atol=1e-6)
+        assert torch.allclose(pair.bias1.grad[i, 0], first.bias.grad, atol=1e-6)
+        assert torch.allclose(pair.weight2.grad[i], last.weight.grad, atol=1e-6)
+        assert torch.allclose(pair.bias2.grad[i, 0], last.bias.grad, atol=1e-6)
+    assert torch.allclose(net.embed.weight.grad, reference["embed"].weight.grad, atol=1e-6)
+
+
+def test_a_state_dict_missing_a_heads_entry_does_not_load_into_the_pair() -> None:
+    net = Hypernetwork(DIM, 4, hidden=8)
+    state = net.state_dict()
+    del state["mix.3.bias"]
+    with pytest.raises(
+        RuntimeError, match=r"(?s)Missing key\(s\).*heads\.weight1.*Unexpected key\(s\).*agg\.0\.weight"
+    ):
+        Hypernetwork(DIM, 4, hidden=8).load_state_dict(state)
+    assert Hypernetwork(DIM, 4, hidden=8, mix_head=False).agg is not None  # one head: no pair

@@ -179,7 +179,7 @@ def test_per_patient_weights_equal_the_hypernetwork_head(name: str, output: str)
         net = model.hypernet
         for b, bag in enumerate(data):
             h = torch.relu(bag @ net.embed.weight.T + net.embed.bias).mean(dim=0)
-            logits = net.agg(h)
+            logits = net.head("agg", h)
             fn = {"relu": torch.relu, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus}[
                 output
             ]
@@ -231,7 +231,7 @@ def test_fnn_mix_head_has_its_own_patch_embedding() -> None:
         out = model(x, mask)
         for b, bag in enumerate(data):
             h_mix = torch.relu(bag @ net.mix_embed.weight.T + net.mix_embed.bias).mean(dim=0)
-            lam = 1 / (1 + torch.relu(net.mix(h_mix)))
+            lam = 1 / (1 + torch.relu(net.head("mix", h_mix)))
             assert torch.allclose(out.extras["lambda"][b], lam, atol=1e-6)
         net.embed.weight.zero_()  # the aggregation embedding does not feed lambda
         assert torch.allclose(model(x, mask).extras["lambda"], out.extras["lambda"])
@@ -245,7 +245,7 @@ def test_steph_output_layer_of_w(output: str) -> None:
     with torch.no_grad():
         h = model.hypernet.embed_bags(x, mask)
         fn = torch.sigmoid if output == "sigmoid" else torch.nn.functional.softplus
-        assert torch.allclose(model(x, mask).extras["w"], fn(model.hypernet.agg(h)), atol=1e-6)
+        assert torch.allclose(model(x, mask).extras["w"], fn(model.hypernet.head("agg", h)), atol=1e-6)
 
 
 def test_base_target_merges_onto_the_target_parameters() -> None:

@@ -129,13 +129,14 @@ def test_per_bag_weights_in_a_pack_equal_each_bag_alone_with_and_without_the_gro
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, alone[1], strict=True))
 
 
-BUDGETS = {"train-source": 147, "steph": 320, "roupkt": 316, "adamerging": 167}
+BUDGETS = {"train-source": 147, "steph": 283, "roupkt": 316, "adamerging": 167}
 """Operators of one 16-bag optimiser step, the update included (labels built in the step,
 ROUPKT's experts recomputed: no bag memo), counted 2026-12-07 with ROUPKT's expert MLPs
 stacked, the merged encoders' biases and per-bag coefficients not reshaped to their own shape,
 SurvMLE's columns in one gather and STEPH's regulariser with its closed-form gradient: 146,
 316, 314, 178; AdaMerging 165 since its regulariser has its closed-form gradient too and its
-one merged encoder is a matrix-vector product (before these changes 149, 353, 341, 189: ROUPKT's Linear layer per expert took
+one merged encoder is a matrix-vector product, STEPH 281 since its hypernetwork's two heads are
+one stacked pair (before these changes 149, 353, 341, 189: ROUPKT's Linear layer per expert took
 24 with its 5 experts; before the fused AdamW 153, 357, 345, 193). The update is 4 operators (two fused AdamW
 kernels and their step counts; 8 multi-tensor, 75 to 158 with one set of operators per
 parameter). Forward and backward alone before the fused AdamW: 145, 349, 337, 185 (206, 445,
