@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+
+from .models.closed_form import closed_form
 
 
 @dataclass(frozen=True)
@@ -149,9 +148,7 @@ def surv_mle_from_logits(logits: Tensor, labels: SurvLabels) -> Tensor:
     ``-sum_b sum_j weights_bj log max(v_bj, eps)`` over ``v_b = (S~_y, S~_{y+1}, h_y)``: the same
     terms as :func:`surv_mle_loss`, summed in another order (equal to rounding).
     """
-    if logits.requires_grad and torch.is_grad_enabled():
-        return _surv_mle_logits(logits, labels)
-    return _surv_mle_from_logits(logits, labels, gradient=False)[0]
+    return closed_form(lambda gradient: _surv_mle_from_logits(logits, labels, gradient=gradient), logits)
 
 
 def _surv_mle_from_logits(
@@ -168,25 +165,6 @@ def _surv_mle_from_logits(
     inside = torch.bmm(live[:, None, :2], labels.masks).squeeze(1)
     grad = hazards * inside - (live[:, 2:] * labels.at_y) * alive
     return loss, grad
-
-
-class _SurvMLELogits(torch.autograd.Function):
-    """SurvMLE of logits with its closed-form gradient (:func:`surv_mle_from_logits`)."""
-
-    @staticmethod
-    def forward(ctx: Any, logits: Tensor, labels: SurvLabels) -> Tensor:
-        loss, grad = _surv_mle_from_logits(logits, labels, gradient=True)
-        ctx.save_for_backward(grad)
-        return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None]:
-        (grad,) = ctx.saved_tensors
-        return grad_loss * grad, None
-
-
-_surv_mle_logits = cast("Callable[..., Tensor]", _SurvMLELogits.apply)  # torch leaves apply untyped
 
 
 def survival_curve(hazards: Tensor) -> Tensor:

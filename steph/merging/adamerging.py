@@ -38,14 +38,14 @@ Variants, each preprocessing the task vectors as the reference's ``preprocess_ta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
-from ..models.abmil import ENCODER_KEYS, as_dtype, bag_count, encode
+from ..models.abmil import ENCODER_KEYS, bag_count, encode
+from ..models.closed_form import closed_form
 from ..task_vectors import StateDict
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
@@ -88,33 +88,10 @@ def regulariser_terms(
     return loss, grad
 
 
-class _Regulariser(torch.autograd.Function):
-    """:func:`regulariser_terms` with its closed-form gradient: one multiplication in the
-    backward, where autograd's through the formula runs about ten operators."""
-
-    @staticmethod
-    def forward(ctx: Any, c: Tensor, top_k: int | None, gamma: float) -> Tensor:
-        loss, grad = regulariser_terms(c, top_k, gamma, gradient=True)
-        ctx.dtype = c.dtype
-        ctx.save_for_backward(grad)
-        return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None]:
-        (grad,) = ctx.saved_tensors
-        return as_dtype(grad_loss * grad, ctx.dtype), None, None
-
-
-_regulariser = cast("Callable[..., Tensor]", _Regulariser.apply)  # torch leaves apply untyped
-
-
 def regularise_coefficients(c: Tensor, top_k: int | None, gamma: float) -> Tensor:
     """The regulariser of :func:`regulariser_terms` (a float32 scalar), with its gradient in
     closed form where ``c`` needs one."""
-    if torch.is_grad_enabled() and c.requires_grad:
-        return _regulariser(c, top_k, gamma)
-    return regulariser_terms(c, top_k, gamma, gradient=False)[0]
+    return closed_form(lambda gradient: regulariser_terms(c, top_k, gamma, gradient=gradient), c)
 
 
 class AdaMergingModel(nn.Module):

@@ -34,16 +34,16 @@ false``: m + 1 mixtures).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from ..layout import COEFFICIENTS_FILE
 from ..models.abmil import as_dtype, bag_count, encode
+from ..models.closed_form import closed_form
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, Table
 from .catalog import StephSpec
@@ -94,32 +94,6 @@ def regulariser_terms(
         grad_w = grad_w + scale * share
     grad_lam = (2.0 * weights.beta / w.shape[0]) * share * lam32 if weights.learns_lambda else None
     return loss, grad_w, grad_lam
-
-
-class _Regulariser(torch.autograd.Function):
-    """:func:`regulariser_terms` with its closed-form gradient: a backward of two
-    multiplications where autograd's through the formula dispatches 27 operators (the forward
-    dispatches 6 more)."""
-
-    @staticmethod
-    def forward(ctx: Any, w: Tensor, lam: Tensor, selected: Tensor, weights: RegulariserWeights) -> Tensor:
-        loss, grad_w, grad_lam = regulariser_terms(w, lam, selected, weights, gradient=True)
-        ctx.dtypes = (w.dtype, lam.dtype)
-        ctx.save_for_backward(grad_w, grad_lam)
-        return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        grad_w, grad_lam = ctx.saved_tensors
-        dw = as_dtype(grad_loss * grad_w, ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
-        dl = None
-        if grad_lam is not None and ctx.needs_input_grad[1]:
-            dl = as_dtype(grad_loss * grad_lam, ctx.dtypes[1])
-        return dw, dl, None, None
-
-
-_regulariser = cast("Callable[..., Tensor]", _Regulariser.apply)  # torch leaves apply untyped
 
 
 class StephModel(nn.Module):
@@ -219,9 +193,9 @@ class StephModel(nn.Module):
             float(gamma), self.settings.beta, self.settings.sparse, self.settings.learns_lambda
         )
         sel = as_dtype(selected, torch.float32)
-        if torch.is_grad_enabled() and (w.requires_grad or lam.requires_grad):
-            return _regulariser(w, lam, sel, weights)
-        return regulariser_terms(w, lam, sel, weights, gradient=False)[0]
+        return closed_form(
+            lambda gradient: regulariser_terms(w, lam, sel, weights, gradient=gradient), w, lam
+        )
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         w, lam = self.mixing(x, mask)
