@@ -59,7 +59,7 @@ import torch
 
 from steph.models.dispatch import DispatchCounter
 from steph.synthetic.models import TINY as MODEL
-from steph.synthetic.models import tiny_model
+from steph.synthetic.models import tiny_model, unit_splits
 from steph.training.batching import load_chunks
 from steph.training.loop import FitSettings, backward_chunks, label_spec
 from steph.training.memo import bag_memo
@@ -208,6 +208,73 @@ def measure_device(model: torch.nn.Module, n_bags: int, steps: int, device: torc
     }
 
 
+STACKED = ("roupkt", "adamerging")
+"""The models whose folds train together (``train.stack_units``, :mod:`steph.training.stacked`)."""
+UNITS = (1, 2, 5)
+"""Units a stacked step holds: one (the engine's own cost), two, and a target's five folds."""
+
+
+def measure_stacked(name: str, units: int, n_bags: int, steps: int, device: torch.device) -> dict[str, Any]:
+    """Per-bag figures of ``steps`` steps of ``units`` units of ``name`` trained together
+    (:func:`~steph.training.stacked.fit_stacked`'s step: each unit's ``n_bags`` bags, unit after
+    unit, in one pack), each step's pack staged beforehand (the loader's work), after one epoch
+    over the pool that fills the bag memo (ROUPKT's frozen experts), as :func:`measure`. On CPU tensors
+    the median step's CPU time of this thread; on a device the wall time of the queued steps,
+    as :func:`measure_device`."""
+    from steph.merging import MERGE_METHODS
+    from steph.models.dropout import UnitStreams
+    from steph.training.precision import resolve_precision
+    from steph.training.stacked import backward_step, load_step
+    from steph.training.staging import DeviceStager
+
+    model = MERGE_METHODS.get(name).stack([build(name) for _ in range(units)])
+    assert model is not None
+    g, bags, bins, events = _pool(n_bags * units)
+    store, data = unit_splits(bags, bins, events, units)
+    per = len(data[0])
+    spec = label_spec(model, FitSettings(epochs=1))
+    assert spec is not None
+    stager = DeviceStager(device)
+    staged = []
+    for k in range(POOL_BATCHES + steps):  # an epoch over the pool in order (the memo's), then drawn
+        if k < POOL_BATCHES:
+            batches = [list(range(k * n_bags, (k + 1) * n_bags))] * units
+        else:
+            batches = [torch.randperm(per, generator=g)[:n_bags].tolist() for _ in range(units)]
+        staged.append(stager.claim(load_step(store, data, batches, stager, spec, BUDGET))[0])
+    model.to(device).train()
+    optimizer = build_optimizer(list(model.named_parameters()), lr=1e-4, weight_decay=1e-5, stacked=True)
+    streams, precision = UnitStreams(units, device), resolve_precision("auto", device)
+
+    def step(part: Any) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        backward_step(model, part, units, streams, precision, BUDGET, device)
+        optimizer.step()
+
+    with bag_memo(len(bags)):  # ROUPKT's frozen experts: computed in the first epoch, then read
+        for part in staged[:POOL_BATCHES]:
+            step(part)
+        _sync(device)
+        times = []
+        start = time.perf_counter()
+        for part in staged[POOL_BATCHES:]:
+            cpu0 = time.thread_time()
+            step(part)
+            times.append(time.thread_time() - cpu0)
+        _sync(device)
+        wall = time.perf_counter() - start
+        with DispatchCounter() as counter:
+            step(staged[-1])
+    bags_per_step = n_bags * units
+    figures = {
+        "cpu_us_per_bag": _per_bag(statistics.median(times), bags_per_step),
+        "operators_per_step": counter.count,
+    }
+    if device.type == "cuda":
+        figures.update(us_per_bag=_per_bag(wall / steps, bags_per_step), precision=precision)
+    return figures
+
+
 TARGET_US = 50.0
 """The issue's target: under this many µs per bag at 16 bags a step."""
 
@@ -265,6 +332,14 @@ def run(quick: bool = False, steps: int | None = None, device: str = "cpu") -> d
     # number of bags per step removes (on CPU tensors, kernels that run bag by bag or patch by patch)
     result["split"] = {
         name: split_step(result[name]["packs_16"][figure], result[name]["packs_64"][figure]) for name in names
+    }
+    # a target's folds trained together (train.stack_units): 16 bags of each unit per step
+    result["stacked"] = {
+        name: {f"units_{u}": measure_stacked(name, u, 16, steps, where) for u in UNITS} for name in STACKED
+    }
+    result["stacked_target_met"] = {
+        name: {key: row[figure] < TARGET_US for key, row in result["stacked"][name].items()}
+        for name in STACKED
     }
     return result
 

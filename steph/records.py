@@ -426,6 +426,9 @@ class MergeRecord(Record):
     source_choice: dict[str, Any] | None = None
     """How ``--sources auto:K`` chose the sources (:mod:`steph.transfer.choose`); None when listed.
     Last, so that the records written before it keep their key order."""
+    trained_with: list[str] = field(default_factory=list)
+    """The other units (keys) trained in the same optimiser steps (``train.stack_units``);
+    ``train_seconds`` is then that whole run's. Empty when trained alone."""
 
     def signature(self) -> dict[str, Any]:
         """The settings that decide whether the fold is done (:data:`MERGE_SIGNATURE`)."""

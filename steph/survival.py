@@ -151,14 +151,41 @@ def surv_mle_from_logits(logits: Tensor, labels: SurvLabels) -> Tensor:
     return closed_form(lambda gradient: _surv_mle_from_logits(logits, labels, gradient=gradient), logits)
 
 
+def surv_mle_by_unit(logits: Tensor, labels: SurvLabels, units: int) -> tuple[Tensor, Tensor]:
+    """:func:`surv_mle_from_logits` of bags that belong to ``units`` training units, the same
+    number each, laid out unit after unit (:mod:`steph.training.stacked`): the loss (the sum
+    of the units' losses, with its closed-form gradient) and each unit's loss ``[units]``
+    (detached). The rows of unit u are ``logits[u n : (u + 1) n]``, ``n = B / units``."""
+    if logits.shape[0] % units:
+        raise ValueError(f"{logits.shape[0]} bags do not split into {units} units of the same size")
+    per_unit: list[Tensor] = []
+    loss = closed_form(
+        lambda gradient: _surv_mle_from_logits(logits, labels, gradient=gradient, units=units, out=per_unit),
+        logits,
+    )
+    return loss, per_unit[0]
+
+
 def _surv_mle_from_logits(
-    logits: Tensor, labels: SurvLabels, *, gradient: bool
+    logits: Tensor,
+    labels: SurvLabels,
+    *,
+    gradient: bool,
+    units: int = 0,
+    out: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     hazards = torch.sigmoid(logits)
     alive = 1.0 - hazards
     padded = torch.cumprod(torch.nn.functional.pad(alive, (1, 0), value=1.0), dim=1)
     values = torch.cat([padded, hazards], dim=1).gather(1, labels.index)
-    loss = -(values.clamp(min=labels.eps).log_() * labels.weights).sum()
+    terms = values.clamp(min=labels.eps).log_() * labels.weights
+    if units:
+        each = terms.view(units, -1).sum(dim=1).neg_()
+        assert out is not None
+        out.append(each.detach())
+        loss = each.sum()
+    else:
+        loss = -terms.sum()
     if not gradient:
         return loss, None
     live = (values >= labels.eps) * labels.weights

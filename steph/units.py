@@ -12,6 +12,7 @@ failed with the message, or locked by another process). What a stage does for on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -148,6 +149,21 @@ class UnitWorker(Protocol[U_contra]):
         ...
 
 
+class GroupWorker(UnitWorker[U], Protocol[U]):
+    """A worker that can run several units together (a merge method's folds trained in the same
+    optimiser steps): :func:`run_units` asks it how to group the plan and runs each group of
+    more than one unit through :meth:`run_group`, every unit under its own lock."""
+
+    def together(self, units: Sequence[U]) -> list[list[U]]:
+        """``units`` partitioned into groups, in the order they run (a unit alone is a group)."""
+        ...
+
+    def run_group(self, units: Sequence[U]) -> list[Outcome]:
+        """Do the work of ``units`` (each under its lock, none done), one outcome per unit;
+        raise a :class:`~steph.errors.StephError` or an ``OSError`` to fail them all."""
+        ...
+
+
 def run_units(
     stage: str,
     units: Sequence[U],
@@ -180,12 +196,19 @@ def run_units(
     report = StageReport(stage) if into is None else into
     shown = label or stage
     progress.start(shown, len(units), unit=unit_name)
+    together = getattr(worker, "together", None)
+    groups: list[list[U]] = together(units) if together is not None else [[u] for u in units]
     try:
-        for i, unit in enumerate(units):
+        for i, group in enumerate(groups):
             if look_ahead is not None:
-                look_ahead(units[i + 1 :])
-            report.items.append(run_unit(stage, unit, worker, overwrite=overwrite))
-            progress.advance(shown, 1, item=unit.key)
+                look_ahead([u for later in groups[i + 1 :] for u in later])
+            if len(group) == 1:
+                items = [run_unit(stage, group[0], worker, overwrite=overwrite)]
+            else:
+                items = run_group(stage, group, worker, overwrite=overwrite)  # type: ignore[arg-type]
+            for unit, item in zip(group, items, strict=True):
+                report.items.append(item)
+                progress.advance(shown, 1, item=unit.key)
     except StopRun as stop:
         raise stop.error from None
     finally:
@@ -229,6 +252,62 @@ def run_unit(stage: str, unit: U, worker: UnitWorker[U], *, overwrite: bool = Fa
         log.error("%s", message)
         return ItemResult(unit.key, Status.FAILED, message)
     return _item(unit, outcome)
+
+
+def run_group(
+    stage: str, units: Sequence[U], worker: GroupWorker[U], *, overwrite: bool = False
+) -> list[ItemResult]:
+    """Units that run together: each is skipped, refused or locked as :func:`run_unit` does it,
+    the others run in one :meth:`GroupWorker.run_group` under all their locks (a failure of the
+    shared work fails each of them); one item per unit, in order."""
+    items: dict[str, ItemResult] = {}
+    runnable: list[U] = []
+    with contextlib.ExitStack() as held:
+        for unit in units:
+            if unit.done and not overwrite:
+                items[unit.key] = _item(unit, worker.skipped(unit, by_other=False))
+                continue
+            why = worker.refuse(unit)
+            if why is not None:
+                outcome = why if isinstance(why, Outcome) else Outcome(Status.FAILED, why)
+                log.error("%s: %s", unit.key, outcome.message)
+                items[unit.key] = _item(unit, outcome)
+                continue
+            lock = worker.lock(unit)
+            if lock is not None:
+                where = lock.where or lock.what
+                try:
+                    held.enter_context(hold(lock.path, what=lock.what, stage=stage, temp_dirs=lock.temp_dirs))
+                except LockedError as exc:
+                    log.warning("%s: %s", where, exc)
+                    items[unit.key] = ItemResult(unit.key, Status.LOCKED, str(exc), _hint(exc))
+                    continue
+                if unit.done and not overwrite:  # another process finished it meanwhile
+                    items[unit.key] = _item(unit, worker.skipped(unit, by_other=True))
+                    continue
+                if lock.record is not None:
+                    lock.record.unlink(missing_ok=True)
+            runnable.append(unit)
+        if runnable:
+            point(f"{stage}:locked")
+            names = ", ".join(u.key for u in runnable)
+            try:
+                if len(runnable) == 1:
+                    outcomes = [worker.run(runnable[0])]
+                else:
+                    outcomes = worker.run_group(runnable)
+                for unit, outcome in zip(runnable, outcomes, strict=True):
+                    items[unit.key] = _item(unit, outcome)
+            except StephError as exc:
+                log.error("%s failed: %s", names, exc)
+                items.update(
+                    {u.key: ItemResult(u.key, Status.FAILED, str(exc), _hint(exc)) for u in runnable}
+                )
+            except OSError as exc:
+                message = os_error_message(exc, names)
+                log.error("%s", message)
+                items.update({u.key: ItemResult(u.key, Status.FAILED, message) for u in runnable})
+    return [items[u.key] for u in units]
 
 
 def _hint(exc: StephError) -> dict[str, Any]:

@@ -26,7 +26,7 @@ MERGE_KEYS = [
     "method", "options", "sources", "source_fold", "epochs", "seed", "theta0_sha256", "run", "target", "fold",
     "label", "top_k", "gamma_selection", "vector_sha256", "dim_in", "model_config", "merge_config", "files",
     "tables", "trainable_parameters", "train_losses", "train_seconds", "device", "n_train", "n_test", "c_index",
-    "versions", "created", "source_choice",
+    "versions", "created", "source_choice", "trained_with",
 ]  # fmt: skip
 
 
@@ -34,7 +34,9 @@ def test_merge_record_keys_and_order_are_those_stephctl_wrote() -> None:
     data = {key: None for key in MERGE_KEYS}
     data.update(method="steph", sources=["LUAD"], source_fold=0, seed=1, theta0_sha256="a", dim_in=8)
     data.update(vector_sha256={}, model_config={}, merge_config={}, files={}, future_key=1)
-    data.update(options={}, tables=[], train_losses=[], versions={})  # typed fields: null is refused
+    data.update(
+        options={}, tables=[], train_losses=[], versions={}, trained_with=[]
+    )  # typed: null is refused
     record = MergeRecord.from_json(data)
     assert list(record.to_json()) == [*MERGE_KEYS, "future_key"] and record.to_json() == data
     assert list(record.signature()) == list(MERGE_SIGNATURE) and record.extra == {"future_key": 1}

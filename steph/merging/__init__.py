@@ -26,6 +26,11 @@ vectors, the target's training split and its bags, the resolved ``merge:`` confi
    require grad (the train-source protocol); nothing when none does.
 4. ``state_files(model)``: the state dict split into the safetensors files named in ``files``;
    ``tables(model, test_ids, extras, ctx)``: extra CSVs (STEPH's ``coefficients.csv``).
+5. Optional, ``stacked_model``: a :class:`~steph.merging.base.StackedModel` subclass built
+   from several folds' models (``stack(models)``), which trains them in the same optimiser
+   steps, each fold's result its own run's, and writes what they learned back
+   (``unstack(models)``; :mod:`steph.training.stacked`, ``train.stack_units``); None, the
+   default: each fold trains alone through ``train``.
 
 The settings, ``check`` and ``run_name`` make up :class:`~steph.merging.spec.MethodSpec`, which
 :class:`MergeMethod` extends with the work; a spec imports no torch, so planning (``stephctl

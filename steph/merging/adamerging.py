@@ -38,17 +38,18 @@ Variants, each preprocessing the task vectors as the reference's ``preprocess_ta
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
-from ..models.abmil import ENCODER_KEYS, bag_count, encode
+from ..models.abmil import ENCODER_KEYS, bag_count, encode, packed_segments
 from ..models.closed_form import closed_form
-from ..task_vectors import StateDict
+from ..task_vectors import StateDict, unflatten
 from ..training.loop import ModelOutput
-from .base import MergeContext, MergeMethod, Table
+from .base import MergeContext, MergeMethod, StackedModel, Table
 from .baselines import all_vectors, base_encoder
 from .catalog import AdaMergingSpec, IsoCAdaMergingSpec, IsoCTSAdaMergingSpec, TiesAdaMergingSpec
 from .hypernet import Hypernetwork
@@ -60,7 +61,7 @@ from .ties import pairwise_with_target
 
 
 def regulariser_terms(
-    c: Tensor, top_k: int | None, gamma: float, *, gradient: bool
+    c: Tensor, top_k: int | None, gamma: float, *, gradient: bool, rows_out: list[Tensor] | None = None
 ) -> tuple[Tensor, Tensor | None]:
     """The reference's regulariser on the coefficients ``c [..., N]`` (R rows), ``gamma`` times
     the mean over rows of ``LSE_r^2 [+ (1/k) sum_{j in T_r} c_rj]``, and its gradient in ``c``
@@ -74,11 +75,19 @@ def regulariser_terms(
     rows = c32.numel() // c32.shape[-1]
     scale = gamma / rows
     lse = torch.logsumexp(c32, dim=-1, keepdim=True)
-    loss = lse.square().sum()
     top = c32.topk(top_k, dim=-1) if top_k is not None else None
-    if top is not None:
-        loss = loss + top.values.sum() / top.values.shape[-1]
-    loss = scale * loss
+    if rows_out is not None:  # each row's term, gamma / R [LSE_r^2 + ...]: the units' own regularisers
+        row = lse.square().squeeze(-1)
+        if top is not None:
+            row = row + top.values.sum(dim=-1) / top.values.shape[-1]
+        row = row * scale
+        rows_out.append(row.detach())
+        loss = row.sum()
+    else:
+        loss = lse.square().sum()
+        if top is not None:
+            loss = loss + top.values.sum() / top.values.shape[-1]
+        loss = scale * loss
     if not gradient:
         return loss, None
     grad = torch.softmax(c32, dim=-1) * (2.0 * scale * lse)
@@ -161,8 +170,93 @@ class AdaMergingModel(nn.Module):
         return ModelOutput(self.pred_head(z), aux, extras)
 
 
+class StackedAdaMerging(StackedModel):
+    """Several :class:`AdaMergingModel` with global coefficients (a target's folds) as one
+    model whose parameters hold the units along their first dimension, for
+    :func:`~steph.training.stacked.fit_stacked`. For unit u, with its own base and vectors,
+
+        theta_u = base_u + sum_j c_uj tau_uj       (one batched product for all units, in fp32)
+
+    its bags go through its own merged encoder (one grouped product over the units per layer)
+    and its own head, ``logits = z W_u^T + b_u`` (one batched product), and the regulariser is
+    the sum of the units' (each unit's in ``extras["unit_aux"]``). :meth:`unstack` copies the
+    trained coefficients and heads back into the units' models. It accepts packed bags only."""
+
+    packs_bags = True
+    base: Tensor
+    vectors: Tensor
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__(models)
+        for m in models:
+            if type(m) is not AdaMergingModel:  # a subclass (Surgery's) has parts of its own
+                raise ValueError(f"{type(m).__name__} does not stack")
+        models = cast("list[AdaMergingModel]", list(models))
+        first = models[0]
+        same = ("clamp", "dropout", "gamma", "top_k")
+        for m in models:
+            if m.coefficients is None:
+                raise ValueError("models with a hypernetwork do not stack")
+            differs = [a for a in same if getattr(m, a) != getattr(first, a)]
+            if (
+                differs
+                or m.stack.spec != first.stack.spec
+                or m.stack.vectors.shape != first.stack.vectors.shape
+            ):
+                raise ValueError(f"models with different settings or shapes do not stack ({differs})")
+        self.spec = first.stack.spec
+        self.clamp, self.dropout, self.gamma, self.top_k = (
+            first.clamp,
+            first.dropout,
+            first.gamma,
+            first.top_k,
+        )
+        self.register_buffer("base", torch.stack([m.stack.base for m in models]), persistent=False)
+        self.register_buffer("vectors", torch.stack([m.stack.vectors for m in models]), persistent=False)
+        self.coefficients = nn.Parameter(torch.stack([m.coefficients.detach() for m in models]))  # type: ignore[union-attr]
+        self.head_weight = nn.Parameter(torch.stack([m.pred_head.weight.detach() for m in models]))
+        self.head_bias = nn.Parameter(torch.stack([m.pred_head.bias.detach() for m in models]))
+        self.time_bins, self.dim_emb = first.pred_head.out_features, first.pred_head.in_features
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
+        if mask is not None or packed_segments() is None:
+            raise ValueError("stacked units take packed bags (packed_bags and weight_groups)")
+        c = self.coefficients
+        kind = self.base.device.type
+        with (
+            torch.autocast(kind, enabled=False)
+            if torch.is_autocast_enabled(kind)
+            else contextlib.nullcontext()
+        ):
+            merged = c.clamp(min=0.0, max=1.0) if self.clamp else c
+            flat = torch.baddbmm(self.base.unsqueeze(1), merged.unsqueeze(1), self.vectors).squeeze(1)
+        z = encode(unflatten(flat, self.spec), x, None, dropout=self.dropout, training=self.training)
+        per_unit = z.shape[0] // self.units
+        logits = torch.baddbmm(
+            self.head_bias.unsqueeze(1), z.view(self.units, per_unit, -1), self.head_weight.transpose(1, 2)
+        ).view(z.shape[0], -1)
+        rows: list[Tensor] = []
+        # gamma per unit: regulariser_terms averages its rows, the units' losses add up
+        gamma = self.gamma * self.units
+        aux = closed_form(
+            lambda gradient: regulariser_terms(c, self.top_k, gamma, gradient=gradient, rows_out=rows), c
+        )
+        return ModelOutput(logits, aux, {"unit_aux": rows[0]})
+
+    @torch.no_grad()
+    def unstack(self, models: Sequence[nn.Module]) -> None:
+        """Copy each unit's trained coefficients and head into its model."""
+        for u, m in enumerate(cast("list[AdaMergingModel]", list(models))):
+            assert m.coefficients is not None
+            m.coefficients.copy_(self.coefficients[u])
+            m.pred_head.weight.copy_(self.head_weight[u])
+            m.pred_head.bias.copy_(self.head_bias[u])
+
+
 class AdaMerging(AdaMergingSpec, MergeMethod):
     """The model of :class:`~steph.merging.catalog.AdaMergingSpec`."""
+
+    stacked_model: ClassVar[type[StackedModel] | None] = StackedAdaMerging
 
     def vectors(self, ctx: MergeContext) -> list[StateDict]:
         return all_vectors(ctx)

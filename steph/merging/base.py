@@ -9,7 +9,7 @@ import abc
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -71,6 +71,23 @@ class MergeContext:
         return len(self.source_names)
 
 
+class StackedModel(nn.Module):
+    """A model holding several target folds' models of one method (:meth:`MergeMethod.stack`):
+    built from them, trained by :func:`~steph.training.stacked.fit_stacked` (``units`` of them),
+    and :meth:`unstack` writes what each fold learned back into its model."""
+
+    units: int
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("no models to stack")
+        self.units = len(models)
+
+    def unstack(self, models: Sequence[nn.Module]) -> None:
+        raise NotImplementedError
+
+
 class MergeMethod(MethodSpec, abc.ABC):
     """Base class of merge methods: a :class:`~steph.merging.spec.MethodSpec` (the class
     attributes ``name``, ``description``, ``reference``, ``settings_class``, ``files``, and
@@ -105,6 +122,24 @@ class MergeMethod(MethodSpec, abc.ABC):
             progress=ctx.progress,
             task=task,
         )
+
+    stacked_model: ClassVar[type[StackedModel] | None] = None
+    """The class that stacks this method's models of several target folds (see :meth:`stack`);
+    None (the default): each fold trains alone."""
+
+    def stack(self, models: Sequence[nn.Module]) -> StackedModel | None:
+        """One model that trains ``models`` (this method's, one per target fold, from
+        :meth:`build`) together in one optimiser step, each fold's result its own run's
+        (:func:`steph.training.stacked.fit_stacked`: parameters along a leading unit dimension):
+        :attr:`stacked_model` of ``models``, or None where they do not stack (its constructor
+        raises ``ValueError``: a hypernetwork, other settings) or the method has none."""
+        if self.stacked_model is None:
+            return None
+        try:
+            return self.stacked_model(models)
+        except ValueError as exc:
+            log.info("merge %s: the folds' models do not stack: %s", self.name, exc)
+            return None
 
     def state_files(self, model: nn.Module) -> dict[str, StateDict]:
         """Split ``model.state_dict()`` into the files of :attr:`files`."""

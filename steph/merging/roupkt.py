@@ -24,16 +24,16 @@ predictions of its training patients read them too (its memo spans training and 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
-from ..models.abmil import ENCODER_KEYS, GatedAttention, encode, encoder_parameters
+from ..models.abmil import ENCODER_KEYS, GatedAttention, encode, encoder_parameters, packed_segments
 from ..task_vectors import add, select
 from ..training.loop import ModelOutput
 from ..training.memo import memoized
-from .base import MergeContext, MergeMethod, Table
+from .base import MergeContext, MergeMethod, StackedModel, Table
 from .catalog import RouPKTSpec
 from .modules import FrozenState
 
@@ -159,8 +159,116 @@ class RouPKTModel(nn.Module):
         return ModelOutput(logits, aux, {"p": probs.detach()})
 
 
+class StackedRouPKT(StackedModel):
+    """Several :class:`RouPKTModel` (a target's folds) as one model whose tensors hold the units
+    along their first dimension, for :func:`~steph.training.stacked.fit_stacked`: unit u's bags
+    go through its own frozen experts (their embeddings memoized per bag, as in
+    :class:`RouPKTModel`), its own router (one grouped product over the units per layer), gate,
+    expert MLPs and head (batched products over the units), and its auxiliary losses are means
+    over its own bags (each unit's in ``extras["unit_aux"]``, their sum the ``aux_loss``).
+    :meth:`unstack` copies the trained tensors back into the units' models. Packed bags only."""
+
+    packs_bags = True
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__(models)
+        for m in models:
+            if type(m) is not RouPKTModel:
+                raise ValueError(f"{type(m).__name__} does not stack")
+        models = cast("list[RouPKTModel]", list(models))
+        first = models[0]
+        same = ("top_k", "balance_weight", "z_weight")
+        for m in models:
+            shapes = [t.shape for t in m.state_dict().values()]
+            if (
+                [getattr(m, a) for a in same] != [getattr(first, a) for a in same]
+                or shapes != [t.shape for t in first.state_dict().values()]
+                or m.router.dropout != first.router.dropout
+                or len(m.frozen) != len(first.frozen)
+            ):
+                raise ValueError("models with different settings or shapes do not stack")
+        self.experts_n = len(first.frozen)
+        self.top_k, self.balance_weight, self.z_weight = first.top_k, first.balance_weight, first.z_weight
+        self.dropout = first.router.dropout
+        frozen = [[cast(FrozenState, f).as_dict() for f in m.frozen] for m in models]
+        for i in range(self.experts_n):
+            for j, key in enumerate(ENCODER_KEYS):
+                stacked = torch.stack([frozen[u][i][key] for u in range(self.units)])
+                self.register_buffer(f"frozen_{i}_{j}", stacked, persistent=False)
+        routers = [encoder_parameters(m.router) for m in models]
+        self.router = nn.ParameterList(
+            nn.Parameter(torch.stack([r[key].detach() for r in routers])) for key in ENCODER_KEYS
+        )
+        self.gate_weight = nn.Parameter(torch.stack([m.gate.weight.detach() for m in models]))
+        self.experts_weight = nn.Parameter(torch.stack([m.experts.weight.detach() for m in models]))
+        self.experts_bias = nn.Parameter(torch.stack([m.experts.bias.detach() for m in models]))
+        self.head_weight = nn.Parameter(torch.stack([m.pred_head.weight.detach() for m in models]))
+        self.head_bias = nn.Parameter(torch.stack([m.pred_head.bias.detach() for m in models]))
+        self.time_bins, self.dim_emb = first.pred_head.out_features, first.pred_head.in_features
+
+    @torch.no_grad()
+    def embeddings(self, x: Tensor) -> Tensor:
+        """``[B, E, dim_emb]``: each bag's embedding by each of its unit's frozen experts."""
+        buffers = dict(self.named_buffers())
+        return torch.stack(
+            [
+                encode(
+                    {key: buffers[f"frozen_{i}_{j}"] for j, key in enumerate(ENCODER_KEYS)},
+                    x,
+                    None,
+                    training=False,
+                )
+                for i in range(self.experts_n)
+            ],
+            dim=1,
+        )
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
+        if mask is not None or packed_segments() is None:
+            raise ValueError("stacked units take packed bags (packed_bags and weight_groups)")
+        units = self.units
+        emb = memoized("roupkt.experts", lambda: self.embeddings(x))
+        router = dict(zip(ENCODER_KEYS, self.router, strict=True))
+        z = encode(router, x, None, dropout=self.dropout, training=self.training)
+        n = z.shape[0] // units
+        logits_r = torch.bmm(z.view(units, n, -1), self.gate_weight.transpose(1, 2)).view(z.shape[0], -1)
+        probs = torch.softmax(logits_r, dim=1)
+        top_p, top_i = probs.topk(self.top_k, dim=1)
+        e, d = emb.shape[1], emb.shape[2]
+        per_expert = emb.view(units, n, e, d).transpose(1, 2).reshape(units * e, n, d)
+        outs = torch.baddbmm(
+            self.experts_bias.view(units * e, 1, d),
+            per_expert,
+            self.experts_weight.view(units * e, d, d).transpose(1, 2),
+        ).relu()
+        outs = outs.view(units, e, n, d).transpose(1, 2).reshape(units * n, e, d)
+        chosen = outs.gather(1, top_i.unsqueeze(-1).expand(-1, -1, d))
+        pooled = (top_p.unsqueeze(-1) * chosen).sum(dim=1)
+        logits = torch.baddbmm(
+            self.head_bias.unsqueeze(1), pooled.view(units, n, d), self.head_weight.transpose(1, 2)
+        ).view(units * n, -1)
+        balance = top_p[:, 0].view(units, n).mean(dim=1)
+        z_loss = torch.logsumexp(logits_r, dim=1).square().view(units, n).mean(dim=1)
+        unit_aux = self.balance_weight * balance + self.z_weight * z_loss
+        return ModelOutput(logits, unit_aux.sum(), {"unit_aux": unit_aux.detach(), "p": probs.detach()})
+
+    @torch.no_grad()
+    def unstack(self, models: Sequence[nn.Module]) -> None:
+        """Copy each unit's trained router, gate, expert MLPs and head into its model."""
+        for u, m in enumerate(cast("list[RouPKTModel]", list(models))):
+            for key, stacked in zip(ENCODER_KEYS, self.router, strict=True):
+                encoder_parameters(m.router)[key].copy_(stacked[u])
+            m.gate.weight.copy_(self.gate_weight[u])
+            m.experts.weight.copy_(self.experts_weight[u])
+            m.experts.bias.copy_(self.experts_bias[u])
+            m.pred_head.weight.copy_(self.head_weight[u])
+            m.pred_head.bias.copy_(self.head_bias[u])
+
+
 class RouPKT(RouPKTSpec, MergeMethod):
     """The model of :class:`~steph.merging.catalog.RouPKTSpec`."""
+
+    stacked_model: ClassVar[type[StackedModel] | None] = StackedRouPKT
 
     def expert_names(self, ctx: MergeContext) -> list[str]:
         return [ctx.target, *ctx.source_names]

@@ -97,6 +97,8 @@ class SurgeryModel(AdaMergingModel):
 class SurgeryAdaMerging(SurgeryAdaMergingSpec, AdaMerging):
     """The model of :class:`~steph.merging.catalog.SurgeryAdaMergingSpec`."""
 
+    stacked_model = None  # its surgery modules are not stacked: each fold trains alone
+
     def build(self, ctx: MergeContext) -> SurgeryModel:
         s = self.settings(ctx.config)
         target = add(select(ctx.theta0, ENCODER_KEYS), select(ctx.target_vector, ENCODER_KEYS))

@@ -108,6 +108,7 @@ def segments(sizes: Sequence[int], device: torch.device | str = "cpu") -> Segmen
 
 
 _SEGMENTS: ContextVar[Segments | None] = ContextVar("abmil_segments", default=None)
+_GROUPS: ContextVar[Segments | None] = ContextVar("abmil_weight_groups", default=None)
 log = logging.getLogger(__name__)
 
 HEAD_KEYS: tuple[str, ...] = ("pred_head.weight", "pred_head.bias")
@@ -397,11 +398,15 @@ def _encode_packed(
     (see the module docstring: the same operators whatever the number of bags)."""
     if sum(seg.sizes) != x.shape[1]:
         raise ValueError(f"packed bags of {sum(seg.sizes)} patches, input of {x.shape[1]}")
+    groups = _GROUPS.get() or seg
+    if sum(groups.sizes) != x.shape[1]:
+        raise ValueError(f"weight groups of {sum(groups.sizes)} rows, input of {x.shape[1]}")
+    what = "bag" if groups is seg else "group"
     for key in ENCODER_KEYS:
         value = params[key]
-        if value.dim() == (3 if key.endswith(".weight") else 2) and value.shape[0] != seg.count:
-            raise ValueError(f"per-bag {key} for {value.shape[0]} bags, {seg.count} packed")
-    h, s = _scores(params, x[0], None, dropout, training, seg)
+        if value.dim() == (3 if key.endswith(".weight") else 2) and value.shape[0] != groups.count:
+            raise ValueError(f"per-{what} {key} for {value.shape[0]} {what}s, {groups.count} packed")
+    h, s = _scores(params, x[0], None, dropout, training, groups)
     alpha = segment_softmax(s, seg)
     sink = _ATTENTION_SINK.get()
     if sink is not None:
@@ -445,6 +450,31 @@ def packed_bags(layout: Sequence[int] | Segments) -> Iterator[None]:
         yield
     finally:
         _SEGMENTS.reset(token)
+
+
+@contextlib.contextmanager
+def weight_groups(rows: Sequence[int] | Segments) -> Iterator[None]:
+    """Within the block, the per-bag encoder tensors of a packed :func:`encode` (``[G, out, in]``
+    / ``[G, out]``) belong to G groups of consecutive rows of the pack (``rows``: each group's
+    patches, or their :class:`Segments`), not to its bags: the weights of several training
+    units, each over its own bags (:mod:`steph.training.stacked`). Each product is then one
+    grouped product over G groups; the softmax and pooling still run per bag.
+
+    >>> enc = {k: v for k, v in ABMIL(4, dim_emb=8, dim_attn=4).encoder_params().items()}
+    >>> two = {k: torch.stack([v, 2 * v]) for k, v in enc.items()}   # two units' encoders
+    >>> bags = [torch.randn(3, 4), torch.randn(2, 4), torch.randn(5, 4)]
+    >>> with packed_bags([3, 2, 5]), weight_groups([5, 5]):   # bags 0-1: unit 0, bag 2: unit 1
+    ...     z = encode(two, torch.cat(bags).unsqueeze(0))
+    >>> unit1 = {k: v[1] for k, v in two.items()}
+    >>> bool(torch.allclose(z[2], encode(unit1, bags[2].unsqueeze(0))[0], atol=1e-6))
+    True
+    """
+    seg = rows if isinstance(rows, Segments) else segments(rows)
+    token = _GROUPS.set(seg)
+    try:
+        yield
+    finally:
+        _GROUPS.reset(token)
 
 
 def patch_chunk_size() -> int:

@@ -81,11 +81,89 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return x
+    streams = _STREAMS.get()
+    if streams is not None:
+        return streams.dropout(x, p)
+    return _draw(x, p)
+
+
+def _draw(x: Tensor, p: float) -> Tensor:
+    """:func:`dropout` in training with ``0 < p <= 1``, from the current generator."""
     if x.device.type != "cpu" or x.numel() < SMALL or _BERNOULLI.get():
         return F.dropout(x, p, True)
     if drop_probability(p) == 1.0:
         return x * 0.0
     return x * keep_mask(x.shape, p, x.dtype)
+
+
+class UnitStreams:
+    """One random stream per training unit, for a packed tensor whose rows are the units' rows
+    end to end (``rows``: each unit's count): each unit's slice is dropped as :func:`dropout`
+    drops it in that unit's own run, from that unit's generator state, so that units trained
+    together draw exactly the masks they draw alone (:mod:`steph.training.stacked`).
+
+    The states are those of the default generator of ``device`` (CPU, or the CUDA device's),
+    every unit starting from its state when built; each slice swaps its unit's state in and the
+    advanced state out (a few microseconds a unit). The generator's own state is restored after
+    each draw."""
+
+    def __init__(self, units: int, device: torch.device) -> None:
+        self.device = device
+        self.states = [self._get()] * units
+        self.rows: tuple[int, ...] = ()
+
+    def _get(self) -> Tensor:
+        if self.device.type == "cuda":
+            return torch.cuda.get_rng_state(self.device)
+        return torch.get_rng_state()
+
+    def _set(self, state: Tensor) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state, self.device)
+        else:
+            torch.set_rng_state(state)
+
+    def dropout(self, x: Tensor, p: float) -> Tensor:
+        if sum(self.rows) != x.shape[0] or len(self.rows) != len(self.states):
+            raise ValueError(
+                f"dropout over {x.shape[0]} rows in unit streams of {len(self.states)} units "
+                f"with rows {self.rows}"
+            )
+        outer = self._get()
+        parts = []
+        try:
+            for u, part in enumerate(x.split_with_sizes(list(self.rows))):
+                self._set(self.states[u])
+                parts.append(_draw(part, p))
+                self.states[u] = self._get()
+        finally:
+            self._set(outer)
+        return torch.cat(parts)
+
+
+_STREAMS: ContextVar[UnitStreams | None] = ContextVar("steph_unit_streams", default=None)
+
+
+@contextlib.contextmanager
+def unit_streams(streams: UnitStreams, rows: tuple[int, ...]) -> Iterator[None]:
+    """Within the block, :func:`dropout` draws each unit's ``rows`` of a packed tensor from that
+    unit's stream (:class:`UnitStreams`).
+
+    >>> _ = torch.manual_seed(0)
+    >>> alone = [dropout(torch.ones(3, 4), 0.5) for _ in range(2)]   # one unit's two draws
+    >>> _ = torch.manual_seed(0)
+    >>> streams = UnitStreams(2, torch.device("cpu"))
+    >>> with unit_streams(streams, (3, 3)):
+    ...     both = [dropout(torch.ones(6, 4), 0.5) for _ in range(2)]
+    >>> all(torch.equal(b[:3], a) and torch.equal(b[3:], a) for a, b in zip(alone, both))
+    True
+    """
+    streams.rows = tuple(int(r) for r in rows)
+    token = _STREAMS.set(streams)
+    try:
+        yield
+    finally:
+        _STREAMS.reset(token)
 
 
 class Dropout(nn.Dropout):

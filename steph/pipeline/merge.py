@@ -11,10 +11,11 @@ first unit trains: target, sources, methods and their options, task vectors, the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..bundles.signing import check_trusted_sources
@@ -23,8 +24,8 @@ from ..config import dump_yaml, to_plain
 from ..config.merge import MergeConfig
 from ..config.project import merge_epochs
 from ..data import load_cohort, load_split, open_bags
-from ..errors import ConfigError
-from ..fileio import write_csv, write_text
+from ..errors import ConfigError, StephError
+from ..fileio import os_error_message, write_csv, write_text
 from ..logs import run_log
 from ..merging import MERGE_METHODS, MergeContext
 from ..merging.autotune import tune
@@ -45,7 +46,8 @@ from ..report import StageReport, Status
 from ..runtime import resolve_device, seed_everything, set_deterministic
 from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
-from ..training.memo import bag_memo
+from ..training.memo import BagMemo, bag_memo, using_memo
+from ..training.stacked import fit_stacked, stack_refusal
 from ..units import Outcome, UnitLock, run_units
 from ._source_model import fit_settings
 from .plans import MERGE as STAGE
@@ -54,9 +56,12 @@ from .train_source import too_few_for_a_batch
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from ..config import ProjectConfig
     from ..layout import ProjectLayout
+    from ..merging import MergeMethod
+    from ..merging.autotune import GammaChoice
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +169,7 @@ class MergeWorker:
         self.layout, self.config, self.theta0, self.progress = layout, config, theta0, progress
         self.no_vector = no_vector
         self.device: torch.device | None = None
-        self._inputs: tuple[tuple[Any, ...], MergeInputs] | None = None
+        self._inputs: dict[tuple[Any, ...], MergeInputs] = {}
         if target is None:
             return
         self.device = resolve_device(config.train.device)
@@ -250,8 +255,7 @@ class MergeWorker:
 
     def run(self, unit: MergeUnit) -> Outcome:
         with run_log(self.layout.merged_log(unit.target, unit.run, unit.fold)):
-            record = self._train(unit)
-        return Outcome(Status.DONE, f"C-index {_fmt(record.c_index)}", {"c_index": record.c_index})
+            return _done(self._train(unit))
 
     def _too_few(self, unit: MergeUnit) -> str | None:
         """The target fold cannot train (fewer training patients than one batch), or None."""
@@ -262,21 +266,21 @@ class MergeWorker:
 
     def inputs(self, unit: MergeUnit) -> MergeInputs:
         """The task vectors of ``unit``'s fold, read and checked against their records' sha256
-        once for the units of a fold, which the plan runs one after the other (its methods; at
-        D = 1536 the 13 vectors of a fold are about 62 MB to read and hash). The tensors are
-        shared by those units: not to be changed in place."""
+        once per fold and source set, for every unit of the run (at D = 1536 the 13 vectors of
+        a fold are about 62 MB to read and hash; the folds trained together, :meth:`run_group`,
+        need theirs at once). The tensors are shared by those units: not to be changed in place."""
         assert self.theta0 is not None
         key = (unit.target, unit.fold, tuple(unit.sources), unit.source_fold)
-        if self._inputs is None or self._inputs[0] != key:
-            loaded = load_inputs(
+        if key not in self._inputs:
+            self._inputs[key] = load_inputs(
                 self.layout, unit.target, unit.fold, list(unit.sources), unit.source_fold, self.theta0
             )
-            self._inputs = (key, loaded)
-        return self._inputs[1]
+        return self._inputs[key]
 
-    def _train(self, unit: MergeUnit) -> MergeRecord:
+    def _prepare(self, unit: MergeUnit) -> _Prepared:
+        """The unit's context (gamma chosen where it is ``auto``) and untrained model."""
         config, layout, cohort, bags = self.config, self.layout, self.cohort, self.bags
-        target, run, fold = unit.target, unit.run, unit.fold
+        target, fold = unit.target, unit.fold
         assert self.theta0 is not None and self.device is not None
         method = MERGE_METHODS.get(unit.method)
         merge_config = replace(
@@ -315,45 +319,138 @@ class MergeWorker:
             settings.epochs,
             self.device,
         )
-        cap = config.train.max_bag_batch_patches
-        ctx, gamma_choice = tune(method, ctx, max_batch_patches=cap)  # settings set to auto
-        merge_config = ctx.config
+        ctx, gamma_choice = tune(method, ctx, max_batch_patches=config.train.max_bag_batch_patches)
         seed_everything(config.train.seed)
         model = method.build(ctx)
-        prec = config.train.precision
+        return _Prepared(
+            unit, method, ctx, model, gamma_choice, signature, split.train, split.test, inputs.vector_hashes
+        )
+
+    def _train(self, unit: MergeUnit) -> MergeRecord:
+        prepared = self._prepare(unit)
         # per-bag constants of training (ROUPKT's frozen experts) serve the training patients'
         # predictions too: one memo over the unit's training patients, for fit and predict
-        with bag_memo(len(split.train), ids=split.train):
+        with bag_memo(len(prepared.train), ids=prepared.train):
             started = time.perf_counter()
-            losses = method.train(model, ctx)
+            losses = prepared.method.train(prepared.model, prepared.ctx)
             seconds = time.perf_counter() - started
-            test_hazards, extras = predict(
-                model, split.test, bags, device=self.device, max_batch_patches=cap, precision=prec
+            return self._finish(prepared, losses, seconds)
+
+    def together(self, units: Sequence[MergeUnit]) -> list[list[MergeUnit]]:
+        """``units`` in the groups that train together (:meth:`run_group`), in plan order: a
+        method variant's folds whose models stack (:meth:`~steph.merging.MergeMethod.stack`,
+        checked when the group runs) with ``train.stack_units`` on; every other unit alone. A
+        group stands where its first unit stood."""
+        if not self.config.train.stack_units:
+            return [[u] for u in units]
+        groups: dict[tuple[Any, ...], list[MergeUnit]] = {}
+        for unit in units:
+            stacks = MERGE_METHODS.get(unit.method).stacked_model is not None
+            variant = repr(sorted(unit.overrides.items()))
+            key = (unit.method, unit.run, unit.label, variant, unit.sources, unit.source_fold)
+            groups.setdefault(key if stacks else (unit.key,), []).append(unit)
+        return list(groups.values())
+
+    def run_group(self, units: Sequence[MergeUnit]) -> list[Outcome]:
+        """Train ``units`` (one method variant, several folds) together in one optimiser step
+        (:func:`~steph.training.stacked.fit_stacked`): each fold's result is its own run's. Where
+        they cannot (:func:`~steph.training.stacked.stack_refusal`, or models that do not stack),
+        each runs alone."""
+        prepared: list[_Prepared] = []
+        with contextlib.ExitStack() as logs:
+            for unit in units:
+                logs.enter_context(run_log(self.layout.merged_log(unit.target, unit.run, unit.fold)))
+            for unit in units:
+                prepared.append(self._prepare(unit))
+            assert self.device is not None
+            method, first = prepared[0].method, prepared[0].ctx
+            stacked = method.stack([p.model for p in prepared])
+            data = [p.ctx.train for p in prepared if p.ctx.train is not None]
+            why = (
+                "its models do not stack"
+                if stacked is None
+                else stack_refusal(data, self.bags, first.fit_settings, self.device)
             )
-            train_hazards, _ = predict(
-                model, split.train, bags, device=self.device, max_batch_patches=cap, precision=prec
+            keys = [u.key for u in units]
+            if why is not None or stacked is None:
+                log.info("merge %s: folds trained one by one: %s", ", ".join(keys), why)
+                return [self._run_prepared(p) for p in prepared]
+            log.info("merge %s: %d folds trained together in each step", ", ".join(keys), len(units))
+            task = f"merge {first.target} {method.name} folds {', '.join(str(p.ctx.fold) for p in prepared)}"
+            started = time.perf_counter()
+            memos: list[BagMemo] = []  # each fold's per-bag constants of training, for its predictions
+            losses = fit_stacked(
+                stacked,
+                data,
+                self.bags,
+                first.fit_settings,
+                device=self.device,
+                progress=self.progress,
+                task=task,
+                memos=memos,
             )
+            stacked.unstack([p.model for p in prepared])
+            seconds = time.perf_counter() - started
+            outcomes = []
+            for p, unit_losses, memo in zip(prepared, losses, memos, strict=True):
+                others = [k for k in keys if k != p.unit.key]
+                try:  # a fold whose files cannot be written fails alone
+                    with using_memo(memo):
+                        outcomes.append(_done(self._finish(p, unit_losses, seconds, others)))
+                except StephError as exc:
+                    log.error("merge %s failed: %s", p.unit.key, exc)
+                    outcomes.append(Outcome(Status.FAILED, str(exc), {"hint": exc.hint} if exc.hint else {}))
+                except OSError as exc:
+                    message = os_error_message(exc, f"merge {p.unit.key}")
+                    log.error("%s", message)
+                    outcomes.append(Outcome(Status.FAILED, message))
+            return outcomes
+
+    def _run_prepared(self, prepared: _Prepared) -> Outcome:
+        with bag_memo(len(prepared.train), ids=prepared.train):
+            started = time.perf_counter()
+            losses = prepared.method.train(prepared.model, prepared.ctx)
+            return _done(self._finish(prepared, losses, time.perf_counter() - started))
+
+    def _finish(
+        self, prepared: _Prepared, losses: list[float], seconds: float, trained_with: Sequence[str] = ()
+    ) -> MergeRecord:
+        """Predict, write the unit's files and its record (last); inside the unit's bag memo."""
+        config, layout, cohort, bags = self.config, self.layout, self.cohort, self.bags
+        assert self.device is not None
+        unit, method, ctx, model = prepared.unit, prepared.method, prepared.ctx, prepared.model
+        target, run, fold = unit.target, unit.run, unit.fold
+        cap, prec = config.train.max_bag_batch_patches, config.train.precision
+        test_ids, train_ids = prepared.test, prepared.train
+        test_hazards, extras = predict(
+            model, test_ids, bags, device=self.device, max_batch_patches=cap, precision=prec
+        )
+        train_hazards, _ = predict(
+            model, train_ids, bags, device=self.device, max_batch_patches=cap, precision=prec
+        )
+        merge_config = ctx.config
         files = {
             file: save_state_dict(
                 layout.merged_file(target, run, fold, file), state, {"method": method.name, "run": run}
             )
             for file, state in method.state_files(model).items()
         }
-        tables = method.tables(model, split.test, extras, ctx)
+        tables = method.tables(model, test_ids, extras, ctx)
         for file, (header, rows) in tables.items():
             write_csv(layout.merged_file(target, run, fold, file), header, rows)
         write_text(layout.merged_config(target, run, fold), dump_yaml(replace(config, merge=merge_config)))
-        test = cohort.targets(split.test, config.model)
+        test = cohort.targets(test_ids, config.model)
         metrics = write_predictions(
             layout.predictions(target, run, fold),
             layout.result_metrics(target, run, fold),
-            ids=split.test,
+            ids=test_ids,
             times=test.times,
             events=test.events,
             hazards=test_hazards,
             train_hazards=train_hazards,
             extra_metrics={"method": method.name, "run": run, "fold": fold},
         )
+        signature = prepared.signature
         record = MergeRecord(
             **signature,
             run=run,
@@ -361,9 +458,9 @@ class MergeWorker:
             fold=fold,
             label=unit.label or method.name,
             top_k=signature["options"].get("top_k"),
-            gamma_selection=gamma_choice.to_dict() if gamma_choice else None,
+            gamma_selection=prepared.gamma_choice.to_dict() if prepared.gamma_choice else None,
             source_choice=unit.source_choice,
-            vector_sha256=inputs.vector_hashes,
+            vector_sha256=prepared.vector_hashes,
             dim_in=bags.dim,
             model_config=to_plain(config.model),
             merge_config=to_plain(merge_config),
@@ -373,15 +470,35 @@ class MergeWorker:
             train_losses=losses,
             train_seconds=round(seconds, 3),
             device=str(self.device),
-            n_train=len(split.train),
-            n_test=len(split.test),
+            n_train=len(train_ids),
+            n_test=len(test_ids),
             c_index=metrics["c_index"],
             versions=versions(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            trained_with=list(trained_with),
         )
         record.write(layout.merged_meta(target, run, fold))
         log.info("merge %s done: C-index %s in %.1f s", unit.key, _fmt(record.c_index), seconds)
         return record
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A unit ready to train: its method, context, untrained model and what its record needs."""
+
+    unit: MergeUnit
+    method: MergeMethod
+    ctx: MergeContext
+    model: nn.Module
+    gamma_choice: GammaChoice | None
+    signature: dict[str, Any]
+    train: Sequence[str]
+    test: Sequence[str]
+    vector_hashes: dict[str, str]
+
+
+def _done(record: MergeRecord) -> Outcome:
+    return Outcome(Status.DONE, f"C-index {_fmt(record.c_index)}", {"c_index": record.c_index})
 
 
 def _fmt(value: float | None) -> str:

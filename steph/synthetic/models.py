@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from ..config import MergeConfig, ModelConfig
+from ..data import BagStore
 from ..merging import MERGE_METHODS, MergeContext
 from ..models.abmil import create_abmil
+from ..survival import SurvivalTargets
 from ..training.loop import FitSettings
 
 StateDict = dict[str, torch.Tensor]
@@ -88,3 +90,23 @@ def tiny_model(
         torch.manual_seed(0)
         return create_abmil(dim_in, model)
     return MERGE_METHODS.get(name).build(merge_context(dim_in, model, sources=sources, options=options))
+
+
+def unit_splits(
+    bags: Sequence[torch.Tensor], bins: torch.Tensor, events: torch.Tensor, units: int
+) -> tuple[BagStore, list[SurvivalTargets]]:
+    """``bags`` (with their ``bins`` and ``events``) as an in-memory store of patients ``P0``,
+    ``P1`` ... and ``units`` training splits of as many consecutive patients each, one per unit
+    trained together (:mod:`steph.training.stacked`); times are zeros (training reads the bins)."""
+    store = BagStore.in_memory({f"P{i}": bag for i, bag in enumerate(bags)})
+    per = len(bags) // units
+    ids = [f"P{i}" for i in range(len(bags))]
+    return store, [
+        SurvivalTargets(
+            ids[u * per : (u + 1) * per],
+            torch.zeros(per),
+            events[u * per : (u + 1) * per],
+            bins[u * per : (u + 1) * per],
+        )
+        for u in range(units)
+    ]

@@ -181,7 +181,9 @@ class Chunk(NamedTuple):
     (:func:`~steph.models.abmil.packed_bags`), on the pack's device, else None; ``keys``: the
     bags' positions in the training data (:mod:`~steph.training.memo`), or None; ``labels``: the
     chunk's SurvMLE label tensors (:func:`~steph.survival.surv_labels`, weighted by the chunk's
-    share of the batch), or None (built by the training step)."""
+    share of the batch), or None (built by the training step); ``groups``: in a pack of several
+    training units' bags (:mod:`~steph.training.stacked`), each unit's rows
+    (:func:`~steph.models.abmil.weight_groups`), else None."""
 
     x: Tensor
     mask: Tensor | None
@@ -190,6 +192,7 @@ class Chunk(NamedTuple):
     segments: Segments | None = None
     keys: BagKeys | None = None
     labels: SurvLabels | None = None
+    groups: Segments | None = None
 
 
 def load_chunks(

@@ -290,7 +290,7 @@ def backward_chunks(
     """
     total = sum(int(p.bins.shape[0]) for p in parts)
     batch_loss = torch.zeros((), dtype=torch.float64, device=device)
-    for x, mask, y, e, seg, keys, labels in parts:
+    for x, mask, y, e, seg, keys, labels, _groups in parts:
         with autocast(precision, device), patch_chunking(max(budget, 0)), _packing(seg), forward_bags(keys):
             m = mask.to(device, non_blocking=True) if mask is not None else None
             out = as_output(model(x if x.device == device else x.to(device, non_blocking=True), m))

@@ -106,6 +106,18 @@ class BagMemo:
         """How many bags have rows under ``name``."""
         return len(self._filled.get(name, ()))
 
+    def part(self, start: int, count: int, ids: Sequence[str] | None = None) -> BagMemo:
+        """Positions ``start`` to ``start + count - 1`` as a memo of their own (of the patients
+        ``ids``, when given), their rows shared, not copied: one unit's part of a memo that
+        several units trained in (:mod:`~steph.training.stacked`)."""
+        if start < 0 or count < 0 or start + count > self.total:
+            raise ValueError(f"positions {start}..{start + count - 1} of a bag memo of {self.total} bags")
+        memo = BagMemo(count, ids)
+        for name, store in self._rows.items():
+            memo._rows[name] = store[start : start + count]
+            memo._filled[name] = {p - start for p in self._filled[name] if start <= p < start + count}
+        return memo
+
 
 _MEMO: ContextVar[BagMemo | None] = ContextVar("bag_memo", default=None)
 _KEYS: ContextVar[BagKeys | None] = ContextVar("bag_keys", default=None)
@@ -116,6 +128,16 @@ def bag_memo(total: int, ids: Sequence[str] | None = None) -> Iterator[BagMemo]:
     """A :class:`BagMemo` for ``total`` training bags (of the patients ``ids``, when given),
     active within the block."""
     memo = BagMemo(total, ids)
+    token = _MEMO.set(memo)
+    try:
+        yield memo
+    finally:
+        _MEMO.reset(token)
+
+
+@contextlib.contextmanager
+def using_memo(memo: BagMemo) -> Iterator[BagMemo]:
+    """``memo`` (one already filled: a unit's :meth:`BagMemo.part`) active within the block."""
     token = _MEMO.set(memo)
     try:
         yield memo

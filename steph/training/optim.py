@@ -173,14 +173,18 @@ def build_optimizer(
     lr: float,
     weight_decay: float,
     fused: bool | None = None,
+    stacked: bool = False,
 ) -> AdamW:
     """AdamW with weight decay on >= 2-d parameters whose name has none of bn/ln/bias/logit_scale
-    (``fused``: see :class:`AdamW`)."""
+    (``fused``: see :class:`AdamW`). ``stacked``: every parameter holds several training units'
+    along its first dimension (:mod:`~steph.training.stacked`), and the rule reads one unit's
+    shape: each unit's update is then the one it gets alone (AdamW is elementwise)."""
     decay, no_decay = [], []
     for name, param in named_params:
         if not param.requires_grad:
             continue
-        if param.ndim >= 2 and not any(marker in name for marker in _NO_DECAY_MARKERS):
+        dims = param.ndim - 1 if stacked else param.ndim
+        if dims >= 2 and not any(marker in name for marker in _NO_DECAY_MARKERS):
             decay.append(param)
         else:
             no_decay.append(param)

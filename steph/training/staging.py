@@ -78,11 +78,11 @@ class DeviceStager:
 
 
 def chunk_tensors(part: Chunk) -> list[Tensor]:
-    """Every tensor a chunk holds: its input, mask and labels, its segments' and its keys'."""
+    """Every tensor a chunk holds: its input, mask and labels, its segments', groups' and keys'."""
     found = [part.x, part.bins, part.events, *([part.mask] if part.mask is not None else [])]
-    if part.segments is not None:
-        seg = part.segments
-        found += [seg.index, seg.ends, seg.columns, seg.row_weights]
+    for seg in (part.segments, part.groups):
+        if seg is not None:
+            found += [seg.index, seg.ends, seg.columns, seg.row_weights]
     if part.keys is not None:
         found.append(part.keys.device_index)
     if part.labels is not None:

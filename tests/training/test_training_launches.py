@@ -14,7 +14,7 @@ import torch
 
 from steph.models.dispatch import DispatchCounter
 from steph.synthetic.models import TINY as MODEL
-from steph.synthetic.models import abmil_state, tiny_model
+from steph.synthetic.models import abmil_state, tiny_model, unit_splits
 from steph.training.loop import FitSettings, backward_chunks, fit, load_chunks
 from steph.training.memo import bag_memo
 from steph.training.optim import build_optimizer
@@ -60,6 +60,54 @@ def test_operators_per_step_do_not_grow_with_the_number_of_bags(name: str) -> No
     assert getattr(model, "packs_bags", False)
     few, many = operators_per_step(model, 16), operators_per_step(model, 64)
     assert few == many, f"{name}: {few} operators for 16 bags, {many} for 64"
+
+
+def stacked_operators_per_step(name: str, units: int, n_bags: int) -> int:
+    """Operators of the second of two identical steps of ``units`` stacked units of ``name``
+    (:func:`~steph.training.stacked.fit_stacked`'s step), ``n_bags`` bags each, in a bag memo."""
+    from steph.merging import MERGE_METHODS
+    from steph.models.dropout import UnitStreams
+    from steph.training.loop import label_spec
+    from steph.training.stacked import backward_step, load_step
+    from steph.training.staging import DeviceStager
+
+    cpu = torch.device("cpu")
+    stacked = MERGE_METHODS.get(name).stack([build(name) for _ in range(units)])
+    assert stacked is not None
+    g = torch.Generator().manual_seed(n_bags)
+    total = units * n_bags
+    bags = [torch.randn(int(k), DIM, generator=g) for k in torch.randint(3, 40, (total,), generator=g)]
+    store, data = unit_splits(
+        bags, torch.randint(0, 8, (total,), generator=g), torch.arange(total) % 2, units
+    )
+    spec = label_spec(stacked, FitSettings(epochs=1))
+    assert spec is not None
+    stager = DeviceStager(cpu)
+    (part,) = stager.claim(load_step(store, data, [list(range(n_bags))] * units, stager, spec, 1 << 20))
+    stacked.train()
+    optimizer = build_optimizer(list(stacked.named_parameters()), lr=1e-4, weight_decay=1e-5, stacked=True)
+    streams = UnitStreams(units, cpu)
+    with bag_memo(total):
+        for _ in range(2):
+            optimizer.zero_grad(set_to_none=True)
+            with DispatchCounter() as counter:
+                backward_step(stacked, part, units, streams, "fp32", 1 << 20, cpu)
+                optimizer.step()
+    return counter.count
+
+
+@pytest.mark.parametrize("name", ["roupkt", "adamerging"])
+def test_stacked_units_take_operators_that_do_not_grow_with_their_bags(name: str) -> None:
+    """A step of stacked units (a target's folds, :mod:`steph.training.stacked`): the same
+    operators for 16 or 64 bags a unit; each more unit adds only its dropout draws, so 5 units
+    take far fewer operators than 5 steps of one."""
+    count = {(u, n): stacked_operators_per_step(name, u, n) for u, n in ((2, 16), (2, 64), (1, 16), (5, 16))}
+    assert count[2, 16] == count[2, 64], (
+        f"{name}: {count[2, 16]} operators for 16 bags a unit, {count[2, 64]} for 64"
+    )
+    alone = operators_per_step(build(name), 16, memo=True)
+    per_unit = (count[5, 16] - count[2, 16]) / 3
+    assert per_unit <= count[2, 16] - count[1, 16] and per_unit < alone / 5, (name, count, alone)
 
 
 @pytest.mark.parametrize("name", ["steph", "roupkt"])

@@ -1,0 +1,53 @@
+"""``stephctl merge`` trains a method's folds together (``train.stack_units``) with each fold's own result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _merge_project import project_copy
+
+from steph.config import load_project
+from steph.fileio import read_csv, read_json
+from steph.pipeline.merge import merge_models
+from steph.report import Status
+
+METHODS = ["adamerging", "ties-adamerging", "roupkt", "task-arithmetic"]
+"""Three methods whose folds stack and one that trains nothing (each fold alone)."""
+
+
+def merged(root: Path, stack: bool) -> dict[str, object]:
+    layout, config = load_project(root, {"train.stack_units": stack, "train.epochs": 3, "merge.top_k": 3})
+    report = merge_models(layout, config, target="BRCA", methods=METHODS)
+    assert [i.status for i in report.items] == [Status.DONE] * 8
+    out: dict[str, object] = {}
+    for run in ("adamerging", "ties-adamerging", "roupkt-top3", "task-arithmetic"):
+        for fold in (0, 1):
+            meta = read_json(layout.merged_meta("BRCA", run, fold))
+            out[f"{run}/{fold}/losses"] = meta["train_losses"]
+            out[f"{run}/{fold}/with"] = meta["trained_with"]
+            out[f"{run}/{fold}/risk"] = [
+                float(r["risk"]) for r in read_csv(layout.predictions("BRCA", run, fold))
+            ]
+            if run.endswith("adamerging"):
+                rows = read_csv(layout.merged_file("BRCA", run, fold, "task_weights.csv"))
+                out[f"{run}/{fold}/weights"] = [float(r["weight"]) for r in rows]
+            if run.startswith("roupkt"):
+                rows = read_csv(layout.merged_file("BRCA", run, fold, "routing.csv"))
+                out[f"{run}/{fold}/routing"] = [float(r["p"]) for r in rows]
+    return out
+
+
+def test_stacked_folds_write_what_each_fold_writes_alone(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    alone = merged(project_copy(tmp_path_factory, tmp_path / "alone"), stack=False)
+    together = merged(project_copy(tmp_path_factory, tmp_path / "together"), stack=True)
+    for key, value in alone.items():
+        if key.endswith("/with"):
+            continue
+        assert together[key] == pytest.approx(value, abs=1e-6, rel=1e-6), key
+    assert together["adamerging/0/with"] == ["BRCA/adamerging/fold_1"]
+    assert together["ties-adamerging/1/with"] == ["BRCA/ties-adamerging/fold_0"]
+    assert together["roupkt-top3/0/with"] == ["BRCA/roupkt-top3/fold_1"]
+    assert together["task-arithmetic/0/with"] == [] and alone["adamerging/0/with"] == []
