@@ -208,7 +208,7 @@ def measure_device(model: torch.nn.Module, n_bags: int, steps: int, device: torc
     }
 
 
-STACKED = ("roupkt", "adamerging")
+STACKED = ("steph", "roupkt", "adamerging")
 """The models whose folds train together (``train.stack_units``, :mod:`steph.training.stacked`)."""
 UNITS = (1, 2, 5)
 """Units a stacked step holds: one (the engine's own cost), two, and a target's five folds."""

@@ -182,15 +182,11 @@ class StackedAdaMerging(StackedModel):
     the sum of the units' (each unit's in ``extras["unit_aux"]``). :meth:`unstack` copies the
     trained coefficients and heads back into the units' models. It accepts packed bags only."""
 
-    packs_bags = True
     base: Tensor
     vectors: Tensor
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
-        super().__init__(models)
-        for m in models:
-            if type(m) is not AdaMergingModel:  # a subclass (Surgery's) has parts of its own
-                raise ValueError(f"{type(m).__name__} does not stack")
+        super().__init__(models, AdaMergingModel)
         models = cast("list[AdaMergingModel]", list(models))
         first = models[0]
         same = ("clamp", "dropout", "gamma", "top_k")
@@ -214,9 +210,6 @@ class StackedAdaMerging(StackedModel):
         self.register_buffer("base", torch.stack([m.stack.base for m in models]), persistent=False)
         self.register_buffer("vectors", torch.stack([m.stack.vectors for m in models]), persistent=False)
         self.coefficients = nn.Parameter(torch.stack([m.coefficients.detach() for m in models]))  # type: ignore[union-attr]
-        self.head_weight = nn.Parameter(torch.stack([m.pred_head.weight.detach() for m in models]))
-        self.head_bias = nn.Parameter(torch.stack([m.pred_head.bias.detach() for m in models]))
-        self.time_bins, self.dim_emb = first.pred_head.out_features, first.pred_head.in_features
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         if mask is not None or packed_segments() is None:
@@ -231,10 +224,7 @@ class StackedAdaMerging(StackedModel):
             merged = c.clamp(min=0.0, max=1.0) if self.clamp else c
             flat = torch.baddbmm(self.base.unsqueeze(1), merged.unsqueeze(1), self.vectors).squeeze(1)
         z = encode(unflatten(flat, self.spec), x, None, dropout=self.dropout, training=self.training)
-        per_unit = z.shape[0] // self.units
-        logits = torch.baddbmm(
-            self.head_bias.unsqueeze(1), z.view(self.units, per_unit, -1), self.head_weight.transpose(1, 2)
-        ).view(z.shape[0], -1)
+        logits = self.head(z)
         rows: list[Tensor] = []
         # gamma per unit: regulariser_terms averages its rows, the units' losses add up
         gamma = self.gamma * self.units
@@ -246,11 +236,10 @@ class StackedAdaMerging(StackedModel):
     @torch.no_grad()
     def unstack(self, models: Sequence[nn.Module]) -> None:
         """Copy each unit's trained coefficients and head into its model."""
+        super().unstack(models)
         for u, m in enumerate(cast("list[AdaMergingModel]", list(models))):
             assert m.coefficients is not None
             m.coefficients.copy_(self.coefficients[u])
-            m.pred_head.weight.copy_(self.head_weight[u])
-            m.pred_head.bias.copy_(self.head_bias[u])
 
 
 class AdaMerging(AdaMergingSpec, MergeMethod):

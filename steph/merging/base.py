@@ -9,7 +9,7 @@ import abc
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -72,20 +72,51 @@ class MergeContext:
 
 
 class StackedModel(nn.Module):
-    """A model holding several target folds' models of one method (:meth:`MergeMethod.stack`):
-    built from them, trained by :func:`~steph.training.stacked.fit_stacked` (``units`` of them),
-    and :meth:`unstack` writes what each fold learned back into its model."""
+    """A model holding several target folds' models of one method (:meth:`MergeMethod.stack`),
+    trained by :func:`~steph.training.stacked.fit_stacked` (``units`` of them): built from models
+    of exactly one class ``kind``, it holds their heads (``pred_head``) as one stacked weight and
+    bias (:meth:`head`); a subclass (its constructor takes the models alone, and passes its
+    ``kind``) stacks the rest of what they learn, and :meth:`unstack`
+    writes what each fold learned back into its model (the heads here, the rest in the subclass).
+    It takes packed bags, each unit's after the other's.
 
+    Raises:
+        ValueError: no models, or one of another class (the fold trains alone).
+    """
+
+    packs_bags = True
     units: int
 
-    def __init__(self, models: Sequence[nn.Module]) -> None:
+    def __init__(self, models: Sequence[nn.Module], kind: type[nn.Module] | None = None) -> None:
         super().__init__()
         if not models:
             raise ValueError("no models to stack")
+        for m in models:
+            if kind is not None and type(m) is not kind:  # a subclass has parts of its own (Surgery AM's)
+                raise ValueError(f"{type(m).__name__} does not stack as {kind.__name__}")
+        heads = [m.get_submodule("pred_head") for m in models]
+        if not all(isinstance(h, nn.Linear) for h in heads):
+            raise ValueError("stacked models need a linear pred_head")
+        linear = cast("list[nn.Linear]", heads)
         self.units = len(models)
+        self.head_weight = nn.Parameter(torch.stack([h.weight.detach() for h in linear]))
+        self.head_bias = nn.Parameter(torch.stack([h.bias.detach() for h in linear]))
+        self.time_bins, self.dim_emb = linear[0].out_features, linear[0].in_features
 
+    def head(self, z: Tensor) -> Tensor:
+        """``[U n, T]``: each unit's head on its ``n`` bags' embeddings of ``z [U n, E]`` (unit
+        after unit), one batched product."""
+        per_unit = z.shape[0] // self.units
+        weight, bias = self.head_weight.transpose(1, 2), self.head_bias.unsqueeze(1)
+        return torch.baddbmm(bias, z.view(self.units, per_unit, -1), weight).view(z.shape[0], -1)
+
+    @torch.no_grad()
     def unstack(self, models: Sequence[nn.Module]) -> None:
-        raise NotImplementedError
+        """Copy each unit's trained head into its model (a subclass adds the rest)."""
+        for u, m in enumerate(models):
+            head = cast(nn.Linear, m.get_submodule("pred_head"))
+            head.weight.copy_(self.head_weight[u])
+            head.bias.copy_(self.head_bias[u])
 
 
 class MergeMethod(MethodSpec, abc.ABC):

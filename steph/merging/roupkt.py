@@ -168,13 +168,8 @@ class StackedRouPKT(StackedModel):
     over its own bags (each unit's in ``extras["unit_aux"]``, their sum the ``aux_loss``).
     :meth:`unstack` copies the trained tensors back into the units' models. Packed bags only."""
 
-    packs_bags = True
-
     def __init__(self, models: Sequence[nn.Module]) -> None:
-        super().__init__(models)
-        for m in models:
-            if type(m) is not RouPKTModel:
-                raise ValueError(f"{type(m).__name__} does not stack")
+        super().__init__(models, RouPKTModel)
         models = cast("list[RouPKTModel]", list(models))
         first = models[0]
         same = ("top_k", "balance_weight", "z_weight")
@@ -202,9 +197,6 @@ class StackedRouPKT(StackedModel):
         self.gate_weight = nn.Parameter(torch.stack([m.gate.weight.detach() for m in models]))
         self.experts_weight = nn.Parameter(torch.stack([m.experts.weight.detach() for m in models]))
         self.experts_bias = nn.Parameter(torch.stack([m.experts.bias.detach() for m in models]))
-        self.head_weight = nn.Parameter(torch.stack([m.pred_head.weight.detach() for m in models]))
-        self.head_bias = nn.Parameter(torch.stack([m.pred_head.bias.detach() for m in models]))
-        self.time_bins, self.dim_emb = first.pred_head.out_features, first.pred_head.in_features
 
     @torch.no_grad()
     def embeddings(self, x: Tensor) -> Tensor:
@@ -244,9 +236,7 @@ class StackedRouPKT(StackedModel):
         outs = outs.view(units, e, n, d).transpose(1, 2).reshape(units * n, e, d)
         chosen = outs.gather(1, top_i.unsqueeze(-1).expand(-1, -1, d))
         pooled = (top_p.unsqueeze(-1) * chosen).sum(dim=1)
-        logits = torch.baddbmm(
-            self.head_bias.unsqueeze(1), pooled.view(units, n, d), self.head_weight.transpose(1, 2)
-        ).view(units * n, -1)
+        logits = self.head(pooled)
         balance = top_p[:, 0].view(units, n).mean(dim=1)
         z_loss = torch.logsumexp(logits_r, dim=1).square().view(units, n).mean(dim=1)
         unit_aux = self.balance_weight * balance + self.z_weight * z_loss
@@ -255,14 +245,13 @@ class StackedRouPKT(StackedModel):
     @torch.no_grad()
     def unstack(self, models: Sequence[nn.Module]) -> None:
         """Copy each unit's trained router, gate, expert MLPs and head into its model."""
+        super().unstack(models)
         for u, m in enumerate(cast("list[RouPKTModel]", list(models))):
             for key, stacked in zip(ENCODER_KEYS, self.router, strict=True):
                 encoder_parameters(m.router)[key].copy_(stacked[u])
             m.gate.weight.copy_(self.gate_weight[u])
             m.experts.weight.copy_(self.experts_weight[u])
             m.experts.bias.copy_(self.experts_bias[u])
-            m.pred_head.weight.copy_(self.head_weight[u])
-            m.pred_head.bias.copy_(self.head_bias[u])
 
 
 class RouPKT(RouPKTSpec, MergeMethod):

@@ -34,20 +34,31 @@ false``: m + 1 mixtures).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..layout import COEFFICIENTS_FILE
-from ..models.abmil import as_dtype, bag_count, encode
+from ..models.abmil import (
+    as_dtype,
+    bag_count,
+    encode,
+    grouped_linear,
+    packed_segments,
+    segment_mean,
+    weight_groups,
+)
 from ..models.closed_form import closed_form
+from ..models.dropout import dropout, unit_rows
+from ..task_vectors import unflatten
 from ..training.loop import ModelOutput
-from .base import MergeContext, MergeMethod, Table
+from .base import MergeContext, MergeMethod, StackedModel, Table
 from .catalog import StephSpec
-from .hypernet import Hypernetwork
+from .hypernet import HeadPair, Hypernetwork
 from .method_settings import StephSettings
 from .modules import VectorStack
 
@@ -65,8 +76,34 @@ class RegulariserWeights:
     learns_lambda: bool
 
 
+def regulariser_weights(settings: StephSettings, scale: int = 1) -> RegulariserWeights:
+    """The regulariser's weights of ``settings``, ``gamma`` and ``beta`` times ``scale`` (the
+    units of a stacked batch: :func:`regulariser_terms` averages over all its bags, each unit's
+    regulariser is the mean over its own)."""
+    gamma = settings.gamma
+    if isinstance(gamma, str):  # "auto" is replaced by its chosen value before a model is built
+        raise ValueError("gamma 'auto' reached training unresolved (steph.merging.autotune chooses it)")
+    return RegulariserWeights(
+        float(gamma) * scale, settings.beta * scale, settings.sparse, settings.learns_lambda
+    )
+
+
+def select_top(w: Tensor, settings: StephSettings) -> Tensor:
+    """Boolean ``[B, m]``: the top-k weights of each bag (every source when not sparse)."""
+    if not settings.sparse:
+        return torch.ones_like(w, dtype=torch.bool)
+    index = w.topk(settings.top_k, dim=1).indices
+    return torch.zeros_like(w, dtype=torch.bool).scatter_(1, index, True)
+
+
 def regulariser_terms(
-    w: Tensor, lam: Tensor, selected: Tensor, weights: RegulariserWeights, *, gradient: bool
+    w: Tensor,
+    lam: Tensor,
+    selected: Tensor,
+    weights: RegulariserWeights,
+    *,
+    gradient: bool,
+    rows_out: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """STEPH's regulariser over B bags and its gradients in ``w`` and ``lambda`` (each ``[B, m]``;
     ``selected``: the top-k mask as floats), in float32. With ``s_bj = selected_bj / n_b`` and
@@ -76,17 +113,28 @@ def regulariser_terms(
         dL/dw_bj = gamma / B [ 2 LSE_b softmax(w_b)_j + [sparse] s_bj ]
         dL/dlambda_bj = [learns lambda] 2 beta / B s_bj lambda_bj
 
-    The gradients are None unless ``gradient`` (and the lambda one without the lambda term)."""
+    The gradients are None unless ``gradient`` (and the lambda one without the lambda term).
+    ``rows_out`` receives each bag's term of the sum (detached), for stacked units' own losses."""
     w32, lam32 = w.float(), lam.float()
     share = selected / selected.sum(dim=1, keepdim=True)
     scale = weights.gamma / w.shape[0]
     lse = torch.logsumexp(w32, dim=1, keepdim=True)
-    loss = lse.square().sum()
-    if weights.sparse:
-        loss = loss + (w32 * share).sum()
-    loss = scale * loss
-    if weights.learns_lambda:
-        loss = loss + (weights.beta / w.shape[0]) * (lam32.square() * share).sum()
+    if rows_out is not None:
+        row = lse.square().squeeze(1)
+        if weights.sparse:
+            row = row + (w32 * share).sum(dim=1)
+        row = scale * row
+        if weights.learns_lambda:
+            row = row + (weights.beta / w.shape[0]) * (lam32.square() * share).sum(dim=1)
+        rows_out.append(row.detach())
+        loss = row.sum()
+    else:
+        loss = lse.square().sum()
+        if weights.sparse:
+            loss = loss + (w32 * share).sum()
+        loss = scale * loss
+        if weights.learns_lambda:
+            loss = loss + (weights.beta / w.shape[0]) * (lam32.square() * share).sum()
     if not gradient:
         return loss, None, None
     grad_w = torch.softmax(w32, dim=1) * (2.0 * scale * lse)
@@ -169,10 +217,7 @@ class StephModel(nn.Module):
 
     def select(self, w: Tensor) -> Tensor:
         """Boolean ``[B, m]``: the top-k weights of each bag (every source when not sparse)."""
-        if not self.settings.sparse:
-            return torch.ones_like(w, dtype=torch.bool)
-        index = w.topk(self.settings.top_k, dim=1).indices
-        return torch.zeros_like(w, dtype=torch.bool).scatter_(1, index, True)
+        return select_top(w, self.settings)
 
     @staticmethod
     def coefficients(w: Tensor, lam: Tensor, selected: Tensor) -> Tensor:
@@ -186,12 +231,7 @@ class StephModel(nn.Module):
         averaged over bags (the reference's ``calc_merge_weight_loss`` / ``calc_mix_weight_loss``:
         without top-k the aggregation loss is the z-loss alone), with its gradient in closed form
         (:func:`regulariser_terms`)."""
-        gamma = self.settings.gamma
-        if isinstance(gamma, str):  # "auto" is replaced by its chosen value before a model is built
-            raise ValueError("gamma 'auto' reached training unresolved (steph.merging.autotune chooses it)")
-        weights = RegulariserWeights(
-            float(gamma), self.settings.beta, self.settings.sparse, self.settings.learns_lambda
-        )
+        weights = regulariser_weights(self.settings)
         sel = as_dtype(selected, torch.float32)
         return closed_form(
             lambda gradient: regulariser_terms(w, lam, sel, weights, gradient=gradient), w, lam
@@ -208,8 +248,122 @@ class StephModel(nn.Module):
         return ModelOutput(self.pred_head(z), self.regulariser(w, lam, sel), extras)
 
 
+class StackedSteph(StackedModel):
+    """Several :class:`StephModel` with both hypernetwork heads (a target's folds: the ``steph``
+    row and ``steph-dense``) as one model whose tensors hold the units along their first
+    dimension, for :func:`~steph.training.stacked.fit_stacked`. Unit u's bags go through its own
+    hypernetwork (its patch embedding one grouped product over the units, its two heads one
+    batched product), their per-bag merged encoders ``theta_u + c_b @ [tau_t | tau_s]_u`` (one
+    batched product over the units, then the grouped product over the bags that one fold runs)
+    and its own head; each unit's regulariser is the mean over its own bags (each unit's in
+    ``extras["unit_aux"]``). :meth:`unstack` copies the trained tensors back. Packed bags only."""
+
+    base: Tensor
+    vectors: Tensor
+    heads_weight1: Tensor
+    heads_bias1: Tensor
+    heads_weight2: Tensor
+    heads_bias2: Tensor
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__(models, StephModel)
+        models = cast("list[StephModel]", list(models))
+        first = models[0]
+        for m in models:
+            net = m.hypernet
+            if net is None or net.heads is None or net.mix_embed is not None:
+                raise ValueError("only STEPH with both hypernetwork heads on one embedding stacks")
+            if m.settings != first.settings or m.stack.spec != first.stack.spec:
+                raise ValueError("models with different settings or shapes do not stack")
+            if m.stack.vectors.shape != first.stack.vectors.shape or m.dropout != first.dropout:
+                raise ValueError("models with different settings or shapes do not stack")
+        self.settings, self.dropout, self.n_sources = first.settings, first.dropout, first.n_sources
+        self.head_dropout = first.hypernet.heads.dropout.p  # type: ignore[union-attr]
+        self.output = first.hypernet.output  # type: ignore[union-attr]
+        self.spec = first.stack.spec
+        self.register_buffer("base", torch.stack([m.stack.base for m in models]), persistent=False)
+        self.register_buffer("vectors", torch.stack([m.stack.vectors for m in models]), persistent=False)
+        nets = [cast(Hypernetwork, m.hypernet) for m in models]
+        self.embed_weight = nn.Parameter(torch.stack([n.embed.weight.detach() for n in nets]))
+        self.embed_bias = nn.Parameter(torch.stack([n.embed.bias.detach() for n in nets]))
+        pairs = [cast(HeadPair, n.heads) for n in nets]
+        for name in ("weight1", "bias1", "weight2", "bias2"):
+            self.register_parameter(
+                f"heads_{name}",
+                nn.Parameter(torch.stack([cast(Tensor, getattr(p, name)).detach() for p in pairs])),
+            )
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
+        seg = packed_segments()
+        if mask is not None or seg is None:
+            raise ValueError("stacked units take packed bags (packed_bags and weight_groups)")
+        units, bags = self.units, seg.count
+        n = bags // units
+        # the hypernetwork: each unit's patch embedding (one grouped product over the units),
+        # its mean per bag, then each unit's two heads as one batched product
+        h = segment_mean(grouped_linear(x[0], self.embed_weight, self.embed_bias).relu(), seg)
+        width = h.shape[1]
+        pairs = h.view(units, 1, n, width).expand(units, 2, n, width).reshape(units * 2, n, width)
+        w1, b1 = self.heads_weight1.flatten(0, 1), self.heads_bias1.flatten(0, 1)
+        w2, b2 = self.heads_weight2.flatten(0, 1), self.heads_bias2.flatten(0, 1)
+        hidden = torch.baddbmm(b1, pairs, w1.transpose(1, 2)).relu()
+        with unit_rows((2,) * units):  # each unit's [2, n, width] mask from its own stream
+            hidden = dropout(hidden, self.head_dropout, self.training)
+        out = torch.baddbmm(b2, hidden, w2.transpose(1, 2)).view(units, 2, n, -1).transpose(0, 1)
+        w_net, r_net = out.reshape(2, bags, -1).unbind(0)
+        if isinstance(self.output, nn.ReLU):
+            w, r = w_net.relu(), r_net.relu()
+        else:
+            w, r = self.output(w_net), r_net.relu()
+        lam = 1.0 / (1.0 + r)
+        selected = select_top(w.detach(), self.settings)
+        w_merge = w.clamp(min=0.0, max=1.0) if self.settings.clamp_weights else w
+        sel = selected.to(w.dtype)
+        c = StephModel.coefficients(w_merge, lam, sel)
+        kind = self.base.device.type
+        with (
+            torch.autocast(kind, enabled=False)
+            if torch.is_autocast_enabled(kind)
+            else contextlib.nullcontext()
+        ):
+            flat = torch.baddbmm(self.base.unsqueeze(1), c.float().view(units, n, -1), self.vectors)
+        params = unflatten(flat.view(bags, -1), self.spec)
+        with weight_groups(seg):  # the merged encoders are per bag
+            z = encode(params, x, None, dropout=self.dropout, training=self.training)
+        logits = self.head(z)
+        rows: list[Tensor] = []
+        weights = regulariser_weights(self.settings, scale=units)  # each unit's mean over its bags
+        aux = closed_form(
+            lambda gradient: regulariser_terms(
+                w, lam, sel.float(), weights, gradient=gradient, rows_out=rows
+            ),
+            w,
+            lam,
+        )
+        extras = {
+            "unit_aux": rows[0].view(units, n).sum(dim=1),
+            "w": w.detach(),
+            "lambda": lam.detach(),
+            "selected": selected,
+        }
+        return ModelOutput(logits, aux, extras)
+
+    @torch.no_grad()
+    def unstack(self, models: Sequence[nn.Module]) -> None:
+        """Copy each unit's trained hypernetwork and head into its model."""
+        super().unstack(models)
+        for u, m in enumerate(cast("list[StephModel]", list(models))):
+            net = cast(Hypernetwork, m.hypernet)
+            net.embed.weight.copy_(self.embed_weight[u])
+            net.embed.bias.copy_(self.embed_bias[u])
+            for name in ("weight1", "bias1", "weight2", "bias2"):
+                cast(Tensor, getattr(net.heads, name)).copy_(getattr(self, f"heads_{name}")[u])
+
+
 class Steph(StephSpec, MergeMethod):
     """STEPH, with the paper's ablations as options."""
+
+    stacked_model: ClassVar[type[StackedModel] | None] = StackedSteph
 
     def build(self, ctx: MergeContext) -> StephModel:
         return StephModel(

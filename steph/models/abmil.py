@@ -263,6 +263,18 @@ def _segment_linear(x: Tensor, weight: Tensor, bias: Tensor, seg: Segments) -> T
     return y + as_dtype(bias.index_select(0, seg.index), y.dtype)
 
 
+def grouped_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``y_n = x_n W_{g(n)}^T + b_{g(n)}`` for the rows ``x [N, in]`` of a pack and weights
+    ``[G, out, in]`` / ``[G, out]`` of the G groups of the enclosing :func:`weight_groups` block
+    (else of the bags of the enclosing :func:`packed_bags` block): one grouped product."""
+    seg = _GROUPS.get() or _SEGMENTS.get()
+    if seg is None or seg.count != weight.shape[0] or sum(seg.sizes) != x.shape[0]:
+        raise ValueError(
+            f"grouped_linear of {x.shape[0]} rows and {weight.shape[0]} weights outside a matching pack"
+        )
+    return _segment_linear(x, weight, bias, seg)
+
+
 def encode(
     params: Mapping[str, Tensor],
     x: Tensor,

@@ -81,9 +81,9 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return x
-    streams = _STREAMS.get()
-    if streams is not None:
-        return streams.dropout(x, p)
+    active = _STREAMS.get()
+    if active is not None:
+        return active[0].dropout(x, p, active[1])
     return _draw(x, p)
 
 
@@ -110,7 +110,6 @@ class UnitStreams:
     def __init__(self, units: int, device: torch.device) -> None:
         self.device = device
         self.states = [self._get()] * units
-        self.rows: tuple[int, ...] = ()
 
     def _get(self) -> Tensor:
         if self.device.type == "cuda":
@@ -123,16 +122,16 @@ class UnitStreams:
         else:
             torch.set_rng_state(state)
 
-    def dropout(self, x: Tensor, p: float) -> Tensor:
-        if sum(self.rows) != x.shape[0] or len(self.rows) != len(self.states):
+    def dropout(self, x: Tensor, p: float, rows: tuple[int, ...]) -> Tensor:
+        """:func:`dropout` of ``x``, whose first dimension holds each unit's ``rows`` in turn."""
+        if sum(rows) != x.shape[0] or len(rows) != len(self.states):
             raise ValueError(
-                f"dropout over {x.shape[0]} rows in unit streams of {len(self.states)} units "
-                f"with rows {self.rows}"
+                f"dropout over {x.shape[0]} rows in unit streams of {len(self.states)} units with rows {rows}"
             )
         outer = self._get()
         parts = []
         try:
-            for u, part in enumerate(x.split_with_sizes(list(self.rows))):
+            for u, part in enumerate(x.split_with_sizes(list(rows))):
                 self._set(self.states[u])
                 parts.append(_draw(part, p))
                 self.states[u] = self._get()
@@ -141,13 +140,15 @@ class UnitStreams:
         return torch.cat(parts)
 
 
-_STREAMS: ContextVar[UnitStreams | None] = ContextVar("steph_unit_streams", default=None)
+_STREAMS: ContextVar[tuple[UnitStreams, tuple[int, ...]] | None] = ContextVar(
+    "steph_unit_streams", default=None
+)
 
 
 @contextlib.contextmanager
 def unit_streams(streams: UnitStreams, rows: tuple[int, ...]) -> Iterator[None]:
-    """Within the block, :func:`dropout` draws each unit's ``rows`` of a packed tensor from that
-    unit's stream (:class:`UnitStreams`).
+    """Within the block, :func:`dropout` draws each unit's ``rows`` of a packed tensor (its
+    first dimension) from that unit's stream (:class:`UnitStreams`).
 
     >>> _ = torch.manual_seed(0)
     >>> alone = [dropout(torch.ones(3, 4), 0.5) for _ in range(2)]   # one unit's two draws
@@ -158,8 +159,19 @@ def unit_streams(streams: UnitStreams, rows: tuple[int, ...]) -> Iterator[None]:
     >>> all(torch.equal(b[:3], a) and torch.equal(b[3:], a) for a, b in zip(alone, both))
     True
     """
-    streams.rows = tuple(int(r) for r in rows)
-    token = _STREAMS.set(streams)
+    token = _STREAMS.set((streams, tuple(int(r) for r in rows)))
+    try:
+        yield
+    finally:
+        _STREAMS.reset(token)
+
+
+@contextlib.contextmanager
+def unit_rows(rows: tuple[int, ...]) -> Iterator[None]:
+    """Within the block, the enclosing :func:`unit_streams` (if any) split their tensors' first
+    dimension as ``rows`` (a per-bag tensor ``[U * k, ...]``: ``(k,) * U``); outside one, nothing."""
+    active = _STREAMS.get()
+    token = _STREAMS.set((active[0], tuple(rows)) if active is not None else None)
     try:
         yield
     finally:

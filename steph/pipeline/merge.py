@@ -12,11 +12,13 @@ first unit trains: target, sources, methods and their options, task vectors, the
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..bundles.signing import check_trusted_sources
 from ..checkpoints import save_state_dict
@@ -62,8 +64,10 @@ if TYPE_CHECKING:
     from ..layout import ProjectLayout
     from ..merging import MergeMethod
     from ..merging.autotune import GammaChoice
+    from ..survival import SurvivalTargets
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def merge_models(
@@ -254,7 +258,7 @@ class MergeWorker:
         return UnitLock(unit.outputs[0], f"merge {unit.key}", temps, record=unit.outputs[0])
 
     def run(self, unit: MergeUnit) -> Outcome:
-        with run_log(self.layout.merged_log(unit.target, unit.run, unit.fold)):
+        with run_log(self._log(unit)):
             return _done(self._train(unit))
 
     def _too_few(self, unit: MergeUnit) -> str | None:
@@ -355,30 +359,42 @@ class MergeWorker:
         """Train ``units`` (one method variant, several folds) together in one optimiser step
         (:func:`~steph.training.stacked.fit_stacked`): each fold's result is its own run's. Where
         they cannot (:func:`~steph.training.stacked.stack_refusal`, or models that do not stack),
-        each runs alone."""
+        each runs alone. A fold that cannot be prepared or written fails alone; each fold's log
+        holds its own preparation and files and the shared training."""
+        outcomes: dict[str, Outcome] = {}
         prepared: list[_Prepared] = []
-        with contextlib.ExitStack() as logs:
-            for unit in units:
-                logs.enter_context(run_log(self.layout.merged_log(unit.target, unit.run, unit.fold)))
-            for unit in units:
-                prepared.append(self._prepare(unit))
-            assert self.device is not None
-            method, first = prepared[0].method, prepared[0].ctx
-            stacked = method.stack([p.model for p in prepared])
-            data = [p.ctx.train for p in prepared if p.ctx.train is not None]
-            why = (
-                "its models do not stack"
-                if stacked is None
-                else stack_refusal(data, self.bags, first.fit_settings, self.device)
-            )
-            keys = [u.key for u in units]
-            if why is not None or stacked is None:
-                log.info("merge %s: folds trained one by one: %s", ", ".join(keys), why)
-                return [self._run_prepared(p) for p in prepared]
-            log.info("merge %s: %d folds trained together in each step", ", ".join(keys), len(units))
-            task = f"merge {first.target} {method.name} folds {', '.join(str(p.ctx.fold) for p in prepared)}"
+        for unit in units:
+            ready = self._guarded(unit, functools.partial(self._prepare, unit))
+            if isinstance(ready, Outcome):
+                outcomes[unit.key] = ready
+            else:
+                prepared.append(ready)
+        if prepared:
+            for p, outcome in zip(prepared, self._train_together(prepared), strict=True):
+                outcomes[p.unit.key] = outcome
+        return [outcomes[u.key] for u in units]
+
+    def _train_together(self, prepared: Sequence[_Prepared]) -> list[Outcome]:
+        assert self.device is not None
+        method, first = prepared[0].method, prepared[0].ctx
+        stacked = method.stack([p.model for p in prepared]) if len(prepared) > 1 else None
+        data = [cast("SurvivalTargets", p.ctx.train) for p in prepared]
+        why = (
+            "one fold, or models that do not stack"
+            if stacked is None
+            else stack_refusal(data, self.bags, first.fit_settings, self.device)
+        )
+        keys = [p.unit.key for p in prepared]
+        if why is not None or stacked is None:
+            log.info("merge %s: folds trained one by one: %s", ", ".join(keys), why)
+            return [self._guarded(p.unit, functools.partial(self._run_prepared, p)) for p in prepared]
+        task = f"merge {first.target} {method.name} folds {', '.join(str(p.ctx.fold) for p in prepared)}"
+        memos: list[BagMemo] = []  # each fold's per-bag constants of training, for its predictions
+        with contextlib.ExitStack() as logs:  # the shared training in every fold's log
+            for p in prepared:
+                logs.enter_context(run_log(self._log(p.unit)))
+            log.info("merge %s: %d folds trained together in each step", ", ".join(keys), len(keys))
             started = time.perf_counter()
-            memos: list[BagMemo] = []  # each fold's per-bag constants of training, for its predictions
             losses = fit_stacked(
                 stacked,
                 data,
@@ -391,20 +407,35 @@ class MergeWorker:
             )
             stacked.unstack([p.model for p in prepared])
             seconds = time.perf_counter() - started
-            outcomes = []
-            for p, unit_losses, memo in zip(prepared, losses, memos, strict=True):
-                others = [k for k in keys if k != p.unit.key]
-                try:  # a fold whose files cannot be written fails alone
-                    with using_memo(memo):
-                        outcomes.append(_done(self._finish(p, unit_losses, seconds, others)))
-                except StephError as exc:
-                    log.error("merge %s failed: %s", p.unit.key, exc)
-                    outcomes.append(Outcome(Status.FAILED, str(exc), {"hint": exc.hint} if exc.hint else {}))
-                except OSError as exc:
-                    message = os_error_message(exc, f"merge {p.unit.key}")
-                    log.error("%s", message)
-                    outcomes.append(Outcome(Status.FAILED, message))
-            return outcomes
+        outcomes = []
+        for p, unit_losses, memo in zip(prepared, losses, memos, strict=True):
+            others = [k for k in keys if k != p.unit.key]
+            finish = functools.partial(self._finish_stacked, p, unit_losses, seconds, others, memo)
+            outcomes.append(self._guarded(p.unit, finish))
+        return outcomes
+
+    def _finish_stacked(
+        self, prepared: _Prepared, losses: list[float], seconds: float, others: list[str], memo: BagMemo
+    ) -> Outcome:
+        with using_memo(memo):
+            return _done(self._finish(prepared, losses, seconds, others))
+
+    def _guarded(self, unit: MergeUnit, work: Callable[[], T]) -> T | Outcome:
+        """``work()`` for ``unit``, inside its log; its failure where it raises a StephError or
+        an OSError (the unit fails alone)."""
+        with run_log(self._log(unit)):
+            try:
+                return work()
+            except StephError as exc:
+                log.error("merge %s failed: %s", unit.key, exc)
+                return Outcome(Status.FAILED, str(exc), {"hint": exc.hint} if exc.hint else {})
+            except OSError as exc:
+                message = os_error_message(exc, f"merge {unit.key}")
+                log.error("%s", message)
+                return Outcome(Status.FAILED, message)
+
+    def _log(self, unit: MergeUnit) -> Path:
+        return self.layout.merged_log(unit.target, unit.run, unit.fold)
 
     def _run_prepared(self, prepared: _Prepared) -> Outcome:
         with bag_memo(len(prepared.train), ids=prepared.train):

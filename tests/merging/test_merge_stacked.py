@@ -12,16 +12,16 @@ from steph.fileio import read_csv, read_json
 from steph.pipeline.merge import merge_models
 from steph.report import Status
 
-METHODS = ["adamerging", "ties-adamerging", "roupkt", "task-arithmetic"]
-"""Three methods whose folds stack and one that trains nothing (each fold alone)."""
+METHODS = ["adamerging", "ties-adamerging", "roupkt", "steph", "task-arithmetic"]
+"""Four methods whose folds stack and one that trains nothing (each fold alone)."""
 
 
 def merged(root: Path, stack: bool) -> dict[str, object]:
     layout, config = load_project(root, {"train.stack_units": stack, "train.epochs": 3, "merge.top_k": 3})
     report = merge_models(layout, config, target="BRCA", methods=METHODS)
-    assert [i.status for i in report.items] == [Status.DONE] * 8
+    assert [i.status for i in report.items] == [Status.DONE] * 10
     out: dict[str, object] = {}
-    for run in ("adamerging", "ties-adamerging", "roupkt-top3", "task-arithmetic"):
+    for run in ("adamerging", "ties-adamerging", "roupkt-top3", "steph-top3", "task-arithmetic"):
         for fold in (0, 1):
             meta = read_json(layout.merged_meta("BRCA", run, fold))
             out[f"{run}/{fold}/losses"] = meta["train_losses"]
@@ -35,6 +35,11 @@ def merged(root: Path, stack: bool) -> dict[str, object]:
             if run.startswith("roupkt"):
                 rows = read_csv(layout.merged_file("BRCA", run, fold, "routing.csv"))
                 out[f"{run}/{fold}/routing"] = [float(r["p"]) for r in rows]
+            if run.startswith("steph"):
+                rows = read_csv(layout.merged_file("BRCA", run, fold, "coefficients.csv"))
+                out[f"{run}/{fold}/coefficients"] = [
+                    float(r[k]) for r in rows for k in ("w", "lambda", "selected")
+                ]
     return out
 
 
@@ -50,4 +55,5 @@ def test_stacked_folds_write_what_each_fold_writes_alone(
     assert together["adamerging/0/with"] == ["BRCA/adamerging/fold_1"]
     assert together["ties-adamerging/1/with"] == ["BRCA/ties-adamerging/fold_0"]
     assert together["roupkt-top3/0/with"] == ["BRCA/roupkt-top3/fold_1"]
+    assert together["steph-top3/1/with"] == ["BRCA/steph-top3/fold_0"]
     assert together["task-arithmetic/0/with"] == [] and alone["adamerging/0/with"] == []

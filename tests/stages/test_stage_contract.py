@@ -201,3 +201,63 @@ def test_open_project_takes_the_clis_config_file(project: Path, tmp_path: Path) 
     assert open_project(project).config.train.epochs != 7
     assert open_project(project, config_file=other).config.train.epochs == 7
     assert open_project(project, {"train.epochs": 3}, config_file=other).config.train.epochs == 3
+
+
+class _GroupWorker(_Worker):
+    """Groups units by the first letter of their name; a group's runnable units run in one call,
+    under every one's lock (each must be locked when the group runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[list[str]] = []
+
+    def together(self, units: list[_Unit]) -> list[list[_Unit]]:
+        groups: dict[str, list[_Unit]] = {}
+        for u in units:
+            groups.setdefault(u.name[0], []).append(u)
+        return list(groups.values())
+
+    def run_group(self, units: list[_Unit]) -> list[Outcome]:
+        assert all(lock_path_for(u.outputs[0]).exists() for u in units)  # held while the group runs
+        self.groups.append([u.key for u in units])
+        if any(u.name.endswith("bad") for u in units):
+            raise DataError("shared input unreadable", hint="fix it")
+        for u in units:
+            u.outputs[0].write_text("done")
+        return [Outcome(Status.DONE, f"with {len(units) - 1} others") for _ in units]
+
+
+def test_grouped_units_run_together_each_under_its_lock_and_reported_alone(tmp_path: Path) -> None:
+    """A group's done, refused and locked units are reported as the unit loop reports them; the
+    others run in one call, under all their locks; a failure of that call fails each of them;
+    a group of one runs alone (its worker's ``run``)."""
+
+    def unit(name: str) -> _Unit:
+        return _Unit("toy", name, (tmp_path / f"{name}.txt",), name=name)
+
+    names = ("a1", "a2", "a-done", "a-locked", "b1", "b-bad", "c1", "arefused")
+    units = [unit(n) for n in names]
+    (tmp_path / "a-done.txt").write_text("done")
+    lock = lock_path_for(tmp_path / "a-locked.txt")  # a live process of this host holds it
+    lock.write_text(f'{{"host": "{socket.gethostname()}", "pid": {os.getpid()}, "started": {time.time()}}}')
+    worker = _GroupWorker()
+    worker.refuse = lambda u: "refused: no input" if u.name == "arefused" else None  # type: ignore[method-assign]
+    report = run_units("toy", units, worker, progress=_Progress())
+    status = {i.key: (i.status, i.message) for i in report.items}
+    assert [i.key for i in report.items] == [
+        "a1",
+        "a2",
+        "a-done",
+        "a-locked",
+        "arefused",
+        "b1",
+        "b-bad",
+        "c1",
+    ]
+    assert status["a1"] == status["a2"] == (Status.DONE, "with 1 others")
+    assert status["a-done"] == (Status.SKIPPED, "exists") and status["a-locked"][0] is Status.LOCKED
+    assert status["arefused"] == (Status.FAILED, "refused: no input")
+    assert status["b1"] == status["b-bad"] == (Status.FAILED, "shared input unreadable (hint: fix it)")
+    assert status["c1"] == (Status.DONE, "written") and worker.ran == ["c1"]
+    assert worker.groups == [["a1", "a2"], ["b1", "b-bad"]]
+    assert not lock_path_for(tmp_path / "a1.txt").exists() and lock.exists()  # released; not theirs

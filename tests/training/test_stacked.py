@@ -81,6 +81,8 @@ DEVICES = [
         ("adamerging", {"top_k_loss": 2, "clamp_weights": True}),
         ("ties-adamerging", {}),
         ("roupkt", {"top_k": 2}),
+        ("steph", {"top_k": 2}),
+        ("steph", {"sparse": False, "output": "softplus", "clamp_weights": True}),
     ],
 )
 def test_stacked_units_train_as_each_unit_alone(method: str, options: dict[str, object], device: str) -> None:
@@ -145,6 +147,16 @@ def test_units_that_cannot_train_together_are_refused(monkeypatch: pytest.Monkey
     assert stack_refusal(units(data), bags, SETTINGS, CPU) is None
     with pytest.raises(ValueError, match="steps per epoch"):
         fit_stacked(StackedAdaMerging([ada("adamerging", 0)] * 2), uneven, bags, SETTINGS, device=CPU)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"mix": "fixed", "fixed_lambda": 0.0}, {"mix": "global"}, {"weights": "global"}, {"mix": "fnn"}],
+)
+def test_steph_ablations_without_both_heads_on_one_embedding_train_alone(options: dict[str, object]) -> None:
+    """The ablations with one hypernetwork head, global vectors or the fnn mix head do not stack:
+    each of their folds trains alone."""
+    assert MERGE_METHODS.get("steph").stack([build("steph", u, top_k=2, **options) for u in range(2)]) is None
 
 
 def test_models_that_differ_do_not_stack() -> None:

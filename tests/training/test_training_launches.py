@@ -96,7 +96,7 @@ def stacked_operators_per_step(name: str, units: int, n_bags: int) -> int:
     return counter.count
 
 
-@pytest.mark.parametrize("name", ["roupkt", "adamerging"])
+@pytest.mark.parametrize("name", ["steph", "roupkt", "adamerging"])
 def test_stacked_units_take_operators_that_do_not_grow_with_their_bags(name: str) -> None:
     """A step of stacked units (a target's folds, :mod:`steph.training.stacked`): the same
     operators for 16 or 64 bags a unit; each more unit adds only its dropout draws, so 5 units
