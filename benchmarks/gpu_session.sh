@@ -3,10 +3,12 @@
 # order of importance, each part time-boxed; after each part every result so far is packed into
 # $OUT/results.tar.gz (the device tool returns only a few files, and whatever is in $OUT when a
 # command is cut off). PARTS (default: all, in this order) picks parts by name:
-#   tests      the CUDA tests (tests/training/test_training_cuda.py, the chunk-equality and precision tests),
+#   tests      the CUDA tests (tests/training/test_training_cuda.py, the chunk-equality and precision tests,
+#              the stacked folds against each fold alone: tests/training/test_stacked.py),
 #   host       bench_host on the card: wall and host CPU time per bag of tiny-model training steps
-#              (D = 16) for the four models at 16 and 64 bags, CUDA's operator counts (host.json;
-#              the protocol part prices the host's time per step with it),
+#              (D = 16) for the four models at 16 and 64 bags, and of 1, 2 and 5 stacked folds of
+#              STEPH, ROUPKT and AdaMerging, CUDA's operator counts (host.json; the protocol part
+#              prices the host's time per step with it),
 #   train      bench_train at 20 epochs (48 heavy-tailed bags, D = 1536: stage, one-bag loop, bare
 #              compute, the card's measured fp32/bf16 peaks and the fractions of them), then one
 #              cProfile run of the stage and of the one-bag loop (profile-train/),
@@ -83,9 +85,10 @@ part() {
     tar -czf "$OUT/results.tar.gz" -C "$RES" .
 }
 
-part tests 90 "$NEW" python3 -m pytest -q -p no:cacheprovider \
-    tests/training/test_training_cuda.py tests/training/test_training_chunks.py tests/training/test_training_precision.py
-part host 45 "$NEW" python3 -m benchmarks.bench_host --device "$DEVICE" --steps 50 --out "$RES/host.json"
+part tests 100 "$NEW" python3 -m pytest -q -p no:cacheprovider \
+    tests/training/test_training_cuda.py tests/training/test_training_chunks.py tests/training/test_training_precision.py \
+    tests/training/test_stacked.py
+part host 60 "$NEW" python3 -m benchmarks.bench_host --device "$DEVICE" --steps 50 --out "$RES/host.json"
 part train 150 "$NEW" python3 -m benchmarks.bench_train --device "$DEVICE" --no-equal --only rows --epochs "$EPOCHS" \
     --profile "$RES/profile-train" $QUICK
 part merge 190 "$NEW" python3 -m benchmarks.bench_merge --device "$DEVICE" --no-equal --epochs "$EPOCHS" \
