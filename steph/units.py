@@ -6,8 +6,11 @@ exactly what it does (:class:`ModelUnit` for a cancer x fold, ...), its stable `
 turns a list of units into a :class:`~steph.report.StageReport`: for each unit it skips a done one
 (by its outputs), takes the unit's lock, checks again under the lock (another process may have
 finished it), runs the stage's work for that one unit, and reports what happened (done, skipped,
-failed with the message, or locked by another process). What a stage does for one unit is its
-:class:`UnitWorker`; what it loads once for all units (theta0, cohorts, bags) lives in the worker.
+failed with the message, or locked by another process). A worker that can run several units
+together (:class:`GroupWorker`: a merge method's folds in the same optimiser steps) groups the
+plan; each group's units are checked and locked one by one, and the rest run in one call. What
+a stage does for one unit is its :class:`UnitWorker`; what it loads once for all units (theta0,
+cohorts, bags) lives in the worker.
 """
 
 from __future__ import annotations
@@ -281,6 +284,15 @@ def run_group(
                 except LockedError as exc:
                     log.warning("%s: %s", where, exc)
                     items[unit.key] = ItemResult(unit.key, Status.LOCKED, str(exc), _hint(exc))
+                    continue
+                except StephError as exc:
+                    log.error("%s failed: %s", where, exc)
+                    items[unit.key] = ItemResult(unit.key, Status.FAILED, str(exc), _hint(exc))
+                    continue
+                except OSError as exc:  # the lock cannot be written: that unit fails alone
+                    message = os_error_message(exc, where)
+                    log.error("%s", message)
+                    items[unit.key] = ItemResult(unit.key, Status.FAILED, message)
                     continue
                 if unit.done and not overwrite:  # another process finished it meanwhile
                     items[unit.key] = _item(unit, worker.skipped(unit, by_other=True))

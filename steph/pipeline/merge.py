@@ -49,7 +49,7 @@ from ..runtime import resolve_device, seed_everything, set_deterministic
 from ..theta0 import Theta0, check_architecture, load_theta0, versions
 from ..training.loop import predict
 from ..training.memo import BagMemo, bag_memo, using_memo
-from ..training.stacked import fit_stacked, stack_refusal
+from ..training.stacked import UnitsDiverged, fit_stacked, stack_refusal
 from ..units import Outcome, UnitLock, run_units
 from ._source_model import fit_settings
 from .plans import MERGE as STAGE
@@ -395,18 +395,31 @@ class MergeWorker:
                 logs.enter_context(run_log(self._log(p.unit)))
             log.info("merge %s: %d folds trained together in each step", ", ".join(keys), len(keys))
             started = time.perf_counter()
-            losses = fit_stacked(
-                stacked,
-                data,
-                self.bags,
-                first.fit_settings,
-                device=self.device,
-                progress=self.progress,
-                task=task,
-                memos=memos,
-            )
-            stacked.unstack([p.model for p in prepared])
+            diverged: UnitsDiverged | None = None
+            try:
+                losses = fit_stacked(
+                    stacked,
+                    data,
+                    self.bags,
+                    first.fit_settings,
+                    device=self.device,
+                    progress=self.progress,
+                    task=task,
+                    memos=memos,
+                )
+            except UnitsDiverged as exc:
+                diverged = exc
+            else:
+                stacked.unstack([p.model for p in prepared])
             seconds = time.perf_counter() - started
+        if diverged is not None:  # a non-finite loss reaches the other folds: each fold alone
+            names = ", ".join(keys[u] for u in diverged.units)
+            log.warning(
+                "merge %s: the training loss became non-finite in epoch %d; the folds train one by one",
+                names,
+                diverged.epoch,
+            )
+            return [self._guarded(p.unit, functools.partial(self._run_prepared, p)) for p in prepared]
         outcomes = []
         for p, unit_losses, memo in zip(prepared, losses, memos, strict=True):
             others = [k for k in keys if k != p.unit.key]

@@ -18,12 +18,14 @@ Each unit's result is its own :func:`~steph.training.loop.fit` run's, to float r
 - each unit draws its dropout masks from its own stream, started from the state ``fit`` starts
   from (:class:`~steph.models.dropout.UnitStreams`), over its rows in the order ``fit`` packs
   them (length-sorted);
-- SurvMLE is each unit's mean over its own bags, the merge methods' regularisers each unit's own.
+- SurvMLE is each unit's mean over its own bags, the merge methods' regularisers each unit's own;
+- per-bag constants (ROUPKT's frozen experts) are each unit's, in its own part of one memo.
 
 That holds under the conditions :func:`stack_refusal` checks: the units take the same number of
 steps per epoch (one learning-rate schedule, one step count), each unit's batch would run as one
 pack alone and the whole step fits the patch budget, and the precision is fp32 or bf16 (fp16's
-loss scaling skips every unit's step when one unit's gradient overflows).
+loss scaling skips every unit's step when one unit's gradient overflows); and while every
+unit's loss stays finite (:class:`UnitsDiverged`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ from .staging import DeviceStager, Staged
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+
+class UnitsDiverged(Exception):
+    """A unit's training loss became NaN or infinite (``units``: their indices, ``epoch``: the
+    first epoch it was seen in). In a stacked step it does not stay that unit's: the packed
+    softmax and pooling multiply the other units' zeros by it (0 x inf = NaN, forward and
+    backward), so the caller trains the units one by one instead, each then as its own run goes."""
+
+    def __init__(self, units: list[int], epoch: int) -> None:
+        super().__init__(f"the training loss of unit(s) {units} became non-finite in epoch {epoch}")
+        self.units, self.epoch = units, epoch
 
 
 def _unit_limit(device: torch.device, budget: int) -> int:
@@ -124,6 +137,8 @@ def fit_stacked(
     Raises:
         ValueError: the units cannot train together (:func:`stack_refusal`), or ``model``
             holds another number of units.
+        UnitsDiverged: a unit's epoch loss is NaN or infinite (the units' models are untouched:
+            train them one by one).
     """
     refusal = stack_refusal(units, bags, settings, device)
     if refusal is not None:
@@ -188,7 +203,11 @@ def fit_stacked(
                 optimizer.step()
                 scheduler.step()
                 progress.advance(task, 1, epoch=_epoch + 1)
-            for u, value in enumerate((epoch_loss / max(1, steps)).tolist()):
+            values = (epoch_loss / max(1, steps)).tolist()
+            broken = [u for u, value in enumerate(values) if not math.isfinite(value)]
+            if broken:  # read once an epoch anyway: no step waits for the device
+                raise UnitsDiverged(broken, _epoch + 1)
+            for u, value in enumerate(values):
                 losses[u].append(value)
         if memos is not None:
             memos.extend(memo.part(offsets[u], len(unit), unit.ids) for u, unit in enumerate(units))

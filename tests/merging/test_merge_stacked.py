@@ -57,3 +57,20 @@ def test_stacked_folds_write_what_each_fold_writes_alone(
     assert together["roupkt-top3/0/with"] == ["BRCA/roupkt-top3/fold_1"]
     assert together["steph-top3/1/with"] == ["BRCA/steph-top3/fold_0"]
     assert together["task-arithmetic/0/with"] == [] and alone["adamerging/0/with"] == []
+
+
+def test_folds_whose_stacked_loss_diverges_train_one_by_one(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-finite loss in a stacked run (``UnitsDiverged``) sends the folds to train alone:
+    each then writes what it writes alone, and names no other fold."""
+    import steph.pipeline.merge as pipeline
+    from steph.training.stacked import UnitsDiverged
+
+    def diverging(*args: object, **kwargs: object) -> list[list[float]]:
+        raise UnitsDiverged([1], 2)
+
+    monkeypatch.setattr(pipeline, "fit_stacked", diverging)
+    alone = merged(project_copy(tmp_path_factory, tmp_path / "alone"), stack=False)
+    fallback = merged(project_copy(tmp_path_factory, tmp_path / "fallback"), stack=True)
+    assert fallback == alone

@@ -227,15 +227,26 @@ class _GroupWorker(_Worker):
         return [Outcome(Status.DONE, f"with {len(units) - 1} others") for _ in units]
 
 
-def test_grouped_units_run_together_each_under_its_lock_and_reported_alone(tmp_path: Path) -> None:
-    """A group's done, refused and locked units are reported as the unit loop reports them; the
-    others run in one call, under all their locks; a failure of that call fails each of them;
-    a group of one runs alone (its worker's ``run``)."""
+def test_grouped_units_run_together_each_under_its_lock_and_reported_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group's done, refused and locked units, and one whose lock cannot be written, are
+    reported as the unit loop reports them; the others run in one call, under all their locks;
+    a failure of that call fails each of them; a group of one runs alone (its worker's ``run``)."""
+    import steph.units
 
     def unit(name: str) -> _Unit:
         return _Unit("toy", name, (tmp_path / f"{name}.txt",), name=name)
 
-    names = ("a1", "a2", "a-done", "a-locked", "b1", "b-bad", "c1", "arefused")
+    real_hold = steph.units.hold
+
+    def hold(path: Path, **kwargs: object) -> object:
+        if path.name == "a-full.txt":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_hold(path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(steph.units, "hold", hold)
+    names = ("a1", "a2", "a-done", "a-locked", "b1", "b-bad", "c1", "arefused", "a-full")
     units = [unit(n) for n in names]
     (tmp_path / "a-done.txt").write_text("done")
     lock = lock_path_for(tmp_path / "a-locked.txt")  # a live process of this host holds it
@@ -245,15 +256,9 @@ def test_grouped_units_run_together_each_under_its_lock_and_reported_alone(tmp_p
     report = run_units("toy", units, worker, progress=_Progress())
     status = {i.key: (i.status, i.message) for i in report.items}
     assert [i.key for i in report.items] == [
-        "a1",
-        "a2",
-        "a-done",
-        "a-locked",
-        "arefused",
-        "b1",
-        "b-bad",
-        "c1",
-    ]
+        "a1", "a2", "a-done", "a-locked", "arefused", "a-full", "b1", "b-bad", "c1"
+    ]  # fmt: skip
+    assert status["a-full"][0] is Status.FAILED and "No space left on device" in status["a-full"][1]
     assert status["a1"] == status["a2"] == (Status.DONE, "with 1 others")
     assert status["a-done"] == (Status.SKIPPED, "exists") and status["a-locked"][0] is Status.LOCKED
     assert status["arefused"] == (Status.FAILED, "refused: no input")

@@ -16,7 +16,7 @@ from steph.survival import SurvivalTargets
 from steph.training import stacked
 from steph.training.loop import FitSettings, fit, predict
 from steph.training.memo import BagMemo, using_memo
-from steph.training.stacked import fit_stacked, stack_refusal
+from steph.training.stacked import UnitsDiverged, fit_stacked, stack_refusal
 
 SETTINGS = FitSettings(epochs=3, batch_size=8, lr=1e-2, seed=42)
 """Three epochs of batches of 8 with a large learning rate: the units' parameters move far."""
@@ -164,3 +164,18 @@ def test_models_that_differ_do_not_stack() -> None:
         StackedAdaMerging([ada("adamerging", 0, hypernet=True)])
     with pytest.raises(ValueError, match="settings"):
         StackedAdaMerging([ada("adamerging", 0), ada("adamerging", 1, gamma=0.5)])
+
+
+def test_a_non_finite_loss_stops_the_stacked_run_for_the_caller_to_train_units_alone() -> None:
+    """An infinite feature in one unit's bag: in a stacked step its NaN reaches the other units
+    through shared products (0 x inf), so ``fit_stacked`` raises instead of returning them."""
+    bags, data = cohort()
+    splits = units(data)
+    raw = {pid: bags.get(pid).clone() for pid in data.ids}
+    raw[splits[2].ids[-1]][0, 0] = float("inf")  # a patient of the third unit only
+    models = [build("adamerging", u) for u in range(3)]
+    stacked = MERGE_METHODS.get("adamerging").stack(models)
+    assert stacked is not None
+    with pytest.raises(UnitsDiverged) as caught:
+        fit_stacked(stacked, splits, BagStore.in_memory(raw), SETTINGS, device=CPU)
+    assert 2 in caught.value.units and caught.value.epoch == 1
