@@ -68,8 +68,8 @@ class TrainConfig:
     """auto, fp32, bf16 or fp16: autocast on CUDA (auto = bf16); CPU always runs fp32."""
     stack_units: bool = True
     """Train a merge method's target folds together, in one optimiser step, where each fold's
-    result is its own run's (STEPH with both hypernetwork heads, ROUPKT, AdaMerging with global
-    coefficients and its variants); false = one fold at a time."""
+    result is its own run's (STEPH and its ablations, ROUPKT, the AdaMerging family but Surgery
+    AM); false = one fold at a time."""
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1:

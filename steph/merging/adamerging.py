@@ -45,14 +45,14 @@ from typing import Any, ClassVar, cast
 import torch
 from torch import Tensor, nn
 
-from ..models.abmil import ENCODER_KEYS, bag_count, encode, packed_segments
+from ..models.abmil import ENCODER_KEYS, bag_count, encode, packed_segments, weight_groups
 from ..models.closed_form import closed_form
 from ..task_vectors import StateDict, unflatten
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, StackedModel, Table
 from .baselines import all_vectors, base_encoder
 from .catalog import AdaMergingSpec, IsoCAdaMergingSpec, IsoCTSAdaMergingSpec, TiesAdaMergingSpec
-from .hypernet import Hypernetwork
+from .hypernet import Hypernetwork, StackedHypernetwork
 from .iso import iso_pairwise
 from .method_settings import OutputLayer
 from .modules import VectorStack
@@ -171,16 +171,19 @@ class AdaMergingModel(nn.Module):
 
 
 class StackedAdaMerging(StackedModel):
-    """Several :class:`AdaMergingModel` with global coefficients (a target's folds) as one
-    model whose parameters hold the units along their first dimension, for
-    :func:`~steph.training.stacked.fit_stacked`. For unit u, with its own base and vectors,
+    """Several :class:`AdaMergingModel` (a target's folds) as one model whose parameters hold the
+    units along their first dimension, for :func:`~steph.training.stacked.fit_stacked`. For unit
+    u, with its own base and vectors,
 
         theta_u = base_u + sum_j c_uj tau_uj       (one batched product for all units, in fp32)
 
-    its bags go through its own merged encoder (one grouped product over the units per layer)
-    and its own head, ``logits = z W_u^T + b_u`` (one batched product), and the regulariser is
-    the sum of the units' (each unit's in ``extras["unit_aux"]``). :meth:`unstack` copies the
-    trained coefficients and heads back into the units' models. It accepts packed bags only."""
+    with global coefficients ``c_u``, or per bag ``c_b`` from unit u's hypernetwork
+    (:class:`~steph.merging.hypernet.StackedHypernetwork`; the bags' merged encoders then per
+    bag); each unit's bags go through its own merged encoder (one grouped product over the units
+    per layer) and its own head (one batched product), and each unit's regulariser is its own
+    (each in ``extras["unit_aux"]``, their sum the ``aux_loss``). :meth:`unstack` copies the
+    trained coefficients or hypernetworks and heads back into the units' models. It accepts
+    packed bags only."""
 
     base: Tensor
     vectors: Tensor
@@ -191,11 +194,10 @@ class StackedAdaMerging(StackedModel):
         first = models[0]
         same = ("clamp", "dropout", "gamma", "top_k")
         for m in models:
-            if m.coefficients is None:
-                raise ValueError("models with a hypernetwork do not stack")
             differs = [a for a in same if getattr(m, a) != getattr(first, a)]
             if (
                 differs
+                or (m.hypernet is None) != (first.hypernet is None)
                 or m.stack.spec != first.stack.spec
                 or m.stack.vectors.shape != first.stack.vectors.shape
             ):
@@ -209,35 +211,69 @@ class StackedAdaMerging(StackedModel):
         )
         self.register_buffer("base", torch.stack([m.stack.base for m in models]), persistent=False)
         self.register_buffer("vectors", torch.stack([m.stack.vectors for m in models]), persistent=False)
-        self.coefficients = nn.Parameter(torch.stack([m.coefficients.detach() for m in models]))  # type: ignore[union-attr]
+        if first.hypernet is not None:
+            self.hypernet: StackedHypernetwork | None = StackedHypernetwork(
+                [cast(Hypernetwork, m.hypernet) for m in models]
+            )
+            self.coefficients = None
+        else:
+            self.hypernet = None
+            self.coefficients = nn.Parameter(
+                torch.stack([cast(Tensor, m.coefficients).detach() for m in models])
+            )
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
-        if mask is not None or packed_segments() is None:
+        seg = packed_segments()
+        if mask is not None or seg is None:
             raise ValueError("stacked units take packed bags (packed_bags and weight_groups)")
-        c = self.coefficients
+        units = self.units
+        if self.hypernet is not None:  # per bag: [B, N], each unit's bags in turn
+            c = self.hypernet(x, seg)[0]
+            assert c is not None
+        else:  # global: [U, N]
+            assert self.coefficients is not None
+            c = self.coefficients
         kind = self.base.device.type
         with (
             torch.autocast(kind, enabled=False)
             if torch.is_autocast_enabled(kind)
             else contextlib.nullcontext()
         ):
-            merged = c.clamp(min=0.0, max=1.0) if self.clamp else c
-            flat = torch.baddbmm(self.base.unsqueeze(1), merged.unsqueeze(1), self.vectors).squeeze(1)
-        z = encode(unflatten(flat, self.spec), x, None, dropout=self.dropout, training=self.training)
+            merged = (c.clamp(min=0.0, max=1.0) if self.clamp else c).float()
+            per_unit = merged.view(units, -1, merged.shape[-1])
+            flat = torch.baddbmm(self.base.unsqueeze(1), per_unit, self.vectors)
+        if self.hypernet is not None:
+            with weight_groups(seg):  # the merged encoders are per bag
+                z = encode(
+                    unflatten(flat.view(seg.count, -1), self.spec),
+                    x,
+                    None,
+                    dropout=self.dropout,
+                    training=self.training,
+                )
+        else:
+            z = encode(
+                unflatten(flat.squeeze(1), self.spec), x, None, dropout=self.dropout, training=self.training
+            )
         logits = self.head(z)
         rows: list[Tensor] = []
-        # gamma per unit: regulariser_terms averages its rows, the units' losses add up
-        gamma = self.gamma * self.units
+        # gamma per unit: regulariser_terms averages its rows, each unit's regulariser is its own
+        gamma = self.gamma * units
         aux = closed_form(
             lambda gradient: regulariser_terms(c, self.top_k, gamma, gradient=gradient, rows_out=rows), c
         )
-        return ModelOutput(logits, aux, {"unit_aux": rows[0]})
+        return ModelOutput(logits, aux, {"unit_aux": rows[0].view(units, -1).sum(dim=1)})
 
     @torch.no_grad()
     def unstack(self, models: Sequence[nn.Module]) -> None:
-        """Copy each unit's trained coefficients and head into its model."""
+        """Copy each unit's trained coefficients or hypernetwork and head into its model."""
         super().unstack(models)
-        for u, m in enumerate(cast("list[AdaMergingModel]", list(models))):
+        units = cast("list[AdaMergingModel]", list(models))
+        if self.hypernet is not None:
+            self.hypernet.unstack([cast(Hypernetwork, m.hypernet) for m in units])
+            return
+        assert self.coefficients is not None
+        for u, m in enumerate(units):
             assert m.coefficients is not None
             m.coefficients.copy_(self.coefficients[u])
 

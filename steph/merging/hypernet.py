@@ -20,14 +20,15 @@ reference's ``output_layer``; ``mix_embed`` gives H_mix its own patch embedding,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..models.abmil import packed_segments, patch_chunk_size, segment_mean
-from ..models.dropout import Dropout
+from ..models.abmil import Segments, grouped_linear, packed_segments, patch_chunk_size, segment_mean
+from ..models.dropout import Dropout, dropout, unit_rows
 from .method_settings import OutputLayer
 
 OUTPUT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
@@ -229,3 +230,97 @@ class Hypernetwork(nn.Module):
             return w, None
         h_mix = self.embed_bags(x, mask, self.mix_embed) if self.mix_embed is not None else h
         return w, self.mix(h_mix).relu()
+
+
+class StackedHypernetwork(nn.Module):
+    """Several folds' :class:`Hypernetwork` of one structure (both heads on one embedding, or one
+    head) as one module whose tensors hold the units along their first dimension, for the
+    stacked merge models (:mod:`steph.training.stacked`): each unit's patch embedding is one
+    grouped product over the units (:func:`~steph.models.abmil.grouped_linear`), its mean per
+    bag one product, its head or heads one batched product, and each unit's dropout mask comes
+    from its own stream, of the shape its own hypernetwork draws. Not with ``mix_embed``.
+
+    Raises:
+        ValueError: the networks differ in structure or shapes, or have their own mix embedding.
+    """
+
+    weight1: Tensor
+    bias1: Tensor
+    weight2: Tensor
+    bias2: Tensor
+
+    def __init__(self, nets: Sequence[Hypernetwork]) -> None:
+        super().__init__()
+        first = nets[0]
+
+        def shapes(net: Hypernetwork) -> list[tuple[str, tuple[int, ...]]]:
+            return [(k, tuple(v.shape)) for k, v in net.named_parameters()]
+
+        for net in nets:
+            if net.mix_embed is not None:
+                raise ValueError("a hypernetwork with its own mix embedding (fnn) does not stack")
+            if shapes(net) != shapes(first) or type(net.output) is not type(first.output):
+                raise ValueError("hypernetworks of different structures do not stack")
+        self.units = len(nets)
+        self.kind: Literal["pair", "agg", "mix"] = (
+            "pair" if first.heads is not None else "agg" if first.agg is not None else "mix"
+        )
+        self.output = first.output
+        self.embed_weight = nn.Parameter(torch.stack([n.embed.weight.detach() for n in nets]))
+        self.embed_bias = nn.Parameter(torch.stack([n.embed.bias.detach() for n in nets]))
+        heads = [_head_tensors(n) for n in nets]
+        for name in _STACKED:
+            self.register_parameter(name, nn.Parameter(torch.stack([h[name].detach() for h in heads])))
+        self.dropout_p = _head_dropout(first)
+
+    def forward(self, x: Tensor, seg: Segments) -> tuple[Tensor | None, Tensor | None]:
+        """``(w, r)`` of the packed bags of ``seg`` in ``x [1, N, D]``, the units' bags one unit
+        after the other (``[B, m]`` each; None for a head the networks lack)."""
+        h = segment_mean(grouped_linear(x[0], self.embed_weight, self.embed_bias).relu(), seg)
+        units, bags, width = self.units, h.shape[0], h.shape[1]
+        n, k = bags // units, 2 if self.kind == "pair" else 1
+        inputs = h.view(units, 1, n, width).expand(units, k, n, width).reshape(units * k, n, width)
+        w1, b1 = self.weight1.reshape(units * k, width, width), self.bias1.reshape(units * k, 1, width)
+        w2 = self.weight2.reshape(units * k, -1, width)
+        b2 = self.bias2.reshape(units * k, 1, w2.shape[1])
+        hidden = torch.baddbmm(b1, inputs, w1.transpose(1, 2)).relu()
+        with unit_rows((k,) * units):  # each unit's mask of its own hypernetwork's shape
+            hidden = dropout(hidden, self.dropout_p, self.training)
+        out = torch.baddbmm(b2, hidden, w2.transpose(1, 2)).view(units, k, n, -1).transpose(0, 1)
+        heads = out.reshape(k, bags, -1)
+        if self.kind == "mix":
+            return None, heads[0].relu()
+        if self.kind == "agg":
+            return self.output(heads[0]), None
+        if isinstance(self.output, nn.ReLU):  # w and r through one ReLU, as the pair does
+            w, r = heads.relu().unbind(0)
+            return w, r
+        return self.output(heads[0]), heads[1].relu()
+
+    @torch.no_grad()
+    def unstack(self, nets: Sequence[Hypernetwork]) -> None:
+        """Copy each unit's trained tensors into its hypernetwork."""
+        for u, net in enumerate(nets):
+            net.embed.weight.copy_(self.embed_weight[u])
+            net.embed.bias.copy_(self.embed_bias[u])
+            for name, tensor in _head_tensors(net).items():
+                tensor.copy_(getattr(self, name)[u])
+
+
+def _head_tensors(net: Hypernetwork) -> dict[str, Tensor]:
+    """The trained head tensors of ``net`` under the :class:`HeadPair` names: the pair's own, or
+    its one head's two linear layers."""
+    if net.heads is not None:
+        return {name: cast(Tensor, getattr(net.heads, name)) for name in _STACKED}
+    head = net.agg if net.agg is not None else net.mix
+    assert head is not None
+    first, last = cast(nn.Linear, head[0]), cast(nn.Linear, head[3])
+    return {"weight1": first.weight, "bias1": first.bias, "weight2": last.weight, "bias2": last.bias}
+
+
+def _head_dropout(net: Hypernetwork) -> float:
+    if net.heads is not None:
+        return float(net.heads.dropout.p)
+    head = net.agg if net.agg is not None else net.mix
+    assert head is not None
+    return float(cast(nn.Dropout, head[2]).p)

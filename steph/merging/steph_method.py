@@ -35,7 +35,7 @@ false``: m + 1 mixtures).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -44,21 +44,19 @@ from torch import Tensor, nn
 
 from ..layout import COEFFICIENTS_FILE
 from ..models.abmil import (
+    Segments,
     as_dtype,
     bag_count,
     encode,
-    grouped_linear,
     packed_segments,
-    segment_mean,
     weight_groups,
 )
 from ..models.closed_form import closed_form
-from ..models.dropout import dropout, unit_rows
 from ..task_vectors import unflatten
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, StackedModel, Table
 from .catalog import StephSpec
-from .hypernet import HeadPair, Hypernetwork
+from .hypernet import Hypernetwork, StackedHypernetwork
 from .method_settings import StephSettings
 from .modules import VectorStack
 
@@ -94,6 +92,36 @@ def select_top(w: Tensor, settings: StephSettings) -> Tensor:
         return torch.ones_like(w, dtype=torch.bool)
     index = w.topk(settings.top_k, dim=1).indices
     return torch.zeros_like(w, dtype=torch.bool).scatter_(1, index, True)
+
+
+def mix_coefficients(
+    settings: StephSettings,
+    heads: tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None],
+    per_bag: Callable[[Tensor], Tensor],
+    like: Tensor,
+    shape: tuple[int, int],
+) -> tuple[Tensor, Tensor]:
+    """Aggregation weights ``w`` and target coefficients ``lambda`` ``[B, m]`` from the
+    hypernetwork's ``w`` and ``r`` and the global vectors (``heads``, each None where the model
+    has none), ``per_bag`` spreading a global vector to the bags' rows:
+
+        w = max(global_w, 0) or w(X);   lambda = 1 / (1 + max(global_r, 0)), 1 / (1 + r(X)),
+        the fixed lambdas, or the fixed lambda (in ``like``'s dtype and device)."""
+    w_net, r_net, global_w, global_r = heads
+    if global_w is not None:
+        w = per_bag(global_w.clamp(min=0.0))
+    else:
+        assert w_net is not None
+        w = w_net
+    if global_r is not None:
+        lam = per_bag(1.0 / (1.0 + global_r.clamp(min=0.0)))
+    elif r_net is not None:
+        lam = 1.0 / (1.0 + r_net)
+    elif settings.fixed_lambdas is not None:
+        lam = torch.tensor(settings.fixed_lambdas, dtype=like.dtype, device=like.device).expand(*shape)
+    else:
+        lam = torch.full(shape, settings.fixed_lambda, dtype=like.dtype, device=like.device)
+    return w, lam
 
 
 def regulariser_terms(
@@ -200,20 +228,8 @@ class StephModel(nn.Module):
         """Aggregation weights ``w`` and target coefficients ``lambda``, both ``[B, m]``."""
         batch, m = bag_count(x, mask), self.n_sources
         w_net, r_net = self.hypernet(x, mask) if self.hypernet is not None else (None, None)
-        if self.global_w is not None:
-            w = self.global_w.clamp(min=0.0).expand(batch, m)
-        else:
-            assert w_net is not None
-            w = w_net
-        if self.global_r is not None:
-            lam = (1.0 / (1.0 + self.global_r.clamp(min=0.0))).expand(batch, m)
-        elif r_net is not None:
-            lam = 1.0 / (1.0 + r_net)
-        elif self.settings.fixed_lambdas is not None:
-            lam = torch.tensor(self.settings.fixed_lambdas, dtype=x.dtype, device=x.device).expand(batch, m)
-        else:
-            lam = torch.full((batch, m), self.settings.fixed_lambda, dtype=x.dtype, device=x.device)
-        return w, lam
+        heads = (w_net, r_net, self.global_w, self.global_r)
+        return mix_coefficients(self.settings, heads, lambda t: t.expand(batch, m), x, (batch, m))
 
     def select(self, w: Tensor) -> Tensor:
         """Boolean ``[B, m]``: the top-k weights of each bag (every source when not sparse)."""
@@ -249,49 +265,49 @@ class StephModel(nn.Module):
 
 
 class StackedSteph(StackedModel):
-    """Several :class:`StephModel` with both hypernetwork heads (a target's folds: the ``steph``
-    row and ``steph-dense``) as one model whose tensors hold the units along their first
-    dimension, for :func:`~steph.training.stacked.fit_stacked`. Unit u's bags go through its own
-    hypernetwork (its patch embedding one grouped product over the units, its two heads one
-    batched product), their per-bag merged encoders ``theta_u + c_b @ [tau_t | tau_s]_u`` (one
-    batched product over the units, then the grouped product over the bags that one fold runs)
-    and its own head; each unit's regulariser is the mean over its own bags (each unit's in
-    ``extras["unit_aux"]``). :meth:`unstack` copies the trained tensors back. Packed bags only."""
+    """Several :class:`StephModel` (a target's folds) as one model whose tensors hold the units
+    along their first dimension, for :func:`~steph.training.stacked.fit_stacked`: STEPH and
+    every ablation but the ``fnn`` mix head. Unit u's bags go through its own hypernetwork
+    (:class:`~steph.merging.hypernet.StackedHypernetwork`) or global vectors, their per-bag
+    merged encoders ``theta_u + c_b @ [tau_t | tau_s]_u`` (one batched product over the units,
+    then the grouped product over the bags that one fold runs) and its own head; each unit's
+    regulariser is the mean over its own bags (each unit's in ``extras["unit_aux"]``).
+    :meth:`unstack` copies the trained tensors back. Packed bags only."""
 
     base: Tensor
     vectors: Tensor
-    heads_weight1: Tensor
-    heads_bias1: Tensor
-    heads_weight2: Tensor
-    heads_bias2: Tensor
 
     def __init__(self, models: Sequence[nn.Module]) -> None:
         super().__init__(models, StephModel)
         models = cast("list[StephModel]", list(models))
         first = models[0]
         for m in models:
-            net = m.hypernet
-            if net is None or net.heads is None or net.mix_embed is not None:
-                raise ValueError("only STEPH with both hypernetwork heads on one embedding stacks")
             if m.settings != first.settings or m.stack.spec != first.stack.spec:
                 raise ValueError("models with different settings or shapes do not stack")
             if m.stack.vectors.shape != first.stack.vectors.shape or m.dropout != first.dropout:
                 raise ValueError("models with different settings or shapes do not stack")
         self.settings, self.dropout, self.n_sources = first.settings, first.dropout, first.n_sources
-        self.head_dropout = first.hypernet.heads.dropout.p  # type: ignore[union-attr]
-        self.output = first.hypernet.output  # type: ignore[union-attr]
         self.spec = first.stack.spec
         self.register_buffer("base", torch.stack([m.stack.base for m in models]), persistent=False)
         self.register_buffer("vectors", torch.stack([m.stack.vectors for m in models]), persistent=False)
-        nets = [cast(Hypernetwork, m.hypernet) for m in models]
-        self.embed_weight = nn.Parameter(torch.stack([n.embed.weight.detach() for n in nets]))
-        self.embed_bias = nn.Parameter(torch.stack([n.embed.bias.detach() for n in nets]))
-        pairs = [cast(HeadPair, n.heads) for n in nets]
-        for name in ("weight1", "bias1", "weight2", "bias2"):
-            self.register_parameter(
-                f"heads_{name}",
-                nn.Parameter(torch.stack([cast(Tensor, getattr(p, name)).detach() for p in pairs])),
-            )
+        nets = [m.hypernet for m in models]
+        self.hypernet = (
+            StackedHypernetwork([n for n in nets if n is not None]) if first.hypernet is not None else None
+        )
+        self.global_w = _stacked([m.global_w for m in models])
+        self.global_r = _stacked([m.global_r for m in models])
+
+    def mixing(self, x: Tensor, seg: Segments) -> tuple[Tensor, Tensor]:
+        """``w`` and ``lambda`` ``[B, m]`` of each unit's bags, as :meth:`StephModel.mixing`."""
+        bags, m = seg.count, self.n_sources
+        n = bags // self.units
+        w_net, r_net = self.hypernet(x, seg) if self.hypernet is not None else (None, None)
+        heads = (w_net, r_net, self.global_w, self.global_r)
+
+        def per_bag(t: Tensor) -> Tensor:  # each unit's vector [U, m] to its bags' rows
+            return t.unsqueeze(1).expand(self.units, n, m).reshape(bags, m)
+
+        return mix_coefficients(self.settings, heads, per_bag, x, (bags, m))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> ModelOutput:
         seg = packed_segments()
@@ -299,23 +315,7 @@ class StackedSteph(StackedModel):
             raise ValueError("stacked units take packed bags (packed_bags and weight_groups)")
         units, bags = self.units, seg.count
         n = bags // units
-        # the hypernetwork: each unit's patch embedding (one grouped product over the units),
-        # its mean per bag, then each unit's two heads as one batched product
-        h = segment_mean(grouped_linear(x[0], self.embed_weight, self.embed_bias).relu(), seg)
-        width = h.shape[1]
-        pairs = h.view(units, 1, n, width).expand(units, 2, n, width).reshape(units * 2, n, width)
-        w1, b1 = self.heads_weight1.flatten(0, 1), self.heads_bias1.flatten(0, 1)
-        w2, b2 = self.heads_weight2.flatten(0, 1), self.heads_bias2.flatten(0, 1)
-        hidden = torch.baddbmm(b1, pairs, w1.transpose(1, 2)).relu()
-        with unit_rows((2,) * units):  # each unit's [2, n, width] mask from its own stream
-            hidden = dropout(hidden, self.head_dropout, self.training)
-        out = torch.baddbmm(b2, hidden, w2.transpose(1, 2)).view(units, 2, n, -1).transpose(0, 1)
-        w_net, r_net = out.reshape(2, bags, -1).unbind(0)
-        if isinstance(self.output, nn.ReLU):
-            w, r = w_net.relu(), r_net.relu()
-        else:
-            w, r = self.output(w_net), r_net.relu()
-        lam = 1.0 / (1.0 + r)
+        w, lam = self.mixing(x, seg)
         selected = select_top(w.detach(), self.settings)
         w_merge = w.clamp(min=0.0, max=1.0) if self.settings.clamp_weights else w
         sel = selected.to(w.dtype)
@@ -350,14 +350,22 @@ class StackedSteph(StackedModel):
 
     @torch.no_grad()
     def unstack(self, models: Sequence[nn.Module]) -> None:
-        """Copy each unit's trained hypernetwork and head into its model."""
+        """Copy each unit's trained hypernetwork, global vectors and head into its model."""
         super().unstack(models)
-        for u, m in enumerate(cast("list[StephModel]", list(models))):
-            net = cast(Hypernetwork, m.hypernet)
-            net.embed.weight.copy_(self.embed_weight[u])
-            net.embed.bias.copy_(self.embed_bias[u])
-            for name in ("weight1", "bias1", "weight2", "bias2"):
-                cast(Tensor, getattr(net.heads, name)).copy_(getattr(self, f"heads_{name}")[u])
+        units = cast("list[StephModel]", list(models))
+        if self.hypernet is not None:
+            self.hypernet.unstack([cast(Hypernetwork, m.hypernet) for m in units])
+        for u, m in enumerate(units):
+            for mine, theirs in ((self.global_w, m.global_w), (self.global_r, m.global_r)):
+                if mine is not None and theirs is not None:
+                    theirs.copy_(mine[u])
+
+
+def _stacked(params: Sequence[nn.Parameter | None]) -> nn.Parameter | None:
+    """One parameter stacking the units' ``params``, or None where they have none."""
+    if any(p is None for p in params):
+        return None
+    return nn.Parameter(torch.stack([cast(nn.Parameter, p).detach() for p in params]))
 
 
 class Steph(StephSpec, MergeMethod):

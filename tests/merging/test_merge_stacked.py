@@ -74,3 +74,34 @@ def test_folds_whose_stacked_loss_diverges_train_one_by_one(
     alone = merged(project_copy(tmp_path_factory, tmp_path / "alone"), stack=False)
     fallback = merged(project_copy(tmp_path_factory, tmp_path / "fallback"), stack=True)
     assert fallback == alone
+
+
+def test_paper_rows_stack_where_they_can_and_write_what_each_fold_writes_alone(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """``merge --paper``: every row but Surgery AM's and STEPH's ``fnn`` (not in the set) trains
+    its two folds together, each fold's files as alone (losses and test risks, to 1e-6)."""
+    results = {}
+    for stack in (False, True):
+        root = project_copy(tmp_path_factory, tmp_path / str(stack))
+        layout, config = load_project(root, {"train.stack_units": stack, "train.epochs": 2, "merge.top_k": 3})
+        report = merge_models(layout, config, target="BRCA", paper=True)
+        assert report.ok
+        rows = {}
+        for item in report.items:
+            run, fold = item.key.split("/")[1], int(item.key.rsplit("_", 1)[1])
+            meta = read_json(layout.merged_meta("BRCA", run, fold))
+            risk = [float(r["risk"]) for r in read_csv(layout.predictions("BRCA", run, fold))]
+            rows[item.key] = (meta["train_losses"], risk, meta["trained_with"])
+        results[stack] = rows
+    alone, together = results[False], results[True]
+    assert alone.keys() == together.keys() and len(alone) == 32
+    for key, (losses, risk, _) in alone.items():
+        assert together[key][0] == pytest.approx(losses, abs=1e-6, rel=1e-6), key
+        assert together[key][1] == pytest.approx(risk, abs=1e-6, rel=1e-6), key
+    stacked = {key.split("/")[1] for key, row in together.items() if row[2]}
+    assert {k.split("/")[1] for k in alone} - stacked == {
+        "model-avg",
+        "surgery-adamerging",
+        "surgery-adamerging-hypernet",
+    }
