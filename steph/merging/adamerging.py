@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from ..models.abmil import ENCODER_KEYS, bag_count, encode, packed_segments, weight_groups
 from ..models.closed_form import closed_form
-from ..task_vectors import StateDict, unflatten
+from ..task_vectors import StateDict
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, StackedModel, Table
 from .baselines import all_vectors, base_encoder
@@ -55,7 +55,7 @@ from .catalog import AdaMergingSpec, IsoCAdaMergingSpec, IsoCTSAdaMergingSpec, T
 from .hypernet import Hypernetwork, StackedHypernetwork
 from .iso import iso_pairwise
 from .method_settings import OutputLayer
-from .modules import VectorStack
+from .modules import StackedVectors, VectorStack
 from .once import once_per_vectors
 from .ties import pairwise_with_target
 
@@ -185,9 +185,6 @@ class StackedAdaMerging(StackedModel):
     trained coefficients or hypernetworks and heads back into the units' models. It accepts
     packed bags only."""
 
-    base: Tensor
-    vectors: Tensor
-
     def __init__(self, models: Sequence[nn.Module]) -> None:
         super().__init__(models, AdaMergingModel)
         models = cast("list[AdaMergingModel]", list(models))
@@ -195,22 +192,15 @@ class StackedAdaMerging(StackedModel):
         same = ("clamp", "dropout", "gamma", "top_k")
         for m in models:
             differs = [a for a in same if getattr(m, a) != getattr(first, a)]
-            if (
-                differs
-                or (m.hypernet is None) != (first.hypernet is None)
-                or m.stack.spec != first.stack.spec
-                or m.stack.vectors.shape != first.stack.vectors.shape
-            ):
-                raise ValueError(f"models with different settings or shapes do not stack ({differs})")
-        self.spec = first.stack.spec
+            if differs or (m.hypernet is None) != (first.hypernet is None):
+                raise ValueError(f"models with different settings do not stack ({differs})")
+        self.stack = StackedVectors([m.stack for m in models])
         self.clamp, self.dropout, self.gamma, self.top_k = (
             first.clamp,
             first.dropout,
             first.gamma,
             first.top_k,
         )
-        self.register_buffer("base", torch.stack([m.stack.base for m in models]), persistent=False)
-        self.register_buffer("vectors", torch.stack([m.stack.vectors for m in models]), persistent=False)
         if first.hypernet is not None:
             self.hypernet: StackedHypernetwork | None = StackedHypernetwork(
                 [cast(Hypernetwork, m.hypernet) for m in models]
@@ -233,28 +223,10 @@ class StackedAdaMerging(StackedModel):
         else:  # global: [U, N]
             assert self.coefficients is not None
             c = self.coefficients
-        kind = self.base.device.type
-        with (
-            torch.autocast(kind, enabled=False)
-            if torch.is_autocast_enabled(kind)
-            else contextlib.nullcontext()
-        ):
-            merged = (c.clamp(min=0.0, max=1.0) if self.clamp else c).float()
-            per_unit = merged.view(units, -1, merged.shape[-1])
-            flat = torch.baddbmm(self.base.unsqueeze(1), per_unit, self.vectors)
-        if self.hypernet is not None:
-            with weight_groups(seg):  # the merged encoders are per bag
-                z = encode(
-                    unflatten(flat.view(seg.count, -1), self.spec),
-                    x,
-                    None,
-                    dropout=self.dropout,
-                    training=self.training,
-                )
-        else:
-            z = encode(
-                unflatten(flat.squeeze(1), self.spec), x, None, dropout=self.dropout, training=self.training
-            )
+        params = self.stack.merge(c.clamp(min=0.0, max=1.0) if self.clamp else c)
+        # per-bag coefficients: the merged encoders are per bag; global ones: per unit
+        with weight_groups(seg) if self.hypernet is not None else contextlib.nullcontext():
+            z = encode(params, x, None, dropout=self.dropout, training=self.training)
         logits = self.head(z)
         rows: list[Tensor] = []
         # gamma per unit: regulariser_terms averages its rows, each unit's regulariser is its own

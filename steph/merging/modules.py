@@ -62,13 +62,7 @@ class VectorStack(nn.Module):
     def merge(self, coefficients: Tensor) -> dict[str, Tensor]:
         """``theta0 + coefficients @ vectors`` split back into named tensors (always in fp32,
         also under autocast: the merged weights are not rounded to bf16/fp16)."""
-        kind = self.base.device.type
-        # autocast off where it is on (entering the context costs about 18 µs where it is not)
-        with (
-            torch.autocast(kind, enabled=False)
-            if torch.is_autocast_enabled(kind)
-            else contextlib.nullcontext()
-        ):
+        with fp32_merge(self.base):
             # one parameter set [N]: a matrix-vector product; per-bag coefficients [B, N] are
             # the matrix product's operand as they are (a reshape to the same shape is still a
             # dispatch, and one more in the backward)
@@ -78,6 +72,48 @@ class VectorStack(nn.Module):
             c = coefficients.float() if rows else coefficients.float().reshape(-1, self.n)
             flat = torch.addmm(self.base.unsqueeze(0), c, self.vectors)
         return unflatten(flat if rows else flat.reshape(*coefficients.shape[:-1], -1), self.spec)
+
+
+def fp32_merge(like: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Autocast off on ``like``'s device where it is on (entering the context costs about 18 µs
+    where it is not): merged weights are built in fp32, not rounded to bf16/fp16."""
+    kind = like.device.type
+    return (
+        torch.autocast(kind, enabled=False) if torch.is_autocast_enabled(kind) else contextlib.nullcontext()
+    )
+
+
+class StackedVectors(nn.Module):
+    """The :class:`VectorStack` of several units (a target's folds, each its own base and
+    vectors over the same keys) along a leading dimension, ``base [U, P]`` and ``vectors
+    [U, N, P]``, for the stacked merge models (:mod:`steph.training.stacked`).
+
+    :meth:`merge` is each unit's :meth:`VectorStack.merge`, ``theta = base_u + c @ vectors_u``
+    as one batched product in fp32: ``c [U, N]`` gives one parameter set per unit (``[U,
+    *shape]`` tensors), ``c [U n, N]`` one per bag, n bags a unit, unit after unit.
+
+    Raises:
+        ValueError: the stacks differ in keys, shapes or vector counts (the units do not stack).
+    """
+
+    base: Tensor
+    vectors: Tensor
+
+    def __init__(self, stacks: Sequence[VectorStack]) -> None:
+        super().__init__()
+        first = stacks[0]
+        if any(s.spec != first.spec or s.vectors.shape != first.vectors.shape for s in stacks):
+            raise ValueError("task vectors of different keys, shapes or counts do not stack")
+        self.spec: FlatSpec = first.spec
+        self.register_buffer("base", torch.stack([s.base for s in stacks]), persistent=False)
+        self.register_buffer("vectors", torch.stack([s.vectors for s in stacks]), persistent=False)
+
+    def merge(self, coefficients: Tensor) -> dict[str, Tensor]:
+        units, n = self.vectors.shape[0], self.vectors.shape[1]
+        with fp32_merge(self.base):
+            c = coefficients.float().view(units, -1, n)
+            flat = torch.baddbmm(self.base.unsqueeze(1), c, self.vectors)
+        return unflatten(flat.view(coefficients.shape[0], -1), self.spec)
 
 
 class FrozenEncoderHead(nn.Module):

@@ -34,7 +34,6 @@ false``: m + 1 mixtures).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -52,13 +51,12 @@ from ..models.abmil import (
     weight_groups,
 )
 from ..models.closed_form import closed_form
-from ..task_vectors import unflatten
 from ..training.loop import ModelOutput
 from .base import MergeContext, MergeMethod, StackedModel, Table
 from .catalog import StephSpec
 from .hypernet import Hypernetwork, StackedHypernetwork
 from .method_settings import StephSettings
-from .modules import VectorStack
+from .modules import StackedVectors, VectorStack
 
 _DEFAULTS = StephSettings()
 
@@ -274,22 +272,14 @@ class StackedSteph(StackedModel):
     regulariser is the mean over its own bags (each unit's in ``extras["unit_aux"]``).
     :meth:`unstack` copies the trained tensors back. Packed bags only."""
 
-    base: Tensor
-    vectors: Tensor
-
     def __init__(self, models: Sequence[nn.Module]) -> None:
         super().__init__(models, StephModel)
         models = cast("list[StephModel]", list(models))
         first = models[0]
-        for m in models:
-            if m.settings != first.settings or m.stack.spec != first.stack.spec:
-                raise ValueError("models with different settings or shapes do not stack")
-            if m.stack.vectors.shape != first.stack.vectors.shape or m.dropout != first.dropout:
-                raise ValueError("models with different settings or shapes do not stack")
+        if any(m.settings != first.settings or m.dropout != first.dropout for m in models):
+            raise ValueError("models with different settings do not stack")
         self.settings, self.dropout, self.n_sources = first.settings, first.dropout, first.n_sources
-        self.spec = first.stack.spec
-        self.register_buffer("base", torch.stack([m.stack.base for m in models]), persistent=False)
-        self.register_buffer("vectors", torch.stack([m.stack.vectors for m in models]), persistent=False)
+        self.stack = StackedVectors([m.stack for m in models])
         nets = [m.hypernet for m in models]
         self.hypernet = (
             StackedHypernetwork([n for n in nets if n is not None]) if first.hypernet is not None else None
@@ -320,14 +310,7 @@ class StackedSteph(StackedModel):
         w_merge = w.clamp(min=0.0, max=1.0) if self.settings.clamp_weights else w
         sel = selected.to(w.dtype)
         c = StephModel.coefficients(w_merge, lam, sel)
-        kind = self.base.device.type
-        with (
-            torch.autocast(kind, enabled=False)
-            if torch.is_autocast_enabled(kind)
-            else contextlib.nullcontext()
-        ):
-            flat = torch.baddbmm(self.base.unsqueeze(1), c.float().view(units, n, -1), self.vectors)
-        params = unflatten(flat.view(bags, -1), self.spec)
+        params = self.stack.merge(c)
         with weight_groups(seg):  # the merged encoders are per bag
             z = encode(params, x, None, dropout=self.dropout, training=self.training)
         logits = self.head(z)
