@@ -37,10 +37,11 @@ expert embeddings) once per patient, not once per epoch (:mod:`~steph.training.m
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -65,9 +66,9 @@ from .batching import (
     shares_forwards,
 )
 from .memo import active_memo, bag_keys, bag_memo, forward_bags
-from .optim import WarmupCosine, build_optimizer
+from .optim import AdamW, WarmupCosine, build_optimizer
 from .precision import autocast, grad_scaler, resolve_precision
-from .staging import DeviceStager, Staged
+from .staging import DeviceStager, Staged, claimed_in_turn
 
 if TYPE_CHECKING:
     from ..config.train import TrainConfig
@@ -153,7 +154,6 @@ def fit(
     generator = torch.Generator().manual_seed(settings.seed)
     model.to(device)
     params = list(named_params) if named_params is not None else list(model.named_parameters())
-    optimizer = build_optimizer(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = len(data) // settings.batch_size
     if steps_per_epoch == 0 and settings.epochs > 0:
         log.warning(
@@ -162,11 +162,7 @@ def fit(
             len(data),
             settings.batch_size,
         )
-    scheduler = WarmupCosine(
-        optimizer,
-        warmup_steps=math.floor(settings.warmup_epochs * steps_per_epoch),
-        total_steps=settings.epochs * steps_per_epoch,
-    )
+    optimizer, scheduler = optimiser(params, settings, steps_per_epoch)
     precision = resolve_precision(settings.precision, device)
     scaler = grad_scaler(precision, device)
     budget = patch_budget(settings.max_batch_patches, device, _dim(bags, data)) if len(data) else -1
@@ -193,24 +189,29 @@ def fit(
         if flops is not None:
             log.info("%s: %d intra-op threads for products of %.0f MFLOP", task, threads, flops / 1e6)
 
-        def load(k: int) -> Future[Staged] | None:
-            if k >= len(queue):
-                return None
-            where = [positions[i] for i in queue[k]]
-            return pool.submit(
-                _load_batch, bags, data, queue[k], where, budget, stager, share, pack, limit, labels
+        jobs = [
+            functools.partial(
+                _load_batch,
+                bags,
+                data,
+                batch,
+                [positions[i] for i in batch],
+                budget,
+                stager,
+                share,
+                pack,
+                limit,
+                labels,
             )
-
-        pending, k = load(0), 0
+            for batch in queue
+        ]
+        claimed = claimed_in_turn(stager, jobs, pool)
         for epoch, batches in enumerate(plan):
             model.train()
             # the losses are summed on the device and read once per epoch: no step waits for the GPU
             epoch_loss, n_steps = torch.zeros((), dtype=torch.float64, device=device), 0
             for _ in batches:
-                assert pending is not None
-                parts = stager.claim(pending.result())
-                k += 1
-                pending = load(k)
+                parts = next(claimed)
                 optimizer.zero_grad(set_to_none=True)
                 batch_loss = backward_chunks(
                     model, parts, settings, device=device, budget=budget, precision=precision, scaler=scaler
@@ -229,6 +230,25 @@ def fit(
                 on_epoch(epoch + 1, mean_loss)
     progress.finish(task)
     return losses
+
+
+def optimiser(
+    params: Sequence[tuple[str, nn.Parameter]],
+    settings: FitSettings,
+    steps_per_epoch: int,
+    *,
+    stacked: bool = False,
+) -> tuple[AdamW, WarmupCosine]:
+    """The protocol's AdamW over ``params`` (``stacked``: as :func:`~steph.training.optim.build_optimizer`)
+    and its cosine schedule with ``settings.warmup_epochs`` of linear warm-up, stepped once per
+    optimiser step over ``settings.epochs`` epochs of ``steps_per_epoch`` steps."""
+    optimizer = build_optimizer(params, lr=settings.lr, weight_decay=settings.weight_decay, stacked=stacked)
+    scheduler = WarmupCosine(
+        optimizer,
+        warmup_steps=math.floor(settings.warmup_epochs * steps_per_epoch),
+        total_steps=settings.epochs * steps_per_epoch,
+    )
+    return optimizer, scheduler
 
 
 def packs(model: nn.Module) -> bool:

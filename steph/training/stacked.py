@@ -30,10 +30,11 @@ unit's loss stays finite (:class:`UnitsDiverged`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import torch
@@ -46,11 +47,10 @@ from ..runtime import seed_everything
 from ..survival import LabelSpec, SurvivalTargets, surv_mle_by_unit
 from ..threads import intra_op_threads
 from .batching import CPU_PACK_PATCHES, Chunk, epoch_batches, plan_packs
-from .loop import BagSource, FitSettings, as_output, get_bags, label_spec, pack_limit, patch_budget
+from .loop import BagSource, FitSettings, as_output, get_bags, label_spec, optimiser, pack_limit, patch_budget
 from .memo import BagMemo, bag_keys, bag_memo, forward_bags
-from .optim import WarmupCosine, build_optimizer
 from .precision import autocast, resolve_precision
-from .staging import DeviceStager, Staged
+from .staging import DeviceStager, Staged, claimed_in_turn
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -150,13 +150,8 @@ def fit_stacked(
     model.to(device)
     streams = UnitStreams(count, device)  # every unit's dropout starts where its own fit's does
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, lr=settings.lr, weight_decay=settings.weight_decay, stacked=True)
     steps = len(units[0]) // settings.batch_size
-    scheduler = WarmupCosine(
-        optimizer,
-        warmup_steps=math.floor(settings.warmup_epochs * steps),
-        total_steps=settings.epochs * steps,
-    )
+    optimizer, scheduler = optimiser(params, settings, steps, stacked=True)
     precision = resolve_precision(settings.precision, device)
     dim = int(getattr(bags, "dim", 0))  # checked by stack_refusal
     budget = patch_budget(settings.max_batch_patches, device, dim)
@@ -183,21 +178,13 @@ def fit_stacked(
         intra_op_threads(_product_flops(model, bags, units, settings.batch_size, device)),
         bag_memo(offsets[-1]) as memo,
     ):
-
-        def load(k: int) -> Future[Staged] | None:
-            if k >= len(queue):
-                return None
-            return pool.submit(load_step, bags, units, queue[k], stager, spec, limit)
-
-        pending, k = load(0), 0
+        jobs = [functools.partial(load_step, bags, units, batches, stager, spec, limit) for batches in queue]
+        claimed = claimed_in_turn(stager, jobs, pool)
         for _epoch in range(settings.epochs):
             model.train()
             epoch_loss = torch.zeros(count, dtype=torch.float64, device=device)
             for _ in range(steps):
-                assert pending is not None
-                (part,) = stager.claim(pending.result())
-                k += 1
-                pending = load(k)
+                (part,) = next(claimed)
                 optimizer.zero_grad(set_to_none=True)
                 epoch_loss.add_(backward_step(model, part, count, streams, precision, budget, device))
                 optimizer.step()

@@ -31,7 +31,8 @@ them are still queued.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 
 import torch
 from torch import Tensor
@@ -75,6 +76,20 @@ class DeviceStager:
                 if tensor.is_cuda:
                     tensor.record_stream(current)
         return parts
+
+
+def claimed_in_turn(
+    stager: DeviceStager, jobs: Sequence[Callable[[], Staged]], pool: Executor
+) -> Iterator[list[Chunk]]:
+    """The chunks of each of ``jobs`` (one batch each, staged by ``stager``), in order, each job
+    submitted to ``pool`` (the loader thread) when the one before it is claimed: the next batch
+    is read while the current one computes, across epoch boundaries too."""
+    pending = pool.submit(jobs[0]) if jobs else None
+    for k in range(len(jobs)):
+        assert pending is not None
+        parts = stager.claim(pending.result())
+        pending = pool.submit(jobs[k + 1]) if k + 1 < len(jobs) else None
+        yield parts
 
 
 def chunk_tensors(part: Chunk) -> list[Tensor]:
